@@ -1,0 +1,483 @@
+//! The job spec: what the handlers queue and the batch worker runs.
+//!
+//! A spec is written by the operator's handlers (never by a buyer directly): buyer-supplied
+//! hyperparameters, prompts and evaluation settings are copied in only after
+//! [`JobSpec::validate`] accepts them. The worker validates again on read, because the queue
+//! is a trust boundary too. Bounds that depend on the model (context length ≤ the model's
+//! `n_positions`) are checked by the worker against the model's config via
+//! [`JobSpec::validate_against_context`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Hard caps that keep one job within one GPU node's budget and the API's memory.
+pub mod limits {
+    /// Longest training run accepted, in optimizer steps.
+    pub const MAX_STEPS: u32 = 100_000;
+    /// Largest micro-batch (sequences per forward pass).
+    pub const MAX_BATCH: u32 = 256;
+    /// Largest gradient-accumulation factor.
+    pub const MAX_GRAD_ACCUM: u32 = 64;
+    /// Shortest context worth training or evaluating on.
+    pub const MIN_CONTEXT: u32 = 8;
+    /// Longest context accepted before the model's own limit is known.
+    pub const MAX_CONTEXT: u32 = 8192;
+    /// Highest peak learning rate accepted.
+    pub const MAX_LR: f64 = 0.1;
+    /// Most prompts in one inference job.
+    pub const MAX_PROMPTS: usize = 64;
+    /// Longest prompt, in bytes.
+    pub const MAX_PROMPT_BYTES: usize = 16 * 1024;
+    /// Most tokens generated per prompt.
+    pub const MAX_NEW_TOKENS: u32 = 2048;
+    /// Most stop strings per job, and the longest one in bytes.
+    pub const MAX_STOPS: usize = 8;
+    pub const MAX_STOP_BYTES: usize = 64;
+    /// Longest job id (it becomes part of object-store keys).
+    pub const MAX_JOB_ID: usize = 64;
+}
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Train,
+    Infer,
+    Evaluate,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Train => "train",
+            JobKind::Infer => "infer",
+            JobKind::Evaluate => "evaluate",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One job for the batch worker. Object-store keys are operator-chosen prefixes, never
+/// buyer input; they are not part of any public output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Unique id; `[a-z0-9-]`, at most [`limits::MAX_JOB_ID`] bytes.
+    pub job_id: String,
+    /// Prefix holding `config.json`, `model.safetensors` and `tokenizer.json` (private).
+    pub model_prefix: String,
+    /// Key of the buyer's dataset (UTF-8 text), when the job reads one.
+    #[serde(default)]
+    pub dataset_key: Option<String>,
+    /// Prefix the worker writes new private weights and checkpoints under (train only).
+    pub private_prefix: String,
+    /// Prefix the worker writes public outputs under: metrics, text, report, progress.
+    pub public_prefix: String,
+    /// Kind-specific parameters.
+    pub params: JobParams,
+}
+
+/// Kind-specific parameters, tagged by kind on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobParams {
+    Train(TrainParams),
+    Infer(InferParams),
+    Evaluate(EvalParams),
+}
+
+impl JobParams {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobParams::Train(_) => JobKind::Train,
+            JobParams::Infer(_) => JobKind::Infer,
+            JobParams::Evaluate(_) => JobKind::Evaluate,
+        }
+    }
+
+    /// The context length the job will run the model at, checked against the model.
+    pub fn context_len(&self) -> Option<u32> {
+        match self {
+            JobParams::Train(t) => Some(t.context_len),
+            JobParams::Evaluate(e) => Some(e.context_len),
+            JobParams::Infer(_) => None,
+        }
+    }
+}
+
+/// Fine-tuning hyperparameters (AdamW, linear warmup then cosine decay to `min_lr_ratio`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// Optimizer steps.
+    pub steps: u32,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Linear warmup steps (≤ steps).
+    #[serde(default)]
+    pub warmup_steps: u32,
+    /// Final learning rate as a fraction of the peak, in [0, 1].
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Sequences per micro-batch.
+    pub batch_size: u32,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "one")]
+    pub grad_accum: u32,
+    /// Tokens per packed training sequence.
+    pub context_len: u32,
+    /// AdamW decoupled weight decay, in [0, 1].
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// AdamW betas, each in [0, 1).
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// AdamW epsilon, in (0, 1e-3].
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Global gradient-norm clip; 0 disables clipping.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    /// Dropout probability during training, in [0, 0.5].
+    #[serde(default)]
+    pub dropout: f64,
+    /// A checkpoint (and its hash, for the proof-of-learning Merkle tree) every k steps.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u32,
+    /// Seed for batching order and dropout.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+fn default_checkpoint_every() -> u32 {
+    10
+}
+
+impl TrainParams {
+    /// Sensible defaults for a short fine-tune; callers override what they need.
+    pub fn new(steps: u32, learning_rate: f64, batch_size: u32, context_len: u32) -> Self {
+        TrainParams {
+            steps,
+            learning_rate,
+            warmup_steps: 0,
+            min_lr_ratio: default_min_lr_ratio(),
+            batch_size,
+            grad_accum: 1,
+            context_len,
+            weight_decay: default_weight_decay(),
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+            grad_clip: default_grad_clip(),
+            dropout: 0.0,
+            checkpoint_every: default_checkpoint_every(),
+            seed: 0,
+        }
+    }
+}
+
+/// Sampling settings; `temperature == 0` means greedy decoding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    #[serde(default)]
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (1..=vocab), if set.
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    /// Nucleus sampling mass in (0, 1], if set.
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { temperature: 0.0, top_k: None, top_p: None, seed: 0 }
+    }
+}
+
+/// Text generation from a batch of prompts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferParams {
+    pub prompts: Vec<String>,
+    pub max_new_tokens: u32,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// Generation stops (per prompt) once any of these strings appears in the output.
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+/// Sliding-window perplexity (the Hugging Face method: windows of `context_len` tokens
+/// advanced by `stride`, scoring only the tokens not scored by the previous window).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalParams {
+    pub context_len: u32,
+    pub stride: u32,
+    /// Score at most this many tokens of the dataset (0 = all of it).
+    #[serde(default)]
+    pub max_tokens: u64,
+    /// A published perplexity to compare against (e.g. the parent model's).
+    #[serde(default)]
+    pub baseline: Option<Baseline>,
+}
+
+/// A reference perplexity, named by what produced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    pub label: String,
+    pub perplexity: f64,
+}
+
+/// A spec field that is out of bounds, and why. Returned to buyers verbatim (HTTP 422).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> SpecError {
+    SpecError { field, reason: reason.into() }
+}
+
+fn check_range_u32(field: &'static str, v: u32, lo: u32, hi: u32) -> Result<(), SpecError> {
+    if v < lo || v > hi {
+        return Err(bad(field, format!("{v} is outside {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+fn check_range_f64(field: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), SpecError> {
+    // `!(a <= b)` rather than `a > b` so NaN is rejected too.
+    if !(v >= lo && v <= hi) {
+        return Err(bad(field, format!("{v} is outside [{lo}, {hi}]")));
+    }
+    Ok(())
+}
+
+/// Checks an id or key segment: non-empty, `[a-z0-9-]`, bounded length.
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), SpecError> {
+    if id.is_empty() || id.len() > limits::MAX_JOB_ID {
+        return Err(bad(field, format!("must be 1..={} characters", limits::MAX_JOB_ID)));
+    }
+    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(bad(field, "may contain only a-z, 0-9 and '-'"));
+    }
+    Ok(())
+}
+
+/// Checks an object-store key or prefix: relative, no `..`, no empty segments, printable ASCII.
+pub fn validate_key(field: &'static str, key: &str) -> Result<(), SpecError> {
+    if key.is_empty() || key.len() > 512 {
+        return Err(bad(field, "must be 1..=512 bytes"));
+    }
+    if key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(bad(field, "must be a relative path without empty, '.' or '..' segments"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
+        return Err(bad(field, "may contain only ASCII letters, digits and '-_./'"));
+    }
+    Ok(())
+}
+
+impl TrainParams {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_range_u32("steps", self.steps, 1, limits::MAX_STEPS)?;
+        check_range_f64("learning_rate", self.learning_rate, f64::MIN_POSITIVE, limits::MAX_LR)?;
+        check_range_u32("warmup_steps", self.warmup_steps, 0, self.steps)?;
+        check_range_f64("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)?;
+        check_range_u32("batch_size", self.batch_size, 1, limits::MAX_BATCH)?;
+        check_range_u32("grad_accum", self.grad_accum, 1, limits::MAX_GRAD_ACCUM)?;
+        check_range_u32("context_len", self.context_len, limits::MIN_CONTEXT, limits::MAX_CONTEXT)?;
+        check_range_f64("weight_decay", self.weight_decay, 0.0, 1.0)?;
+        check_range_f64("beta1", self.beta1, 0.0, 0.999_999)?;
+        check_range_f64("beta2", self.beta2, 0.0, 0.999_999_9)?;
+        check_range_f64("eps", self.eps, 1e-12, 1e-3)?;
+        check_range_f64("grad_clip", self.grad_clip, 0.0, 1e3)?;
+        check_range_f64("dropout", self.dropout, 0.0, 0.5)?;
+        check_range_u32("checkpoint_every", self.checkpoint_every, 1, self.steps)?;
+        Ok(())
+    }
+}
+
+impl InferParams {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.prompts.is_empty() || self.prompts.len() > limits::MAX_PROMPTS {
+            return Err(bad("prompts", format!("need 1..={} prompts", limits::MAX_PROMPTS)));
+        }
+        if let Some(i) = self.prompts.iter().position(|p| p.len() > limits::MAX_PROMPT_BYTES) {
+            return Err(bad(
+                "prompts",
+                format!("prompt {i} is over {} bytes", limits::MAX_PROMPT_BYTES),
+            ));
+        }
+        check_range_u32("max_new_tokens", self.max_new_tokens, 1, limits::MAX_NEW_TOKENS)?;
+        check_range_f64("sampling.temperature", self.sampling.temperature, 0.0, 5.0)?;
+        if let Some(k) = self.sampling.top_k {
+            check_range_u32("sampling.top_k", k, 1, 1_000_000)?;
+        }
+        if let Some(p) = self.sampling.top_p {
+            check_range_f64("sampling.top_p", p, f64::MIN_POSITIVE, 1.0)?;
+        }
+        if self.stop.len() > limits::MAX_STOPS {
+            return Err(bad("stop", format!("at most {} stop strings", limits::MAX_STOPS)));
+        }
+        if self.stop.iter().any(|s| s.is_empty() || s.len() > limits::MAX_STOP_BYTES) {
+            return Err(bad("stop", format!("each must be 1..={} bytes", limits::MAX_STOP_BYTES)));
+        }
+        Ok(())
+    }
+}
+
+impl EvalParams {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_range_u32("context_len", self.context_len, limits::MIN_CONTEXT, limits::MAX_CONTEXT)?;
+        check_range_u32("stride", self.stride, 1, self.context_len)?;
+        if let Some(b) = &self.baseline {
+            if b.label.is_empty() || b.label.len() > 128 {
+                return Err(bad("baseline.label", "must be 1..=128 bytes"));
+            }
+            check_range_f64("baseline.perplexity", b.perplexity, 1.0, 1e12)?;
+        }
+        Ok(())
+    }
+}
+
+impl JobSpec {
+    /// Checks every bound that does not depend on the model itself.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_id("job_id", &self.job_id)?;
+        validate_key("model_prefix", &self.model_prefix)?;
+        validate_key("private_prefix", &self.private_prefix)?;
+        validate_key("public_prefix", &self.public_prefix)?;
+        match (&self.dataset_key, self.params.kind()) {
+            (Some(k), _) => validate_key("dataset_key", k)?,
+            (None, JobKind::Train | JobKind::Evaluate) => {
+                return Err(bad("dataset_key", "train and evaluate jobs need a dataset"));
+            }
+            (None, JobKind::Infer) => {}
+        }
+        match &self.params {
+            JobParams::Train(t) => t.validate(),
+            JobParams::Infer(i) => i.validate(),
+            JobParams::Evaluate(e) => e.validate(),
+        }
+    }
+
+    /// Checks the bounds that depend on the model: the context must fit its positions.
+    pub fn validate_against_context(&self, n_positions: u32) -> Result<(), SpecError> {
+        match self.params.context_len() {
+            Some(c) if c > n_positions => Err(bad(
+                "context_len",
+                format!("{c} exceeds the model's maximum context of {n_positions}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn train_spec() -> JobSpec {
+        JobSpec {
+            job_id: "job-1".into(),
+            model_prefix: "models/m1".into(),
+            dataset_key: Some("jobs/job-1/data.txt".into()),
+            private_prefix: "models/m2".into(),
+            public_prefix: "jobs/job-1/public".into(),
+            params: JobParams::Train(TrainParams::new(20, 3e-4, 4, 64)),
+        }
+    }
+
+    #[test]
+    fn good_spec_round_trips_and_validates() {
+        let s = train_spec();
+        s.validate().unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"kind\":\"train\""));
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn out_of_range_is_named() {
+        let mut s = train_spec();
+        if let JobParams::Train(t) = &mut s.params {
+            t.learning_rate = f64::NAN;
+        }
+        assert_eq!(s.validate().unwrap_err().field, "learning_rate");
+        let mut s = train_spec();
+        s.job_id = "../etc".into();
+        assert_eq!(s.validate().unwrap_err().field, "job_id");
+        let mut s = train_spec();
+        s.dataset_key = Some("a/../../b".into());
+        assert_eq!(s.validate().unwrap_err().field, "dataset_key");
+        let s = train_spec();
+        assert_eq!(s.validate_against_context(32).unwrap_err().field, "context_len");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let json = r#"{"kind":"infer","prompts":["hi"],"max_new_tokens":4,"evil":1}"#;
+        assert!(serde_json::from_str::<JobParams>(json).is_err());
+    }
+
+    #[test]
+    fn infer_bounds() {
+        let mut p = InferParams {
+            prompts: vec!["hello".into()],
+            max_new_tokens: 8,
+            sampling: Sampling::default(),
+            stop: vec![],
+        };
+        p.validate().unwrap();
+        p.sampling.top_p = Some(0.0);
+        assert_eq!(p.validate().unwrap_err().field, "sampling.top_p");
+        p.sampling.top_p = None;
+        p.stop = vec![String::new()];
+        assert_eq!(p.validate().unwrap_err().field, "stop");
+    }
+}

@@ -1,0 +1,26 @@
+//! Wire types of Posthuman, shared by every layer.
+//!
+//! This crate sits at the bottom of the dependency graph: the Lambda handlers and the embedded
+//! server (`functions/`), the batch worker (`batch-worker/`), the CLI and the Yew storefront
+//! (`web/`) all speak these types. It depends on `serde` alone so that it builds for
+//! `wasm32-unknown-unknown` unchanged.
+//!
+//! - [`hash`]: 32-byte content hashes (weights, datasets, receipts) as `0x…` hex.
+//! - [`job`]: the job spec the handlers queue and the worker runs, with its validated bounds.
+//! - [`outputs`]: what a job may publish (the public allowlist) and its live progress.
+//! - [`model`]: reward schemes and the public model card.
+//!
+//! Validation lives here too (pure functions, no I/O), so the API rejects a bad spec with the
+//! very same rule the worker would apply.
+
+pub mod hash;
+pub mod job;
+pub mod model;
+pub mod outputs;
+
+pub use hash::Hash32;
+pub use job::{
+    EvalParams, InferParams, JobKind, JobParams, JobSpec, Sampling, SpecError, TrainParams,
+};
+pub use model::{ModelCard, RewardScheme};
+pub use outputs::{Completion, EvalReport, JobProgress, JobStatus, StopReason, TrainMetrics};

@@ -1,0 +1,158 @@
+//! Reward schemes and the public model card.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Hash32;
+
+/// Most beneficiaries a scheme may name; bounds the lineage contract's gas per derivation.
+pub const MAX_BENEFICIARIES: usize = 16;
+/// Basis points in a whole.
+pub const BPS: u32 = 10_000;
+
+/// How a derivation's reward (child datatokens minted by the lineage contract) is split.
+///
+/// `shares_bps[0]` goes to the trainer of the new model, `shares_bps[1]` to the trainer of its
+/// parent, and so on up the lineage; whatever is not assigned (shares beyond the lineage's
+/// depth, and the rounding remainder) goes to the root model's owner, so the amounts always
+/// add up to `total_reward` exactly. The scheme is fixed when the root model is registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardScheme {
+    /// Child datatokens minted per derivation, in base units (wei), as a decimal string so
+    /// that JavaScript and JSON number limits never truncate it.
+    pub total_reward: String,
+    /// Shares in basis points, most recent trainer first; at most 16, summing to ≤ 10,000.
+    pub shares_bps: Vec<u16>,
+}
+
+/// Why a reward scheme is not acceptable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemeError(pub String);
+
+impl std::fmt::Display for SchemeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid reward scheme: {}", self.0)
+    }
+}
+
+impl std::error::Error for SchemeError {}
+
+impl RewardScheme {
+    /// The geometric scheme: the trainer gets `first_bps`, each earlier trainer half of the
+    /// one after it (50% / 25% / 12.5% … for `first_bps = 5000`), over `depth` trainers.
+    pub fn geometric(total_reward: u128, first_bps: u16, depth: usize) -> Self {
+        let mut shares = Vec::new();
+        let mut s = first_bps;
+        for _ in 0..depth.min(MAX_BENEFICIARIES) {
+            if s == 0 {
+                break;
+            }
+            shares.push(s);
+            s /= 2;
+        }
+        RewardScheme { total_reward: total_reward.to_string(), shares_bps: shares }
+    }
+
+    /// The total as an integer (≤ 2^128 is plenty for datatoken amounts).
+    pub fn total(&self) -> Result<u128, SchemeError> {
+        self.total_reward
+            .parse::<u128>()
+            .map_err(|_| SchemeError("total_reward must be a non-negative integer".into()))
+    }
+
+    pub fn validate(&self) -> Result<(), SchemeError> {
+        self.total()?;
+        if self.shares_bps.len() > MAX_BENEFICIARIES {
+            return Err(SchemeError(format!("at most {MAX_BENEFICIARIES} shares")));
+        }
+        let sum: u32 = self.shares_bps.iter().map(|&s| u32::from(s)).sum();
+        if sum > BPS {
+            return Err(SchemeError(format!("shares sum to {sum} bps, more than {BPS}")));
+        }
+        Ok(())
+    }
+
+    /// The exact split for a lineage with `trainers` trainers above the root (most recent
+    /// first): one amount per paid trainer, then the root owner's amount. Mirrors the
+    /// contract, so clients can show what a derivation will pay before it happens.
+    pub fn split(&self, trainers: usize) -> Result<(Vec<u128>, u128), SchemeError> {
+        self.validate()?;
+        let total = self.total()?;
+        let paid: Vec<u128> = self
+            .shares_bps
+            .iter()
+            .take(trainers)
+            .map(|&bps| mul_div(total, u128::from(bps), u128::from(BPS)))
+            .collect();
+        let root = total - paid.iter().sum::<u128>();
+        Ok((paid, root))
+    }
+}
+
+/// `a * b / d` without overflow for `b ≤ d ≤ 10_000`.
+fn mul_div(a: u128, b: u128, d: u128) -> u128 {
+    (a / d) * b + (a % d) * b / d
+}
+
+/// What the catalogue shows about a model. Never weights, never private storage keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The data NFT address (the model's identity on chain), `0x…`.
+    pub nft: String,
+    /// The ERC-20 datatoken that pays for jobs on this model.
+    pub datatoken: String,
+    pub name: String,
+    pub symbol: String,
+    pub description: String,
+    pub owner: String,
+    /// Canonical content hash of the weights.
+    pub weights_hash: Hash32,
+    /// The parent model's NFT, for derived models.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The trainer who produced this model (derived models).
+    #[serde(default)]
+    pub trainer: Option<String>,
+    /// Architecture summary from `config.json` (e.g. "gpt2 4L/256d/4h ctx256 vocab8000").
+    pub architecture: String,
+    pub parameters: u64,
+    /// Fixed-rate exchange id and price in OCEAN base units per datatoken, if on sale.
+    #[serde(default)]
+    pub exchange_id: Option<Hash32>,
+    #[serde(default)]
+    pub price: Option<String>,
+    pub reward_scheme: RewardScheme,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn geometric_halves() {
+        let s = RewardScheme::geometric(1000, 5000, 4);
+        assert_eq!(s.shares_bps, vec![5000, 2500, 1250, 625]);
+        let (paid, root) = s.split(2).unwrap();
+        assert_eq!(paid, vec![500, 250]);
+        assert_eq!(root, 250);
+    }
+
+    proptest! {
+        #[test]
+        fn split_is_exact(total in any::<u128>(), first in 0u16..=5000, depth in 0usize..20,
+                          trainers in 0usize..20) {
+            let mut s = RewardScheme::geometric(total, first, depth);
+            s.total_reward = total.to_string();
+            let (paid, root) = s.split(trainers).unwrap();
+            prop_assert_eq!(paid.iter().sum::<u128>() + root, total);
+        }
+    }
+
+    #[test]
+    fn rejects_oversubscribed() {
+        let s = RewardScheme { total_reward: "1".into(), shares_bps: vec![9000, 2000] };
+        assert!(s.validate().is_err());
+        let s = RewardScheme { total_reward: "-1".into(), shares_bps: vec![] };
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! The batch worker: GPT-2 train, infer and evaluate in candle

@@ -1,0 +1,1 @@
+//! The ObjectStore boundary: one trait, a filesystem and an S3 implementation

@@ -1,0 +1,1 @@
+//! GPT-2 in candle with HF tensor layout, fused ops with hand-written backward, and AdamW

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian machine, idempotently:
+# Debian packages (only when missing), the pinned npm packages of contracts/ (anvil, solc-js,
+# Ocean v4 and OpenZeppelin contracts). The AWS twins (LocalStack, moto) are set up by
+# localstack/twins.sh when the tests start them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+need_apt=()
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# npm ci only when the lock file changed since the last install (it wipes node_modules).
+stamp=contracts/node_modules/.posthuman-lock.sha256
+want=$(sha256sum contracts/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: npm ci in contracts/"
+  npm ci --prefix contracts --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
+fi

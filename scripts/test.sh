@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what it needs, starts the local AWS
+# twins, then runs formatting, lints, the contract-artifact check and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+t0=$SECONDS
+stage() { printf '\n== %s (t=%ss)\n' "$1" "$((SECONDS - t0))"; }
+
+stage "setup"
+scripts/setup.sh
+
+stage "format"
+cargo fmt --all -- --check
+
+stage "contract artifacts are up to date"
+node contracts/build.mjs --check
+
+stage "AWS twins (LocalStack S3, moto Batch)"
+localstack/twins.sh setup
+eval "$(localstack/twins.sh start)"
+trap 'localstack/twins.sh stop >/dev/null 2>&1 || true' EXIT
+export POSTHUMAN_REQUIRE_TWINS=1
+
+stage "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stage "tests"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$POSTHUMAN_CACHE/last-test.log"
+# Re-print the per-binary summaries so the end of a long log says what ran.
+grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '
+  { p += $4; f += $6; i += $8 }
+  END { printf "\n(%d ignored)\ntotal: %d passed, %d failed\n", i, p, f }'
+stage "done"

@@ -1,0 +1,1 @@
+//! Signed job receipts (EIP-712), checkpoint Merkle proofs, and their verification.

@@ -1,0 +1,191 @@
+//! The worker's error classes and their exit codes — the one place they are mapped.
+//!
+//! Every failure a job can meet falls in exactly one class; each class has a distinct process
+//! exit code (read by the local queue and by AWS Batch's state-change events) and a one-sentence
+//! public message, which the runner also writes as `<public_prefix>/error.json`. Messages never
+//! carry weights, private keys or raw buyer bytes: only sizes, steps, field names and reasons.
+
+use posthuman_store::StoreError;
+use posthuman_types::SpecError;
+
+/// Exit codes, one per class. `0` is success; `2` is clap's usage error (bad command line).
+pub mod exit {
+    /// The job spec is unreadable, not JSON, or names invalid ids/keys.
+    pub const BAD_SPEC: i32 = 10;
+    /// Weights or config are malformed, truncated, or do not match each other / the tokenizer.
+    pub const BAD_WEIGHTS: i32 = 11;
+    /// The model prefix has no usable `tokenizer.json`.
+    pub const MISSING_TOKENIZER: i32 = 12;
+    /// The dataset is empty, not UTF-8, or yields no tokens.
+    pub const BAD_DATASET: i32 = 13;
+    /// The dataset is larger than the configured cap.
+    pub const DATASET_TOO_LARGE: i32 = 14;
+    /// A hyperparameter is out of its bounds (including context > the model's maximum).
+    pub const OUT_OF_RANGE: i32 = 15;
+    /// Training produced a NaN or infinite loss; the step is reported.
+    pub const NON_FINITE_LOSS: i32 = 16;
+    /// The preflight memory estimate exceeds the configured limit; nothing was started.
+    pub const MEMORY_REFUSED: i32 = 17;
+    /// The object store failed (read or write); no half-written model is visible.
+    pub const STORE: i32 = 18;
+    /// A bug or an unexpected condition inside the worker.
+    pub const INTERNAL: i32 = 70;
+}
+
+/// Why a job failed. Variants are the classes of [`exit`].
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid job spec: {0}")]
+    BadSpec(String),
+    #[error("invalid model weights or config: {0}")]
+    BadWeights(String),
+    #[error("missing or invalid tokenizer: {0}")]
+    MissingTokenizer(String),
+    #[error("invalid dataset: {0}")]
+    BadDataset(String),
+    #[error("dataset is {size} bytes, over the limit of {limit} bytes")]
+    DatasetTooLarge { size: u64, limit: u64 },
+    #[error("hyperparameter out of range: {0}")]
+    OutOfRange(String),
+    #[error("training diverged: non-finite loss at step {step}")]
+    NonFiniteLoss { step: u32 },
+    #[error("job needs about {needed_mib} MiB of memory, over the limit of {limit_mib} MiB")]
+    MemoryRefused { needed_mib: u64, limit_mib: u64 },
+    #[error("object store failure: {0}")]
+    Store(String),
+    #[error("internal worker error: {0}")]
+    Internal(String),
+}
+
+impl WorkerError {
+    /// The process exit code of this class.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WorkerError::BadSpec(_) => exit::BAD_SPEC,
+            WorkerError::BadWeights(_) => exit::BAD_WEIGHTS,
+            WorkerError::MissingTokenizer(_) => exit::MISSING_TOKENIZER,
+            WorkerError::BadDataset(_) => exit::BAD_DATASET,
+            WorkerError::DatasetTooLarge { .. } => exit::DATASET_TOO_LARGE,
+            WorkerError::OutOfRange(_) => exit::OUT_OF_RANGE,
+            WorkerError::NonFiniteLoss { .. } => exit::NON_FINITE_LOSS,
+            WorkerError::MemoryRefused { .. } => exit::MEMORY_REFUSED,
+            WorkerError::Store(_) => exit::STORE,
+            WorkerError::Internal(_) => exit::INTERNAL,
+        }
+    }
+
+    /// A short stable name of the class, for `error.json` and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            WorkerError::BadSpec(_) => "bad_spec",
+            WorkerError::BadWeights(_) => "bad_weights",
+            WorkerError::MissingTokenizer(_) => "missing_tokenizer",
+            WorkerError::BadDataset(_) => "bad_dataset",
+            WorkerError::DatasetTooLarge { .. } => "dataset_too_large",
+            WorkerError::OutOfRange(_) => "out_of_range",
+            WorkerError::NonFiniteLoss { .. } => "non_finite_loss",
+            WorkerError::MemoryRefused { .. } => "memory_refused",
+            WorkerError::Store(_) => "store",
+            WorkerError::Internal(_) => "internal",
+        }
+    }
+
+    /// The public message: one sentence, single line, bounded length, printable.
+    pub fn public_message(&self) -> String {
+        sanitize(&self.to_string())
+    }
+
+    /// Classifies a spec validation failure: structural fields (ids, keys) are a bad spec,
+    /// everything else is a hyperparameter out of range.
+    pub fn from_spec(e: SpecError) -> Self {
+        match e.field {
+            "job_id" | "model_prefix" | "private_prefix" | "public_prefix" | "dataset_key" => {
+                WorkerError::BadSpec(e.to_string())
+            }
+            _ => WorkerError::OutOfRange(e.to_string()),
+        }
+    }
+
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
+        WorkerError::Internal(e.to_string())
+    }
+}
+
+impl From<StoreError> for WorkerError {
+    /// Keys are private (they name the operator's prefixes), so the public message keeps only
+    /// the kind of failure; the full error goes to the operator's log.
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "object store failure");
+        let what = match e {
+            StoreError::NotFound { .. } => "an input object is missing",
+            StoreError::InvalidKey { .. } => "a key was rejected",
+            StoreError::TooLarge { .. } => "an input object is over its size limit",
+            StoreError::Unavailable(_) => "the store is unavailable (transient)",
+            StoreError::Io(_) => "a read or write failed",
+        };
+        WorkerError::Store(what.to_string())
+    }
+}
+
+impl From<candle_core::Error> for WorkerError {
+    fn from(e: candle_core::Error) -> Self {
+        WorkerError::Internal(e.to_string())
+    }
+}
+
+/// Keeps a message to one printable line of at most 300 characters.
+pub fn sanitize(s: &str) -> String {
+    let line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(300).collect();
+    line.trim().to_string()
+}
+
+/// The body of `<public_prefix>/error.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorReport {
+    pub class: String,
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl From<&WorkerError> for ErrorReport {
+    fn from(e: &WorkerError) -> Self {
+        ErrorReport {
+            class: e.class().to_string(),
+            exit_code: e.exit_code(),
+            message: e.public_message(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let all = [
+            WorkerError::BadSpec(String::new()),
+            WorkerError::BadWeights(String::new()),
+            WorkerError::MissingTokenizer(String::new()),
+            WorkerError::BadDataset(String::new()),
+            WorkerError::DatasetTooLarge { size: 0, limit: 0 },
+            WorkerError::OutOfRange(String::new()),
+            WorkerError::NonFiniteLoss { step: 0 },
+            WorkerError::MemoryRefused { needed_mib: 0, limit_mib: 0 },
+            WorkerError::Store(String::new()),
+            WorkerError::Internal(String::new()),
+        ];
+        let mut codes: Vec<i32> = all.iter().map(WorkerError::exit_code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert!(codes.iter().all(|&c| c != 0 && c != 1 && c != 2 && c < 126));
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let e = WorkerError::BadDataset("line one\nline two\u{7}".into());
+        assert!(!e.public_message().contains('\n'));
+        assert!(!e.public_message().contains('\u{7}'));
+    }
+}

@@ -1,0 +1,2 @@
+//! The train job.
+pub mod schedule;

@@ -1,1 +1,40 @@
-//! GPT-2 in candle with HF tensor layout, fused ops with hand-written backward, and AdamW
+//! GPT-2 in candle with Hugging Face tensor layout, fused ops with hand-written backward, and
+//! AdamW.
+//!
+//! - [`Config`]: HF `config.json` (`model_type: gpt2`, `gelu_new`).
+//! - [`Gpt2`]: the network; names match HF checkpoints (`wte.weight`, `h.0.attn.c_attn.weight`
+//!   in Conv1D (in, out) layout, …, `ln_f`), lm head tied to `wte`. `forward` (logits, KV
+//!   cache), `loss` (training graph), `token_nll` (no-grad evaluation).
+//! - [`ops`]: fused CPU f32 kernels — layer norm, linear(+GELU), causal attention, embedding,
+//!   lm-head cross-entropy — each with a hand-written backward, because candle_nn's layer norm
+//!   and softmax have none and silently cut the graph. Other devices/dtypes use the same ops
+//!   composed from differentiable candle primitives ([`ops::reference`]).
+//! - [`weights`]: seeded GPT-2 init, strict safetensors load (typed errors, never a panic),
+//!   HF-loadable save, canonical content hash.
+//! - [`optim`]: AdamW, gradient accumulation, global-norm clipping, optimizer state files.
+//!
+//! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
+//! independent of the thread count (gemm splits work over output tiles only), so training
+//! is bit-identical across runs and across 1 or 2 threads.
+
+mod config;
+mod error;
+mod model;
+pub mod ops;
+pub mod optim;
+mod rng;
+pub mod weights;
+
+pub use config::Config;
+pub use error::Gpt2Error;
+pub use model::{Gpt2, KvCache, param_shapes};
+pub use optim::{AdamW, AdamWConfig, Grads, Param, clip_grad_norm};
+pub use rng::{DropoutRng, SeededRng};
+pub use weights::{
+    Weights, init_weights, load_safetensors, load_safetensors_bytes, safetensors_bytes,
+    save_safetensors, weights_hash,
+};
+
+/// Re-exports so dependents use the exact candle this crate was built with.
+pub use candle_core;
+pub use candle_nn;

@@ -1,0 +1,238 @@
+//! Fused causal multi-head attention on the packed `c_attn` output (B, T, 3C), with a
+//! hand-written backward. Heads are read in place through row strides (no split/permute
+//! copies); each (batch, head) pair is independent, so running them in parallel never changes
+//! the bits. Softmax probabilities are kept for backward only while a graph is being built.
+
+use super::kernels::{Mat, cpu_slice, matmul, softmax_scaled, storage, tensor, with_slice};
+use crate::rng::keep;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Sizes of one attention call: queries `tq` attend to keys `tk` (`tk - tq` cached positions).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dims {
+    pub b: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub h: usize,
+    pub d: usize,
+}
+
+/// Strided views of q, k, v: row `t` of batch `bi`, head `hi` starts at
+/// `base + (bi*T + t)*stride + hi*d`.
+#[derive(Clone, Copy)]
+pub(crate) struct Qkv<'a> {
+    pub q: &'a [f32],
+    pub qs: usize,
+    pub k: &'a [f32],
+    pub ks: usize,
+    pub v: &'a [f32],
+    pub vs: usize,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Dropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+impl Dims {
+    fn scale(&self) -> f32 {
+        1.0 / (self.d as f32).sqrt()
+    }
+    fn q_at<'a>(&self, x: &Qkv<'a>, bi: usize, hi: usize) -> Mat<'a> {
+        Mat::rows(&x.q[(bi * self.tq) * x.qs + hi * self.d..], self.tq, self.d, x.qs)
+    }
+    fn k_at<'a>(&self, x: &Qkv<'a>, bi: usize, hi: usize) -> Mat<'a> {
+        Mat::rows(&x.k[(bi * self.tk) * x.ks + hi * self.d..], self.tk, self.d, x.ks)
+    }
+    fn v_off(&self, x: &Qkv, bi: usize, hi: usize) -> usize {
+        (bi * self.tk) * x.vs + hi * self.d
+    }
+}
+
+/// Applies the dropout mask of head `bh` to probabilities `p` (tq × tk) in place.
+fn apply_mask(p: &mut [f32], dr: Dropout, bh: usize, tq: usize, tk: usize) {
+    let scale = 1.0 / (1.0 - dr.p);
+    let base = (bh * tq * tk) as u64;
+    for (i, v) in p.iter_mut().enumerate() {
+        *v = if keep(dr.seed, base + i as u64, dr.p) { *v * scale } else { 0.0 };
+    }
+}
+
+/// Forward for one (batch, head): returns (output tq × d, probabilities tq × tk).
+fn head_fwd(
+    x: &Qkv,
+    dm: Dims,
+    bi: usize,
+    hi: usize,
+    dr: Option<Dropout>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (tq, tk, d) = (dm.tq, dm.tk, dm.d);
+    let offset = tk - tq;
+    let mut p = vec![0f32; tq * tk];
+    let k = dm.k_at(x, bi, hi);
+    matmul(&mut p, tk, dm.q_at(x, bi, hi), Mat::t(k.data, d, tk, x.ks), false, false)?;
+    let scale = dm.scale();
+    for (i, row) in p.chunks_exact_mut(tk).enumerate() {
+        let valid = offset + i + 1;
+        softmax_scaled(&mut row[..valid], scale);
+        row[valid..].fill(0.0);
+    }
+    let mut out = vec![0f32; tq * d];
+    let vo = dm.v_off(x, bi, hi);
+    let v = Mat::rows(&x.v[vo..], tk, d, x.vs);
+    match dr {
+        Some(dr) => {
+            let mut pd = p.clone();
+            apply_mask(&mut pd, dr, bi * dm.h + hi, tq, tk);
+            matmul(&mut out, d, Mat::rows(&pd, tq, tk, tk), v, false, false)?;
+        }
+        None => matmul(&mut out, d, Mat::rows(&p, tq, tk, tk), v, false, false)?,
+    }
+    Ok((out, p))
+}
+
+/// Attention over all heads; returns (B, tq, C) rows and the per-head probabilities.
+pub(crate) fn attention_fwd(
+    x: &Qkv,
+    dm: Dims,
+    dr: Option<Dropout>,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    if dm.tq > dm.tk || dm.d == 0 {
+        bail!("attention: {} queries over {} keys", dm.tq, dm.tk);
+    }
+    let c = dm.h * dm.d;
+    let heads: Vec<(Vec<f32>, Vec<f32>)> = (0..dm.b * dm.h)
+        .into_par_iter()
+        .map(|bh| head_fwd(x, dm, bh / dm.h, bh % dm.h, dr))
+        .collect::<Result<_>>()?;
+    let mut out = vec![0f32; dm.b * dm.tq * c];
+    let mut probs = Vec::with_capacity(heads.len());
+    for (bh, (o, p)) in heads.into_iter().enumerate() {
+        let (bi, hi) = (bh / dm.h, bh % dm.h);
+        for i in 0..dm.tq {
+            let dst = (bi * dm.tq + i) * c + hi * dm.d;
+            out[dst..dst + dm.d].copy_from_slice(&o[i * dm.d..(i + 1) * dm.d]);
+        }
+        probs.push(p);
+    }
+    Ok((out, probs))
+}
+
+/// Backward for one (batch, head): returns (dq tq×d, dk tk×d, dv tk×d).
+fn head_bwd(
+    x: &Qkv,
+    g: &[f32],
+    p: &[f32],
+    dm: Dims,
+    bi: usize,
+    hi: usize,
+    dr: Option<Dropout>,
+) -> Result<[Vec<f32>; 3]> {
+    let (tq, tk, d, c) = (dm.tq, dm.tk, dm.d, dm.h * dm.d);
+    let bh = bi * dm.h + hi;
+    let d_o = Mat::rows(&g[(bi * tq) * c + hi * d..], tq, d, c);
+    let vo = dm.v_off(x, bi, hi);
+    let mut pd_owned;
+    let pd: &[f32] = match dr {
+        Some(dr) => {
+            pd_owned = p.to_vec();
+            apply_mask(&mut pd_owned, dr, bh, tq, tk);
+            &pd_owned
+        }
+        None => p,
+    };
+    let mut dv = vec![0f32; tk * d];
+    matmul(&mut dv, d, Mat::t(pd, tk, tq, tk), d_o, false, false)?;
+    let mut dp = vec![0f32; tq * tk];
+    matmul(&mut dp, tk, d_o, Mat::t(&x.v[vo..], d, tk, x.vs), false, false)?;
+    if let Some(dr) = dr {
+        apply_mask(&mut dp, dr, bh, tq, tk);
+    }
+    let scale = dm.scale();
+    for (dpr, pr) in dp.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
+        let dot: f32 =
+            super::kernels::sum8(&dpr.iter().zip(pr).map(|(a, b)| a * b).collect::<Vec<_>>());
+        for (a, &b) in dpr.iter_mut().zip(pr) {
+            *a = b * (*a - dot) * scale;
+        }
+    }
+    let mut dq = vec![0f32; tq * d];
+    matmul(&mut dq, d, Mat::rows(&dp, tq, tk, tk), dm.k_at(x, bi, hi), false, false)?;
+    let mut dk = vec![0f32; tk * d];
+    matmul(&mut dk, d, Mat::t(&dp, tk, tq, tk), dm.q_at(x, bi, hi), false, false)?;
+    Ok([dq, dk, dv])
+}
+
+/// The graph op: qkv (B, T, 3C) → (B, T, C).
+pub(crate) struct CausalAttention {
+    pub n_head: usize,
+    pub dropout: Option<Dropout>,
+    pub keep: bool,
+    pub probs: Mutex<Option<Vec<Vec<f32>>>>,
+}
+
+impl CausalAttention {
+    fn dims(&self, shape: &[usize]) -> Result<Dims> {
+        let &[b, t, c3] = shape else { bail!("attention: qkv must be (B, T, 3C), got {shape:?}") };
+        if c3 % (3 * self.n_head) != 0 {
+            bail!("attention: width {c3} is not 3 × n_head × head_dim");
+        }
+        Ok(Dims { b, tq: t, tk: t, h: self.n_head, d: c3 / 3 / self.n_head })
+    }
+}
+
+fn views(qkv: &[f32], c: usize) -> Qkv<'_> {
+    Qkv { q: qkv, qs: 3 * c, k: &qkv[c..], ks: 3 * c, v: &qkv[2 * c..], vs: 3 * c }
+}
+
+impl CustomOp1 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "fused-causal-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dm = self.dims(l.dims())?;
+        let qkv = cpu_slice::<f32>(s, l)?;
+        let c = dm.h * dm.d;
+        let (out, probs) = attention_fwd(&views(qkv, c), dm, self.dropout)?;
+        if self.keep {
+            if let Ok(mut slot) = self.probs.lock() {
+                *slot = Some(probs);
+            }
+        }
+        Ok((storage(out), Shape::from((dm.b, dm.tq, c))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dm = self.dims(arg.dims())?;
+        let c = dm.h * dm.d;
+        with_slice::<f32, _>(arg, |qkv| {
+            with_slice::<f32, _>(grad, |g| {
+                let x = views(qkv, c);
+                let stored = self.probs.lock().ok().and_then(|mut s| s.take());
+                let probs = match stored {
+                    Some(p) => p,
+                    None => attention_fwd(&x, dm, self.dropout)?.1,
+                };
+                let grads: Vec<[Vec<f32>; 3]> = (0..dm.b * dm.h)
+                    .into_par_iter()
+                    .map(|bh| head_bwd(&x, g, &probs[bh], dm, bh / dm.h, bh % dm.h, self.dropout))
+                    .collect::<Result<_>>()?;
+                let mut dqkv = vec![0f32; qkv.len()];
+                for (bh, parts) in grads.iter().enumerate() {
+                    let (bi, hi) = (bh / dm.h, bh % dm.h);
+                    for (which, part) in parts.iter().enumerate() {
+                        for t in 0..dm.tq {
+                            let dst = (bi * dm.tq + t) * 3 * c + which * c + hi * dm.d;
+                            dqkv[dst..dst + dm.d].copy_from_slice(&part[t * dm.d..(t + 1) * dm.d]);
+                        }
+                    }
+                }
+                Ok(Some(tensor(dqkv, arg.shape().clone())?))
+            })
+        })
+    }
+}

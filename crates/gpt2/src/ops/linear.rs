@@ -1,0 +1,118 @@
+//! Fused `act(x · W + b)` for HF Conv1D weights (W is (in, out)), with a hand-written backward:
+//! dx = dz·Wᵀ, dW = xᵀ·dz, db = Σ dz. One graph node instead of matmul + broadcast-add (+ the
+//! ~12 elementwise nodes of a composed GELU backward).
+
+use super::kernels::{
+    Mat, col_sums, cpu_slice, gelu_bwd, gelu_fwd, matmul, storage, tensor, with_slice,
+};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// HF `gelu_new` (tanh approximation).
+    GeluNew,
+}
+
+pub(crate) struct Linear {
+    pub act: Activation,
+    /// Keep the pre-activation for backward (only when a graph is being built).
+    pub keep: bool,
+    pub pre_act: Mutex<Option<Vec<f32>>>,
+}
+
+fn out_shape(l: &Layout, m: usize) -> Shape {
+    let mut d = l.dims().to_vec();
+    if let Some(last) = d.last_mut() {
+        *last = m;
+    }
+    Shape::from(d)
+}
+
+/// z = x·W + b for row-major x (n, k), W (k, m).
+fn affine(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Result<Vec<f32>> {
+    let mut z = vec![0f32; n * m];
+    for row in z.chunks_exact_mut(m) {
+        row.copy_from_slice(b);
+    }
+    matmul(&mut z, m, Mat::rows(x, n, k, k), Mat::rows(w, k, m, m), true, true)?;
+    Ok(z)
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) =
+            (cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, cpu_slice::<f32>(s3, l3)?);
+        let (k, m) = l2.shape().dims2()?;
+        if l1.dims().last() != Some(&k) || b.len() != m {
+            bail!("linear: input {:?}, weight ({k}, {m}), bias {}", l1.dims(), b.len());
+        }
+        let n = x.len() / k.max(1);
+        let z = affine(x, w, b, n, k, m)?;
+        let y = match self.act {
+            Activation::Identity => z,
+            Activation::GeluNew => {
+                let mut y = vec![0f32; z.len()];
+                gelu_fwd(&z, &mut y);
+                if self.keep {
+                    if let Ok(mut slot) = self.pre_act.lock() {
+                        *slot = Some(z);
+                    }
+                }
+                y
+            }
+        };
+        Ok((storage(y), out_shape(l1, m)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (k, m) = w.dims2()?;
+        let x_shape = x.shape().clone();
+        with_slice::<f32, _>(x, |x| {
+            with_slice::<f32, _>(w, |w| {
+                with_slice::<f32, _>(grad, |g| {
+                    let n = x.len() / k.max(1);
+                    let mut dz = g.to_vec();
+                    if self.act == Activation::GeluNew {
+                        let stored = self.pre_act.lock().ok().and_then(|mut s| s.take());
+                        let z = match stored {
+                            Some(z) => z,
+                            None => with_slice::<f32, _>(b, |b| affine(x, w, b, n, k, m))?,
+                        };
+                        gelu_bwd(&z, &mut dz);
+                    }
+                    let mut dx = vec![0f32; n * k];
+                    matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
+                    let mut dw = vec![0f32; k * m];
+                    matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
+                    let db = col_sums(&dz, n, m);
+                    Ok((
+                        Some(tensor(dx, x_shape.clone())?),
+                        Some(tensor(dw, (k, m))?),
+                        Some(tensor(db, m)?),
+                    ))
+                })
+            })
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! Fused token + position embedding, and the fused tied lm-head + cross-entropy.
+//!
+//! The loss op never materialises the (N, vocab) logits of the whole batch: it walks row
+//! chunks, and while a graph is being built it computes dh and dwte in the same pass (the loss
+//! is a scalar, so backward only rescales them).
+
+use super::kernels::{Mat, cpu_slice, log_softmax_row, matmul, storage, tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Targets equal to this are skipped by the loss (HF's -100 as an unsigned id).
+pub const IGNORE_INDEX: u32 = u32::MAX;
+
+/// Rows per lm-head chunk: bounds the logits buffer to CHUNK × vocab floats.
+const CHUNK: usize = 256;
+
+pub(crate) struct Embed {
+    pub offset: usize,
+}
+
+impl CustomOp3 for Embed {
+    fn name(&self) -> &'static str {
+        "fused-embedding"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let ids = cpu_slice::<u32>(s1, l1)?;
+        let (wte, wpe) = (cpu_slice::<f32>(s2, l2)?, cpu_slice::<f32>(s3, l3)?);
+        let (b, t) = l1.shape().dims2()?;
+        let (v, c) = l2.shape().dims2()?;
+        let (p, c2) = l3.shape().dims2()?;
+        if c != c2 || self.offset + t > p {
+            bail!("embedding: {t} positions from {} exceed n_positions {p}", self.offset);
+        }
+        let mut out = vec![0f32; b * t * c];
+        for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
+            let id = id as usize;
+            if id >= v {
+                bail!("embedding: token id {id} out of vocabulary {v}");
+            }
+            let pos = self.offset + i % t;
+            let (e, q) = (&wte[id * c..(id + 1) * c], &wpe[pos * c..(pos + 1) * c]);
+            for j in 0..c {
+                row[j] = e[j] + q[j];
+            }
+        }
+        Ok((storage(out), Shape::from((b, t, c))))
+    }
+
+    fn bwd(
+        &self,
+        ids: &Tensor,
+        wte: &Tensor,
+        wpe: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (v, c) = wte.dims2()?;
+        let (p, _) = wpe.dims2()?;
+        let t = ids.dim(1)?;
+        super::kernels::with_slice::<u32, _>(ids, |ids| {
+            super::kernels::with_slice::<f32, _>(grad, |g| {
+                let mut dwte = vec![0f32; v * c];
+                let mut dwpe = vec![0f32; p * c];
+                // Sequential scatter-add: a fixed summation order for repeated tokens.
+                for (i, (gr, &id)) in g.chunks_exact(c).zip(ids).enumerate() {
+                    let (id, pos) = (id as usize, self.offset + i % t);
+                    for j in 0..c {
+                        dwte[id * c + j] += gr[j];
+                        dwpe[pos * c + j] += gr[j];
+                    }
+                }
+                Ok((None, Some(tensor(dwte, (v, c))?), Some(tensor(dwpe, (p, c))?)))
+            })
+        })
+    }
+}
+
+/// Walks the rows of h (n, c) against the tied embedding wte (v, c); returns per-row NLL and,
+/// when `grads`, (dh, dwte) of the *sum* of the row losses.
+#[allow(clippy::type_complexity)]
+pub(crate) fn lm_head_nll(
+    h: &[f32],
+    wte: &[f32],
+    targets: &[u32],
+    c: usize,
+    v: usize,
+    grads: bool,
+) -> Result<(Vec<f32>, Option<(Vec<f32>, Vec<f32>)>)> {
+    let n = targets.len();
+    if h.len() != n * c || wte.len() != v * c {
+        bail!("lm head: h has {} values for {n} rows of {c}", h.len());
+    }
+    if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE_INDEX && t as usize >= v) {
+        bail!("lm head: target id {bad} out of vocabulary {v}");
+    }
+    let mut nll = vec![0f32; n];
+    let (mut dh, mut dwte) =
+        if grads { (vec![0f32; n * c], vec![0f32; v * c]) } else { (Vec::new(), Vec::new()) };
+    let mut logits = vec![0f32; CHUNK.min(n) * v];
+    for (ci, tchunk) in targets.chunks(CHUNK).enumerate() {
+        let r = tchunk.len();
+        let hc = &h[ci * CHUNK * c..(ci * CHUNK + r) * c];
+        let lg = &mut logits[..r * v];
+        matmul(lg, v, Mat::rows(hc, r, c, c), Mat::t(wte, c, v, c), false, true)?;
+        lg.par_chunks_mut(v)
+            .zip(nll[ci * CHUNK..ci * CHUNK + r].par_iter_mut())
+            .zip(tchunk.par_iter())
+            .for_each(|((row, out), &t)| {
+                if t == IGNORE_INDEX {
+                    *out = 0.0;
+                    row.fill(0.0);
+                    return;
+                }
+                let picked = row[t as usize];
+                let lse = log_softmax_row(row, grads);
+                *out = lse - picked;
+                if grads {
+                    row[t as usize] -= 1.0;
+                }
+            });
+        if grads {
+            matmul(
+                &mut dh[ci * CHUNK * c..(ci * CHUNK + r) * c],
+                c,
+                Mat::rows(lg, r, v, v),
+                Mat::rows(wte, v, c, c),
+                false,
+                true,
+            )?;
+            matmul(&mut dwte, c, Mat::t(lg, v, r, v), Mat::rows(hc, r, c, c), ci > 0, true)?;
+        }
+    }
+    Ok((nll, grads.then_some((dh, dwte))))
+}
+
+/// The graph op: (h (N, C), wte (V, C), targets (N) u32) → mean NLL over non-ignored targets.
+pub(crate) struct LmHeadLoss {
+    pub keep: bool,
+    pub grads: Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+fn mean(nll: &[f32], targets: &[u32]) -> (f32, usize) {
+    let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+    let sum: f64 = nll.iter().map(|&x| x as f64).sum();
+    ((sum / count.max(1) as f64) as f32, count)
+}
+
+impl CustomOp3 for LmHeadLoss {
+    fn name(&self) -> &'static str {
+        "fused-lm-head-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (h, wte, tg) =
+            (cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, cpu_slice::<u32>(s3, l3)?);
+        let (v, c) = l2.shape().dims2()?;
+        let (nll, g) = lm_head_nll(h, wte, tg, c, v, self.keep)?;
+        let (loss, count) = mean(&nll, tg);
+        if let Some((mut dh, mut dwte)) = g {
+            let inv = 1.0 / count.max(1) as f32;
+            dh.iter_mut().for_each(|x| *x *= inv);
+            dwte.iter_mut().for_each(|x| *x *= inv);
+            if let Ok(mut slot) = self.grads.lock() {
+                *slot = Some((dh, dwte));
+            }
+        }
+        Ok((storage(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        wte: &Tensor,
+        _targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some((dh, dwte)) = self.grads.lock().ok().and_then(|mut s| s.take()) else {
+            bail!("lm-head loss: backward called twice or without a graph");
+        };
+        let g = grad.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let g = g.first().copied().unwrap_or(1.0);
+        let mut dh = tensor(dh, h.shape().clone())?;
+        let mut dwte = tensor(dwte, wte.shape().clone())?;
+        if g != 1.0 {
+            dh = dh.affine(g as f64, 0.0)?;
+            dwte = dwte.affine(g as f64, 0.0)?;
+        }
+        Ok((Some(dh), Some(dwte), None))
+    }
+}

@@ -1,0 +1,261 @@
+//! AdamW (PyTorch semantics, decoupled weight decay), gradient accumulation, global-norm
+//! clipping, and optimizer state files for checkpoint/resume.
+//!
+//! Weight decay follows nanoGPT: tensors of rank ≥ 2 (every matmul weight and the `wte`/`wpe`
+//! embeddings) decay; rank-1 tensors (biases, LayerNorm weights and biases) do not. (HF
+//! Trainer's name-based rule misses GPT-2's `ln_*` names and would decay them.)
+
+use crate::Gpt2Error;
+use crate::weights::write_atomic;
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// nanoGPT's GPT-2 settings: betas (0.9, 0.95), eps 1e-8, weight decay 0.1.
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub var: Var,
+    pub decay: bool,
+}
+
+/// Gradients of the optimizer's parameters (same order), summed over micro-batches.
+#[derive(Clone, Debug)]
+pub struct Grads {
+    grads: Vec<Vec<f32>>,
+}
+
+fn to_f32(t: &Tensor) -> Result<Vec<f32>, Gpt2Error> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl Grads {
+    /// All-zero gradients for `opt`'s parameters.
+    pub fn zeros(opt: &AdamW) -> Self {
+        Self { grads: opt.params.iter().map(|p| vec![0.0; p.var.elem_count()]).collect() }
+    }
+
+    /// Adds one micro-batch's gradients (accumulation is a sum; scale afterwards to average).
+    pub fn accumulate(&mut self, opt: &AdamW, store: &GradStore) -> Result<(), Gpt2Error> {
+        for (g, p) in self.grads.iter_mut().zip(&opt.params) {
+            if let Some(t) = store.get(p.var.as_tensor()) {
+                for (a, b) in g.iter_mut().zip(to_f32(t)?) {
+                    *a += b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn from_store(opt: &AdamW, store: &GradStore) -> Result<Self, Gpt2Error> {
+        let mut g = Self::zeros(opt);
+        g.accumulate(opt, store)?;
+        Ok(g)
+    }
+
+    pub fn scale(&mut self, s: f32) {
+        self.grads.iter_mut().flatten().for_each(|x| *x *= s);
+    }
+
+    /// Global L2 norm (f64, fixed order).
+    pub fn norm(&self) -> f64 {
+        self.grads.iter().flatten().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    }
+
+    /// The gradient of parameter `i` (optimizer order).
+    pub fn get(&self, i: usize) -> Option<&[f32]> {
+        self.grads.get(i).map(|g| g.as_slice())
+    }
+
+    /// Whether every value is finite.
+    pub fn is_finite(&self) -> bool {
+        self.grads.iter().flatten().all(|x| x.is_finite())
+    }
+}
+
+/// Scales `grads` so their global norm is at most `max_norm` (as torch's `clip_grad_norm_`,
+/// factor max_norm / (norm + 1e-6)); returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> f64 {
+    let norm = grads.norm();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        grads.scale(coef as f32);
+    }
+    norm
+}
+
+/// AdamW over the variables of a `VarMap`, in name order.
+#[derive(Debug)]
+pub struct AdamW {
+    params: Vec<Param>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    step: u64,
+    cfg: AdamWConfig,
+}
+
+impl AdamW {
+    pub fn new(vm: &VarMap, cfg: AdamWConfig) -> Result<Self, Gpt2Error> {
+        let data = vm
+            .data()
+            .lock()
+            .map_err(|_| Gpt2Error::OptimizerState("var map lock poisoned".into()))?;
+        let mut params: Vec<Param> = data
+            .iter()
+            .map(|(name, var)| Param {
+                name: name.clone(),
+                var: var.clone(),
+                decay: var.rank() >= 2,
+            })
+            .collect();
+        drop(data);
+        params.sort_by(|a, b| a.name.cmp(&b.name));
+        let zeros = |p: &Param| vec![0f32; p.var.elem_count()];
+        Ok(Self {
+            m: params.iter().map(zeros).collect(),
+            v: params.iter().map(zeros).collect(),
+            params,
+            step: 0,
+            cfg,
+        })
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
+    /// Steps taken so far (the bias-correction counter).
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// One update with learning rate `lr` (torch.optim.AdamW arithmetic, in f32).
+    pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<(), Gpt2Error> {
+        if grads.grads.len() != self.params.len() {
+            return Err(Gpt2Error::OptimizerState(
+                "gradients belong to another parameter set".into(),
+            ));
+        }
+        self.step += 1;
+        let c = self.cfg;
+        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bc2_sqrt = (1.0 - c.beta2.powi(self.step as i32)).sqrt() as f32;
+        let step_size = (lr / bc1) as f32;
+        let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
+        for (i, p) in self.params.iter().enumerate() {
+            let g = &grads.grads[i];
+            let mut w = to_f32(p.var.as_tensor())?;
+            if g.len() != w.len() {
+                return Err(Gpt2Error::OptimizerState(format!(
+                    "gradient of {} has the wrong size",
+                    p.name
+                )));
+            }
+            let decay = if p.decay { (1.0 - lr * c.weight_decay) as f32 } else { 1.0 };
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            for j in 0..w.len() {
+                w[j] *= decay;
+                m[j] += (g[j] - m[j]) * (1.0 - b1);
+                v[j] = v[j] * b2 + (1.0 - b2) * g[j] * g[j];
+                let denom = v[j].sqrt() / bc2_sqrt + eps;
+                w[j] += -step_size * (m[j] / denom);
+            }
+            let t = Tensor::from_vec(w, p.var.shape(), &Device::Cpu)?.to_device(p.var.device())?;
+            p.var.set(&t)?;
+        }
+        Ok(())
+    }
+
+    /// Moments and step counter as a safetensors image (`m.<name>`, `v.<name>`).
+    pub fn state_bytes(&self) -> Result<Vec<u8>, Gpt2Error> {
+        let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (i, p) in self.params.iter().enumerate() {
+            for (kind, data) in [("m", &self.m[i]), ("v", &self.v[i])] {
+                let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                bufs.push((format!("{kind}.{}", p.name), p.var.dims().to_vec(), bytes));
+            }
+        }
+        let views = bufs
+            .iter()
+            .map(|(n, s, b)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| Gpt2Error::OptimizerState(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let meta = HashMap::from([
+            ("format".to_string(), "posthuman-adamw-v1".to_string()),
+            ("step".to_string(), self.step.to_string()),
+        ]);
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Gpt2Error::OptimizerState(e.to_string()))
+    }
+
+    /// Restores moments and step counter saved by [`AdamW::state_bytes`] for the same params.
+    pub fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<(), Gpt2Error> {
+        let bad = |m: String| Gpt2Error::OptimizerState(m);
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some("posthuman-adamw-v1") {
+            return Err(bad("not an AdamW state file".into()));
+        }
+        let step: u64 = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no step counter".into()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        if st.len() != 2 * self.params.len() {
+            return Err(bad(format!("{} tensors for {} parameters", st.len(), self.params.len())));
+        }
+        let mut m = Vec::with_capacity(self.params.len());
+        let mut v = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            for (kind, out) in [("m", &mut m), ("v", &mut v)] {
+                let name = format!("{kind}.{}", p.name);
+                let t = st.tensor(&name).map_err(|_| bad(format!("missing {name}")))?;
+                if t.dtype() != Dtype::F32 || t.shape() != p.var.dims() {
+                    return Err(bad(format!("{name} has the wrong dtype or shape")));
+                }
+                let vals: Vec<f32> = t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                out.push(vals);
+            }
+        }
+        (self.m, self.v, self.step) = (m, v, step);
+        Ok(())
+    }
+
+    pub fn save_state(&self, path: &Path) -> Result<(), Gpt2Error> {
+        write_atomic(path, &self.state_bytes()?)
+    }
+
+    pub fn load_state(&mut self, path: &Path) -> Result<(), Gpt2Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|source| Gpt2Error::Io { path: path.to_path_buf(), source })?;
+        self.load_state_bytes(&bytes)
+    }
+}

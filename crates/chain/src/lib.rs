@@ -1,1 +1,36 @@
-//! Ethereum access (alloy): Ocean v4 datatokens, the lineage contract, and the order check
+//! Ethereum access (alloy): Ocean v4 datatokens, the lineage contract, and the order check.
+//!
+//! - [`anvil`]: a local anvil process (free port, persisted state, stopped on drop).
+//! - [`deploy`]: deploys the genuine Ocean v4 stack plus our `ModelLineage` contract and
+//!   writes an [`AddressBook`].
+//! - [`client`]: the [`Chain`] client (operator key + any local signers) with the Ocean
+//!   operations: publish a model asset, mint, transfer, approve, balances, fixed-rate
+//!   exchanges.
+//! - [`fees`]: provider fees signed exactly as Ocean's `startOrder` checks them.
+//! - [`orders`]: `startOrder` and [`Chain::verify_order`], the payment check returning a typed
+//!   [`OrderVerdict`], with the [`SpentOrders`] record that makes an order pay for one job.
+//! - [`lineage`]: commit-before-reveal training commitments, child models created and owned
+//!   by the lineage contract, exactly-once derivations paying rewards, lineage reads.
+//! - [`story`]: the end-to-end walk-through used by the interim main command.
+//!
+//! Contract bindings come from the committed artifacts in `contracts/out/` (regenerate with
+//! `node contracts/build.mjs`), so building needs no npm; running the tests needs anvil
+//! (`npm ci --prefix contracts`).
+
+pub mod anvil;
+pub mod bindings;
+pub mod client;
+pub mod deploy;
+pub mod error;
+pub mod fees;
+pub mod lineage;
+pub mod orders;
+pub mod story;
+
+pub use alloy;
+pub use anvil::{Anvil, AnvilConfig};
+pub use client::{Chain, Exchange, PublishRequest, PublishedModel};
+pub use deploy::{AddressBook, DeployReport, deploy_stack};
+pub use error::ChainError;
+pub use fees::ProviderFee;
+pub use orders::{Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders, VerifiedOrder};

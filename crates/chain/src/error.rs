@@ -1,0 +1,75 @@
+//! The crate's error type: each variant says what the caller can do about it.
+
+use alloy::primitives::Address;
+
+/// Why a chain operation failed. Order *rejections* are not errors: see
+/// [`crate::orders::Rejection`]; an `Err` from `verify_order` means the check could not be
+/// made (retry later), never that the order is good or bad.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The anvil binary is missing: run `npm ci --prefix contracts`.
+    #[error("anvil not found at {path}: run `npm ci --prefix contracts` to install it")]
+    AnvilMissing { path: String },
+    /// anvil could not be started or did not report its port.
+    #[error("anvil failed to start: {0}")]
+    AnvilStart(String),
+    /// The RPC endpoint could not be reached or answered badly: transient, retry.
+    #[error("rpc error: {0}")]
+    Rpc(String),
+    /// A transaction was mined but reverted (the message carries the revert reason if known).
+    #[error("transaction reverted: {0}")]
+    Reverted(String),
+    /// A call the contract refused before sending (e.g. `eth_estimateGas` reverted).
+    #[error("contract call failed: {0}")]
+    Contract(String),
+    /// An expected event was missing from a receipt: the chain is not running the contracts
+    /// the address book says it is.
+    #[error("missing event {event} in transaction {tx}")]
+    MissingEvent { event: &'static str, tx: String },
+    /// No local signer for this address: register it with `Chain::add_signer` first.
+    #[error("no local signer for {0}")]
+    UnknownSigner(Address),
+    /// The lineage contract refused the call (custom error name and fields): not operator,
+    /// job already committed, wrong job state, …
+    #[error("lineage contract rejected the call: {0}")]
+    LineageRejected(String),
+    /// Invalid input from the caller (bad reward scheme, malformed address, …).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Address book file I/O or JSON.
+    #[error("address book {path}: {reason}")]
+    AddressBook { path: String, reason: String },
+    /// Signing failed (key problem).
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// The spent-orders store failed: the order was not claimed; retry later.
+    #[error("spent-orders store: {0}")]
+    SpentStore(String),
+}
+
+impl From<alloy::transports::TransportError> for ChainError {
+    fn from(e: alloy::transports::TransportError) -> Self {
+        ChainError::Rpc(e.to_string())
+    }
+}
+
+impl From<alloy::contract::Error> for ChainError {
+    fn from(e: alloy::contract::Error) -> Self {
+        match e {
+            alloy::contract::Error::TransportError(t) => ChainError::Rpc(t.to_string()),
+            other => ChainError::Contract(other.to_string()),
+        }
+    }
+}
+
+impl From<alloy::providers::PendingTransactionError> for ChainError {
+    fn from(e: alloy::providers::PendingTransactionError) -> Self {
+        ChainError::Rpc(e.to_string())
+    }
+}
+
+impl From<alloy::signers::Error> for ChainError {
+    fn from(e: alloy::signers::Error) -> Self {
+        ChainError::Signing(e.to_string())
+    }
+}

@@ -1,0 +1,348 @@
+//! Orders: `startOrder` as a buyer, and the payment check that guards every job.
+//!
+//! [`Chain::verify_order`] accepts only an order that exists, is mined with enough
+//! confirmations, was emitted by the expected datatoken for the expected service, names the
+//! request's signer as consumer, carries a provider fee signed by our operator key that has
+//! not expired (`validUntil` is not enforced on chain), and was never used for another job.
+//! Every other case is a [`Rejection`] with its own reason; `Err` only means "could not check
+//! now" (RPC or spent-store trouble), never a verdict.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Log;
+use alloy::sol_types::SolEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::ERC20Template;
+use crate::client::send;
+use crate::fees::{ProviderFee, recover_provider_fee_signer, sign_provider_fee};
+use crate::{Chain, ChainError};
+
+/// One order: the transaction and the index of its `OrderStarted` log (a transaction may
+/// hold several orders).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OrderId {
+    pub tx_hash: B256,
+    pub log_index: u64,
+}
+
+impl std::fmt::Display for OrderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.tx_hash, self.log_index)
+    }
+}
+
+/// The result of claiming an order for a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Now held by this job (also when this same job already held it: claims are idempotent
+    /// per job, so a retried request does not lock itself out).
+    Claimed,
+    /// Already held by another job.
+    HeldBy(String),
+}
+
+/// The record of orders already used for jobs. The functions layer persists it (e.g. an
+/// object store with put-if-absent); [`MemorySpentOrders`] serves tests and single processes.
+/// `claim` must be atomic: two concurrent claims of one order by different jobs must not
+/// both succeed.
+#[async_trait::async_trait]
+pub trait SpentOrders: Send + Sync {
+    async fn claim(&self, order: &OrderId, job_id: &str) -> Result<Claim, ChainError>;
+    /// Frees an order held by `job_id` (its job failed before doing work, so the buyer may
+    /// retry with the same order). `Ok(false)` if `job_id` did not hold it.
+    async fn release(&self, order: &OrderId, job_id: &str) -> Result<bool, ChainError>;
+    /// The job holding an order, if any.
+    async fn holder(&self, order: &OrderId) -> Result<Option<String>, ChainError>;
+}
+
+/// In-memory [`SpentOrders`].
+#[derive(Debug, Default)]
+pub struct MemorySpentOrders {
+    held: Mutex<HashMap<OrderId, String>>,
+}
+
+impl MemorySpentOrders {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<OrderId, String>>, ChainError> {
+        self.held.lock().map_err(|_| ChainError::SpentStore("poisoned lock".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl SpentOrders for MemorySpentOrders {
+    async fn claim(&self, order: &OrderId, job_id: &str) -> Result<Claim, ChainError> {
+        let mut held = self.lock()?;
+        match held.get(order) {
+            Some(j) if j != job_id => Ok(Claim::HeldBy(j.clone())),
+            _ => {
+                held.insert(*order, job_id.to_string());
+                Ok(Claim::Claimed)
+            }
+        }
+    }
+
+    async fn release(&self, order: &OrderId, job_id: &str) -> Result<bool, ChainError> {
+        let mut held = self.lock()?;
+        if held.get(order).is_some_and(|j| j == job_id) {
+            held.remove(order);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    async fn holder(&self, order: &OrderId) -> Result<Option<String>, ChainError> {
+        Ok(self.lock()?.get(order).cloned())
+    }
+}
+
+/// What the order must be for this job.
+#[derive(Clone, Debug)]
+pub struct OrderQuery {
+    /// The transaction hash as the buyer sent it (hostile: parsed here).
+    pub tx_hash: String,
+    /// The datatoken of the model the job runs on.
+    pub datatoken: Address,
+    /// The service index of the job kind.
+    pub service_index: u64,
+    /// The address that signed the job request.
+    pub consumer: Address,
+    /// Unix seconds, supplied by the caller (the provider fee's `validUntil` must be ≥ it).
+    pub now: u64,
+    /// The job the order is claimed for.
+    pub job_id: String,
+}
+
+/// An accepted order, now claimed for the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedOrder {
+    pub id: OrderId,
+    pub consumer: Address,
+    pub payer: Address,
+    pub amount: U256,
+    pub block_number: u64,
+    pub valid_until: U256,
+    pub provider_data: Bytes,
+}
+
+/// Why an order does not pay for the job.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the transaction hash is not 32 bytes of hex")]
+    MalformedTxHash,
+    #[error("no such transaction")]
+    NoSuchTransaction,
+    #[error("the transaction is not mined yet")]
+    NotMined,
+    #[error("the transaction reverted")]
+    Reverted,
+    #[error("only {have} confirmations, {need} needed")]
+    NotEnoughConfirmations { have: u64, need: u64 },
+    #[error("the transaction started no order")]
+    NotAnOrder,
+    #[error("the order is for another datatoken ({found:?})")]
+    WrongDatatoken { found: Vec<Address> },
+    #[error("the order is for service {found}, expected {expected}")]
+    WrongServiceIndex { expected: u64, found: U256 },
+    #[error("the order's consumer {found} is not the request signer {expected}")]
+    ConsumerMismatch { expected: Address, found: Address },
+    #[error("the order carries no provider fee")]
+    MissingProviderFee,
+    #[error("the provider fee was not signed by our operator (fee address {fee_address}, signer {recovered:?})")]
+    ProviderFeeNotOurs { fee_address: Address, recovered: Option<Address> },
+    #[error("the provider fee expired at {valid_until} (now {now})")]
+    ProviderFeeExpired { valid_until: U256, now: u64 },
+    #[error("the order was already used by job {job}")]
+    AlreadyUsed { job: String },
+}
+
+/// The order check's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderVerdict {
+    Accepted(VerifiedOrder),
+    Rejected(Rejection),
+}
+
+impl OrderVerdict {
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, OrderVerdict::Accepted(_))
+    }
+
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            OrderVerdict::Rejected(r) => Some(r),
+            OrderVerdict::Accepted(_) => None,
+        }
+    }
+}
+
+/// A mined `startOrder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartedOrder {
+    pub tx_hash: B256,
+    pub block_number: u64,
+    pub gas_used: u64,
+}
+
+fn parse_tx_hash(s: &str) -> Option<B256> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    hex.parse::<B256>().ok().or_else(|| s.parse::<B256>().ok())
+}
+
+impl Chain {
+    /// Signs a provider fee with the operator key: zero fee in OCEAN, valid until
+    /// `valid_until` (unix seconds), carrying `data` (e.g. the job request's hash).
+    pub fn sign_provider_fee(&self, valid_until: u64, data: Bytes) -> Result<ProviderFee, ChainError> {
+        sign_provider_fee(self.operator_signer(), self.book.ocean, U256::ZERO, valid_until, data)
+    }
+
+    /// `startOrder` on `datatoken`, sent by `payer` (spends 1 datatoken; approves the fee
+    /// token first when the provider fee is not zero).
+    pub async fn start_order(
+        &self,
+        payer: Address,
+        datatoken: Address,
+        consumer: Address,
+        service_index: u64,
+        fee: &ProviderFee,
+    ) -> Result<StartedOrder, ChainError> {
+        if !fee.amount.is_zero() {
+            self.approve(payer, fee.token, datatoken, fee.amount).await?;
+        }
+        let dt = ERC20Template::new(datatoken, &self.provider);
+        let market = ERC20Template::consumeMarketFee {
+            consumeMarketFeeAddress: Address::ZERO,
+            consumeMarketFeeToken: Address::ZERO,
+            consumeMarketFeeAmount: U256::ZERO,
+        };
+        let call = dt.startOrder(consumer, U256::from(service_index), fee.to_sol(), market).from(payer);
+        let receipt = send(call).await?;
+        Ok(StartedOrder {
+            tx_hash: receipt.transaction_hash,
+            block_number: receipt.block_number.unwrap_or_default(),
+            gas_used: receipt.gas_used,
+        })
+    }
+
+    /// The payment check (see the module docs). On `Accepted` the order has been claimed for
+    /// `q.job_id` in `spent`; release it there if the job fails before doing work.
+    pub async fn verify_order(&self, q: &OrderQuery, spent: &dyn SpentOrders) -> Result<OrderVerdict, ChainError> {
+        use OrderVerdict::Rejected;
+        let Some(tx_hash) = parse_tx_hash(q.tx_hash.trim()) else {
+            return Ok(Rejected(Rejection::MalformedTxHash));
+        };
+        let Some(receipt) = self.provider.get_transaction_receipt(tx_hash).await? else {
+            let pending = self.provider.get_transaction_by_hash(tx_hash).await?;
+            return Ok(Rejected(if pending.is_some() { Rejection::NotMined } else { Rejection::NoSuchTransaction }));
+        };
+        if !receipt.status() {
+            return Ok(Rejected(Rejection::Reverted));
+        }
+        let Some(block) = receipt.block_number else {
+            return Ok(Rejected(Rejection::NotMined));
+        };
+        if self.min_confirmations > 0 {
+            let head = self.provider.get_block_number().await?;
+            let have = head.saturating_sub(block) + 1;
+            if have < self.min_confirmations {
+                return Ok(Rejected(Rejection::NotEnoughConfirmations { have, need: self.min_confirmations }));
+            }
+        }
+        let logs = receipt.inner.logs();
+        let is_order = |l: &Log| l.topics().first() == Some(&ERC20Template::OrderStarted::SIGNATURE_HASH);
+        let orders: Vec<&Log> = logs.iter().filter(|l| is_order(l)).collect();
+        if orders.is_empty() {
+            return Ok(Rejected(Rejection::NotAnOrder));
+        }
+        let ours: Vec<&Log> = orders.iter().copied().filter(|l| l.address() == q.datatoken).collect();
+        if ours.is_empty() {
+            return Ok(Rejected(Rejection::WrongDatatoken { found: orders.iter().map(|l| l.address()).collect() }));
+        }
+        let mut first_rejection = None;
+        for order_log in ours {
+            match self.check_one(q, tx_hash, block, logs, order_log, spent).await? {
+                OrderVerdict::Accepted(v) => return Ok(OrderVerdict::Accepted(v)),
+                Rejected(r) => {
+                    first_rejection.get_or_insert(r);
+                }
+            }
+        }
+        Ok(Rejected(first_rejection.unwrap_or(Rejection::NotAnOrder)))
+    }
+
+    async fn check_one(
+        &self,
+        q: &OrderQuery,
+        tx_hash: B256,
+        block: u64,
+        logs: &[Log],
+        order_log: &Log,
+        spent: &dyn SpentOrders,
+    ) -> Result<OrderVerdict, ChainError> {
+        use OrderVerdict::Rejected;
+        let Ok(order) = ERC20Template::OrderStarted::decode_log_data(order_log.data()) else {
+            return Ok(Rejected(Rejection::NotAnOrder));
+        };
+        if order.serviceIndex != U256::from(q.service_index) {
+            return Ok(Rejected(Rejection::WrongServiceIndex { expected: q.service_index, found: order.serviceIndex }));
+        }
+        if order.consumer != q.consumer {
+            return Ok(Rejected(Rejection::ConsumerMismatch { expected: q.consumer, found: order.consumer }));
+        }
+        // The provider fee of this order: the first ProviderFee log of the same datatoken after
+        // the OrderStarted log (startOrder emits it later in the same call).
+        let Some(order_index) = order_log.log_index else {
+            return Ok(Rejected(Rejection::NotMined));
+        };
+        let fee = logs
+            .iter()
+            .filter(|l| {
+                l.address() == q.datatoken
+                    && l.log_index.is_some_and(|i| i > order_index)
+                    && l.topics().first() == Some(&ERC20Template::ProviderFee::SIGNATURE_HASH)
+            })
+            .find_map(|l| ERC20Template::ProviderFee::decode_log_data(l.data()).ok());
+        let Some(fee) = fee else {
+            return Ok(Rejected(Rejection::MissingProviderFee));
+        };
+        let recovered = recover_provider_fee_signer(
+            &fee.providerData,
+            fee.providerFeeAddress,
+            fee.providerFeeToken,
+            fee.providerFeeAmount,
+            fee.validUntil,
+            fee.v,
+            fee.r,
+            fee.s,
+        );
+        if fee.providerFeeAddress != self.operator() || recovered != Some(self.operator()) {
+            return Ok(Rejected(Rejection::ProviderFeeNotOurs { fee_address: fee.providerFeeAddress, recovered }));
+        }
+        if fee.validUntil < U256::from(q.now) {
+            return Ok(Rejected(Rejection::ProviderFeeExpired { valid_until: fee.validUntil, now: q.now }));
+        }
+        let id = OrderId { tx_hash, log_index: order_index };
+        match spent.claim(&id, &q.job_id).await? {
+            Claim::Claimed => Ok(OrderVerdict::Accepted(VerifiedOrder {
+                id,
+                consumer: order.consumer,
+                payer: order.payer,
+                amount: order.amount,
+                block_number: block,
+                valid_until: fee.validUntil,
+                provider_data: fee.providerData,
+            })),
+            Claim::HeldBy(job) => Ok(Rejected(Rejection::AlreadyUsed { job })),
+        }
+    }
+}

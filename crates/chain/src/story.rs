@@ -1,0 +1,1 @@
+//! The end-to-end walk-through (filled in below).

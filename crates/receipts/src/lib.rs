@@ -1,1 +1,64 @@
-//! Signed job receipts (EIP-712), checkpoint Merkle proofs, and their verification.
+//! Signed job receipts (EIP-712), inference attestations, public verification against the
+//! chain, and proof-of-learning audits.
+//!
+//! Where it sits: when a job completes, the functions layer builds a [`Receipt`] from the
+//! spec, the order and the worker's public outputs and signs it with the operator key
+//! ([`sign`]). For a train job, [`Receipt::receipt_hash`] — the EIP-712 digest — is what
+//! `ModelLineage.commitTraining` records before the derived model is revealed. Anyone can
+//! then check a receipt against the chain ([`verify_job`], [`verify_lineage`],
+//! [`verify_evaluation`]) without the weights, and an auditor holding the weights re-runs
+//! sampled training segments ([`audit`]).
+//!
+//! Modules:
+//! - [`canonical`]: the content hashes receipts commit to (canonical JSON, prompts, outputs,
+//!   job ids) and the worker version string.
+//! - [`receipt`]: the [`Receipt`], its EIP-712 struct and domain, and its consistency rules.
+//! - [`signed`]: signing and verification with precise failure reasons ([`ReceiptError`]).
+//! - [`attestation`]: per-completion inference attestations.
+//! - [`facts`]: the [`ChainFacts`] trait (what verification reads from the chain) and a
+//!   serialisable snapshot of such facts.
+//! - [`report`]: verification reports: named checks with pass / fail (reason) / skipped.
+//! - [`verify`]: public verification against [`ChainFacts`].
+//! - [`merkle`]: the worker's checkpoint Merkle tree (the very source file of
+//!   `batch-worker/src/merkle.rs`, compiled here too, so there is one definition).
+//! - [`audit`]: proof-of-learning audit plans (segment sampling within a compute budget)
+//!   and the re-execution driver.
+//! - [`chain_facts`] (feature `chain`): [`ChainFacts`] over the chain crate's client.
+
+pub mod attestation;
+pub mod audit;
+pub mod canonical;
+#[cfg(feature = "chain")]
+pub mod chain_facts;
+pub mod facts;
+pub mod receipt;
+pub mod report;
+pub mod signed;
+pub mod verify;
+
+/// The checkpoint Merkle tree, compiled from the worker's own source so that receipts,
+/// audits and the worker can never disagree on it.
+#[path = "../../../batch-worker/src/merkle.rs"]
+pub mod merkle;
+
+pub use attestation::{Attestation, SignedAttestation, VerifiedAttestation, sampling_params};
+pub use audit::{
+    AuditError, AuditPlan, AuditPolicy, AuditReport, Pick, Replay, Segment, SegmentResult,
+    SegmentVerdict, audit, plan_audit,
+};
+pub use canonical::{
+    bytes_hash, canonical_json, job_id_hash, json_hash, prompt_hash, prompts_hash, receipt_params,
+    text_hash, worker_version,
+};
+pub use facts::{
+    ChainFacts, FactsError, FactsSnapshot, ModelFacts, OrderFacts, TrainingCommitment,
+};
+pub use receipt::{JobReceipt, Receipt, ReceiptDomain};
+pub use report::{Check, CheckKind, LineageReport, LinkReport, Outcome, Report};
+pub use signed::{ReceiptError, Signable, Signed, Verified, parse_signature, sign, sign_async};
+pub use verify::{verify_evaluation, verify_job, verify_lineage};
+
+/// A signed job receipt.
+pub type SignedReceipt = Signed<Receipt>;
+/// A job receipt whose signature, signer, domain and consistency were checked.
+pub type VerifiedReceipt = Verified<Receipt>;

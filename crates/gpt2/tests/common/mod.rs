@@ -1,0 +1,69 @@
+//! Shared test helpers: seeded random tensors and gradient checks.
+#![allow(dead_code)]
+
+use posthuman_gpt2::candle_core::{DType, Device, Result, Tensor, Var};
+use posthuman_gpt2::{Config, SeededRng};
+
+pub fn rand_t(rng: &mut SeededRng, shape: &[usize], scale: f64, dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.normal() * scale).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+}
+
+pub fn ids(rng: &mut SeededRng, shape: &[usize], vocab: usize) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<u32> = (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+pub fn vals(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+pub fn tiny_config() -> Config {
+    Config::new(37, 16, 16, 2, 2)
+}
+
+/// Analytic gradients of scalar `f` at `inputs` (all made Vars).
+pub fn grads(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> (f64, Vec<Vec<f64>>) {
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let out = f(&ts).unwrap();
+    let g = out.backward().unwrap();
+    let value = vals(&out)[0];
+    let gs = ts
+        .iter()
+        .map(|t| g.get(t).map(vals).unwrap_or_else(|| vec![0.0; t.elem_count()]))
+        .collect();
+    (value, gs)
+}
+
+/// Central finite differences of scalar `f` (f64 inputs) against its analytic gradient.
+pub fn check_fd(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], h: f64, tol: f64) {
+    let (_, analytic) = grads(f, inputs);
+    for (i, inp) in inputs.iter().enumerate() {
+        let base = vals(inp);
+        for j in 0..base.len() {
+            let eval = |d: f64| {
+                let mut v = base.clone();
+                v[j] += d;
+                let mut ins = inputs.to_vec();
+                ins[i] = Tensor::from_vec(v, inp.shape(), &Device::Cpu).unwrap();
+                vals(&f(&ins).unwrap())[0]
+            };
+            let num = (eval(h) - eval(-h)) / (2.0 * h);
+            let a = analytic[i][j];
+            assert!(
+                (a - num).abs() <= tol * (1.0 + num.abs()),
+                "input {i} elem {j}: analytic {a} vs numeric {num}"
+            );
+        }
+    }
+}
+
+/// Max |a-b| relative to max |b| (at least 1).
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+}

@@ -1,0 +1,191 @@
+//! Safetensors round trip, canonical hashing, strict loading with typed errors, and a fuzz of
+//! the loader with random and mutated bytes.
+
+mod common;
+use common::*;
+use posthuman_gpt2::candle_core::{DType, Device, Tensor};
+use posthuman_gpt2::{
+    init_weights, load_safetensors, load_safetensors_bytes, safetensors_bytes, save_safetensors, Config, Gpt2Error,
+    SeededRng, Weights,
+};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn weights(cfg: &Config, seed: u64) -> Weights {
+    Weights::from_var_map(cfg, &init_weights(cfg, seed).unwrap()).unwrap()
+}
+
+/// A safetensors image written by hand: tensors in the given order, optional name prefix,
+/// optional extra entries — what other writers (and attackers) may produce.
+fn handmade(entries: &[(String, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in entries {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    out
+}
+
+fn entries(w: &Weights, prefix: &str) -> Vec<(String, &'static str, Vec<usize>, Vec<u8>)> {
+    w.tensors()
+        .iter()
+        .map(|(k, t)| {
+            let bytes = vals(t).iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+            (format!("{prefix}{k}"), "F32", t.dims().to_vec(), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn round_trip_keeps_hash_and_logits() {
+    let cfg = tiny_config();
+    let w = weights(&cfg, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_safetensors(&w, &path).unwrap();
+    let back = load_safetensors(&path, &cfg).unwrap();
+    assert_eq!(w.hash().unwrap(), back.hash().unwrap());
+    let x = Tensor::new(&[[1u32, 2, 3, 4]], &Device::Cpu).unwrap();
+    let a = w.model(&cfg, &Device::Cpu).unwrap().forward(&x, None).unwrap();
+    let b = back.model(&cfg, &Device::Cpu).unwrap().forward(&x, None).unwrap();
+    assert_eq!(vals(&a), vals(&b));
+    // HF-readable: format metadata and unprefixed names.
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(meta.metadata().as_ref().unwrap()["format"], "pt");
+    assert!(meta.tensors().contains_key("h.0.attn.c_attn.weight"));
+    // Config JSON round trip keeps unknown keys.
+    let mut cfg2 = cfg.clone();
+    cfg2.extra.insert("n_ctx".into(), serde_json::json!(16));
+    assert_eq!(Config::from_json(&cfg2.to_json()).unwrap().extra["n_ctx"], 16);
+}
+
+#[test]
+fn hash_ignores_order_prefix_buffers_and_dtype() {
+    let cfg = tiny_config();
+    let w = weights(&cfg, 2);
+    let h = w.hash().unwrap();
+    let mut e = entries(&w, "transformer.");
+    e.reverse();
+    // HF buffers and a tied lm_head are accepted and ignored.
+    e.push(("transformer.h.0.attn.bias".into(), "F32", vec![1, 1, 2, 2], vec![0; 16]));
+    e.push(("h.1.attn.masked_bias".into(), "F32", vec![], vec![0; 4]));
+    let lm = e.iter().find(|x| x.0 == "transformer.wte.weight").unwrap().clone();
+    e.push(("lm_head.weight".into(), "F32", lm.2, lm.3));
+    let loaded = load_safetensors_bytes(&handmade(&e), &cfg).unwrap();
+    assert_eq!(loaded.hash().unwrap(), h);
+    // The hash sees content: one changed value changes it.
+    let mut e2 = entries(&w, "");
+    e2[0].3[0] ^= 1;
+    assert_ne!(load_safetensors_bytes(&handmade(&e2), &cfg).unwrap().hash().unwrap(), h);
+    // Different seeds, different hashes.
+    assert_ne!(weights(&cfg, 3).hash().unwrap(), h);
+}
+
+#[test]
+fn strict_loading_gives_typed_errors() {
+    let cfg = tiny_config();
+    let w = weights(&cfg, 4);
+    let good = safetensors_bytes(&w).unwrap();
+    // Truncated anywhere.
+    for cut in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
+        assert!(matches!(load_safetensors_bytes(&good[..cut], &cfg), Err(Gpt2Error::MalformedWeights(_))), "cut {cut}");
+    }
+    // Missing tensor.
+    let e: Vec<_> = entries(&w, "").into_iter().filter(|x| x.0 != "h.1.ln_2.bias").collect();
+    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MissingTensor { name }) if name == "h.1.ln_2.bias"));
+    // Unknown tensor.
+    let mut e = entries(&w, "");
+    e.push(("h.0.mlp.extra".into(), "F32", vec![1], vec![0; 4]));
+    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::UnexpectedTensor { .. })));
+    // Config/weights mismatch: the same file against a wider or deeper config.
+    let mut wide = cfg.clone();
+    wide.n_embd = 32;
+    assert!(matches!(load_safetensors_bytes(&good, &wide), Err(Gpt2Error::ConfigMismatch { .. })));
+    let mut deep = cfg.clone();
+    deep.n_layer = 3;
+    assert!(matches!(load_safetensors_bytes(&good, &deep), Err(Gpt2Error::MissingTensor { .. })));
+    let mut shallow = cfg.clone();
+    shallow.n_layer = 1;
+    assert!(matches!(load_safetensors_bytes(&good, &shallow), Err(Gpt2Error::UnexpectedTensor { .. })));
+    // Unsupported dtype.
+    let mut e = entries(&w, "");
+    e[0].1 = "I32";
+    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::UnsupportedDType { .. })));
+    // Non-finite values.
+    let mut e = entries(&w, "");
+    e[1].3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MalformedWeights(_))));
+    // Duplicate after prefix stripping.
+    let mut e = entries(&w, "");
+    let dup = e[0].clone();
+    e.push((format!("transformer.{}", dup.0), dup.1, dup.2, dup.3));
+    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MalformedWeights(_))));
+    // Header lies about sizes.
+    let mut e = entries(&w, "");
+    e[2].2 = vec![1, 1];
+    assert!(load_safetensors_bytes(&handmade(&e), &cfg).is_err());
+    // Missing file.
+    assert!(matches!(load_safetensors(std::path::Path::new("/nonexistent/x"), &cfg), Err(Gpt2Error::Io { .. })));
+    // Weights::from_tensors checks shapes too.
+    let mut t: BTreeMap<String, Tensor> = w.tensors().clone();
+    t.insert("ln_f.bias".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    assert!(matches!(Weights::from_tensors(&cfg, t), Err(Gpt2Error::ConfigMismatch { .. })));
+}
+
+fn small_good() -> (Config, Vec<u8>) {
+    let cfg = Config::new(5, 4, 4, 1, 1);
+    let w = Weights::from_var_map(&cfg, &init_weights(&cfg, 9).unwrap()).unwrap();
+    (cfg, safetensors_bytes(&w).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let (cfg, _) = small_good();
+        prop_assert!(load_safetensors_bytes(&bytes, &cfg).is_err());
+    }
+
+    #[test]
+    fn mutated_files_never_panic(seed in any::<u64>(), n in 1usize..8, cut in any::<bool>()) {
+        let (cfg, good) = small_good();
+        let mut rng = SeededRng::new(seed);
+        let mut bytes = good.clone();
+        // Bias mutations towards the 8-byte length and the JSON header.
+        let hlen = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        for _ in 0..n {
+            let span = if rng.next_u64() % 2 == 0 { hlen } else { bytes.len() };
+            let i = (rng.next_u64() as usize) % span.max(1);
+            bytes[i] = rng.next_u64() as u8;
+        }
+        if cut {
+            let len = (rng.next_u64() as usize) % bytes.len();
+            bytes.truncate(len);
+        }
+        // Ok is possible (a flipped weight byte), a panic is not.
+        let _ = load_safetensors_bytes(&bytes, &cfg);
+    }
+
+    #[test]
+    fn header_json_fuzz_never_panics(dtype in "[A-Z0-9]{1,5}", shape in proptest::collection::vec(0usize..1 << 20, 0..4),
+                                     a in any::<u32>(), b in any::<u32>()) {
+        let (cfg, _) = small_good();
+        let h = serde_json::json!({"wte.weight": {"dtype": dtype, "shape": shape, "data_offsets": [a, b]}});
+        let h = serde_json::to_vec(&h).unwrap();
+        let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&h);
+        bytes.extend_from_slice(&[0u8; 64]);
+        prop_assert!(load_safetensors_bytes(&bytes, &cfg).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! The catalogue / state-store boundary: models, jobs, used orders and request nonces.
+//!
+//! One narrow trait, [`Catalogue`], with two implementations that pass the same contract
+//! suite (`tests/catalogue_contract.rs`):
+//! - [`sqlite::SqliteCatalogue`]: one SQLite file in the data dir (the embedded default).
+//! - [`objects::ObjectCatalogue`]: JSON objects in any `ObjectStore` (S3 in AWS), with the
+//!   store's conditional create (`put_if_absent`, S3 `If-None-Match: *`) for the two records
+//!   that must be claimed exactly once: an order, and a request nonce.
+//!
+//! Both are durable: a restart loses nothing. Records hold private fields (storage prefixes,
+//! the full job spec); the API turns them into public views and never serializes them whole.
+
+pub mod objects;
+pub mod sqlite;
+
+use std::fmt::Debug;
+
+use posthuman_types::{Hash32, JobKind, JobSpec, ModelCard};
+use serde::{Deserialize, Serialize};
+
+pub use objects::ObjectCatalogue;
+pub use sqlite::SqliteCatalogue;
+
+/// A published model, with where its weights live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The public card (keyed by `card.nft`, lowercase).
+    pub card: ModelCard,
+    /// Private: the object-store prefix holding config, weights and tokenizer.
+    pub storage_prefix: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// The job that trained this model (derived models).
+    #[serde(default)]
+    pub source_job: Option<String>,
+    /// Receipt hash committed on chain for that job (derived models).
+    #[serde(default)]
+    pub receipt_hash: Option<Hash32>,
+}
+
+/// Where a job stands, as the API tracks it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobPhase {
+    /// Order claimed, dataset and spec being written, not yet handed to the queue.
+    Submitting,
+    /// Handed to the queue.
+    Queued,
+    /// The worker finished; completion steps (train) may still be running.
+    Succeeded,
+    /// The worker failed; the order was released so the buyer can retry with it.
+    Failed { reason: String, exit_code: Option<i32> },
+}
+
+/// A derived model created by a train job's completion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildAsset {
+    pub nft: String,
+    pub datatoken: String,
+    #[serde(default)]
+    pub exchange_id: Option<Hash32>,
+}
+
+/// Progress of the completion of a train job; each step is done once, then recorded, so the
+/// handler resumes where a crash stopped it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionSteps {
+    /// Output weights and receipt committed on chain (commit-before-reveal).
+    #[serde(default)]
+    pub commit_tx: Option<String>,
+    /// The derived model's NFT and datatoken.
+    #[serde(default)]
+    pub child: Option<ChildAsset>,
+    /// The lineage record that paid the rewards.
+    #[serde(default)]
+    pub derivation_tx: Option<String>,
+    /// Everything done, including the catalogue entry of the child.
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// A job as the API tracks it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub kind: JobKind,
+    /// NFT of the model the job runs on (lowercase).
+    pub model: String,
+    /// The buyer: signer of the request and consumer of the order (lowercase).
+    pub consumer: String,
+    pub order_tx: String,
+    /// Private: holds object-store prefixes.
+    pub spec: JobSpec,
+    #[serde(default)]
+    pub queue_ref: Option<String>,
+    pub phase: JobPhase,
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub completion: CompletionSteps,
+    /// True once a failed job's order has been released for a retry.
+    #[serde(default)]
+    pub order_released: bool,
+}
+
+/// Outcome of claiming an order for a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderClaim {
+    /// The order is now bound to this job (or already was: claims are idempotent per job).
+    Claimed,
+    /// Another job holds the order.
+    Taken { job_id: String },
+}
+
+/// Why the state store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    /// Transient: retry later.
+    #[error("catalogue unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record does not parse (a bug or tampering): needs an operator.
+    #[error("corrupt catalogue record: {0}")]
+    Corrupt(String),
+    /// Anything else.
+    #[error("catalogue error: {0}")]
+    Backend(String),
+}
+
+/// Durable state of the API.
+#[async_trait::async_trait]
+pub trait Catalogue: Send + Sync + Debug + 'static {
+    /// Creates or replaces a model (keyed by its NFT).
+    async fn put_model(&self, m: &ModelRecord) -> Result<(), CatalogueError>;
+    async fn get_model(&self, nft: &str) -> Result<Option<ModelRecord>, CatalogueError>;
+    /// Every model, oldest first.
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, CatalogueError>;
+
+    /// Creates or replaces a job (keyed by its id).
+    async fn put_job(&self, j: &JobRecord) -> Result<(), CatalogueError>;
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError>;
+    /// Jobs on one model, oldest first.
+    async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError>;
+
+    /// Binds an order to a job, atomically: of concurrent claims on one order exactly one
+    /// wins. Claiming again for the same job is `Claimed`.
+    async fn claim_order(&self, order_tx: &str, job_id: &str)
+    -> Result<OrderClaim, CatalogueError>;
+    /// Unbinds an order held by `job_id` (its job failed), so a new job may claim it.
+    /// Returns false if the order was not held by that job.
+    async fn release_order(&self, order_tx: &str, job_id: &str) -> Result<bool, CatalogueError>;
+
+    /// Records a request nonce of `signer`; false if it was used before (a replay).
+    async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError>;
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

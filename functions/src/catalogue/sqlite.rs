@@ -1,0 +1,213 @@
+//! The catalogue in one SQLite file (the embedded default).
+//!
+//! Records are stored as JSON next to the columns we query by; the order and nonce tables
+//! use primary keys so a claim is a single `INSERT` that either wins or conflicts.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Catalogue, CatalogueError, JobRecord, ModelRecord, OrderClaim};
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct SqliteCatalogue {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteCatalogue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteCatalogue")
+    }
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS models (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    nft TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, seq);
+CREATE TABLE IF NOT EXISTS orders (order_tx TEXT PRIMARY KEY, job_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (signer TEXT NOT NULL, nonce TEXT NOT NULL,
+    PRIMARY KEY (signer, nonce));";
+
+fn backend(e: impl std::fmt::Display) -> CatalogueError {
+    CatalogueError::Backend(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> CatalogueError {
+    CatalogueError::Corrupt(e.to_string())
+}
+
+impl SqliteCatalogue {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, CatalogueError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteCatalogue { db: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CatalogueError> + Send + 'static,
+    ) -> Result<T, CatalogueError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = db.lock().map_err(|_| backend("catalogue lock poisoned"))?;
+            f(&conn)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, CatalogueError> {
+    serde_json::from_str(json).map_err(corrupt)
+}
+
+#[async_trait::async_trait]
+impl Catalogue for SqliteCatalogue {
+    async fn put_model(&self, m: &ModelRecord) -> Result<(), CatalogueError> {
+        let nft = m.card.nft.to_ascii_lowercase();
+        let json = serde_json::to_string(m).map_err(backend)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO models (nft, record) VALUES (?1, ?2)
+                 ON CONFLICT(nft) DO UPDATE SET record = excluded.record",
+                params![nft, json],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_model(&self, nft: &str) -> Result<Option<ModelRecord>, CatalogueError> {
+        let nft = nft.to_ascii_lowercase();
+        self.with(move |c| {
+            let json: Option<String> = c
+                .query_row("SELECT record FROM models WHERE nft = ?1", params![nft], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            json.map(|j| decode(&j)).transpose()
+        })
+        .await
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, CatalogueError> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached("SELECT record FROM models ORDER BY seq").map_err(backend)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
+            let mut models: Vec<ModelRecord> =
+                rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
+            models.sort_by(|a, b| (a.created_at, &a.card.nft).cmp(&(b.created_at, &b.card.nft)));
+            Ok(models)
+        })
+        .await
+    }
+
+    async fn put_job(&self, j: &JobRecord) -> Result<(), CatalogueError> {
+        let id = j.job_id.clone();
+        let model = j.model.to_ascii_lowercase();
+        let json = serde_json::to_string(j).map_err(backend)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO jobs (job_id, model, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(job_id) DO UPDATE SET record = excluded.record",
+                params![id, model, json],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError> {
+        let id = job_id.to_string();
+        self.with(move |c| {
+            let json: Option<String> = c
+                .query_row("SELECT record FROM jobs WHERE job_id = ?1", params![id], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            json.map(|j| decode(&j)).transpose()
+        })
+        .await
+    }
+
+    async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError> {
+        let nft = nft.to_ascii_lowercase();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT record FROM jobs WHERE model = ?1 ORDER BY seq")
+                .map_err(backend)?;
+            let rows = st.query_map(params![nft], |r| r.get::<_, String>(0)).map_err(backend)?;
+            let mut jobs: Vec<JobRecord> =
+                rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
+            jobs.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn claim_order(
+        &self,
+        order_tx: &str,
+        job_id: &str,
+    ) -> Result<OrderClaim, CatalogueError> {
+        let tx = order_tx.to_ascii_lowercase();
+        let id = job_id.to_string();
+        self.with(move |c| {
+            let inserted = c
+                .execute(
+                    "INSERT OR IGNORE INTO orders (order_tx, job_id) VALUES (?1, ?2)",
+                    params![tx, id],
+                )
+                .map_err(backend)?;
+            if inserted == 1 {
+                return Ok(OrderClaim::Claimed);
+            }
+            let holder: String = c
+                .query_row("SELECT job_id FROM orders WHERE order_tx = ?1", params![tx], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?;
+            Ok(if holder == id {
+                OrderClaim::Claimed
+            } else {
+                OrderClaim::Taken { job_id: holder }
+            })
+        })
+        .await
+    }
+
+    async fn release_order(&self, order_tx: &str, job_id: &str) -> Result<bool, CatalogueError> {
+        let tx = order_tx.to_ascii_lowercase();
+        let id = job_id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM orders WHERE order_tx = ?1 AND job_id = ?2", params![tx, id])
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError> {
+        let signer = signer.to_ascii_lowercase();
+        let nonce = nonce.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO nonces (signer, nonce) VALUES (?1, ?2)",
+                    params![signer, nonce],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}

@@ -1,0 +1,407 @@
+//! The local job queue: the batch worker as child processes, state in SQLite.
+//!
+//! Each job is one row (`queued` → `running` → `succeeded` | `failed`) in a SQLite database
+//! in the data dir. A dispatcher task starts queued jobs while a semaphore has free slots
+//! (the concurrency limit), runs `WORKER run --spec FILE --store ROOT`, and records the exit
+//! status. Completion goes to the [`CompletionHook`]; the row is marked `delivered` only after
+//! the hook returned, so a crash in between redelivers it on the next start (the hook is
+//! idempotent by contract).
+//!
+//! Restart semantics: a finished job is never started again and a queued one is started once
+//! it gets a slot. A job that was `running` when the server stopped was interrupted (children
+//! are killed on shutdown, and by the kernel via `PR_SET_PDEATHSIG` if the server crashes), so
+//! it goes back to `queued` and runs to completion later; the worker resumes from its last
+//! checkpoint. No job ever has two live processes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use posthuman_types::JobSpec;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::{CompletionHook, JobDone, JobQueue, QueueError, QueueState};
+
+/// The worker program and any leading arguments; the queue appends
+/// `run --spec <file> --store <root>`.
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Where the local queue keeps its state and how it runs jobs.
+#[derive(Clone, Debug)]
+pub struct LocalQueueConfig {
+    /// The SQLite database file.
+    pub db_path: PathBuf,
+    /// Spec files and worker logs (private: logs are never served).
+    pub work_dir: PathBuf,
+    /// Root directory of the `LocalStore` the worker reads and writes.
+    pub store_root: PathBuf,
+    pub worker: WorkerCommand,
+    /// Jobs running at once (≥ 1).
+    pub concurrency: usize,
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct LocalQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: LocalQueueConfig,
+    db: Arc<Mutex<Connection>>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    hook: OnceLock<CompletionHook>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalQueue").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Backend(e.to_string())
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS jobs (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL UNIQUE,
+    spec       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    reason     TEXT,
+    exit_code  INTEGER,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    delivered  INTEGER NOT NULL DEFAULT 0
+);";
+
+impl LocalQueue {
+    /// Opens (or creates) the queue state. Jobs interrupted by the previous run go back to
+    /// `queued`. Nothing runs until [`LocalQueue::start`].
+    pub fn open(cfg: LocalQueueConfig) -> Result<Self, QueueError> {
+        if cfg.concurrency == 0 {
+            return Err(QueueError::Backend("concurrency must be at least 1".into()));
+        }
+        std::fs::create_dir_all(cfg.work_dir.join("specs")).map_err(backend)?;
+        std::fs::create_dir_all(cfg.work_dir.join("logs")).map_err(backend)?;
+        let conn = Connection::open(&cfg.db_path).map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let requeued = conn
+            .execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'", [])
+            .map_err(backend)?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "jobs interrupted by the previous run go back to the queue");
+        }
+        let (stop, _) = watch::channel(false);
+        Ok(LocalQueue {
+            inner: Arc::new(Inner {
+                slots: Arc::new(Semaphore::new(cfg.concurrency)),
+                cfg,
+                db: Arc::new(Mutex::new(conn)),
+                wake: Notify::new(),
+                hook: OnceLock::new(),
+                stop,
+            }),
+        })
+    }
+
+    /// Starts dispatching with `hook` as the completion handler, and redelivers completions
+    /// the previous run did not see acknowledged. Call once.
+    pub async fn start(&self, hook: CompletionHook) -> Result<(), QueueError> {
+        if self.inner.hook.set(hook).is_err() {
+            return Err(QueueError::Backend("local queue started twice".into()));
+        }
+        let pending: Vec<(String, QueueState)> = self
+            .db(|c| {
+                let mut st = c.prepare(
+                    "SELECT job_id, state, reason, exit_code FROM jobs
+                     WHERE state IN ('succeeded', 'failed') AND delivered = 0 ORDER BY seq",
+                )?;
+                let rows = st.query_map([], row_state)?;
+                rows.collect()
+            })
+            .await?;
+        for (job_id, state) in pending {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { inner.deliver(JobDone { job_id, state }).await });
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.dispatch_loop().await });
+        Ok(())
+    }
+
+    /// Stops dispatching, kills running workers (their jobs go back to `queued`, to resume on
+    /// the next start) and waits until every job task has recorded its state.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        let n = self.inner.cfg.concurrency as u32;
+        let _ = self.inner.slots.acquire_many(n).await;
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        self.inner.db(f).await
+    }
+}
+
+fn row_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, QueueState)> {
+    let job_id: String = r.get(0)?;
+    let state: String = r.get(1)?;
+    let reason: Option<String> = r.get(2)?;
+    let exit_code: Option<i32> = r.get(3)?;
+    Ok((job_id, decode_state(&state, reason, exit_code)))
+}
+
+fn decode_state(state: &str, reason: Option<String>, exit_code: Option<i32>) -> QueueState {
+    match state {
+        "queued" => QueueState::Queued,
+        "running" => QueueState::Running,
+        "succeeded" => QueueState::Succeeded,
+        _ => QueueState::Failed { reason: reason.unwrap_or_default(), exit_code },
+    }
+}
+
+impl Inner {
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = db.lock().map_err(|_| backend("queue database lock poisoned"))?;
+            f(&conn).map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn dispatch_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            // Wait for a free slot before picking a job, so a job is claimed only when it can run.
+            let permit = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stop.changed() => return,
+            };
+            match self.claim_next().await {
+                Ok(Some((job_id, spec))) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let done = me.run_job(job_id, spec).await;
+                        // Free the slot before the hook runs: delivery may be slow (chain
+                        // transactions) and must not hold back other jobs or shutdown.
+                        drop(permit);
+                        if let Some(done) = done {
+                            me.deliver(done).await;
+                        }
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "local queue: cannot read its state");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Atomically moves the oldest queued job to `running`.
+    async fn claim_next(&self) -> Result<Option<(String, String)>, QueueError> {
+        self.db(|c| {
+            let next: Option<(String, String)> = c
+                .query_row(
+                    "SELECT job_id, spec FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, _)) = &next {
+                c.execute(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE job_id = ?1",
+                    params![id],
+                )?;
+            }
+            Ok(next)
+        })
+        .await
+    }
+
+    /// Runs one claimed job and records its end; the completion to deliver, if it ended.
+    async fn run_job(&self, job_id: String, spec: String) -> Option<JobDone> {
+        let outcome = self.spawn_and_wait(&job_id, &spec).await;
+        let state = match outcome {
+            Ok(Some(state)) => state,
+            // Interrupted by shutdown: back to the queue, resumed on the next start.
+            Ok(None) => {
+                let id = job_id.clone();
+                let r = self
+                    .db(move |c| {
+                        c.execute("UPDATE jobs SET state = 'queued' WHERE job_id = ?1", params![id])
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(%job_id, error = %e, "cannot requeue interrupted job");
+                }
+                return None;
+            }
+            Err(e) => QueueState::Failed {
+                reason: format!("worker could not start: {e}"),
+                exit_code: None,
+            },
+        };
+        let (name, reason, code) = match &state {
+            QueueState::Succeeded => ("succeeded", None, None),
+            QueueState::Failed { reason, exit_code } => {
+                ("failed", Some(reason.clone()), *exit_code)
+            }
+            _ => ("failed", Some("worker ended in an unknown state".to_string()), None),
+        };
+        let id = job_id.clone();
+        let r = self
+            .db(move |c| {
+                c.execute(
+                    "UPDATE jobs SET state = ?2, reason = ?3, exit_code = ?4 WHERE job_id = ?1",
+                    params![id, name, reason, code],
+                )
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(%job_id, error = %e, "cannot record job completion");
+            return None;
+        }
+        Some(JobDone { job_id, state })
+    }
+
+    /// Runs the worker; `Ok(None)` when it was stopped by shutdown.
+    async fn spawn_and_wait(
+        &self,
+        job_id: &str,
+        spec: &str,
+    ) -> Result<Option<QueueState>, std::io::Error> {
+        let spec_path = self.cfg.work_dir.join("specs").join(format!("{job_id}.json"));
+        tokio::fs::write(&spec_path, spec).await?;
+        let log_path = self.cfg.work_dir.join("logs").join(format!("{job_id}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut cmd = tokio::process::Command::new(&self.cfg.worker.program);
+        cmd.args(&self.cfg.worker.args)
+            .arg("run")
+            .arg("--spec")
+            .arg(&spec_path)
+            .arg("--store")
+            .arg(&self.cfg.store_root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            status = child.wait() => {
+                let status = status?;
+                Ok(Some(if status.success() {
+                    QueueState::Succeeded
+                } else {
+                    let reason = match status.code() {
+                        Some(c) => format!("worker exited with code {c}"),
+                        None => "worker was killed by a signal".to_string(),
+                    };
+                    QueueState::Failed { reason, exit_code: status.code() }
+                }))
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                let _ = child.kill().await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn deliver(&self, done: JobDone) {
+        let Some(hook) = self.hook.get() else { return };
+        let job_id = done.job_id.clone();
+        hook(done).await;
+        let r = self
+            .db(move |c| {
+                c.execute("UPDATE jobs SET delivered = 1 WHERE job_id = ?1", params![job_id])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot acknowledge a job completion");
+        }
+    }
+}
+
+/// Makes the kernel kill the worker if the server dies without a clean shutdown, so a restart
+/// never finds a stray worker still writing a job it is about to resume.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut tokio::process::Command) {}
+
+#[async_trait::async_trait]
+impl JobQueue for LocalQueue {
+    async fn submit(&self, spec: &JobSpec) -> Result<String, QueueError> {
+        spec.validate()?;
+        let json = serde_json::to_string(spec).map_err(backend)?;
+        let id = spec.job_id.clone();
+        self.db(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, spec, state) VALUES (?1, ?2, 'queued')",
+                params![id, json],
+            )
+        })
+        .await?;
+        self.inner.wake.notify_one();
+        Ok(spec.job_id.clone())
+    }
+
+    async fn state(&self, queue_ref: &str) -> Result<QueueState, QueueError> {
+        let id = queue_ref.to_string();
+        let row = self
+            .db(move |c| {
+                c.query_row(
+                    "SELECT job_id, state, reason, exit_code FROM jobs WHERE job_id = ?1",
+                    params![id],
+                    row_state,
+                )
+                .optional()
+            })
+            .await?;
+        row.map(|(_, s)| s).ok_or_else(|| QueueError::NotFound(queue_ref.to_string()))
+    }
+}

@@ -1,0 +1,93 @@
+//! The job-queue boundary: hand a [`JobSpec`] to something that runs the batch worker.
+//!
+//! One narrow trait, [`JobQueue`], with two implementations that pass the same contract
+//! suite (`tests/queue_contract.rs`):
+//! - [`local::LocalQueue`]: runs the worker as child processes on this machine, with a
+//!   concurrency limit and its state in SQLite, so a restart of the dev server loses no job
+//!   and never runs a finished one again. Completion is delivered through a
+//!   [`CompletionHook`] (the local twin of EventBridge → the on-job-done Lambda).
+//! - [`batch::BatchQueue`]: AWS Batch `SubmitJob` / `DescribeJobs`. Completion arrives as a
+//!   Batch state-change event handled by the `posthuman-job-done` Lambda.
+//!
+//! Both expect the spec to be readable by the worker at [`spec_key`] in the object store
+//! (the handlers write it there before submitting), so the queue carries only the job id.
+
+pub mod batch;
+pub mod local;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use posthuman_types::{JobSpec, SpecError};
+use serde::{Deserialize, Serialize};
+
+pub use batch::{BatchQueue, BatchQueueConfig};
+pub use local::{LocalQueue, LocalQueueConfig, WorkerCommand};
+
+/// Where the handlers put a job's spec for the worker to read.
+pub fn spec_key(job_id: &str) -> String {
+    format!("jobs/{job_id}/spec.json")
+}
+
+/// What the queue knows about a job it was given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum QueueState {
+    /// Accepted, waiting for a slot.
+    Queued,
+    /// The worker is running (or being started).
+    Running,
+    /// The worker exited successfully.
+    Succeeded,
+    /// The worker failed; `reason` is the queue's sentence (exit code, Batch status reason).
+    /// The worker's own explanation is in the job's public `error.json`.
+    Failed { reason: String, exit_code: Option<i32> },
+}
+
+impl QueueState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, QueueState::Succeeded | QueueState::Failed { .. })
+    }
+}
+
+/// A finished job, as delivered to the completion handler.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDone {
+    pub job_id: String,
+    /// Always terminal.
+    pub state: QueueState,
+}
+
+/// Called once per finished job (at least once: again after a crash before it returned, so
+/// it must be idempotent). The future resolving is the acknowledgement.
+pub type CompletionHook = Arc<dyn Fn(JobDone) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Why the queue refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The spec breaks a bound; nothing was queued.
+    #[error("invalid job spec: {0}")]
+    InvalidSpec(#[from] SpecError),
+    /// The queue does not know this job.
+    #[error("no queued job {0}")]
+    NotFound(String),
+    /// Transient: the backend could not be reached; retry later.
+    #[error("job queue unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (misconfiguration, a corrupt state database).
+    #[error("job queue error: {0}")]
+    Backend(String),
+}
+
+/// Runs batch-worker jobs.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync + Debug + 'static {
+    /// Validates and queues `spec`, returning the queue's reference for it (the job id
+    /// locally, the Batch job id on AWS). The caller queues a job id once (the order claim
+    /// guarantees it); the local queue also ignores a repeated id.
+    async fn submit(&self, spec: &JobSpec) -> Result<String, QueueError>;
+
+    /// The state of a job by the reference `submit` returned.
+    async fn state(&self, queue_ref: &str) -> Result<QueueState, QueueError>;
+}

@@ -1,0 +1,179 @@
+//! One contract suite for every `Catalogue`: SQLite, and JSON objects in an ObjectStore (the
+//! filesystem store here, S3 on LocalStack when POSTHUMAN_S3_ENDPOINT is set).
+
+mod common;
+
+use std::sync::Arc;
+
+use posthuman_functions::catalogue::{
+    Catalogue, ChildAsset, JobPhase, JobRecord, ModelRecord, ObjectCatalogue, OrderClaim,
+    SqliteCatalogue,
+};
+use posthuman_store::{LocalStore, ObjectStore, S3Config, S3Store};
+use posthuman_types::{Hash32, ModelCard, RewardScheme};
+
+fn model(nft: &str, created_at: u64) -> ModelRecord {
+    ModelRecord {
+        card: ModelCard {
+            nft: nft.to_string(),
+            datatoken: "0x00000000000000000000000000000000000000d1".into(),
+            name: format!("model {nft}"),
+            symbol: "M1".into(),
+            description: "a tiny model".into(),
+            owner: "0x00000000000000000000000000000000000000a1".into(),
+            weights_hash: Hash32([7; 32]),
+            parent: None,
+            trainer: None,
+            architecture: "gpt2 2L/32d/2h ctx64 vocab300".into(),
+            parameters: 12345,
+            exchange_id: Some(Hash32([9; 32])),
+            price: Some("1000000000000000000".into()),
+            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+        },
+        storage_prefix: format!("models/{nft}"),
+        created_at,
+        source_job: None,
+        receipt_hash: None,
+    }
+}
+
+fn job(id: &str, model: &str, created_at: u64) -> JobRecord {
+    JobRecord {
+        job_id: id.to_string(),
+        kind: posthuman_types::JobKind::Infer,
+        model: model.to_string(),
+        consumer: "0x00000000000000000000000000000000000000b0".into(),
+        order_tx: format!("0x{:0>64}", id.len()),
+        spec: common::infer_spec(id),
+        queue_ref: None,
+        phase: JobPhase::Submitting,
+        created_at,
+        updated_at: created_at,
+        completion: Default::default(),
+        order_released: false,
+    }
+}
+
+/// The suite. `fresh` opens the same durable state again (a restart).
+async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalogue>) {
+    let a = "0x00000000000000000000000000000000000000aa";
+    let b = "0x00000000000000000000000000000000000000bb";
+    assert!(cat.get_model(a).await.unwrap().is_none());
+    assert!(cat.list_models().await.unwrap().is_empty());
+    cat.put_model(&model(b, 20)).await.unwrap();
+    cat.put_model(&model(a, 10)).await.unwrap();
+    // Listing is oldest first; a put replaces.
+    let names: Vec<String> =
+        cat.list_models().await.unwrap().into_iter().map(|m| m.card.nft).collect();
+    assert_eq!(names, [a, b]);
+    let mut m = model(a, 10);
+    m.card.description = "updated".into();
+    cat.put_model(&m).await.unwrap();
+    assert_eq!(cat.get_model(a).await.unwrap().unwrap(), m);
+    // Lookups are case-insensitive on addresses.
+    assert_eq!(cat.get_model(&a.to_uppercase().replace("0X", "0x")).await.unwrap().unwrap(), m);
+    assert!(cat.get_model("../../etc/passwd").await.unwrap().is_none());
+
+    // Jobs: put/get/replace and per-model listing.
+    let mut j1 = job("job-1", a, 100);
+    cat.put_job(&j1).await.unwrap();
+    cat.put_job(&job("job-2", b, 101)).await.unwrap();
+    cat.put_job(&job("job-3", a, 102)).await.unwrap();
+    j1.phase = JobPhase::Failed { reason: "boom".into(), exit_code: Some(3) };
+    j1.completion.child =
+        Some(ChildAsset { nft: b.into(), datatoken: a.into(), exchange_id: None });
+    cat.put_job(&j1).await.unwrap();
+    assert_eq!(cat.get_job("job-1").await.unwrap().unwrap(), j1);
+    assert!(cat.get_job("nope").await.unwrap().is_none());
+    let ids: Vec<String> =
+        cat.jobs_for_model(a).await.unwrap().into_iter().map(|j| j.job_id).collect();
+    assert_eq!(ids, ["job-1", "job-3"]);
+    assert!(
+        cat.jobs_for_model("0x0000000000000000000000000000000000000000").await.unwrap().is_empty()
+    );
+
+    // Orders: claimed once, idempotent for the holder, released only by the holder.
+    let tx = "0x1111111111111111111111111111111111111111111111111111111111111111";
+    assert_eq!(cat.claim_order(tx, "job-1").await.unwrap(), OrderClaim::Claimed);
+    assert_eq!(cat.claim_order(tx, "job-1").await.unwrap(), OrderClaim::Claimed);
+    assert_eq!(
+        cat.claim_order(&tx.to_uppercase().replace("0X", "0x"), "job-2").await.unwrap(),
+        OrderClaim::Taken { job_id: "job-1".into() }
+    );
+    assert!(!cat.release_order(tx, "job-2").await.unwrap());
+    assert!(cat.release_order(tx, "job-1").await.unwrap());
+    assert!(!cat.release_order(tx, "job-1").await.unwrap());
+    assert_eq!(cat.claim_order(tx, "job-2").await.unwrap(), OrderClaim::Claimed);
+
+    // Concurrent claims on a fresh order: exactly one wins.
+    let tx2 = "0x2222222222222222222222222222222222222222222222222222222222222222";
+    let claims =
+        (0..16).map(|i| async move { cat.claim_order(tx2, &format!("racer-{i}")).await.unwrap() });
+    let results = futures::future::join_all(claims).await;
+    assert_eq!(results.iter().filter(|r| **r == OrderClaim::Claimed).count(), 1, "{results:?}");
+
+    // Nonces: once per signer.
+    let signer = "0x00000000000000000000000000000000000000b0";
+    assert!(cat.use_nonce(signer, "n-1").await.unwrap());
+    assert!(!cat.use_nonce(signer, "n-1").await.unwrap());
+    assert!(!cat.use_nonce(&signer.to_uppercase().replace("0X", "0x"), "n-1").await.unwrap());
+    assert!(cat.use_nonce("0x00000000000000000000000000000000000000b1", "n-1").await.unwrap());
+    let nonces = (0..16).map(|_| async move { cat.use_nonce(signer, "n-race").await.unwrap() });
+    assert_eq!(futures::future::join_all(nonces).await.into_iter().filter(|x| *x).count(), 1);
+
+    // A restart loses nothing.
+    let again = reopen();
+    assert_eq!(again.get_model(a).await.unwrap().unwrap(), m);
+    assert_eq!(again.list_models().await.unwrap().len(), 2);
+    assert_eq!(again.get_job("job-1").await.unwrap().unwrap(), j1);
+    assert_eq!(
+        again.claim_order(tx, "job-9").await.unwrap(),
+        OrderClaim::Taken { job_id: "job-2".into() }
+    );
+    assert!(!again.use_nonce(signer, "n-1").await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_catalogue_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalogue.sqlite");
+    let cat = SqliteCatalogue::open(&path).unwrap();
+    let reopen = || -> Arc<dyn Catalogue> { Arc::new(SqliteCatalogue::open(&path).unwrap()) };
+    contract_suite(&cat, &reopen).await;
+}
+
+#[tokio::test]
+async fn object_catalogue_on_the_filesystem_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(root.clone()).unwrap());
+    let cat = ObjectCatalogue::new(store, "state");
+    let reopen = || -> Arc<dyn Catalogue> {
+        Arc::new(ObjectCatalogue::new(Arc::new(LocalStore::new(root.clone()).unwrap()), "state"))
+    };
+    contract_suite(&cat, &reopen).await;
+}
+
+#[tokio::test]
+async fn object_catalogue_on_s3_passes_the_contract() {
+    let Some(endpoint) = common::twin_endpoint(
+        "POSTHUMAN_S3_ENDPOINT",
+        "object_catalogue_on_s3_passes_the_contract",
+    ) else {
+        return;
+    };
+    let cfg = S3Config {
+        bucket: common::unique("catalogue"),
+        endpoint_url: Some(endpoint),
+        region: "us-east-1".into(),
+        force_path_style: true,
+    };
+    let store = Arc::new(S3Store::new(cfg.clone()).await.unwrap());
+    store.create_bucket().await.unwrap();
+    let prefix = common::unique("state");
+    let cat = ObjectCatalogue::new(store.clone(), prefix.clone());
+    let reopen = move || -> Arc<dyn Catalogue> {
+        Arc::new(ObjectCatalogue::new(store.clone(), prefix.clone()))
+    };
+    contract_suite(&cat, &reopen).await;
+}

@@ -20,6 +20,7 @@
 //! [`local`] (filesystem), [`s3`] (aws-sdk-s3, also against LocalStack/moto).
 
 pub mod error;
+mod fsutil;
 pub mod key;
 pub mod local;
 pub mod s3;

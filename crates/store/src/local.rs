@@ -9,15 +9,14 @@
 //! Keys are validated ([`crate::key`]) and a path that runs through a symlink is refused, so
 //! no key reaches outside the root even if someone plants a link inside it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
+use crate::fsutil::{TempFile, create_temp, io_err, sync_parent, write_file_atomically};
 use crate::key::{validate_key, validate_prefix};
 use crate::{ObjectStore, StoreError};
 
@@ -80,10 +79,6 @@ where
         .map_err(|e| StoreError::Io(format!("blocking task failed: {e}")))?
 }
 
-fn io_err(what: &str, e: io::Error) -> StoreError {
-    StoreError::Io(format!("{what}: {e}"))
-}
-
 /// `root/key`, refusing any existing component that is a symlink (it could point outside).
 fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, StoreError> {
     let mut path = root.to_path_buf();
@@ -105,41 +100,6 @@ fn resolve_under(root: &Path, rel: &str) -> Result<PathBuf, StoreError> {
 
 fn is_absent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
-}
-
-/// A temp file that is removed when dropped unless it was renamed into place.
-struct TempFile {
-    path: Option<PathBuf>,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.path.take() {
-            let _ = fs::remove_file(p);
-        }
-    }
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Creates an exclusive temp file beside `final_path` (same directory, so rename is atomic).
-fn create_temp(final_path: &Path) -> io::Result<(TempFile, File)> {
-    let dir = final_path.parent().unwrap_or(Path::new("."));
-    let name = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("obj");
-    loop {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // '~' never appears in a valid key: temp files are invisible to list and collision-free.
-        let temp = dir.join(format!(".{name}.~{}.{n}.{nanos}~", std::process::id()));
-        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp) {
-            Ok(f) => return Ok((TempFile { path: Some(temp) }, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Creates the parent directories and a temp file for writing `key`.
@@ -188,7 +148,7 @@ fn commit(
     key: &str,
     mode: Commit,
 ) -> Result<bool, StoreError> {
-    let Some(temp_path) = temp.path.clone() else {
+    let Some(temp_path) = temp.path().map(Path::to_path_buf) else {
         return Err(StoreError::Io("temp file already consumed".into()));
     };
     let created = match mode {
@@ -199,11 +159,8 @@ fn commit(
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(io_err(&format!("linking {key:?}"), e)),
         },
-        Commit::Replace => match fs::rename(&temp_path, final_path) {
-            Ok(()) => {
-                temp.path = None;
-                true
-            }
+        Commit::Replace => match temp.persist(final_path) {
+            Ok(()) => true,
             Err(_) if final_path.is_dir() => {
                 return Err(StoreError::invalid(key, "is a prefix of other objects"));
             }
@@ -211,15 +168,9 @@ fn commit(
         },
     };
     if created {
-        sync_dir(final_path)?;
+        sync_parent(final_path)?;
     }
     Ok(created)
-}
-
-/// Makes the rename durable: fsync the directory holding the new name.
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", e))
 }
 
 fn write_bytes(root: &Path, key: &str, body: &[u8], mode: Commit) -> Result<bool, StoreError> {
@@ -322,23 +273,9 @@ impl ObjectStore for LocalStore {
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
         let src = self.resolve(key)?;
-        let (key, dest) = (key.to_owned(), path.to_path_buf());
-        blocking(move || {
-            let (mut file, _) = open_object(&src, &key)?;
-            // The destination is written atomically too: a half-copied model never appears.
-            let (mut temp, mut out) = create_temp(&dest)
-                .map_err(|e| io_err(&format!("creating {}", dest.display()), e))?;
-            let n = io::copy(&mut file, &mut out)
-                .and_then(|n| out.sync_all().map(|()| n))
-                .map_err(|e| io_err(&format!("copying {key:?}"), e))?;
-            drop(out);
-            let temp_path = temp.path.clone().unwrap_or_default();
-            fs::rename(&temp_path, &dest)
-                .map_err(|e| io_err(&format!("renaming into {}", dest.display()), e))?;
-            temp.path = None;
-            Ok(n)
-        })
-        .await
+        let k = key.to_owned();
+        let (file, _) = blocking(move || open_object(&src, &k)).await?;
+        write_file_atomically(path, tokio::fs::File::from_std(file)).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {

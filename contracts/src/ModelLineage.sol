@@ -105,6 +105,9 @@ contract ModelLineage {
     mapping(address => Model) internal models;
     mapping(address => Scheme) internal schemes; // by root NFT
     mapping(bytes32 => Job) internal jobs;
+    /// Set only while `createChild` runs, so the contract accepts exactly the NFTs it mints
+    /// for itself (the factory `_safeMint`s to the owner) and no others.
+    bool transient creatingChild;
 
     event RootRegistered(
         address indexed nft, address indexed datatoken, address indexed owner, bytes32 weightsHash,
@@ -132,6 +135,7 @@ contract ModelLineage {
     error WrongJobState(bytes32 jobId, uint8 state);
     error ChildMismatch(address childNft, address childDatatoken);
     error ZeroAddress();
+    error UnexpectedNft();
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator();
@@ -223,6 +227,7 @@ contract ModelLineage {
         addresses[1] = job.trainer; // payment collector
         uint256[] memory uints = new uint256[](2);
         uints[0] = type(uint256).max / 2; // cap: rewards are the only supply
+        creatingChild = true;
         (childNft, childDatatoken) = factory.createNftWithErc20(
             IOceanFactory.NftCreateData({
                 name: name,
@@ -240,6 +245,7 @@ contract ModelLineage {
                 bytess: new bytes[](0)
             })
         );
+        creatingChild = false;
         IOceanNft(childNft).setNewData(WEIGHTS_HASH_KEY, abi.encodePacked(job.outputWeightsHash));
 
         Model storage parent = models[job.parent];
@@ -298,6 +304,12 @@ contract ModelLineage {
         emit DerivationRecorded(
             jobId, job.parent, childNft, childDatatoken, job.trainer, job.outputWeightsHash, job.receiptHash
         );
+    }
+
+    /// ERC721 receiver hook: accepts the child NFTs this contract creates, refuses the rest.
+    function onERC721Received(address, address, uint256, bytes calldata) external view returns (bytes4) {
+        if (!creatingChild) revert UnexpectedNft();
+        return this.onERC721Received.selector;
     }
 
     /// Adds `value` to `to`'s pending amount (merging repeated beneficiaries).

@@ -49,14 +49,20 @@ pub enum ChainError {
 
 impl From<alloy::transports::TransportError> for ChainError {
     fn from(e: alloy::transports::TransportError) -> Self {
-        ChainError::Rpc(e.to_string())
+        // An error *response* (e.g. "execution reverted" from eth_estimateGas) is the node's
+        // verdict on the call, not a transport failure: retrying will not help.
+        if e.as_error_resp().is_some() {
+            ChainError::Contract(e.to_string())
+        } else {
+            ChainError::Rpc(e.to_string())
+        }
     }
 }
 
 impl From<alloy::contract::Error> for ChainError {
     fn from(e: alloy::contract::Error) -> Self {
         match e {
-            alloy::contract::Error::TransportError(t) => ChainError::Rpc(t.to_string()),
+            alloy::contract::Error::TransportError(t) => t.into(),
             other => ChainError::Contract(other.to_string()),
         }
     }

@@ -1,0 +1,162 @@
+//! The lineage & reward contract: operator-only, once per job, exact reward splits for
+//! random depths and amounts (cross-checked against `RewardScheme::split`), read-back.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{Address, U256};
+use common::{ONE, env};
+use posthuman_chain::alloy;
+use posthuman_chain::bindings::{ERC20Template, ERC721Template};
+use posthuman_chain::lineage::JobState;
+use posthuman_chain::{Chain, ChainError};
+use posthuman_types::RewardScheme;
+use rand::Rng;
+
+fn rejected(r: Result<impl std::fmt::Debug, ChainError>, name: &str) {
+    match r {
+        Err(ChainError::LineageRejected(s)) => assert!(s.contains(name), "expected {name}, got {s}"),
+        other => panic!("expected {name}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn only_the_operator_records_and_a_job_records_once() {
+    let mut e = env(21).await;
+    let alice = e.wallet(0).await;
+    let bob = e.wallet(0).await;
+    let root = e.publish(alice, RewardScheme::geometric(100 * ONE, 5000, 3)).await;
+    let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
+
+    // A client holding Bob's key as its "operator" is refused by the contract.
+    let bob_key = alloy::signers::local::PrivateKeySigner::from_bytes(&alloy::primitives::B256::repeat_byte(9)).unwrap();
+    e.chain.send_eth(bob_key.address(), U256::from(ONE)).await.unwrap();
+    let intruder = Chain::connect(&e.anvil.endpoint(), bob_key, e.chain.book().clone()).unwrap();
+    rejected(intruder.commit_training(job, root.nft, bob, w, receipt).await, "NotOperator");
+    rejected(
+        intruder.register_root(root.nft, root.datatoken, w, alice, 1, &[]).await,
+        "NotOperator",
+    );
+
+    // Order of steps: no create/record before commit; commit once.
+    rejected(e.chain.create_child(job, "M2", "M2", "").await, "WrongJobState");
+    rejected(e.chain.commit_training(job, Address::repeat_byte(1), bob, w, receipt).await, "UnknownModel");
+    e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
+    let c = e.chain.commitment(job).await.unwrap();
+    assert_eq!((c.state, c.parent, c.trainer, c.output_weights_hash, c.receipt_hash), (JobState::Committed, root.nft, bob, w, receipt));
+    let w2 = e.hash();
+    rejected(e.chain.commit_training(job, root.nft, bob, w2, receipt).await, "JobAlreadyCommitted");
+    let child = e.chain.create_child(job, "M2", "M2", "").await.unwrap();
+    rejected(e.chain.create_child(job, "M2b", "M2b", "").await, "WrongJobState");
+    rejected(intruder.record_derivation(job, child.nft, child.datatoken).await, "NotOperator");
+    rejected(e.chain.record_derivation(job, child.nft, root.datatoken).await, "ChildMismatch");
+    let d = e.chain.record_derivation(job, child.nft, child.datatoken).await.unwrap();
+    assert_eq!(d.rewards, vec![(bob, U256::from(50 * ONE)), (alice, U256::from(50 * ONE))]);
+    rejected(e.chain.record_derivation(job, child.nft, child.datatoken).await, "WrongJobState");
+    assert_eq!(e.chain.commitment(job).await.unwrap().state, JobState::Recorded);
+
+    // The child is owned by the contract, carries the committed weights hash, and nobody
+    // else (the operator included) can mint it.
+    let nft = ERC721Template::new(child.nft, e.chain.provider());
+    assert_eq!(nft.ownerOf(U256::from(1)).call().await.unwrap(), e.chain.book().lineage);
+    assert_eq!(e.chain.weights_commitment(child.nft).await.unwrap(), Some(w));
+    let dt = ERC20Template::new(child.datatoken, e.chain.provider());
+    assert!(dt.isMinter(e.chain.book().lineage).call().await.unwrap());
+    for who in [e.chain.operator(), alice, bob] {
+        assert!(!dt.isMinter(who).call().await.unwrap());
+    }
+    assert!(e.chain.mint(e.chain.operator(), child.datatoken, bob, U256::from(1)).await.is_err());
+    assert!(e.chain.create_fixed_rate(e.chain.operator(), child.datatoken, U256::from(ONE), true).await.is_err());
+    assert_eq!(dt.totalSupply().call().await.unwrap(), U256::from(100 * ONE));
+    // Registering the same root twice, or a root whose metadata disagrees, fails.
+    rejected(
+        e.chain.register_root(root.nft, root.datatoken, e.chain.model(root.nft).await.unwrap().unwrap().weights_hash, alice, 1, &[]).await,
+        "AlreadyRegistered",
+    );
+}
+
+/// Walks a random lineage of `depth` derivations below a root with a random scheme and
+/// random total, checking every derivation's mints against `RewardScheme::split`.
+async fn random_lineage(seed: u64, depth: usize) {
+    let mut e = env(seed).await;
+    let alice = e.wallet(0).await;
+    let count = e.rng.random_range(0..=16usize);
+    let mut left = 10_000u32;
+    let mut shares = Vec::new();
+    for _ in 0..count {
+        let s = e.rng.random_range(0..=left.min(6000));
+        shares.push(s as u16);
+        left -= s;
+    }
+    let total: u128 = match e.rng.random_range(0..3) {
+        0 => e.rng.random_range(0..1000),
+        1 => e.rng.random::<u64>() as u128,
+        _ => e.rng.random::<u128>(),
+    };
+    let scheme = RewardScheme { total_reward: total.to_string(), shares_bps: shares };
+    let root = e.publish(alice, scheme.clone()).await;
+    // A few trainers, so one address often appears several times in a lineage.
+    let pool: Vec<Address> = (0..4).map(|_| Address::from(e.rng.random::<[u8; 20]>())).collect();
+    let mut parent = root.nft;
+    let mut trainers: Vec<Address> = Vec::new(); // most recent first
+    let mut nfts = vec![root.nft];
+    for level in 1..=depth {
+        let trainer = pool[e.rng.random_range(0..pool.len())];
+        trainers.insert(0, trainer);
+        let job = e.hash();
+        let w = e.hash();
+        let receipt = e.hash();
+        e.chain.commit_training(job, parent, trainer, w, receipt).await.unwrap();
+        let child = e.chain.create_child(job, &format!("M{level}"), "M", "").await.unwrap();
+        let d = e.chain.record_derivation(job, child.nft, child.datatoken).await.unwrap();
+
+        let (paid, to_root) = scheme.split(trainers.len()).unwrap();
+        let mut expected: BTreeMap<Address, u128> = BTreeMap::new();
+        for (who, amount) in trainers.iter().zip(&paid) {
+            *expected.entry(*who).or_default() += amount;
+        }
+        *expected.entry(alice).or_default() += to_root;
+        expected.retain(|_, a| *a > 0);
+        let mut got: BTreeMap<Address, u128> = BTreeMap::new();
+        for (who, amount) in &d.rewards {
+            assert!(got.insert(*who, amount.to::<u128>()).is_none(), "one mint per beneficiary");
+        }
+        assert_eq!(got, expected, "depth {level}, scheme {scheme:?}");
+        let supply = ERC20Template::new(child.datatoken, e.chain.provider()).totalSupply().call().await.unwrap();
+        assert_eq!(supply, U256::from(total), "no dust lost or created");
+        for (who, amount) in &expected {
+            assert_eq!(e.chain.balance_of(child.datatoken, *who).await.unwrap(), U256::from(*amount));
+        }
+        if level == 3 && scheme.shares_bps.len() >= 3 {
+            assert!(d.gas_used <= 250_000, "recordDerivation to 3 trainers used {} gas", d.gas_used);
+        }
+        parent = child.nft;
+        nfts.insert(0, child.nft);
+    }
+
+    // Read-back: leaf to root, every link as recorded.
+    let lineage = e.chain.lineage(parent).await.unwrap();
+    assert_eq!(lineage.len(), depth + 1);
+    for (i, entry) in lineage.iter().enumerate() {
+        assert_eq!(entry.nft, nfts[i]);
+        assert_eq!(entry.depth as usize, depth - i);
+        assert_eq!(entry.root, root.nft);
+        assert_eq!(entry.parent, nfts.get(i + 1).copied());
+        assert_eq!(entry.trainer, if i < depth { trainers[i] } else { alice });
+        assert_eq!(Some(entry.weights_hash), e.chain.weights_commitment(entry.nft).await.unwrap());
+        assert_eq!(entry.job_id.is_some(), i < depth);
+    }
+    assert_eq!(e.chain.scheme_of(root.nft).await.unwrap(), scheme);
+}
+
+#[tokio::test]
+async fn reward_split_is_exact_for_random_depths_and_amounts() {
+    // Depths drawn from 1..=20 (seeded), plus the extremes.
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(2026);
+    let mut depths: Vec<usize> = vec![1, 20];
+    depths.extend((0..4).map(|_| rng.random_range(1..=20)));
+    for (i, depth) in depths.into_iter().enumerate() {
+        random_lineage(100 + i as u64, depth).await;
+    }
+}

@@ -15,10 +15,35 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 
+use bytes::Bytes;
+use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::Hash32;
 
 use crate::error::WorkerError;
 use crate::tokenizer::Tok;
+
+/// Reads the dataset at `key`, refusing it (before reading) when over `max_bytes`, and
+/// returns its bytes and hash. A missing dataset is a bad dataset, not a store failure.
+pub async fn fetch(
+    store: &dyn ObjectStore,
+    key: &str,
+    max_bytes: u64,
+) -> Result<(Bytes, Hash32), WorkerError> {
+    let size = store
+        .head(key)
+        .await?
+        .ok_or_else(|| WorkerError::BadDataset("the dataset does not exist".into()))?;
+    if size > max_bytes {
+        return Err(WorkerError::DatasetTooLarge { size, limit: max_bytes });
+    }
+    let bytes = store.get(key, max_bytes).await.map_err(|e| match e {
+        StoreError::TooLarge { size, limit, .. } => WorkerError::DatasetTooLarge { size, limit },
+        StoreError::NotFound { .. } => WorkerError::BadDataset("the dataset does not exist".into()),
+        other => other.into(),
+    })?;
+    let h = dataset_hash(&bytes);
+    Ok((bytes, h))
+}
 
 /// SHA-256 of the dataset bytes.
 pub fn dataset_hash(bytes: &[u8]) -> Hash32 {

@@ -30,6 +30,9 @@ pub mod exit {
     pub const STORE: i32 = 18;
     /// A bug or an unexpected condition inside the worker.
     pub const INTERNAL: i32 = 70;
+    /// Not a failure: training stopped after a checkpoint on request (`--stop-after-checkpoint`);
+    /// running the same spec again resumes it. (BSD `EX_TEMPFAIL`.)
+    pub const INTERRUPTED: i32 = 75;
 }
 
 /// Why a job failed. Variants are the classes of [`exit`].

@@ -5,22 +5,37 @@
 //! [`posthuman_types::JobSpec`], the private weights and the buyer's dataset through
 //! [`posthuman_store::ObjectStore`], runs the job and writes the new private weights and the
 //! public outputs back. Public outputs are an allowlist: `progress.json`, `metrics.json`,
-//! `completions.json`, `report.json`, `error.json` — never weights or gradients.
+//! `completions.json`, `report.json`, `error.json` — never weights, gradients or checkpoints.
+//! The model itself is `posthuman-gpt2`; this crate is everything around it.
 //!
 //! Modules, in data-flow order:
 //! - [`config`]: the operator's limits, built once in `main`.
 //! - [`error`]: error classes and their exit codes (the one place they are mapped).
+//! - [`runner`]: spec parsing and re-validation, dispatch, `error.json`.
+//! - [`model_io`]: models under a store prefix; `_COMPLETE` manifest written last.
 //! - [`tokenizer`]: `tokenizer.json` loading and byte-level BPE training.
 //! - [`data`]: dataset validation, hashing, packing and seeded batch order.
-//! - [`merkle`]: the checkpoint Merkle tree a train receipt commits to.
-//! - [`train`]: the train job (schedule, checkpoints, resume, memory preflight).
+//! - [`memory`]: the preflight memory estimate.
+//! - [`train`]: the train job (schedule, checkpoints, resume); [`merkle`]: the checkpoint
+//!   Merkle tree its receipt commits to.
+//! - [`infer`] with [`sampling`]: generation. [`evaluate`]: sliding-window perplexity.
+//! - [`progress`]: throttled `progress.json`. [`setup`]: random-init models for the demo.
 
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod evaluate;
+pub mod infer;
+pub mod memory;
 pub mod merkle;
+pub mod model_io;
+pub mod progress;
+pub mod runner;
+pub mod sampling;
+pub mod setup;
 pub mod tokenizer;
 pub mod train;
 
 pub use config::WorkerConfig;
 pub use error::{WorkerError, exit};
+pub use runner::{JobOutcome, parse_spec, run_job};

@@ -1,2 +1,277 @@
-//! The train job.
+//! The train job: AdamW with warmup + cosine, clipping, accumulation, checkpoints, resume.
+//!
+//! Flow: load and cross-check the model, preflight the memory estimate, read and pack the
+//! dataset, resume from this job's latest checkpoint if one exists, then run the steps.
+//! After every `checkpoint_every` steps (and the last) the weights, optimizer state and step
+//! go to the private prefix and the canonical weights hash becomes a Merkle leaf
+//! ([`crate::merkle`]). At the end the model goes to the private prefix (`_COMPLETE` last)
+//! and `metrics.json` to the public prefix; on any failure what was written is removed.
+//!
+//! Determinism: batches and dropout masks derive from `(seed, step, micro-batch)` alone and
+//! the model's kernels reduce in a fixed order, so the same inputs and seed give bit-identical
+//! weights with 1 or 2 threads, and a resumed run ends where an uninterrupted one does.
+
+pub mod checkpoint;
 pub mod schedule;
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use candle_core::{DType, Device, Tensor};
+use posthuman_gpt2::candle_nn::VarBuilder;
+use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Gpt2, Grads, Weights, clip_grad_norm};
+use posthuman_store::ObjectStore;
+use posthuman_types::{Hash32, JobKind, JobSpec, TrainMetrics, TrainParams};
+
+use crate::config::WorkerConfig;
+use crate::data::{self, Packed};
+use crate::error::WorkerError;
+use crate::memory;
+use crate::merkle;
+use crate::model_io::{self, LoadedModel, join};
+use crate::progress::Progress;
+use checkpoint::CheckpointState;
+
+/// Public file the train job writes.
+pub const METRICS: &str = "metrics.json";
+/// Most points kept in the public loss curve.
+const CURVE_POINTS: usize = 200;
+
+/// How a train run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOutcome {
+    /// All steps done; model and metrics written.
+    Done(TrainMetrics),
+    /// Stopped on request right after the checkpoint of `step` (resumable).
+    Stopped { step: u32 },
+}
+
+/// The dropout stream of one micro-batch: a pure function of the job seed and position.
+fn dropout_seed(seed: u64, step: u32, micro: u32) -> u64 {
+    let pos = (u64::from(step) << 8) | u64::from(micro);
+    seed ^ pos.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The public loss curve: at most [`CURVE_POINTS`] `(step, loss)` pairs, last step included.
+fn downsample(losses: &[f64]) -> Vec<(u32, f64)> {
+    let every = losses.len().div_ceil(CURVE_POINTS).max(1);
+    let mut v: Vec<(u32, f64)> = losses
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (i + 1) % every == 0 || i + 1 == losses.len())
+        .map(|(i, l)| (i as u32 + 1, *l))
+        .collect();
+    v.dedup_by_key(|p| p.0);
+    v
+}
+
+/// Runs a train job end to end (see the module docs).
+pub async fn run(
+    store: &dyn ObjectStore,
+    wc: &WorkerConfig,
+    spec: &JobSpec,
+    p: &TrainParams,
+) -> Result<TrainOutcome, WorkerError> {
+    let started = Instant::now();
+    let mut progress =
+        Progress::new(store, &spec.public_prefix, JobKind::Train, wc.progress_interval_secs);
+    progress.update("loading", 0, u64::from(p.steps), None, 0.0, None, true).await;
+
+    let LoadedModel { cfg, weights, tok, weights_hash: input_hash } =
+        model_io::load_model(store, &spec.model_prefix, wc.max_weights_bytes).await?;
+    spec.validate_against_context(cfg.n_positions as u32).map_err(WorkerError::from_spec)?;
+    let dataset_key = spec
+        .dataset_key
+        .as_deref()
+        .ok_or_else(|| WorkerError::BadSpec("train jobs need a dataset".into()))?;
+
+    // Preflight before reading the dataset: its byte size bounds its token count.
+    let size = store.head(dataset_key).await?.unwrap_or(0);
+    let (batch, ctx) = (p.batch_size as usize, p.context_len as usize);
+    let need = memory::train_bytes(&cfg, batch as u64, ctx as u64, size + 1);
+    if need > wc.memory_limit_bytes {
+        return Err(WorkerError::MemoryRefused {
+            needed_mib: need >> 20,
+            limit_mib: wc.memory_limit_bytes >> 20,
+        });
+    }
+    let (bytes, dataset_hash) = data::fetch(store, dataset_key, wc.max_dataset_bytes).await?;
+    let text = data::validate_text(&bytes)?;
+    let stream = data::tokenize(&tok, text)?;
+    let packed = Packed::new(&stream, ctx)?;
+    drop(bytes);
+
+    let device = Device::Cpu;
+    let vm = weights.to_var_map(&device).map_err(WorkerError::internal)?;
+    let mut train_cfg = cfg.clone();
+    (train_cfg.resid_pdrop, train_cfg.embd_pdrop, train_cfg.attn_pdrop) =
+        (p.dropout, p.dropout, p.dropout);
+    let model = Gpt2::new(&train_cfg, VarBuilder::from_varmap(&vm, DType::F32, &device))?;
+    let adam =
+        AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: p.eps, weight_decay: p.weight_decay };
+    let mut opt = AdamW::new(&vm, adam).map_err(WorkerError::internal)?;
+
+    let fp = checkpoint::fingerprint(p, &dataset_hash, &input_hash);
+    let mut st = CheckpointState {
+        format: String::new(),
+        fingerprint: fp,
+        step: 0,
+        weights_hash: input_hash,
+        optimizer_hash: Hash32::ZERO,
+        tokens_trained: 0,
+        losses: Vec::new(),
+        checkpoints: Vec::new(),
+    };
+    if let Some(r) = checkpoint::latest(store, &spec.private_prefix, &fp, &cfg, &mut opt).await? {
+        for prm in opt.params() {
+            let t = r
+                .weights
+                .get(&prm.name)
+                .ok_or_else(|| WorkerError::internal("checkpoint lacks a tensor"))?;
+            prm.var.set(t)?;
+        }
+        tracing::info!(step = r.state.step, "resuming from checkpoint");
+        st = r.state;
+    }
+
+    let ckpt_steps = merkle::checkpoint_steps(p.steps, p.checkpoint_every);
+    let tokens_per_step = (batch * ctx * p.grad_accum as usize) as u64;
+    let session_start = Instant::now();
+    let first_step = st.step;
+    for step in first_step..p.steps {
+        let lr = schedule::lr_at(p, step);
+        let mut grads = Grads::zeros(&opt);
+        let mut loss_sum = 0f64;
+        for micro in 0..p.grad_accum {
+            let idx = packed.batch_indices(
+                p.seed,
+                u64::from(step),
+                u64::from(micro),
+                batch,
+                p.grad_accum as usize,
+            );
+            let (x, y) = packed.inputs_targets(&idx);
+            let x = Tensor::from_vec(x, (batch, ctx), &device)?;
+            let y = Tensor::from_vec(y, (batch, ctx), &device)?;
+            let mut drng = DropoutRng::new(dropout_seed(p.seed, step, micro));
+            let loss = model.loss(&x, &y, (p.dropout > 0.0).then_some(&mut drng))?;
+            let lv = f64::from(loss.to_scalar::<f32>()?);
+            if !lv.is_finite() {
+                return Err(WorkerError::NonFiniteLoss { step: step + 1 });
+            }
+            loss_sum += lv;
+            let g = loss.backward()?;
+            grads.accumulate(&opt, &g).map_err(WorkerError::internal)?;
+        }
+        if p.grad_accum > 1 {
+            grads.scale(1.0 / p.grad_accum as f32);
+        }
+        if !grads.is_finite() {
+            return Err(WorkerError::NonFiniteLoss { step: step + 1 });
+        }
+        if p.grad_clip > 0.0 {
+            clip_grad_norm(&mut grads, p.grad_clip);
+        }
+        opt.step(&grads, lr).map_err(WorkerError::internal)?;
+        let loss = loss_sum / f64::from(p.grad_accum);
+        st.losses.push(loss);
+        st.tokens_trained += tokens_per_step;
+        st.step = step + 1;
+
+        let secs = session_start.elapsed().as_secs_f64().max(1e-9);
+        let done_here = f64::from(st.step - first_step);
+        progress
+            .update(
+                "training",
+                u64::from(st.step),
+                u64::from(p.steps),
+                Some(loss),
+                done_here * tokens_per_step as f64 / secs,
+                Some(done_here / secs),
+                false,
+            )
+            .await;
+
+        if ckpt_steps.contains(&st.step) {
+            let snap = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
+            st.weights_hash = snap.hash().map_err(WorkerError::internal)?;
+            st.checkpoints.push((st.step, st.weights_hash));
+            st.format = "posthuman-train-ckpt-v1".into();
+            checkpoint::save(store, &spec.private_prefix, &snap, &opt, &st).await?;
+            if wc.stop_after_checkpoint == Some(st.step) && st.step < p.steps {
+                return Ok(TrainOutcome::Stopped { step: st.step });
+            }
+        }
+    }
+
+    progress
+        .update(
+            "saving",
+            u64::from(p.steps),
+            u64::from(p.steps),
+            st.losses.last().copied(),
+            0.0,
+            None,
+            true,
+        )
+        .await;
+    let final_weights = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
+    let wall = started.elapsed().as_secs_f64();
+    let session_tokens = u64::from(p.steps - first_step) * tokens_per_step;
+    let metrics = TrainMetrics {
+        steps: p.steps,
+        tokens_trained: st.tokens_trained,
+        final_loss: st.losses.last().copied().unwrap_or(f64::NAN),
+        loss_curve: downsample(&st.losses),
+        tokens_per_sec: session_tokens as f64 / session_start.elapsed().as_secs_f64().max(1e-9),
+        wall_secs: wall,
+        input_weights_hash: input_hash,
+        output_weights_hash: Hash32::ZERO,
+        dataset_hash,
+        checkpoint_root: merkle::root(&st.checkpoints),
+        checkpoint_every: p.checkpoint_every,
+        checkpoint_hashes: st.checkpoints.iter().map(|(_, h)| *h).collect(),
+    };
+    let mut written = Vec::new();
+    match write_outputs(store, spec, &cfg, &final_weights, &tok, metrics, &mut written).await {
+        Ok(m) => {
+            progress
+                .update(
+                    "done",
+                    u64::from(p.steps),
+                    u64::from(p.steps),
+                    Some(m.final_loss),
+                    m.tokens_per_sec,
+                    None,
+                    true,
+                )
+                .await;
+            Ok(TrainOutcome::Done(m))
+        }
+        Err(e) => {
+            model_io::remove_written(store, &written).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_outputs(
+    store: &dyn ObjectStore,
+    spec: &JobSpec,
+    cfg: &posthuman_gpt2::Config,
+    weights: &Weights,
+    tok: &crate::tokenizer::Tok,
+    mut metrics: TrainMetrics,
+    written: &mut Vec<String>,
+) -> Result<TrainMetrics, WorkerError> {
+    let h = model_io::save_model(store, &spec.private_prefix, cfg, weights, tok, written).await?;
+    if metrics.checkpoint_hashes.last() != Some(&h) {
+        return Err(WorkerError::internal("final weights differ from the last checkpoint"));
+    }
+    metrics.output_weights_hash = h;
+    let key = join(&spec.public_prefix, METRICS);
+    written.push(key.clone());
+    let body = serde_json::to_vec_pretty(&metrics).map_err(WorkerError::internal)?;
+    store.put(&key, Bytes::from(body)).await?;
+    Ok(metrics)
+}

@@ -1,0 +1,172 @@
+//! Models in the object store: HF layout under a prefix, loaded strictly and written so that
+//! no half-written model is ever visible.
+//!
+//! A model prefix holds `config.json`, `model.safetensors` and `tokenizer.json`. The worker
+//! writes those three first and the `_COMPLETE` manifest last; the manifest names the
+//! canonical weights hash and the SHA-256 of each file. Readers (the worker itself, the
+//! handlers that publish a derived model) treat a prefix without `_COMPLETE` as absent when
+//! it was produced by a job; models uploaded by owners may come without one. When a manifest
+//! is present, every file is checked against it on load.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use posthuman_gpt2::{Config, Weights, load_safetensors_bytes, safetensors_bytes};
+use posthuman_store::{ObjectStore, StoreError};
+use posthuman_types::Hash32;
+use serde::{Deserialize, Serialize};
+
+use crate::data::dataset_hash;
+use crate::error::WorkerError;
+use crate::tokenizer::{MAX_TOKENIZER_BYTES, Tok};
+
+pub const CONFIG: &str = "config.json";
+pub const WEIGHTS: &str = "model.safetensors";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const COMPLETE: &str = "_COMPLETE";
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// `<prefix>/<name>`, or `name` alone for the store root.
+pub fn join(prefix: &str, name: &str) -> String {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() { name.to_string() } else { format!("{p}/{name}") }
+}
+
+/// The `_COMPLETE` manifest: written last, it makes a model prefix visible.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    /// Canonical content hash of the weights ([`posthuman_gpt2::weights_hash`]).
+    pub weights_hash: Hash32,
+    /// SHA-256 of each file's bytes.
+    pub files: BTreeMap<String, Hash32>,
+}
+
+const MANIFEST_FORMAT: &str = "posthuman-model-v1";
+
+/// A model loaded and cross-checked: config, weights and tokenizer agree.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub cfg: Config,
+    pub weights: Weights,
+    pub tok: Tok,
+    pub weights_hash: Hash32,
+}
+
+fn missing_is(e: StoreError, on_missing: WorkerError) -> WorkerError {
+    match e {
+        StoreError::NotFound { .. } => on_missing,
+        StoreError::TooLarge { size, limit, .. } => WorkerError::BadWeights(format!(
+            "a model file is {size} bytes, over the limit of {limit}"
+        )),
+        other => other.into(),
+    }
+}
+
+/// Parses and validates `config.json`.
+pub fn parse_config(bytes: &[u8]) -> Result<Config, WorkerError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| WorkerError::BadWeights("config.json is not UTF-8".into()))?;
+    let cfg = Config::from_json(text).map_err(|e| WorkerError::BadWeights(e.to_string()))?;
+    cfg.validate().map_err(|e| WorkerError::BadWeights(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Checks that the tokenizer fits the model's embedding table.
+pub fn check_tokenizer(cfg: &Config, tok: &Tok) -> Result<(), WorkerError> {
+    if tok.vocab_size() > cfg.vocab_size {
+        return Err(WorkerError::BadWeights(format!(
+            "the tokenizer has {} tokens but the model's vocab_size is {}",
+            tok.vocab_size(),
+            cfg.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the model under `prefix`, refusing weights over `max_weights_bytes`.
+pub async fn load_model(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    max_weights_bytes: u64,
+) -> Result<LoadedModel, WorkerError> {
+    let cfg_bytes = store
+        .get(&join(prefix, CONFIG), MAX_CONFIG_BYTES)
+        .await
+        .map_err(|e| missing_is(e, WorkerError::BadWeights("config.json is missing".into())))?;
+    let cfg = parse_config(&cfg_bytes)?;
+    let tok_bytes =
+        store.get(&join(prefix, TOKENIZER), MAX_TOKENIZER_BYTES).await.map_err(|e| {
+            missing_is(e, WorkerError::MissingTokenizer("tokenizer.json is missing".into()))
+        })?;
+    let tok = Tok::from_bytes(&tok_bytes)?;
+    check_tokenizer(&cfg, &tok)?;
+    let w_bytes = store.get(&join(prefix, WEIGHTS), max_weights_bytes).await.map_err(|e| {
+        missing_is(e, WorkerError::BadWeights("model.safetensors is missing".into()))
+    })?;
+    let weights = load_safetensors_bytes(&w_bytes, &cfg)
+        .map_err(|e| WorkerError::BadWeights(e.to_string()))?;
+    let weights_hash = weights.hash().map_err(WorkerError::internal)?;
+    match store.get(&join(prefix, COMPLETE), MAX_CONFIG_BYTES).await {
+        Ok(m) => {
+            let m: Manifest = serde_json::from_slice(&m).map_err(|_| {
+                WorkerError::BadWeights("the _COMPLETE manifest is malformed".into())
+            })?;
+            let files = [(CONFIG, &cfg_bytes), (WEIGHTS, &w_bytes), (TOKENIZER, &tok_bytes)];
+            let files_ok = files.iter().all(|(n, b)| m.files.get(*n) == Some(&dataset_hash(b)));
+            if m.weights_hash != weights_hash || !files_ok {
+                return Err(WorkerError::BadWeights(
+                    "the model files do not match their _COMPLETE manifest".into(),
+                ));
+            }
+        }
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(LoadedModel { cfg, weights, tok, weights_hash })
+}
+
+/// Writes a model under `prefix`: the three files, then `_COMPLETE`. Returns the keys written
+/// (in order) and the canonical weights hash. On error the caller removes what was written.
+pub async fn save_model(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    cfg: &Config,
+    weights: &Weights,
+    tok: &Tok,
+    written: &mut Vec<String>,
+) -> Result<Hash32, WorkerError> {
+    let weights_hash = weights.hash().map_err(WorkerError::internal)?;
+    let files: [(&str, Vec<u8>); 3] = [
+        (CONFIG, cfg.to_json().into_bytes()),
+        (TOKENIZER, tok.to_json()?.into_bytes()),
+        (WEIGHTS, safetensors_bytes(weights).map_err(WorkerError::internal)?),
+    ];
+    let mut manifest =
+        Manifest { format: MANIFEST_FORMAT.into(), weights_hash, files: BTreeMap::new() };
+    // A stale manifest from an earlier attempt must not vouch for files being replaced.
+    store.delete(&join(prefix, COMPLETE)).await?;
+    for (name, body) in files {
+        manifest.files.insert(name.to_string(), dataset_hash(&body));
+        let key = join(prefix, name);
+        written.push(key.clone());
+        store.put(&key, Bytes::from(body)).await?;
+    }
+    let key = join(prefix, COMPLETE);
+    written.push(key.clone());
+    let body = serde_json::to_vec_pretty(&manifest).map_err(WorkerError::internal)?;
+    store.put(&key, Bytes::from(body)).await?;
+    Ok(weights_hash)
+}
+
+/// Best-effort removal of partially written outputs, manifest first so the model turns
+/// invisible before its files go.
+pub async fn remove_written(store: &dyn ObjectStore, written: &[String]) {
+    let mut keys: Vec<&String> = written.iter().collect();
+    keys.sort_by_key(|k| !k.ends_with(COMPLETE));
+    for k in keys {
+        if let Err(e) = store.delete(k).await {
+            tracing::warn!(error = %e, "could not remove a partial output");
+        }
+    }
+}

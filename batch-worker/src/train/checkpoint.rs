@@ -1,0 +1,144 @@
+//! Training checkpoints under the PRIVATE prefix, and resuming from the latest one.
+//!
+//! Checkpoint after step `s` lives under `<private_prefix>/checkpoints/step-<s:06>/`:
+//! `model.safetensors` (HF layout), `optimizer.safetensors` (AdamW moments and counter) and
+//! `state.json`, written last, which makes the checkpoint valid. Batch order and dropout
+//! masks are pure functions of `(seed, step)` (see [`crate::data`]), so the step number is
+//! the whole data cursor and RNG state. A checkpoint is only resumed by the job that wrote
+//! it: `state.json` carries a fingerprint of the hyperparameters, dataset hash and input
+//! weights hash.
+
+use bytes::Bytes;
+use posthuman_gpt2::{AdamW, Config, Weights, load_safetensors_bytes, safetensors_bytes};
+use posthuman_store::{ObjectStore, StoreError};
+use posthuman_types::{Hash32, TrainParams};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::WorkerError;
+use crate::model_io::join;
+
+const FORMAT: &str = "posthuman-train-ckpt-v1";
+const STATE: &str = "state.json";
+const MODEL: &str = "model.safetensors";
+const OPTIM: &str = "optimizer.safetensors";
+/// Bound for reading a checkpoint's state (the per-step loss list of a 100k-step run).
+const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a checkpoint records besides the tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub format: String,
+    /// Identifies the job configuration this checkpoint belongs to.
+    pub fingerprint: Hash32,
+    /// Optimizer steps completed.
+    pub step: u32,
+    /// Canonical weights hash after `step` (a Merkle leaf).
+    pub weights_hash: Hash32,
+    /// SHA-256 of `optimizer.safetensors`, so a resumed run cannot pick up altered moments.
+    pub optimizer_hash: Hash32,
+    pub tokens_trained: u64,
+    /// Mean loss of every step so far (the loss curve is downsampled from it).
+    pub losses: Vec<f64>,
+    /// `(step, weights hash)` of every checkpoint so far, this one included.
+    pub checkpoints: Vec<(u32, Hash32)>,
+}
+
+/// The fingerprint binding checkpoints to one job configuration.
+pub fn fingerprint(params: &TrainParams, dataset: &Hash32, input_weights: &Hash32) -> Hash32 {
+    let mut d = Sha256::new();
+    d.update(FORMAT.as_bytes());
+    // serde_json writes struct fields in declaration order: a stable encoding.
+    d.update(serde_json::to_vec(params).unwrap_or_default());
+    d.update(dataset.0);
+    d.update(input_weights.0);
+    Hash32(d.finalize().into())
+}
+
+fn dir(private_prefix: &str, step: u32) -> String {
+    join(&join(private_prefix, "checkpoints"), &format!("step-{step:06}"))
+}
+
+fn sha(b: &[u8]) -> Hash32 {
+    Hash32(Sha256::digest(b).into())
+}
+
+/// Writes the checkpoint after `state.step`; `state.json` goes last.
+pub async fn save(
+    store: &dyn ObjectStore,
+    private_prefix: &str,
+    weights: &Weights,
+    opt: &AdamW,
+    state: &CheckpointState,
+) -> Result<(), WorkerError> {
+    let d = dir(private_prefix, state.step);
+    let w = safetensors_bytes(weights).map_err(WorkerError::internal)?;
+    store.put(&join(&d, MODEL), Bytes::from(w)).await?;
+    let o = opt.state_bytes().map_err(WorkerError::internal)?;
+    let mut state = state.clone();
+    state.optimizer_hash = sha(&o);
+    store.put(&join(&d, OPTIM), Bytes::from(o)).await?;
+    let s = serde_json::to_vec(&state).map_err(WorkerError::internal)?;
+    store.put(&join(&d, STATE), Bytes::from(s)).await?;
+    Ok(())
+}
+
+/// A checkpoint to resume from: its state and weights (the optimizer is restored in place).
+#[derive(Debug)]
+pub struct Resumed {
+    pub state: CheckpointState,
+    pub weights: Weights,
+}
+
+/// Finds the latest complete checkpoint of this job (same fingerprint) and restores the
+/// optimizer from it. Checkpoints of other jobs or damaged ones are skipped.
+pub async fn latest(
+    store: &dyn ObjectStore,
+    private_prefix: &str,
+    fp: &Hash32,
+    cfg: &Config,
+    opt: &mut AdamW,
+) -> Result<Option<Resumed>, WorkerError> {
+    let keys = match store.list(&join(private_prefix, "checkpoints")).await {
+        Ok(k) => k,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut states: Vec<&String> = keys.iter().filter(|k| k.ends_with(STATE)).collect();
+    states.sort();
+    for key in states.into_iter().rev() {
+        match try_load(store, key, fp, cfg, opt).await {
+            Ok(Some(r)) => return Ok(Some(r)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "skipping an unusable checkpoint"),
+        }
+    }
+    Ok(None)
+}
+
+async fn try_load(
+    store: &dyn ObjectStore,
+    state_key: &str,
+    fp: &Hash32,
+    cfg: &Config,
+    opt: &mut AdamW,
+) -> Result<Option<Resumed>, WorkerError> {
+    let state: CheckpointState =
+        serde_json::from_slice(&store.get(state_key, MAX_STATE_BYTES).await?)
+            .map_err(|e| WorkerError::Internal(format!("checkpoint state unreadable: {e}")))?;
+    if state.format != FORMAT || state.fingerprint != *fp {
+        return Ok(None);
+    }
+    let d = state_key.trim_end_matches(STATE).trim_end_matches('/');
+    let w = store.get(&join(d, MODEL), u64::MAX).await?;
+    let weights = load_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
+    if weights.hash().map_err(WorkerError::internal)? != state.weights_hash {
+        return Err(WorkerError::Internal("checkpoint weights do not match their hash".into()));
+    }
+    let o = store.get(&join(d, OPTIM), u64::MAX).await?;
+    if sha(&o) != state.optimizer_hash {
+        return Err(WorkerError::Internal("checkpoint optimizer state does not match".into()));
+    }
+    opt.load_state_bytes(&o).map_err(WorkerError::internal)?;
+    Ok(Some(Resumed { state, weights }))
+}

@@ -1,0 +1,153 @@
+//! Fixtures for the worker's integration tests: a tokenizer trained on generated text, a
+//! tiny random GPT-2, a dataset, specs, and a store wrapper that fails on demand.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use posthuman_store::{LocalStore, ObjectStore, StoreError};
+use posthuman_types::{EvalParams, InferParams, JobParams, JobSpec, Sampling, TrainParams};
+use posthuman_worker::WorkerConfig;
+use posthuman_worker::setup::{ModelShape, init_model_to_store};
+use posthuman_worker::tokenizer::{Tok, train_bpe};
+
+/// A small repeating corpus: easy to learn, so the loss must fall.
+pub fn corpus() -> String {
+    let lines = [
+        "the cat sat on the mat and looked at the dog.",
+        "the dog sat on the log and looked at the cat.",
+        "a bird sang in the tree while the sun rose.",
+        "we read the book and wrote the answer down.",
+    ];
+    let mut s = String::new();
+    for i in 0..40 {
+        s.push_str(lines[i % lines.len()]);
+        s.push('\n');
+    }
+    s
+}
+
+pub fn tokenizer() -> Tok {
+    train_bpe(&corpus(), 320).unwrap()
+}
+
+pub fn shape() -> ModelShape {
+    ModelShape { n_layer: 2, n_embd: 32, n_head: 2, n_positions: 64, vocab_size: None }
+}
+
+pub const BASE: &str = "models/base";
+pub const DATA: &str = "datasets/d.txt";
+
+/// A LocalStore in a temp dir with the base model and dataset in place.
+pub async fn store() -> (tempfile::TempDir, Arc<LocalStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::new(dir.path()).unwrap());
+    init_model_to_store(store.as_ref(), BASE, &tokenizer(), &shape(), 7).await.unwrap();
+    store.put(DATA, Bytes::from(corpus())).await.unwrap();
+    (dir, store)
+}
+
+pub fn train_params() -> TrainParams {
+    let mut p = TrainParams::new(24, 3e-3, 4, 16);
+    p.warmup_steps = 3;
+    p.checkpoint_every = 8;
+    p.seed = 11;
+    p
+}
+
+pub fn spec(id: &str, params: JobParams) -> JobSpec {
+    JobSpec {
+        job_id: id.into(),
+        model_prefix: BASE.into(),
+        dataset_key: Some(DATA.into()),
+        private_prefix: format!("models/{id}"),
+        public_prefix: format!("jobs/{id}/public"),
+        params,
+    }
+}
+
+pub fn train_spec(id: &str) -> JobSpec {
+    spec(id, JobParams::Train(train_params()))
+}
+
+pub fn infer_params() -> InferParams {
+    InferParams {
+        prompts: vec!["the cat".into(), "a bird".into()],
+        max_new_tokens: 12,
+        sampling: Sampling::default(),
+        stop: vec![],
+    }
+}
+
+pub fn eval_params() -> EvalParams {
+    EvalParams { context_len: 32, stride: 16, max_tokens: 0, baseline: None }
+}
+
+pub fn wc() -> WorkerConfig {
+    WorkerConfig { progress_interval_secs: 0.0, ..WorkerConfig::default() }
+}
+
+pub fn spec_bytes(s: &JobSpec) -> Vec<u8> {
+    serde_json::to_vec(s).unwrap()
+}
+
+/// Every key under `prefix`.
+pub async fn keys(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    store.list(prefix).await.unwrap_or_default()
+}
+
+/// Wraps a store and fails every `put` whose key contains `pattern` once `after` matching
+/// puts have succeeded — a store that dies mid-write.
+#[derive(Debug)]
+pub struct FailingStore {
+    pub inner: Arc<LocalStore>,
+    pub pattern: String,
+    pub after: usize,
+    pub seen: AtomicUsize,
+}
+
+impl FailingStore {
+    pub fn new(inner: Arc<LocalStore>, pattern: &str, after: usize) -> Self {
+        FailingStore { inner, pattern: pattern.into(), after, seen: AtomicUsize::new(0) }
+    }
+
+    fn trip(&self, key: &str) -> Result<(), StoreError> {
+        if key.contains(&self.pattern) && self.seen.fetch_add(1, Ordering::SeqCst) >= self.after {
+            return Err(StoreError::Io("injected failure: disk full".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FailingStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.trip(key)?;
+        self.inner.put(key, body).await
+    }
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        self.trip(key)?;
+        self.inner.put_file(key, path).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        self.trip(key)?;
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
+        self.inner.get(key, max_bytes).await
+    }
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
+        self.inner.get_to_file(key, path).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}

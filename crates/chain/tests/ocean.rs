@@ -80,3 +80,16 @@ async fn publish_mint_transfer_approve_exchange_buy_order() {
     bad.data = Bytes::from_static(b"job-2");
     assert!(e.chain.start_order(bob, m.datatoken, bob, 0, &bad).await.is_err());
 }
+
+#[tokio::test]
+async fn the_story_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = posthuman_chain::story::StoryConfig {
+        address_book: Some(dir.path().join("book.json")),
+        ..Default::default()
+    };
+    let s = posthuman_chain::story::story(&cfg).await.unwrap();
+    assert!(s.order_accepted, "{s}");
+    assert!(s.to_string().contains("already used"), "{s}");
+    assert!(AddressBook::load(&dir.path().join("book.json")).is_ok());
+}

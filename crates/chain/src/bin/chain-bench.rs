@@ -1,0 +1,149 @@
+//! Gas and latency figures for issue 2: deploy, publish, exchange, buy, startOrder, the
+//! lineage contract's commit / record with rewards to 1…4 trainers, and order-verification
+//! latency against anvil. Prints a table with the issue's references and ratios.
+
+use std::time::Instant;
+
+use posthuman_chain::alloy::primitives::{Bytes, U256, keccak256};
+use posthuman_chain::anvil::ANVIL_DEV_KEY_0;
+use posthuman_chain::story::{ONE, dev_wallet};
+use posthuman_chain::{
+    Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, PublishRequest, deploy_stack,
+};
+use posthuman_types::{Hash32, RewardScheme};
+
+struct Row {
+    what: String,
+    value: f64,
+    unit: &'static str,
+    reference: Option<(f64, &'static str)>,
+}
+
+fn row(rows: &mut Vec<Row>, what: impl Into<String>, value: f64, unit: &'static str, reference: Option<(f64, &'static str)>) {
+    rows.push(Row { what: what.into(), value, unit, reference });
+}
+
+fn h(label: &str) -> Hash32 {
+    Hash32(keccak256(label).0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), ChainError> {
+    let anvil = Anvil::start(&AnvilConfig::default())?;
+    let url = anvil.endpoint();
+    let operator = ANVIL_DEV_KEY_0.parse().map_err(|e| ChainError::Signing(format!("{e}")))?;
+    let mut rows = Vec::new();
+
+    let t = Instant::now();
+    let (book, report) = deploy_stack(&url, &operator).await?;
+    let deploy_ms = t.elapsed().as_secs_f64() * 1e3;
+    row(&mut rows, "deploy stack (Ocean v4 + ModelLineage, 14 txs)", report.total_gas() as f64, "gas", None);
+    for (step, gas) in &report.steps {
+        if *step == "ModelLineage" {
+            row(&mut rows, "  of which ModelLineage", *gas as f64, "gas", None);
+        }
+    }
+    row(&mut rows, "deploy stack wall time", deploy_ms, "ms", None);
+
+    let mut chain = Chain::connect(&url, operator, book.clone())?;
+    let alice = dev_wallet("alice")?;
+    let bob = dev_wallet("bob")?;
+    let (a, b) = (alice.address(), bob.address());
+    chain.add_signer(alice)?;
+    chain.add_signer(bob)?;
+    for w in [a, b] {
+        chain.send_eth(w, U256::from(10 * ONE)).await?;
+    }
+    chain.transfer(chain.operator(), book.ocean, b, U256::from(100 * ONE)).await?;
+
+    let req = PublishRequest {
+        name: "Bench GPT".into(),
+        symbol: "BGPT".into(),
+        token_uri: "posthuman://bench".into(),
+        weights_hash: h("w1"),
+        card_json: None,
+        reward: RewardScheme::geometric(100 * ONE, 5000, 4),
+    };
+    let m = chain.publish_model(a, &req).await?;
+    let mut publish_total = 0;
+    for (step, gas) in &m.gas {
+        publish_total += gas;
+        let reference = (*step == "createNftWithErc20").then_some((1_073_458.0, "Ocean ref"));
+        row(&mut rows, format!("publish: {step}"), *gas as f64, "gas", reference);
+    }
+    row(&mut rows, "publish model (total)", publish_total as f64, "gas", None);
+    let r = chain.mint(a, m.datatoken, b, U256::from(ONE)).await?;
+    row(&mut rows, "mint", r.gas_used as f64, "gas", Some((75_528.0, "Ocean ref")));
+    let ex = chain.create_fixed_rate(a, m.datatoken, U256::from(2 * ONE), true).await?;
+    row(&mut rows, "create fixed-rate exchange", ex.gas as f64, "gas", Some((478_747.0, "Ocean ref")));
+    let (approve_gas, buy) = chain.buy(b, ex.id, U256::from(2 * ONE)).await?;
+    row(&mut rows, "buy: approve OCEAN", approve_gas as f64, "gas", None);
+    row(&mut rows, "buy: buyDT", buy.gas_used as f64, "gas", Some((193_968.0, "Ocean ref")));
+
+    let fee = chain.sign_provider_fee(u64::MAX / 2, Bytes::from_static(b"bench"))?;
+    let order = chain.start_order(b, m.datatoken, b, 0, &fee).await?;
+    row(&mut rows, "startOrder", order.gas_used as f64, "gas", Some((147_766.0, "Ocean ref")));
+
+    // A lineage M1 → M2 → … → M5 with distinct trainers: derivation k pays k trainers + root.
+    let mut parent = m.nft;
+    for depth in 1..=4u32 {
+        let trainer = dev_wallet(&format!("trainer{depth}"))?.address();
+        let job = h(&format!("job{depth}"));
+        let c = chain.commit_training(job, parent, trainer, h(&format!("w{}", depth + 1)), h("receipt")).await?;
+        let child = chain.create_child(job, "Child", "CH", "").await?;
+        let d = chain.record_derivation(job, child.nft, child.datatoken).await?;
+        if depth == 1 {
+            row(&mut rows, "commitTraining", c.gas_used as f64, "gas", None);
+            row(&mut rows, "createChild (NFT + datatoken by the contract)", child.gas_used as f64, "gas", None);
+        }
+        let reference = (depth == 3).then_some((250_000.0, "goal"));
+        row(
+            &mut rows,
+            format!("recordDerivation, rewards to {depth} trainer(s) + root ({} mints)", d.rewards.len()),
+            d.gas_used as f64,
+            "gas",
+            reference,
+        );
+        parent = child.nft;
+    }
+
+    // Order verification latency (fresh spent-store each call, so every call does the work).
+    let q = OrderQuery {
+        tx_hash: order.tx_hash.to_string(),
+        datatoken: m.datatoken,
+        service_index: 0,
+        consumer: b,
+        now: 1_800_000_000,
+        job_id: "bench".into(),
+    };
+    let mut times = Vec::new();
+    for i in 0..220 {
+        let spent = MemorySpentOrders::new();
+        let t = Instant::now();
+        let v = chain.verify_order(&q, &spent).await?;
+        let dt = t.elapsed().as_secs_f64() * 1e3;
+        if !v.is_accepted() {
+            return Err(ChainError::Invalid(format!("bench order rejected: {v:?}")));
+        }
+        if i >= 20 {
+            times.push(dt);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    row(&mut rows, format!("verify_order median ({} calls)", times.len()), pct(0.5), "ms", Some((5.0, "target")));
+    row(&mut rows, "verify_order p95", pct(0.95), "ms", Some((5.0, "target")));
+    drop(anvil);
+
+    println!("{:<62} {:>12} {:>5} {:>12} {:>10}", "operation", "measured", "unit", "reference", "ratio");
+    println!("{}", "-".repeat(105));
+    for r in rows {
+        let v = if r.unit == "ms" { format!("{:.2}", r.value) } else { format!("{:.0}", r.value) };
+        let (refv, ratio) = match r.reference {
+            Some((x, label)) => (format!("{x:.0} {label}"), format!("{:.2}", r.value / x)),
+            None => (String::new(), String::new()),
+        };
+        println!("{:<62} {:>12} {:>5} {:>12} {:>10}", r.what, v, r.unit, refv, ratio);
+    }
+    Ok(())
+}

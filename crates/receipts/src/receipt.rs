@@ -9,11 +9,11 @@ use alloy::dyn_abi::Eip712Domain;
 use alloy::primitives::{Address, B256};
 use alloy::sol;
 use alloy::sol_types::SolStruct;
-use posthuman_types::{Hash32, JobKind, TrainParams, job::validate_id};
+use posthuman_types::{Hash32, JobKind, JobParams, TrainParams, job::validate_id};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::canonical::json_hash;
+use crate::canonical::{json_hash, receipt_params};
 use crate::signed::{ReceiptError, Signable};
 
 /// EIP-712 domain name and version of every Posthuman signature.
@@ -132,6 +132,40 @@ fn b(h: &Hash32) -> B256 {
 }
 
 impl Receipt {
+    /// A receipt skeleton for a job: kind, params ([`crate::receipt_params`]), params hash,
+    /// seed and checkpoint interval come from `params`; everything else is zero/empty for
+    /// the caller to fill (model, datatoken, order, consumer, input hashes, worker version,
+    /// checkpoint root and output weights for train, output hash, times). [`crate::sign`]
+    /// refuses it until it is consistent.
+    pub fn for_job(job_id: &str, params: &JobParams) -> Receipt {
+        let v = receipt_params(params);
+        let (seed, interval) = match params {
+            JobParams::Train(t) => (t.seed, t.checkpoint_every),
+            JobParams::Infer(i) => (i.sampling.seed, 0),
+            JobParams::Evaluate(_) => (0, 0),
+        };
+        Receipt {
+            job_id: job_id.to_string(),
+            kind: params.kind(),
+            model: Address::ZERO,
+            datatoken: Address::ZERO,
+            order_tx: Hash32::ZERO,
+            consumer: Address::ZERO,
+            input_weights_hash: Hash32::ZERO,
+            input_data_hash: Hash32::ZERO,
+            worker_version: String::new(),
+            params_hash: json_hash(&v),
+            params: v,
+            seed,
+            checkpoint_root: Hash32::ZERO,
+            checkpoint_interval: interval,
+            output_weights_hash: Hash32::ZERO,
+            output_hash: Hash32::ZERO,
+            started_at: 0,
+            ended_at: 0,
+        }
+    }
+
     /// The EIP-712 struct that is signed.
     pub fn to_sol(&self) -> JobReceipt {
         JobReceipt {

@@ -4,8 +4,7 @@
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_receipts::{
-    Receipt, ReceiptDomain, SignedReceipt, json_hash, prompts_hash, receipt_params, sign,
-    worker_version,
+    Receipt, ReceiptDomain, SignedReceipt, prompts_hash, sign, worker_version,
 };
 use posthuman_types::{EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, TrainParams};
 
@@ -56,46 +55,28 @@ pub fn train_receipt(
         r.input_weights_hash = input;
         r.output_weights_hash = output;
         r.checkpoint_root = root;
-        r.checkpoint_interval = 10;
-        r.seed = 7;
     })
 }
 
 /// A receipt of `params`' kind with every field set to something plausible, then `edit`.
 pub fn receipt_with(job: &str, params: JobParams, edit: impl FnOnce(&mut Receipt)) -> Receipt {
-    let kind = params.kind();
-    let params_v = receipt_params(&params);
-    let mut r = Receipt {
-        job_id: job.to_string(),
-        kind,
-        model: addr(0xa1),
-        datatoken: addr(0xd1),
-        order_tx: h(0x77),
-        consumer: addr(0xc1),
-        input_weights_hash: h(0x01),
-        input_data_hash: match &params {
-            JobParams::Infer(p) => prompts_hash(&p.prompts),
-            _ => h(0xda),
-        },
-        worker_version: worker_version("0.1.0", "0123456789ab", &["x86-v4"]),
-        params_hash: json_hash(&params_v),
-        params: params_v,
-        seed: 0,
-        checkpoint_root: Hash32::ZERO,
-        checkpoint_interval: 0,
-        output_weights_hash: Hash32::ZERO,
-        output_hash: h(0x0f),
-        started_at: 1_780_000_000,
-        ended_at: 1_780_000_600,
+    let mut r = Receipt::for_job(job, &params);
+    r.model = addr(0xa1);
+    r.datatoken = addr(0xd1);
+    r.order_tx = h(0x77);
+    r.consumer = addr(0xc1);
+    r.input_weights_hash = h(0x01);
+    r.input_data_hash = match &params {
+        JobParams::Infer(p) => prompts_hash(&p.prompts),
+        _ => h(0xda),
     };
-    if kind == JobKind::Train {
+    r.worker_version = worker_version("0.1.0", "0123456789ab", &["x86-v4"]);
+    r.output_hash = h(0x0f);
+    r.started_at = 1_780_000_000;
+    r.ended_at = 1_780_000_600;
+    if r.kind == JobKind::Train {
         r.checkpoint_root = h(0xcc);
-        r.checkpoint_interval = 10;
         r.output_weights_hash = h(0x02);
-        r.seed = 7;
-    }
-    if let JobParams::Infer(p) = &params {
-        r.seed = p.sampling.seed;
     }
     edit(&mut r);
     r

@@ -1,0 +1,211 @@
+//! Public verification against a real chain: anvil with the genuine Ocean v4 stack and the
+//! `ModelLineage` contract, read through `ChainFacts for Chain`. A lineage M1 → M2 → M3 is
+//! trained (receipts signed, committed before the children exist), then verified end to
+//! end, and bad evidence is refused by the same checks as in the snapshot tests.
+
+mod common;
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::signers::local::PrivateKeySigner;
+use posthuman_chain::anvil::{ANVIL_DEV_KEY_0, default_anvil_path};
+use posthuman_chain::fees::sign_provider_fee;
+use posthuman_chain::{Anvil, AnvilConfig, Chain, PublishRequest, deploy_stack};
+use posthuman_receipts::{
+    CheckKind as K, Outcome, ReceiptDomain, SignedReceipt, bytes_hash, job_id_hash, sign,
+    verify_evaluation, verify_job, verify_lineage,
+};
+use posthuman_types::{EvalReport, Hash32, JobParams, RewardScheme};
+
+const ONE: u128 = 1_000_000_000_000_000_000;
+
+struct Env {
+    _anvil: Anvil,
+    chain: Chain,
+    op: PrivateKeySigner,
+    domain: ReceiptDomain,
+}
+
+async fn env() -> Env {
+    let path = default_anvil_path();
+    assert!(
+        path.is_file(),
+        "anvil not found at {}: run `npm ci --prefix contracts` first",
+        path.display()
+    );
+    let anvil = Anvil::start(&AnvilConfig::default()).unwrap();
+    let op: PrivateKeySigner = ANVIL_DEV_KEY_0.parse().unwrap();
+    let (book, _) = deploy_stack(&anvil.endpoint(), &op).await.unwrap();
+    let domain = ReceiptDomain::new(book.chain_id, book.lineage);
+    let chain = Chain::connect(&anvil.endpoint(), op.clone(), book).unwrap();
+    Env { _anvil: anvil, chain, op, domain }
+}
+
+impl Env {
+    async fn wallet(&mut self, n: u8) -> Address {
+        let signer = PrivateKeySigner::from_bytes(&B256::repeat_byte(n)).unwrap();
+        let a = signer.address();
+        self.chain.add_signer(signer).unwrap();
+        self.chain.send_eth(a, U256::from(10u128.pow(19))).await.unwrap();
+        a
+    }
+
+    /// `startOrder` by `who` on `datatoken` with an operator-signed fee.
+    async fn order(&self, who: Address, datatoken: Address) -> Hash32 {
+        let fee = self.chain.sign_provider_fee(u64::MAX / 2, Bytes::from_static(b"job")).unwrap();
+        Hash32(self.chain.start_order(who, datatoken, who, 0, &fee).await.unwrap().tx_hash.0)
+    }
+
+    /// Trains (on paper) `job` from `parent` for `trainer`: signs the receipt, commits it,
+    /// then creates the child and records the derivation. Returns the receipt and the child.
+    async fn derive(
+        &self,
+        job: &str,
+        parent: Address,
+        trainer: Address,
+        output: Hash32,
+    ) -> (SignedReceipt, Address) {
+        let m = self.chain.model(parent).await.unwrap().unwrap();
+        let order = self.order(trainer, m.datatoken).await;
+        let r = common::train_receipt(
+            job,
+            parent,
+            m.datatoken,
+            order,
+            trainer,
+            m.weights_hash,
+            output,
+            Hash32([0xcc; 32]),
+        );
+        let s = sign(r, &self.op, &self.domain).unwrap();
+        let receipt_hash = s.body.receipt_hash(&self.domain);
+        self.chain
+            .commit_training(job_id_hash(job), parent, trainer, output, receipt_hash)
+            .await
+            .unwrap();
+        // Committed, not revealed: verification passes, the child check is skipped.
+        let rep = verify_job(&self.chain, &s, self.op.address(), &self.domain).await.unwrap();
+        assert!(rep.passed(), "{rep}");
+        assert!(matches!(rep.outcome(K::OutputWeights), Some(Outcome::Skipped(_))), "{rep}");
+        let child = self.chain.create_child(job_id_hash(job), job, "PH", "").await.unwrap();
+        self.chain.record_derivation(job_id_hash(job), child.nft, child.datatoken).await.unwrap();
+        (s, child.nft)
+    }
+}
+
+#[tokio::test]
+async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
+    let mut e = env().await;
+    let alice = e.wallet(0x0a).await;
+    let bob = e.wallet(0x0b).await;
+    let w1 = Hash32([0x11; 32]);
+    let req = PublishRequest {
+        name: "M1".into(),
+        symbol: "M1".into(),
+        token_uri: String::new(),
+        weights_hash: w1,
+        card_json: None,
+        reward: RewardScheme::geometric(10 * ONE, 5000, 3),
+    };
+    let m1 = e.chain.publish_model(alice, &req).await.unwrap();
+    e.chain.mint(alice, m1.datatoken, bob, U256::from(5 * ONE)).await.unwrap();
+
+    // M1 → M2 → M3, Bob training both (his rewards in M2 datatokens pay for the next job).
+    let (r2, m2) = e.derive("job-anvil-2", m1.nft, bob, Hash32([0x22; 32])).await;
+    let (r3, m3) = e.derive("job-anvil-3", m2, bob, Hash32([0x33; 32])).await;
+    let receipts = vec![r2.clone(), r3.clone()];
+    for s in &receipts {
+        let rep = verify_job(&e.chain, s, e.op.address(), &e.domain).await.unwrap();
+        assert!(rep.passed(), "{rep}");
+        assert_eq!(rep.outcome(K::OutputWeights), Some(&Outcome::Pass), "{rep}");
+        assert_eq!(rep.outcome(K::OrderFee), Some(&Outcome::Pass), "{rep}");
+    }
+    let lin = verify_lineage(&e.chain, m3, &receipts, e.op.address(), &e.domain).await.unwrap();
+    assert!(lin.passed(), "{lin:?}");
+    assert_eq!(lin.models, vec![m3, m2, m1.nft]);
+
+    // An evaluation of M3, bound to the weights its NFT carries.
+    let report = serde_json::to_vec(&EvalReport {
+        weights_hash: Hash32([0x33; 32]),
+        dataset_hash: Hash32([0xda; 32]),
+        tokens_scored: 100,
+        context_len: 64,
+        stride: 32,
+        mean_nll: 3.0,
+        perplexity: 20.1,
+        baseline_label: None,
+        baseline_perplexity: None,
+        ratio_to_baseline: None,
+        tokens_per_sec: 10.0,
+    })
+    .unwrap();
+    let m3_dt = e.chain.model(m3).await.unwrap().unwrap().datatoken;
+    let eval_order = e.order(bob, m3_dt).await;
+    let eval =
+        common::receipt_with("job-anvil-eval", JobParams::Evaluate(common::eval_params()), |r| {
+            r.model = m3;
+            r.datatoken = m3_dt;
+            r.order_tx = eval_order;
+            r.consumer = bob;
+            r.input_weights_hash = Hash32([0x33; 32]);
+            r.output_hash = bytes_hash(&report);
+        });
+    let eval = sign(eval, &e.op, &e.domain).unwrap();
+    let rep =
+        verify_evaluation(&e.chain, &eval, &report, m3, e.op.address(), &e.domain).await.unwrap();
+    assert!(rep.passed(), "{rep}");
+    let rep =
+        verify_evaluation(&e.chain, &eval, &report, m2, e.op.address(), &e.domain).await.unwrap();
+    assert!(rep.failure(K::EvalOnSale).is_some(), "{rep}");
+
+    // Bad evidence, read from the real chain.
+    let fails =
+        |rep: &posthuman_receipts::Report| rep.failures().map(|(k, _)| k).collect::<Vec<_>>();
+    // A job that was never committed.
+    let uncommitted = sign(
+        common::train_receipt(
+            "job-anvil-x",
+            m1.nft,
+            m1.datatoken,
+            r2.body.order_tx,
+            bob,
+            w1,
+            Hash32([9; 32]),
+            Hash32([0xcc; 32]),
+        ),
+        &e.op,
+        &e.domain,
+    )
+    .unwrap();
+    let rep = verify_job(&e.chain, &uncommitted, e.op.address(), &e.domain).await.unwrap();
+    assert_eq!(fails(&rep), vec![K::Commitment], "{rep}");
+    // An edited receipt no longer matches the signature nor the committed hash.
+    let mut edited = r3.clone();
+    edited.body.seed += 1;
+    let rep = verify_job(&e.chain, &edited, e.op.address(), &e.domain).await.unwrap();
+    assert_eq!(fails(&rep), vec![K::Signature, K::CommitmentReceiptHash], "{rep}");
+    // Receipts checked against another deployment's domain.
+    let elsewhere = ReceiptDomain::new(e.domain.chain_id, Address::repeat_byte(0x42));
+    let rep = verify_job(&e.chain, &r2, e.op.address(), &elsewhere).await.unwrap();
+    assert!(rep.failure(K::Signature).unwrap().contains("signed for"), "{rep}");
+    // Order transactions that did not pay: a plain transfer, a missing tx, a foreign fee.
+    let transfer =
+        e.chain.transfer(bob, m1.datatoken, alice, U256::from(1)).await.unwrap().transaction_hash;
+    let stranger = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();
+    let foreign =
+        sign_provider_fee(&stranger, e.chain.book().ocean, U256::ZERO, u64::MAX / 2, Bytes::new())
+            .unwrap();
+    let foreign_tx =
+        e.chain.start_order(bob, m1.datatoken, bob, 0, &foreign).await.unwrap().tx_hash;
+    for (tx, kind, reason) in [
+        (Hash32(transfer.0), K::Order, "started no order"),
+        (Hash32([0x5a; 32]), K::Order, "does not exist"),
+        (Hash32(foreign_tx.0), K::OrderFee, "not by the operator"),
+    ] {
+        let mut r = r2.body.clone();
+        r.job_id = "job-anvil-y".into();
+        r.order_tx = tx;
+        let s = sign(r, &e.op, &e.domain).unwrap();
+        let rep = verify_job(&e.chain, &s, e.op.address(), &e.domain).await.unwrap();
+        assert!(rep.failure(kind).is_some_and(|m| m.contains(reason)), "{kind}: {rep}");
+    }
+}

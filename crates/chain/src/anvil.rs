@@ -9,11 +9,13 @@ use std::time::Duration;
 use crate::ChainError;
 
 /// Where `npm ci --prefix contracts` puts anvil, relative to the repository root.
-pub const DEFAULT_ANVIL_REL: &str = "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
+pub const DEFAULT_ANVIL_REL: &str =
+    "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 
 /// The well-known first anvil dev key (funded on every fresh anvil): the operator in tests
 /// and demos. Never use it on a real network.
-pub const ANVIL_DEV_KEY_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub const ANVIL_DEV_KEY_0: &str =
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 /// How to start anvil.
 #[derive(Clone, Debug)]

@@ -12,7 +12,9 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_types::{Hash32, RewardScheme};
 
-use crate::bindings::{ERC20Template, ERC721Factory, ERC721Template, FixedRateExchange, IFactory, OceanToken};
+use crate::bindings::{
+    ERC20Template, ERC721Factory, ERC721Template, FixedRateExchange, IFactory, OceanToken,
+};
 use crate::{AddressBook, ChainError};
 
 /// ERC725Y key under which a model's canonical weights hash is stored in its data NFT
@@ -29,8 +31,12 @@ pub fn card_key() -> B256 {
 /// Builds an HTTP provider that signs with `signers` (the first is the default sender).
 /// Nonces are fetched per transaction (no client-side cache), so `evm_revert` and several
 /// clients sharing a key never desynchronise.
-pub(crate) fn build_provider(rpc_url: &str, signers: &[PrivateKeySigner]) -> Result<DynProvider, ChainError> {
-    let url = rpc_url.parse().map_err(|e| ChainError::Invalid(format!("rpc url {rpc_url}: {e}")))?;
+pub(crate) fn build_provider(
+    rpc_url: &str,
+    signers: &[PrivateKeySigner],
+) -> Result<DynProvider, ChainError> {
+    let url =
+        rpc_url.parse().map_err(|e| ChainError::Invalid(format!("rpc url {rpc_url}: {e}")))?;
     let Some((first, rest)) = signers.split_first() else {
         return Err(ChainError::Invalid("at least one signer".into()));
     };
@@ -49,7 +55,9 @@ pub(crate) fn build_provider(rpc_url: &str, signers: &[PrivateKeySigner]) -> Res
 }
 
 /// Sends a transaction, waits for its receipt, and fails if it reverted.
-pub(crate) async fn send<P, D>(call: CallBuilder<P, D, Ethereum>) -> Result<TransactionReceipt, ChainError>
+pub(crate) async fn send<P, D>(
+    call: CallBuilder<P, D, Ethereum>,
+) -> Result<TransactionReceipt, ChainError>
 where
     P: Provider<Ethereum>,
     D: CallDecoder,
@@ -115,7 +123,11 @@ pub struct Chain {
 
 impl Chain {
     /// Connects to `rpc_url` with the operator key and a deployment's address book.
-    pub fn connect(rpc_url: &str, operator: PrivateKeySigner, book: AddressBook) -> Result<Chain, ChainError> {
+    pub fn connect(
+        rpc_url: &str,
+        operator: PrivateKeySigner,
+        book: AddressBook,
+    ) -> Result<Chain, ChainError> {
         let provider = build_provider(rpc_url, std::slice::from_ref(&operator))?;
         Ok(Chain {
             provider,
@@ -180,7 +192,11 @@ impl Chain {
     /// data NFT + datatoken via `createNftWithErc20`, the weights commitment (and the card,
     /// if any) in the NFT's ERC725Y store, then the operator registers it as a lineage root
     /// with its reward scheme.
-    pub async fn publish_model(&self, publisher: Address, req: &PublishRequest) -> Result<PublishedModel, ChainError> {
+    pub async fn publish_model(
+        &self,
+        publisher: Address,
+        req: &PublishRequest,
+    ) -> Result<PublishedModel, ChainError> {
         self.check_signer(publisher)?;
         req.reward.validate().map_err(|e| ChainError::Invalid(e.to_string()))?;
         let total = req.reward.total().map_err(|e| ChainError::Invalid(e.to_string()))?;
@@ -218,10 +234,24 @@ impl Chain {
         let r = send(nft_i.setNewData(weights_hash_key(), value).from(publisher)).await?;
         gas.push(("setNewData(weightsHash)", r.gas_used));
         if let Some(card) = &req.card_json {
-            let r = send(nft_i.setNewData(card_key(), Bytes::from(card.clone().into_bytes())).from(publisher)).await?;
+            let r = send(
+                nft_i
+                    .setNewData(card_key(), Bytes::from(card.clone().into_bytes()))
+                    .from(publisher),
+            )
+            .await?;
             gas.push(("setNewData(card)", r.gas_used));
         }
-        let r = self.register_root(nft, datatoken, req.weights_hash, publisher, total, &req.reward.shares_bps).await?;
+        let r = self
+            .register_root(
+                nft,
+                datatoken,
+                req.weights_hash,
+                publisher,
+                total,
+                &req.reward.shares_bps,
+            )
+            .await?;
         gas.push(("registerRoot", r.gas_used));
         Ok(PublishedModel { nft, datatoken, tx, gas })
     }
@@ -238,19 +268,37 @@ impl Chain {
     }
 
     /// Mints `amount` of `token` to `to`, sent by `from` (must be a minter).
-    pub async fn mint(&self, from: Address, token: Address, to: Address, amount: U256) -> Result<TransactionReceipt, ChainError> {
+    pub async fn mint(
+        &self,
+        from: Address,
+        token: Address,
+        to: Address,
+        amount: U256,
+    ) -> Result<TransactionReceipt, ChainError> {
         self.check_signer(from)?;
         send(ERC20Template::new(token, &self.provider).mint(to, amount).from(from)).await
     }
 
     /// ERC-20 transfer of `amount` of `token` from `from` to `to`.
-    pub async fn transfer(&self, from: Address, token: Address, to: Address, amount: U256) -> Result<TransactionReceipt, ChainError> {
+    pub async fn transfer(
+        &self,
+        from: Address,
+        token: Address,
+        to: Address,
+        amount: U256,
+    ) -> Result<TransactionReceipt, ChainError> {
         self.check_signer(from)?;
         send(OceanToken::new(token, &self.provider).transfer(to, amount).from(from)).await
     }
 
     /// ERC-20 approve of `spender` for `amount` of `token`, by `owner`.
-    pub async fn approve(&self, owner: Address, token: Address, spender: Address, amount: U256) -> Result<TransactionReceipt, ChainError> {
+    pub async fn approve(
+        &self,
+        owner: Address,
+        token: Address,
+        spender: Address,
+        amount: U256,
+    ) -> Result<TransactionReceipt, ChainError> {
         self.check_signer(owner)?;
         send(OceanToken::new(token, &self.provider).approve(spender, amount).from(owner)).await
     }
@@ -264,16 +312,26 @@ impl Chain {
     /// per whole datatoken, 18 decimals), sent by `owner` (needs the NFT's ERC20-deployer
     /// role, which the NFT owner has). With `with_mint` the exchange mints on each sale;
     /// otherwise it sells `owner`'s approved tokens.
-    pub async fn create_fixed_rate(&self, owner: Address, datatoken: Address, rate: U256, with_mint: bool) -> Result<Exchange, ChainError> {
+    pub async fn create_fixed_rate(
+        &self,
+        owner: Address,
+        datatoken: Address,
+        rate: U256,
+        with_mint: bool,
+    ) -> Result<Exchange, ChainError> {
         self.check_signer(owner)?;
         let dt = ERC20Template::new(datatoken, &self.provider);
         let addresses = vec![self.book.ocean, owner, owner, Address::ZERO];
-        let uints = vec![U256::from(18), U256::from(18), rate, U256::ZERO, U256::from(u8::from(with_mint))];
-        let receipt = send(dt.createFixedRate(self.book.fixed_rate, addresses, uints).from(owner)).await?;
-        let id = receipt
-            .decoded_log::<ERC20Template::NewFixedRate>()
-            .map(|l| l.exchangeId)
-            .ok_or(ChainError::MissingEvent { event: "NewFixedRate", tx: receipt.transaction_hash.to_string() })?;
+        let uints =
+            vec![U256::from(18), U256::from(18), rate, U256::ZERO, U256::from(u8::from(with_mint))];
+        let receipt =
+            send(dt.createFixedRate(self.book.fixed_rate, addresses, uints).from(owner)).await?;
+        let id = receipt.decoded_log::<ERC20Template::NewFixedRate>().map(|l| l.exchangeId).ok_or(
+            ChainError::MissingEvent {
+                event: "NewFixedRate",
+                tx: receipt.transaction_hash.to_string(),
+            },
+        )?;
         Ok(Exchange { id, datatoken, gas: receipt.gas_used })
     }
 
@@ -285,12 +343,19 @@ impl Chain {
 
     /// Buys `amount` datatokens as `buyer`, approving exactly the quoted OCEAN first.
     /// Returns (approve receipt gas, buy receipt).
-    pub async fn buy(&self, buyer: Address, exchange: B256, amount: U256) -> Result<(u64, TransactionReceipt), ChainError> {
+    pub async fn buy(
+        &self,
+        buyer: Address,
+        exchange: B256,
+        amount: U256,
+    ) -> Result<(u64, TransactionReceipt), ChainError> {
         self.check_signer(buyer)?;
         let cost = self.quote(exchange, amount).await?;
         let approve = self.approve(buyer, self.book.ocean, self.book.fixed_rate, cost).await?;
         let fre = FixedRateExchange::new(self.book.fixed_rate, &self.provider);
-        let receipt = send(fre.buyDT(exchange, amount, cost, self.operator(), U256::ZERO).from(buyer)).await?;
+        let receipt =
+            send(fre.buyDT(exchange, amount, cost, self.operator(), U256::ZERO).from(buyer))
+                .await?;
         Ok((approve.gas_used, receipt))
     }
 }

@@ -8,12 +8,12 @@ use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
+use crate::ChainError;
 use crate::bindings::{
     Dispenser, ERC20Template, ERC721Factory, ERC721Template, FactoryRouter, FixedRateExchange,
     ModelLineage, OPFCommunityFeeCollector, OceanToken,
 };
 use crate::client::{build_provider, send};
-use crate::ChainError;
 
 /// Where every contract of a deployment lives (JSON on disk).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,14 +36,16 @@ pub struct AddressBook {
 
 impl AddressBook {
     pub fn load(path: &Path) -> Result<AddressBook, ChainError> {
-        let err = |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
+        let err =
+            |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| err(e.to_string()))
     }
 
     /// Writes the book atomically (temp file + rename).
     pub fn save(&self, path: &Path) -> Result<(), ChainError> {
-        let err = |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
+        let err =
+            |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
         let text = serde_json::to_string_pretty(self).map_err(|e| err(e.to_string()))?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text + "\n").map_err(|e| err(e.to_string()))?;
@@ -97,16 +99,23 @@ pub async fn deploy_stack(
     let ocean = deploy!("OceanToken", OceanToken::deploy_builder(&p, owner));
     let r = send(OceanToken::new(ocean, &p).mint(owner, U256::from(OCEAN_SUPPLY))).await?;
     report.steps.push(("OceanToken.mint", r.gas_used));
-    let opf = deploy!("OPFCommunityFeeCollector", OPFCommunityFeeCollector::deploy_builder(&p, owner, owner));
+    let opf = deploy!(
+        "OPFCommunityFeeCollector",
+        OPFCommunityFeeCollector::deploy_builder(&p, owner, owner)
+    );
     let dead: Address = "0x000000000000000000000000000000000000dEaD"
         .parse()
         .map_err(|_| ChainError::Invalid("dead address".into()))?;
-    let router = deploy!("FactoryRouter", FactoryRouter::deploy_builder(&p, owner, ocean, dead, opf, vec![]));
+    let router = deploy!(
+        "FactoryRouter",
+        FactoryRouter::deploy_builder(&p, owner, ocean, dead, opf, vec![])
+    );
     let fre = deploy!("FixedRateExchange", FixedRateExchange::deploy_builder(&p, router));
     let erc20 = deploy!("ERC20Template", ERC20Template::deploy_builder(&p));
     let erc721 = deploy!("ERC721Template", ERC721Template::deploy_builder(&p));
     let dispenser = deploy!("Dispenser", Dispenser::deploy_builder(&p, router));
-    let factory = deploy!("ERC721Factory", ERC721Factory::deploy_builder(&p, erc721, erc20, router));
+    let factory =
+        deploy!("ERC721Factory", ERC721Factory::deploy_builder(&p, erc721, erc20, router));
     let router_i = FactoryRouter::new(router, &p);
     let r = send(router_i.addFactory(factory)).await?;
     report.steps.push(("router.addFactory", r.gas_used));

@@ -24,7 +24,13 @@ pub struct ProviderFee {
 
 /// `keccak256(abi.encodePacked(providerData, providerFeeAddress, providerFeeToken,
 /// providerFeeAmount, validUntil))`, the digest Ocean signs with the personal-message prefix.
-pub fn provider_fee_digest(data: &[u8], address: Address, token: Address, amount: U256, valid_until: U256) -> B256 {
+pub fn provider_fee_digest(
+    data: &[u8],
+    address: Address,
+    token: Address,
+    amount: U256,
+    valid_until: U256,
+) -> B256 {
     let mut buf = Vec::with_capacity(data.len() + 20 + 20 + 32 + 32);
     buf.extend_from_slice(data);
     buf.extend_from_slice(address.as_slice());
@@ -58,25 +64,17 @@ pub fn sign_provider_fee(
     })
 }
 
-/// The address that signed a provider fee (whatever `address` claims), or `None` if the
+/// The address that signed a provider fee (whatever `fee.address` claims), or `None` if the
 /// signature is malformed.
-pub fn recover_provider_fee_signer(
-    data: &[u8],
-    address: Address,
-    token: Address,
-    amount: U256,
-    valid_until: U256,
-    v: u8,
-    r: B256,
-    s: B256,
-) -> Option<Address> {
-    let parity = match v {
+pub fn recover_provider_fee_signer(fee: &ProviderFee) -> Option<Address> {
+    let parity = match fee.v {
         27 | 0 => false,
         28 | 1 => true,
         _ => return None,
     };
-    let sig = Signature::from_scalars_and_parity(r, s, parity);
-    let digest = provider_fee_digest(data, address, token, amount, valid_until);
+    let sig = Signature::from_scalars_and_parity(fee.r, fee.s, parity);
+    let digest =
+        provider_fee_digest(&fee.data, fee.address, fee.token, fee.amount, fee.valid_until);
     sig.recover_address_from_msg(digest.as_slice()).ok()
 }
 

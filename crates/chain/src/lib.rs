@@ -33,4 +33,7 @@ pub use client::{Chain, Exchange, PublishRequest, PublishedModel};
 pub use deploy::{AddressBook, DeployReport, deploy_stack};
 pub use error::ChainError;
 pub use fees::ProviderFee;
-pub use orders::{Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders, VerifiedOrder};
+pub use orders::{
+    Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
+    VerifiedOrder,
+};

@@ -69,7 +69,9 @@ pub struct Derivation {
 
 /// Sends an operator transaction to the lineage contract, decoding its custom errors into
 /// `ChainError::LineageRejected`-style messages.
-async fn send_lineage<P, D>(call: CallBuilder<P, D, Ethereum>) -> Result<TransactionReceipt, ChainError>
+async fn send_lineage<P, D>(
+    call: CallBuilder<P, D, Ethereum>,
+) -> Result<TransactionReceipt, ChainError>
 where
     P: Provider<Ethereum>,
     D: CallDecoder,
@@ -104,7 +106,9 @@ fn entry(nft: Address, m: &ModelLineage::Model) -> LineageEntry {
 }
 
 impl Chain {
-    fn lineage_contract(&self) -> ModelLineage::ModelLineageInstance<&alloy::providers::DynProvider> {
+    fn lineage_contract(
+        &self,
+    ) -> ModelLineage::ModelLineageInstance<&alloy::providers::DynProvider> {
         ModelLineage::new(self.book.lineage, &self.provider)
     }
 
@@ -120,7 +124,15 @@ impl Chain {
         shares_bps: &[u16],
     ) -> Result<TransactionReceipt, ChainError> {
         let c = self.lineage_contract();
-        send_lineage(c.registerRoot(nft, datatoken, b256(&weights_hash), owner, total_reward, shares_bps.to_vec())).await
+        send_lineage(c.registerRoot(
+            nft,
+            datatoken,
+            b256(&weights_hash),
+            owner,
+            total_reward,
+            shares_bps.to_vec(),
+        ))
+        .await
     }
 
     /// Commits a training job's outcome before anything is revealed (operator only, once
@@ -134,22 +146,46 @@ impl Chain {
         receipt_hash: Hash32,
     ) -> Result<TransactionReceipt, ChainError> {
         let c = self.lineage_contract();
-        let call = c.commitTraining(b256(&job_id), parent_nft, trainer, b256(&output_weights_hash), b256(&receipt_hash));
+        let call = c.commitTraining(
+            b256(&job_id),
+            parent_nft,
+            trainer,
+            b256(&output_weights_hash),
+            b256(&receipt_hash),
+        );
         send_lineage(call).await
     }
 
     /// Has the lineage contract create the child model's NFT + datatoken for a committed job.
-    pub async fn create_child(&self, job_id: Hash32, name: &str, symbol: &str, token_uri: &str) -> Result<ChildModel, ChainError> {
+    pub async fn create_child(
+        &self,
+        job_id: Hash32,
+        name: &str,
+        symbol: &str,
+        token_uri: &str,
+    ) -> Result<ChildModel, ChainError> {
         let c = self.lineage_contract();
-        let r = send_lineage(c.createChild(b256(&job_id), name.to_string(), symbol.to_string(), token_uri.to_string())).await?;
-        let ev = r
-            .decoded_log::<ModelLineage::ChildCreated>()
-            .ok_or(ChainError::MissingEvent { event: "ChildCreated", tx: r.transaction_hash.to_string() })?;
+        let r = send_lineage(c.createChild(
+            b256(&job_id),
+            name.to_string(),
+            symbol.to_string(),
+            token_uri.to_string(),
+        ))
+        .await?;
+        let ev = r.decoded_log::<ModelLineage::ChildCreated>().ok_or(ChainError::MissingEvent {
+            event: "ChildCreated",
+            tx: r.transaction_hash.to_string(),
+        })?;
         Ok(ChildModel { nft: ev.childNft, datatoken: ev.childDatatoken, gas_used: r.gas_used })
     }
 
     /// Records the derivation (operator only, exactly once per job) and pays the rewards.
-    pub async fn record_derivation(&self, job_id: Hash32, child_nft: Address, child_datatoken: Address) -> Result<Derivation, ChainError> {
+    pub async fn record_derivation(
+        &self,
+        job_id: Hash32,
+        child_nft: Address,
+        child_datatoken: Address,
+    ) -> Result<Derivation, ChainError> {
         let c = self.lineage_contract();
         let r = send_lineage(c.recordDerivation(b256(&job_id), child_nft, child_datatoken)).await?;
         let rewards = r
@@ -195,7 +231,9 @@ impl Chain {
         let chain = match c.lineage(nft).call().await {
             Ok(v) => v,
             Err(e) => {
-                if let Some(err) = e.as_decoded_interface_error::<ModelLineage::ModelLineageErrors>() {
+                if let Some(err) =
+                    e.as_decoded_interface_error::<ModelLineage::ModelLineageErrors>()
+                {
                     return Err(ChainError::LineageRejected(format!("{err:?}")));
                 }
                 return Err(e.into());

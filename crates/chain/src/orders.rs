@@ -155,7 +155,9 @@ pub enum Rejection {
     ConsumerMismatch { expected: Address, found: Address },
     #[error("the order carries no provider fee")]
     MissingProviderFee,
-    #[error("the provider fee was not signed by our operator (fee address {fee_address}, signer {recovered:?})")]
+    #[error(
+        "the provider fee was not signed by our operator (fee address {fee_address}, signer {recovered:?})"
+    )]
     ProviderFeeNotOurs { fee_address: Address, recovered: Option<Address> },
     #[error("the provider fee expired at {valid_until} (now {now})")]
     ProviderFeeExpired { valid_until: U256, now: u64 },
@@ -202,7 +204,11 @@ fn parse_tx_hash(s: &str) -> Option<B256> {
 impl Chain {
     /// Signs a provider fee with the operator key: zero fee in OCEAN, valid until
     /// `valid_until` (unix seconds), carrying `data` (e.g. the job request's hash).
-    pub fn sign_provider_fee(&self, valid_until: u64, data: Bytes) -> Result<ProviderFee, ChainError> {
+    pub fn sign_provider_fee(
+        &self,
+        valid_until: u64,
+        data: Bytes,
+    ) -> Result<ProviderFee, ChainError> {
         sign_provider_fee(self.operator_signer(), self.book.ocean, U256::ZERO, valid_until, data)
     }
 
@@ -225,7 +231,8 @@ impl Chain {
             consumeMarketFeeToken: Address::ZERO,
             consumeMarketFeeAmount: U256::ZERO,
         };
-        let call = dt.startOrder(consumer, U256::from(service_index), fee.to_sol(), market).from(payer);
+        let call =
+            dt.startOrder(consumer, U256::from(service_index), fee.to_sol(), market).from(payer);
         let receipt = send(call).await?;
         Ok(StartedOrder {
             tx_hash: receipt.transaction_hash,
@@ -236,14 +243,22 @@ impl Chain {
 
     /// The payment check (see the module docs). On `Accepted` the order has been claimed for
     /// `q.job_id` in `spent`; release it there if the job fails before doing work.
-    pub async fn verify_order(&self, q: &OrderQuery, spent: &dyn SpentOrders) -> Result<OrderVerdict, ChainError> {
+    pub async fn verify_order(
+        &self,
+        q: &OrderQuery,
+        spent: &dyn SpentOrders,
+    ) -> Result<OrderVerdict, ChainError> {
         use OrderVerdict::Rejected;
         let Some(tx_hash) = parse_tx_hash(q.tx_hash.trim()) else {
             return Ok(Rejected(Rejection::MalformedTxHash));
         };
         let Some(receipt) = self.provider.get_transaction_receipt(tx_hash).await? else {
             let pending = self.provider.get_transaction_by_hash(tx_hash).await?;
-            return Ok(Rejected(if pending.is_some() { Rejection::NotMined } else { Rejection::NoSuchTransaction }));
+            return Ok(Rejected(if pending.is_some() {
+                Rejection::NotMined
+            } else {
+                Rejection::NoSuchTransaction
+            }));
         };
         if !receipt.status() {
             return Ok(Rejected(Rejection::Reverted));
@@ -255,18 +270,25 @@ impl Chain {
             let head = self.provider.get_block_number().await?;
             let have = head.saturating_sub(block) + 1;
             if have < self.min_confirmations {
-                return Ok(Rejected(Rejection::NotEnoughConfirmations { have, need: self.min_confirmations }));
+                return Ok(Rejected(Rejection::NotEnoughConfirmations {
+                    have,
+                    need: self.min_confirmations,
+                }));
             }
         }
         let logs = receipt.inner.logs();
-        let is_order = |l: &Log| l.topics().first() == Some(&ERC20Template::OrderStarted::SIGNATURE_HASH);
+        let is_order =
+            |l: &Log| l.topics().first() == Some(&ERC20Template::OrderStarted::SIGNATURE_HASH);
         let orders: Vec<&Log> = logs.iter().filter(|l| is_order(l)).collect();
         if orders.is_empty() {
             return Ok(Rejected(Rejection::NotAnOrder));
         }
-        let ours: Vec<&Log> = orders.iter().copied().filter(|l| l.address() == q.datatoken).collect();
+        let ours: Vec<&Log> =
+            orders.iter().copied().filter(|l| l.address() == q.datatoken).collect();
         if ours.is_empty() {
-            return Ok(Rejected(Rejection::WrongDatatoken { found: orders.iter().map(|l| l.address()).collect() }));
+            return Ok(Rejected(Rejection::WrongDatatoken {
+                found: orders.iter().map(|l| l.address()).collect(),
+            }));
         }
         let mut first_rejection = None;
         for order_log in ours {
@@ -294,10 +316,16 @@ impl Chain {
             return Ok(Rejected(Rejection::NotAnOrder));
         };
         if order.serviceIndex != U256::from(q.service_index) {
-            return Ok(Rejected(Rejection::WrongServiceIndex { expected: q.service_index, found: order.serviceIndex }));
+            return Ok(Rejected(Rejection::WrongServiceIndex {
+                expected: q.service_index,
+                found: order.serviceIndex,
+            }));
         }
         if order.consumer != q.consumer {
-            return Ok(Rejected(Rejection::ConsumerMismatch { expected: q.consumer, found: order.consumer }));
+            return Ok(Rejected(Rejection::ConsumerMismatch {
+                expected: q.consumer,
+                found: order.consumer,
+            }));
         }
         // The provider fee of this order: the first ProviderFee log of the same datatoken after
         // the OrderStarted log (startOrder emits it later in the same call).
@@ -315,21 +343,27 @@ impl Chain {
         let Some(fee) = fee else {
             return Ok(Rejected(Rejection::MissingProviderFee));
         };
-        let recovered = recover_provider_fee_signer(
-            &fee.providerData,
-            fee.providerFeeAddress,
-            fee.providerFeeToken,
-            fee.providerFeeAmount,
-            fee.validUntil,
-            fee.v,
-            fee.r,
-            fee.s,
-        );
+        let recovered = recover_provider_fee_signer(&ProviderFee {
+            address: fee.providerFeeAddress,
+            token: fee.providerFeeToken,
+            amount: fee.providerFeeAmount,
+            v: fee.v,
+            r: fee.r,
+            s: fee.s,
+            valid_until: fee.validUntil,
+            data: fee.providerData.clone(),
+        });
         if fee.providerFeeAddress != self.operator() || recovered != Some(self.operator()) {
-            return Ok(Rejected(Rejection::ProviderFeeNotOurs { fee_address: fee.providerFeeAddress, recovered }));
+            return Ok(Rejected(Rejection::ProviderFeeNotOurs {
+                fee_address: fee.providerFeeAddress,
+                recovered,
+            }));
         }
         if fee.validUntil < U256::from(q.now) {
-            return Ok(Rejected(Rejection::ProviderFeeExpired { valid_until: fee.validUntil, now: q.now }));
+            return Ok(Rejected(Rejection::ProviderFeeExpired {
+                valid_until: fee.validUntil,
+                now: q.now,
+            }));
         }
         let id = OrderId { tx_hash, log_index: order_index };
         match spent.claim(&id, &q.job_id).await? {

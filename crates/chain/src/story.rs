@@ -12,7 +12,8 @@ use posthuman_types::{Hash32, RewardScheme};
 
 use crate::anvil::ANVIL_DEV_KEY_0;
 use crate::{
-    Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, OrderVerdict, PublishRequest, deploy_stack,
+    Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, OrderVerdict,
+    PublishRequest, deploy_stack,
 };
 
 /// One whole datatoken / OCEAN (18 decimals).
@@ -71,7 +72,8 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
     let mut say = |s: String| out.lines.push(s);
     say(format!("anvil listening on {url}"));
 
-    let operator: PrivateKeySigner = ANVIL_DEV_KEY_0.parse().map_err(|e| ChainError::Signing(format!("{e}")))?;
+    let operator: PrivateKeySigner =
+        ANVIL_DEV_KEY_0.parse().map_err(|e| ChainError::Signing(format!("{e}")))?;
     let (book, report) = deploy_stack(&url, &operator).await?;
     say(format!(
         "deployed Ocean v4 (factory {}, fixed-rate {}) + ModelLineage {} — {} gas",
@@ -150,7 +152,8 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
     let verdict = chain.verify_order(&q, &spent).await?;
     out.order_accepted = verdict.is_accepted();
     say(format!("operator verified the order: {}", verdict_line(&verdict)));
-    let reuse = chain.verify_order(&OrderQuery { job_id: "job-story-2".into(), ..q }, &spent).await?;
+    let reuse =
+        chain.verify_order(&OrderQuery { job_id: "job-story-2".into(), ..q }, &spent).await?;
     say(format!("the same order for a second job: {}", verdict_line(&reuse)));
 
     // The training job's outcome, committed before the derived model exists, then revealed.
@@ -158,14 +161,31 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
     let m2_weights = Hash32(keccak256("demo GPT-2 weights, fine-tuned by Bob").0);
     let receipt = Hash32(keccak256("demo receipt").0);
     let c = chain.commit_training(job, m.nft, b, m2_weights, receipt).await?;
-    say(format!("committed training {} → weights {} ({} gas)", job.short(), m2_weights.short(), c.gas_used));
+    say(format!(
+        "committed training {} → weights {} ({} gas)",
+        job.short(),
+        m2_weights.short(),
+        c.gas_used
+    ));
     let child = chain.create_child(job, "Bob GPT-2", "BGPT", "posthuman://models/bob-gpt2").await?;
     out.child_nft = child.nft;
     let d = chain.record_derivation(job, child.nft, child.datatoken).await?;
     let paid: Vec<String> = d
         .rewards
         .iter()
-        .map(|(w, amt)| format!("{} {}", if *w == a { "Alice" } else if *w == b { "Bob" } else { "?" }, tokens(*amt)))
+        .map(|(w, amt)| {
+            format!(
+                "{} {}",
+                if *w == a {
+                    "Alice"
+                } else if *w == b {
+                    "Bob"
+                } else {
+                    "?"
+                },
+                tokens(*amt)
+            )
+        })
         .collect();
     say(format!(
         "M2 {} created by the lineage contract; derivation recorded ({} gas), rewards: {}",
@@ -174,7 +194,8 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
         paid.join(", ")
     ));
     let lineage = chain.lineage(child.nft).await?;
-    let path: Vec<String> = lineage.iter().rev().map(|e| format!("{} ({})", e.nft, e.weights_hash.short())).collect();
+    let path: Vec<String> =
+        lineage.iter().rev().map(|e| format!("{} ({})", e.nft, e.weights_hash.short())).collect();
     say(format!("lineage: {}", path.join(" → ")));
     drop(anvil);
     Ok(out)

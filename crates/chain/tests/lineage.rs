@@ -1,6 +1,8 @@
 //! The lineage & reward contract: operator-only, once per job, exact reward splits for
 //! random depths and amounts (cross-checked against `RewardScheme::split`), read-back.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -16,7 +18,9 @@ use rand::Rng;
 
 fn rejected(r: Result<impl std::fmt::Debug, ChainError>, name: &str) {
     match r {
-        Err(ChainError::LineageRejected(s)) => assert!(s.contains(name), "expected {name}, got {s}"),
+        Err(ChainError::LineageRejected(s)) => {
+            assert!(s.contains(name), "expected {name}, got {s}")
+        }
         other => panic!("expected {name}, got {other:?}"),
     }
 }
@@ -30,7 +34,10 @@ async fn only_the_operator_records_and_a_job_records_once() {
     let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
 
     // A client holding Bob's key as its "operator" is refused by the contract.
-    let bob_key = alloy::signers::local::PrivateKeySigner::from_bytes(&alloy::primitives::B256::repeat_byte(9)).unwrap();
+    let bob_key = alloy::signers::local::PrivateKeySigner::from_bytes(
+        &alloy::primitives::B256::repeat_byte(9),
+    )
+    .unwrap();
     e.chain.send_eth(bob_key.address(), U256::from(ONE)).await.unwrap();
     let intruder = Chain::connect(&e.anvil.endpoint(), bob_key, e.chain.book().clone()).unwrap();
     rejected(intruder.commit_training(job, root.nft, bob, w, receipt).await, "NotOperator");
@@ -41,10 +48,16 @@ async fn only_the_operator_records_and_a_job_records_once() {
 
     // Order of steps: no create/record before commit; commit once.
     rejected(e.chain.create_child(job, "M2", "M2", "").await, "WrongJobState");
-    rejected(e.chain.commit_training(job, Address::repeat_byte(1), bob, w, receipt).await, "UnknownModel");
+    rejected(
+        e.chain.commit_training(job, Address::repeat_byte(1), bob, w, receipt).await,
+        "UnknownModel",
+    );
     e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
     let c = e.chain.commitment(job).await.unwrap();
-    assert_eq!((c.state, c.parent, c.trainer, c.output_weights_hash, c.receipt_hash), (JobState::Committed, root.nft, bob, w, receipt));
+    assert_eq!(
+        (c.state, c.parent, c.trainer, c.output_weights_hash, c.receipt_hash),
+        (JobState::Committed, root.nft, bob, w, receipt)
+    );
     let w2 = e.hash();
     rejected(e.chain.commit_training(job, root.nft, bob, w2, receipt).await, "JobAlreadyCommitted");
     let child = e.chain.create_child(job, "M2", "M2", "").await.unwrap();
@@ -67,11 +80,25 @@ async fn only_the_operator_records_and_a_job_records_once() {
         assert!(!dt.isMinter(who).call().await.unwrap());
     }
     assert!(e.chain.mint(e.chain.operator(), child.datatoken, bob, U256::from(1)).await.is_err());
-    assert!(e.chain.create_fixed_rate(e.chain.operator(), child.datatoken, U256::from(ONE), true).await.is_err());
+    assert!(
+        e.chain
+            .create_fixed_rate(e.chain.operator(), child.datatoken, U256::from(ONE), true)
+            .await
+            .is_err()
+    );
     assert_eq!(dt.totalSupply().call().await.unwrap(), U256::from(100 * ONE));
     // Registering the same root twice, or a root whose metadata disagrees, fails.
     rejected(
-        e.chain.register_root(root.nft, root.datatoken, e.chain.model(root.nft).await.unwrap().unwrap().weights_hash, alice, 1, &[]).await,
+        e.chain
+            .register_root(
+                root.nft,
+                root.datatoken,
+                e.chain.model(root.nft).await.unwrap().unwrap().weights_hash,
+                alice,
+                1,
+                &[],
+            )
+            .await,
         "AlreadyRegistered",
     );
 }
@@ -123,13 +150,24 @@ async fn random_lineage(seed: u64, depth: usize) {
             assert!(got.insert(*who, amount.to::<u128>()).is_none(), "one mint per beneficiary");
         }
         assert_eq!(got, expected, "depth {level}, scheme {scheme:?}");
-        let supply = ERC20Template::new(child.datatoken, e.chain.provider()).totalSupply().call().await.unwrap();
+        let supply = ERC20Template::new(child.datatoken, e.chain.provider())
+            .totalSupply()
+            .call()
+            .await
+            .unwrap();
         assert_eq!(supply, U256::from(total), "no dust lost or created");
         for (who, amount) in &expected {
-            assert_eq!(e.chain.balance_of(child.datatoken, *who).await.unwrap(), U256::from(*amount));
+            assert_eq!(
+                e.chain.balance_of(child.datatoken, *who).await.unwrap(),
+                U256::from(*amount)
+            );
         }
         if level == 3 && scheme.shares_bps.len() >= 3 {
-            assert!(d.gas_used <= 250_000, "recordDerivation to 3 trainers used {} gas", d.gas_used);
+            assert!(
+                d.gas_used <= 250_000,
+                "recordDerivation to 3 trainers used {} gas",
+                d.gas_used
+            );
         }
         parent = child.nft;
         nfts.insert(0, child.nft);

@@ -1,5 +1,7 @@
 //! Every Ocean operation through the crate, on a fresh anvil.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use alloy::primitives::{Bytes, U256};
@@ -26,7 +28,9 @@ async fn address_book_round_trips_and_state_persists() {
 
     // A new anvil on another port reloads the state: the contracts are still there.
     let anvil = start_anvil(&cfg);
-    let chain = Chain::connect(&anvil.endpoint(), operator_key(), AddressBook::load(&book_path).unwrap()).unwrap();
+    let chain =
+        Chain::connect(&anvil.endpoint(), operator_key(), AddressBook::load(&book_path).unwrap())
+            .unwrap();
     let code = chain.provider().get_code_at(book.lineage).await.unwrap();
     assert!(!code.is_empty(), "lineage contract survives a restart");
     let bal = chain.balance_of(book.ocean, book.operator).await.unwrap();
@@ -48,7 +52,10 @@ async fn publish_mint_transfer_approve_exchange_buy_order() {
     assert_eq!(root.datatoken, m.datatoken);
     let card = e.chain.nft_data(m.nft, card_key()).await.unwrap();
     assert!(card.starts_with(b"{\"architecture\""));
-    assert_eq!(e.chain.scheme_of(m.nft).await.unwrap(), RewardScheme::geometric(100 * ONE, 5000, 4));
+    assert_eq!(
+        e.chain.scheme_of(m.nft).await.unwrap(),
+        RewardScheme::geometric(100 * ONE, 5000, 4)
+    );
 
     // Mint / transfer / approve / balances.
     e.chain.mint(alice, m.datatoken, alice, U256::from(5 * ONE)).await.unwrap();
@@ -60,7 +67,8 @@ async fn publish_mint_transfer_approve_exchange_buy_order() {
     assert!(e.chain.mint(bob, m.datatoken, bob, U256::from(ONE)).await.is_err());
 
     // Fixed-rate exchange (minting on sale) and a purchase.
-    let ex = e.chain.create_fixed_rate(alice, m.datatoken, U256::from(2 * ONE), true).await.unwrap();
+    let ex =
+        e.chain.create_fixed_rate(alice, m.datatoken, U256::from(2 * ONE), true).await.unwrap();
     let cost = e.chain.quote(ex.id, U256::from(3 * ONE)).await.unwrap();
     assert!(cost >= U256::from(6 * ONE));
     let ocean_before = e.chain.balance_of(e.chain.book().ocean, bob).await.unwrap();

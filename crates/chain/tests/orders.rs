@@ -1,6 +1,8 @@
 //! The order check: each rejection reason on its own, acceptance, claim/release, and
 //! ≥1,000 random invalid variants none of which is accepted.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -48,14 +50,17 @@ async fn fixture(seed: u64) -> Fixture {
     let good = c.start_order(bob, m1.datatoken, bob, 0, &fee).await.unwrap().tx_hash;
     // A fee signed by someone else is valid on chain (signer == fee address) but not ours.
     let stranger = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();
-    let foreign = sign_provider_fee(&stranger, c.book().ocean, U256::ZERO, VALID_UNTIL, Bytes::new()).unwrap();
+    let foreign =
+        sign_provider_fee(&stranger, c.book().ocean, U256::ZERO, VALID_UNTIL, Bytes::new())
+            .unwrap();
     let other_key = c.start_order(bob, m1.datatoken, bob, 0, &foreign).await.unwrap().tx_hash;
     let old = c.sign_provider_fee(NOW - 1, Bytes::new()).unwrap();
     let expired = c.start_order(bob, m1.datatoken, bob, 0, &old).await.unwrap().tx_hash;
     let for_carol = c.start_order(bob, m1.datatoken, carol, 0, &fee).await.unwrap().tx_hash;
     let service1 = c.start_order(bob, m1.datatoken, bob, 1, &fee).await.unwrap().tx_hash;
     let on_dt2 = c.start_order(bob, m2.datatoken, bob, 0, &fee).await.unwrap().tx_hash;
-    let transfer = c.transfer(bob, m1.datatoken, carol, U256::from(ONE)).await.unwrap().transaction_hash;
+    let transfer =
+        c.transfer(bob, m1.datatoken, carol, U256::from(ONE)).await.unwrap().transaction_hash;
     Fixture {
         bob,
         carol,
@@ -121,7 +126,10 @@ async fn each_rejection_has_its_own_reason() {
     // A transaction that is not an order.
     assert_eq!(f.rejection(&f.query(f.transfer)).await, Rejection::NotAnOrder);
     // Wrong datatoken.
-    assert_eq!(f.rejection(&f.query(f.on_dt2)).await, Rejection::WrongDatatoken { found: vec![f.dt2] });
+    assert_eq!(
+        f.rejection(&f.query(f.on_dt2)).await,
+        Rejection::WrongDatatoken { found: vec![f.dt2] }
+    );
     // Wrong service index.
     assert!(matches!(
         f.rejection(&f.query(f.service1)).await,
@@ -136,7 +144,10 @@ async fn each_rejection_has_its_own_reason() {
     q.consumer = f.carol;
     assert!(matches!(f.rejection(&q).await, Rejection::ConsumerMismatch { .. }));
     // Provider fee signed by another key.
-    assert!(matches!(f.rejection(&f.query(f.other_key)).await, Rejection::ProviderFeeNotOurs { .. }));
+    assert!(matches!(
+        f.rejection(&f.query(f.other_key)).await,
+        Rejection::ProviderFeeNotOurs { .. }
+    ));
     // Expired fee (and the good order's fee once `now` passes validUntil).
     assert!(matches!(f.rejection(&f.query(f.expired)).await, Rejection::ProviderFeeExpired { .. }));
     let mut q = f.query(f.good);
@@ -151,7 +162,9 @@ async fn each_rejection_has_its_own_reason() {
     let qa = f.query(f.good);
     let mut qb = f.query(f.good);
     qb.job_id = "job-b".into();
-    let OrderVerdict::Accepted(v) = f.e.chain.verify_order(&qa, &spent).await.unwrap() else { panic!() };
+    let OrderVerdict::Accepted(v) = f.e.chain.verify_order(&qa, &spent).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(
         f.e.chain.verify_order(&qb, &spent).await.unwrap(),
         OrderVerdict::Rejected(Rejection::AlreadyUsed { job: "job-a".into() })
@@ -202,17 +215,19 @@ fn variant() -> impl Strategy<Value = Variant> {
         prop::bool::weighted(0.15),
         any::<[u8; 20]>(),
     )
-        .prop_map(|(tx, mangle, flip, datatoken, service, consumer, late, pre_claimed, random)| Variant {
-            tx,
-            mangle,
-            flip,
-            datatoken,
-            service,
-            consumer,
-            late,
-            pre_claimed,
-            random,
-        })
+        .prop_map(
+            |(tx, mangle, flip, datatoken, service, consumer, late, pre_claimed, random)| Variant {
+                tx,
+                mangle,
+                flip,
+                datatoken,
+                service,
+                consumer,
+                late,
+                pre_claimed,
+                random,
+            },
+        )
 }
 
 #[test]
@@ -220,7 +235,8 @@ fn random_invalid_variants_are_never_accepted() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let f = rt.block_on(fixture(13));
     let txs = [f.good, f.other_key, f.expired, f.for_carol, f.service1, f.on_dt2, f.transfer];
-    let mut runner = TestRunner::new(Config { cases: 1400, failure_persistence: None, ..Config::default() });
+    let mut runner =
+        TestRunner::new(Config { cases: 1400, failure_persistence: None, ..Config::default() });
     let invalid = std::cell::Cell::new(0u32);
     let valid = std::cell::Cell::new(0u32);
     let tally = std::cell::RefCell::new(std::collections::BTreeMap::<String, u32>::new());
@@ -264,7 +280,10 @@ fn random_invalid_variants_are_never_accepted() {
             ];
             let should_accept = v.mangle == 0
                 && facts[v.tx].is_some_and(|(dt, service, consumer, fee_ok)| {
-                    q.datatoken == dt && q.service_index == service && q.consumer == consumer && fee_ok
+                    q.datatoken == dt
+                        && q.service_index == service
+                        && q.consumer == consumer
+                        && fee_ok
                 })
                 && !v.late
                 && !(v.pre_claimed && v.tx == 0);
@@ -284,7 +303,12 @@ fn random_invalid_variants_are_never_accepted() {
                 invalid.set(invalid.get() + 1);
                 let reason = verdict.rejection().map(|r| format!("{r:?}"));
                 prop_assert!(reason.is_some(), "invalid variant accepted: {v:?} {q:?}");
-                let key = reason.unwrap_or_default().split([' ', '{', '(']).next().unwrap_or_default().to_string();
+                let key = reason
+                    .unwrap_or_default()
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 *tally.borrow_mut().entry(key).or_default() += 1;
             }
             Ok(())
@@ -294,9 +318,17 @@ fn random_invalid_variants_are_never_accepted() {
     assert!(invalid >= 1000, "only {invalid} invalid variants ({valid} valid)");
     eprintln!("{invalid} invalid variants rejected ({valid} valid accepted): {tally:?}");
     // Every reason a random variant can reach was reached.
-    for reason in ["NoSuchTransaction", "MalformedTxHash", "NotAnOrder", "WrongDatatoken", "WrongServiceIndex",
-        "ConsumerMismatch", "ProviderFeeNotOurs", "ProviderFeeExpired", "AlreadyUsed"]
-    {
+    for reason in [
+        "NoSuchTransaction",
+        "MalformedTxHash",
+        "NotAnOrder",
+        "WrongDatatoken",
+        "WrongServiceIndex",
+        "ConsumerMismatch",
+        "ProviderFeeNotOurs",
+        "ProviderFeeExpired",
+        "AlreadyUsed",
+    ] {
         assert!(tally.contains_key(reason), "no variant hit {reason}: {tally:?}");
     }
 }

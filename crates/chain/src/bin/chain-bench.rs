@@ -8,7 +8,8 @@ use posthuman_chain::alloy::primitives::{Bytes, U256, keccak256};
 use posthuman_chain::anvil::ANVIL_DEV_KEY_0;
 use posthuman_chain::story::{ONE, dev_wallet};
 use posthuman_chain::{
-    Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, PublishRequest, deploy_stack,
+    Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, PublishRequest,
+    deploy_stack,
 };
 use posthuman_types::{Hash32, RewardScheme};
 
@@ -19,7 +20,13 @@ struct Row {
     reference: Option<(f64, &'static str)>,
 }
 
-fn row(rows: &mut Vec<Row>, what: impl Into<String>, value: f64, unit: &'static str, reference: Option<(f64, &'static str)>) {
+fn row(
+    rows: &mut Vec<Row>,
+    what: impl Into<String>,
+    value: f64,
+    unit: &'static str,
+    reference: Option<(f64, &'static str)>,
+) {
     rows.push(Row { what: what.into(), value, unit, reference });
 }
 
@@ -37,7 +44,13 @@ async fn main() -> Result<(), ChainError> {
     let t = Instant::now();
     let (book, report) = deploy_stack(&url, &operator).await?;
     let deploy_ms = t.elapsed().as_secs_f64() * 1e3;
-    row(&mut rows, "deploy stack (Ocean v4 + ModelLineage, 14 txs)", report.total_gas() as f64, "gas", None);
+    row(
+        &mut rows,
+        "deploy stack (Ocean v4 + ModelLineage, 14 txs)",
+        report.total_gas() as f64,
+        "gas",
+        None,
+    );
     for (step, gas) in &report.steps {
         if *step == "ModelLineage" {
             row(&mut rows, "  of which ModelLineage", *gas as f64, "gas", None);
@@ -75,7 +88,13 @@ async fn main() -> Result<(), ChainError> {
     let r = chain.mint(a, m.datatoken, b, U256::from(ONE)).await?;
     row(&mut rows, "mint", r.gas_used as f64, "gas", Some((75_528.0, "Ocean ref")));
     let ex = chain.create_fixed_rate(a, m.datatoken, U256::from(2 * ONE), true).await?;
-    row(&mut rows, "create fixed-rate exchange", ex.gas as f64, "gas", Some((478_747.0, "Ocean ref")));
+    row(
+        &mut rows,
+        "create fixed-rate exchange",
+        ex.gas as f64,
+        "gas",
+        Some((478_747.0, "Ocean ref")),
+    );
     let (approve_gas, buy) = chain.buy(b, ex.id, U256::from(2 * ONE)).await?;
     row(&mut rows, "buy: approve OCEAN", approve_gas as f64, "gas", None);
     row(&mut rows, "buy: buyDT", buy.gas_used as f64, "gas", Some((193_968.0, "Ocean ref")));
@@ -89,17 +108,28 @@ async fn main() -> Result<(), ChainError> {
     for depth in 1..=4u32 {
         let trainer = dev_wallet(&format!("trainer{depth}"))?.address();
         let job = h(&format!("job{depth}"));
-        let c = chain.commit_training(job, parent, trainer, h(&format!("w{}", depth + 1)), h("receipt")).await?;
+        let c = chain
+            .commit_training(job, parent, trainer, h(&format!("w{}", depth + 1)), h("receipt"))
+            .await?;
         let child = chain.create_child(job, "Child", "CH", "").await?;
         let d = chain.record_derivation(job, child.nft, child.datatoken).await?;
         if depth == 1 {
             row(&mut rows, "commitTraining", c.gas_used as f64, "gas", None);
-            row(&mut rows, "createChild (NFT + datatoken by the contract)", child.gas_used as f64, "gas", None);
+            row(
+                &mut rows,
+                "createChild (NFT + datatoken by the contract)",
+                child.gas_used as f64,
+                "gas",
+                None,
+            );
         }
         let reference = (depth == 3).then_some((250_000.0, "goal"));
         row(
             &mut rows,
-            format!("recordDerivation, rewards to {depth} trainer(s) + root ({} mints)", d.rewards.len()),
+            format!(
+                "recordDerivation, rewards to {depth} trainer(s) + root ({} mints)",
+                d.rewards.len()
+            ),
             d.gas_used as f64,
             "gas",
             reference,
@@ -131,11 +161,20 @@ async fn main() -> Result<(), ChainError> {
     }
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
-    row(&mut rows, format!("verify_order median ({} calls)", times.len()), pct(0.5), "ms", Some((5.0, "target")));
+    row(
+        &mut rows,
+        format!("verify_order median ({} calls)", times.len()),
+        pct(0.5),
+        "ms",
+        Some((5.0, "target")),
+    );
     row(&mut rows, "verify_order p95", pct(0.95), "ms", Some((5.0, "target")));
     drop(anvil);
 
-    println!("{:<62} {:>12} {:>5} {:>12} {:>10}", "operation", "measured", "unit", "reference", "ratio");
+    println!(
+        "{:<62} {:>12} {:>5} {:>12} {:>10}",
+        "operation", "measured", "unit", "reference", "ratio"
+    );
     println!("{}", "-".repeat(105));
     for r in rows {
         let v = if r.unit == "ms" { format!("{:.2}", r.value) } else { format!("{:.0}", r.value) };

@@ -5,9 +5,9 @@
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
+use posthuman_chain::alloy;
 use posthuman_chain::anvil::{ANVIL_DEV_KEY_0, default_anvil_path};
 use posthuman_chain::{Anvil, AnvilConfig, Chain, PublishRequest, PublishedModel, deploy_stack};
-use posthuman_chain::alloy;
 use posthuman_types::{Hash32, RewardScheme};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -122,21 +122,26 @@ ENV
     cat "$STATE/env"
 }
 
-kill_group() { # pidfile
-    [[ -f $1 ]] || return 0
-    local pid
-    pid=$(cat "$1")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
-    rm -f "$1"
-}
-
+# TERM both process groups at once, give them a second, then KILL: the twins keep nothing
+# worth a graceful shutdown (LocalStack takes ~5 s to stop on TERM).
 stop_quiet() {
-    kill_group "$STATE/localstack.pid"
-    kill_group "$STATE/moto.pid"
+    local pids=() f pid
+    for f in "$STATE/localstack.pid" "$STATE/moto.pid"; do
+        [[ -f $f ]] || continue
+        pid=$(cat "$f")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+        rm -f "$f"
+    done
+    for _ in $(seq 10); do
+        local left=0
+        for pid in ${pids[@]+"${pids[@]}"}; do kill -0 "$pid" 2>/dev/null && left=1; done
+        ((left)) || break
+        sleep 0.1
+    done
+    for pid in ${pids[@]+"${pids[@]}"}; do kill -KILL -- "-$pid" 2>/dev/null || true; done
     rm -f "$STATE/env"
 }
 
@@ -153,11 +158,16 @@ run)
     [[ ${1:-} == -- ]] && shift
     [[ $# -gt 0 ]] || { echo "usage: $0 run -- CMD..." >&2; exit 2; }
     # A private state dir: this run's twins are its own and always die with it.
-    export POSTHUMAN_TWINS_DIR=${POSTHUMAN_TWINS_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/posthuman-twins.XXXXXX")}
-    STATE=$POSTHUMAN_TWINS_DIR
-    trap 'stop_quiet' EXIT
-    trap 'exit 130' INT TERM
-    eval "$(start)"
+    if [[ -z ${POSTHUMAN_TWINS_DIR:-} ]]; then
+        STATE=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-twins.XXXXXX")
+        trap 'stop_quiet; rm -rf "$STATE"' EXIT
+    else
+        trap 'stop_quiet' EXIT
+    fi
+    export POSTHUMAN_TWINS_DIR=$STATE
+    trap 'exit 130' INT TERM HUP
+    env_lines=$(start)
+    eval "$env_lines"
     "$@" ;;
 *)
     sed -n '2,17p' "$0" >&2

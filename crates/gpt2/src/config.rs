@@ -195,7 +195,7 @@ impl Config {
         if self.vocab_size > u32::MAX as usize {
             return bad("vocab_size does not fit token ids".into());
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "n_embd {} is not a multiple of n_head {}",
                 self.n_embd, self.n_head

@@ -188,10 +188,10 @@ impl Gpt2 {
     ) -> Result<Tensor> {
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let (b, t) = self.check_ids(ids, offset)?;
-        if let Some(c) = cache.as_ref() {
-            if c.batch != b || c.layers.len() != self.blocks.len() {
-                bail!("kv cache was made for batch {} / {} layers", c.batch, c.layers.len());
-            }
+        if let Some(c) = cache.as_ref()
+            && (c.batch != b || c.layers.len() != self.blocks.len())
+        {
+            bail!("kv cache was made for batch {} / {} layers", c.batch, c.layers.len());
         }
         let grad = mode.grad;
         let p = |x: &Tensor| if grad { x.clone() } else { x.detach() };

@@ -1,12 +1,13 @@
 //! Whole-model checks on a tiny config: every parameter gets a gradient, the fused f32 model
 //! matches the composed f64 reference (values and gradients), the f64 model matches finite
 //! differences, and KV-cache decoding equals the full forward pass.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 use common::*;
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
 use posthuman_gpt2::candle_nn::{VarBuilder, VarMap};
-use posthuman_gpt2::{init_weights, Config, DropoutRng, Gpt2, KvCache, SeededRng};
+use posthuman_gpt2::{Config, DropoutRng, Gpt2, KvCache, SeededRng, init_weights};
 
 fn model(cfg: &Config, vm: &VarMap, dtype: DType) -> Gpt2 {
     Gpt2::new(cfg, VarBuilder::from_varmap(vm, dtype, &Device::Cpu)).unwrap()
@@ -16,7 +17,10 @@ fn f64_copy(vm: &VarMap) -> VarMap {
     let out = VarMap::new();
     for (k, v) in vm.data().lock().unwrap().iter() {
         let t = v.as_tensor().to_dtype(DType::F64).unwrap();
-        out.data().lock().unwrap().insert(k.clone(), posthuman_gpt2::candle_core::Var::from_tensor(&t).unwrap());
+        out.data()
+            .lock()
+            .unwrap()
+            .insert(k.clone(), posthuman_gpt2::candle_core::Var::from_tensor(&t).unwrap());
     }
     out
 }
@@ -93,7 +97,11 @@ fn fused_model_matches_f64_reference_and_finite_differences() {
                 l
             };
             let num = (eval(h) - eval(-h)) / (2.0 * h);
-            assert!((num - g[j]).abs() < 1e-6 * (1.0 + num.abs()), "{name}[{j}]: {} vs fd {num}", g[j]);
+            assert!(
+                (num - g[j]).abs() < 1e-6 * (1.0 + num.abs()),
+                "{name}[{j}]: {} vs fd {num}",
+                g[j]
+            );
         }
     }
 }

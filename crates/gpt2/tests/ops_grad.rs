@@ -1,11 +1,12 @@
 //! Each op: the composed f64 reference matches finite differences, and the fused f32 kernel
 //! matches the reference in value and in every input's gradient.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 use common::*;
-use posthuman_gpt2::candle_core::{DType, Result, Tensor};
-use posthuman_gpt2::ops::{self, fast_math, reference, Activation, IGNORE_INDEX};
 use posthuman_gpt2::SeededRng;
+use posthuman_gpt2::candle_core::{DType, Result, Tensor};
+use posthuman_gpt2::ops::{self, Activation, IGNORE_INDEX, fast_math, reference};
 
 type Op = dyn Fn(&[Tensor]) -> Result<Tensor>;
 
@@ -67,7 +68,12 @@ fn attention_gradients() {
 fn embedding_gradients() {
     let mut rng = SeededRng::new(4);
     // Repeated ids exercise the scatter-add.
-    let ids = Tensor::from_vec(vec![1u32, 3, 1, 0, 2, 3], (2, 3), &posthuman_gpt2::candle_core::Device::Cpu).unwrap();
+    let ids = Tensor::from_vec(
+        vec![1u32, 3, 1, 0, 2, 3],
+        (2, 3),
+        &posthuman_gpt2::candle_core::Device::Cpu,
+    )
+    .unwrap();
     let op = move |t: &[Tensor]| weighted(ops::embed(&ids, &t[0], &t[1], 1)?, 10);
     let wte = rand_t(&mut rng, &[5, 4], 1.0, DType::F64);
     let wpe = rand_t(&mut rng, &[6, 4], 1.0, DType::F64);
@@ -93,9 +99,20 @@ fn lm_head_loss_gradients() {
     for (a, b) in g32.iter().zip(&g64) {
         assert!(rel_err(a, b) < 2e-4);
     }
-    let small_t = Tensor::from_vec(vec![1u32, IGNORE_INDEX, 4, 4], 4, &posthuman_gpt2::candle_core::Device::Cpu).unwrap();
+    let small_t = Tensor::from_vec(
+        vec![1u32, IGNORE_INDEX, 4, 4],
+        4,
+        &posthuman_gpt2::candle_core::Device::Cpu,
+    )
+    .unwrap();
     let small = move |x: &[Tensor]| ops::lm_head_loss(&x[0], &x[1], &small_t);
-    check(&small, vec![rand_t(&mut rng, &[4, 3], 1.0, DType::F64), rand_t(&mut rng, &[6, 3], 1.0, DType::F64)]);
+    check(
+        &small,
+        vec![
+            rand_t(&mut rng, &[4, 3], 1.0, DType::F64),
+            rand_t(&mut rng, &[6, 3], 1.0, DType::F64),
+        ],
+    );
 }
 
 #[test]
@@ -114,11 +131,13 @@ fn cached_attention_matches_causal_attention() {
     let mut rng = SeededRng::new(7);
     let qkv = rand_t(&mut rng, &[2, 6, 24], 1.0, DType::F32);
     let full = vals(&ops::causal_attention(&qkv, 2, None).unwrap());
-    let (q, k, v) = (qkv.narrow(2, 0, 8).unwrap(), qkv.narrow(2, 8, 8).unwrap(), qkv.narrow(2, 16, 8).unwrap());
+    let (q, k, v) =
+        (qkv.narrow(2, 0, 8).unwrap(), qkv.narrow(2, 8, 8).unwrap(), qkv.narrow(2, 16, 8).unwrap());
     let c = |t: Tensor| t.contiguous().unwrap();
     // Last two queries over all six keys = the last two rows of the full causal result.
     let tail = ops::attention_cached(&c(q.narrow(1, 4, 2).unwrap()), &c(k), &c(v), 2).unwrap();
-    let full_tail: Vec<f64> = (0..2).flat_map(|b| full[(b * 6 + 4) * 8..(b * 6 + 6) * 8].to_vec()).collect();
+    let full_tail: Vec<f64> =
+        (0..2).flat_map(|b| full[(b * 6 + 4) * 8..(b * 6 + 6) * 8].to_vec()).collect();
     assert!(rel_err(&vals(&tail), &full_tail) < 1e-6);
 }
 

@@ -1,12 +1,14 @@
 //! Training: bit-identical weights across runs and across 1 vs 2 threads, resume from
 //! weights + optimizer state, gradient accumulation, clipping, and that loss goes down.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 use common::*;
 use posthuman_gpt2::candle_core::{Device, Tensor};
 use posthuman_gpt2::candle_nn::{VarBuilder, VarMap};
 use posthuman_gpt2::{
-    clip_grad_norm, init_weights, AdamW, AdamWConfig, Config, DropoutRng, Gpt2, Grads, SeededRng, Weights,
+    AdamW, AdamWConfig, Config, DropoutRng, Gpt2, Grads, SeededRng, Weights, clip_grad_norm,
+    init_weights,
 };
 
 fn cfg() -> Config {
@@ -18,19 +20,31 @@ fn cfg() -> Config {
 }
 
 fn model(cfg: &Config, vm: &VarMap) -> Gpt2 {
-    Gpt2::new(cfg, VarBuilder::from_varmap(vm, posthuman_gpt2::candle_core::DType::F32, &Device::Cpu)).unwrap()
+    Gpt2::new(
+        cfg,
+        VarBuilder::from_varmap(vm, posthuman_gpt2::candle_core::DType::F32, &Device::Cpu),
+    )
+    .unwrap()
 }
 
 /// Trains `steps` steps from `start` (step index), two micro-batches per step, and returns
 /// the final losses.
-fn train(cfg: &Config, vm: &VarMap, opt: &mut AdamW, start: u64, steps: u64) -> Vec<f32> {
+fn train(
+    cfg: &Config,
+    vm: &VarMap,
+    opt: &mut AdamW,
+    start: u64,
+    steps: u64,
+    (b, t): (usize, usize),
+) -> Vec<f32> {
     let m = model(cfg, vm);
     let mut losses = Vec::new();
     for step in start..start + steps {
         let mut grads = Grads::zeros(opt);
         for micro in 0..2 {
             let mut rng = SeededRng::new(step * 10 + micro);
-            let (x, y) = (ids(&mut rng, &[2, 24], cfg.vocab_size), ids(&mut rng, &[2, 24], cfg.vocab_size));
+            let (x, y) =
+                (ids(&mut rng, &[b, t], cfg.vocab_size), ids(&mut rng, &[b, t], cfg.vocab_size));
             let mut drop = DropoutRng::new(step * 10 + micro + 1000);
             let loss = m.loss(&x, &y, Some(&mut drop)).unwrap();
             losses.push(loss.to_scalar::<f32>().unwrap());
@@ -47,11 +61,13 @@ fn hash(cfg: &Config, vm: &VarMap) -> String {
     Weights::from_var_map(cfg, vm).unwrap().hash().unwrap().to_string()
 }
 
+/// Large enough that gemm really splits work across threads.
 fn run_once() -> String {
-    let c = cfg();
+    let mut c = Config::new(512, 64, 128, 2, 4);
+    (c.resid_pdrop, c.attn_pdrop, c.embd_pdrop) = (0.1, 0.1, 0.1);
     let vm = init_weights(&c, 42).unwrap();
     let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
-    train(&c, &vm, &mut opt, 0, 3);
+    train(&c, &vm, &mut opt, 0, 2, (4, 64));
     hash(&c, &vm)
 }
 
@@ -77,7 +93,10 @@ fn bit_identical_across_runs_and_thread_counts() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let h = stdout.lines().find_map(|l| l.split("HASH=").nth(1)).unwrap_or_else(|| panic!("child: {stdout}"));
+        let h = stdout
+            .lines()
+            .find_map(|l| l.split("HASH=").nth(1))
+            .unwrap_or_else(|| panic!("child: {stdout}"));
         assert_eq!(h, a, "{threads} thread(s) gave different weights");
     }
 }
@@ -87,12 +106,12 @@ fn resume_from_checkpoint_reaches_the_same_weights() {
     let c = cfg();
     let vm = init_weights(&c, 7).unwrap();
     let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
-    train(&c, &vm, &mut opt, 0, 4);
+    train(&c, &vm, &mut opt, 0, 4, (2, 24));
     let straight = hash(&c, &vm);
 
     let vm = init_weights(&c, 7).unwrap();
     let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
-    train(&c, &vm, &mut opt, 0, 2);
+    train(&c, &vm, &mut opt, 0, 2, (2, 24));
     let dir = tempfile::tempdir().unwrap();
     let (wp, op) = (dir.path().join("w.safetensors"), dir.path().join("opt.safetensors"));
     posthuman_gpt2::save_safetensors(&Weights::from_var_map(&c, &vm).unwrap(), &wp).unwrap();
@@ -103,7 +122,7 @@ fn resume_from_checkpoint_reaches_the_same_weights() {
     let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
     opt.load_state(&op).unwrap();
     assert_eq!(opt.step_count(), 2);
-    train(&c, &vm, &mut opt, 2, 2);
+    train(&c, &vm, &mut opt, 2, 2, (2, 24));
     assert_eq!(hash(&c, &vm), straight);
     // State of another model is refused.
     let other = init_weights(&Config::new(50, 32, 32, 1, 4), 1).unwrap();
@@ -130,7 +149,8 @@ fn accumulation_equals_the_big_batch() {
     acc.scale(0.5);
     for i in 0..opt.params().len() {
         let (a, b) = (acc.get(i).unwrap(), big.get(i).unwrap());
-        let (a, b): (Vec<f64>, Vec<f64>) = (a.iter().map(|&v| v as f64).collect(), b.iter().map(|&v| v as f64).collect());
+        let (a, b): (Vec<f64>, Vec<f64>) =
+            (a.iter().map(|&v| v as f64).collect(), b.iter().map(|&v| v as f64).collect());
         assert!(rel_err(&a, &b) < 1e-4, "{}", opt.params()[i].name);
     }
     // Clipping: returns the pre-clip norm and leaves norm ≤ max.
@@ -151,11 +171,18 @@ fn loss_decreases_and_decay_skips_rank_one() {
         assert_eq!(p.decay, p.var.rank() >= 2, "{}", p.name);
     }
     let pattern: Vec<u32> = (0..64).map(|i| (i * 7 % 50) as u32).collect();
-    let x = Tensor::from_vec(pattern[..63].to_vec(), (1, 63), &Device::Cpu).unwrap().narrow(1, 0, 32).unwrap();
-    let y = Tensor::from_vec(pattern[1..].to_vec(), (1, 63), &Device::Cpu).unwrap().narrow(1, 0, 32).unwrap();
+    let x = Tensor::from_vec(pattern[..63].to_vec(), (1, 63), &Device::Cpu)
+        .unwrap()
+        .narrow(1, 0, 32)
+        .unwrap();
+    let y = Tensor::from_vec(pattern[1..].to_vec(), (1, 63), &Device::Cpu)
+        .unwrap()
+        .narrow(1, 0, 32)
+        .unwrap();
     let first = m.loss(&x, &y, None).unwrap().to_scalar::<f32>().unwrap();
     for _ in 0..30 {
-        let g = Grads::from_store(&opt, &m.loss(&x, &y, None).unwrap().backward().unwrap()).unwrap();
+        let g =
+            Grads::from_store(&opt, &m.loss(&x, &y, None).unwrap().backward().unwrap()).unwrap();
         opt.step(&g, 3e-3).unwrap();
     }
     let last = m.loss(&x, &y, None).unwrap().to_scalar::<f32>().unwrap();

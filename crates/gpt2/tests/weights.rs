@@ -1,12 +1,13 @@
 //! Safetensors round trip, canonical hashing, strict loading with typed errors, and a fuzz of
 //! the loader with random and mutated bytes.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 use common::*;
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
 use posthuman_gpt2::{
-    init_weights, load_safetensors, load_safetensors_bytes, safetensors_bytes, save_safetensors, Config, Gpt2Error,
-    SeededRng, Weights,
+    Config, Gpt2Error, SeededRng, Weights, init_weights, load_safetensors, load_safetensors_bytes,
+    safetensors_bytes, save_safetensors,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -98,15 +99,26 @@ fn strict_loading_gives_typed_errors() {
     let good = safetensors_bytes(&w).unwrap();
     // Truncated anywhere.
     for cut in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
-        assert!(matches!(load_safetensors_bytes(&good[..cut], &cfg), Err(Gpt2Error::MalformedWeights(_))), "cut {cut}");
+        assert!(
+            matches!(
+                load_safetensors_bytes(&good[..cut], &cfg),
+                Err(Gpt2Error::MalformedWeights(_))
+            ),
+            "cut {cut}"
+        );
     }
     // Missing tensor.
     let e: Vec<_> = entries(&w, "").into_iter().filter(|x| x.0 != "h.1.ln_2.bias").collect();
-    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MissingTensor { name }) if name == "h.1.ln_2.bias"));
+    assert!(
+        matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MissingTensor { name }) if name == "h.1.ln_2.bias")
+    );
     // Unknown tensor.
     let mut e = entries(&w, "");
     e.push(("h.0.mlp.extra".into(), "F32", vec![1], vec![0; 4]));
-    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::UnexpectedTensor { .. })));
+    assert!(matches!(
+        load_safetensors_bytes(&handmade(&e), &cfg),
+        Err(Gpt2Error::UnexpectedTensor { .. })
+    ));
     // Config/weights mismatch: the same file against a wider or deeper config.
     let mut wide = cfg.clone();
     wide.n_embd = 32;
@@ -116,26 +128,41 @@ fn strict_loading_gives_typed_errors() {
     assert!(matches!(load_safetensors_bytes(&good, &deep), Err(Gpt2Error::MissingTensor { .. })));
     let mut shallow = cfg.clone();
     shallow.n_layer = 1;
-    assert!(matches!(load_safetensors_bytes(&good, &shallow), Err(Gpt2Error::UnexpectedTensor { .. })));
+    assert!(matches!(
+        load_safetensors_bytes(&good, &shallow),
+        Err(Gpt2Error::UnexpectedTensor { .. })
+    ));
     // Unsupported dtype.
     let mut e = entries(&w, "");
     e[0].1 = "I32";
-    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::UnsupportedDType { .. })));
+    assert!(matches!(
+        load_safetensors_bytes(&handmade(&e), &cfg),
+        Err(Gpt2Error::UnsupportedDType { .. })
+    ));
     // Non-finite values.
     let mut e = entries(&w, "");
     e[1].3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
-    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MalformedWeights(_))));
+    assert!(matches!(
+        load_safetensors_bytes(&handmade(&e), &cfg),
+        Err(Gpt2Error::MalformedWeights(_))
+    ));
     // Duplicate after prefix stripping.
     let mut e = entries(&w, "");
     let dup = e[0].clone();
     e.push((format!("transformer.{}", dup.0), dup.1, dup.2, dup.3));
-    assert!(matches!(load_safetensors_bytes(&handmade(&e), &cfg), Err(Gpt2Error::MalformedWeights(_))));
+    assert!(matches!(
+        load_safetensors_bytes(&handmade(&e), &cfg),
+        Err(Gpt2Error::MalformedWeights(_))
+    ));
     // Header lies about sizes.
     let mut e = entries(&w, "");
     e[2].2 = vec![1, 1];
     assert!(load_safetensors_bytes(&handmade(&e), &cfg).is_err());
     // Missing file.
-    assert!(matches!(load_safetensors(std::path::Path::new("/nonexistent/x"), &cfg), Err(Gpt2Error::Io { .. })));
+    assert!(matches!(
+        load_safetensors(std::path::Path::new("/nonexistent/x"), &cfg),
+        Err(Gpt2Error::Io { .. })
+    ));
     // Weights::from_tensors checks shapes too.
     let mut t: BTreeMap<String, Tensor> = w.tensors().clone();
     t.insert("ln_f.bias".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
@@ -165,7 +192,7 @@ proptest! {
         // Bias mutations towards the 8-byte length and the JSON header.
         let hlen = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
         for _ in 0..n {
-            let span = if rng.next_u64() % 2 == 0 { hlen } else { bytes.len() };
+            let span = if rng.next_u64().is_multiple_of(2) { hlen } else { bytes.len() };
             let i = (rng.next_u64() as usize) % span.max(1);
             bytes[i] = rng.next_u64() as u8;
         }

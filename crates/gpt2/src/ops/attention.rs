@@ -3,7 +3,9 @@
 //! copies); each (batch, head) pair is independent, so running them in parallel never changes
 //! the bits. Softmax probabilities are kept for backward only while a graph is being built.
 
-use super::kernels::{Mat, cpu_slice, matmul, softmax_scaled, storage, tensor, with_slice};
+use super::kernels::{
+    Mat, cpu_slice, matmul, softmax_bwd_row, softmax_scaled, storage, tensor, with_slice,
+};
 use crate::rng::keep;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -153,11 +155,7 @@ fn head_bwd(
     }
     let scale = dm.scale();
     for (dpr, pr) in dp.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
-        let dot: f32 =
-            super::kernels::sum8(&dpr.iter().zip(pr).map(|(a, b)| a * b).collect::<Vec<_>>());
-        for (a, &b) in dpr.iter_mut().zip(pr) {
-            *a = b * (*a - dot) * scale;
-        }
+        softmax_bwd_row(dpr, pr, scale);
     }
     let mut dq = vec![0f32; tq * d];
     matmul(&mut dq, d, Mat::rows(&dp, tq, tk, tk), dm.k_at(x, bi, hi), false, false)?;
@@ -198,10 +196,10 @@ impl CustomOp1 for CausalAttention {
         let qkv = cpu_slice::<f32>(s, l)?;
         let c = dm.h * dm.d;
         let (out, probs) = attention_fwd(&views(qkv, c), dm, self.dropout)?;
-        if self.keep {
-            if let Ok(mut slot) = self.probs.lock() {
-                *slot = Some(probs);
-            }
+        if self.keep
+            && let Ok(mut slot) = self.probs.lock()
+        {
+            *slot = Some(probs);
         }
         Ok((storage(out), Shape::from((dm.b, dm.tq, c))))
     }

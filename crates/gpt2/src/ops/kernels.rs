@@ -145,6 +145,7 @@ pub(crate) fn matmul(
 
 /// exp(x) to ~1 ulp (Cephes polynomial), branch-free so loops over it vectorise.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // coefficients as published (Cephes)
 pub(crate) fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Round-to-nearest through the 1.5·2^23 trick (no SSE4.1 `round` needed).
@@ -163,6 +164,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 
 /// tanh(x) to a few ulp (Eigen's rational approximation), branch-free.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // coefficients as published (Eigen)
 pub(crate) fn tanh_f32(x: f32) -> f32 {
     let x = x.clamp(-7.905_311, 7.905_311);
     let x2 = x * x;
@@ -221,6 +223,35 @@ pub(crate) fn sum8(x: &[f32]) -> f32 {
         s += v;
     }
     s
+}
+
+/// Dot product with 8 fixed accumulators (same association everywhere).
+#[inline(always)]
+pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let n = a.len().min(b.len());
+    let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+simd_kernel! {
+    /// Softmax backward of one row, in place: dp ← p ⊙ (dp − ⟨dp, p⟩) · scale.
+    pub(crate) fn softmax_bwd_row(dp: &mut [f32], p: &[f32], scale: f32) {
+        let dot = dot8(dp, p);
+        for (a, &b) in dp.iter_mut().zip(p) {
+            *a = b * (*a - dot) * scale;
+        }
+    }
 }
 
 #[inline(always)]

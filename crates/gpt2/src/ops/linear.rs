@@ -67,10 +67,10 @@ impl CustomOp3 for Linear {
             Activation::GeluNew => {
                 let mut y = vec![0f32; z.len()];
                 gelu_fwd(&z, &mut y);
-                if self.keep {
-                    if let Ok(mut slot) = self.pre_act.lock() {
-                        *slot = Some(z);
-                    }
+                if self.keep
+                    && let Ok(mut slot) = self.pre_act.lock()
+                {
+                    *slot = Some(z);
                 }
                 y
             }

@@ -1,5 +1,5 @@
 //! Shared test helpers: seeded random tensors and gradient checks.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use posthuman_gpt2::candle_core::{DType, Device, Result, Tensor, Var};
 use posthuman_gpt2::{Config, SeededRng};

@@ -1,0 +1,200 @@
+//! Throughput benchmark of the GPT-2 core: training (forward + backward + clip + AdamW),
+//! no-grad evaluation, KV-cache generation, a measured matmul peak (→ MFU) and peak RSS.
+//!
+//! `gpt2-bench [--threads N] [--steps N] [--json]` (defaults: 2 threads, the config:
+//! n_layer 4, n_embd 256, n_head 4, context 256, vocab 8000, batch 8). The PyTorch side-by-side
+//! run lives in the worker's benchmark; the reference column here quotes the figures.
+
+use posthuman_gpt2::candle_core::{DType, Device, Tensor};
+use posthuman_gpt2::candle_nn::VarBuilder;
+use posthuman_gpt2::{
+    AdamW, AdamWConfig, Config, Gpt2, Grads, KvCache, SeededRng, clip_grad_norm, init_weights,
+};
+use std::time::Instant;
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+struct Args {
+    threads: usize,
+    steps: usize,
+    json: bool,
+}
+
+fn args() -> AnyResult<Args> {
+    let mut a = Args { threads: 2, steps: 10, json: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        match k.as_str() {
+            "--threads" => a.threads = it.next().ok_or("--threads needs a value")?.parse()?,
+            "--steps" => a.steps = it.next().ok_or("--steps needs a value")?.parse()?,
+            "--json" => a.json = true,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn tokens(rng: &mut SeededRng, b: usize, t: usize, vocab: usize) -> AnyResult<Tensor> {
+    let v: Vec<u32> = (0..b * t).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+    Ok(Tensor::from_vec(v, (b, t), &Device::Cpu)?)
+}
+
+/// Best GFLOP/s of an (m,k)·(k,n) f32 matmul over a few repetitions.
+fn matmul_peak() -> AnyResult<f64> {
+    let mut rng = SeededRng::new(1);
+    let mut best = 0f64;
+    for &(m, k, n) in &[(2048usize, 256usize, 1024usize), (1024, 1024, 1024), (2048, 256, 8000)] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.next_f32()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.next_f32()).collect();
+        let (a, b) = (
+            Tensor::from_vec(a, (m, k), &Device::Cpu)?,
+            Tensor::from_vec(b, (k, n), &Device::Cpu)?,
+        );
+        for _ in 0..5 {
+            let t = Instant::now();
+            let c = a.matmul(&b)?;
+            let dt = t.elapsed().as_secs_f64();
+            drop(c);
+            best = best.max(2.0 * (m * k * n) as f64 / dt / 1e9);
+        }
+    }
+    Ok(best)
+}
+
+/// Matmul FLOPs of one forward token (linears, full-square attention, tied lm head).
+fn fwd_flops_per_token(cfg: &Config, t: usize) -> f64 {
+    let (c, l) = (cfg.n_embd as f64, cfg.n_layer as f64);
+    let f = cfg.inner_dim() as f64;
+    2.0 * l * (3.0 * c * c + c * c + 2.0 * c * f)
+        + 4.0 * l * t as f64 * c
+        + 2.0 * cfg.vocab_size as f64 * c
+}
+
+fn main() -> AnyResult<()> {
+    let a = args()?;
+    // SAFETY: still single-threaded; rayon and candle read this before starting any pool.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string()) };
+    let cfg = Config::new(8000, 256, 256, 4, 4);
+    let (batch, ctx) = (8usize, 256usize);
+    let peak = matmul_peak()?;
+
+    let vm = init_weights(&cfg, 0)?;
+    let model = Gpt2::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+    let mut opt = AdamW::new(&vm, AdamWConfig::default())?;
+    let mut rng = SeededRng::new(2);
+    let mut train_time = 0f64;
+    let mut phase = [0f64; 3];
+    let mut last_loss = 0f32;
+    for step in 0..a.steps + 2 {
+        let (x, y) = (
+            tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
+            tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
+        );
+        let t0 = Instant::now();
+        let loss = model.loss(&x, &y, None)?;
+        let t1 = Instant::now();
+        let store = loss.backward()?;
+        let t2 = Instant::now();
+        let mut g = Grads::from_store(&opt, &store)?;
+        drop(store);
+        clip_grad_norm(&mut g, 1.0);
+        opt.step(&g, 1e-4)?;
+        let t3 = Instant::now();
+        last_loss = loss.to_scalar::<f32>()?;
+        if step >= 2 {
+            train_time += (t3 - t0).as_secs_f64();
+            phase[0] += (t1 - t0).as_secs_f64();
+            phase[1] += (t2 - t1).as_secs_f64();
+            phase[2] += (t3 - t2).as_secs_f64();
+        }
+    }
+    let train_rss = peak_rss_mib();
+    let train_tps = (a.steps * batch * ctx) as f64 / train_time;
+    let train_gflops = train_tps * 3.0 * fwd_flops_per_token(&cfg, ctx) / 1e9;
+
+    let frozen = posthuman_gpt2::Weights::from_var_map(&cfg, &vm)?.model(&cfg, &Device::Cpu)?;
+    let mut eval_time = 0f64;
+    let eval_iters = a.steps.max(3);
+    for i in 0..eval_iters + 1 {
+        let (x, y) = (
+            tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
+            tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
+        );
+        let t0 = Instant::now();
+        let nll = frozen.token_nll(&x, &y)?;
+        let _ = nll.sum_all()?.to_scalar::<f32>()?;
+        if i > 0 {
+            eval_time += t0.elapsed().as_secs_f64();
+        }
+    }
+    let eval_tps = (eval_iters * batch * ctx) as f64 / eval_time;
+    let eval_gflops = eval_tps * fwd_flops_per_token(&cfg, ctx) / 1e9;
+
+    // Greedy generation, batch 1: 16-token prompt, 128 new tokens.
+    let (prompt_len, new_tokens) = (16usize, 128usize);
+    let prompt = tokens(&mut rng, 1, prompt_len, cfg.vocab_size)?;
+    let t0 = Instant::now();
+    let mut cache = KvCache::new(&cfg, 1);
+    let mut logits = frozen.forward(&prompt, Some(&mut cache))?;
+    for _ in 0..new_tokens {
+        let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.flatten_all()?;
+        let next = last.argmax(0)?.to_scalar::<u32>()?;
+        logits = frozen.forward(&Tensor::new(&[[next]], &Device::Cpu)?, Some(&mut cache))?;
+    }
+    let gen_tps = new_tokens as f64 / t0.elapsed().as_secs_f64();
+    let rss = peak_rss_mib();
+
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "threads": a.threads, "train_tok_s": train_tps, "eval_tok_s": eval_tps, "gen_tok_s": gen_tps,
+                "matmul_peak_gflops": peak, "train_gflops": train_gflops, "eval_gflops": eval_gflops,
+                "peak_rss_train_mib": train_rss, "peak_rss_mib": rss, "final_loss": last_loss,
+            })
+        );
+        return Ok(());
+    }
+    let per = |x: f64| 1000.0 * x / a.steps as f64;
+    println!(
+        "posthuman-gpt2 benchmark: {} threads, n_layer 4, n_embd 256, n_head 4, ctx 256, vocab 8000, batch 8",
+        a.threads
+    );
+    println!("matmul peak (gemm, best of 3 shapes): {peak:.1} GFLOP/s");
+    println!(
+        "train step: forward {:.1} ms, backward {:.1} ms, grads+clip+AdamW {:.1} ms",
+        per(phase[0]),
+        per(phase[1]),
+        per(phase[2])
+    );
+    println!(
+        "{:<28}{:>12}{:>12}{:>8}{:>20}{:>8}",
+        "workload", "tok/s", "GFLOP/s", "MFU", "issue's PyTorch", "ratio"
+    );
+    for (name, tps, gf, reference) in [
+        ("train (fwd+bwd+AdamW)", train_tps, train_gflops, 4601.0),
+        ("eval (no-grad NLL)", eval_tps, eval_gflops, 11000.0),
+        ("generate (KV cache, b=1)", gen_tps, f64::NAN, 426.0),
+    ] {
+        println!(
+            "{name:<28}{tps:>12.0}{gf:>12.1}{:>7.0}%{reference:>20.0}{:>7.2}x",
+            100.0 * gf / peak,
+            tps / reference
+        );
+    }
+    println!(
+        "peak RSS: {train_rss:.0} MiB after training, {rss:.0} MiB overall (target ≤ 819 MiB)"
+    );
+    Ok(())
+}

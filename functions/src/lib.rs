@@ -1,4 +1,30 @@
-//! Paid compute-to-data over HTTP: handlers, job queue, catalogue, and the embedded dev server
+//! Posthuman's functions layer: paid compute-to-data over HTTP.
+//!
+//! Where it sits: the storefront and CLI call this API; it checks payments on chain
+//! (`posthuman-chain`), keeps weights and datasets in the private object store
+//! (`posthuman-store`), queues the batch worker (`posthuman-worker`) and, when a job is done,
+//! signs its receipt (`posthuman-receipts`) and publishes derived models with their rewards.
+//!
+//! Modules:
+//! - [`queue`]: the `JobQueue` boundary — local child processes (SQLite state) / AWS Batch.
+//! - [`catalogue`]: the state-store boundary — SQLite / JSON objects in S3 (conditional
+//!   writes) — for models, jobs, the used-order ledger and request nonces.
+//! - [`auth`]: EIP-191 signed requests, nonces, expiry.
+//! - [`deps`]: the [`deps::Deps`] every handler borrows, limits and API configuration.
+//! - [`handlers`]: plain async fns (publish, catalogue, quote, submit, status, result,
+//!   completion).
+//! - [`error`]: [`error::ApiError`], translated once into status + JSON.
+//! - [`api`]: the one axum router (embedded server and `lambda_http`) and its OpenAPI file.
+//! - [`server`]: the embedded default, [`server::serve`] (anvil, local queue, filesystem
+//!   store, SPA files).
+//! - [`aws`]: wiring the same handlers to S3, Batch and a remote chain for Lambda.
+
+pub mod api;
+pub mod auth;
+pub mod aws;
 pub mod catalogue;
+pub mod deps;
 pub mod error;
+pub mod handlers;
 pub mod queue;
+pub mod server;

@@ -34,6 +34,7 @@ fn model(nft: &str, created_at: u64) -> ModelRecord {
         created_at,
         source_job: None,
         receipt_hash: None,
+        n_positions: 64,
     }
 }
 
@@ -44,6 +45,7 @@ fn job(id: &str, model: &str, created_at: u64) -> JobRecord {
         model: model.to_string(),
         consumer: "0x00000000000000000000000000000000000000b0".into(),
         order_tx: format!("0x{:0>64}", id.len()),
+        order_log_index: 0,
         spec: common::infer_spec(id),
         queue_ref: None,
         phase: JobPhase::Submitting,
@@ -51,6 +53,8 @@ fn job(id: &str, model: &str, created_at: u64) -> JobRecord {
         updated_at: created_at,
         completion: Default::default(),
         order_released: false,
+        receipt_hash: None,
+        perplexity: None,
     }
 }
 
@@ -100,9 +104,11 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
         cat.claim_order(&tx.to_uppercase().replace("0X", "0x"), "job-2").await.unwrap(),
         OrderClaim::Taken { job_id: "job-1".into() }
     );
+    assert_eq!(cat.order_holder(tx).await.unwrap().as_deref(), Some("job-1"));
     assert!(!cat.release_order(tx, "job-2").await.unwrap());
     assert!(cat.release_order(tx, "job-1").await.unwrap());
     assert!(!cat.release_order(tx, "job-1").await.unwrap());
+    assert_eq!(cat.order_holder(tx).await.unwrap(), None);
     assert_eq!(cat.claim_order(tx, "job-2").await.unwrap(), OrderClaim::Claimed);
 
     // Concurrent claims on a fresh order: exactly one wins.

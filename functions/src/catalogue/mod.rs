@@ -36,6 +36,8 @@ pub struct ModelRecord {
     /// Receipt hash committed on chain for that job (derived models).
     #[serde(default)]
     pub receipt_hash: Option<Hash32>,
+    /// The model's context length (`n_positions`), for checking job parameters.
+    pub n_positions: u32,
 }
 
 /// Where a job stands, as the API tracks it.
@@ -89,6 +91,9 @@ pub struct JobRecord {
     /// The buyer: signer of the request and consumer of the order (lowercase).
     pub consumer: String,
     pub order_tx: String,
+    /// Index of the order's `OrderStarted` log in its transaction (the ledger key).
+    #[serde(default)]
+    pub order_log_index: u64,
     /// Private: holds object-store prefixes.
     pub spec: JobSpec,
     #[serde(default)]
@@ -101,6 +106,12 @@ pub struct JobRecord {
     /// True once a failed job's order has been released for a retry.
     #[serde(default)]
     pub order_released: bool,
+    /// Hash of the operator-signed receipt, once the job succeeded.
+    #[serde(default)]
+    pub receipt_hash: Option<Hash32>,
+    /// Perplexity measured by a successful evaluate job (shown in the catalogue).
+    #[serde(default)]
+    pub perplexity: Option<f64>,
 }
 
 /// Outcome of claiming an order for a job.
@@ -148,6 +159,8 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
     /// Unbinds an order held by `job_id` (its job failed), so a new job may claim it.
     /// Returns false if the order was not held by that job.
     async fn release_order(&self, order_tx: &str, job_id: &str) -> Result<bool, CatalogueError>;
+    /// The job holding an order, if any.
+    async fn order_holder(&self, order_tx: &str) -> Result<Option<String>, CatalogueError>;
 
     /// Records a request nonce of `signer`; false if it was used before (a replay).
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError>;

@@ -165,6 +165,15 @@ impl Catalogue for ObjectCatalogue {
         }
     }
 
+    async fn order_holder(&self, order_tx: &str) -> Result<Option<String>, CatalogueError> {
+        let key = self.key(&format!("orders/{}", segment(order_tx)?));
+        match self.store.get(&key, 1024).await {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError> {
         let key = self.key(&format!("nonces/{}/{}", segment(signer)?, segment(nonce)?));
         self.store.put_if_absent(&key, Bytes::from_static(b"1")).await.map_err(store_err)

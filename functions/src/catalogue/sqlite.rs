@@ -196,6 +196,16 @@ impl Catalogue for SqliteCatalogue {
         .await
     }
 
+    async fn order_holder(&self, order_tx: &str) -> Result<Option<String>, CatalogueError> {
+        let tx = order_tx.to_ascii_lowercase();
+        self.with(move |c| {
+            c.query_row("SELECT job_id FROM orders WHERE order_tx = ?1", params![tx], |r| r.get(0))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError> {
         let signer = signer.to_ascii_lowercase();
         let nonce = nonce.to_string();

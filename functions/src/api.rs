@@ -1,0 +1,258 @@
+//! The one axum router, used by the embedded server and (through `lambda_http`) by Lambda.
+//!
+//! Extractors here turn HTTP into the handlers' typed inputs (multipart parts with their size
+//! caps, path and query values, signature headers); [`ApiError`] turns failures back into a
+//! status and a JSON body. The route table [`routes`] is the single list the router is built
+//! from, and a test checks that each entry is described in `openapi.json`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use bytes::{Bytes, BytesMut};
+use posthuman_types::JobKind;
+use serde::Deserialize;
+
+use crate::deps::Deps;
+use crate::error::ApiError;
+use crate::handlers::{jobs, models};
+
+/// The OpenAPI description served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+type Shared = Arc<Deps>;
+
+/// Every route: method, path (axum syntax, same as OpenAPI's), handler.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
+    vec![
+        (Method::GET, "/api/health", get(health)),
+        (Method::GET, "/api/openapi.json", get(openapi)),
+        (Method::GET, "/api/models", get(list_models)),
+        (Method::POST, "/api/models", post(publish_model)),
+        (Method::GET, "/api/models/{nft}", get(get_model)),
+        (Method::GET, "/api/models/{nft}/quote", get(quote)),
+        (Method::POST, "/api/jobs", post(submit_job)),
+        (Method::GET, "/api/jobs/{job_id}", get(job_status)),
+        (Method::GET, "/api/jobs/{job_id}/result", get(job_result)),
+    ]
+}
+
+/// The API router. With `static_dir`, paths outside the API serve the SPA's files (and its
+/// `index.html` for client-side routes); without, they answer a JSON 404.
+pub fn router(deps: Shared, static_dir: Option<&std::path::Path>) -> Router {
+    let limit = deps.cfg.limits.max_body_bytes();
+    let mut r: Router<Shared> = Router::new();
+    for (_, path, mr) in routes() {
+        r = r.route(path, mr);
+    }
+    let r = match static_dir {
+        Some(dir) => {
+            let spa = tower_http::services::ServeDir::new(dir)
+                .fallback(tower_http::services::ServeFile::new(dir.join("index.html")));
+            r.route("/api/{*rest}", axum::routing::any(no_route)).fallback_service(spa)
+        }
+        None => r.fallback(no_route),
+    };
+    r.layer(DefaultBodyLimit::max(limit)).with_state(deps)
+}
+
+async fn no_route() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(crate::error::ErrorBody {
+            error: "no_route".into(),
+            message: "no such API route".into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Reads multipart parts named in `caps`, each bounded while streaming; any other part, a
+/// repeated part or a part over its cap is a 4xx before anything is stored.
+async fn read_parts(
+    mut mp: Multipart,
+    caps: &[(&str, u64)],
+) -> Result<HashMap<String, Bytes>, ApiError> {
+    let mut out = HashMap::new();
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_err(e)),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let Some(&(_, cap)) = caps.iter().find(|(n, _)| *n == name) else {
+            return Err(ApiError::bad(format!(
+                "unexpected part {:?}",
+                name.chars().take(32).collect::<String>()
+            )));
+        };
+        if out.contains_key(&name) {
+            return Err(ApiError::bad(format!("part {name:?} appears twice")));
+        }
+        let mut buf = BytesMut::new();
+        let mut field = field;
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (buf.len() + chunk.len()) as u64 > cap {
+                        return Err(ApiError::TooLarge {
+                            what: format!("part {name:?}"),
+                            limit: cap,
+                        });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(multipart_err(e)),
+            }
+        }
+        out.insert(name, buf.freeze());
+    }
+    Ok(out)
+}
+
+fn multipart_err(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge { what: "request body".into(), limit: 0 }
+    } else {
+        ApiError::bad(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+fn take(parts: &mut HashMap<String, Bytes>, name: &str) -> Result<Bytes, ApiError> {
+    parts.remove(name).ok_or_else(|| ApiError::bad(format!("missing part {name:?}")))
+}
+
+fn text(b: Bytes, name: &str) -> Result<String, ApiError> {
+    String::from_utf8(b.to_vec()).map_err(|_| ApiError::bad(format!("part {name:?} is not UTF-8")))
+}
+
+fn multipart(
+    r: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Multipart, ApiError> {
+    r.map_err(|e| ApiError::bad(format!("expected multipart/form-data: {}", e.body_text())))
+}
+
+async fn publish_model(
+    State(d): State<Shared>,
+    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<(StatusCode, Json<crate::handlers::views::ModelView>), ApiError> {
+    let l = &d.cfg.limits;
+    let caps = [
+        ("request", l.max_request_bytes),
+        ("signature", 256),
+        ("config", l.max_config_bytes),
+        ("weights", l.max_weights_bytes),
+        ("tokenizer", l.max_tokenizer_bytes),
+    ];
+    let mut p = read_parts(multipart(mp)?, &caps).await?;
+    let up = models::PublishUpload {
+        request: take(&mut p, "request")?,
+        signature: text(take(&mut p, "signature")?, "signature")?,
+        config: take(&mut p, "config")?,
+        weights: take(&mut p, "weights")?,
+        tokenizer: take(&mut p, "tokenizer")?,
+    };
+    Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
+}
+
+async fn list_models(
+    State(d): State<Shared>,
+) -> Result<Json<Vec<crate::handlers::views::ModelView>>, ApiError> {
+    Ok(Json(models::list_models(&d).await?))
+}
+
+async fn get_model(
+    State(d): State<Shared>,
+    Path(nft): Path<String>,
+) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+    Ok(Json(models::get_model(&d, &nft).await?))
+}
+
+#[derive(Deserialize)]
+struct QuoteQuery {
+    kind: Option<String>,
+}
+
+fn parse_kind(s: Option<&str>) -> Result<JobKind, ApiError> {
+    match s.unwrap_or("train") {
+        "train" => Ok(JobKind::Train),
+        "infer" => Ok(JobKind::Infer),
+        "evaluate" => Ok(JobKind::Evaluate),
+        _ => Err(ApiError::Invalid {
+            field: "kind".into(),
+            reason: "train, infer or evaluate".into(),
+        }),
+    }
+}
+
+async fn quote(
+    State(d): State<Shared>,
+    Path(nft): Path<String>,
+    q: Result<Query<QuoteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<models::Quote>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let kind = parse_kind(q.kind.as_deref())?;
+    Ok(Json(models::quote(&d, &nft, kind).await?))
+}
+
+async fn submit_job(
+    State(d): State<Shared>,
+    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<(StatusCode, Json<crate::handlers::views::SubmittedView>), ApiError> {
+    let l = &d.cfg.limits;
+    let caps =
+        [("request", l.max_request_bytes), ("signature", 256), ("dataset", l.max_dataset_bytes)];
+    let mut p = read_parts(multipart(mp)?, &caps).await?;
+    let up = jobs::JobUpload {
+        request: take(&mut p, "request")?,
+        signature: text(take(&mut p, "signature")?, "signature")?,
+        dataset: p.remove("dataset"),
+    };
+    Ok((StatusCode::ACCEPTED, Json(jobs::submit_job(&d, up).await?)))
+}
+
+async fn job_status(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::handlers::views::JobView>, ApiError> {
+    Ok(Json(jobs::job_status(&d, &id).await?))
+}
+
+/// Header carrying the buyer's signature over `auth::read_message`.
+pub const SIGNATURE_HEADER: &str = "x-posthuman-signature";
+/// Header carrying the expiry that message names.
+pub const EXPIRES_HEADER: &str = "x-posthuman-expires";
+
+async fn job_result(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<jobs::JobResult>, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Unauthorized(format!("missing header {name}")))
+    };
+    let sig = header(SIGNATURE_HEADER)?;
+    let expires: u64 = header(EXPIRES_HEADER)?
+        .parse()
+        .map_err(|_| ApiError::Unauthorized(format!("{EXPIRES_HEADER} must be unix seconds")))?;
+    Ok(Json(jobs::job_result(&d, &id, &sig, expires).await?))
+}

@@ -1,0 +1,76 @@
+//! Wiring the same handlers to AWS for the Lambda binaries: S3 for objects and the
+//! catalogue (conditional writes), AWS Batch for jobs, a chain RPC endpoint, the operator key
+//! from the environment (injected from Secrets Manager / SSM by the function's config).
+
+use std::sync::Arc;
+
+use alloy::signers::local::PrivateKeySigner;
+use posthuman_chain::{AddressBook, Chain};
+use posthuman_store::{ObjectStore, S3Config, S3Store};
+
+use crate::catalogue::ObjectCatalogue;
+use crate::deps::{ApiConfig, Deps};
+use crate::queue::{BatchQueue, BatchQueueConfig};
+
+/// The typed configuration of a Lambda, parsed once in `main`.
+#[derive(Clone, Debug)]
+pub struct AwsConfig {
+    pub s3: S3Config,
+    pub batch: BatchQueueConfig,
+    pub rpc_url: String,
+    /// The deployment's address book (JSON).
+    pub address_book_json: String,
+    /// The operator key (hex).
+    pub operator_key: String,
+    pub api: ApiConfig,
+}
+
+impl AwsConfig {
+    /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
+    /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, ADDRESS_BOOK, OPERATOR_KEY, AWS_REGION.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+        let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let region = opt("AWS_REGION").unwrap_or_else(|| "us-east-1".into());
+        Ok(AwsConfig {
+            s3: S3Config {
+                bucket: var("POSTHUMAN_BUCKET")?,
+                endpoint_url: opt("POSTHUMAN_S3_ENDPOINT"),
+                region: region.clone(),
+                force_path_style: opt("POSTHUMAN_S3_ENDPOINT").is_some(),
+            },
+            batch: BatchQueueConfig {
+                job_queue: var("POSTHUMAN_BATCH_QUEUE")?,
+                job_definition: var("POSTHUMAN_BATCH_JOB_DEFINITION")?,
+                region,
+                endpoint_url: opt("POSTHUMAN_BATCH_ENDPOINT"),
+            },
+            rpc_url: var("POSTHUMAN_RPC_URL")?,
+            address_book_json: var("POSTHUMAN_ADDRESS_BOOK")?,
+            operator_key: var("POSTHUMAN_OPERATOR_KEY")?,
+            api: ApiConfig::default(),
+        })
+    }
+}
+
+/// Builds the handlers' dependencies over AWS services.
+pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(S3Store::new(cfg.s3).await.map_err(|e| e.to_string())?);
+    let book: AddressBook =
+        serde_json::from_str(&cfg.address_book_json).map_err(|e| format!("address book: {e}"))?;
+    let operator: PrivateKeySigner = cfg
+        .operator_key
+        .trim()
+        .parse()
+        .map_err(|_| "operator key: not a private key".to_string())?;
+    let chain = Chain::connect(&cfg.rpc_url, operator.clone(), book).map_err(|e| e.to_string())?;
+    Ok(Arc::new(Deps {
+        catalogue: Arc::new(ObjectCatalogue::new(store.clone(), "state")),
+        store,
+        queue: Arc::new(BatchQueue::new(cfg.batch).await),
+        chain: Arc::new(chain),
+        operator,
+        cfg: cfg.api,
+    }))
+}

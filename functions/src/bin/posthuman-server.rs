@@ -1,0 +1,58 @@
+//! `posthuman-server`: the whole product on one machine (see `posthuman_functions::server`).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use posthuman_functions::server::{ServerConfig, serve};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "posthuman-server",
+    version,
+    about = "Posthuman embedded server: API, local queue, anvil, store"
+)]
+struct Args {
+    /// Data directory (chain state, keys, store, catalogue, queue).
+    #[arg(long, env = "POSTHUMAN_DATA_DIR", default_value = ".posthuman")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "POSTHUMAN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The batch worker binary.
+    #[arg(long, env = "POSTHUMAN_WORKER", default_value = "posthuman-worker")]
+    worker: PathBuf,
+    /// The anvil binary (default: the npm-installed one, or $POSTHUMAN_ANVIL).
+    #[arg(long)]
+    anvil: Option<PathBuf>,
+    /// Jobs running at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// The built SPA directory, served at / when present.
+    #[arg(long, env = "POSTHUMAN_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
+    /// The operator key file (created 0600 if absent; default <data-dir>/operator.key).
+    #[arg(long, env = "POSTHUMAN_OPERATOR_KEY_FILE")]
+    operator_key_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let a = Args::parse();
+    let mut cfg = ServerConfig::new(a.data_dir, a.worker);
+    if let Some(p) = a.anvil {
+        cfg.anvil.binary = p;
+    }
+    cfg.concurrency = a.concurrency;
+    cfg.static_dir = a.static_dir;
+    cfg.operator_key_file = a.operator_key_file;
+    let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+    println!("posthuman-server listening on http://{}", listener.local_addr()?);
+    serve(cfg, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! What every handler borrows: the backends behind their traits, the chain client, the
+//! operator's signer and the typed API configuration.
+
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
+use posthuman_chain::Chain;
+use posthuman_store::ObjectStore;
+use posthuman_types::JobKind;
+
+use crate::catalogue::Catalogue;
+use crate::queue::JobQueue;
+
+/// Size caps, each enforced while reading (nothing over a cap is buffered).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `model.safetensors` on publish.
+    pub max_weights_bytes: u64,
+    /// `config.json` on publish.
+    pub max_config_bytes: u64,
+    /// `tokenizer.json` on publish.
+    pub max_tokenizer_bytes: u64,
+    /// A buyer's dataset on submit.
+    pub max_dataset_bytes: u64,
+    /// The signed JSON part of a request (prompts included).
+    pub max_request_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_weights_bytes: 1 << 30,
+            max_config_bytes: 64 << 10,
+            max_tokenizer_bytes: 32 << 20,
+            max_dataset_bytes: 64 << 20,
+            max_request_bytes: 2 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The whole-body cap the router enforces (every part at its cap, plus framing).
+    pub fn max_body_bytes(&self) -> usize {
+        let sum = self.max_weights_bytes
+            + self.max_config_bytes
+            + self.max_tokenizer_bytes
+            + self.max_dataset_bytes
+            + self.max_request_bytes;
+        usize::try_from(sum + (64 << 10)).unwrap_or(usize::MAX)
+    }
+}
+
+/// API behaviour that is configuration, not code.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub limits: Limits,
+    /// How long a quoted provider fee stays valid.
+    pub fee_validity_secs: u64,
+    /// Addresses allowed to publish root models (publication spends operator gas and puts
+    /// weights in the operator's custody). Empty: only the operator.
+    pub publishers: Vec<Address>,
+    /// The worker build named in receipts.
+    pub worker_version: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            limits: Limits::default(),
+            fee_validity_secs: 600,
+            publishers: vec![],
+            worker_version: format!("posthuman-worker {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// The dependencies of every handler.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    pub store: Arc<dyn ObjectStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub catalogue: Arc<dyn Catalogue>,
+    pub chain: Arc<Chain>,
+    /// The operator key: signs provider fees (through `chain`) and receipts.
+    pub operator: PrivateKeySigner,
+    pub cfg: ApiConfig,
+}
+
+/// The Ocean service index that pays for each job kind (a datatoken order names one).
+pub fn service_index(kind: JobKind) -> u64 {
+    match kind {
+        JobKind::Train => 0,
+        JobKind::Infer => 1,
+        JobKind::Evaluate => 2,
+    }
+}
+
+/// Object-store layout (private unless under a job's `public/`).
+pub mod keys {
+    /// A model's files: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub fn model_prefix(weights_hash_hex: &str) -> String {
+        format!("models/{}", weights_hash_hex.trim_start_matches("0x"))
+    }
+    pub fn job_prefix(job_id: &str) -> String {
+        format!("jobs/{job_id}")
+    }
+    pub fn dataset(job_id: &str) -> String {
+        format!("jobs/{job_id}/dataset.txt")
+    }
+    pub fn private(job_id: &str) -> String {
+        format!("jobs/{job_id}/private")
+    }
+    pub fn public(job_id: &str) -> String {
+        format!("jobs/{job_id}/public")
+    }
+    /// The allowlist of public outputs the API will serve from a job's public prefix.
+    pub const PUBLIC_OUTPUTS: [&str; 6] = [
+        "progress.json",
+        "metrics.json",
+        "completions.json",
+        "report.json",
+        "error.json",
+        "receipt.json",
+    ];
+}

@@ -1,0 +1,282 @@
+//! Job completion: the local queue's callback and the Batch state-change Lambda both call
+//! [`on_job_done`].
+//!
+//! Delivery is at least once, so every step is idempotent and resumable, keyed by the job id:
+//! 1. the operator-signed receipt is created once (`put_if_absent` of `receipt.json`) and
+//!    read back, so a retry signs nothing new and commits the same hash;
+//! 2. train jobs then follow the lineage contract's own per-job state machine, which makes
+//!    each transaction happen once: `commitTraining` (commit-before-reveal: receipt hash and
+//!    output weights hash go on chain before the model exists), `createChild` (the derived
+//!    model's NFT + datatoken), `recordDerivation` (lineage, rewards minted);
+//! 3. the catalogue entry of the derived model and the job record are upserts.
+//!
+//! A crash between any two steps resumes at the first step not yet done on the next
+//! delivery. A failed job is marked failed with the worker's reason and its order is
+//! released: the buyer may submit a new signed request naming the same order (the API's
+//! retry policy; no refund transaction is needed because no datatoken was consumed twice).
+
+use alloy::primitives::{Address, B256};
+use bytes::Bytes;
+use posthuman_chain::lineage::JobState as ChainJobState;
+use posthuman_receipts::{Receipt, ReceiptDomain, Signed};
+use posthuman_types::{EvalReport, Hash32, JobKind, JobParams, ModelCard, TrainMetrics};
+
+use super::chain_err;
+use super::models::lower;
+use crate::catalogue::{ChildAsset, JobPhase, JobRecord, ModelRecord, now_secs};
+use crate::deps::Deps;
+use crate::error::ApiError;
+use crate::queue::{JobDone, QueueState};
+
+/// Handles one completion (idempotent). Errors mean "deliver again later".
+pub async fn on_job_done(deps: &Deps, done: &JobDone) -> Result<(), ApiError> {
+    let Some(mut job) = deps.catalogue.get_job(&done.job_id).await? else {
+        tracing::warn!(job_id = %done.job_id, "completion for an unknown job; ignored");
+        return Ok(());
+    };
+    if job.completion.done || job.order_released {
+        return Ok(());
+    }
+    match &done.state {
+        QueueState::Failed { reason, exit_code } => fail(deps, &mut job, reason, *exit_code).await,
+        QueueState::Succeeded => succeed(deps, &mut job).await,
+        other => Err(ApiError::Internal(format!("completion with a non-terminal state {other:?}"))),
+    }
+}
+
+async fn read_public(deps: &Deps, job: &JobRecord, name: &str) -> Result<Option<Bytes>, ApiError> {
+    match deps.store.get(&format!("{}/{name}", job.spec.public_prefix), 16 << 20).await {
+        Ok(b) => Ok(Some(b)),
+        Err(posthuman_store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn fail(
+    deps: &Deps,
+    job: &mut JobRecord,
+    queue_reason: &str,
+    exit_code: Option<i32>,
+) -> Result<(), ApiError> {
+    // The worker's own sanitized sentence beats the queue's generic one.
+    let reason = match read_public(deps, job, "error.json").await? {
+        Some(b) => serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| queue_reason.to_string()),
+        None => queue_reason.to_string(),
+    };
+    let released = deps.catalogue.release_order(&order_key_of(job)?, &job.job_id).await?;
+    job.phase = JobPhase::Failed { reason, exit_code };
+    job.order_released = true;
+    job.updated_at = now_secs();
+    deps.catalogue.put_job(job).await?;
+    tracing::info!(job_id = %job.job_id, released, "job failed; order released for a retry");
+    Ok(())
+}
+
+/// The order-ledger key the order check claimed (tx hash and its OrderStarted log index).
+fn order_key_of(job: &JobRecord) -> Result<String, ApiError> {
+    Ok(format!("{}-{}", job.order_tx, job.order_log_index))
+}
+
+async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
+    let model = deps.catalogue.get_model(&job.model).await?.ok_or_else(|| {
+        ApiError::Internal(format!("job {} names unknown model {}", job.job_id, job.model))
+    })?;
+    let output_name = match job.kind {
+        JobKind::Train => "metrics.json",
+        JobKind::Infer => "completions.json",
+        JobKind::Evaluate => "report.json",
+    };
+    let output = read_public(deps, job, output_name).await?.ok_or_else(|| {
+        ApiError::Internal(format!("job {} succeeded without {output_name}", job.job_id))
+    })?;
+    let signed = receipt_once(deps, job, &model, &output).await?;
+    let domain = receipt_domain(deps);
+    let receipt_hash = signed.body.receipt_hash(&domain);
+    job.receipt_hash = Some(receipt_hash);
+    if job.kind == JobKind::Evaluate {
+        job.perplexity = serde_json::from_slice::<EvalReport>(&output).ok().map(|r| r.perplexity);
+    }
+    if job.kind == JobKind::Train {
+        derive_model(deps, job, &model, &signed.body, receipt_hash).await?;
+    }
+    job.phase = JobPhase::Succeeded;
+    job.completion.done = true;
+    job.updated_at = now_secs();
+    deps.catalogue.put_job(job).await?;
+    Ok(())
+}
+
+fn receipt_domain(deps: &Deps) -> ReceiptDomain {
+    let book = deps.chain.book();
+    ReceiptDomain::new(book.chain_id, book.lineage)
+}
+
+/// Builds, signs and stores the job's receipt exactly once; returns the stored one.
+async fn receipt_once(
+    deps: &Deps,
+    job: &JobRecord,
+    model: &ModelRecord,
+    output: &Bytes,
+) -> Result<Signed<Receipt>, ApiError> {
+    let key = format!("{}/receipt.json", job.spec.public_prefix);
+    if deps.store.head(&key).await?.is_none() {
+        let receipt = build_receipt(deps, job, model, output)?;
+        let signed = posthuman_receipts::sign(receipt, &deps.operator, &receipt_domain(deps))
+            .map_err(|e| ApiError::Internal(format!("receipt: {e}")))?;
+        let body = serde_json::to_vec_pretty(&signed).map_err(ApiError::internal)?;
+        deps.store.put_if_absent(&key, Bytes::from(body)).await?;
+    }
+    let stored = deps.store.get(&key, 1 << 20).await?;
+    serde_json::from_slice(&stored).map_err(|e| ApiError::Internal(format!("stored receipt: {e}")))
+}
+
+fn parse_addr(s: &str) -> Result<Address, ApiError> {
+    s.parse().map_err(|_| ApiError::Internal(format!("bad stored address {s}")))
+}
+
+fn build_receipt(
+    deps: &Deps,
+    job: &JobRecord,
+    model: &ModelRecord,
+    output: &Bytes,
+) -> Result<Receipt, ApiError> {
+    let params = posthuman_receipts::receipt_params(&job.spec.params);
+    let (input_data_hash, seed, checkpoint_root, checkpoint_interval, output_weights_hash) =
+        match &job.spec.params {
+            JobParams::Train(t) => {
+                let m: TrainMetrics = serde_json::from_slice(output)
+                    .map_err(|e| ApiError::Internal(format!("metrics.json: {e}")))?;
+                if m.input_weights_hash != model.card.weights_hash {
+                    return Err(ApiError::Internal(format!(
+                        "job {} trained from weights {} but the model commits to {}",
+                        job.job_id, m.input_weights_hash, model.card.weights_hash
+                    )));
+                }
+                (
+                    m.dataset_hash,
+                    t.seed,
+                    m.checkpoint_root,
+                    m.checkpoint_every,
+                    m.output_weights_hash,
+                )
+            }
+            JobParams::Evaluate(_) => {
+                let r: EvalReport = serde_json::from_slice(output)
+                    .map_err(|e| ApiError::Internal(format!("report.json: {e}")))?;
+                (r.dataset_hash, 0, Hash32::ZERO, 0, Hash32::ZERO)
+            }
+            JobParams::Infer(i) => (
+                posthuman_receipts::prompts_hash(&i.prompts),
+                i.sampling.seed,
+                Hash32::ZERO,
+                0,
+                Hash32::ZERO,
+            ),
+        };
+    let order_tx: B256 =
+        job.order_tx.parse().map_err(|_| ApiError::Internal("bad stored order tx".into()))?;
+    Ok(Receipt {
+        job_id: job.job_id.clone(),
+        kind: job.kind,
+        model: parse_addr(&model.card.nft)?,
+        datatoken: parse_addr(&model.card.datatoken)?,
+        order_tx: Hash32(order_tx.0),
+        consumer: parse_addr(&job.consumer)?,
+        input_weights_hash: model.card.weights_hash,
+        input_data_hash,
+        worker_version: deps.cfg.worker_version.clone(),
+        params_hash: posthuman_receipts::json_hash(&params),
+        params,
+        seed,
+        checkpoint_root,
+        checkpoint_interval,
+        output_weights_hash,
+        output_hash: posthuman_receipts::bytes_hash(output),
+        started_at: job.created_at,
+        ended_at: now_secs().max(job.created_at),
+    })
+}
+
+/// Commit, create the child, record the derivation: each at most once, resuming from the
+/// lineage contract's state for this job.
+async fn derive_model(
+    deps: &Deps,
+    job: &mut JobRecord,
+    parent: &ModelRecord,
+    receipt: &Receipt,
+    receipt_hash: Hash32,
+) -> Result<(), ApiError> {
+    let chain = &deps.chain;
+    let jid = posthuman_receipts::job_id_hash(&job.job_id);
+    let parent_nft = parse_addr(&parent.card.nft)?;
+    let trainer = parse_addr(&job.consumer)?;
+    let mut state = chain.commitment(jid).await.map_err(chain_err)?.state;
+    if state == ChainJobState::Unknown {
+        let r = chain
+            .commit_training(jid, parent_nft, trainer, receipt.output_weights_hash, receipt_hash)
+            .await
+            .map_err(chain_err)?;
+        job.completion.commit_tx = Some(format!("{:#x}", r.transaction_hash));
+        deps.catalogue.put_job(job).await?;
+        state = ChainJobState::Committed;
+    }
+    if state == ChainJobState::Committed {
+        let short = &job.job_id[job.job_id.len().saturating_sub(6)..];
+        let name = format!("{} ft {}", truncate(&parent.card.name, 40), job.job_id);
+        let symbol = format!("{}{}", truncate(&parent.card.symbol, 8), short.to_uppercase());
+        chain.create_child(jid, &name, &symbol, "").await.map_err(chain_err)?;
+    }
+    let commitment = chain.commitment(jid).await.map_err(chain_err)?;
+    let child_nft = commitment
+        .child_nft
+        .ok_or_else(|| ApiError::Internal(format!("job {} has no child on chain", job.job_id)))?;
+    let entry = chain.model(child_nft).await.map_err(chain_err)?.ok_or_else(|| {
+        ApiError::Internal(format!("child {child_nft} unknown to the lineage contract"))
+    })?;
+    job.completion.child = Some(ChildAsset {
+        nft: lower(child_nft),
+        datatoken: lower(entry.datatoken),
+        exchange_id: None,
+    });
+    deps.catalogue.put_job(job).await?;
+    if commitment.state == ChainJobState::ChildCreated {
+        let d =
+            chain.record_derivation(jid, child_nft, entry.datatoken).await.map_err(chain_err)?;
+        job.completion.derivation_tx = Some(format!("{:#x}", d.tx_hash));
+    }
+    let child = ModelRecord {
+        card: ModelCard {
+            nft: lower(child_nft),
+            datatoken: lower(entry.datatoken),
+            name: format!("{} ft {}", truncate(&parent.card.name, 40), job.job_id),
+            symbol: parent.card.symbol.clone(),
+            description: format!(
+                "{} fine-tuned by {} (job {})",
+                parent.card.name, job.consumer, job.job_id
+            ),
+            owner: job.consumer.clone(),
+            weights_hash: receipt.output_weights_hash,
+            parent: Some(parent.card.nft.clone()),
+            trainer: Some(job.consumer.clone()),
+            architecture: parent.card.architecture.clone(),
+            parameters: parent.card.parameters,
+            exchange_id: None,
+            price: None,
+            reward_scheme: parent.card.reward_scheme.clone(),
+        },
+        storage_prefix: job.spec.private_prefix.clone(),
+        created_at: job.created_at.max(parent.created_at + 1),
+        source_job: Some(job.job_id.clone()),
+        receipt_hash: Some(receipt_hash),
+        n_positions: parent.n_positions,
+    };
+    deps.catalogue.put_model(&child).await?;
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

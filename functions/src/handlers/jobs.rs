@@ -1,0 +1,297 @@
+//! Submit a paid job, follow it, read its public results.
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, keccak256};
+use bytes::Bytes;
+use posthuman_chain::{
+    ChainError, Claim, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
+};
+use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, JobSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::chain_err;
+use super::models::{find_model, lower};
+use super::views::{JobView, SubmittedView};
+use crate::auth;
+use crate::catalogue::{Catalogue, JobPhase, JobRecord, OrderClaim, now_secs};
+use crate::deps::{Deps, keys, service_index};
+use crate::error::ApiError;
+use crate::queue::{QueueState, spec_key};
+
+/// The signed JSON part of a job request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// The model's NFT.
+    pub model: String,
+    /// The `startOrder` transaction that pays for this job.
+    pub order_tx: String,
+    /// The buyer: must sign this request and be the order's consumer.
+    pub consumer: String,
+    /// Kind-tagged parameters (`{"kind":"train", …}`).
+    pub params: JobParams,
+    /// SHA-256 of the dataset part (train and evaluate): binds the upload to the signature.
+    #[serde(default)]
+    pub dataset_sha256: Option<Hash32>,
+    pub nonce: String,
+    pub expires_at: u64,
+}
+
+/// A submit upload: the signed request and the dataset, if any.
+#[derive(Clone, Debug)]
+pub struct JobUpload {
+    pub request: Bytes,
+    pub signature: String,
+    pub dataset: Option<Bytes>,
+}
+
+/// The order ledger the chain crate's check claims orders in: our catalogue.
+pub struct CatalogueOrders(pub Arc<dyn Catalogue>);
+
+fn order_key(o: &OrderId) -> String {
+    format!("{:#x}-{}", o.tx_hash, o.log_index)
+}
+
+fn spent_err(e: crate::catalogue::CatalogueError) -> ChainError {
+    ChainError::SpentStore(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl SpentOrders for CatalogueOrders {
+    async fn claim(&self, order: &OrderId, job_id: &str) -> Result<Claim, ChainError> {
+        match self.0.claim_order(&order_key(order), job_id).await.map_err(spent_err)? {
+            OrderClaim::Claimed => Ok(Claim::Claimed),
+            OrderClaim::Taken { job_id } => Ok(Claim::HeldBy(job_id)),
+        }
+    }
+    async fn release(&self, order: &OrderId, job_id: &str) -> Result<bool, ChainError> {
+        self.0.release_order(&order_key(order), job_id).await.map_err(spent_err)
+    }
+    async fn holder(&self, order: &OrderId) -> Result<Option<String>, ChainError> {
+        self.0.order_holder(&order_key(order)).await.map_err(spent_err)
+    }
+}
+
+/// The job id: derived from the signer and its (single-use) nonce, so it is unguessable
+/// to others and stable for one request.
+fn job_id_for(signer: &Address, nonce: &str) -> String {
+    let h = keccak256([signer.as_slice(), nonce.as_bytes()].concat());
+    format!("j-{}", &hex::encode(h)[..24])
+}
+
+fn payment_error(r: &Rejection) -> ApiError {
+    match r {
+        Rejection::AlreadyUsed { .. } => ApiError::Conflict(format!("payment: {r}")),
+        _ => ApiError::PaymentInvalid { reason: r.to_string() },
+    }
+}
+
+/// `POST /jobs`: checks signature, nonce, model, parameters and dataset, then the order on
+/// chain (which claims it for this job exactly once), stores the dataset and spec, queues.
+/// Every rejection happens before anything is queued; an order is claimed only once all
+/// request checks passed.
+pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, ApiError> {
+    let signer = auth::recover_signer(&up.request, &up.signature)?;
+    let req: JobRequest =
+        serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    let consumer = auth::parse_address("consumer", &req.consumer)?;
+    auth::require_signer(&consumer, &signer)?;
+    let now = now_secs();
+    auth::check_expiry(req.expires_at, now)?;
+    auth::check_nonce(&req.nonce)?;
+    let model = find_model(deps, &req.model).await?;
+    let kind = req.params.kind();
+    let job_id = job_id_for(&signer, &req.nonce);
+    let spec = JobSpec {
+        job_id: job_id.clone(),
+        model_prefix: model.storage_prefix.clone(),
+        dataset_key: match kind {
+            JobKind::Train | JobKind::Evaluate => Some(keys::dataset(&job_id)),
+            JobKind::Infer => None,
+        },
+        private_prefix: keys::private(&job_id),
+        public_prefix: keys::public(&job_id),
+        params: req.params.clone(),
+    };
+    spec.validate()?;
+    spec.validate_against_context(model.n_positions)?;
+    let dataset = match (kind, up.dataset) {
+        (JobKind::Infer, None) => None,
+        (JobKind::Infer, Some(_)) => return Err(ApiError::bad("infer jobs take no dataset")),
+        (_, None) => return Err(ApiError::bad(format!("a {kind} job needs a dataset part"))),
+        (_, Some(d)) => {
+            if d.is_empty() {
+                return Err(ApiError::Invalid { field: "dataset".into(), reason: "empty".into() });
+            }
+            if std::str::from_utf8(&d).is_err() {
+                return Err(ApiError::Invalid {
+                    field: "dataset".into(),
+                    reason: "not UTF-8 text".into(),
+                });
+            }
+            let sha: [u8; 32] = Sha256::digest(&d).into();
+            if req.dataset_sha256 != Some(Hash32(sha)) {
+                return Err(ApiError::Invalid {
+                    field: "dataset_sha256".into(),
+                    reason: "does not match the uploaded dataset".into(),
+                });
+            }
+            Some(d)
+        }
+    };
+    if !deps.catalogue.use_nonce(&lower(signer), &req.nonce).await? {
+        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
+    }
+    let datatoken = auth::parse_address("model.datatoken", &model.card.datatoken)?;
+    let query = OrderQuery {
+        tx_hash: req.order_tx.clone(),
+        datatoken,
+        service_index: service_index(kind),
+        consumer,
+        now,
+        job_id: job_id.clone(),
+    };
+    let spent = CatalogueOrders(deps.catalogue.clone());
+    let order = match deps.chain.verify_order(&query, &spent).await.map_err(chain_err)? {
+        OrderVerdict::Accepted(o) => o,
+        OrderVerdict::Rejected(r) => return Err(payment_error(&r)),
+    };
+
+    // Paid. From here a failure releases the order so the buyer can retry with it.
+    let record = JobRecord {
+        job_id: job_id.clone(),
+        kind,
+        model: model.card.nft.clone(),
+        consumer: lower(consumer),
+        order_tx: format!("{:#x}", order.id.tx_hash),
+        order_log_index: order.id.log_index,
+        spec: spec.clone(),
+        queue_ref: None,
+        phase: JobPhase::Submitting,
+        created_at: now,
+        updated_at: now,
+        completion: Default::default(),
+        order_released: false,
+        receipt_hash: None,
+        perplexity: None,
+    };
+    let queued = enqueue(deps, record, dataset, &spec).await;
+    if let Err(e) = &queued {
+        tracing::error!(%job_id, error = %e, "paid job could not be queued; releasing its order");
+        let _ = spent.release(&order.id, &job_id).await;
+    }
+    queued?;
+    Ok(SubmittedView { status_url: format!("/jobs/{job_id}"), job_id })
+}
+
+async fn enqueue(
+    deps: &Deps,
+    mut record: JobRecord,
+    dataset: Option<Bytes>,
+    spec: &JobSpec,
+) -> Result<(), ApiError> {
+    deps.catalogue.put_job(&record).await?;
+    if let (Some(d), Some(key)) = (dataset, &spec.dataset_key) {
+        deps.store.put(key, d).await?;
+    }
+    let spec_json = serde_json::to_vec(spec).map_err(ApiError::internal)?;
+    deps.store.put(&spec_key(&spec.job_id), Bytes::from(spec_json)).await?;
+    let queue_ref = deps.queue.submit(spec).await?;
+    record.queue_ref = Some(queue_ref);
+    record.phase = JobPhase::Queued;
+    record.updated_at = now_secs();
+    deps.catalogue.put_job(&record).await?;
+    Ok(())
+}
+
+async fn find_job(deps: &Deps, job_id: &str) -> Result<JobRecord, ApiError> {
+    if posthuman_types::job::validate_id("job_id", job_id).is_err() {
+        return Err(ApiError::not_found("job"));
+    }
+    deps.catalogue
+        .get_job(job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id}")))
+}
+
+/// A public output of a job, if the worker wrote it.
+async fn public_output(deps: &Deps, j: &JobRecord, name: &str) -> Result<Option<Bytes>, ApiError> {
+    debug_assert!(keys::PUBLIC_OUTPUTS.contains(&name));
+    match deps.store.get(&format!("{}/{name}", j.spec.public_prefix), 16 << 20).await {
+        Ok(b) => Ok(Some(b)),
+        Err(posthuman_store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /jobs/{id}`: state, live progress (the worker's `progress.json`), derived model.
+pub async fn job_status(deps: &Deps, job_id: &str) -> Result<JobView, ApiError> {
+    let j = find_job(deps, job_id).await?;
+    let live = matches!(j.phase, JobPhase::Queued | JobPhase::Submitting);
+    let running = match (&j.queue_ref, live) {
+        (Some(r), true) => {
+            matches!(deps.queue.state(r).await, Ok(QueueState::Running | QueueState::Succeeded))
+        }
+        _ => false,
+    };
+    let progress = match public_output(deps, &j, "progress.json").await? {
+        Some(b) => serde_json::from_slice::<JobProgress>(&b).ok(),
+        None => None,
+    };
+    Ok(JobView::new(&j, running, progress))
+}
+
+/// The public results of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub job: JobView,
+    /// Train: `metrics.json` (loss curve, hashes).
+    pub metrics: Option<serde_json::Value>,
+    /// Infer: `completions.json`.
+    pub completions: Option<serde_json::Value>,
+    /// Evaluate: `report.json`.
+    pub report: Option<serde_json::Value>,
+    /// Failed jobs: the worker's `error.json`.
+    pub error: Option<serde_json::Value>,
+    /// The operator-signed receipt.
+    pub receipt: Option<serde_json::Value>,
+}
+
+/// `GET /jobs/{id}/result`: the public outputs, only to the buyer (a signature over
+/// [`auth::read_message`]).
+pub async fn job_result(
+    deps: &Deps,
+    job_id: &str,
+    signature: &str,
+    expires_at: u64,
+) -> Result<JobResult, ApiError> {
+    auth::check_expiry(expires_at, now_secs())?;
+    let j = find_job(deps, job_id).await?;
+    let signer =
+        auth::recover_signer(auth::read_message(&j.job_id, expires_at).as_bytes(), signature)?;
+    if lower(signer) != j.consumer {
+        return Err(ApiError::Forbidden("only the buyer of a job may read its results".into()));
+    }
+    let mut out = JobResult {
+        job: job_status(deps, job_id).await?,
+        metrics: None,
+        completions: None,
+        report: None,
+        error: None,
+        receipt: None,
+    };
+    for (name, slot) in [
+        ("metrics.json", &mut out.metrics),
+        ("completions.json", &mut out.completions),
+        ("report.json", &mut out.report),
+        ("error.json", &mut out.error),
+        ("receipt.json", &mut out.receipt),
+    ] {
+        if let Some(b) = public_output(deps, &j, name).await? {
+            *slot = serde_json::from_slice(&b).ok();
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,28 @@
+//! The handlers: plain async functions over typed input and borrowed [`Deps`].
+//!
+//! - [`models`]: publish a model, list and get the catalogue, quote a job.
+//! - [`jobs`]: submit a paid job, its status with live progress, its public results.
+//! - [`complete`]: the completion of a job (local queue callback / Batch event): receipts,
+//!   commit-before-reveal, the derived model and its rewards, or a failure and the order's
+//!   release.
+//! - [`views`]: the public shapes the API returns (never weights or storage keys).
+//!
+//! [`Deps`]: crate::deps::Deps
+
+pub mod complete;
+pub mod jobs;
+pub mod models;
+pub mod views;
+
+use crate::error::ApiError;
+
+/// Maps a chain failure to the API: RPC trouble is transient, the rest is ours.
+pub(crate) fn chain_err(e: posthuman_chain::ChainError) -> ApiError {
+    match e {
+        posthuman_chain::ChainError::Rpc(m) => ApiError::Unavailable(format!("chain: {m}")),
+        posthuman_chain::ChainError::SpentStore(m) => {
+            ApiError::Unavailable(format!("order ledger: {m}"))
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,303 @@
+//! Publish a model, read the catalogue, quote a job.
+
+use alloy::primitives::{Address, Bytes as AlloyBytes, U256};
+use bytes::Bytes;
+use posthuman_chain::PublishRequest as ChainPublish;
+use posthuman_types::{Hash32, JobKind, ModelCard, RewardScheme};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::chain_err;
+use super::views::ModelView;
+use crate::auth;
+use crate::catalogue::{ModelRecord, now_secs};
+use crate::deps::{Deps, keys, service_index};
+use crate::error::ApiError;
+
+/// The signed JSON part of a publish request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    pub name: String,
+    pub symbol: String,
+    #[serde(default)]
+    pub description: String,
+    /// The publisher (must sign the request and be an allowed publisher).
+    pub owner: String,
+    /// OCEAN base units per whole datatoken on the fixed-rate exchange.
+    pub price: String,
+    pub reward_scheme: RewardScheme,
+    /// SHA-256 of the uploaded `model.safetensors` bytes: binds the file to the signature.
+    pub weights_sha256: Hash32,
+    pub nonce: String,
+    pub expires_at: u64,
+}
+
+/// A publish upload: the signed request and the three model files.
+#[derive(Clone, Debug)]
+pub struct PublishUpload {
+    pub request: Bytes,
+    pub signature: String,
+    pub config: Bytes,
+    pub weights: Bytes,
+    pub tokenizer: Bytes,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
+    if s.trim().is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(invalid(field, format!("1..={max} bytes of printable text")));
+    }
+    Ok(())
+}
+
+/// Validated model files: the parsed config and the canonical weights hash.
+struct CheckedModel {
+    cfg: posthuman_gpt2::Config,
+    weights_hash: Hash32,
+}
+
+/// Strict checks (config, every tensor's name/shape/dtype, finite values) and the canonical
+/// content hash, off the async threads (it reads every weight).
+async fn check_model(
+    config: Bytes,
+    weights: Bytes,
+    tokenizer: &Bytes,
+) -> Result<CheckedModel, ApiError> {
+    serde_json::from_slice::<serde_json::Value>(tokenizer)
+        .ok()
+        .filter(|v| v.get("model").is_some())
+        .ok_or_else(|| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
+    tokio::task::spawn_blocking(move || {
+        let text = std::str::from_utf8(&config).map_err(|_| invalid("config", "not UTF-8"))?;
+        let cfg = posthuman_gpt2::Config::from_json(text)
+            .map_err(|e| invalid("config", e.to_string()))?;
+        let w = posthuman_gpt2::load_safetensors_bytes(&weights, &cfg)
+            .map_err(|e| invalid("weights", e.to_string()))?;
+        let weights_hash = w.hash().map_err(|e| invalid("weights", e.to_string()))?;
+        Ok(CheckedModel { cfg, weights_hash })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// `POST /models`: validates and stores the files privately, creates the asset on chain
+/// (data NFT + datatoken + weights commitment + lineage root with its reward scheme), puts
+/// it on sale, and lists it.
+pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, ApiError> {
+    let signer = auth::recover_signer(&up.request, &up.signature)?;
+    let req: PublishRequest =
+        serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    let owner = auth::parse_address("owner", &req.owner)?;
+    auth::require_signer(&owner, &signer)?;
+    let allowed = if deps.cfg.publishers.is_empty() {
+        signer == deps.chain.operator()
+    } else {
+        deps.cfg.publishers.contains(&signer)
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden(format!("{signer} is not an allowed publisher")));
+    }
+    auth::check_expiry(req.expires_at, now_secs())?;
+    auth::check_nonce(&req.nonce)?;
+    check_text("name", &req.name, 64)?;
+    check_text("symbol", &req.symbol, 16)?;
+    if req.description.len() > 2048 {
+        return Err(invalid("description", "at most 2048 bytes"));
+    }
+    let price: U256 =
+        req.price.parse().map_err(|_| invalid("price", "a decimal integer (OCEAN base units)"))?;
+    if price.is_zero() {
+        return Err(invalid("price", "must be positive"));
+    }
+    req.reward_scheme.validate().map_err(|e| invalid("reward_scheme", e.to_string()))?;
+    let sha: [u8; 32] = Sha256::digest(&up.weights).into();
+    if Hash32(sha) != req.weights_sha256 {
+        return Err(invalid("weights_sha256", "does not match the uploaded weights"));
+    }
+    let checked = check_model(up.config.clone(), up.weights.clone(), &up.tokenizer).await?;
+    if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
+        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
+    }
+
+    // Files first (private store, _COMPLETE last as the worker expects), then the chain.
+    let prefix = keys::model_prefix(&checked.weights_hash.to_hex());
+    deps.store.put(&format!("{prefix}/config.json"), up.config).await?;
+    deps.store.put(&format!("{prefix}/model.safetensors"), up.weights).await?;
+    deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
+    deps.store.put(&format!("{prefix}/_COMPLETE"), Bytes::from_static(b"")).await?;
+
+    let c = &checked.cfg;
+    let architecture = format!(
+        "gpt2 {}L/{}d/{}h ctx{} vocab{}",
+        c.n_layer, c.n_embd, c.n_head, c.n_positions, c.vocab_size
+    );
+    let operator = deps.chain.operator();
+    let card_json = serde_json::json!({
+        "name": req.name, "description": req.description, "architecture": architecture,
+        "parameters": c.num_params(),
+    })
+    .to_string();
+    let published = deps
+        .chain
+        .publish_model(
+            operator,
+            &ChainPublish {
+                name: req.name.clone(),
+                symbol: req.symbol.clone(),
+                token_uri: String::new(),
+                weights_hash: checked.weights_hash,
+                card_json: Some(card_json),
+                reward: req.reward_scheme.clone(),
+            },
+        )
+        .await
+        .map_err(chain_err)?;
+    let exchange = deps
+        .chain
+        .create_fixed_rate(operator, published.datatoken, price, true)
+        .await
+        .map_err(chain_err)?;
+    let record = ModelRecord {
+        card: ModelCard {
+            nft: lower(published.nft),
+            datatoken: lower(published.datatoken),
+            name: req.name,
+            symbol: req.symbol,
+            description: req.description,
+            owner: lower(operator),
+            weights_hash: checked.weights_hash,
+            parent: None,
+            trainer: None,
+            architecture,
+            parameters: c.num_params() as u64,
+            exchange_id: Some(Hash32(exchange.id.0)),
+            price: Some(price.to_string()),
+            reward_scheme: req.reward_scheme,
+        },
+        storage_prefix: prefix,
+        created_at: now_secs(),
+        source_job: None,
+        receipt_hash: None,
+        n_positions: u32::try_from(c.n_positions).unwrap_or(u32::MAX),
+    };
+    deps.catalogue.put_model(&record).await?;
+    Ok(ModelView::new(&record, vec![], &[]))
+}
+
+/// Lowercase `0x…` form used as catalogue keys and in views.
+pub(crate) fn lower(a: Address) -> String {
+    format!("{a:#x}")
+}
+
+async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
+    // Lineage from the catalogue's own parent links (bounded: the contract caps depth).
+    let mut lineage = Vec::new();
+    let mut parent = m.card.parent.clone();
+    while let Some(p) = parent {
+        if lineage.len() >= 64 || lineage.contains(&p) {
+            break;
+        }
+        parent = deps.catalogue.get_model(&p).await?.and_then(|r| r.card.parent);
+        lineage.push(p);
+    }
+    let jobs = deps.catalogue.jobs_for_model(&m.card.nft).await?;
+    Ok(ModelView::new(m, lineage, &jobs))
+}
+
+/// `GET /models`.
+pub async fn list_models(deps: &Deps) -> Result<Vec<ModelView>, ApiError> {
+    let models = deps.catalogue.list_models().await?;
+    let mut out = Vec::with_capacity(models.len());
+    for m in &models {
+        out.push(view(deps, m).await?);
+    }
+    Ok(out)
+}
+
+/// The model record for an NFT given in a path (hostile input).
+pub(crate) async fn find_model(deps: &Deps, nft: &str) -> Result<ModelRecord, ApiError> {
+    let addr =
+        nft.parse::<Address>().map_err(|_| ApiError::not_found(format!("model {nft:.64}")))?;
+    deps.catalogue
+        .get_model(&lower(addr))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {}", lower(addr))))
+}
+
+/// `GET /models/{nft}`.
+pub async fn get_model(deps: &Deps, nft: &str) -> Result<ModelView, ApiError> {
+    let m = find_model(deps, nft).await?;
+    view(deps, &m).await
+}
+
+/// A provider fee as `startOrder` takes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderFeeView {
+    pub provider_fee_address: String,
+    pub provider_fee_token: String,
+    pub provider_fee_amount: String,
+    pub v: u8,
+    pub r: String,
+    pub s: String,
+    pub valid_until: u64,
+    pub provider_data: String,
+}
+
+/// `GET /models/{nft}/quote?kind=…`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quote {
+    pub model: String,
+    pub datatoken: String,
+    pub kind: JobKind,
+    /// The service index to pass to `startOrder`.
+    pub service_index: u64,
+    /// Datatokens one job costs.
+    pub datatokens: String,
+    /// OCEAN base units to buy one datatoken on the exchange (fees included), if on sale.
+    pub price: Option<String>,
+    pub exchange_id: Option<Hash32>,
+    pub provider_fee: ProviderFeeView,
+    /// The fee (and so this quote) is void after this time: the order check enforces it.
+    pub expires_at: u64,
+}
+
+pub async fn quote(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiError> {
+    let m = find_model(deps, nft).await?;
+    let price = match m.card.exchange_id {
+        Some(id) => Some(
+            deps.chain
+                .quote(alloy::primitives::B256::from(id.0), U256::from(10u128.pow(18)))
+                .await
+                .map_err(chain_err)?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let valid_until = now_secs() + deps.cfg.fee_validity_secs;
+    let data = AlloyBytes::from(format!("posthuman:{}:{}", m.card.nft, kind.as_str()).into_bytes());
+    let fee = deps.chain.sign_provider_fee(valid_until, data).map_err(chain_err)?;
+    Ok(Quote {
+        model: m.card.nft.clone(),
+        datatoken: m.card.datatoken.clone(),
+        kind,
+        service_index: service_index(kind),
+        datatokens: "1000000000000000000".into(),
+        price,
+        exchange_id: m.card.exchange_id,
+        provider_fee: ProviderFeeView {
+            provider_fee_address: lower(fee.address),
+            provider_fee_token: lower(fee.token),
+            provider_fee_amount: fee.amount.to_string(),
+            v: fee.v,
+            r: fee.r.to_string(),
+            s: fee.s.to_string(),
+            valid_until,
+            provider_data: fee.data.to_string(),
+        },
+        expires_at: valid_until,
+    })
+}

@@ -1,0 +1,252 @@
+//! The embedded default: the whole product on one machine behind one function, [`serve`].
+//!
+//! `serve(config, listener, shutdown)` (mini-redis style: the caller binds the listener, so
+//! tests use port 0, and passes the shutdown signal) wires:
+//! - anvil, spawned through the chain crate with its state persisted in the data dir; on the
+//!   first start the operator account is funded and the Ocean stack plus the lineage contract
+//!   are deployed, and the address book is written to the data dir (later starts reuse both);
+//! - the operator key, created on first start in `<data>/operator.key` with mode 0600;
+//! - the filesystem store (`<data>/store`), the SQLite catalogue (`<data>/catalogue.sqlite`)
+//!   and the local job queue running the worker binary (`<data>/queue.sqlite`);
+//! - the one axum router, plus the SPA's static files when a directory is configured.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::ext::AnvilApi;
+use alloy::signers::local::PrivateKeySigner;
+use posthuman_chain::{AddressBook, Anvil, AnvilConfig, Chain, deploy_stack};
+use posthuman_store::{LocalStore, ObjectStore};
+
+use crate::catalogue::SqliteCatalogue;
+use crate::deps::{ApiConfig, Deps};
+use crate::handlers::complete::on_job_done;
+use crate::queue::{CompletionHook, JobDone, LocalQueue, LocalQueueConfig, WorkerCommand};
+
+/// Everything the embedded server needs, resolved once by the binary.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Holds the chain state, address book, operator key, store, catalogue and queue.
+    pub data_dir: PathBuf,
+    /// How to run anvil (its `state` is set to `<data>/chain/anvil-state.json`).
+    pub anvil: AnvilConfig,
+    /// The worker program (and leading args); the queue appends `run --spec … --store …`.
+    pub worker: WorkerCommand,
+    /// Jobs running at once.
+    pub concurrency: usize,
+    /// The built SPA (`index.html` and assets), served at `/` when present.
+    pub static_dir: Option<PathBuf>,
+    /// The operator key file (default `<data>/operator.key`).
+    pub operator_key_file: Option<PathBuf>,
+    pub api: ApiConfig,
+}
+
+impl ServerConfig {
+    /// Defaults for a data dir and a worker binary.
+    pub fn new(data_dir: impl Into<PathBuf>, worker_program: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            anvil: AnvilConfig::default(),
+            worker: WorkerCommand { program: worker_program.into(), args: vec![] },
+            concurrency: 1,
+            static_dir: None,
+            operator_key_file: None,
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data dir {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("operator key {path}: {reason}")]
+    OperatorKey { path: String, reason: String },
+    #[error("chain: {0}")]
+    Chain(#[from] posthuman_chain::ChainError),
+    #[error("store: {0}")]
+    Store(#[from] posthuman_store::StoreError),
+    #[error("catalogue: {0}")]
+    Catalogue(#[from] crate::catalogue::CatalogueError),
+    #[error("job queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
+    #[error("http server: {0}")]
+    Http(String),
+}
+
+fn data_err(path: &Path, e: impl std::fmt::Display) -> ServerError {
+    ServerError::DataDir { path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// Loads the operator key, or creates it (mode 0600) on first start. Returns the key and
+/// whether it was created.
+pub fn load_or_create_operator_key(path: &Path) -> Result<(PrivateKeySigner, bool), ServerError> {
+    let err = |e: &dyn std::fmt::Display| ServerError::OperatorKey {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| err(&e))?;
+        let key = text.trim().parse::<PrivateKeySigner>().map_err(|e| err(&e))?;
+        return Ok((key, false));
+    }
+    let key = PrivateKeySigner::random();
+    let hex = format!("0x{}\n", alloy::hex::encode(key.to_bytes()));
+    write_private(path, hex.as_bytes()).map_err(|e| err(&e))?;
+    Ok((key, true))
+}
+
+/// Writes a file readable by its owner only, created with that mode (never world-readable,
+/// not even for an instant) and renamed into place.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The running pieces of the embedded default, for callers (tests, benches) that want to
+/// drive them directly.
+pub struct Embedded {
+    pub deps: Arc<Deps>,
+    pub queue: LocalQueue,
+    /// anvil's RPC endpoint.
+    pub rpc_url: String,
+    /// Keeps anvil alive; dropping it stops anvil and saves its state.
+    pub anvil: Anvil,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded").field("rpc_url", &self.rpc_url).finish_non_exhaustive()
+    }
+}
+
+/// Starts anvil, deploys on first start, opens the store, catalogue and queue.
+pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
+    let d = &cfg.data_dir;
+    for sub in ["chain", "store", "queue"] {
+        std::fs::create_dir_all(d.join(sub)).map_err(|e| data_err(&d.join(sub), e))?;
+    }
+    let key_file = cfg.operator_key_file.clone().unwrap_or_else(|| d.join("operator.key"));
+    let (operator, _) = load_or_create_operator_key(&key_file)?;
+    let mut anvil_cfg = cfg.anvil.clone();
+    anvil_cfg.state = Some(d.join("chain/anvil-state.json"));
+    let anvil = Anvil::start(&anvil_cfg)?;
+    let rpc_url = anvil.endpoint();
+    let book_path = d.join("chain/address-book.json");
+    let book = match AddressBook::load(&book_path) {
+        // A book whose contracts are not on the chain (anvil crashed before its state was
+        // saved) is stale: deploy again.
+        Ok(book) if deployed(&rpc_url, &operator, &book).await? => book,
+        _ => {
+            // First start: fund the operator (a fresh random key) and deploy everything.
+            let funder = Chain::connect(&rpc_url, operator.clone(), placeholder_book(&operator))?;
+            let wei = U256::from(10u128.pow(24));
+            funder
+                .provider()
+                .anvil_set_balance(operator.address(), wei)
+                .await
+                .map_err(posthuman_chain::ChainError::from)?;
+            let (book, _) = deploy_stack(&rpc_url, &operator).await?;
+            book.save(&book_path)?;
+            book
+        }
+    };
+    let chain = Arc::new(Chain::connect(&rpc_url, operator.clone(), book)?);
+    let store_root = d.join("store");
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(store_root.clone())?);
+    let catalogue = Arc::new(SqliteCatalogue::open(&d.join("catalogue.sqlite"))?);
+    let queue = LocalQueue::open(LocalQueueConfig {
+        db_path: d.join("queue/queue.sqlite"),
+        work_dir: d.join("queue"),
+        store_root,
+        worker: cfg.worker.clone(),
+        concurrency: cfg.concurrency,
+    })?;
+    let deps = Arc::new(Deps {
+        store,
+        queue: Arc::new(queue.clone()),
+        catalogue,
+        chain,
+        operator,
+        cfg: cfg.api.clone(),
+    });
+    queue.start(completion_hook(deps.clone())).await?;
+    Ok(Embedded { deps, queue, rpc_url, anvil })
+}
+
+async fn deployed(
+    rpc_url: &str,
+    operator: &PrivateKeySigner,
+    book: &AddressBook,
+) -> Result<bool, ServerError> {
+    use alloy::providers::Provider;
+    let c = Chain::connect(rpc_url, operator.clone(), book.clone())?;
+    let code =
+        c.provider().get_code_at(book.lineage).await.map_err(posthuman_chain::ChainError::from)?;
+    Ok(!code.is_empty())
+}
+
+fn placeholder_book(operator: &PrivateKeySigner) -> AddressBook {
+    let z = alloy::primitives::Address::ZERO;
+    AddressBook {
+        chain_id: 0,
+        operator: operator.address(),
+        ocean: z,
+        opf_collector: z,
+        router: z,
+        fixed_rate: z,
+        dispenser: z,
+        erc20_template: z,
+        erc721_template: z,
+        factory: z,
+        lineage: z,
+        deployed_at_block: 0,
+    }
+}
+
+/// The local twin of EventBridge → on-job-done: retries transient failures (chain or store
+/// hiccups) before acknowledging; a crash before the acknowledgement means redelivery.
+pub fn completion_hook(deps: Arc<Deps>) -> CompletionHook {
+    Arc::new(move |done: JobDone| {
+        let deps = deps.clone();
+        Box::pin(async move {
+            for attempt in 1..=60u32 {
+                match on_job_done(&deps, &done).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(job_id = %done.job_id, attempt, error = %e, "job completion failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+            tracing::error!(job_id = %done.job_id, "job completion gave up; it is redelivered on the next start");
+        })
+    })
+}
+
+/// Serves the embedded default on `listener` until `shutdown` resolves, then stops the
+/// queue (running jobs resume on the next start) and anvil (state saved).
+pub async fn serve(
+    cfg: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let embedded = start(&cfg).await?;
+    let app =
+        crate::api::router(embedded.deps.clone(), cfg.static_dir.as_deref().filter(|p| p.is_dir()));
+    let addr = listener.local_addr().map_err(|e| ServerError::Http(e.to_string()))?;
+    tracing::info!(%addr, rpc = %embedded.rpc_url, "posthuman embedded server listening");
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    embedded.queue.shutdown().await;
+    embedded.anvil.stop();
+    served.map_err(|e| ServerError::Http(e.to_string()))
+}

@@ -1,0 +1,27 @@
+// Synthesizes the Posthuman stack offline into cdk.out/ (no AWS account or network needed).
+// The Lambda bundles come from `cargo lambda build --release` (target/lambda/<bin>/bootstrap);
+// pass another directory with POSTHUMAN_LAMBDA_DIR (or `-c lambdaDir=...` under the cdk CLI).
+import * as path from "path";
+import * as fs from "fs";
+import { App } from "aws-cdk-lib";
+import { PosthumanStack } from "../lib/posthuman-stack";
+
+// Under the cdk CLI, CDK_OUTDIR is set; run directly with node, write to ./cdk.out.
+const app = new App({ outdir: process.env.CDK_OUTDIR ?? path.join(__dirname, "../../cdk.out") });
+const lambdaDir =
+  app.node.tryGetContext("lambdaDir") ??
+  process.env.POSTHUMAN_LAMBDA_DIR ??
+  path.join(process.env.CARGO_TARGET_DIR ?? path.join(__dirname, "../../../target"), "lambda");
+for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
+  if (!fs.existsSync(path.join(lambdaDir, bin, "bootstrap"))) {
+    throw new Error(
+      `missing ${lambdaDir}/${bin}/bootstrap: run \`cargo lambda build --release -p posthuman-functions\` ` +
+        `or set POSTHUMAN_LAMBDA_DIR=DIR`,
+    );
+  }
+}
+new PosthumanStack(app, "Posthuman", {
+  lambdaDir,
+  workerImageTag: app.node.tryGetContext("workerImageTag") ?? "latest",
+});
+app.synth();

@@ -1,0 +1,215 @@
+// The AWS deployment of DESIGN.md's "in AWS" column:
+//   S3 data bucket (private) ── Batch GPU queue running batch-worker (no internet: isolated
+//   subnets with S3/ECR/Logs endpoints only) ── EventBridge "Batch Job State Change" → job-done
+//   Lambda; the HTTP API is API Gateway (HTTP API, payload v2) → api Lambda (lambda_http).
+// Env var names match functions/src/aws.rs and batch-worker/src/main.rs.
+import * as path from "path";
+import { CfnOutput, CfnParameter, Duration, RemovalPolicy, Size, Stack, StackProps } from "aws-cdk-lib";
+import { Construct } from "constructs";
+import * as s3 from "aws-cdk-lib/aws-s3";
+import * as ec2 from "aws-cdk-lib/aws-ec2";
+import * as ecr from "aws-cdk-lib/aws-ecr";
+import * as ecs from "aws-cdk-lib/aws-ecs";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as batch from "aws-cdk-lib/aws-batch";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as events from "aws-cdk-lib/aws-events";
+import * as targets from "aws-cdk-lib/aws-events-targets";
+import * as sqs from "aws-cdk-lib/aws-sqs";
+import * as ssm from "aws-cdk-lib/aws-ssm";
+import * as secretsmanager from "aws-cdk-lib/aws-secretsmanager";
+import * as apigw from "aws-cdk-lib/aws-apigatewayv2";
+import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations";
+
+export interface PosthumanStackProps extends StackProps {
+  /** Directory with `<bin>/bootstrap` for each Lambda binary (cargo lambda build output). */
+  lambdaDir: string;
+  /** Tag of the batch-worker image in the stack's ECR repository. */
+  workerImageTag: string;
+}
+
+export class PosthumanStack extends Stack {
+  constructor(scope: Construct, id: string, props: PosthumanStackProps) {
+    super(scope, id, props);
+
+    const rpcUrl = new CfnParameter(this, "RpcUrl", {
+      type: "String",
+      description: "EVM JSON-RPC endpoint of the chain holding the Ocean and lineage contracts",
+    });
+
+    // One private bucket holds everything the code stores: weights and checkpoints (private
+    // prefixes), datasets, job specs, public outputs and the catalogue state. Public outputs
+    // are served only through the API, never from S3 directly.
+    const data = new s3.Bucket(this, "DataBucket", {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      versioned: true, // an overwritten or deleted model version stays recoverable
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      lifecycleRules: [
+        { abortIncompleteMultipartUploadAfter: Duration.days(1) },
+        { noncurrentVersionExpiration: Duration.days(90) },
+      ],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    // Workers get no network except the object store (and what pulling the image and
+    // shipping logs need): isolated subnets, no NAT, VPC endpoints only.
+    const vpc = new ec2.Vpc(this, "WorkerVpc", {
+      maxAzs: 2,
+      natGateways: 0,
+      subnetConfiguration: [{ name: "workers", subnetType: ec2.SubnetType.PRIVATE_ISOLATED }],
+      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
+    });
+    for (const [name, service] of [
+      ["EcrApi", ec2.InterfaceVpcEndpointAwsService.ECR],
+      ["EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER],
+      ["Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS],
+    ] as const) {
+      vpc.addInterfaceEndpoint(name, { service, privateDnsEnabled: true });
+    }
+    const workerSg = new ec2.SecurityGroup(this, "WorkerSg", { vpc, allowAllOutbound: false });
+    // HTTPS only; the isolated subnets route nowhere but the VPC endpoints (no IGW, no NAT).
+    workerSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), "HTTPS to the VPC endpoints");
+
+    const computeEnv = new batch.ManagedEc2EcsComputeEnvironment(this, "GpuCompute", {
+      vpc,
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      securityGroups: [workerSg],
+      instanceTypes: [new ec2.InstanceType("g5.xlarge"), new ec2.InstanceType("g5.2xlarge")],
+      useOptimalInstanceClasses: false,
+      images: [{ imageType: batch.EcsMachineImageType.ECS_AL2023_NVIDIA }],
+      minvCpus: 0, // scale to zero between jobs
+      maxvCpus: 32,
+    });
+    // CloudFormation takes either case; moto (which deploys this stack in tests elsewhere)
+    // only the documented upper case.
+    (computeEnv.node.defaultChild as batch.CfnComputeEnvironment).type = "MANAGED";
+    const queue = new batch.JobQueue(this, "JobQueue", {
+      computeEnvironments: [{ computeEnvironment: computeEnv, order: 1 }],
+    });
+
+    const repo = new ecr.Repository(this, "WorkerRepo", {
+      imageScanOnPush: true,
+      imageTagMutability: ecr.TagMutability.IMMUTABLE,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const jobRole = new iam.Role(this, "WorkerJobRole", {
+      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+    });
+    data.grantReadWrite(jobRole);
+    // The functions layer passes job_id and spec_key as Batch parameters (functions/src/queue/batch.rs).
+    const jobDef = new batch.EcsJobDefinition(this, "WorkerJob", {
+      container: new batch.EcsEc2ContainerDefinition(this, "WorkerContainer", {
+        image: ecs.ContainerImage.fromEcrRepository(repo, props.workerImageTag),
+        command: ["posthuman-worker", "run", "--spec", "Ref::spec_key"],
+        environment: { POSTHUMAN_S3_BUCKET: data.bucketName, AWS_REGION: this.region },
+        cpu: 4,
+        memory: Size.mebibytes(15_000),
+        gpu: 1,
+        jobRole,
+        logging: ecs.LogDriver.awsLogs({ streamPrefix: "worker" }),
+      }),
+      parameters: { job_id: "unset", spec_key: "unset" },
+      // The worker resumes from its last checkpoint, so a retried attempt finishes the same job.
+      retryAttempts: 2,
+      timeout: Duration.hours(12),
+    });
+
+    // The operator key signs provider fees and receipts. It is generated here as 64 hex
+    // characters (a secp256k1 key); rotate it by putting your own value into the secret.
+    const operatorKey = new secretsmanager.Secret(this, "OperatorKey", {
+      description: "Posthuman operator private key (hex)",
+      generateSecretString: {
+        passwordLength: 64,
+        excludePunctuation: true,
+        excludeUppercase: true,
+        includeSpace: false,
+        excludeCharacters: "ghijklmnopqrstuvwxyz",
+      },
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    // Deployed contract addresses (the chain crate's AddressBook JSON); updated after deploying contracts.
+    const addressBook = new ssm.StringParameter(this, "AddressBook", {
+      parameterName: "/posthuman/address-book",
+      stringValue: "{}",
+      description: "AddressBook JSON of the deployed Ocean + lineage contracts",
+    });
+
+    const env = {
+      POSTHUMAN_BUCKET: data.bucketName,
+      POSTHUMAN_BATCH_QUEUE: queue.jobQueueArn,
+      POSTHUMAN_BATCH_JOB_DEFINITION: jobDef.jobDefinitionArn,
+      POSTHUMAN_RPC_URL: rpcUrl.valueAsString,
+      POSTHUMAN_ADDRESS_BOOK: addressBook.stringValue,
+      // A dynamic reference: CloudFormation resolves it at deploy time, the template never
+      // holds the key. (Reading the secret at cold start would also keep it out of the
+      // function configuration; functions/src/aws.rs reads the variable today.)
+      POSTHUMAN_OPERATOR_KEY: operatorKey.secretValue.unsafeUnwrap(),
+    };
+    const rustFn = (id: string, bin: string, timeout: Duration) =>
+      new lambda.Function(this, id, {
+        runtime: lambda.Runtime.PROVIDED_AL2023,
+        architecture: lambda.Architecture.X86_64,
+        handler: "bootstrap",
+        code: lambda.Code.fromAsset(path.join(props.lambdaDir, bin)),
+        memorySize: 1024,
+        timeout,
+        environment: env,
+      });
+    const api = rustFn("ApiFn", "posthuman-api-lambda", Duration.seconds(29));
+    const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5));
+    for (const fn of [api, jobDone]) {
+      data.grantReadWrite(fn);
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ["batch:SubmitJob"],
+          resources: [queue.jobQueueArn, jobDefArnAnyRevision(this, jobDef)],
+        }),
+      );
+      // DescribeJobs does not support resource-level permissions.
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ["batch:DescribeJobs"], resources: ["*"] }));
+    }
+
+    const httpApi = new apigw.HttpApi(this, "HttpApi", {
+      defaultIntegration: new HttpLambdaIntegration("ApiIntegration", api, {
+        payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
+      }),
+    });
+
+    // Completion: terminal states of jobs on our queue. The handler is idempotent, so
+    // EventBridge's retries (and a DLQ for what still fails) are safe.
+    const dlq = new sqs.Queue(this, "JobDoneDlq", {
+      retentionPeriod: Duration.days(14),
+      enforceSSL: true,
+    });
+    new events.Rule(this, "BatchJobDone", {
+      eventPattern: {
+        source: ["aws.batch"],
+        detailType: ["Batch Job State Change"],
+        detail: { jobQueue: [queue.jobQueueArn], status: ["SUCCEEDED", "FAILED"] },
+      },
+      targets: [
+        new targets.LambdaFunction(jobDone, {
+          retryAttempts: 20,
+          maxEventAge: Duration.hours(6),
+          deadLetterQueue: dlq,
+        }),
+      ],
+    });
+
+    new CfnOutput(this, "ApiUrl", { value: httpApi.apiEndpoint });
+    new CfnOutput(this, "BucketName", { value: data.bucketName });
+    new CfnOutput(this, "WorkerRepository", { value: repo.repositoryUri });
+    new CfnOutput(this, "JobQueueArn", { value: queue.jobQueueArn });
+  }
+}
+
+function jobDefArnAnyRevision(scope: Stack, jobDef: batch.EcsJobDefinition): string {
+  // SubmitJob is authorized against the definition ARN with or without a revision.
+  return scope.formatArn({
+    service: "batch",
+    resource: "job-definition",
+    resourceName: `${jobDef.jobDefinitionName}*`,
+  });
+}

@@ -16,6 +16,31 @@
 //! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
 //! independent of the thread count (gemm splits work over output tiles only), so training
 //! is bit-identical across runs and across 1 or 2 threads.
+//!
+//! Threads: matmuls and the fused kernels run on rayon's pool (`RAYON_NUM_THREADS`, read by
+//! candle's `get_num_threads`). candle's own elementwise ops (residual adds, gradient
+//! accumulation inside `backward`) use a second, spin-waiting pool sized by
+//! `CANDLE_NUM_THREADS`; on a small CPU set `CANDLE_NUM_THREADS=1` at process start so it does
+//! not steal cores from gemm (the benchmark does). Neither setting changes any result bit.
+//!
+//! Training loop sketch:
+//! ```no_run
+//! # use posthuman_gpt2::*;
+//! # use candle_core::{DType, Device, Tensor};
+//! # fn f(x: &Tensor, y: &Tensor) -> Result<(), Gpt2Error> {
+//! let cfg = Config::new(8000, 256, 256, 4, 4);
+//! let vm = init_weights(&cfg, 42)?;
+//! let model = Gpt2::new(&cfg, candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+//! let mut opt = AdamW::new(&vm, AdamWConfig::default())?;
+//! let mut dropout = DropoutRng::new(7);
+//! let mut grads = Grads::zeros(&opt);
+//! let loss = model.loss(x, y, Some(&mut dropout))?; // one micro-batch
+//! grads.accumulate(&opt, &loss.backward()?)?;        // repeat, then grads.scale(1/n)
+//! let _norm = clip_grad_norm(&mut grads, 1.0);
+//! opt.step(&grads, 3e-4)?;
+//! let hash = Weights::from_var_map(&cfg, &vm)?.hash()?;
+//! # Ok(()) }
+//! ```
 
 mod config;
 mod error;

@@ -216,3 +216,25 @@ proptest! {
         prop_assert!(load_safetensors_bytes(&bytes, &cfg).is_err());
     }
 }
+
+#[test]
+fn parses_the_hf_gpt2_config_json() {
+    // openai-community/gpt2 config.json, verbatim keys.
+    let json = r#"{
+      "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+      "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+      "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+      "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": null,
+      "summary_first_dropout": 0.1, "summary_proj_to_labels": true, "summary_type": "cls_index",
+      "summary_use_proj": true, "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}},
+      "vocab_size": 50257
+    }"#;
+    let cfg = Config::from_json(json).unwrap();
+    assert_eq!(cfg, Config::from_json(&cfg.to_json()).unwrap());
+    assert_eq!((cfg.n_layer, cfg.n_embd, cfg.inner_dim(), cfg.vocab_size), (12, 768, 3072, 50257));
+    assert_eq!(cfg.num_params(), 124_439_808);
+    assert_eq!(cfg.extra["n_ctx"], 1024);
+    let bad = json.replace("gelu_new", "relu");
+    assert!(matches!(Config::from_json(&bad), Err(Gpt2Error::InvalidConfig(_))));
+    assert!(matches!(Config::from_json("{not json"), Err(Gpt2Error::InvalidConfig(_))));
+}

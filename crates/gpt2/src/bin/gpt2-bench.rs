@@ -83,8 +83,15 @@ fn fwd_flops_per_token(cfg: &Config, t: usize) -> f64 {
 
 fn main() -> AnyResult<()> {
     let a = args()?;
-    // SAFETY: still single-threaded; rayon and candle read this before starting any pool.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string()) };
+    // SAFETY: still single-threaded; rayon and candle read these before starting any pool.
+    // CANDLE_NUM_THREADS=1 keeps candle's spinning elementwise pool from competing with gemm's
+    // rayon threads for the same cores (see the crate docs).
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
+        }
+    }
     let cfg = Config::new(8000, 256, 256, 4, 4);
     let (batch, ctx) = (8usize, 256usize);
     let peak = matmul_peak()?;

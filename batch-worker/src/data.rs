@@ -164,6 +164,7 @@ fn permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

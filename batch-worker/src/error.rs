@@ -161,6 +161,7 @@ impl From<&WorkerError> for ErrorReport {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

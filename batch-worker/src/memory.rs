@@ -40,6 +40,7 @@ pub fn forward_bytes(cfg: &Config, batch: u64, context: u64, dataset_tokens: u64
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -29,7 +29,7 @@ const LEAF_TAG: &[u8] = b"posthuman.ckpt.v1";
 pub fn checkpoint_steps(steps: u32, every: u32) -> Vec<u32> {
     let every = every.max(1);
     let mut v: Vec<u32> = (1..=steps / every).map(|i| i * every).collect();
-    if steps % every != 0 {
+    if !steps.is_multiple_of(every) {
         v.push(steps);
     }
     v
@@ -100,6 +100,7 @@ pub fn verify(root: &Hash32, step: u32, h: &Hash32, path: &[(Hash32, bool)]) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -62,7 +62,7 @@ pub async fn run_spec(
     store.delete(&join(&spec.public_prefix, ERROR)).await?;
     match &spec.params {
         JobParams::Train(p) => Ok(match train::run(store, wc, spec, p).await? {
-            train::TrainOutcome::Done(m) => JobOutcome::Trained(m),
+            train::TrainOutcome::Done(m) => JobOutcome::Trained(*m),
             train::TrainOutcome::Stopped { step } => JobOutcome::Interrupted { step },
         }),
         JobParams::Infer(p) => Ok(JobOutcome::Inferred(infer::run(store, wc, spec, p).await?)),

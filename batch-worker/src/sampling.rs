@@ -70,6 +70,7 @@ pub fn sample(logits: &[f32], vocab: usize, s: &Sampling, rng: &mut ChaCha20Rng)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rand::SeedableRng;

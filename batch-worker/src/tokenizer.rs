@@ -109,6 +109,7 @@ pub fn train_bpe(corpus: &str, vocab_size: usize) -> Result<Tok, WorkerError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

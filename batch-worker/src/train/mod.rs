@@ -41,7 +41,7 @@ const CURVE_POINTS: usize = 200;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainOutcome {
     /// All steps done; model and metrics written.
-    Done(TrainMetrics),
+    Done(Box<TrainMetrics>),
     /// Stopped on request right after the checkpoint of `step` (resumable).
     Stopped { step: u32 },
 }
@@ -246,7 +246,7 @@ pub async fn run(
                     true,
                 )
                 .await;
-            Ok(TrainOutcome::Done(m))
+            Ok(TrainOutcome::Done(Box::new(m)))
         }
         Err(e) => {
             model_io::remove_written(store, &written).await;

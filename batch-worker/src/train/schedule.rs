@@ -22,6 +22,7 @@ pub fn lr_at(p: &TrainParams, step: u32) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -154,9 +154,8 @@ pub fn plan_audit(
     if r.kind != JobKind::Train {
         return Err(AuditError::NotTrain(r.kind));
     }
-    if !(policy.budget_ratio > 0.0 && policy.budget_ratio <= 1.0)
-        || !(0.0..=1.0).contains(&policy.top_update_share)
-    {
+    let budget_ok = policy.budget_ratio > 0.0 && policy.budget_ratio <= 1.0;
+    if !budget_ok || !(0.0..=1.0).contains(&policy.top_update_share) {
         return Err(AuditError::BadPolicy(
             "budget_ratio in (0, 1], top_update_share in [0, 1]".into(),
         ));
@@ -177,10 +176,8 @@ pub fn plan_audit(
     if last != r.output_weights_hash {
         return Err(AuditError::FinalMismatch { output: r.output_weights_hash, last });
     }
-    if let Some(norms) = update_norms {
-        if norms.len() != n {
-            return Err(AuditError::BadNorms { expected: n, got: norms.len() });
-        }
+    if let Some(norms) = update_norms.filter(|v| v.len() != n) {
+        return Err(AuditError::BadNorms { expected: n, got: norms.len() });
     }
 
     let picks = pick_segments(n, params.steps, r.checkpoint_interval, update_norms, policy);

@@ -9,7 +9,7 @@ use alloy::sol_types::SolEvent;
 use posthuman_chain::bindings::ERC20Template;
 use posthuman_chain::fees::recover_provider_fee_signer;
 use posthuman_chain::lineage::{JobState, LineageEntry};
-use posthuman_chain::{Chain, ChainError};
+use posthuman_chain::{Chain, ChainError, ProviderFee};
 use posthuman_types::Hash32;
 
 use crate::facts::{ChainFacts, FactsError, ModelFacts, OrderFacts, TrainingCommitment};
@@ -48,16 +48,16 @@ fn orders_in(logs: &[Log]) -> Vec<OrderFacts> {
             })
             .find_map(|l| ERC20Template::ProviderFee::decode_log_data(l.data()).ok());
         let provider_fee_signer = fee.and_then(|f| {
-            recover_provider_fee_signer(
-                &f.providerData,
-                f.providerFeeAddress,
-                f.providerFeeToken,
-                f.providerFeeAmount,
-                f.validUntil,
-                f.v,
-                f.r,
-                f.s,
-            )
+            recover_provider_fee_signer(&ProviderFee {
+                address: f.providerFeeAddress,
+                token: f.providerFeeToken,
+                amount: f.providerFeeAmount,
+                v: f.v,
+                r: f.r,
+                s: f.s,
+                valid_until: f.validUntil,
+                data: f.providerData,
+            })
         });
         out.push(OrderFacts {
             datatoken: log.address(),

@@ -7,6 +7,8 @@
 //! tree checks, segment sampling, budget) and the driver (bit-for-bit comparison); the toy
 //! only has to be deterministic and sensitive to its inputs, as the worker's training is.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use common::*;
@@ -246,7 +248,7 @@ fn a_different_learning_rate_is_caught() {
 fn swapped_final_weights_are_caught() {
     let job = honest_job();
     let honest = train(&job, |_, _| true);
-    let other = toy_hash(&vec![0.25f32; DIM]);
+    let other = toy_hash(&[0.25f32; DIM]);
 
     // (a) The receipt names other output weights than the last committed checkpoint:
     // caught without any compute.

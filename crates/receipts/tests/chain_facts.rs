@@ -3,6 +3,8 @@
 //! trained (receipts signed, committed before the children exist), then verified end to
 //! end, and bad evidence is refused by the same checks as in the snapshot tests.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use alloy::primitives::{Address, B256, Bytes, U256};

@@ -1,5 +1,7 @@
 //! Receipts and attestations: signing, verification, and each refusal with its own reason.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use alloy::primitives::{B256, U256, keccak256};

@@ -2,6 +2,8 @@
 //! derivation is committed, an evaluation of M3, and each kind of bad evidence failing with
 //! its own named check and reason.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use alloy::primitives::Address;

@@ -1,0 +1,290 @@
+//! The test harness for the API: an embedded default (anvil + deployed contracts + local
+//! queue + filesystem store) in a temp dir, a tiny real GPT-2, wallets, signed multipart
+//! requests sent through the very router the server uses (`tower::ServiceExt::oneshot`).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, Bytes as ABytes, U256};
+use alloy::providers::ext::AnvilApi;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use posthuman_chain::{Chain, ProviderFee};
+use posthuman_functions::queue::WorkerCommand;
+use posthuman_functions::server::{Embedded, ServerConfig, start};
+use posthuman_types::{Hash32, JobParams, RewardScheme};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+
+pub const WEI: u128 = 1_000_000_000_000_000_000;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub emb: Embedded,
+    pub app: axum::Router,
+    /// A chain client holding the operator key and every test wallet.
+    pub chain: Chain,
+    pub operator: PrivateKeySigner,
+    /// Every response body, for the private-weights scan.
+    pub bodies: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// The real worker binary next to this test's target dir, if built.
+pub fn worker_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("POSTHUMAN_WORKER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("posthuman-worker");
+    p.is_file().then_some(p)
+}
+
+pub async fn env(worker: WorkerCommand, tweak: impl FnOnce(&mut ServerConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("data"), "unused");
+    cfg.worker = worker;
+    tweak(&mut cfg);
+    let emb = start(&cfg).await.unwrap();
+    let key_text = std::fs::read_to_string(dir.path().join("data/operator.key")).unwrap();
+    let operator: PrivateKeySigner = key_text.trim().parse().unwrap();
+    let chain =
+        Chain::connect(&emb.rpc_url, operator.clone(), emb.deps.chain.book().clone()).unwrap();
+    let app = posthuman_functions::api::router(emb.deps.clone(), None);
+    Env { dir, emb, app, chain, operator, bodies: Default::default() }
+}
+
+impl Env {
+    /// A funded wallet (ETH for gas, `ocean` whole OCEAN) the chain client can send from.
+    pub async fn wallet(&mut self, ocean: u128) -> PrivateKeySigner {
+        let w = PrivateKeySigner::random();
+        self.chain.add_signer(w.clone()).unwrap();
+        self.chain
+            .provider()
+            .anvil_set_balance(w.address(), U256::from(10u128.pow(21)))
+            .await
+            .unwrap();
+        if ocean > 0 {
+            let book = self.chain.book().clone();
+            self.chain
+                .transfer(self.operator.address(), book.ocean, w.address(), U256::from(ocean * WEI))
+                .await
+                .unwrap();
+        }
+        w
+    }
+
+    /// Sends a request through the router; returns status and JSON (Null if not JSON).
+    pub async fn call(&self, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        self.bodies.lock().unwrap().push(body);
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        self.call(Request::get(path).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        parts: &[(&str, &[u8])],
+    ) -> (StatusCode, serde_json::Value) {
+        let (ctype, body) = multipart(parts);
+        self.call(Request::post(path).header("content-type", ctype).body(Body::from(body)).unwrap())
+            .await
+    }
+
+    /// A buyer's signed read of a job's results.
+    pub async fn result(
+        &self,
+        job_id: &str,
+        reader: &PrivateKeySigner,
+    ) -> (StatusCode, serde_json::Value) {
+        let expires = now() + 60;
+        let msg = posthuman_functions::auth::read_message(job_id, expires);
+        let sig = reader.sign_message_sync(msg.as_bytes()).unwrap().to_string();
+        let req = Request::get(format!("/api/jobs/{job_id}/result"))
+            .header("x-posthuman-signature", sig)
+            .header("x-posthuman-expires", expires.to_string())
+            .body(Body::empty())
+            .unwrap();
+        self.call(req).await
+    }
+
+    /// Buys `n` datatokens of a model on its exchange as `buyer`.
+    pub async fn buy(&self, buyer: &PrivateKeySigner, model: &serde_json::Value, n: u128) {
+        let id: B256 = model["exchange_id"].as_str().unwrap().parse().unwrap();
+        self.chain.buy(buyer.address(), id, U256::from(n * WEI)).await.unwrap();
+    }
+
+    /// Quotes `kind` on `nft` through the API and starts an order for `consumer`, paid by
+    /// `payer`; returns the order tx.
+    pub async fn order(
+        &self,
+        nft: &str,
+        kind: &str,
+        payer: &PrivateKeySigner,
+        consumer: Address,
+    ) -> String {
+        let (st, q) = self.get(&format!("/api/models/{nft}/quote?kind={kind}")).await;
+        assert_eq!(st, StatusCode::OK, "{q}");
+        let f = &q["provider_fee"];
+        let fee = ProviderFee {
+            address: f["provider_fee_address"].as_str().unwrap().parse().unwrap(),
+            token: f["provider_fee_token"].as_str().unwrap().parse().unwrap(),
+            amount: f["provider_fee_amount"].as_str().unwrap().parse().unwrap(),
+            v: f["v"].as_u64().unwrap() as u8,
+            r: f["r"].as_str().unwrap().parse().unwrap(),
+            s: f["s"].as_str().unwrap().parse().unwrap(),
+            valid_until: U256::from(f["valid_until"].as_u64().unwrap()),
+            data: f["provider_data"].as_str().unwrap().parse().unwrap(),
+        };
+        self.order_with_fee(
+            q["datatoken"].as_str().unwrap(),
+            q["service_index"].as_u64().unwrap(),
+            payer,
+            consumer,
+            &fee,
+        )
+        .await
+    }
+
+    pub async fn order_with_fee(
+        &self,
+        datatoken: &str,
+        service: u64,
+        payer: &PrivateKeySigner,
+        consumer: Address,
+        fee: &ProviderFee,
+    ) -> String {
+        let dt: Address = datatoken.parse().unwrap();
+        let o = self.chain.start_order(payer.address(), dt, consumer, service, fee).await.unwrap();
+        format!("{:#x}", o.tx_hash)
+    }
+
+    /// A provider fee signed by the operator with any expiry (the API only quotes future ones).
+    pub fn fee_expiring_at(&self, valid_until: u64) -> ProviderFee {
+        self.chain.sign_provider_fee(valid_until, ABytes::from_static(b"x")).unwrap()
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn sha(bytes: &[u8]) -> Hash32 {
+    Hash32(Sha256::digest(bytes).into())
+}
+
+pub fn sign(key: &PrivateKeySigner, bytes: &[u8]) -> String {
+    key.sign_message_sync(bytes).unwrap().to_string()
+}
+
+/// A multipart/form-data body.
+pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "posthuman-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A tiny real GPT-2 with a BPE tokenizer trained on `corpus`.
+pub struct ModelFiles {
+    pub config: Vec<u8>,
+    pub weights: Vec<u8>,
+    pub tokenizer: Vec<u8>,
+}
+
+pub fn tiny_model(corpus: &str, seed: u64) -> ModelFiles {
+    use posthuman_worker::setup::{ModelShape, init_model};
+    let tok = posthuman_worker::tokenizer::train_bpe(corpus, 300).unwrap();
+    let shape = ModelShape { n_layer: 2, n_embd: 32, n_head: 2, n_positions: 64, vocab_size: None };
+    let (cfg, w) = init_model(&tok, &shape, seed).unwrap();
+    ModelFiles {
+        config: cfg.to_json().into_bytes(),
+        weights: posthuman_gpt2::safetensors_bytes(&w).unwrap(),
+        tokenizer: tok.to_json().unwrap().into_bytes(),
+    }
+}
+
+pub fn corpus() -> String {
+    let base = "The quick brown fox jumps over the lazy dog. Posthuman trains models on private weights. \
+                A marketplace sells access to compute, never the weights themselves. ";
+    base.repeat(40)
+}
+
+/// Publishes `files` as `publisher` through the API.
+pub async fn publish(
+    env: &Env,
+    publisher: &PrivateKeySigner,
+    files: &ModelFiles,
+    scheme: &RewardScheme,
+    nonce: &str,
+) -> (StatusCode, serde_json::Value) {
+    let req = serde_json::json!({
+        "name": "Tiny GPT", "symbol": "TINY", "description": "a tiny test model",
+        "owner": format!("{:#x}", publisher.address()),
+        "price": (2 * WEI).to_string(),
+        "reward_scheme": scheme,
+        "weights_sha256": sha(&files.weights),
+        "nonce": nonce, "expires_at": now() + 600,
+    });
+    let req = serde_json::to_vec(&req).unwrap();
+    let sig = sign(publisher, &req);
+    env.post_multipart(
+        "/api/models",
+        &[
+            ("request", &req),
+            ("signature", sig.as_bytes()),
+            ("config", &files.config),
+            ("weights", &files.weights),
+            ("tokenizer", &files.tokenizer),
+        ],
+    )
+    .await
+}
+
+/// A signed job request body.
+pub fn job_request(
+    model: &str,
+    order_tx: &str,
+    consumer: Address,
+    params: &JobParams,
+    dataset: Option<&[u8]>,
+    nonce: &str,
+) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "model": model, "order_tx": order_tx, "consumer": format!("{consumer:#x}"),
+        "params": params, "dataset_sha256": dataset.map(sha), "nonce": nonce, "expires_at": now() + 600,
+    }))
+    .unwrap()
+}
+
+pub async fn submit(
+    env: &Env,
+    signer: &PrivateKeySigner,
+    request: &[u8],
+    dataset: Option<&[u8]>,
+) -> (StatusCode, serde_json::Value) {
+    let sig = sign(signer, request);
+    let mut parts: Vec<(&str, &[u8])> = vec![("request", request), ("signature", sig.as_bytes())];
+    if let Some(d) = dataset {
+        parts.push(("dataset", d));
+    }
+    env.post_multipart("/api/jobs", &parts).await
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

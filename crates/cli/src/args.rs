@@ -1,0 +1,255 @@
+//! Command-line arguments (clap). Parsed once in `main`, then resolved into [`crate::Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// posthuman: buy compute on private transformer models, train, infer, evaluate, verify.
+#[derive(Debug, Parser)]
+#[command(name = "posthuman", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The Posthuman API (an embedded server or a deployed API Gateway URL).
+    #[arg(long, global = true, env = "POSTHUMAN_API", default_value = "http://127.0.0.1:8545")]
+    pub api: String,
+    /// Ethereum JSON-RPC endpoint; by default the one the API advertises.
+    #[arg(long, global = true, env = "POSTHUMAN_RPC")]
+    pub rpc: Option<String>,
+    /// Encrypted keystore file of your wallet.
+    #[arg(
+        long,
+        global = true,
+        env = "POSTHUMAN_WALLET",
+        default_value = "~/.posthuman/wallet.json"
+    )]
+    pub wallet: String,
+    /// Environment variable holding the keystore's password.
+    #[arg(long, global = true, default_value = "POSTHUMAN_WALLET_PASSWORD")]
+    pub password_env: String,
+    /// Use the hex private key in this environment variable instead of a keystore.
+    #[arg(long, global = true)]
+    pub key_env: Option<String>,
+    /// Machine-readable JSON on stdout instead of text and progress bars.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, import and inspect your wallet.
+    #[command(subcommand)]
+    Wallet(WalletCmd),
+    /// Publish models and browse the catalogue.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// Buy, sell and transfer datatokens.
+    #[command(subcommand)]
+    Market(MarketCmd),
+    /// Run paid train / infer / evaluate jobs and follow them.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// Where each of your datatokens came from (derivation rewards by scheme share).
+    Rewards,
+    /// Verify a job's receipt publicly, or audit its training (`--audit`, needs the weights).
+    Verify(VerifyArgs),
+    /// Play the whole Alice → Elena story on a fresh embedded deployment.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCmd {
+    /// Create a new key and save it encrypted at --wallet.
+    Create,
+    /// Encrypt the hex key held in an environment variable into --wallet.
+    Import {
+        /// The environment variable holding the key.
+        #[arg(long)]
+        from_env: String,
+    },
+    /// Print your address.
+    Address,
+    /// ETH, OCEAN and every datatoken you hold.
+    Balances,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCmd {
+    /// Publish an HF-layout directory (config.json, model.safetensors, tokenizer.json).
+    Publish(PublishArgs),
+    /// The catalogue.
+    List,
+    /// One model's card, price, lineage, evaluations and receipts.
+    Show { nft: String },
+    /// The lineage tree from a model up to its root.
+    Lineage { nft: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Directory holding config.json, model.safetensors and tokenizer.json.
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub symbol: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Price of one datatoken in OCEAN (decimal, e.g. 2.5).
+    #[arg(long)]
+    pub price: String,
+    /// Datatokens minted per derivation (decimal).
+    #[arg(long, default_value = "100")]
+    pub reward_total: String,
+    /// Reward scheme: the trainer's share in basis points; each earlier trainer gets half.
+    #[arg(long, default_value_t = 5000)]
+    pub reward_first_bps: u16,
+    /// Number of trainers (most recent first) the scheme pays.
+    #[arg(long, default_value_t = 4)]
+    pub reward_depth: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MarketCmd {
+    /// Buy datatokens of a model (or any exchange) with OCEAN.
+    Buy {
+        /// The model NFT whose datatoken to buy (its listed exchange), or --exchange.
+        nft: Option<String>,
+        #[arg(long)]
+        exchange: Option<String>,
+        /// Datatokens to buy (decimal).
+        #[arg(long, default_value = "1")]
+        amount: String,
+    },
+    /// Offer datatokens you hold for sale on a new fixed-rate exchange.
+    Sell {
+        /// The datatoken to sell.
+        datatoken: String,
+        /// Price in OCEAN per datatoken (decimal).
+        #[arg(long)]
+        price: String,
+        /// How many to put up for sale (decimal); they are approved to the exchange.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Send tokens to someone.
+    Transfer {
+        token: String,
+        to: String,
+        /// Amount (decimal, 18 decimals).
+        amount: String,
+    },
+}
+
+/// Sampling flags shared by infer.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    pub nft: String,
+    /// A prompt (repeat for a batch).
+    #[arg(long = "prompt", required = true)]
+    pub prompts: Vec<String>,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: u32,
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop generating once this string appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// Fine-tune a model on your data; the result is published as a new model.
+    Train {
+        nft: String,
+        /// Your training text (UTF-8).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        steps: u32,
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 8)]
+        batch: u32,
+        #[arg(long, default_value_t = 64)]
+        context: u32,
+        #[arg(long, default_value_t = 5)]
+        warmup: u32,
+        #[arg(long, default_value_t = 10)]
+        checkpoint_every: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Submit and return the job id without following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Generate text from a model.
+    Infer(InferArgs),
+    /// Perplexity of a model on your data, against a baseline.
+    Evaluate {
+        nft: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 128)]
+        context: u32,
+        #[arg(long, default_value_t = 64)]
+        stride: u32,
+        /// Score at most this many tokens (0 = all).
+        #[arg(long, default_value_t = 0)]
+        max_tokens: u64,
+        /// A baseline: LABEL=PERPLEXITY, or a model NFT whose latest evaluation to use.
+        #[arg(long)]
+        baseline: Option<String>,
+    },
+    /// A job's state and live progress.
+    Status { job: String },
+    /// A finished job's public outputs and receipt.
+    Result { job: String },
+    /// Follow a job's progress until it ends.
+    Follow { job: String },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub job: String,
+    /// Re-run sampled training segments (operator/auditor only: needs the private store).
+    #[arg(long)]
+    pub audit: bool,
+    /// The operator's data dir (for --audit on the embedded default).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How big the demo's models and jobs are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoSize {
+    /// The README's demo: a base model that learns something in about a minute.
+    Full,
+    /// A seconds-long run for CI (tiny model, few steps).
+    Tiny,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// A fresh directory for the demo's chain, store and keys (default: a temporary one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DemoSize::Full)]
+    pub size: DemoSize,
+    /// WikiText-2 directory (valid.txt, test.txt).
+    #[arg(long, default_value = "data/wikitext-2")]
+    pub wikitext: PathBuf,
+}

@@ -1,0 +1,192 @@
+//! A typed HTTP client for the Posthuman API (`functions/`): the same view types the server
+//! returns, EIP-191 signed requests, and one translation of HTTP failures into [`CliError`].
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
+use posthuman_functions::handlers::models::{PublishRequest, Quote};
+use posthuman_functions::handlers::views::{JobView, ModelView, SubmittedView};
+use posthuman_types::JobKind;
+use reqwest::multipart::{Form, Part};
+use serde::de::DeserializeOwned;
+
+use crate::error::CliError;
+
+/// How long a signed request stays valid (the API accepts at most an hour).
+const REQUEST_VALIDITY_SECS: u64 = 600;
+
+/// The API at one base URL.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A fresh single-use nonce (the API rejects a repeated one per signer).
+pub fn nonce() -> String {
+    format!("n-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
+}
+
+/// The expiry to put in a request signed now.
+pub fn expiry() -> u64 {
+    now_secs() + REQUEST_VALIDITY_SECS
+}
+
+fn sign(signer: &PrivateKeySigner, body: &[u8]) -> Result<String, CliError> {
+    signer
+        .sign_message_sync(body)
+        .map(|s| s.to_string())
+        .map_err(|e| CliError::Internal(format!("signing the request: {e}")))
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> Result<Self, CliError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::Usage(format!("--api must be an http(s) URL, not {base:?}")));
+        }
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| CliError::Internal(format!("HTTP client: {e}")))?;
+        Ok(ApiClient { base, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T, CliError> {
+        let resp = r.send().await.map_err(|e| {
+            CliError::Unavailable(format!("cannot reach the API at {} ({e})", self.base))
+        })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CliError::Unavailable(format!("reading the API's answer: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| {
+                CliError::Internal(format!("unexpected answer from the API ({status}): {e}"))
+            });
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        if status.is_client_error() {
+            Err(CliError::Rejected(format!("{message} (HTTP {})", status.as_u16())))
+        } else {
+            Err(CliError::Unavailable(format!("{message} (HTTP {})", status.as_u16())))
+        }
+    }
+
+    pub async fn health(&self) -> Result<serde_json::Value, CliError> {
+        self.decode(self.http.get(format!("{}/api/health", self.base))).await
+    }
+
+    /// Where the deployment's chain is and its address book.
+    pub async fn chain_info(&self) -> Result<crate::session::ChainInfo, CliError> {
+        self.decode(self.http.get(format!("{}/api/chain", self.base))).await
+    }
+
+    pub async fn models(&self) -> Result<Vec<ModelView>, CliError> {
+        self.decode(self.http.get(format!("{}/api/models", self.base))).await
+    }
+
+    pub async fn model(&self, nft: &str) -> Result<ModelView, CliError> {
+        self.decode(self.http.get(format!("{}/api/models/{nft}", self.base))).await
+    }
+
+    pub async fn quote(&self, nft: &str, kind: JobKind) -> Result<Quote, CliError> {
+        let url = format!("{}/api/models/{nft}/quote?kind={}", self.base, kind.as_str());
+        self.decode(self.http.get(url)).await
+    }
+
+    /// Publishes a model directory's three files under a signed request.
+    pub async fn publish(
+        &self,
+        signer: &PrivateKeySigner,
+        req: &PublishRequest,
+        files: ModelFiles,
+    ) -> Result<ModelView, CliError> {
+        let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
+        let signature = sign(signer, &body)?;
+        let form = Form::new()
+            .part("request", Part::bytes(body))
+            .text("signature", signature)
+            .part("config", Part::bytes(files.config))
+            .part("weights", Part::bytes(files.weights))
+            .part("tokenizer", Part::bytes(files.tokenizer));
+        self.decode(self.http.post(format!("{}/api/models", self.base)).multipart(form)).await
+    }
+
+    /// Submits a paid job under a signed request, with its dataset if any.
+    pub async fn submit(
+        &self,
+        signer: &PrivateKeySigner,
+        req: &JobRequest,
+        dataset: Option<Vec<u8>>,
+    ) -> Result<SubmittedView, CliError> {
+        let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
+        let signature = sign(signer, &body)?;
+        let mut form = Form::new().part("request", Part::bytes(body)).text("signature", signature);
+        if let Some(d) = dataset {
+            form = form.part("dataset", Part::bytes(d));
+        }
+        self.decode(self.http.post(format!("{}/api/jobs", self.base)).multipart(form)).await
+    }
+
+    pub async fn job(&self, job_id: &str) -> Result<JobView, CliError> {
+        self.decode(self.http.get(format!("{}/api/jobs/{job_id}", self.base))).await
+    }
+
+    /// A job's public outputs, readable only by its buyer (signed read).
+    pub async fn result(
+        &self,
+        signer: &PrivateKeySigner,
+        job_id: &str,
+    ) -> Result<JobResult, CliError> {
+        let expires = expiry();
+        let msg = posthuman_functions::auth::read_message(job_id, expires);
+        let signature = sign(signer, msg.as_bytes())?;
+        let r = self
+            .http
+            .get(format!("{}/api/jobs/{job_id}/result", self.base))
+            .header("x-posthuman-signature", signature)
+            .header("x-posthuman-expires", expires.to_string());
+        self.decode(r).await
+    }
+}
+
+/// The three files of an HF-layout model directory.
+#[derive(Clone, Debug)]
+pub struct ModelFiles {
+    pub config: Vec<u8>,
+    pub weights: Vec<u8>,
+    pub tokenizer: Vec<u8>,
+}
+
+impl ModelFiles {
+    pub fn read(dir: &std::path::Path) -> Result<Self, CliError> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot read {} ({e}): a model directory holds config.json, model.safetensors and tokenizer.json",
+                    p.display()
+                ))
+            })
+        };
+        Ok(ModelFiles {
+            config: read("config.json")?,
+            weights: read("model.safetensors")?,
+            tokenizer: read("tokenizer.json")?,
+        })
+    }
+}

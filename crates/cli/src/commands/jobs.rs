@@ -1,0 +1,280 @@
+//! `posthuman jobs …`: quote, order (spend one datatoken with `startOrder`), submit the
+//! signed request, follow live progress, fetch the public result.
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{B256, Bytes, U256};
+use posthuman_chain::ProviderFee;
+use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
+use posthuman_functions::handlers::models::Quote;
+use posthuman_functions::handlers::views::{JobStateView, JobView};
+use posthuman_types::{
+    EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, TrainParams, job::Baseline,
+};
+use sha2::{Digest, Sha256};
+
+use crate::args::{InferArgs, JobsCmd};
+use crate::client::{expiry, nonce};
+use crate::error::CliError;
+use crate::output::Out;
+use crate::session::Session;
+use crate::{Config, units};
+
+/// How long `follow` waits for a job before giving up (the job itself goes on).
+const FOLLOW_LIMIT: Duration = Duration::from_secs(6 * 3600);
+const POLL: Duration = Duration::from_millis(200);
+
+pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> {
+    let s = Session::open(cfg).await?;
+    let result = match cmd {
+        JobsCmd::Train {
+            nft,
+            data,
+            steps,
+            lr,
+            batch,
+            context,
+            warmup,
+            checkpoint_every,
+            seed,
+            detach,
+        } => {
+            let mut p = TrainParams::new(steps, lr, batch, context);
+            p.warmup_steps = warmup;
+            p.checkpoint_every = checkpoint_every.min(steps.max(1));
+            p.seed = seed;
+            let dataset = read(&data)?;
+            let id = order_and_submit(&s, out, &nft, JobParams::Train(p), Some(dataset)).await?;
+            if detach {
+                out.emit(&serde_json::json!({ "job_id": id }), || id.clone());
+                return Ok(());
+            }
+            follow(&s, out, &id).await?
+        }
+        JobsCmd::Infer(a) => {
+            let id =
+                order_and_submit(&s, out, &a.nft.clone(), JobParams::Infer(infer_params(a)), None)
+                    .await?;
+            follow(&s, out, &id).await?
+        }
+        JobsCmd::Evaluate { nft, data, context, stride, max_tokens, baseline } => {
+            let baseline = match baseline {
+                Some(b) => Some(parse_baseline(&s, &b).await?),
+                None => None,
+            };
+            let p = EvalParams { context_len: context, stride, max_tokens, baseline };
+            let id =
+                order_and_submit(&s, out, &nft, JobParams::Evaluate(p), Some(read(&data)?)).await?;
+            follow(&s, out, &id).await?
+        }
+        JobsCmd::Status { job } => {
+            let v = s.api.job(&job).await?;
+            out.emit(&v, || status_line(&v));
+            return Ok(());
+        }
+        JobsCmd::Follow { job } => follow(&s, out, &job).await?,
+        JobsCmd::Result { job } => s.api.result(&s.signer, &job).await?,
+    };
+    out.emit(&result, || render_result(&result));
+    match &result.job.state {
+        JobStateView::Failed { reason, .. } => Err(CliError::JobFailed(reason.clone())),
+        _ => Ok(()),
+    }
+}
+
+fn read(p: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {} ({e})", p.display())))
+}
+
+/// Sampling flags → validated-on-submit parameters.
+pub fn infer_params(a: InferArgs) -> InferParams {
+    InferParams {
+        prompts: a.prompts,
+        max_new_tokens: a.max_new_tokens,
+        sampling: Sampling {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+        stop: a.stop,
+    }
+}
+
+/// `LABEL=PPL`, or a model NFT whose best published evaluation becomes the baseline.
+async fn parse_baseline(s: &Session, b: &str) -> Result<Baseline, CliError> {
+    if let Some((label, ppl)) = b.split_once('=') {
+        let perplexity = ppl.trim().parse().map_err(|_| {
+            CliError::Usage(format!("--baseline LABEL=PERPLEXITY needs a number, not {ppl:?}"))
+        })?;
+        return Ok(Baseline { label: label.trim().to_string(), perplexity });
+    }
+    let m = s.api.model(b).await?;
+    let e = m.evaluations.last().ok_or_else(|| {
+        CliError::Usage(format!(
+            "{} has no published evaluation to use as a baseline",
+            m.card.symbol
+        ))
+    })?;
+    Ok(Baseline {
+        label: format!("{} ({})", m.card.symbol, m.card.weights_hash.short()),
+        perplexity: e.perplexity,
+    })
+}
+
+fn fee_of(q: &Quote) -> Result<ProviderFee, CliError> {
+    let f = &q.provider_fee;
+    let bad = |what: &str| CliError::Internal(format!("the API's quote has a malformed {what}"));
+    Ok(ProviderFee {
+        address: f.provider_fee_address.parse().map_err(|_| bad("fee address"))?,
+        token: f.provider_fee_token.parse().map_err(|_| bad("fee token"))?,
+        amount: f.provider_fee_amount.parse().map_err(|_| bad("fee amount"))?,
+        v: f.v,
+        r: f.r.parse::<B256>().map_err(|_| bad("signature"))?,
+        s: f.s.parse::<B256>().map_err(|_| bad("signature"))?,
+        valid_until: U256::from(f.valid_until),
+        data: f.provider_data.parse::<Bytes>().map_err(|_| bad("provider data"))?,
+    })
+}
+
+/// Quote → check the datatoken balance → `startOrder` → signed submit. Returns the job id.
+pub async fn order_and_submit(
+    s: &Session,
+    out: &Out,
+    nft: &str,
+    params: JobParams,
+    dataset: Option<Vec<u8>>,
+) -> Result<String, CliError> {
+    let kind = params.kind();
+    let q = s.api.quote(nft, kind).await?;
+    let dt = crate::session::address("datatoken", &q.datatoken)?;
+    let cost: U256 = q.datatokens.parse().map_err(|_| CliError::Internal("bad quote".into()))?;
+    let held = s.chain.balance_of(dt, s.me()).await?;
+    if held < cost {
+        return Err(CliError::Usage(format!(
+            "a {kind} job costs {} datatoken(s) of {nft} and you hold {}: buy with `posthuman market buy {nft}`",
+            units::show(cost),
+            units::show(held)
+        )));
+    }
+    let fee = fee_of(&q)?;
+    let sp = out.spinner(&format!("ordering a {kind} job (startOrder)"));
+    let order = s.chain.start_order(s.me(), dt, s.me(), q.service_index, &fee).await;
+    sp.finish_and_clear();
+    let order = order?;
+    let req = JobRequest {
+        model: q.model.clone(),
+        order_tx: order.tx_hash.to_string(),
+        consumer: s.me().to_string(),
+        params,
+        dataset_sha256: dataset.as_ref().map(|d| Hash32(Sha256::digest(d).into())),
+        nonce: nonce(),
+        expires_at: expiry(),
+    };
+    let sub = s.api.submit(&s.signer, &req, dataset).await?;
+    out.say(format!("{kind} job {} submitted (order {})", sub.job_id, order.tx_hash));
+    Ok(sub.job_id)
+}
+
+/// True once nothing more will happen to the job (a train job also needs its derived model
+/// published and rewarded).
+fn finished(v: &JobView) -> bool {
+    match v.state {
+        JobStateView::Failed { .. } => true,
+        JobStateView::Succeeded => v.kind != JobKind::Train || v.completed,
+        _ => false,
+    }
+}
+
+/// Follows a job with a live progress bar until it ends, then fetches its result.
+pub async fn follow(s: &Session, out: &Out, job_id: &str) -> Result<JobResult, CliError> {
+    let start = Instant::now();
+    let bar = out.bar(1, "queued");
+    loop {
+        let v = s.api.job(job_id).await?;
+        if let Some(p) = &v.progress {
+            bar.set_length(p.total.max(1));
+            bar.set_position(p.done.min(p.total));
+            bar.set_prefix(p.phase.clone());
+            let loss = p.loss.map(|l| format!("loss {l:.3}  ")).unwrap_or_default();
+            bar.set_message(format!("{loss}{:.0} tok/s", p.tokens_per_sec));
+        }
+        if finished(&v) {
+            bar.finish_and_clear();
+            break;
+        }
+        if start.elapsed() > FOLLOW_LIMIT {
+            bar.abandon();
+            return Err(CliError::Unavailable(format!(
+                "job {job_id} is still running; follow it later with `posthuman jobs follow {job_id}`"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    s.api.result(&s.signer, job_id).await
+}
+
+fn status_line(v: &JobView) -> String {
+    let state = match &v.state {
+        JobStateView::Queued => "queued".to_string(),
+        JobStateView::Running => "running".to_string(),
+        JobStateView::Succeeded if v.completed || v.kind != JobKind::Train => {
+            "succeeded".to_string()
+        }
+        JobStateView::Succeeded => "succeeded (publishing the derived model)".to_string(),
+        JobStateView::Failed { reason, order_reusable, .. } => format!(
+            "failed: {reason}{}",
+            if *order_reusable {
+                " — the order was released: submit again with the same order tx"
+            } else {
+                ""
+            }
+        ),
+    };
+    let progress = v
+        .progress
+        .as_ref()
+        .map(|p| format!(" [{} {}/{}]", p.phase, p.done, p.total))
+        .unwrap_or_default();
+    format!("{} {} on {}: {state}{progress}", v.job_id, v.kind, v.model)
+}
+
+/// Human rendering of a result: the outputs that matter per kind.
+pub fn render_result(r: &JobResult) -> String {
+    let mut s = status_line(&r.job);
+    if let Some(m) = &r.metrics {
+        s.push_str(&format!(
+            "\n  final loss {}  tokens {}  {} tok/s\n  output weights {}",
+            m["final_loss"].as_f64().map(|l| format!("{l:.4}")).unwrap_or_default(),
+            m["tokens_trained"],
+            m["tokens_per_sec"].as_f64().map(|t| format!("{t:.0}")).unwrap_or_default(),
+            m["output_weights_hash"].as_str().unwrap_or("?")
+        ));
+    }
+    if let Some(d) = &r.job.derived_model {
+        s.push_str(&format!("\n  derived model {} (datatoken {})", d.nft, d.datatoken));
+    }
+    if let Some(cs) = r.completions.as_ref().and_then(|c| c.as_array()) {
+        for c in cs {
+            s.push_str(&format!(
+                "\n  > {}{}",
+                c["prompt"].as_str().unwrap_or(""),
+                c["text"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    if let Some(rep) = &r.report {
+        s.push_str(&format!(
+            "\n  perplexity {:.3} over {} tokens",
+            rep["perplexity"].as_f64().unwrap_or(f64::NAN),
+            rep["tokens_scored"]
+        ));
+        if let Some(b) = rep["baseline_perplexity"].as_f64() {
+            s.push_str(&format!(" (baseline {b:.3})"));
+        }
+    }
+    if let Some(h) = &r.job.receipt_hash {
+        s.push_str(&format!("\n  receipt {h}"));
+    }
+    s
+}

@@ -1,0 +1,162 @@
+//! `posthuman models …`: publish an HF-layout directory, browse the catalogue and lineage.
+
+use posthuman_functions::handlers::models::PublishRequest;
+use posthuman_functions::handlers::views::ModelView;
+use posthuman_types::{Hash32, RewardScheme};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::args::{ModelsCmd, PublishArgs};
+use crate::client::{ApiClient, ModelFiles, expiry, nonce};
+use crate::error::CliError;
+use crate::output::Out;
+use crate::session::Session;
+use crate::{Config, units};
+
+pub async fn run(cfg: &Config, out: &Out, cmd: ModelsCmd) -> Result<(), CliError> {
+    match cmd {
+        ModelsCmd::Publish(a) => {
+            let s = Session::open(cfg).await?;
+            let m = publish(&s, out, &a).await?;
+            out.emit(&m, || card(&m));
+        }
+        ModelsCmd::List => {
+            let api = ApiClient::new(&cfg.api)?;
+            let ms = api.models().await?;
+            out.emit(&ms, || list(&ms));
+        }
+        ModelsCmd::Show { nft } => {
+            let m = ApiClient::new(&cfg.api)?.model(&nft).await?;
+            out.emit(&m, || card(&m));
+        }
+        ModelsCmd::Lineage { nft } => {
+            let l = lineage(&ApiClient::new(&cfg.api)?, &nft).await?;
+            out.emit(&l, || render_lineage(&l));
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a model directory with a geometric reward scheme.
+pub async fn publish(s: &Session, out: &Out, a: &PublishArgs) -> Result<ModelView, CliError> {
+    let files = ModelFiles::read(&a.dir)?;
+    let total = units::parse("--reward-total", &a.reward_total)?;
+    let total: u128 =
+        total.try_into().map_err(|_| CliError::Usage("--reward-total is too large".into()))?;
+    let reward_scheme = RewardScheme::geometric(total, a.reward_first_bps, a.reward_depth);
+    reward_scheme.validate().map_err(|e| CliError::Usage(e.to_string()))?;
+    let req = PublishRequest {
+        name: a.name.clone(),
+        symbol: a.symbol.clone(),
+        description: a.description.clone(),
+        owner: s.me().to_string(),
+        price: units::parse("--price", &a.price)?.to_string(),
+        reward_scheme,
+        weights_sha256: Hash32(Sha256::digest(&files.weights).into()),
+        nonce: nonce(),
+        expires_at: expiry(),
+    };
+    let sp = out.spinner(&format!(
+        "publishing {} ({} MB of weights)",
+        a.name,
+        files.weights.len() >> 20
+    ));
+    let r = s.api.publish(&s.signer, &req, files).await;
+    sp.finish_and_clear();
+    r
+}
+
+/// A model and its ancestors, child first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lineage {
+    pub models: Vec<ModelView>,
+}
+
+/// Walks the catalogue from `nft` up to its root.
+pub async fn lineage(api: &ApiClient, nft: &str) -> Result<Lineage, CliError> {
+    let m = api.model(nft).await?;
+    let mut models = vec![m.clone()];
+    for parent in &m.lineage {
+        models.push(api.model(parent).await?);
+    }
+    Ok(Lineage { models })
+}
+
+fn render_lineage(l: &Lineage) -> String {
+    let mut s = String::new();
+    for (depth, m) in l.models.iter().rev().enumerate() {
+        let who = m.card.trainer.as_deref().unwrap_or(&m.card.owner);
+        s.push_str(&format!(
+            "{}{} {}  weights {}  by {}\n",
+            "  ".repeat(depth),
+            if depth == 0 { "●" } else { "└─" },
+            m.card.symbol,
+            m.card.weights_hash.short(),
+            who
+        ));
+    }
+    s.trim_end().to_string()
+}
+
+fn list(ms: &[ModelView]) -> String {
+    if ms.is_empty() {
+        return "no models yet: publish one with `posthuman models publish DIR …`".into();
+    }
+    let mut s = format!("{:<8} {:<42} {:<12} {:<8} {}\n", "SYMBOL", "NFT", "PRICE", "JOBS", "ARCH");
+    for m in ms {
+        let price = m.card.price.as_deref().map(price_of).unwrap_or_else(|| "-".into());
+        let jobs = m.jobs.train + m.jobs.infer + m.jobs.evaluate;
+        s.push_str(&format!(
+            "{:<8} {:<42} {:<12} {:<8} {}\n",
+            m.card.symbol, m.card.nft, price, jobs, m.card.architecture
+        ));
+    }
+    s.trim_end().to_string()
+}
+
+fn price_of(base_units: &str) -> String {
+    base_units
+        .parse()
+        .map(|v| format!("{} OCEAN", units::show(v)))
+        .unwrap_or_else(|_| base_units.to_string())
+}
+
+/// The human rendering of a model card.
+pub fn card(m: &ModelView) -> String {
+    let c = &m.card;
+    let mut s = format!(
+        "{} ({})  {}\n  nft        {}\n  datatoken  {}\n  owner      {}\n  weights    {}\n  arch       {} ({} parameters)\n",
+        c.name,
+        c.symbol,
+        c.description,
+        c.nft,
+        c.datatoken,
+        c.owner,
+        c.weights_hash,
+        c.architecture,
+        c.parameters
+    );
+    if let Some(p) = &c.price {
+        s.push_str(&format!("  price      {}\n", price_of(p)));
+    }
+    if let Some(t) = &c.trainer {
+        s.push_str(&format!("  trainer    {t}\n"));
+    }
+    if !m.lineage.is_empty() {
+        s.push_str(&format!("  lineage    {}\n", m.lineage.join(" → ")));
+    }
+    let shares: Vec<String> =
+        c.reward_scheme.shares_bps.iter().map(|b| format!("{}%", f64::from(*b) / 100.0)).collect();
+    s.push_str(&format!(
+        "  rewards    {} per derivation, shares {}\n  jobs       train {} / infer {} / evaluate {}\n",
+        c.reward_scheme.total_reward.parse().map(units::show).unwrap_or_default(),
+        shares.join(" / "),
+        m.jobs.train,
+        m.jobs.infer,
+        m.jobs.evaluate
+    ));
+    for e in &m.evaluations {
+        s.push_str(&format!("  eval       perplexity {:.3} (job {})\n", e.perplexity, e.job_id));
+    }
+    s.trim_end().to_string()
+}

@@ -63,6 +63,15 @@ fn apply_mask(p: &mut [f32], dr: Dropout, bh: usize, tq: usize, tk: usize) {
     }
 }
 
+/// Query rows per block: block `r0..r0+QB` only needs keys `..offset+r0+QB`, so the causal
+/// upper triangle is mostly never computed.
+const QB: usize = 64;
+
+/// Rows `r0..r0+rows`, first `cols` columns of `m`.
+fn sub<'a>(m: Mat<'a>, r0: usize, rows: usize, cols: usize) -> Mat<'a> {
+    Mat { data: &m.data[r0 * m.rs..], rows, cols, rs: m.rs, cs: m.cs }
+}
+
 /// Forward for one (batch, head): returns (output tq × d, probabilities tq × tk).
 fn head_fwd(
     x: &Qkv,
@@ -74,9 +83,13 @@ fn head_fwd(
     let (tq, tk, d) = (dm.tq, dm.tk, dm.d);
     let offset = tk - tq;
     let mut p = vec![0f32; tq * tk];
-    let k = dm.k_at(x, bi, hi);
-    matmul(&mut p, tk, dm.q_at(x, bi, hi), Mat::t(k.data, d, tk, x.ks), false, false)?;
+    let (q, k) = (dm.q_at(x, bi, hi), dm.k_at(x, bi, hi));
     let scale = dm.scale();
+    for r0 in (0..tq).step_by(QB) {
+        let (r, kend) = (QB.min(tq - r0), offset + (r0 + QB).min(tq));
+        let kt = Mat::t(k.data, d, kend, x.ks);
+        matmul(&mut p[r0 * tk..], tk, sub(q, r0, r, d), kt, false, false)?;
+    }
     for (i, row) in p.chunks_exact_mut(tk).enumerate() {
         let valid = offset + i + 1;
         softmax_scaled(&mut row[..valid], scale);
@@ -84,14 +97,20 @@ fn head_fwd(
     }
     let mut out = vec![0f32; tq * d];
     let vo = dm.v_off(x, bi, hi);
-    let v = Mat::rows(&x.v[vo..], tk, d, x.vs);
-    match dr {
+    let pd_owned;
+    let pd: &[f32] = match dr {
         Some(dr) => {
-            let mut pd = p.clone();
-            apply_mask(&mut pd, dr, bi * dm.h + hi, tq, tk);
-            matmul(&mut out, d, Mat::rows(&pd, tq, tk, tk), v, false, false)?;
+            let mut t = p.clone();
+            apply_mask(&mut t, dr, bi * dm.h + hi, tq, tk);
+            pd_owned = t;
+            &pd_owned
         }
-        None => matmul(&mut out, d, Mat::rows(&p, tq, tk, tk), v, false, false)?,
+        None => &p,
+    };
+    for r0 in (0..tq).step_by(QB) {
+        let (r, kend) = (QB.min(tq - r0), offset + (r0 + QB).min(tq));
+        let v = Mat::rows(&x.v[vo..], kend, d, x.vs);
+        matmul(&mut out[r0 * d..], d, Mat::rows(&pd[r0 * tk..], r, kend, tk), v, false, false)?;
     }
     Ok((out, p))
 }
@@ -123,7 +142,8 @@ pub(crate) fn attention_fwd(
     Ok((out, probs))
 }
 
-/// Backward for one (batch, head): returns (dq tq×d, dk tk×d, dv tk×d).
+/// Backward for one (batch, head): returns (dq tq×d, dk tk×d, dv tk×d). Key-side gradients
+/// accumulate over query blocks in a fixed order.
 fn head_bwd(
     x: &Qkv,
     g: &[f32],
@@ -134,22 +154,29 @@ fn head_bwd(
     dr: Option<Dropout>,
 ) -> Result<[Vec<f32>; 3]> {
     let (tq, tk, d, c) = (dm.tq, dm.tk, dm.d, dm.h * dm.d);
+    let offset = tk - tq;
     let bh = bi * dm.h + hi;
     let d_o = Mat::rows(&g[(bi * tq) * c + hi * d..], tq, d, c);
     let vo = dm.v_off(x, bi, hi);
-    let mut pd_owned;
+    let pd_owned;
     let pd: &[f32] = match dr {
         Some(dr) => {
-            pd_owned = p.to_vec();
-            apply_mask(&mut pd_owned, dr, bh, tq, tk);
+            let mut t = p.to_vec();
+            apply_mask(&mut t, dr, bh, tq, tk);
+            pd_owned = t;
             &pd_owned
         }
         None => p,
     };
     let mut dv = vec![0f32; tk * d];
-    matmul(&mut dv, d, Mat::t(pd, tk, tq, tk), d_o, false, false)?;
     let mut dp = vec![0f32; tq * tk];
-    matmul(&mut dp, tk, d_o, Mat::t(&x.v[vo..], d, tk, x.vs), false, false)?;
+    for r0 in (0..tq).step_by(QB) {
+        let (r, kend) = (QB.min(tq - r0), offset + (r0 + QB).min(tq));
+        let dob = sub(d_o, r0, r, d);
+        matmul(&mut dv, d, Mat::t(&pd[r0 * tk..], kend, r, tk), dob, true, false)?;
+        let vt = Mat::t(&x.v[vo..], d, kend, x.vs);
+        matmul(&mut dp[r0 * tk..], tk, dob, vt, false, false)?;
+    }
     if let Some(dr) = dr {
         apply_mask(&mut dp, dr, bh, tq, tk);
     }
@@ -158,9 +185,14 @@ fn head_bwd(
         softmax_bwd_row(dpr, pr, scale);
     }
     let mut dq = vec![0f32; tq * d];
-    matmul(&mut dq, d, Mat::rows(&dp, tq, tk, tk), dm.k_at(x, bi, hi), false, false)?;
     let mut dk = vec![0f32; tk * d];
-    matmul(&mut dk, d, Mat::t(&dp, tk, tq, tk), dm.q_at(x, bi, hi), false, false)?;
+    let (q, k) = (dm.q_at(x, bi, hi), dm.k_at(x, bi, hi));
+    for r0 in (0..tq).step_by(QB) {
+        let (r, kend) = (QB.min(tq - r0), offset + (r0 + QB).min(tq));
+        let ds = Mat::rows(&dp[r0 * tk..], r, kend, tk);
+        matmul(&mut dq[r0 * d..], d, ds, sub(k, 0, kend, d), false, false)?;
+        matmul(&mut dk, d, Mat::t(&dp[r0 * tk..], kend, r, tk), sub(q, r0, r, d), true, false)?;
+    }
     Ok([dq, dk, dv])
 }
 

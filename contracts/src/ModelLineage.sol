@@ -59,6 +59,9 @@ interface IOceanDatatoken {
 /// exactly the rewards, provably from this bytecode. The operator is still trusted to tell
 /// the truth in `commitTraining` (it is accountable through signed receipts and audits), but
 /// it cannot mint. Root models are published by their owners and registered by the operator.
+/// Consequence: nobody holds the child's ERC20-deployer role, so no fixed-rate exchange can be
+/// opened on a child datatoken (Ocean 2.6's exchange only sells what it mints or holds from
+/// earlier sales); rewards change hands by plain ERC-20 transfers.
 contract ModelLineage {
     /// ERC725Y key holding a model's canonical weights hash in its data NFT.
     bytes32 public constant WEIGHTS_HASH_KEY = keccak256("posthuman.weightsHash");

@@ -31,6 +31,7 @@ async fn only_the_operator_records_and_a_job_records_once() {
     let alice = e.wallet(0).await;
     let bob = e.wallet(0).await;
     let root = e.publish(alice, RewardScheme::geometric(100 * ONE, 5000, 3)).await;
+    let carol = e.wallet(0).await;
     let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
 
     // A client holding Bob's key as its "operator" is refused by the contract.
@@ -74,7 +75,7 @@ async fn only_the_operator_records_and_a_job_records_once() {
     let nft = ERC721Template::new(child.nft, e.chain.provider());
     assert_eq!(nft.ownerOf(U256::from(1)).call().await.unwrap(), e.chain.book().lineage);
     assert_eq!(e.chain.weights_commitment(child.nft).await.unwrap(), Some(w));
-    let dt = ERC20Template::new(child.datatoken, e.chain.provider());
+    let dt = ERC20Template::new(child.datatoken, e.chain.provider().clone());
     assert!(dt.isMinter(e.chain.book().lineage).call().await.unwrap());
     for who in [e.chain.operator(), alice, bob] {
         assert!(!dt.isMinter(who).call().await.unwrap());
@@ -87,6 +88,19 @@ async fn only_the_operator_records_and_a_job_records_once() {
             .is_err()
     );
     assert_eq!(dt.totalSupply().call().await.unwrap(), U256::from(100 * ONE));
+    // Bob passes part of his reward on by a plain transfer (no exchange can mint it).
+    e.chain.transfer(bob, child.datatoken, carol, U256::from(3 * ONE)).await.unwrap();
+    assert_eq!(e.chain.balance_of(child.datatoken, carol).await.unwrap(), U256::from(3 * ONE));
+    assert_eq!(dt.totalSupply().call().await.unwrap(), U256::from(100 * ONE));
+    // The contract refuses NFTs it did not create for itself.
+    let root_nft = ERC721Template::new(root.nft, e.chain.provider());
+    let stray = root_nft
+        .safeTransferFrom(alice, e.chain.book().lineage, U256::from(1))
+        .from(alice)
+        .send()
+        .await;
+    assert!(stray.is_err(), "stray NFT accepted");
+
     // Registering the same root twice, or a root whose metadata disagrees, fails.
     rejected(
         e.chain
@@ -150,7 +164,7 @@ async fn random_lineage(seed: u64, depth: usize) {
             assert!(got.insert(*who, amount.to::<u128>()).is_none(), "one mint per beneficiary");
         }
         assert_eq!(got, expected, "depth {level}, scheme {scheme:?}");
-        let supply = ERC20Template::new(child.datatoken, e.chain.provider())
+        let supply = ERC20Template::new(child.datatoken, e.chain.provider().clone())
             .totalSupply()
             .call()
             .await

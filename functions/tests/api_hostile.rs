@@ -29,14 +29,14 @@ fn train(lr: f64) -> JobParams {
 async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
     let mut env = env(sleeper(), |c| c.api.limits.max_dataset_bytes = 4096).await;
     let operator = env.operator.clone();
-    let files = tiny_model(&corpus(), 1);
+    let files = tiny_model_unrunnable(1);
     let scheme = RewardScheme::geometric(1000 * WEI, 5000, 3);
 
     // Publishing: only allowed publishers; broken weights are named.
     let mallory = env.wallet(10).await;
     let (st, body) = publish(&env, &mallory, &files, &scheme, "p-1").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
-    let mut broken = tiny_model(&corpus(), 1);
+    let mut broken = tiny_model_unrunnable(1);
     broken.weights.truncate(broken.weights.len() / 2);
     let (st, body) = publish(&env, &operator, &broken, &scheme, "p-2").await;
     assert_eq!(

@@ -125,10 +125,23 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
 
     // Files first (private store, _COMPLETE last as the worker expects), then the chain.
     let prefix = keys::model_prefix(&checked.weights_hash.to_hex());
+    let (config_bytes, tokenizer_bytes) = (up.config.clone(), up.tokenizer.clone());
     deps.store.put(&format!("{prefix}/config.json"), up.config).await?;
     deps.store.put(&format!("{prefix}/model.safetensors"), up.weights).await?;
     deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
-    deps.store.put(&format!("{prefix}/_COMPLETE"), Bytes::from_static(b"")).await?;
+    // The worker's manifest (format posthuman-model-v1): the canonical weights hash and the
+    // SHA-256 of each file, checked by the worker on every load.
+    let manifest = serde_json::json!({
+        "format": "posthuman-model-v1",
+        "weights_hash": checked.weights_hash,
+        "files": {
+            "config.json": Hash32(Sha256::digest(&config_bytes).into()),
+            "model.safetensors": req.weights_sha256,
+            "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
+        },
+    });
+    let manifest = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
+    deps.store.put(&format!("{prefix}/_COMPLETE"), Bytes::from(manifest)).await?;
 
     let c = &checked.cfg;
     let architecture = format!(

@@ -206,15 +206,64 @@ pub struct ModelFiles {
     pub tokenizer: Vec<u8>,
 }
 
-pub fn tiny_model(corpus: &str, seed: u64) -> ModelFiles {
-    use posthuman_worker::setup::{ModelShape, init_model};
-    let tok = posthuman_worker::tokenizer::train_bpe(corpus, 300).unwrap();
-    let shape = ModelShape { n_layer: 2, n_embd: 32, n_head: 2, n_positions: 64, vocab_size: None };
-    let (cfg, w) = init_model(&tok, &shape, seed).unwrap();
+/// A tiny random GPT-2 built with the model crate alone, with a minimal tokenizer file
+/// (enough for the API's checks; jobs on it are never run).
+pub fn tiny_model_unrunnable(seed: u64) -> ModelFiles {
+    let cfg = posthuman_gpt2::Config::new(300, 64, 32, 2, 2);
+    let vm = posthuman_gpt2::init_weights(&cfg, seed).unwrap();
+    let w = posthuman_gpt2::Weights::from_var_map(&cfg, &vm).unwrap();
     ModelFiles {
         config: cfg.to_json().into_bytes(),
         weights: posthuman_gpt2::safetensors_bytes(&w).unwrap(),
-        tokenizer: tok.to_json().unwrap().into_bytes(),
+        tokenizer:
+            br#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"a":0},"unk_token":"a"}}"#
+                .to_vec(),
+    }
+}
+
+/// A tiny real GPT-2 and BPE tokenizer trained on `corpus`, made by the worker's own CLI
+/// (`train-tokenizer`, `init-model`), so the worker can run it.
+pub fn tiny_model_with_worker(worker: &std::path::Path, corpus: &str, seed: u64) -> ModelFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("corpus.txt");
+    std::fs::write(&c, corpus).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(worker).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "train-tokenizer",
+        "--corpus",
+        c.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    let m = dir.path().join("model");
+    let seed = seed.to_string();
+    run(&[
+        "init-model",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--n-layer",
+        "2",
+        "--n-embd",
+        "32",
+        "--n-head",
+        "2",
+        "--n-positions",
+        "64",
+        "--seed",
+        &seed,
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    ModelFiles {
+        config: std::fs::read(m.join("config.json")).unwrap(),
+        weights: std::fs::read(m.join("model.safetensors")).unwrap(),
+        tokenizer: std::fs::read(m.join("tokenizer.json")).unwrap(),
     }
 }
 

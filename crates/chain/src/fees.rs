@@ -92,3 +92,49 @@ impl ProviderFee {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_fee_recovers_to_its_signer_and_tampering_changes_the_signer() {
+        let signer =
+            PrivateKeySigner::from_bytes(&B256::repeat_byte(3)).unwrap_or_else(|e| panic!("{e}"));
+        let fee = sign_provider_fee(
+            &signer,
+            Address::repeat_byte(1),
+            U256::from(5),
+            1_900_000_000,
+            Bytes::from_static(b"d"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fee.address, signer.address());
+        assert!(fee.v == 27 || fee.v == 28);
+        assert_eq!(recover_provider_fee_signer(&fee), Some(signer.address()));
+        let mut later = fee.clone();
+        later.valid_until += U256::from(1);
+        assert_ne!(recover_provider_fee_signer(&later), Some(signer.address()));
+        let mut bad_v = fee;
+        bad_v.v = 29;
+        assert_eq!(recover_provider_fee_signer(&bad_v), None);
+    }
+
+    #[test]
+    fn digest_is_abi_encode_packed() {
+        // 1 data byte + 20 + 20 + 32 + 32 bytes, hashed once.
+        let mut packed = vec![0xab];
+        packed.extend_from_slice(&[0x11; 20]);
+        packed.extend_from_slice(&[0x22; 20]);
+        packed.extend_from_slice(&U256::from(7).to_be_bytes::<32>());
+        packed.extend_from_slice(&U256::from(9).to_be_bytes::<32>());
+        let d = provider_fee_digest(
+            &[0xab],
+            Address::repeat_byte(0x11),
+            Address::repeat_byte(0x22),
+            U256::from(7),
+            U256::from(9),
+        );
+        assert_eq!(d, keccak256(&packed));
+    }
+}

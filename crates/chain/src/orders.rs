@@ -380,3 +380,35 @@ impl Chain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_hash_parsing_is_strict() {
+        let good = format!("0x{}", "ab".repeat(32));
+        assert!(parse_tx_hash(&good).is_some());
+        assert!(parse_tx_hash(&good.to_uppercase().replacen("0X", "0x", 1)).is_some());
+        assert!(parse_tx_hash(&"ab".repeat(32)).is_none(), "0x prefix required");
+        assert!(parse_tx_hash(&format!("0x{}", "ab".repeat(31))).is_none());
+        assert!(parse_tx_hash(&format!("0x{}", "ab".repeat(33))).is_none());
+        assert!(parse_tx_hash(&format!("0x{}g", "a".repeat(63))).is_none());
+        assert!(parse_tx_hash("").is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_claims_are_exclusive_idempotent_and_releasable() {
+        let s = MemorySpentOrders::new();
+        let id = OrderId { tx_hash: B256::repeat_byte(1), log_index: 0 };
+        assert_eq!(s.claim(&id, "a").await.ok(), Some(Claim::Claimed));
+        assert_eq!(s.claim(&id, "a").await.ok(), Some(Claim::Claimed));
+        assert_eq!(s.claim(&id, "b").await.ok(), Some(Claim::HeldBy("a".into())));
+        let other = OrderId { log_index: 1, ..id };
+        assert_eq!(s.claim(&other, "b").await.ok(), Some(Claim::Claimed));
+        assert_eq!(s.release(&id, "b").await.ok(), Some(false));
+        assert_eq!(s.release(&id, "a").await.ok(), Some(true));
+        assert_eq!(s.holder(&id).await.ok(), Some(None));
+        assert_eq!(s.claim(&id, "b").await.ok(), Some(Claim::Claimed));
+    }
+}

@@ -115,6 +115,8 @@ pub(crate) fn matmul(
         }
         return Ok(());
     }
+    // Small products (decoding one token) lose more to waking threads than they gain.
+    let parallel = parallel && m * n * k >= 1 << 20;
     // SAFETY: every index gemm touches, (i*rs + j*cs) for i < rows, j < cols of each operand and
     // of dst, was bounds-checked above; dst is exclusively borrowed and cannot alias a or b.
     unsafe {

@@ -79,6 +79,20 @@ pub(crate) fn sync_parent(path: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", e))
 }
 
+/// Blocking twin of [`write_file_atomically`] for a local source (file-to-file copies use
+/// copy_file_range).
+pub(crate) fn copy_file_atomically(dest: &Path, mut src: File) -> Result<u64, StoreError> {
+    let (mut temp, mut out) = create_temp(dest)
+        .map_err(|e| io_err(&format!("creating a temp file beside {}", dest.display()), e))?;
+    let n = io::copy(&mut src, &mut out)
+        .and_then(|n| out.sync_all().map(|()| n))
+        .map_err(|e| io_err(&format!("writing {}", dest.display()), e))?;
+    drop(out);
+    temp.persist(dest).map_err(|e| io_err(&format!("renaming into {}", dest.display()), e))?;
+    sync_parent(dest)?;
+    Ok(n)
+}
+
 /// Streams `reader` into `dest` through a temp file, so a half-copied file never appears
 /// under `dest` (a crashed download leaves the old file or none). Returns the byte count.
 pub(crate) async fn write_file_atomically<R>(dest: &Path, mut reader: R) -> Result<u64, StoreError>

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use crate::fsutil::{TempFile, create_temp, io_err, sync_parent, write_file_atomically};
+use crate::fsutil::{TempFile, copy_file_atomically, create_temp, io_err, sync_parent};
 use crate::key::{validate_key, validate_prefix};
 use crate::{ObjectStore, StoreError};
 
@@ -238,11 +238,21 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
-        validate_key(key)?;
-        let src = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| io_err(&format!("opening {}", path.display()), e))?;
-        self.put_reader(key, src).await.map(|_| ())
+        let (root, key, src) = (self.root.clone(), key.to_owned(), path.to_path_buf());
+        // All in one blocking task: std's file-to-file io::copy uses copy_file_range, far
+        // faster than shuttling 8 KiB chunks through the async runtime.
+        blocking(move || {
+            validate_key(&key)?;
+            let mut src =
+                File::open(&src).map_err(|e| io_err(&format!("opening {}", src.display()), e))?;
+            let (final_path, mut temp, mut file) = prepare_write(&root, &key)?;
+            io::copy(&mut src, &mut file)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| io_err(&format!("copying into {key:?}"), e))?;
+            drop(file);
+            commit(&mut temp, &final_path, &key, Commit::Replace).map(|_| ())
+        })
+        .await
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
@@ -273,9 +283,12 @@ impl ObjectStore for LocalStore {
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
         let src = self.resolve(key)?;
-        let k = key.to_owned();
-        let (file, _) = blocking(move || open_object(&src, &k)).await?;
-        write_file_atomically(path, tokio::fs::File::from_std(file)).await
+        let (key, dest) = (key.to_owned(), path.to_path_buf());
+        blocking(move || {
+            let (file, _) = open_object(&src, &key)?;
+            copy_file_atomically(&dest, file)
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {

@@ -29,6 +29,9 @@ use crate::{ObjectStore, StoreError};
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// Default part size for multipart uploads; bodies up to this size go in one PUT.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Part uploads running at once: one S3 connection carries far less than an instance's
+/// network, and the memory cost is this many part buffers.
+pub const PARTS_IN_FLIGHT: usize = 4;
 
 /// Where the S3 store lives. `endpoint_url` + `force_path_style` point it at LocalStack/moto.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +151,9 @@ impl S3Store {
         }
     }
 
+    /// Uploads `first` and the rest of `reader` as parts, up to [`PARTS_IN_FLIGHT`] at a time
+    /// (memory: that many part buffers), then completes the upload. On error the in-flight
+    /// part uploads are dropped (the JoinSet aborts them) and the caller aborts the upload.
     async fn upload_parts<R>(
         &self,
         key: &str,
@@ -158,32 +164,42 @@ impl S3Store {
     where
         R: AsyncRead + Unpin + Send,
     {
+        let mut inflight = tokio::task::JoinSet::new();
         let mut parts = Vec::new();
         let mut total = 0u64;
+        let mut number = 0i32;
         let mut chunk = first;
         while !chunk.is_empty() {
-            let number = i32::try_from(parts.len() + 1)
-                .map_err(|_| StoreError::Io(format!("{key:?}: too many parts")))?;
+            while inflight.len() >= PARTS_IN_FLIGHT {
+                parts.push(join_part(&mut inflight).await?);
+            }
+            number = number
+                .checked_add(1)
+                .filter(|&n| n <= 10_000)
+                .ok_or_else(|| StoreError::Io(format!("{key:?}: over 10,000 parts")))?;
             total += chunk.len() as u64;
-            let out = self
+            let req = self
                 .client
                 .upload_part()
                 .bucket(&self.bucket)
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(number)
-                .body(ByteStream::from(chunk.freeze()))
-                .send()
-                .await
-                .map_err(|e| map_sdk_err(key, "upload part", e))?;
-            parts.push(
-                CompletedPart::builder()
+                .body(ByteStream::from(chunk.freeze()));
+            let k = key.to_owned();
+            inflight.spawn(async move {
+                let out = req.send().await.map_err(|e| map_sdk_err(&k, "upload part", e))?;
+                Ok(CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(out.e_tag().map(str::to_owned))
-                    .build(),
-            );
+                    .build())
+            });
             chunk = read_part(reader, self.part_size).await?;
         }
+        while !inflight.is_empty() {
+            parts.push(join_part(&mut inflight).await?);
+        }
+        parts.sort_by_key(|p| p.part_number());
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -220,6 +236,17 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| map_sdk_err(key, "get", e))
+    }
+}
+
+/// Waits for one part upload of the set.
+async fn join_part(
+    set: &mut tokio::task::JoinSet<Result<CompletedPart, StoreError>>,
+) -> Result<CompletedPart, StoreError> {
+    match set.join_next().await {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(StoreError::Io(format!("part upload task failed: {e}"))),
+        None => Err(StoreError::Io("no part upload in flight".into())),
     }
 }
 

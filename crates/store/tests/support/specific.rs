@@ -119,7 +119,8 @@ fn client_at(endpoint: &str) -> aws_sdk_s3::Client {
 
 #[tokio::test]
 async fn s3_errors_map_to_what_the_caller_can_do() {
-    let cases: [(u16, &str, fn(&StoreError) -> bool); 5] = [
+    type Check = fn(&StoreError) -> bool;
+    let cases: [(u16, &str, Check); 5] = [
         (503, "SlowDown", |e| matches!(e, StoreError::Unavailable(_))),
         (500, "InternalError", |e| matches!(e, StoreError::Unavailable(_))),
         (404, "NoSuchKey", |e| matches!(e, StoreError::NotFound { .. })),

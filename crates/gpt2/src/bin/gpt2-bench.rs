@@ -18,16 +18,19 @@ struct Args {
     threads: usize,
     steps: usize,
     json: bool,
+    /// Only the generation workload (for profiling it).
+    gen_only: bool,
 }
 
 fn args() -> AnyResult<Args> {
-    let mut a = Args { threads: 2, steps: 10, json: false };
+    let mut a = Args { threads: 2, steps: 10, json: false, gen_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
             "--threads" => a.threads = it.next().ok_or("--threads needs a value")?.parse()?,
             "--steps" => a.steps = it.next().ok_or("--steps needs a value")?.parse()?,
             "--json" => a.json = true,
+            "--gen-only" => a.gen_only = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -103,7 +106,8 @@ fn main() -> AnyResult<()> {
     let mut train_time = 0f64;
     let mut phase = [0f64; 3];
     let mut last_loss = 0f32;
-    for step in 0..a.steps + 2 {
+    let train_steps = if a.gen_only { 0 } else { a.steps + 2 };
+    for step in 0..train_steps {
         let (x, y) = (
             tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
             tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
@@ -132,8 +136,8 @@ fn main() -> AnyResult<()> {
 
     let frozen = posthuman_gpt2::Weights::from_var_map(&cfg, &vm)?.model(&cfg, &Device::Cpu)?;
     let mut eval_time = 0f64;
-    let eval_iters = a.steps.max(3);
-    for i in 0..eval_iters + 1 {
+    let eval_iters = if a.gen_only { 0 } else { a.steps.max(3) };
+    for i in 0..eval_iters + usize::from(!a.gen_only) {
         let (x, y) = (
             tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
             tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
@@ -148,18 +152,20 @@ fn main() -> AnyResult<()> {
     let eval_tps = (eval_iters * batch * ctx) as f64 / eval_time;
     let eval_gflops = eval_tps * fwd_flops_per_token(&cfg, ctx) / 1e9;
 
-    // Greedy generation, batch 1: 16-token prompt, 128 new tokens.
-    let (prompt_len, new_tokens) = (16usize, 128usize);
-    let prompt = tokens(&mut rng, 1, prompt_len, cfg.vocab_size)?;
+    // Greedy generation, batch 1: 16-token prompt, 128 new tokens (× 20 rounds with --gen-only).
+    let (prompt_len, new_tokens, rounds) = (16usize, 128usize, if a.gen_only { 20 } else { 1 });
     let t0 = Instant::now();
-    let mut cache = KvCache::new(&cfg, 1);
-    let mut logits = frozen.forward(&prompt, Some(&mut cache))?;
-    for _ in 0..new_tokens {
-        let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.flatten_all()?;
-        let next = last.argmax(0)?.to_scalar::<u32>()?;
-        logits = frozen.forward(&Tensor::new(&[[next]], &Device::Cpu)?, Some(&mut cache))?;
+    for _ in 0..rounds {
+        let prompt = tokens(&mut rng, 1, prompt_len, cfg.vocab_size)?;
+        let mut cache = KvCache::new(&cfg, 1);
+        let mut logits = frozen.forward(&prompt, Some(&mut cache))?;
+        for _ in 0..new_tokens {
+            let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.flatten_all()?;
+            let next = last.argmax(0)?.to_scalar::<u32>()?;
+            logits = frozen.forward(&Tensor::new(&[[next]], &Device::Cpu)?, Some(&mut cache))?;
+        }
     }
-    let gen_tps = new_tokens as f64 / t0.elapsed().as_secs_f64();
+    let gen_tps = (rounds * new_tokens) as f64 / t0.elapsed().as_secs_f64();
     let rss = peak_rss_mib();
 
     if a.json {

@@ -78,12 +78,14 @@ async fn local_failed_download_leaves_no_file() {
     assert!(names.iter().all(|n| !n.to_string_lossy().contains('~')), "{names:?}");
 }
 
-/// A one-shot HTTP peer answering every request with `status` and an S3 error `code`.
-async fn fake_s3(status: u16, code: &'static str) -> SocketAddr {
+/// An HTTP peer answering every request with `head` (status line and headers) and `body`,
+/// then holding the connection open: a body shorter than announced never completes.
+async fn raw_http(head: String, body: String) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let (head, body) = (head.clone(), body.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut seen = Vec::new();
@@ -93,16 +95,38 @@ async fn fake_s3(status: u16, code: &'static str) -> SocketAddr {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let body = format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.write_all(format!("{head}\r\n\r\n{body}").as_bytes()).await;
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             });
         }
     });
     addr
+}
+
+/// Answers every request with `status` and an S3 error `code`.
+async fn fake_s3(status: u16, code: &'static str) -> SocketAddr {
+    let body = format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close",
+        body.len()
+    );
+    raw_http(head, body).await
+}
+
+#[tokio::test]
+async fn s3_get_refuses_from_the_announced_length_without_reading() {
+    // 1 GB announced, 5 bytes sent, connection held open: reading the body would hang.
+    let head =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000000000";
+    let addr = raw_http(head.into(), "12345".into()).await;
+    let store = S3Store::from_client(client_at(&format!("http://{addr}")), "bucket");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), store.get("big", 1 << 20))
+        .await
+        .expect("get read the body instead of refusing on Content-Length");
+    match r {
+        Err(StoreError::TooLarge { size: 1_000_000_000, limit: 1_048_576, .. }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }
 
 fn client_at(endpoint: &str) -> aws_sdk_s3::Client {

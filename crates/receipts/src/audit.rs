@@ -324,36 +324,61 @@ pub fn audit<E: Display>(
         .segments
         .iter()
         .map(|seg| {
-            let start_ok = seg
-                .start_proof
-                .as_ref()
-                .is_none_or(|p| merkle::verify(&plan.root, seg.start_step, &seg.start_hash, p));
-            let end_ok = merkle::verify(&plan.root, seg.end_step, &seg.end_hash, &seg.end_proof);
-            let verdict = if !(start_ok && end_ok) {
-                SegmentVerdict::ProofInvalid
-            } else {
-                match reexecute(seg) {
-                    Err(e) => SegmentVerdict::ReplayFailed { reason: e.to_string() },
-                    Ok(run) if run.start_hash != seg.start_hash => SegmentVerdict::StartMismatch {
-                        committed: seg.start_hash,
-                        loaded: run.start_hash,
-                    },
-                    Ok(run) if run.end_hash != seg.end_hash => SegmentVerdict::EndMismatch {
-                        committed: seg.end_hash,
-                        reproduced: run.end_hash,
-                    },
-                    Ok(_) => SegmentVerdict::Reproduced,
-                }
-            };
-            SegmentResult {
-                index: seg.index,
-                start_step: seg.start_step,
-                end_step: seg.end_step,
-                pick: seg.pick.clone(),
-                verdict,
-            }
+            let run = if proofs_hold(plan, seg) { Some(reexecute(seg)) } else { None };
+            judge(seg, run)
         })
         .collect();
+    report(plan, results)
+}
+
+/// [`audit`] with an asynchronous re-execution (the worker's train loop is async).
+pub async fn audit_async<E, F, Fut>(plan: &AuditPlan, mut reexecute: F) -> AuditReport
+where
+    E: Display,
+    F: FnMut(&Segment) -> Fut,
+    Fut: std::future::Future<Output = Result<Replay, E>>,
+{
+    let mut results = Vec::with_capacity(plan.segments.len());
+    for seg in &plan.segments {
+        let run = if proofs_hold(plan, seg) { Some(reexecute(seg).await) } else { None };
+        results.push(judge(seg, run));
+    }
+    report(plan, results)
+}
+
+/// Both ends of the segment are under the committed root (segment 0 starts from the input
+/// weights, which the receipt names directly).
+fn proofs_hold(plan: &AuditPlan, seg: &Segment) -> bool {
+    let start_ok = seg
+        .start_proof
+        .as_ref()
+        .is_none_or(|p| merkle::verify(&plan.root, seg.start_step, &seg.start_hash, p));
+    start_ok && merkle::verify(&plan.root, seg.end_step, &seg.end_hash, &seg.end_proof)
+}
+
+/// The verdict on one segment: `run` is `None` when its proofs failed (not re-run).
+fn judge<E: Display>(seg: &Segment, run: Option<Result<Replay, E>>) -> SegmentResult {
+    let verdict = match run {
+        None => SegmentVerdict::ProofInvalid,
+        Some(Err(e)) => SegmentVerdict::ReplayFailed { reason: e.to_string() },
+        Some(Ok(r)) if r.start_hash != seg.start_hash => {
+            SegmentVerdict::StartMismatch { committed: seg.start_hash, loaded: r.start_hash }
+        }
+        Some(Ok(r)) if r.end_hash != seg.end_hash => {
+            SegmentVerdict::EndMismatch { committed: seg.end_hash, reproduced: r.end_hash }
+        }
+        Some(Ok(_)) => SegmentVerdict::Reproduced,
+    };
+    SegmentResult {
+        index: seg.index,
+        start_step: seg.start_step,
+        end_step: seg.end_step,
+        pick: seg.pick.clone(),
+        verdict,
+    }
+}
+
+fn report(plan: &AuditPlan, results: Vec<SegmentResult>) -> AuditReport {
     AuditReport {
         job_id: plan.job_id.clone(),
         results,

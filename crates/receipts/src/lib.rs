@@ -49,7 +49,7 @@ pub mod merkle;
 pub use attestation::{Attestation, SignedAttestation, VerifiedAttestation, sampling_params};
 pub use audit::{
     AuditError, AuditPlan, AuditPolicy, AuditReport, Pick, Replay, Segment, SegmentResult,
-    SegmentVerdict, audit, plan_audit,
+    SegmentVerdict, audit, audit_async, plan_audit,
 };
 pub use canonical::{
     bytes_hash, canonical_json, job_id_hash, json_hash, prompt_hash, prompts_hash, receipt_params,

@@ -1,0 +1,279 @@
+//! Proof-of-learning audits with the REAL worker: a tiny GPT-2 is trained by
+//! `posthuman_worker::train::run` with checkpoints; the auditor re-runs segments with the
+//! same train loop (resuming from the stored checkpoint, stopping after the segment's last
+//! step) and must reproduce each committed checkpoint hash bit for bit. Each kind of
+//! cheating is produced by really training the cheat, and is caught.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use posthuman_gpt2::load_safetensors_bytes;
+use posthuman_receipts::{
+    AuditPolicy, AuditReport, Pick, Replay, Segment, SegmentVerdict, VerifiedReceipt, audit_async,
+    merkle, plan_audit, sign,
+};
+use posthuman_store::{LocalStore, ObjectStore};
+use posthuman_types::{Hash32, JobParams, JobSpec, TrainMetrics, TrainParams};
+use posthuman_worker::WorkerConfig;
+use posthuman_worker::model_io::{join, load_model};
+use posthuman_worker::setup::{ModelShape, init_model_to_store};
+use posthuman_worker::tokenizer::train_bpe;
+use posthuman_worker::train::checkpoint::{CheckpointState, fingerprint};
+use posthuman_worker::train::{self, TrainOutcome};
+
+const BASE: &str = "models/base";
+const DATA: &str = "datasets/buyer.txt";
+const OTHER_DATA: &str = "datasets/other.txt";
+
+fn corpus(lines: &[&str]) -> String {
+    (0..40).map(|i| format!("{}\n", lines[i % lines.len()])).collect()
+}
+
+fn buyer_text() -> String {
+    corpus(&[
+        "the cat sat on the mat and looked at the dog.",
+        "a bird sang in the tree while the sun rose.",
+    ])
+}
+
+fn other_text() -> String {
+    corpus(&[
+        "we read the book and wrote the answer down.",
+        "the dog sat on the log and looked at the cat.",
+    ])
+}
+
+async fn store() -> (tempfile::TempDir, Arc<LocalStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let tok = train_bpe(&format!("{}{}", buyer_text(), other_text()), 320).unwrap();
+    let shape = ModelShape { n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32, vocab_size: None };
+    init_model_to_store(store.as_ref(), BASE, &tok, &shape, 7).await.unwrap();
+    store.put(DATA, Bytes::from(buyer_text())).await.unwrap();
+    store.put(OTHER_DATA, Bytes::from(other_text())).await.unwrap();
+    (dir, store)
+}
+
+/// What the buyer ordered: 24 steps, a checkpoint every 4 (6 segments).
+fn params() -> TrainParams {
+    let mut p = TrainParams::new(24, 3e-3, 2, 16);
+    p.warmup_steps = 2;
+    p.checkpoint_every = 4;
+    p.seed = 11;
+    p
+}
+
+fn spec(id: &str, dataset: &str, p: &TrainParams) -> JobSpec {
+    JobSpec {
+        job_id: id.into(),
+        model_prefix: BASE.into(),
+        dataset_key: Some(dataset.into()),
+        private_prefix: format!("private/{id}"),
+        public_prefix: format!("public/{id}"),
+        params: JobParams::Train(p.clone()),
+    }
+}
+
+fn wc(stop: Option<u32>) -> WorkerConfig {
+    WorkerConfig {
+        progress_interval_secs: 0.0,
+        stop_after_checkpoint: stop,
+        ..WorkerConfig::default()
+    }
+}
+
+fn ckpt(prefix: &str, step: u32, file: &str) -> String {
+    join(&format!("{prefix}/checkpoints/step-{step:06}"), file)
+}
+
+async fn run_to_end(store: &dyn ObjectStore, s: &JobSpec, p: &TrainParams) -> TrainMetrics {
+    match train::run(store, &wc(None), s, p).await.unwrap() {
+        TrainOutcome::Done(m) => *m,
+        TrainOutcome::Stopped { step } => panic!("stopped at {step}"),
+    }
+}
+
+/// The canonical hash of a stored checkpoint's weights (recomputed, not read from its state).
+async fn stored_hash(store: &dyn ObjectStore, prefix: &str, step: u32) -> Hash32 {
+    let cfg = load_model(store, BASE, u64::MAX).await.unwrap().cfg;
+    let bytes = store.get(&ckpt(prefix, step, "model.safetensors"), u64::MAX).await.unwrap();
+    load_safetensors_bytes(&bytes, &cfg).unwrap().hash().unwrap()
+}
+
+/// Replaces the weights of checkpoint `step` of `prefix` with those of checkpoint `from_step`
+/// of `from_prefix`, rewriting its state so the worker resumes from it: what a cheating
+/// operator does to a checkpoint. Returns the new weights hash.
+async fn substitute(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    step: u32,
+    from_prefix: &str,
+    from_step: u32,
+) -> Hash32 {
+    let w = store.get(&ckpt(from_prefix, from_step, "model.safetensors"), u64::MAX).await.unwrap();
+    store.put(&ckpt(prefix, step, "model.safetensors"), w).await.unwrap();
+    let h = stored_hash(store, prefix, step).await;
+    let key = ckpt(prefix, step, "state.json");
+    let mut st: CheckpointState =
+        serde_json::from_slice(&store.get(&key, u64::MAX).await.unwrap()).unwrap();
+    st.weights_hash = h;
+    if let Some(last) = st.checkpoints.last_mut() {
+        last.1 = h;
+    }
+    store.put(&key, Bytes::from(serde_json::to_vec(&st).unwrap())).await.unwrap();
+    h
+}
+
+/// The operator's published receipt for a run claiming the buyer's `params` and dataset.
+async fn receipt(store: &dyn ObjectStore, hashes: &[Hash32]) -> VerifiedReceipt {
+    let p = params();
+    let leaves: Vec<(u32, Hash32)> = merkle::checkpoint_steps(p.steps, p.checkpoint_every)
+        .into_iter()
+        .zip(hashes.iter().copied())
+        .collect();
+    let input = load_model(store, BASE, u64::MAX).await.unwrap().weights_hash;
+    let data = store.get(DATA, u64::MAX).await.unwrap();
+    let r = common::receipt_with("job-pol", JobParams::Train(p), |r| {
+        r.input_weights_hash = input;
+        r.input_data_hash = posthuman_worker::data::dataset_hash(&data);
+        r.checkpoint_root = merkle::root(&leaves);
+        r.output_weights_hash = *hashes.last().unwrap();
+    });
+    sign(r, &common::operator(), &common::domain())
+        .unwrap()
+        .verify(common::operator().address(), &common::domain())
+        .unwrap()
+}
+
+/// The auditor's re-execution of one segment with the worker: a fresh private prefix holding
+/// only the operator's stored start checkpoint (its fingerprint set to the claimed
+/// configuration), resumed with the buyer's dataset and the receipt's parameters, stopped
+/// after the segment's last step.
+async fn replay(
+    store: &dyn ObjectStore,
+    job_prefix: &str,
+    seg: &Segment,
+) -> Result<Replay, String> {
+    let p = params();
+    let id = format!("audit-{}", seg.index);
+    let s = spec(&id, DATA, &p);
+    let start_hash = if seg.index == 0 {
+        load_model(store, BASE, u64::MAX).await.map_err(|e| e.to_string())?.weights_hash
+    } else {
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            let b = store
+                .get(&ckpt(job_prefix, seg.start_step, f), u64::MAX)
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .put(&ckpt(&s.private_prefix, seg.start_step, f), b)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let key = ckpt(&s.private_prefix, seg.start_step, "state.json");
+        let mut st: CheckpointState =
+            serde_json::from_slice(&store.get(&key, u64::MAX).await.unwrap()).unwrap();
+        let input = load_model(store, BASE, u64::MAX).await.unwrap().weights_hash;
+        let data = store.get(DATA, u64::MAX).await.unwrap();
+        st.fingerprint = fingerprint(&p, &posthuman_worker::data::dataset_hash(&data), &input);
+        store.put(&key, Bytes::from(serde_json::to_vec(&st).unwrap())).await.unwrap();
+        stored_hash(store, &s.private_prefix, seg.start_step).await
+    };
+    train::run(store, &wc(Some(seg.end_step)), &s, &p).await.map_err(|e| e.to_string())?;
+    Ok(Replay { start_hash, end_hash: stored_hash(store, &s.private_prefix, seg.end_step).await })
+}
+
+async fn full_audit(store: &dyn ObjectStore, job_prefix: &str, hashes: &[Hash32]) -> AuditReport {
+    let r = receipt(store, hashes).await;
+    let plan = plan_audit(&r, hashes, None, &AuditPolicy::full()).unwrap();
+    // Each replay uses its own prefix: clear the previous audit's.
+    for seg in &plan.segments {
+        for k in store.list(&format!("private/audit-{}", seg.index)).await.unwrap_or_default() {
+            store.delete(&k).await.unwrap();
+        }
+    }
+    audit_async(&plan, |seg| {
+        let seg = seg.clone();
+        async move { replay(store, job_prefix, &seg).await }
+    })
+    .await
+}
+
+fn bad_segments(rep: &AuditReport) -> Vec<usize> {
+    rep.failures().map(|r| r.index).collect()
+}
+
+#[tokio::test]
+async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
+    let (_dir, store) = store().await;
+    let st = store.as_ref();
+    let p = params();
+
+    // Honest: every segment reproduces bit for bit.
+    let honest = run_to_end(st, &spec("honest", DATA, &p), &p).await;
+    assert_eq!(honest.checkpoint_hashes.len(), 6);
+    let rep = full_audit(st, "private/honest", &honest.checkpoint_hashes).await;
+    assert!(rep.passed(), "{rep:?}");
+    assert_eq!(rep.results.len(), 6);
+    // The default policy: 5% of 24 steps is under one segment, so one (the final) is re-run.
+    let r = receipt(st, &honest.checkpoint_hashes).await;
+    let plan = plan_audit(&r, &honest.checkpoint_hashes, None, &AuditPolicy::default()).unwrap();
+    assert_eq!((plan.segments.len(), plan.segments[0].pick.clone()), (1, Pick::Final));
+
+    // Tampered checkpoint: checkpoint 3 (step 12) replaced by another run's weights, training
+    // continued from them.
+    let other_seed = TrainParams { seed: 99, ..p.clone() };
+    run_to_end(st, &spec("other", DATA, &other_seed), &other_seed).await;
+    let s = spec("tampered", DATA, &p);
+    assert_eq!(
+        train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
+        TrainOutcome::Stopped { step: 12 }
+    );
+    substitute(st, "private/tampered", 12, "private/other", 12).await;
+    let m = run_to_end(st, &s, &p).await;
+    let rep = full_audit(st, "private/tampered", &m.checkpoint_hashes).await;
+    assert_eq!(bad_segments(&rep), vec![2], "{rep:?}");
+    assert!(matches!(rep.results[2].verdict, SegmentVerdict::EndMismatch { .. }));
+
+    // Skipped steps: the steps 13..16 were never run (checkpoint 16 is checkpoint 12 again).
+    let s = spec("skipped", DATA, &p);
+    assert_eq!(
+        train::run(st, &wc(Some(16)), &s, &p).await.unwrap(),
+        TrainOutcome::Stopped { step: 16 }
+    );
+    substitute(st, "private/skipped", 16, "private/skipped", 12).await;
+    let m = run_to_end(st, &s, &p).await;
+    let rep = full_audit(st, "private/skipped", &m.checkpoint_hashes).await;
+    assert_eq!(bad_segments(&rep), vec![3], "{rep:?}");
+
+    // A different dataset than the buyer's, and a different learning rate: every segment.
+    let m = run_to_end(st, &spec("otherdata", OTHER_DATA, &p), &p).await;
+    let rep = full_audit(st, "private/otherdata", &m.checkpoint_hashes).await;
+    assert_eq!(bad_segments(&rep), vec![0, 1, 2, 3, 4, 5], "{rep:?}");
+    let lr = TrainParams { learning_rate: 2e-3, ..p.clone() };
+    let m = run_to_end(st, &spec("otherlr", DATA, &lr), &lr).await;
+    let rep = full_audit(st, "private/otherlr", &m.checkpoint_hashes).await;
+    assert_eq!(bad_segments(&rep), vec![0, 1, 2, 3, 4, 5], "{rep:?}");
+
+    // Final weights swapped for another model's (the last checkpoint with them): the final
+    // segment — which the default policy always re-runs — does not reproduce.
+    let s = spec("swapped", DATA, &p);
+    let mut m = run_to_end(st, &s, &p).await;
+    let swapped = substitute(st, "private/swapped", 24, "private/other", 24).await;
+    *m.checkpoint_hashes.last_mut().unwrap() = swapped;
+    let rep = full_audit(st, "private/swapped", &m.checkpoint_hashes).await;
+    assert_eq!(bad_segments(&rep), vec![5], "{rep:?}");
+    let r = receipt(st, &m.checkpoint_hashes).await;
+    let plan = plan_audit(&r, &m.checkpoint_hashes, None, &AuditPolicy::default()).unwrap();
+    let rep = audit_async(&plan, |seg| {
+        let seg = seg.clone();
+        async move { replay(st, "private/swapped", &seg).await }
+    })
+    .await;
+    assert!(!rep.passed(), "{rep:?}");
+    assert_eq!(rep.results[0].pick, Pick::Final);
+}

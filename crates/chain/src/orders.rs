@@ -242,7 +242,10 @@ impl Chain {
     }
 
     /// The payment check (see the module docs). On `Accepted` the order has been claimed for
-    /// `q.job_id` in `spent`; release it there if the job fails before doing work.
+    /// `q.job_id` in `spent`; release it there if the job fails before doing work. A public
+    /// verifier that only asks "did this order pay for that job" passes a fresh
+    /// [`MemorySpentOrders`] (nothing is persisted). Job ids must be unique per request: a
+    /// claim by the same job id is idempotent.
     pub async fn verify_order(
         &self,
         q: &OrderQuery,

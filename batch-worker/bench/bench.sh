@@ -18,7 +18,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/posthuman/target}"
 
 VENV="$("$HERE/setup-venv.sh")"
 PY="$VENV/bin/python"
-(cd "$ROOT" && cargo build --release -q -p posthuman-worker --bin worker-bench)
+# SKIP_BUILD=1 reuses an existing release binary (e.g. while other builds hold the lock).
+[ "${SKIP_BUILD:-0}" = 1 ] || (cd "$ROOT" && cargo build --release -q -p posthuman-worker --bin worker-bench)
 RB="$CARGO_TARGET_DIR/release/worker-bench"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

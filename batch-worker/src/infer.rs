@@ -108,7 +108,7 @@ pub async fn run(
     wc: &WorkerConfig,
     spec: &JobSpec,
     p: &InferParams,
-) -> Result<Vec<Completion>, WorkerError> {
+) -> Result<(Vec<Completion>, posthuman_types::Hash32), WorkerError> {
     let mut progress =
         Progress::new(store, &spec.public_prefix, JobKind::Infer, wc.progress_interval_secs);
     let total = p.prompts.len() as u64;
@@ -146,7 +146,7 @@ pub async fn run(
     store.put(&join(&spec.public_prefix, COMPLETIONS), Bytes::from(body)).await?;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     progress.update("done", total, total, None, tokens as f64 / secs, None, true).await;
-    Ok(out)
+    Ok((out, m.weights_hash))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! [`posthuman_types::JobSpec`], the private weights and the buyer's dataset through
 //! [`posthuman_store::ObjectStore`], runs the job and writes the new private weights and the
 //! public outputs back. Public outputs are an allowlist: `progress.json`, `metrics.json`,
-//! `completions.json`, `report.json`, `error.json` — never weights, gradients or checkpoints.
+//! `completions.json`, `report.json`, `error.json`, `run.json` (hashes for receipts) — never
+//! weights, gradients or checkpoints.
 //! The model itself is `posthuman-gpt2`; this crate is everything around it.
 //!
 //! Modules, in data-flow order:

@@ -5,11 +5,13 @@
 use bytes::Bytes;
 use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::job::validate_key;
-use posthuman_types::{Completion, EvalReport, JobParams, JobSpec, TrainMetrics};
+use posthuman_types::{Completion, EvalReport, Hash32, JobKind, JobParams, JobSpec, TrainMetrics};
+use serde::{Deserialize, Serialize};
 
 use crate::config::WorkerConfig;
+use crate::data;
 use crate::error::{ErrorReport, WorkerError};
-use crate::model_io::join;
+use crate::model_io::{COMPLETE, CONFIG, TOKENIZER, WEIGHTS, join, remove_written};
 use crate::{evaluate, infer, train};
 
 /// Largest job spec accepted.
@@ -26,6 +28,106 @@ pub enum JobOutcome {
     },
     Inferred(Vec<Completion>),
     Evaluated(EvalReport),
+}
+
+pub const RUN_INFO: &str = "run.json";
+
+/// `<public_prefix>/run.json`, written last on success: what a receipt (issue 5) binds —
+/// the worker build, the inputs' hashes, the output file's hash and the times. Hashes and
+/// metadata only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub job_id: String,
+    pub kind: JobKind,
+    /// `posthuman-worker <version> (git <commit>; features <list>)`.
+    pub worker_version: String,
+    /// Canonical hash of the weights the job ran on.
+    pub input_weights_hash: Hash32,
+    #[serde(default)]
+    pub dataset_hash: Option<Hash32>,
+    /// Train only: the new weights, and the checkpoint Merkle root and interval.
+    #[serde(default)]
+    pub output_weights_hash: Option<Hash32>,
+    #[serde(default)]
+    pub checkpoint_root: Option<Hash32>,
+    #[serde(default)]
+    pub checkpoint_every: Option<u32>,
+    /// The public result file (`metrics.json`, `completions.json` or `report.json`) and the
+    /// SHA-256 of its exact bytes.
+    pub output_file: String,
+    pub output_hash: Hash32,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub ended_at: u64,
+}
+
+/// The worker's build identity for receipts.
+pub fn worker_version() -> String {
+    let features = if cfg!(feature = "cuda") { "cuda" } else { "cpu" };
+    format!(
+        "posthuman-worker {} (git {}; features {features})",
+        env!("CARGO_PKG_VERSION"),
+        env!("POSTHUMAN_GIT_COMMIT")
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Writes `run.json` for a finished job; on failure removes the job's outputs so that no
+/// result exists without its run record.
+async fn write_run_info(
+    store: &dyn ObjectStore,
+    spec: &JobSpec,
+    outcome: &JobOutcome,
+    input_weights_hash: Hash32,
+    started_at: u64,
+) -> Result<(), WorkerError> {
+    let (file, dataset_hash, out_w, root, every) = match outcome {
+        JobOutcome::Trained(m) => (
+            train::METRICS,
+            Some(m.dataset_hash),
+            Some(m.output_weights_hash),
+            Some(m.checkpoint_root),
+            Some(m.checkpoint_every),
+        ),
+        JobOutcome::Inferred(_) => (infer::COMPLETIONS, None, None, None, None),
+        JobOutcome::Evaluated(r) => (evaluate::REPORT, Some(r.dataset_hash), None, None, None),
+        JobOutcome::Interrupted { .. } => return Ok(()),
+    };
+    let out_key = join(&spec.public_prefix, file);
+    let mut written = vec![out_key.clone()];
+    if matches!(outcome, JobOutcome::Trained(_)) {
+        for f in [COMPLETE, CONFIG, WEIGHTS, TOKENIZER] {
+            written.push(join(&spec.private_prefix, f));
+        }
+    }
+    let result = async {
+        let bytes = store.get(&out_key, u64::MAX).await?;
+        let info = RunInfo {
+            job_id: spec.job_id.clone(),
+            kind: spec.params.kind(),
+            worker_version: worker_version(),
+            input_weights_hash,
+            dataset_hash,
+            output_weights_hash: out_w,
+            checkpoint_root: root,
+            checkpoint_every: every,
+            output_file: file.to_string(),
+            output_hash: data::dataset_hash(&bytes),
+            started_at,
+            ended_at: unix_now(),
+        };
+        let body = serde_json::to_vec_pretty(&info).map_err(WorkerError::internal)?;
+        store.put(&join(&spec.public_prefix, RUN_INFO), Bytes::from(body)).await?;
+        Ok::<(), WorkerError>(())
+    }
+    .await;
+    if result.is_err() {
+        remove_written(store, &written).await;
+    }
+    result
 }
 
 /// Parses and validates a spec.
@@ -58,18 +160,32 @@ pub async fn run_spec(
     wc: &WorkerConfig,
     spec: &JobSpec,
 ) -> Result<JobOutcome, WorkerError> {
-    // An error report from an earlier attempt must not outlive a retry.
+    // An error report or run record from an earlier attempt must not outlive a retry.
     store.delete(&join(&spec.public_prefix, ERROR)).await?;
-    match &spec.params {
-        JobParams::Train(p) => Ok(match train::run(store, wc, spec, p).await? {
-            train::TrainOutcome::Done(m) => JobOutcome::Trained(*m),
-            train::TrainOutcome::Stopped { step } => JobOutcome::Interrupted { step },
-        }),
-        JobParams::Infer(p) => Ok(JobOutcome::Inferred(infer::run(store, wc, spec, p).await?)),
-        JobParams::Evaluate(p) => {
-            Ok(JobOutcome::Evaluated(evaluate::run(store, wc, spec, p).await?))
+    store.delete(&join(&spec.public_prefix, RUN_INFO)).await?;
+    let started_at = unix_now();
+    let (outcome, input_hash) = match &spec.params {
+        JobParams::Train(p) => match train::run(store, wc, spec, p).await? {
+            train::TrainOutcome::Done(m) => {
+                let h = m.input_weights_hash;
+                (JobOutcome::Trained(*m), h)
+            }
+            train::TrainOutcome::Stopped { step } => {
+                (JobOutcome::Interrupted { step }, Hash32::ZERO)
+            }
+        },
+        JobParams::Infer(p) => {
+            let (c, h) = infer::run(store, wc, spec, p).await?;
+            (JobOutcome::Inferred(c), h)
         }
-    }
+        JobParams::Evaluate(p) => {
+            let r = evaluate::run(store, wc, spec, p).await?;
+            let h = r.weights_hash;
+            (JobOutcome::Evaluated(r), h)
+        }
+    };
+    write_run_info(store, spec, &outcome, input_hash, started_at).await?;
+    Ok(outcome)
 }
 
 /// Parses, validates and runs a spec. Once the spec parses and its public prefix is a valid

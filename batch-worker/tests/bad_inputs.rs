@@ -198,6 +198,10 @@ async fn store_failing_mid_write_leaves_no_visible_model() {
     // Dies on the second checkpoint.
     let failing = FailingStore::new(Arc::clone(&inner), "checkpoints/step-000016/optimizer", 0);
     expect_failure(&failing, &train_spec("job-f3"), &wc(), exit::STORE).await;
+    // Dies on the run record, the very last write: every output is withdrawn.
+    let failing = FailingStore::new(Arc::clone(&inner), "jobs/job-f5/public/run.json", 0);
+    expect_failure(&failing, &train_spec("job-f5"), &wc(), exit::STORE).await;
+    assert!(inner.head("jobs/job-f5/public/metrics.json").await.unwrap().is_none());
     // Infer and evaluate outputs too.
     let failing = FailingStore::new(Arc::clone(&inner), "completions.json", 0);
     let mut s = spec("job-f4", JobParams::Infer(infer_params()));

@@ -10,6 +10,7 @@ use posthuman_types::job::Baseline;
 use posthuman_types::{EvalReport, JobParams, Sampling, StopReason, TrainMetrics};
 use posthuman_worker::merkle;
 use posthuman_worker::model_io::{self, Manifest};
+use posthuman_worker::runner::RunInfo;
 use posthuman_worker::{JobOutcome, WorkerConfig, run_job};
 
 async fn train(
@@ -23,8 +24,8 @@ async fn train(
     }
 }
 
-const PUBLIC_ALLOWLIST: [&str; 5] =
-    ["progress.json", "metrics.json", "completions.json", "report.json", "error.json"];
+const PUBLIC_ALLOWLIST: [&str; 6] =
+    ["progress.json", "metrics.json", "completions.json", "report.json", "error.json", "run.json"];
 
 #[tokio::test]
 async fn train_infer_evaluate_end_to_end() {
@@ -66,6 +67,18 @@ async fn train_infer_evaluate_end_to_end() {
     )
     .unwrap();
     assert_eq!(pm, m);
+
+    // run.json binds the inputs, the worker build and the exact bytes of metrics.json.
+    let info: RunInfo =
+        serde_json::from_slice(&store.get("jobs/job-a/public/run.json", 1 << 20).await.unwrap())
+            .unwrap();
+    let bytes = store.get("jobs/job-a/public/metrics.json", 1 << 20).await.unwrap();
+    assert_eq!(info.output_hash, posthuman_worker::data::dataset_hash(&bytes));
+    assert_eq!(info.input_weights_hash, m.input_weights_hash);
+    assert_eq!(info.output_weights_hash, Some(m.output_weights_hash));
+    assert_eq!(info.checkpoint_root, Some(m.checkpoint_root));
+    assert!(info.worker_version.starts_with("posthuman-worker "));
+    assert!(info.ended_at >= info.started_at);
 
     // Inference on the trained model: greedy is deterministic and continues the corpus.
     let mut inf = spec("job-b", JobParams::Infer(infer_params()));

@@ -11,6 +11,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::StoreError;
 
+/// Buffer for async copies into files: each tokio file write is a blocking-pool round trip.
+pub(crate) const COPY_BUF: usize = 1 << 20;
+
 pub(crate) fn io_err(what: &str, e: io::Error) -> StoreError {
     StoreError::Io(format!("{what}: {e}"))
 }
@@ -95,7 +98,7 @@ pub(crate) fn copy_file_atomically(dest: &Path, mut src: File) -> Result<u64, St
 
 /// Streams `reader` into `dest` through a temp file, so a half-copied file never appears
 /// under `dest` (a crashed download leaves the old file or none). Returns the byte count.
-pub(crate) async fn write_file_atomically<R>(dest: &Path, mut reader: R) -> Result<u64, StoreError>
+pub(crate) async fn write_file_atomically<R>(dest: &Path, reader: R) -> Result<u64, StoreError>
 where
     R: AsyncRead + Unpin + Send,
 {
@@ -105,7 +108,8 @@ where
         .map_err(|e| StoreError::Io(format!("blocking task failed: {e}")))?
         .map_err(|e| io_err(&format!("creating a temp file beside {}", dest.display()), e))?;
     let mut file = tokio::fs::File::from_std(file);
-    let n = tokio::io::copy(&mut reader, &mut file)
+    let mut reader = tokio::io::BufReader::with_capacity(COPY_BUF, reader);
+    let n = tokio::io::copy_buf(&mut reader, &mut file)
         .await
         .map_err(|e| io_err(&format!("writing {}", dest.display()), e))?;
     file.flush().await.map_err(|e| io_err("flushing", e))?;

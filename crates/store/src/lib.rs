@@ -16,8 +16,14 @@
 //!   before reading them.
 //! - `delete` of an absent key succeeds (S3 semantics), `list` returns sorted keys.
 //!
+//! Beyond the trait, both stores have `put_reader(key, impl AsyncRead)` (stream an HTTP
+//! upload straight in, atomically); [`S3Store`] also has `from_client`, `with_part_size`,
+//! `create_bucket` (dev server/tests) and `client()`.
+//!
 //! Modules: [`error`] (what a caller can do about a failure), [`key`] (key rules),
 //! [`local`] (filesystem), [`s3`] (aws-sdk-s3, also against LocalStack/moto).
+//! `examples/store_bench.rs` measures throughput; the twins are started by
+//! `localstack/twins.sh` (see its README).
 
 pub mod error;
 mod fsutil;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use crate::fsutil::{TempFile, copy_file_atomically, create_temp, io_err, sync_parent};
+use crate::fsutil::{COPY_BUF, TempFile, copy_file_atomically, create_temp, io_err, sync_parent};
 use crate::key::{validate_key, validate_prefix};
 use crate::{ObjectStore, StoreError};
 
@@ -44,14 +44,16 @@ impl LocalStore {
 
     /// Streams `reader` into `key` atomically; returns the number of bytes written. If the
     /// reader fails, nothing becomes visible and the temp file is removed.
-    pub async fn put_reader<R>(&self, key: &str, mut reader: R) -> Result<u64, StoreError>
+    pub async fn put_reader<R>(&self, key: &str, reader: R) -> Result<u64, StoreError>
     where
         R: AsyncRead + Unpin + Send,
     {
         let (root, k) = (self.root.clone(), key.to_owned());
         let (final_path, mut temp, file) = blocking(move || prepare_write(&root, &k)).await?;
         let mut file = tokio::fs::File::from_std(file);
-        let n = tokio::io::copy(&mut reader, &mut file)
+        // Big reads mean big writes: each write is a round trip to the blocking pool.
+        let mut reader = tokio::io::BufReader::with_capacity(COPY_BUF, reader);
+        let n = tokio::io::copy_buf(&mut reader, &mut file)
             .await
             .map_err(|e| io_err(&format!("streaming into {key:?}"), e))?;
         file.flush().await.map_err(|e| io_err("flushing", e))?;

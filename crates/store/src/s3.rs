@@ -6,7 +6,7 @@
 //! - `put_if_absent` is a conditional PUT with `If-None-Match: *` (412 → `Ok(false)`).
 //! - `get` checks the GET response's Content-Length before reading the body and refuses
 //!   objects over the limit (and stops reading if a body runs past what it announced).
-//! - SDK errors map once, in [`map_sdk_err`]: 404/NoSuchKey → NotFound, throttling, 5xx,
+//! - SDK errors map once, in `map_sdk_err`: 404/NoSuchKey → NotFound, throttling, 5xx,
 //!   timeouts and connection failures → Unavailable (the SDK already retried them).
 
 use std::path::Path;

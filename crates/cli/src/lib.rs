@@ -13,7 +13,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
-// pub mod demo;
+pub mod demo;
 pub mod error;
 pub mod output;
 pub mod session;
@@ -70,7 +70,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Market(c) => commands::market::run(&cfg, &out, c).await,
         Command::Jobs(c) => commands::jobs::run(&cfg, &out, c).await,
         Command::Rewards => commands::rewards::run(&cfg, &out).await,
-        Command::Verify(_a) => Err(CliError::Internal("wip".into())),
-        Command::Demo(_a) => Err(CliError::Internal("wip".into())),
+        Command::Verify(a) => commands::verify::run(&cfg, &out, a).await,
+        Command::Demo(a) => demo::run(&out, a).await,
     }
 }

@@ -6,5 +6,5 @@ pub mod jobs;
 pub mod market;
 pub mod models;
 pub mod rewards;
-// pub mod verify;
+pub mod verify;
 pub mod wallet;

@@ -1,0 +1,374 @@
+//! The story, step by step, with wall-clock timings per phase.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::ext::AnvilApi;
+use alloy::signers::local::PrivateKeySigner;
+use posthuman_functions::handlers::jobs::JobResult;
+use posthuman_functions::handlers::views::{JobStateView, ModelView};
+use posthuman_functions::server::{ServerConfig, start};
+use posthuman_types::{
+    EvalParams, InferParams, JobParams, RewardScheme, Sampling, TrainParams, job::Baseline,
+};
+
+use super::summary::{Account, JobLine, ModelLine, Summary};
+use super::{DemoOptions, base};
+use crate::args::PublishArgs;
+use crate::client::ApiClient;
+use crate::commands::{jobs, market, models, rewards, verify};
+use crate::error::CliError;
+use crate::output::Out;
+use crate::session::Session;
+use crate::units;
+
+/// Reward per derivation (whole datatokens) and the geometric scheme's first share.
+const REWARD_TOTAL: &str = "100";
+const FIRST_BPS: u16 = 5000;
+const DEPTH: usize = 4;
+
+/// Who holds how much of which model's datatoken, as the story's own bookkeeping; the
+/// summary compares it with the chain.
+#[derive(Default)]
+struct Ledger(BTreeMap<(String, String), U256>);
+
+impl Ledger {
+    fn add(&mut self, who: &str, sym: &str, v: U256) {
+        *self.0.entry((who.into(), sym.into())).or_default() += v;
+    }
+    fn sub(&mut self, who: &str, sym: &str, v: U256) {
+        let e = self.0.entry((who.into(), sym.into())).or_default();
+        *e = e.saturating_sub(v);
+    }
+}
+
+struct Person {
+    name: &'static str,
+    s: Session,
+}
+
+fn err(e: impl std::fmt::Display) -> CliError {
+    CliError::Internal(e.to_string())
+}
+
+fn read_text(path: &std::path::Path, bytes: usize, skip: usize) -> Result<String, CliError> {
+    let all = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Usage(format!("cannot read {} ({e}): pass --wikitext DIR", path.display()))
+    })?;
+    // Cut on line boundaries so every slice is whole sentences of UTF-8.
+    let start = all[..skip.min(all.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let rest = &all[start..];
+    let end = rest[..bytes.min(rest.len())].rfind('\n').map(|i| i + 1).unwrap_or(rest.len());
+    Ok(rest[..end].to_string())
+}
+
+/// Runs the whole story and returns its summary (not yet checked).
+pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
+    let z = &o.sizes;
+    let mut timings: Vec<(String, f64)> = Vec::new();
+    let mut lap = Instant::now();
+    let mut mark = |name: &str, timings: &mut Vec<(String, f64)>| {
+        timings.push((name.to_string(), lap.elapsed().as_secs_f64()));
+        lap = Instant::now();
+    };
+    let tmp;
+    let dir = match &o.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir().map_err(err)?;
+            tmp.path().to_path_buf()
+        }
+    };
+    if dir.join("operator").exists() {
+        return Err(CliError::Usage(format!(
+            "{} is not fresh: pick an empty --data-dir",
+            dir.display()
+        )));
+    }
+
+    // 1. The embedded default.
+    let sp = out.spinner("starting anvil, deploying Ocean v4 + ModelLineage, starting the API");
+    let names = ["alice", "bob", "charlie", "derek", "elena"];
+    let keys: Vec<PrivateKeySigner> =
+        names.iter().map(|n| posthuman_chain::story::dev_wallet(n)).collect::<Result<_, _>>()?;
+    let mut cfg = ServerConfig::new(dir.join("operator"), o.worker.program.clone());
+    cfg.worker = o.worker.clone();
+    cfg.api.publishers = vec![keys[0].address()];
+    let emb = start(&cfg).await.map_err(|e| CliError::Unavailable(e.to_string()))?;
+    let app = posthuman_functions::api::router(emb.deps.clone(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(err)?;
+    let url = format!("http://{}", listener.local_addr().map_err(err)?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let book = emb.deps.chain.book().clone();
+    let operator = emb.deps.chain.clone();
+    sp.finish_and_clear();
+    mark("chain: anvil + deploy + API", &mut timings);
+
+    // 2. Fund the five with ETH for gas and test OCEAN.
+    let mut people = Vec::new();
+    for (name, key) in names.iter().zip(keys) {
+        operator
+            .provider()
+            .anvil_set_balance(key.address(), U256::from(10u128.pow(20)))
+            .await
+            .map_err(|e| CliError::Unavailable(e.to_string()))?;
+        operator
+            .transfer(
+                operator.operator(),
+                book.ocean,
+                key.address(),
+                units::parse("ocean", "1000")?,
+            )
+            .await?;
+        let s = Session::connect(ApiClient::new(&url)?, &emb.rpc_url, book.clone(), key)?;
+        people.push(Person { name, s });
+    }
+    let [alice, bob, charlie, derek, elena] = &people[..] else { return Err(err("five people")) };
+    out.say(format!("API {url}, chain {} (chain id {})", emb.rpc_url, book.chain_id));
+    mark("chain: funding 5 accounts", &mut timings);
+
+    // 3. Alice's base model, trained on her machine, published as M1.
+    let valid = o.wikitext.join("valid.txt");
+    let corpus = read_text(&valid, z.base_bytes, 0)?;
+    let sp = out.spinner("Alice trains a tokenizer and a base GPT-2 on WikiText-2");
+    let (export, base_metrics) = base::train_base(&dir.join("alice"), &corpus, z).await?;
+    sp.finish_and_clear();
+    out.say(format!(
+        "Alice's base model: {} steps, loss {:.3}, {:.0} tok/s",
+        base_metrics.steps, base_metrics.final_loss, base_metrics.tokens_per_sec
+    ));
+    mark("training: Alice's tokenizer + base model", &mut timings);
+    let m1 = models::publish(
+        &alice.s,
+        out,
+        &PublishArgs {
+            dir: export,
+            name: "Posthuman base".into(),
+            symbol: "M1".into(),
+            description: "GPT-2 base model trained from scratch on WikiText-2 (demo)".into(),
+            price: "2".into(),
+            reward_total: REWARD_TOTAL.into(),
+            reward_first_bps: FIRST_BPS,
+            reward_depth: DEPTH,
+        },
+    )
+    .await?;
+    out.say(format!(
+        "Alice published M1 {} (weights {})",
+        m1.card.nft,
+        m1.card.weights_hash.short()
+    ));
+    mark("publication: M1", &mut timings);
+
+    let mut ledger = Ledger::default();
+    let one = units::one();
+    let scheme: RewardScheme = m1.card.reward_scheme.clone();
+    let train_params = |seed: u64| {
+        let mut p = TrainParams::new(z.ft_steps, z.ft_lr, z.batch, z.context as u32);
+        p.warmup_steps = z.ft_steps / 10;
+        p.checkpoint_every = (z.ft_steps / 4).max(1);
+        p.seed = seed;
+        JobParams::Train(p)
+    };
+    let mut job_lines = Vec::new();
+
+    // 4. Bob buys an M1 datatoken and trains on his slice → M2.
+    market::buy(&bob.s, market::exchange_of(&bob.s, &m1.card.nft).await?, one).await?;
+    ledger.add("bob", "M1", one);
+    let bob_data = read_text(&valid, z.ft_bytes, z.base_bytes)?;
+    let r = train(bob, out, &m1, train_params(2), bob_data).await?;
+    ledger.sub("bob", "M1", one);
+    let m2 = derived(&bob.s, &r).await?;
+    reward(&mut ledger, &scheme, &[("bob", "M2")], "alice", "M2")?;
+    job_lines.push(JobLine::of("bob", &r));
+    out.say(format!(
+        "Bob's fine-tune published as M2 {} (weights {})",
+        m2.card.nft,
+        m2.card.weights_hash.short()
+    ));
+    mark("training: Bob → M2 (paid job, publication, rewards)", &mut timings);
+
+    // 5. Bob offers M2 datatokens for sale; Charlie buys from him and trains → M3.
+    let m2_dt: Address = crate::session::address("datatoken", &m2.card.datatoken)?;
+    let offer =
+        market::sell(&bob.s, m2_dt, units::parse("price", "3")?, one * U256::from(5)).await?;
+    let m2_ex = offer.exchange.parse().map_err(err)?;
+    market::buy(&charlie.s, m2_ex, one).await?;
+    ledger.sub("bob", "M2", one);
+    ledger.add("charlie", "M2", one);
+    let charlie_data = read_text(&valid, z.ft_bytes, z.base_bytes + z.ft_bytes)?;
+    let r = train(charlie, out, &m2, train_params(3), charlie_data).await?;
+    ledger.sub("charlie", "M2", one);
+    let m3 = derived(&charlie.s, &r).await?;
+    reward(&mut ledger, &scheme, &[("charlie", "M3"), ("bob", "M3")], "alice", "M3")?;
+    job_lines.push(JobLine::of("charlie", &r));
+    out.say(format!(
+        "Charlie's fine-tune published as M3 {} (weights {})",
+        m3.card.nft,
+        m3.card.weights_hash.short()
+    ));
+    mark("training: Charlie → M3 (paid job, publication, rewards)", &mut timings);
+
+    // Charlie offers M3 for sale: Derek and Elena buy from him.
+    let m3_dt: Address = crate::session::address("datatoken", &m3.card.datatoken)?;
+    let offer =
+        market::sell(&charlie.s, m3_dt, units::parse("price", "4")?, one * U256::from(5)).await?;
+    let m3_ex = offer.exchange.parse().map_err(err)?;
+
+    // 6. Derek: inference on M3.
+    market::buy(&derek.s, m3_ex, one).await?;
+    ledger.sub("charlie", "M3", one);
+    let params = JobParams::Infer(InferParams {
+        prompts: vec!["The history of the".into()],
+        max_new_tokens: z.infer_tokens,
+        sampling: Sampling { temperature: 0.0, top_k: None, top_p: None, seed: 0 },
+        stop: vec![],
+    });
+    let id = jobs::order_and_submit(&derek.s, out, &m3.card.nft, params, None).await?;
+    let r = finished(jobs::follow(&derek.s, out, &id).await?)?;
+    job_lines.push(JobLine::of("derek", &r));
+    let generated = r
+        .completions
+        .as_ref()
+        .and_then(|c| c.get(0))
+        .map(|c| {
+            format!("{}{}", c["prompt"].as_str().unwrap_or(""), c["text"].as_str().unwrap_or(""))
+        })
+        .unwrap_or_default();
+    mark("inference: Derek on M3", &mut timings);
+
+    // 7. Elena: perplexity of M1, M2 and M3 on WikiText-2 test text; M1 is the baseline.
+    let test = read_text(&o.wikitext.join("test.txt"), z.eval_bytes, 0)?.into_bytes();
+    market::buy(&elena.s, market::exchange_of(&elena.s, &m1.card.nft).await?, one).await?;
+    market::buy(&elena.s, m2_ex, one).await?;
+    ledger.sub("bob", "M2", one);
+    market::buy(&elena.s, m3_ex, one).await?;
+    ledger.sub("charlie", "M3", one);
+    let mut ppl = Vec::new();
+    let mut baseline: Option<Baseline> = None;
+    for m in [&m1, &m2, &m3] {
+        let p = JobParams::Evaluate(EvalParams {
+            context_len: z.context as u32,
+            stride: (z.context / 2) as u32,
+            max_tokens: z.eval_tokens,
+            baseline: baseline.clone(),
+        });
+        let id = jobs::order_and_submit(&elena.s, out, &m.card.nft, p, Some(test.clone())).await?;
+        let r = finished(jobs::follow(&elena.s, out, &id).await?)?;
+        let v = r
+            .report
+            .as_ref()
+            .and_then(|rep| rep["perplexity"].as_f64())
+            .ok_or_else(|| err("no perplexity"))?;
+        if baseline.is_none() {
+            baseline = Some(Baseline {
+                label: format!("M1 {}", m1.card.weights_hash.short()),
+                perplexity: v,
+            });
+        }
+        ppl.push(v);
+        job_lines.push(JobLine::of("elena", &r));
+    }
+    mark("evaluation: Elena on M1, M2, M3", &mut timings);
+
+    // 8. Verify every receipt publicly, gather balances and rewards.
+    for j in &mut job_lines {
+        let who = people.iter().find(|p| p.name == j.buyer).ok_or_else(|| err("buyer"))?;
+        let rep = verify::verify(&who.s, &j.job_id).await?;
+        j.verified = rep.passed;
+        j.verification = rep.failures;
+    }
+    let mut models_now: Vec<ModelView> = Vec::new();
+    for m in [&m1, &m2, &m3] {
+        models_now.push(alice.s.api.model(&m.card.nft).await?);
+    }
+    let lineage = models_now.iter().zip(ppl).map(|(m, p)| ModelLine::of(m, p)).collect();
+    let mut accounts = Vec::new();
+    for p in &people {
+        let mut held = BTreeMap::new();
+        for m in &models_now {
+            let dt = crate::session::address("datatoken", &m.card.datatoken)?;
+            held.insert(m.card.symbol.clone(), p.s.chain.balance_of(dt, p.s.me()).await?);
+        }
+        let expected = ["M1", "M2", "M3"]
+            .iter()
+            .map(|sym| {
+                (
+                    sym.to_string(),
+                    ledger
+                        .0
+                        .get(&(p.name.to_string(), sym.to_string()))
+                        .copied()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        accounts.push(Account {
+            name: p.name.to_string(),
+            address: p.s.me().to_string(),
+            ocean: p.s.chain.balance_of(book.ocean, p.s.me()).await?,
+            held,
+            expected,
+            rewards: rewards::rewards(&p.s).await?,
+        });
+    }
+    mark("verification: receipts, balances", &mut timings);
+
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    emb.queue.shutdown().await;
+    emb.anvil.stop();
+    Ok(Summary { lineage, accounts, generated, jobs: job_lines, timings })
+}
+
+/// Orders and follows a train job for `p` on `model` with `data`; fails unless it succeeded
+/// and its derived model was published.
+async fn train(
+    p: &Person,
+    out: &Out,
+    model: &ModelView,
+    params: JobParams,
+    data: String,
+) -> Result<JobResult, CliError> {
+    let id =
+        jobs::order_and_submit(&p.s, out, &model.card.nft, params, Some(data.into_bytes())).await?;
+    finished(jobs::follow(&p.s, out, &id).await?)
+}
+
+fn finished(r: JobResult) -> Result<JobResult, CliError> {
+    match &r.job.state {
+        JobStateView::Succeeded => Ok(r),
+        JobStateView::Failed { reason, .. } => Err(CliError::JobFailed(reason.clone())),
+        other => Err(err(format!("job {} ended in state {other:?}", r.job.job_id))),
+    }
+}
+
+async fn derived(s: &Session, r: &JobResult) -> Result<ModelView, CliError> {
+    let d = r.job.derived_model.as_ref().ok_or_else(|| err("train job without a derived model"))?;
+    s.api.model(&d.nft).await
+}
+
+/// Books the scheme's split of one derivation: `trainers` most recent first, remainder to
+/// the root owner.
+fn reward(
+    ledger: &mut Ledger,
+    scheme: &RewardScheme,
+    trainers: &[(&str, &str)],
+    root_owner: &str,
+    sym: &str,
+) -> Result<(), CliError> {
+    let (paid, rest) = scheme.split(trainers.len()).map_err(err)?;
+    for ((who, s), amount) in trainers.iter().zip(paid) {
+        ledger.add(who, s, U256::from(amount));
+    }
+    ledger.add(root_owner, sym, U256::from(rest));
+    Ok(())
+}

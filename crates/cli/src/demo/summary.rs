@@ -1,0 +1,202 @@
+//! The demo's summary: what it prints, and the checks that make it an assertion rather than
+//! a story — balances equal the scheme's amounts exactly, the lineage is M1 → M2 → M3, every
+//! receipt verifies, and M3 beats M1.
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::U256;
+use posthuman_functions::handlers::jobs::JobResult;
+use posthuman_functions::handlers::views::ModelView;
+use posthuman_types::Hash32;
+use serde::Serialize;
+
+use crate::commands::rewards::Reward;
+use crate::units;
+
+/// One model of the lineage.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelLine {
+    pub symbol: String,
+    pub nft: String,
+    pub weights_hash: Hash32,
+    pub parent: Option<String>,
+    /// The model's lineage as the catalogue reports it (parent … root).
+    pub lineage: Vec<String>,
+    pub trainer: String,
+    /// Perplexity on the WikiText-2 test text (Elena's evaluation).
+    pub perplexity: f64,
+}
+
+impl ModelLine {
+    pub fn of(m: &ModelView, perplexity: f64) -> Self {
+        ModelLine {
+            symbol: m.card.symbol.clone(),
+            nft: m.card.nft.clone(),
+            weights_hash: m.card.weights_hash,
+            parent: m.card.parent.clone(),
+            lineage: m.lineage.clone(),
+            trainer: m.card.trainer.clone().unwrap_or_else(|| m.card.owner.clone()),
+            perplexity,
+        }
+    }
+}
+
+/// One person's holdings at the end.
+#[derive(Clone, Debug, Serialize)]
+pub struct Account {
+    pub name: String,
+    pub address: String,
+    pub ocean: U256,
+    /// Datatoken balances on chain, by model symbol.
+    pub held: BTreeMap<String, U256>,
+    /// What the story's bookkeeping says they must be.
+    pub expected: BTreeMap<String, U256>,
+    pub rewards: Vec<Reward>,
+}
+
+/// One paid job and its public verification.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobLine {
+    pub buyer: String,
+    pub job_id: String,
+    pub kind: String,
+    pub model: String,
+    pub receipt_hash: Option<Hash32>,
+    pub verified: bool,
+    pub verification: Vec<String>,
+}
+
+impl JobLine {
+    pub fn of(buyer: &str, r: &JobResult) -> Self {
+        JobLine {
+            buyer: buyer.into(),
+            job_id: r.job.job_id.clone(),
+            kind: r.job.kind.to_string(),
+            model: r.job.model.clone(),
+            receipt_hash: r.job.receipt_hash,
+            verified: false,
+            verification: vec![],
+        }
+    }
+}
+
+/// Everything the demo shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub lineage: Vec<ModelLine>,
+    pub accounts: Vec<Account>,
+    pub generated: String,
+    pub jobs: Vec<JobLine>,
+    /// Wall seconds per phase.
+    pub timings: Vec<(String, f64)>,
+}
+
+impl Summary {
+    /// Every claim of the story, checked; the first failure is returned as one sentence.
+    pub fn check(&self) -> Result<(), String> {
+        let [m1, m2, m3] = &self.lineage[..] else {
+            return Err(format!("expected 3 models, got {}", self.lineage.len()));
+        };
+        if m2.lineage != vec![m1.nft.clone()] || m3.lineage != vec![m2.nft.clone(), m1.nft.clone()]
+        {
+            return Err("the lineage is not M1 → M2 → M3".into());
+        }
+        if m1.weights_hash == m2.weights_hash || m2.weights_hash == m3.weights_hash {
+            return Err("a derived model has its parent's weights".into());
+        }
+        for a in &self.accounts {
+            for (sym, want) in &a.expected {
+                let got = a.held.get(sym).copied().unwrap_or_default();
+                if got != *want {
+                    return Err(format!(
+                        "{} holds {} {sym}, the scheme and trades say {}",
+                        a.name,
+                        units::show(got),
+                        units::show(*want)
+                    ));
+                }
+            }
+        }
+        if let Some(j) = self.jobs.iter().find(|j| !j.verified) {
+            return Err(format!(
+                "the receipt of {} job {} does not verify: {}",
+                j.kind,
+                j.job_id,
+                j.verification.join("; ")
+            ));
+        }
+        if m3.perplexity.partial_cmp(&m1.perplexity) != Some(std::cmp::Ordering::Less) {
+            return Err(format!(
+                "M3's perplexity {:.3} does not beat M1's {:.3}",
+                m3.perplexity, m1.perplexity
+            ));
+        }
+        Ok(())
+    }
+
+    /// The human summary.
+    pub fn render(&self) -> String {
+        let mut s = String::from("\n== Lineage (WikiText-2 test perplexity)\n");
+        for (i, m) in self.lineage.iter().enumerate() {
+            s.push_str(&format!(
+                "{}{} {}  weights {}  trained by {}  ppl {:.2}\n",
+                "   ".repeat(i),
+                if i == 0 { "●" } else { "└─" },
+                m.symbol,
+                m.weights_hash,
+                short(&m.trainer),
+                m.perplexity
+            ));
+        }
+        s.push_str("\n== Balances (datatokens on chain = expected by scheme and trades)\n");
+        for a in &self.accounts {
+            let held: Vec<String> = a
+                .held
+                .iter()
+                .filter(|(_, v)| !v.is_zero())
+                .map(|(k, v)| format!("{} {k}", units::show(*v)))
+                .collect();
+            s.push_str(&format!(
+                "{:<8} {}  {:>10} OCEAN  {}\n",
+                a.name,
+                short(&a.address),
+                units::show(a.ocean),
+                if held.is_empty() { "-".to_string() } else { held.join(", ") }
+            ));
+            for r in &a.rewards {
+                s.push_str(&format!(
+                    "           reward {} {} ({})\n",
+                    units::show(r.amount.parse().unwrap_or_default()),
+                    r.symbol,
+                    r.share
+                ));
+            }
+        }
+        s.push_str(&format!("\n== Derek's inference on M3\n{}\n", self.generated.trim()));
+        s.push_str("\n== Receipts\n");
+        for j in &self.jobs {
+            s.push_str(&format!(
+                "{:<8} {:<8} {}  receipt {}  {}\n",
+                j.buyer,
+                j.kind,
+                j.job_id,
+                j.receipt_hash.map(|h| h.short()).unwrap_or_else(|| "-".into()),
+                if j.verified {
+                    "verified ✓".to_string()
+                } else {
+                    format!("FAILED: {}", j.verification.join("; "))
+                }
+            ));
+        }
+        let total: f64 = self.timings.iter().map(|(_, t)| t).sum();
+        s.push_str(&format!("\n== Time ({total:.1} s)\n"));
+        for (name, t) in &self.timings {
+            s.push_str(&format!("{t:>7.1} s  {name}\n"));
+        }
+        s
+    }
+}
+
+fn short(a: &str) -> String {
+    if a.len() > 12 { format!("{}…{}", &a[..6], &a[a.len() - 4..]) } else { a.to_string() }
+}

@@ -170,6 +170,6 @@ run)
     eval "$env_lines"
     "$@" ;;
 *)
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2 ;;
 esac

@@ -16,8 +16,13 @@ cargo fmt --all -- --check
 stage "contract artifacts are up to date"
 node contracts/build.mjs --check
 
-stage "AWS twins (LocalStack S3, moto Batch)"
+stage "AWS twins: virtual environments (LocalStack, moto, cfn-lint)"
 localstack/twins.sh setup
+
+stage "infrastructure as code (CDK synth tests + cfn-lint, offline)"
+infra/check.sh
+
+stage "AWS twins: start (LocalStack S3, moto Batch)"
 eval "$(localstack/twins.sh start)"
 trap 'localstack/twins.sh stop >/dev/null 2>&1 || true' EXIT
 export POSTHUMAN_REQUIRE_TWINS=1

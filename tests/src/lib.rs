@@ -1,0 +1,2 @@
+//! Workspace-level end-to-end tests (see `tests/`): the demo's whole story on the embedded
+//! default, asserted. The library itself is empty; the tests drive `posthuman-cli`.

@@ -1,0 +1,71 @@
+//! The README's main command, in its tiny size: every step of the story runs for real
+//! (anvil, Ocean v4, the lineage contract, the API over HTTP, the worker as processes), and
+//! its summary is asserted — balances equal the scheme's amounts exactly, the lineage is
+//! M1 → M2 → M3, every receipt verifies, and M3's perplexity beats M1's.
+
+use std::path::PathBuf;
+
+use alloy::primitives::U256;
+use posthuman_cli::args::DemoSize;
+use posthuman_cli::demo::{DemoOptions, Sizes, play};
+use posthuman_cli::output::Out;
+use posthuman_functions::queue::WorkerCommand;
+
+/// The worker binary cargo built for this workspace (`cargo test --workspace` builds it,
+/// since the worker crate has integration tests).
+fn worker() -> WorkerCommand {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let program = profile_dir.join("posthuman-worker");
+    assert!(
+        program.is_file(),
+        "{} is missing: run `cargo build -p posthuman-worker` (scripts/test.sh builds it)",
+        program.display()
+    );
+    WorkerCommand { program, args: vec![] }
+}
+
+fn wikitext() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/wikitext-2")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_story_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        data_dir: Some(dir.path().join("demo")),
+        sizes: Sizes::of(DemoSize::Tiny),
+        wikitext: wikitext(),
+        worker: worker(),
+    };
+    let s = play(&Out::quiet(), &opts).await.unwrap();
+    println!("{}", s.render());
+    s.check().unwrap();
+
+    // The checks above, spelled out where a regression would hide.
+    let [m1, m2, m3] = &s.lineage[..] else { panic!("three models") };
+    assert_eq!(m3.lineage, vec![m2.nft.clone(), m1.nft.clone()]);
+    assert!(m3.perplexity < m1.perplexity, "{} vs {}", m3.perplexity, m1.perplexity);
+    let whole = |n: u64| U256::from(n) * U256::from(10u64).pow(U256::from(18u64));
+    let get = |who: &str, sym: &str| {
+        let a = s.accounts.iter().find(|a| a.name == who).unwrap();
+        a.held.get(sym).copied().unwrap_or_default()
+    };
+    // Scheme 50/25/12.5/6.25 % of 100 per derivation, remainder to Alice (the root owner).
+    // M2: Bob 50 (sold 1 to Charlie, 1 to Elena), Alice 50.
+    assert_eq!(get("bob", "M2"), whole(48));
+    assert_eq!(get("alice", "M2"), whole(50));
+    // M3: Charlie 50 (sold 1 to Derek, 1 to Elena), Bob 25, Alice 25.
+    assert_eq!(get("charlie", "M3"), whole(48));
+    assert_eq!(get("bob", "M3"), whole(25));
+    assert_eq!(get("alice", "M3"), whole(25));
+    // Every datatoken bought for a job was spent by its order.
+    for who in ["derek", "elena"] {
+        for sym in ["M1", "M2", "M3"] {
+            assert_eq!(get(who, sym), U256::ZERO, "{who} {sym}");
+        }
+    }
+    assert!(s.jobs.iter().all(|j| j.verified), "{:?}", s.jobs);
+    assert_eq!(s.jobs.len(), 6, "2 train, 1 infer, 3 evaluate");
+    assert!(!s.generated.trim().is_empty());
+}

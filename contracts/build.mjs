@@ -24,7 +24,7 @@ const oceanArtifacts = {
   OPFCommunityFeeCollector: 'communityFee/OPFCommunityFeeCollector.sol/OPFCommunityFeeCollector.json',
 };
 // Our contracts: source file → contract names to emit.
-const ours = { 'ModelLineage.sol': ['ModelLineage'] };
+const ours = { 'ModelLineage.sol': ['ModelLineage'], 'PeerMarket.sol': ['PeerMarket'] };
 
 function render(abi, bytecode) {
   return JSON.stringify({ abi, bytecode }) + '\n';

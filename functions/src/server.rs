@@ -209,6 +209,7 @@ fn placeholder_book(operator: &PrivateKeySigner) -> AddressBook {
         erc721_template: z,
         factory: z,
         lineage: z,
+        market: z,
         deployed_at_block: 0,
     }
 }

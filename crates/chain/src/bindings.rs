@@ -50,3 +50,8 @@ sol!(
     ModelLineage,
     "../../contracts/out/ModelLineage.json"
 );
+sol!(
+    #[sol(rpc, all_derives)]
+    PeerMarket,
+    "../../contracts/out/PeerMarket.json"
+);

@@ -165,7 +165,7 @@ impl Chain {
         &self.operator
     }
 
-    fn check_signer(&self, from: Address) -> Result<(), ChainError> {
+    pub(crate) fn check_signer(&self, from: Address) -> Result<(), ChainError> {
         if from == self.operator.address() || self.signers.contains_key(&from) {
             Ok(())
         } else {

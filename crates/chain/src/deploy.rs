@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::ChainError;
 use crate::bindings::{
     Dispenser, ERC20Template, ERC721Factory, ERC721Template, FactoryRouter, FixedRateExchange,
-    ModelLineage, OPFCommunityFeeCollector, OceanToken,
+    ModelLineage, OPFCommunityFeeCollector, OceanToken, PeerMarket,
 };
 use crate::client::{build_provider, send};
 
@@ -30,6 +30,10 @@ pub struct AddressBook {
     pub erc721_template: Address,
     pub factory: Address,
     pub lineage: Address,
+    /// The peer-to-peer fixed-price market (paid in OCEAN). Books written before it existed
+    /// parse with the zero address.
+    #[serde(default)]
+    pub market: Address,
     /// Block of the last deployment transaction (indexers start here).
     pub deployed_at_block: u64,
 }
@@ -69,9 +73,9 @@ impl DeployReport {
 pub const OCEAN_SUPPLY: u128 = 1_000_000 * 10u128.pow(18);
 
 /// Deploys OCEAN, the community fee collector, the router, the fixed-rate exchange, the
-/// dispenser, the ERC20/ERC721 templates, the factory and the lineage contract (in the order
-/// RECIPES §3 gives), wires them together, and returns the book. The operator pays and owns
-/// everything.
+/// dispenser, the ERC20/ERC721 templates, the factory, the lineage contract (in the order
+/// RECIPES §3 gives) and the peer market, wires them together, and returns the book. The
+/// operator pays for and owns everything (the market has no owner at all).
 pub async fn deploy_stack(
     rpc_url: &str,
     operator: &PrivateKeySigner,
@@ -124,6 +128,7 @@ pub async fn deploy_stack(
     let r = send(router_i.addDispenserContract(dispenser)).await?;
     report.steps.push(("router.addDispenserContract", r.gas_used));
     let lineage = deploy!("ModelLineage", ModelLineage::deploy_builder(&p, owner, factory));
+    let market = deploy!("PeerMarket", PeerMarket::deploy_builder(&p, ocean));
     let deployed_at_block = p.get_block_number().await?;
 
     let book = AddressBook {
@@ -138,6 +143,7 @@ pub async fn deploy_stack(
         erc721_template: erc721,
         factory,
         lineage,
+        market,
         deployed_at_block,
     };
     Ok((book, report))

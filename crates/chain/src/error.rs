@@ -33,6 +33,10 @@ pub enum ChainError {
     /// job already committed, wrong job state, …
     #[error("lineage contract rejected the call: {0}")]
     LineageRejected(String),
+    /// The peer market refused the call (custom error name and fields): not the seller,
+    /// offer cancelled, not enough left, cost above the buyer's maximum, …
+    #[error("peer market rejected the call: {0}")]
+    MarketRejected(String),
     /// Invalid input from the caller (bad reward scheme, malformed address, …).
     #[error("invalid input: {0}")]
     Invalid(String),

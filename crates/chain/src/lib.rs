@@ -11,6 +11,8 @@
 //!   [`OrderVerdict`], with the [`SpentOrders`] record that makes an order pay for one job.
 //! - [`lineage`]: commit-before-reveal training commitments, child models created and owned
 //!   by the lineage contract, exactly-once derivations paying rewards, lineage reads.
+//! - [`market`]: the peer market: holders (e.g. of reward datatokens, which no Ocean
+//!   exchange can sell) offer any ERC-20 at a fixed OCEAN price; buyers take part or all.
 //! - [`story`]: the end-to-end walk-through used by the interim main command.
 //!
 //! Contract bindings come from the committed artifacts in `contracts/out/` (regenerate with
@@ -24,6 +26,7 @@ pub mod deploy;
 pub mod error;
 pub mod fees;
 pub mod lineage;
+pub mod market;
 pub mod orders;
 pub mod story;
 
@@ -33,6 +36,7 @@ pub use client::{Chain, Exchange, PublishRequest, PublishedModel};
 pub use deploy::{AddressBook, DeployReport, deploy_stack};
 pub use error::ChainError;
 pub use fees::ProviderFee;
+pub use market::Offer;
 pub use orders::{
     Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
     VerifiedOrder,

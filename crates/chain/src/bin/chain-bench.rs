@@ -1,5 +1,6 @@
 //! Gas and latency figures for issue 2: deploy, publish, exchange, buy, startOrder, the
-//! lineage contract's commit / record with rewards to 1…4 trainers, and order-verification
+//! lineage contract's commit / record with rewards to 1…4 trainers, the peer market's
+//! createOffer / buy (a reward datatoken sold holder to holder), and order-verification
 //! latency against anvil. Prints a table with the issue's references and ratios.
 
 use std::time::Instant;
@@ -46,14 +47,14 @@ async fn main() -> Result<(), ChainError> {
     let deploy_ms = t.elapsed().as_secs_f64() * 1e3;
     row(
         &mut rows,
-        "deploy stack (Ocean v4 + ModelLineage, 14 txs)",
+        "deploy stack (Ocean v4 + ModelLineage + PeerMarket, 15 txs)",
         report.total_gas() as f64,
         "gas",
         None,
     );
     for (step, gas) in &report.steps {
-        if *step == "ModelLineage" {
-            row(&mut rows, "  of which ModelLineage", *gas as f64, "gas", None);
+        if *step == "ModelLineage" || *step == "PeerMarket" {
+            row(&mut rows, format!("  of which {step}"), *gas as f64, "gas", None);
         }
     }
     row(&mut rows, "deploy stack wall time", deploy_ms, "ms", None);
@@ -105,6 +106,7 @@ async fn main() -> Result<(), ChainError> {
 
     // A lineage M1 → M2 → … → M5 with distinct trainers: derivation k pays k trainers + root.
     let mut parent = m.nft;
+    let mut first_reward = None;
     for depth in 1..=4u32 {
         let trainer = dev_wallet(&format!("trainer{depth}"))?.address();
         let job = h(&format!("job{depth}"));
@@ -114,6 +116,7 @@ async fn main() -> Result<(), ChainError> {
         let child = chain.create_child(job, "Child", "CH", "").await?;
         let d = chain.record_derivation(job, child.nft, child.datatoken).await?;
         if depth == 1 {
+            first_reward = Some((trainer, child.datatoken));
             row(&mut rows, "commitTraining", c.gas_used as f64, "gas", None);
             row(
                 &mut rows,
@@ -135,6 +138,22 @@ async fn main() -> Result<(), ChainError> {
             reference,
         );
         parent = child.nft;
+    }
+
+    // Peer market: the first trainer sells part of its M2 reward to Bob for OCEAN.
+    if let Some((trainer, m2_dt)) = first_reward {
+        chain.add_signer(dev_wallet("trainer1")?)?;
+        chain.send_eth(trainer, U256::from(ONE)).await?;
+        let (offer, gas) = chain
+            .create_offer(trainer, m2_dt, U256::from(3 * ONE / 2), U256::from(10 * ONE))
+            .await?;
+        for (step, g) in gas {
+            row(&mut rows, format!("market offer: {step}"), g as f64, "gas", None);
+        }
+        let buy = chain.buy_offer(b, offer, U256::from(4 * ONE)).await?;
+        row(&mut rows, "market buy (after approving OCEAN)", buy.gas_used as f64, "gas", None);
+        let buy = chain.buy_offer(b, offer, U256::from(6 * ONE)).await?;
+        row(&mut rows, "market buy, sells out the offer", buy.gas_used as f64, "gas", None);
     }
 
     // Order verification latency (fresh spent-store each call, so every call does the work).

@@ -22,7 +22,8 @@ PY="$VENV/bin/python"
 [ "${SKIP_BUILD:-0}" = 1 ] || (cd "$ROOT" && cargo build --release -q -p posthuman-worker --bin worker-bench)
 RB="$CARGO_TARGET_DIR/release/worker-bench"
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+# Kept on failure for inspection (BENCH_KEEP=1 keeps it always).
+trap 'st=$?; if [ "$st" = 0 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK" >&2; fi' EXIT
 export RAYON_NUM_THREADS="$BENCH_THREADS" OMP_NUM_THREADS="$BENCH_THREADS" MKL_NUM_THREADS="$BENCH_THREADS"
 
 echo "== prepare (tokenizer on valid.txt, random-init model, eval on test.txt)"

@@ -10,7 +10,11 @@ d, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 def load(name):
     with open(os.path.join(d, name)) as f:
-        return json.loads(f.read().strip().splitlines()[-1])
+        text = f.read().strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:  # a JSON line after other output
+        return json.loads(text.splitlines()[-1])
 
 
 ra, ta = load("rust_agree.json"), load("torch_agree.json")

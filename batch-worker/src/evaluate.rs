@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use posthuman_gpt2::Gpt2;
 use posthuman_store::ObjectStore;
 use posthuman_types::{EvalParams, EvalReport, JobKind, JobSpec};
@@ -85,8 +85,8 @@ pub fn score(
             x.extend_from_slice(&ids[w.begin..w.end - 1]);
             y.extend_from_slice(&ids[w.begin + 1..w.end]);
         }
-        let xt = Tensor::from_vec(x, (group.len(), t), &Device::Cpu)?;
-        let yt = Tensor::from_vec(y, (group.len(), t), &Device::Cpu)?;
+        let xt = Tensor::from_vec(x, (group.len(), t), &crate::device::compute())?;
+        let yt = Tensor::from_vec(y, (group.len(), t), &crate::device::compute())?;
         let rows = model.token_nll(&xt, &yt)?.to_vec2::<f32>()?;
         for (w, row) in group.iter().zip(rows) {
             for v in &row[w.from..] {
@@ -137,7 +137,8 @@ pub async fn run(
             "the dataset has fewer than two tokens to score".into(),
         ));
     }
-    let model = m.weights.model(&m.cfg, &Device::Cpu).map_err(WorkerError::internal)?;
+    let model =
+        m.weights.model(&m.cfg, &crate::device::compute()).map_err(WorkerError::internal)?;
     let start = Instant::now();
     let mut done = (0usize, 0usize);
     let (nll, count) =

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{IndexOp, Tensor};
 use posthuman_gpt2::{Gpt2, KvCache};
 use posthuman_store::ObjectStore;
 use posthuman_types::{Completion, InferParams, JobKind, JobSpec, StopReason};
@@ -29,7 +29,7 @@ pub const COMPLETIONS: &str = "completions.json";
 /// Last-position logits of a forward pass over `ids`, continuing `cache`.
 fn step_logits(model: &Gpt2, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, WorkerError> {
     let t = ids.len();
-    let x = Tensor::from_vec(ids.to_vec(), (1, t), &Device::Cpu)?;
+    let x = Tensor::from_vec(ids.to_vec(), (1, t), &crate::device::compute())?;
     let logits = model.forward(&x, Some(cache))?;
     Ok(logits.i((0, t - 1))?.to_vec1::<f32>()?)
 }
@@ -121,7 +121,8 @@ pub async fn run(
             limit_mib: wc.memory_limit_bytes >> 20,
         });
     }
-    let model = m.weights.model(&m.cfg, &Device::Cpu).map_err(WorkerError::internal)?;
+    let model =
+        m.weights.model(&m.cfg, &crate::device::compute()).map_err(WorkerError::internal)?;
     let start = Instant::now();
     let mut out = Vec::with_capacity(p.prompts.len());
     let mut tokens = 0u64;

@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod infer;

@@ -17,7 +17,7 @@ pub mod schedule;
 use std::time::Instant;
 
 use bytes::Bytes;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use posthuman_gpt2::candle_nn::VarBuilder;
 use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Gpt2, Grads, Weights, clip_grad_norm};
 use posthuman_store::ObjectStore;
@@ -101,7 +101,7 @@ pub async fn run(
     let packed = Packed::new(&stream, ctx)?;
     drop(bytes);
 
-    let device = Device::Cpu;
+    let device = crate::device::compute();
     let vm = weights.to_var_map(&device).map_err(WorkerError::internal)?;
     let mut train_cfg = cfg.clone();
     (train_cfg.resid_pdrop, train_cfg.embd_pdrop, train_cfg.attn_pdrop) =

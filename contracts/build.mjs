@@ -24,7 +24,12 @@ const oceanArtifacts = {
   OPFCommunityFeeCollector: 'communityFee/OPFCommunityFeeCollector.sol/OPFCommunityFeeCollector.json',
 };
 // Our contracts: source file → contract names to emit.
-const ours = { 'ModelLineage.sol': ['ModelLineage'], 'PeerMarket.sol': ['PeerMarket'] };
+// test/: fixtures for the Rust tests only (never deployed by deploy_stack).
+const ours = {
+  'ModelLineage.sol': ['ModelLineage'],
+  'PeerMarket.sol': ['PeerMarket'],
+  'test/ReentrantToken.sol': ['ReentrantToken'],
+};
 
 function render(abi, bytecode) {
   return JSON.stringify({ abi, bytecode }) + '\n';

@@ -1,17 +1,23 @@
 //! The peer market: partial and full sales with exact balances, cost rounding up, the buyer's
 //! maximum, seller-only changes, cancelled offers, atomic failure, and reward datatokens
 //! (mintable only by the lineage contract) sold holder to holder: Bob → Charlie, then
-//! Charlie → Derek and Elena.
+//! Charlie → Derek and Elena. A token that calls back into `buy` shows the reentrancy guard.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
 
 mod common;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, U256, keccak256};
 use common::{Env, ONE, env};
 use posthuman_chain::alloy;
 use posthuman_chain::{AddressBook, ChainError, Offer};
 use posthuman_types::RewardScheme;
+
+alloy::sol!(
+    #[sol(rpc)]
+    ReentrantToken,
+    "../../contracts/out/ReentrantToken.json"
+);
 
 fn rejected<T: std::fmt::Debug>(r: Result<T, ChainError>, name: &str) {
     match r {
@@ -229,4 +235,25 @@ async fn books_from_before_the_market_still_load() {
     let chain =
         posthuman_chain::Chain::connect(&e.anvil.endpoint(), common::operator_key(), old).unwrap();
     assert!(matches!(chain.offer(u(1)).await, Err(ChainError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn a_token_calling_back_into_buy_is_stopped_by_the_guard() {
+    let mut e = env(37).await;
+    let alice = e.wallet(0).await;
+    let bob = e.wallet(10 * ONE).await;
+    let token = ReentrantToken::deploy_builder(e.chain.provider()).from(alice);
+    let receipt = token.send().await.unwrap().get_receipt().await.unwrap();
+    let token = ReentrantToken::new(receipt.contract_address.unwrap(), e.chain.provider());
+    let (id, _) = e.chain.create_offer(alice, *token.address(), u(ONE), u(10 * ONE)).await.unwrap();
+    let r = token.arm(e.chain.book().market, id).from(alice).send().await.unwrap();
+    assert!(r.get_receipt().await.unwrap().status());
+
+    // The outer purchase completes; the nested buy inside transferFrom hit the guard.
+    e.chain.buy_offer(bob, id, u(2 * ONE)).await.unwrap();
+    let err = token.reentryError().call().await.unwrap();
+    assert_eq!(err.as_ref(), &keccak256("ReentrancyGuardReentrantCall()")[..4]);
+    assert_eq!(e.chain.balance_of(*token.address(), bob).await.unwrap(), u(2 * ONE));
+    assert_eq!(ocean(&e, alice).await, u(2 * ONE));
+    assert_eq!(e.chain.offer(id).await.unwrap().remaining, u(8 * ONE));
 }

@@ -7,7 +7,7 @@
 //! `ModelLineage.commitTraining` records before the derived model is revealed. Anyone can
 //! then check a receipt against the chain ([`verify_job`], [`verify_lineage`],
 //! [`verify_evaluation`]) without the weights, and an auditor holding the weights re-runs
-//! sampled training segments ([`audit`]).
+//! sampled training segments ([`plan_audit`], then [`audit`] or [`audit_async`]).
 //!
 //! Modules:
 //! - [`canonical`]: the content hashes receipts commit to (canonical JSON, prompts, outputs,

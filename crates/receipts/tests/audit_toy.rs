@@ -1,11 +1,12 @@
-//! Proof-of-learning audits against planted cheating.
+//! Proof-of-learning audits against planted cheating, on a TOY trainer.
 //!
 //! THE TRAINING HERE IS A TOY: a deterministic, seeded, 32-parameter "model" trained by a
-//! gradient step on a tiny dataset, defined in this file. It stands in for the worker's
-//! train loop only because `batch-worker` does not (yet) expose "re-run from checkpoint k
-//! for `interval` steps". What is under test is the real audit code: the plan (checkpoint
-//! tree checks, segment sampling, budget) and the driver (bit-for-bit comparison); the toy
-//! only has to be deterministic and sensitive to its inputs, as the worker's training is.
+//! gradient step on a tiny dataset, defined in this file. `audit_worker.rs` runs the same
+//! audit against the real worker's train loop; this file complements it with runs long
+//! enough (40 segments) to exercise the sampler under the default 5% budget — largest
+//! updates, seeded random picks, the cost ratio — in milliseconds. What is under test is the
+//! real audit code; the toy only has to be deterministic and sensitive to its inputs, as the
+//! worker's training is.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
 

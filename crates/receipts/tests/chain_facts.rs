@@ -107,6 +107,7 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
         weights_hash: w1,
         card_json: None,
         reward: RewardScheme::geometric(10 * ONE, 5000, 3),
+        root_owner: None,
     };
     let m1 = e.chain.publish_model(alice, &req).await.unwrap();
     e.chain.mint(alice, m1.datatoken, bob, U256::from(5 * ONE)).await.unwrap();

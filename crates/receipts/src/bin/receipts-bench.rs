@@ -9,7 +9,8 @@ use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::Result;
 use posthuman_receipts::{
-    Receipt, ReceiptDomain, SignedReceipt, json_hash, merkle, receipt_params, sign, worker_version,
+    AuditPolicy, Receipt, ReceiptDomain, SignedReceipt, json_hash, merkle, plan_audit,
+    receipt_params, sign, worker_version,
 };
 use posthuman_types::{Hash32, JobKind, JobParams, TrainParams};
 
@@ -92,6 +93,34 @@ fn main() -> Result<()> {
             assert!(merkle::verify(&root, leaves[i].0, &leaves[i].1, &proof));
         });
         println!("  {n:>5} checkpoints: {:>2} siblings  {us:>8.2} µs", proof.len());
+    }
+
+    println!("\naudit cost at the default policy (5% budget, final segment always, min 1)");
+    println!("  steps  every  segments  audited  steps re-run  ratio");
+    for (steps, every) in
+        [(24u32, 4u32), (200, 10), (400, 10), (1000, 10), (2000, 20), (10_000, 50)]
+    {
+        let mut p = TrainParams::new(steps, 3e-4, 8, 256);
+        p.checkpoint_every = every;
+        let leaves: Vec<(u32, Hash32)> = merkle::checkpoint_steps(steps, every)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, Hash32([(i % 251) as u8; 32])))
+            .collect();
+        let mut r = Receipt::for_job("job-cost", &JobParams::Train(p));
+        r.worker_version = receipt.worker_version.clone();
+        r.checkpoint_root = merkle::root(&leaves);
+        r.output_weights_hash = leaves[leaves.len() - 1].1;
+        let v = sign(r, &key, &domain)?.verify(key.address(), &domain)?;
+        let hashes: Vec<Hash32> = leaves.iter().map(|l| l.1).collect();
+        let plan = plan_audit(&v, &hashes, None, &AuditPolicy::default())?;
+        println!(
+            "  {steps:>5}  {every:>5}  {:>8}  {:>7}  {:>12}  {:>5.1}%",
+            plan.total_segments,
+            plan.segments.len(),
+            plan.audit_steps,
+            100.0 * plan.cost_ratio
+        );
     }
     Ok(())
 }

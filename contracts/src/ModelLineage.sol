@@ -58,7 +58,8 @@ interface IOceanDatatoken {
 /// roles, transfers the NFT or mints outside `recordDerivation`. So the child's supply is
 /// exactly the rewards, provably from this bytecode. The operator is still trusted to tell
 /// the truth in `commitTraining` (it is accountable through signed receipts and audits), but
-/// it cannot mint. Root models are published by their owners and registered by the operator.
+/// it cannot mint. Root models are published by their owners (or by the operator holding
+/// the NFT in custody for them) and registered by the operator with their address as root owner.
 /// Consequence: nobody holds the child's ERC20-deployer role, so no fixed-rate exchange can be
 /// opened on a child datatoken (Ocean 2.6's exchange only sells what it mints or holds from
 /// earlier sales); rewards change hands by plain ERC-20 transfers.
@@ -112,9 +113,10 @@ contract ModelLineage {
     /// for itself (the factory `_safeMint`s to the owner) and no others.
     bool transient creatingChild;
 
+    /// `rootOwner` is the beneficiary of remainders; `holder` held the NFT at registration.
     event RootRegistered(
-        address indexed nft, address indexed datatoken, address indexed owner, bytes32 weightsHash,
-        uint256 totalReward, uint16[] sharesBps
+        address indexed nft, address indexed datatoken, address indexed rootOwner, address holder,
+        bytes32 weightsHash, uint256 totalReward, uint16[] sharesBps
     );
     event TrainingCommitted(
         bytes32 indexed jobId, address indexed parentNft, address indexed trainer, bytes32 outputWeightsHash,
@@ -151,18 +153,22 @@ contract ModelLineage {
         factory = factory_;
     }
 
-    /// Registers a root model published by `owner`, fixing its reward scheme for all
-    /// derivations below it. The NFT must be owned by `owner`, the datatoken must belong to
-    /// it, and the NFT's ERC725Y weights commitment must equal `weightsHash`.
+    /// Registers a root model, fixing its reward scheme for all derivations below it. The NFT
+    /// must be held by `owner`, the datatoken must belong to it, and the NFT's ERC725Y weights
+    /// commitment must equal `weightsHash`. `rootOwner` is the model's owner of record: the
+    /// root's `trainer` and the beneficiary of every derivation's remainder. It is separate
+    /// from `owner` because the holder may be a custodian (the operator publishing on a
+    /// model owner's behalf, without her key), who must not collect her remainders.
     function registerRoot(
         address nft,
         address datatoken,
         bytes32 weightsHash,
         address owner,
+        address rootOwner,
         uint128 totalReward,
         uint16[] calldata sharesBps
     ) external onlyOperator {
-        if (owner == address(0)) revert ZeroAddress();
+        if (owner == address(0) || rootOwner == address(0)) revert ZeroAddress();
         if (models[nft].exists) revert AlreadyRegistered();
         if (sharesBps.length > MAX_BENEFICIARIES) revert BadScheme();
         uint256 packed;
@@ -181,14 +187,14 @@ contract ModelLineage {
             parent: address(0),
             depth: 0,
             exists: true,
-            trainer: owner,
+            trainer: rootOwner,
             root: nft,
             datatoken: datatoken,
             weightsHash: weightsHash,
             jobId: bytes32(0)
         });
         schemes[nft] = Scheme({totalReward: totalReward, count: uint8(sharesBps.length), packedShares: packed});
-        emit RootRegistered(nft, datatoken, owner, weightsHash, totalReward, sharesBps);
+        emit RootRegistered(nft, datatoken, rootOwner, owner, weightsHash, totalReward, sharesBps);
     }
 
     /// Commits the outcome of training job `jobId` before anything is revealed: from which

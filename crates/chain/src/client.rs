@@ -99,6 +99,10 @@ pub struct PublishRequest {
     pub card_json: Option<String>,
     /// Reward scheme for derivatives (fixed at registration).
     pub reward: RewardScheme,
+    /// The model's owner of record, paid every derivation's remainder, when it is not the
+    /// publisher (e.g. the operator publishes and holds the NFT for a user without her
+    /// key). `None`: the publisher itself.
+    pub root_owner: Option<Address>,
 }
 
 /// A fixed-rate exchange for a datatoken.
@@ -191,7 +195,7 @@ impl Chain {
     /// Publishes a root model as `publisher` (who owns the NFT and mints its datatokens):
     /// data NFT + datatoken via `createNftWithErc20`, the weights commitment (and the card,
     /// if any) in the NFT's ERC725Y store, then the operator registers it as a lineage root
-    /// with its reward scheme.
+    /// with its reward scheme and `req.root_owner` (default: `publisher`) as root owner.
     pub async fn publish_model(
         &self,
         publisher: Address,
@@ -248,6 +252,7 @@ impl Chain {
                 datatoken,
                 req.weights_hash,
                 publisher,
+                req.root_owner.unwrap_or(publisher),
                 total,
                 &req.reward.shares_bps,
             )

@@ -112,14 +112,18 @@ impl Chain {
         ModelLineage::new(self.book.lineage, &self.provider)
     }
 
-    /// Registers a root model (operator only): its NFT must be owned by `owner` and carry
+    /// Registers a root model (operator only): its NFT must be held by `owner` and carry
     /// `weights_hash` in its ERC725Y store; fixes the reward scheme for its derivatives.
+    /// `root_owner` is the owner of record (the root's trainer, paid every derivation's
+    /// remainder); it differs from `owner` when a custodian holds the NFT for a publisher.
+    #[allow(clippy::too_many_arguments)] // mirrors the contract function one to one
     pub async fn register_root(
         &self,
         nft: Address,
         datatoken: Address,
         weights_hash: Hash32,
         owner: Address,
+        root_owner: Address,
         total_reward: u128,
         shares_bps: &[u16],
     ) -> Result<TransactionReceipt, ChainError> {
@@ -129,6 +133,7 @@ impl Chain {
             datatoken,
             b256(&weights_hash),
             owner,
+            root_owner,
             total_reward,
             shares_bps.to_vec(),
         ))

@@ -108,6 +108,7 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
         weights_hash: weights,
         card_json: Some(r#"{"architecture":"gpt2 4L/256d/4h ctx256"}"#.into()),
         reward: scheme.clone(),
+        root_owner: None,
     };
     let m = chain.publish_model(a, &req).await?;
     let publish_gas: u64 = m.gas.iter().map(|(_, g)| g).sum();

@@ -1,5 +1,6 @@
 //! The lineage & reward contract: operator-only, once per job, exact reward splits for
-//! random depths and amounts (cross-checked against `RewardScheme::split`), read-back.
+//! random depths and amounts (cross-checked against `RewardScheme::split`), remainders to
+//! the root owner of record even when another address holds the NFT, read-back.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
 
@@ -43,7 +44,7 @@ async fn only_the_operator_records_and_a_job_records_once() {
     let intruder = Chain::connect(&e.anvil.endpoint(), bob_key, e.chain.book().clone()).unwrap();
     rejected(intruder.commit_training(job, root.nft, bob, w, receipt).await, "NotOperator");
     rejected(
-        intruder.register_root(root.nft, root.datatoken, w, alice, 1, &[]).await,
+        intruder.register_root(root.nft, root.datatoken, w, alice, alice, 1, &[]).await,
         "NotOperator",
     );
 
@@ -109,11 +110,41 @@ async fn only_the_operator_records_and_a_job_records_once() {
                 root.datatoken,
                 e.chain.model(root.nft).await.unwrap().unwrap().weights_hash,
                 alice,
+                alice,
                 1,
                 &[],
             )
             .await,
         "AlreadyRegistered",
+    );
+}
+
+/// The operator publishes a root in custody for Alice (it holds the NFT, she holds no key
+/// here): she, not the holder, is the root's owner of record and is paid the remainder.
+#[tokio::test]
+async fn remainder_goes_to_the_root_owner_not_the_nft_holder() {
+    let mut e = env(22).await;
+    let alice = Address::repeat_byte(0xa1);
+    let bob = e.wallet(0).await;
+    let op = e.chain.operator();
+    let root = e.publish_for(op, RewardScheme::geometric(100 * ONE, 2000, 1), Some(alice)).await;
+    let nft = ERC721Template::new(root.nft, e.chain.provider());
+    assert_eq!(nft.ownerOf(U256::from(1)).call().await.unwrap(), op, "operator holds the NFT");
+    assert_eq!(e.chain.model(root.nft).await.unwrap().unwrap().trainer, alice);
+
+    let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
+    e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
+    let child = e.chain.create_child(job, "M2", "M2", "").await.unwrap();
+    let d = e.chain.record_derivation(job, child.nft, child.datatoken).await.unwrap();
+    assert_eq!(d.rewards, vec![(bob, U256::from(20 * ONE)), (alice, U256::from(80 * ONE))]);
+    assert_eq!(e.chain.balance_of(child.datatoken, alice).await.unwrap(), U256::from(80 * ONE));
+    assert_eq!(e.chain.balance_of(child.datatoken, op).await.unwrap(), U256::ZERO);
+
+    // A root owner of record is mandatory (checked before anything else).
+    let weights = e.chain.model(root.nft).await.unwrap().unwrap().weights_hash;
+    rejected(
+        e.chain.register_root(root.nft, root.datatoken, weights, op, Address::ZERO, 1, &[]).await,
+        "ZeroAddress",
     );
 }
 

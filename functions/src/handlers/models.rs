@@ -165,6 +165,9 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
                 weights_hash: checked.weights_hash,
                 card_json: Some(card_json),
                 reward: req.reward_scheme.clone(),
+                // The operator holds the NFT in custody; the signer is the owner of record,
+                // paid every derivation's remainder.
+                root_owner: Some(owner),
             },
         )
         .await
@@ -181,7 +184,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             name: req.name,
             symbol: req.symbol,
             description: req.description,
-            owner: lower(operator),
+            owner: lower(owner),
             weights_hash: checked.weights_hash,
             parent: None,
             trainer: None,

@@ -77,6 +77,7 @@ async fn main() -> Result<(), ChainError> {
         weights_hash: h("w1"),
         card_json: None,
         reward: RewardScheme::geometric(100 * ONE, 5000, 4),
+        root_owner: None,
     };
     let m = chain.publish_model(a, &req).await?;
     let mut publish_total = 0;

@@ -61,6 +61,16 @@ impl Env {
     }
 
     pub async fn publish(&mut self, publisher: Address, reward: RewardScheme) -> PublishedModel {
+        self.publish_for(publisher, reward, None).await
+    }
+
+    /// Publishes as `publisher` (the NFT holder) with `root_owner` as owner of record.
+    pub async fn publish_for(
+        &mut self,
+        publisher: Address,
+        reward: RewardScheme,
+        root_owner: Option<Address>,
+    ) -> PublishedModel {
         let req = PublishRequest {
             name: "Alice GPT".into(),
             symbol: "AGPT".into(),
@@ -68,6 +78,7 @@ impl Env {
             weights_hash: self.hash(),
             card_json: Some(r#"{"architecture":"gpt2 2L/64d"}"#.into()),
             reward,
+            root_owner,
         };
         self.chain.publish_model(publisher, &req).await.unwrap()
     }

@@ -14,8 +14,9 @@ use posthuman_functions::queue::WorkerCommand;
 /// The worker binary cargo built for this workspace (`cargo test --workspace` builds it,
 /// since the worker crate has integration tests).
 fn worker() -> WorkerCommand {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let exe = std::env::current_exe().expect("the test executable path");
+    let profile_dir =
+        exe.parent().and_then(|d| d.parent()).expect("target/PROFILE/deps").to_path_buf();
     let program = profile_dir.join("posthuman-worker");
     assert!(
         program.is_file(),
@@ -46,19 +47,24 @@ async fn the_whole_story_adds_up() {
     let [m1, m2, m3] = &s.lineage[..] else { panic!("three models") };
     assert_eq!(m3.lineage, vec![m2.nft.clone(), m1.nft.clone()]);
     assert!(m3.perplexity < m1.perplexity, "{} vs {}", m3.perplexity, m1.perplexity);
-    let whole = |n: u64| U256::from(n) * U256::from(10u64).pow(U256::from(18u64));
+    // In hundredths of a datatoken.
+    let cents = |n: u64| U256::from(n) * U256::from(10u64).pow(U256::from(16u64));
     let get = |who: &str, sym: &str| {
         let a = s.accounts.iter().find(|a| a.name == who).unwrap();
         a.held.get(sym).copied().unwrap_or_default()
     };
-    // Scheme 50/25/12.5/6.25 % of 100 per derivation, remainder to Alice (the root owner).
-    // M2: Bob 50 (sold 1 to Charlie, 1 to Elena), Alice 50.
-    assert_eq!(get("bob", "M2"), whole(48));
-    assert_eq!(get("alice", "M2"), whole(50));
-    // M3: Charlie 50 (sold 1 to Derek, 1 to Elena), Bob 25, Alice 25.
-    assert_eq!(get("charlie", "M3"), whole(48));
-    assert_eq!(get("bob", "M3"), whole(25));
-    assert_eq!(get("alice", "M3"), whole(25));
+    // Scheme 50/25/12.5/6.25 % of 100 per derivation, remainder to Alice (the root owner);
+    // each order pays its spent datatoken, less Ocean's 0.03 community fee, to the model's
+    // payment collector (its trainer, or its publisher for M1).
+    // M2: Bob 50 − 2 sold (Charlie, Elena) + 2 × 0.97 from their orders; Alice 50.
+    assert_eq!(get("bob", "M2"), cents(4994));
+    assert_eq!(get("alice", "M2"), cents(5000));
+    // M3: Charlie 50 − 2 sold (Derek, Elena) + 2 × 0.97; Bob 25; Alice 25.
+    assert_eq!(get("charlie", "M3"), cents(4994));
+    assert_eq!(get("bob", "M3"), cents(2500));
+    assert_eq!(get("alice", "M3"), cents(2500));
+    // M1: Bob's and Elena's orders pay Alice 2 × 0.97.
+    assert_eq!(get("alice", "M1"), cents(194));
     // Every datatoken bought for a job was spent by its order.
     for who in ["derek", "elena"] {
         for sym in ["M1", "M2", "M3"] {

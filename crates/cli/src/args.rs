@@ -118,24 +118,28 @@ pub struct PublishArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MarketCmd {
-    /// Buy datatokens of a model (or any exchange) with OCEAN.
+    /// Buy datatokens with OCEAN: from a model's exchange, an exchange id, or a holder's offer.
     Buy {
-        /// The model NFT whose datatoken to buy (its listed exchange), or --exchange.
+        /// The model NFT whose datatoken to buy on its listed exchange.
         nft: Option<String>,
-        #[arg(long)]
+        /// A fixed-rate exchange id (bytes32).
+        #[arg(long, conflicts_with = "offer")]
         exchange: Option<String>,
+        /// A holder's offer on the peer market (see `market sell`).
+        #[arg(long)]
+        offer: Option<String>,
         /// Datatokens to buy (decimal).
         #[arg(long, default_value = "1")]
         amount: String,
     },
-    /// Offer datatokens you hold for sale on a new fixed-rate exchange.
+    /// Offer datatokens you hold (e.g. training rewards) for sale on the peer market.
     Sell {
         /// The datatoken to sell.
         datatoken: String,
         /// Price in OCEAN per datatoken (decimal).
         #[arg(long)]
         price: String,
-        /// How many to put up for sale (decimal); they are approved to the exchange.
+        /// How many to put up for sale (decimal); the market may move that many from you.
         #[arg(long)]
         amount: String,
     },

@@ -1,5 +1,9 @@
-//! `posthuman market …`: buy datatokens on a fixed-rate exchange, offer your own for sale,
-//! transfer tokens.
+//! `posthuman market …`: buy datatokens on a model's fixed-rate exchange (Ocean's, minting
+//! on sale) or from a holder's offer on the peer market, offer your own for sale, transfer.
+//!
+//! Why two venues: a root model's exchange mints its datatokens as they sell, but a derived
+//! model's datatokens exist only as rewards (the lineage contract is their sole minter), so
+//! their holders sell them peer to peer through `PeerMarket` and keep custody until a sale.
 
 use alloy::primitives::{Address, B256, U256};
 use serde::Serialize;
@@ -20,28 +24,30 @@ pub struct Bought {
     pub tx: String,
 }
 
-/// A new offer.
+/// A new offer on the peer market.
 #[derive(Clone, Debug, Serialize)]
 pub struct Offer {
-    pub exchange: String,
+    pub offer_id: String,
     pub datatoken: String,
+    /// OCEAN base units per whole datatoken.
     pub price: String,
-    pub approved: String,
+    /// Datatoken base units for sale.
+    pub amount: String,
 }
 
 pub async fn run(cfg: &Config, out: &Out, cmd: MarketCmd) -> Result<(), CliError> {
     let s = Session::open(cfg).await?;
     match cmd {
-        MarketCmd::Buy { nft, exchange, amount } => {
+        MarketCmd::Buy { nft, exchange, offer, amount } => {
             let amount = units::parse("--amount", &amount)?;
-            let ex = match (nft, exchange) {
-                (_, Some(e)) => parse_exchange(&e)?,
-                (Some(nft), None) => exchange_of(&s, &nft).await?,
-                (None, None) => {
-                    return Err(CliError::Usage("name a model NFT or --exchange".into()));
+            let b = match (nft, exchange, offer) {
+                (_, _, Some(o)) => buy_offer(&s, parse_offer(&o)?, amount).await?,
+                (_, Some(e), None) => buy(&s, parse_exchange(&e)?, amount).await?,
+                (Some(nft), None, None) => buy(&s, exchange_of(&s, &nft).await?, amount).await?,
+                (None, None, None) => {
+                    return Err(CliError::Usage("name a model NFT, --exchange or --offer".into()));
                 }
             };
-            let b = buy(&s, ex, amount).await?;
             out.emit(&b, || {
                 format!(
                     "bought {} datatokens for {} OCEAN (tx {})",
@@ -58,11 +64,12 @@ pub async fn run(cfg: &Config, out: &Out, cmd: MarketCmd) -> Result<(), CliError
                     .await?;
             out.emit(&o, || {
                 format!(
-                    "offered {} of {} at {} OCEAN each on exchange {}",
-                    units::show(o.approved.parse().unwrap_or_default()),
+                    "offered {} of {} at {} OCEAN each: offer {} (buy with `posthuman market buy --offer {}`)",
+                    units::show(o.amount.parse().unwrap_or_default()),
                     o.datatoken,
                     units::show(o.price.parse().unwrap_or_default()),
-                    o.exchange
+                    o.offer_id,
+                    o.offer_id
                 )
             });
         }
@@ -77,6 +84,10 @@ pub async fn run(cfg: &Config, out: &Out, cmd: MarketCmd) -> Result<(), CliError
         }
     }
     Ok(())
+}
+
+fn parse_offer(s: &str) -> Result<U256, CliError> {
+    s.trim().parse().map_err(|_| CliError::Usage(format!("an offer id is a number, not {s:?}")))
 }
 
 fn parse_exchange(s: &str) -> Result<B256, CliError> {
@@ -108,8 +119,20 @@ pub async fn buy(s: &Session, ex: B256, amount: U256) -> Result<Bought, CliError
     })
 }
 
-/// Offers `amount` of `datatoken` at `price` OCEAN base units each on a new exchange that
-/// sells from the caller's balance (no minting), and approves it for `amount`.
+/// Buys `amount` from a holder's offer on the peer market (approving the exact cost).
+pub async fn buy_offer(s: &Session, offer: U256, amount: U256) -> Result<Bought, CliError> {
+    let cost = s.chain.quote_offer(offer, amount).await?;
+    let receipt = s.chain.buy_offer(s.me(), offer, amount).await?;
+    Ok(Bought {
+        exchange: format!("offer {offer}"),
+        datatokens: amount.to_string(),
+        paid: cost.to_string(),
+        tx: receipt.transaction_hash.to_string(),
+    })
+}
+
+/// Offers `amount` of `datatoken` at `price` OCEAN base units each on the peer market; the
+/// seller keeps the tokens until someone buys.
 pub async fn sell(
     s: &Session,
     datatoken: Address,
@@ -124,12 +147,11 @@ pub async fn sell(
             units::show(amount)
         )));
     }
-    let ex = s.chain.create_fixed_rate(s.me(), datatoken, price, false).await?;
-    s.chain.approve(s.me(), datatoken, s.chain.book().fixed_rate, amount).await?;
+    let (id, _gas) = s.chain.create_offer(s.me(), datatoken, price, amount).await?;
     Ok(Offer {
-        exchange: ex.id.to_string(),
+        offer_id: id.to_string(),
         datatoken: datatoken.to_string(),
         price: price.to_string(),
-        approved: amount.to_string(),
+        amount: amount.to_string(),
     })
 }

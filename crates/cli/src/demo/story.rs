@@ -132,6 +132,13 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         people.push(Person { name, s });
     }
     let [alice, bob, charlie, derek, elena] = &people[..] else { return Err(err("five people")) };
+    // Ocean's community fee on each order (datatoken units): `startOrder` pays the rest of
+    // the spent datatoken to the model's payment collector — its trainer, or the publisher.
+    let opc_fee = posthuman_chain::bindings::FactoryRouter::new(book.router, operator.provider())
+        .getOPCConsumeFee()
+        .call()
+        .await
+        .map_err(|e| CliError::Unavailable(format!("reading Ocean's order fee: {e}")))?;
     out.say(format!("API {url}, chain {} (chain id {})", emb.rpc_url, book.chain_id));
     mark("chain: funding 5 accounts", &mut timings);
 
@@ -170,6 +177,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
 
     let mut ledger = Ledger::default();
     let one = units::one();
+    let order_pay = one - opc_fee;
     let scheme: RewardScheme = m1.card.reward_scheme.clone();
     let train_params = |seed: u64| {
         let mut p = TrainParams::new(z.ft_steps, z.ft_lr, z.batch, z.context as u32);
@@ -186,6 +194,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let bob_data = read_text(&valid, z.ft_bytes, z.base_bytes)?;
     let r = train(bob, out, &m1, train_params(2), bob_data).await?;
     ledger.sub("bob", "M1", one);
+    ledger.add("alice", "M1", order_pay);
     let m2 = derived(&bob.s, &r).await?;
     reward(&mut ledger, &scheme, &[("bob", "M2")], "alice", "M2")?;
     job_lines.push(JobLine::of("bob", &r));
@@ -200,13 +209,14 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let m2_dt: Address = crate::session::address("datatoken", &m2.card.datatoken)?;
     let offer =
         market::sell(&bob.s, m2_dt, units::parse("price", "3")?, one * U256::from(5)).await?;
-    let m2_ex = offer.exchange.parse().map_err(err)?;
-    market::buy(&charlie.s, m2_ex, one).await?;
+    let m2_offer: U256 = offer.offer_id.parse().map_err(err)?;
+    market::buy_offer(&charlie.s, m2_offer, one).await?;
     ledger.sub("bob", "M2", one);
     ledger.add("charlie", "M2", one);
     let charlie_data = read_text(&valid, z.ft_bytes, z.base_bytes + z.ft_bytes)?;
     let r = train(charlie, out, &m2, train_params(3), charlie_data).await?;
     ledger.sub("charlie", "M2", one);
+    ledger.add("bob", "M2", order_pay);
     let m3 = derived(&charlie.s, &r).await?;
     reward(&mut ledger, &scheme, &[("charlie", "M3"), ("bob", "M3")], "alice", "M3")?;
     job_lines.push(JobLine::of("charlie", &r));
@@ -221,10 +231,10 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let m3_dt: Address = crate::session::address("datatoken", &m3.card.datatoken)?;
     let offer =
         market::sell(&charlie.s, m3_dt, units::parse("price", "4")?, one * U256::from(5)).await?;
-    let m3_ex = offer.exchange.parse().map_err(err)?;
+    let m3_offer: U256 = offer.offer_id.parse().map_err(err)?;
 
     // 6. Derek: inference on M3.
-    market::buy(&derek.s, m3_ex, one).await?;
+    market::buy_offer(&derek.s, m3_offer, one).await?;
     ledger.sub("charlie", "M3", one);
     let params = JobParams::Infer(InferParams {
         prompts: vec!["The history of the".into()],
@@ -234,6 +244,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     });
     let id = jobs::order_and_submit(&derek.s, out, &m3.card.nft, params, None).await?;
     let r = finished(jobs::follow(&derek.s, out, &id).await?)?;
+    ledger.add("charlie", "M3", order_pay);
     job_lines.push(JobLine::of("derek", &r));
     let generated = r
         .completions
@@ -248,13 +259,14 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     // 7. Elena: perplexity of M1, M2 and M3 on WikiText-2 test text; M1 is the baseline.
     let test = read_text(&o.wikitext.join("test.txt"), z.eval_bytes, 0)?.into_bytes();
     market::buy(&elena.s, market::exchange_of(&elena.s, &m1.card.nft).await?, one).await?;
-    market::buy(&elena.s, m2_ex, one).await?;
+    market::buy_offer(&elena.s, m2_offer, one).await?;
     ledger.sub("bob", "M2", one);
-    market::buy(&elena.s, m3_ex, one).await?;
+    market::buy_offer(&elena.s, m3_offer, one).await?;
     ledger.sub("charlie", "M3", one);
     let mut ppl = Vec::new();
     let mut baseline: Option<Baseline> = None;
-    for m in [&m1, &m2, &m3] {
+    for (m, collector, label) in [(&m1, "alice", "M1"), (&m2, "bob", "M2"), (&m3, "charlie", "M3")]
+    {
         let p = JobParams::Evaluate(EvalParams {
             context_len: z.context as u32,
             stride: (z.context / 2) as u32,
@@ -263,6 +275,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         });
         let id = jobs::order_and_submit(&elena.s, out, &m.card.nft, p, Some(test.clone())).await?;
         let r = finished(jobs::follow(&elena.s, out, &id).await?)?;
+        ledger.add(collector, label, order_pay);
         let v = r
             .report
             .as_ref()
@@ -290,13 +303,18 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     for m in [&m1, &m2, &m3] {
         models_now.push(alice.s.api.model(&m.card.nft).await?);
     }
-    let lineage = models_now.iter().zip(ppl).map(|(m, p)| ModelLine::of(m, p)).collect();
+    let lineage = ["M1", "M2", "M3"]
+        .iter()
+        .zip(&models_now)
+        .zip(ppl)
+        .map(|((label, m), p)| ModelLine::of(label, m, p))
+        .collect();
     let mut accounts = Vec::new();
     for p in &people {
         let mut held = BTreeMap::new();
-        for m in &models_now {
+        for (label, m) in ["M1", "M2", "M3"].iter().zip(&models_now) {
             let dt = crate::session::address("datatoken", &m.card.datatoken)?;
-            held.insert(m.card.symbol.clone(), p.s.chain.balance_of(dt, p.s.me()).await?);
+            held.insert(label.to_string(), p.s.chain.balance_of(dt, p.s.me()).await?);
         }
         let expected = ["M1", "M2", "M3"]
             .iter()

@@ -16,6 +16,9 @@ use crate::units;
 /// One model of the lineage.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelLine {
+    /// The story's name for it (M1, M2, M3).
+    pub label: String,
+    /// The datatoken's symbol on chain.
     pub symbol: String,
     pub nft: String,
     pub weights_hash: Hash32,
@@ -28,8 +31,9 @@ pub struct ModelLine {
 }
 
 impl ModelLine {
-    pub fn of(m: &ModelView, perplexity: f64) -> Self {
+    pub fn of(label: &str, m: &ModelView, perplexity: f64) -> Self {
         ModelLine {
+            label: label.to_string(),
             symbol: m.card.symbol.clone(),
             nft: m.card.nft.clone(),
             weights_hash: m.card.weights_hash,
@@ -139,9 +143,10 @@ impl Summary {
         let mut s = String::from("\n== Lineage (WikiText-2 test perplexity)\n");
         for (i, m) in self.lineage.iter().enumerate() {
             s.push_str(&format!(
-                "{}{} {}  weights {}  trained by {}  ppl {:.2}\n",
+                "{}{} {} ({})  weights {}  trained by {}  ppl {:.2}\n",
                 "   ".repeat(i),
                 if i == 0 { "●" } else { "└─" },
+                m.label,
                 m.symbol,
                 m.weights_hash,
                 short(&m.trainer),

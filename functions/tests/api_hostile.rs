@@ -3,6 +3,8 @@
 //! queued, no order spent twice. Also: every route is in the OpenAPI description, and
 //! `serve()` binds, answers and shuts down.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
 mod common;
 mod harness;
 

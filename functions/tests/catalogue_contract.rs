@@ -1,6 +1,8 @@
 //! One contract suite for every `Catalogue`: SQLite, and JSON objects in an ObjectStore (the
 //! filesystem store here, S3 on LocalStack when POSTHUMAN_S3_ENDPOINT is set).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! amount; infer and evaluate on the derived model; a failed job releases its order for a
 //! retry; and no response body or public output contains any 32-byte run of private weights.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
 mod common;
 mod harness;
 

@@ -1,6 +1,8 @@
 //! One contract suite for every `JobQueue`: the local queue (child processes, SQLite) and
 //! AWS Batch (against moto). Local-only behaviour (concurrency, failures, restarts) follows.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
 mod common;
 
 use std::path::Path;

@@ -64,6 +64,19 @@ impl SqliteCatalogue {
     }
 }
 
+impl SqliteCatalogue {
+    /// Point reads run inline: they take microseconds on a WAL database, and a thread hop per
+    /// read (`spawn_blocking`) dominated catalogue latency. Writes (which fsync) stay off the
+    /// async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CatalogueError> + Send + 'static,
+    ) -> Result<T, CatalogueError> {
+        let conn = self.db.lock().map_err(|_| backend("catalogue lock poisoned"))?;
+        f(&conn)
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, CatalogueError> {
     serde_json::from_str(json).map_err(corrupt)
 }
@@ -87,7 +100,7 @@ impl Catalogue for SqliteCatalogue {
 
     async fn get_model(&self, nft: &str) -> Result<Option<ModelRecord>, CatalogueError> {
         let nft = nft.to_ascii_lowercase();
-        self.with(move |c| {
+        self.read(move |c| {
             let json: Option<String> = c
                 .query_row("SELECT record FROM models WHERE nft = ?1", params![nft], |r| r.get(0))
                 .optional()
@@ -98,7 +111,7 @@ impl Catalogue for SqliteCatalogue {
     }
 
     async fn list_models(&self) -> Result<Vec<ModelRecord>, CatalogueError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st =
                 c.prepare_cached("SELECT record FROM models ORDER BY seq").map_err(backend)?;
             let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
@@ -128,7 +141,7 @@ impl Catalogue for SqliteCatalogue {
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError> {
         let id = job_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             let json: Option<String> = c
                 .query_row("SELECT record FROM jobs WHERE job_id = ?1", params![id], |r| r.get(0))
                 .optional()
@@ -140,7 +153,7 @@ impl Catalogue for SqliteCatalogue {
 
     async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError> {
         let nft = nft.to_ascii_lowercase();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut st = c
                 .prepare_cached("SELECT record FROM jobs WHERE model = ?1 ORDER BY seq")
                 .map_err(backend)?;
@@ -198,7 +211,7 @@ impl Catalogue for SqliteCatalogue {
 
     async fn order_holder(&self, order_tx: &str) -> Result<Option<String>, CatalogueError> {
         let tx = order_tx.to_ascii_lowercase();
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row("SELECT job_id FROM orders WHERE order_tx = ?1", params![tx], |r| r.get(0))
                 .optional()
                 .map_err(backend)

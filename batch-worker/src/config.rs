@@ -15,8 +15,6 @@ pub struct WorkerConfig {
     /// Stop (as if killed) right after writing the checkpoint of this step. Used by the
     /// resume tests and by operators draining a node; `None` in normal runs.
     pub stop_after_checkpoint: Option<u32>,
-    /// Local scratch directory for staging large files (defaults to the system temp dir).
-    pub scratch_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -27,7 +25,6 @@ impl Default for WorkerConfig {
             memory_limit_bytes: 16 * 1024 * 1024 * 1024,
             progress_interval_secs: 2.0,
             stop_after_checkpoint: None,
-            scratch_dir: None,
         }
     }
 }

@@ -142,7 +142,6 @@ async fn run(args: RunArgs) -> Result<JobOutcome, WorkerError> {
         memory_limit_bytes: mib(args.memory_limit_mib),
         progress_interval_secs: args.progress_secs,
         stop_after_checkpoint: args.stop_after_checkpoint,
-        scratch_dir: None,
     };
     let store = args.store.open().await?;
     let path = PathBuf::from(&args.spec);

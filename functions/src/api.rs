@@ -32,6 +32,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
     vec![
         (Method::GET, "/api/health", get(health)),
         (Method::GET, "/api/openapi.json", get(openapi)),
+        (Method::GET, "/api/chain", get(chain_info)),
         (Method::GET, "/api/models", get(list_models)),
         (Method::POST, "/api/models", post(publish_model)),
         (Method::GET, "/api/models/{nft}", get(get_model)),
@@ -74,6 +75,10 @@ async fn no_route() -> Response {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn chain_info(State(d): State<Shared>) -> Json<models::ChainInfo> {
+    Json(models::chain_info(&d))
 }
 
 async fn openapi() -> Response {

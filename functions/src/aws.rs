@@ -27,7 +27,8 @@ pub struct AwsConfig {
 
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
-    /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, ADDRESS_BOOK, OPERATOR_KEY, AWS_REGION.
+    /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
+    /// OPERATOR_KEY, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
         let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -48,7 +49,10 @@ impl AwsConfig {
             rpc_url: var("POSTHUMAN_RPC_URL")?,
             address_book_json: var("POSTHUMAN_ADDRESS_BOOK")?,
             operator_key: var("POSTHUMAN_OPERATOR_KEY")?,
-            api: ApiConfig::default(),
+            api: ApiConfig {
+                public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
+                ..ApiConfig::default()
+            },
         })
     }
 }

@@ -62,6 +62,10 @@ pub struct ApiConfig {
     pub publishers: Vec<Address>,
     /// The worker build named in receipts.
     pub worker_version: String,
+    /// The RPC endpoint clients are told to use (`GET /api/chain`); `None` advertises the
+    /// operator's own endpoint, which is right for the embedded default but not for a
+    /// provider URL carrying an API key.
+    pub public_rpc_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +75,7 @@ impl Default for ApiConfig {
             fee_validity_secs: 600,
             publishers: vec![],
             worker_version: format!("posthuman-worker {}", env!("CARGO_PKG_VERSION")),
+            public_rpc_url: None,
         }
     }
 }

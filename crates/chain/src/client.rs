@@ -157,6 +157,11 @@ impl Chain {
         &self.provider
     }
 
+    /// The JSON-RPC endpoint this client talks to.
+    pub fn rpc_url(&self) -> &str {
+        &self.rpc_url
+    }
+
     pub fn book(&self) -> &AddressBook {
         &self.book
     }
@@ -217,7 +222,15 @@ impl Chain {
         let erc_data = IFactory::ErcCreateData {
             templateIndex: U256::from(1),
             strings: vec![req.name.clone(), req.symbol.clone()],
-            addresses: vec![publisher, publisher, Address::ZERO, Address::ZERO],
+            // Minter: the publisher (who mints for the exchange); payment collector: the
+            // root owner, so order payments reach the owner even when the operator holds
+            // the NFT in custody for them.
+            addresses: vec![
+                publisher,
+                req.root_owner.unwrap_or(publisher),
+                Address::ZERO,
+                Address::ZERO,
+            ],
             uints: vec![U256::MAX >> 1, U256::ZERO],
             bytess: vec![],
         };

@@ -224,9 +224,7 @@ async fn derive_model(
         state = ChainJobState::Committed;
     }
     if state == ChainJobState::Committed {
-        let short = &job.job_id[job.job_id.len().saturating_sub(6)..];
-        let name = format!("{} ft {}", truncate(&parent.card.name, 40), job.job_id);
-        let symbol = format!("{}{}", truncate(&parent.card.symbol, 8), short.to_uppercase());
+        let (name, symbol) = child_names(parent, job);
         chain.create_child(jid, &name, &symbol, "").await.map_err(chain_err)?;
     }
     let commitment = chain.commitment(jid).await.map_err(chain_err)?;
@@ -247,12 +245,13 @@ async fn derive_model(
             chain.record_derivation(jid, child_nft, entry.datatoken).await.map_err(chain_err)?;
         job.completion.derivation_tx = Some(format!("{:#x}", d.tx_hash));
     }
+    let (child_name, child_symbol) = child_names(parent, job);
     let child = ModelRecord {
         card: ModelCard {
             nft: lower(child_nft),
             datatoken: lower(entry.datatoken),
-            name: format!("{} ft {}", truncate(&parent.card.name, 40), job.job_id),
-            symbol: parent.card.symbol.clone(),
+            name: child_name,
+            symbol: child_symbol,
             description: format!(
                 "{} fine-tuned by {} (job {})",
                 parent.card.name, job.consumer, job.job_id
@@ -279,4 +278,14 @@ async fn derive_model(
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+/// The derived model's name and datatoken symbol, the same on chain and in the catalogue:
+/// the parent's, suffixed with the end of the job id (symbols stay ≤ 14 characters).
+fn child_names(parent: &ModelRecord, job: &JobRecord) -> (String, String) {
+    let short = &job.job_id[job.job_id.len().saturating_sub(6)..];
+    (
+        format!("{} ft {}", truncate(&parent.card.name, 40), job.job_id),
+        format!("{}{}", truncate(&parent.card.symbol, 8), short.to_uppercase()),
+    )
 }

@@ -317,3 +317,21 @@ pub async fn quote(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiEr
         expires_at: valid_until,
     })
 }
+
+/// `GET /api/chain`: where clients find the chain and the deployment's contracts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    pub rpc_url: String,
+    pub address_book: posthuman_chain::AddressBook,
+}
+
+pub fn chain_info(deps: &Deps) -> ChainInfo {
+    ChainInfo {
+        rpc_url: deps
+            .cfg
+            .public_rpc_url
+            .clone()
+            .unwrap_or_else(|| deps.chain.rpc_url().to_string()),
+        address_book: deps.chain.book().clone(),
+    }
+}

@@ -3,6 +3,8 @@
 //! its summary is asserted — balances equal the scheme's amounts exactly, the lineage is
 //! M1 → M2 → M3, every receipt verifies, and M3's perplexity beats M1's.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns may unwrap too
+
 use std::path::PathBuf;
 
 use alloy::primitives::U256;
@@ -14,7 +16,7 @@ use posthuman_functions::queue::WorkerCommand;
 /// The worker binary cargo built for this workspace (`cargo test --workspace` builds it,
 /// since the worker crate has integration tests).
 fn worker() -> WorkerCommand {
-    let exe = std::env::current_exe().expect("the test executable path");
+    let exe = std::env::current_exe().unwrap();
     let profile_dir =
         exe.parent().and_then(|d| d.parent()).expect("target/PROFILE/deps").to_path_buf();
     let program = profile_dir.join("posthuman-worker");

@@ -3,6 +3,8 @@
 //! codes for wrong passwords, refused requests and unreachable APIs. Jobs and trades run in
 //! the workspace's demo test (`tests/tests/demo.rs`), which drives the same functions.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns may unwrap too
+
 use std::path::Path;
 use std::process::{Command, Output};
 

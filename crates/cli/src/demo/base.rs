@@ -12,6 +12,7 @@ use posthuman_worker::{JobOutcome, WorkerConfig, runner};
 
 use super::Sizes;
 use crate::error::CliError;
+use crate::output::Out;
 
 fn worker_err(e: posthuman_worker::WorkerError) -> CliError {
     CliError::Internal(format!("base model: {e}"))
@@ -20,6 +21,7 @@ fn worker_err(e: posthuman_worker::WorkerError) -> CliError {
 /// Trains the tokenizer and base model under `dir` and exports the HF-layout files to
 /// `dir/export`. Returns the export directory and the training metrics.
 pub async fn train_base(
+    out: &Out,
     dir: &Path,
     corpus: &str,
     sizes: &Sizes,
@@ -58,7 +60,30 @@ pub async fn train_base(
     };
     spec.validate().map_err(|e| CliError::Internal(e.to_string()))?;
     let wc = WorkerConfig { progress_interval_secs: 0.5, ..WorkerConfig::default() };
-    let metrics = match runner::run_spec(&store, &wc, &spec).await.map_err(worker_err)? {
+    // The worker reports progress through the store, as it does for paid jobs: follow it.
+    let bar = out.bar(u64::from(sizes.base_steps), "base model");
+    let watcher = {
+        let (bar, reader) = (
+            bar.clone(),
+            LocalStore::new(dir.join("store")).map_err(|e| CliError::Io(e.to_string()))?,
+        );
+        tokio::spawn(async move {
+            loop {
+                if let Ok(b) = reader.get("base/public/progress.json", 1 << 16).await
+                    && let Ok(p) = serde_json::from_slice::<posthuman_types::JobProgress>(&b)
+                {
+                    bar.set_position(p.done);
+                    let loss = p.loss.map(|l| format!("loss {l:.3}  ")).unwrap_or_default();
+                    bar.set_message(format!("{loss}{:.0} tok/s", p.tokens_per_sec));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let outcome = runner::run_spec(&store, &wc, &spec).await;
+    watcher.abort();
+    bar.finish_and_clear();
+    let metrics = match outcome.map_err(worker_err)? {
         JobOutcome::Trained(m) => m,
         other => return Err(CliError::Internal(format!("base training ended as {other:?}"))),
     };

@@ -145,9 +145,8 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     // 3. Alice's base model, trained on her machine, published as M1.
     let valid = o.wikitext.join("valid.txt");
     let corpus = read_text(&valid, z.base_bytes, 0)?;
-    let sp = out.spinner("Alice trains a tokenizer and a base GPT-2 on WikiText-2");
-    let (export, base_metrics) = base::train_base(&dir.join("alice"), &corpus, z).await?;
-    sp.finish_and_clear();
+    out.say("Alice trains a tokenizer and a base GPT-2 on WikiText-2 (her own machine)");
+    let (export, base_metrics) = base::train_base(out, &dir.join("alice"), &corpus, z).await?;
     out.say(format!(
         "Alice's base model: {} steps, loss {:.3}, {:.0} tok/s",
         base_metrics.steps, base_metrics.final_loss, base_metrics.tokens_per_sec

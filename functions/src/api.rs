@@ -38,6 +38,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/models/{nft}", get(get_model)),
         (Method::GET, "/api/models/{nft}/quote", get(quote)),
         (Method::POST, "/api/jobs", post(submit_job)),
+        (Method::GET, "/api/jobs", get(list_jobs)),
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
         (Method::GET, "/api/jobs/{job_id}/result", get(job_result)),
     ]
@@ -229,6 +230,19 @@ async fn submit_job(
         dataset: p.remove("dataset"),
     };
     Ok((StatusCode::ACCEPTED, Json(jobs::submit_job(&d, up).await?)))
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    consumer: String,
+}
+
+async fn list_jobs(
+    State(d): State<Shared>,
+    q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::handlers::views::JobView>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    Ok(Json(jobs::jobs_of(&d, &q.consumer).await?))
 }
 
 async fn job_status(

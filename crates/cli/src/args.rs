@@ -218,6 +218,8 @@ pub enum JobsCmd {
         #[arg(long)]
         baseline: Option<String>,
     },
+    /// Your jobs, newest first.
+    List,
     /// A job's state and live progress.
     Status { job: String },
     /// A finished job's public outputs and receipt.

@@ -142,6 +142,12 @@ impl ApiClient {
         self.decode(self.http.post(format!("{}/api/jobs", self.base)).multipart(form)).await
     }
 
+    /// A buyer's jobs, newest first.
+    pub async fn jobs_of(&self, consumer: &str) -> Result<Vec<JobView>, CliError> {
+        let url = format!("{}/api/jobs?consumer={consumer}", self.base);
+        self.decode(self.http.get(url)).await
+    }
+
     pub async fn job(&self, job_id: &str) -> Result<JobView, CliError> {
         self.decode(self.http.get(format!("{}/api/jobs/{job_id}", self.base))).await
     }

@@ -58,6 +58,8 @@ async fn wallets_catalogue_and_exit_codes() {
 
     let o = posthuman(&api, &wallet, &["--json", "models", "list"]).await;
     assert_eq!(json(&o), serde_json::json!([]));
+    let o = posthuman(&api, &wallet, &["--json", "jobs", "list"]).await;
+    assert_eq!(json(&o), serde_json::json!([]));
 
     // Exit codes: usage (2), refused by the API (3), unreachable (4).
     let o = posthuman(&api, &wallet, &["wallet", "create"]).await;

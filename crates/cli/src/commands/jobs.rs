@@ -67,6 +67,16 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
                 order_and_submit(&s, out, &nft, JobParams::Evaluate(p), Some(read(&data)?)).await?;
             follow(&s, out, &id).await?
         }
+        JobsCmd::List => {
+            let vs = s.api.jobs_of(&s.me().to_string()).await?;
+            out.emit(&vs, || {
+                if vs.is_empty() {
+                    return "no jobs yet: see `posthuman jobs train|infer|evaluate --help`".into();
+                }
+                vs.iter().map(status_line).collect::<Vec<_>>().join("\n")
+            });
+            return Ok(());
+        }
         JobsCmd::Status { job } => {
             let v = s.api.job(&job).await?;
             out.emit(&v, || status_line(&v));

@@ -289,6 +289,10 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         ppl.push(v);
         job_lines.push(JobLine::of("elena", &r));
     }
+    let listed = elena.s.api.jobs_of(&elena.s.me().to_string()).await?;
+    if listed.len() != 3 {
+        return Err(err(format!("Elena's job list has {} jobs, not her 3", listed.len())));
+    }
     mark("evaluation: Elena on M1, M2, M3", &mut timings);
 
     // 8. Verify every receipt publicly, gather balances and rewards.

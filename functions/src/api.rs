@@ -41,6 +41,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/jobs", get(list_jobs)),
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
         (Method::GET, "/api/jobs/{job_id}/result", get(job_result)),
+        (Method::GET, "/api/jobs/{job_id}/receipt", get(job_receipt)),
     ]
 }
 
@@ -243,6 +244,13 @@ async fn list_jobs(
 ) -> Result<Json<Vec<crate::handlers::views::JobView>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     Ok(Json(jobs::jobs_of(&d, &q.consumer).await?))
+}
+
+async fn job_receipt(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(jobs::job_receipt(&d, &id).await?))
 }
 
 async fn job_status(

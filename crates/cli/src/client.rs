@@ -142,6 +142,11 @@ impl ApiClient {
         self.decode(self.http.post(format!("{}/api/jobs", self.base)).multipart(form)).await
     }
 
+    /// A job's operator-signed receipt (public).
+    pub async fn receipt(&self, job_id: &str) -> Result<serde_json::Value, CliError> {
+        self.decode(self.http.get(format!("{}/api/jobs/{job_id}/receipt", self.base))).await
+    }
+
     /// A buyer's jobs, newest first.
     pub async fn jobs_of(&self, consumer: &str) -> Result<Vec<JobView>, CliError> {
         let url = format!("{}/api/jobs?consumer={consumer}", self.base);

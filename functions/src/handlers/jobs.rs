@@ -264,6 +264,17 @@ pub async fn jobs_of(deps: &Deps, consumer: &str) -> Result<Vec<JobView>, ApiErr
     Ok(out)
 }
 
+/// `GET /jobs/{id}/receipt`: the operator-signed receipt, public so that anyone can check
+/// it against the chain (it carries hashes of the data and outputs, never the data, the
+/// prompts or the weights).
+pub async fn job_receipt(deps: &Deps, job_id: &str) -> Result<serde_json::Value, ApiError> {
+    let j = find_job(deps, job_id).await?;
+    let b = public_output(deps, &j, "receipt.json").await?.ok_or_else(|| {
+        ApiError::not_found(format!("a receipt for job {job_id} (not written yet)"))
+    })?;
+    serde_json::from_slice(&b).map_err(|e| ApiError::Internal(format!("stored receipt: {e}")))
+}
+
 /// The public results of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {

@@ -1,8 +1,11 @@
 //! `posthuman verify JOB`: checks a job's operator-signed receipt against the chain — the
 //! signature, the on-chain commitment (train), the input weights against the lineage
-//! contract, and the order that paid for it — with no weights involved.
+//! contract, and the order that paid for it — with no weights involved. For a train job it
+//! also walks the derived model's lineage to its root and verifies every derivation's
+//! receipt, so M1 → M2 → M3 chain hash to hash. Receipts are public: anyone can run it.
 
-use posthuman_receipts::{ReceiptDomain, Report, SignedReceipt, verify_job};
+use posthuman_receipts::{ReceiptDomain, Report, SignedReceipt, verify_job, verify_lineage};
+use posthuman_types::JobKind;
 use serde::Serialize;
 
 use crate::Config;
@@ -19,6 +22,8 @@ pub struct Verification {
     /// One sentence per failed check.
     pub failures: Vec<String>,
     pub report: Report,
+    /// Train jobs: the derived model's lineage, every link verified (child first).
+    pub lineage: Vec<Report>,
 }
 
 pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError> {
@@ -31,23 +36,68 @@ pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError>
     }
     let s = Session::open(cfg).await?;
     let v = verify(&s, &a.job).await?;
-    out.emit(&v, || v.report.to_string());
+    out.emit(&v, || {
+        let mut t = v.report.to_string();
+        for l in &v.lineage {
+            t.push_str(&l.to_string());
+        }
+        t
+    });
     if v.passed { Ok(()) } else { Err(CliError::VerificationFailed(v.failures.join("; "))) }
 }
 
-/// Fetches the job's receipt (as its buyer) and verifies it against the chain.
+fn parse(job_id: &str, v: serde_json::Value) -> Result<SignedReceipt, CliError> {
+    serde_json::from_value(v).map_err(|e| {
+        CliError::VerificationFailed(format!("the receipt of job {job_id} is malformed: {e}"))
+    })
+}
+
+/// Fetches the job's public receipt and verifies it (and, for train jobs, the lineage of the
+/// derived model) against the chain.
 pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError> {
-    let r = s.api.result(&s.signer, job_id).await?;
-    let receipt = r
-        .receipt
-        .ok_or_else(|| CliError::VerificationFailed(format!("job {job_id} has no receipt yet")))?;
-    let signed: SignedReceipt = serde_json::from_value(receipt)
-        .map_err(|e| CliError::VerificationFailed(format!("the receipt is malformed: {e}")))?;
+    let signed = parse(job_id, s.api.receipt(job_id).await?)?;
     let book = s.chain.book();
     let domain = ReceiptDomain::new(book.chain_id, book.lineage);
-    let report = verify_job(&s.chain, &signed, book.operator, &domain)
-        .await
-        .map_err(|e| CliError::Unavailable(format!("reading the chain: {e}")))?;
-    let failures = report.failures().map(|(k, why)| format!("{k}: {why}")).collect();
-    Ok(Verification { job_id: job_id.to_string(), passed: report.passed(), failures, report })
+    let unavailable = |e: posthuman_receipts::FactsError| {
+        CliError::Unavailable(format!("reading the chain: {e}"))
+    };
+    let report =
+        verify_job(&s.chain, &signed, book.operator, &domain).await.map_err(unavailable)?;
+    let mut failures: Vec<String> =
+        report.failures().map(|(k, why)| format!("{k}: {why}")).collect();
+    let mut lineage = Vec::new();
+    if signed.body.kind == JobKind::Train {
+        let job = s.api.job(job_id).await?;
+        let child = job.derived_model.ok_or_else(|| {
+            CliError::VerificationFailed(format!("train job {job_id} has no derived model yet"))
+        })?;
+        // Every derivation's receipt along the lineage, from the catalogue's source jobs.
+        let mut receipts = Vec::new();
+        let mut cursor = Some(child.nft.clone());
+        while let Some(nft) = cursor {
+            let m = s.api.model(&nft).await?;
+            if let Some(src) = &m.source_job {
+                receipts.push(parse(src, s.api.receipt(src).await?)?);
+            }
+            cursor = m.card.parent.clone();
+        }
+        let leaf = crate::session::address("derived model", &child.nft)?;
+        let l = verify_lineage(&s.chain, leaf, &receipts, book.operator, &domain)
+            .await
+            .map_err(unavailable)?;
+        if !l.passed() {
+            failures.push(format!("lineage of {}: a link does not verify", child.nft));
+        }
+        for link in l.links {
+            failures.extend(link.report.failures().map(|(k, why)| format!("{k}: {why}")));
+            lineage.push(link.report);
+        }
+    }
+    Ok(Verification {
+        job_id: job_id.to_string(),
+        passed: failures.is_empty(),
+        failures,
+        report,
+        lineage,
+    })
 }

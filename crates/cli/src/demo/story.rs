@@ -301,6 +301,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         let rep = verify::verify(&who.s, &j.job_id).await?;
         j.verified = rep.passed;
         j.verification = rep.failures;
+        j.lineage_links = rep.lineage.len();
     }
     let mut models_now: Vec<ModelView> = Vec::new();
     for m in [&m1, &m2, &m3] {

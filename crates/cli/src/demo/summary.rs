@@ -68,6 +68,8 @@ pub struct JobLine {
     pub receipt_hash: Option<Hash32>,
     pub verified: bool,
     pub verification: Vec<String>,
+    /// Train jobs: derivations verified along the derived model's lineage.
+    pub lineage_links: usize,
 }
 
 impl JobLine {
@@ -80,6 +82,7 @@ impl JobLine {
             receipt_hash: r.job.receipt_hash,
             verified: false,
             verification: vec![],
+            lineage_links: 0,
         }
     }
 }
@@ -128,6 +131,11 @@ impl Summary {
                 j.job_id,
                 j.verification.join("; ")
             ));
+        }
+        let links: Vec<usize> =
+            self.jobs.iter().filter(|j| j.kind == "train").map(|j| j.lineage_links).collect();
+        if links != [1, 2] {
+            return Err(format!("train receipts verified {links:?} lineage links, not [1, 2]"));
         }
         if m3.perplexity.partial_cmp(&m1.perplexity) != Some(std::cmp::Ordering::Less) {
             return Err(format!(

@@ -120,12 +120,13 @@ pub mod keys {
         format!("jobs/{job_id}/public")
     }
     /// The allowlist of public outputs the API will serve from a job's public prefix.
-    pub const PUBLIC_OUTPUTS: [&str; 6] = [
+    pub const PUBLIC_OUTPUTS: [&str; 7] = [
         "progress.json",
         "metrics.json",
         "completions.json",
         "report.json",
         "error.json",
         "receipt.json",
+        "attestations.json",
     ];
 }

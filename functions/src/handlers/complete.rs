@@ -102,6 +102,9 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
     if job.kind == JobKind::Train {
         derive_model(deps, job, &model, &signed.body, receipt_hash).await?;
     }
+    if let JobParams::Infer(p) = &job.spec.params {
+        attest_once(deps, job, &model, p, &output).await?;
+    }
     job.phase = JobPhase::Succeeded;
     job.completion.done = true;
     job.updated_at = now_secs();
@@ -131,6 +134,44 @@ async fn receipt_once(
     }
     let stored = deps.store.get(&key, 1 << 20).await?;
     serde_json::from_slice(&stored).map_err(|e| ApiError::Internal(format!("stored receipt: {e}")))
+}
+
+/// Signs one attestation per completion of an infer job — (weights hash, prompt hash,
+/// output hash, sampling parameters, seed) — so a buyer can prove what the model answered;
+/// stored once as the public `attestations.json`.
+async fn attest_once(
+    deps: &Deps,
+    job: &JobRecord,
+    model: &ModelRecord,
+    params: &posthuman_types::InferParams,
+    completions: &Bytes,
+) -> Result<(), ApiError> {
+    let key = format!("{}/attestations.json", job.spec.public_prefix);
+    if deps.store.head(&key).await?.is_some() {
+        return Ok(());
+    }
+    let completions: Vec<posthuman_types::Completion> = serde_json::from_slice(completions)
+        .map_err(|e| ApiError::Internal(format!("completions.json: {e}")))?;
+    let domain = receipt_domain(deps);
+    let mut signed = Vec::with_capacity(completions.len());
+    for (i, c) in completions.iter().enumerate() {
+        let index = u32::try_from(i).map_err(ApiError::internal)?;
+        let a = posthuman_receipts::Attestation::new(
+            &job.job_id,
+            index,
+            model.card.weights_hash,
+            params,
+            &c.prompt,
+            &c.text,
+        );
+        signed.push(
+            posthuman_receipts::sign(a, &deps.operator, &domain)
+                .map_err(|e| ApiError::Internal(format!("attestation: {e}")))?,
+        );
+    }
+    let body = serde_json::to_vec_pretty(&signed).map_err(ApiError::internal)?;
+    deps.store.put_if_absent(&key, Bytes::from(body)).await?;
+    Ok(())
 }
 
 fn parse_addr(s: &str) -> Result<Address, ApiError> {

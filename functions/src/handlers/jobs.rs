@@ -289,6 +289,9 @@ pub struct JobResult {
     pub error: Option<serde_json::Value>,
     /// The operator-signed receipt.
     pub receipt: Option<serde_json::Value>,
+    /// Infer: one operator-signed attestation per completion.
+    #[serde(default)]
+    pub attestations: Option<serde_json::Value>,
 }
 
 /// `GET /jobs/{id}/result`: the public outputs, only to the buyer (a signature over
@@ -313,6 +316,7 @@ pub async fn job_result(
         report: None,
         error: None,
         receipt: None,
+        attestations: None,
     };
     for (name, slot) in [
         ("metrics.json", &mut out.metrics),
@@ -320,6 +324,7 @@ pub async fn job_result(
         ("report.json", &mut out.report),
         ("error.json", &mut out.error),
         ("receipt.json", &mut out.receipt),
+        ("attestations.json", &mut out.attestations),
     ] {
         if let Some(b) = public_output(deps, &j, name).await? {
             *slot = serde_json::from_slice(&b).ok();

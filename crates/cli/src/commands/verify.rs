@@ -4,8 +4,10 @@
 //! also walks the derived model's lineage to its root and verifies every derivation's
 //! receipt, so M1 → M2 → M3 chain hash to hash. Receipts are public: anyone can run it.
 
-use posthuman_receipts::{ReceiptDomain, Report, SignedReceipt, verify_job, verify_lineage};
-use posthuman_types::JobKind;
+use posthuman_receipts::{
+    ReceiptDomain, Report, SignedAttestation, SignedReceipt, verify_job, verify_lineage,
+};
+use posthuman_types::{Completion, JobKind};
 use serde::Serialize;
 
 use crate::Config;
@@ -24,6 +26,9 @@ pub struct Verification {
     pub report: Report,
     /// Train jobs: the derived model's lineage, every link verified (child first).
     pub lineage: Vec<Report>,
+    /// Infer jobs verified by their buyer: completions whose attestation verified and matches
+    /// the text received.
+    pub attested: usize,
 }
 
 pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError> {
@@ -93,11 +98,38 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
             lineage.push(link.report);
         }
     }
+    let mut attested = 0;
+    if signed.body.kind == JobKind::Infer && signed.body.consumer == s.me() {
+        let r = s.api.result(&s.signer, job_id).await?;
+        let completions: Vec<Completion> =
+            r.completions.and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+        let atts: Vec<SignedAttestation> =
+            r.attestations.and_then(|a| serde_json::from_value(a).ok()).unwrap_or_default();
+        if atts.len() != completions.len() {
+            failures.push(format!(
+                "attestations: {} for {} completions",
+                atts.len(),
+                completions.len()
+            ));
+        }
+        for (i, (a, c)) in atts.iter().zip(&completions).enumerate() {
+            let checked = a.verify(book.operator, &domain).and_then(|v| {
+                v.matches(&c.prompt, &c.text)?;
+                Ok(v)
+            });
+            match checked {
+                Ok(v) if v.body().weights_hash == signed.body.input_weights_hash => attested += 1,
+                Ok(_) => failures.push(format!("attestation {i}: another model's weights")),
+                Err(e) => failures.push(format!("attestation {i}: {e}")),
+            }
+        }
+    }
     Ok(Verification {
         job_id: job_id.to_string(),
         passed: failures.is_empty(),
         failures,
         report,
         lineage,
+        attested,
     })
 }

@@ -302,6 +302,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         j.verified = rep.passed;
         j.verification = rep.failures;
         j.lineage_links = rep.lineage.len();
+        j.attested = rep.attested;
     }
     let mut models_now: Vec<ModelView> = Vec::new();
     for m in [&m1, &m2, &m3] {

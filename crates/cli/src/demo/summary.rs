@@ -70,6 +70,8 @@ pub struct JobLine {
     pub verification: Vec<String>,
     /// Train jobs: derivations verified along the derived model's lineage.
     pub lineage_links: usize,
+    /// Infer jobs: completions with a verified, matching attestation.
+    pub attested: usize,
 }
 
 impl JobLine {
@@ -83,6 +85,7 @@ impl JobLine {
             verified: false,
             verification: vec![],
             lineage_links: 0,
+            attested: 0,
         }
     }
 }
@@ -136,6 +139,12 @@ impl Summary {
             self.jobs.iter().filter(|j| j.kind == "train").map(|j| j.lineage_links).collect();
         if links != [1, 2] {
             return Err(format!("train receipts verified {links:?} lineage links, not [1, 2]"));
+        }
+        if let Some(j) = self.jobs.iter().find(|j| j.kind == "infer" && j.attested != 1) {
+            return Err(format!(
+                "inference job {} has {} verified attestations, not 1",
+                j.job_id, j.attested
+            ));
         }
         if m3.perplexity.partial_cmp(&m1.perplexity) != Some(std::cmp::Ordering::Less) {
             return Err(format!(

@@ -8,10 +8,15 @@
 use std::path::PathBuf;
 
 use alloy::primitives::U256;
+use posthuman_chain::AddressBook;
 use posthuman_cli::args::DemoSize;
+use posthuman_cli::commands::audit::audit_job;
 use posthuman_cli::demo::{DemoOptions, Sizes, play};
 use posthuman_cli::output::Out;
 use posthuman_functions::queue::WorkerCommand;
+use posthuman_receipts::{AuditPolicy, ReceiptDomain};
+use posthuman_store::{LocalStore, ObjectStore};
+use posthuman_types::JobSpec;
 
 /// The worker binary cargo built for this workspace (`cargo test --workspace` builds it,
 /// since the worker crate has integration tests).
@@ -74,6 +79,33 @@ async fn the_whole_story_adds_up() {
         }
     }
     assert!(s.jobs.iter().all(|j| j.verified), "{:?}", s.jobs);
+    assert!(s.audits.iter().all(|a| a.passed && a.segments >= 1), "{:?}", s.audits);
+
+    // The audit is real: swap the weights of the checkpoint the final segment starts from
+    // (an operator covering up skipped or different training) and it no longer passes.
+    let op = dir.path().join("demo/operator");
+    let book = AddressBook::load(&op.join("chain/address-book.json")).unwrap();
+    let store = LocalStore::new(op.join("store")).unwrap();
+    let job = &s.audits[0].job_id;
+    let spec: JobSpec = serde_json::from_slice(
+        &store.get(&posthuman_functions::queue::spec_key(job), 1 << 20).await.unwrap(),
+    )
+    .unwrap();
+    let mut ckpts: Vec<String> = store
+        .list(&format!("{}/checkpoints", spec.private_prefix))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.ends_with("/model.safetensors"))
+        .collect();
+    ckpts.sort();
+    assert!(ckpts.len() >= 2, "{ckpts:?}");
+    let parent = store.get(&format!("{}/model.safetensors", spec.model_prefix), u64::MAX).await;
+    store.put(&ckpts[ckpts.len() - 2], parent.unwrap()).await.unwrap();
+    let domain = ReceiptDomain::new(book.chain_id, book.lineage);
+    let rep =
+        audit_job(&store, job, book.operator, &domain, &AuditPolicy::default()).await.unwrap();
+    assert!(!rep.passed(), "a tampered checkpoint must fail the audit: {rep:?}");
     assert_eq!(s.jobs.len(), 6, "2 train, 1 infer, 3 evaluate");
     assert!(!s.generated.trim().is_empty());
 }

@@ -32,14 +32,38 @@ pub struct Verification {
 }
 
 pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError> {
-    if a.audit {
-        return Err(CliError::Usage(
-            "--audit re-runs training segments and needs the operator's private store; \
-             it is not available from the CLI yet (see issue 5's note)"
-                .into(),
-        ));
-    }
     let s = Session::open(cfg).await?;
+    if a.audit {
+        let dir = a.data_dir.ok_or_else(|| {
+            CliError::Usage("--audit re-runs training from the operator's private store: pass --data-dir (the server's data dir)".into())
+        })?;
+        let store = posthuman_store::LocalStore::new(dir.join("store"))
+            .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
+        let book = s.chain.book();
+        let domain = ReceiptDomain::new(book.chain_id, book.lineage);
+        let policy = posthuman_receipts::AuditPolicy::default();
+        let rep = super::audit::audit_job(&store, &a.job, book.operator, &domain, &policy).await?;
+        out.emit(&rep, || {
+            format!(
+                "audit of {}: {} — {} segment(s) re-run ({} of {} steps, {:.1}% of the training compute)",
+                rep.job_id,
+                if rep.passed() { "every audited segment reproduced bit for bit" } else { "FAILED" },
+                rep.results.len(),
+                rep.audit_steps,
+                rep.total_steps,
+                rep.cost_ratio * 100.0
+            )
+        });
+        return if rep.passed() {
+            Ok(())
+        } else {
+            let bad: Vec<String> = rep.failures().map(|r| format!("segment {}", r.index)).collect();
+            Err(CliError::VerificationFailed(format!(
+                "audit: {} did not reproduce",
+                bad.join(", ")
+            )))
+        };
+    }
     let v = verify(&s, &a.job).await?;
     out.emit(&v, || {
         let mut t = v.report.to_string();

@@ -13,7 +13,7 @@ use posthuman_types::{
     EvalParams, InferParams, JobParams, RewardScheme, Sampling, TrainParams, job::Baseline,
 };
 
-use super::summary::{Account, JobLine, ModelLine, Summary};
+use super::summary::{Account, AuditLine, JobLine, ModelLine, Summary};
 use super::{DemoOptions, base};
 use crate::args::PublishArgs;
 use crate::client::ApiClient;
@@ -345,11 +345,32 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     }
     mark("verification: receipts, balances", &mut timings);
 
+    // The operator audits both training jobs from its private store (proof of learning).
+    let store = posthuman_store::LocalStore::new(dir.join("operator/store")).map_err(err)?;
+    let domain = posthuman_receipts::ReceiptDomain::new(book.chain_id, book.lineage);
+    let policy = posthuman_receipts::AuditPolicy::default();
+    let mut audits = Vec::new();
+    for j in job_lines.iter().filter(|j| j.kind == "train") {
+        let rep =
+            crate::commands::audit::audit_job(&store, &j.job_id, book.operator, &domain, &policy)
+                .await?;
+        audits.push(AuditLine {
+            trainer: j.buyer.clone(),
+            job_id: j.job_id.clone(),
+            passed: rep.passed(),
+            segments: rep.results.len(),
+            audit_steps: rep.audit_steps,
+            total_steps: rep.total_steps,
+            cost_ratio: rep.cost_ratio,
+        });
+    }
+    mark("audit: re-running sampled training segments", &mut timings);
+
     let _ = stop_tx.send(());
     let _ = server.await;
     emb.queue.shutdown().await;
     emb.anvil.stop();
-    Ok(Summary { lineage, accounts, generated, jobs: job_lines, timings })
+    Ok(Summary { lineage, accounts, generated, jobs: job_lines, audits, timings })
 }
 
 /// Orders and follows a train job for `p` on `model` with `data`; fails unless it succeeded

@@ -90,6 +90,18 @@ impl JobLine {
     }
 }
 
+/// The operator's proof-of-learning audit of one training job.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditLine {
+    pub trainer: String,
+    pub job_id: String,
+    pub passed: bool,
+    pub segments: usize,
+    pub audit_steps: u64,
+    pub total_steps: u32,
+    pub cost_ratio: f64,
+}
+
 /// Everything the demo shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -97,6 +109,7 @@ pub struct Summary {
     pub accounts: Vec<Account>,
     pub generated: String,
     pub jobs: Vec<JobLine>,
+    pub audits: Vec<AuditLine>,
     /// Wall seconds per phase.
     pub timings: Vec<(String, f64)>,
 }
@@ -145,6 +158,9 @@ impl Summary {
                 "inference job {} has {} verified attestations, not 1",
                 j.job_id, j.attested
             ));
+        }
+        if self.audits.len() != 2 || self.audits.iter().any(|a| !a.passed) {
+            return Err("the operator's audit of the training jobs did not pass".into());
         }
         if m3.perplexity.partial_cmp(&m1.perplexity) != Some(std::cmp::Ordering::Less) {
             return Err(format!(
@@ -208,6 +224,19 @@ impl Summary {
                 } else {
                     format!("FAILED: {}", j.verification.join("; "))
                 }
+            ));
+        }
+        s.push_str("\n== Proof-of-learning audits (operator, re-running sampled segments)\n");
+        for a in &self.audits {
+            s.push_str(&format!(
+                "{:<8} {}  {}  {} segment(s), {} of {} steps ({:.1}% of training)\n",
+                a.trainer,
+                a.job_id,
+                if a.passed { "reproduced bit for bit ✓" } else { "FAILED" },
+                a.segments,
+                a.audit_steps,
+                a.total_steps,
+                a.cost_ratio * 100.0
             ));
         }
         let total: f64 = self.timings.iter().map(|(_, t)| t).sum();

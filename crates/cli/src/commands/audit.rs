@@ -1,0 +1,158 @@
+//! `posthuman verify JOB --audit --data-dir DIR`: a proof-of-learning audit (Jia et al.,
+//! 2021) run by whoever holds the weights — the operator, or an auditor it admits to its
+//! store. The receipt's committed checkpoint tree is sampled (final segment, largest
+//! updates, seeded random ones, within a compute budget); each sampled segment is re-run
+//! with the worker's own train loop from the stored start checkpoint, with the parameters,
+//! dataset and input weights the receipt commits to, and must reproduce the committed end
+//! checkpoint bit for bit.
+
+use bytes::Bytes;
+use posthuman_gpt2::load_safetensors_bytes;
+use posthuman_receipts::{
+    AuditPolicy, AuditReport, ReceiptDomain, Replay, Segment, SignedReceipt, VerifiedReceipt,
+    audit_async, json_hash, plan_audit, receipt_params,
+};
+use posthuman_store::ObjectStore;
+use posthuman_types::{Hash32, JobParams, JobSpec, TrainMetrics, TrainParams};
+use posthuman_worker::WorkerConfig;
+use posthuman_worker::model_io::{join, load_model};
+use posthuman_worker::train::{self, checkpoint::CheckpointState, checkpoint::fingerprint};
+
+use crate::error::CliError;
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::VerificationFailed(e.to_string())
+}
+
+fn io(e: impl std::fmt::Display) -> CliError {
+    CliError::Io(format!("the operator's store: {e}"))
+}
+
+fn ckpt(prefix: &str, step: u32, file: &str) -> String {
+    join(&format!("{prefix}/checkpoints/step-{step:06}"), file)
+}
+
+/// Where the embedded default keeps a job's spec and public outputs.
+fn spec_key(job_id: &str) -> String {
+    posthuman_functions::queue::spec_key(job_id)
+}
+
+/// Audits train job `job_id` from the operator's `store` under `policy`.
+pub async fn audit_job(
+    store: &dyn ObjectStore,
+    job_id: &str,
+    operator: alloy::primitives::Address,
+    domain: &ReceiptDomain,
+    policy: &AuditPolicy,
+) -> Result<AuditReport, CliError> {
+    let spec: JobSpec =
+        serde_json::from_slice(&store.get(&spec_key(job_id), 1 << 20).await.map_err(io)?)
+            .map_err(fail)?;
+    let JobParams::Train(p) = &spec.params else {
+        return Err(CliError::Usage(format!("job {job_id} is not a train job: nothing to audit")));
+    };
+    let public = |name: &str| format!("{}/{name}", spec.public_prefix);
+    let signed: SignedReceipt =
+        serde_json::from_slice(&store.get(&public("receipt.json"), 1 << 20).await.map_err(io)?)
+            .map_err(fail)?;
+    let receipt: VerifiedReceipt = signed.verify(operator, domain).map_err(fail)?;
+    let metrics: TrainMetrics =
+        serde_json::from_slice(&store.get(&public("metrics.json"), 16 << 20).await.map_err(io)?)
+            .map_err(fail)?;
+
+    // Replays use what the receipt commits to; refuse a spec that disagrees with it.
+    let r = receipt.body();
+    if json_hash(&receipt_params(&spec.params)) != r.params_hash {
+        return Err(fail("the stored spec's parameters are not the ones the receipt commits to"));
+    }
+    let data_key = spec.dataset_key.clone().ok_or_else(|| fail("the train job has no dataset"))?;
+    let data = store.get(&data_key, u64::MAX).await.map_err(io)?;
+    let data_hash = posthuman_worker::data::dataset_hash(&data);
+    if data_hash != r.input_data_hash {
+        return Err(fail("the stored dataset is not the one the receipt commits to"));
+    }
+    let base = load_model(store, &spec.model_prefix, u64::MAX).await.map_err(fail)?;
+    if base.weights_hash != r.input_weights_hash {
+        return Err(fail("the stored input model is not the one the receipt commits to"));
+    }
+
+    let plan = plan_audit(&receipt, &metrics.checkpoint_hashes, None, policy).map_err(fail)?;
+    let (cfg, input_hash) = (base.cfg.clone(), base.weights_hash);
+    let fp = fingerprint(p, &data_hash, &input_hash);
+    let replay = |seg: Segment| {
+        let (spec, p, cfg) = (spec.clone(), p.clone(), cfg.clone());
+        async move {
+            replay_segment(store, &spec, &p, &cfg, fp, input_hash, &seg)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    Ok(audit_async(&plan, |seg| replay(seg.clone())).await)
+}
+
+/// Re-runs one segment in a fresh prefix: the stored start checkpoint (its fingerprint set to
+/// the committed configuration), resumed and stopped after the segment's last step.
+async fn replay_segment(
+    store: &dyn ObjectStore,
+    spec: &JobSpec,
+    p: &TrainParams,
+    cfg: &posthuman_gpt2::Config,
+    fp: Hash32,
+    input_hash: Hash32,
+    seg: &Segment,
+) -> Result<Replay, CliError> {
+    let prefix = format!("audits/{}/segment-{}", spec.job_id, seg.index);
+    for k in store.list(&prefix).await.map_err(io)? {
+        store.delete(&k).await.map_err(io)?;
+    }
+    let s = JobSpec {
+        job_id: format!("{}-audit", spec.job_id),
+        private_prefix: prefix.clone(),
+        public_prefix: format!("{prefix}/public"),
+        ..spec.clone()
+    };
+    let weights_hash = |bytes: Bytes| -> Result<Hash32, CliError> {
+        load_safetensors_bytes(&bytes, cfg).and_then(|w| w.hash()).map_err(fail)
+    };
+    let start_hash = if seg.index == 0 {
+        input_hash
+    } else {
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            let b = store
+                .get(&ckpt(&spec.private_prefix, seg.start_step, f), u64::MAX)
+                .await
+                .map_err(io)?;
+            store.put(&ckpt(&prefix, seg.start_step, f), b).await.map_err(io)?;
+        }
+        let key = ckpt(&prefix, seg.start_step, "state.json");
+        let mut st: CheckpointState =
+            serde_json::from_slice(&store.get(&key, 1 << 20).await.map_err(io)?).map_err(fail)?;
+        st.fingerprint = fp;
+        store.put(&key, Bytes::from(serde_json::to_vec(&st).map_err(fail)?)).await.map_err(io)?;
+        weights_hash(
+            store
+                .get(&ckpt(&prefix, seg.start_step, "model.safetensors"), u64::MAX)
+                .await
+                .map_err(io)?,
+        )?
+    };
+    let wc = WorkerConfig {
+        progress_interval_secs: 60.0,
+        stop_after_checkpoint: Some(seg.end_step),
+        ..WorkerConfig::default()
+    };
+    train::run(store, &wc, &s, p).await.map_err(fail)?;
+    let end = store.get(&ckpt(&prefix, seg.end_step, "model.safetensors"), u64::MAX).await;
+    let end_hash = match end {
+        Ok(b) => weights_hash(b)?,
+        // The last segment ends with the run: its end checkpoint is the final one.
+        Err(posthuman_store::StoreError::NotFound { .. }) => weights_hash(
+            store.get(&join(&prefix, "model.safetensors"), u64::MAX).await.map_err(io)?,
+        )?,
+        Err(e) => return Err(io(e)),
+    };
+    for k in store.list(&prefix).await.map_err(io)? {
+        store.delete(&k).await.map_err(io)?;
+    }
+    Ok(Replay { start_hash, end_hash })
+}

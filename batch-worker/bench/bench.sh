@@ -13,7 +13,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 ROUNDS="${1:-2}"
 export BENCH_THREADS="${BENCH_THREADS:-2}"
 STEPS="${TRAIN_STEPS:-20}"
-DATA="${WIKITEXT:-/work/shared/data/wikitext-2}"
+DATA="${WIKITEXT:-$ROOT/data/wikitext-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/posthuman/target}"
 
 VENV="$("$HERE/setup-venv.sh")"

@@ -292,6 +292,10 @@ pub struct JobResult {
     /// Infer: one operator-signed attestation per completion.
     #[serde(default)]
     pub attestations: Option<serde_json::Value>,
+    /// Evaluate: `report.json` byte for byte (UTF-8), so the buyer can check it against the
+    /// output hash the receipt commits to (a re-serialised JSON value would not match).
+    #[serde(default)]
+    pub report_text: Option<String>,
 }
 
 /// `GET /jobs/{id}/result`: the public outputs, only to the buyer (a signature over
@@ -317,7 +321,9 @@ pub async fn job_result(
         error: None,
         receipt: None,
         attestations: None,
+        report_text: None,
     };
+    let mut report_bytes = None;
     for (name, slot) in [
         ("metrics.json", &mut out.metrics),
         ("completions.json", &mut out.completions),
@@ -328,7 +334,11 @@ pub async fn job_result(
     ] {
         if let Some(b) = public_output(deps, &j, name).await? {
             *slot = serde_json::from_slice(&b).ok();
+            if name == "report.json" {
+                report_bytes = Some(b);
+            }
         }
     }
+    out.report_text = report_bytes.and_then(|b| String::from_utf8(b.to_vec()).ok());
     Ok(out)
 }

@@ -5,7 +5,8 @@
 //! receipt, so M1 → M2 → M3 chain hash to hash. Receipts are public: anyone can run it.
 
 use posthuman_receipts::{
-    ReceiptDomain, Report, SignedAttestation, SignedReceipt, verify_job, verify_lineage,
+    ReceiptDomain, Report, SignedAttestation, SignedReceipt, verify_evaluation, verify_job,
+    verify_lineage,
 };
 use posthuman_types::{Completion, JobKind};
 use serde::Serialize;
@@ -29,6 +30,9 @@ pub struct Verification {
     /// Infer jobs verified by their buyer: completions whose attestation verified and matches
     /// the text received.
     pub attested: usize,
+    /// Evaluate jobs verified by their buyer: the report received is the one the receipt
+    /// commits to, about the weights of the model on sale.
+    pub evaluation: Option<Report>,
 }
 
 pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError> {
@@ -148,6 +152,25 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
             }
         }
     }
+    let mut evaluation = None;
+    if signed.body.kind == JobKind::Evaluate && signed.body.consumer == s.me() {
+        let r = s.api.result(&s.signer, job_id).await?;
+        let text = r.report_text.ok_or_else(|| {
+            CliError::VerificationFailed(format!("job {job_id} returned no report"))
+        })?;
+        let rep = verify_evaluation(
+            &s.chain,
+            &signed,
+            text.as_bytes(),
+            signed.body.model,
+            book.operator,
+            &domain,
+        )
+        .await
+        .map_err(unavailable)?;
+        failures.extend(rep.failures().map(|(k, why)| format!("{k}: {why}")));
+        evaluation = Some(rep);
+    }
     Ok(Verification {
         job_id: job_id.to_string(),
         passed: failures.is_empty(),
@@ -155,5 +178,6 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
         report,
         lineage,
         attested,
+        evaluation,
     })
 }

@@ -303,6 +303,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         j.verification = rep.failures;
         j.lineage_links = rep.lineage.len();
         j.attested = rep.attested;
+        j.evaluation_bound = rep.evaluation.as_ref().is_some_and(|e| e.passed());
     }
     let mut models_now: Vec<ModelView> = Vec::new();
     for m in [&m1, &m2, &m3] {

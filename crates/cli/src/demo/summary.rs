@@ -72,6 +72,8 @@ pub struct JobLine {
     pub lineage_links: usize,
     /// Infer jobs: completions with a verified, matching attestation.
     pub attested: usize,
+    /// Evaluate jobs: the report is bound to the receipt and to the weights on sale.
+    pub evaluation_bound: bool,
 }
 
 impl JobLine {
@@ -86,6 +88,7 @@ impl JobLine {
             verification: vec![],
             lineage_links: 0,
             attested: 0,
+            evaluation_bound: false,
         }
     }
 }
@@ -152,6 +155,9 @@ impl Summary {
             self.jobs.iter().filter(|j| j.kind == "train").map(|j| j.lineage_links).collect();
         if links != [1, 2] {
             return Err(format!("train receipts verified {links:?} lineage links, not [1, 2]"));
+        }
+        if let Some(j) = self.jobs.iter().find(|j| j.kind == "evaluate" && !j.evaluation_bound) {
+            return Err(format!("evaluation {} is not bound to the model's weights", j.job_id));
         }
         if let Some(j) = self.jobs.iter().find(|j| j.kind == "infer" && j.attested != 1) {
             return Err(format!(

@@ -10,6 +10,7 @@ use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_types::{Hash32, RewardScheme};
 
+use crate::AddressBook;
 use crate::anvil::ANVIL_DEV_KEY_0;
 use crate::{
     Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, OrderVerdict,
@@ -46,6 +47,26 @@ impl fmt::Display for StorySummary {
         }
         Ok(())
     }
+}
+
+/// Connects as the operator with Alice and Bob as local signers, each funded with 10 ETH
+/// for gas, and Bob with 100 OCEAN to buy with: the cast of the walk-through and the bench.
+pub async fn connect_alice_and_bob(
+    url: &str,
+    operator: PrivateKeySigner,
+    book: &AddressBook,
+) -> Result<(Chain, Address, Address), ChainError> {
+    let mut chain = Chain::connect(url, operator, book.clone())?;
+    let alice = dev_wallet("alice")?;
+    let bob = dev_wallet("bob")?;
+    let (a, b) = (alice.address(), bob.address());
+    chain.add_signer(alice)?;
+    chain.add_signer(bob)?;
+    for w in [a, b] {
+        chain.send_eth(w, U256::from(10 * ONE)).await?;
+    }
+    chain.transfer(chain.operator(), book.ocean, b, U256::from(100 * ONE)).await?;
+    Ok((chain, a, b))
 }
 
 /// A deterministic local wallet for a story character (never use on a real network).
@@ -87,16 +108,7 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
         say(format!("address book written to {}", path.display()));
     }
 
-    let mut chain = Chain::connect(&url, operator, book.clone())?;
-    let alice = dev_wallet("alice")?;
-    let bob = dev_wallet("bob")?;
-    let (a, b) = (alice.address(), bob.address());
-    chain.add_signer(alice)?;
-    chain.add_signer(bob)?;
-    for w in [a, b] {
-        chain.send_eth(w, U256::from(10 * ONE)).await?;
-    }
-    chain.transfer(chain.operator(), book.ocean, b, U256::from(100 * ONE)).await?;
+    let (chain, a, b) = connect_alice_and_bob(&url, operator, &book).await?;
     say(format!("Alice {a} and Bob {b} funded (Bob holds 100 OCEAN)"));
 
     let weights = Hash32(keccak256("demo GPT-2 weights").0);

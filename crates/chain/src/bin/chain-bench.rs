@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use posthuman_chain::alloy::primitives::{Bytes, U256, keccak256};
 use posthuman_chain::anvil::ANVIL_DEV_KEY_0;
-use posthuman_chain::story::{ONE, dev_wallet};
+use posthuman_chain::story::{ONE, connect_alice_and_bob, dev_wallet};
 use posthuman_chain::{
-    Anvil, AnvilConfig, Chain, ChainError, MemorySpentOrders, OrderQuery, PublishRequest,
-    deploy_stack,
+    Anvil, AnvilConfig, ChainError, MemorySpentOrders, OrderQuery, PublishRequest, deploy_stack,
 };
 use posthuman_types::{Hash32, RewardScheme};
 
@@ -59,16 +58,7 @@ async fn main() -> Result<(), ChainError> {
     }
     row(&mut rows, "deploy stack wall time", deploy_ms, "ms", None);
 
-    let mut chain = Chain::connect(&url, operator, book.clone())?;
-    let alice = dev_wallet("alice")?;
-    let bob = dev_wallet("bob")?;
-    let (a, b) = (alice.address(), bob.address());
-    chain.add_signer(alice)?;
-    chain.add_signer(bob)?;
-    for w in [a, b] {
-        chain.send_eth(w, U256::from(10 * ONE)).await?;
-    }
-    chain.transfer(chain.operator(), book.ocean, b, U256::from(100 * ONE)).await?;
+    let (mut chain, a, b) = connect_alice_and_bob(&url, operator, &book).await?;
 
     let req = PublishRequest {
         name: "Bench GPT".into(),

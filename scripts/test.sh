@@ -30,6 +30,11 @@ export POSTHUMAN_REQUIRE_TWINS=1
 stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The GPU build (the production target on Batch) with nvcc from NVIDIA's PyPI wheels: compiles
+# candle's kernels to PTX and type-checks the cuda-gated code; no GPU needed (~5 min cold).
+stage "clippy, cuda feature (GPU build compiles)"
+scripts/cuda-check.sh
+
 stage "tests"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$POSTHUMAN_CACHE/last-test.log"
 # Re-print the per-binary summaries so the end of a long log says what ran.

@@ -21,6 +21,8 @@
 //!   Merkle tree its receipt commits to.
 //! - [`infer`] with [`sampling`]: generation. [`evaluate`]: sliding-window perplexity.
 //! - [`progress`]: throttled `progress.json`. [`setup`]: random-init models for the demo.
+//! - [`device`]: the CPU, or the first CUDA GPU in a `cuda` build (the CPU with a warning
+//!   when none can be opened); `scripts/cuda-check.sh` keeps that build compiling.
 
 pub mod config;
 pub mod data;

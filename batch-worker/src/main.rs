@@ -208,10 +208,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(n) = cli.threads {
-        // SAFETY: single-threaded here — before the runtime and any compute pool start.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
-    }
+    // SAFETY: single-threaded here — before the runtime and any compute pool start.
+    unsafe { posthuman_gpt2::configure_threads(cli.threads) };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -154,14 +154,14 @@ pub async fn run(
             let x = Tensor::from_vec(x, (batch, ctx), &device)?;
             let y = Tensor::from_vec(y, (batch, ctx), &device)?;
             let mut drng = DropoutRng::new(dropout_seed(p.seed, step, micro));
-            let loss = model.loss(&x, &y, (p.dropout > 0.0).then_some(&mut drng))?;
-            let lv = f64::from(loss.to_scalar::<f32>()?);
+            // The graph-free step on the CPU (bit-identical to `loss` + `backward`).
+            let (loss, g) = model.loss_and_grads(&x, &y, (p.dropout > 0.0).then_some(&mut drng))?;
+            let lv = f64::from(loss);
             if !lv.is_finite() {
                 return Err(WorkerError::NonFiniteLoss { step: step + 1 });
             }
             loss_sum += lv;
-            let g = loss.backward()?;
-            grads.accumulate(&opt, &g).map_err(WorkerError::internal)?;
+            grads.accumulate_named(&opt, &g).map_err(WorkerError::internal)?;
         }
         if p.grad_accum > 1 {
             grads.scale(1.0 / p.grad_accum as f32);

@@ -36,25 +36,33 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 }
 
 #[derive(Clone, Debug)]
-struct Ln {
-    w: Tensor,
-    b: Tensor,
+pub(crate) struct Ln {
+    pub w: Tensor,
+    pub b: Tensor,
 }
 
 #[derive(Clone, Debug)]
-struct Lin {
-    w: Tensor,
-    b: Tensor,
+pub(crate) struct Lin {
+    pub w: Tensor,
+    pub b: Tensor,
 }
 
 #[derive(Clone, Debug)]
-struct Block {
-    ln_1: Ln,
-    c_attn: Lin,
-    attn_proj: Lin,
-    ln_2: Ln,
-    c_fc: Lin,
-    mlp_proj: Lin,
+pub(crate) struct Block {
+    pub ln_1: Ln,
+    pub c_attn: Lin,
+    pub attn_proj: Lin,
+    pub ln_2: Ln,
+    pub c_fc: Lin,
+    pub mlp_proj: Lin,
+}
+
+/// Borrowed parameters, for the crate's other execution paths (the decoder).
+pub(crate) struct Parts<'a> {
+    pub wte: &'a Tensor,
+    pub wpe: &'a Tensor,
+    pub blocks: &'a [Block],
+    pub ln_f: &'a Ln,
 }
 
 /// Past keys and values per layer, (B, T_past, C) each, for incremental decoding.
@@ -163,6 +171,33 @@ impl Gpt2 {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Every parameter tensor, in [`param_shapes`] order.
+    pub(crate) fn param_tensors(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.wte, &self.wpe];
+        for b in &self.blocks {
+            v.extend([
+                &b.ln_1.w,
+                &b.ln_1.b,
+                &b.c_attn.w,
+                &b.c_attn.b,
+                &b.attn_proj.w,
+                &b.attn_proj.b,
+                &b.ln_2.w,
+                &b.ln_2.b,
+                &b.c_fc.w,
+                &b.c_fc.b,
+                &b.mlp_proj.w,
+                &b.mlp_proj.b,
+            ]);
+        }
+        v.extend([&self.ln_f.w, &self.ln_f.b]);
+        v
+    }
+
+    pub(crate) fn parts(&self) -> Parts<'_> {
+        Parts { wte: &self.wte, wpe: &self.wpe, blocks: &self.blocks, ln_f: &self.ln_f }
     }
 
     fn check_ids(&self, ids: &Tensor, offset: usize) -> Result<(usize, usize)> {

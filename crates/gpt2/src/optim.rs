@@ -64,6 +64,31 @@ impl Grads {
         Ok(())
     }
 
+    /// Adds gradients given by parameter name ([`crate::Gpt2::loss_and_grads`]); a name the
+    /// optimizer does not hold, or a size mismatch, is an error.
+    pub fn accumulate_named(
+        &mut self,
+        opt: &AdamW,
+        named: &[(String, Vec<f32>)],
+    ) -> Result<(), Gpt2Error> {
+        for (name, vals) in named {
+            let i = opt
+                .params
+                .binary_search_by(|p| p.name.as_str().cmp(name))
+                .map_err(|_| Gpt2Error::OptimizerState(format!("no parameter named {name}")))?;
+            let g = &mut self.grads[i];
+            if g.len() != vals.len() {
+                return Err(Gpt2Error::OptimizerState(format!(
+                    "gradient of {name} has the wrong size"
+                )));
+            }
+            for (a, &b) in g.iter_mut().zip(vals) {
+                *a += b;
+            }
+        }
+        Ok(())
+    }
+
     pub fn from_store(opt: &AdamW, store: &GradStore) -> Result<Self, Gpt2Error> {
         let mut g = Self::zeros(opt);
         g.accumulate(opt, store)?;

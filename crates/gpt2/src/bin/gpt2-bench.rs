@@ -8,8 +8,20 @@
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
 use posthuman_gpt2::candle_nn::VarBuilder;
 use posthuman_gpt2::{
-    AdamW, AdamWConfig, Config, Gpt2, Grads, KvCache, SeededRng, clip_grad_norm, init_weights,
+    AdamW, AdamWConfig, Config, DecodeWeights, Decoder, Gpt2, Grads, KvCache, SeededRng,
+    clip_grad_norm, init_weights,
 };
+
+/// The index of the largest logit.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
 use std::time::Instant;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -87,14 +99,7 @@ fn fwd_flops_per_token(cfg: &Config, t: usize) -> f64 {
 fn main() -> AnyResult<()> {
     let a = args()?;
     // SAFETY: still single-threaded; rayon and candle read these before starting any pool.
-    // CANDLE_NUM_THREADS=1 keeps candle's spinning elementwise pool from competing with gemm's
-    // rayon threads for the same cores (see the crate docs).
-    unsafe {
-        std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            std::env::set_var("CANDLE_NUM_THREADS", "1");
-        }
-    }
+    unsafe { posthuman_gpt2::configure_threads(Some(a.threads)) };
     let cfg = Config::new(8000, 256, 256, 4, 4);
     let (batch, ctx) = (8usize, 256usize);
     let peak = matmul_peak()?;
@@ -103,36 +108,42 @@ fn main() -> AnyResult<()> {
     let model = Gpt2::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
     let mut opt = AdamW::new(&vm, AdamWConfig::default())?;
     let mut rng = SeededRng::new(2);
-    let mut train_time = 0f64;
-    let mut phase = [0f64; 3];
+    // The two training paths alternate step by step (same model, same optimizer), so machine
+    // noise hits both alike: [0] the graph (`loss` + `backward`), [1] the graph-free step.
+    let mut train_time = [0f64; 2];
+    let mut phase = [0f64; 2];
     let mut last_loss = 0f32;
-    let train_steps = if a.gen_only { 0 } else { a.steps + 2 };
+    let train_steps = if a.gen_only { 0 } else { 2 * a.steps + 2 };
     for step in 0..train_steps {
         let (x, y) = (
             tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
             tokens(&mut rng, batch, ctx, cfg.vocab_size)?,
         );
+        let path = step % 2;
         let t0 = Instant::now();
-        let loss = model.loss(&x, &y, None)?;
+        let mut g = if path == 0 {
+            let loss = model.loss(&x, &y, None)?;
+            last_loss = loss.to_scalar::<f32>()?;
+            Grads::from_store(&opt, &loss.backward()?)?
+        } else {
+            let (loss, named) = model.loss_and_grads(&x, &y, None)?;
+            last_loss = loss;
+            let mut g = Grads::zeros(&opt);
+            g.accumulate_named(&opt, &named)?;
+            g
+        };
         let t1 = Instant::now();
-        let store = loss.backward()?;
-        let t2 = Instant::now();
-        let mut g = Grads::from_store(&opt, &store)?;
-        drop(store);
         clip_grad_norm(&mut g, 1.0);
         opt.step(&g, 1e-4)?;
-        let t3 = Instant::now();
-        last_loss = loss.to_scalar::<f32>()?;
+        let t2 = Instant::now();
         if step >= 2 {
-            train_time += (t3 - t0).as_secs_f64();
-            phase[0] += (t1 - t0).as_secs_f64();
-            phase[1] += (t2 - t1).as_secs_f64();
-            phase[2] += (t3 - t2).as_secs_f64();
+            train_time[path] += (t2 - t0).as_secs_f64();
+            phase[path] += (t2 - t1).as_secs_f64();
         }
     }
     let train_rss = peak_rss_mib();
-    let train_tps = (a.steps * batch * ctx) as f64 / train_time;
-    let train_gflops = train_tps * 3.0 * fwd_flops_per_token(&cfg, ctx) / 1e9;
+    let train_tps = train_time.map(|t| (a.steps * batch * ctx) as f64 / t);
+    let train_gflops = train_tps.map(|t| t * 3.0 * fwd_flops_per_token(&cfg, ctx) / 1e9);
 
     // Proof-of-learning cost: the canonical hash of every checkpoint's weights, against the
     // training time between two checkpoints (the worker's default: one every 10 steps).
@@ -144,7 +155,7 @@ fn main() -> AnyResult<()> {
     }
     hash_s.sort_by(f64::total_cmp);
     let hash_ms = 1000.0 * hash_s[2];
-    let step_ms = if train_steps > 0 { 1000.0 * train_time / a.steps as f64 } else { f64::NAN };
+    let step_ms = if train_steps > 0 { 1000.0 * train_time[1] / a.steps as f64 } else { f64::NAN };
     let hash_overhead = hash_ms / (10.0 * step_ms);
 
     let frozen = posthuman_gpt2::Weights::from_var_map(&cfg, &vm)?.model(&cfg, &Device::Cpu)?;
@@ -165,28 +176,45 @@ fn main() -> AnyResult<()> {
     let eval_tps = (eval_iters * batch * ctx) as f64 / eval_time;
     let eval_gflops = eval_tps * fwd_flops_per_token(&cfg, ctx) / 1e9;
 
-    // Greedy generation, batch 1: 16-token prompt, 128 new tokens (× 20 rounds with --gen-only).
-    let (prompt_len, new_tokens, rounds) = (16usize, 128usize, if a.gen_only { 20 } else { 1 });
-    let t0 = Instant::now();
-    for _ in 0..rounds {
+    // Greedy generation, batch 1: 16-token prompt, 128 new tokens (× 20 rounds with
+    // --gen-only), alternating candle's forward with a KV cache and the graph-free decoder.
+    let (prompt_len, new_tokens, rounds) = (16usize, 128usize, if a.gen_only { 20 } else { 2 });
+    let dw = DecodeWeights::from_model(&frozen)?;
+    let mut gen_time = [0f64; 2];
+    for r in 0..2 * rounds {
         let prompt = tokens(&mut rng, 1, prompt_len, cfg.vocab_size)?;
-        let mut cache = KvCache::new(&cfg, 1);
-        let mut logits = frozen.forward(&prompt, Some(&mut cache))?;
-        for _ in 0..new_tokens {
-            let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.flatten_all()?;
-            let next = last.argmax(0)?.to_scalar::<u32>()?;
-            logits = frozen.forward(&Tensor::new(&[[next]], &Device::Cpu)?, Some(&mut cache))?;
+        let t0 = Instant::now();
+        if r % 2 == 0 {
+            let mut cache = KvCache::new(&cfg, 1);
+            let mut logits = frozen.forward(&prompt, Some(&mut cache))?;
+            for _ in 0..new_tokens {
+                let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.flatten_all()?;
+                let next = last.argmax(0)?.to_scalar::<u32>()?;
+                logits =
+                    frozen.forward(&Tensor::new(&[[next]], &Device::Cpu)?, Some(&mut cache))?;
+            }
+        } else {
+            let mut dec = Decoder::new(&dw);
+            let mut next = 0u32;
+            for id in prompt.flatten_all()?.to_vec1::<u32>()? {
+                next = argmax(dec.step(id)?);
+            }
+            for _ in 0..new_tokens {
+                next = argmax(dec.step(next)?);
+            }
         }
+        gen_time[r % 2] += t0.elapsed().as_secs_f64();
     }
-    let gen_tps = (rounds * new_tokens) as f64 / t0.elapsed().as_secs_f64();
+    let gen_tps = gen_time.map(|t| (rounds * new_tokens) as f64 / t);
     let rss = peak_rss_mib();
 
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "threads": a.threads, "train_tok_s": train_tps, "eval_tok_s": eval_tps, "gen_tok_s": gen_tps,
-                "matmul_peak_gflops": peak, "train_gflops": train_gflops, "eval_gflops": eval_gflops,
+                "threads": a.threads, "train_tok_s": train_tps[1], "train_graph_tok_s": train_tps[0],
+                "eval_tok_s": eval_tps, "gen_tok_s": gen_tps[1], "gen_candle_tok_s": gen_tps[0],
+                "matmul_peak_gflops": peak, "train_gflops": train_gflops[1], "eval_gflops": eval_gflops,
                 "peak_rss_train_mib": train_rss, "peak_rss_mib": rss, "final_loss": last_loss,
                 "checkpoint_hash_ms": hash_ms, "checkpoint_hash_overhead_every_10": hash_overhead,
             })
@@ -200,19 +228,26 @@ fn main() -> AnyResult<()> {
     );
     println!("matmul peak (gemm, best of 3 shapes): {peak:.1} GFLOP/s");
     println!(
-        "train step: forward {:.1} ms, backward {:.1} ms, grads+clip+AdamW {:.1} ms",
-        per(phase[0]),
-        per(phase[1]),
-        per(phase[2])
+        "train step: graph {:.1} ms, graph-free {:.1} ms (of which clip + AdamW {:.1} ms)",
+        per(train_time[0]),
+        per(train_time[1]),
+        per(phase[1])
+    );
+    println!(
+        "graph-free / graph: train {:.2}x, generation {:.2}x (measured alternately in this run)",
+        train_tps[1] / train_tps[0],
+        gen_tps[1] / gen_tps[0]
     );
     println!(
         "{:<28}{:>12}{:>12}{:>8}{:>20}{:>8}",
         "workload", "tok/s", "GFLOP/s", "MFU", "issue's PyTorch", "ratio"
     );
     for (name, tps, gf, reference) in [
-        ("train (fwd+bwd+AdamW)", train_tps, train_gflops, 4601.0),
+        ("train, graph path", train_tps[0], train_gflops[0], 4601.0),
+        ("train (graph-free step)", train_tps[1], train_gflops[1], 4601.0),
         ("eval (no-grad NLL)", eval_tps, eval_gflops, 11000.0),
-        ("generate (KV cache, b=1)", gen_tps, f64::NAN, 426.0),
+        ("generate, candle forward", gen_tps[0], f64::NAN, 426.0),
+        ("generate (decoder, b=1)", gen_tps[1], f64::NAN, 426.0),
     ] {
         println!(
             "{name:<28}{tps:>12.0}{gf:>12.1}{:>7.0}%{reference:>20.0}{:>7.2}x",

@@ -196,6 +196,51 @@ fn head_bwd(
     Ok([dq, dk, dv])
 }
 
+/// Backward of causal attention on packed qkv (B, T, 3C) for upstream `g` (B, T, C), from the
+/// forward's per-head probabilities: d(qkv).
+pub(crate) fn attention_bwd(
+    qkv: &[f32],
+    g: &[f32],
+    probs: &[Vec<f32>],
+    dm: Dims,
+    dropout: Option<Dropout>,
+) -> Result<Vec<f32>> {
+    let c = dm.h * dm.d;
+    if probs.len() != dm.b * dm.h {
+        bail!("attention backward: {} probability blocks for {} heads", probs.len(), dm.b * dm.h);
+    }
+    let x = views(qkv, c);
+    let grads: Vec<[Vec<f32>; 3]> = (0..dm.b * dm.h)
+        .into_par_iter()
+        .map(|bh| head_bwd(&x, g, &probs[bh], dm, bh / dm.h, bh % dm.h, dropout))
+        .collect::<Result<_>>()?;
+    let mut dqkv = vec![0f32; qkv.len()];
+    for (bh, parts) in grads.iter().enumerate() {
+        let (bi, hi) = (bh / dm.h, bh % dm.h);
+        for (which, part) in parts.iter().enumerate() {
+            for t in 0..dm.tq {
+                let dst = (bi * dm.tq + t) * 3 * c + which * c + hi * dm.d;
+                dqkv[dst..dst + dm.d].copy_from_slice(&part[t * dm.d..(t + 1) * dm.d]);
+            }
+        }
+    }
+    Ok(dqkv)
+}
+
+/// Sizes of causal self-attention over packed qkv of shape (b, t, 3·h·d).
+pub(crate) fn causal_dims(b: usize, t: usize, h: usize, d: usize) -> Dims {
+    Dims { b, tq: t, tk: t, h, d }
+}
+
+/// Causal self-attention forward on packed qkv: (out (B, T, C), per-head probabilities).
+pub(crate) fn causal_fwd(
+    qkv: &[f32],
+    dm: Dims,
+    dropout: Option<Dropout>,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    attention_fwd(&views(qkv, dm.h * dm.d), dm, dropout)
+}
+
 /// The graph op: qkv (B, T, 3C) → (B, T, C).
 pub(crate) struct CausalAttention {
     pub n_head: usize,
@@ -247,20 +292,7 @@ impl CustomOp1 for CausalAttention {
                     Some(p) => p,
                     None => attention_fwd(&x, dm, self.dropout)?.1,
                 };
-                let grads: Vec<[Vec<f32>; 3]> = (0..dm.b * dm.h)
-                    .into_par_iter()
-                    .map(|bh| head_bwd(&x, g, &probs[bh], dm, bh / dm.h, bh % dm.h, self.dropout))
-                    .collect::<Result<_>>()?;
-                let mut dqkv = vec![0f32; qkv.len()];
-                for (bh, parts) in grads.iter().enumerate() {
-                    let (bi, hi) = (bh / dm.h, bh % dm.h);
-                    for (which, part) in parts.iter().enumerate() {
-                        for t in 0..dm.tq {
-                            let dst = (bi * dm.tq + t) * 3 * c + which * c + hi * dm.d;
-                            dqkv[dst..dst + dm.d].copy_from_slice(&part[t * dm.d..(t + 1) * dm.d]);
-                        }
-                    }
-                }
+                let dqkv = attention_bwd(qkv, g, &probs, dm, self.dropout)?;
                 Ok(Some(tensor(dqkv, arg.shape().clone())?))
             })
         })

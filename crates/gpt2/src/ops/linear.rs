@@ -40,6 +40,73 @@ fn affine(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Resu
     Ok(z)
 }
 
+/// act(x · W + b) for x with rows of `k`, W (k, m): (y, the pre-activation when GELU and
+/// `keep_pre`).
+pub(crate) fn linear_fwd(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    k: usize,
+    m: usize,
+    act: Activation,
+    keep_pre: bool,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    let n = x.len() / k.max(1);
+    let z = affine(x, w, b, n, k, m)?;
+    Ok(match act {
+        Activation::Identity => (z, None),
+        Activation::GeluNew => {
+            let mut y = vec![0f32; z.len()];
+            gelu_fwd_par(&z, &mut y);
+            (y, keep_pre.then_some(z))
+        }
+    })
+}
+
+/// GELU over a large buffer, in row blocks on rayon's threads (elementwise: same bits).
+fn gelu_fwd_par(z: &[f32], y: &mut [f32]) {
+    use rayon::prelude::*;
+    y.par_chunks_mut(1 << 15).zip(z.par_chunks(1 << 15)).for_each(|(y, z)| gelu_fwd(z, y));
+}
+
+/// Backward of [`linear_fwd`] for upstream `dy` (consumed): (dx, dW, db). `pre` is the kept
+/// pre-activation of a GELU layer (recomputed from x when absent).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_bwd(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    mut dz: Vec<f32>,
+    pre: Option<&[f32]>,
+    k: usize,
+    m: usize,
+    act: Activation,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let n = x.len() / k.max(1);
+    if act == Activation::GeluNew {
+        let z_owned;
+        let z = match pre {
+            Some(z) => z,
+            None => {
+                z_owned = affine(x, w, b, n, k, m)?;
+                &z_owned
+            }
+        };
+        gelu_bwd_par(z, &mut dz);
+    }
+    let mut dx = vec![0f32; n * k];
+    matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
+    let mut dw = vec![0f32; k * m];
+    matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
+    let db = col_sums(&dz, n, m);
+    Ok((dx, dw, db))
+}
+
+fn gelu_bwd_par(z: &[f32], g: &mut [f32]) {
+    use rayon::prelude::*;
+    g.par_chunks_mut(1 << 15).zip(z.par_chunks(1 << 15)).for_each(|(g, z)| gelu_bwd(z, g));
+}
+
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "fused-linear"
@@ -60,21 +127,12 @@ impl CustomOp3 for Linear {
         if l1.dims().last() != Some(&k) || b.len() != m {
             bail!("linear: input {:?}, weight ({k}, {m}), bias {}", l1.dims(), b.len());
         }
-        let n = x.len() / k.max(1);
-        let z = affine(x, w, b, n, k, m)?;
-        let y = match self.act {
-            Activation::Identity => z,
-            Activation::GeluNew => {
-                let mut y = vec![0f32; z.len()];
-                gelu_fwd(&z, &mut y);
-                if self.keep
-                    && let Ok(mut slot) = self.pre_act.lock()
-                {
-                    *slot = Some(z);
-                }
-                y
-            }
-        };
+        let (y, pre) = linear_fwd(x, w, b, k, m, self.act, self.keep)?;
+        if let Some(z) = pre
+            && let Ok(mut slot) = self.pre_act.lock()
+        {
+            *slot = Some(z);
+        }
         Ok((storage(y), out_shape(l1, m)))
     }
 
@@ -91,21 +149,10 @@ impl CustomOp3 for Linear {
         with_slice::<f32, _>(x, |x| {
             with_slice::<f32, _>(w, |w| {
                 with_slice::<f32, _>(grad, |g| {
-                    let n = x.len() / k.max(1);
-                    let mut dz = g.to_vec();
-                    if self.act == Activation::GeluNew {
-                        let stored = self.pre_act.lock().ok().and_then(|mut s| s.take());
-                        let z = match stored {
-                            Some(z) => z,
-                            None => with_slice::<f32, _>(b, |b| affine(x, w, b, n, k, m))?,
-                        };
-                        gelu_bwd(&z, &mut dz);
-                    }
-                    let mut dx = vec![0f32; n * k];
-                    matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
-                    let mut dw = vec![0f32; k * m];
-                    matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
-                    let db = col_sums(&dz, n, m);
+                    let stored = self.pre_act.lock().ok().and_then(|mut s| s.take());
+                    let (dx, dw, db) = with_slice::<f32, _>(b, |b| {
+                        linear_bwd(x, w, b, g.to_vec(), stored.as_deref(), k, m, self.act)
+                    })?;
                     Ok((
                         Some(tensor(dx, x_shape.clone())?),
                         Some(tensor(dw, (k, m))?),

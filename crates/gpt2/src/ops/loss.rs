@@ -19,6 +19,54 @@ pub(crate) struct Embed {
     pub offset: usize,
 }
 
+/// Rows wte[id] + wpe[offset + i mod t] for ids of sequences of length `t`.
+pub(crate) fn embed_fwd(
+    ids: &[u32],
+    wte: &[f32],
+    wpe: &[f32],
+    t: usize,
+    c: usize,
+    offset: usize,
+) -> Result<Vec<f32>> {
+    let (v, p) = (wte.len() / c.max(1), wpe.len() / c.max(1));
+    if offset + t > p {
+        bail!("embedding: {t} positions from {offset} exceed n_positions {p}");
+    }
+    let mut out = vec![0f32; ids.len() * c];
+    for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
+        let id = id as usize;
+        if id >= v {
+            bail!("embedding: token id {id} out of vocabulary {v}");
+        }
+        let pos = offset + i % t;
+        let (e, q) = (&wte[id * c..(id + 1) * c], &wpe[pos * c..(pos + 1) * c]);
+        for j in 0..c {
+            row[j] = e[j] + q[j];
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the embedding gradient of upstream `g` into dwte and dwpe (a sequential scatter-add:
+/// a fixed summation order for repeated tokens).
+pub(crate) fn embed_bwd(
+    ids: &[u32],
+    g: &[f32],
+    t: usize,
+    c: usize,
+    offset: usize,
+    dwte: &mut [f32],
+    dwpe: &mut [f32],
+) {
+    for (i, (gr, &id)) in g.chunks_exact(c).zip(ids).enumerate() {
+        let (id, pos) = (id as usize, offset + i % t);
+        for j in 0..c {
+            dwte[id * c + j] += gr[j];
+            dwpe[pos * c + j] += gr[j];
+        }
+    }
+}
+
 impl CustomOp3 for Embed {
     fn name(&self) -> &'static str {
         "fused-embedding"
@@ -41,18 +89,8 @@ impl CustomOp3 for Embed {
         if c != c2 || self.offset + t > p {
             bail!("embedding: {t} positions from {} exceed n_positions {p}", self.offset);
         }
-        let mut out = vec![0f32; b * t * c];
-        for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
-            let id = id as usize;
-            if id >= v {
-                bail!("embedding: token id {id} out of vocabulary {v}");
-            }
-            let pos = self.offset + i % t;
-            let (e, q) = (&wte[id * c..(id + 1) * c], &wpe[pos * c..(pos + 1) * c]);
-            for j in 0..c {
-                row[j] = e[j] + q[j];
-            }
-        }
+        let _ = (v, p);
+        let out = embed_fwd(ids, wte, wpe, t, c, self.offset)?;
         Ok((storage(out), Shape::from((b, t, c))))
     }
 
@@ -71,14 +109,7 @@ impl CustomOp3 for Embed {
             super::kernels::with_slice::<f32, _>(grad, |g| {
                 let mut dwte = vec![0f32; v * c];
                 let mut dwpe = vec![0f32; p * c];
-                // Sequential scatter-add: a fixed summation order for repeated tokens.
-                for (i, (gr, &id)) in g.chunks_exact(c).zip(ids).enumerate() {
-                    let (id, pos) = (id as usize, self.offset + i % t);
-                    for j in 0..c {
-                        dwte[id * c + j] += gr[j];
-                        dwpe[pos * c + j] += gr[j];
-                    }
-                }
+                embed_bwd(ids, g, t, c, self.offset, &mut dwte, &mut dwpe);
                 Ok((None, Some(tensor(dwte, (v, c))?), Some(tensor(dwpe, (p, c))?)))
             })
         })
@@ -155,6 +186,27 @@ fn mean(nll: &[f32], targets: &[u32]) -> (f32, usize) {
     ((sum / count.max(1) as f64) as f32, count)
 }
 
+/// Mean NLL over non-ignored targets and, when `grads`, its gradients (dh, dwte).
+#[allow(clippy::type_complexity)]
+pub(crate) fn lm_head_mean(
+    h: &[f32],
+    wte: &[f32],
+    targets: &[u32],
+    c: usize,
+    v: usize,
+    grads: bool,
+) -> Result<(f32, Option<(Vec<f32>, Vec<f32>)>)> {
+    let (nll, g) = lm_head_nll(h, wte, targets, c, v, grads)?;
+    let (loss, count) = mean(&nll, targets);
+    let g = g.map(|(mut dh, mut dwte)| {
+        let inv = 1.0 / count.max(1) as f32;
+        dh.iter_mut().for_each(|x| *x *= inv);
+        dwte.iter_mut().for_each(|x| *x *= inv);
+        (dh, dwte)
+    });
+    Ok((loss, g))
+}
+
 impl CustomOp3 for LmHeadLoss {
     fn name(&self) -> &'static str {
         "fused-lm-head-cross-entropy"
@@ -172,15 +224,11 @@ impl CustomOp3 for LmHeadLoss {
         let (h, wte, tg) =
             (cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, cpu_slice::<u32>(s3, l3)?);
         let (v, c) = l2.shape().dims2()?;
-        let (nll, g) = lm_head_nll(h, wte, tg, c, v, self.keep)?;
-        let (loss, count) = mean(&nll, tg);
-        if let Some((mut dh, mut dwte)) = g {
-            let inv = 1.0 / count.max(1) as f32;
-            dh.iter_mut().for_each(|x| *x *= inv);
-            dwte.iter_mut().for_each(|x| *x *= inv);
-            if let Ok(mut slot) = self.grads.lock() {
-                *slot = Some((dh, dwte));
-            }
+        let (loss, g) = lm_head_mean(h, wte, tg, c, v, self.keep)?;
+        if let Some(g) = g
+            && let Ok(mut slot) = self.grads.lock()
+        {
+            *slot = Some(g);
         }
         Ok((storage(vec![loss]), Shape::from(())))
     }

@@ -5,15 +5,16 @@
 //! Fused ops keep backward state (attention probabilities, GELU pre-activations, lm-head
 //! gradients) only when their input is part of a graph (`Tensor::track_op`).
 
-mod attention;
-mod kernels;
-mod linear;
-mod loss;
-mod norm;
+pub(crate) mod attention;
+pub(crate) mod kernels;
+pub(crate) mod linear;
+pub(crate) mod loss;
+pub(crate) mod norm;
 pub mod reference;
 
 pub use linear::Activation;
 pub use loss::IGNORE_INDEX;
+pub(crate) use norm::layer_norm_row;
 
 use candle_core::{DType, Result, Tensor, bail};
 use std::sync::Mutex;

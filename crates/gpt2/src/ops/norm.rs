@@ -32,6 +32,74 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var / c + eps).sqrt())
 }
 
+/// y = LN(x) · w + b for one row (the decoder's, same arithmetic as the fused op).
+pub(crate) fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
+    let (mean, rstd) = row_stats(x, eps);
+    for i in 0..x.len() {
+        y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+    }
+}
+
+/// Row-wise layer norm of x (rows of `w.len()`), rows in parallel.
+pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(c * BLOCK).zip(x.par_chunks(c * BLOCK)).for_each(|(yb, xb)| {
+        for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+            layer_norm_row(xr, w, b, eps, yr);
+        }
+    });
+    y
+}
+
+/// Backward of [`ln_fwd`] for upstream gradient `g`: (dx, dw, db). dw and db sum fixed
+/// 64-row blocks in order, so the result does not depend on the thread count.
+pub(crate) fn ln_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = w.len();
+    let mut dx = vec![0f32; x.len()];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(c * BLOCK)
+        .zip(x.par_chunks(c * BLOCK).zip(g.par_chunks(c * BLOCK)))
+        .map(|(dxb, (xb, gb))| {
+            let mut dw = vec![0f32; c];
+            let mut db = vec![0f32; c];
+            let mut xhat = vec![0f32; c];
+            let mut dxhat = vec![0f32; c];
+            for ((dxr, xr), gr) in
+                dxb.chunks_exact_mut(c).zip(xb.chunks_exact(c)).zip(gb.chunks_exact(c))
+            {
+                let (mean, rstd) = row_stats(xr, eps);
+                for i in 0..c {
+                    xhat[i] = (xr[i] - mean) * rstd;
+                    dxhat[i] = gr[i] * w[i];
+                    dw[i] += gr[i] * xhat[i];
+                    db[i] += gr[i];
+                }
+                let m1 = sum8(&dxhat) / c as f32;
+                for i in 0..c {
+                    xhat[i] *= dxhat[i];
+                }
+                let m2 = sum8(&xhat) / c as f32;
+                for i in 0..c {
+                    // xhat[i] now holds xhat·dxhat; recover xhat from the row.
+                    let xh = (xr[i] - mean) * rstd;
+                    dxr[i] = rstd * (dxhat[i] - m1 - xh * m2);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let mut dw = vec![0f32; c];
+    let mut db = vec![0f32; c];
+    for (pw, pb) in partials {
+        for i in 0..c {
+            dw[i] += pw[i];
+            db[i] += pb[i];
+        }
+    }
+    (dx, dw, db)
+}
+
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
@@ -52,16 +120,7 @@ impl CustomOp3 for LayerNorm {
         if c == 0 || b.len() != c || l1.dims().last() != Some(&c) {
             bail!("layer norm: weight/bias size {c} does not match input {:?}", l1.dims());
         }
-        let mut y = vec![0f32; x.len()];
-        let eps = self.eps;
-        y.par_chunks_mut(c * BLOCK).zip(x.par_chunks(c * BLOCK)).for_each(|(yb, xb)| {
-            for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
-                let (mean, rstd) = row_stats(xr, eps);
-                for i in 0..c {
-                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-                }
-            }
-        });
+        let y = ln_fwd(x, w, b, self.eps);
         Ok((storage(y), l1.shape().clone()))
     }
 
@@ -79,49 +138,7 @@ impl CustomOp3 for LayerNorm {
             with_slice::<f32, _>(w, |w| {
                 with_slice::<f32, _>(grad, |g| {
                     let c = w.len();
-                    let mut dx = vec![0f32; x.len()];
-                    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-                        .par_chunks_mut(c * BLOCK)
-                        .zip(x.par_chunks(c * BLOCK).zip(g.par_chunks(c * BLOCK)))
-                        .map(|(dxb, (xb, gb))| {
-                            let mut dw = vec![0f32; c];
-                            let mut db = vec![0f32; c];
-                            let mut xhat = vec![0f32; c];
-                            let mut dxhat = vec![0f32; c];
-                            for ((dxr, xr), gr) in dxb
-                                .chunks_exact_mut(c)
-                                .zip(xb.chunks_exact(c))
-                                .zip(gb.chunks_exact(c))
-                            {
-                                let (mean, rstd) = row_stats(xr, eps);
-                                for i in 0..c {
-                                    xhat[i] = (xr[i] - mean) * rstd;
-                                    dxhat[i] = gr[i] * w[i];
-                                    dw[i] += gr[i] * xhat[i];
-                                    db[i] += gr[i];
-                                }
-                                let m1 = sum8(&dxhat) / c as f32;
-                                for i in 0..c {
-                                    xhat[i] *= dxhat[i];
-                                }
-                                let m2 = sum8(&xhat) / c as f32;
-                                for i in 0..c {
-                                    // xhat[i] now holds xhat·dxhat; recover xhat from the row.
-                                    let xh = (xr[i] - mean) * rstd;
-                                    dxr[i] = rstd * (dxhat[i] - m1 - xh * m2);
-                                }
-                            }
-                            (dw, db)
-                        })
-                        .collect();
-                    let mut dw = vec![0f32; c];
-                    let mut db = vec![0f32; c];
-                    for (pw, pb) in partials {
-                        for i in 0..c {
-                            dw[i] += pw[i];
-                            db[i] += pb[i];
-                        }
-                    }
+                    let (dx, dw, db) = ln_bwd(x, w, g, eps);
                     Ok((
                         Some(tensor(dx, shape.clone())?),
                         Some(tensor(dw, c)?),

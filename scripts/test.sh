@@ -31,7 +31,7 @@ stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The GPU build (the production target on Batch) with nvcc from NVIDIA's PyPI wheels: compiles
-# candle's kernels to PTX and type-checks the cuda-gated code; no GPU needed (~7 min cold, seconds warm).
+# candle's kernels to PTX and type-checks the cuda-gated code; no GPU needed (~7 min cold).
 stage "clippy, cuda feature (GPU build compiles)"
 scripts/cuda-check.sh
 

@@ -12,6 +12,11 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# The storefront (web/build.sh): Debian's wasm32 Rust toolchain (the three rust packages are
+# installed together so their versions match), its linker, and the browser its test drives.
+for p in rustc-web cargo-web rust-web-src lld-22 chromium; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -24,6 +24,12 @@
 //! - [`audit`]: proof-of-learning audit plans (segment sampling within a compute budget)
 //!   and the re-execution driver.
 //! - [`chain_facts`] (feature `chain`): [`ChainFacts`] over the chain crate's client.
+//! - [`rpc_facts`]: the same facts over raw JSON-RPC through any transport (the browser's
+//!   `fetch`), and [`gather`]: running a verification against a source that cannot be asked
+//!   from inside it, fetching exactly the facts it reads.
+//!
+//! Everything except `chain_facts` is pure and builds for `wasm32-unknown-unknown`: the
+//! storefront (`web/`) runs these very checks in the browser.
 
 // Unit tests may unwrap (a panic is the failure report).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -34,8 +40,10 @@ pub mod canonical;
 #[cfg(feature = "chain")]
 pub mod chain_facts;
 pub mod facts;
+pub mod gather;
 pub mod receipt;
 pub mod report;
+pub mod rpc_facts;
 pub mod signed;
 pub mod verify;
 
@@ -58,10 +66,16 @@ pub use canonical::{
 pub use facts::{
     ChainFacts, FactsError, FactsSnapshot, ModelFacts, OrderFacts, TrainingCommitment,
 };
+pub use gather::{Answer, Query, Recorder};
 pub use receipt::{JobReceipt, Receipt, ReceiptDomain};
 pub use report::{Check, CheckKind, LineageReport, LinkReport, Outcome, Report};
+pub use rpc_facts::{JsonRpc, RpcFacts};
 pub use signed::{ReceiptError, Signable, Signed, Verified, parse_signature, sign, sign_async};
 pub use verify::{verify_evaluation, verify_job, verify_lineage};
+
+/// The address type of this crate's API (re-exported so that callers without their own
+/// `alloy` dependency, like the storefront, name the same type).
+pub use alloy::primitives::Address;
 
 /// A signed job receipt.
 pub type SignedReceipt = Signed<Receipt>;

@@ -12,9 +12,10 @@ use alloy::signers::local::PrivateKeySigner;
 use posthuman_chain::anvil::{ANVIL_DEV_KEY_0, default_anvil_path};
 use posthuman_chain::fees::sign_provider_fee;
 use posthuman_chain::{Anvil, AnvilConfig, Chain, PublishRequest, deploy_stack};
+use posthuman_receipts::gather::ask;
 use posthuman_receipts::{
-    CheckKind as K, Outcome, ReceiptDomain, SignedReceipt, bytes_hash, job_id_hash, sign,
-    verify_evaluation, verify_job, verify_lineage,
+    CheckKind as K, FactsError, JsonRpc, Outcome, Query, ReceiptDomain, RpcFacts, SignedReceipt,
+    bytes_hash, job_id_hash, sign, verify_evaluation, verify_job, verify_lineage,
 };
 use posthuman_types::{EvalReport, Hash32, JobParams, RewardScheme};
 
@@ -210,5 +211,67 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
         let s = sign(r, &e.op, &e.domain).unwrap();
         let rep = verify_job(&e.chain, &s, e.op.address(), &e.domain).await.unwrap();
         assert!(rep.failure(kind).is_some_and(|m| m.contains(reason)), "{kind}: {rep}");
+    }
+
+    // The storefront's reader (raw JSON-RPC, its own decoding) states every fact above
+    // exactly as the operator's client does: present, absent, reverted or orderless alike.
+    let rpc = RpcFacts::new(Http::of(&e.chain), e.chain.book().lineage);
+    assert_eq!(rpc.chain_id().await.unwrap(), e.chain.book().chain_id);
+    assert_eq!(rpc.lineage_operator().await.unwrap(), e.op.address());
+    let nobody = Address::repeat_byte(0x5b);
+    let mut queries = vec![
+        Query::Commitment(job_id_hash("job-anvil-2")),
+        Query::Commitment(job_id_hash("job-anvil-3")),
+        Query::Commitment(job_id_hash("job-anvil-x")),
+        Query::Orders(r2.body.order_tx),
+        Query::Orders(r3.body.order_tx),
+        Query::Orders(eval_order),
+        Query::Orders(Hash32(transfer.0)),
+        Query::Orders(Hash32(foreign_tx.0)),
+        Query::Orders(Hash32([0x5a; 32])),
+        // No code, and code without `getData` (a revert).
+        Query::Weights(nobody),
+        Query::Weights(e.chain.book().lineage),
+        Query::Model(nobody),
+    ];
+    for m in [m1.nft, m2, m3] {
+        queries.extend([Query::Model(m), Query::Weights(m)]);
+    }
+    for q in queries {
+        let want = ask(&e.chain, q).await.unwrap();
+        assert_eq!(rpc.answer(q).await.unwrap(), want, "{q:?}");
+    }
+}
+
+/// JSON-RPC over a bare HTTP/1.1 connection: the storefront's transport is the browser's
+/// `fetch`; this one shares nothing with alloy's client either.
+struct Http(String);
+
+impl Http {
+    fn of(chain: &Chain) -> Http {
+        let url = chain.rpc_url().to_string();
+        Http(url.trim_start_matches("http://").trim_end_matches('/').to_string())
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl JsonRpc for Http {
+    async fn post(&self, body: serde_json::Value) -> Result<serde_json::Value, FactsError> {
+        use std::io::{Read, Write};
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(&self.0).unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.0,
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+        Ok(serde_json::from_str(body).unwrap())
     }
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds the storefront into web/dist/ (index.html, style.css, the wasm-bindgen JS and the
+# wasm module), idempotently installing what it needs:
+# - Debian's wasm32 toolchain (rustc-web, cargo-web, rust-web-src, lld-22) through
+#   scripts/setup.sh: rustup here has no wasm32 std, so std is rebuilt from rust-web-src
+#   (web/.cargo/config.toml: build-std, the wasm-ld-22 linker);
+# - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock, installed once into
+#   ~/.cache/posthuman/tools (it must match the library byte for byte).
+# Build outputs live in ~/.cache/posthuman/target-wasm, outside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+t0=$SECONDS
+
+scripts/setup.sh
+
+tools="$POSTHUMAN_CACHE/tools"
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+if [ -z "$want" ]; then
+  echo "build.sh: no wasm-bindgen in Cargo.lock" >&2
+  exit 1
+fi
+have=$("$tools/bin/wasm-bindgen" --version 2>/dev/null | awk '{ print $2 }' || true)
+if [ "$have" != "$want" ]; then
+  echo "build.sh: installing wasm-bindgen-cli $want into $tools (one time, ~5 min)"
+  # rustup's cargo: the CLI is a native tool (installed as RECIPES §4 found to work).
+  cargo install wasm-bindgen-cli --version "$want" --root "$tools" --quiet
+fi
+
+# Size over speed (a storefront downloads it); the workspace's shared release profile is
+# left alone, these apply to this build only.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=s
+export CARGO_PROFILE_RELEASE_LTO=true
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+export CARGO_PROFILE_RELEASE_PANIC=abort
+export CARGO_PROFILE_RELEASE_DEBUG=false
+target="$POSTHUMAN_CACHE/target-wasm"
+(
+  cd web
+  # Debian's toolchain by full path (rustup's proxies come first on PATH); RUSTC_BOOTSTRAP
+  # lets its stable cargo take `-Z build-std` from web/.cargo/config.toml.
+  RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target" \
+    /usr/bin/cargo build --release --locked --target wasm32-unknown-unknown -p posthuman-web
+)
+
+dist=web/dist
+rm -rf "$dist.tmp"
+mkdir -p "$dist.tmp"
+"$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir "$dist.tmp" \
+  --out-name posthuman_web "$target/wasm32-unknown-unknown/release/posthuman_web.wasm"
+cp web/static/* "$dist.tmp/"
+rm -rf "$dist"
+mv "$dist.tmp" "$dist"
+wasm="$dist/posthuman_web_bg.wasm"
+echo "build.sh: $dist in $((SECONDS - t0)) s; wasm $(stat -c %s "$wasm") bytes, $(gzip -9c "$wasm" | wc -c) gzipped"

@@ -1,0 +1,161 @@
+//! Yew components. They fetch, then render what the plain modules compute; no check,
+//! amount or route logic lives here.
+//!
+//! - [`App`]: the shell, client-side navigation ([`Navigator`], [`Link`]).
+//! - [`catalogue`], [`model`], [`jobs`], [`receipt`]: one page each.
+
+pub mod catalogue;
+pub mod jobs;
+pub mod model;
+pub mod receipt;
+
+use serde::de::DeserializeOwned;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::Closure;
+use yew::prelude::*;
+
+use crate::net::get_json;
+use crate::route::Route;
+
+/// Something being fetched.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Load<T> {
+    Loading,
+    Ready(T),
+    Failed(String),
+}
+
+/// Fetches `path` (JSON) whenever it changes.
+#[hook]
+pub fn use_json<T>(path: String) -> Load<T>
+where
+    T: DeserializeOwned + Clone + PartialEq + 'static,
+{
+    let state = use_state(|| Load::Loading);
+    {
+        let state = state.clone();
+        use_effect_with(path, move |path| {
+            let path = path.clone();
+            state.set(Load::Loading);
+            wasm_bindgen_futures::spawn_local(async move {
+                state.set(match get_json::<T>(&path).await {
+                    Ok(v) => Load::Ready(v),
+                    Err(e) => Load::Failed(e),
+                });
+            });
+            || ()
+        });
+    }
+    (*state).clone()
+}
+
+/// Renders a [`Load`]: a spinner line, the error, or `ready(value)`.
+pub fn show<T>(l: &Load<T>, ready: impl FnOnce(&T) -> Html) -> Html {
+    match l {
+        Load::Loading => html! { <p class="loading">{ "Loading…" }</p> },
+        Load::Failed(e) => html! { <p class="error">{ e.clone() }</p> },
+        Load::Ready(v) => ready(v),
+    }
+}
+
+fn current_route() -> Route {
+    let loc = web_sys::window().map(|w| w.location());
+    let path = loc.as_ref().and_then(|l| l.pathname().ok()).unwrap_or_else(|| "/".into());
+    let query = loc.as_ref().and_then(|l| l.search().ok()).unwrap_or_default();
+    Route::parse(&path, query.trim_start_matches('?'))
+}
+
+/// Client-side navigation: pushes the route's path and shows its page.
+#[derive(Clone, PartialEq)]
+pub struct Navigator(Callback<Route>);
+
+impl Navigator {
+    pub fn go(&self, to: Route) {
+        self.0.emit(to);
+    }
+}
+
+#[derive(Properties, PartialEq)]
+pub struct LinkProps {
+    pub to: Route,
+    #[prop_or_default]
+    pub children: Html,
+}
+
+/// An `<a>` with a real `href` (open in a new tab works) that navigates in place on click.
+#[function_component]
+pub fn Link(p: &LinkProps) -> Html {
+    let nav = use_context::<Navigator>();
+    let to = p.to.clone();
+    let onclick = Callback::from(move |e: MouseEvent| {
+        if let Some(nav) = nav.as_ref().filter(|_| !(e.ctrl_key() || e.meta_key() || e.shift_key()))
+        {
+            e.prevent_default();
+            nav.go(to.clone());
+        }
+    });
+    html! { <a href={p.to.to_path()} {onclick}>{ p.children.clone() }</a> }
+}
+
+/// The app: header, the current page, navigation by `history.pushState` and back/forward.
+#[function_component]
+pub fn App() -> Html {
+    let route = use_state(current_route);
+    let nav = {
+        let route = route.clone();
+        Navigator(Callback::from(move |to: Route| {
+            if let Some(h) = web_sys::window().and_then(|w| w.history().ok()) {
+                let _ =
+                    h.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&to.to_path()));
+            }
+            if let Some(w) = web_sys::window() {
+                w.scroll_to_with_x_and_y(0.0, 0.0);
+            }
+            route.set(to);
+        }))
+    };
+    {
+        let route = route.clone();
+        use_effect_with((), move |_| {
+            let cb = Closure::<dyn Fn()>::new(move || route.set(current_route()));
+            let w = web_sys::window();
+            if let Some(w) = &w {
+                let _ = w.add_event_listener_with_callback("popstate", cb.as_ref().unchecked_ref());
+            }
+            move || {
+                if let Some(w) = &w {
+                    let _ = w.remove_event_listener_with_callback(
+                        "popstate",
+                        cb.as_ref().unchecked_ref(),
+                    );
+                }
+                drop(cb);
+            }
+        });
+    }
+    let page = match (*route).clone() {
+        Route::Catalogue => html! { <catalogue::Catalogue /> },
+        Route::Model(nft) => html! { <model::ModelPage {nft} /> },
+        Route::Jobs(consumer) => html! { <jobs::JobsPage {consumer} /> },
+        Route::Job(id) => html! { <jobs::JobPage {id} /> },
+        Route::Receipt(id) => html! { <receipt::ReceiptPage {id} /> },
+        Route::NotFound(p) => html! {
+            <section><h1>{ "Not found" }</h1><p>{ format!("No page at {p}.") }</p></section>
+        },
+    };
+    html! {
+        <ContextProvider<Navigator> context={nav}>
+            <header>
+                <Link to={Route::Catalogue}><strong>{ "Posthuman" }</strong></Link>
+                <nav>
+                    <Link to={Route::Catalogue}>{ "Models" }</Link>
+                    <Link to={Route::Jobs(None)}>{ "Jobs" }</Link>
+                </nav>
+            </header>
+            <main>{ page }</main>
+            <footer>
+                { "Private models, paid on chain; every job leaves a receipt you can verify here, in your browser." }
+            </footer>
+        </ContextProvider<Navigator>>
+    }
+}

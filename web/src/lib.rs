@@ -1,0 +1,37 @@
+//! The Posthuman storefront: a Yew single-page app, compiled to `wasm32-unknown-unknown`
+//! (`web/build.sh`) and served as static files by the embedded server
+//! (`posthuman-server --static-dir web/dist`).
+//!
+//! Pages: the catalogue (price, lineage parent, weights hash, evaluations), a model (its
+//! lineage M1 → M2 → M3, quotes), a consumer's jobs, a job's live progress, and the
+//! **receipt view** (`/jobs/{id}/receipt`), which verifies the signed receipt *in the
+//! browser* with `posthuman-receipts`' own checks against facts read from the chain's node —
+//! the same checks and reasons as `posthuman verify` (see [`verify`] for the trust model).
+//!
+//! Modules — plain Rust, unit-tested natively:
+//! - [`route`]: paths ↔ pages.
+//! - [`wire`]: the API's public views as the storefront reads them.
+//! - [`verify`]: running the checks against facts fetched from the chain.
+//! - [`checks`]: the receipt view's rows (fields, grouped checks with reasons).
+//! - [`format`]: amounts, times, hashes, progress.
+//!
+//! Browser side: [`net`] (`fetch` for the API and JSON-RPC) and [`app`] (Yew components,
+//! which only render what the modules above compute).
+
+// Unit tests may unwrap (a panic is the failure report).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod app;
+pub mod checks;
+pub mod format;
+pub mod net;
+pub mod route;
+pub mod verify;
+pub mod wire;
+
+/// The wasm entry point: mounts the app on `<body>`.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+pub fn start() {
+    yew::Renderer::<app::App>::new().render();
+}

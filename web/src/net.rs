@@ -1,0 +1,88 @@
+//! The browser's `fetch`, for the API (same origin) and for the chain's JSON-RPC node
+//! ([`BrowserRpc`], cross-origin: anvil and public nodes answer CORS). Compiles on every
+//! target so that native clippy and tests cover the crate; it only runs in a browser.
+
+use posthuman_receipts::{FactsError, JsonRpc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, RequestMode, Response};
+
+use crate::wire::ErrorBody;
+
+fn js(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string()))
+        .unwrap_or_else(|| "a browser error".into())
+}
+
+/// Sends a request; returns the status and the body text.
+async fn send(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let init = RequestInit::new();
+    init.set_method(method);
+    init.set_mode(RequestMode::Cors);
+    if let Some(b) = body {
+        init.set_body(&JsValue::from_str(b));
+    }
+    let req = Request::new_with_str_and_init(url, &init).map_err(js)?;
+    if body.is_some() {
+        req.headers().set("content-type", "application/json").map_err(js)?;
+    }
+    let resp = JsFuture::from(window.fetch_with_request(&req))
+        .await
+        .map_err(|e| format!("{url}: {}", js(e)))?;
+    let resp: Response = resp.dyn_into().map_err(js)?;
+    let text = JsFuture::from(resp.text().map_err(js)?).await.map_err(js)?;
+    Ok((resp.status(), text.as_string().unwrap_or_default()))
+}
+
+/// `GET` an API path (same origin) and parse its JSON; an error answer becomes its message.
+pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
+    let (status, text) = send("GET", path, None).await?;
+    if !(200..300).contains(&status) {
+        return Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => format!("{path}: {} ({})", e.message, e.error),
+            Err(_) => format!("{path}: HTTP {status}"),
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))
+}
+
+/// `GET` an API path and return its raw JSON (the receipt is parsed by the view, so that a
+/// malformed one is reported as such).
+pub async fn get_value(path: &str) -> Result<Value, String> {
+    get_json(path).await
+}
+
+/// Waits `ms` milliseconds (polling).
+pub async fn sleep(ms: i32) {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+/// JSON-RPC to the chain's node over `fetch`.
+#[derive(Clone, Debug)]
+pub struct BrowserRpc {
+    pub url: String,
+}
+
+#[async_trait::async_trait(?Send)]
+impl JsonRpc for BrowserRpc {
+    async fn post(&self, body: Value) -> Result<Value, FactsError> {
+        let (status, text) = send("POST", &self.url, Some(&body.to_string()))
+            .await
+            .map_err(|e| FactsError(format!("the chain's node did not answer: {e}")))?;
+        if !(200..300).contains(&status) {
+            return Err(FactsError(format!("the chain's node answered HTTP {status}")));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| FactsError(format!("the chain's node answered non-JSON: {e}")))
+    }
+}

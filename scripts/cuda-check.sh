@@ -42,6 +42,7 @@ ln -sfn "$site/nvidia/cu13" "$root"
 
 release=$("$root/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\),.*/\1 \2/p')
 read -r major minor <<<"$release"
+[ -n "${minor:-}" ] || { echo "cuda-check: cannot read the CUDA release from nvcc --version" >&2; exit 1; }
 export PATH="$root/bin:$PATH"
 export NVCC="$root/bin/nvcc"
 export CUDA_HOME="$root"

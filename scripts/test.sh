@@ -41,4 +41,7 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$POSTHUMAN_CACHE/last
 grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '
   { p += $4; f += $6; i += $8 }
   END { printf "\n(%d ignored)\ntotal: %d passed, %d failed\n", i, p, f }'
+
+stage "storefront: wasm build + receipt view in headless Chromium"
+web/check.sh
 stage "done"

@@ -99,6 +99,12 @@ try {
   const page = await (await browser.newContext()).newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
+  // Where the facts come from: JSON-RPC the page sends to the chain's node itself.
+  const rpcUrl = (await (await fetch(`${base}/api/chain`)).json()).rpc_url;
+  const rpcMethods = new Set();
+  page.on('request', (r) => {
+    if (r.url().startsWith(rpcUrl) && r.method() === 'POST') rpcMethods.add(JSON.parse(r.postData()).method);
+  });
 
   // Waits for the receipt view's verdict; returns {verdict, rows: [{check, status, reason, group}]}.
   async function receiptView(id) {
@@ -142,6 +148,10 @@ try {
     assert.equal(row(v, c)?.status, 'pass', `${c} passes`);
   }
   assert.equal(v.rows.filter((r) => r.check === 'lineage_link').length, 2, 'M3 ← M2 and M2 ← M1');
+  for (const m of ['eth_chainId', 'eth_call', 'eth_getTransactionReceipt']) {
+    assert.ok(rpcMethods.has(m), `the browser asked the node (${rpcUrl}) itself: ${m}`);
+  }
+  if (process.env.SCREENSHOTS) await page.screenshot({ path: join(process.env.SCREENSHOTS, 'receipt-pass.png'), fullPage: true });
   const fields = await page.locator('#fields tr[data-field]').count();
   assert.ok(fields >= 20, `every receipt field shown (${fields})`);
   log(`train receipt: ${v.rows.length} checks pass`);
@@ -180,6 +190,7 @@ try {
     assert.deepEqual(bad.map((r) => r.check).sort(), ['commitment_receipt_hash', 'signature'], JSON.stringify(bad, null, 1));
     assert.match(row(v, 'signature').reason, /^signature does not match the content \(it recovers to 0x[0-9a-fA-F]{40}, not 0x[0-9a-fA-F]{40}\): a field was changed after signing$/);
     assert.match(row(v, 'commitment_receipt_hash').reason, /^the chain committed receipt hash 0x[0-9a-f]{64}, this receipt hashes to 0x[0-9a-f]{64}$/);
+    if (process.env.SCREENSHOTS) await page.screenshot({ path: join(process.env.SCREENSHOTS, 'receipt-tampered.png'), fullPage: true });
     log(`tampered receipt: ${bad.map((r) => `${r.check}: ${r.reason}`).join(' | ')}`);
     // A receipt claiming another consumer: the signature, the commitment's trainer and the
     // order's consumer all disagree.

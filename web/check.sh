@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The storefront's checks beyond `cargo test -p posthuman-web` (scripts/test.sh runs this after
+# the Rust tests): builds the wasm (web/build.sh), then the browser test — the tiny demo into a
+# data dir, `posthuman-server --static-dir web/dist` over it, and headless Chromium driving the
+# receipt view (web/tests/browser.mjs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+web/build.sh
+# The binaries the test runs (already built by the workspace tests; this only checks).
+cargo build --locked -q -p posthuman-cli -p posthuman-worker -p posthuman-functions --bins
+# playwright-core only (never `playwright install`: the browser is Debian's chromium).
+stamp=web/node_modules/.posthuman-lock.sha256
+want=$(sha256sum web/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  npm ci --prefix web --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
+fi
+node web/tests/browser.mjs

@@ -2,10 +2,19 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = posthuman_cli::args::Cli::parse();
-    if let Err(e) = posthuman_cli::run(cli).await {
+    // SAFETY: single-threaded here, before the runtime and any compute pool start (`verify
+    // --audit` re-runs training segments in this process).
+    unsafe { posthuman_gpt2::configure_threads(None) };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(posthuman_cli::run(cli)) {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());
     }

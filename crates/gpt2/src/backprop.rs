@@ -14,7 +14,7 @@
 
 use crate::ops::attention::{Dropout, attention_bwd, causal_dims, causal_fwd};
 use crate::ops::linear::{Activation, linear_bwd, linear_fwd};
-use crate::ops::loss::{embed_bwd, embed_fwd, lm_head_mean};
+use crate::ops::loss::{embed_bwd, embed_fwd, lm_head_mean, lm_head_nll};
 use crate::ops::norm::{ln_bwd, ln_fwd};
 use crate::rng::keep;
 use crate::{DropoutRng, Gpt2, param_shapes};
@@ -38,6 +38,15 @@ struct Saved {
     pre: Vec<f32>,
     act: Vec<f32>,
     resid_mlp: Option<(f32, u64)>,
+}
+
+/// The blocks' forward result.
+struct Forward {
+    /// The residual stream after the last block, (B·T, C).
+    x: Vec<f32>,
+    /// Per block, for backward (empty without `save`).
+    saved: Vec<Saved>,
+    embd_drop: Option<(f32, u64)>,
 }
 
 /// x ← x · mask, the inverted-dropout mask of [`crate::ops::reference::dropout_mask`].
@@ -111,6 +120,36 @@ impl Gpt2 {
         Ok((loss, names.zip(grads).collect()))
     }
 
+    /// Per-token NLL (B·T) of a no-grad forward on CPU f32 (evaluation), the same arithmetic
+    /// as the graph path's `token_nll`; `None` on other devices or dtypes.
+    pub(crate) fn cpu_token_nll(
+        &self,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let wte = self.parts().wte;
+        if !(wte.device().is_cpu() && wte.dtype() == DType::F32) {
+            return Ok(None);
+        }
+        let tensors = self.param_tensors();
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let w = guards
+            .iter()
+            .map(|(st, l)| match &**st {
+                Storage::Cpu(s) => crate::ops::kernels::cpu_slice::<f32>(s, l),
+                _ => bail!("parameter is not on the CPU"),
+            })
+            .collect::<Result<Vec<&[f32]>>>()?;
+        let cfg = self.config();
+        let (c, nl) = (cfg.n_embd, cfg.n_layer);
+        let fwd = self.cpu_forward(&w, ids, b, t, None, false)?;
+        let hf = ln_fwd(&fwd.x, w[2 + 12 * nl], w[3 + 12 * nl], cfg.layer_norm_epsilon as f32);
+        let (nll, _) = lm_head_nll(&hf, w[0], targets, c, w[0].len() / c, false)?;
+        Ok(Some(nll))
+    }
+
     /// The graph path (any device): `loss()` then `backward()`, gradients read by name.
     fn graph_loss_and_grads(
         &self,
@@ -131,16 +170,18 @@ impl Gpt2 {
         Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, out))
     }
 
-    /// Forward and backward over parameter slices in [`param_shapes`] order.
-    fn cpu_step(
+    /// The blocks' forward over parameter slices in [`param_shapes`] order: the residual
+    /// stream after the last block, and (when `save`) what each block's backward needs.
+    #[allow(clippy::too_many_arguments)]
+    fn cpu_forward(
         &self,
         w: &[&[f32]],
         ids: &[u32],
-        targets: &[u32],
         b: usize,
         t: usize,
         mut dropout: Option<&mut DropoutRng>,
-    ) -> Result<(f32, Vec<Vec<f32>>)> {
+        save: bool,
+    ) -> Result<Forward> {
         let cfg = self.config();
         let (c, f, nl) = (cfg.n_embd, cfg.inner_dim(), cfg.n_layer);
         let eps = cfg.layer_norm_epsilon as f32;
@@ -154,13 +195,12 @@ impl Gpt2 {
         let dims = causal_dims(b, t, cfg.n_head, c / cfg.n_head);
         let blk = |l: usize, i: usize| w[2 + 12 * l + i];
 
-        // Forward.
         let mut x = embed_fwd(ids, w[0], w[1], t, c, 0)?;
         let embd_drop = seed(cfg.embd_pdrop);
         if let Some(d) = embd_drop {
             apply_mask(&mut x, d);
         }
-        let mut saved = Vec::with_capacity(nl);
+        let mut saved = Vec::with_capacity(if save { nl } else { 0 });
         for l in 0..nl {
             let h1 = ln_fwd(&x, blk(l, 0), blk(l, 1), eps);
             let (qkv, _) =
@@ -177,8 +217,7 @@ impl Gpt2 {
             add_from(&x, &mut x_mid);
             let h2 = ln_fwd(&x_mid, blk(l, 6), blk(l, 7), eps);
             let (act, pre) =
-                linear_fwd(&h2, blk(l, 8), blk(l, 9), c, f, Activation::GeluNew, true)?;
-            let Some(pre) = pre else { bail!("linear did not keep the GELU pre-activation") };
+                linear_fwd(&h2, blk(l, 8), blk(l, 9), c, f, Activation::GeluNew, save)?;
             let (mut x_out, _) =
                 linear_fwd(&act, blk(l, 10), blk(l, 11), f, c, Activation::Identity, false)?;
             let resid_mlp = seed(cfg.resid_pdrop);
@@ -186,21 +225,44 @@ impl Gpt2 {
                 apply_mask(&mut x_out, d);
             }
             add_from(&x_mid, &mut x_out);
-            saved.push(Saved {
-                x_in: std::mem::replace(&mut x, x_out),
-                h1,
-                qkv,
-                probs,
-                attn_drop,
-                a,
-                resid_attn,
-                x_mid,
-                h2,
-                pre,
-                act,
-                resid_mlp,
-            });
+            let x_in = std::mem::replace(&mut x, x_out);
+            if save {
+                let Some(pre) = pre else { bail!("linear did not keep the GELU pre-activation") };
+                saved.push(Saved {
+                    x_in,
+                    h1,
+                    qkv,
+                    probs,
+                    attn_drop,
+                    a,
+                    resid_attn,
+                    x_mid,
+                    h2,
+                    pre,
+                    act,
+                    resid_mlp,
+                });
+            }
         }
+        Ok(Forward { x, saved, embd_drop })
+    }
+
+    /// Forward and backward over parameter slices in [`param_shapes`] order.
+    fn cpu_step(
+        &self,
+        w: &[&[f32]],
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        dropout: Option<&mut DropoutRng>,
+    ) -> Result<(f32, Vec<Vec<f32>>)> {
+        let cfg = self.config();
+        let (c, f, nl) = (cfg.n_embd, cfg.inner_dim(), cfg.n_layer);
+        let eps = cfg.layer_norm_epsilon as f32;
+        let dims = causal_dims(b, t, cfg.n_head, c / cfg.n_head);
+        let blk = |l: usize, i: usize| w[2 + 12 * l + i];
+        let Forward { x, mut saved, embd_drop } = self.cpu_forward(w, ids, b, t, dropout, true)?;
         let (lnf_w, lnf_b) = (w[2 + 12 * nl], w[3 + 12 * nl]);
         let hf = ln_fwd(&x, lnf_w, lnf_b, eps);
         let v = w[0].len() / c;
@@ -331,6 +393,22 @@ mod tests {
     #[test]
     fn matches_the_graph_path_bit_for_bit_with_dropout() {
         check(0.1);
+    }
+
+    #[test]
+    fn evaluation_matches_the_graph_path_bit_for_bit() {
+        let cfg = Config::new(97, 24, 32, 2, 4);
+        let vm = init_weights(&cfg, 12).unwrap();
+        let model =
+            Gpt2::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let mut rng = SeededRng::new(6);
+        let (x, y) = (batch(&mut rng, 2, 20, 97), batch(&mut rng, 2, 20, 97));
+        let fast =
+            model.token_nll(&x, &y).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let graph =
+            model.graph_token_nll(&x, &y).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(fast.len(), 40);
+        assert!(fast.iter().zip(&graph).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]

@@ -69,11 +69,12 @@ pub use weights::{
     save_safetensors, weights_hash,
 };
 
-/// Sets this process's compute threads: rayon's pool (gemm and the fused kernels) to `threads`
-/// when given, and candle's spin-waiting elementwise pool to one thread unless
-/// `CANDLE_NUM_THREADS` is already set — with two pools spinning on a small CPU set, candle's
-/// steals cores from gemm (measured: +18% training throughput on 2 cores). No result bit
-/// depends on either setting.
+/// Sets this process up for the compute kernels: rayon's pool (gemm and the fused kernels) to
+/// `threads` when given; candle's spin-waiting elementwise pool to one thread unless
+/// `CANDLE_NUM_THREADS` is already set (with two pools spinning on a small CPU set, candle's
+/// steals cores from gemm: +18% training throughput measured on 2 cores). No result bit
+/// depends on either setting. (Raising glibc's mmap/trim thresholds to keep freed buffers was
+/// tried and measured slower: more kernel page zeroing, not less.)
 ///
 /// # Safety
 /// Call at process start, before any other thread exists (it sets environment variables,

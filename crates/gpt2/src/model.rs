@@ -300,6 +300,18 @@ impl Gpt2 {
                 input_ids.dims()
             );
         }
+        let (b, t) = self.check_ids(input_ids, 0)?;
+        let ids = input_ids.flatten_all()?.to_vec1::<u32>()?;
+        let tg = targets.flatten_all()?.to_vec1::<u32>()?;
+        if let Some(nll) = self.cpu_token_nll(&ids, &tg, b, t)? {
+            // CPU f32: the graph-free forward (same arithmetic, no candle ops in between).
+            return Tensor::from_vec(nll, (b, t), input_ids.device());
+        }
+        self.graph_token_nll(input_ids, targets)
+    }
+
+    /// [`Gpt2::token_nll`] through candle ops (any device).
+    pub(crate) fn graph_token_nll(&self, input_ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let h = self.body(input_ids, None, Mode { grad: false, dropout: None })?;
         ops::lm_head_nll(&h, &self.wte.detach(), &targets.flatten_all()?)?.reshape(input_ids.dims())
     }

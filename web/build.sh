@@ -48,6 +48,13 @@ rm -rf "$dist.tmp"
 mkdir -p "$dist.tmp"
 "$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir "$dist.tmp" \
   --out-name posthuman_web "$target/wasm32-unknown-unknown/release/posthuman_web.wasm"
+# Optional: WASM_OPT=/path/to/wasm-opt (binaryen ≥ 132, e.g. npm `binaryen@132`; Debian's is
+# too old for these wasm features) shrinks the module ~50% (gzipped ~18%).
+if [ -n "${WASM_OPT:-}" ]; then
+  "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals "$dist.tmp/posthuman_web_bg.wasm" -o "$dist.tmp/opt.wasm"
+  mv "$dist.tmp/opt.wasm" "$dist.tmp/posthuman_web_bg.wasm"
+fi
 cp web/static/* "$dist.tmp/"
 rm -rf "$dist"
 mv "$dist.tmp" "$dist"

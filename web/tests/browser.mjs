@@ -127,11 +127,14 @@ try {
   await page.goto(`${base}/`);
   await page.waitForSelector('#catalogue tr.model');
   assert.equal(await page.locator('#catalogue tr.model').count(), 3, 'three models in the catalogue');
+  if (process.env.SCREENSHOTS) await page.screenshot({ path: join(process.env.SCREENSHOTS, 'catalogue.png'), fullPage: true });
   await page.click(`#catalogue tr.model[data-nft="${m3.nft}"] td a`);
   await page.waitForSelector('#model #lineage');
   const lineage = await page.locator('#model #lineage').textContent();
   assert.equal(lineage.split('→').length, 3, `lineage M1 → M2 → M3, got ${lineage}`);
+  await page.waitForFunction(() => document.querySelectorAll('tr.quote .loading').length === 0);
   assert.equal(await page.locator('tr.quote').count(), 3, 'a quote per job kind');
+  if (process.env.SCREENSHOTS) await page.screenshot({ path: join(process.env.SCREENSHOTS, 'model.png'), fullPage: true });
   const elena = (await (await fetch(`${base}/api/jobs/${evaluation.job_id}`)).json()).consumer;
   await page.goto(`${base}/jobs?consumer=${elena}`);
   await page.waitForSelector('#jobs tr.job');

@@ -131,3 +131,41 @@ pub async fn ask(facts: &dyn ChainFacts, q: Query) -> Result<Answer, FactsError>
         Query::Orders(k) => Answer::Orders(facts.orders(k).await?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_recorder_asks_each_question_once_and_remembers_absence() {
+        let (nft, tx) = (Address::repeat_byte(1), Hash32([2; 32]));
+        let mut rec = Recorder::new();
+        assert_eq!(rec.model(nft).await.unwrap(), None);
+        assert_eq!(rec.orders(tx).await.unwrap(), None);
+        assert_eq!(rec.model(nft).await.unwrap(), None);
+        assert_eq!(rec.take_missing(), vec![Query::Model(nft), Query::Orders(tx)]);
+        assert_eq!(rec.take_missing(), vec![]);
+
+        // The chain says: no such order; the model exists.
+        rec.learn(Query::Orders(tx), Answer::Orders(None));
+        let m = ModelFacts {
+            nft,
+            parent: None,
+            trainer: nft,
+            datatoken: nft,
+            weights_hash: Hash32([3; 32]),
+            job_id: None,
+        };
+        rec.learn(Query::Model(nft), Answer::Model(Some(m.clone())));
+        // An answer of another kind is no fact about this question.
+        rec.learn(Query::Weights(nft), Answer::Model(Some(m.clone())));
+        assert_eq!(rec.orders(tx).await.unwrap(), None);
+        assert_eq!(rec.model(nft).await.unwrap(), Some(m));
+        assert_eq!(rec.weights_commitment(nft).await.unwrap(), None);
+        assert_eq!(rec.take_missing(), vec![Query::Weights(nft)], "only the unanswered question");
+        assert_eq!(
+            ask(rec.facts(), Query::Model(nft)).await.unwrap(),
+            Answer::Model(rec.facts().models.get(&nft).cloned())
+        );
+    }
+}

@@ -90,7 +90,7 @@ log(`server at ${base}`);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ],
 });
@@ -139,7 +139,13 @@ try {
   await page.goto(`${base}/jobs?consumer=${elena}`);
   await page.waitForSelector('#jobs tr.job');
   assert.equal(await page.locator(`#jobs tr.job[data-job="${evaluation.job_id}"]`).count(), 1);
-  log('catalogue, model and jobs pages render');
+  await page.click(`#jobs tr.job[data-job="${evaluation.job_id}"] td a`);
+  await page.waitForSelector('#job');
+  assert.equal(await page.locator('#job').getAttribute('data-state'), 'done');
+  await page.click('#job a[href$="/receipt"]');
+  await page.waitForSelector('#checks[data-state="done"]', { timeout: 120_000 });
+  assert.equal(new URL(page.url()).pathname, `/jobs/${evaluation.job_id}/receipt`);
+  log('catalogue, model, jobs and job pages render; links navigate in place');
 
   // The train job's receipt: every check passes, in the browser, lineage included.
   let v = await receiptView(train.job_id);

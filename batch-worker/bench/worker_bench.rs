@@ -224,7 +224,6 @@ async fn main_async(cli: Cli) -> AnyResult<()> {
         Cmd::Gen { tokens } => {
             let m = model_io::load_model(&store, "models/base", u64::MAX).await?;
             let model = m.weights.model(&m.cfg, &posthuman_gpt2::candle_core::Device::Cpu)?;
-            let engine = infer::Engine::new(model)?;
             let p = InferParams {
                 prompts: vec!["The game 's".into()],
                 max_new_tokens: tokens,
@@ -240,7 +239,7 @@ async fn main_async(cli: Cli) -> AnyResult<()> {
                 let prompt = prompts[calls % prompts.len()];
                 let mut q = p.clone();
                 q.max_new_tokens = tokens - total;
-                total += infer::generate(&engine, &m.tok, prompt, &q, calls)?.completion_tokens;
+                total += infer::generate(&model, &m.tok, prompt, &q, calls)?.completion_tokens;
                 calls += 1;
             }
             let secs = t0.elapsed().as_secs_f64();

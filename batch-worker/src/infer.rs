@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use candle_core::{IndexOp, Tensor};
-use posthuman_gpt2::{DecodeWeights, Decoder, Gpt2, KvCache};
+use posthuman_gpt2::{Gpt2, KvCache};
 use posthuman_store::ObjectStore;
 use posthuman_types::{Completion, InferParams, JobKind, JobSpec, StopReason};
 use rand::SeedableRng;
@@ -26,71 +26,12 @@ use crate::tokenizer::Tok;
 
 pub const COMPLETIONS: &str = "completions.json";
 
-/// The model as the generation loop runs it: on the CPU, the allocation-free batch-1
-/// [`Decoder`] over flat weights (built once per job); on other devices, candle's forward with
-/// its KV cache.
-pub enum Engine {
-    Cpu(DecodeWeights),
-    Device(Gpt2),
-}
-
-impl Engine {
-    pub fn new(model: Gpt2) -> Result<Self, WorkerError> {
-        if crate::device::compute().is_cpu() {
-            Ok(Engine::Cpu(DecodeWeights::from_model(&model).map_err(WorkerError::internal)?))
-        } else {
-            Ok(Engine::Device(model))
-        }
-    }
-
-    pub fn config(&self) -> &posthuman_gpt2::Config {
-        match self {
-            Engine::Cpu(w) => w.config(),
-            Engine::Device(m) => m.config(),
-        }
-    }
-
-    fn session(&self) -> Session<'_> {
-        match self {
-            Engine::Cpu(w) => Session::Cpu(Decoder::new(w)),
-            Engine::Device(m) => Session::Device { model: m, cache: KvCache::new(m.config(), 1) },
-        }
-    }
-}
-
-/// One sequence in progress (one per prompt, so its size does not matter).
-#[allow(clippy::large_enum_variant)]
-enum Session<'a> {
-    Cpu(Decoder<'a>),
-    Device { model: &'a Gpt2, cache: KvCache },
-}
-
-impl Session<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Session::Cpu(d) => d.len(),
-            Session::Device { cache, .. } => cache.len(),
-        }
-    }
-
-    /// Appends `ids` (non-empty) and returns the logits after the last one.
-    fn feed(&mut self, ids: &[u32]) -> Result<Vec<f32>, WorkerError> {
-        match self {
-            Session::Cpu(d) => {
-                let mut out = Vec::new();
-                for &id in ids {
-                    out = d.step(id).map_err(WorkerError::internal)?.to_vec();
-                }
-                Ok(out)
-            }
-            Session::Device { model, cache } => {
-                let t = ids.len();
-                let x = Tensor::from_vec(ids.to_vec(), (1, t), &crate::device::compute())?;
-                let logits = model.forward(&x, Some(cache))?;
-                Ok(logits.i((0, t - 1))?.to_vec1::<f32>()?)
-            }
-        }
-    }
+/// Last-position logits of a forward pass over `ids`, continuing `cache`.
+fn step_logits(model: &Gpt2, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, WorkerError> {
+    let t = ids.len();
+    let x = Tensor::from_vec(ids.to_vec(), (1, t), &crate::device::compute())?;
+    let logits = model.forward(&x, Some(cache))?;
+    Ok(logits.i((0, t - 1))?.to_vec1::<f32>()?)
 }
 
 /// The earliest position where any stop string starts in `text`.
@@ -100,13 +41,13 @@ fn first_stop(text: &str, stops: &[String]) -> Option<usize> {
 
 /// Generates one completion.
 pub fn generate(
-    engine: &Engine,
+    model: &Gpt2,
     tok: &Tok,
     prompt: &str,
     p: &InferParams,
     index: usize,
 ) -> Result<Completion, WorkerError> {
-    let cfg = engine.config();
+    let cfg = model.config();
     let n_pos = cfg.n_positions;
     let mut ids = tok
         .encode(prompt)
@@ -119,8 +60,8 @@ pub fn generate(
     }
     let mut rng = ChaCha20Rng::seed_from_u64(p.sampling.seed);
     rng.set_stream(index as u64);
-    let mut session = engine.session();
-    let mut logits = session.feed(&ids)?;
+    let mut cache = KvCache::new(cfg, 1);
+    let mut logits = step_logits(model, &ids, &mut cache)?;
     let mut out: Vec<u32> = Vec::new();
     let mut reason = StopReason::Length;
     let mut cut: Option<usize> = None;
@@ -142,11 +83,11 @@ pub fn generate(
         if out.len() >= p.max_new_tokens as usize {
             break;
         }
-        if session.len() >= n_pos {
+        if cache.len() >= n_pos {
             reason = StopReason::Context;
             break;
         }
-        logits = session.feed(&[next])?;
+        logits = step_logits(model, &[next], &mut cache)?;
     }
     let mut text = tok.decode(&out)?;
     if let Some(at) = cut {
@@ -182,12 +123,11 @@ pub async fn run(
     }
     let model =
         m.weights.model(&m.cfg, &crate::device::compute()).map_err(WorkerError::internal)?;
-    let engine = Engine::new(model)?;
     let start = Instant::now();
     let mut out = Vec::with_capacity(p.prompts.len());
     let mut tokens = 0u64;
     for (i, prompt) in p.prompts.iter().enumerate() {
-        let c = generate(&engine, &m.tok, prompt, p, i)?;
+        let c = generate(&model, &m.tok, prompt, p, i)?;
         tokens += u64::from(c.completion_tokens);
         out.push(c);
         let secs = start.elapsed().as_secs_f64().max(1e-9);

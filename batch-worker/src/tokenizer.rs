@@ -23,6 +23,9 @@ pub const MAX_TOKENIZER_BYTES: u64 = 64 * 1024 * 1024;
 pub struct Tok {
     inner: tokenizers::Tokenizer,
     eot: u32,
+    /// Cached: `tokenizers` answers `get_vocab_size(true)` by building the whole vocabulary
+    /// map, which cost ~1 ms per generated token when the sampler asked every step.
+    vocab: usize,
 }
 
 impl std::fmt::Debug for Tok {
@@ -40,7 +43,8 @@ impl Tok {
         let eot = inner.token_to_id(EOT).ok_or_else(|| {
             WorkerError::MissingTokenizer(format!("tokenizer has no {EOT} token"))
         })?;
-        Ok(Tok { inner, eot })
+        let vocab = inner.get_vocab_size(true);
+        Ok(Tok { inner, eot, vocab })
     }
 
     /// Serialized `tokenizer.json`.
@@ -54,7 +58,7 @@ impl Tok {
 
     /// Vocabulary size including added tokens (must be ≤ the model's `vocab_size`).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab
     }
 
     /// Token ids of `text`; special-token strings inside buyer text are matched too, exactly

@@ -86,7 +86,8 @@ impl Gpt2 {
         targets: &Tensor,
         dropout: Option<&mut DropoutRng>,
     ) -> Result<(f32, NamedGrads)> {
-        let cpu = self.parts().wte.device().is_cpu() && self.parts().wte.dtype() == DType::F32;
+        let wte = self.param_tensors()[0];
+        let cpu = wte.device().is_cpu() && wte.dtype() == DType::F32;
         if !cpu {
             return self.graph_loss_and_grads(input_ids, targets, dropout);
         }
@@ -129,7 +130,7 @@ impl Gpt2 {
         b: usize,
         t: usize,
     ) -> Result<Option<Vec<f32>>> {
-        let wte = self.parts().wte;
+        let wte = self.param_tensors()[0];
         if !(wte.device().is_cpu() && wte.dtype() == DType::F32) {
             return Ok(None);
         }

@@ -14,8 +14,6 @@
 //! - [`Gpt2::loss_and_grads`]: the training step's forward and backward without a graph on
 //!   the CPU (the same kernels in a fixed order, bit-identical to `loss` + `backward`, minus
 //!   the graph's overhead); the graph path on other devices.
-//! - [`decode`]: batch-1 generation outside candle (preallocated KV cache, streamed GEMVs):
-//!   the infer job's hot path on the CPU.
 //! - [`optim`]: AdamW, gradient accumulation, global-norm clipping, optimizer state files.
 //!
 //! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
@@ -49,7 +47,6 @@
 
 mod backprop;
 mod config;
-pub mod decode;
 mod error;
 mod model;
 pub mod ops;
@@ -59,7 +56,6 @@ pub mod weights;
 
 pub use backprop::NamedGrads;
 pub use config::Config;
-pub use decode::{DecodeError, DecodeWeights, Decoder};
 pub use error::Gpt2Error;
 pub use model::{Gpt2, KvCache, param_shapes};
 pub use optim::{AdamW, AdamWConfig, Grads, Param, clip_grad_norm};

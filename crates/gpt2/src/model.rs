@@ -57,14 +57,6 @@ pub(crate) struct Block {
     pub mlp_proj: Lin,
 }
 
-/// Borrowed parameters, for the crate's other execution paths (the decoder).
-pub(crate) struct Parts<'a> {
-    pub wte: &'a Tensor,
-    pub wpe: &'a Tensor,
-    pub blocks: &'a [Block],
-    pub ln_f: &'a Ln,
-}
-
 /// Past keys and values per layer, (B, T_past, C) each, for incremental decoding.
 #[derive(Clone, Debug)]
 pub struct KvCache {
@@ -194,10 +186,6 @@ impl Gpt2 {
         }
         v.extend([&self.ln_f.w, &self.ln_f.b]);
         v
-    }
-
-    pub(crate) fn parts(&self) -> Parts<'_> {
-        Parts { wte: &self.wte, wpe: &self.wpe, blocks: &self.blocks, ln_f: &self.ln_f }
     }
 
     fn check_ids(&self, ids: &Tensor, offset: usize) -> Result<(usize, usize)> {

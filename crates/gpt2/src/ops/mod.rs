@@ -14,7 +14,6 @@ pub mod reference;
 
 pub use linear::Activation;
 pub use loss::IGNORE_INDEX;
-pub(crate) use norm::layer_norm_row;
 
 use candle_core::{DType, Result, Tensor, bail};
 use std::sync::Mutex;

@@ -32,7 +32,7 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var / c + eps).sqrt())
 }
 
-/// y = LN(x) · w + b for one row (the decoder's, same arithmetic as the fused op).
+/// y = LN(x) · w + b for one row.
 pub(crate) fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
     let (mean, rstd) = row_stats(x, eps);
     for i in 0..x.len() {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use candle_core::Tensor;
 use posthuman_gpt2::Gpt2;
+use posthuman_gpt2::ops::IGNORE_INDEX;
 use posthuman_store::ObjectStore;
 use posthuman_types::{EvalParams, EvalReport, JobKind, JobSpec};
 
@@ -83,7 +84,12 @@ pub fn score(
         let mut y = Vec::with_capacity(group.len() * t);
         for w in group {
             x.extend_from_slice(&ids[w.begin..w.end - 1]);
-            y.extend_from_slice(&ids[w.begin + 1..w.end]);
+            // Targets before `from` are context only (scored by an earlier window): ignoring
+            // them spares their lm-head rows, as HF's -100 labels would if HF skipped them.
+            y.extend(
+                (w.begin + 1..w.end)
+                    .map(|k| if k - w.begin - 1 < w.from { IGNORE_INDEX } else { ids[k] }),
+            );
         }
         let xt = Tensor::from_vec(x, (group.len(), t), &crate::device::compute())?;
         let yt = Tensor::from_vec(y, (group.len(), t), &crate::device::compute())?;

@@ -134,6 +134,22 @@ pub(crate) fn lm_head_nll(
     if let Some(&bad) = targets.iter().find(|&&t| t != IGNORE_INDEX && t as usize >= v) {
         bail!("lm head: target id {bad} out of vocabulary {v}");
     }
+    if !grads && targets.contains(&IGNORE_INDEX) {
+        // Without gradients an ignored row's logits are pure waste (a sliding-window evaluation
+        // ignores half its rows): score only the others, in a compacted matrix.
+        let keep: Vec<usize> = (0..n).filter(|&i| targets[i] != IGNORE_INDEX).collect();
+        let mut hc = Vec::with_capacity(keep.len() * c);
+        for &i in &keep {
+            hc.extend_from_slice(&h[i * c..(i + 1) * c]);
+        }
+        let tc: Vec<u32> = keep.iter().map(|&i| targets[i]).collect();
+        let (part, _) = lm_head_nll(&hc, wte, &tc, c, v, false)?;
+        let mut nll = vec![0f32; n];
+        for (&i, x) in keep.iter().zip(part) {
+            nll[i] = x;
+        }
+        return Ok((nll, None));
+    }
     let mut nll = vec![0f32; n];
     let (mut dh, mut dwte) =
         if grads { (vec![0f32; n * c], vec![0f32; v * c]) } else { (Vec::new(), Vec::new()) };
@@ -253,5 +269,34 @@ impl CustomOp3 for LmHeadLoss {
             dwte = dwte.affine(g as f64, 0.0)?;
         }
         Ok((Some(dh), Some(dwte), None))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::SeededRng;
+
+    #[test]
+    fn ignored_rows_are_skipped_without_changing_the_others() {
+        let (n, c, v) = (300usize, 16usize, 37usize);
+        let mut rng = SeededRng::new(4);
+        let h: Vec<f32> = (0..n * c).map(|_| rng.next_f32() - 0.5).collect();
+        let wte: Vec<f32> = (0..v * c).map(|_| rng.next_f32() - 0.5).collect();
+        let dense: Vec<u32> = (0..n).map(|i| (i * 7 % v) as u32).collect();
+        let mut sparse = dense.clone();
+        for t in sparse.iter_mut().step_by(3) {
+            *t = IGNORE_INDEX;
+        }
+        let (all, _) = lm_head_nll(&h, &wte, &dense, c, v, false).unwrap();
+        let (some, _) = lm_head_nll(&h, &wte, &sparse, c, v, false).unwrap();
+        for i in 0..n {
+            if sparse[i] == IGNORE_INDEX {
+                assert_eq!(some[i], 0.0);
+            } else {
+                assert_eq!(some[i].to_bits(), all[i].to_bits(), "row {i}");
+            }
+        }
     }
 }

@@ -12,8 +12,11 @@ use std::sync::Mutex;
 /// Targets equal to this are skipped by the loss (HF's -100 as an unsigned id).
 pub const IGNORE_INDEX: u32 = u32::MAX;
 
-/// Rows per lm-head chunk: bounds the logits buffer to CHUNK × vocab floats.
-const CHUNK: usize = 256;
+/// Rows per lm-head chunk: bounds the logits buffer to CHUNK × vocab floats (16 MB at an 8k
+/// vocabulary). Each chunk re-packs the embedding for gemm, so bigger chunks pack it less
+/// often: 512 rows trained 2.7% faster than 256, and 1024 was within noise of 512 at twice
+/// the buffer (gpt2-bench, alternating builds on an idle machine).
+const CHUNK: usize = 512;
 
 pub(crate) struct Embed {
     pub offset: usize,

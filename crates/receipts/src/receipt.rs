@@ -5,9 +5,9 @@
 //! zero (`0x00…00` hashes, interval 0), and [`Receipt::check`] enforces that, so a receipt
 //! cannot smuggle a checkpoint root into an inference job or omit it from a training job.
 
-use alloy::sol_types::Eip712Domain;
 use alloy::primitives::{Address, B256};
 use alloy::sol;
+use alloy::sol_types::Eip712Domain;
 use alloy::sol_types::SolStruct;
 use posthuman_types::{Hash32, JobKind, JobParams, TrainParams, job::validate_id};
 use serde::{Deserialize, Serialize};

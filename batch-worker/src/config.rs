@@ -15,6 +15,9 @@ pub struct WorkerConfig {
     /// Stop (as if killed) right after writing the checkpoint of this step. Used by the
     /// resume tests and by operators draining a node; `None` in normal runs.
     pub stop_after_checkpoint: Option<u32>,
+    /// Refuse jobs ([`crate::WorkerError::NoGpu`]) unless the compute device is a GPU: on
+    /// Batch's GPU queue a CPU fallback would run a job ~50× slower while billing GPU hours.
+    pub require_gpu: bool,
 }
 
 impl Default for WorkerConfig {
@@ -25,6 +28,7 @@ impl Default for WorkerConfig {
             memory_limit_bytes: 16 * 1024 * 1024 * 1024,
             progress_interval_secs: 2.0,
             stop_after_checkpoint: None,
+            require_gpu: false,
         }
     }
 }

@@ -2,7 +2,10 @@
 //! (the production target on AWS Batch).
 //!
 //! A `cuda` build on a host where the GPU cannot be opened (no device, `CUDA_VISIBLE_DEVICES`
-//! empty, a driver error) runs on the CPU and logs a warning; it never panics. candle links
+//! empty, a driver error) runs on the CPU and logs a warning; it never panics. With
+//! `--require-gpu` (`POSTHUMAN_REQUIRE_GPU`, set by the Batch job definition) the runner
+//! refuses such a job instead (exit 19), since a GPU instance computing on its CPU would bill
+//! GPU hours for a ~50× slower job. candle links
 //! the CUDA libraries dynamically (`libcuda.so.1`, cuBLAS, cuRAND, NVRTC), so a `cuda` binary
 //! on a host without the NVIDIA driver does not start at all: the dynamic loader refuses it
 //! with exit code 127 before any job is read. CPU builds never load CUDA.

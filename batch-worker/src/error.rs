@@ -28,6 +28,9 @@ pub mod exit {
     pub const MEMORY_REFUSED: i32 = 17;
     /// The object store failed (read or write); no half-written model is visible.
     pub const STORE: i32 = 18;
+    /// The worker must run on a GPU (`--require-gpu`) and none could be opened; nothing was
+    /// started. Retry on a GPU host.
+    pub const NO_GPU: i32 = 19;
     /// A bug or an unexpected condition inside the worker.
     pub const INTERNAL: i32 = 70;
     /// Not a failure: training stopped after a checkpoint on request (`--stop-after-checkpoint`);
@@ -56,6 +59,8 @@ pub enum WorkerError {
     MemoryRefused { needed_mib: u64, limit_mib: u64 },
     #[error("object store failure: {0}")]
     Store(String),
+    #[error("this worker requires a GPU and none could be opened; nothing was started")]
+    NoGpu,
     #[error("internal worker error: {0}")]
     Internal(String),
 }
@@ -73,6 +78,7 @@ impl WorkerError {
             WorkerError::NonFiniteLoss { .. } => exit::NON_FINITE_LOSS,
             WorkerError::MemoryRefused { .. } => exit::MEMORY_REFUSED,
             WorkerError::Store(_) => exit::STORE,
+            WorkerError::NoGpu => exit::NO_GPU,
             WorkerError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -89,6 +95,7 @@ impl WorkerError {
             WorkerError::NonFiniteLoss { .. } => "non_finite_loss",
             WorkerError::MemoryRefused { .. } => "memory_refused",
             WorkerError::Store(_) => "store",
+            WorkerError::NoGpu => "no_gpu",
             WorkerError::Internal(_) => "internal",
         }
     }
@@ -177,6 +184,7 @@ mod tests {
             WorkerError::NonFiniteLoss { step: 0 },
             WorkerError::MemoryRefused { needed_mib: 0, limit_mib: 0 },
             WorkerError::Store(String::new()),
+            WorkerError::NoGpu,
             WorkerError::Internal(String::new()),
         ];
         let mut codes: Vec<i32> = all.iter().map(WorkerError::exit_code).collect();

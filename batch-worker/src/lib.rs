@@ -22,7 +22,8 @@
 //! - [`infer`] with [`sampling`]: generation. [`evaluate`]: sliding-window perplexity.
 //! - [`progress`]: throttled `progress.json`. [`setup`]: random-init models for the demo.
 //! - [`device`]: the CPU, or the first CUDA GPU in a `cuda` build (the CPU with a warning
-//!   when none can be opened); `scripts/cuda-check.sh` keeps that build compiling.
+//!   when none can be opened, or a refusal with exit 19 under `--require-gpu`, which the
+//!   Batch job definition sets); `scripts/cuda-check.sh` keeps that build compiling.
 
 pub mod config;
 pub mod data;

@@ -2,7 +2,7 @@
 //!
 //! Parses the command line and environment once into typed config, opens the object store,
 //! calls one library function, and maps its error class to the exit code (see
-//! [`posthuman_worker::exit`]). `0` success, `2` usage error, `10..=18`/`70` job failures,
+//! [`posthuman_worker::exit`]). `0` success, `2` usage error, `10..=19`/`70` job failures,
 //! `75` interrupted after a checkpoint (resumable).
 
 use std::path::PathBuf;
@@ -89,6 +89,9 @@ struct RunArgs {
     /// Stop (exit 75) right after writing the checkpoint of this step; rerun to resume.
     #[arg(long, env = "POSTHUMAN_STOP_AFTER_CHECKPOINT")]
     stop_after_checkpoint: Option<u32>,
+    /// Refuse to run (exit 19) unless a GPU can be opened (set on Batch's GPU queue).
+    #[arg(long, env = "POSTHUMAN_REQUIRE_GPU")]
+    require_gpu: bool,
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +145,7 @@ async fn run(args: RunArgs) -> Result<JobOutcome, WorkerError> {
         memory_limit_bytes: mib(args.memory_limit_mib),
         progress_interval_secs: args.progress_secs,
         stop_after_checkpoint: args.stop_after_checkpoint,
+        require_gpu: args.require_gpu,
     };
     let store = args.store.open().await?;
     let path = PathBuf::from(&args.spec);

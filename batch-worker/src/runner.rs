@@ -160,6 +160,9 @@ pub async fn run_spec(
     wc: &WorkerConfig,
     spec: &JobSpec,
 ) -> Result<JobOutcome, WorkerError> {
+    if wc.require_gpu && crate::device::compute().is_cpu() {
+        return Err(WorkerError::NoGpu);
+    }
     // An error report or run record from an earlier attempt must not outlive a retry.
     store.delete(&join(&spec.public_prefix, ERROR)).await?;
     store.delete(&join(&spec.public_prefix, RUN_INFO)).await?;

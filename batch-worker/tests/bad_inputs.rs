@@ -185,6 +185,16 @@ async fn memory_preflight_refuses_before_starting() {
     expect_failure(store.as_ref(), &s, &tight, exit::MEMORY_REFUSED).await;
 }
 
+#[cfg(not(feature = "cuda"))]
+#[tokio::test]
+async fn a_gpu_required_worker_refuses_to_run_on_the_cpu() {
+    let (_d, store) = store().await;
+    let gpu_only = WorkerConfig { require_gpu: true, ..wc() };
+    let msg = expect_failure(store.as_ref(), &train_spec("job-gpu"), &gpu_only, exit::NO_GPU).await;
+    assert!(msg.contains("GPU"), "{msg}");
+    assert!(keys(store.as_ref(), "models/job-gpu").await.is_empty(), "nothing was started");
+}
+
 #[tokio::test]
 async fn store_failing_mid_write_leaves_no_visible_model() {
     let (_d, inner) = store().await;

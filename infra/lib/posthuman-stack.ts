@@ -103,7 +103,13 @@ export class PosthumanStack extends Stack {
       container: new batch.EcsEc2ContainerDefinition(this, "WorkerContainer", {
         image: ecs.ContainerImage.fromEcrRepository(repo, props.workerImageTag),
         command: ["posthuman-worker", "run", "--spec", "Ref::spec_key"],
-        environment: { POSTHUMAN_S3_BUCKET: data.bucketName, AWS_REGION: this.region },
+        // The worker refuses to run (exit 19) if the GPU cannot be opened, rather than falling
+        // back to the CPU on a GPU instance.
+        environment: {
+          POSTHUMAN_S3_BUCKET: data.bucketName,
+          AWS_REGION: this.region,
+          POSTHUMAN_REQUIRE_GPU: "1",
+        },
         cpu: 4,
         memory: Size.mebibytes(15_000),
         gpu: 1,

@@ -62,7 +62,10 @@ test("workers run on GPUs in isolated subnets with no route to the internet", ()
     ContainerProperties: Match.objectLike({
       Command: ["posthuman-worker", "run", "--spec", "Ref::spec_key"],
       ResourceRequirements: Match.arrayWith([{ Type: "GPU", Value: "1" }]),
-      Environment: Match.arrayWith([Match.objectLike({ Name: "POSTHUMAN_S3_BUCKET" })]),
+      Environment: Match.arrayWith([
+        Match.objectLike({ Name: "POSTHUMAN_S3_BUCKET" }),
+        Match.objectLike({ Name: "POSTHUMAN_REQUIRE_GPU", Value: "1" }),
+      ]),
     }),
   });
   t.resourceCountIs("AWS::Batch::JobQueue", 1);

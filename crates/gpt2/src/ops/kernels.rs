@@ -198,13 +198,15 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// g ← g · gelu_new'(z), in place.
-    pub(crate) fn gelu_bwd(z: &[f32], g: &mut [f32]) {
-        for (g, &x) in g.iter_mut().zip(z) {
-            let x2 = x * x;
-            let t = tanh_f32(SQRT_2_OVER_PI * (x + GELU_C * x2 * x));
-            let d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x2);
-            *g *= d;
+    /// y = gelu_new(z), and z ← gelu_new'(z) in place: the derivative backward multiplies by,
+    /// from the same tanh (one tanh per element for forward and backward together).
+    pub(crate) fn gelu_fwd_grad(z: &mut [f32], y: &mut [f32]) {
+        for (y, x) in y.iter_mut().zip(z.iter_mut()) {
+            let v = *x;
+            let v2 = v * v;
+            let t = tanh_f32(SQRT_2_OVER_PI * (v + GELU_C * v2 * v));
+            *y = 0.5 * v * (1.0 + t);
+            *x = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * v2);
         }
     }
 }

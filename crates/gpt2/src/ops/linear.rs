@@ -3,7 +3,7 @@
 //! ~12 elementwise nodes of a composed GELU backward).
 
 use super::kernels::{
-    Mat, col_sums, cpu_slice, gelu_bwd, gelu_fwd, matmul, storage, tensor, with_slice,
+    Mat, col_sums, cpu_slice, gelu_fwd, gelu_fwd_grad, matmul, storage, tensor, with_slice,
 };
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use std::sync::Mutex;
@@ -40,8 +40,8 @@ fn affine(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Resu
     Ok(z)
 }
 
-/// act(x · W + b) for x with rows of `k`, W (k, m): (y, the pre-activation when GELU and
-/// `keep_pre`).
+/// act(x · W + b) for x with rows of `k`, W (k, m): (y, and for GELU with `keep_pre` the
+/// activation's derivative at the pre-activation, which backward multiplies by).
 pub(crate) fn linear_fwd(
     x: &[f32],
     w: &[f32],
@@ -55,22 +55,30 @@ pub(crate) fn linear_fwd(
     let z = affine(x, w, b, n, k, m)?;
     Ok(match act {
         Activation::Identity => (z, None),
-        Activation::GeluNew => {
+        Activation::GeluNew if keep_pre => {
+            let mut z = z;
             let mut y = vec![0f32; z.len()];
-            gelu_fwd_par(&z, &mut y);
-            (y, keep_pre.then_some(z))
+            gelu_fwd_grad_par(&mut z, &mut y);
+            (y, Some(z))
+        }
+        Activation::GeluNew => {
+            use rayon::prelude::*;
+            let mut y = vec![0f32; z.len()];
+            y.par_chunks_mut(1 << 15).zip(z.par_chunks(1 << 15)).for_each(|(y, z)| gelu_fwd(z, y));
+            (y, None)
         }
     })
 }
 
-/// GELU over a large buffer, in row blocks on rayon's threads (elementwise: same bits).
-fn gelu_fwd_par(z: &[f32], y: &mut [f32]) {
+/// GELU and its derivative over a large buffer, in blocks on rayon's threads (elementwise:
+/// same bits for any thread count).
+fn gelu_fwd_grad_par(z: &mut [f32], y: &mut [f32]) {
     use rayon::prelude::*;
-    y.par_chunks_mut(1 << 15).zip(z.par_chunks(1 << 15)).for_each(|(y, z)| gelu_fwd(z, y));
+    y.par_chunks_mut(1 << 15).zip(z.par_chunks_mut(1 << 15)).for_each(|(y, z)| gelu_fwd_grad(z, y));
 }
 
-/// Backward of [`linear_fwd`] for upstream `dy` (consumed): (dx, dW, db). `pre` is the kept
-/// pre-activation of a GELU layer (recomputed from x when absent).
+/// Backward of [`linear_fwd`] for upstream `dy` (consumed): (dx, dW, db). `pre` is the GELU
+/// derivative [`linear_fwd`] kept (recomputed from x when absent).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_bwd(
     x: &[f32],
@@ -84,15 +92,18 @@ pub(crate) fn linear_bwd(
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let n = x.len() / k.max(1);
     if act == Activation::GeluNew {
-        let z_owned;
-        let z = match pre {
-            Some(z) => z,
+        let d_owned;
+        let d = match pre {
+            Some(d) => d,
             None => {
-                z_owned = affine(x, w, b, n, k, m)?;
-                &z_owned
+                let mut z = affine(x, w, b, n, k, m)?;
+                let mut y = vec![0f32; z.len()];
+                gelu_fwd_grad_par(&mut z, &mut y);
+                d_owned = z;
+                &d_owned
             }
         };
-        gelu_bwd_par(z, &mut dz);
+        mul_into(&mut dz, d);
     }
     let mut dx = vec![0f32; n * k];
     matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
@@ -102,9 +113,14 @@ pub(crate) fn linear_bwd(
     Ok((dx, dw, db))
 }
 
-fn gelu_bwd_par(z: &[f32], g: &mut [f32]) {
+/// g ← g ⊙ d, in blocks on rayon's threads.
+fn mul_into(g: &mut [f32], d: &[f32]) {
     use rayon::prelude::*;
-    g.par_chunks_mut(1 << 15).zip(z.par_chunks(1 << 15)).for_each(|(g, z)| gelu_bwd(z, g));
+    g.par_chunks_mut(1 << 15).zip(d.par_chunks(1 << 15)).for_each(|(g, d)| {
+        for (a, &b) in g.iter_mut().zip(d) {
+            *a *= b;
+        }
+    });
 }
 
 impl CustomOp3 for Linear {

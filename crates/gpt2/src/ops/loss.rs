@@ -156,7 +156,12 @@ pub(crate) fn lm_head_nll(
     let mut nll = vec![0f32; n];
     let (mut dh, mut dwte) =
         if grads { (vec![0f32; n * c], vec![0f32; v * c]) } else { (Vec::new(), Vec::new()) };
-    let mut logits = vec![0f32; CHUNK.min(n) * v];
+    // The logits buffer (16 MB at an 8k vocabulary) is kept per thread between calls: every
+    // use overwrites what it reads, and a fresh one costs page faults and zeroing each step.
+    let mut logits = LOGITS.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    if logits.len() < CHUNK.min(n) * v {
+        logits.resize(CHUNK.min(n) * v, 0.0);
+    }
     for (ci, tchunk) in targets.chunks(CHUNK).enumerate() {
         let r = tchunk.len();
         let hc = &h[ci * CHUNK * c..(ci * CHUNK + r) * c];
@@ -190,7 +195,12 @@ pub(crate) fn lm_head_nll(
             matmul(&mut dwte, c, Mat::t(lg, v, r, v), Mat::rows(hc, r, c, c), ci > 0, true)?;
         }
     }
+    LOGITS.with(|l| *l.borrow_mut() = logits);
     Ok((nll, grads.then_some((dh, dwte))))
+}
+
+thread_local! {
+    static LOGITS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The graph op: (h (N, C), wte (V, C), targets (N) u32) → mean NLL over non-ignored targets.

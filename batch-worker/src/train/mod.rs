@@ -140,7 +140,7 @@ pub async fn run(
     let first_step = st.step;
     for step in first_step..p.steps {
         let lr = schedule::lr_at(p, step);
-        let mut grads = Grads::zeros(&opt);
+        let mut grads: Option<Grads> = None;
         let mut loss_sum = 0f64;
         for micro in 0..p.grad_accum {
             let idx = packed.batch_indices(
@@ -161,8 +161,15 @@ pub async fn run(
                 return Err(WorkerError::NonFiniteLoss { step: step + 1 });
             }
             loss_sum += lv;
-            grads.accumulate_named(&opt, &g).map_err(WorkerError::internal)?;
+            // The first micro-batch's gradients are moved in, later ones added.
+            match grads.as_mut() {
+                None => grads = Some(Grads::from_named(&opt, g).map_err(WorkerError::internal)?),
+                Some(acc) => acc.accumulate_named(&opt, &g).map_err(WorkerError::internal)?,
+            }
         }
+        let Some(mut grads) = grads else {
+            return Err(WorkerError::internal("a step with no micro-batch"));
+        };
         if p.grad_accum > 1 {
             grads.scale(1.0 / p.grad_accum as f32);
         }

@@ -107,16 +107,8 @@ impl Gpt2 {
         }
         let ids = input_ids.flatten_all()?.to_vec1::<u32>()?;
         let tg = targets.flatten_all()?.to_vec1::<u32>()?;
-        let tensors = self.param_tensors();
-        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-        let slices = guards
-            .iter()
-            .map(|(st, l)| match &**st {
-                Storage::Cpu(s) => crate::ops::kernels::cpu_slice::<f32>(s, l),
-                _ => bail!("parameter is not on the CPU"),
-            })
-            .collect::<Result<Vec<&[f32]>>>()?;
-        let (loss, grads) = self.cpu_step(&slices, &ids, &tg, b, t, dropout)?;
+        let (loss, grads) =
+            self.with_param_slices(|w| self.cpu_step(w, &ids, &tg, b, t, dropout))?;
         let names = param_shapes(self.config()).into_iter().map(|(n, _)| n);
         Ok((loss, names.zip(grads).collect()))
     }
@@ -134,21 +126,29 @@ impl Gpt2 {
         if !(wte.device().is_cpu() && wte.dtype() == DType::F32) {
             return Ok(None);
         }
+        let cfg = self.config();
+        let (c, nl) = (cfg.n_embd, cfg.n_layer);
+        let nll = self.with_param_slices(|w| {
+            let fwd = self.cpu_forward(w, ids, b, t, None, false)?;
+            let hf = ln_fwd(&fwd.x, w[2 + 12 * nl], w[3 + 12 * nl], cfg.layer_norm_epsilon as f32);
+            Ok(lm_head_nll(&hf, w[0], targets, c, w[0].len() / c, false)?.0)
+        })?;
+        Ok(Some(nll))
+    }
+
+    /// Runs `f` on every parameter's CPU f32 data, in [`param_shapes`] order, read in place
+    /// (the storages stay read-locked meanwhile).
+    fn with_param_slices<R>(&self, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
         let tensors = self.param_tensors();
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-        let w = guards
+        let slices = guards
             .iter()
             .map(|(st, l)| match &**st {
                 Storage::Cpu(s) => crate::ops::kernels::cpu_slice::<f32>(s, l),
                 _ => bail!("parameter is not on the CPU"),
             })
             .collect::<Result<Vec<&[f32]>>>()?;
-        let cfg = self.config();
-        let (c, nl) = (cfg.n_embd, cfg.n_layer);
-        let fwd = self.cpu_forward(&w, ids, b, t, None, false)?;
-        let hf = ln_fwd(&fwd.x, w[2 + 12 * nl], w[3 + 12 * nl], cfg.layer_norm_epsilon as f32);
-        let (nll, _) = lm_head_nll(&hf, w[0], targets, c, w[0].len() / c, false)?;
-        Ok(Some(nll))
+        f(&slices)
     }
 
     /// The graph path (any device): `loss()` then `backward()`, gradients read by name.

@@ -128,7 +128,8 @@ pub async fn run(
                 .weights
                 .get(&prm.name)
                 .ok_or_else(|| WorkerError::internal("checkpoint lacks a tensor"))?;
-            prm.var.set(t)?;
+            // The checkpoint loads on the CPU; the variables live on the compute device.
+            prm.var.set(&t.to_device(prm.var.device())?)?;
         }
         tracing::info!(step = r.state.step, "resuming from checkpoint");
         st = r.state;

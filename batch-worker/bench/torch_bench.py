@@ -26,6 +26,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 torch.set_num_threads(THREADS)
 torch.manual_seed(0)
+# BENCH_DEVICE=cuda runs the PyTorch side on the GPU (scripts/gpu-run.sh, against the worker's
+# `cuda` build); default the CPU. Every figure ends in a host read (`.item()`, `.tolist()`),
+# which waits for the GPU, so wall-clock timing stays honest.
+DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 
 
 def peak_rss_mib():
@@ -36,7 +40,7 @@ def load(d, name="base"):
     m = GPT2LMHeadModel.from_pretrained(
         os.path.join(d, "store", "models", name), attn_implementation="eager", torch_dtype=torch.float32
     )
-    return m
+    return m.to(DEVICE)
 
 
 def agree_cfg(d):
@@ -47,7 +51,7 @@ def agree_cfg(d):
 def batches(d, cfg, steps):
     raw = np.fromfile(os.path.join(d, "batches.bin"), dtype="<u4").astype(np.int64)
     w = raw.reshape(-1, cfg["batch"], cfg["ctx"] + 1)[:steps]
-    return [torch.from_numpy(b) for b in w]
+    return [torch.from_numpy(b).to(DEVICE) for b in w]
 
 
 def optimizer(model, cfg):
@@ -117,7 +121,8 @@ def perplexity(model, ids, ctx, stride, batch_windows=16):
 
 
 def eval_ids(d):
-    return torch.from_numpy(np.fromfile(os.path.join(d, "eval_ids.bin"), dtype="<u4").astype(np.int64))
+    ids = np.fromfile(os.path.join(d, "eval_ids.bin"), dtype="<u4").astype(np.int64)
+    return torch.from_numpy(ids).to(DEVICE)
 
 
 def main():
@@ -138,7 +143,7 @@ def main():
             n_layer=ours["n_layer"], n_head=ours["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
             bos_token_id=ours["bos_token_id"], eos_token_id=ours["eos_token_id"],
         )
-        model = GPT2LMHeadModel(conf)
+        model = GPT2LMHeadModel(conf).to(DEVICE)
         out = os.path.join(d, "store", "models", "hf")
         model.save_pretrained(out, safe_serialization=True)
         shutil.copy(os.path.join(base, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
@@ -170,7 +175,7 @@ def main():
         from transformers import PreTrainedTokenizerFast
 
         tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "store", "models", "base", "tokenizer.json"))
-        x = torch.tensor([tok.encode("The game 's")])
+        x = torch.tensor([tok.encode("The game 's")], device=DEVICE)
         with torch.no_grad():
             t0 = time.perf_counter()
             out = model.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,

@@ -223,7 +223,8 @@ async fn main_async(cli: Cli) -> AnyResult<()> {
         }
         Cmd::Gen { tokens } => {
             let m = model_io::load_model(&store, "models/base", u64::MAX).await?;
-            let model = m.weights.model(&m.cfg, &posthuman_gpt2::candle_core::Device::Cpu)?;
+            // The worker's compute device: the CPU, or the GPU in a `cuda` build on a GPU host.
+            let model = m.weights.model(&m.cfg, &posthuman_worker::device::compute())?;
             let p = InferParams {
                 prompts: vec!["The game 's".into()],
                 max_new_tokens: tokens,

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds the GPU (`cuda` feature) test binaries and worker HERE, on a machine with no GPU and no
+# NVIDIA driver, and packs them into one archive that scripts/gpu-run.sh runs on a GPU host
+# (which needs neither Rust nor the repository's build cache: only the driver and CUDA 13's
+# cuBLAS, cuRAND, NVRTC and runtime libraries, as a PyTorch cu13 install carries them).
+#
+#   scripts/gpu-bundle.sh [ARCHIVE]     (default: $POSTHUMAN_CACHE/gpu-bundle.tar.xz)
+#
+# Linking needs libcuda.so (shipped only with the driver) and cuBLAS/cuRAND/NVRTC (hundreds of
+# MB of wheels): this script links against generated stubs instead, one per library, with the
+# real library's SONAME and an empty function for every symbol cudarc declares for it. The
+# binary records only the SONAME; on the GPU host the dynamic loader binds every symbol to the
+# real library at start (Rust links with -z now), so a missing one fails loudly there, before
+# any test runs. The CUDA runtime (libcudart, used by candle-kernels' static MoE kernels) is
+# the real one from the toolkit wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+. scripts/cuda-env.sh
+archive="${1:-$POSTHUMAN_CACHE/gpu-bundle.tar.xz}"
+# A target dir of its own: building the worker with `cuda` where the CPU build lives would put
+# a binary that needs libcuda where the demo and the tests run the worker.
+export CARGO_TARGET_DIR="$POSTHUMAN_CACHE/target-cuda"
+t0=$SECONDS
+
+# cudarc's build script searches $CUDA_HOME/lib for the link inputs.
+lib="$CUDA_HOME/lib"
+ln -sfn libcudart.so.13 "$lib/libcudart.so"
+cudarc_version=$(awk '/^name = "cudarc"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+cudarc_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$cudarc_version"/src | head -1)
+[ -d "$cudarc_src" ] || { echo "gpu-bundle: cudarc $cudarc_version sources not found" >&2; exit 1; }
+stub() { # stub NAME SONAME BINDINGS
+  local c="$POSTHUMAN_CACHE/cuda/stub-$1.c"
+  # Every `fn name(` of the bindings' extern "C" blocks becomes `void name(void) {}`.
+  sed -n 's/^ *fn \([A-Za-z_][A-Za-z0-9_]*\)(.*/void \1(void) {}/p' "$cudarc_src/$3" | sort -u >"$c"
+  [ -s "$c" ] || { echo "gpu-bundle: no symbols in $3" >&2; exit 1; }
+  gcc -shared -fPIC -o "$lib/lib$1.so" -Wl,-soname,"$2" "$c"
+  echo "gpu-bundle: stub lib$1.so ($2, $(wc -l <"$c") symbols)"
+}
+stub cuda libcuda.so.1 driver/sys/mod.rs
+stub nvrtc libnvrtc.so.13 nvrtc/sys/mod.rs
+stub curand libcurand.so.10 curand/sys/mod.rs
+stub cublas libcublas.so.13 cublas/sys/mod.rs
+stub cublasLt libcublasLt.so.13 cublaslt/sys/mod.rs
+
+# What runs on the GPU host: the GPU smoke test, the worker's job and CLI tests and its unit
+# tests (which then run on the GPU), and the worker binaries (the CLI tests find the worker
+# where cargo built it, so every file keeps its absolute path). Debug info is stripped from
+# copies, and one large xz dictionary stores the content the binaries share (candle's kernels,
+# ~40 MB each) once: ~25 MB in all, within what a GPU host's working tree may carry.
+list="$POSTHUMAN_CACHE/gpu-bundle.list"
+cargo test --locked --no-run --features cuda -p posthuman-gpt2 -p posthuman-worker \
+  --message-format=json-render-diagnostics \
+  | python3 -c '
+import json, sys
+tests = {"cuda_smoke", "jobs", "cli", "bad_inputs"}
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    t, test = m["target"], m["profile"]["test"]
+    worker = "posthuman-worker" in m["package_id"]
+    if (test and t["name"] in tests) or (test and worker and "lib" in t["kind"]) \
+            or (not test and worker and "bin" in t["kind"]):
+        print(m["executable"])
+' | sort -u >"$list"
+stage="$POSTHUMAN_CACHE/gpu-bundle.stage"
+rm -rf "$stage"
+while read -r exe; do
+  mkdir -p "$stage$(dirname "$exe")"
+  strip --strip-debug -o "$stage$exe" "$exe"
+done <"$list"
+tar -C "$stage" -cf - . | xz -6e --lzma2=dict=256MiB >"$archive.tmp"
+mv "$archive.tmp" "$archive"
+rm -rf "$stage"
+echo "gpu-bundle: $(wc -l <"$list") executables, $(du -h "$archive" | cut -f1) in $archive ($((SECONDS - t0)) s)"

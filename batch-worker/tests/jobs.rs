@@ -11,6 +11,7 @@ use posthuman_types::{EvalReport, JobParams, Sampling, StopReason, TrainMetrics}
 use posthuman_worker::merkle;
 use posthuman_worker::model_io::{self, Manifest};
 use posthuman_worker::runner::RunInfo;
+use posthuman_worker::train::checkpoint;
 use posthuman_worker::{JobOutcome, WorkerConfig, run_job};
 
 async fn train(
@@ -39,14 +40,24 @@ async fn train_infer_evaluate_end_to_end() {
     assert_eq!(m.steps, 24);
     assert_eq!(m.tokens_trained, 24 * 4 * 16);
 
-    // Checkpoints every 8 steps; the last leaf is the output; the root is recomputable.
+    // Checkpoints every 8 steps; the last leaf is the output; the root is recomputable from
+    // the published hashes, and they are the stored checkpoints' own.
     assert_eq!(m.checkpoint_hashes.len(), 3);
+    assert_eq!(m.checkpoint_optimizer_hashes.len(), 3);
     assert_eq!(m.checkpoint_hashes.last(), Some(&m.output_weights_hash));
-    let leaves: Vec<(u32, _)> = merkle::checkpoint_steps(24, 8)
-        .into_iter()
-        .zip(m.checkpoint_hashes.iter().copied())
-        .collect();
+    let steps = merkle::checkpoint_steps(24, 8);
+    let cfg = model_io::load_model(store.as_ref(), "models/base", u64::MAX).await.unwrap().cfg;
+    let mut leaves = Vec::new();
+    for (i, &step) in steps.iter().enumerate() {
+        let c = checkpoint::stored(store.as_ref(), "models/job-a", step, &cfg).await.unwrap();
+        assert_eq!(
+            (c.weights, c.optimizer),
+            (m.checkpoint_hashes[i], m.checkpoint_optimizer_hashes[i])
+        );
+        leaves.push(c);
+    }
     assert_eq!(merkle::root(&leaves), m.checkpoint_root);
+    assert_ne!(m.checkpoint_optimizer_hashes[0], m.checkpoint_optimizer_hashes[1]);
     assert_ne!(m.input_weights_hash, m.output_weights_hash);
 
     // The new model is complete and loads; its hash matches the manifest and metrics.

@@ -2,23 +2,29 @@
 //!
 //! Checkpoint after step `s` lives under `<private_prefix>/checkpoints/step-<s:06>/`:
 //! `model.safetensors` (HF layout), `optimizer.safetensors` (AdamW moments and counter) and
-//! `state.json`, written last, which makes the checkpoint valid. Batch order and dropout
+//! `state.json`, written last, which makes the checkpoint valid. The state names the weights'
+//! and the optimizer state's canonical hashes (the Merkle leaf, [`crate::merkle`]); a resume
+//! checks both files against them before using either. Batch order and dropout
 //! masks are pure functions of `(seed, step)` (see [`crate::data`]), so the step number is
 //! the whole data cursor and RNG state. A checkpoint is only resumed by the job that wrote
 //! it: `state.json` carries a fingerprint of the hyperparameters, dataset hash and input
 //! weights hash.
 
 use bytes::Bytes;
-use posthuman_gpt2::{AdamW, Config, Weights, load_safetensors_bytes, safetensors_bytes};
+use posthuman_gpt2::{
+    AdamW, Config, Weights, load_safetensors_bytes, optimizer_state_hash, safetensors_bytes,
+};
 use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::{Hash32, TrainParams};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::WorkerError;
+use crate::merkle::Checkpoint;
 use crate::model_io::join;
 
-const FORMAT: &str = "posthuman-train-ckpt-v1";
+/// `state.json`'s format (v2: optimizer states are committed as Merkle leaves).
+pub const FORMAT: &str = "posthuman-train-ckpt-v2";
 const STATE: &str = "state.json";
 const MODEL: &str = "model.safetensors";
 const OPTIM: &str = "optimizer.safetensors";
@@ -33,15 +39,15 @@ pub struct CheckpointState {
     pub fingerprint: Hash32,
     /// Optimizer steps completed.
     pub step: u32,
-    /// Canonical weights hash after `step` (a Merkle leaf).
+    /// Canonical weights hash after `step`.
     pub weights_hash: Hash32,
-    /// SHA-256 of `optimizer.safetensors`, so a resumed run cannot pick up altered moments.
+    /// Canonical optimizer-state hash after `step` ([`AdamW::state_hash`]).
     pub optimizer_hash: Hash32,
     pub tokens_trained: u64,
     /// Mean loss of every step so far (the loss curve is downsampled from it).
     pub losses: Vec<f64>,
-    /// `(step, weights hash)` of every checkpoint so far, this one included.
-    pub checkpoints: Vec<(u32, Hash32)>,
+    /// Every checkpoint so far, this one included (the Merkle leaves).
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// The fingerprint binding checkpoints to one job configuration.
@@ -59,11 +65,8 @@ fn dir(private_prefix: &str, step: u32) -> String {
     join(&join(private_prefix, "checkpoints"), &format!("step-{step:06}"))
 }
 
-fn sha(b: &[u8]) -> Hash32 {
-    Hash32(Sha256::digest(b).into())
-}
-
-/// Writes the checkpoint after `state.step`; `state.json` goes last.
+/// Writes the checkpoint after `state.step` (whose hashes the caller has set); `state.json`
+/// goes last.
 pub async fn save(
     store: &dyn ObjectStore,
     private_prefix: &str,
@@ -75,10 +78,8 @@ pub async fn save(
     let w = safetensors_bytes(weights).map_err(WorkerError::internal)?;
     store.put(&join(&d, MODEL), Bytes::from(w)).await?;
     let o = opt.state_bytes().map_err(WorkerError::internal)?;
-    let mut state = state.clone();
-    state.optimizer_hash = sha(&o);
     store.put(&join(&d, OPTIM), Bytes::from(o)).await?;
-    let s = serde_json::to_vec(&state).map_err(WorkerError::internal)?;
+    let s = serde_json::to_vec(state).map_err(WorkerError::internal)?;
     store.put(&join(&d, STATE), Bytes::from(s)).await?;
     Ok(())
 }
@@ -136,9 +137,28 @@ async fn try_load(
         return Err(WorkerError::Internal("checkpoint weights do not match their hash".into()));
     }
     let o = store.get(&join(d, OPTIM), u64::MAX).await?;
-    if sha(&o) != state.optimizer_hash {
+    if optimizer_state_hash(&o).map_err(WorkerError::internal)? != state.optimizer_hash {
         return Err(WorkerError::Internal("checkpoint optimizer state does not match".into()));
     }
     opt.load_state_bytes(&o).map_err(WorkerError::internal)?;
     Ok(Some(Resumed { state, weights }))
+}
+
+/// The hashes of the checkpoint stored after `step` under `private_prefix`, computed from its
+/// files (not read from its `state.json`): what an auditor compares with the commitment.
+pub async fn stored(
+    store: &dyn ObjectStore,
+    private_prefix: &str,
+    step: u32,
+    cfg: &Config,
+) -> Result<Checkpoint, WorkerError> {
+    let d = dir(private_prefix, step);
+    let w = store.get(&join(&d, MODEL), u64::MAX).await?;
+    let weights = load_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
+    let o = store.get(&join(&d, OPTIM), u64::MAX).await?;
+    Ok(Checkpoint {
+        step,
+        weights: weights.hash().map_err(WorkerError::internal)?,
+        optimizer: optimizer_state_hash(&o).map_err(WorkerError::internal)?,
+    })
 }

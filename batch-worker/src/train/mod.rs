@@ -203,8 +203,13 @@ pub async fn run(
         if ckpt_steps.contains(&st.step) {
             let snap = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
             st.weights_hash = snap.hash().map_err(WorkerError::internal)?;
-            st.checkpoints.push((st.step, st.weights_hash));
-            st.format = "posthuman-train-ckpt-v1".into();
+            st.optimizer_hash = opt.state_hash();
+            st.checkpoints.push(merkle::Checkpoint {
+                step: st.step,
+                weights: st.weights_hash,
+                optimizer: st.optimizer_hash,
+            });
+            st.format = checkpoint::FORMAT.into();
             checkpoint::save(store, &spec.private_prefix, &snap, &opt, &st).await?;
             if wc.stop_after_checkpoint == Some(st.step) && st.step < p.steps {
                 return Ok(TrainOutcome::Stopped { step: st.step });
@@ -238,7 +243,8 @@ pub async fn run(
         dataset_hash,
         checkpoint_root: merkle::root(&st.checkpoints),
         checkpoint_every: p.checkpoint_every,
-        checkpoint_hashes: st.checkpoints.iter().map(|(_, h)| *h).collect(),
+        checkpoint_hashes: st.checkpoints.iter().map(|c| c.weights).collect(),
+        checkpoint_optimizer_hashes: st.checkpoints.iter().map(|c| c.optimizer).collect(),
     };
     let mut written = Vec::new();
     match write_outputs(store, spec, &cfg, &final_weights, &tok, metrics, &mut written).await {

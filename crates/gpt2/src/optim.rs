@@ -11,8 +11,10 @@ use crate::weights::write_atomic;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Storage, Tensor, Var};
 use candle_nn::VarMap;
+use posthuman_types::Hash32;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -174,6 +176,86 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> f64 {
         grads.scale(coef as f32);
     }
     norm
+}
+
+/// SHA-256 over the tag, the step counter, then per parameter in name order: name, shape, m and
+/// v as little-endian f32 (every length-prefixed), so no two states share a preimage.
+struct StateHasher(Sha256);
+
+impl StateHasher {
+    fn new(step: u64) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"posthuman-adamw-state-v1\0");
+        h.update(step.to_le_bytes());
+        Self(h)
+    }
+
+    fn param(&mut self, name: &str, dims: &[usize], m: &[f32], v: &[f32]) {
+        let h = &mut self.0;
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((dims.len() as u64).to_le_bytes());
+        for &d in dims {
+            h.update((d as u64).to_le_bytes());
+        }
+        for x in [m, v] {
+            let mut buf = Vec::with_capacity(4 * x.len());
+            for v in x {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            h.update((x.len() as u64).to_le_bytes());
+            h.update(&buf);
+        }
+    }
+
+    fn finish(self) -> Hash32 {
+        Hash32(self.0.finalize().into())
+    }
+}
+
+/// [`AdamW::state_hash`] of a state image written by [`AdamW::state_bytes`], read without an
+/// optimizer (an auditor checks a stored checkpoint's moments against a commitment before
+/// using them). Malformed images are errors.
+pub fn optimizer_state_hash(bytes: &[u8]) -> Result<Hash32, Gpt2Error> {
+    let bad = |m: String| Gpt2Error::OptimizerState(m);
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some("posthuman-adamw-v1") {
+        return Err(bad("not an AdamW state file".into()));
+    }
+    let step: u64 = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no step counter".into()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut names: Vec<&str> =
+        st.names().into_iter().filter_map(|n| n.strip_prefix("m.")).collect();
+    names.sort_unstable();
+    if 2 * names.len() != st.len() {
+        return Err(bad("moments do not pair up".into()));
+    }
+    let read = |name: String| -> Result<(Vec<usize>, Vec<f32>), Gpt2Error> {
+        let t = st.tensor(&name).map_err(|_| bad(format!("missing {name}")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!("{name} is not f32")));
+        }
+        let vals = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((t.shape().to_vec(), vals))
+    };
+    let mut h = StateHasher::new(step);
+    for name in names {
+        let (dims, m) = read(format!("m.{name}"))?;
+        let (vdims, v) = read(format!("v.{name}"))?;
+        if dims != vdims {
+            return Err(bad(format!("the moments of {name} differ in shape")));
+        }
+        h.param(name, &dims, &m, &v);
+    }
+    Ok(h.finish())
 }
 
 /// AdamW over the variables of a `VarMap`, in name order.
@@ -345,6 +427,18 @@ impl AdamW {
         }
         (self.m, self.v, self.step) = (m, v, step);
         Ok(())
+    }
+
+    /// Canonical content hash of the optimizer state (step counter and both moments of every
+    /// parameter): the same as [`optimizer_state_hash`] of [`AdamW::state_bytes`], whatever the
+    /// file's layout. Checkpoints commit to it, so the moments a resumed run or an audit
+    /// starts from are bound as tightly as the weights.
+    pub fn state_hash(&self) -> Hash32 {
+        let mut h = StateHasher::new(self.step);
+        for (i, p) in self.params.iter().enumerate() {
+            h.param(&p.name, p.var.dims(), &self.m[i], &self.v[i]);
+        }
+        h.finish()
     }
 
     pub fn save_state(&self, path: &Path) -> Result<(), Gpt2Error> {

@@ -116,14 +116,23 @@ fn resume_from_checkpoint_reaches_the_same_weights() {
     let (wp, op) = (dir.path().join("w.safetensors"), dir.path().join("opt.safetensors"));
     posthuman_gpt2::save_safetensors(&Weights::from_var_map(&c, &vm).unwrap(), &wp).unwrap();
     opt.save_state(&op).unwrap();
+    // The canonical state hash: the same from the optimizer and from its file, and it moves
+    // with the moments and the step counter.
+    let saved_hash = opt.state_hash();
+    let image = std::fs::read(&op).unwrap();
+    assert_eq!(posthuman_gpt2::optimizer_state_hash(&image).unwrap(), saved_hash);
+    assert!(posthuman_gpt2::optimizer_state_hash(&image[..image.len() - 4]).is_err());
+    assert!(posthuman_gpt2::optimizer_state_hash(b"garbage").is_err());
     drop((vm, opt));
 
     let vm = posthuman_gpt2::load_safetensors(&wp, &c).unwrap().to_var_map(&Device::Cpu).unwrap();
     let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
     opt.load_state(&op).unwrap();
     assert_eq!(opt.step_count(), 2);
+    assert_eq!(opt.state_hash(), saved_hash);
     train(&c, &vm, &mut opt, 2, 2, (2, 24));
     assert_eq!(hash(&c, &vm), straight);
+    assert_ne!(opt.state_hash(), saved_hash);
     // State of another model is refused.
     let other = init_weights(&Config::new(50, 32, 32, 1, 4), 1).unwrap();
     let mut wrong = AdamW::new(&other, AdamWConfig::default()).unwrap();

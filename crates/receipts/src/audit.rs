@@ -1,10 +1,13 @@
 //! Proof-of-learning audits (Jia et al., IEEE S&P 2021): re-run sampled training segments
-//! between committed checkpoints and compare the resulting weights hash bit for bit.
+//! between committed checkpoints and compare the resulting training state bit for bit.
 //!
-//! A train receipt commits to the Merkle root of the checkpoint hashes (the worker's tree,
-//! [`crate::merkle`]) and the interval. Segment `i` runs from checkpoint `i - 1` (the input
-//! weights for `i = 0`) to checkpoint `i`. Training is deterministic, so an auditor holding
-//! the weights reproduces checkpoint `i`'s hash exactly — or has caught a lie.
+//! A train receipt commits to the Merkle root of the checkpoints (the worker's tree,
+//! [`crate::merkle`]: each leaf binds the weights hash and the optimizer-state hash after a
+//! step) and the interval. Segment `i` runs from checkpoint `i - 1` (the input weights and a
+//! fresh optimizer for `i = 0`) to checkpoint `i`. Training is deterministic, so an auditor
+//! holding the weights reproduces checkpoint `i`'s weights and optimizer state exactly — or
+//! has caught a lie. Both ends of a segment are checked against the commitment, so neither
+//! stored weights nor stored moments can be swapped under a re-run.
 //!
 //! - [`plan_audit`] first checks what needs no compute: the published checkpoint hashes
 //!   hash to the committed root, there is one per checkpoint step, and the last one is the
@@ -24,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::VerifiedReceipt;
-use crate::merkle;
+use crate::merkle::{self, Checkpoint};
 use crate::signed::ReceiptError;
 
 /// How many and which segments to re-run.
@@ -78,8 +81,9 @@ pub enum Pick {
     Random,
 }
 
-/// One training segment: from the weights at `start_step` (hash `start_hash`) through
-/// `end_step`, which must yield `end_hash`. Proofs tie both ends to the committed root.
+/// One training segment: from the training state at `start_step` (weights `start_hash`,
+/// optimizer `start_optimizer`) through `end_step`, which must yield `end_hash` and
+/// `end_optimizer`. Proofs tie both ends to the committed root.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     /// Index of the segment's end checkpoint (leaf) in the tree.
@@ -88,7 +92,11 @@ pub struct Segment {
     pub end_step: u32,
     /// Input weights (segment 0) or the previous checkpoint's weights hash.
     pub start_hash: Hash32,
+    /// The previous checkpoint's optimizer-state hash (`None` for segment 0, which starts
+    /// from a fresh optimizer).
+    pub start_optimizer: Option<Hash32>,
     pub end_hash: Hash32,
+    pub end_optimizer: Hash32,
     /// Inclusion proof of the start checkpoint (`None` for segment 0: its start is the
     /// receipt's input weights hash).
     pub start_proof: Option<Vec<(Hash32, bool)>>,
@@ -100,6 +108,20 @@ impl Segment {
     /// Optimizer steps to re-run.
     pub fn steps(&self) -> u32 {
         self.end_step - self.start_step
+    }
+
+    /// The committed checkpoint the segment starts from (`None` for segment 0).
+    pub fn start(&self) -> Option<Checkpoint> {
+        self.start_optimizer.map(|optimizer| Checkpoint {
+            step: self.start_step,
+            weights: self.start_hash,
+            optimizer,
+        })
+    }
+
+    /// The committed checkpoint the segment must reproduce.
+    pub fn end(&self) -> Checkpoint {
+        Checkpoint { step: self.end_step, weights: self.end_hash, optimizer: self.end_optimizer }
     }
 }
 
@@ -127,8 +149,10 @@ pub enum AuditError {
     NotTrain(JobKind),
     #[error("the receipt's train parameters are unusable: {0}")]
     Params(ReceiptError),
-    #[error("{got} checkpoint hashes published, {expected} checkpoints committed")]
-    LeafCount { expected: usize, got: usize },
+    #[error(
+        "{got} checkpoint hashes ({got_optimizer} optimizer-state hashes) published, {expected} checkpoints committed"
+    )]
+    LeafCount { expected: usize, got: usize, got_optimizer: usize },
     #[error(
         "the published checkpoint hashes hash to {computed}, the receipt commits to {committed}"
     )]
@@ -141,12 +165,14 @@ pub enum AuditError {
     BadPolicy(String),
 }
 
-/// Checks the published checkpoint hashes against a verified train receipt and samples
+/// Checks the published checkpoint hashes (weights and optimizer state, in step order, as a
+/// train job's `metrics.json` lists them) against a verified train receipt and samples
 /// segments under `policy`. `update_norms[i]`, if given, is the size of segment `i`'s
 /// weight update (e.g. the L2 norm of checkpoint `i` minus checkpoint `i - 1`).
 pub fn plan_audit(
     receipt: &VerifiedReceipt,
     checkpoint_hashes: &[Hash32],
+    optimizer_hashes: &[Hash32],
     update_norms: Option<&[f64]>,
     policy: &AuditPolicy,
 ) -> Result<AuditPlan, AuditError> {
@@ -163,11 +189,20 @@ pub fn plan_audit(
     let params = r.train_params().map_err(AuditError::Params)?;
     let steps = merkle::checkpoint_steps(params.steps, r.checkpoint_interval);
     let n = steps.len();
-    if checkpoint_hashes.len() != n {
-        return Err(AuditError::LeafCount { expected: n, got: checkpoint_hashes.len() });
+    if checkpoint_hashes.len() != n || optimizer_hashes.len() != n {
+        return Err(AuditError::LeafCount {
+            expected: n,
+            got: checkpoint_hashes.len(),
+            got_optimizer: optimizer_hashes.len(),
+        });
     }
-    let leaves: Vec<(u32, Hash32)> =
-        steps.iter().copied().zip(checkpoint_hashes.iter().copied()).collect();
+    let leaves: Vec<Checkpoint> = (0..n)
+        .map(|i| Checkpoint {
+            step: steps[i],
+            weights: checkpoint_hashes[i],
+            optimizer: optimizer_hashes[i],
+        })
+        .collect();
     let computed = merkle::root(&leaves);
     if computed != r.checkpoint_root {
         return Err(AuditError::RootMismatch { committed: r.checkpoint_root, computed });
@@ -184,17 +219,20 @@ pub fn plan_audit(
     let mut segments: Vec<Segment> = picks
         .into_iter()
         .map(|(i, pick)| {
-            let (start_step, start_hash, start_proof) = if i == 0 {
-                (0, r.input_weights_hash, None)
+            let (start_step, start_hash, start_optimizer, start_proof) = if i == 0 {
+                (0, r.input_weights_hash, None, None)
             } else {
-                (steps[i - 1], checkpoint_hashes[i - 1], merkle::proof(&leaves, i - 1))
+                let s = leaves[i - 1];
+                (s.step, s.weights, Some(s.optimizer), merkle::proof(&leaves, i - 1))
             };
             Segment {
                 index: i,
                 start_step,
                 end_step: steps[i],
                 start_hash,
-                end_hash: checkpoint_hashes[i],
+                start_optimizer,
+                end_hash: leaves[i].weights,
+                end_optimizer: leaves[i].optimizer,
                 start_proof,
                 end_proof: merkle::proof(&leaves, i).unwrap_or_default(),
                 pick,
@@ -254,12 +292,15 @@ fn pick_segments(
     picked
 }
 
-/// What re-running a segment produced: the hash of the weights it started from (as loaded)
-/// and of the weights after its last step.
+/// What re-running a segment produced: the hashes of the state it started from (as loaded;
+/// `start_optimizer` is `None` when it started from a fresh optimizer) and of the state after
+/// its last step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replay {
     pub start_hash: Hash32,
+    pub start_optimizer: Option<Hash32>,
     pub end_hash: Hash32,
+    pub end_optimizer: Hash32,
 }
 
 /// One segment's audit outcome.
@@ -273,8 +314,14 @@ pub enum SegmentVerdict {
     /// The weights the segment starts from are not the committed ones (a stored checkpoint
     /// differs from what was committed).
     StartMismatch { committed: Hash32, loaded: Hash32 },
+    /// The optimizer state the segment starts from is not the committed one (stored moments
+    /// differ from what was committed, or a fresh optimizer where a checkpoint's was due).
+    StartOptimizerMismatch { committed: Option<Hash32>, loaded: Option<Hash32> },
     /// Re-execution produced other weights than the committed checkpoint.
     EndMismatch { committed: Hash32, reproduced: Hash32 },
+    /// Re-execution reproduced the weights but another optimizer state than the committed one
+    /// (the committed moments were not the ones training produced).
+    EndOptimizerMismatch { committed: Hash32, reproduced: Hash32 },
     /// The segment could not be re-run (missing checkpoint, worker error).
     ReplayFailed { reason: String },
 }
@@ -349,11 +396,12 @@ where
 /// Both ends of the segment are under the committed root (segment 0 starts from the input
 /// weights, which the receipt names directly).
 fn proofs_hold(plan: &AuditPlan, seg: &Segment) -> bool {
-    let start_ok = seg
-        .start_proof
-        .as_ref()
-        .is_none_or(|p| merkle::verify(&plan.root, seg.start_step, &seg.start_hash, p));
-    start_ok && merkle::verify(&plan.root, seg.end_step, &seg.end_hash, &seg.end_proof)
+    let start_ok = match (seg.start(), &seg.start_proof) {
+        (None, None) => seg.index == 0 && seg.start_step == 0,
+        (Some(c), Some(p)) => merkle::verify(&plan.root, &c, p),
+        _ => false,
+    };
+    start_ok && merkle::verify(&plan.root, &seg.end(), &seg.end_proof)
 }
 
 /// The verdict on one segment: `run` is `None` when its proofs failed (not re-run).
@@ -364,8 +412,20 @@ fn judge<E: Display>(seg: &Segment, run: Option<Result<Replay, E>>) -> SegmentRe
         Some(Ok(r)) if r.start_hash != seg.start_hash => {
             SegmentVerdict::StartMismatch { committed: seg.start_hash, loaded: r.start_hash }
         }
+        Some(Ok(r)) if r.start_optimizer != seg.start_optimizer => {
+            SegmentVerdict::StartOptimizerMismatch {
+                committed: seg.start_optimizer,
+                loaded: r.start_optimizer,
+            }
+        }
         Some(Ok(r)) if r.end_hash != seg.end_hash => {
             SegmentVerdict::EndMismatch { committed: seg.end_hash, reproduced: r.end_hash }
+        }
+        Some(Ok(r)) if r.end_optimizer != seg.end_optimizer => {
+            SegmentVerdict::EndOptimizerMismatch {
+                committed: seg.end_optimizer,
+                reproduced: r.end_optimizer,
+            }
         }
         Some(Ok(_)) => SegmentVerdict::Reproduced,
     };

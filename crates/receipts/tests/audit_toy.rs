@@ -6,14 +6,15 @@
 //! enough (40 segments) to exercise the sampler under the default 5% budget — largest
 //! updates, seeded random picks, the cost ratio — in milliseconds. What is under test is the
 //! real audit code; the toy only has to be deterministic and sensitive to its inputs, as the
-//! worker's training is.
+//! worker's training is. The toy optimizer is plain SGD: its state is the step counter, whose
+//! hash stands in for the worker's optimizer-state hash in the checkpoint leaves.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
 
 mod common;
 
 use common::*;
-use posthuman_receipts::merkle;
+use posthuman_receipts::merkle::{self, Checkpoint};
 use posthuman_receipts::{
     AuditError, AuditPolicy, Pick, Replay, Segment, SegmentVerdict, VerifiedReceipt, audit,
     bytes_hash, plan_audit, sign,
@@ -56,6 +57,14 @@ fn toy_step(w: &mut [f32], job: &ToyJob, step: u32) {
     }
 }
 
+/// TOY optimizer-state hash after `step` steps (SGD keeps only the step counter).
+fn toy_opt_hash(step: u32) -> Hash32 {
+    let mut d = Sha256::new();
+    d.update(b"toy-sgd");
+    d.update(step.to_le_bytes());
+    Hash32(d.finalize().into())
+}
+
 fn toy_init() -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -72,6 +81,8 @@ struct Run {
     stored: Vec<Vec<f32>>,
     /// Published checkpoint hashes (leaves), committed via the receipt's root.
     hashes: Vec<Hash32>,
+    /// Published optimizer-state hashes of the same checkpoints.
+    opt_hashes: Vec<Hash32>,
     output: Hash32,
 }
 
@@ -89,8 +100,9 @@ fn train(job: &ToyJob, mut cheat: impl FnMut(u32, &mut Vec<f32>) -> bool) -> Run
         }
     }
     let hashes: Vec<Hash32> = stored.iter().map(|w| toy_hash(w)).collect();
+    let opt_hashes = merkle::checkpoint_steps(STEPS, EVERY).into_iter().map(toy_opt_hash).collect();
     let output = *hashes.last().unwrap();
-    Run { stored, hashes, output }
+    Run { stored, hashes, opt_hashes, output }
 }
 
 fn params(job: &ToyJob) -> TrainParams {
@@ -103,7 +115,13 @@ fn params(job: &ToyJob) -> TrainParams {
 /// The operator's signed, verified receipt for a run (as published).
 fn receipt(job: &ToyJob, run: &Run) -> VerifiedReceipt {
     let steps = merkle::checkpoint_steps(STEPS, EVERY);
-    let leaves: Vec<(u32, Hash32)> = steps.into_iter().zip(run.hashes.iter().copied()).collect();
+    let leaves: Vec<Checkpoint> = (0..steps.len())
+        .map(|i| Checkpoint {
+            step: steps[i],
+            weights: run.hashes[i],
+            optimizer: run.opt_hashes[i],
+        })
+        .collect();
     let r = receipt_with("job-audit", JobParams::Train(params(job)), |r| {
         r.input_weights_hash = toy_hash(&toy_init());
         r.input_data_hash =
@@ -124,10 +142,16 @@ fn reexecute<'a>(
     move |seg: &Segment| {
         let mut w = if seg.index == 0 { toy_init() } else { stored[seg.index - 1].clone() };
         let start_hash = toy_hash(&w);
+        let start_optimizer = (seg.index > 0).then(|| toy_opt_hash(seg.start_step));
         for step in seg.start_step..seg.end_step {
             toy_step(&mut w, honest, step);
         }
-        Ok(Replay { start_hash, end_hash: toy_hash(&w) })
+        Ok(Replay {
+            start_hash,
+            start_optimizer,
+            end_hash: toy_hash(&w),
+            end_optimizer: toy_opt_hash(seg.end_step),
+        })
     }
 }
 
@@ -150,7 +174,9 @@ fn honest_job() -> ToyJob {
 fn default_audit(job: &ToyJob, run: &Run, seed: u64) -> posthuman_receipts::AuditReport {
     let r = receipt(job, run);
     let norms = update_norms(&run.stored);
-    let plan = plan_audit(&r, &run.hashes, Some(&norms), &AuditPolicy::seeded(seed)).unwrap();
+    let plan =
+        plan_audit(&r, &run.hashes, &run.opt_hashes, Some(&norms), &AuditPolicy::seeded(seed))
+            .unwrap();
     assert!(plan.cost_ratio <= 0.05, "ratio {}", plan.cost_ratio);
     audit(&plan, reexecute(&honest_job(), &run.stored))
 }
@@ -173,7 +199,7 @@ fn honest_training_passes_within_five_percent() {
     }
     // A full audit reproduces every segment too.
     let r = receipt(&job, &run);
-    let plan = plan_audit(&r, &run.hashes, None, &AuditPolicy::full()).unwrap();
+    let plan = plan_audit(&r, &run.hashes, &run.opt_hashes, None, &AuditPolicy::full()).unwrap();
     assert_eq!(plan.segments.len(), 40);
     assert!((plan.cost_ratio - 1.0).abs() < 1e-12);
     assert!(audit(&plan, reexecute(&job, &run.stored)).passed());
@@ -207,7 +233,7 @@ fn tampered_checkpoint_is_caught() {
     let mut stored = run.stored.clone();
     stored[38][0] += 1e-6;
     let r = receipt(&job, &run);
-    let plan = plan_audit(&r, &run.hashes, None, &AuditPolicy::seeded(3)).unwrap();
+    let plan = plan_audit(&r, &run.hashes, &run.opt_hashes, None, &AuditPolicy::seeded(3)).unwrap();
     let rep = audit(&plan, reexecute(&job, &stored));
     let last = rep.results.last().unwrap();
     assert_eq!(last.pick, Pick::Final);
@@ -256,7 +282,8 @@ fn swapped_final_weights_are_caught() {
     let mut run = train(&job, |_, _| true);
     run.output = other;
     let r = receipt(&job, &run);
-    let err = plan_audit(&r, &run.hashes, None, &AuditPolicy::default()).unwrap_err();
+    let err =
+        plan_audit(&r, &run.hashes, &run.opt_hashes, None, &AuditPolicy::default()).unwrap_err();
     assert_eq!(err, AuditError::FinalMismatch { output: other, last: honest.output });
 
     // (b) The last checkpoint is swapped too (tree rebuilt): the final segment, always
@@ -283,15 +310,17 @@ fn published_hashes_must_match_the_commitment() {
     let mut hashes = run.hashes.clone();
     hashes[5] = h(9);
     assert!(matches!(
-        plan_audit(&r, &hashes, None, &AuditPolicy::default()),
+        plan_audit(&r, &hashes, &run.opt_hashes, None, &AuditPolicy::default()),
         Err(AuditError::RootMismatch { .. })
     ));
     assert_eq!(
-        plan_audit(&r, &run.hashes[1..], None, &AuditPolicy::default()).unwrap_err(),
-        AuditError::LeafCount { expected: 40, got: 39 }
+        plan_audit(&r, &run.hashes[1..], &run.opt_hashes, None, &AuditPolicy::default())
+            .unwrap_err(),
+        AuditError::LeafCount { expected: 40, got: 39, got_optimizer: 40 }
     );
     // A plan edited after it was made (a leaf swapped) fails its proofs.
-    let mut plan = plan_audit(&r, &run.hashes, None, &AuditPolicy::seeded(5)).unwrap();
+    let mut plan =
+        plan_audit(&r, &run.hashes, &run.opt_hashes, None, &AuditPolicy::seeded(5)).unwrap();
     plan.segments[0].end_hash = h(9);
     let rep = audit(&plan, reexecute(&job, &run.stored));
     assert_eq!(rep.results[0].verdict, SegmentVerdict::ProofInvalid);
@@ -305,7 +334,7 @@ fn sampling_respects_the_budget_and_the_seed() {
     let norms = update_norms(&run.stored);
     let picks = |seed: u64, ratio: f64| {
         let pol = AuditPolicy { budget_ratio: ratio, ..AuditPolicy::seeded(seed) };
-        let plan = plan_audit(&r, &run.hashes, Some(&norms), &pol).unwrap();
+        let plan = plan_audit(&r, &run.hashes, &run.opt_hashes, Some(&norms), &pol).unwrap();
         assert!(plan.cost_ratio <= ratio + 1e-12, "{} > {ratio}", plan.cost_ratio);
         plan.segments.iter().map(|s| s.index).collect::<Vec<_>>()
     };
@@ -321,7 +350,39 @@ fn sampling_respects_the_budget_and_the_seed() {
     }
     // A run too short for the budget is still audited once, and says what it costs.
     let short = AuditPolicy { budget_ratio: 0.01, ..AuditPolicy::default() };
-    let plan = plan_audit(&r, &run.hashes, None, &short).unwrap();
+    let plan = plan_audit(&r, &run.hashes, &run.opt_hashes, None, &short).unwrap();
     assert_eq!(plan.segments.len(), 1);
     assert!((plan.cost_ratio - 0.025).abs() < 1e-12);
+}
+
+#[test]
+fn committed_optimizer_states_must_be_the_ones_training_produced() {
+    // The operator committed (and stored) other moments at checkpoint 20 than its training
+    // produced, e.g. to steer later segments: the weights still reproduce, the optimizer
+    // state does not, at both ends it touches.
+    let job = honest_job();
+    let mut run = train(&job, |_, _| true);
+    run.opt_hashes[20] = h(7);
+    let r = receipt(&job, &run);
+    let plan = plan_audit(&r, &run.hashes, &run.opt_hashes, None, &AuditPolicy::full()).unwrap();
+    let rep = audit(&plan, reexecute(&job, &run.stored));
+    let bad: Vec<_> = rep.failures().collect();
+    assert_eq!(bad.len(), 2, "{rep:?}");
+    assert_eq!(
+        bad[0].verdict,
+        SegmentVerdict::EndOptimizerMismatch { committed: h(7), reproduced: toy_opt_hash(210) }
+    );
+    assert_eq!(
+        bad[1].verdict,
+        SegmentVerdict::StartOptimizerMismatch {
+            committed: Some(h(7)),
+            loaded: Some(toy_opt_hash(210))
+        }
+    );
+    // Without the optimizer hashes the published list does not match the commitment.
+    let stale = vec![Hash32::ZERO; run.hashes.len()];
+    assert!(matches!(
+        plan_audit(&r, &run.hashes, &stale, None, &AuditPolicy::default()),
+        Err(AuditError::RootMismatch { .. })
+    ));
 }

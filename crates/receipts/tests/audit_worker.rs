@@ -1,8 +1,8 @@
 //! Proof-of-learning audits with the REAL worker: a tiny GPT-2 is trained by
 //! `posthuman_worker::train::run` with checkpoints; the auditor re-runs segments with the
 //! same train loop (resuming from the stored checkpoint, stopping after the segment's last
-//! step) and must reproduce each committed checkpoint hash bit for bit. Each kind of
-//! cheating is produced by really training the cheat, and is caught.
+//! step) and must reproduce each committed checkpoint (weights and optimizer state) bit for
+//! bit. Each kind of cheating is produced by really training the cheat, and is caught.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
 
@@ -11,18 +11,17 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use posthuman_gpt2::load_safetensors_bytes;
 use posthuman_receipts::{
     AuditPolicy, AuditReport, Pick, Replay, Segment, SegmentVerdict, VerifiedReceipt, audit_async,
     merkle, plan_audit, sign,
 };
 use posthuman_store::{LocalStore, ObjectStore};
-use posthuman_types::{Hash32, JobParams, JobSpec, TrainMetrics, TrainParams};
+use posthuman_types::{JobParams, JobSpec, TrainMetrics, TrainParams};
 use posthuman_worker::WorkerConfig;
 use posthuman_worker::model_io::{join, load_model};
 use posthuman_worker::setup::{ModelShape, init_model_to_store};
 use posthuman_worker::tokenizer::train_bpe;
-use posthuman_worker::train::checkpoint::{CheckpointState, fingerprint};
+use posthuman_worker::train::checkpoint::{self, CheckpointState, fingerprint};
 use posthuman_worker::train::{self, TrainOutcome};
 
 const BASE: &str = "models/base";
@@ -97,43 +96,47 @@ async fn run_to_end(store: &dyn ObjectStore, s: &JobSpec, p: &TrainParams) -> Tr
     }
 }
 
-/// The canonical hash of a stored checkpoint's weights (recomputed, not read from its state).
-async fn stored_hash(store: &dyn ObjectStore, prefix: &str, step: u32) -> Hash32 {
+/// The hashes of a stored checkpoint (recomputed from its files, not read from its state).
+async fn stored(store: &dyn ObjectStore, prefix: &str, step: u32) -> merkle::Checkpoint {
     let cfg = load_model(store, BASE, u64::MAX).await.unwrap().cfg;
-    let bytes = store.get(&ckpt(prefix, step, "model.safetensors"), u64::MAX).await.unwrap();
-    load_safetensors_bytes(&bytes, &cfg).unwrap().hash().unwrap()
+    checkpoint::stored(store, prefix, step, &cfg).await.unwrap()
 }
 
-/// Replaces the weights of checkpoint `step` of `prefix` with those of checkpoint `from_step`
-/// of `from_prefix`, rewriting its state so the worker resumes from it: what a cheating
-/// operator does to a checkpoint. Returns the new weights hash.
+/// Replaces `file` (the weights or the optimizer state) of checkpoint `step` of `prefix` with
+/// checkpoint `from_step`'s of `from_prefix`, rewriting its state so the worker resumes from
+/// it: what a cheating operator does to a checkpoint. Returns the checkpoint's new hashes.
 async fn substitute(
     store: &dyn ObjectStore,
-    prefix: &str,
-    step: u32,
-    from_prefix: &str,
-    from_step: u32,
-) -> Hash32 {
-    let w = store.get(&ckpt(from_prefix, from_step, "model.safetensors"), u64::MAX).await.unwrap();
-    store.put(&ckpt(prefix, step, "model.safetensors"), w).await.unwrap();
-    let h = stored_hash(store, prefix, step).await;
+    file: &str,
+    (prefix, step): (&str, u32),
+    (from_prefix, from_step): (&str, u32),
+) -> merkle::Checkpoint {
+    let w = store.get(&ckpt(from_prefix, from_step, file), u64::MAX).await.unwrap();
+    store.put(&ckpt(prefix, step, file), w).await.unwrap();
+    let c = stored(store, prefix, step).await;
     let key = ckpt(prefix, step, "state.json");
     let mut st: CheckpointState =
         serde_json::from_slice(&store.get(&key, u64::MAX).await.unwrap()).unwrap();
-    st.weights_hash = h;
+    (st.weights_hash, st.optimizer_hash) = (c.weights, c.optimizer);
     if let Some(last) = st.checkpoints.last_mut() {
-        last.1 = h;
+        *last = c;
     }
     store.put(&key, Bytes::from(serde_json::to_vec(&st).unwrap())).await.unwrap();
-    h
+    c
 }
 
-/// The operator's published receipt for a run claiming the buyer's `params` and dataset.
-async fn receipt(store: &dyn ObjectStore, hashes: &[Hash32]) -> VerifiedReceipt {
+/// The operator's published receipt for a run claiming the buyer's `params` and dataset,
+/// committing to the checkpoints `m` lists.
+async fn receipt(store: &dyn ObjectStore, m: &TrainMetrics) -> VerifiedReceipt {
     let p = params();
-    let leaves: Vec<(u32, Hash32)> = merkle::checkpoint_steps(p.steps, p.checkpoint_every)
+    let leaves: Vec<merkle::Checkpoint> = merkle::checkpoint_steps(p.steps, p.checkpoint_every)
         .into_iter()
-        .zip(hashes.iter().copied())
+        .enumerate()
+        .map(|(i, step)| merkle::Checkpoint {
+            step,
+            weights: m.checkpoint_hashes[i],
+            optimizer: m.checkpoint_optimizer_hashes[i],
+        })
         .collect();
     let input = load_model(store, BASE, u64::MAX).await.unwrap().weights_hash;
     let data = store.get(DATA, u64::MAX).await.unwrap();
@@ -141,7 +144,7 @@ async fn receipt(store: &dyn ObjectStore, hashes: &[Hash32]) -> VerifiedReceipt 
         r.input_weights_hash = input;
         r.input_data_hash = posthuman_worker::data::dataset_hash(&data);
         r.checkpoint_root = merkle::root(&leaves);
-        r.output_weights_hash = *hashes.last().unwrap();
+        r.output_weights_hash = *m.checkpoint_hashes.last().unwrap();
     });
     sign(r, &common::operator(), &common::domain())
         .unwrap()
@@ -161,8 +164,9 @@ async fn replay(
     let p = params();
     let id = format!("audit-{}", seg.index);
     let s = spec(&id, DATA, &p);
-    let start_hash = if seg.index == 0 {
-        load_model(store, BASE, u64::MAX).await.map_err(|e| e.to_string())?.weights_hash
+    let start = if seg.index == 0 {
+        let input = load_model(store, BASE, u64::MAX).await.map_err(|e| e.to_string())?;
+        (input.weights_hash, None)
     } else {
         for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
             let b = store
@@ -181,15 +185,30 @@ async fn replay(
         let data = store.get(DATA, u64::MAX).await.unwrap();
         st.fingerprint = fingerprint(&p, &posthuman_worker::data::dataset_hash(&data), &input);
         store.put(&key, Bytes::from(serde_json::to_vec(&st).unwrap())).await.unwrap();
-        stored_hash(store, &s.private_prefix, seg.start_step).await
+        let c = stored(store, &s.private_prefix, seg.start_step).await;
+        (c.weights, Some(c.optimizer))
     };
     train::run(store, &wc(Some(seg.end_step)), &s, &p).await.map_err(|e| e.to_string())?;
-    Ok(Replay { start_hash, end_hash: stored_hash(store, &s.private_prefix, seg.end_step).await })
+    let end = stored(store, &s.private_prefix, seg.end_step).await;
+    Ok(Replay {
+        start_hash: start.0,
+        start_optimizer: start.1,
+        end_hash: end.weights,
+        end_optimizer: end.optimizer,
+    })
 }
 
-async fn full_audit(store: &dyn ObjectStore, job_prefix: &str, hashes: &[Hash32]) -> AuditReport {
-    let r = receipt(store, hashes).await;
-    let plan = plan_audit(&r, hashes, None, &AuditPolicy::full()).unwrap();
+fn plan(
+    r: &VerifiedReceipt,
+    m: &TrainMetrics,
+    policy: &AuditPolicy,
+) -> posthuman_receipts::AuditPlan {
+    plan_audit(r, &m.checkpoint_hashes, &m.checkpoint_optimizer_hashes, None, policy).unwrap()
+}
+
+async fn full_audit(store: &dyn ObjectStore, job_prefix: &str, m: &TrainMetrics) -> AuditReport {
+    let r = receipt(store, m).await;
+    let plan = plan(&r, m, &AuditPolicy::full());
     // Each replay uses its own prefix: clear the previous audit's.
     for seg in &plan.segments {
         for k in store.list(&format!("private/audit-{}", seg.index)).await.unwrap_or_default() {
@@ -216,13 +235,13 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     // Honest: every segment reproduces bit for bit.
     let honest = run_to_end(st, &spec("honest", DATA, &p), &p).await;
     assert_eq!(honest.checkpoint_hashes.len(), 6);
-    let rep = full_audit(st, "private/honest", &honest.checkpoint_hashes).await;
+    let rep = full_audit(st, "private/honest", &honest).await;
     assert!(rep.passed(), "{rep:?}");
     assert_eq!(rep.results.len(), 6);
     // The default policy: 5% of 24 steps is under one segment, so one (the final) is re-run.
-    let r = receipt(st, &honest.checkpoint_hashes).await;
-    let plan = plan_audit(&r, &honest.checkpoint_hashes, None, &AuditPolicy::default()).unwrap();
-    assert_eq!((plan.segments.len(), plan.segments[0].pick.clone()), (1, Pick::Final));
+    let r = receipt(st, &honest).await;
+    let pl = plan(&r, &honest, &AuditPolicy::default());
+    assert_eq!((pl.segments.len(), pl.segments[0].pick.clone()), (1, Pick::Final));
 
     // Tampered checkpoint: checkpoint 3 (step 12) replaced by another run's weights, training
     // continued from them.
@@ -233,9 +252,9 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
         train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
         TrainOutcome::Stopped { step: 12 }
     );
-    substitute(st, "private/tampered", 12, "private/other", 12).await;
+    substitute(st, "model.safetensors", ("private/tampered", 12), ("private/other", 12)).await;
     let m = run_to_end(st, &s, &p).await;
-    let rep = full_audit(st, "private/tampered", &m.checkpoint_hashes).await;
+    let rep = full_audit(st, "private/tampered", &m).await;
     assert_eq!(bad_segments(&rep), vec![2], "{rep:?}");
     assert!(matches!(rep.results[2].verdict, SegmentVerdict::EndMismatch { .. }));
 
@@ -245,31 +264,59 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
         train::run(st, &wc(Some(16)), &s, &p).await.unwrap(),
         TrainOutcome::Stopped { step: 16 }
     );
-    substitute(st, "private/skipped", 16, "private/skipped", 12).await;
+    substitute(st, "model.safetensors", ("private/skipped", 16), ("private/skipped", 12)).await;
     let m = run_to_end(st, &s, &p).await;
-    let rep = full_audit(st, "private/skipped", &m.checkpoint_hashes).await;
+    let rep = full_audit(st, "private/skipped", &m).await;
     assert_eq!(bad_segments(&rep), vec![3], "{rep:?}");
+
+    // Forged moments: training stopped at step 12, the optimizer state there replaced (another
+    // run's moments, committed in its place) and training continued from it. The weights at
+    // 12 are honest, so only the optimizer half of the commitment gives it away: re-running
+    // segment 2 yields the honest moments. (With weights-only leaves this run passed a full
+    // audit: segment 3 reproduces from the stored, forged moments.)
+    let s = spec("moments", DATA, &p);
+    assert_eq!(
+        train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
+        TrainOutcome::Stopped { step: 12 }
+    );
+    let honest_12 = stored(st, "private/moments", 12).await;
+    let forged =
+        substitute(st, "optimizer.safetensors", ("private/moments", 12), ("private/other", 12))
+            .await;
+    assert_eq!(forged.weights, honest_12.weights);
+    let m = run_to_end(st, &s, &p).await;
+    assert_eq!(m.checkpoint_optimizer_hashes[2], forged.optimizer);
+    let rep = full_audit(st, "private/moments", &m).await;
+    assert_eq!(bad_segments(&rep), vec![2], "{rep:?}");
+    assert_eq!(
+        rep.results[2].verdict,
+        SegmentVerdict::EndOptimizerMismatch {
+            committed: forged.optimizer,
+            reproduced: honest_12.optimizer
+        }
+    );
 
     // A different dataset than the buyer's, and a different learning rate: every segment.
     let m = run_to_end(st, &spec("otherdata", OTHER_DATA, &p), &p).await;
-    let rep = full_audit(st, "private/otherdata", &m.checkpoint_hashes).await;
+    let rep = full_audit(st, "private/otherdata", &m).await;
     assert_eq!(bad_segments(&rep), vec![0, 1, 2, 3, 4, 5], "{rep:?}");
     let lr = TrainParams { learning_rate: 2e-3, ..p.clone() };
     let m = run_to_end(st, &spec("otherlr", DATA, &lr), &lr).await;
-    let rep = full_audit(st, "private/otherlr", &m.checkpoint_hashes).await;
+    let rep = full_audit(st, "private/otherlr", &m).await;
     assert_eq!(bad_segments(&rep), vec![0, 1, 2, 3, 4, 5], "{rep:?}");
 
     // Final weights swapped for another model's (the last checkpoint with them): the final
     // segment — which the default policy always re-runs — does not reproduce.
     let s = spec("swapped", DATA, &p);
     let mut m = run_to_end(st, &s, &p).await;
-    let swapped = substitute(st, "private/swapped", 24, "private/other", 24).await;
-    *m.checkpoint_hashes.last_mut().unwrap() = swapped;
-    let rep = full_audit(st, "private/swapped", &m.checkpoint_hashes).await;
+    let swapped =
+        substitute(st, "model.safetensors", ("private/swapped", 24), ("private/other", 24)).await;
+    *m.checkpoint_hashes.last_mut().unwrap() = swapped.weights;
+    let rep = full_audit(st, "private/swapped", &m).await;
     assert_eq!(bad_segments(&rep), vec![5], "{rep:?}");
-    let r = receipt(st, &m.checkpoint_hashes).await;
-    let plan = plan_audit(&r, &m.checkpoint_hashes, None, &AuditPolicy::default()).unwrap();
-    let rep = audit_async(&plan, |seg| {
+    let r = receipt(st, &m).await;
+    let pl = plan(&r, &m, &AuditPolicy::default());
+    let rep = audit_async(&pl, |seg| {
         let seg = seg.clone();
         async move { replay(st, "private/swapped", &seg).await }
     })

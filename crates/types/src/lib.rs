@@ -23,4 +23,6 @@ pub use job::{
     EvalParams, InferParams, JobKind, JobParams, JobSpec, Sampling, SpecError, TrainParams,
 };
 pub use model::{ModelCard, RewardScheme};
-pub use outputs::{Completion, EvalReport, JobProgress, JobStatus, StopReason, TrainMetrics};
+pub use outputs::{
+    Checkpoint, Completion, EvalReport, JobProgress, JobStatus, StopReason, TrainMetrics,
+};

@@ -50,6 +50,17 @@ impl JobStatus {
     }
 }
 
+/// One committed training checkpoint: the state after optimizer step `step`, as a leaf of the
+/// checkpoint Merkle tree a train receipt commits to (the worker's `merkle` module hashes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub step: u32,
+    /// Canonical weights hash.
+    pub weights: Hash32,
+    /// Canonical optimizer-state hash (AdamW step counter and moments).
+    pub optimizer: Hash32,
+}
+
 /// Result of a train job (`metrics.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainMetrics {
@@ -63,11 +74,14 @@ pub struct TrainMetrics {
     pub input_weights_hash: Hash32,
     pub output_weights_hash: Hash32,
     pub dataset_hash: Hash32,
-    /// Merkle root over the checkpoint hashes, and the interval between checkpoints.
+    /// Merkle root over the checkpoints, and the interval between checkpoints.
     pub checkpoint_root: Hash32,
     pub checkpoint_every: u32,
-    /// Canonical weights hash of each checkpoint, in step order (leaves of the Merkle tree).
+    /// Canonical weights hash of each checkpoint, in step order (the Merkle leaves commit to
+    /// them with the optimizer-state hashes below).
     pub checkpoint_hashes: Vec<Hash32>,
+    /// Canonical optimizer-state hash (AdamW step counter and moments) of each checkpoint.
+    pub checkpoint_optimizer_hashes: Vec<Hash32>,
 }
 
 /// Why generation stopped for one prompt.

@@ -4,10 +4,9 @@
 //! updates, seeded random ones, within a compute budget); each sampled segment is re-run
 //! with the worker's own train loop from the stored start checkpoint, with the parameters,
 //! dataset and input weights the receipt commits to, and must reproduce the committed end
-//! checkpoint bit for bit.
+//! checkpoint (weights and optimizer state) bit for bit.
 
 use bytes::Bytes;
-use posthuman_gpt2::load_safetensors_bytes;
 use posthuman_receipts::{
     AuditPolicy, AuditReport, ReceiptDomain, Replay, Segment, SignedReceipt, VerifiedReceipt,
     audit_async, json_hash, plan_audit, receipt_params,
@@ -16,7 +15,8 @@ use posthuman_store::ObjectStore;
 use posthuman_types::{Hash32, JobParams, JobSpec, TrainMetrics, TrainParams};
 use posthuman_worker::WorkerConfig;
 use posthuman_worker::model_io::{join, load_model};
-use posthuman_worker::train::{self, checkpoint::CheckpointState, checkpoint::fingerprint};
+use posthuman_worker::train;
+use posthuman_worker::train::checkpoint::{self, CheckpointState, fingerprint};
 
 use crate::error::CliError;
 
@@ -76,7 +76,14 @@ pub async fn audit_job(
         return Err(fail("the stored input model is not the one the receipt commits to"));
     }
 
-    let plan = plan_audit(&receipt, &metrics.checkpoint_hashes, None, policy).map_err(fail)?;
+    let plan = plan_audit(
+        &receipt,
+        &metrics.checkpoint_hashes,
+        &metrics.checkpoint_optimizer_hashes,
+        None,
+        policy,
+    )
+    .map_err(fail)?;
     let (cfg, input_hash) = (base.cfg.clone(), base.weights_hash);
     let fp = fingerprint(p, &data_hash, &input_hash);
     let replay = |seg: Segment| {
@@ -111,11 +118,8 @@ async fn replay_segment(
         public_prefix: format!("{prefix}/public"),
         ..spec.clone()
     };
-    let weights_hash = |bytes: Bytes| -> Result<Hash32, CliError> {
-        load_safetensors_bytes(&bytes, cfg).and_then(|w| w.hash()).map_err(fail)
-    };
-    let start_hash = if seg.index == 0 {
-        input_hash
+    let (start_hash, start_optimizer) = if seg.index == 0 {
+        (input_hash, None)
     } else {
         for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
             let b = store
@@ -129,12 +133,9 @@ async fn replay_segment(
             serde_json::from_slice(&store.get(&key, 1 << 20).await.map_err(io)?).map_err(fail)?;
         st.fingerprint = fp;
         store.put(&key, Bytes::from(serde_json::to_vec(&st).map_err(fail)?)).await.map_err(io)?;
-        weights_hash(
-            store
-                .get(&ckpt(&prefix, seg.start_step, "model.safetensors"), u64::MAX)
-                .await
-                .map_err(io)?,
-        )?
+        // What the replay starts from, hashed from the files themselves.
+        let c = checkpoint::stored(store, &prefix, seg.start_step, cfg).await.map_err(fail)?;
+        (c.weights, Some(c.optimizer))
     };
     let wc = WorkerConfig {
         progress_interval_secs: 60.0,
@@ -142,17 +143,10 @@ async fn replay_segment(
         ..WorkerConfig::default()
     };
     train::run(store, &wc, &s, p).await.map_err(fail)?;
-    let end = store.get(&ckpt(&prefix, seg.end_step, "model.safetensors"), u64::MAX).await;
-    let end_hash = match end {
-        Ok(b) => weights_hash(b)?,
-        // The last segment ends with the run: its end checkpoint is the final one.
-        Err(posthuman_store::StoreError::NotFound { .. }) => weights_hash(
-            store.get(&join(&prefix, "model.safetensors"), u64::MAX).await.map_err(io)?,
-        )?,
-        Err(e) => return Err(io(e)),
-    };
+    // Every checkpoint step is saved, the run's last one included.
+    let end = checkpoint::stored(store, &prefix, seg.end_step, cfg).await.map_err(fail)?;
     for k in store.list(&prefix).await.map_err(io)? {
         store.delete(&k).await.map_err(io)?;
     }
-    Ok(Replay { start_hash, end_hash })
+    Ok(Replay { start_hash, start_optimizer, end_hash: end.weights, end_optimizer: end.optimizer })
 }

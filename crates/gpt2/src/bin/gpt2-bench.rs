@@ -133,12 +133,14 @@ fn main() -> AnyResult<()> {
     let train_tps = train_time.map(|t| (a.steps * batch * ctx) as f64 / t);
     let train_gflops = train_tps.map(|t| t * 3.0 * fwd_flops_per_token(&cfg, ctx) / 1e9);
 
-    // Proof-of-learning cost: the canonical hash of every checkpoint's weights, against the
-    // training time between two checkpoints (the worker's default: one every 10 steps).
+    // Proof-of-learning cost: the canonical hashes of every checkpoint (weights and optimizer
+    // state, the Merkle leaf), against the training time between two checkpoints (the
+    // worker's default: one every 10 steps).
     let mut hash_s = Vec::new();
     for _ in 0..5 {
         let t0 = Instant::now();
         let _ = posthuman_gpt2::Weights::from_var_map(&cfg, &vm)?.hash()?;
+        let _ = opt.state_hash();
         hash_s.push(t0.elapsed().as_secs_f64());
     }
     hash_s.sort_by(f64::total_cmp);

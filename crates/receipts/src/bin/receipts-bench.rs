@@ -8,6 +8,7 @@ use std::time::Instant;
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::Result;
+use posthuman_receipts::merkle::Checkpoint;
 use posthuman_receipts::{
     AuditPolicy, Receipt, ReceiptDomain, SignedReceipt, json_hash, merkle, plan_audit,
     receipt_params, sign, worker_version,
@@ -26,6 +27,15 @@ fn median_us(mut f: impl FnMut()) -> f64 {
         .collect();
     t.sort_by(f64::total_cmp);
     t[RUNS / 2]
+}
+
+/// A made-up checkpoint `i` after `step` (the bench times hashing, not training).
+fn leaf(i: usize, step: u32) -> Checkpoint {
+    Checkpoint {
+        step,
+        weights: Hash32([(i % 251) as u8; 32]),
+        optimizer: Hash32([(i % 241) as u8 ^ 0x80; 32]),
+    }
 }
 
 fn main() -> Result<()> {
@@ -84,13 +94,12 @@ fn main() -> Result<()> {
 
     println!("\ncheckpoint Merkle proofs (median of {RUNS} verifications)");
     for n in [10usize, 100, 1000, 5000] {
-        let leaves: Vec<(u32, Hash32)> =
-            (0..n).map(|i| ((i as u32 + 1) * 10, Hash32([(i % 251) as u8; 32]))).collect();
+        let leaves: Vec<Checkpoint> = (0..n).map(|i| leaf(i, (i as u32 + 1) * 10)).collect();
         let root = merkle::root(&leaves);
         let i = n / 3;
         let proof = merkle::proof(&leaves, i).unwrap_or_default();
         let us = median_us(|| {
-            assert!(merkle::verify(&root, leaves[i].0, &leaves[i].1, &proof));
+            assert!(merkle::verify(&root, &leaves[i], &proof));
         });
         println!("  {n:>5} checkpoints: {:>2} siblings  {us:>8.2} µs", proof.len());
     }
@@ -102,18 +111,19 @@ fn main() -> Result<()> {
     {
         let mut p = TrainParams::new(steps, 3e-4, 8, 256);
         p.checkpoint_every = every;
-        let leaves: Vec<(u32, Hash32)> = merkle::checkpoint_steps(steps, every)
+        let leaves: Vec<Checkpoint> = merkle::checkpoint_steps(steps, every)
             .into_iter()
             .enumerate()
-            .map(|(i, s)| (s, Hash32([(i % 251) as u8; 32])))
+            .map(|(i, s)| leaf(i, s))
             .collect();
         let mut r = Receipt::for_job("job-cost", &JobParams::Train(p));
         r.worker_version = receipt.worker_version.clone();
         r.checkpoint_root = merkle::root(&leaves);
-        r.output_weights_hash = leaves[leaves.len() - 1].1;
+        r.output_weights_hash = leaves[leaves.len() - 1].weights;
         let v = sign(r, &key, &domain)?.verify(key.address(), &domain)?;
-        let hashes: Vec<Hash32> = leaves.iter().map(|l| l.1).collect();
-        let plan = plan_audit(&v, &hashes, None, &AuditPolicy::default())?;
+        let weights: Vec<Hash32> = leaves.iter().map(|l| l.weights).collect();
+        let optimizer: Vec<Hash32> = leaves.iter().map(|l| l.optimizer).collect();
+        let plan = plan_audit(&v, &weights, &optimizer, None, &AuditPolicy::default())?;
         println!(
             "  {steps:>5}  {every:>5}  {:>8}  {:>7}  {:>12}  {:>5.1}%",
             plan.total_segments,

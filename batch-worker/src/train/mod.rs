@@ -2,10 +2,11 @@
 //!
 //! Flow: load and cross-check the model, preflight the memory estimate, read and pack the
 //! dataset, resume from this job's latest checkpoint if one exists, then run the steps.
-//! After every `checkpoint_every` steps (and the last) the weights, optimizer state and step
-//! go to the private prefix and the canonical weights hash becomes a Merkle leaf
-//! ([`crate::merkle`]). At the end the model goes to the private prefix (`_COMPLETE` last)
-//! and `metrics.json` to the public prefix; on any failure what was written is removed.
+//! After every `checkpoint_every` steps (and the last) the canonical weights and optimizer
+//! state hashes become a Merkle leaf ([`crate::merkle`]), and (but for the last, which the
+//! output model supersedes) the weights, optimizer state and step go to the private prefix.
+//! At the end the model goes to the private prefix (`_COMPLETE` last) and `metrics.json` to
+//! the public prefix; on any failure what was written is removed.
 //!
 //! Determinism: batches and dropout masks derive from `(seed, step, micro-batch)` alone and
 //! the model's kernels reduce in a fixed order, so the same inputs and seed give bit-identical
@@ -44,6 +45,32 @@ pub enum TrainOutcome {
     Done(Box<TrainMetrics>),
     /// Stopped on request right after the checkpoint of `step` (resumable).
     Stopped { step: u32 },
+}
+
+impl TrainOutcome {
+    /// The committed checkpoint the run ended on: a finished run's last leaf (from its
+    /// metrics: the last checkpoint is not stored), or the stored checkpoint it stopped at
+    /// (hashed from its files). What an audit's replay of a segment compares.
+    pub async fn end_checkpoint(
+        &self,
+        store: &dyn ObjectStore,
+        private_prefix: &str,
+        cfg: &posthuman_gpt2::Config,
+    ) -> Result<merkle::Checkpoint, WorkerError> {
+        match self {
+            TrainOutcome::Done(m) => {
+                match (m.checkpoint_hashes.last(), m.checkpoint_optimizer_hashes.last()) {
+                    (Some(&weights), Some(&optimizer)) => {
+                        Ok(merkle::Checkpoint { step: m.steps, weights, optimizer })
+                    }
+                    _ => Err(WorkerError::internal("a finished run without checkpoints")),
+                }
+            }
+            TrainOutcome::Stopped { step } => {
+                checkpoint::stored(store, private_prefix, *step, cfg).await
+            }
+        }
+    }
 }
 
 /// The dropout stream of one micro-batch: a pure function of the job seed and position.
@@ -210,7 +237,12 @@ pub async fn run(
                 optimizer: st.optimizer_hash,
             });
             st.format = checkpoint::FORMAT.into();
-            checkpoint::save(store, &spec.private_prefix, &snap, &opt, &st).await?;
+            // The last checkpoint is committed (its leaf binds the output weights) but not
+            // stored: the finished job's model is written next, and nothing resumes from the
+            // end of training or replays a segment from it (~0.3 s of writes per job).
+            if st.step < p.steps {
+                checkpoint::save(store, &spec.private_prefix, &snap, &opt, &st).await?;
+            }
             if wc.stop_after_checkpoint == Some(st.step) && st.step < p.steps {
                 return Ok(TrainOutcome::Stopped { step: st.step });
             }

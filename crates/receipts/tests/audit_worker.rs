@@ -188,8 +188,10 @@ async fn replay(
         let c = stored(store, &s.private_prefix, seg.start_step).await;
         (c.weights, Some(c.optimizer))
     };
-    train::run(store, &wc(Some(seg.end_step)), &s, &p).await.map_err(|e| e.to_string())?;
-    let end = stored(store, &s.private_prefix, seg.end_step).await;
+    let outcome =
+        train::run(store, &wc(Some(seg.end_step)), &s, &p).await.map_err(|e| e.to_string())?;
+    let cfg = load_model(store, BASE, u64::MAX).await.unwrap().cfg;
+    let end = outcome.end_checkpoint(store, &s.private_prefix, &cfg).await.unwrap();
     Ok(Replay {
         start_hash: start.0,
         start_optimizer: start.1,
@@ -246,7 +248,7 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     // Tampered checkpoint: checkpoint 3 (step 12) replaced by another run's weights, training
     // continued from them.
     let other_seed = TrainParams { seed: 99, ..p.clone() };
-    run_to_end(st, &spec("other", DATA, &other_seed), &other_seed).await;
+    let other = run_to_end(st, &spec("other", DATA, &other_seed), &other_seed).await;
     let s = spec("tampered", DATA, &p);
     assert_eq!(
         train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
@@ -309,9 +311,7 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     // segment — which the default policy always re-runs — does not reproduce.
     let s = spec("swapped", DATA, &p);
     let mut m = run_to_end(st, &s, &p).await;
-    let swapped =
-        substitute(st, "model.safetensors", ("private/swapped", 24), ("private/other", 24)).await;
-    *m.checkpoint_hashes.last_mut().unwrap() = swapped.weights;
+    *m.checkpoint_hashes.last_mut().unwrap() = other.output_weights_hash;
     let rep = full_audit(st, "private/swapped", &m).await;
     assert_eq!(bad_segments(&rep), vec![5], "{rep:?}");
     let r = receipt(st, &m).await;

@@ -142,9 +142,8 @@ async fn replay_segment(
         stop_after_checkpoint: Some(seg.end_step),
         ..WorkerConfig::default()
     };
-    train::run(store, &wc, &s, p).await.map_err(fail)?;
-    // Every checkpoint step is saved, the run's last one included.
-    let end = checkpoint::stored(store, &prefix, seg.end_step, cfg).await.map_err(fail)?;
+    let outcome = train::run(store, &wc, &s, p).await.map_err(fail)?;
+    let end = outcome.end_checkpoint(store, &prefix, cfg).await.map_err(fail)?;
     for k in store.list(&prefix).await.map_err(io)? {
         store.delete(&k).await.map_err(io)?;
     }

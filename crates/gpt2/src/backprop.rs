@@ -16,6 +16,7 @@ use crate::ops::attention::{Dropout, attention_bwd, causal_dims, causal_fwd};
 use crate::ops::linear::{Activation, linear_bwd, linear_fwd};
 use crate::ops::loss::{embed_bwd, embed_fwd, lm_head_mean, lm_head_nll};
 use crate::ops::norm::{ln_bwd, ln_fwd};
+use crate::ops::scratch;
 use crate::rng::keep;
 use crate::{DropoutRng, Gpt2, param_shapes};
 use candle_core::{DType, Result, Storage, Tensor, bail};
@@ -131,7 +132,9 @@ impl Gpt2 {
         let nll = self.with_param_slices(|w| {
             let fwd = self.cpu_forward(w, ids, b, t, None, false)?;
             let hf = ln_fwd(&fwd.x, w[2 + 12 * nl], w[3 + 12 * nl], cfg.layer_norm_epsilon as f32);
-            Ok(lm_head_nll(&hf, w[0], targets, c, w[0].len() / c, false)?.0)
+            let nll = lm_head_nll(&hf, w[0], targets, c, w[0].len() / c, false)?.0;
+            scratch::give([fwd.x, hf]);
+            Ok(nll)
         })?;
         Ok(Some(nll))
     }
@@ -227,7 +230,11 @@ impl Gpt2 {
             }
             add_from(&x_mid, &mut x_out);
             let x_in = std::mem::replace(&mut x, x_out);
-            if save {
+            if !save {
+                scratch::give([x_in, h1, qkv, a, x_mid, h2, act]);
+                scratch::give(probs);
+                scratch::give(pre);
+            } else {
                 let Some(pre) = pre else { bail!("linear did not keep the GELU pre-activation") };
                 saved.push(Saved {
                     x_in,
@@ -269,18 +276,19 @@ impl Gpt2 {
         let v = w[0].len() / c;
         let (loss, g) = lm_head_mean(&hf, w[0], targets, c, v, true)?;
         let Some((dh, dwte_head)) = g else { bail!("lm head returned no gradients") };
-        drop(hf);
 
-        // Backward.
+        // Backward. Activations and intermediate gradients go back to the scratch pool as soon
+        // as they are consumed; the parameter gradients leave the step.
         let mut grads: Vec<Vec<f32>> = vec![Vec::new(); w.len()];
         let (mut dx, dlnf_w, dlnf_b) = ln_bwd(&x, lnf_w, &dh, eps);
+        scratch::give([hf, dh, x]);
         grads[2 + 12 * nl] = dlnf_w;
         grads[3 + 12 * nl] = dlnf_b;
         for l in (0..nl).rev() {
             let Some(s) = saved.pop() else { bail!("missing saved activations") };
             let g = |i: usize| 2 + 12 * l + i;
             // x_out = x_mid + drop(act · W_proj + b)
-            let mut d_out = dx.clone();
+            let mut d_out = scratch::copy(&dx);
             if let Some(d) = s.resid_mlp {
                 apply_mask(&mut d_out, d);
             }
@@ -309,8 +317,9 @@ impl Gpt2 {
             let (d_ln2, dw, db) = ln_bwd(&s.x_mid, blk(l, 6), &d_h2, eps);
             (grads[g(6)], grads[g(7)]) = (dw, db);
             add_into(&mut dx, &d_ln2);
+            scratch::give([d_h2, d_ln2]);
             // x_mid = x_in + drop(a · W_proj + b)
-            let mut d_proj = dx.clone();
+            let mut d_proj = scratch::copy(&dx);
             if let Some(d) = s.resid_attn {
                 apply_mask(&mut d_proj, d);
             }
@@ -318,6 +327,7 @@ impl Gpt2 {
                 linear_bwd(&s.a, blk(l, 4), blk(l, 5), d_proj, None, c, c, Activation::Identity)?;
             (grads[g(4)], grads[g(5)]) = (dw, db);
             let d_qkv = attention_bwd(&s.qkv, &d_a, &s.probs, dims, s.attn_drop)?;
+            scratch::give([d_a]);
             let (d_h1, dw, db) = linear_bwd(
                 &s.h1,
                 blk(l, 2),
@@ -332,6 +342,8 @@ impl Gpt2 {
             let (d_ln1, dw, db) = ln_bwd(&s.x_in, blk(l, 0), &d_h1, eps);
             (grads[g(0)], grads[g(1)]) = (dw, db);
             add_into(&mut dx, &d_ln1);
+            scratch::give([d_h1, d_ln1, s.x_in, s.h1, s.qkv, s.a, s.x_mid, s.h2, s.pre, s.act]);
+            scratch::give(s.probs);
         }
         if let Some(d) = embd_drop {
             apply_mask(&mut dx, d);
@@ -339,6 +351,7 @@ impl Gpt2 {
         let mut dwte = vec![0f32; w[0].len()];
         let mut dwpe = vec![0f32; w[1].len()];
         embed_bwd(ids, &dx, t, c, 0, &mut dwte, &mut dwpe);
+        scratch::give([dx]);
         // The tied embedding's two contributions, summed as the graph sums them.
         add_from(&dwte_head, &mut dwte);
         grads[0] = dwte;

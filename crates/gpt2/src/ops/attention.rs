@@ -6,6 +6,7 @@
 use super::kernels::{
     Mat, cpu_slice, matmul, softmax_bwd_row, softmax_scaled, storage, tensor, with_slice,
 };
+use super::scratch;
 use crate::rng::keep;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -82,7 +83,9 @@ fn head_fwd(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let (tq, tk, d) = (dm.tq, dm.tk, dm.d);
     let offset = tk - tq;
-    let mut p = vec![0f32; tq * tk];
+    // Every value is written: the causal blocks by the products, the rest of each row by the
+    // zero fill after its softmax.
+    let mut p = scratch::take(tq * tk);
     let (q, k) = (dm.q_at(x, bi, hi), dm.k_at(x, bi, hi));
     let scale = dm.scale();
     for r0 in (0..tq).step_by(QB) {
@@ -95,15 +98,14 @@ fn head_fwd(
         softmax_scaled(&mut row[..valid], scale);
         row[valid..].fill(0.0);
     }
-    let mut out = vec![0f32; tq * d];
+    let mut out = scratch::take(tq * d);
     let vo = dm.v_off(x, bi, hi);
-    let pd_owned;
+    let mut pd_owned = None;
     let pd: &[f32] = match dr {
         Some(dr) => {
-            let mut t = p.clone();
+            let mut t = scratch::copy(&p);
             apply_mask(&mut t, dr, bi * dm.h + hi, tq, tk);
-            pd_owned = t;
-            &pd_owned
+            &*pd_owned.insert(t)
         }
         None => &p,
     };
@@ -112,6 +114,7 @@ fn head_fwd(
         let v = Mat::rows(&x.v[vo..], kend, d, x.vs);
         matmul(&mut out[r0 * d..], d, Mat::rows(&pd[r0 * tk..], r, kend, tk), v, false, false)?;
     }
+    scratch::give(pd_owned);
     Ok((out, p))
 }
 
@@ -129,7 +132,7 @@ pub(crate) fn attention_fwd(
         .into_par_iter()
         .map(|bh| head_fwd(x, dm, bh / dm.h, bh % dm.h, dr))
         .collect::<Result<_>>()?;
-    let mut out = vec![0f32; dm.b * dm.tq * c];
+    let mut out = scratch::take(dm.b * dm.tq * c);
     let mut probs = Vec::with_capacity(heads.len());
     for (bh, (o, p)) in heads.into_iter().enumerate() {
         let (bi, hi) = (bh / dm.h, bh % dm.h);
@@ -137,6 +140,7 @@ pub(crate) fn attention_fwd(
             let dst = (bi * dm.tq + i) * c + hi * dm.d;
             out[dst..dst + dm.d].copy_from_slice(&o[i * dm.d..(i + 1) * dm.d]);
         }
+        scratch::give([o]);
         probs.push(p);
     }
     Ok((out, probs))
@@ -158,18 +162,19 @@ fn head_bwd(
     let bh = bi * dm.h + hi;
     let d_o = Mat::rows(&g[(bi * tq) * c + hi * d..], tq, d, c);
     let vo = dm.v_off(x, bi, hi);
-    let pd_owned;
+    let mut pd_owned = None;
     let pd: &[f32] = match dr {
         Some(dr) => {
-            let mut t = p.to_vec();
+            let mut t = scratch::copy(p);
             apply_mask(&mut t, dr, bh, tq, tk);
-            pd_owned = t;
-            &pd_owned
+            &*pd_owned.insert(t)
         }
         None => p,
     };
-    let mut dv = vec![0f32; tk * d];
-    let mut dp = vec![0f32; tq * tk];
+    // dv and dk accumulate over query blocks; dp's columns past each block's keys are never
+    // written by the products but are read by the softmax backward: all three start at zero.
+    let mut dv = scratch::zeroed(tk * d);
+    let mut dp = scratch::zeroed(tq * tk);
     for r0 in (0..tq).step_by(QB) {
         let (r, kend) = (QB.min(tq - r0), offset + (r0 + QB).min(tq));
         let dob = sub(d_o, r0, r, d);
@@ -184,8 +189,9 @@ fn head_bwd(
     for (dpr, pr) in dp.chunks_exact_mut(tk).zip(p.chunks_exact(tk)) {
         softmax_bwd_row(dpr, pr, scale);
     }
-    let mut dq = vec![0f32; tq * d];
-    let mut dk = vec![0f32; tk * d];
+    scratch::give(pd_owned);
+    let mut dq = scratch::take(tq * d);
+    let mut dk = scratch::zeroed(tk * d);
     let (q, k) = (dm.q_at(x, bi, hi), dm.k_at(x, bi, hi));
     for r0 in (0..tq).step_by(QB) {
         let (r, kend) = (QB.min(tq - r0), offset + (r0 + QB).min(tq));
@@ -193,6 +199,7 @@ fn head_bwd(
         matmul(&mut dq[r0 * d..], d, ds, sub(k, 0, kend, d), false, false)?;
         matmul(&mut dk, d, Mat::t(&dp[r0 * tk..], kend, r, tk), sub(q, r0, r, d), true, false)?;
     }
+    scratch::give([dp]);
     Ok([dq, dk, dv])
 }
 
@@ -214,7 +221,7 @@ pub(crate) fn attention_bwd(
         .into_par_iter()
         .map(|bh| head_bwd(&x, g, &probs[bh], dm, bh / dm.h, bh % dm.h, dropout))
         .collect::<Result<_>>()?;
-    let mut dqkv = vec![0f32; qkv.len()];
+    let mut dqkv = scratch::take(qkv.len());
     for (bh, parts) in grads.iter().enumerate() {
         let (bi, hi) = (bh / dm.h, bh % dm.h);
         for (which, part) in parts.iter().enumerate() {
@@ -224,6 +231,7 @@ pub(crate) fn attention_bwd(
             }
         }
     }
+    scratch::give(grads.into_iter().flatten());
     Ok(dqkv)
 }
 

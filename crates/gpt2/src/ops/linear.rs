@@ -5,6 +5,7 @@
 use super::kernels::{
     Mat, col_sums, cpu_slice, gelu_fwd, gelu_fwd_grad, matmul, storage, tensor, with_slice,
 };
+use super::scratch;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use std::sync::Mutex;
 
@@ -32,7 +33,7 @@ fn out_shape(l: &Layout, m: usize) -> Shape {
 
 /// z = x·W + b for row-major x (n, k), W (k, m).
 fn affine(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Result<Vec<f32>> {
-    let mut z = vec![0f32; n * m];
+    let mut z = scratch::take(n * m);
     for row in z.chunks_exact_mut(m) {
         row.copy_from_slice(b);
     }
@@ -57,14 +58,15 @@ pub(crate) fn linear_fwd(
         Activation::Identity => (z, None),
         Activation::GeluNew if keep_pre => {
             let mut z = z;
-            let mut y = vec![0f32; z.len()];
+            let mut y = scratch::take(z.len());
             gelu_fwd_grad_par(&mut z, &mut y);
             (y, Some(z))
         }
         Activation::GeluNew => {
             use rayon::prelude::*;
-            let mut y = vec![0f32; z.len()];
+            let mut y = scratch::take(z.len());
             y.par_chunks_mut(1 << 15).zip(z.par_chunks(1 << 15)).for_each(|(y, z)| gelu_fwd(z, y));
+            scratch::give([z]);
             (y, None)
         }
     })
@@ -97,19 +99,22 @@ pub(crate) fn linear_bwd(
             Some(d) => d,
             None => {
                 let mut z = affine(x, w, b, n, k, m)?;
-                let mut y = vec![0f32; z.len()];
+                let mut y = scratch::take(z.len());
                 gelu_fwd_grad_par(&mut z, &mut y);
+                scratch::give([y]);
                 d_owned = z;
                 &d_owned
             }
         };
         mul_into(&mut dz, d);
     }
-    let mut dx = vec![0f32; n * k];
+    let mut dx = scratch::take(n * k);
     matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
+    // dW leaves the step as a gradient: a fresh allocation, not a pooled one.
     let mut dw = vec![0f32; k * m];
     matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
     let db = col_sums(&dz, n, m);
+    scratch::give([dz]);
     Ok((dx, dw, db))
 }
 

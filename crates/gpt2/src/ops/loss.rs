@@ -5,6 +5,7 @@
 //! is a scalar, so backward only rescales them).
 
 use super::kernels::{Mat, cpu_slice, log_softmax_row, matmul, storage, tensor};
+use super::scratch;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -35,7 +36,7 @@ pub(crate) fn embed_fwd(
     if offset + t > p {
         bail!("embedding: {t} positions from {offset} exceed n_positions {p}");
     }
-    let mut out = vec![0f32; ids.len() * c];
+    let mut out = scratch::take(ids.len() * c);
     for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
         let id = id as usize;
         if id >= v {
@@ -155,7 +156,7 @@ pub(crate) fn lm_head_nll(
     }
     let mut nll = vec![0f32; n];
     let (mut dh, mut dwte) =
-        if grads { (vec![0f32; n * c], vec![0f32; v * c]) } else { (Vec::new(), Vec::new()) };
+        if grads { (scratch::take(n * c), vec![0f32; v * c]) } else { (Vec::new(), Vec::new()) };
     // The logits buffer (16 MB at an 8k vocabulary) is kept per thread between calls: every
     // use overwrites what it reads, and a fresh one costs page faults and zeroing each step.
     let mut logits = LOGITS.with(|l| std::mem::take(&mut *l.borrow_mut()));

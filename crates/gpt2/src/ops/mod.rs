@@ -11,6 +11,7 @@ pub(crate) mod linear;
 pub(crate) mod loss;
 pub(crate) mod norm;
 pub mod reference;
+pub(crate) mod scratch;
 
 pub use linear::Activation;
 pub use loss::IGNORE_INDEX;

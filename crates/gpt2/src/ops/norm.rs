@@ -2,6 +2,7 @@
 //! graph).
 
 use super::kernels::{cpu_slice, storage, sum8, tensor, with_slice};
+use super::scratch;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -43,7 +44,7 @@ pub(crate) fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut 
 /// Row-wise layer norm of x (rows of `w.len()`), rows in parallel.
 pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
     let c = w.len();
-    let mut y = vec![0f32; x.len()];
+    let mut y = scratch::take(x.len());
     y.par_chunks_mut(c * BLOCK).zip(x.par_chunks(c * BLOCK)).for_each(|(yb, xb)| {
         for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
             layer_norm_row(xr, w, b, eps, yr);
@@ -56,7 +57,7 @@ pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
 /// 64-row blocks in order, so the result does not depend on the thread count.
 pub(crate) fn ln_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = w.len();
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = scratch::take(x.len());
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(c * BLOCK)
         .zip(x.par_chunks(c * BLOCK).zip(g.par_chunks(c * BLOCK)))

@@ -1,0 +1,101 @@
+//! Reusable f32 buffers for the CPU training step and evaluation.
+//!
+//! A training step allocates ~350 MB of activations and their gradients (4L/256d, batch 8,
+//! ctx 256) and frees them before the next step. Fresh, those allocations cost zeroing (or page
+//! faults and the kernel's zeroing, for the large ones) that the kernels then overwrite
+//! anyway, and the cost moves with whatever else the machine's memory is doing. The sizes
+//! repeat step after step, so the step hands its buffers back here and takes them again.
+//!
+//! [`take`] returns a buffer whose contents are unspecified: only for outputs that are written
+//! in full before they are read. In builds with debug assertions (the tests) it is filled with
+//! NaN, so a read before a write poisons the result and fails the bit-for-bit and gradient
+//! tests instead of reading a previous step's stale values. [`zeroed`] is for accumulators.
+//! Buffers never handed back are simply freed: giving back is an optimisation, never needed
+//! for correctness.
+
+use std::sync::Mutex;
+
+/// Most bytes kept: above this, returned buffers are freed (a bound, not a target: one step's
+/// working set is well under it).
+const MAX_POOLED_BYTES: usize = 1 << 30;
+
+struct Pool {
+    free: Vec<Vec<f32>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), bytes: 0 });
+
+/// A buffer of `len` values whose contents are unspecified (NaN with debug assertions).
+pub(crate) fn take(len: usize) -> Vec<f32> {
+    let reused = POOL.lock().ok().and_then(|mut p| {
+        // Best fit: the smallest pooled buffer that holds `len`.
+        let i = (0..p.free.len())
+            .filter(|&i| p.free[i].capacity() >= len)
+            .min_by_key(|&i| p.free[i].capacity())?;
+        let v = p.free.swap_remove(i);
+        p.bytes -= 4 * v.capacity();
+        Some(v)
+    });
+    let mut v = match reused {
+        Some(mut v) => {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, f32::NAN);
+            }
+            v
+        }
+        None => vec![0.0; len],
+    };
+    if cfg!(debug_assertions) {
+        v.fill(f32::NAN);
+    }
+    v
+}
+
+/// A buffer of `len` zeros.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    let mut v = take(len);
+    v.fill(0.0);
+    v
+}
+
+/// A copy of `x` in a pooled buffer.
+pub(crate) fn copy(x: &[f32]) -> Vec<f32> {
+    let mut v = take(x.len());
+    v.copy_from_slice(x);
+    v
+}
+
+/// Hands buffers back for reuse.
+pub(crate) fn give(bufs: impl IntoIterator<Item = Vec<f32>>) {
+    let Ok(mut p) = POOL.lock() else { return };
+    for v in bufs {
+        let bytes = 4 * v.capacity();
+        if bytes == 0 || p.bytes + bytes > MAX_POOLED_BYTES {
+            continue;
+        }
+        p.bytes += bytes;
+        p.free.push(v);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_with_the_asked_length() {
+        give([vec![1.0; 64]]);
+        let v = take(40);
+        assert_eq!(v.len(), 40);
+        assert!(zeroed(100).iter().all(|&x| x == 0.0));
+        assert_eq!(copy(&[1.0, 2.0]), vec![1.0, 2.0]);
+        if cfg!(debug_assertions) {
+            assert!(take(8).iter().all(|x| x.is_nan()), "unwritten values are poisoned");
+        }
+        give([v, Vec::new()]);
+    }
+}

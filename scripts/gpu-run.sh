@@ -9,7 +9,8 @@
 #      `cuda` build against PyTorch + transformers (BENCH_DEVICE=cuda), numerical agreement
 #      and a ratio table. Skipped when the host's python3 has no torch with CUDA.
 #
-#   scripts/gpu-run.sh ARCHIVE [OUT_DIR]     (env: GPU_BENCH_ROUNDS=2, TRAIN_STEPS=20)
+#   scripts/gpu-run.sh ARCHIVE [OUT_DIR]   (env: GPU_BENCH=0 skips the benchmark; GPU_BENCH_ROUNDS=2,
+#                                           TRAIN_STEPS=20)
 #
 # Needs the NVIDIA driver and CUDA 13's cuBLAS, cuRAND, NVRTC and runtime libraries: on the
 # loader's path, or found under /usr/local, /usr/lib or /opt (a PyTorch cu13 install's
@@ -54,7 +55,9 @@ for e in "${exes[@]}"; do
 done
 grep -h -E 'max \|cpu - gpu\||loss cpu|gradients agree|SKIPPED' "$out"/cuda_smoke-*.log
 
-if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+if [ "${GPU_BENCH:-1}" = 0 ]; then
+  echo "gpu-run: benchmark skipped (GPU_BENCH=0)"
+elif python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   w="$out/bench"
   rm -rf "$w"; mkdir -p "$w"
   py="python3 batch-worker/bench/torch_bench.py"

@@ -207,3 +207,23 @@ async fn resume_after_stop_equals_uninterrupted() {
     assert_eq!(resumed.loss_curve, whole.loss_curve);
     assert_eq!(resumed.tokens_trained, whole.tokens_trained);
 }
+
+/// The `cuda` build on a GPU host (scripts/gpu-run.sh): a job that requires the GPU runs, and
+/// on it (its run record names the cuda build); without a usable GPU it is refused.
+#[cfg(feature = "cuda")]
+#[tokio::test]
+async fn a_gpu_required_job_runs_on_the_gpu_when_there_is_one() {
+    let (_d, store) = store().await;
+    let gpu_only = WorkerConfig { require_gpu: true, ..wc() };
+    let out = run_job(store.as_ref(), &gpu_only, &spec_bytes(&train_spec("job-gpu"))).await;
+    if posthuman_worker::device::compute().is_cuda() {
+        assert!(matches!(out, Ok(JobOutcome::Trained(_))), "{out:?}");
+        let run: RunInfo = serde_json::from_slice(
+            &store.get("jobs/job-gpu/public/run.json", 1 << 20).await.unwrap(),
+        )
+        .unwrap();
+        assert!(run.worker_version.contains("cuda"), "{}", run.worker_version);
+    } else {
+        assert!(out.is_err(), "{out:?}");
+    }
+}

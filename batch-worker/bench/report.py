@@ -50,3 +50,11 @@ print(f"  {'metric':<24}{'ours':>12}{'PyTorch':>12}{'ratio':>9}")
 for label, kind, key, _ in rows:
     ours, theirs = med("r", kind, key), med("t", kind, key)
     print(f"  {label:<24}{ours:>12.1f}{theirs:>12.1f}{ours / theirs:>8.2f}x")
+
+# Per round: the two sides ran back to back, so each round's ratio is a paired sample of the
+# machine's state at that moment; the spread says how much to trust the median.
+print()
+print("Per-round ratios (ours / PyTorch, rounds in order):")
+for label, kind, key, _ in rows[:3]:
+    ratios = [load(f"r_{kind}_{r}.json")[key] / load(f"t_{kind}_{r}.json")[key] for r in range(1, rounds + 1)]
+    print(f"  {label:<24}" + " ".join(f"{x:.2f}" for x in ratios) + f"   (min {min(ratios):.2f}, max {max(ratios):.2f})")

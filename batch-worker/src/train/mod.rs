@@ -20,7 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use candle_core::{DType, Tensor};
 use posthuman_gpt2::candle_nn::VarBuilder;
-use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Gpt2, Grads, Weights, clip_grad_norm};
+use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Gpt2, Grads, Weights};
 use posthuman_store::ObjectStore;
 use posthuman_types::{Hash32, JobKind, JobSpec, TrainMetrics, TrainParams};
 
@@ -201,13 +201,16 @@ pub async fn run(
         if p.grad_accum > 1 {
             grads.scale(1.0 / p.grad_accum as f32);
         }
-        if !grads.is_finite() {
+        // One pass for both: the global norm is finite exactly when every gradient is.
+        let norm = grads.norm();
+        if !norm.is_finite() {
             return Err(WorkerError::NonFiniteLoss { step: step + 1 });
         }
         if p.grad_clip > 0.0 {
-            clip_grad_norm(&mut grads, p.grad_clip);
+            grads.clip_to(norm, p.grad_clip);
         }
         opt.step(&grads, lr).map_err(WorkerError::internal)?;
+        grads.recycle();
         let loss = loss_sum / f64::from(p.grad_accum);
         st.losses.push(loss);
         st.tokens_trained += tokens_per_step;

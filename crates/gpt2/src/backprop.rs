@@ -348,8 +348,8 @@ impl Gpt2 {
         if let Some(d) = embd_drop {
             apply_mask(&mut dx, d);
         }
-        let mut dwte = vec![0f32; w[0].len()];
-        let mut dwpe = vec![0f32; w[1].len()];
+        let mut dwte = scratch::zeroed(w[0].len());
+        let mut dwpe = scratch::zeroed(w[1].len());
         embed_bwd(ids, &dx, t, c, 0, &mut dwte, &mut dwpe);
         scratch::give([dx]);
         // The tied embedding's two contributions, summed as the graph sums them.

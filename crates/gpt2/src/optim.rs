@@ -9,12 +9,13 @@ use crate::Gpt2Error;
 use crate::NamedGrads;
 use crate::weights::write_atomic;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use posthuman_types::Hash32;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -165,17 +166,91 @@ impl Grads {
     pub fn is_finite(&self) -> bool {
         self.grads.par_iter().all(|g| g.iter().all(|x| x.is_finite()))
     }
+
+    /// Scales the gradients whose global norm is `norm` ([`Grads::norm`]) so that it is at
+    /// most `max_norm` (torch's `clip_grad_norm_`: factor max_norm / (norm + 1e-6)).
+    pub fn clip_to(&mut self, norm: f64, max_norm: f64) {
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            self.scale(coef as f32);
+        }
+    }
+
+    /// Hands the gradient buffers to the CPU step's scratch pool, so the next step writes its
+    /// gradients there instead of into fresh allocations.
+    pub fn recycle(self) {
+        crate::ops::scratch::give(self.grads);
+    }
 }
 
 /// Scales `grads` so their global norm is at most `max_norm` (as torch's `clip_grad_norm_`,
-/// factor max_norm / (norm + 1e-6)); returns the norm before clipping.
+/// factor max_norm / (norm + 1e-6)); returns the norm before clipping. (The norm is NaN or
+/// infinite exactly when some gradient is: squares of f32 values sum in f64 without overflow.)
 pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> f64 {
     let norm = grads.norm();
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        grads.scale(coef as f32);
-    }
+    grads.clip_to(norm, max_norm);
     norm
+}
+
+/// One parameter's AdamW update, written into the parameter's own CPU storage (no new tensor,
+/// no copy back into the variable).
+struct AdamUpdate<'a> {
+    g: &'a [f32],
+    moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+    decay: f32,
+    step_size: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    bc2_sqrt: f32,
+}
+
+impl AdamUpdate<'_> {
+    /// torch.optim.AdamW's arithmetic, elementwise (splitting it over threads never changes a
+    /// bit): `w_old` in, the new weights into `w` (which may be `w_old` itself).
+    fn apply(&self, w: &mut [f32]) -> Result<(), Gpt2Error> {
+        const CH: usize = 1 << 14;
+        let mut mv = self
+            .moments
+            .try_borrow_mut()
+            .map_err(|_| Gpt2Error::OptimizerState("optimizer moments borrowed twice".into()))?;
+        let (m, v) = &mut *mv;
+        if w.len() != self.g.len() || m.len() != w.len() || v.len() != w.len() {
+            return Err(Gpt2Error::OptimizerState("gradient and weights differ in size".into()));
+        }
+        let (decay, step_size, b1, b2, eps, bc2_sqrt) =
+            (self.decay, self.step_size, self.b1, self.b2, self.eps, self.bc2_sqrt);
+        w.par_chunks_mut(CH)
+            .zip(self.g.par_chunks(CH))
+            .zip(m.par_chunks_mut(CH).zip(v.par_chunks_mut(CH)))
+            .for_each(|((w, g), (m, v))| {
+                for j in 0..w.len() {
+                    let wd = w[j] * decay;
+                    m[j] += (g[j] - m[j]) * (1.0 - b1);
+                    v[j] = v[j] * b2 + (1.0 - b2) * g[j] * g[j];
+                    let denom = v[j].sqrt() / bc2_sqrt + eps;
+                    w[j] = wd + -step_size * (m[j] / denom);
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp1 for AdamUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("adamw: parameters must be f32");
+        };
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            candle_core::bail!("adamw: parameters must be contiguous");
+        };
+        let Some(w) = data.get_mut(a..b) else { candle_core::bail!("adamw: bad layout") };
+        self.apply(w).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
 }
 
 /// SHA-256 over the tag, the step counter, then per parameter in name order: name, shape, m and
@@ -329,40 +404,28 @@ impl AdamW {
                 )));
             }
             let decay = if p.decay { (1.0 - lr * c.weight_decay) as f32 } else { 1.0 };
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            // Elementwise, so splitting it over threads never changes a bit. The weights are
-            // read in place on the CPU (no copy) and the new ones written once.
-            let mut update = |w_old: &[f32]| -> Vec<f32> {
-                const CH: usize = 1 << 14;
-                let mut w = vec![0f32; w_old.len()];
-                w.par_chunks_mut(CH)
-                    .zip(w_old.par_chunks(CH))
-                    .zip(g.par_chunks(CH))
-                    .zip(m.par_chunks_mut(CH).zip(v.par_chunks_mut(CH)))
-                    .for_each(|(((w, w_old), g), (m, v))| {
-                        for j in 0..w.len() {
-                            let wd = w_old[j] * decay;
-                            m[j] += (g[j] - m[j]) * (1.0 - b1);
-                            v[j] = v[j] * b2 + (1.0 - b2) * g[j] * g[j];
-                            let denom = v[j].sqrt() / bc2_sqrt + eps;
-                            w[j] = wd + -step_size * (m[j] / denom);
-                        }
-                    });
-                w
+            let up = AdamUpdate {
+                g,
+                moments: RefCell::new((&mut self.m[i], &mut self.v[i])),
+                decay,
+                step_size,
+                b1,
+                b2,
+                eps,
+                bc2_sqrt,
             };
             let t = p.var.as_tensor();
-            let cpu_f32 = t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
-            let w = if cpu_f32 {
-                let (st, l) = t.storage_and_layout();
-                match &*st {
-                    Storage::Cpu(cs) => update(crate::ops::kernels::cpu_slice::<f32>(cs, l)?),
-                    _ => update(&to_f32(t)?),
-                }
+            if t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous() {
+                // In place: the variable's storage is what the model reads.
+                t.inplace_op1(&up)?;
             } else {
-                update(&to_f32(t)?)
-            };
-            let t = Tensor::from_vec(w, p.var.shape(), &Device::Cpu)?.to_device(p.var.device())?;
-            p.var.set(&t)?;
+                // Other devices: the update on a host copy, sent back.
+                let mut w = to_f32(t)?;
+                up.apply(&mut w)?;
+                let t =
+                    Tensor::from_vec(w, p.var.shape(), &Device::Cpu)?.to_device(p.var.device())?;
+                p.var.set(&t)?;
+            }
         }
         Ok(())
     }

@@ -110,8 +110,8 @@ pub(crate) fn linear_bwd(
     }
     let mut dx = scratch::take(n * k);
     matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
-    // dW leaves the step as a gradient: a fresh allocation, not a pooled one.
-    let mut dw = vec![0f32; k * m];
+    // dW leaves the step as a gradient; the training loop hands it back ([`crate::Grads::recycle`]).
+    let mut dw = scratch::take(k * m);
     matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
     let db = col_sums(&dz, n, m);
     scratch::give([dz]);

@@ -156,7 +156,7 @@ pub(crate) fn lm_head_nll(
     }
     let mut nll = vec![0f32; n];
     let (mut dh, mut dwte) =
-        if grads { (scratch::take(n * c), vec![0f32; v * c]) } else { (Vec::new(), Vec::new()) };
+        if grads { (scratch::take(n * c), scratch::take(v * c)) } else { (Vec::new(), Vec::new()) };
     // The logits buffer (16 MB at an 8k vocabulary) is kept per thread between calls: every
     // use overwrites what it reads, and a fresh one costs page faults and zeroing each step.
     let mut logits = LOGITS.with(|l| std::mem::take(&mut *l.borrow_mut()));

@@ -20,8 +20,8 @@
 //! independent of the thread count (gemm splits work over output tiles only), so training
 //! is bit-identical across runs and across 1 or 2 threads.
 //!
-//! Threads: matmuls and the fused kernels run on rayon's pool (`RAYON_NUM_THREADS`, read by
-//! candle's `get_num_threads`). candle's own elementwise ops (residual adds, gradient
+//! Threads: matmuls and the fused kernels run on rayon's pool (`RAYON_NUM_THREADS`; without
+//! it [`configure_threads`] sizes the pool to candle's count of physical cores). candle's own elementwise ops (residual adds, gradient
 //! accumulation inside `backward`) use a second, spin-waiting pool sized by
 //! `CANDLE_NUM_THREADS`; [`configure_threads`] at process start sets it to 1 so it does not
 //! steal cores from gemm (every binary here does). Neither setting changes any result bit.
@@ -66,7 +66,9 @@ pub use weights::{
 };
 
 /// Sets this process up for the compute kernels: rayon's pool (gemm and the fused kernels) to
-/// `threads` when given; candle's spin-waiting elementwise pool to one thread unless
+/// `threads` when given, else to `RAYON_NUM_THREADS` or candle's physical-core count (written
+/// back to `RAYON_NUM_THREADS`: candle's matmul otherwise re-reads `/proc/cpuinfo` on every
+/// call to find it); candle's spin-waiting elementwise pool to one thread unless
 /// `CANDLE_NUM_THREADS` is already set (with two pools spinning on a small CPU set, candle's
 /// steals cores from gemm: +18% training throughput measured on 2 cores). No result bit
 /// depends on either setting. (Raising glibc's mmap/trim thresholds to keep freed buffers was
@@ -78,8 +80,13 @@ pub use weights::{
 pub unsafe fn configure_threads(threads: Option<usize>) {
     // SAFETY: the caller guarantees no other thread reads or writes the environment now.
     unsafe {
-        if let Some(n) = threads {
-            std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+        match threads {
+            Some(n) => std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()),
+            None if std::env::var_os("RAYON_NUM_THREADS").is_none() => std::env::set_var(
+                "RAYON_NUM_THREADS",
+                candle_core::utils::get_num_threads().to_string(),
+            ),
+            None => {}
         }
         if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
             std::env::set_var("CANDLE_NUM_THREADS", "1");

@@ -83,8 +83,11 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// gemm splits its work over the rayon pool it runs in, so it asks that pool for its size.
+/// (candle's `get_num_threads` re-reads `/proc/cpuinfo` on every call unless
+/// `RAYON_NUM_THREADS` is set: ~9% of the demo's base-model training went there.)
 pub(crate) fn parallelism(parallel: bool) -> gemm::Parallelism {
-    let n = candle_core::utils::get_num_threads();
+    let n = rayon::current_num_threads();
     if parallel && n > 1 { gemm::Parallelism::Rayon(n) } else { gemm::Parallelism::None }
 }
 

@@ -57,4 +57,4 @@ print()
 print("Per-round ratios (ours / PyTorch, rounds in order):")
 for label, kind, key, _ in rows[:3]:
     ratios = [load(f"r_{kind}_{r}.json")[key] / load(f"t_{kind}_{r}.json")[key] for r in range(1, rounds + 1)]
-    print(f"  {label:<24}" + " ".join(f"{x:.2f}" for x in ratios) + f"   (min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(f"  {label:<24}" + " ".join(f"{x:.2f}" for x in ratios) + f"   (median {statistics.median(ratios):.2f}, min {min(ratios):.2f}, max {max(ratios):.2f})")

@@ -288,14 +288,15 @@ impl StateHasher {
     }
 }
 
-/// [`AdamW::state_hash`] of a state image written by [`AdamW::state_bytes`], read without an
-/// optimizer (an auditor checks a stored checkpoint's moments against a commitment before
-/// using them). Malformed images are errors.
-pub fn optimizer_state_hash(bytes: &[u8]) -> Result<Hash32, Gpt2Error> {
+/// The `format` metadata of an AdamW state image ([`AdamW::state_bytes`]).
+const STATE_FORMAT: &str = "posthuman-adamw-v1";
+
+/// The step counter and tensors of an AdamW state image, its header checked.
+fn read_state_image(bytes: &[u8]) -> Result<(u64, SafeTensors<'_>), Gpt2Error> {
     let bad = |m: String| Gpt2Error::OptimizerState(m);
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some("posthuman-adamw-v1") {
+    if meta.get("format").map(String::as_str) != Some(STATE_FORMAT) {
         return Err(bad("not an AdamW state file".into()));
     }
     let step: u64 = meta
@@ -303,6 +304,15 @@ pub fn optimizer_state_hash(bytes: &[u8]) -> Result<Hash32, Gpt2Error> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("no step counter".into()))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    Ok((step, st))
+}
+
+/// [`AdamW::state_hash`] of a state image written by [`AdamW::state_bytes`], read without an
+/// optimizer (an auditor checks a stored checkpoint's moments against a commitment before
+/// using them). Malformed images are errors.
+pub fn optimizer_state_hash(bytes: &[u8]) -> Result<Hash32, Gpt2Error> {
+    let bad = |m: String| Gpt2Error::OptimizerState(m);
+    let (step, st) = read_state_image(bytes)?;
     let mut names: Vec<&str> =
         st.names().into_iter().filter_map(|n| n.strip_prefix("m.")).collect();
     names.sort_unstable();
@@ -448,7 +458,7 @@ impl AdamW {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let meta = HashMap::from([
-            ("format".to_string(), "posthuman-adamw-v1".to_string()),
+            ("format".to_string(), STATE_FORMAT.to_string()),
             ("step".to_string(), self.step.to_string()),
         ]);
         safetensors::serialize(views, Some(meta))
@@ -458,16 +468,7 @@ impl AdamW {
     /// Restores moments and step counter saved by [`AdamW::state_bytes`] for the same params.
     pub fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<(), Gpt2Error> {
         let bad = |m: String| Gpt2Error::OptimizerState(m);
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some("posthuman-adamw-v1") {
-            return Err(bad("not an AdamW state file".into()));
-        }
-        let step: u64 = meta
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad("no step counter".into()))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let (step, st) = read_state_image(bytes)?;
         if st.len() != 2 * self.params.len() {
             return Err(bad(format!("{} tensors for {} parameters", st.len(), self.params.len())));
         }

@@ -181,7 +181,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let train_params = |seed: u64| {
         let mut p = TrainParams::new(z.ft_steps, z.ft_lr, z.batch, z.context as u32);
         p.warmup_steps = z.ft_steps / 10;
-        p.checkpoint_every = (z.ft_steps / 4).max(1);
+        // 20 segments, so the operator's audit (one segment, the final one) re-runs 5% of
+        // the training: the default audit budget. Fewer, longer segments would cost more.
+        p.checkpoint_every = (z.ft_steps / 20).max(1);
         p.seed = seed;
         JobParams::Train(p)
     };

@@ -232,8 +232,8 @@ pub async fn run(
 
         if ckpt_steps.contains(&st.step) {
             let snap = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
-            st.weights_hash = snap.hash().map_err(WorkerError::internal)?;
-            st.optimizer_hash = opt.state_hash();
+            (st.weights_hash, st.optimizer_hash) =
+                opt.checkpoint_hashes(&snap).map_err(WorkerError::internal)?;
             st.checkpoints.push(merkle::Checkpoint {
                 step: st.step,
                 weights: st.weights_hash,

@@ -505,6 +505,22 @@ impl AdamW {
         h.finish()
     }
 
+    /// A checkpoint's two commitments, (weights hash, optimizer state hash), the two SHA-256
+    /// streams run side by side: the moments are twice the weights' bytes, so hashing the
+    /// weights on a second thread hides them (the compute pool is idle at a checkpoint).
+    pub fn checkpoint_hashes(
+        &self,
+        weights: &crate::Weights,
+    ) -> Result<(Hash32, Hash32), Gpt2Error> {
+        std::thread::scope(|s| {
+            let w = s.spawn(|| weights.hash());
+            let o = self.state_hash();
+            // A panic there is re-raised here, as if both ran on this thread.
+            let w = w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            Ok((w?, o))
+        })
+    }
+
     pub fn save_state(&self, path: &Path) -> Result<(), Gpt2Error> {
         write_atomic(path, &self.state_bytes()?)
     }

@@ -119,6 +119,9 @@ fn resume_from_checkpoint_reaches_the_same_weights() {
     // The canonical state hash: the same from the optimizer and from its file, and it moves
     // with the moments and the step counter.
     let saved_hash = opt.state_hash();
+    // A checkpoint's two commitments, computed side by side, are the sequential ones.
+    let snap = Weights::from_var_map(&c, &vm).unwrap();
+    assert_eq!(opt.checkpoint_hashes(&snap).unwrap(), (snap.hash().unwrap(), saved_hash));
     let image = std::fs::read(&op).unwrap();
     assert_eq!(posthuman_gpt2::optimizer_state_hash(&image).unwrap(), saved_hash);
     assert!(posthuman_gpt2::optimizer_state_hash(&image[..image.len() - 4]).is_err());

@@ -132,17 +132,25 @@ pub(crate) fn attention_fwd(
         .into_par_iter()
         .map(|bh| head_fwd(x, dm, bh / dm.h, bh % dm.h, dr))
         .collect::<Result<_>>()?;
-    let mut out = scratch::take(dm.b * dm.tq * c);
-    let mut probs = Vec::with_capacity(heads.len());
-    for (bh, (o, p)) in heads.into_iter().enumerate() {
-        let (bi, hi) = (bh / dm.h, bh % dm.h);
-        for i in 0..dm.tq {
-            let dst = (bi * dm.tq + i) * c + hi * dm.d;
-            out[dst..dst + dm.d].copy_from_slice(&o[i * dm.d..(i + 1) * dm.d]);
+    let (outs, probs): (Vec<Vec<f32>>, Vec<Vec<f32>>) = heads.into_iter().unzip();
+    // Gather the heads side by side into (B, tq, C) rows, a sequence per task when the batch
+    // is large (a serial copy here leaves the pool idle).
+    let gather = |bi: usize, seq: &mut [f32]| {
+        for (hi, o) in outs[bi * dm.h..(bi + 1) * dm.h].iter().enumerate() {
+            for (row, src) in seq.chunks_exact_mut(c).zip(o.chunks_exact(dm.d)) {
+                row[hi * dm.d..(hi + 1) * dm.d].copy_from_slice(src);
+            }
         }
-        scratch::give([o]);
-        probs.push(p);
+    };
+    let mut out = scratch::take(dm.b * dm.tq * c);
+    if out.is_empty() {
+        // No queries: nothing to gather (and no sequence length to split by).
+    } else if out.len() >= scratch::PAR_MIN {
+        out.par_chunks_mut(dm.tq * c).enumerate().for_each(|(bi, seq)| gather(bi, seq));
+    } else {
+        out.chunks_exact_mut(dm.tq * c).enumerate().for_each(|(bi, seq)| gather(bi, seq));
     }
+    scratch::give(outs);
     Ok((out, probs))
 }
 
@@ -221,15 +229,25 @@ pub(crate) fn attention_bwd(
         .into_par_iter()
         .map(|bh| head_bwd(&x, g, &probs[bh], dm, bh / dm.h, bh % dm.h, dropout))
         .collect::<Result<_>>()?;
-    let mut dqkv = scratch::take(qkv.len());
-    for (bh, parts) in grads.iter().enumerate() {
-        let (bi, hi) = (bh / dm.h, bh % dm.h);
-        for (which, part) in parts.iter().enumerate() {
-            for t in 0..dm.tq {
-                let dst = (bi * dm.tq + t) * 3 * c + which * c + hi * dm.d;
-                dqkv[dst..dst + dm.d].copy_from_slice(&part[t * dm.d..(t + 1) * dm.d]);
+    // Scatter each head's (dq, dk, dv) into its columns of the packed rows, a sequence per task
+    // when the batch is large (a serial copy here leaves the pool idle).
+    let scatter = |bi: usize, seq: &mut [f32]| {
+        for (hi, parts) in grads[bi * dm.h..(bi + 1) * dm.h].iter().enumerate() {
+            for (which, part) in parts.iter().enumerate() {
+                let col = which * c + hi * dm.d;
+                for (row, src) in seq.chunks_exact_mut(3 * c).zip(part.chunks_exact(dm.d)) {
+                    row[col..col + dm.d].copy_from_slice(src);
+                }
             }
         }
+    };
+    let mut dqkv = scratch::take(qkv.len());
+    if dqkv.is_empty() {
+        // No rows: nothing to scatter.
+    } else if dqkv.len() >= scratch::PAR_MIN {
+        dqkv.par_chunks_mut(dm.tq * 3 * c).enumerate().for_each(|(bi, seq)| scatter(bi, seq));
+    } else {
+        dqkv.chunks_exact_mut(dm.tq * 3 * c).enumerate().for_each(|(bi, seq)| scatter(bi, seq));
     }
     scratch::give(grads.into_iter().flatten());
     Ok(dqkv)

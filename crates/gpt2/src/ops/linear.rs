@@ -34,9 +34,13 @@ fn out_shape(l: &Layout, m: usize) -> Shape {
 /// z = x·W + b for row-major x (n, k), W (k, m).
 fn affine(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Result<Vec<f32>> {
     let mut z = scratch::take(n * m);
-    for row in z.chunks_exact_mut(m) {
-        row.copy_from_slice(b);
-    }
+    // The bias rows are the output's first values (gemm then accumulates the product onto
+    // them): 18 MB a layer in training, written on the pool rather than on one thread.
+    scratch::par_rows(&mut z, m, |blk| {
+        for row in blk.chunks_exact_mut(m) {
+            row.copy_from_slice(b);
+        }
+    });
     matmul(&mut z, m, Mat::rows(x, n, k, k), Mat::rows(w, k, m, m), true, true)?;
     Ok(z)
 }

@@ -230,8 +230,9 @@ pub(crate) fn lm_head_mean(
     let (loss, count) = mean(&nll, targets);
     let g = g.map(|(mut dh, mut dwte)| {
         let inv = 1.0 / count.max(1) as f32;
-        dh.iter_mut().for_each(|x| *x *= inv);
-        dwte.iter_mut().for_each(|x| *x *= inv);
+        let scale = |blk: &mut [f32]| blk.iter_mut().for_each(|x| *x *= inv);
+        scratch::par_rows(&mut dh, 1, scale);
+        scratch::par_rows(&mut dwte, 1, scale);
         (dh, dwte)
     });
     Ok((loss, g))

@@ -13,6 +13,7 @@
 //! Buffers never handed back are simply freed: giving back is an optimisation, never needed
 //! for correctness.
 
+use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Most bytes kept: above this, returned buffers are freed (a bound, not a target: one step's
@@ -54,17 +55,41 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
     v
 }
 
+/// Values per block when a fill or copy is split over rayon's threads.
+const BLOCK: usize = 1 << 15;
+
+/// Below this many values a fill or copy stays on the calling thread: waking the pool costs
+/// more than it saves. (Per-head buffers in attention, 256 KiB, stay serial; whole-batch
+/// activations of several MB do not.)
+pub(crate) const PAR_MIN: usize = 1 << 17;
+
+/// Runs `f` over blocks of `dst` of whole rows of `row` values (at least [`BLOCK`] values),
+/// on rayon's threads when `dst` is large. Each value is written by exactly one call, so the
+/// result never depends on the thread count.
+pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    let row = row.max(1);
+    if dst.len() < PAR_MIN {
+        f(dst);
+    } else {
+        dst.par_chunks_mut(BLOCK.div_ceil(row) * row).for_each(f);
+    }
+}
+
 /// A buffer of `len` zeros.
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     let mut v = take(len);
-    v.fill(0.0);
+    par_rows(&mut v, 1, |b| b.fill(0.0));
     v
 }
 
 /// A copy of `x` in a pooled buffer.
 pub(crate) fn copy(x: &[f32]) -> Vec<f32> {
     let mut v = take(x.len());
-    v.copy_from_slice(x);
+    if x.len() < PAR_MIN {
+        v.copy_from_slice(x);
+    } else {
+        v.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(d, s)| d.copy_from_slice(s));
+    }
     v
 }
 
@@ -93,6 +118,17 @@ mod tests {
         assert_eq!(v.len(), 40);
         assert!(zeroed(100).iter().all(|&x| x == 0.0));
         assert_eq!(copy(&[1.0, 2.0]), vec![1.0, 2.0]);
+        // Large ones go through the blocked, parallel paths.
+        let big: Vec<f32> = (0..PAR_MIN * 3 + 5).map(|i| i as f32).collect();
+        assert_eq!(copy(&big), big);
+        assert!(zeroed(big.len()).iter().all(|&x| x == 0.0));
+        let mut rows = vec![0f32; 7 * PAR_MIN];
+        par_rows(&mut rows, 7, |b| {
+            for r in b.chunks_exact_mut(7) {
+                r.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+            }
+        });
+        assert!(rows.chunks_exact(7).all(|r| r == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]));
         if cfg!(debug_assertions) {
             assert!(take(8).iter().all(|x| x.is_nan()), "unwritten values are poisoned");
         }

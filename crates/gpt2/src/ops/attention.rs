@@ -143,13 +143,7 @@ pub(crate) fn attention_fwd(
         }
     };
     let mut out = scratch::take(dm.b * dm.tq * c);
-    if out.is_empty() {
-        // No queries: nothing to gather (and no sequence length to split by).
-    } else if out.len() >= scratch::PAR_MIN {
-        out.par_chunks_mut(dm.tq * c).enumerate().for_each(|(bi, seq)| gather(bi, seq));
-    } else {
-        out.chunks_exact_mut(dm.tq * c).enumerate().for_each(|(bi, seq)| gather(bi, seq));
-    }
+    scratch::par_chunks(&mut out, dm.tq * c, gather);
     scratch::give(outs);
     Ok((out, probs))
 }
@@ -242,13 +236,7 @@ pub(crate) fn attention_bwd(
         }
     };
     let mut dqkv = scratch::take(qkv.len());
-    if dqkv.is_empty() {
-        // No rows: nothing to scatter.
-    } else if dqkv.len() >= scratch::PAR_MIN {
-        dqkv.par_chunks_mut(dm.tq * 3 * c).enumerate().for_each(|(bi, seq)| scatter(bi, seq));
-    } else {
-        dqkv.chunks_exact_mut(dm.tq * 3 * c).enumerate().for_each(|(bi, seq)| scatter(bi, seq));
-    }
+    scratch::par_chunks(&mut dqkv, dm.tq * 3 * c, scatter);
     scratch::give(grads.into_iter().flatten());
     Ok(dqkv)
 }

@@ -61,18 +61,28 @@ const BLOCK: usize = 1 << 15;
 /// Below this many values a fill or copy stays on the calling thread: waking the pool costs
 /// more than it saves. (Per-head buffers in attention, 256 KiB, stay serial; whole-batch
 /// activations of several MB do not.)
-pub(crate) const PAR_MIN: usize = 1 << 17;
+const PAR_MIN: usize = 1 << 17;
 
-/// Runs `f` over blocks of `dst` of whole rows of `row` values (at least [`BLOCK`] values),
-/// on rayon's threads when `dst` is large. Each value is written by exactly one call, so the
-/// result never depends on the thread count.
-pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
-    let row = row.max(1);
+/// Runs `f(i, chunk)` over the consecutive `chunk`-value chunks of `dst` (chunk `i` starts at
+/// `i * chunk`; the last may be shorter), on rayon's threads when `dst` is large. Each value
+/// is written by exactly one call, so the result never depends on the thread count.
+pub(crate) fn par_chunks(
+    dst: &mut [f32],
+    chunk: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let chunk = chunk.max(1);
     if dst.len() < PAR_MIN {
-        f(dst);
+        dst.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     } else {
-        dst.par_chunks_mut(BLOCK.div_ceil(row) * row).for_each(f);
+        dst.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
+}
+
+/// Runs `f` over blocks of whole rows of `row` values (at least [`BLOCK`] values) of `dst`,
+/// as [`par_chunks`] does.
+pub(crate) fn par_rows(dst: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    par_chunks(dst, BLOCK.div_ceil(row.max(1)) * row.max(1), |_, blk| f(blk));
 }
 
 /// A buffer of `len` zeros.
@@ -85,11 +95,7 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
 /// A copy of `x` in a pooled buffer.
 pub(crate) fn copy(x: &[f32]) -> Vec<f32> {
     let mut v = take(x.len());
-    if x.len() < PAR_MIN {
-        v.copy_from_slice(x);
-    } else {
-        v.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(d, s)| d.copy_from_slice(s));
-    }
+    par_chunks(&mut v, BLOCK, |i, d| d.copy_from_slice(&x[i * BLOCK..i * BLOCK + d.len()]));
     v
 }
 
@@ -129,6 +135,12 @@ mod tests {
             }
         });
         assert!(rows.chunks_exact(7).all(|r| r == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]));
+        // Chunk indices on both paths: chunk i holds i, the short last one included.
+        for len in [1000, PAR_MIN * 2 + 3] {
+            let mut x = vec![f32::NAN; len];
+            par_chunks(&mut x, 999, |i, c| c.fill(i as f32));
+            assert!(x.iter().enumerate().all(|(j, &v)| v == (j / 999) as f32));
+        }
         if cfg!(debug_assertions) {
             assert!(take(8).iter().all(|x| x.is_nan()), "unwritten values are poisoned");
         }

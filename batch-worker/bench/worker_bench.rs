@@ -104,6 +104,7 @@ fn spec(id: &str, model: &str, params: JobParams) -> JobSpec {
         private_prefix: format!("out/{id}"),
         public_prefix: format!("out/{id}/public"),
         params,
+        budget: None,
     }
 }
 

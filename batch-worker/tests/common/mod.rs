@@ -65,6 +65,7 @@ pub fn spec(id: &str, params: JobParams) -> JobSpec {
         private_prefix: format!("models/{id}"),
         public_prefix: format!("jobs/{id}/public"),
         params,
+        budget: None,
     }
 }
 

@@ -74,6 +74,7 @@ fn spec(id: &str, dataset: &str, p: &TrainParams) -> JobSpec {
         private_prefix: format!("private/{id}"),
         public_prefix: format!("public/{id}"),
         params: JobParams::Train(p.clone()),
+        budget: None,
     }
 }
 

@@ -81,6 +81,25 @@ pub struct JobSpec {
     pub public_prefix: String,
     /// Kind-specific parameters.
     pub params: JobParams,
+    /// The compute the buyer paid for (the priced quote's estimate). The worker refuses a
+    /// spec whose own estimate exceeds it, and the queue kills a job that runs longer than
+    /// `max_seconds`. `None` only for operator-internal jobs (base training, tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// What a paid job may consume: the compute its provider fee paid for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Tokens the model processes (forward passes; training counts each micro-batch token).
+    pub tokens: u64,
+    /// Floating-point operations (forward + backward), as the pricing formula counts them.
+    pub flops: u64,
+    /// Bytes of checkpoints (weights + optimizer state) the job may store.
+    pub checkpoint_bytes: u64,
+    /// Wall-clock limit for one attempt, in seconds.
+    pub max_seconds: u64,
 }
 
 /// Kind-specific parameters, tagged by kind on the wire.
@@ -430,6 +449,7 @@ mod tests {
             private_prefix: "models/m2".into(),
             public_prefix: "jobs/job-1/public".into(),
             params: JobParams::Train(TrainParams::new(20, 3e-4, 4, 64)),
+            budget: None,
         }
     }
 

@@ -20,7 +20,7 @@ pub mod outputs;
 
 pub use hash::Hash32;
 pub use job::{
-    EvalParams, InferParams, JobKind, JobParams, JobSpec, Sampling, SpecError, TrainParams,
+    Budget, EvalParams, InferParams, JobKind, JobParams, JobSpec, Sampling, SpecError, TrainParams,
 };
 pub use model::{ModelCard, RewardScheme};
 pub use outputs::{

@@ -114,6 +114,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
         private_prefix: keys::private(&job_id),
         public_prefix: keys::public(&job_id),
         params: req.params.clone(),
+        budget: None,
     };
     spec.validate()?;
     spec.validate_against_context(model.n_positions)?;

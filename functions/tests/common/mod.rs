@@ -17,6 +17,7 @@ pub fn infer_spec(job_id: &str) -> JobSpec {
             sampling: Sampling::default(),
             stop: vec![],
         }),
+        budget: None,
     }
 }
 

@@ -259,3 +259,17 @@ pub struct DemoArgs {
     #[arg(long, default_value = "data/wikitext-2")]
     pub wikitext: PathBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// A newcomer's first command, with no flags, must reach the embedded server.
+    #[test]
+    fn default_api_is_where_the_embedded_server_listens() {
+        let cli = Cli::try_parse_from(["posthuman", "rewards"]).expect("parses");
+        assert_eq!(cli.global.api, "http://127.0.0.1:8080");
+    }
+}

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The Posthuman API (an embedded server or a deployed API Gateway URL).
-    #[arg(long, global = true, env = "POSTHUMAN_API", default_value = "http://127.0.0.1:8545")]
+    #[arg(long, global = true, env = "POSTHUMAN_API", default_value = posthuman_types::DEFAULT_API_URL)]
     pub api: String,
     /// Ethereum JSON-RPC endpoint; by default the one the API advertises.
     #[arg(long, global = true, env = "POSTHUMAN_RPC")]
@@ -270,6 +270,6 @@ mod tests {
     #[test]
     fn default_api_is_where_the_embedded_server_listens() {
         let cli = Cli::try_parse_from(["posthuman", "rewards"]).expect("parses");
-        assert_eq!(cli.global.api, "http://127.0.0.1:8080");
+        assert_eq!(cli.global.api, format!("http://{}", posthuman_types::DEFAULT_API_LISTEN));
     }
 }

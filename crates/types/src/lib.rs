@@ -13,6 +13,11 @@
 //! Validation lives here too (pure functions, no I/O), so the API rejects a bad spec with the
 //! very same rule the worker would apply.
 
+/// Where the embedded server listens by default (`posthuman-server --listen`).
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
+/// The API the CLI talks to by default: the embedded server above.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+
 pub mod hash;
 pub mod job;
 pub mod model;

@@ -16,7 +16,7 @@ struct Args {
     #[arg(long, env = "POSTHUMAN_DATA_DIR", default_value = ".posthuman")]
     data_dir: PathBuf,
     /// Address to listen on.
-    #[arg(long, env = "POSTHUMAN_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "POSTHUMAN_LISTEN", default_value = posthuman_types::DEFAULT_API_LISTEN)]
     listen: String,
     /// The batch worker binary.
     #[arg(long, env = "POSTHUMAN_WORKER", default_value = "posthuman-worker")]

@@ -9,6 +9,8 @@
 //! - [`job`]: the job spec the handlers queue and the worker runs, with its validated bounds.
 //! - [`outputs`]: what a job may publish (the public allowlist) and its live progress.
 //! - [`model`]: reward schemes and the public model card.
+//! - [`exit`]: the worker's exit codes and which are the buyer's fault (retries, orders).
+//! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
 //!
 //! Validation lives here too (pure functions, no I/O), so the API rejects a bad spec with the
 //! very same rule the worker would apply.
@@ -18,10 +20,12 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
 /// The API the CLI talks to by default: the embedded server above.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 
+pub mod exit;
 pub mod hash;
 pub mod job;
 pub mod model;
 pub mod outputs;
+pub mod pricing;
 
 pub use hash::Hash32;
 pub use job::{

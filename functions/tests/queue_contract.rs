@@ -50,11 +50,12 @@ async fn contract_suite(q: &dyn JobQueue, tag: &str) {
 // ---------------------------------------------------------------- local queue
 
 /// A worker stand-in script for exercising the *queue* (the real worker runs in the e2e
-/// test): it logs `start <id>` / `end <id>`, sleeps, and fails for ids starting with `fail`.
+/// test): it logs `start <id>` / `end <id>`, sleeps, fails with the buyer-input code 13 (bad
+/// dataset) for ids starting with `fail`, and is killed by SIGKILL for ids starting with `crash`.
 fn script_worker(log: &Path, sleep_s: &str) -> WorkerCommand {
     let script = format!(
         r#"id=$(basename "$3" .json); echo "start $id" >> {log}; sleep {sleep_s}; echo "end $id" >> {log};
-           case $id in fail*) echo '{{"reason":"boom"}}' >&2; exit 3;; esac; exit 0"#,
+           case $id in fail*) echo '{{"reason":"boom"}}' >&2; exit 13;; crash*) kill -9 $$;; esac; exit 0"#,
         log = log.display()
     );
     WorkerCommand { program: "/bin/sh".into(), args: vec!["-c".into(), script, "sh".into()] }
@@ -119,7 +120,7 @@ async fn local_queue_respects_the_concurrency_limit_and_reports_failures() {
     let failed = wait_terminal(&q, "fail-2").await;
     assert_eq!(
         failed,
-        QueueState::Failed { reason: "worker exited with code 3".into(), exit_code: Some(3) }
+        QueueState::Failed { reason: "worker exited with code 13".into(), exit_code: Some(13) }
     );
     q.shutdown().await;
     // With one slot, runs never overlap: start/end strictly alternate, in submit order.
@@ -215,6 +216,71 @@ async fn local_queue_requeues_an_interrupted_job_and_redelivers_unacknowledged_c
     );
     let starts = log_lines(&log).into_iter().filter(|l| l.starts_with("start")).count();
     assert_eq!(starts, 2, "the interrupted run and its resumption, nothing more");
+}
+
+fn starts_of(log: &Path, id: &str) -> usize {
+    log_lines(log).iter().filter(|l| **l == format!("start {id}")).count()
+}
+
+#[tokio::test]
+async fn local_queue_retries_a_crashing_job_a_bounded_number_of_times_but_never_a_buyer_input_failure()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let q = LocalQueue::open(local_cfg(dir.path(), script_worker(&log, "0.01"), 1)).unwrap();
+    let (hook, seen) = recording_hook();
+    q.start(hook).await.unwrap();
+    q.submit(&common::infer_spec("crash-1")).await.unwrap();
+    q.submit(&common::infer_spec("fail-2")).await.unwrap();
+    // Killed by a signal every time (a poison job): three attempts, then failed with a reason.
+    match wait_terminal(&q, "crash-1").await {
+        QueueState::Failed { reason, exit_code: None } => {
+            assert!(reason.contains("3 attempts"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The buyer's bad dataset (exit 13) fails the same way every time: run once.
+    assert_eq!(
+        wait_terminal(&q, "fail-2").await,
+        QueueState::Failed { reason: "worker exited with code 13".into(), exit_code: Some(13) }
+    );
+    q.shutdown().await;
+    assert_eq!(starts_of(&log, "crash-1"), 3);
+    assert_eq!(starts_of(&log, "fail-2"), 1);
+    // Each delivered once, at the end, not per attempt.
+    let ids: Vec<String> = seen.lock().unwrap().iter().map(|d| d.job_id.clone()).collect();
+    assert_eq!(ids, ["crash-1", "fail-2"]);
+}
+
+#[tokio::test]
+async fn local_queue_kills_a_job_past_its_paid_wall_clock_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let q = LocalQueue::open(local_cfg(dir.path(), script_worker(&log, "20"), 1)).unwrap();
+    let (hook, seen) = recording_hook();
+    q.start(hook).await.unwrap();
+    let mut spec = common::infer_spec("slow-1");
+    spec.budget = Some(posthuman_types::Budget {
+        tokens: 1000,
+        flops: 1_000_000,
+        checkpoint_bytes: 0,
+        max_seconds: 1,
+    });
+    let t0 = std::time::Instant::now();
+    q.submit(&spec).await.unwrap();
+    match wait_terminal(&q, "slow-1").await {
+        QueueState::Failed { reason, exit_code } => {
+            assert_eq!(exit_code, Some(posthuman_types::exit::WALL_CLOCK_EXCEEDED));
+            assert!(reason.contains("exceeded its paid wall-clock budget of 1 s"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    q.shutdown().await;
+    // Killed, not retried (the same spec would only time out again), delivered once.
+    assert_eq!(starts_of(&log, "slow-1"), 1);
+    assert!(!log_lines(&log).contains(&"end slow-1".to_string()));
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
 // ---------------------------------------------------------------- AWS Batch on moto
@@ -358,6 +424,18 @@ fn batch_state_change_events_become_completions() {
             }
         })
     );
+    // Batch killed the attempt at `timeout.attemptDurationSeconds` (the paid wall-clock
+    // budget): the same code as the local queue's kill, so completion treats both alike.
+    let mut timed_out = failed.clone();
+    timed_out["detail"]["statusReason"] = "Job attempt duration exceeded timeout".into();
+    timed_out["detail"]["container"]["exitCode"] = serde_json::Value::Null;
+    match job_done_from_event(&timed_out).unwrap().unwrap().state {
+        QueueState::Failed { exit_code, reason } => {
+            assert_eq!(exit_code, Some(posthuman_types::exit::WALL_CLOCK_EXCEEDED));
+            assert!(reason.contains("wall-clock budget"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
     let mut running = ok.clone();
     running["detail"]["status"] = "RUNNING".into();
     assert_eq!(job_done_from_event(&running).unwrap(), None);

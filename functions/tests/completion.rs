@@ -1,0 +1,202 @@
+//! The completion handler (`on_job_done`) without a chain: what a failed job does to its
+//! order, and evaluate completions whose report holds an unbounded perplexity. Deps are built
+//! by hand over a temp dir (SQLite catalogue, filesystem store, an unstarted local queue) and
+//! a chain client pointed at a closed port: none of these paths may touch the chain.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
+mod common;
+
+use std::sync::Arc;
+
+use alloy::signers::local::PrivateKeySigner;
+use bytes::Bytes;
+use posthuman_chain::{AddressBook, Chain};
+use posthuman_functions::catalogue::{
+    Catalogue, JobPhase, JobRecord, ModelRecord, OrderClaim, SqliteCatalogue, now_secs,
+};
+use posthuman_functions::deps::{ApiConfig, Deps};
+use posthuman_functions::handlers::complete::on_job_done;
+use posthuman_functions::handlers::views::{JobStateView, JobView};
+use posthuman_functions::queue::{JobDone, LocalQueue, LocalQueueConfig, QueueState};
+use posthuman_store::LocalStore;
+use posthuman_types::{EvalParams, Hash32, JobKind, JobParams, ModelCard, RewardScheme};
+
+const MODEL: &str = "0x00000000000000000000000000000000000000aa";
+
+fn deps(dir: &std::path::Path) -> Deps {
+    let operator = PrivateKeySigner::random();
+    let z = "0x0000000000000000000000000000000000000000";
+    let book: AddressBook = serde_json::from_value(serde_json::json!({
+        "chain_id": 31337, "operator": operator.address(), "ocean": z, "opf_collector": z,
+        "router": z, "fixed_rate": z, "dispenser": z, "erc20_template": z,
+        "erc721_template": z, "factory": z, "lineage": z, "market": z, "deployed_at_block": 0
+    }))
+    .unwrap();
+    // Port 9 (discard) is closed: any chain call fails, which these paths must not make.
+    let chain = Chain::connect("http://127.0.0.1:9", operator.clone(), book).unwrap();
+    let store_root = dir.join("store");
+    let queue = LocalQueue::open(LocalQueueConfig {
+        db_path: dir.join("queue.sqlite"),
+        work_dir: dir.join("queue"),
+        store_root: store_root.clone(),
+        worker: posthuman_functions::queue::WorkerCommand {
+            program: "/bin/false".into(),
+            args: vec![],
+        },
+        concurrency: 1,
+    })
+    .unwrap();
+    Deps {
+        store: Arc::new(LocalStore::new(store_root).unwrap()),
+        queue: Arc::new(queue),
+        catalogue: Arc::new(SqliteCatalogue::open(&dir.join("catalogue.sqlite")).unwrap()),
+        chain: Arc::new(chain),
+        operator,
+        cfg: ApiConfig::default(),
+    }
+}
+
+fn model() -> ModelRecord {
+    ModelRecord {
+        card: ModelCard {
+            nft: MODEL.into(),
+            datatoken: "0x00000000000000000000000000000000000000d1".into(),
+            name: "m1".into(),
+            symbol: "M1".into(),
+            description: "a tiny model".into(),
+            owner: "0x00000000000000000000000000000000000000a1".into(),
+            weights_hash: Hash32([7; 32]),
+            parent: None,
+            trainer: None,
+            architecture: "gpt2".into(),
+            parameters: 1,
+            exchange_id: None,
+            price: None,
+            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+        },
+        storage_prefix: "models/m1".into(),
+        created_at: 1,
+        source_job: None,
+        receipt_hash: None,
+        n_positions: 64,
+    }
+}
+
+/// A queued job holding its own order (the ledger key is `<tx>-<log index>`).
+async fn queued_job(deps: &Deps, id: &str, n: u8) -> JobRecord {
+    let job = JobRecord {
+        job_id: id.to_string(),
+        kind: JobKind::Infer,
+        model: MODEL.into(),
+        consumer: "0x00000000000000000000000000000000000000b0".into(),
+        order_tx: format!("0x{}", format!("{n:02x}").repeat(32)),
+        order_log_index: 0,
+        spec: common::infer_spec(id),
+        queue_ref: Some(id.to_string()),
+        phase: JobPhase::Queued,
+        created_at: now_secs(),
+        updated_at: now_secs(),
+        completion: Default::default(),
+        order_released: false,
+        receipt_hash: None,
+        perplexity: None,
+    };
+    let key = format!("{}-0", job.order_tx);
+    assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);
+    deps.catalogue.put_job(&job).await.unwrap();
+    job
+}
+
+fn failed(id: &str, code: Option<i32>) -> JobDone {
+    JobDone {
+        job_id: id.into(),
+        state: QueueState::Failed { reason: "worker exited".into(), exit_code: code },
+    }
+}
+
+#[tokio::test]
+async fn a_buyer_input_failure_consumes_the_order_and_an_operator_failure_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    let buyer = queued_job(&deps, "bad-dataset", 1).await;
+    let operator = queued_job(&deps, "store-down", 2).await;
+
+    // Exit 13: the buyer's dataset yields no tokens. Running it again fails the same way.
+    on_job_done(&deps, &failed("bad-dataset", Some(posthuman_types::exit::BAD_DATASET)))
+        .await
+        .unwrap();
+    let key = format!("{}-0", buyer.order_tx);
+    assert_eq!(
+        deps.catalogue.order_holder(&key).await.unwrap().as_deref(),
+        Some("bad-dataset"),
+        "a failure caused by the buyer's input consumes the order"
+    );
+    let rec = deps.catalogue.get_job("bad-dataset").await.unwrap().unwrap();
+    assert!(matches!(rec.phase, JobPhase::Failed { exit_code: Some(13), .. }), "{rec:?}");
+    match JobView::new(&rec, false, None).state {
+        JobStateView::Failed { order_reusable, .. } => assert!(!order_reusable),
+        other => panic!("{other:?}"),
+    }
+    // A duplicate FAILED event changes nothing.
+    on_job_done(&deps, &failed("bad-dataset", Some(13))).await.unwrap();
+    assert_eq!(
+        deps.catalogue.order_holder(&key).await.unwrap().as_deref(),
+        Some("bad-dataset")
+    );
+
+    // Exit 18: the object store failed — not the buyer's fault: the order pays for a retry.
+    on_job_done(&deps, &failed("store-down", Some(posthuman_types::exit::STORE)))
+        .await
+        .unwrap();
+    let key = format!("{}-0", operator.order_tx);
+    assert_eq!(deps.catalogue.order_holder(&key).await.unwrap(), None);
+    let rec = deps.catalogue.get_job("store-down").await.unwrap().unwrap();
+    match JobView::new(&rec, false, None).state {
+        JobStateView::Failed { order_reusable, .. } => assert!(order_reusable),
+        other => panic!("{other:?}"),
+    }
+    // Killed by a signal (no exit code): not the buyer's fault either.
+    let killed = queued_job(&deps, "oom-killed", 3).await;
+    on_job_done(&deps, &failed("oom-killed", None)).await.unwrap();
+    let key = format!("{}-0", killed.order_tx);
+    assert_eq!(deps.catalogue.order_holder(&key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_unbounded_perplexity_does_not_block_the_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    deps.catalogue.put_model(&model()).await.unwrap();
+    let mut job = queued_job(&deps, "eval-inf", 4).await;
+    job.kind = JobKind::Evaluate;
+    job.spec.params = JobParams::Evaluate(EvalParams {
+        context_len: 32,
+        stride: 16,
+        max_tokens: 0,
+        baseline: None,
+    });
+    deps.catalogue.put_job(&job).await.unwrap();
+    // What the worker writes when the model assigns a scored token probability 0:
+    // serde_json writes the infinite mean NLL and perplexity as null.
+    let report = serde_json::json!({
+        "weights_hash": Hash32([7; 32]), "dataset_hash": Hash32([8; 32]),
+        "tokens_scored": 100, "context_len": 32, "stride": 16,
+        "mean_nll": null, "perplexity": null, "tokens_per_sec": 1000.0
+    });
+    deps.store
+        .put(
+            &format!("{}/report.json", job.spec.public_prefix),
+            Bytes::from(serde_json::to_vec(&report).unwrap()),
+        )
+        .await
+        .unwrap();
+
+    let done = JobDone { job_id: "eval-inf".into(), state: QueueState::Succeeded };
+    on_job_done(&deps, &done).await.unwrap();
+    let rec = deps.catalogue.get_job("eval-inf").await.unwrap().unwrap();
+    assert_eq!(rec.phase, JobPhase::Succeeded);
+    assert!(rec.completion.done && rec.receipt_hash.is_some(), "{rec:?}");
+    // Reported as unbounded, not as "no evaluation" and not as a number.
+    assert_eq!(rec.perplexity, Some(f64::INFINITY));
+}

@@ -36,6 +36,13 @@ pub mod limits {
     pub const MAX_STOP_BYTES: usize = 64;
     /// Longest job id (it becomes part of object-store keys).
     pub const MAX_JOB_ID: usize = 64;
+    /// Most checkpoints one train job commits: `ceil(steps / checkpoint_every)` ≤ this.
+    /// Each is the weights plus both AdamW moments (3× the model in f32), kept for the
+    /// operator's audit window. The audit policy (5% of the training compute, at least one
+    /// segment, `posthuman_receipts::AuditPolicy`) needs ≥ 20 segments for one segment to fit
+    /// its budget; 100 lets it re-run 5 (the final one, the largest updates, random ones)
+    /// while a 124M-parameter job stores at most 99 × 1.5 GB during the window.
+    pub const MAX_CHECKPOINTS: u32 = 100;
 }
 
 /// What a job does.
@@ -477,6 +484,78 @@ mod tests {
         assert_eq!(s.validate().unwrap_err().field, "dataset_key");
         let s = train_spec();
         assert_eq!(s.validate_against_context(32).unwrap_err().field, "context_len");
+    }
+
+    fn train_with(f: impl FnOnce(&mut TrainParams)) -> Result<(), SpecError> {
+        let mut s = train_spec();
+        if let JobParams::Train(t) = &mut s.params {
+            f(t);
+        }
+        s.validate()
+    }
+
+    /// Issue 13 §2: hyperparameters under which f32 AdamW leaves the weights as they were
+    /// (a "derivation" that is a clone) are refused, field by field.
+    #[test]
+    fn hyperparameters_that_cannot_train_in_f32_are_refused() {
+        for (field, f) in [
+            (
+                "learning_rate",
+                Box::new(|t: &mut TrainParams| t.learning_rate = 1e-300)
+                    as Box<dyn FnOnce(&mut TrainParams)>,
+            ),
+            ("learning_rate", Box::new(|t: &mut TrainParams| t.learning_rate = 1e-9)),
+            ("eps", Box::new(|t: &mut TrainParams| t.eps = 1e-3)),
+            ("eps", Box::new(|t: &mut TrainParams| t.eps = 1e-30)),
+            ("beta1", Box::new(|t: &mut TrainParams| t.beta1 = 0.999_999)),
+            ("beta2", Box::new(|t: &mut TrainParams| t.beta2 = 0.999_999_9)),
+            ("beta2", Box::new(|t: &mut TrainParams| t.beta2 = 0.0)),
+            ("grad_clip", Box::new(|t: &mut TrainParams| t.grad_clip = 1e-30)),
+            ("weight_decay", Box::new(|t: &mut TrainParams| t.weight_decay = 1.0)),
+        ] {
+            assert_eq!(train_with(f).unwrap_err().field, field);
+        }
+        // What real fine-tunes use stays accepted.
+        train_with(|t| {
+            t.learning_rate = 1e-5;
+            t.eps = 1e-6;
+            t.beta1 = 0.9;
+            t.beta2 = 0.95;
+            t.grad_clip = 0.0;
+            t.weight_decay = 0.1;
+        })
+        .unwrap();
+    }
+
+    /// Issue 13 §3: checkpoints per job are bounded; the error names the smallest interval
+    /// that fits.
+    #[test]
+    fn checkpoints_per_job_are_bounded() {
+        let steps: u32 = 100_000;
+        let least = steps.div_ceil(limits::MAX_CHECKPOINTS);
+        let e = train_with(|t| {
+            t.steps = steps;
+            t.checkpoint_every = 1;
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "checkpoint_every");
+        assert!(e.reason.contains(&format!("at least {least}")), "{e}");
+        train_with(|t| {
+            t.steps = steps;
+            t.checkpoint_every = least - 1;
+        })
+        .unwrap_err();
+        train_with(|t| {
+            t.steps = steps;
+            t.checkpoint_every = least;
+        })
+        .unwrap();
+        // A short run may checkpoint every step.
+        train_with(|t| {
+            t.steps = limits::MAX_CHECKPOINTS;
+            t.checkpoint_every = 1;
+        })
+        .unwrap();
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub mod limits {
     pub const MAX_CONTEXT: u32 = 8192;
     /// Highest peak learning rate accepted.
     pub const MAX_LR: f64 = 0.1;
+    /// Lowest peak learning rate accepted: an f32 AdamW step of ~1e-6 is still ~8 ulps of a
+    /// weight of magnitude 1 (fine-tunes use 1e-5–1e-3); far below it the update rounds away.
+    pub const MIN_LR: f64 = 1e-6;
     /// Most prompts in one inference job.
     pub const MAX_PROMPTS: usize = 64;
     /// Longest prompt, in bytes.
@@ -351,19 +354,54 @@ pub fn validate_key(field: &'static str, key: &str) -> Result<(), SpecError> {
 impl TrainParams {
     pub fn validate(&self) -> Result<(), SpecError> {
         check_range_u32("steps", self.steps, 1, limits::MAX_STEPS)?;
-        check_range_f64("learning_rate", self.learning_rate, f64::MIN_POSITIVE, limits::MAX_LR)?;
+        // The optimizer runs in f32 (24-bit mantissa: one ulp of a weight w is ~1.2e-7·|w|).
+        // An AdamW step moves each weight by about lr (m̂/√v̂ is ~±1), so the bounds below keep
+        // that move many ulps wide for the weights a GPT-2 holds (|w| ≲ 1); outside them a
+        // "fine-tune" can leave the parent's weights bit-identical (a clone for one datatoken).
+        // The worker and the completion also refuse an output equal to its input, whatever
+        // the parameters.
+        check_range_f64("learning_rate", self.learning_rate, limits::MIN_LR, limits::MAX_LR)?;
         check_range_u32("warmup_steps", self.warmup_steps, 0, self.steps)?;
         check_range_f64("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)?;
         check_range_u32("batch_size", self.batch_size, 1, limits::MAX_BATCH)?;
         check_range_u32("grad_accum", self.grad_accum, 1, limits::MAX_GRAD_ACCUM)?;
         check_range_u32("context_len", self.context_len, limits::MIN_CONTEXT, limits::MAX_CONTEXT)?;
-        check_range_f64("weight_decay", self.weight_decay, 0.0, 1.0)?;
-        check_range_f64("beta1", self.beta1, 0.0, 0.999_999)?;
-        check_range_f64("beta2", self.beta2, 0.0, 0.999_999_9)?;
-        check_range_f64("eps", self.eps, 1e-12, 1e-3)?;
-        check_range_f64("grad_clip", self.grad_clip, 0.0, 1e3)?;
+        // Decoupled decay multiplies every weight by (1 − lr·wd) a step: real fine-tunes use
+        // 0–0.1; above 0.5 (5% a step at the largest lr) it erases the parent instead.
+        check_range_f64("weight_decay", self.weight_decay, 0.0, 0.5)?;
+        // 1 − β is what a moment learns per step; it must stay far above f32's ulp at 1
+        // (6e-8), or β rounds to 1 in f32 and the moment stops moving: ≥ 1e-3 for β1
+        // (0.999 already averages over 1000 steps), ≥ 1e-5 for β2. β2 ≥ 0.9 keeps v̂ a
+        // variance estimate (Adam's own analysis needs β1² < √β2, checked below).
+        check_range_f64("beta1", self.beta1, 0.0, 0.999)?;
+        check_range_f64("beta2", self.beta2, 0.9, 0.999_99)?;
+        if self.beta1 * self.beta1 >= self.beta2.sqrt() {
+            return Err(bad("beta1", "beta1² must be below √beta2 (Adam diverges otherwise)"));
+        }
+        // ε is added to √v̂ in f32: above 1e-6 it dominates the small gradients of a
+        // converged model and shrinks the step by orders of magnitude (no update in f32);
+        // below 1e-12 it no longer guards the division (f32 √v̂ of a tiny gradient).
+        check_range_f64("eps", self.eps, 1e-12, 1e-6)?;
+        // Clipping to a tiny norm scales gradients under ε and so zeroes the step: 0
+        // disables clipping, otherwise 1e-2 ≤ clip ≤ 1e3 (real fine-tunes use 0.5–5).
+        if self.grad_clip != 0.0 {
+            check_range_f64("grad_clip", self.grad_clip, 1e-2, 1e3)?;
+        }
         check_range_f64("dropout", self.dropout, 0.0, 0.5)?;
         check_range_u32("checkpoint_every", self.checkpoint_every, 1, self.steps)?;
+        let least = self.steps.div_ceil(limits::MAX_CHECKPOINTS);
+        if self.steps.div_ceil(self.checkpoint_every) > limits::MAX_CHECKPOINTS {
+            return Err(bad(
+                "checkpoint_every",
+                format!(
+                    "{} steps every {} make {} checkpoints, over the limit of {}: use at least {least}",
+                    self.steps,
+                    self.checkpoint_every,
+                    self.steps.div_ceil(self.checkpoint_every),
+                    limits::MAX_CHECKPOINTS
+                ),
+            ));
+        }
         Ok(())
     }
 }

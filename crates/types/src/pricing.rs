@@ -32,7 +32,7 @@ pub struct Ocean(pub u128);
 pub const OCEAN: u128 = 1_000_000_000_000_000_000;
 
 impl Ocean {
-    /// `whole` OCEAN plus `thousandths` / 1000.
+    /// `thousandths` / 1000 OCEAN.
     pub const fn milli(thousandths: u128) -> Ocean {
         Ocean(thousandths * (OCEAN / 1000))
     }

@@ -175,6 +175,29 @@ async fn non_finite_loss_reports_the_step() {
     assert!(msg.contains("step 1"), "{msg}");
 }
 
+/// Issue 13 §2: a "fine-tune" whose every update underflows in f32 (lr = 1e-300, which
+/// the spec bounds now refuse, run here past them as any future gap would) ends with the
+/// weights bit-identical to its parent's. The worker must not publish that clone.
+#[tokio::test]
+async fn a_train_job_that_leaves_the_weights_unchanged_is_refused() {
+    let (_d, store) = store().await;
+    let mut s = train_spec("job-clone");
+    if let JobParams::Train(p) = &mut s.params {
+        p.learning_rate = 1e-300;
+    }
+    let err = posthuman_worker::runner::run_spec(store.as_ref(), &wc(), &s).await.unwrap_err();
+    assert_eq!(err.exit_code(), exit::NO_TRAINING, "{err}");
+    let msg = err.public_message();
+    assert!(msg.contains("identical to its input"), "{msg}");
+    assert!(store.head(&format!("{}/_COMPLETE", s.private_prefix)).await.unwrap().is_none());
+    assert!(
+        store.head(&format!("{}/model.safetensors", s.private_prefix)).await.unwrap().is_none()
+    );
+    for k in keys(store.as_ref(), &s.public_prefix).await {
+        assert!(!k.ends_with("metrics.json") && !k.ends_with("run.json"), "unexpected output {k}");
+    }
+}
+
 #[tokio::test]
 async fn memory_preflight_refuses_before_starting() {
     let (_d, store) = store().await;
@@ -217,4 +240,44 @@ async fn store_failing_mid_write_leaves_no_visible_model() {
     let mut s = spec("job-f4", JobParams::Infer(infer_params()));
     s.dataset_key = None;
     expect_failure(&failing, &s, &wc(), exit::STORE).await;
+}
+
+/// The exit code of a spec over its paid budget (a buyer-input refusal).
+const OVER_BUDGET: i32 = 20;
+
+#[tokio::test]
+async fn a_spec_over_its_paid_budget_is_refused_before_any_work() {
+    let (_d, store) = store().await;
+    // What the buyer's fee paid for: a tenth of the compute this spec asks for, however the
+    // spec was altered on its way through the queue.
+    let mut s = train_spec("job-budget");
+    let shape = posthuman_types::pricing::ModelShape {
+        parameters: 1,
+        n_layer: 1,
+        n_embd: 1,
+        vocab_size: 1,
+        n_positions: 64,
+    };
+    let cheap = posthuman_types::pricing::estimate(&s.params, &shape, 1).unwrap();
+    s.budget = Some(posthuman_types::Budget {
+        tokens: cheap.tokens,
+        flops: cheap.flops,
+        checkpoint_bytes: cheap.checkpoint_bytes,
+        max_seconds: 3600,
+    });
+    let msg = expect_failure(store.as_ref(), &s, &wc(), OVER_BUDGET).await;
+    assert!(msg.contains("paid") && msg.contains("flops"), "{msg}");
+    assert!(keys(store.as_ref(), &s.private_prefix).await.is_empty(), "no checkpoint written");
+    // Each of the three counts is enforced: a budget short only of checkpoint bytes.
+    let mut s = spec("job-budget-ckpt", JobParams::Train(train_params()));
+    let real = posthuman_types::pricing::ModelShape { parameters: 1, ..shape };
+    let e = posthuman_types::pricing::estimate(&s.params, &real, 1).unwrap();
+    s.budget = Some(posthuman_types::Budget {
+        tokens: u64::MAX,
+        flops: u64::MAX,
+        checkpoint_bytes: e.checkpoint_bytes,
+        max_seconds: 3600,
+    });
+    let msg = expect_failure(store.as_ref(), &s, &wc(), OVER_BUDGET).await;
+    assert!(msg.contains("checkpoint_bytes"), "{msg}");
 }

@@ -256,6 +256,10 @@ impl Chain {
     /// The reward scheme fixed for a root.
     pub async fn scheme_of(&self, root: Address) -> Result<RewardScheme, ChainError> {
         let s = self.lineage_contract().schemeOf(root).call().await?;
-        Ok(RewardScheme { total_reward: s.totalReward.to_string(), shares_bps: s.sharesBps })
+        Ok(RewardScheme {
+            total_reward: s.totalReward.to_string(),
+            shares_bps: s.sharesBps,
+            royalty: "0".into(),
+        })
     }
 }

@@ -166,7 +166,8 @@ async fn random_lineage(seed: u64, depth: usize) {
         1 => e.rng.random::<u64>() as u128,
         _ => e.rng.random::<u128>(),
     };
-    let scheme = RewardScheme { total_reward: total.to_string(), shares_bps: shares };
+    let scheme =
+        RewardScheme { total_reward: total.to_string(), shares_bps: shares, royalty: "0".into() };
     let root = e.publish(alice, scheme.clone()).await;
     // A few trainers, so one address often appears several times in a lineage.
     let pool: Vec<Address> = (0..4).map(|_| Address::from(e.rng.random::<[u8; 20]>())).collect();
@@ -242,4 +243,94 @@ async fn reward_split_is_exact_for_random_depths_and_amounts() {
     for (i, depth) in depths.into_iter().enumerate() {
         random_lineage(100 + i as u64, depth).await;
     }
+}
+
+/// Derives `levels` models in a row below `parent`, each trained by `trainer`; returns the
+/// last child's NFT.
+async fn derive_chain(
+    e: &mut common::Env,
+    mut parent: Address,
+    trainer: Address,
+    levels: usize,
+) -> Address {
+    for level in 0..levels {
+        let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
+        e.chain.commit_training(job, parent, trainer, w, receipt).await.unwrap();
+        let child = e.chain.create_child(job, &format!("D{level}"), "D", "").await.unwrap();
+        e.chain.record_derivation(job, child.nft, child.datatoken).await.unwrap();
+        parent = child.nft;
+    }
+    parent
+}
+
+/// A lineage stops at `MAX_DEPTH` derivations below its root: the operator cannot commit
+/// (nor create) one more, so every walk up a lineage (the contract's `lineage()`, receipt
+/// verification) is bounded.
+#[tokio::test]
+async fn lineage_depth_is_bounded() {
+    let mut e = env(23).await;
+    let alice = e.wallet(0).await;
+    let bob = e.wallet(0).await;
+    let root = e.publish(alice, RewardScheme::geometric(100 * ONE, 5000, 3)).await;
+    let deepest = derive_chain(&mut e, root.nft, bob, posthuman_types::model::MAX_DEPTH).await;
+    let lineage = e.chain.lineage(deepest).await.unwrap();
+    assert_eq!(lineage.len(), posthuman_types::model::MAX_DEPTH + 1);
+    let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
+    rejected(e.chain.commit_training(job, deepest, bob, w, receipt).await, "DepthExceeded");
+}
+
+alloy::sol! {
+    /// The lineage contract's ownership surface (what the fix adds).
+    #[sol(rpc)]
+    interface IOperated {
+        function owner() external view returns (address);
+        function operator() external view returns (address);
+        function setOperator(address next) external;
+    }
+}
+
+/// The owner rotates the operator: the old key loses every power at once (register, commit,
+/// create, record), the new key has them all (a job committed before the rotation finishes
+/// under the new key), and nobody but the owner can rotate.
+#[tokio::test]
+async fn the_owner_rotates_the_operator() {
+    let mut e = env(24).await;
+    let alice = e.wallet(0).await;
+    let bob = e.wallet(0).await;
+    let old = e.chain.operator();
+    let root = e.publish(alice, RewardScheme::geometric(100 * ONE, 5000, 3)).await;
+    let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
+    e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
+
+    let new_key = alloy::signers::local::PrivateKeySigner::from_bytes(
+        &alloy::primitives::B256::repeat_byte(0x42),
+    )
+    .unwrap();
+    let new = new_key.address();
+    e.chain.send_eth(new, U256::from(ONE)).await.unwrap();
+    let lineage = IOperated::new(e.chain.book().lineage, e.chain.provider());
+    assert_eq!(lineage.owner().call().await.unwrap(), old, "the deployer owns the contract");
+    // Bob is no owner: refused.
+    assert!(lineage.setOperator(bob).from(bob).send().await.is_err(), "non-owner rotated");
+    assert_eq!(lineage.operator().call().await.unwrap(), old);
+    let r = lineage.setOperator(new).from(old).send().await.unwrap().get_receipt().await;
+    assert!(r.unwrap().status());
+    assert_eq!(lineage.operator().call().await.unwrap(), new);
+
+    // The old key can do nothing any more.
+    rejected(e.chain.create_child(job, "M2", "M2", "").await, "NotOperator");
+    let (job2, w2) = (e.hash(), e.hash());
+    rejected(e.chain.commit_training(job2, root.nft, bob, w2, receipt).await, "NotOperator");
+    rejected(
+        e.chain.register_root(root.nft, root.datatoken, w, alice, alice, 1, &[]).await,
+        "NotOperator",
+    );
+
+    // The new key finishes the job committed before the rotation and commits new ones.
+    let rotated = Chain::connect(&e.anvil.endpoint(), new_key, e.chain.book().clone()).unwrap();
+    let child = rotated.create_child(job, "M2", "M2", "").await.unwrap();
+    let d = rotated.record_derivation(job, child.nft, child.datatoken).await.unwrap();
+    assert_eq!(d.rewards, vec![(bob, U256::from(50 * ONE)), (alice, U256::from(50 * ONE))]);
+    rotated.commit_training(job2, child.nft, bob, w2, receipt).await.unwrap();
+    rejected(e.chain.record_derivation(job2, child.nft, child.datatoken).await, "NotOperator");
 }

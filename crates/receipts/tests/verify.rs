@@ -425,3 +425,79 @@ async fn infer_receipts_check_weights_and_order() {
     assert_eq!(json["checks"][0]["check"], "signature");
     assert_eq!(json["checks"][0]["status"], "pass");
 }
+
+/// A lineage of `derivations` derivations below root 0x40 (models 0x40, 0x41, …), every link
+/// committed with a good receipt; returns the facts, the receipts and the leaf.
+fn deep_world(derivations: u8) -> (FactsSnapshot, Vec<SignedReceipt>, Address) {
+    let root = 0x40u8;
+    let mut f = FactsSnapshot::default();
+    f.models.insert(
+        addr(root),
+        ModelFacts {
+            nft: addr(root),
+            parent: None,
+            trainer: addr(0x0e),
+            datatoken: dt(root),
+            weights_hash: weights(root),
+            job_id: None,
+        },
+    );
+    f.nft_weights.insert(addr(root), weights(root));
+    let mut receipts = Vec::new();
+    for child in root + 1..=root + derivations {
+        let (parent, job) = (child - 1, format!("deep-{child}"));
+        let s = signed(derivation_receipt(&job, parent, child));
+        f.commitments.insert(
+            job_id_hash(&job),
+            TrainingCommitment {
+                parent: addr(parent),
+                trainer: trainer(child),
+                output_weights_hash: weights(child),
+                receipt_hash: s.body.receipt_hash(&domain()),
+                child_nft: Some(addr(child)),
+            },
+        );
+        f.models.insert(
+            addr(child),
+            ModelFacts {
+                nft: addr(child),
+                parent: Some(addr(parent)),
+                trainer: trainer(child),
+                datatoken: dt(child),
+                weights_hash: weights(child),
+                job_id: Some(job_id_hash(&job)),
+            },
+        );
+        f.nft_weights.insert(addr(child), weights(child));
+        f.orders.insert(order_tx(&job), vec![order(dt(parent), trainer(child))]);
+        receipts.push(s);
+    }
+    (f, receipts, addr(root + derivations))
+}
+
+/// The lineage contract refuses derivations past `MAX_DEPTH`, so a longer lineage can only
+/// come from a facts source that is not that contract: verification refuses it by name
+/// instead of walking it.
+#[tokio::test]
+async fn a_lineage_deeper_than_the_contract_allows_is_refused() {
+    let max = posthuman_types::model::MAX_DEPTH as u8;
+    let (facts, receipts, leaf) = deep_world(max);
+    let rep =
+        verify_lineage(&facts, leaf, &receipts, operator().address(), &domain()).await.unwrap();
+    assert!(rep.passed(), "{max} derivations are allowed");
+    assert_eq!(rep.models.len(), usize::from(max) + 1);
+
+    let (facts, receipts, leaf) = deep_world(max + 1);
+    let rep =
+        verify_lineage(&facts, leaf, &receipts, operator().address(), &domain()).await.unwrap();
+    assert!(!rep.passed());
+    let why: Vec<String> = rep
+        .links
+        .iter()
+        .flat_map(|l| l.report.failures().map(|(_, why)| why.to_string()))
+        .collect();
+    assert!(
+        why.iter().any(|w| w.contains(&format!("deeper than the {max} derivations"))),
+        "{why:?}"
+    );
+}

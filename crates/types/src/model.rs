@@ -8,6 +8,12 @@ use crate::Hash32;
 pub const MAX_BENEFICIARIES: usize = 16;
 /// Basis points in a whole.
 pub const BPS: u32 = 10_000;
+/// Most OCEAN (base units) a root may charge as lineage royalty per order of a derived model:
+/// 10 OCEAN. Mirrors `ModelLineage.MAX_ROYALTY`; the contract refuses more at registration.
+pub const MAX_ROYALTY: u128 = 10 * 10u128.pow(18);
+/// Deepest lineage the contract accepts (a root is depth 0). Mirrors `ModelLineage.MAX_DEPTH`;
+/// readers refuse longer lineages so a walk up one is always bounded.
+pub const MAX_DEPTH: usize = 32;
 
 /// How a derivation's reward (child datatokens minted by the lineage contract) is split.
 ///
@@ -15,6 +21,10 @@ pub const BPS: u32 = 10_000;
 /// parent, and so on up the lineage; whatever is not assigned (shares beyond the lineage's
 /// depth, and the rounding remainder) goes to the root model's owner, so the amounts always
 /// add up to `total_reward` exactly. The scheme is fixed when the root model is registered.
+///
+/// The same shares split the lineage royalty: every order of a derived model pays `royalty`
+/// OCEAN into that model's vault, which pays its ancestors (`shares_bps[0]` to the parent's
+/// trainer, `shares_bps[1]` to the grandparent's, …, the rest to the root owner).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewardScheme {
     /// Child datatokens minted per derivation, in base units (wei), as a decimal string so
@@ -22,6 +32,14 @@ pub struct RewardScheme {
     pub total_reward: String,
     /// Shares in basis points, most recent trainer first; at most 16, summing to ≤ 10,000.
     pub shares_bps: Vec<u16>,
+    /// OCEAN base units every order of a derived model pays to its ancestors (≤
+    /// [`MAX_ROYALTY`]), decimal string. Schemes written before royalties existed parse as 0.
+    #[serde(default = "zero_royalty")]
+    pub royalty: String,
+}
+
+fn zero_royalty() -> String {
+    "0".into()
 }
 
 /// Why a reward scheme is not acceptable.
@@ -49,7 +67,24 @@ impl RewardScheme {
             shares.push(s);
             s /= 2;
         }
-        RewardScheme { total_reward: total_reward.to_string(), shares_bps: shares }
+        RewardScheme {
+            total_reward: total_reward.to_string(),
+            shares_bps: shares,
+            royalty: zero_royalty(),
+        }
+    }
+
+    /// The same scheme charging `royalty` OCEAN base units per order of a derived model.
+    pub fn with_royalty(mut self, royalty: u128) -> Self {
+        self.royalty = royalty.to_string();
+        self
+    }
+
+    /// The royalty as an integer.
+    pub fn royalty(&self) -> Result<u128, SchemeError> {
+        self.royalty
+            .parse::<u128>()
+            .map_err(|_| SchemeError("royalty must be a non-negative integer".into()))
     }
 
     /// The total as an integer (≤ 2^128 is plenty for datatoken amounts).
@@ -61,6 +96,12 @@ impl RewardScheme {
 
     pub fn validate(&self) -> Result<(), SchemeError> {
         self.total()?;
+        let royalty = self.royalty()?;
+        if royalty > MAX_ROYALTY {
+            return Err(SchemeError(format!(
+                "royalty {royalty} is above the cap of {MAX_ROYALTY} OCEAN base units per order"
+            )));
+        }
         if self.shares_bps.len() > MAX_BENEFICIARIES {
             return Err(SchemeError(format!("at most {MAX_BENEFICIARIES} shares")));
         }
@@ -76,7 +117,22 @@ impl RewardScheme {
     /// contract, so clients can show what a derivation will pay before it happens.
     pub fn split(&self, trainers: usize) -> Result<(Vec<u128>, u128), SchemeError> {
         self.validate()?;
-        let total = self.total()?;
+        Ok(self.split_amount(self.total()?, trainers))
+    }
+
+    /// How the vault of a model at depth `depth` pays out `amount` OCEAN of royalty: one
+    /// amount per paid ancestor trainer (parent first), then the root owner's amount. Mirrors
+    /// `ModelLineage.royaltySplit`; the amounts add up to `amount` exactly.
+    pub fn royalty_split(
+        &self,
+        depth: usize,
+        amount: u128,
+    ) -> Result<(Vec<u128>, u128), SchemeError> {
+        self.validate()?;
+        Ok(self.split_amount(amount, depth.saturating_sub(1)))
+    }
+
+    fn split_amount(&self, total: u128, trainers: usize) -> (Vec<u128>, u128) {
         let paid: Vec<u128> = self
             .shares_bps
             .iter()
@@ -84,7 +140,7 @@ impl RewardScheme {
             .map(|&bps| mul_div(total, u128::from(bps), u128::from(BPS)))
             .collect();
         let root = total - paid.iter().sum::<u128>();
-        Ok((paid, root))
+        (paid, root)
     }
 }
 
@@ -150,9 +206,29 @@ mod tests {
 
     #[test]
     fn rejects_oversubscribed() {
-        let s = RewardScheme { total_reward: "1".into(), shares_bps: vec![9000, 2000] };
+        let s = RewardScheme::geometric(1, 9000, 1);
+        let s = RewardScheme { shares_bps: vec![9000, 2000], ..s };
         assert!(s.validate().is_err());
-        let s = RewardScheme { total_reward: "-1".into(), shares_bps: vec![] };
+        let s = RewardScheme { total_reward: "-1".into(), ..RewardScheme::geometric(0, 0, 0) };
         assert!(s.validate().is_err());
+        let capped = RewardScheme::geometric(1, 5000, 2).with_royalty(MAX_ROYALTY);
+        assert!(capped.validate().is_ok());
+        assert!(capped.with_royalty(MAX_ROYALTY + 1).validate().is_err());
+    }
+
+    #[test]
+    fn old_schemes_parse_without_a_royalty() {
+        let s: RewardScheme =
+            serde_json::from_str(r#"{"total_reward":"100","shares_bps":[5000]}"#).unwrap();
+        assert_eq!(s.royalty().unwrap(), 0);
+    }
+
+    #[test]
+    fn royalty_skips_the_model_itself() {
+        // M3 (depth 2): the parent M2's trainer gets share 0, the root owner the rest.
+        let s = RewardScheme::geometric(0, 5000, 4).with_royalty(7);
+        assert_eq!(s.royalty_split(2, 7).unwrap(), (vec![3], 4));
+        // M2 (depth 1): its only ancestor is the root.
+        assert_eq!(s.royalty_split(1, 7).unwrap(), (vec![], 7));
     }
 }

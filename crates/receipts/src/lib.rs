@@ -17,6 +17,8 @@
 //! - [`attestation`]: per-completion inference attestations.
 //! - [`facts`]: the [`ChainFacts`] trait (what verification reads from the chain) and a
 //!   serialisable snapshot of such facts.
+//! - [`request`]: the EIP-712 struct of signed API requests (submit, publish, reads), signed
+//!   by the CLI and the storefront and checked by the API, under the same domain.
 //! - [`report`]: verification reports: named checks with pass / fail (reason) / skipped.
 //! - [`verify`]: public verification against [`ChainFacts`].
 //! - [`merkle`]: the worker's checkpoint Merkle tree (the very source file of
@@ -43,6 +45,7 @@ pub mod facts;
 pub mod gather;
 pub mod receipt;
 pub mod report;
+pub mod request;
 pub mod rpc_facts;
 pub mod signed;
 pub mod verify;
@@ -69,6 +72,7 @@ pub use facts::{
 pub use gather::{Answer, Query, Recorder};
 pub use receipt::{JobReceipt, Receipt, ReceiptDomain};
 pub use report::{Check, CheckKind, LineageReport, LinkReport, Outcome, Report};
+pub use request::{RequestError, SignableRequest};
 pub use rpc_facts::{JsonRpc, RpcFacts};
 pub use signed::{ReceiptError, Signable, Signed, Verified, parse_signature, sign, sign_async};
 pub use verify::{verify_evaluation, verify_job, verify_lineage};

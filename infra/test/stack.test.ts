@@ -109,3 +109,113 @@ test("the HTTP API proxies everything to the api Lambda (payload v2)", () => {
   t.hasResourceProperties("AWS::ApiGatewayV2::Route", { RouteKey: "$default" });
   t.hasResourceProperties("AWS::ApiGatewayV2::Integration", { PayloadFormatVersion: "2.0" });
 });
+
+// --- Least privilege: each principal reaches only the object-store prefixes it needs. ---
+
+type Stmt = { Action: string | string[]; Resource: unknown; Effect: string };
+
+/** The policy statements attached to the role with logical id `roleId`. */
+function statementsOf(roleId: string): Stmt[] {
+  const out: Stmt[] = [];
+  for (const p of Object.values(t.findResources("AWS::IAM::Policy"))) {
+    const roles: unknown[] = p.Properties.Roles ?? [];
+    if (roles.some((r) => JSON.stringify(r) === JSON.stringify({ Ref: roleId }))) {
+      out.push(...p.Properties.PolicyDocument.Statement);
+    }
+  }
+  return out;
+}
+
+/** The data bucket's resources a statement names: "" for the bucket itself, else the key pattern. */
+function bucketKeys(s: Stmt): string[] {
+  const bucketId = Object.keys(t.findResources("AWS::S3::Bucket"))[0];
+  const resources = Array.isArray(s.Resource) ? s.Resource : [s.Resource];
+  const keys: string[] = [];
+  for (const r of resources) {
+    const text = JSON.stringify(r);
+    if (!text.includes(bucketId)) continue;
+    const join = (r as { "Fn::Join"?: [string, unknown[]] })["Fn::Join"];
+    if (join) {
+      const last = join[1][join[1].length - 1];
+      keys.push(typeof last === "string" ? last.replace(/^\//, "") : "?");
+    } else {
+      keys.push("");
+    }
+  }
+  return keys;
+}
+
+const actionsOf = (s: Stmt) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+const writes = (a: string) => /^s3:(Put|Delete|Abort|Restore|Replicate)/.test(a);
+const reads = (a: string) => /^s3:(Get|List)/.test(a);
+
+/** Every key pattern a role may write, and every one it may read, on the data bucket. */
+function s3Access(roleId: string): { write: Set<string>; read: Set<string> } {
+  const write = new Set<string>();
+  const read = new Set<string>();
+  for (const s of statementsOf(roleId)) {
+    if (s.Effect !== "Allow") continue;
+    const keys = bucketKeys(s);
+    for (const a of actionsOf(s)) {
+      for (const k of keys) {
+        if (writes(a) || a === "s3:*") write.add(k);
+        if ((reads(a) || a === "s3:*") && !a.startsWith("s3:List")) read.add(k);
+      }
+    }
+  }
+  return { write, read };
+}
+
+function assertWithin(what: string, got: Set<string>, allowed: string[]) {
+  for (const k of got) {
+    assert.ok(allowed.includes(k), `${what}: "${k}" is not one of ${JSON.stringify(allowed)}`);
+  }
+}
+
+function lambdaRole(bin: string): string {
+  // Asset paths are hashed: tell the two apart by their timeout (api 29 s, job-done 5 min).
+  const want = bin === "posthuman-api-lambda" ? 29 : 300;
+  for (const fn of Object.values(t.findResources("AWS::Lambda::Function"))) {
+    if (fn.Properties.Timeout === want) return fn.Properties.Role["Fn::GetAtt"][0];
+  }
+  throw new Error(`no Lambda for ${bin}`);
+}
+
+test("the worker's Batch role reads models and its job's inputs, writes only its job's outputs, never the catalogue", () => {
+  const roles = t.findResources("AWS::IAM::Role", {
+    Properties: {
+      AssumeRolePolicyDocument: Match.objectLike({
+        Statement: Match.arrayWith([
+          Match.objectLike({ Principal: { Service: "ecs-tasks.amazonaws.com" } }),
+        ]),
+      }),
+    },
+  });
+  const jobRole = Object.keys(roles).find((id) => id.startsWith("WorkerJobRole"));
+  assert.ok(jobRole, "no WorkerJobRole");
+  const { write, read } = s3Access(jobRole);
+  assert.ok(write.size > 0 && read.size > 0, "the worker must reach the store");
+  assertWithin("worker writes", write, ["jobs/*/private/*", "jobs/*/public/*"]);
+  assertWithin("worker reads", read, [
+    "models/*",
+    "jobs/*/dataset.txt",
+    "jobs/*/spec.json",
+    "jobs/*/private/*",
+    "jobs/*/public/*",
+  ]);
+});
+
+test("each Lambda reaches only the prefixes its handlers use", () => {
+  const api = s3Access(lambdaRole("posthuman-api-lambda"));
+  assertWithin("api writes", api.write, ["state/*", "models/*", "jobs/*/dataset.txt", "jobs/*/spec.json"]);
+  assertWithin("api reads", api.read, [
+    "state/*",
+    "models/*",
+    "jobs/*/spec.json",
+    "jobs/*/public/*",
+    "jobs/*/private/config.json",
+  ]);
+  const done = s3Access(lambdaRole("posthuman-job-done-lambda"));
+  assertWithin("job-done writes", done.write, ["state/*", "jobs/*/public/*"]);
+  assertWithin("job-done reads", done.read, ["state/*", "jobs/*/spec.json", "jobs/*/public/*"]);
+});

@@ -97,7 +97,20 @@ export class PosthumanStack extends Stack {
     const jobRole = new iam.Role(this, "WorkerJobRole", {
       assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
     });
-    data.grantReadWrite(jobRole);
+    // A job reads models (roots under models/, derived ones under another job's private/)
+    // and its own inputs, and writes only its outputs; never the catalogue under state/,
+    // which decides who paid for what. (IAM cannot name "this job's" prefix in a static
+    // role; the spec the functions layer writes names the prefixes.)
+    grantObjects(jobRole, data, ["s3:GetObject"], [
+      "models/*",
+      "jobs/*/dataset.txt",
+      "jobs/*/spec.json",
+    ]);
+    grantObjects(jobRole, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [
+      "jobs/*/private/*",
+      "jobs/*/public/*",
+    ]);
+    grantList(jobRole, data, ["models/*", "jobs/*"]);
     // The functions layer passes job_id and spec_key as Batch parameters (functions/src/queue/batch.rs).
     const jobDef = new batch.EcsJobDefinition(this, "WorkerJob", {
       container: new batch.EcsEc2ContainerDefinition(this, "WorkerContainer", {
@@ -165,8 +178,19 @@ export class PosthumanStack extends Stack {
       });
     const api = rustFn("ApiFn", "posthuman-api-lambda", Duration.seconds(29));
     const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5));
+    // The API: the catalogue, published models, a job's dataset and spec, public outputs, and
+    // a derived model's config (its private prefix) for quotes.
+    grantObjects(api, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
+    grantObjects(api, data, ["s3:GetObject", "s3:PutObject"], ["models/*", "jobs/*/spec.json"]);
+    grantObjects(api, data, ["s3:PutObject"], ["jobs/*/dataset.txt"]);
+    grantObjects(api, data, ["s3:GetObject"], ["jobs/*/public/*", "jobs/*/private/config.json"]);
+    grantList(api, data, ["state/*"]);
+    // Completion: the catalogue, the job's spec, and its public outputs (receipts, attestations).
+    grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
+    grantObjects(jobDone, data, ["s3:GetObject"], ["jobs/*/spec.json"]);
+    grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject"], ["jobs/*/public/*"]);
+    grantList(jobDone, data, ["state/*"]);
     for (const fn of [api, jobDone]) {
-      data.grantReadWrite(fn);
       fn.addToRolePolicy(
         new iam.PolicyStatement({
           actions: ["batch:SubmitJob"],
@@ -209,6 +233,24 @@ export class PosthumanStack extends Stack {
     new CfnOutput(this, "WorkerRepository", { value: repo.repositoryUri });
     new CfnOutput(this, "JobQueueArn", { value: queue.jobQueueArn });
   }
+}
+
+/** Allows `actions` on the bucket's objects matching each key pattern, and nothing else. */
+function grantObjects(grantee: iam.IGrantable, bucket: s3.IBucket, actions: string[], keys: string[]) {
+  grantee.grantPrincipal.addToPrincipalPolicy(
+    new iam.PolicyStatement({ actions, resources: keys.map((k) => bucket.arnForObjects(k)) }),
+  );
+}
+
+/** Allows listing the bucket under the given key prefixes only. */
+function grantList(grantee: iam.IGrantable, bucket: s3.IBucket, prefixes: string[]) {
+  grantee.grantPrincipal.addToPrincipalPolicy(
+    new iam.PolicyStatement({
+      actions: ["s3:ListBucket"],
+      resources: [bucket.bucketArn],
+      conditions: { StringLike: { "s3:prefix": prefixes } },
+    }),
+  );
 }
 
 function jobDefArnAnyRevision(scope: Stack, jobDef: batch.EcsJobDefinition): string {

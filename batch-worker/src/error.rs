@@ -31,6 +31,12 @@ pub mod exit {
     /// The worker must run on a GPU (`--require-gpu`) and none could be opened; nothing was
     /// started. Retry on a GPU host.
     pub const NO_GPU: i32 = 19;
+    /// The spec needs more compute than its provider fee paid for (`JobSpec.budget`);
+    /// nothing was started. The buyer's terms; never retried.
+    pub const OVER_BUDGET: i32 = posthuman_types::exit::OVER_BUDGET;
+    /// A train job ended with weights bit-identical to its input (its updates rounded away
+    /// in f32): no derivation is published. The buyer's hyperparameters; never retried.
+    pub const NO_TRAINING: i32 = posthuman_types::exit::NO_TRAINING;
     /// A bug or an unexpected condition inside the worker.
     pub const INTERNAL: i32 = 70;
     /// Not a failure: training stopped after a checkpoint on request (`--stop-after-checkpoint`);
@@ -61,6 +67,10 @@ pub enum WorkerError {
     Store(String),
     #[error("this worker requires a GPU and none could be opened; nothing was started")]
     NoGpu,
+    #[error(
+        "the job needs {need} {field} but its fee paid for {paid}; nothing was started (quote these terms again)"
+    )]
+    OverBudget { field: &'static str, need: u64, paid: u64 },
     #[error("internal worker error: {0}")]
     Internal(String),
 }
@@ -79,6 +89,7 @@ impl WorkerError {
             WorkerError::MemoryRefused { .. } => exit::MEMORY_REFUSED,
             WorkerError::Store(_) => exit::STORE,
             WorkerError::NoGpu => exit::NO_GPU,
+            WorkerError::OverBudget { .. } => exit::OVER_BUDGET,
             WorkerError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -96,6 +107,7 @@ impl WorkerError {
             WorkerError::MemoryRefused { .. } => "memory_refused",
             WorkerError::Store(_) => "store",
             WorkerError::NoGpu => "no_gpu",
+            WorkerError::OverBudget { .. } => "over_budget",
             WorkerError::Internal(_) => "internal",
         }
     }
@@ -185,6 +197,7 @@ mod tests {
             WorkerError::MemoryRefused { needed_mib: 0, limit_mib: 0 },
             WorkerError::Store(String::new()),
             WorkerError::NoGpu,
+            WorkerError::OverBudget { field: "flops", need: 2, paid: 1 },
             WorkerError::Internal(String::new()),
         ];
         let mut codes: Vec<i32> = all.iter().map(WorkerError::exit_code).collect();

@@ -242,9 +242,6 @@ async fn store_failing_mid_write_leaves_no_visible_model() {
     expect_failure(&failing, &s, &wc(), exit::STORE).await;
 }
 
-/// The exit code of a spec over its paid budget (a buyer-input refusal).
-const OVER_BUDGET: i32 = 20;
-
 #[tokio::test]
 async fn a_spec_over_its_paid_budget_is_refused_before_any_work() {
     let (_d, store) = store().await;
@@ -265,7 +262,7 @@ async fn a_spec_over_its_paid_budget_is_refused_before_any_work() {
         checkpoint_bytes: cheap.checkpoint_bytes,
         max_seconds: 3600,
     });
-    let msg = expect_failure(store.as_ref(), &s, &wc(), OVER_BUDGET).await;
+    let msg = expect_failure(store.as_ref(), &s, &wc(), exit::OVER_BUDGET).await;
     assert!(msg.contains("paid") && msg.contains("flops"), "{msg}");
     assert!(keys(store.as_ref(), &s.private_prefix).await.is_empty(), "no checkpoint written");
     // Each of the three counts is enforced: a budget short only of checkpoint bytes.
@@ -278,6 +275,6 @@ async fn a_spec_over_its_paid_budget_is_refused_before_any_work() {
         checkpoint_bytes: e.checkpoint_bytes,
         max_seconds: 3600,
     });
-    let msg = expect_failure(store.as_ref(), &s, &wc(), OVER_BUDGET).await;
+    let msg = expect_failure(store.as_ref(), &s, &wc(), exit::OVER_BUDGET).await;
     assert!(msg.contains("checkpoint_bytes"), "{msg}");
 }

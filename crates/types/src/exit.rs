@@ -37,6 +37,12 @@ pub const MEMORY_REFUSED: i32 = 17;
 pub const STORE: i32 = 18;
 /// The worker requires a GPU and none could be opened: the host's fault.
 pub const NO_GPU: i32 = 19;
+/// The spec asks for more compute (tokens, FLOPs or checkpoint bytes, re-estimated from the
+/// real model and dataset) than its provider fee paid for: refused before any work.
+pub const OVER_BUDGET: i32 = 20;
+/// A train job's weights came out bit-identical to its input (every update rounded away in
+/// f32): the buyer's hyperparameters; no derivation is published.
+pub const NO_TRAINING: i32 = 21;
 /// A bug or an unexpected condition inside the worker.
 pub const INTERNAL: i32 = 70;
 /// Not a failure: training stopped after a checkpoint on request; running the same spec
@@ -48,7 +54,7 @@ pub const WALL_CLOCK_EXCEEDED: i32 = 124;
 
 /// Codes caused by what the buyer sent: never retried, and the failure consumes the order.
 pub const BUYER_INPUT: &[i32] =
-    &[BAD_DATASET, DATASET_TOO_LARGE, OUT_OF_RANGE, NON_FINITE_LOSS, MEMORY_REFUSED];
+    &[BAD_DATASET, DATASET_TOO_LARGE, OUT_OF_RANGE, NON_FINITE_LOSS, MEMORY_REFUSED, NO_TRAINING, OVER_BUDGET];
 
 /// Codes that are not the buyer's fault but that running the same spec again cannot cure:
 /// never retried, and the order is released. A job that outruns the wall-clock budget the
@@ -68,6 +74,8 @@ pub const ALL: &[i32] = &[
     MEMORY_REFUSED,
     STORE,
     NO_GPU,
+    OVER_BUDGET,
+    NO_TRAINING,
     INTERNAL,
     INTERRUPTED,
     WALL_CLOCK_EXCEEDED,

@@ -25,8 +25,9 @@ use crate::receipt::{Receipt, ReceiptDomain};
 use crate::report::{CheckKind as K, LineageReport, LinkReport, Report};
 use crate::signed::digest;
 
-/// Longest lineage walked (a guard against a malicious facts source that loops).
-const MAX_DEPTH: usize = 1024;
+/// Most derivations below a root: the lineage contract refuses more, so a longer lineage
+/// comes from a facts source that is not that contract (or loops) and is refused by name.
+const MAX_DEPTH: usize = posthuman_types::model::MAX_DEPTH;
 
 /// Verifies one job's receipt against the chain (see the module docs).
 pub async fn verify_job(
@@ -208,9 +209,14 @@ pub async fn verify_lineage(
     let mut seen = BTreeSet::new();
     let mut cursor = leaf;
     loop {
-        if !seen.insert(cursor) || seen.len() > MAX_DEPTH {
+        if !seen.insert(cursor) || seen.len() > MAX_DEPTH + 1 {
             let mut rep = Report::new(format!("model {cursor}"));
-            rep.fail(K::LineageLink, "the lineage loops or is deeper than any real one");
+            rep.fail(
+                K::LineageLink,
+                format!(
+                    "the lineage loops or is deeper than the {MAX_DEPTH} derivations the lineage contract allows"
+                ),
+            );
             out.links.push(LinkReport { child: cursor, parent: None, report: rep });
             out.models.clear();
             return Ok(out);

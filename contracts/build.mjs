@@ -26,7 +26,7 @@ const oceanArtifacts = {
 // Our contracts: source file → contract names to emit.
 // test/: fixtures for the Rust tests only (never deployed by deploy_stack).
 const ours = {
-  'ModelLineage.sol': ['ModelLineage'],
+  'ModelLineage.sol': ['ModelLineage', 'RoyaltyVault'],
   'PeerMarket.sol': ['PeerMarket'],
   'test/ReentrantToken.sol': ['ReentrantToken'],
 };

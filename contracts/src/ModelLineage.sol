@@ -35,6 +35,12 @@ interface IOceanDatatoken {
     function mint(address account, uint256 value) external;
 }
 
+/// The royalty token (OCEAN): plain ERC-20 calls only.
+interface IRoyaltyToken {
+    function balanceOf(address who) external view returns (uint256);
+    function transfer(address to, uint256 value) external returns (bool);
+}
+
 /// @title ModelLineage: who trained what from what, and who is paid for it.
 ///
 /// Ocean v4 gives every model a data NFT and a datatoken but knows nothing about derivation.
@@ -49,6 +55,17 @@ interface IOceanDatatoken {
 ///     hash into the NFT's ERC725Y store.
 ///  3. `recordDerivation` — exactly once per job: mints the reward to the most recent trainers
 ///     (at most 16, bounded walk up the lineage) and the remainder to the root owner.
+///
+/// Royalties follow the lineage: every child datatoken is created with Ocean's publish-market
+/// fee set to the root's royalty (fixed at registration, at most `MAX_ROYALTY` OCEAN), paid
+/// by each `startOrder` into a `RoyaltyVault` of its own. The vault is the fee address, the
+/// only account Ocean lets change the fee, and it has no function that does: nobody can
+/// redirect or raise it. Anyone may call the vault's `distribute()`, which pays its whole
+/// balance to the child's ancestors by the root's scheme (`royaltySplit`).
+///
+/// Lineages are at most `MAX_DEPTH` derivations deep, so every walk up one is bounded.
+/// The operator key can be rotated by the contract's owner (`setOperator`); ownership moves
+/// in two steps (`transferOwnership`, then `acceptOwnership` by the new owner).
 ///
 /// Trust choice (why the contract owns the child NFT): in Ocean v4 whoever holds the NFT's
 /// `deployERC20` permission (the NFT owner has it) can `addMinter` on its datatokens or open a
@@ -68,6 +85,10 @@ contract ModelLineage {
     bytes32 public constant WEIGHTS_HASH_KEY = keccak256("posthuman.weightsHash");
     uint256 public constant MAX_BENEFICIARIES = 16;
     uint256 public constant BPS = 10_000;
+    /// Most derivations below a root (a root has depth 0).
+    uint32 public constant MAX_DEPTH = 32;
+    /// Most OCEAN (base units) a root may charge per order of a derived model: 10 OCEAN.
+    uint256 public constant MAX_ROYALTY = 10 ether;
     /// Ocean's ERC721Template and ERC20Template indices in the factory.
     uint256 internal constant NFT_TEMPLATE = 1;
     uint256 internal constant ERC20_TEMPLATE = 1;
@@ -86,6 +107,7 @@ contract ModelLineage {
     struct Scheme {
         uint128 totalReward; // child datatokens (wei) minted per derivation
         uint8 count; // number of shares
+        uint96 royalty; // OCEAN (base units) per order of a derived model
         uint256 packedShares; // 16 × uint16 bps, share i in bits [16i, 16i+16)
     }
 
@@ -103,12 +125,21 @@ contract ModelLineage {
         address childNft;
     }
 
-    address public immutable operator;
+    /// Signs commitments and derivations; rotated by `owner` (`setOperator`).
+    address public operator;
+    /// May rotate the operator and hand ownership on (two steps).
+    address public owner;
+    /// The proposed owner until it accepts.
+    address public pendingOwner;
     IOceanFactory public immutable factory;
+    /// The token royalties are paid in (OCEAN).
+    address public immutable royaltyToken;
 
     mapping(address => Model) internal models;
     mapping(address => Scheme) internal schemes; // by root NFT
     mapping(bytes32 => Job) internal jobs;
+    /// The royalty vault of each child model (its datatoken's publish-market fee address).
+    mapping(address => address) public royaltyVaultOf;
     /// Set only while `createChild` runs, so the contract accepts exactly the NFTs it mints
     /// for itself (the factory `_safeMint`s to the owner) and no others.
     bool transient creatingChild;
@@ -116,13 +147,18 @@ contract ModelLineage {
     /// `rootOwner` is the beneficiary of remainders; `holder` held the NFT at registration.
     event RootRegistered(
         address indexed nft, address indexed datatoken, address indexed rootOwner, address holder,
-        bytes32 weightsHash, uint256 totalReward, uint16[] sharesBps
+        bytes32 weightsHash, uint256 totalReward, uint16[] sharesBps, uint256 royalty
     );
     event TrainingCommitted(
         bytes32 indexed jobId, address indexed parentNft, address indexed trainer, bytes32 outputWeightsHash,
         bytes32 receiptHash
     );
     event ChildCreated(bytes32 indexed jobId, address indexed childNft, address indexed childDatatoken);
+    /// The child's vault and the royalty each order of it pays there.
+    event RoyaltyVaultCreated(address indexed childNft, address indexed vault, uint256 royalty);
+    event OperatorChanged(address indexed previousOperator, address indexed newOperator);
+    event OwnershipTransferStarted(address indexed previousOwner, address indexed newOwner);
+    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
     event DerivationRecorded(
         bytes32 indexed jobId, address indexed parentNft, address indexed childNft, address childDatatoken,
         address trainer, bytes32 weightsHash, bytes32 receiptHash
@@ -141,34 +177,79 @@ contract ModelLineage {
     error ChildMismatch(address childNft, address childDatatoken);
     error ZeroAddress();
     error UnexpectedNft();
+    error NotOwner();
+    error NotPendingOwner();
+    error DepthExceeded(address parentNft, uint32 maxDepth);
+    error RoyaltyTooHigh(uint256 royalty, uint256 cap);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator();
         _;
     }
 
-    constructor(address operator_, IOceanFactory factory_) {
-        if (operator_ == address(0) || address(factory_) == address(0)) revert ZeroAddress();
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner();
+        _;
+    }
+
+    constructor(address operator_, address owner_, IOceanFactory factory_, address royaltyToken_) {
+        if (
+            operator_ == address(0) || owner_ == address(0) || address(factory_) == address(0)
+                || royaltyToken_ == address(0)
+        ) revert ZeroAddress();
         operator = operator_;
+        owner = owner_;
         factory = factory_;
+        royaltyToken = royaltyToken_;
+        emit OperatorChanged(address(0), operator_);
+        emit OwnershipTransferred(address(0), owner_);
+    }
+
+    // ---- ownership ----
+
+    /// Replaces the operator (owner only). The previous key loses every power at once; jobs
+    /// it committed are finished by the new one.
+    function setOperator(address newOperator) external onlyOwner {
+        if (newOperator == address(0)) revert ZeroAddress();
+        emit OperatorChanged(operator, newOperator);
+        operator = newOperator;
+    }
+
+    /// Proposes `newOwner`; ownership moves when it calls `acceptOwnership` (so a mistyped
+    /// address cannot take the contract out of reach). Zero cancels a proposal.
+    function transferOwnership(address newOwner) external onlyOwner {
+        pendingOwner = newOwner;
+        emit OwnershipTransferStarted(owner, newOwner);
+    }
+
+    /// Completes a transfer started by `transferOwnership` (the proposed owner only).
+    function acceptOwnership() external {
+        if (msg.sender != pendingOwner) revert NotPendingOwner();
+        emit OwnershipTransferred(owner, msg.sender);
+        owner = msg.sender;
+        pendingOwner = address(0);
     }
 
     /// Registers a root model, fixing its reward scheme for all derivations below it. The NFT
-    /// must be held by `owner`, the datatoken must belong to it, and the NFT's ERC725Y weights
+    /// must be held by `holder`, the datatoken must belong to it, and the NFT's ERC725Y weights
     /// commitment must equal `weightsHash`. `rootOwner` is the model's owner of record: the
     /// root's `trainer` and the beneficiary of every derivation's remainder. It is separate
-    /// from `owner` because the holder may be a custodian (the operator publishing on a
+    /// from `holder` because the holder may be a custodian (the operator publishing on a
     /// model owner's behalf, without her key), who must not collect her remainders.
+    /// `royalty` (≤ `MAX_ROYALTY`) is what every order of a model derived from it pays its
+    /// ancestors, in `royaltyToken`.
     function registerRoot(
         address nft,
         address datatoken,
         bytes32 weightsHash,
-        address owner,
+        address holder,
         address rootOwner,
         uint128 totalReward,
-        uint16[] calldata sharesBps
+        uint16[] calldata sharesBps,
+        uint96 royalty
     ) external onlyOperator {
-        if (owner == address(0) || rootOwner == address(0)) revert ZeroAddress();
+        if (holder == address(0) || rootOwner == address(0)) revert ZeroAddress();
+        if (royalty > MAX_ROYALTY) revert RoyaltyTooHigh(royalty, MAX_ROYALTY);
         if (models[nft].exists) revert AlreadyRegistered();
         if (sharesBps.length > MAX_BENEFICIARIES) revert BadScheme();
         uint256 packed;
@@ -178,7 +259,7 @@ contract ModelLineage {
             packed |= uint256(sharesBps[i]) << (16 * i);
         }
         if (sum > BPS) revert BadScheme();
-        if (IOceanNft(nft).ownerOf(1) != owner) revert NotOwnedBy(nft, owner);
+        if (IOceanNft(nft).ownerOf(1) != holder) revert NotOwnedBy(nft, holder);
         if (IOceanDatatoken(datatoken).getERC721Address() != nft) revert DatatokenNotOfNft(datatoken, nft);
         bytes32 onNft = _weightsHashOf(nft);
         if (onNft != weightsHash) revert WeightsHashMismatch(onNft, weightsHash);
@@ -193,8 +274,9 @@ contract ModelLineage {
             weightsHash: weightsHash,
             jobId: bytes32(0)
         });
-        schemes[nft] = Scheme({totalReward: totalReward, count: uint8(sharesBps.length), packedShares: packed});
-        emit RootRegistered(nft, datatoken, rootOwner, owner, weightsHash, totalReward, sharesBps);
+        schemes[nft] =
+            Scheme({totalReward: totalReward, count: uint8(sharesBps.length), royalty: royalty, packedShares: packed});
+        emit RootRegistered(nft, datatoken, rootOwner, holder, weightsHash, totalReward, sharesBps, royalty);
     }
 
     /// Commits the outcome of training job `jobId` before anything is revealed: from which
@@ -207,7 +289,9 @@ contract ModelLineage {
         bytes32 receiptHash
     ) external onlyOperator {
         if (trainer == address(0)) revert ZeroAddress();
-        if (!models[parentNft].exists) revert UnknownModel(parentNft);
+        Model storage parent = models[parentNft];
+        if (!parent.exists) revert UnknownModel(parentNft);
+        if (parent.depth >= MAX_DEPTH) revert DepthExceeded(parentNft, MAX_DEPTH);
         Job storage job = jobs[jobId];
         if (job.state != 0) revert JobAlreadyCommitted(jobId);
         job.parent = parentNft;
@@ -219,7 +303,8 @@ contract ModelLineage {
     }
 
     /// Creates the child's data NFT and datatoken for a committed job, owned by this contract
-    /// (see the trust note above). Payments for orders on the child go to its trainer.
+    /// (see the trust note above). Payments for orders on the child go to its trainer; the
+    /// root's royalty per order goes to the child's new `RoyaltyVault`.
     function createChild(bytes32 jobId, string calldata name, string calldata symbol, string calldata tokenURI)
         external
         onlyOperator
@@ -227,6 +312,10 @@ contract ModelLineage {
     {
         Job storage job = jobs[jobId];
         if (job.state != COMMITTED) revert WrongJobState(jobId, job.state);
+        Model storage parent = models[job.parent];
+        if (parent.depth >= MAX_DEPTH) revert DepthExceeded(job.parent, MAX_DEPTH);
+        uint256 royalty = schemes[parent.root].royalty;
+        address vault = address(new RoyaltyVault(jobId, royaltyToken));
 
         string[] memory strings = new string[](2);
         strings[0] = name;
@@ -234,8 +323,11 @@ contract ModelLineage {
         address[] memory addresses = new address[](4);
         addresses[0] = address(this); // the only minter
         addresses[1] = job.trainer; // payment collector
+        addresses[2] = vault; // publish-market fee address: only it could change the fee
+        addresses[3] = royaltyToken; // publish-market fee token
         uint256[] memory uints = new uint256[](2);
         uints[0] = type(uint256).max / 2; // cap: rewards are the only supply
+        uints[1] = royalty; // publish-market fee per order
         creatingChild = true;
         (childNft, childDatatoken) = factory.createNftWithErc20(
             IOceanFactory.NftCreateData({
@@ -257,7 +349,6 @@ contract ModelLineage {
         creatingChild = false;
         IOceanNft(childNft).setNewData(WEIGHTS_HASH_KEY, abi.encodePacked(job.outputWeightsHash));
 
-        Model storage parent = models[job.parent];
         models[childNft] = Model({
             parent: job.parent,
             depth: parent.depth + 1,
@@ -270,7 +361,9 @@ contract ModelLineage {
         });
         job.state = CHILD_CREATED;
         job.childNft = childNft;
+        royaltyVaultOf[childNft] = vault;
         emit ChildCreated(jobId, childNft, childDatatoken);
+        emit RoyaltyVaultCreated(childNft, vault, royalty);
     }
 
     /// Records the derivation of job `jobId` and pays its reward in the child's datatokens,
@@ -315,6 +408,39 @@ contract ModelLineage {
         );
     }
 
+    /// How `amount` of royalty received for the child of job `jobId` is paid: share i of the
+    /// root's scheme to the trainer of the child's i-th ancestor (the parent first), the
+    /// remainder (shares the lineage does not reach, rounding) to the root owner, in that
+    /// order. `ancestors[k]` is the model whose trainer `who[k]` is paid for; the amounts add
+    /// up to `amount` exactly. Empty before the child exists.
+    function royaltySplit(bytes32 jobId, uint256 amount)
+        external
+        view
+        returns (address childNft, address[] memory ancestors, address[] memory who, uint256[] memory amounts)
+    {
+        childNft = jobs[jobId].childNft;
+        if (childNft == address(0)) return (childNft, ancestors, who, amounts);
+        Model storage child = models[childNft];
+        address root = child.root;
+        Scheme storage scheme = schemes[root];
+        uint256 packed = scheme.packedShares;
+        uint256 paid = models[child.parent].depth; // trainers from the parent up, below the root
+        if (paid > scheme.count) paid = scheme.count;
+        ancestors = new address[](paid + 1);
+        who = new address[](paid + 1);
+        amounts = new uint256[](paid + 1);
+        uint256 spent;
+        address cursor = child.parent;
+        for (uint256 i = 0; i < paid; i++) {
+            Model storage m = models[cursor];
+            uint256 share = (amount * ((packed >> (16 * i)) & 0xffff)) / BPS;
+            spent += share;
+            (ancestors[i], who[i], amounts[i]) = (cursor, m.trainer, share);
+            cursor = m.parent;
+        }
+        (ancestors[paid], who[paid], amounts[paid]) = (root, models[root].trainer, amount - spent);
+    }
+
     /// ERC721 receiver hook: accepts the child NFTs this contract creates, refuses the rest.
     function onERC721Received(address, address, uint256, bytes calldata) external view returns (bytes4) {
         if (!creatingChild) revert UnexpectedNft();
@@ -353,10 +479,15 @@ contract ModelLineage {
         return models[nft];
     }
 
-    /// The root's reward scheme.
-    function schemeOf(address rootNft) external view returns (uint256 totalReward, uint16[] memory sharesBps) {
+    /// The root's reward scheme and royalty per order of a derived model.
+    function schemeOf(address rootNft)
+        external
+        view
+        returns (uint256 totalReward, uint16[] memory sharesBps, uint256 royalty)
+    {
         Scheme storage s = schemes[rootNft];
         totalReward = s.totalReward;
+        royalty = s.royalty;
         sharesBps = new uint16[](s.count);
         for (uint256 i = 0; i < s.count; i++) {
             sharesBps[i] = uint16(s.packedShares >> (16 * i));
@@ -378,6 +509,50 @@ contract ModelLineage {
         for (uint256 i = 0; i < chain.length; i++) {
             chain[i] = models[cursor];
             cursor = chain[i].parent;
+        }
+    }
+}
+
+/// @title RoyaltyVault: collects one derived model's lineage royalty and pays it out.
+///
+/// Created by `ModelLineage.createChild` as the child datatoken's publish-market fee address,
+/// so every `startOrder` of the child transfers the root's royalty here. It has no owner and
+/// no function that calls the datatoken's `setPublishingMarketFee` (which only this address
+/// could), so the fee can be neither redirected nor changed. `distribute()` is open to
+/// anyone: it pays the vault's whole token balance (royalties and anything else sent) by
+/// `ModelLineage.royaltySplit`, whose amounts add up to the balance, so nothing stays behind.
+contract RoyaltyVault {
+    /// The lineage contract that created this vault and knows the lineage.
+    ModelLineage public immutable lineage;
+    /// The training job whose child model this vault serves.
+    bytes32 public immutable jobId;
+    /// The royalty token (OCEAN).
+    IRoyaltyToken public immutable token;
+
+    /// `ancestorNft` is the model whose trainer `beneficiary` is (the root for the remainder).
+    event RoyaltyPaid(
+        address indexed childNft, address indexed beneficiary, address indexed ancestorNft, uint256 amount
+    );
+
+    error TransferFailed(address to, uint256 amount);
+
+    constructor(bytes32 jobId_, address token_) {
+        lineage = ModelLineage(msg.sender);
+        jobId = jobId_;
+        token = IRoyaltyToken(token_);
+    }
+
+    /// Pays the whole balance to the child's ancestors; returns what was paid (0 when empty).
+    function distribute() external returns (uint256 total) {
+        total = token.balanceOf(address(this));
+        if (total == 0) return 0;
+        (address childNft, address[] memory ancestors, address[] memory who, uint256[] memory amounts) =
+            lineage.royaltySplit(jobId, total);
+        if (childNft == address(0)) return 0;
+        for (uint256 i = 0; i < who.length; i++) {
+            if (amounts[i] == 0) continue;
+            if (!token.transfer(who[i], amounts[i])) revert TransferFailed(who[i], amounts[i]);
+            emit RoyaltyPaid(childNft, who[i], ancestors[i], amounts[i]);
         }
     }
 }

@@ -52,6 +52,11 @@ sol!(
 );
 sol!(
     #[sol(rpc, all_derives)]
+    RoyaltyVault,
+    "../../contracts/out/RoyaltyVault.json"
+);
+sol!(
+    #[sol(rpc, all_derives)]
     PeerMarket,
     "../../contracts/out/PeerMarket.json"
 );

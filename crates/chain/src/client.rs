@@ -209,6 +209,7 @@ impl Chain {
         self.check_signer(publisher)?;
         req.reward.validate().map_err(|e| ChainError::Invalid(e.to_string()))?;
         let total = req.reward.total().map_err(|e| ChainError::Invalid(e.to_string()))?;
+        let royalty = req.reward.royalty().map_err(|e| ChainError::Invalid(e.to_string()))?;
         let mut gas = Vec::new();
         let factory = ERC721Factory::new(self.book.factory, &self.provider);
         let nft_data = IFactory::NftCreateData {
@@ -268,6 +269,7 @@ impl Chain {
                 req.root_owner.unwrap_or(publisher),
                 total,
                 &req.reward.shares_bps,
+                royalty,
             )
             .await?;
         gas.push(("registerRoot", r.gas_used));

@@ -19,7 +19,8 @@ use crate::client::{build_provider, send};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressBook {
     pub chain_id: u64,
-    /// The operator key's address: signs provider fees, is the lineage contract's operator.
+    /// The operator key's address at deployment: signs provider fees, is the lineage
+    /// contract's first operator and its owner (who may rotate the operator later).
     pub operator: Address,
     pub ocean: Address,
     pub opf_collector: Address,
@@ -127,7 +128,10 @@ pub async fn deploy_stack(
     report.steps.push(("router.addFixedRateContract", r.gas_used));
     let r = send(router_i.addDispenserContract(dispenser)).await?;
     report.steps.push(("router.addDispenserContract", r.gas_used));
-    let lineage = deploy!("ModelLineage", ModelLineage::deploy_builder(&p, owner, factory));
+    // The deployer is both the first operator and the owner who may rotate it; royalties
+    // are paid in OCEAN.
+    let lineage =
+        deploy!("ModelLineage", ModelLineage::deploy_builder(&p, owner, owner, factory, ocean));
     let market = deploy!("PeerMarket", PeerMarket::deploy_builder(&p, ocean));
     let deployed_at_block = p.get_block_number().await?;
 

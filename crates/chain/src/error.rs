@@ -33,6 +33,10 @@ pub enum ChainError {
     /// job already committed, wrong job state, …
     #[error("lineage contract rejected the call: {0}")]
     LineageRejected(String),
+    /// A lineage read back longer than the contract's `MAX_DEPTH` allows: the endpoint is
+    /// not running our contract (or lies); do not trust anything it says about this model.
+    #[error("lineage of {nft} has {depth} derivations, deeper than the {max} the contract allows")]
+    LineageTooDeep { nft: Address, depth: usize, max: usize },
     /// The peer market refused the call (custom error name and fields): not the seller,
     /// offer cancelled, not enough left, cost above the buyer's maximum, …
     #[error("peer market rejected the call: {0}")]

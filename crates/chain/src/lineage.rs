@@ -1,16 +1,20 @@
 //! The lineage & reward contract (`contracts/src/ModelLineage.sol`) through the client:
 //! commit-before-reveal training commitments, child models owned by the contract,
-//! exactly-once derivations paying rewards, and lineage reads.
+//! exactly-once derivations paying rewards, lineage reads (bounded by `MAX_DEPTH`), the
+//! royalty every order of a derived model pays its ancestors (terms, vault, distribution,
+//! who was paid), and the owner's rotation of the operator key.
 
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::network::Ethereum;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::TransactionReceipt;
+use alloy::rpc::types::{Filter, TransactionReceipt};
+use alloy::sol_types::SolEvent;
+use posthuman_types::model::MAX_DEPTH;
 use posthuman_types::{Hash32, RewardScheme};
 
-use crate::bindings::ModelLineage;
-use crate::client::{b256, hash32};
+use crate::bindings::{ERC20Template, ModelLineage, RoyaltyVault};
+use crate::client::{b256, hash32, send};
 use crate::{Chain, ChainError};
 
 /// Where a training job stands in the lineage contract.
@@ -67,6 +71,31 @@ pub struct Derivation {
     pub rewards: Vec<(Address, U256)>,
 }
 
+/// What every order of a derived model pays its ancestors, and where it goes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoyaltyTerms {
+    /// The child's vault: its datatoken's publish-market fee address.
+    pub vault: Address,
+    /// The fee token (OCEAN).
+    pub token: Address,
+    /// Paid by each `startOrder` of the child.
+    pub amount: U256,
+}
+
+/// One royalty payment out of a vault (`RoyaltyVault.RoyaltyPaid`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoyaltyPayment {
+    /// The derived model whose orders paid it.
+    pub child: Address,
+    /// The vault that paid it.
+    pub vault: Address,
+    pub beneficiary: Address,
+    /// The ancestor whose trainer the beneficiary is (the root for the remainder).
+    pub ancestor: Address,
+    pub amount: U256,
+    pub tx_hash: Option<B256>,
+}
+
 /// Sends an operator transaction to the lineage contract, decoding its custom errors into
 /// `ChainError::LineageRejected`-style messages.
 async fn send_lineage<P, D>(
@@ -105,6 +134,30 @@ fn entry(nft: Address, m: &ModelLineage::Model) -> LineageEntry {
     }
 }
 
+/// Refuses a lineage longer than the contract can hold (`len` models, the root included).
+pub fn check_depth(nft: Address, len: usize) -> Result<(), ChainError> {
+    let depth = len.saturating_sub(1);
+    if depth > MAX_DEPTH {
+        return Err(ChainError::LineageTooDeep { nft, depth, max: MAX_DEPTH });
+    }
+    Ok(())
+}
+
+fn royalty_payment(log: &alloy::rpc::types::Log) -> Result<RoyaltyPayment, ChainError> {
+    let ev = log
+        .log_decode::<RoyaltyVault::RoyaltyPaid>()
+        .map_err(|e| ChainError::Contract(format!("malformed RoyaltyPaid event: {e}")))?;
+    let d = ev.inner.data;
+    Ok(RoyaltyPayment {
+        child: d.childNft,
+        vault: log.address(),
+        beneficiary: d.beneficiary,
+        ancestor: d.ancestorNft,
+        amount: d.amount,
+        tx_hash: log.transaction_hash,
+    })
+}
+
 impl Chain {
     fn lineage_contract(
         &self,
@@ -126,7 +179,10 @@ impl Chain {
         root_owner: Address,
         total_reward: u128,
         shares_bps: &[u16],
+        royalty: u128,
     ) -> Result<TransactionReceipt, ChainError> {
+        let royalty = alloy::primitives::Uint::<96, 2>::try_from(royalty)
+            .map_err(|_| ChainError::Invalid(format!("royalty {royalty} does not fit 96 bits")))?;
         let c = self.lineage_contract();
         send_lineage(c.registerRoot(
             nft,
@@ -136,6 +192,7 @@ impl Chain {
             root_owner,
             total_reward,
             shares_bps.to_vec(),
+            royalty,
         ))
         .await
     }
@@ -244,6 +301,7 @@ impl Chain {
                 return Err(e.into());
             }
         };
+        check_depth(nft, chain.len())?;
         let mut out = Vec::with_capacity(chain.len());
         let mut cursor = nft;
         for m in &chain {
@@ -259,7 +317,90 @@ impl Chain {
         Ok(RewardScheme {
             total_reward: s.totalReward.to_string(),
             shares_bps: s.sharesBps,
-            royalty: "0".into(),
+            royalty: s.royalty.to_string(),
         })
+    }
+
+    /// The lineage contract's current operator (the key it obeys now).
+    pub async fn lineage_operator(&self) -> Result<Address, ChainError> {
+        Ok(self.lineage_contract().operator().call().await?)
+    }
+
+    /// The lineage contract's owner (who may rotate the operator).
+    pub async fn lineage_owner(&self) -> Result<Address, ChainError> {
+        Ok(self.lineage_contract().owner().call().await?)
+    }
+
+    /// Makes `new_operator` the lineage contract's operator, sent by its owner `owner` (a
+    /// local signer). The previous operator key loses every power in the same block.
+    pub async fn set_lineage_operator(
+        &self,
+        owner: Address,
+        new_operator: Address,
+    ) -> Result<TransactionReceipt, ChainError> {
+        self.check_signer(owner)?;
+        send_lineage(self.lineage_contract().setOperator(new_operator).from(owner)).await
+    }
+
+    /// The royalty terms of a derived model (`None` for a root or an unknown model): its
+    /// vault and what each order pays there, read from its datatoken's publish-market fee.
+    pub async fn royalty_terms(
+        &self,
+        child_nft: Address,
+    ) -> Result<Option<RoyaltyTerms>, ChainError> {
+        let vault = self.lineage_contract().royaltyVaultOf(child_nft).call().await?;
+        if vault.is_zero() {
+            return Ok(None);
+        }
+        let Some(model) = self.model(child_nft).await? else { return Ok(None) };
+        let fee = ERC20Template::new(model.datatoken, &self.provider)
+            .getPublishingMarketFee()
+            .call()
+            .await?;
+        Ok(Some(RoyaltyTerms { vault: fee._0, token: fee._1, amount: fee._2 }))
+    }
+
+    /// Pays out a derived model's vault to its ancestors (anyone may; `payer` is a local
+    /// signer). Returns the payments made (none when the vault was empty).
+    pub async fn distribute_royalty(
+        &self,
+        payer: Address,
+        child_nft: Address,
+    ) -> Result<Vec<RoyaltyPayment>, ChainError> {
+        self.check_signer(payer)?;
+        let vault = self.lineage_contract().royaltyVaultOf(child_nft).call().await?;
+        if vault.is_zero() {
+            return Err(ChainError::Invalid(format!("{child_nft} is not a derived model")));
+        }
+        let r = send(RoyaltyVault::new(vault, &self.provider).distribute().from(payer)).await?;
+        Ok(r.inner
+            .logs()
+            .iter()
+            .filter(|l| l.address() == vault)
+            .filter_map(|l| royalty_payment(l).ok())
+            .collect())
+    }
+
+    /// Every royalty paid to `beneficiary` since the deployment, oldest first. Only payments
+    /// by genuine vaults count (the log's address is the lineage contract's vault for the
+    /// child it names), so a look-alike event from any other contract is ignored.
+    pub async fn royalties_paid_to(
+        &self,
+        beneficiary: Address,
+    ) -> Result<Vec<RoyaltyPayment>, ChainError> {
+        let filter = Filter::new()
+            .event_signature(RoyaltyVault::RoyaltyPaid::SIGNATURE_HASH)
+            .topic2(beneficiary.into_word())
+            .from_block(self.book.deployed_at_block);
+        let logs = self.provider.get_logs(&filter).await?;
+        let c = self.lineage_contract();
+        let mut out = Vec::new();
+        for log in &logs {
+            let Ok(p) = royalty_payment(log) else { continue };
+            if c.royaltyVaultOf(p.child).call().await? == p.vault {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 }

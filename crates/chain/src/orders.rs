@@ -2,8 +2,12 @@
 //!
 //! [`Chain::verify_order`] accepts only an order that exists, is mined with enough
 //! confirmations, was emitted by the expected datatoken for the expected service, names the
-//! request's signer as consumer, carries a provider fee signed by our operator key that has
-//! not expired (`validUntil` is not enforced on chain), and was never used for another job.
+//! request's signer as consumer, carries a provider fee signed by our operator key that was
+//! valid when the order was placed (`validUntil` is not enforced on chain; it is compared
+//! with the order's own block timestamp, so re-verifying an order later — a retry after a
+//! failure that was not the buyer's — still accepts it), and was never used for another job.
+//! What the fee must *be* (its token, amount and terms) is the caller's check, on
+//! [`VerifiedOrder`]'s fee fields.
 //! Every other case is a [`Rejection`] with its own reason; `Err` only means "could not check
 //! now" (RPC or spent-store trouble), never a verdict.
 
@@ -114,8 +118,6 @@ pub struct OrderQuery {
     pub service_index: u64,
     /// The address that signed the job request.
     pub consumer: Address,
-    /// Unix seconds, supplied by the caller (the provider fee's `validUntil` must be ≥ it).
-    pub now: u64,
     /// The job the order is claimed for.
     pub job_id: String,
 }
@@ -130,6 +132,11 @@ pub struct VerifiedOrder {
     pub block_number: u64,
     pub valid_until: U256,
     pub provider_data: Bytes,
+    /// The provider fee's token and amount, paid to our operator inside `startOrder`.
+    pub fee_token: Address,
+    pub fee_amount: U256,
+    /// The block timestamp of the order (unix seconds).
+    pub ordered_at: u64,
 }
 
 /// Why an order does not pay for the job.
@@ -159,8 +166,10 @@ pub enum Rejection {
         "the provider fee was not signed by our operator (fee address {fee_address}, signer {recovered:?})"
     )]
     ProviderFeeNotOurs { fee_address: Address, recovered: Option<Address> },
-    #[error("the provider fee expired at {valid_until} (now {now})")]
-    ProviderFeeExpired { valid_until: U256, now: u64 },
+    #[error(
+        "the provider fee expired at {valid_until}, before the order was placed at {ordered_at}"
+    )]
+    ProviderFeeExpired { valid_until: U256, ordered_at: u64 },
     #[error("the order was already used by job {job}")]
     AlreadyUsed { job: String },
 }
@@ -202,18 +211,40 @@ fn parse_tx_hash(s: &str) -> Option<B256> {
 }
 
 impl Chain {
-    /// Signs a provider fee with the operator key: zero fee in OCEAN, valid until
-    /// `valid_until` (unix seconds), carrying `data` (e.g. the job request's hash).
+    /// Signs a provider fee of `amount` OCEAN base units with the operator key, valid until
+    /// `valid_until` (unix seconds), carrying `data` (the quote's terms).
+    pub fn sign_provider_fee_for(
+        &self,
+        amount: U256,
+        valid_until: u64,
+        data: Bytes,
+    ) -> Result<ProviderFee, ChainError> {
+        sign_provider_fee(self.operator_signer(), self.book.ocean, amount, valid_until, data)
+    }
+
+    /// A zero provider fee (operator-internal orders and tests; the API never quotes one).
     pub fn sign_provider_fee(
         &self,
         valid_until: u64,
         data: Bytes,
     ) -> Result<ProviderFee, ChainError> {
-        sign_provider_fee(self.operator_signer(), self.book.ocean, U256::ZERO, valid_until, data)
+        self.sign_provider_fee_for(U256::ZERO, valid_until, data)
     }
 
-    /// `startOrder` on `datatoken`, sent by `payer` (spends 1 datatoken; approves the fee
-    /// token first when the provider fee is not zero).
+    /// The datatoken's publish-market fee (Ocean's `getPublishingMarketFee()`): what every
+    /// `startOrder` of it pays besides the provider fee — `(collector, token, amount)`.
+    pub async fn publishing_market_fee(
+        &self,
+        datatoken: Address,
+    ) -> Result<(Address, Address, U256), ChainError> {
+        let r =
+            ERC20Template::new(datatoken, &self.provider).getPublishingMarketFee().call().await?;
+        Ok((r._0, r._1, r._2))
+    }
+
+    /// `startOrder` on `datatoken`, sent by `payer` (spends 1 datatoken). Approves first
+    /// what the datatoken will pull: the provider fee and the datatoken's publish-market fee
+    /// (a derived model's lineage royalty), in one approval when they share a token.
     pub async fn start_order(
         &self,
         payer: Address,
@@ -222,10 +253,26 @@ impl Chain {
         service_index: u64,
         fee: &ProviderFee,
     ) -> Result<StartedOrder, ChainError> {
-        if !fee.amount.is_zero() {
-            self.approve(payer, fee.token, datatoken, fee.amount).await?;
-        }
         let dt = ERC20Template::new(datatoken, &self.provider);
+        let market_fee = dt.getPublishingMarketFee().call().await?;
+        let (market_to, market_token, market_amount) =
+            (market_fee._0, market_fee._1, market_fee._2);
+        // Ocean skips the publish-market fee when any of its three parts is zero.
+        let royalty = !(market_to.is_zero() || market_token.is_zero() || market_amount.is_zero());
+        if royalty && market_token == fee.token {
+            let both = fee
+                .amount
+                .checked_add(market_amount)
+                .ok_or_else(|| ChainError::Invalid("provider fee plus royalty overflows".into()))?;
+            self.approve(payer, fee.token, datatoken, both).await?;
+        } else {
+            if !fee.amount.is_zero() {
+                self.approve(payer, fee.token, datatoken, fee.amount).await?;
+            }
+            if royalty {
+                self.approve(payer, market_token, datatoken, market_amount).await?;
+            }
+        }
         let market = ERC20Template::consumeMarketFee {
             consumeMarketFeeAddress: Address::ZERO,
             consumeMarketFeeToken: Address::ZERO,
@@ -362,10 +409,13 @@ impl Chain {
                 recovered,
             }));
         }
-        if fee.validUntil < U256::from(q.now) {
+        // The order's own time (Ocean's ERC20Template emits block.timestamp), not now: the
+        // quote must have been valid when the buyer paid.
+        let ordered_at = u64::try_from(order.timestamp).unwrap_or(u64::MAX);
+        if fee.validUntil < U256::from(ordered_at) {
             return Ok(Rejected(Rejection::ProviderFeeExpired {
                 valid_until: fee.validUntil,
-                now: q.now,
+                ordered_at,
             }));
         }
         let id = OrderId { tx_hash, log_index: order_index };
@@ -378,6 +428,9 @@ impl Chain {
                 block_number: block,
                 valid_until: fee.validUntil,
                 provider_data: fee.providerData,
+                fee_token: fee.providerFeeToken,
+                fee_amount: fee.providerFeeAmount,
+                ordered_at,
             })),
             Claim::HeldBy(job) => Ok(Rejected(Rejection::AlreadyUsed { job })),
         }

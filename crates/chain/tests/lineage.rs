@@ -1,6 +1,7 @@
 //! The lineage & reward contract: operator-only, once per job, exact reward splits for
 //! random depths and amounts (cross-checked against `RewardScheme::split`), remainders to
-//! the root owner of record even when another address holds the NFT, read-back.
+//! the root owner of record even when another address holds the NFT, read-back, the depth
+//! bound, and the owner's rotation of the operator (two-step ownership).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
 
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::{Address, U256};
 use common::{ONE, env};
 use posthuman_chain::alloy;
-use posthuman_chain::bindings::{ERC20Template, ERC721Template};
+use posthuman_chain::bindings::{ERC20Template, ERC721Template, ModelLineage};
 use posthuman_chain::lineage::JobState;
 use posthuman_chain::{Chain, ChainError};
 use posthuman_types::RewardScheme;
@@ -44,7 +45,7 @@ async fn only_the_operator_records_and_a_job_records_once() {
     let intruder = Chain::connect(&e.anvil.endpoint(), bob_key, e.chain.book().clone()).unwrap();
     rejected(intruder.commit_training(job, root.nft, bob, w, receipt).await, "NotOperator");
     rejected(
-        intruder.register_root(root.nft, root.datatoken, w, alice, alice, 1, &[]).await,
+        intruder.register_root(root.nft, root.datatoken, w, alice, alice, 1, &[], 0).await,
         "NotOperator",
     );
 
@@ -113,6 +114,7 @@ async fn only_the_operator_records_and_a_job_records_once() {
                 alice,
                 1,
                 &[],
+                0,
             )
             .await,
         "AlreadyRegistered",
@@ -143,7 +145,9 @@ async fn remainder_goes_to_the_root_owner_not_the_nft_holder() {
     // A root owner of record is mandatory (checked before anything else).
     let weights = e.chain.model(root.nft).await.unwrap().unwrap().weights_hash;
     rejected(
-        e.chain.register_root(root.nft, root.datatoken, weights, op, Address::ZERO, 1, &[]).await,
+        e.chain
+            .register_root(root.nft, root.datatoken, weights, op, Address::ZERO, 1, &[], 0)
+            .await,
         "ZeroAddress",
     );
 }
@@ -166,8 +170,12 @@ async fn random_lineage(seed: u64, depth: usize) {
         1 => e.rng.random::<u64>() as u128,
         _ => e.rng.random::<u128>(),
     };
-    let scheme =
-        RewardScheme { total_reward: total.to_string(), shares_bps: shares, royalty: "0".into() };
+    let royalty = e.rng.random_range(0..=posthuman_types::model::MAX_ROYALTY);
+    let scheme = RewardScheme {
+        total_reward: total.to_string(),
+        shares_bps: shares,
+        royalty: royalty.to_string(),
+    };
     let root = e.publish(alice, scheme.clone()).await;
     // A few trainers, so one address often appears several times in a lineage.
     let pool: Vec<Address> = (0..4).map(|_| Address::from(e.rng.random::<[u8; 20]>())).collect();
@@ -279,16 +287,6 @@ async fn lineage_depth_is_bounded() {
     rejected(e.chain.commit_training(job, deepest, bob, w, receipt).await, "DepthExceeded");
 }
 
-alloy::sol! {
-    /// The lineage contract's ownership surface (what the fix adds).
-    #[sol(rpc)]
-    interface IOperated {
-        function owner() external view returns (address);
-        function operator() external view returns (address);
-        function setOperator(address next) external;
-    }
-}
-
 /// The owner rotates the operator: the old key loses every power at once (register, commit,
 /// create, record), the new key has them all (a job committed before the rotation finishes
 /// under the new key), and nobody but the owner can rotate.
@@ -308,13 +306,13 @@ async fn the_owner_rotates_the_operator() {
     .unwrap();
     let new = new_key.address();
     e.chain.send_eth(new, U256::from(ONE)).await.unwrap();
-    let lineage = IOperated::new(e.chain.book().lineage, e.chain.provider());
-    assert_eq!(lineage.owner().call().await.unwrap(), old, "the deployer owns the contract");
+    let lineage = ModelLineage::new(e.chain.book().lineage, e.chain.provider().clone());
+    assert_eq!(e.chain.lineage_owner().await.unwrap(), old, "the deployer owns the contract");
     // Bob is no owner: refused.
-    assert!(lineage.setOperator(bob).from(bob).send().await.is_err(), "non-owner rotated");
-    assert_eq!(lineage.operator().call().await.unwrap(), old);
-    let r = lineage.setOperator(new).from(old).send().await.unwrap().get_receipt().await;
-    assert!(r.unwrap().status());
+    rejected(e.chain.set_lineage_operator(bob, bob).await, "NotOwner");
+    assert_eq!(e.chain.lineage_operator().await.unwrap(), old);
+    e.chain.set_lineage_operator(old, new).await.unwrap();
+    assert_eq!(e.chain.lineage_operator().await.unwrap(), new);
     assert_eq!(lineage.operator().call().await.unwrap(), new);
 
     // The old key can do nothing any more.
@@ -322,7 +320,7 @@ async fn the_owner_rotates_the_operator() {
     let (job2, w2) = (e.hash(), e.hash());
     rejected(e.chain.commit_training(job2, root.nft, bob, w2, receipt).await, "NotOperator");
     rejected(
-        e.chain.register_root(root.nft, root.datatoken, w, alice, alice, 1, &[]).await,
+        e.chain.register_root(root.nft, root.datatoken, w, alice, alice, 1, &[], 0).await,
         "NotOperator",
     );
 
@@ -333,4 +331,18 @@ async fn the_owner_rotates_the_operator() {
     assert_eq!(d.rewards, vec![(bob, U256::from(50 * ONE)), (alice, U256::from(50 * ONE))]);
     rotated.commit_training(job2, child.nft, bob, w2, receipt).await.unwrap();
     rejected(e.chain.record_derivation(job2, child.nft, child.datatoken).await, "NotOperator");
+
+    // Ownership moves in two steps: proposed by the owner, accepted by the proposed owner
+    // (nobody else), who then rotates; the old owner no longer can.
+    assert!(lineage.transferOwnership(alice).from(bob).send().await.is_err(), "non-owner proposed");
+    let r = lineage.transferOwnership(alice).from(old).send().await.unwrap();
+    assert!(r.get_receipt().await.unwrap().status());
+    assert!(lineage.acceptOwnership().from(bob).send().await.is_err(), "Bob accepted for Alice");
+    assert_eq!(e.chain.lineage_owner().await.unwrap(), old, "not moved before acceptance");
+    let r = lineage.acceptOwnership().from(alice).send().await.unwrap();
+    assert!(r.get_receipt().await.unwrap().status());
+    assert_eq!(e.chain.lineage_owner().await.unwrap(), alice);
+    rejected(e.chain.set_lineage_operator(old, old).await, "NotOwner");
+    e.chain.set_lineage_operator(alice, bob).await.unwrap();
+    rejected(rotated.commit_training(e.hash(), child.nft, bob, w2, receipt).await, "NotOperator");
 }

@@ -6,20 +6,17 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use alloy::primitives::{Address, Bytes, U256};
 use common::{Env, ONE, env, operator_key};
+use posthuman_chain::ChainError;
 use posthuman_chain::alloy;
-use posthuman_chain::bindings::ERC20Template;
+use posthuman_chain::bindings::{ERC20Template, RoyaltyVault};
 use posthuman_chain::fees::sign_provider_fee;
 use posthuman_types::RewardScheme;
-
-alloy::sol! {
-    /// A royalty vault's public surface.
-    #[sol(rpc)]
-    interface IVault {
-        function distribute() external returns (uint256);
-    }
-}
+use posthuman_types::model::MAX_ROYALTY;
+use rand::Rng;
 
 /// An awkward royalty (not divisible by 2, 4 or 10,000), below the cap.
 const ROYALTY: u128 = 3_333_333_333_333_333_337;
@@ -100,7 +97,7 @@ async fn an_order_of_a_derived_model_pays_its_ancestors() {
     let (alice0, bob0, carol0) =
         (ocean(&e, l.alice).await, ocean(&e, l.bob).await, ocean(&e, l.carol).await);
     // Anyone may distribute: Derek does.
-    let v = IVault::new(vault, e.chain.provider());
+    let v = RoyaltyVault::new(vault, e.chain.provider());
     let r = v.distribute().from(l.derek).send().await.unwrap().get_receipt().await.unwrap();
     assert!(r.status());
     let to_bob = ROYALTY * 5000 / 10_000;
@@ -113,7 +110,130 @@ async fn an_order_of_a_derived_model_pays_its_ancestors() {
     assert!(r.status());
     assert_eq!(ocean(&e, l.bob).await - bob0, U256::from(to_bob));
 
+    // The same through the client: terms, and who was paid for which ancestor.
+    let terms = e.chain.royalty_terms(l.m3.0).await.unwrap().unwrap();
+    assert_eq!((terms.vault, terms.token, terms.amount), (vault, token, U256::from(ROYALTY)));
+    assert_eq!(
+        e.chain.royalty_terms(e.chain.model(l.m2.0).await.unwrap().unwrap().root).await.unwrap(),
+        None
+    );
+    let to_bob_events = e.chain.royalties_paid_to(l.bob).await.unwrap();
+    assert_eq!(to_bob_events.len(), 1);
+    let p = &to_bob_events[0];
+    assert_eq!(
+        (p.child, p.vault, p.ancestor, p.amount),
+        (l.m3.0, vault, l.m2.0, U256::from(to_bob))
+    );
+    let to_alice = e.chain.royalties_paid_to(l.alice).await.unwrap();
+    assert_eq!(to_alice.len(), 1);
+    assert_eq!(to_alice[0].amount, U256::from(ROYALTY - to_bob));
+    assert!(e.chain.distribute_royalty(l.derek, l.m3.0).await.unwrap().is_empty());
+
     // M2's only ancestor is the root: its orders' royalty goes to Alice alone.
     let dt2 = ERC20Template::new(l.m2.1, e.chain.provider());
     assert_eq!(dt2.getPublishingMarketFee().call().await.unwrap()._2, U256::from(ROYALTY));
+}
+
+/// Nobody can redirect or change a vault's fee: the datatoken lets only the fee address
+/// (the vault) call `setPublishingMarketFee`, and the vault has no function that does.
+#[tokio::test]
+async fn a_vault_cannot_be_redirected() {
+    let (e, l) = lineage(32, ROYALTY).await;
+    let dt = ERC20Template::new(l.m3.1, e.chain.provider());
+    let ocean = e.chain.book().ocean;
+    for who in [e.chain.operator(), l.alice, l.bob, l.carol, l.derek] {
+        let r = dt.setPublishingMarketFee(who, ocean, U256::ZERO).from(who).send().await;
+        assert!(r.is_err(), "{who} redirected the royalty");
+    }
+    // The vault's whole ABI: three immutables and distribute().
+    let artifact: serde_json::Value =
+        serde_json::from_str(include_str!("../../../contracts/out/RoyaltyVault.json")).unwrap();
+    let mut fns: Vec<&str> = artifact["abi"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["type"] == "function")
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    fns.sort_unstable();
+    assert_eq!(fns, ["distribute", "jobId", "lineage", "token"]);
+    let fee = dt.getPublishingMarketFee().call().await.unwrap();
+    assert_eq!(fee._2, U256::from(ROYALTY));
+}
+
+/// The royalty per order is capped: a root asking for more than `MAX_ROYALTY` is refused by
+/// the contract (and by the scheme's own validation before that).
+#[tokio::test]
+async fn the_royalty_is_capped() {
+    let mut e = env(33).await;
+    let alice = e.wallet(0).await;
+    let m = e.publish(alice, RewardScheme::geometric(ONE, 5000, 2).with_royalty(MAX_ROYALTY)).await;
+    assert_eq!(e.chain.scheme_of(m.nft).await.unwrap().royalty().unwrap(), MAX_ROYALTY);
+    let w = e.chain.model(m.nft).await.unwrap().unwrap().weights_hash;
+    // A fresh root asking for one wei over the cap (registration reverts before any state).
+    let fresh = e.publish(alice, RewardScheme::geometric(ONE, 5000, 2)).await;
+    let r = e
+        .chain
+        .register_root(fresh.nft, fresh.datatoken, w, alice, alice, 1, &[], MAX_ROYALTY + 1)
+        .await;
+    match r {
+        Err(ChainError::LineageRejected(s)) => assert!(s.contains("RoyaltyTooHigh"), "{s}"),
+        other => panic!("expected RoyaltyTooHigh, got {other:?}"),
+    }
+    let over = RewardScheme::geometric(ONE, 5000, 2).with_royalty(MAX_ROYALTY + 1);
+    assert!(over.validate().is_err());
+}
+
+/// A random royalty, awkward shares, depths 1…6 and vault balances: every distribution pays exactly what
+/// `RewardScheme::royalty_split` says to each ancestor's trainer, the vault ends empty and
+/// the amounts add up to what it held (awkward amounts, repeated trainers).
+#[tokio::test]
+async fn royalty_split_is_exact_for_random_lineages() {
+    let mut e = env(34).await;
+    let alice = e.wallet(0).await;
+    let derek = e.wallet(1_000 * ONE).await;
+    let shares: Vec<u16> = vec![3333, 2222, 1111, 7];
+    let royalty = e.rng.random_range(1..=MAX_ROYALTY);
+    let scheme =
+        RewardScheme { royalty: royalty.to_string(), ..RewardScheme::geometric(ONE, 0, 0) };
+    let scheme = RewardScheme { shares_bps: shares, ..scheme };
+    let root = e.publish(alice, scheme.clone()).await;
+    let pool: Vec<Address> = (0..3).map(|_| Address::from(e.rng.random::<[u8; 20]>())).collect();
+    let mut parent = root.nft;
+    let mut trainers: Vec<Address> = Vec::new(); // most recent first
+    for depth in 1..=6usize {
+        let trainer = pool[e.rng.random_range(0..pool.len())];
+        let (child_nft, _) = derive(&mut e, parent, trainer, "D").await;
+        // The vault pays whatever it holds (orders are covered above): an awkward amount.
+        let terms = e.chain.royalty_terms(child_nft).await.unwrap().unwrap();
+        assert_eq!(terms.amount, U256::from(royalty));
+        let extra = e.rng.random_range(0..1_000_003u128);
+        e.chain
+            .transfer(derek, e.chain.book().ocean, terms.vault, U256::from(extra))
+            .await
+            .unwrap();
+        let held =
+            e.chain.balance_of(e.chain.book().ocean, terms.vault).await.unwrap().to::<u128>();
+        let paid = e.chain.distribute_royalty(derek, child_nft).await.unwrap();
+        let (shares_paid, to_root) = scheme.royalty_split(depth, held).unwrap();
+        let mut expected: BTreeMap<Address, u128> = BTreeMap::new();
+        for (who, amount) in trainers.iter().zip(&shares_paid) {
+            *expected.entry(*who).or_default() += amount;
+        }
+        *expected.entry(alice).or_default() += to_root;
+        expected.retain(|_, a| *a > 0);
+        let mut got: BTreeMap<Address, u128> = BTreeMap::new();
+        for p in &paid {
+            assert_eq!(p.child, child_nft);
+            *got.entry(p.beneficiary).or_default() += p.amount.to::<u128>();
+        }
+        assert_eq!(got, expected, "depth {depth}, held {held}");
+        assert_eq!(got.values().sum::<u128>(), held, "no dust");
+        assert_eq!(
+            e.chain.balance_of(e.chain.book().ocean, terms.vault).await.unwrap(),
+            U256::ZERO
+        );
+        trainers.insert(0, trainer);
+        parent = child_nft;
+    }
 }

@@ -68,6 +68,11 @@ pub enum WorkerError {
     #[error("this worker requires a GPU and none could be opened; nothing was started")]
     NoGpu,
     #[error(
+        "after {steps} steps the trained weights are bit-identical to its input: the updates \
+         rounded away in f32 (raise the learning rate); no model was published"
+    )]
+    NoTraining { steps: u32 },
+    #[error(
         "the job needs {need} {field} but its fee paid for {paid}; nothing was started (quote these terms again)"
     )]
     OverBudget { field: &'static str, need: u64, paid: u64 },
@@ -89,6 +94,7 @@ impl WorkerError {
             WorkerError::MemoryRefused { .. } => exit::MEMORY_REFUSED,
             WorkerError::Store(_) => exit::STORE,
             WorkerError::NoGpu => exit::NO_GPU,
+            WorkerError::NoTraining { .. } => exit::NO_TRAINING,
             WorkerError::OverBudget { .. } => exit::OVER_BUDGET,
             WorkerError::Internal(_) => exit::INTERNAL,
         }
@@ -107,6 +113,7 @@ impl WorkerError {
             WorkerError::MemoryRefused { .. } => "memory_refused",
             WorkerError::Store(_) => "store",
             WorkerError::NoGpu => "no_gpu",
+            WorkerError::NoTraining { .. } => "no_training",
             WorkerError::OverBudget { .. } => "over_budget",
             WorkerError::Internal(_) => "internal",
         }
@@ -197,6 +204,7 @@ mod tests {
             WorkerError::MemoryRefused { needed_mib: 0, limit_mib: 0 },
             WorkerError::Store(String::new()),
             WorkerError::NoGpu,
+            WorkerError::NoTraining { steps: 0 },
             WorkerError::OverBudget { field: "flops", need: 2, paid: 1 },
             WorkerError::Internal(String::new()),
         ];

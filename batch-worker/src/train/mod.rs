@@ -263,6 +263,12 @@ pub async fn run(
             true,
         )
         .await;
+    // A derivation must carry real training: weights that came out bit-identical to the
+    // input (every update rounded away in f32) would be published as a "child" that is the
+    // parent itself. The last leaf's weights hash is the output's (checked when it is saved).
+    if st.checkpoints.last().map(|c| c.weights) == Some(input_hash) {
+        return Err(WorkerError::NoTraining { steps: p.steps });
+    }
     let final_weights = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
     let wall = started.elapsed().as_secs_f64();
     let session_tokens = u64::from(p.steps - first_step) * tokens_per_step;

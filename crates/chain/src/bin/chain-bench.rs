@@ -94,6 +94,30 @@ async fn main() -> Result<(), ChainError> {
     let fee = chain.sign_provider_fee(u64::MAX / 2, Bytes::from_static(b"bench"))?;
     let order = chain.start_order(b, m.datatoken, b, 0, &fee).await?;
     row(&mut rows, "startOrder", order.gas_used as f64, "gas", Some((147_766.0, "Ocean ref")));
+    // A paid job's order (issue 13): a non-zero OCEAN provider fee to the operator, carrying
+    // providerData the size of the API's fee binding (chain, deployment, model, kind,
+    // dataset length, terms hash as compact JSON). The approval is a separate transaction.
+    chain.mint(a, m.datatoken, b, U256::from(ONE)).await?;
+    let binding = format!(
+        r#"{{"chain_id":{},"deployment":"{:#x}","model":"{:#x}","kind":"train","dataset_bytes":1000000,"terms":"{}"}}"#,
+        book.chain_id,
+        book.lineage,
+        m.nft,
+        h("terms")
+    );
+    let paid_fee = chain.sign_provider_fee_for(
+        U256::from(3 * ONE),
+        u64::MAX / 2,
+        Bytes::from(binding.into_bytes()),
+    )?;
+    let paid = chain.start_order(b, m.datatoken, b, 0, &paid_fee).await?;
+    row(
+        &mut rows,
+        "startOrder with a 3 OCEAN provider fee + fee binding",
+        paid.gas_used as f64,
+        "gas",
+        Some((114_656.0 * 1.3, "1.3x 114,656")),
+    );
 
     // A lineage M1 → M2 → … → M5 with distinct trainers: derivation k pays k trainers + root.
     let mut parent = m.nft;

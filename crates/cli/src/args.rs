@@ -40,6 +40,9 @@ pub struct GlobalArgs {
     /// Machine-readable JSON on stdout instead of text and progress bars.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Accept a job's quote (its compute fee) without being asked; needed without a terminal.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +117,10 @@ pub struct PublishArgs {
     /// Number of trainers (most recent first) the scheme pays.
     #[arg(long, default_value_t = 4)]
     pub reward_depth: usize,
+    /// Lineage royalty in OCEAN (decimal, at most 10): every order of a model derived from
+    /// this one pays it to that model's ancestors by the same shares.
+    #[arg(long, default_value = "0")]
+    pub royalty: String,
 }
 
 #[derive(Debug, Subcommand)]

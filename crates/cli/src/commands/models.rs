@@ -43,7 +43,11 @@ pub async fn publish(s: &Session, out: &Out, a: &PublishArgs) -> Result<ModelVie
     let total = units::parse("--reward-total", &a.reward_total)?;
     let total: u128 =
         total.try_into().map_err(|_| CliError::Usage("--reward-total is too large".into()))?;
-    let reward_scheme = RewardScheme::geometric(total, a.reward_first_bps, a.reward_depth);
+    let royalty: u128 = units::parse("--royalty", &a.royalty)?
+        .try_into()
+        .map_err(|_| CliError::Usage("--royalty is too large".into()))?;
+    let reward_scheme =
+        RewardScheme::geometric(total, a.reward_first_bps, a.reward_depth).with_royalty(royalty);
     reward_scheme.validate().map_err(|e| CliError::Usage(e.to_string()))?;
     let req = PublishRequest {
         name: a.name.clone(),

@@ -13,20 +13,24 @@ use posthuman_types::{
     EvalParams, InferParams, JobParams, RewardScheme, Sampling, TrainParams, job::Baseline,
 };
 
-use super::summary::{Account, AuditLine, JobLine, ModelLine, Summary};
+use super::summary::{Account, AuditLine, JobLine, ModelLine, RoyaltyLine, Summary};
 use super::{DemoOptions, base};
 use crate::args::PublishArgs;
 use crate::client::ApiClient;
+use crate::commands::jobs::Consent;
 use crate::commands::{jobs, market, models, rewards, verify};
 use crate::error::CliError;
 use crate::output::Out;
 use crate::session::Session;
 use crate::units;
+use posthuman_types::pricing::Ocean;
 
 /// Reward per derivation (whole datatokens) and the geometric scheme's first share.
 const REWARD_TOTAL: &str = "100";
 const FIRST_BPS: u16 = 5000;
 const DEPTH: usize = 4;
+/// OCEAN every order of a model derived from M1 pays its ancestors (Derek's order of M3).
+const ROYALTY: &str = "0.5";
 
 /// Who holds how much of which model's datatoken, as the story's own bookkeeping; the
 /// summary compares it with the chain.
@@ -164,6 +168,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
             reward_total: REWARD_TOTAL.into(),
             reward_first_bps: FIRST_BPS,
             reward_depth: DEPTH,
+            royalty: ROYALTY.into(),
         },
     )
     .await?;
@@ -193,12 +198,12 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     market::buy(&bob.s, market::exchange_of(&bob.s, &m1.card.nft).await?, one).await?;
     ledger.add("bob", "M1", one);
     let bob_data = read_text(&valid, z.ft_bytes, z.base_bytes)?;
-    let r = train(bob, out, &m1, train_params(2), bob_data).await?;
+    let (r, fee) = train(bob, out, &m1, train_params(2), bob_data).await?;
     ledger.sub("bob", "M1", one);
     ledger.add("alice", "M1", order_pay);
     let m2 = derived(&bob.s, &r).await?;
     reward(&mut ledger, &scheme, &[("bob", "M2")], "alice", "M2")?;
-    job_lines.push(JobLine::of("bob", &r));
+    job_lines.push(JobLine::of("bob", &r, fee));
     out.say(format!(
         "Bob's fine-tune published as M2 {} (weights {})",
         m2.card.nft,
@@ -215,12 +220,12 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     ledger.sub("bob", "M2", one);
     ledger.add("charlie", "M2", one);
     let charlie_data = read_text(&valid, z.ft_bytes, z.base_bytes + z.ft_bytes)?;
-    let r = train(charlie, out, &m2, train_params(3), charlie_data).await?;
+    let (r, fee) = train(charlie, out, &m2, train_params(3), charlie_data).await?;
     ledger.sub("charlie", "M2", one);
     ledger.add("bob", "M2", order_pay);
     let m3 = derived(&charlie.s, &r).await?;
     reward(&mut ledger, &scheme, &[("charlie", "M3"), ("bob", "M3")], "alice", "M3")?;
-    job_lines.push(JobLine::of("charlie", &r));
+    job_lines.push(JobLine::of("charlie", &r, fee));
     out.say(format!(
         "Charlie's fine-tune published as M3 {} (weights {})",
         m3.card.nft,
@@ -243,10 +248,11 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         sampling: Sampling { temperature: 0.0, top_k: None, top_p: None, seed: 0 },
         stop: vec![],
     });
-    let id = jobs::order_and_submit(&derek.s, out, &m3.card.nft, params, None).await?;
+    let (id, q) =
+        jobs::order_and_submit(&derek.s, out, &m3.card.nft, params, None, Consent::Given).await?;
     let r = finished(jobs::follow(&derek.s, out, &id).await?)?;
     ledger.add("charlie", "M3", order_pay);
-    job_lines.push(JobLine::of("derek", &r));
+    job_lines.push(JobLine::of("derek", &r, q.breakdown.total));
     let generated = r
         .completions
         .as_ref()
@@ -274,7 +280,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
             max_tokens: z.eval_tokens,
             baseline: baseline.clone(),
         });
-        let id = jobs::order_and_submit(&elena.s, out, &m.card.nft, p, Some(test.clone())).await?;
+        let data = Some(test.clone());
+        let (id, q) =
+            jobs::order_and_submit(&elena.s, out, &m.card.nft, p, data, Consent::Given).await?;
         let r = finished(jobs::follow(&elena.s, out, &id).await?)?;
         ledger.add(collector, label, order_pay);
         let v = r
@@ -289,13 +297,37 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
             });
         }
         ppl.push(v);
-        job_lines.push(JobLine::of("elena", &r));
+        job_lines.push(JobLine::of("elena", &r, q.breakdown.total));
     }
     let listed = elena.s.api.jobs_of(&elena.s.me().to_string()).await?;
     if listed.len() != 3 {
         return Err(err(format!("Elena's job list has {} jobs, not her 3", listed.len())));
     }
     mark("evaluation: Elena on M1, M2, M3", &mut timings);
+
+    // Lineage royalties: each order of M2 (Charlie's training, Elena's evaluation) and of M3
+    // (Derek's inference, Elena's evaluation) paid Alice's royalty into the model's vault.
+    // Anyone may pay a vault out; Derek does, and every wei is checked against the scheme.
+    let labels = [
+        (crate::session::address("nft", &m1.card.nft)?, "M1"),
+        (crate::session::address("nft", &m2.card.nft)?, "M2"),
+        (crate::session::address("nft", &m3.card.nft)?, "M3"),
+    ];
+    let mut royalties = Vec::new();
+    for (i, depth) in [(1usize, 1usize), (2, 2)] {
+        let paid = distribute_royalties(&derek.s, &people, labels[i], depth, 2, &scheme, &labels);
+        royalties.extend(paid.await?);
+    }
+    for r in &royalties {
+        out.say(format!(
+            "royalty from orders of {}: {} OCEAN to {} ({})",
+            r.model,
+            units::show(r.amount),
+            r.to,
+            r.why
+        ));
+    }
+    mark("royalties: M2 and M3 vaults paid to their ancestors", &mut timings);
 
     // 8. Verify every receipt publicly, gather balances and rewards.
     for j in &mut job_lines {
@@ -373,21 +405,75 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let _ = server.await;
     emb.queue.shutdown().await;
     emb.anvil.stop();
-    Ok(Summary { lineage, accounts, generated, jobs: job_lines, audits, timings })
+    Ok(Summary { lineage, royalties, accounts, generated, jobs: job_lines, audits, timings })
+}
+
+/// Pays out the vault of derived model `(nft, label)` at `depth` after `orders` orders, as
+/// `payer`, and checks it to the wei: it held exactly `orders` royalties, and each ancestor
+/// got what `RewardScheme::royalty_split` says (nothing left behind).
+async fn distribute_royalties(
+    payer: &Session,
+    people: &[Person],
+    (nft, label): (Address, &str),
+    depth: usize,
+    orders: u128,
+    scheme: &RewardScheme,
+    labels: &[(Address, &str)],
+) -> Result<Vec<RoyaltyLine>, CliError> {
+    let terms = payer.chain.royalty_terms(nft).await?.ok_or_else(|| err("no royalty vault"))?;
+    let held = payer.chain.balance_of(terms.token, terms.vault).await?;
+    let each = scheme.royalty().map_err(err)?;
+    if held != U256::from(each * orders) || terms.amount != U256::from(each) {
+        return Err(err(format!(
+            "{label}'s vault holds {held}, not {orders} orders × {each} OCEAN of royalty"
+        )));
+    }
+    let paid = payer.chain.distribute_royalty(payer.me(), nft).await?;
+    let (shares, to_root) = scheme.royalty_split(depth, held.to::<u128>()).map_err(err)?;
+    let line = payer.chain.lineage(nft).await?; // the model first, its root last
+    let mut expected: Vec<(Address, Address, u128)> = shares
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| line.get(i + 1).map(|m| (m.nft, m.trainer, *a)))
+        .collect();
+    let root = line.last().ok_or_else(|| err("empty lineage"))?;
+    expected.push((root.nft, root.trainer, to_root));
+    expected.retain(|(_, _, a)| *a > 0);
+    let got: Vec<(Address, Address, u128)> =
+        paid.iter().map(|p| (p.ancestor, p.beneficiary, p.amount.to::<u128>())).collect();
+    if got != expected {
+        return Err(err(format!("{label}'s royalty paid {got:?}, the scheme says {expected:?}")));
+    }
+    let name_of = |a: Address| people.iter().find(|p| p.s.me() == a).map_or("?", |p| p.name);
+    let label_of = |a: Address| labels.iter().find(|(n, _)| *n == a).map_or("?", |(_, l)| *l);
+    Ok(paid
+        .iter()
+        .map(|p| RoyaltyLine {
+            model: label.to_string(),
+            to: name_of(p.beneficiary).to_string(),
+            why: if p.ancestor == root.nft {
+                format!("{}'s owner: remainder", label_of(p.ancestor))
+            } else {
+                format!("{}'s trainer", label_of(p.ancestor))
+            },
+            amount: p.amount,
+        })
+        .collect())
 }
 
 /// Orders and follows a train job for `p` on `model` with `data`; fails unless it succeeded
-/// and its derived model was published.
+/// and its derived model was published. Returns the result and the compute fee paid.
 async fn train(
     p: &Person,
     out: &Out,
     model: &ModelView,
     params: JobParams,
     data: String,
-) -> Result<JobResult, CliError> {
-    let id =
-        jobs::order_and_submit(&p.s, out, &model.card.nft, params, Some(data.into_bytes())).await?;
-    finished(jobs::follow(&p.s, out, &id).await?)
+) -> Result<(JobResult, Ocean), CliError> {
+    let data = Some(data.into_bytes());
+    let (id, q) =
+        jobs::order_and_submit(&p.s, out, &model.card.nft, params, data, Consent::Given).await?;
+    Ok((finished(jobs::follow(&p.s, out, &id).await?)?, q.breakdown.total))
 }
 
 fn finished(r: JobResult) -> Result<JobResult, CliError> {

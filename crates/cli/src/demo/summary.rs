@@ -8,6 +8,7 @@ use alloy::primitives::U256;
 use posthuman_functions::handlers::jobs::JobResult;
 use posthuman_functions::handlers::views::ModelView;
 use posthuman_types::Hash32;
+use posthuman_types::pricing::Ocean;
 use serde::Serialize;
 
 use crate::commands::rewards::Reward;
@@ -74,10 +75,12 @@ pub struct JobLine {
     pub attested: usize,
     /// Evaluate jobs: the report is bound to the receipt and to the weights on sale.
     pub evaluation_bound: bool,
+    /// The compute fee (the quote's provider fee) the buyer paid the operator in OCEAN.
+    pub compute_fee: Ocean,
 }
 
 impl JobLine {
-    pub fn of(buyer: &str, r: &JobResult) -> Self {
+    pub fn of(buyer: &str, r: &JobResult, compute_fee: Ocean) -> Self {
         JobLine {
             buyer: buyer.into(),
             job_id: r.job.job_id.clone(),
@@ -89,6 +92,7 @@ impl JobLine {
             lineage_links: 0,
             attested: 0,
             evaluation_bound: false,
+            compute_fee,
         }
     }
 }
@@ -109,12 +113,27 @@ pub struct AuditLine {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub lineage: Vec<ModelLine>,
+    /// Lineage royalties (OCEAN) paid out of M2's and M3's vaults, each checked to the wei
+    /// against the root's scheme when it was distributed.
+    pub royalties: Vec<RoyaltyLine>,
     pub accounts: Vec<Account>,
     pub generated: String,
     pub jobs: Vec<JobLine>,
     pub audits: Vec<AuditLine>,
     /// Wall seconds per phase.
     pub timings: Vec<(String, f64)>,
+}
+
+/// One royalty payment out of a derived model's vault.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoyaltyLine {
+    /// The derived model whose orders paid it ("M3").
+    pub model: String,
+    /// Who was paid ("bob") and for which ancestor ("M2's trainer", "root owner").
+    pub to: String,
+    pub why: String,
+    /// OCEAN base units.
+    pub amount: U256,
 }
 
 impl Summary {
@@ -142,6 +161,9 @@ impl Summary {
                     ));
                 }
             }
+        }
+        if !self.royalties.iter().any(|r| r.model == "M3" && r.to == "bob") {
+            return Err("Derek's order of M3 paid no lineage royalty to Bob (M2's trainer)".into());
         }
         if let Some(j) = self.jobs.iter().find(|j| !j.verified) {
             return Err(format!(
@@ -217,6 +239,26 @@ impl Summary {
             }
         }
         s.push_str(&format!("\n== Derek's inference on M3\n{}\n", self.generated.trim()));
+        s.push_str(
+            "\n== Compute fees (each job's priced quote, paid to the operator in startOrder)\n",
+        );
+        for j in &self.jobs {
+            s.push_str(&format!("{:<8} {:<8} {}  {}\n", j.buyer, j.kind, j.job_id, j.compute_fee));
+        }
+        let fees = self.jobs.iter().fold(0u128, |a, j| a.saturating_add(j.compute_fee.0));
+        s.push_str(&format!("total paid to the operator: {}\n", Ocean(fees)));
+        s.push_str(
+            "\n== Lineage royalties (OCEAN each order of a derived model paid its ancestors)\n",
+        );
+        for r in &self.royalties {
+            s.push_str(&format!(
+                "{:<4} -> {:<8} {:>12} OCEAN  ({})\n",
+                r.model,
+                r.to,
+                units::show(r.amount),
+                r.why
+            ));
+        }
         s.push_str("\n== Receipts\n");
         for j in &self.jobs {
             s.push_str(&format!(

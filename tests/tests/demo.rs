@@ -79,6 +79,21 @@ async fn the_whole_story_adds_up() {
         }
     }
     assert!(s.jobs.iter().all(|j| j.verified), "{:?}", s.jobs);
+    // Lineage royalties, 0.5 OCEAN per order of a derived model: M2's two orders (Charlie's
+    // training, Elena's evaluation) pay its only ancestor's owner, Alice; M3's two (Derek's
+    // inference, Elena's evaluation) pay Bob (M2's trainer, 50%) and Alice the rest.
+    let paid = |model: &str, to: &str| {
+        s.royalties
+            .iter()
+            .filter(|r| r.model == model && r.to == to)
+            .map(|r| r.amount)
+            .sum::<U256>()
+    };
+    let half = cents(50);
+    assert_eq!(paid("M2", "alice"), half + half);
+    assert_eq!(paid("M3", "bob"), half);
+    assert_eq!(paid("M3", "alice"), half);
+    assert_eq!(paid("M3", "charlie"), U256::ZERO, "a model's own trainer is no ancestor");
     assert!(s.audits.iter().all(|a| a.passed && a.segments >= 1), "{:?}", s.audits);
 
     // The audit is real: swap the weights of the checkpoint the final segment starts from

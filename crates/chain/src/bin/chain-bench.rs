@@ -66,7 +66,8 @@ async fn main() -> Result<(), ChainError> {
         token_uri: "posthuman://bench".into(),
         weights_hash: h("w1"),
         card_json: None,
-        reward: RewardScheme::geometric(100 * ONE, 5000, 4),
+        // Every order of a derived model pays 1 OCEAN of lineage royalty to its ancestors.
+        reward: RewardScheme::geometric(100 * ONE, 5000, 4).with_royalty(ONE),
         root_owner: None,
     };
     let m = chain.publish_model(a, &req).await?;
@@ -131,7 +132,7 @@ async fn main() -> Result<(), ChainError> {
         let child = chain.create_child(job, "Child", "CH", "").await?;
         let d = chain.record_derivation(job, child.nft, child.datatoken).await?;
         if depth == 1 {
-            first_reward = Some((trainer, child.datatoken));
+            first_reward = Some((trainer, child.nft, child.datatoken));
             row(&mut rows, "commitTraining", c.gas_used as f64, "gas", None);
             row(
                 &mut rows,
@@ -156,7 +157,7 @@ async fn main() -> Result<(), ChainError> {
     }
 
     // Peer market: the first trainer sells part of its M2 reward to Bob for OCEAN.
-    if let Some((trainer, m2_dt)) = first_reward {
+    if let Some((trainer, m2_nft, m2_dt)) = first_reward {
         chain.add_signer(dev_wallet("trainer1")?)?;
         chain.send_eth(trainer, U256::from(ONE)).await?;
         let (offer, gas) = chain
@@ -169,6 +170,38 @@ async fn main() -> Result<(), ChainError> {
         row(&mut rows, "market buy (after approving OCEAN)", buy.gas_used as f64, "gas", None);
         let buy = chain.buy_offer(b, offer, U256::from(6 * ONE)).await?;
         row(&mut rows, "market buy, sells out the offer", buy.gas_used as f64, "gas", None);
+
+        // Bob orders M2 (a derived model): the compute fee to the operator and the lineage
+        // royalty into M2's vault, both in OCEAN (one approval), in the same startOrder.
+        let fee = chain.sign_provider_fee_for(
+            U256::from(3 * ONE),
+            u64::MAX / 2,
+            Bytes::from_static(b"derived"),
+        )?;
+        let order = chain.start_order(b, m2_dt, b, 0, &fee).await?;
+        row(
+            &mut rows,
+            "startOrder, derived model: compute fee + royalty (first into its vault)",
+            order.gas_used as f64,
+            "gas",
+            Some((149_053.0, "1.3x target")),
+        );
+        let order = chain.start_order(b, m2_dt, b, 0, &fee).await?;
+        row(
+            &mut rows,
+            "startOrder, derived model: compute fee + royalty (vault already funded)",
+            order.gas_used as f64,
+            "gas",
+            Some((149_053.0, "1.3x target")),
+        );
+        let paid = chain.distribute_royalty(b, m2_nft).await?;
+        row(
+            &mut rows,
+            format!("royalty distribute() of 2 orders: {} payment(s)", paid.len()),
+            paid.iter().map(|p| p.amount.to::<u128>() as f64).sum::<f64>() / ONE as f64,
+            "OCEAN",
+            None,
+        );
     }
 
     // Order verification latency (fresh spent-store each call, so every call does the work).
@@ -177,7 +210,6 @@ async fn main() -> Result<(), ChainError> {
         datatoken: m.datatoken,
         service_index: 0,
         consumer: b,
-        now: 1_800_000_000,
         job_id: "bench".into(),
     };
     let mut times = Vec::new();

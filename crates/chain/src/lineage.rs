@@ -404,3 +404,23 @@ impl Chain {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read-back lineage longer than the contract allows (root + `MAX_DEPTH` models) is
+    /// refused, naming the bound; the contract's own deepest lineage is accepted.
+    #[test]
+    fn lineage_reads_are_bounded_by_the_contract_depth() {
+        let nft = Address::repeat_byte(7);
+        assert!(check_depth(nft, MAX_DEPTH + 1).is_ok());
+        match check_depth(nft, MAX_DEPTH + 2) {
+            Err(e @ ChainError::LineageTooDeep { depth, max, .. }) => {
+                assert_eq!((depth, max), (MAX_DEPTH + 1, MAX_DEPTH));
+                assert!(e.to_string().contains("deeper than the 32"), "{e}");
+            }
+            other => panic!("expected LineageTooDeep, got {other:?}"),
+        }
+    }
+}

@@ -78,6 +78,8 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     <tr><th>{ "price" }</th><td>{ c.price.as_deref().map(|p| format!("{} OCEAN per datatoken", tokens(p))).unwrap_or_else(|| "not on sale".into()) }</td></tr>
                     <tr><th>{ "reward per derivation" }</th><td>{ format!("{} datatokens, shares {:?} bps by depth, remainder to the root owner",
                         tokens(&c.reward_scheme.total_reward), c.reward_scheme.shares_bps) }</td></tr>
+                    <tr><th>{ "lineage royalty" }</th><td>{ format!("{} OCEAN per order of a derived model, to its ancestors by the same shares",
+                        tokens(&c.reward_scheme.royalty)) }</td></tr>
                     <tr><th>{ "published" }</th><td>{ utc(m.created_at) }</td></tr>
                 </table>
                 <h2>{ "Quotes" }</h2>

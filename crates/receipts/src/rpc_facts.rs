@@ -202,8 +202,9 @@ impl<T: JsonRpc> RpcFacts<T> {
         u64::from_str_radix(hex, 16).map_err(|e| bad("eth_chainId", e))
     }
 
-    /// The operator recorded in the lineage contract (immutable since its deployment): the
-    /// only key whose receipts this deployment's chain accepts commitments from.
+    /// The lineage contract's current operator: the only key it accepts commitments from
+    /// now. The contract's owner may rotate it (`OperatorChanged` events), so a receipt
+    /// signed before a rotation was signed by an earlier operator.
     pub async fn lineage_operator(&self) -> Result<Address, FactsError> {
         let out = self.lineage_call(operatorCall {}.abi_encode(), "operator").await?;
         operatorCall::abi_decode_returns(&out).map_err(|e| bad("operator", e))

@@ -169,6 +169,8 @@ impl Chain {
     /// `weights_hash` in its ERC725Y store; fixes the reward scheme for its derivatives.
     /// `root_owner` is the owner of record (the root's trainer, paid every derivation's
     /// remainder); it differs from `owner` when a custodian holds the NFT for a publisher.
+    /// `royalty` (OCEAN base units, ≤ `MAX_ROYALTY`) is what every order of a model derived
+    /// from this root will pay its ancestors.
     #[allow(clippy::too_many_arguments)] // mirrors the contract function one to one
     pub async fn register_root(
         &self,

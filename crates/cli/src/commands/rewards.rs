@@ -1,10 +1,16 @@
 //! `posthuman rewards`: where each of my datatokens came from — every `RewardPaid` event of
-//! the lineage contract naming me, with the derivation and the scheme share it paid.
+//! the lineage contract naming me, with the derivation and the scheme share it paid — and
+//! the lineage royalties I received: OCEAN that orders of models derived from mine paid
+//! into their vaults, distributed to me as one of their ancestors (`RoyaltyPaid` events of
+//! genuine vaults only), with the model whose orders paid it and the share I hold.
 
+use alloy::primitives::Address;
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use posthuman_chain::bindings::ModelLineage::RewardPaid;
+use posthuman_chain::lineage::LineageEntry;
+use posthuman_types::RewardScheme;
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -27,28 +33,126 @@ pub struct Reward {
     pub tx: String,
 }
 
+/// One lineage royalty received: my part of what orders of a derived model paid its
+/// ancestors, paid out of that model's vault by a `distribute()`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Royalty {
+    /// The derived model (NFT) whose orders paid the royalty, and its symbol.
+    pub model: String,
+    pub symbol: String,
+    /// The ancestor of that model whose trainer I am (its root, for the remainder).
+    pub ancestor: String,
+    /// OCEAN base units.
+    pub amount: String,
+    /// Which share: "parent's trainer: 50%", "trainer 2 steps up: 25%", "root owner: remainder".
+    pub share: String,
+    pub vault: String,
+    pub tx: String,
+}
+
+/// Everything `posthuman rewards` reports (its `--json` shape).
+#[derive(Clone, Debug, Serialize)]
+pub struct Earnings {
+    pub rewards: Vec<Reward>,
+    pub royalties: Vec<Royalty>,
+}
+
 pub async fn run(cfg: &Config, out: &Out) -> Result<(), CliError> {
     let s = Session::open(cfg).await?;
-    let rs = rewards(&s).await?;
-    out.emit(&rs, || {
-        if rs.is_empty() {
-            return "no rewards yet: train a model to earn its datatokens".into();
-        }
-        rs.iter()
-            .map(|r| {
-                format!(
-                    "{:>12} {:<8} {}  (job {}, tx {})",
-                    units::show(r.amount.parse().unwrap_or_default()),
-                    r.symbol,
-                    r.share,
-                    &r.job_id[..10],
-                    &r.tx[..10]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    });
+    let e = Earnings { rewards: rewards(&s).await?, royalties: royalties(&s).await? };
+    out.emit(&e, || human(&e));
     Ok(())
+}
+
+fn human(e: &Earnings) -> String {
+    let short = |h: &str| h.get(..10).unwrap_or(h).to_string();
+    let mut lines = Vec::new();
+    if e.rewards.is_empty() {
+        lines.push("no rewards yet: train a model to earn its datatokens".to_string());
+    }
+    for r in &e.rewards {
+        lines.push(format!(
+            "{:>12} {:<8} {}  (job {}, tx {})",
+            units::show(r.amount.parse().unwrap_or_default()),
+            r.symbol,
+            r.share,
+            short(&r.job_id),
+            short(&r.tx)
+        ));
+    }
+    if !e.royalties.is_empty() {
+        lines.push("lineage royalties received (OCEAN paid by orders of derived models):".into());
+    }
+    for r in &e.royalties {
+        lines.push(format!(
+            "{:>12} OCEAN from orders of {} ({})  {}  (tx {})",
+            units::show(r.amount.parse().unwrap_or_default()),
+            r.symbol,
+            short(&r.model),
+            r.share,
+            short(&r.tx)
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Every lineage royalty the session's wallet received, oldest first.
+pub async fn royalties(s: &Session) -> Result<Vec<Royalty>, CliError> {
+    let me = s.me();
+    let paid = s.chain.royalties_paid_to(me).await?;
+    if paid.is_empty() {
+        return Ok(Vec::new());
+    }
+    let models = s.api.models().await?;
+    let mut out = Vec::with_capacity(paid.len());
+    for p in paid {
+        let symbol = models
+            .iter()
+            .find(|m| m.card.nft.parse().ok() == Some(p.child))
+            .map_or_else(|| "?".to_string(), |m| m.card.symbol.clone());
+        let line = s.chain.lineage(p.child).await?; // the child first, its root last
+        let share = match line.last() {
+            Some(root) => royalty_share(&line, &s.chain.scheme_of(root.nft).await?, p.ancestor),
+            None => "unknown lineage".into(),
+        };
+        out.push(Royalty {
+            model: p.child.to_string(),
+            symbol,
+            ancestor: p.ancestor.to_string(),
+            amount: p.amount.to_string(),
+            share,
+            vault: p.vault.to_string(),
+            tx: p.tx_hash.map(|h| h.to_string()).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Which share of a derived model's royalty the trainer of `ancestor` holds, from the
+/// model's lineage (`line`: the model first, its root last) and the root's scheme. Mirrors
+/// `ModelLineage.royaltySplit`: share i goes to the trainer i + 1 steps up (the parent's
+/// first) while the lineage below the root reaches; the root owner takes the remainder.
+pub fn royalty_share(line: &[LineageEntry], scheme: &RewardScheme, ancestor: Address) -> String {
+    let Some(root) = line.last() else { return "unknown lineage".into() };
+    if ancestor == root.nft {
+        return "root owner: remainder".into();
+    }
+    // Ancestors strictly between the model and its root, nearest first.
+    let below_root = line.get(1..line.len() - 1).unwrap_or_default();
+    match below_root.iter().position(|m| m.nft == ancestor) {
+        Some(i) => match scheme.shares_bps.get(i) {
+            Some(bps) => {
+                let who = if i == 0 {
+                    "parent's trainer".to_string()
+                } else {
+                    format!("trainer {} steps up", i + 1)
+                };
+                format!("{who}: {}%", f64::from(*bps) / 100.0)
+            }
+            None => "beyond the scheme's shares".into(),
+        },
+        None => "not an ancestor of this model".into(),
+    }
 }
 
 /// Every reward the session's wallet received, oldest first.
@@ -120,4 +224,88 @@ async fn share_of(
         parts.push("root owner: remainder".into());
     }
     Ok(parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthuman_types::Hash32;
+
+    fn entry(nft: u8, parent: Option<u8>, depth: u32, root: u8) -> LineageEntry {
+        LineageEntry {
+            nft: Address::repeat_byte(nft),
+            parent: parent.map(Address::repeat_byte),
+            depth,
+            trainer: Address::repeat_byte(0xa0 + nft),
+            root: Address::repeat_byte(root),
+            datatoken: Address::repeat_byte(0x10 + nft),
+            weights_hash: Hash32([nft; 32]),
+            job_id: None,
+        }
+    }
+
+    /// M4 → M3 → M2 → M1 (root), geometric 50/25/12.5/6.25 %.
+    fn line() -> Vec<LineageEntry> {
+        vec![
+            entry(4, Some(3), 3, 1),
+            entry(3, Some(2), 2, 1),
+            entry(2, Some(1), 1, 1),
+            entry(1, None, 0, 1),
+        ]
+    }
+
+    #[test]
+    fn names_the_share_each_ancestor_of_a_derived_model_holds() {
+        let scheme = RewardScheme::geometric(0, 5000, 4);
+        let l = line();
+        assert_eq!(royalty_share(&l, &scheme, Address::repeat_byte(3)), "parent's trainer: 50%");
+        assert_eq!(royalty_share(&l, &scheme, Address::repeat_byte(2)), "trainer 2 steps up: 25%");
+        assert_eq!(royalty_share(&l, &scheme, Address::repeat_byte(1)), "root owner: remainder");
+        // The model itself is paid by its datatoken, never by its own royalty.
+        assert_eq!(
+            royalty_share(&l, &scheme, Address::repeat_byte(4)),
+            "not an ancestor of this model"
+        );
+        assert_eq!(
+            royalty_share(&l, &scheme, Address::repeat_byte(9)),
+            "not an ancestor of this model"
+        );
+    }
+
+    #[test]
+    fn shares_the_scheme_does_not_reach_and_short_lineages() {
+        // One share only: the grandparent's trainer gets nothing but is named as such.
+        let one = RewardScheme::geometric(0, 5000, 1);
+        assert_eq!(
+            royalty_share(&line(), &one, Address::repeat_byte(2)),
+            "beyond the scheme's shares"
+        );
+        // A first-generation child: its only ancestor is the root.
+        let l = vec![entry(2, Some(1), 1, 1), entry(1, None, 0, 1)];
+        assert_eq!(royalty_share(&l, &one, Address::repeat_byte(1)), "root owner: remainder");
+        assert_eq!(royalty_share(&[], &one, Address::repeat_byte(1)), "unknown lineage");
+    }
+
+    #[test]
+    fn prints_royalties_with_the_paying_model_and_share() {
+        let e = Earnings {
+            rewards: vec![],
+            royalties: vec![Royalty {
+                model: Address::repeat_byte(3).to_string(),
+                symbol: "M3".into(),
+                ancestor: Address::repeat_byte(2).to_string(),
+                amount: "1500000000000000000".into(),
+                share: "parent's trainer: 50%".into(),
+                vault: Address::repeat_byte(7).to_string(),
+                tx: format!("0x{}", "ab".repeat(32)),
+            }],
+        };
+        let text = human(&e);
+        assert!(text.contains("no rewards yet"), "{text}");
+        assert!(text.contains("from orders of M3"), "{text}");
+        assert!(text.contains("parent's trainer: 50%"), "{text}");
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["royalties"][0]["symbol"], "M3");
+        assert!(v["rewards"].as_array().unwrap().is_empty());
+    }
 }

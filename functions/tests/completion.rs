@@ -13,7 +13,7 @@ use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
 use posthuman_chain::{AddressBook, Chain};
 use posthuman_functions::catalogue::{
-    Catalogue, JobPhase, JobRecord, ModelRecord, OrderClaim, SqliteCatalogue, now_secs,
+    JobPhase, JobRecord, ModelRecord, OrderClaim, SqliteCatalogue, now_secs,
 };
 use posthuman_functions::deps::{ApiConfig, Deps};
 use posthuman_functions::handlers::complete::on_job_done;
@@ -45,6 +45,7 @@ fn deps(dir: &std::path::Path) -> Deps {
             args: vec![],
         },
         concurrency: 1,
+        max_attempts: 1,
     })
     .unwrap();
     Deps {
@@ -140,15 +141,10 @@ async fn a_buyer_input_failure_consumes_the_order_and_an_operator_failure_releas
     }
     // A duplicate FAILED event changes nothing.
     on_job_done(&deps, &failed("bad-dataset", Some(13))).await.unwrap();
-    assert_eq!(
-        deps.catalogue.order_holder(&key).await.unwrap().as_deref(),
-        Some("bad-dataset")
-    );
+    assert_eq!(deps.catalogue.order_holder(&key).await.unwrap().as_deref(), Some("bad-dataset"));
 
     // Exit 18: the object store failed — not the buyer's fault: the order pays for a retry.
-    on_job_done(&deps, &failed("store-down", Some(posthuman_types::exit::STORE)))
-        .await
-        .unwrap();
+    on_job_done(&deps, &failed("store-down", Some(posthuman_types::exit::STORE))).await.unwrap();
     let key = format!("{}-0", operator.order_tx);
     assert_eq!(deps.catalogue.order_holder(&key).await.unwrap(), None);
     let rec = deps.catalogue.get_job("store-down").await.unwrap().unwrap();
@@ -199,4 +195,121 @@ async fn an_unbounded_perplexity_does_not_block_the_completion() {
     assert!(rec.completion.done && rec.receipt_hash.is_some(), "{rec:?}");
     // Reported as unbounded, not as "no evaluation" and not as a number.
     assert_eq!(rec.perplexity, Some(f64::INFINITY));
+}
+
+/// Issue 13 §2, defence in depth: a train job reported as succeeded whose output weights are
+/// the parent's own (a worker that let an underflowing "fine-tune" through) publishes no
+/// derivation: no receipt, no chain call (the chain here is unreachable); the job fails with
+/// that reason, as the buyer's input, so the order is consumed.
+#[tokio::test]
+async fn a_derivation_identical_to_its_parent_is_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    deps.catalogue.put_model(&model()).await.unwrap();
+    let mut job = queued_job(&deps, "train-clone", 5).await;
+    job.kind = JobKind::Train;
+    job.spec.dataset_key = Some("jobs/train-clone/data.txt".into());
+    job.spec.params = JobParams::Train(posthuman_types::TrainParams::new(20, 3e-4, 4, 32));
+    deps.catalogue.put_job(&job).await.unwrap();
+    let parent = model().card.weights_hash;
+    let metrics = posthuman_types::TrainMetrics {
+        steps: 20,
+        tokens_trained: 2560,
+        final_loss: 3.0,
+        loss_curve: vec![(20, 3.0)],
+        tokens_per_sec: 1000.0,
+        wall_secs: 2.0,
+        input_weights_hash: parent,
+        output_weights_hash: parent,
+        dataset_hash: Hash32([8; 32]),
+        checkpoint_root: Hash32([9; 32]),
+        checkpoint_every: 10,
+        checkpoint_hashes: vec![parent, parent],
+        checkpoint_optimizer_hashes: vec![Hash32([1; 32]), Hash32([2; 32])],
+    };
+    deps.store
+        .put(
+            &format!("{}/metrics.json", job.spec.public_prefix),
+            Bytes::from(serde_json::to_vec(&metrics).unwrap()),
+        )
+        .await
+        .unwrap();
+
+    let done = JobDone { job_id: "train-clone".into(), state: QueueState::Succeeded };
+    on_job_done(&deps, &done).await.unwrap();
+    let rec = deps.catalogue.get_job("train-clone").await.unwrap().unwrap();
+    match &rec.phase {
+        JobPhase::Failed { reason, exit_code } => {
+            assert!(reason.contains("identical to its parent"), "{reason}");
+            assert_eq!(*exit_code, Some(posthuman_types::exit::NO_TRAINING));
+        }
+        other => panic!("a clone was not refused: {other:?}"),
+    }
+    assert!(rec.completion.child.is_none() && rec.receipt_hash.is_none(), "{rec:?}");
+    let receipt = format!("{}/receipt.json", job.spec.public_prefix);
+    assert!(deps.store.head(&receipt).await.unwrap().is_none());
+    let key = format!("{}-0", job.order_tx);
+    assert_eq!(deps.catalogue.order_holder(&key).await.unwrap().as_deref(), Some("train-clone"));
+}
+
+/// Issue 13 §3: a finished train job's checkpoints are pruned once the operator's audit
+/// window has passed since it finished — and only then: a job finished within the window and
+/// a job still running keep theirs. The prune leaves a marker saying when and why.
+#[tokio::test]
+async fn checkpoints_are_pruned_after_the_audit_window_only() {
+    use posthuman_functions::prune::{
+        PrunedMarker, checkpoints_prefix, prune_checkpoints, pruned_marker_key,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    deps.catalogue.put_model(&model()).await.unwrap();
+    let now = now_secs();
+    let window = 3600;
+    let mut prefixes = Vec::new();
+    for (i, (id, phase, finished_ago)) in [
+        ("old-train", JobPhase::Succeeded, window + 1),
+        ("fresh-train", JobPhase::Succeeded, window - 1),
+        ("running-train", JobPhase::Queued, window * 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut job = queued_job(&deps, id, 10 + i as u8).await;
+        job.kind = JobKind::Train;
+        job.spec.dataset_key = Some(format!("jobs/{id}/data.txt"));
+        job.spec.params = JobParams::Train(posthuman_types::TrainParams::new(20, 3e-4, 4, 32));
+        job.phase = phase;
+        job.updated_at = now - finished_ago;
+        deps.catalogue.put_job(&job).await.unwrap();
+        let ck = checkpoints_prefix(&job.spec.private_prefix);
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            let key = format!("{ck}step-000010/{f}");
+            deps.store.put(&key, Bytes::from_static(b"checkpoint bytes")).await.unwrap();
+        }
+        deps.store
+            .put(
+                &format!("{}/model.safetensors", job.spec.private_prefix),
+                Bytes::from_static(b"w"),
+            )
+            .await
+            .unwrap();
+        prefixes.push(job.spec.private_prefix.clone());
+    }
+
+    assert_eq!(prune_checkpoints(&deps, window, now).await.unwrap(), 1);
+    let [old, fresh, running] = [&prefixes[0], &prefixes[1], &prefixes[2]];
+    assert!(deps.store.list(&checkpoints_prefix(old)).await.unwrap().is_empty());
+    // The derived model itself is not a checkpoint: it stays.
+    assert!(deps.store.head(&format!("{old}/model.safetensors")).await.unwrap().is_some());
+    let marker: PrunedMarker =
+        serde_json::from_slice(&deps.store.get(&pruned_marker_key(old), 1 << 20).await.unwrap())
+            .unwrap();
+    assert_eq!(marker.job_id, "old-train");
+    assert_eq!((marker.pruned_at, marker.audit_window_secs), (now, window));
+    for p in [fresh, running] {
+        assert_eq!(deps.store.list(&checkpoints_prefix(p)).await.unwrap().len(), 3, "{p}");
+        assert!(deps.store.head(&pruned_marker_key(p)).await.unwrap().is_none());
+    }
+    // Idempotent: nothing left to prune.
+    assert_eq!(prune_checkpoints(&deps, window, now).await.unwrap(), 0);
 }

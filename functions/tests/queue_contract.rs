@@ -68,6 +68,7 @@ fn local_cfg(dir: &Path, worker: WorkerCommand, concurrency: usize) -> LocalQueu
         store_root: dir.join("store"),
         worker,
         concurrency,
+        max_attempts: posthuman_functions::queue::DEFAULT_MAX_ATTEMPTS,
     }
 }
 

@@ -53,8 +53,15 @@ pub const INTERRUPTED: i32 = 75;
 pub const WALL_CLOCK_EXCEEDED: i32 = 124;
 
 /// Codes caused by what the buyer sent: never retried, and the failure consumes the order.
-pub const BUYER_INPUT: &[i32] =
-    &[BAD_DATASET, DATASET_TOO_LARGE, OUT_OF_RANGE, NON_FINITE_LOSS, MEMORY_REFUSED, NO_TRAINING, OVER_BUDGET];
+pub const BUYER_INPUT: &[i32] = &[
+    BAD_DATASET,
+    DATASET_TOO_LARGE,
+    OUT_OF_RANGE,
+    NON_FINITE_LOSS,
+    MEMORY_REFUSED,
+    NO_TRAINING,
+    OVER_BUDGET,
+];
 
 /// Codes that are not the buyer's fault but that running the same spec again cannot cure:
 /// never retried, and the order is released. A job that outruns the wall-clock budget the

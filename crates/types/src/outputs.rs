@@ -116,8 +116,12 @@ pub struct EvalReport {
     pub tokens_scored: u64,
     pub context_len: u32,
     pub stride: u32,
-    /// Mean negative log-likelihood per scored token (nats).
+    /// Mean negative log-likelihood per scored token (nats); +∞ when a scored token had
+    /// probability 0 (serde_json writes it as `null`, read back as +∞).
+    #[serde(deserialize_with = "unbounded::deserialize")]
     pub mean_nll: f64,
+    /// `exp(mean_nll)`; +∞ (`null` on the wire) when unbounded.
+    #[serde(deserialize_with = "unbounded::deserialize")]
     pub perplexity: f64,
     #[serde(default)]
     pub baseline_label: Option<String>,
@@ -127,4 +131,58 @@ pub struct EvalReport {
     #[serde(default)]
     pub ratio_to_baseline: Option<f64>,
     pub tokens_per_sec: f64,
+}
+
+/// Serde for an `f64` that may be +∞, such as a perplexity: JSON has no infinity and
+/// serde_json writes one as `null`. [`serialize`] writes a finite value as a number and any
+/// other as the string `"inf"`; [`deserialize`] reads a number, `"inf"` or `null` (both +∞),
+/// so a report written either way is read as unbounded rather than refused. [`option`] does
+/// the same for an `Option<f64>` (a missing field or `None` stays `None`).
+pub mod unbounded {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Number(f64),
+        Text(String),
+    }
+
+    fn decode<E: serde::de::Error>(w: Option<Wire>) -> Result<f64, E> {
+        match w {
+            Some(Wire::Number(x)) => Ok(x),
+            None => Ok(f64::INFINITY),
+            Some(Wire::Text(t)) if t == "inf" => Ok(f64::INFINITY),
+            Some(Wire::Text(t)) => {
+                Err(E::custom(format!("expected a number or \"inf\", not {t:?}")))
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() { s.serialize_f64(*x) } else { s.serialize_str("inf") }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        decode(Option::<Wire>::deserialize(d)?)
+    }
+
+    /// The same for `Option<f64>`: `Some(+∞)` is written `"inf"`, `None` is `null`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+            match x {
+                Some(x) => super::serialize(x, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+            match Option::<super::Wire>::deserialize(d)? {
+                None => Ok(None),
+                w => super::decode(w).map(Some),
+            }
+        }
+    }
 }

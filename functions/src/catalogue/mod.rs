@@ -50,7 +50,8 @@ pub enum JobPhase {
     Queued,
     /// The worker finished; completion steps (train) may still be running.
     Succeeded,
-    /// The worker failed; the order was released so the buyer can retry with it.
+    /// The worker failed. Its order was released for a retry unless the failure was caused
+    /// by the buyer's input ([`posthuman_types::exit::classify`]); see `order_released`.
     Failed { reason: String, exit_code: Option<i32> },
 }
 
@@ -109,8 +110,9 @@ pub struct JobRecord {
     /// Hash of the operator-signed receipt, once the job succeeded.
     #[serde(default)]
     pub receipt_hash: Option<Hash32>,
-    /// Perplexity measured by a successful evaluate job (shown in the catalogue).
-    #[serde(default)]
+    /// Perplexity measured by a successful evaluate job (shown in the catalogue); `Some(+∞)`
+    /// when unbounded (stored as `"inf"`, see [`posthuman_types::outputs::unbounded`]).
+    #[serde(default, with = "posthuman_types::outputs::unbounded::option")]
     pub perplexity: Option<f64>,
 }
 

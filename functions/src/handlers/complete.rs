@@ -11,15 +11,18 @@
 //! 3. the catalogue entry of the derived model and the job record are upserts.
 //!
 //! A crash between any two steps resumes at the first step not yet done on the next
-//! delivery. A failed job is marked failed with the worker's reason and its order is
-//! released: the buyer may submit a new signed request naming the same order (the API's
-//! retry policy; no refund transaction is needed because no datatoken was consumed twice).
+//! delivery. A failed job is marked failed with the worker's reason. Its order is released
+//! unless the exit code says the buyer's input caused the failure
+//! ([`posthuman_types::exit::classify`]): then the order is consumed, since the same request
+//! would fail the same way. A released order lets the buyer submit a new signed request
+//! naming it (the API's retry policy; no refund transaction is needed because no datatoken was
+//! consumed twice).
 
 use alloy::primitives::{Address, B256};
 use bytes::Bytes;
 use posthuman_chain::lineage::JobState as ChainJobState;
 use posthuman_receipts::{Receipt, ReceiptDomain, Signed};
-use posthuman_types::{EvalReport, Hash32, JobKind, JobParams, ModelCard, TrainMetrics};
+use posthuman_types::{EvalReport, Hash32, JobKind, JobParams, ModelCard, TrainMetrics, exit};
 
 use super::chain_err;
 use super::models::lower;
@@ -34,7 +37,8 @@ pub async fn on_job_done(deps: &Deps, done: &JobDone) -> Result<(), ApiError> {
         tracing::warn!(job_id = %done.job_id, "completion for an unknown job; ignored");
         return Ok(());
     };
-    if job.completion.done || job.order_released {
+    // Done, or failed (released or consumed): a duplicate or late event changes nothing.
+    if job.completion.done || job.order_released || matches!(job.phase, JobPhase::Failed { .. }) {
         return Ok(());
     }
     match &done.state {
@@ -66,12 +70,19 @@ async fn fail(
             .unwrap_or_else(|| queue_reason.to_string()),
         None => queue_reason.to_string(),
     };
-    let released = deps.catalogue.release_order(&order_key_of(job)?, &job.job_id).await?;
+    // A failure caused by the buyer's input would fail again on the same request, and the
+    // compute was spent: the order is consumed. Any other failure releases it.
+    let class = exit::classify(exit_code);
+    if class.releases_order() {
+        let released = deps.catalogue.release_order(&order_key_of(job)?, &job.job_id).await?;
+        tracing::info!(job_id = %job.job_id, released, "job failed; order released for a retry");
+    } else {
+        tracing::info!(job_id = %job.job_id, ?exit_code, "job failed on its input; order consumed");
+    }
     job.phase = JobPhase::Failed { reason, exit_code };
-    job.order_released = true;
+    job.order_released = class.releases_order();
     job.updated_at = now_secs();
     deps.catalogue.put_job(job).await?;
-    tracing::info!(job_id = %job.job_id, released, "job failed; order released for a retry");
     Ok(())
 }
 
@@ -92,6 +103,22 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
     let output = read_public(deps, job, output_name).await?.ok_or_else(|| {
         ApiError::Internal(format!("job {} succeeded without {output_name}", job.job_id))
     })?;
+    // Defence in depth behind the worker's own NO_TRAINING check: weights equal to the
+    // parent's are a clone, not a derivation. Nothing is signed or published; the failure
+    // is the buyer's input (hyperparameters that cannot move f32 weights), so the order is
+    // consumed.
+    if job.kind == JobKind::Train {
+        let m: TrainMetrics = serde_json::from_slice(&output)
+            .map_err(|e| ApiError::Internal(format!("metrics.json: {e}")))?;
+        if m.output_weights_hash == model.card.weights_hash {
+            let reason = format!(
+                "the trained weights are identical to its parent's ({}): no derivation to \
+                 publish",
+                model.card.weights_hash
+            );
+            return fail(deps, job, &reason, Some(exit::NO_TRAINING)).await;
+        }
+    }
     let signed = receipt_once(deps, job, &model, &output).await?;
     let domain = receipt_domain(deps);
     let receipt_hash = signed.body.receipt_hash(&domain);
@@ -113,8 +140,7 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
 }
 
 fn receipt_domain(deps: &Deps) -> ReceiptDomain {
-    let book = deps.chain.book();
-    ReceiptDomain::new(book.chain_id, book.lineage)
+    crate::auth::domain(deps)
 }
 
 /// Builds, signs and stores the job's receipt exactly once; returns the stored one.

@@ -18,6 +18,8 @@ pub struct JobCounts {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationView {
     pub job_id: String,
+    /// `"inf"` on the wire when unbounded.
+    #[serde(with = "posthuman_types::outputs::unbounded")]
     pub perplexity: f64,
     pub receipt_hash: Option<Hash32>,
 }

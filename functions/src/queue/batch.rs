@@ -5,9 +5,16 @@
 //! parameters, so no buyer-sized data travels through the Batch API. Batch jobs are named
 //! after our job id, and completion comes back as an EventBridge "Batch Job State Change"
 //! event, parsed by [`job_done_from_event`] in the `posthuman-job-done` Lambda.
+//!
+//! A spec's paid wall-clock budget (`budget.max_seconds`) becomes the job's
+//! `timeout.attemptDurationSeconds` (Batch's minimum is 60 s); Batch kills an attempt past it,
+//! and the state change is reported with [`exit::WALL_CLOCK_EXCEEDED`] like the local queue's
+//! kill. Retries of other failures are the job definition's retry strategy (`infra/`, from
+//! [`posthuman_types::exit`]).
 
-use aws_sdk_batch::types::{ContainerOverrides, JobStatus, KeyValuePair};
+use aws_sdk_batch::types::{ContainerOverrides, JobStatus, JobTimeout, KeyValuePair};
 use posthuman_types::JobSpec;
+use posthuman_types::exit;
 use serde::Deserialize;
 
 use super::{JobDone, JobQueue, QueueError, QueueState, spec_key};
@@ -47,6 +54,35 @@ impl BatchQueue {
     }
 }
 
+/// Batch refuses an attempt duration under 60 seconds.
+const MIN_ATTEMPT_SECONDS: u64 = 60;
+
+/// The `timeout.attemptDurationSeconds` for a spec: its paid wall-clock budget, raised to
+/// Batch's minimum; `None` (no timeout) for operator-internal jobs without a budget.
+pub fn attempt_duration_seconds(spec: &JobSpec) -> Option<i32> {
+    let s = spec.budget?.max_seconds.max(MIN_ATTEMPT_SECONDS);
+    Some(i32::try_from(s).unwrap_or(i32::MAX))
+}
+
+/// Batch's status reason when it killed an attempt at its timeout.
+fn timed_out(status_reason: Option<&str>) -> bool {
+    status_reason.is_some_and(|r| r.contains("attempt duration exceeded timeout"))
+}
+
+/// A failed Batch job as a queue state: a timeout is reported like the local queue's kill.
+fn failed_state(status_reason: Option<&str>, exit_code: Option<i32>) -> QueueState {
+    let reason = status_reason.unwrap_or("batch job failed");
+    if timed_out(status_reason) {
+        return QueueState::Failed {
+            reason: format!(
+                "the job exceeded its paid wall-clock budget and was stopped ({reason})"
+            ),
+            exit_code: Some(exit::WALL_CLOCK_EXCEEDED),
+        };
+    }
+    QueueState::Failed { reason: reason.to_string(), exit_code }
+}
+
 fn sdk_error<E: std::error::Error + 'static>(e: aws_sdk_batch::error::SdkError<E>) -> QueueError {
     use aws_sdk_batch::error::SdkError;
     let msg = aws_sdk_batch::error::DisplayErrorContext(&e).to_string();
@@ -62,9 +98,12 @@ impl JobQueue for BatchQueue {
     async fn submit(&self, spec: &JobSpec) -> Result<String, QueueError> {
         spec.validate()?;
         let env = KeyValuePair::builder().name("POSTHUMAN_JOB_ID").value(&spec.job_id).build();
+        let timeout = attempt_duration_seconds(spec)
+            .map(|s| JobTimeout::builder().attempt_duration_seconds(s).build());
         let out = self
             .client
             .submit_job()
+            .set_timeout(timeout)
             .job_name(&spec.job_id)
             .job_queue(&self.cfg.job_queue)
             .job_definition(&self.cfg.job_definition)
@@ -85,10 +124,7 @@ impl JobQueue for BatchQueue {
         let exit_code = job.container().and_then(|c| c.exit_code());
         Ok(match job.status() {
             Some(JobStatus::Succeeded) => QueueState::Succeeded,
-            Some(JobStatus::Failed) => QueueState::Failed {
-                reason: job.status_reason().unwrap_or("batch job failed").to_string(),
-                exit_code,
-            },
+            Some(JobStatus::Failed) => failed_state(job.status_reason(), exit_code),
             Some(JobStatus::Starting | JobStatus::Running) => QueueState::Running,
             _ => QueueState::Queued,
         })
@@ -135,11 +171,31 @@ pub fn job_done_from_event(event: &serde_json::Value) -> Result<Option<JobDone>,
     let job_id = d.parameters.get("job_id").cloned().unwrap_or(d.job_name);
     let state = match d.status.as_str() {
         "SUCCEEDED" => QueueState::Succeeded,
-        "FAILED" => QueueState::Failed {
-            reason: d.status_reason.unwrap_or_else(|| "batch job failed".into()),
-            exit_code: d.container.and_then(|c| c.exit_code),
-        },
+        "FAILED" => failed_state(d.status_reason.as_deref(), d.container.and_then(|c| c.exit_code)),
         _ => return Ok(None),
     };
     Ok(Some(JobDone { job_id, state }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_timeout_is_the_paid_budget_at_least_batchs_minimum() {
+        let mut spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "job_id": "j-1", "model_prefix": "models/m", "private_prefix": "jobs/j-1/private",
+            "public_prefix": "jobs/j-1/public",
+            "params": {"kind": "infer", "prompts": ["hi"], "max_new_tokens": 1}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(attempt_duration_seconds(&spec), None);
+        let budget = |s| posthuman_types::Budget { max_seconds: s, ..Default::default() };
+        spec.budget = Some(budget(5));
+        assert_eq!(attempt_duration_seconds(&spec), Some(60));
+        spec.budget = Some(budget(3600));
+        assert_eq!(attempt_duration_seconds(&spec), Some(3600));
+        spec.budget = Some(budget(u64::MAX));
+        assert_eq!(attempt_duration_seconds(&spec), Some(i32::MAX));
+    }
 }

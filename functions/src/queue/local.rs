@@ -7,6 +7,17 @@
 //! the hook returned, so a crash in between redelivers it on the next start (the hook is
 //! idempotent by contract).
 //!
+//! Retries: a failure is classified by [`posthuman_types::exit::classify`]. One caused by the
+//! buyer's input (a bad dataset, a hyperparameter out of range) fails the same way every time,
+//! so it is never retried; neither is a run past the paid wall-clock budget. Anything else (a
+//! crash, a signal, the store down) is retried until [`LocalQueueConfig::max_attempts`] runs
+//! have failed, then the job fails with the last reason and the attempt count: a poison job
+//! neither runs forever nor blocks a slot. Only the final outcome is delivered.
+//!
+//! Wall-clock budget: a spec with `budget.max_seconds` is killed when one run passes it and
+//! fails with [`posthuman_types::exit::WALL_CLOCK_EXCEEDED`] (the operator quoted that budget,
+//! so the completion releases the order).
+//!
 //! Restart semantics: a finished job is never started again and a queued one is started once
 //! it gets a slot. A job that was `running` when the server stopped was interrupted (children
 //! are killed on shutdown, and by the kernel via `PR_SET_PDEATHSIG` if the server crashes), so
@@ -19,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use posthuman_types::JobSpec;
+use posthuman_types::exit::{self, FailureClass};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -44,7 +56,12 @@ pub struct LocalQueueConfig {
     pub worker: WorkerCommand,
     /// Jobs running at once (≥ 1).
     pub concurrency: usize,
+    /// Runs of one job before a retryable failure is final (≥ 1; see the module docs).
+    pub max_attempts: u32,
 }
+
+/// The attempt bound the embedded server uses: a transient failure gets two more runs.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// See the module docs.
 #[derive(Clone, Debug)]
@@ -91,6 +108,9 @@ impl LocalQueue {
     pub fn open(cfg: LocalQueueConfig) -> Result<Self, QueueError> {
         if cfg.concurrency == 0 {
             return Err(QueueError::Backend("concurrency must be at least 1".into()));
+        }
+        if cfg.max_attempts == 0 {
+            return Err(QueueError::Backend("max_attempts must be at least 1".into()));
         }
         std::fs::create_dir_all(cfg.work_dir.join("specs")).map_err(backend)?;
         std::fs::create_dir_all(cfg.work_dir.join("logs")).map_err(backend)?;
@@ -199,10 +219,10 @@ impl Inner {
                 _ = stop.changed() => return,
             };
             match self.claim_next().await {
-                Ok(Some((job_id, spec))) => {
+                Ok(Some((job_id, spec, attempt))) => {
                     let me = self.clone();
                     tokio::spawn(async move {
-                        let done = me.run_job(job_id, spec).await;
+                        let done = me.run_job(job_id, spec, attempt).await;
                         // Free the slot before the hook runs: delivery may be slow (chain
                         // transactions) and must not hold back other jobs or shutdown.
                         drop(permit);
@@ -228,17 +248,18 @@ impl Inner {
         }
     }
 
-    /// Atomically moves the oldest queued job to `running`.
-    async fn claim_next(&self) -> Result<Option<(String, String)>, QueueError> {
+    /// Atomically moves the oldest queued job to `running`; its spec and which attempt this is.
+    async fn claim_next(&self) -> Result<Option<(String, String, u32)>, QueueError> {
         self.db(|c| {
-            let next: Option<(String, String)> = c
+            let next: Option<(String, String, u32)> = c
                 .query_row(
-                    "SELECT job_id, spec FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1",
+                    "SELECT job_id, spec, attempts + 1 FROM jobs WHERE state = 'queued'
+                     ORDER BY seq LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            if let Some((id, _)) = &next {
+            if let Some((id, _, _)) = &next {
                 c.execute(
                     "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE job_id = ?1",
                     params![id],
@@ -249,28 +270,40 @@ impl Inner {
         .await
     }
 
-    /// Runs one claimed job and records its end; the completion to deliver, if it ended.
-    async fn run_job(&self, job_id: String, spec: String) -> Option<JobDone> {
+    /// Runs one claimed job (its `attempt`-th run) and records its end; the completion to
+    /// deliver, if it ended (not when it was interrupted or goes back for another attempt).
+    async fn run_job(&self, job_id: String, spec: String, attempt: u32) -> Option<JobDone> {
         let outcome = self.spawn_and_wait(&job_id, &spec).await;
         let state = match outcome {
             Ok(Some(state)) => state,
-            // Interrupted by shutdown: back to the queue, resumed on the next start.
+            // Interrupted by shutdown: back to the queue, resumed on the next start. The run
+            // was not the job's fault, so it does not count as an attempt.
             Ok(None) => {
-                let id = job_id.clone();
-                let r = self
-                    .db(move |c| {
-                        c.execute("UPDATE jobs SET state = 'queued' WHERE job_id = ?1", params![id])
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(%job_id, error = %e, "cannot requeue interrupted job");
-                }
+                self.requeue(&job_id, "attempts = attempts - 1").await;
                 return None;
             }
             Err(e) => QueueState::Failed {
                 reason: format!("worker could not start: {e}"),
                 exit_code: None,
             },
+        };
+        let state = match state {
+            QueueState::Failed { reason, exit_code } => {
+                let retryable = exit::classify(exit_code) == FailureClass::Retryable;
+                if retryable && attempt < self.cfg.max_attempts {
+                    tracing::warn!(%job_id, attempt, %reason, "job failed; running it again");
+                    self.requeue(&job_id, "attempts = attempts").await;
+                    self.wake.notify_one();
+                    return None;
+                }
+                let reason = if retryable {
+                    format!("{reason} (gave up after {attempt} attempts)")
+                } else {
+                    reason
+                };
+                QueueState::Failed { reason, exit_code }
+            }
+            other => other,
         };
         let (name, reason, code) = match &state {
             QueueState::Succeeded => ("succeeded", None, None),
@@ -295,7 +328,26 @@ impl Inner {
         Some(JobDone { job_id, state })
     }
 
-    /// Runs the worker; `Ok(None)` when it was stopped by shutdown.
+    /// Puts a claimed job back in the queue, applying `attempts_update` (an SQL assignment).
+    async fn requeue(&self, job_id: &str, attempts_update: &'static str) {
+        let id = job_id.to_string();
+        let r = self
+            .db(move |c| {
+                c.execute(
+                    &format!(
+                        "UPDATE jobs SET state = 'queued', {attempts_update} WHERE job_id = ?1"
+                    ),
+                    params![id],
+                )
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(%job_id, error = %e, "cannot requeue a job");
+        }
+    }
+
+    /// Runs the worker; `Ok(None)` when it was stopped by shutdown. A run past the spec's
+    /// paid wall-clock budget is killed and fails with [`exit::WALL_CLOCK_EXCEEDED`].
     async fn spawn_and_wait(
         &self,
         job_id: &str,
@@ -317,6 +369,18 @@ impl Inner {
             .stderr(log)
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
+        // The spec was validated and serialized by `submit`; an unparsable one has no budget
+        // to enforce, and the worker refuses it anyway.
+        let budget_s = serde_json::from_str::<JobSpec>(spec)
+            .ok()
+            .and_then(|s| s.budget)
+            .map(|b| b.max_seconds);
+        let over_budget = async {
+            match budget_s {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
         let mut child = cmd.spawn()?;
         let mut stop = self.stop.subscribe();
         tokio::select! {
@@ -335,6 +399,15 @@ impl Inner {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => {
                 let _ = child.kill().await;
                 Ok(None)
+            }
+            _ = over_budget => {
+                let _ = child.kill().await;
+                let s = budget_s.unwrap_or_default();
+                tracing::warn!(%job_id, budget_s = s, "job exceeded its wall-clock budget; killed");
+                Ok(Some(QueueState::Failed {
+                    reason: format!("the job exceeded its paid wall-clock budget of {s} s and was stopped"),
+                    exit_code: Some(exit::WALL_CLOCK_EXCEEDED),
+                }))
             }
         }
     }

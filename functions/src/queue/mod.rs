@@ -23,7 +23,7 @@ use posthuman_types::{JobSpec, SpecError};
 use serde::{Deserialize, Serialize};
 
 pub use batch::{BatchQueue, BatchQueueConfig};
-pub use local::{LocalQueue, LocalQueueConfig, WorkerCommand};
+pub use local::{DEFAULT_MAX_ATTEMPTS, LocalQueue, LocalQueueConfig, WorkerCommand};
 
 /// Where the handlers put a job's spec for the worker to read.
 pub fn spec_key(job_id: &str) -> String {

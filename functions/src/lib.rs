@@ -9,12 +9,14 @@
 //! - [`queue`]: the `JobQueue` boundary — local child processes (SQLite state) / AWS Batch.
 //! - [`catalogue`]: the state-store boundary — SQLite / JSON objects in S3 (conditional
 //!   writes) — for models, jobs, the used-order ledger and request nonces.
-//! - [`auth`]: EIP-191 signed requests, nonces, expiry.
+//! - [`auth`]: EIP-712 signed requests bound to the deployment, nonces, expiry.
 //! - [`deps`]: the [`deps::Deps`] every handler borrows, limits and API configuration.
 //! - [`handlers`]: plain async fns (publish, catalogue, quote, submit, status, result,
 //!   completion).
 //! - [`error`]: [`error::ApiError`], translated once into status + JSON.
 //! - [`api`]: the one axum router (embedded server and `lambda_http`) and its OpenAPI file.
+//! - [`prune`]: checkpoint retention — a finished train job's checkpoints are pruned after
+//!   the operator's audit window.
 //! - [`server`]: the embedded default, [`server::serve`] (anvil, local queue, filesystem
 //!   store, SPA files).
 //! - [`aws`]: wiring the same handlers to S3, Batch and a remote chain for Lambda.
@@ -26,5 +28,6 @@ pub mod catalogue;
 pub mod deps;
 pub mod error;
 pub mod handlers;
+pub mod prune;
 pub mod queue;
 pub mod server;

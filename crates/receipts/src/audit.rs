@@ -447,3 +447,24 @@ fn report(plan: &AuditPlan, results: Vec<SegmentResult>) -> AuditReport {
         cost_ratio: plan.cost_ratio,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthuman_types::job::limits::MAX_CHECKPOINTS;
+
+    /// Issue 13 §3: at the most checkpoints a train job may commit
+    /// ([`MAX_CHECKPOINTS`]), the default policy still re-runs at most 5% of the training
+    /// steps, and more than the final segment alone.
+    #[test]
+    fn the_default_policy_costs_at_most_5_percent_at_the_checkpoint_bound() {
+        let n = MAX_CHECKPOINTS as usize;
+        for every in [1u32, 7, 1000] {
+            let steps = MAX_CHECKPOINTS * every;
+            let picks = pick_segments(n, steps, every, None, &AuditPolicy::default());
+            let rerun = picks.len() as u64 * u64::from(every);
+            assert!(rerun * 20 <= u64::from(steps), "{rerun} of {steps} steps re-run");
+            assert!(picks.len() > 1, "only {} segment(s) audited", picks.len());
+        }
+    }
+}

@@ -51,6 +51,20 @@ pub async fn audit_job(
     let JobParams::Train(p) = &spec.params else {
         return Err(CliError::Usage(format!("job {job_id} is not a train job: nothing to audit")));
     };
+    // Past the operator's audit window the checkpoints are gone: say so, with the dates,
+    // rather than failing on the first missing object.
+    let marker = posthuman_functions::prune::pruned_marker_key(&spec.private_prefix);
+    if store.head(&marker).await.map_err(io)?.is_some() {
+        let b = store.get(&marker, 1 << 16).await.map_err(io)?;
+        let m: posthuman_functions::prune::PrunedMarker =
+            serde_json::from_slice(&b).map_err(fail)?;
+        return Err(CliError::Unavailable(format!(
+            "job {job_id}'s checkpoints were pruned at {} (unix s), past the operator's audit \
+             window of {} s after the job finished at {}; the receipt still verifies, but no \
+             segment can be replayed",
+            m.pruned_at, m.audit_window_secs, m.finished_at
+        )));
+    }
     let public = |name: &str| format!("{}/{name}", spec.public_prefix);
     let signed: SignedReceipt =
         serde_json::from_slice(&store.get(&public("receipt.json"), 1 << 20).await.map_err(io)?)
@@ -148,4 +162,51 @@ async fn replay_segment(
         store.delete(&k).await.map_err(io)?;
     }
     Ok(Replay { start_hash, start_optimizer, end_hash: end.weights, end_optimizer: end.optimizer })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use posthuman_functions::prune::{PrunedMarker, pruned_marker_key};
+    use posthuman_store::LocalStore;
+
+    /// Issue 13 §3: after the operator's audit window the checkpoints are pruned; an audit
+    /// then says so (and when), instead of failing on a missing object.
+    #[tokio::test]
+    async fn an_audit_after_the_window_says_the_checkpoints_were_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let spec = JobSpec {
+            job_id: "job-old".into(),
+            model_prefix: "models/m1".into(),
+            dataset_key: Some("jobs/job-old/dataset.txt".into()),
+            private_prefix: "jobs/job-old/private".into(),
+            public_prefix: "jobs/job-old/public".into(),
+            params: JobParams::Train(TrainParams::new(20, 3e-4, 4, 32)),
+            budget: None,
+        };
+        store
+            .put(&spec_key("job-old"), Bytes::from(serde_json::to_vec(&spec).unwrap()))
+            .await
+            .unwrap();
+        let marker = PrunedMarker {
+            job_id: "job-old".into(),
+            finished_at: 1_000,
+            pruned_at: 1_000 + 86_400,
+            audit_window_secs: 86_400,
+        };
+        let key = pruned_marker_key(&spec.private_prefix);
+        store.put(&key, Bytes::from(serde_json::to_vec(&marker).unwrap())).await.unwrap();
+        let zero = alloy::primitives::Address::ZERO;
+        let domain = ReceiptDomain::new(31337, zero);
+        let err =
+            audit_job(&store, "job-old", zero, &domain, &AuditPolicy::default()).await.unwrap_err();
+        match err {
+            CliError::Unavailable(msg) => {
+                assert!(msg.contains("pruned") && msg.contains("86400"), "{msg}");
+            }
+            other => panic!("not a clear 'pruned' answer: {other:?}"),
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "model.safetensors";
 pub const TOKENIZER: &str = "tokenizer.json";
 pub const COMPLETE: &str = "_COMPLETE";
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// `<prefix>/<name>`, or `name` alone for the store root.
 pub fn join(prefix: &str, name: &str) -> String {

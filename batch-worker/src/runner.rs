@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::WorkerConfig;
 use crate::data;
 use crate::error::{ErrorReport, WorkerError};
-use crate::model_io::{COMPLETE, CONFIG, TOKENIZER, WEIGHTS, join, remove_written};
+use crate::model_io::{
+    COMPLETE, CONFIG, MAX_CONFIG_BYTES, TOKENIZER, WEIGHTS, join, remove_written,
+};
 use crate::{evaluate, infer, train};
 
 /// Largest job spec accepted.
@@ -154,6 +156,44 @@ pub async fn fetch_spec(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, W
     }
 }
 
+/// Refuses a spec that needs more than its fee paid for, before any work: the worker's own
+/// estimate (the API's very formula, `posthuman_types::pricing::estimate`) from the real
+/// `config.json` and the dataset's real length. A spec altered on its way through the queue,
+/// or a dataset swapped in the store, cannot buy more compute than the buyer paid for.
+async fn check_budget(
+    store: &dyn ObjectStore,
+    wc: &WorkerConfig,
+    spec: &JobSpec,
+    paid: &posthuman_types::Budget,
+) -> Result<(), WorkerError> {
+    let config = store.get(&join(&spec.model_prefix, CONFIG), MAX_CONFIG_BYTES).await.map_err(
+        |e| match e {
+            StoreError::NotFound { .. } => WorkerError::BadWeights("config.json is missing".into()),
+            other => other.into(),
+        },
+    )?;
+    let cfg = crate::model_io::parse_config(&config)?;
+    let dataset_bytes = match &spec.dataset_key {
+        Some(key) => {
+            let size = store
+                .head(key)
+                .await?
+                .ok_or_else(|| WorkerError::BadDataset("the dataset does not exist".into()))?;
+            if size > wc.max_dataset_bytes {
+                return Err(WorkerError::DatasetTooLarge { size, limit: wc.max_dataset_bytes });
+            }
+            size
+        }
+        None => 0,
+    };
+    let need = posthuman_types::pricing::estimate(&spec.params, &cfg.shape(), dataset_bytes)
+        .map_err(WorkerError::from_spec)?;
+    match need.exceeds(paid) {
+        Some((field, need, paid)) => Err(WorkerError::OverBudget { field, need, paid }),
+        None => Ok(()),
+    }
+}
+
 /// Runs an already validated spec.
 pub async fn run_spec(
     store: &dyn ObjectStore,
@@ -162,6 +202,9 @@ pub async fn run_spec(
 ) -> Result<JobOutcome, WorkerError> {
     if wc.require_gpu && crate::device::compute().is_cpu() {
         return Err(WorkerError::NoGpu);
+    }
+    if let Some(paid) = &spec.budget {
+        check_budget(store, wc, spec, paid).await?;
     }
     // An error report or run record from an earlier attempt must not outlive a retry.
     store.delete(&join(&spec.public_prefix, ERROR)).await?;

@@ -33,10 +33,12 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/health", get(health)),
         (Method::GET, "/api/openapi.json", get(openapi)),
         (Method::GET, "/api/chain", get(chain_info)),
+        (Method::GET, "/api/pricing", get(pricing)),
         (Method::GET, "/api/models", get(list_models)),
         (Method::POST, "/api/models", post(publish_model)),
         (Method::GET, "/api/models/{nft}", get(get_model)),
-        (Method::GET, "/api/models/{nft}/quote", get(quote)),
+        (Method::GET, "/api/models/{nft}/quote", get(quote_default)),
+        (Method::POST, "/api/models/{nft}/quote", post(quote)),
         (Method::POST, "/api/jobs", post(submit_job)),
         (Method::GET, "/api/jobs", get(list_jobs)),
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
@@ -81,6 +83,10 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn chain_info(State(d): State<Shared>) -> Json<models::ChainInfo> {
     Json(models::chain_info(&d))
+}
+
+async fn pricing(State(d): State<Shared>) -> Json<crate::handlers::pricing::PricingView> {
+    Json(crate::handlers::pricing::pricing_view(&d))
 }
 
 async fn openapi() -> Response {
@@ -207,14 +213,26 @@ fn parse_kind(s: Option<&str>) -> Result<JobKind, ApiError> {
     }
 }
 
-async fn quote(
+async fn quote_default(
     State(d): State<Shared>,
     Path(nft): Path<String>,
     q: Result<Query<QuoteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<models::Quote>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let kind = parse_kind(q.kind.as_deref())?;
-    Ok(Json(models::quote(&d, &nft, kind).await?))
+    Ok(Json(models::quote_default(&d, &nft, kind).await?))
+}
+
+async fn quote(
+    State(d): State<Shared>,
+    Path(nft): Path<String>,
+    body: Result<
+        Json<crate::handlers::pricing::QuoteTerms>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Json<models::Quote>, ApiError> {
+    let Json(terms) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    Ok(Json(models::quote(&d, &nft, terms).await?))
 }
 
 async fn submit_job(
@@ -260,10 +278,13 @@ async fn job_status(
     Ok(Json(jobs::job_status(&d, &id).await?))
 }
 
-/// Header carrying the buyer's signature over `auth::read_message`.
+/// Header carrying the buyer's typed `read-result` signature ([`crate::auth::recover_read`]).
 pub const SIGNATURE_HEADER: &str = "x-posthuman-signature";
 /// Header carrying the expiry that message names.
 pub const EXPIRES_HEADER: &str = "x-posthuman-expires";
+/// Header naming the reader (`0x…`): a signature that does not recover to it (made for
+/// another chain or deployment, or tampered) is a 401; a reader who is not the buyer, a 403.
+pub const READER_HEADER: &str = "x-posthuman-reader";
 
 async fn job_result(
     State(d): State<Shared>,
@@ -281,5 +302,6 @@ async fn job_result(
     let expires: u64 = header(EXPIRES_HEADER)?
         .parse()
         .map_err(|_| ApiError::Unauthorized(format!("{EXPIRES_HEADER} must be unix seconds")))?;
-    Ok(Json(jobs::job_result(&d, &id, &sig, expires).await?))
+    let reader = crate::auth::parse_address(READER_HEADER, &header(READER_HEADER)?)?;
+    Ok(Json(jobs::job_result(&d, &id, reader, &sig, expires).await?))
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_chain::{AddressBook, Chain};
 use posthuman_store::{ObjectStore, S3Config, S3Store};
+use posthuman_types::pricing::{Device, Rates};
 
 use crate::catalogue::ObjectCatalogue;
 use crate::deps::{ApiConfig, Deps};
@@ -28,7 +29,7 @@ pub struct AwsConfig {
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
     /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
-    /// OPERATOR_KEY, AWS_REGION.
+    /// OPERATOR_KEY, RATES, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
         let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -51,6 +52,17 @@ impl AwsConfig {
             operator_key: var("POSTHUMAN_OPERATOR_KEY")?,
             api: ApiConfig {
                 public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
+                // The operator's published rates (JSON of `pricing::Rates`); unset: the defaults,
+                // with wall-clock limits from the Batch GPU's rate.
+                rates: match opt("POSTHUMAN_RATES") {
+                    Some(j) => {
+                        let r: Rates = serde_json::from_str(&j)
+                            .map_err(|e| format!("POSTHUMAN_RATES: {e}"))?;
+                        r.validate().map_err(|e| format!("POSTHUMAN_RATES: {e}"))?;
+                        r
+                    }
+                    None => Rates { runs_on: Device::Gpu, ..Rates::default() },
+                },
                 ..ApiConfig::default()
             },
         })

@@ -66,6 +66,9 @@ pub struct ApiConfig {
     /// operator's own endpoint, which is right for the embedded default but not for a
     /// provider URL carrying an API key.
     pub public_rpc_url: Option<String>,
+    /// The operator's published rates: every quote's provider fee and budget
+    /// (`GET /api/pricing`).
+    pub rates: posthuman_types::pricing::Rates,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +79,7 @@ impl Default for ApiConfig {
             publishers: vec![],
             worker_version: format!("posthuman-worker {}", env!("CARGO_PKG_VERSION")),
             public_rpc_url: None,
+            rates: posthuman_types::pricing::Rates::default(),
         }
     }
 }

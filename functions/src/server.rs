@@ -24,7 +24,9 @@ use posthuman_store::{LocalStore, ObjectStore};
 use crate::catalogue::SqliteCatalogue;
 use crate::deps::{ApiConfig, Deps};
 use crate::handlers::complete::on_job_done;
-use crate::queue::{CompletionHook, JobDone, LocalQueue, LocalQueueConfig, WorkerCommand};
+use crate::queue::{
+    CompletionHook, DEFAULT_MAX_ATTEMPTS, JobDone, LocalQueue, LocalQueueConfig, WorkerCommand,
+};
 
 /// Everything the embedded server needs, resolved once by the binary.
 #[derive(Clone, Debug)]
@@ -42,6 +44,9 @@ pub struct ServerConfig {
     /// The operator key file (default `<data>/operator.key`).
     pub operator_key_file: Option<PathBuf>,
     pub api: ApiConfig,
+    /// Seconds a finished train job's checkpoints are kept for audits before they are pruned
+    /// ([`crate::prune`]).
+    pub audit_window_secs: u64,
 }
 
 impl ServerConfig {
@@ -55,6 +60,7 @@ impl ServerConfig {
             static_dir: None,
             operator_key_file: None,
             api: ApiConfig::default(),
+            audit_window_secs: crate::prune::DEFAULT_AUDIT_WINDOW_SECS,
         }
     }
 }
@@ -170,6 +176,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
         store_root,
         worker: cfg.worker.clone(),
         concurrency: cfg.concurrency,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
     })?;
     let deps = Arc::new(Deps {
         store,
@@ -246,7 +253,9 @@ pub async fn serve(
         crate::api::router(embedded.deps.clone(), cfg.static_dir.as_deref().filter(|p| p.is_dir()));
     let addr = listener.local_addr().map_err(|e| ServerError::Http(e.to_string()))?;
     tracing::info!(%addr, rpc = %embedded.rpc_url, "posthuman embedded server listening");
+    let pruner = crate::prune::spawn_periodic(embedded.deps.clone(), cfg.audit_window_secs);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    pruner.abort();
     embedded.queue.shutdown().await;
     embedded.anvil.stop();
     served.map_err(|e| ServerError::Http(e.to_string()))

@@ -58,12 +58,18 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
     env.buy(&bob, &model, 5).await;
     env.buy(&carol, &model, 2).await;
     let data = b"some training text for a tiny model, repeated. ".repeat(20);
-    let bob_order = env.order(&nft, "train", &bob, bob.address()).await;
-    let carol_order = env.order(&nft, "train", &carol, carol.address()).await;
+    let bob_order = env.order(&nft, &train(1e-3), data.len(), &bob, bob.address()).await;
+    let carol_order = env.order(&nft, &train(1e-3), data.len(), &carol, carol.address()).await;
     let dt = model["datatoken"].as_str().unwrap().to_string();
     let expired = env.fee_expiring_at(now() - 10);
     let expired_order = env.order_with_fee(&dt, 0, &bob, bob.address(), &expired).await;
-    let infer_order = env.order(&nft, "infer", &bob, bob.address()).await;
+    let infer = posthuman_types::InferParams {
+        prompts: vec!["hi".into()],
+        max_new_tokens: 4,
+        sampling: Default::default(),
+        stop: vec![],
+    };
+    let infer_order = env.order(&nft, &JobParams::Infer(infer), 0, &bob, bob.address()).await;
 
     let mut n = 0;
     let mut nonce = || {

@@ -68,11 +68,12 @@ async fn publish_train_derive_reward_infer_evaluate() {
     // Bob buys datatokens on the exchange, orders a train job and submits it.
     let bob = env.wallet(100).await;
     env.buy(&bob, &m1, 3).await;
-    let order = env.order(&m1_nft, "train", &bob, bob.address()).await;
     let data = corpus().into_bytes();
     let mut t = TrainParams::new(6, 3e-3, 2, 16);
     t.checkpoint_every = 2;
     t.seed = 3;
+    let order =
+        env.order(&m1_nft, &JobParams::Train(t.clone()), data.len(), &bob, bob.address()).await;
     let req =
         job_request(&m1_nft, &order, bob.address(), &JobParams::Train(t), Some(&data), "train-1");
     let (st, sub) = submit(&env, &bob, &req, Some(&data)).await;
@@ -124,13 +125,13 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert_eq!(env.get("/api/models").await.1.as_array().unwrap().len(), 2);
 
     // Bob pays M2 datatokens (his reward) for inference on M2.
-    let order = env.order(&m2_nft, "infer", &bob, bob.address()).await;
     let infer = JobParams::Infer(InferParams {
         prompts: vec!["The quick brown".into()],
         max_new_tokens: 8,
         sampling: Sampling::default(),
         stop: vec![],
     });
+    let order = env.order(&m2_nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&m2_nft, &order, bob.address(), &infer, None, "infer-1");
     let (st, sub) = submit(&env, &bob, &req, None).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
@@ -141,26 +142,34 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert!(res["completions"].to_string().contains("The quick brown"), "{res}");
 
     // An evaluate job that the worker refuses (dataset shorter than one window) fails with
-    // its reason and releases the order; the same order then pays for a good retry.
-    let order = env.order(&m2_nft, "evaluate", &bob, bob.address()).await;
+    // its reason. The failure is the buyer's input, so the order is consumed (the same request
+    // would fail the same way, and the compute was spent): it pays for no retry, and a good
+    // run needs a new order. (A failure that is not the buyer's releases it: completion.rs.)
     let eval = JobParams::Evaluate(EvalParams {
         context_len: 16,
         stride: 8,
         max_tokens: 0,
         baseline: None,
     });
+    // Quoted for the longer dataset: the fee pays for any dataset up to it.
+    let order = env.order(&m2_nft, &eval, corpus().len(), &bob, bob.address()).await;
     let tiny = b"x".to_vec();
     let req = job_request(&m2_nft, &order, bob.address(), &eval, Some(&tiny), "eval-1");
     let (st, sub) = submit(&env, &bob, &req, Some(&tiny)).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let failed = wait_done(&env, sub["job_id"].as_str().unwrap(), &mut saw_progress).await;
     assert_eq!(failed["state"], "failed", "{failed}");
-    assert_eq!(failed["order_reusable"], true, "{failed}");
+    assert_eq!(failed["order_reusable"], false, "{failed}");
+    assert_eq!(failed["exit_code"], posthuman_types::exit::BAD_DATASET, "{failed}");
     assert!(!failed["reason"].as_str().unwrap().is_empty());
     let eval_data = corpus().into_bytes();
     let req = job_request(&m2_nft, &order, bob.address(), &eval, Some(&eval_data), "eval-2");
     let (st, sub) = submit(&env, &bob, &req, Some(&eval_data)).await;
-    assert_eq!(st, StatusCode::ACCEPTED, "retry with the released order: {sub}");
+    assert_eq!(st, StatusCode::CONFLICT, "a consumed order paid again: {sub}");
+    let order = env.order(&m2_nft, &eval, eval_data.len(), &bob, bob.address()).await;
+    let req = job_request(&m2_nft, &order, bob.address(), &eval, Some(&eval_data), "eval-3");
+    let (st, sub) = submit(&env, &bob, &req, Some(&eval_data)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "a new order: {sub}");
     let eval_id = sub["job_id"].as_str().unwrap().to_string();
     let done = wait_done(&env, &eval_id, &mut saw_progress).await;
     assert_eq!(done["state"], "succeeded", "{done}");

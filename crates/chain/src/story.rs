@@ -159,7 +159,6 @@ pub async fn story(cfg: &StoryConfig) -> Result<StorySummary, ChainError> {
         datatoken: m.datatoken,
         service_index: 0,
         consumer: b,
-        now,
         job_id: job_id.into(),
     };
     let verdict = chain.verify_order(&q, &spent).await?;

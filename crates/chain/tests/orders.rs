@@ -18,6 +18,8 @@ use proptest::test_runner::{Config, TestRunner};
 
 const NOW: u64 = 1_800_000_000;
 const VALID_UNTIL: u64 = NOW + 3600;
+/// A validUntil before any block of the test chain.
+const LONG_AGO: u64 = 1_000_000_000;
 
 /// A chain with two models and one transaction of each kind the check must tell apart.
 struct Fixture {
@@ -54,7 +56,7 @@ async fn fixture(seed: u64) -> Fixture {
         sign_provider_fee(&stranger, c.book().ocean, U256::ZERO, VALID_UNTIL, Bytes::new())
             .unwrap();
     let other_key = c.start_order(bob, m1.datatoken, bob, 0, &foreign).await.unwrap().tx_hash;
-    let old = c.sign_provider_fee(NOW - 1, Bytes::new()).unwrap();
+    let old = c.sign_provider_fee(LONG_AGO, Bytes::new()).unwrap();
     let expired = c.start_order(bob, m1.datatoken, bob, 0, &old).await.unwrap().tx_hash;
     let for_carol = c.start_order(bob, m1.datatoken, carol, 0, &fee).await.unwrap().tx_hash;
     let service1 = c.start_order(bob, m1.datatoken, bob, 1, &fee).await.unwrap().tx_hash;
@@ -84,7 +86,6 @@ impl Fixture {
             datatoken: self.dt1,
             service_index: 0,
             consumer: self.bob,
-            now: NOW,
             job_id: "job-a".into(),
         }
     }
@@ -148,13 +149,8 @@ async fn each_rejection_has_its_own_reason() {
         f.rejection(&f.query(f.other_key)).await,
         Rejection::ProviderFeeNotOurs { .. }
     ));
-    // Expired fee (and the good order's fee once `now` passes validUntil).
+    // A fee that had expired when the order was placed.
     assert!(matches!(f.rejection(&f.query(f.expired)).await, Rejection::ProviderFeeExpired { .. }));
-    let mut q = f.query(f.good);
-    q.now = VALID_UNTIL + 1;
-    assert!(matches!(f.rejection(&q).await, Rejection::ProviderFeeExpired { .. }));
-    q.now = VALID_UNTIL;
-    assert!(f.verdict(&q).await.is_accepted(), "validUntil itself is still valid");
 
     // Reused order: claimed by job-a, refused for job-b, idempotent for job-a, and free
     // again after job-a releases it.
@@ -197,7 +193,6 @@ struct Variant {
     datatoken: u8,
     service: u64,
     consumer: u8,
-    late: bool,
     pre_claimed: bool,
     random: [u8; 20],
 }
@@ -212,22 +207,11 @@ fn variant() -> impl Strategy<Value = Variant> {
         prop_oneof![6 => Just(0u64), 1 => Just(1u64), 1 => any::<u64>()],
         prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
         prop::bool::weighted(0.15),
-        prop::bool::weighted(0.15),
         any::<[u8; 20]>(),
     )
-        .prop_map(
-            |(tx, mangle, flip, datatoken, service, consumer, late, pre_claimed, random)| Variant {
-                tx,
-                mangle,
-                flip,
-                datatoken,
-                service,
-                consumer,
-                late,
-                pre_claimed,
-                random,
-            },
-        )
+        .prop_map(|(tx, mangle, flip, datatoken, service, consumer, pre_claimed, random)| {
+            Variant { tx, mangle, flip, datatoken, service, consumer, pre_claimed, random }
+        })
 }
 
 #[test]
@@ -264,11 +248,8 @@ fn random_invalid_variants_are_never_accepted() {
                 1 => f.carol,
                 _ => Address::from(v.random),
             };
-            if v.late {
-                q.now = VALID_UNTIL + 1 + u64::from(v.random[0]);
-            }
             // What each fixture transaction is: (datatoken, service, consumer, fee ours and
-            // unexpired at NOW); the transfer is no order at all.
+            // unexpired when ordered); the transfer is no order at all.
             let facts = [
                 Some((f.dt1, 0, f.bob, true)),
                 Some((f.dt1, 0, f.bob, false)),
@@ -285,7 +266,6 @@ fn random_invalid_variants_are_never_accepted() {
                         && q.consumer == consumer
                         && fee_ok
                 })
-                && !v.late
                 && !(v.pre_claimed && v.tx == 0);
             let spent = MemorySpentOrders::new();
             let verdict = rt.block_on(async {
@@ -331,4 +311,32 @@ fn random_invalid_variants_are_never_accepted() {
     ] {
         assert!(tally.contains_key(reason), "no variant hit {reason}: {tally:?}");
     }
+}
+
+/// validUntil is judged at the order's block time: an order placed while its fee was valid
+/// still verifies once the chain's clock has passed validUntil (a retry after a failure that
+/// was not the buyer's), and one placed after it never does.
+#[tokio::test]
+async fn a_fee_is_judged_when_the_order_was_placed() {
+    let f = fixture(12).await;
+    let c = &f.e.chain;
+    async fn head(c: &posthuman_chain::Chain) -> u64 {
+        use posthuman_chain::alloy::providers::Provider;
+        let n = c.provider().get_block_number().await.unwrap();
+        c.provider().get_block_by_number(n.into()).await.unwrap().unwrap().header.timestamp
+    }
+    let t0 = head(c).await;
+    let fee = c.sign_provider_fee(t0 + 60, Bytes::from_static(b"soon")).unwrap();
+    let in_time = c.start_order(f.bob, f.dt1, f.bob, 0, &fee).await.unwrap().tx_hash;
+    c.provider().anvil_increase_time(3600).await.unwrap();
+    c.provider().anvil_mine(Some(1), None).await.unwrap();
+    assert!(head(c).await > t0 + 60);
+    let v = f.verdict(&f.query(in_time)).await;
+    let OrderVerdict::Accepted(ok) = v else {
+        panic!("an order placed in time was refused: {v:?}")
+    };
+    assert!(ok.ordered_at <= t0 + 60);
+    assert_eq!(ok.valid_until, U256::from(t0 + 60));
+    let too_late = c.start_order(f.bob, f.dt1, f.bob, 0, &fee).await.unwrap().tx_hash;
+    assert!(matches!(f.rejection(&f.query(too_late)).await, Rejection::ProviderFeeExpired { .. }));
 }

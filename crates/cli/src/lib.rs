@@ -35,6 +35,8 @@ pub struct Config {
     pub rpc: Option<String>,
     pub wallet: WalletSource,
     pub json: bool,
+    /// Accept quotes without asking (`--yes`).
+    pub yes: bool,
 }
 
 impl Config {
@@ -49,7 +51,7 @@ impl Config {
                 password_env: g.password_env.clone(),
             },
         };
-        Config { api: g.api.clone(), rpc: g.rpc.clone(), wallet, json: g.json }
+        Config { api: g.api.clone(), rpc: g.rpc.clone(), wallet, json: g.json, yes: g.yes }
     }
 }
 

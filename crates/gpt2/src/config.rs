@@ -167,6 +167,19 @@ impl Config {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
 
+    /// The shape pricing needs (`posthuman_types::pricing`): the API quotes with it and the
+    /// worker re-estimates a paid spec with it, from the same `config.json`.
+    pub fn shape(&self) -> posthuman_types::pricing::ModelShape {
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        posthuman_types::pricing::ModelShape {
+            parameters: self.num_params() as u64,
+            n_layer: n(self.n_layer),
+            n_embd: n(self.n_embd),
+            vocab_size: n(self.vocab_size),
+            n_positions: n(self.n_positions),
+        }
+    }
+
     /// Number of scalar parameters (tied lm_head counted once).
     pub fn num_params(&self) -> usize {
         let (c, f) = (self.n_embd, self.inner_dim());

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{B256, U256};
 use alloy::providers::ext::AnvilApi;
-use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use posthuman_chain::{Chain, ProviderFee};
+use posthuman_functions::handlers::pricing::QuoteTerms;
 use posthuman_functions::handlers::{jobs, models};
 use posthuman_functions::server::{ServerConfig, start};
-use posthuman_types::{JobKind, JobParams, RewardScheme, TrainParams};
+use posthuman_types::{JobParams, RewardScheme, TrainParams};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -137,7 +137,12 @@ async fn run(args: Args) -> Result<()> {
             "price": (2 * WEI).to_string(), "reward_scheme": scheme, "weights_sha256": sha(&f.weights),
             "nonce": format!("pub-{i}"), "expires_at": now() + 600,
         }))?;
-        let signature = op_key.sign_message_sync(&req)?.to_string();
+        let domain = posthuman_functions::auth::domain(&deps);
+        let signature = posthuman_receipts::request::SignableRequest::of_json_body(
+            posthuman_receipts::request::PUBLISH_MODEL,
+            &req,
+        )?
+        .sign(&domain, &op_key)?;
         let up = models::PublishUpload {
             request: Bytes::from(req),
             signature,
@@ -192,9 +197,17 @@ async fn run(args: Args) -> Result<()> {
     let data = "The quick brown fox jumps over the lazy dog. ".repeat(200).into_bytes();
     let store_root = dir.path().join("data/store");
     let mut rows = Vec::new();
+    let mut quotes = Vec::new();
     for i in 0..args.submits {
-        let q =
-            models::quote(&deps, &nft, JobKind::Train).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut t = TrainParams::new(3, 1e-3, 2, 32);
+        t.checkpoint_every = 3;
+        let terms =
+            QuoteTerms { params: JobParams::Train(t.clone()), dataset_bytes: data.len() as u64 };
+        // The priced quote: model shape from the store, estimate, price, exchange price,
+        // royalty read and the fee signature.
+        let tq = Instant::now();
+        let q = models::quote(&deps, &nft, terms).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        quotes.push(tq.elapsed().as_secs_f64() * 1e3);
         let f = &q.provider_fee;
         let fee = ProviderFee {
             address: f.provider_fee_address.parse()?,
@@ -207,13 +220,16 @@ async fn run(args: Args) -> Result<()> {
             data: f.provider_data.parse()?,
         };
         let order = chain.start_order(bob.address(), dt.parse()?, bob.address(), 0, &fee).await?;
-        let mut t = TrainParams::new(3, 1e-3, 2, 32);
-        t.checkpoint_every = 3;
         let req = serde_json::to_vec(&serde_json::json!({
             "model": nft, "order_tx": format!("{:#x}", order.tx_hash), "consumer": format!("{:#x}", bob.address()),
             "params": JobParams::Train(t), "dataset_sha256": sha(&data), "nonce": format!("b-{i}"), "expires_at": now() + 600,
         }))?;
-        let signature = bob.sign_message_sync(&req)?.to_string();
+        let domain = posthuman_functions::auth::domain(&deps);
+        let signature = posthuman_receipts::request::SignableRequest::of_json_body(
+            posthuman_receipts::request::SUBMIT_JOB,
+            &req,
+        )?
+        .sign(&domain, &bob)?;
         let up = jobs::JobUpload {
             request: Bytes::from(req),
             signature,
@@ -250,6 +266,15 @@ async fn run(args: Args) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    quotes.sort_by(f64::total_cmp);
+    if !quotes.is_empty() {
+        println!(
+            "\npriced quote (POST /api/models/{{nft}}/quote handler): median {:.2} ms, max {:.2} ms over {} quotes",
+            quotes[quotes.len() / 2],
+            quotes[quotes.len() - 1],
+            quotes.len()
+        );
     }
     println!(
         "\npaid submit -> first training step (embedded default, local queue, tiny GPT-2 2L/64d)"

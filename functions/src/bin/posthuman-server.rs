@@ -33,6 +33,14 @@ struct Args {
     /// The operator key file (created 0600 if absent; default <data-dir>/operator.key).
     #[arg(long, env = "POSTHUMAN_OPERATOR_KEY_FILE")]
     operator_key_file: Option<PathBuf>,
+    /// The operator's published rates (a JSON file of `pricing::Rates`, as `GET /api/pricing`
+    /// shows them); default: the demo rates, wall-clock limits at the CPU's rate.
+    #[arg(long, env = "POSTHUMAN_RATES_FILE")]
+    rates: Option<PathBuf>,
+    /// Seconds a finished train job's checkpoints are kept for `verify --audit` before they
+    /// are pruned (default 30 days; the AWS stack's S3 lifecycle rule uses the same window).
+    #[arg(long, env = "POSTHUMAN_AUDIT_WINDOW_SECS", default_value_t = posthuman_functions::prune::DEFAULT_AUDIT_WINDOW_SECS)]
+    audit_window_secs: u64,
 }
 
 #[tokio::main]
@@ -48,6 +56,12 @@ async fn main() -> anyhow::Result<()> {
     cfg.concurrency = a.concurrency;
     cfg.static_dir = a.static_dir;
     cfg.operator_key_file = a.operator_key_file;
+    if let Some(path) = &a.rates {
+        let rates: posthuman_types::pricing::Rates = serde_json::from_slice(&std::fs::read(path)?)?;
+        rates.validate()?;
+        cfg.api.rates = rates;
+    }
+    cfg.audit_window_secs = a.audit_window_secs;
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     println!("posthuman-server listening on http://{}", listener.local_addr()?);
     serve(cfg, listener, async {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use alloy::primitives::{Address, keccak256};
 use bytes::Bytes;
 use posthuman_chain::{
-    ChainError, Claim, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
+    ChainError, Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
 };
 use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, JobSpec};
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::chain_err;
 use super::models::{find_model, lower};
+use super::pricing::check_fee;
 use super::views::{JobView, SubmittedView};
 use crate::auth;
 use crate::catalogue::{Catalogue, JobPhase, JobRecord, OrderClaim, now_secs};
@@ -93,7 +94,12 @@ fn payment_error(r: &Rejection) -> ApiError {
 /// Every rejection happens before anything is queued; an order is claimed only once all
 /// request checks passed.
 pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, ApiError> {
-    let signer = auth::recover_signer(&up.request, &up.signature)?;
+    let signer = auth::recover_request(
+        &auth::domain(deps),
+        posthuman_receipts::request::SUBMIT_JOB,
+        &up.request,
+        &up.signature,
+    )?;
     let req: JobRequest =
         serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
     let consumer = auth::parse_address("consumer", &req.consumer)?;
@@ -104,7 +110,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     let model = find_model(deps, &req.model).await?;
     let kind = req.params.kind();
     let job_id = job_id_for(&signer, &req.nonce);
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         job_id: job_id.clone(),
         model_prefix: model.storage_prefix.clone(),
         dataset_key: match kind {
@@ -151,14 +157,25 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
         datatoken,
         service_index: service_index(kind),
         consumer,
-        now,
         job_id: job_id.clone(),
     };
-    let spent = CatalogueOrders(deps.catalogue.clone());
-    let order = match deps.chain.verify_order(&query, &spent).await.map_err(chain_err)? {
+    // Verify without claiming first: an order whose fee is not the quote for this job must
+    // stay free for the request it was quoted for.
+    let order = match deps
+        .chain
+        .verify_order(&query, &MemorySpentOrders::new())
+        .await
+        .map_err(chain_err)?
+    {
         OrderVerdict::Accepted(o) => o,
         OrderVerdict::Rejected(r) => return Err(payment_error(&r)),
     };
+    let dataset_len = dataset.as_ref().map_or(0, |d| d.len() as u64);
+    spec.budget = Some(check_fee(deps, &model, &req.params, dataset_len, &order).await?);
+    let spent = CatalogueOrders(deps.catalogue.clone());
+    if let Claim::HeldBy(job) = spent.claim(&order.id, &job_id).await.map_err(chain_err)? {
+        return Err(payment_error(&Rejection::AlreadyUsed { job }));
+    }
 
     // Paid. From here a failure releases the order so the buyer can retry with it.
     let record = JobRecord {
@@ -299,18 +316,19 @@ pub struct JobResult {
     pub report_text: Option<String>,
 }
 
-/// `GET /jobs/{id}/result`: the public outputs, only to the buyer (a signature over
-/// [`auth::read_message`]).
+/// `GET /jobs/{id}/result`: the public outputs, only to the buyer (a typed `read-result`
+/// signature, [`auth::recover_read`]).
 pub async fn job_result(
     deps: &Deps,
     job_id: &str,
+    reader: Address,
     signature: &str,
     expires_at: u64,
 ) -> Result<JobResult, ApiError> {
     auth::check_expiry(expires_at, now_secs())?;
     let j = find_job(deps, job_id).await?;
-    let signer =
-        auth::recover_signer(auth::read_message(&j.job_id, expires_at).as_bytes(), signature)?;
+    let signer = auth::recover_read(&auth::domain(deps), &j.job_id, expires_at, signature)?;
+    auth::require_signer(&reader, &signer)?;
     if lower(signer) != j.consumer {
         return Err(ApiError::Forbidden("only the buyer of a job may read its results".into()));
     }

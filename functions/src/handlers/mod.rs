@@ -1,6 +1,8 @@
 //! The handlers: plain async functions over typed input and borrowed [`Deps`].
 //!
 //! - [`models`]: publish a model, list and get the catalogue, quote a job.
+//! - [`pricing`]: the quote's terms, their binding into the provider fee, the fee check at
+//!   submit, and the published rates.
 //! - [`jobs`]: submit a paid job, its status with live progress, its public results.
 //! - [`complete`]: the completion of a job (local queue callback / Batch event): receipts,
 //!   commit-before-reveal, the derived model and its rewards, or a failure and the order's
@@ -12,6 +14,7 @@
 pub mod complete;
 pub mod jobs;
 pub mod models;
+pub mod pricing;
 pub mod views;
 
 use crate::error::ApiError;
@@ -19,10 +22,8 @@ use crate::error::ApiError;
 /// Maps a chain failure to the API: RPC trouble is transient, the rest is ours.
 pub(crate) fn chain_err(e: posthuman_chain::ChainError) -> ApiError {
     match e {
-        posthuman_chain::ChainError::Rpc(m) => ApiError::Unavailable(format!("chain: {m}")),
-        posthuman_chain::ChainError::SpentStore(m) => {
-            ApiError::Unavailable(format!("order ledger: {m}"))
-        }
+        posthuman_chain::ChainError::Rpc(m) => ApiError::unavailable("chain RPC", m),
+        posthuman_chain::ChainError::SpentStore(m) => ApiError::unavailable("order ledger", m),
         other => ApiError::Internal(other.to_string()),
     }
 }

@@ -1,13 +1,15 @@
 //! Publish a model, read the catalogue, quote a job.
 
-use alloy::primitives::{Address, Bytes as AlloyBytes, U256};
+use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
-use posthuman_types::{Hash32, JobKind, ModelCard, RewardScheme};
+use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
+use posthuman_types::{Budget, Hash32, JobKind, ModelCard, RewardScheme};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::chain_err;
+use super::pricing::{FeeBinding, QuoteTerms, model_shape, price_terms, validate_params};
 use super::views::ModelView;
 use crate::auth;
 use crate::catalogue::{ModelRecord, now_secs};
@@ -88,7 +90,12 @@ async fn check_model(
 /// (data NFT + datatoken + weights commitment + lineage root with its reward scheme), puts
 /// it on sale, and lists it.
 pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, ApiError> {
-    let signer = auth::recover_signer(&up.request, &up.signature)?;
+    let signer = auth::recover_request(
+        &auth::domain(deps),
+        posthuman_receipts::request::PUBLISH_MODEL,
+        &up.request,
+        &up.signature,
+    )?;
     let req: PublishRequest =
         serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
     let owner = auth::parse_address("owner", &req.owner)?;
@@ -263,7 +270,9 @@ pub struct ProviderFeeView {
     pub provider_data: String,
 }
 
-/// `GET /models/{nft}/quote?kind=…`.
+/// A quote: the job's terms, their compute and price, and the provider fee that pays for
+/// exactly them (`POST /models/{nft}/quote`; `GET …/quote?kind=` quotes the kind's default
+/// terms, which the storefront lists).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quote {
     pub model: String,
@@ -276,13 +285,63 @@ pub struct Quote {
     /// OCEAN base units to buy one datatoken on the exchange (fees included), if on sale.
     pub price: Option<String>,
     pub exchange_id: Option<Hash32>,
+    /// What this quote prices; its fee pays for these terms only.
+    pub terms: QuoteTerms,
+    /// The job's compute: tokens, FLOPs, checkpoint bytes, seconds on GPU and CPU.
+    pub estimate: ComputeEstimate,
+    /// One line per component with its formula; the total is the provider fee.
+    pub breakdown: PriceBreakdown,
+    /// What the fee buys: the worker refuses more, the queue stops the job at `max_seconds`.
+    pub budget: Budget,
+    /// Paid inside `startOrder` besides the provider fee: the datatoken's publish-market fee
+    /// (for a derived model, its lineage's royalty; 0 for roots).
+    pub royalty: RoyaltyLine,
     pub provider_fee: ProviderFeeView,
-    /// The fee (and so this quote) is void after this time: the order check enforces it.
+    /// The fee (and so this quote) is void for orders placed after this time: the order
+    /// check compares it with the order's block time.
     pub expires_at: u64,
 }
 
-pub async fn quote(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiError> {
+/// The royalty every order of a datatoken pays (Ocean's publish-market fee).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoyaltyLine {
+    pub label: String,
+    pub token: String,
+    /// Base units of `token`.
+    pub amount: String,
+    pub recipient: String,
+}
+
+/// `GET /models/{nft}/quote?kind=`: the quote for the kind's default terms.
+pub async fn quote_default(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiError> {
     let m = find_model(deps, nft).await?;
+    quote_model(deps, &m, QuoteTerms::default_for(kind, m.n_positions)).await
+}
+
+/// `POST /models/{nft}/quote`: validates the terms exactly as submit would, prices them and
+/// signs the total as the provider fee bound to them.
+pub async fn quote(deps: &Deps, nft: &str, terms: QuoteTerms) -> Result<Quote, ApiError> {
+    let m = find_model(deps, nft).await?;
+    quote_model(deps, &m, terms).await
+}
+
+async fn quote_model(deps: &Deps, m: &ModelRecord, terms: QuoteTerms) -> Result<Quote, ApiError> {
+    let kind = terms.params.kind();
+    validate_params(&terms.params, m.n_positions)?;
+    if kind == JobKind::Infer && terms.dataset_bytes != 0 {
+        return Err(invalid("dataset_bytes", "infer jobs take no dataset"));
+    }
+    if kind != JobKind::Infer && terms.dataset_bytes == 0 {
+        return Err(invalid("dataset_bytes", format!("a {kind} job needs a dataset")));
+    }
+    if terms.dataset_bytes > deps.cfg.limits.max_dataset_bytes {
+        return Err(invalid(
+            "dataset_bytes",
+            format!("at most {} bytes", deps.cfg.limits.max_dataset_bytes),
+        ));
+    }
+    let shape = model_shape(deps, m).await?;
+    let priced = price_terms(&terms, &shape, &deps.cfg.rates)?;
     let price = match m.card.exchange_id {
         Some(id) => Some(
             deps.chain
@@ -293,9 +352,15 @@ pub async fn quote(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiEr
         ),
         None => None,
     };
+    let datatoken = auth::parse_address("model.datatoken", &m.card.datatoken)?;
+    let (collector, royalty_token, royalty) =
+        deps.chain.publishing_market_fee(datatoken).await.map_err(chain_err)?;
     let valid_until = now_secs() + deps.cfg.fee_validity_secs;
-    let data = AlloyBytes::from(format!("posthuman:{}:{}", m.card.nft, kind.as_str()).into_bytes());
-    let fee = deps.chain.sign_provider_fee(valid_until, data).map_err(chain_err)?;
+    let data = FeeBinding::new(deps, m, &terms)?.to_bytes()?;
+    let fee = deps
+        .chain
+        .sign_provider_fee_for(U256::from(priced.breakdown.total.0), valid_until, data)
+        .map_err(chain_err)?;
     Ok(Quote {
         model: m.card.nft.clone(),
         datatoken: m.card.datatoken.clone(),
@@ -304,6 +369,16 @@ pub async fn quote(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiEr
         datatokens: "1000000000000000000".into(),
         price,
         exchange_id: m.card.exchange_id,
+        terms,
+        estimate: priced.estimate,
+        breakdown: priced.breakdown,
+        budget: priced.budget,
+        royalty: RoyaltyLine {
+            label: "royalty: paid to the lineage's ancestors".into(),
+            token: lower(royalty_token),
+            amount: royalty.to_string(),
+            recipient: lower(collector),
+        },
         provider_fee: ProviderFeeView {
             provider_fee_address: lower(fee.address),
             provider_fee_token: lower(fee.token),
@@ -321,17 +396,40 @@ pub async fn quote(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiEr
 /// `GET /api/chain`: where clients find the chain and the deployment's contracts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChainInfo {
-    pub rpc_url: String,
+    /// The RPC clients should use: the configured public URL, or the operator's own when it
+    /// is a bare loopback endpoint (the embedded default's anvil); `null` otherwise, since an
+    /// operator's provider URL may carry its key. Clients then need their own RPC.
+    pub rpc_url: Option<String>,
     pub address_book: posthuman_chain::AddressBook,
 }
 
 pub fn chain_info(deps: &Deps) -> ChainInfo {
+    let own = deps.chain.rpc_url();
     ChainInfo {
         rpc_url: deps
             .cfg
             .public_rpc_url
             .clone()
-            .unwrap_or_else(|| deps.chain.rpc_url().to_string()),
+            .or_else(|| is_bare_loopback(own).then(|| own.to_string())),
         address_book: deps.chain.book().clone(),
     }
+}
+
+/// True for `http(s)://<loopback>:<port>` with no credentials, path, query or fragment: an
+/// endpoint on this machine that carries no secret. Anything else may be a provider URL
+/// with an API key in its path, user info or query.
+pub fn is_bare_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return false;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return false,
+        None => authority,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }

@@ -7,7 +7,9 @@ use alloy::primitives::{B256, Bytes, U256};
 use posthuman_chain::ProviderFee;
 use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
 use posthuman_functions::handlers::models::Quote;
+use posthuman_functions::handlers::pricing::{FeeBinding, QuoteTerms};
 use posthuman_functions::handlers::views::{JobStateView, JobView};
+use posthuman_types::pricing::Ocean;
 use posthuman_types::{
     EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, TrainParams, job::Baseline,
 };
@@ -26,6 +28,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> {
     let s = Session::open(cfg).await?;
+    let consent = if cfg.yes { Consent::Given } else { Consent::Ask };
     let result = match cmd {
         JobsCmd::Train {
             nft,
@@ -44,17 +47,19 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             p.checkpoint_every = checkpoint_every.min(steps.max(1));
             p.seed = seed;
             let dataset = read(&data)?;
-            let id = order_and_submit(&s, out, &nft, JobParams::Train(p), Some(dataset)).await?;
+            let (id, q) =
+                order_and_submit(&s, out, &nft, JobParams::Train(p), Some(dataset), consent)
+                    .await?;
             if detach {
-                out.emit(&serde_json::json!({ "job_id": id }), || id.clone());
+                out.emit(&serde_json::json!({ "job_id": id, "quote": q }), || id.clone());
                 return Ok(());
             }
             follow(&s, out, &id).await?
         }
         JobsCmd::Infer(a) => {
-            let id =
-                order_and_submit(&s, out, &a.nft.clone(), JobParams::Infer(infer_params(a)), None)
-                    .await?;
+            let nft = a.nft.clone();
+            let params = JobParams::Infer(infer_params(a));
+            let (id, _) = order_and_submit(&s, out, &nft, params, None, consent).await?;
             follow(&s, out, &id).await?
         }
         JobsCmd::Evaluate { nft, data, context, stride, max_tokens, baseline } => {
@@ -63,8 +68,9 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
                 None => None,
             };
             let p = EvalParams { context_len: context, stride, max_tokens, baseline };
-            let id =
-                order_and_submit(&s, out, &nft, JobParams::Evaluate(p), Some(read(&data)?)).await?;
+            let data = Some(read(&data)?);
+            let (id, _) =
+                order_and_submit(&s, out, &nft, JobParams::Evaluate(p), data, consent).await?;
             follow(&s, out, &id).await?
         }
         JobsCmd::List => {
@@ -83,7 +89,7 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             return Ok(());
         }
         JobsCmd::Follow { job } => follow(&s, out, &job).await?,
-        JobsCmd::Result { job } => s.api.result(&s.signer, &job).await?,
+        JobsCmd::Result { job } => s.api.result(&s.signer, &s.domain(), &job).await?,
     };
     out.emit(&result, || render_result(&result));
     match &result.job.state {
@@ -147,16 +153,119 @@ fn fee_of(q: &Quote) -> Result<ProviderFee, CliError> {
     })
 }
 
-/// Quote → check the datatoken balance → `startOrder` → signed submit. Returns the job id.
+/// How the buyer accepts a quote: already (`--yes`, the demo), or asked on the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consent {
+    Given,
+    Ask,
+}
+
+/// One line per price component, the total, the royalty and the budget it buys.
+pub fn describe_quote(q: &Quote) -> String {
+    let mut s = format!("Quote for a {} job on {}:\n", q.kind, q.model);
+    for l in &q.breakdown.lines {
+        s += &format!("  {:<22} {:>24}   {}\n", l.label, l.amount.to_string(), l.formula);
+    }
+    s += &format!(
+        "  {:<22} {:>24}   paid to the operator inside startOrder\n",
+        "compute fee (total)",
+        q.breakdown.total.to_string()
+    );
+    let royalty = q.royalty.amount.parse::<u128>().map(Ocean).unwrap_or_default();
+    s += &format!(
+        "  {:<22} {:>24}   {} (token {})\n",
+        "royalty",
+        royalty.to_string(),
+        q.royalty.label,
+        q.royalty.token
+    );
+    s += &format!(
+        "  {:<22} {:>24}   spent by startOrder\n",
+        "datatoken",
+        format!("{} of {}", units::show(q.datatokens.parse().unwrap_or_default()), q.datatoken)
+    );
+    let e = &q.estimate;
+    s += &format!(
+        "  buys: {} tokens, {} FLOPs, {} checkpoint bytes (~{} s on the GPU, ~{} s on a CPU); wall-clock limit {} s",
+        e.tokens, e.flops, e.checkpoint_bytes, e.seconds_gpu, e.seconds_cpu, q.budget.max_seconds
+    );
+    s
+}
+
+/// Asks "Pay … ? [y/N]" on a terminal; without one, only `--yes` accepts.
+fn accept(q: &Quote, consent: Consent) -> Result<(), CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if consent == Consent::Given {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "a {} job costs {} in compute fees: pass --yes to accept the quote without a terminal",
+            q.kind, q.breakdown.total
+        )));
+    }
+    let mut err = std::io::stderr();
+    let _ =
+        write!(err, "Pay {} (+ 1 datatoken) for this {} job? [y/N] ", q.breakdown.total, q.kind);
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::Io(e.to_string()))?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::Usage("quote declined; nothing was paid".into()))
+    }
+}
+
+/// The fee the API signed must be what the buyer accepted: OCEAN of this deployment, to the
+/// operator the API advertises, the printed total, for this model and kind.
+fn check_quote_fee(s: &Session, nft: &str, q: &Quote, fee: &ProviderFee) -> Result<(), CliError> {
+    let book = s.chain.book();
+    let refuse = |what: String| {
+        CliError::VerificationFailed(format!("the quote's provider fee {what}; nothing was paid"))
+    };
+    if fee.token != book.ocean {
+        return Err(refuse(format!(
+            "is in {:#x}, not the deployment's OCEAN {:#x}",
+            fee.token, book.ocean
+        )));
+    }
+    if fee.address != book.operator {
+        return Err(refuse(format!(
+            "goes to {:#x}, not the operator {:#x}",
+            fee.address, book.operator
+        )));
+    }
+    if fee.amount != U256::from(q.breakdown.total.0) {
+        return Err(refuse(format!(
+            "is {} base units, not the total of {}",
+            fee.amount, q.breakdown.total
+        )));
+    }
+    let bound: Option<FeeBinding> = serde_json::from_slice(&fee.data).ok();
+    let model = nft.to_ascii_lowercase();
+    match bound {
+        Some(b) if b.model == model && b.kind == q.kind && b.chain_id == book.chain_id => Ok(()),
+        _ => Err(refuse(format!("does not name this {} job on {nft}", q.kind))),
+    }
+}
+
+/// Quote (the real terms) → show it and ask → check the datatoken balance and the fee →
+/// `startOrder` → signed submit. Returns the job id and the quote.
 pub async fn order_and_submit(
     s: &Session,
     out: &Out,
     nft: &str,
     params: JobParams,
     dataset: Option<Vec<u8>>,
-) -> Result<String, CliError> {
+    consent: Consent,
+) -> Result<(String, Quote), CliError> {
     let kind = params.kind();
-    let q = s.api.quote(nft, kind).await?;
+    let terms = QuoteTerms {
+        params: params.clone(),
+        dataset_bytes: dataset.as_ref().map_or(0, |d| d.len() as u64),
+    };
+    let q = s.api.quote_terms(nft, &terms).await?;
     let dt = crate::session::address("datatoken", &q.datatoken)?;
     let cost: U256 = q.datatokens.parse().map_err(|_| CliError::Internal("bad quote".into()))?;
     let held = s.chain.balance_of(dt, s.me()).await?;
@@ -167,7 +276,10 @@ pub async fn order_and_submit(
             units::show(held)
         )));
     }
+    out.say(describe_quote(&q));
+    accept(&q, consent)?;
     let fee = fee_of(&q)?;
+    check_quote_fee(s, nft, &q, &fee)?;
     let sp = out.spinner(&format!("ordering a {kind} job (startOrder)"));
     let order = s.chain.start_order(s.me(), dt, s.me(), q.service_index, &fee).await;
     sp.finish_and_clear();
@@ -181,9 +293,9 @@ pub async fn order_and_submit(
         nonce: nonce(),
         expires_at: expiry(),
     };
-    let sub = s.api.submit(&s.signer, &req, dataset).await?;
+    let sub = s.api.submit(&s.signer, &s.domain(), &req, dataset).await?;
     out.say(format!("{kind} job {} submitted (order {})", sub.job_id, order.tx_hash));
-    Ok(sub.job_id)
+    Ok((sub.job_id, q))
 }
 
 /// True once nothing more will happen to the job (a train job also needs its derived model
@@ -221,7 +333,7 @@ pub async fn follow(s: &Session, out: &Out, job_id: &str) -> Result<JobResult, C
         }
         tokio::time::sleep(POLL).await;
     }
-    s.api.result(&s.signer, job_id).await
+    s.api.result(&s.signer, &s.domain(), job_id).await
 }
 
 fn status_line(v: &JobView) -> String {

@@ -1,0 +1,224 @@
+//! Jobs priced by their compute: the quote's terms, their binding into the Ocean v4 provider
+//! fee, and the check at submit that an order's fee is the quote for *this* job.
+//!
+//! The quote prices `{ params, dataset_bytes }` with `posthuman_types::pricing` at the
+//! operator's [`Rates`] and signs the total as the provider fee (token OCEAN). The fee's
+//! `providerData` is a compact JSON [`FeeBinding`] naming the chain, the deployment (the
+//! lineage contract), the model, the job kind, the quoted dataset length and the hash of the
+//! terms; the operator's signature covers it together with the amount. At submit the order's
+//! fee must be in OCEAN, bind exactly this request's chain/deployment/model/kind/params, cover
+//! a dataset at most as long as quoted, and be no less than the price of those terms; the
+//! spec's [`Budget`] is recomputed from the same terms, so the worker enforces what was paid.
+
+use alloy::primitives::{Bytes as AlloyBytes, U256, keccak256};
+use posthuman_chain::VerifiedOrder;
+use posthuman_types::pricing::{self, ComputeEstimate, ModelShape, PriceBreakdown, Rates};
+use posthuman_types::{Budget, Hash32, JobKind, JobParams, SpecError};
+use serde::{Deserialize, Serialize};
+
+use super::models::lower;
+use crate::catalogue::ModelRecord;
+use crate::deps::Deps;
+use crate::error::ApiError;
+
+/// What a quote prices (the body of `POST /api/models/{nft}/quote`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteTerms {
+    pub params: JobParams,
+    /// The dataset's length in bytes (train and evaluate; 0 for infer). The submitted
+    /// dataset may be shorter, never longer.
+    #[serde(default)]
+    pub dataset_bytes: u64,
+}
+
+impl QuoteTerms {
+    /// keccak256 of the terms' canonical JSON (compact, fields in declaration order).
+    pub fn hash(&self) -> Result<Hash32, ApiError> {
+        let json = serde_json::to_vec(self).map_err(ApiError::internal)?;
+        Ok(Hash32(keccak256(json).0))
+    }
+
+    /// The terms the storefront lists for a kind (`GET …/quote?kind=`): a 100-step
+    /// fine-tune or a 1 MB evaluation at context ≤ 256, one 256-token generation. Their fee
+    /// pays only for exactly these terms.
+    pub fn default_for(kind: JobKind, n_positions: u32) -> QuoteTerms {
+        use posthuman_types::{EvalParams, InferParams, Sampling, TrainParams};
+        let context = n_positions.clamp(posthuman_types::job::limits::MIN_CONTEXT, 256);
+        match kind {
+            JobKind::Train => QuoteTerms {
+                params: JobParams::Train(TrainParams::new(100, 3e-4, 8, context)),
+                dataset_bytes: 1_000_000,
+            },
+            JobKind::Evaluate => QuoteTerms {
+                params: JobParams::Evaluate(EvalParams {
+                    context_len: context,
+                    stride: context / 2,
+                    max_tokens: 0,
+                    baseline: None,
+                }),
+                dataset_bytes: 1_000_000,
+            },
+            JobKind::Infer => QuoteTerms {
+                params: JobParams::Infer(InferParams {
+                    prompts: vec![String::new()],
+                    max_new_tokens: 256,
+                    sampling: Sampling::default(),
+                    stop: vec![],
+                }),
+                dataset_bytes: 0,
+            },
+        }
+    }
+}
+
+/// The provider fee's `providerData`: what the fee pays for, signed with its amount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeBinding {
+    pub chain_id: u64,
+    /// The deployment: its lineage contract (lowercase `0x…`).
+    pub deployment: String,
+    /// The model's NFT (lowercase `0x…`).
+    pub model: String,
+    pub kind: JobKind,
+    /// The longest dataset this fee pays for.
+    pub dataset_bytes: u64,
+    /// [`QuoteTerms::hash`] of the quoted terms.
+    pub terms: Hash32,
+}
+
+impl FeeBinding {
+    pub fn new(deps: &Deps, model: &ModelRecord, terms: &QuoteTerms) -> Result<Self, ApiError> {
+        let book = deps.chain.book();
+        Ok(FeeBinding {
+            chain_id: book.chain_id,
+            deployment: lower(book.lineage),
+            model: model.card.nft.clone(),
+            kind: terms.params.kind(),
+            dataset_bytes: terms.dataset_bytes,
+            terms: terms.hash()?,
+        })
+    }
+
+    pub fn to_bytes(&self) -> Result<AlloyBytes, ApiError> {
+        Ok(AlloyBytes::from(serde_json::to_vec(self).map_err(ApiError::internal)?))
+    }
+}
+
+/// A priced job: its compute, price and the budget the price buys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Priced {
+    pub estimate: ComputeEstimate,
+    pub breakdown: PriceBreakdown,
+    pub budget: Budget,
+}
+
+/// The shape of a model, from its stored `config.json` (the worker reads the same file).
+pub async fn model_shape(deps: &Deps, model: &ModelRecord) -> Result<ModelShape, ApiError> {
+    let b = deps.store.get(&format!("{}/config.json", model.storage_prefix), 1 << 20).await?;
+    let text = std::str::from_utf8(&b).map_err(ApiError::internal)?;
+    let cfg = posthuman_gpt2::Config::from_json(text).map_err(ApiError::internal)?;
+    Ok(cfg.shape())
+}
+
+/// The checks submit applies to a job's parameters, given the model's context.
+pub fn validate_params(params: &JobParams, n_positions: u32) -> Result<(), SpecError> {
+    match params {
+        JobParams::Train(t) => t.validate()?,
+        JobParams::Infer(i) => i.validate()?,
+        JobParams::Evaluate(e) => e.validate()?,
+    }
+    match params.context_len() {
+        Some(c) if c > n_positions => Err(SpecError {
+            field: "context_len",
+            reason: format!("{c} exceeds the model's maximum context of {n_positions}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Prices validated terms on a model of `shape` at `rates`.
+pub fn price_terms(
+    terms: &QuoteTerms,
+    shape: &ModelShape,
+    rates: &Rates,
+) -> Result<Priced, ApiError> {
+    let estimate = pricing::estimate_at(&terms.params, shape, terms.dataset_bytes, rates)?;
+    let breakdown = pricing::price(&estimate, rates, terms.params.kind());
+    let budget = pricing::budget(&estimate, rates);
+    Ok(Priced { estimate, breakdown, budget })
+}
+
+fn unpaid(reason: impl Into<String>) -> ApiError {
+    ApiError::PaymentInvalid { reason: reason.into() }
+}
+
+/// Checks that `order`'s provider fee is the quote for this job (see the module docs) and
+/// returns the budget it paid for. `dataset_len` is the submitted dataset's length.
+pub async fn check_fee(
+    deps: &Deps,
+    model: &ModelRecord,
+    params: &JobParams,
+    dataset_len: u64,
+    order: &VerifiedOrder,
+) -> Result<Budget, ApiError> {
+    if order.fee_token != deps.chain.book().ocean {
+        return Err(unpaid(format!(
+            "the provider fee is paid in {}, not OCEAN",
+            lower(order.fee_token)
+        )));
+    }
+    let bound: FeeBinding = serde_json::from_slice(&order.provider_data)
+        .map_err(|_| unpaid("the provider fee does not carry a quote's terms (providerData)"))?;
+    let terms = QuoteTerms { params: params.clone(), dataset_bytes: bound.dataset_bytes };
+    let expected = FeeBinding::new(deps, model, &terms)?;
+    if bound.chain_id != expected.chain_id || bound.deployment != expected.deployment {
+        return Err(unpaid("the provider fee was quoted for another chain or deployment"));
+    }
+    if bound.model != expected.model || bound.kind != expected.kind {
+        return Err(unpaid(format!(
+            "the provider fee was quoted for a {} job on {}, not a {} job on {}",
+            bound.kind, bound.model, expected.kind, expected.model
+        )));
+    }
+    if bound.terms != expected.terms {
+        return Err(unpaid("the provider fee was quoted for other parameters: quote these"));
+    }
+    if dataset_len > bound.dataset_bytes {
+        return Err(unpaid(format!(
+            "the dataset is {dataset_len} bytes; the provider fee paid for {}",
+            bound.dataset_bytes
+        )));
+    }
+    let shape = model_shape(deps, model).await?;
+    let priced = price_terms(&terms, &shape, &deps.cfg.rates)?;
+    if order.fee_amount < U256::from(priced.breakdown.total.0) {
+        return Err(unpaid(format!(
+            "the provider fee is {} base units; these terms cost {}",
+            order.fee_amount, priced.breakdown.total.0
+        )));
+    }
+    Ok(priced.budget)
+}
+
+/// `GET /api/pricing`: the operator's rates and the formulas the quote applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PricingView {
+    pub rates: Rates,
+    /// The fee token (OCEAN) every provider fee is paid in.
+    pub token: String,
+    /// `(name, formula)` pairs, in words.
+    pub formulas: Vec<(String, String)>,
+}
+
+pub fn pricing_view(deps: &Deps) -> PricingView {
+    PricingView {
+        rates: deps.cfg.rates,
+        token: lower(deps.chain.book().ocean),
+        formulas: Rates::formulas()
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    }
+}

@@ -1,30 +1,68 @@
-//! Who is asking: EIP-191 signatures over the exact request bytes, with nonces and expiry.
+//! Who is asking: EIP-712 typed-data signatures over the exact request bytes, bound to this
+//! deployment, with nonces and expiry.
 //!
-//! A signed request carries its JSON body as raw bytes plus a `personal_sign` signature over
-//! those bytes (the same prefix wallets use), so there is no canonicalisation to disagree
-//! on. Every signed body names a `nonce` (used once per signer, stored in the catalogue) and
-//! an `expires_at` (unix seconds, at most [`MAX_VALIDITY_SECS`] ahead), so a captured
-//! request can neither be replayed nor kept for later.
+//! A signed request carries its JSON body as raw bytes plus a signature over the typed data
+//! [`posthuman_receipts::request::SignableRequest`]: the action (`submit-job`,
+//! `publish-model`, `read-result`), keccak256 of those bytes, the body's own `expires_at` and
+//! `nonce`, under the deployment's domain (name `Posthuman`, version `1`, the chain id and
+//! the `ModelLineage` contract; the same domain receipts use). So there is no
+//! canonicalisation to disagree on, a wallet shows what it signs (`eth_signTypedData_v4`),
+//! and a signature made for one action, chain or deployment recovers to another address
+//! anywhere else and is refused. Every signed body names a `nonce` (used once per signer,
+//! stored in the catalogue) and an `expires_at` (unix seconds, at most
+//! [`MAX_VALIDITY_SECS`] ahead), so a captured request can neither be replayed nor kept.
 //!
-//! Reads of job results are authenticated with a signature over
-//! [`read_message`]`(job_id, expires_at)`, sent in the `x-posthuman-signature` and
-//! `x-posthuman-expires` headers; they change nothing, so they need no nonce.
+//! Reads of job results are authenticated with a [`READ_RESULT`] request over the job id
+//! and an expiry, sent in the `x-posthuman-signature` and `x-posthuman-expires` headers;
+//! they change nothing, so they need no nonce.
 
-use alloy::primitives::{Address, Signature};
+use alloy::primitives::Address;
+use posthuman_receipts::ReceiptDomain;
+use posthuman_receipts::request::{READ_RESULT, SignableRequest};
 
+use crate::deps::Deps;
 use crate::error::ApiError;
 
 /// The furthest in the future a signed request may expire.
 pub const MAX_VALIDITY_SECS: u64 = 3600;
 
-/// The address that `personal_sign`ed `message`.
-pub fn recover_signer(message: &[u8], signature: &str) -> Result<Address, ApiError> {
-    let sig: Signature = signature
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("the signature is not 65 bytes of hex".into()))?;
-    sig.recover_address_from_msg(message)
-        .map_err(|_| ApiError::Unauthorized("the signature does not recover to an address".into()))
+/// The domain every signed request to this deployment is made under.
+pub fn domain(deps: &Deps) -> ReceiptDomain {
+    let book = deps.chain.book();
+    ReceiptDomain::new(book.chain_id, book.lineage)
+}
+
+fn unauthorized(e: posthuman_receipts::request::RequestError) -> ApiError {
+    ApiError::Unauthorized(e.to_string())
+}
+
+/// The address that signed `body` (a JSON request naming its `nonce` and `expires_at`) for
+/// `action` under `domain`.
+pub fn recover_request(
+    domain: &ReceiptDomain,
+    action: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<Address, ApiError> {
+    let req = SignableRequest::of_json_body(action, body).map_err(|e| match e {
+        posthuman_receipts::request::RequestError::MissingField(f) => {
+            ApiError::bad(format!("request: the body has no {f}"))
+        }
+        other => unauthorized(other),
+    })?;
+    req.recover(domain, signature).map_err(unauthorized)
+}
+
+/// The address that signed a read of job `job_id`'s results until `expires_at`.
+pub fn recover_read(
+    domain: &ReceiptDomain,
+    job_id: &str,
+    expires_at: u64,
+    signature: &str,
+) -> Result<Address, ApiError> {
+    SignableRequest::read(READ_RESULT, job_id, expires_at)
+        .recover(domain, signature)
+        .map_err(unauthorized)
 }
 
 /// Parses an address from a request field.
@@ -74,11 +112,6 @@ pub fn check_nonce(nonce: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The message a buyer signs to read a job's results.
-pub fn read_message(job_id: &str, expires_at: u64) -> String {
-    format!("posthuman: read job {job_id} until {expires_at}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,15 +120,35 @@ mod tests {
 
     #[test]
     fn recovers_the_signer_and_rejects_tampering() {
+        use posthuman_receipts::request::{PUBLISH_MODEL, SUBMIT_JOB};
         let key = PrivateKeySigner::random();
-        let body = br#"{"nonce":"n-1"}"#;
-        let sig = key.sign_message_sync(body).unwrap().to_string();
-        assert_eq!(recover_signer(body, &sig).unwrap(), key.address());
-        // Any other body recovers to someone else.
-        let other = recover_signer(br#"{"nonce":"n-2"}"#, &sig).unwrap();
-        assert_ne!(other, key.address());
-        assert!(matches!(recover_signer(body, "0x1234"), Err(ApiError::Unauthorized(_))));
-        assert!(matches!(recover_signer(body, "not hex at all"), Err(ApiError::Unauthorized(_))));
+        let here = ReceiptDomain::new(31337, Address::repeat_byte(1));
+        let body = br#"{"nonce":"n-1","expires_at":100}"#;
+        let sig =
+            SignableRequest::of_json_body(SUBMIT_JOB, body).unwrap().sign(&here, &key).unwrap();
+        assert_eq!(recover_request(&here, SUBMIT_JOB, body, &sig).unwrap(), key.address());
+        // Any other body, action or domain recovers to someone else.
+        let other = br#"{"nonce":"n-2","expires_at":100}"#;
+        assert_ne!(recover_request(&here, SUBMIT_JOB, other, &sig).unwrap(), key.address());
+        assert_ne!(recover_request(&here, PUBLISH_MODEL, body, &sig).unwrap(), key.address());
+        let there = ReceiptDomain::new(1, Address::repeat_byte(1));
+        assert_ne!(recover_request(&there, SUBMIT_JOB, body, &sig).unwrap(), key.address());
+        // A personal_sign over the same bytes is not a typed signature.
+        let personal = key.sign_message_sync(body).unwrap().to_string();
+        assert_ne!(recover_request(&here, SUBMIT_JOB, body, &personal).unwrap(), key.address());
+        for bad in ["0x1234", "not hex at all"] {
+            assert!(matches!(
+                recover_request(&here, SUBMIT_JOB, body, bad),
+                Err(ApiError::Unauthorized(_))
+            ));
+        }
+        assert!(matches!(
+            recover_request(&here, SUBMIT_JOB, b"{}", &sig),
+            Err(ApiError::BadRequest(_))
+        ));
+        let read = SignableRequest::read(READ_RESULT, "j-1", 100).sign(&here, &key).unwrap();
+        assert_eq!(recover_read(&here, "j-1", 100, &read).unwrap(), key.address());
+        assert_ne!(recover_read(&here, "j-2", 100, &read).unwrap(), key.address());
     }
 
     #[test]

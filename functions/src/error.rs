@@ -40,9 +40,11 @@ pub enum ApiError {
     /// The result is not ready yet (job still running).
     #[error("not ready: {0}")]
     NotReady(String),
-    /// A backend is temporarily unavailable: retry later.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    /// A backend is temporarily unavailable: retry later. The caller is told which backend;
+    /// the detail (RPC text, which may name a provider URL with its key, endpoints, paths) is
+    /// logged, never returned.
+    #[error("unavailable: {backend}: {detail}")]
+    Unavailable { backend: &'static str, detail: String },
     /// A bug or an unexpected backend failure; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,6 +68,10 @@ impl ApiError {
         ApiError::Internal(e.to_string())
     }
 
+    pub fn unavailable(backend: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Unavailable { backend, detail: detail.into() }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         ApiError::NotFound { what: what.into() }
     }
@@ -82,7 +88,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotReady(_) => StatusCode::ACCEPTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,7 +105,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::NotReady(_) => "not_ready",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -108,6 +114,9 @@ impl ApiError {
         let message = match self {
             // Internal details may name private keys or paths: log them, answer generically.
             ApiError::Internal(_) => "internal error".to_string(),
+            ApiError::Unavailable { backend, .. } => {
+                format!("the {backend} is temporarily unavailable; retry later")
+            }
             other => other.to_string(),
         };
         ErrorBody { error: self.code().to_string(), message }
@@ -116,8 +125,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(%detail, "internal error"),
+            ApiError::Unavailable { backend, detail } => {
+                tracing::warn!(backend, %detail, "backend unavailable")
+            }
+            _ => {}
         }
         (self.status(), Json(self.body())).into_response()
     }
@@ -133,7 +146,7 @@ impl From<crate::catalogue::CatalogueError> for ApiError {
     fn from(e: crate::catalogue::CatalogueError) -> Self {
         use crate::catalogue::CatalogueError as C;
         match e {
-            C::Unavailable(m) => ApiError::Unavailable(m),
+            C::Unavailable(m) => ApiError::unavailable("catalogue", m),
             C::Corrupt(m) | C::Backend(m) => ApiError::Internal(m),
         }
     }
@@ -144,7 +157,7 @@ impl From<crate::queue::QueueError> for ApiError {
         use crate::queue::QueueError as Q;
         match e {
             Q::InvalidSpec(s) => s.into(),
-            Q::Unavailable(m) => ApiError::Unavailable(m),
+            Q::Unavailable(m) => ApiError::unavailable("job queue", m),
             Q::NotFound(id) => ApiError::not_found(format!("queued job {id}")),
             Q::Backend(m) => ApiError::Internal(m),
         }
@@ -157,7 +170,7 @@ impl From<posthuman_store::StoreError> for ApiError {
         match e {
             S::NotFound { .. } => ApiError::not_found("object"),
             S::TooLarge { limit, .. } => ApiError::TooLarge { what: "object".into(), limit },
-            S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Unavailable(m) => ApiError::unavailable("object store", m),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -10,7 +10,8 @@ use serde::Deserialize;
 /// `GET /api/chain`: where the chain is and the deployment's address book.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ChainInfo {
-    pub rpc_url: String,
+    /// `None` when the operator publishes no public RPC (its own may carry a provider key).
+    pub rpc_url: Option<String>,
     pub address_book: AddressBook,
 }
 
@@ -35,6 +36,8 @@ pub struct JobCounts {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct EvaluationView {
     pub job_id: String,
+    /// `"inf"` when unbounded.
+    #[serde(deserialize_with = "posthuman_types::outputs::unbounded::deserialize")]
     pub perplexity: f64,
 }
 

@@ -1,13 +1,15 @@
 //! A typed HTTP client for the Posthuman API (`functions/`): the same view types the server
-//! returns, EIP-191 signed requests, and one translation of HTTP failures into [`CliError`].
+//! returns, EIP-712 signed requests, and one translation of HTTP failures into [`CliError`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
 use posthuman_functions::handlers::models::{PublishRequest, Quote};
+use posthuman_functions::handlers::pricing::QuoteTerms;
 use posthuman_functions::handlers::views::{JobView, ModelView, SubmittedView};
+use posthuman_receipts::ReceiptDomain;
+use posthuman_receipts::request::{PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest};
 use posthuman_types::JobKind;
 use reqwest::multipart::{Form, Part};
 use serde::de::DeserializeOwned;
@@ -38,10 +40,16 @@ pub fn expiry() -> u64 {
     now_secs() + REQUEST_VALIDITY_SECS
 }
 
-fn sign(signer: &PrivateKeySigner, body: &[u8]) -> Result<String, CliError> {
-    signer
-        .sign_message_sync(body)
-        .map(|s| s.to_string())
+/// Signs a JSON request body for `action` as EIP-712 typed data under the deployment's
+/// `domain` (the API refuses the signature on any other chain or deployment).
+fn sign(
+    signer: &PrivateKeySigner,
+    domain: &ReceiptDomain,
+    action: &str,
+    body: &[u8],
+) -> Result<String, CliError> {
+    SignableRequest::of_json_body(action, body)
+        .and_then(|r| r.sign(domain, signer))
         .map_err(|e| CliError::Internal(format!("signing the request: {e}")))
 }
 
@@ -108,15 +116,29 @@ impl ApiClient {
         self.decode(self.http.get(url)).await
     }
 
+    /// The priced quote for these terms; its provider fee pays for exactly them.
+    pub async fn quote_terms(&self, nft: &str, terms: &QuoteTerms) -> Result<Quote, CliError> {
+        let body = serde_json::to_vec(terms).map_err(|e| CliError::Internal(e.to_string()))?;
+        let url = format!("{}/api/models/{nft}/quote", self.base);
+        self.decode(
+            self.http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await
+    }
+
     /// Publishes a model directory's three files under a signed request.
     pub async fn publish(
         &self,
         signer: &PrivateKeySigner,
+        domain: &ReceiptDomain,
         req: &PublishRequest,
         files: ModelFiles,
     ) -> Result<ModelView, CliError> {
         let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
-        let signature = sign(signer, &body)?;
+        let signature = sign(signer, domain, PUBLISH_MODEL, &body)?;
         let form = Form::new()
             .part("request", Part::bytes(body))
             .text("signature", signature)
@@ -130,11 +152,12 @@ impl ApiClient {
     pub async fn submit(
         &self,
         signer: &PrivateKeySigner,
+        domain: &ReceiptDomain,
         req: &JobRequest,
         dataset: Option<Vec<u8>>,
     ) -> Result<SubmittedView, CliError> {
         let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
-        let signature = sign(signer, &body)?;
+        let signature = sign(signer, domain, SUBMIT_JOB, &body)?;
         let mut form = Form::new().part("request", Part::bytes(body)).text("signature", signature);
         if let Some(d) = dataset {
             form = form.part("dataset", Part::bytes(d));
@@ -161,16 +184,19 @@ impl ApiClient {
     pub async fn result(
         &self,
         signer: &PrivateKeySigner,
+        domain: &ReceiptDomain,
         job_id: &str,
     ) -> Result<JobResult, CliError> {
         let expires = expiry();
-        let msg = posthuman_functions::auth::read_message(job_id, expires);
-        let signature = sign(signer, msg.as_bytes())?;
+        let signature = SignableRequest::read(READ_RESULT, job_id, expires)
+            .sign(domain, signer)
+            .map_err(|e| CliError::Internal(format!("signing the read: {e}")))?;
         let r = self
             .http
             .get(format!("{}/api/jobs/{job_id}/result", self.base))
             .header("x-posthuman-signature", signature)
-            .header("x-posthuman-expires", expires.to_string());
+            .header("x-posthuman-expires", expires.to_string())
+            .header("x-posthuman-reader", format!("{:#x}", signer.address()));
         self.decode(r).await
     }
 }

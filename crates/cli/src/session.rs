@@ -7,18 +7,13 @@
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_chain::{AddressBook, Chain};
-use serde::{Deserialize, Serialize};
 
 use crate::Config;
 use crate::client::ApiClient;
 use crate::error::CliError;
 
 /// What `GET /api/chain` answers: where the chain is and what is deployed on it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChainInfo {
-    pub rpc_url: String,
-    pub address_book: AddressBook,
-}
+pub use posthuman_functions::handlers::models::ChainInfo;
 
 /// One user at one deployment.
 #[derive(Clone, Debug)]
@@ -34,7 +29,12 @@ impl Session {
         let signer = cfg.wallet.load()?;
         let api = ApiClient::new(&cfg.api)?;
         let info = api.chain_info().await?;
-        let rpc = cfg.rpc.clone().unwrap_or(info.rpc_url);
+        let rpc = cfg.rpc.clone().or(info.rpc_url).ok_or_else(|| {
+            CliError::Usage(
+                "the API advertises no public RPC for its chain: pass --rpc (or POSTHUMAN_RPC)"
+                    .into(),
+            )
+        })?;
         Session::connect(api, &rpc, info.address_book, signer)
     }
 
@@ -47,6 +47,13 @@ impl Session {
     ) -> Result<Session, CliError> {
         let chain = Chain::connect(rpc, signer.clone(), book)?;
         Ok(Session { api, chain, signer })
+    }
+
+    /// The deployment's signing domain (its chain and lineage contract): every signed API
+    /// request is made under it.
+    pub fn domain(&self) -> posthuman_receipts::ReceiptDomain {
+        let b = self.chain.book();
+        posthuman_receipts::ReceiptDomain::new(b.chain_id, b.lineage)
     }
 
     pub fn me(&self) -> Address {

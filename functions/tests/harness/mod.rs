@@ -100,6 +100,11 @@ impl Env {
             .await
     }
 
+    /// The deployment's signing domain.
+    pub fn domain(&self) -> posthuman_receipts::ReceiptDomain {
+        posthuman_functions::auth::domain(&self.emb.deps)
+    }
+
     /// A buyer's signed read of a job's results.
     pub async fn result(
         &self,
@@ -107,9 +112,15 @@ impl Env {
         reader: &PrivateKeySigner,
     ) -> (StatusCode, serde_json::Value) {
         let expires = now() + 60;
-        let msg = posthuman_functions::auth::read_message(job_id, expires);
-        let sig = reader.sign_message_sync(msg.as_bytes()).unwrap().to_string();
+        let sig = posthuman_receipts::request::SignableRequest::read(
+            posthuman_receipts::request::READ_RESULT,
+            job_id,
+            expires,
+        )
+        .sign(&self.domain(), reader)
+        .unwrap();
         let req = Request::get(format!("/api/jobs/{job_id}/result"))
+            .header("x-posthuman-reader", format!("{:#x}", reader.address()))
             .header("x-posthuman-signature", sig)
             .header("x-posthuman-expires", expires.to_string())
             .body(Body::empty())
@@ -123,16 +134,22 @@ impl Env {
         self.chain.buy(buyer.address(), id, U256::from(n * WEI)).await.unwrap();
     }
 
-    /// Quotes `kind` on `nft` through the API and starts an order for `consumer`, paid by
-    /// `payer`; returns the order tx.
+    /// Quotes a job with these terms on `nft` through the API (`POST …/quote`) and starts
+    /// an order for `consumer` with its provider fee, paid by `payer`; returns the order tx.
     pub async fn order(
         &self,
         nft: &str,
-        kind: &str,
+        params: &JobParams,
+        dataset_bytes: usize,
         payer: &PrivateKeySigner,
         consumer: Address,
     ) -> String {
-        let (st, q) = self.get(&format!("/api/models/{nft}/quote?kind={kind}")).await;
+        let body = serde_json::json!({ "params": params, "dataset_bytes": dataset_bytes });
+        let req = Request::post(format!("/api/models/{nft}/quote"))
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        let (st, q) = self.call(req).await;
         assert_eq!(st, StatusCode::OK, "{q}");
         let f = &q["provider_fee"];
         let fee = ProviderFee {
@@ -182,8 +199,21 @@ pub fn sha(bytes: &[u8]) -> Hash32 {
     Hash32(Sha256::digest(bytes).into())
 }
 
+/// An EIP-191 `personal_sign` over `bytes`: what requests were signed with before they
+/// became typed data (the API refuses it now).
 pub fn sign(key: &PrivateKeySigner, bytes: &[u8]) -> String {
     key.sign_message_sync(bytes).unwrap().to_string()
+}
+
+/// A JSON request body signed for `action` as EIP-712 typed data under `env`'s deployment.
+pub fn sign_typed(env: &Env, key: &PrivateKeySigner, action: &str, body: &[u8]) -> String {
+    use posthuman_receipts::request::SignableRequest;
+    // A body that names no nonce/expiry (the hostile cases) is signed over its bytes alone;
+    // the API refuses it for its shape.
+    SignableRequest::of_json_body(action, body)
+        .unwrap_or_else(|_| SignableRequest::new(action, body, 0, ""))
+        .sign(&env.domain(), key)
+        .unwrap()
 }
 
 /// A multipart/form-data body.
@@ -290,7 +320,7 @@ pub async fn publish(
         "nonce": nonce, "expires_at": now() + 600,
     });
     let req = serde_json::to_vec(&req).unwrap();
-    let sig = sign(publisher, &req);
+    let sig = sign_typed(env, publisher, posthuman_receipts::request::PUBLISH_MODEL, &req);
     env.post_multipart(
         "/api/models",
         &[
@@ -326,7 +356,7 @@ pub async fn submit(
     request: &[u8],
     dataset: Option<&[u8]>,
 ) -> (StatusCode, serde_json::Value) {
-    let sig = sign(signer, request);
+    let sig = sign_typed(env, signer, posthuman_receipts::request::SUBMIT_JOB, request);
     let mut parts: Vec<(&str, &[u8])> = vec![("request", request), ("signature", sig.as_bytes())];
     if let Some(d) = dataset {
         parts.push(("dataset", d));

@@ -64,8 +64,14 @@ async fn check(
             }
         }
     }
-    step.emit(format!("reading the deployment from the chain's node at {}", chain.rpc_url));
-    let rpc = RpcFacts::new(BrowserRpc { url: chain.rpc_url.clone() }, chain.address_book.lineage);
+    // Without a public RPC the browser cannot read the chain itself: say so, never guess.
+    let rpc_url = chain.rpc_url.clone().ok_or_else(|| {
+        "this deployment publishes no public RPC for its chain, so the browser cannot check \
+         the receipt against the chain; use `posthuman verify` with your own --rpc"
+            .to_string()
+    })?;
+    step.emit(format!("reading the deployment from the chain's node at {rpc_url}"));
+    let rpc = RpcFacts::new(BrowserRpc { url: rpc_url.clone() }, chain.address_book.lineage);
     let dep = read_deployment(&rpc, chain.address_book.lineage).await.map_err(|e| e.to_string())?;
     step.emit("verifying against the chain".into());
     let v = verify(|q| rpc.answer(q), &dep, &signed, &ev).await.map_err(|e| e.to_string())?;
@@ -76,7 +82,7 @@ async fn check(
         fields: receipt_fields(&signed),
         rows,
         dep,
-        rpc_url: chain.rpc_url,
+        rpc_url,
         lineage_models: v.lineage_models,
         report_checked: v.evaluation.is_some(),
     })

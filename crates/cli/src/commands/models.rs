@@ -65,7 +65,7 @@ pub async fn publish(s: &Session, out: &Out, a: &PublishArgs) -> Result<ModelVie
         a.name,
         files.weights.len() >> 20
     ));
-    let r = s.api.publish(&s.signer, &req, files).await;
+    let r = s.api.publish(&s.signer, &s.domain(), &req, files).await;
     sp.finish_and_clear();
     r
 }

@@ -128,7 +128,7 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
     }
     let mut attested = 0;
     if signed.body.kind == JobKind::Infer && signed.body.consumer == s.me() {
-        let r = s.api.result(&s.signer, job_id).await?;
+        let r = s.api.result(&s.signer, &s.domain(), job_id).await?;
         let completions: Vec<Completion> =
             r.completions.and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
         let atts: Vec<SignedAttestation> =
@@ -154,7 +154,7 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
     }
     let mut evaluation = None;
     if signed.body.kind == JobKind::Evaluate && signed.body.consumer == s.me() {
-        let r = s.api.result(&s.signer, job_id).await?;
+        let r = s.api.result(&s.signer, &s.domain(), job_id).await?;
         let text = r.report_text.ok_or_else(|| {
             CliError::VerificationFailed(format!("job {job_id} returned no report"))
         })?;

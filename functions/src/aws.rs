@@ -1,6 +1,7 @@
 //! Wiring the same handlers to AWS for the Lambda binaries: S3 for objects and the
 //! catalogue (conditional writes), AWS Batch for jobs, a chain RPC endpoint, the operator key
-//! from the environment (injected from Secrets Manager / SSM by the function's config).
+//! read from Secrets Manager at cold start ([`crate::secrets`]; the environment names only the
+//! secret).
 
 use std::sync::Arc;
 
@@ -21,15 +22,17 @@ pub struct AwsConfig {
     pub rpc_url: String,
     /// The deployment's address book (JSON).
     pub address_book_json: String,
-    /// The operator key (hex).
-    pub operator_key: String,
+    /// The Secrets Manager secret (ARN or name) holding the operator key.
+    pub operator_key_secret: String,
+    /// A non-AWS Secrets Manager endpoint (moto / LocalStack).
+    pub secrets_endpoint: Option<String>,
     pub api: ApiConfig,
 }
 
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
     /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
-    /// OPERATOR_KEY, RATES, AWS_REGION.
+    /// OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
         let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -49,7 +52,8 @@ impl AwsConfig {
             },
             rpc_url: var("POSTHUMAN_RPC_URL")?,
             address_book_json: var("POSTHUMAN_ADDRESS_BOOK")?,
-            operator_key: var("POSTHUMAN_OPERATOR_KEY")?,
+            operator_key_secret: var("POSTHUMAN_OPERATOR_KEY_SECRET")?,
+            secrets_endpoint: opt("POSTHUMAN_SECRETS_ENDPOINT"),
             api: ApiConfig {
                 public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
                 // The operator's published rates (JSON of `pricing::Rates`); unset: the defaults,
@@ -75,11 +79,12 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
         Arc::new(S3Store::new(cfg.s3).await.map_err(|e| e.to_string())?);
     let book: AddressBook =
         serde_json::from_str(&cfg.address_book_json).map_err(|e| format!("address book: {e}"))?;
-    let operator: PrivateKeySigner = cfg
-        .operator_key
-        .trim()
-        .parse()
-        .map_err(|_| "operator key: not a private key".to_string())?;
+    let secrets = crate::secrets::client(&cfg.batch.region, cfg.secrets_endpoint.as_deref()).await;
+    let key = crate::secrets::operator_key(&secrets, &cfg.operator_key_secret)
+        .await
+        .map_err(|e| e.to_string())?;
+    let operator: PrivateKeySigner =
+        key.parse().map_err(|_| "operator key: not a private key".to_string())?;
     let chain = Chain::connect(&cfg.rpc_url, operator.clone(), book).map_err(|e| e.to_string())?;
     Ok(Arc::new(Deps {
         catalogue: Arc::new(ObjectCatalogue::new(store.clone(), "state")),

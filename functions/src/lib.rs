@@ -19,6 +19,7 @@
 //!   the operator's audit window.
 //! - [`server`]: the embedded default, [`server::serve`] (anvil, local queue, filesystem
 //!   store, SPA files).
+//! - [`secrets`]: the operator key read from AWS Secrets Manager at cold start.
 //! - [`aws`]: wiring the same handlers to S3, Batch and a remote chain for Lambda.
 
 pub mod api;
@@ -30,4 +31,5 @@ pub mod error;
 pub mod handlers;
 pub mod prune;
 pub mod queue;
+pub mod secrets;
 pub mod server;

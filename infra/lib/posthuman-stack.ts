@@ -161,10 +161,9 @@ export class PosthumanStack extends Stack {
       POSTHUMAN_BATCH_JOB_DEFINITION: jobDef.jobDefinitionArn,
       POSTHUMAN_RPC_URL: rpcUrl.valueAsString,
       POSTHUMAN_ADDRESS_BOOK: addressBook.stringValue,
-      // A dynamic reference: CloudFormation resolves it at deploy time, the template never
-      // holds the key. (Reading the secret at cold start would also keep it out of the
-      // function configuration; functions/src/aws.rs reads the variable today.)
-      POSTHUMAN_OPERATOR_KEY: operatorKey.secretValue.unsafeUnwrap(),
+      // Only the secret's ARN: the functions read the key at cold start (functions/src/
+      // secrets.rs), so it is in no function configuration, console or template.
+      POSTHUMAN_OPERATOR_KEY_SECRET: operatorKey.secretArn,
     };
     const rustFn = (id: string, bin: string, timeout: Duration) =>
       new lambda.Function(this, id, {
@@ -191,6 +190,8 @@ export class PosthumanStack extends Stack {
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject"], ["jobs/*/public/*"]);
     grantList(jobDone, data, ["state/*"]);
     for (const fn of [api, jobDone]) {
+      // GetSecretValue (and the key's decrypt) on this one secret only.
+      operatorKey.grantRead(fn);
       fn.addToRolePolicy(
         new iam.PolicyStatement({
           actions: ["batch:SubmitJob"],

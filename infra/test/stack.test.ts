@@ -71,7 +71,7 @@ test("workers run on GPUs in isolated subnets with no route to the internet", ()
   t.resourceCountIs("AWS::Batch::JobQueue", 1);
 });
 
-test("both Lambdas get the variables functions/src/aws.rs reads, never the key in clear", () => {
+test("both Lambdas get the variables functions/src/aws.rs reads, and only the key's secret ARN", () => {
   const fns = t.findResources("AWS::Lambda::Function", { Properties: { Runtime: "provided.al2023" } });
   assert.equal(Object.keys(fns).length, 2);
   for (const fn of Object.values(fns)) {
@@ -82,11 +82,26 @@ test("both Lambdas get the variables functions/src/aws.rs reads, never the key i
       "POSTHUMAN_BATCH_JOB_DEFINITION",
       "POSTHUMAN_RPC_URL",
       "POSTHUMAN_ADDRESS_BOOK",
-      "POSTHUMAN_OPERATOR_KEY",
+      "POSTHUMAN_OPERATOR_KEY_SECRET",
     ]) {
       assert.ok(name in vars, `${name} missing`);
     }
-    assert.match(JSON.stringify(vars.POSTHUMAN_OPERATOR_KEY), /resolve:secretsmanager/);
+    // The key itself is resolved into no environment (not even as a dynamic reference).
+    assert.ok(!("POSTHUMAN_OPERATOR_KEY" in vars), "the operator key is in the environment");
+    assert.doesNotMatch(JSON.stringify(vars), /resolve:secretsmanager/);
+    assert.match(JSON.stringify(vars.POSTHUMAN_OPERATOR_KEY_SECRET), /OperatorKey/);
+  }
+  // Each function's role may read that secret (GetSecretValue), scoped to it.
+  const policies = t.findResources("AWS::IAM::Policy");
+  const readers = Object.values(policies).filter((p: any) =>
+    JSON.stringify(p.Properties.PolicyDocument.Statement).includes("secretsmanager:GetSecretValue"),
+  );
+  assert.equal(readers.length, 2, "both Lambda roles read the operator key secret");
+  for (const p of readers as any[]) {
+    const st = p.Properties.PolicyDocument.Statement.find((s: any) =>
+      JSON.stringify(s.Action).includes("secretsmanager:GetSecretValue"),
+    );
+    assert.match(JSON.stringify(st.Resource), /OperatorKey/);
   }
   t.hasResourceProperties("AWS::SecretsManager::Secret", {
     GenerateSecretString: Match.objectLike({ PasswordLength: 64 }),

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use posthuman_functions::catalogue::{
-    Catalogue, ChildAsset, JobPhase, JobRecord, ModelRecord, ObjectCatalogue, OrderClaim,
+    Catalogue, ChildAsset, Cursor, JobPhase, JobRecord, ModelRecord, ObjectCatalogue, OrderClaim,
     SqliteCatalogue,
 };
 use posthuman_store::{LocalStore, ObjectStore, S3Config, S3Store};
@@ -60,6 +60,116 @@ fn job(id: &str, model: &str, created_at: u64) -> JobRecord {
     }
 }
 
+/// Walks every page of a consumer's jobs; the ids in page order.
+async fn walk_jobs(cat: &dyn Catalogue, consumer: &str, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after: Option<Cursor> = None;
+    for _ in 0..100 {
+        let page = cat.jobs_of_consumer(consumer, after.as_ref(), limit).await.unwrap();
+        assert!(page.items.len() <= limit);
+        seen.extend(page.items.into_iter().map(|j| j.job_id));
+        match page.next {
+            Some(c) => after = Some(c),
+            None => return seen,
+        }
+    }
+    panic!("paging did not end");
+}
+
+/// The per-consumer index and paging of models and jobs (the suite's models a and b exist).
+async fn paging(cat: &dyn Catalogue) {
+    let buyer = "0x00000000000000000000000000000000000000c7";
+    let other = "0x00000000000000000000000000000000000000c8";
+    let m = "0x00000000000000000000000000000000000000aa";
+    // Seven jobs of `buyer` (two share a created_at), interleaved with another buyer's.
+    let mut want = Vec::new();
+    for (i, at) in [500u64, 501, 503, 503, 502, 504, 499].into_iter().enumerate() {
+        let mut j = job(&format!("page-{i}"), m, at);
+        j.consumer = buyer.into();
+        cat.put_job(&j).await.unwrap();
+        // A later rewrite (new phase) must not duplicate it in the index.
+        j.phase = JobPhase::Queued;
+        j.updated_at = at + 5;
+        cat.put_job(&j).await.unwrap();
+        want.push((at, j.job_id.clone()));
+        let mut o = job(&format!("other-{i}"), m, at);
+        o.consumer = other.into();
+        cat.put_job(&o).await.unwrap();
+    }
+    // Newest first; ties by job id.
+    want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
+    for limit in [1, 2, 3, 7, 50] {
+        assert_eq!(walk_jobs(cat, buyer, limit).await, want, "limit {limit}");
+    }
+    // Case-insensitive consumer; a stranger has none.
+    assert_eq!(walk_jobs(cat, &buyer.to_uppercase().replace("0X", "0x"), 50).await, want);
+    assert!(walk_jobs(cat, "0x00000000000000000000000000000000000000c9", 5).await.is_empty());
+    // The first page of seven at limit 7 is the last one.
+    let page = cat.jobs_of_consumer(buyer, None, 7).await.unwrap();
+    assert_eq!((page.items.len(), page.next), (7, None));
+    // A job added after a walk began, newer than its cursor, does not disturb the rest.
+    let first = cat.jobs_of_consumer(buyer, None, 3).await.unwrap();
+    let mut late = job("page-late", m, 600);
+    late.consumer = buyer.into();
+    cat.put_job(&late).await.unwrap();
+    let rest = walk_jobs_after(cat, buyer, first.next.clone().unwrap(), 3).await;
+    let mut walked: Vec<String> = first.items.into_iter().map(|j| j.job_id).collect();
+    walked.extend(rest);
+    assert_eq!(walked, want);
+
+    // Models: oldest first, by created_at then NFT, each once.
+    let mut all: Vec<(u64, String)> =
+        vec![(10, m.into()), (20, "0x00000000000000000000000000000000000000bb".into())];
+    for i in 0..5u64 {
+        let nft = format!("0x00000000000000000000000000000000000001{i:02}");
+        cat.put_model(&model(&nft, 15 + i / 2)).await.unwrap();
+        all.push((15 + i / 2, nft));
+    }
+    all.sort();
+    let want: Vec<String> = all.into_iter().map(|(_, n)| n).collect();
+    for limit in [1, 2, 4, 7, 200] {
+        let mut seen = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let page = cat.models_page(after.as_ref(), limit).await.unwrap();
+            assert!(page.items.len() <= limit);
+            seen.extend(page.items.into_iter().map(|m| m.card.nft));
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+            assert!(seen.len() <= want.len(), "limit {limit}: {seen:?}");
+        }
+        assert_eq!(seen, want, "limit {limit}");
+    }
+    // A cursor survives its wire form.
+    let c = Cursor { at: 503, id: "page-2".into() };
+    assert_eq!(Cursor::decode(&c.encode()), Some(c));
+    for bad in
+        ["", "x", "12", ".a", "1.", "-1.a", "+1.a", "1.a/b", "1.a.b", "99999999999999999999.a"]
+    {
+        assert_eq!(Cursor::decode(bad), None, "{bad:?}");
+    }
+}
+
+async fn walk_jobs_after(
+    cat: &dyn Catalogue,
+    consumer: &str,
+    start: Cursor,
+    limit: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after = Some(start);
+    while let Some(c) = after {
+        let page = cat.jobs_of_consumer(consumer, Some(&c), limit).await.unwrap();
+        seen.extend(page.items.into_iter().map(|j| j.job_id));
+        after = page.next;
+        assert!(seen.len() < 100);
+    }
+    seen
+}
+
 /// The suite. `fresh` opens the same durable state again (a restart).
 async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalogue>) {
     let a = "0x00000000000000000000000000000000000000aa";
@@ -98,6 +208,8 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
         cat.jobs_for_model("0x0000000000000000000000000000000000000000").await.unwrap().is_empty()
     );
 
+    paging(cat).await;
+
     // Orders: claimed once, idempotent for the holder, released only by the holder.
     let tx = "0x1111111111111111111111111111111111111111111111111111111111111111";
     assert_eq!(cat.claim_order(tx, "job-1").await.unwrap(), OrderClaim::Claimed);
@@ -132,7 +244,7 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
     // A restart loses nothing.
     let again = reopen();
     assert_eq!(again.get_model(a).await.unwrap().unwrap(), m);
-    assert_eq!(again.list_models().await.unwrap().len(), 2);
+    assert_eq!(again.list_models().await.unwrap().len(), 7);
     assert_eq!(again.get_job("job-1").await.unwrap().unwrap(), j1);
     assert_eq!(
         again.claim_order(tx, "job-9").await.unwrap(),

@@ -147,12 +147,27 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
     async fn get_model(&self, nft: &str) -> Result<Option<ModelRecord>, CatalogueError>;
     /// Every model, oldest first.
     async fn list_models(&self) -> Result<Vec<ModelRecord>, CatalogueError>;
+    /// Up to `limit` models after `after`, oldest first (by `created_at`, then NFT), read
+    /// through an index: the cost is the page's, not the catalogue's.
+    async fn models_page(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<ModelRecord>, CatalogueError>;
 
     /// Creates or replaces a job (keyed by its id).
     async fn put_job(&self, j: &JobRecord) -> Result<(), CatalogueError>;
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError>;
     /// Jobs on one model, oldest first.
     async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError>;
+    /// Up to `limit` jobs of one consumer after `after`, newest first (by `created_at`
+    /// descending, then job id), read through a per-consumer index.
+    async fn jobs_of_consumer(
+        &self,
+        consumer: &str,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<JobRecord>, CatalogueError>;
 
     /// Binds an order to a job, atomically: of concurrent claims on one order exactly one
     /// wins. Claiming again for the same job is `Claimed`.
@@ -166,6 +181,53 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
 
     /// Records a request nonce of `signer`; false if it was used before (a replay).
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError>;
+}
+
+/// Records a page holds when the caller names no limit.
+pub const DEFAULT_PAGE: usize = 50;
+/// Most records one page may hold.
+pub const MAX_PAGE: usize = 200;
+
+/// Where a page of a list ended: the sort key (`created_at`, id) of its last record. The API
+/// hands it out as an opaque string ([`Cursor::encode`]) and takes it back to resume after it,
+/// so a walk sees every record once even while new ones are added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// `created_at` of the last record returned.
+    pub at: u64,
+    /// Its id (job id, or model NFT).
+    pub id: String,
+}
+
+impl Cursor {
+    /// The wire form, `<at>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.at, self.id)
+    }
+
+    /// Parses the wire form; `None` for anything this catalogue did not hand out.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (at, id) = s.split_once('.')?;
+        // A bounded u64 without sign or leading '+', so one cursor has one spelling.
+        if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let at = at.parse().ok()?;
+        if id.is_empty()
+            || id.len() > 128
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return None;
+        }
+        Some(Cursor { at, id: id.to_ascii_lowercase() })
+    }
+}
+
+/// One page of a list, and where the next one starts (`None` on the last page).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
 }
 
 /// Seconds since the Unix epoch.

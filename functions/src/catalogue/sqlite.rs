@@ -1,14 +1,16 @@
 //! The catalogue in one SQLite file (the embedded default).
 //!
 //! Records are stored as JSON next to the columns we query by; the order and nonce tables
-//! use primary keys so a claim is a single `INSERT` that either wins or conflicts.
+//! use primary keys so a claim is a single `INSERT` that either wins or conflicts. Pages are
+//! read through expression indexes on the records' JSON (`created_at`, `consumer`), which
+//! existing databases gain on open without a migration.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Catalogue, CatalogueError, JobRecord, ModelRecord, OrderClaim};
+use super::{Catalogue, CatalogueError, Cursor, JobRecord, ModelRecord, OrderClaim, Page};
 
 /// See the module docs.
 #[derive(Clone)]
@@ -30,6 +32,9 @@ CREATE TABLE IF NOT EXISTS models (seq INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, seq);
+CREATE INDEX IF NOT EXISTS models_by_age ON models (json_extract(record, '$.created_at'), nft);
+CREATE INDEX IF NOT EXISTS jobs_by_consumer ON jobs (json_extract(record, '$.consumer'),
+    json_extract(record, '$.created_at') DESC, job_id);
 CREATE TABLE IF NOT EXISTS orders (order_tx TEXT PRIMARY KEY, job_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (signer TEXT NOT NULL, nonce TEXT NOT NULL,
     PRIMARY KEY (signer, nonce));";
@@ -81,6 +86,28 @@ fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, CatalogueErro
     serde_json::from_str(json).map_err(corrupt)
 }
 
+/// A cursor as query parameters: (`created_at`, id), both NULL on the first page.
+fn cursor_params(after: Option<&Cursor>) -> (Option<i64>, String) {
+    match after {
+        // A cursor past i64::MAX names no stored record (created_at is seconds): clamp it.
+        Some(c) => (Some(i64::try_from(c.at).unwrap_or(i64::MAX)), c.id.to_ascii_lowercase()),
+        None => (None, String::new()),
+    }
+}
+
+/// Rows to fetch for a page of `limit`: one more, to know whether a next page exists.
+fn page_rows(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+/// Cuts `rows` (up to `limit + 1`) to a page; the next cursor is the last kept row's.
+fn paged<T>(mut rows: Vec<T>, limit: usize, cursor: impl Fn(&T) -> Cursor) -> Page<T> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more { rows.last().map(cursor) } else { None };
+    Page { items: rows, next }
+}
+
 #[async_trait::async_trait]
 impl Catalogue for SqliteCatalogue {
     async fn put_model(&self, m: &ModelRecord) -> Result<(), CatalogueError> {
@@ -119,6 +146,31 @@ impl Catalogue for SqliteCatalogue {
                 rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
             models.sort_by(|a, b| (a.created_at, &a.card.nft).cmp(&(b.created_at, &b.card.nft)));
             Ok(models)
+        })
+        .await
+    }
+
+    async fn models_page(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<ModelRecord>, CatalogueError> {
+        let (at, nft) = cursor_params(after);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT record FROM models
+                     WHERE ?1 IS NULL OR json_extract(record, '$.created_at') > ?1
+                        OR (json_extract(record, '$.created_at') = ?1 AND nft > ?2)
+                     ORDER BY json_extract(record, '$.created_at'), nft LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![at, nft, page_rows(limit)], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            let models: Vec<ModelRecord> =
+                rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
+            Ok(paged(models, limit, |m| Cursor { at: m.created_at, id: m.card.nft.clone() }))
         })
         .await
     }
@@ -162,6 +214,34 @@ impl Catalogue for SqliteCatalogue {
                 rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
             jobs.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
             Ok(jobs)
+        })
+        .await
+    }
+
+    async fn jobs_of_consumer(
+        &self,
+        consumer: &str,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<JobRecord>, CatalogueError> {
+        let who = consumer.to_ascii_lowercase();
+        let (at, id) = cursor_params(after);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT record FROM jobs
+                     WHERE json_extract(record, '$.consumer') = ?1
+                       AND (?2 IS NULL OR json_extract(record, '$.created_at') < ?2
+                            OR (json_extract(record, '$.created_at') = ?2 AND job_id > ?3))
+                     ORDER BY json_extract(record, '$.created_at') DESC, job_id LIMIT ?4",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![who, at, id, page_rows(limit)], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            let jobs: Vec<JobRecord> =
+                rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
+            Ok(paged(jobs, limit, |j| Cursor { at: j.created_at, id: j.job_id.clone() }))
         })
         .await
     }

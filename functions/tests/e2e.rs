@@ -115,6 +115,15 @@ async fn publish_train_derive_reward_infer_evaluate() {
         done["receipt_hash"].as_str().map(str::to_string)
     );
 
+    // Nothing public names the plain dataset hash: anyone holding a guessed dataset could
+    // confirm it against a public receipt or metrics.json.
+    let plain = serde_json::to_value(sha(&data)).unwrap();
+    assert_ne!(
+        res["receipt"]["body"]["input_data_hash"], plain,
+        "a public receipt's input_data_hash equals the plain dataset hash, so a guessed dataset is confirmed"
+    );
+    assert_ne!(res["metrics"]["dataset_hash"], plain, "metrics.json names the plain dataset hash");
+
     // A second delivery of the completion changes nothing (exactly once).
     let again = posthuman_functions::queue::JobDone {
         job_id: train_id.clone(),
@@ -140,6 +149,12 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert_eq!(done["state"], "succeeded", "{done}");
     let (_, res) = env.result(&infer_id, &bob).await;
     assert!(res["completions"].to_string().contains("The quick brown"), "{res}");
+    let plain =
+        serde_json::to_value(posthuman_receipts::prompts_hash(&["The quick brown"])).unwrap();
+    assert_ne!(
+        res["receipt"]["body"]["input_data_hash"], plain,
+        "a public receipt's input_data_hash equals the plain prompts hash, so guessed prompts are confirmed"
+    );
 
     // An evaluate job that the worker refuses (dataset shorter than one window) fails with
     // its reason. The failure is the buyer's input, so the order is consumed (the same request

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use posthuman_functions::queue::{
-    BatchQueue, BatchQueueConfig, CompletionHook, JobDone, JobQueue, LocalQueue, LocalQueueConfig,
-    QueueError, QueueState, WorkerCommand,
+    BatchQueue, BatchQueueConfig, CompletionHook, DeliveryBackoff, DeliveryError, JobDone,
+    JobQueue, LocalQueue, LocalQueueConfig, QueueError, QueueState, WorkerCommand,
 };
 
 // ---------------------------------------------------------------- the shared suite
@@ -79,7 +79,10 @@ fn recording_hook() -> (CompletionHook, Seen) {
     let s = seen.clone();
     let hook: CompletionHook = Arc::new(move |d: JobDone| {
         let s = s.clone();
-        Box::pin(async move { s.lock().unwrap().push(d) })
+        Box::pin(async move {
+            s.lock().unwrap().push(d);
+            Ok(())
+        })
     });
     (hook, seen)
 }
@@ -282,6 +285,130 @@ async fn local_queue_kills_a_job_past_its_paid_wall_clock_budget() {
     assert_eq!(starts_of(&log, "slow-1"), 1);
     assert!(!log_lines(&log).contains(&"end slow-1".to_string()));
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- completion delivery
+
+/// A hook that fails with a retryable error while `down` is set (the chain or store out),
+/// counting calls per job, and records what it delivered once it lands.
+fn flaky_hook(down: Arc<std::sync::atomic::AtomicBool>) -> (CompletionHook, Seen, Arc<Mutex<u32>>) {
+    let seen: Seen = Arc::default();
+    let calls = Arc::new(Mutex::new(0u32));
+    let (s, c) = (seen.clone(), calls.clone());
+    let hook: CompletionHook = Arc::new(move |d: JobDone| {
+        let (s, c, down) = (s.clone(), c.clone(), down.clone());
+        Box::pin(async move {
+            if d.job_id.starts_with("flaky") {
+                *c.lock().unwrap() += 1;
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(DeliveryError::Retry("chain RPC unavailable".into()));
+                }
+            }
+            s.lock().unwrap().push(d);
+            Ok(())
+        })
+    });
+    (hook, seen, calls)
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn local_queue_retries_a_failing_completion_until_it_lands_even_across_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let cfg = local_cfg(dir.path(), script_worker(&log, "0.01"), 1);
+    let fast = DeliveryBackoff { first: Duration::from_millis(5), max: Duration::from_millis(20) };
+    let down = Arc::new(AtomicBool::new(true));
+
+    // First life: the hook fails more often than the old give-up (60 tries), and meanwhile
+    // the only slot still runs other jobs.
+    {
+        let q = LocalQueue::open(cfg.clone()).unwrap();
+        let (hook, seen, calls) = flaky_hook(down.clone());
+        q.start_with_backoff(hook, fast).await.unwrap();
+        q.submit(&common::infer_spec("flaky-1")).await.unwrap();
+        assert_eq!(wait_terminal(&q, "flaky-1").await, QueueState::Succeeded);
+        q.submit(&common::infer_spec("other-2")).await.unwrap();
+        assert_eq!(wait_terminal(&q, "other-2").await, QueueState::Succeeded);
+        wait_until("the hook failed 70 times", || *calls.lock().unwrap() >= 70).await;
+        wait_until("other-2 was delivered", || seen.lock().unwrap().len() == 1).await;
+        assert_eq!(q.undelivered().await.unwrap(), ["flaky-1"]);
+        // Shutdown is not held up by a delivery that keeps failing.
+        tokio::time::timeout(Duration::from_secs(5), q.shutdown()).await.unwrap();
+    }
+    // Second life: still down at first, then the chain comes back: it lands, once.
+    {
+        let q = LocalQueue::open(cfg.clone()).unwrap();
+        assert_eq!(q.undelivered().await.unwrap(), ["flaky-1"]);
+        let (hook, seen, calls) = flaky_hook(down.clone());
+        q.start_with_backoff(hook, fast).await.unwrap();
+        wait_until("the hook was retried", || *calls.lock().unwrap() >= 3).await;
+        assert!(seen.lock().unwrap().is_empty());
+        down.store(false, Ordering::SeqCst);
+        wait_until("flaky-1 was delivered", || !seen.lock().unwrap().is_empty()).await;
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [JobDone { job_id: "flaky-1".into(), state: QueueState::Succeeded }]
+        );
+        for _ in 0..50 {
+            if q.undelivered().await.unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(q.undelivered().await.unwrap().is_empty());
+        q.shutdown().await;
+    }
+    // Third life: nothing left to deliver, and no job ran twice.
+    let q = LocalQueue::open(cfg).unwrap();
+    assert!(q.undelivered().await.unwrap().is_empty());
+    assert_eq!(starts_of(&log, "flaky-1"), 1);
+}
+
+#[tokio::test]
+async fn local_queue_acknowledges_a_completion_that_can_never_be_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs.log");
+    let cfg = local_cfg(dir.path(), script_worker(&log, "0.01"), 1);
+    let calls = Arc::new(Mutex::new(0u32));
+    let c = calls.clone();
+    let hook: CompletionHook = Arc::new(move |_d| {
+        let c = c.clone();
+        Box::pin(async move {
+            *c.lock().unwrap() += 1;
+            Err(DeliveryError::Rejected("completion for an unknown job".into()))
+        })
+    });
+    let q = LocalQueue::open(cfg).unwrap();
+    q.start_with_backoff(
+        hook,
+        DeliveryBackoff { first: Duration::from_millis(5), max: Duration::from_millis(5) },
+    )
+    .await
+    .unwrap();
+    q.submit(&common::infer_spec("orphan-1")).await.unwrap();
+    assert_eq!(wait_terminal(&q, "orphan-1").await, QueueState::Succeeded);
+    for _ in 0..100 {
+        if q.undelivered().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(q.undelivered().await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    q.shutdown().await;
+    // Logged and acknowledged once, not retried.
+    assert_eq!(*calls.lock().unwrap(), 1);
 }
 
 // ---------------------------------------------------------------- AWS Batch on moto

@@ -10,14 +10,15 @@ import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { PosthumanStack } from "../lib/posthuman-stack";
 
-function synth(): Template {
+/** Synthesizes the stack with the deploy-time choices in `context` (as `cdk -c key=value`). */
+function synth(context: Record<string, string> = {}): Template {
   // Stand-in Lambda bundles: the test checks the template, not the binaries.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "posthuman-lambda-"));
   for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
     fs.mkdirSync(path.join(dir, bin));
     fs.writeFileSync(path.join(dir, bin, "bootstrap"), "#!/bin/sh\n");
   }
-  const app = new App({ context: { "@aws-cdk/aws-batch:defaultToAL2023": true } });
+  const app = new App({ context: { "@aws-cdk/aws-batch:defaultToAL2023": true, ...context } });
   const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, workerImageTag: "v1" });
   return Template.fromStack(stack);
 }
@@ -106,6 +107,35 @@ test("both Lambdas get the variables functions/src/aws.rs reads, and only the ke
   t.hasResourceProperties("AWS::SecretsManager::Secret", {
     GenerateSecretString: Match.objectLike({ PasswordLength: 64 }),
   });
+});
+
+test("the Lambdas get the address book's SSM parameter name and may read that parameter only", () => {
+  // The stack must not own a parameter holding "{}": a deploy-time copy of it is what the
+  // functions would load at cold start, and an update to SSM would never reach them.
+  for (const p of Object.values(t.findResources("AWS::SSM::Parameter"))) {
+    assert.notEqual(p.Properties.Value, "{}", "the stack bakes an empty address book");
+  }
+  const fns = t.findResources("AWS::Lambda::Function", { Properties: { Runtime: "provided.al2023" } });
+  for (const fn of Object.values(fns)) {
+    const vars = fn.Properties.Environment.Variables;
+    assert.equal(vars.POSTHUMAN_ADDRESS_BOOK_PARAM, "/posthuman/address-book");
+    // Transitional (until functions/src/aws.rs reads the parameter at cold start): the
+    // parameter's value as of this deploy, resolved by CloudFormation from SSM itself.
+    assert.deepEqual(Object.keys(vars.POSTHUMAN_ADDRESS_BOOK), ["Ref"]);
+    const ref = vars.POSTHUMAN_ADDRESS_BOOK.Ref;
+    const param = t.toJSON().Parameters[ref];
+    assert.equal(param.Type, "AWS::SSM::Parameter::Value<String>");
+    assert.equal(param.Default, "/posthuman/address-book");
+  }
+  const readers = Object.values(t.findResources("AWS::IAM::Policy")).flatMap((p: any) =>
+    p.Properties.PolicyDocument.Statement.filter((s: any) => JSON.stringify(s.Action).includes("ssm:GetParameter")),
+  );
+  assert.equal(readers.length, 2, "each Lambda role reads the address book");
+  for (const s of readers) {
+    const text = JSON.stringify(s.Resource);
+    assert.match(text, /:parameter\/posthuman\/address-book"/);
+    assert.doesNotMatch(text, /\*/);
+  }
 });
 
 test("Batch state changes of our queue reach the job-done Lambda with retries and a DLQ", () => {

@@ -148,19 +148,25 @@ export class PosthumanStack extends Stack {
       },
       removalPolicy: RemovalPolicy.RETAIN,
     });
-    // Deployed contract addresses (the chain crate's AddressBook JSON); updated after deploying contracts.
-    const addressBook = new ssm.StringParameter(this, "AddressBook", {
-      parameterName: "/posthuman/address-book",
-      stringValue: "{}",
-      description: "AddressBook JSON of the deployed Ocean + lineage contracts",
-    });
+    // Deployed contract addresses (the chain crate's AddressBook JSON). The stack does not own
+    // the parameter: the deploy writes it after deploying the contracts and before this
+    // stack, so a missing one fails the deploy (not the functions at cold start), and a stack
+    // update never resets it.
+    const addressBookName: string = this.node.tryGetContext("addressBookParam") ?? "/posthuman/address-book";
+    const addressBook = ssm.StringParameter.fromStringParameterName(this, "AddressBook", addressBookName);
 
     const env = {
       POSTHUMAN_BUCKET: data.bucketName,
       POSTHUMAN_BATCH_QUEUE: queue.jobQueueArn,
       POSTHUMAN_BATCH_JOB_DEFINITION: jobDef.jobDefinitionArn,
       POSTHUMAN_RPC_URL: rpcUrl.valueAsString,
-      POSTHUMAN_ADDRESS_BOOK: addressBook.stringValue,
+      // The functions read the address book from this parameter at cold start, so an update
+      // to it reaches every new execution environment without a redeploy.
+      POSTHUMAN_ADDRESS_BOOK_PARAM: addressBookName,
+      // TODO(functions/src/aws.rs): transitional copy of the parameter's value as of this
+      // deploy (an AWS::SSM::Parameter::Value parameter, resolved by CloudFormation), for as
+      // long as aws.rs reads POSTHUMAN_ADDRESS_BOOK; drop it once aws.rs reads the parameter.
+      POSTHUMAN_ADDRESS_BOOK: ssm.StringParameter.valueForStringParameter(this, addressBookName),
       // Only the secret's ARN: the functions read the key at cold start (functions/src/
       // secrets.rs), so it is in no function configuration, console or template.
       POSTHUMAN_OPERATOR_KEY_SECRET: operatorKey.secretArn,
@@ -192,6 +198,8 @@ export class PosthumanStack extends Stack {
     for (const fn of [api, jobDone]) {
       // GetSecretValue (and the key's decrypt) on this one secret only.
       operatorKey.grantRead(fn);
+      // ssm:GetParameter(s) on the address book's parameter only.
+      addressBook.grantRead(fn);
       fn.addToRolePolicy(
         new iam.PolicyStatement({
           actions: ["batch:SubmitJob"],

@@ -72,6 +72,40 @@ test("workers run on GPUs in isolated subnets with no route to the internet", ()
   t.resourceCountIs("AWS::Batch::JobQueue", 1);
 });
 
+test("the worker's memory budget is below its container's memory (a job too big is refused, not OOM-killed)", () => {
+  const defs = Object.values(t.findResources("AWS::Batch::JobDefinition"));
+  assert.equal(defs.length, 1);
+  const c = defs[0].Properties.ContainerProperties;
+  const memory = Number(
+    c.ResourceRequirements.find((r: { Type: string }) => r.Type === "MEMORY")?.Value,
+  );
+  const budget = Number(
+    c.Environment.find((e: { Name: string }) => e.Name === "POSTHUMAN_MEMORY_LIMIT_MIB")?.Value,
+  );
+  assert.ok(memory > 0, `container memory ${memory}`);
+  assert.ok(budget > 0, `POSTHUMAN_MEMORY_LIMIT_MIB ${budget}`);
+  // Below, with room for the process itself: batch-worker's CGROUP_HEADROOM_MIB is 512.
+  assert.ok(budget <= memory - 512, `budget ${budget} MiB vs container ${memory} MiB`);
+  // And above batch-worker's 16 GiB default being the thing that bounded jobs.
+  assert.ok(budget < 16 * 1024);
+});
+
+test("the isolated worker subnets reach every AWS service a Batch container instance needs", () => {
+  // Without ecs/ecs-agent/ecs-telemetry the instances never register with the cluster and
+  // jobs stay RUNNABLE; ECR (api + dkr) and S3 pull the image, Logs ships the job's output.
+  const services = Object.values(t.findResources("AWS::EC2::VPCEndpoint")).map((e: any) => {
+    const name = JSON.stringify(e.Properties.ServiceName);
+    const m = name.match(/com\.amazonaws\.[^"]*?\.([a-z0-9.-]+)"/) ?? name.match(/"\.([a-z0-9.-]+)"\]/);
+    return m ? m[1] : name;
+  });
+  for (const want of ["s3", "ecr.api", "ecr.dkr", "logs", "ecs", "ecs-agent", "ecs-telemetry"]) {
+    assert.ok(services.includes(want), `no ${want} endpoint in ${JSON.stringify(services)}`);
+  }
+  for (const e of Object.values(t.findResources("AWS::EC2::VPCEndpoint", { Properties: { VpcEndpointType: "Interface" } }))) {
+    assert.equal((e as any).Properties.PrivateDnsEnabled, true);
+  }
+});
+
 test("both Lambdas get the variables functions/src/aws.rs reads, and only the key's secret ARN", () => {
   const fns = t.findResources("AWS::Lambda::Function", { Properties: { Runtime: "provided.al2023" } });
   assert.equal(Object.keys(fns).length, 2);

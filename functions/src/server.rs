@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use alloy::primitives::U256;
 use alloy::providers::ext::AnvilApi;
@@ -25,7 +24,8 @@ use crate::catalogue::SqliteCatalogue;
 use crate::deps::{ApiConfig, Deps};
 use crate::handlers::complete::on_job_done;
 use crate::queue::{
-    CompletionHook, DEFAULT_MAX_ATTEMPTS, JobDone, LocalQueue, LocalQueueConfig, WorkerCommand,
+    CompletionHook, DEFAULT_MAX_ATTEMPTS, DeliveryError, JobDone, LocalQueue, LocalQueueConfig,
+    WorkerCommand,
 };
 
 /// Everything the embedded server needs, resolved once by the binary.
@@ -221,23 +221,13 @@ fn placeholder_book(operator: &PrivateKeySigner) -> AddressBook {
     }
 }
 
-/// The local twin of EventBridge → on-job-done: retries transient failures (chain or store
-/// hiccups) before acknowledging; a crash before the acknowledgement means redelivery.
+/// The local twin of EventBridge → on-job-done: one call of the completion handler. Its
+/// error says whether to deliver again ([`DeliveryError`]); the queue retries with backoff
+/// for as long as it takes and acknowledges only a completion that landed.
 pub fn completion_hook(deps: Arc<Deps>) -> CompletionHook {
     Arc::new(move |done: JobDone| {
         let deps = deps.clone();
-        Box::pin(async move {
-            for attempt in 1..=60u32 {
-                match on_job_done(&deps, &done).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(job_id = %done.job_id, attempt, error = %e, "job completion failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-            }
-            tracing::error!(job_id = %done.job_id, "job completion gave up; it is redelivered on the next start");
-        })
+        Box::pin(async move { on_job_done(&deps, &done).await.map_err(DeliveryError::from) })
     })
 }
 

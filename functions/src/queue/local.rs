@@ -4,8 +4,16 @@
 //! in the data dir. A dispatcher task starts queued jobs while a semaphore has free slots
 //! (the concurrency limit), runs `WORKER run --spec FILE --store ROOT`, and records the exit
 //! status. Completion goes to the [`CompletionHook`]; the row is marked `delivered` only after
-//! the hook returned, so a crash in between redelivers it on the next start (the hook is
+//! the hook succeeded, so a crash in between redelivers it on the next start (the hook is
 //! idempotent by contract).
+//!
+//! Delivery: a hook that fails with [`DeliveryError::Retry`] (the chain or the store out) is
+//! called again after a capped exponential backoff ([`DeliveryBackoff`], 1 s doubling to
+//! 5 min by default) for as long as it takes: a completion is never dropped because an
+//! outage lasted long. Each delivery is its own task, after the job's slot was freed, so a
+//! failing hook holds back neither other jobs nor shutdown; shutdown ends the waiting and the
+//! undelivered row is redelivered on the next start. A [`DeliveryError::Rejected`]
+//! completion can never land (it names no known job): it is logged and acknowledged.
 //!
 //! Retries: a failure is classified by [`posthuman_types::exit::classify`]. One caused by the
 //! buyer's input (a bad dataset, a hyperparameter out of range) fails the same way every time,
@@ -34,7 +42,7 @@ use posthuman_types::exit::{self, FailureClass};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::{CompletionHook, JobDone, JobQueue, QueueError, QueueState};
+use super::{CompletionHook, DeliveryError, JobDone, JobQueue, QueueError, QueueState};
 
 /// The worker program and any leading arguments; the queue appends
 /// `run --spec <file> --store <root>`.
@@ -63,6 +71,29 @@ pub struct LocalQueueConfig {
 /// The attempt bound the embedded server uses: a transient failure gets two more runs.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+/// How long to wait between deliveries of a completion whose hook failed: `first`, doubling
+/// after each failure, never more than `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryBackoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for DeliveryBackoff {
+    /// 1 s doubling to 5 min: quick after a hiccup, a few calls an hour in a long outage.
+    fn default() -> Self {
+        DeliveryBackoff { first: Duration::from_secs(1), max: Duration::from_secs(300) }
+    }
+}
+
+impl DeliveryBackoff {
+    /// The wait after `failures` failed deliveries (≥ 1).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.first.saturating_mul(1u32 << doublings).min(self.max)
+    }
+}
+
 /// See the module docs.
 #[derive(Clone, Debug)]
 pub struct LocalQueue {
@@ -74,7 +105,7 @@ struct Inner {
     db: Arc<Mutex<Connection>>,
     wake: Notify,
     slots: Arc<Semaphore>,
-    hook: OnceLock<CompletionHook>,
+    hook: OnceLock<(CompletionHook, DeliveryBackoff)>,
     stop: watch::Sender<bool>,
 }
 
@@ -136,9 +167,19 @@ impl LocalQueue {
     }
 
     /// Starts dispatching with `hook` as the completion handler, and redelivers completions
-    /// the previous run did not see acknowledged. Call once.
+    /// the previous run did not see acknowledged. Call once. A failing hook is retried with
+    /// the default [`DeliveryBackoff`].
     pub async fn start(&self, hook: CompletionHook) -> Result<(), QueueError> {
-        if self.inner.hook.set(hook).is_err() {
+        self.start_with_backoff(hook, DeliveryBackoff::default()).await
+    }
+
+    /// [`LocalQueue::start`] with another backoff between failed deliveries.
+    pub async fn start_with_backoff(
+        &self,
+        hook: CompletionHook,
+        backoff: DeliveryBackoff,
+    ) -> Result<(), QueueError> {
+        if self.inner.hook.set((hook, backoff)).is_err() {
             return Err(QueueError::Backend("local queue started twice".into()));
         }
         let pending: Vec<(String, QueueState)> = self
@@ -158,6 +199,20 @@ impl LocalQueue {
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.dispatch_loop().await });
         Ok(())
+    }
+
+    /// Finished jobs whose completion has not been acknowledged yet (being delivered, or
+    /// waiting for the next start), oldest first: an operator's view of a long outage.
+    pub async fn undelivered(&self) -> Result<Vec<String>, QueueError> {
+        self.db(|c| {
+            let mut st = c.prepare(
+                "SELECT job_id FROM jobs
+                 WHERE state IN ('succeeded', 'failed') AND delivered = 0 ORDER BY seq",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
     }
 
     /// Stops dispatching, kills running workers (their jobs go back to `queued`, to resume on
@@ -412,10 +467,36 @@ impl Inner {
         }
     }
 
+    /// Calls the hook until it succeeds or rejects the completion, then acknowledges it;
+    /// returns early (unacknowledged, redelivered on the next start) on shutdown.
     async fn deliver(&self, done: JobDone) {
-        let Some(hook) = self.hook.get() else { return };
+        let Some((hook, backoff)) = self.hook.get() else { return };
+        let mut stop = self.stop.subscribe();
         let job_id = done.job_id.clone();
-        hook(done).await;
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            // A call in flight is not cancelled by shutdown: the hook may be between two
+            // chain transactions, and it resumes cleanly only from a step boundary.
+            match hook(done.clone()).await {
+                Ok(()) => break,
+                Err(DeliveryError::Rejected(reason)) => {
+                    tracing::error!(%job_id, %reason, "job completion can never be delivered; acknowledged");
+                    break;
+                }
+                Err(DeliveryError::Retry(reason)) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff.delay(failures);
+                    tracing::warn!(%job_id, failures, retry_in = ?wait, %reason, "job completion failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
         let r = self
             .db(move |c| {
                 c.execute("UPDATE jobs SET delivered = 1 WHERE job_id = ?1", params![job_id])
@@ -476,5 +557,19 @@ impl JobQueue for LocalQueue {
             })
             .await?;
         row.map(|(_, s)| s).ok_or_else(|| QueueError::NotFound(queue_ref.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_backoff_doubles_from_its_first_wait_up_to_its_cap() {
+        let b = DeliveryBackoff::default();
+        let secs: Vec<u64> = (1..=12).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(300));
+        assert_eq!(b.delay(0), Duration::from_secs(1));
     }
 }

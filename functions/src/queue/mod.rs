@@ -23,7 +23,9 @@ use posthuman_types::{JobSpec, SpecError};
 use serde::{Deserialize, Serialize};
 
 pub use batch::{BatchQueue, BatchQueueConfig};
-pub use local::{DEFAULT_MAX_ATTEMPTS, LocalQueue, LocalQueueConfig, WorkerCommand};
+pub use local::{
+    DEFAULT_MAX_ATTEMPTS, DeliveryBackoff, LocalQueue, LocalQueueConfig, WorkerCommand,
+};
 
 /// Where the handlers put a job's spec for the worker to read.
 pub fn spec_key(job_id: &str) -> String {
@@ -60,8 +62,38 @@ pub struct JobDone {
 }
 
 /// Called once per finished job (at least once: again after a crash before it returned, so
-/// it must be idempotent). The future resolving is the acknowledgement.
-pub type CompletionHook = Arc<dyn Fn(JobDone) -> BoxFuture<'static, ()> + Send + Sync>;
+/// it must be idempotent). `Ok` is the acknowledgement; an error says whether the same
+/// completion can land later ([`DeliveryError`]).
+pub type CompletionHook =
+    Arc<dyn Fn(JobDone) -> BoxFuture<'static, Result<(), DeliveryError>> + Send + Sync>;
+
+/// Why a completion was not delivered, and so what the queue does with it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Transient (the chain, store or catalogue unavailable, a bug an operator can fix):
+    /// deliver it again later, with backoff, for as long as it takes.
+    #[error("completion not delivered yet: {0}")]
+    Retry(String),
+    /// The completion can never land (it names no job this deployment knows, it is
+    /// malformed): log and acknowledge it, so it does not retry for ever.
+    #[error("completion rejected: {0}")]
+    Rejected(String),
+}
+
+impl From<crate::error::ApiError> for DeliveryError {
+    /// The completion handler's errors: a backend out or an internal failure (a reverted
+    /// transaction, a store hiccup) may clear, so it is retried; anything the request itself
+    /// is wrong about (unknown job, invalid state) would fail the same way every time.
+    fn from(e: crate::error::ApiError) -> Self {
+        use crate::error::ApiError as A;
+        match e {
+            A::Unavailable { .. } | A::Internal(_) | A::NotReady(_) => {
+                DeliveryError::Retry(e.to_string())
+            }
+            other => DeliveryError::Rejected(other.to_string()),
+        }
+    }
+}
 
 /// Why the queue refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
@@ -90,4 +122,20 @@ pub trait JobQueue: Send + Sync + Debug + 'static {
 
     /// The state of a job by the reference `submit` returned.
     async fn state(&self, queue_ref: &str) -> Result<QueueState, QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ApiError;
+
+    #[test]
+    fn an_outage_or_a_bug_is_retried_and_a_wrong_request_is_rejected() {
+        let retry = |e: ApiError| matches!(DeliveryError::from(e), DeliveryError::Retry(_));
+        assert!(retry(ApiError::unavailable("chain RPC", "connection refused")));
+        assert!(retry(ApiError::unavailable("catalogue", "locked")));
+        assert!(retry(ApiError::Internal("transaction reverted".into())));
+        assert!(!retry(ApiError::bad("completion with a malformed state")));
+        assert!(!retry(ApiError::not_found("job j-1")));
+    }
 }

@@ -106,6 +106,85 @@ test("the isolated worker subnets reach every AWS service a Batch container inst
   }
 });
 
+// --- Retries: Batch retries exactly what crates/types/src/exit.rs classes as retryable. ---
+
+/** exit.rs's constants and code lists, parsed from the Rust source so the two cannot drift. */
+function exitCodes(): { codes: Map<string, number>; lists: Map<string, number[]> } {
+  const src = fs.readFileSync(path.resolve(__dirname, "../../../crates/types/src/exit.rs"), "utf8");
+  const codes = new Map<string, number>();
+  for (const m of src.matchAll(/pub const ([A-Z_]+): i32 = (\d+);/g)) codes.set(m[1], Number(m[2]));
+  const lists = new Map<string, number[]>();
+  for (const m of src.matchAll(/pub const ([A-Z_]+): &\[i32\] = &\[([^\]]*)\];/g)) {
+    const names = m[2].split(",").map((n) => n.trim()).filter((n) => n !== "");
+    lists.set(m[1], names.map((n) => {
+      const c = codes.get(n);
+      assert.ok(c !== undefined, `exit.rs: ${m[1]} names unknown constant ${n}`);
+      return c;
+    }));
+  }
+  assert.ok(codes.size >= 10 && lists.has("BUYER_INPUT") && lists.has("FINAL") && lists.has("ALL"), "exit.rs parsed");
+  return { codes, lists };
+}
+
+type Rule = { Action: string; OnExitCode?: string; OnStatusReason?: string; OnReason?: string };
+
+/** Batch's glob: the pattern's text, where a trailing `*` matches any rest. */
+function globMatch(pattern: string | undefined, value: string | undefined): boolean {
+  if (pattern === undefined) return true;
+  if (value === undefined) return false;
+  return pattern.endsWith("*") ? value.startsWith(pattern.slice(0, -1)) : value === pattern;
+}
+
+/** What Batch does with a failed attempt: the first rule whose every condition matches; none: RETRY. */
+function batchAction(rules: Rule[], attempt: { exitCode?: number; statusReason?: string; reason?: string }): string {
+  for (const r of rules) {
+    if (
+      globMatch(r.OnExitCode, attempt.exitCode === undefined ? undefined : String(attempt.exitCode)) &&
+      globMatch(r.OnStatusReason, attempt.statusReason) &&
+      globMatch(r.OnReason, attempt.reason)
+    ) {
+      return r.Action.toUpperCase();
+    }
+  }
+  return "RETRY";
+}
+
+test("Batch retries the worker's retryable failures and a reclaimed host, never the buyer's input or a final code", () => {
+  const { codes, lists } = exitCodes();
+  const [def] = Object.values(t.findResources("AWS::Batch::JobDefinition")) as any[];
+  const strategy = def.Properties.RetryStrategy;
+  const rules: Rule[] = strategy.EvaluateOnExit;
+  assert.ok(strategy.Attempts >= 2, "retryable failures get another attempt");
+  assert.ok(rules.length >= 1 && rules.length <= 5, "Batch takes at most 5 rules");
+  for (const r of rules) {
+    // Batch's grammar: exit codes are digits with an optional trailing `*`.
+    if (r.OnExitCode !== undefined) assert.match(r.OnExitCode, /^[0-9]+\*?$|^\*$/);
+  }
+  for (const list of ["BUYER_INPUT", "FINAL"]) {
+    for (const c of lists.get(list)!) {
+      assert.equal(batchAction(rules, { exitCode: c, reason: "Essential container in task exited" }), "EXIT", `${list} code ${c} is retried`);
+    }
+  }
+  // Transient, or curable by another attempt (a store hiccup, a host without a working GPU,
+  // a worker bug that may not recur, a requested stop that resumes from its checkpoint).
+  for (const name of ["STORE", "NO_GPU", "INTERNAL", "INTERRUPTED"]) {
+    const c = codes.get(name)!;
+    assert.equal(batchAction(rules, { exitCode: c }), "RETRY", `${name} (${c}) is not retried`);
+  }
+  // A Spot reclaim or a host that went away: no exit code, Batch's status reason names the host.
+  assert.equal(batchAction(rules, { statusReason: "Host EC2 (instance i-0123456789abcdef0) terminated." }), "RETRY");
+  // Every other worker code that exit.rs classes retryable is retried, except those Batch's
+  // grammar cannot separate from the buyer's codes 13..17 within 5 rules (10..12: the same
+  // spec and weights fail the same way again, so nothing is lost by not retrying them; the
+  // order is released either way, as job-done classifies by exit.rs).
+  const inseparable = ["BAD_SPEC", "BAD_WEIGHTS", "MISSING_TOKENIZER"].map((n) => codes.get(n)!);
+  const stopping = new Set([...lists.get("BUYER_INPUT")!, ...lists.get("FINAL")!]);
+  for (const c of lists.get("ALL")!) {
+    if (stopping.has(c) || inseparable.includes(c)) continue;
+    assert.equal(batchAction(rules, { exitCode: c }), "RETRY", `retryable code ${c} is not retried`);
+  }
+});
+
 test("both Lambdas get the variables functions/src/aws.rs reads, and only the key's secret ARN", () => {
   const fns = t.findResources("AWS::Lambda::Function", { Properties: { Runtime: "provided.al2023" } });
   assert.equal(Object.keys(fns).length, 2);

@@ -80,9 +80,11 @@ struct RunArgs {
     /// Largest model.safetensors accepted, MiB.
     #[arg(long, env = "POSTHUMAN_MAX_WEIGHTS_MIB", default_value_t = 8192)]
     max_weights_mib: u64,
-    /// Memory budget for the job, MiB (preflight estimate must fit).
-    #[arg(long, env = "POSTHUMAN_MEMORY_LIMIT_MIB", default_value_t = 16384)]
-    memory_limit_mib: u64,
+    /// Memory budget for the job, MiB (preflight estimate must fit); default 16384. Either
+    /// way capped at the container's cgroup memory limit less a headroom, so a job too large
+    /// for the container is refused instead of OOM-killed.
+    #[arg(long, env = "POSTHUMAN_MEMORY_LIMIT_MIB")]
+    memory_limit_mib: Option<u64>,
     /// Minimum seconds between progress.json writes.
     #[arg(long, env = "POSTHUMAN_PROGRESS_SECS", default_value_t = 2.0)]
     progress_secs: f64,
@@ -142,7 +144,10 @@ async fn run(args: RunArgs) -> Result<JobOutcome, WorkerError> {
     let wc = WorkerConfig {
         max_dataset_bytes: mib(args.max_dataset_mib),
         max_weights_bytes: mib(args.max_weights_mib),
-        memory_limit_bytes: mib(args.memory_limit_mib),
+        memory_limit_bytes: posthuman_worker::config::effective_memory_limit_bytes(
+            args.memory_limit_mib,
+            posthuman_worker::config::cgroup_memory_limit_bytes(),
+        ),
         progress_interval_secs: args.progress_secs,
         stop_after_checkpoint: args.stop_after_checkpoint,
         require_gpu: args.require_gpu,

@@ -18,9 +18,11 @@ use bytes::{Bytes, BytesMut};
 use posthuman_types::JobKind;
 use serde::Deserialize;
 
+use crate::catalogue::{Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::deps::Deps;
 use crate::error::ApiError;
-use crate::handlers::{jobs, models};
+use crate::handlers::views::Paged;
+use crate::handlers::{jobs, lists, models};
 
 /// The OpenAPI description served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -183,10 +185,51 @@ async fn publish_model(
     Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
 }
 
+/// The response header naming the next page's cursor (absent on the last page).
+pub const NEXT_CURSOR_HEADER: &str = "x-posthuman-next-cursor";
+
+/// `limit` and `cursor` of a list request: both optional, both checked (a 400 otherwise).
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn parse(&self) -> Result<(Option<Cursor>, usize), ApiError> {
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => return Err(ApiError::bad(format!("limit must be 1..={MAX_PAGE}"))),
+            },
+        };
+        let cursor = match self.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
+                ApiError::bad("cursor is not one this API handed out (take it from the x-posthuman-next-cursor header)")
+            })?),
+        };
+        Ok((cursor, limit))
+    }
+}
+
+/// A page as the body (a JSON array) and the next cursor as a header.
+fn paged<T: serde::Serialize>(p: Paged<T>) -> Response {
+    let mut r = Json(p.items).into_response();
+    if let Some(next) = p.next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        r.headers_mut().insert(NEXT_CURSOR_HEADER, next);
+    }
+    r
+}
+
 async fn list_models(
     State(d): State<Shared>,
-) -> Result<Json<Vec<crate::handlers::views::ModelView>>, ApiError> {
-    Ok(Json(models::list_models(&d).await?))
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let (after, limit) = q.parse()?;
+    Ok(paged(models::list_models(&d, after.as_ref(), limit).await?))
 }
 
 async fn get_model(
@@ -254,14 +297,17 @@ async fn submit_job(
 #[derive(Deserialize)]
 struct JobsQuery {
     consumer: String,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 async fn list_jobs(
     State(d): State<Shared>,
     q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<crate::handlers::views::JobView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
-    Ok(Json(jobs::jobs_of(&d, &q.consumer).await?))
+    let (after, limit) = PageQuery { limit: q.limit, cursor: q.cursor }.parse()?;
+    Ok(paged(lists::jobs_of(&d, &q.consumer, after.as_ref(), limit).await?))
 }
 
 async fn job_receipt(

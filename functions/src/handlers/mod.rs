@@ -4,6 +4,7 @@
 //! - [`pricing`]: the quote's terms, their binding into the provider fee, the fee check at
 //!   submit, and the published rates.
 //! - [`jobs`]: submit a paid job, its status with live progress, its public results.
+//! - [`lists`]: a buyer's jobs, one page at a time, through the catalogue's index.
 //! - [`complete`]: the completion of a job (local queue callback / Batch event): receipts,
 //!   commit-before-reveal, the derived model and its rewards, or a failure and the order's
 //!   release.
@@ -13,6 +14,7 @@
 
 pub mod complete;
 pub mod jobs;
+pub mod lists;
 pub mod models;
 pub mod pricing;
 pub mod views;

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::chain_err;
 use super::pricing::{FeeBinding, QuoteTerms, model_shape, price_terms, validate_params};
-use super::views::ModelView;
+use super::views::{ModelView, Paged};
 use crate::auth;
-use crate::catalogue::{ModelRecord, now_secs};
+use crate::catalogue::{Cursor, ModelRecord, now_secs};
 use crate::deps::{Deps, keys, service_index};
 use crate::error::ApiError;
 
@@ -231,14 +231,18 @@ async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
     Ok(ModelView::new(m, lineage, &jobs))
 }
 
-/// `GET /models`.
-pub async fn list_models(deps: &Deps) -> Result<Vec<ModelView>, ApiError> {
-    let models = deps.catalogue.list_models().await?;
-    let mut out = Vec::with_capacity(models.len());
-    for m in &models {
-        out.push(view(deps, m).await?);
+/// `GET /models`: one page of the catalogue, oldest first, and the next page's cursor.
+pub async fn list_models(
+    deps: &Deps,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> Result<Paged<ModelView>, ApiError> {
+    let page = deps.catalogue.models_page(after, limit).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for m in &page.items {
+        items.push(view(deps, m).await?);
     }
-    Ok(out)
+    Ok(Paged { items, next: page.next.map(|c| c.encode()) })
 }
 
 /// The model record for an NFT given in a path (hostile input).

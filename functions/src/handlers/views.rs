@@ -140,6 +140,14 @@ impl JobView {
     }
 }
 
+/// One page of a list: its items (the response body, a JSON array as before paging) and the
+/// opaque cursor of the next page (a response header), `None` on the last page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
 /// What `POST /jobs` answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubmittedView {

@@ -1,0 +1,196 @@
+//! The sweeper (issue 13 §5): a job record left in Submitting/Queued by a crash between the
+//! order claim and the queue submit is recovered after a grace period — resubmitted when its
+//! spec was stored, else failed with its order released — while a fresh record and a job the
+//! queue knows are left alone. Deps are built by hand over a temp dir (SQLite catalogue,
+//! filesystem store, an unstarted local queue, a chain client on a closed port).
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
+mod common;
+
+use std::sync::Arc;
+
+use alloy::signers::local::PrivateKeySigner;
+use bytes::Bytes;
+use posthuman_chain::{AddressBook, Chain};
+use posthuman_functions::catalogue::{
+    JobPhase, JobRecord, ModelRecord, OrderClaim, SqliteCatalogue,
+};
+use posthuman_functions::deps::{ApiConfig, Deps};
+use posthuman_functions::queue::{
+    JobQueue, LocalQueue, LocalQueueConfig, QueueError, QueueState, WorkerCommand, spec_key,
+};
+use posthuman_functions::sweep::{SweepPolicy, sweep_stuck_jobs};
+use posthuman_store::LocalStore;
+use posthuman_types::{Hash32, JobKind, ModelCard, RewardScheme};
+
+const MODEL: &str = "0x00000000000000000000000000000000000000aa";
+const GRACE: u64 = 600;
+const NOW: u64 = 1_800_000_000;
+
+fn deps(dir: &std::path::Path) -> Deps {
+    let operator = PrivateKeySigner::random();
+    let z = "0x0000000000000000000000000000000000000000";
+    let book: AddressBook = serde_json::from_value(serde_json::json!({
+        "chain_id": 31337, "operator": operator.address(), "ocean": z, "opf_collector": z,
+        "router": z, "fixed_rate": z, "dispenser": z, "erc20_template": z,
+        "erc721_template": z, "factory": z, "lineage": z, "market": z, "deployed_at_block": 0
+    }))
+    .unwrap();
+    // Port 9 (discard) is closed: a sweep never needs the chain.
+    let chain = Chain::connect("http://127.0.0.1:9", operator.clone(), book).unwrap();
+    let store_root = dir.join("store");
+    let queue = LocalQueue::open(LocalQueueConfig {
+        db_path: dir.join("queue.sqlite"),
+        work_dir: dir.join("queue"),
+        store_root: store_root.clone(),
+        worker: WorkerCommand { program: "/bin/false".into(), args: vec![] },
+        concurrency: 1,
+        max_attempts: 1,
+    })
+    .unwrap();
+    Deps {
+        store: Arc::new(LocalStore::new(store_root).unwrap()),
+        queue: Arc::new(queue),
+        catalogue: Arc::new(SqliteCatalogue::open(&dir.join("catalogue.sqlite")).unwrap()),
+        chain: Arc::new(chain),
+        operator,
+        cfg: ApiConfig::default(),
+    }
+}
+
+/// The model the jobs run on (a sweep walks jobs model by model).
+async fn with_model(deps: &Deps) {
+    let m = ModelRecord {
+        card: ModelCard {
+            nft: MODEL.into(),
+            datatoken: "0x00000000000000000000000000000000000000d1".into(),
+            name: "m1".into(),
+            symbol: "M1".into(),
+            description: "a tiny model".into(),
+            owner: "0x00000000000000000000000000000000000000a1".into(),
+            weights_hash: Hash32([7; 32]),
+            parent: None,
+            trainer: None,
+            architecture: "gpt2".into(),
+            parameters: 1,
+            exchange_id: None,
+            price: None,
+            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+        },
+        storage_prefix: "models/m1".into(),
+        created_at: 1,
+        source_job: None,
+        receipt_hash: None,
+        n_positions: 64,
+    };
+    deps.catalogue.put_model(&m).await.unwrap();
+}
+
+/// A record as `submit` leaves it, last written at `updated_at`, holding its own order.
+async fn record(deps: &Deps, id: &str, n: u8, phase: JobPhase, updated_at: u64) -> JobRecord {
+    let job = JobRecord {
+        job_id: id.to_string(),
+        kind: JobKind::Infer,
+        model: MODEL.into(),
+        consumer: "0x00000000000000000000000000000000000000b0".into(),
+        order_tx: format!("0x{}", format!("{n:02x}").repeat(32)),
+        order_log_index: 0,
+        spec: common::infer_spec(id),
+        queue_ref: match phase {
+            JobPhase::Queued => Some(id.to_string()),
+            _ => None,
+        },
+        phase,
+        created_at: updated_at,
+        updated_at,
+        completion: Default::default(),
+        order_released: false,
+        receipt_hash: None,
+        perplexity: None,
+    };
+    let key = format!("{}-0", job.order_tx);
+    assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);
+    deps.catalogue.put_job(&job).await.unwrap();
+    job
+}
+
+async fn store_spec(deps: &Deps, job: &JobRecord) {
+    let body = Bytes::from(serde_json::to_vec(&job.spec).unwrap());
+    deps.store.put(&spec_key(&job.job_id), body).await.unwrap();
+}
+
+fn policy() -> SweepPolicy {
+    SweepPolicy { grace_secs: GRACE, redeliver_finished: false }
+}
+
+#[tokio::test]
+async fn a_record_stuck_in_submitting_with_its_spec_stored_is_resubmitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    with_model(&deps).await;
+    let stuck = record(&deps, "stuck-1", 1, JobPhase::Submitting, NOW - 2 * GRACE).await;
+    store_spec(&deps, &stuck).await;
+    assert!(matches!(deps.queue.state("stuck-1").await, Err(QueueError::NotFound(_))));
+
+    let report = sweep_stuck_jobs(&deps, &policy(), NOW).await.unwrap();
+    assert_eq!(report.resubmitted, ["stuck-1"]);
+    assert!(report.released.is_empty());
+    assert_eq!(deps.queue.state("stuck-1").await.unwrap(), QueueState::Queued);
+    let rec = deps.catalogue.get_job("stuck-1").await.unwrap().unwrap();
+    assert_eq!(rec.phase, JobPhase::Queued);
+    assert_eq!(rec.queue_ref.as_deref(), Some("stuck-1"));
+    assert_eq!(rec.updated_at, NOW);
+    // Still holds its order: it is paid for and will run.
+    let key = format!("{}-0", stuck.order_tx);
+    assert_eq!(deps.catalogue.order_holder(&key).await.unwrap().as_deref(), Some("stuck-1"));
+    // A second sweep finds nothing to do.
+    let again = sweep_stuck_jobs(&deps, &policy(), NOW + 2 * GRACE).await.unwrap();
+    assert!(again.resubmitted.is_empty() && again.released.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_record_stuck_without_its_spec_is_failed_and_its_order_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    with_model(&deps).await;
+    // The crash came before the spec (and so maybe the dataset) reached the store.
+    let lost = record(&deps, "lost-1", 2, JobPhase::Submitting, NOW - 2 * GRACE).await;
+
+    let report = sweep_stuck_jobs(&deps, &policy(), NOW).await.unwrap();
+    assert_eq!(report.released, ["lost-1"]);
+    assert!(report.resubmitted.is_empty());
+    let rec = deps.catalogue.get_job("lost-1").await.unwrap().unwrap();
+    assert!(matches!(rec.phase, JobPhase::Failed { exit_code: None, .. }), "{rec:?}");
+    assert!(rec.order_released);
+    let key = format!("{}-0", lost.order_tx);
+    assert_eq!(deps.catalogue.order_holder(&key).await.unwrap(), None, "the buyer may retry");
+    assert!(matches!(deps.queue.state("lost-1").await, Err(QueueError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_fresh_record_and_a_job_the_queue_knows_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    with_model(&deps).await;
+    // Within the grace period: `submit` may still be writing it.
+    let fresh = record(&deps, "fresh-1", 3, JobPhase::Submitting, NOW - GRACE / 2).await;
+    // Old, but in the queue (a long queue wait is not a crash).
+    let queued = record(&deps, "queued-2", 4, JobPhase::Queued, NOW - 10 * GRACE).await;
+    store_spec(&deps, &queued).await;
+    deps.queue.submit(&queued.spec).await.unwrap();
+    // Old, Submitting, but the queue has it: the crash came after the submit.
+    let submitted = record(&deps, "submitted-3", 5, JobPhase::Submitting, NOW - 10 * GRACE).await;
+    store_spec(&deps, &submitted).await;
+    deps.queue.submit(&submitted.spec).await.unwrap();
+
+    let report = sweep_stuck_jobs(&deps, &policy(), NOW).await.unwrap();
+    assert!(report.resubmitted.is_empty() && report.released.is_empty(), "{report:?}");
+    assert_eq!(deps.catalogue.get_job("fresh-1").await.unwrap().unwrap(), fresh);
+    assert_eq!(deps.catalogue.get_job("queued-2").await.unwrap().unwrap(), queued);
+    // The one that was submitted gets its queue reference recorded, nothing else.
+    let rec = deps.catalogue.get_job("submitted-3").await.unwrap().unwrap();
+    assert_eq!(rec.phase, JobPhase::Queued);
+    assert_eq!(rec.queue_ref.as_deref(), Some("submitted-3"));
+    assert_eq!(report.adopted, ["submitted-3"]);
+}

@@ -121,7 +121,8 @@ pub struct Chain {
     operator: PrivateKeySigner,
     signers: BTreeMap<Address, PrivateKeySigner>,
     pub(crate) book: AddressBook,
-    /// Confirmations an order needs (0 on anvil).
+    /// Confirmations an order needs (0 on a local dev chain; the API sets it from its
+    /// configuration, see [`crate::orders::default_min_confirmations`]).
     pub min_confirmations: u64,
 }
 

@@ -38,6 +38,6 @@ pub use error::ChainError;
 pub use fees::ProviderFee;
 pub use market::Offer;
 pub use orders::{
-    Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
-    VerifiedOrder,
+    Claim, DEFAULT_MIN_CONFIRMATIONS, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict,
+    Rejection, SpentOrders, VerifiedOrder, default_min_confirmations, validate_min_confirmations,
 };

@@ -174,6 +174,72 @@ pub enum Rejection {
     AlreadyUsed { job: String },
 }
 
+impl Rejection {
+    /// True when the same order will pass once the chain has moved on (not mined yet, too
+    /// few confirmations): the buyer waits and resends; nothing was claimed.
+    pub fn is_wait_and_resend(&self) -> bool {
+        matches!(self, Rejection::NotMined | Rejection::NotEnoughConfirmations { .. })
+    }
+}
+
+/// Confirmations an order needs on a chain that is not a local dev chain, when the operator
+/// configured none: enough that a short reorg cannot undo a payment a job was started for.
+pub const DEFAULT_MIN_CONFIRMATIONS: u64 = 3;
+
+/// The most confirmations an operator may require (beyond this a buyer would wait for hours
+/// on any chain; a larger number is a typo).
+pub const MAX_MIN_CONFIRMATIONS: u64 = 1_000;
+
+/// Chain ids of local development chains (anvil/hardhat, Ocean's barge).
+pub const LOCAL_DEV_CHAIN_IDS: [u64; 2] = [31337, 8996];
+
+/// True when `rpc_url`'s host is this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
+pub fn is_loopback_rpc(rpc_url: &str) -> bool {
+    let Some(rest) = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| rpc_url.strip_prefix(scheme))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // User info could hide the real host after an `@`: take what follows the last one.
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, _)) => h,
+            None => return false,
+        }
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The confirmations an order needs when the operator configured none: 0 only on a local
+/// dev chain (a known dev chain id reached over loopback, where nobody else mines and a
+/// reorg cannot happen), [`DEFAULT_MIN_CONFIRMATIONS`] everywhere else. A dev chain id on a
+/// remote RPC is not trusted to be a dev chain.
+pub fn default_min_confirmations(chain_id: u64, rpc_url: &str) -> u64 {
+    if LOCAL_DEV_CHAIN_IDS.contains(&chain_id) && is_loopback_rpc(rpc_url) {
+        0
+    } else {
+        DEFAULT_MIN_CONFIRMATIONS
+    }
+}
+
+/// Checks an operator-configured confirmation count; `Err` says why it is refused.
+pub fn validate_min_confirmations(n: u64) -> Result<u64, ChainError> {
+    if n > MAX_MIN_CONFIRMATIONS {
+        return Err(ChainError::Invalid(format!(
+            "min confirmations {n} is above the maximum of {MAX_MIN_CONFIRMATIONS}"
+        )));
+    }
+    Ok(n)
+}
+
 /// The order check's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderVerdict {
@@ -286,6 +352,20 @@ impl Chain {
             block_number: receipt.block_number.unwrap_or_default(),
             gas_used: receipt.gas_used,
         })
+    }
+
+    /// Confirmations of a mined transaction (1 when it is in the head block); `None` while it
+    /// is not mined (or unknown). Buyers poll this until it reaches the API's
+    /// `min_confirmations` before submitting.
+    pub async fn confirmations(&self, tx_hash: B256) -> Result<Option<u64>, ChainError> {
+        let Some(receipt) = self.provider.get_transaction_receipt(tx_hash).await? else {
+            return Ok(None);
+        };
+        let Some(block) = receipt.block_number else {
+            return Ok(None);
+        };
+        let head = self.provider.get_block_number().await?;
+        Ok(Some(head.saturating_sub(block) + 1))
     }
 
     /// The payment check (see the module docs). On `Accepted` the order has been claimed for
@@ -440,6 +520,41 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confirmations_default_to_zero_only_on_a_local_dev_chain() {
+        for id in LOCAL_DEV_CHAIN_IDS {
+            for url in [
+                "http://127.0.0.1:8545",
+                "http://localhost:8545/",
+                "http://[::1]:8545",
+                "ws://127.0.0.2:8546",
+                "http://LOCALHOST:1",
+            ] {
+                assert_eq!(default_min_confirmations(id, url), 0, "{id} {url}");
+            }
+        }
+        // A dev chain id behind a remote RPC, or a real chain on loopback (a local node or
+        // tunnel of mainnet, Sepolia, Polygon), is not a dev chain.
+        for (id, url) in [
+            (31337, "https://rpc.example.com"),
+            (8996, "http://10.0.0.5:8545"),
+            (31337, "http://127.0.0.1.evil.com:8545"),
+            (31337, "http://user@evil.com:8545"),
+            (31337, "http://localhost@evil.com"),
+            (31337, "not a url"),
+            (1, "http://127.0.0.1:8545"),
+            (11155111, "http://localhost:8545"),
+            (137, "https://polygon-rpc.com"),
+        ] {
+            assert_eq!(default_min_confirmations(id, url), DEFAULT_MIN_CONFIRMATIONS, "{id} {url}");
+        }
+        assert!(is_loopback_rpc("http://evil.com@127.0.0.1:8545"));
+        assert_eq!(validate_min_confirmations(12).unwrap(), 12);
+        assert!(validate_min_confirmations(MAX_MIN_CONFIRMATIONS + 1).is_err());
+        assert!(Rejection::NotEnoughConfirmations { have: 1, need: 2 }.is_wait_and_resend());
+        assert!(!Rejection::NotAnOrder.is_wait_and_resend());
+    }
 
     #[test]
     fn tx_hash_parsing_is_strict() {

@@ -27,12 +27,15 @@ pub struct AwsConfig {
     /// A non-AWS Secrets Manager endpoint (moto / LocalStack).
     pub secrets_endpoint: Option<String>,
     pub api: ApiConfig,
+    /// Confirmations an order needs before it pays for a job; `None`: the chain's default
+    /// ([`posthuman_chain::default_min_confirmations`], never 0 on a real chain).
+    pub min_confirmations: Option<u64>,
 }
 
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
     /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
-    /// OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, AWS_REGION.
+    /// OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
         let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -54,6 +57,9 @@ impl AwsConfig {
             address_book_json: var("POSTHUMAN_ADDRESS_BOOK")?,
             operator_key_secret: var("POSTHUMAN_OPERATOR_KEY_SECRET")?,
             secrets_endpoint: opt("POSTHUMAN_SECRETS_ENDPOINT"),
+            min_confirmations: opt("POSTHUMAN_MIN_CONFIRMATIONS")
+                .map(|v| parse_min_confirmations(&v))
+                .transpose()?,
             api: ApiConfig {
                 public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
                 // The operator's published rates (JSON of `pricing::Rates`); unset: the defaults,
@@ -73,6 +79,17 @@ impl AwsConfig {
     }
 }
 
+/// Parses `POSTHUMAN_MIN_CONFIRMATIONS` (a cold start with a bad value fails at once rather
+/// than accepting orders on a wrong setting).
+pub fn parse_min_confirmations(v: &str) -> Result<u64, String> {
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("POSTHUMAN_MIN_CONFIRMATIONS: {v:?} is not a whole number"))?;
+    posthuman_chain::validate_min_confirmations(n)
+        .map_err(|e| format!("POSTHUMAN_MIN_CONFIRMATIONS: {e}"))
+}
+
 /// Builds the handlers' dependencies over AWS services.
 pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
     let store: Arc<dyn ObjectStore> =
@@ -85,7 +102,12 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
         .map_err(|e| e.to_string())?;
     let operator: PrivateKeySigner =
         key.parse().map_err(|_| "operator key: not a private key".to_string())?;
-    let chain = Chain::connect(&cfg.rpc_url, operator.clone(), book).map_err(|e| e.to_string())?;
+    let min_confirmations = cfg
+        .min_confirmations
+        .unwrap_or_else(|| posthuman_chain::default_min_confirmations(book.chain_id, &cfg.rpc_url));
+    let mut chain =
+        Chain::connect(&cfg.rpc_url, operator.clone(), book).map_err(|e| e.to_string())?;
+    chain.min_confirmations = min_confirmations;
     Ok(Arc::new(Deps {
         catalogue: Arc::new(ObjectCatalogue::new(store.clone(), "state")),
         store,

@@ -28,6 +28,11 @@ pub enum ApiError {
     /// The order does not pay for this job; the reason names the failed check.
     #[error("payment invalid: {reason}")]
     PaymentInvalid { reason: String },
+    /// The order is valid so far but not final yet (not mined, or fewer confirmations than
+    /// the deployment requires): wait and resend. Nothing was claimed, so the same order
+    /// still pays once it is deep enough.
+    #[error("payment not final yet: {reason}; wait and resend")]
+    TooEarly { reason: String },
     /// No such model or job.
     #[error("{what} not found")]
     NotFound { what: String },
@@ -84,6 +89,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PaymentInvalid { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::TooEarly { .. } => StatusCode::TOO_EARLY,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,6 +107,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PaymentInvalid { .. } => "payment_invalid",
+            ApiError::TooEarly { .. } => "too_early",
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "too_large",

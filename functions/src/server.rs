@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Seconds a finished train job's checkpoints are kept for audits before they are pruned
     /// ([`crate::prune`]).
     pub audit_window_secs: u64,
+    /// Confirmations an order needs before it pays for a job; `None`: the chain's default
+    /// ([`posthuman_chain::default_min_confirmations`]: 0 on the local anvil, more elsewhere).
+    pub min_confirmations: Option<u64>,
 }
 
 impl ServerConfig {
@@ -61,6 +64,7 @@ impl ServerConfig {
             operator_key_file: None,
             api: ApiConfig::default(),
             audit_window_secs: crate::prune::DEFAULT_AUDIT_WINDOW_SECS,
+            min_confirmations: None,
         }
     }
 }
@@ -138,6 +142,9 @@ impl std::fmt::Debug for Embedded {
 /// Starts anvil, deploys on first start, opens the store, catalogue and queue.
 pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
     let d = &cfg.data_dir;
+    // Refuse a bad setting before anything is started or deployed.
+    let configured_confirmations =
+        cfg.min_confirmations.map(posthuman_chain::validate_min_confirmations).transpose()?;
     for sub in ["chain", "store", "queue"] {
         std::fs::create_dir_all(d.join(sub)).map_err(|e| data_err(&d.join(sub), e))?;
     }
@@ -166,7 +173,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
             book
         }
     };
-    let chain = Arc::new(Chain::connect(&rpc_url, operator.clone(), book)?);
+    let min_confirmations = configured_confirmations
+        .unwrap_or_else(|| posthuman_chain::default_min_confirmations(book.chain_id, &rpc_url));
+    let mut chain = Chain::connect(&rpc_url, operator.clone(), book)?;
+    chain.min_confirmations = min_confirmations;
+    let chain = Arc::new(chain);
     let store_root = d.join("store");
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(store_root.clone())?);
     let catalogue = Arc::new(SqliteCatalogue::open(&d.join("catalogue.sqlite"))?);

@@ -41,6 +41,10 @@ struct Args {
     /// are pruned (default 30 days; the AWS stack's S3 lifecycle rule uses the same window).
     #[arg(long, env = "POSTHUMAN_AUDIT_WINDOW_SECS", default_value_t = posthuman_functions::prune::DEFAULT_AUDIT_WINDOW_SECS)]
     audit_window_secs: u64,
+    /// Confirmations an order needs before it pays for a job (default: 0 on the local anvil,
+    /// which only this server mines; 3 on any other chain).
+    #[arg(long, env = "POSTHUMAN_MIN_CONFIRMATIONS")]
+    min_confirmations: Option<u64>,
 }
 
 #[tokio::main]
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.api.rates = rates;
     }
     cfg.audit_window_secs = a.audit_window_secs;
+    cfg.min_confirmations = a.min_confirmations;
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
     println!("posthuman-server listening on http://{}", listener.local_addr()?);
     serve(cfg, listener, async {

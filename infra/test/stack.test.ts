@@ -8,7 +8,7 @@ import * as os from "os";
 import * as path from "path";
 import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
-import { PosthumanStack } from "../lib/posthuman-stack";
+import { PosthumanStack, PosthumanStackProps } from "../lib/posthuman-stack";
 
 /** Synthesizes the stack with the deploy-time choices in `context` (as `cdk -c key=value`). */
 function synth(context: Record<string, string> = {}): Template {
@@ -19,7 +19,8 @@ function synth(context: Record<string, string> = {}): Template {
     fs.writeFileSync(path.join(dir, bin, "bootstrap"), "#!/bin/sh\n");
   }
   const app = new App({ context: { "@aws-cdk/aws-batch:defaultToAL2023": true, ...context } });
-  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, workerImageTag: "v1" });
+  // The worker image's tag is a deploy-time choice (context or the WorkerImageTag parameter).
+  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir } as PosthumanStackProps);
   return Template.fromStack(stack);
 }
 
@@ -104,6 +105,27 @@ test("the isolated worker subnets reach every AWS service a Batch container inst
   for (const e of Object.values(t.findResources("AWS::EC2::VPCEndpoint", { Properties: { VpcEndpointType: "Interface" } }))) {
     assert.equal((e as any).Properties.PrivateDnsEnabled, true);
   }
+});
+
+test("the worker image is the tag the deploy names (a git commit), never a moving `latest`, in an IMMUTABLE repository", () => {
+  t.hasResourceProperties("AWS::ECR::Repository", { ImageTagMutability: "IMMUTABLE" });
+  const param = t.toJSON().Parameters.WorkerImageTag;
+  assert.ok(param, "no WorkerImageTag parameter");
+  assert.equal(param.Type, "String");
+  // Without a tag in the context, the deploy must name one: no default to fall back on.
+  assert.equal(param.Default, undefined);
+  const pattern = new RegExp(param.AllowedPattern);
+  assert.ok(pattern.test("9d23272"), "a short commit is a tag");
+  assert.ok(pattern.test("9d232726f0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"), "a full commit is a tag");
+  for (const bad of ["latest", "", "v1 ", "main"]) assert.ok(!pattern.test(bad), `${JSON.stringify(bad)} is accepted`);
+  const [def] = Object.values(t.findResources("AWS::Batch::JobDefinition")) as any[];
+  const image = JSON.stringify(def.Properties.ContainerProperties.Image);
+  assert.match(image, /\{"Ref":"WorkerImageTag"\}/);
+  assert.doesNotMatch(image, /latest/);
+  // `cdk deploy -c workerImageTag=$(git rev-parse HEAD)` makes it the default.
+  const sha = "9d232726f0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+  assert.equal(synth({ workerImageTag: sha }).toJSON().Parameters.WorkerImageTag.Default, sha);
+  assert.throws(() => synth({ workerImageTag: "latest" }), /workerImageTag/);
 });
 
 // --- Retries: Batch retries exactly what crates/types/src/exit.rs classes as retryable. ---

@@ -55,7 +55,7 @@ test("workers run on GPUs in isolated subnets with no route to the internet", ()
     Type: "MANAGED",
     ComputeResources: Match.objectLike({
       MinvCpus: 0,
-      InstanceTypes: ["g5.xlarge", "g5.2xlarge"],
+      InstanceTypes: Match.anyValue(),
       Ec2Configuration: [{ ImageType: "ECS_AL2023_NVIDIA" }],
     }),
   });
@@ -126,6 +126,24 @@ test("the worker image is the tag the deploy names (a git commit), never a movin
   const sha = "9d232726f0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
   assert.equal(synth({ workerImageTag: sha }).toJSON().Parameters.WorkerImageTag.Default, sha);
   assert.throws(() => synth({ workerImageTag: "latest" }), /workerImageTag/);
+});
+
+test("the GPU compute environment runs p3 (V100) by default, g5 or g6 when the deploy picks them", () => {
+  const types = (tpl: Template) => {
+    const [ce] = Object.values(tpl.findResources("AWS::Batch::ComputeEnvironment")) as any[];
+    return ce.Properties.ComputeResources.InstanceTypes as string[];
+  };
+  for (const [tpl, family] of [
+    [t, "p3"],
+    [synth({ gpuFamily: "g5" }), "g5"],
+    [synth({ gpuFamily: "g6" }), "g6"],
+  ] as const) {
+    const got = types(tpl);
+    assert.ok(got.length > 0, `${family}: no instance types`);
+    for (const it of got) assert.match(it, new RegExp(`^${family}\\.`), `${family}: ${it}`);
+  }
+  assert.deepEqual(types(t), ["p3.2xlarge"]);
+  assert.throws(() => synth({ gpuFamily: "p2" }), /gpuFamily/);
 });
 
 // --- Retries: Batch retries exactly what crates/types/src/exit.rs classes as retryable. ---

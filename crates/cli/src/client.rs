@@ -19,6 +19,25 @@ use crate::error::CliError;
 /// How long a signed request stays valid (the API accepts at most an hour).
 const REQUEST_VALIDITY_SECS: u64 = 600;
 
+/// The response header naming a list's next page (absent on the last page).
+const NEXT_CURSOR_HEADER: &str = "x-posthuman-next-cursor";
+/// Records asked for per list page (the API's maximum).
+const PAGE: usize = 200;
+/// Pages followed before a list is judged endless (a broken or hostile API).
+const MAX_PAGES: usize = 10_000;
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The API at one base URL.
 #[derive(Clone, Debug)]
 pub struct ApiClient {
@@ -70,18 +89,32 @@ impl ApiClient {
     }
 
     async fn decode<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> Result<T, CliError> {
+        Ok(self.decode_page(r).await?.0)
+    }
+
+    /// Decodes an answer and returns the next page's cursor, if the API named one.
+    async fn decode_page<T: DeserializeOwned>(
+        &self,
+        r: reqwest::RequestBuilder,
+    ) -> Result<(T, Option<String>), CliError> {
         let resp = r.send().await.map_err(|e| {
             CliError::Unavailable(format!("cannot reach the API at {} ({e})", self.base))
         })?;
         let status = resp.status();
+        let next = resp
+            .headers()
+            .get(NEXT_CURSOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp
             .bytes()
             .await
             .map_err(|e| CliError::Unavailable(format!("reading the API's answer: {e}")))?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| {
+            let v = serde_json::from_slice(&body).map_err(|e| {
                 CliError::Internal(format!("unexpected answer from the API ({status}): {e}"))
-            });
+            })?;
+            return Ok((v, next));
         }
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -103,8 +136,28 @@ impl ApiClient {
         self.decode(self.http.get(format!("{}/api/chain", self.base))).await
     }
 
+    /// Every model, following the list's pages.
     pub async fn models(&self) -> Result<Vec<ModelView>, CliError> {
-        self.decode(self.http.get(format!("{}/api/models", self.base))).await
+        self.all_pages(&format!("{}/api/models?limit={PAGE}", self.base)).await
+    }
+
+    /// Every item of a paged list: `first` (a URL with a query) and then each page named by
+    /// the previous one's `x-posthuman-next-cursor`, up to [`MAX_PAGES`] pages.
+    async fn all_pages<T: DeserializeOwned>(&self, first: &str) -> Result<Vec<T>, CliError> {
+        let mut out = Vec::new();
+        let mut url = first.to_string();
+        for _ in 0..MAX_PAGES {
+            let (items, next): (Vec<T>, _) = self.decode_page(self.http.get(&url)).await?;
+            out.extend(items);
+            match next {
+                // The cursor is opaque; escape it rather than trust its alphabet.
+                Some(c) => url = format!("{first}&cursor={}", urlencode(&c)),
+                None => return Ok(out),
+            }
+        }
+        Err(CliError::Unavailable(format!(
+            "the API's list did not end after {MAX_PAGES} pages of {PAGE} ({first})"
+        )))
     }
 
     pub async fn model(&self, nft: &str) -> Result<ModelView, CliError> {
@@ -171,9 +224,10 @@ impl ApiClient {
     }
 
     /// A buyer's jobs, newest first.
+    /// Every job of `consumer`, newest first, following the list's pages.
     pub async fn jobs_of(&self, consumer: &str) -> Result<Vec<JobView>, CliError> {
-        let url = format!("{}/api/jobs?consumer={consumer}", self.base);
-        self.decode(self.http.get(url)).await
+        let url = format!("{}/api/jobs?consumer={}&limit={PAGE}", self.base, urlencode(consumer));
+        self.all_pages(&url).await
     }
 
     pub async fn job(&self, job_id: &str) -> Result<JobView, CliError> {

@@ -227,7 +227,8 @@ test("Batch retries the worker's retryable failures and a reclaimed host, never 
 
 test("both Lambdas get the variables functions/src/aws.rs reads, and only the key's secret ARN", () => {
   const fns = t.findResources("AWS::Lambda::Function", { Properties: { Runtime: "provided.al2023" } });
-  assert.equal(Object.keys(fns).length, 2);
+  // The api bundle twice (publishing apart, see the concurrency test) and job-done.
+  assert.equal(Object.keys(fns).length, 3);
   for (const fn of Object.values(fns)) {
     const vars = fn.Properties.Environment.Variables;
     for (const name of [
@@ -250,7 +251,7 @@ test("both Lambdas get the variables functions/src/aws.rs reads, and only the ke
   const readers = Object.values(policies).filter((p: any) =>
     JSON.stringify(p.Properties.PolicyDocument.Statement).includes("secretsmanager:GetSecretValue"),
   );
-  assert.equal(readers.length, 2, "both Lambda roles read the operator key secret");
+  assert.equal(readers.length, 3, "every Lambda role reads the operator key secret");
   for (const p of readers as any[]) {
     const st = p.Properties.PolicyDocument.Statement.find((s: any) =>
       JSON.stringify(s.Action).includes("secretsmanager:GetSecretValue"),
@@ -283,7 +284,7 @@ test("the Lambdas get the address book's SSM parameter name and may read that pa
   const readers = Object.values(t.findResources("AWS::IAM::Policy")).flatMap((p: any) =>
     p.Properties.PolicyDocument.Statement.filter((s: any) => JSON.stringify(s.Action).includes("ssm:GetParameter")),
   );
-  assert.equal(readers.length, 2, "each Lambda role reads the address book");
+  assert.equal(readers.length, 3, "each Lambda role reads the address book");
   for (const s of readers) {
     const text = JSON.stringify(s.Resource);
     assert.match(text, /:parameter\/posthuman\/address-book"/);
@@ -370,13 +371,18 @@ function assertWithin(what: string, got: Set<string>, allowed: string[]) {
   }
 }
 
-function lambdaRole(bin: string): string {
-  // Asset paths are hashed: tell the two apart by their timeout (api 29 s, job-done 5 min).
-  const want = bin === "posthuman-api-lambda" ? 29 : 300;
-  for (const fn of Object.values(t.findResources("AWS::Lambda::Function"))) {
-    if (fn.Properties.Timeout === want) return fn.Properties.Role["Fn::GetAtt"][0];
+/** The Lambda function whose logical id is `id` followed by CDK's hash suffix. */
+function lambdaFn(id: string): { logicalId: string; props: any } {
+  for (const [logicalId, fn] of Object.entries(t.findResources("AWS::Lambda::Function"))) {
+    if (new RegExp(`^${id}[0-9A-F]{8}$`).test(logicalId)) return { logicalId, props: fn.Properties };
   }
-  throw new Error(`no Lambda for ${bin}`);
+  throw new Error(`no Lambda ${id}`);
+}
+
+function lambdaRole(bin: string): string {
+  const id = { "posthuman-api-lambda": "ApiFn", "posthuman-job-done-lambda": "JobDoneFn", publish: "ApiPublishFn" }[bin];
+  if (!id) throw new Error(`no Lambda for ${bin}`);
+  return lambdaFn(id).props.Role["Fn::GetAtt"][0];
 }
 
 test("the worker's Batch role reads models and its job's inputs, writes only its job's outputs, never the catalogue", () => {
@@ -413,7 +419,48 @@ test("each Lambda reaches only the prefixes its handlers use", () => {
     "jobs/*/public/*",
     "jobs/*/private/config.json",
   ]);
+  const publish = s3Access(lambdaRole("publish"));
+  assert.ok(publish.write.size > 0, "publishing stores the model");
+  assertWithin("publish writes", publish.write, ["state/*", "models/*"]);
+  assertWithin("publish reads", publish.read, ["state/*", "models/*"]);
   const done = s3Access(lambdaRole("posthuman-job-done-lambda"));
   assertWithin("job-done writes", done.write, ["state/*", "jobs/*/public/*"]);
   assertWithin("job-done reads", done.read, ["state/*", "jobs/*/spec.json", "jobs/*/public/*"]);
+});
+
+// --- One operator account sends every transaction, with simple nonce management. ---
+
+test("the functions that send the operator's transactions run one at a time (reserved concurrency, a parameter)", () => {
+  const param = t.toJSON().Parameters.TxSenderConcurrency;
+  assert.ok(param, "no TxSenderConcurrency parameter");
+  assert.equal(param.Type, "Number");
+  assert.equal(param.Default, 1);
+  assert.equal(param.MinValue, 1);
+  const reserved = { Ref: "TxSenderConcurrency" };
+  // job-done sends createChild + recordDerivation; EventBridge invokes it asynchronously, so
+  // a throttled event waits in Lambda's queue instead of racing another on the nonce.
+  assert.deepEqual(lambdaFn("JobDoneFn").props.ReservedConcurrentExecutions, reserved);
+  // Publishing (POST /api/models) sends the asset's transactions: its own function, from the
+  // api bundle, so the rest of the API (reads, quotes that only sign, submits) stays parallel.
+  const publish = lambdaFn("ApiPublishFn");
+  const api = lambdaFn("ApiFn");
+  assert.deepEqual(publish.props.ReservedConcurrentExecutions, reserved);
+  assert.equal(api.props.ReservedConcurrentExecutions, undefined);
+  assert.deepEqual(publish.props.Code, api.props.Code, "the publish function runs the api bundle");
+  // The route: POST /api/models goes to the publish function, everything else to the api one.
+  const routes = Object.values(t.findResources("AWS::ApiGatewayV2::Route")) as any[];
+  const integrations = t.findResources("AWS::ApiGatewayV2::Integration");
+  const target = (key: string) => {
+    const r = routes.find((x) => x.Properties.RouteKey === key);
+    assert.ok(r, `no route ${key}`);
+    const integrationId = JSON.stringify(r.Properties.Target).match(/"Ref":"([A-Za-z0-9]+)"/)![1];
+    return JSON.stringify(integrations[integrationId].Properties.IntegrationUri);
+  };
+  assert.match(target("POST /api/models"), new RegExp(publish.logicalId));
+  assert.match(target("$default"), new RegExp(api.logicalId));
+  // Publishing submits no Batch job.
+  assert.ok(
+    !statementsOf(lambdaRole("publish")).some((st) => JSON.stringify(st.Action).includes("batch:")),
+    "the publish function may use Batch",
+  );
 });

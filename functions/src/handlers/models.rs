@@ -405,6 +405,10 @@ pub struct ChainInfo {
     /// operator's provider URL may carry its key. Clients then need their own RPC.
     pub rpc_url: Option<String>,
     pub address_book: posthuman_chain::AddressBook,
+    /// Confirmations an order needs before a job submitted with it is accepted (a submit
+    /// sooner gets 425 and may be resent unchanged). Older servers omit it: 0.
+    #[serde(default)]
+    pub min_confirmations: u64,
 }
 
 pub fn chain_info(deps: &Deps) -> ChainInfo {
@@ -416,6 +420,7 @@ pub fn chain_info(deps: &Deps) -> ChainInfo {
             .clone()
             .or_else(|| is_bare_loopback(own).then(|| own.to_string())),
         address_book: deps.chain.book().clone(),
+        min_confirmations: deps.chain.min_confirmations,
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`api`]: the one axum router (embedded server and `lambda_http`) and its OpenAPI file.
 //! - [`prune`]: checkpoint retention — a finished train job's checkpoints are pruned after
 //!   the operator's audit window.
+//! - [`sweep`]: recovery of paid jobs a crash left between the order claim and the queue.
 //! - [`server`]: the embedded default, [`server::serve`] (anvil, local queue, filesystem
 //!   store, SPA files).
 //! - [`secrets`]: the operator key read from AWS Secrets Manager at cold start.
@@ -33,3 +34,4 @@ pub mod prune;
 pub mod queue;
 pub mod secrets;
 pub mod server;
+pub mod sweep;

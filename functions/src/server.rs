@@ -27,6 +27,7 @@ use crate::queue::{
     CompletionHook, DEFAULT_MAX_ATTEMPTS, DeliveryError, JobDone, LocalQueue, LocalQueueConfig,
     WorkerCommand,
 };
+use crate::sweep::SweepPolicy;
 
 /// Everything the embedded server needs, resolved once by the binary.
 #[derive(Clone, Debug)]
@@ -255,8 +256,12 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| ServerError::Http(e.to_string()))?;
     tracing::info!(%addr, rpc = %embedded.rpc_url, "posthuman embedded server listening");
     let pruner = crate::prune::spawn_periodic(embedded.deps.clone(), cfg.audit_window_secs);
+    // Paid jobs a crash left between the order claim and the queue; the local queue delivers
+    // its own completions until they land, so the sweep does not redeliver them.
+    let sweeper = crate::sweep::spawn_periodic(embedded.deps.clone(), SweepPolicy::default());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     pruner.abort();
+    sweeper.abort();
     embedded.queue.shutdown().await;
     embedded.anvil.stop();
     served.map_err(|e| ServerError::Http(e.to_string()))

@@ -18,7 +18,7 @@ use posthuman_functions::catalogue::{
 };
 use posthuman_functions::deps::{ApiConfig, Deps};
 use posthuman_functions::queue::{
-    JobQueue, LocalQueue, LocalQueueConfig, QueueError, QueueState, WorkerCommand, spec_key,
+    LocalQueue, LocalQueueConfig, QueueError, QueueState, WorkerCommand, spec_key,
 };
 use posthuman_functions::sweep::{SweepPolicy, sweep_stuck_jobs};
 use posthuman_store::LocalStore;
@@ -193,4 +193,47 @@ async fn a_fresh_record_and_a_job_the_queue_knows_are_left_alone() {
     assert_eq!(rec.phase, JobPhase::Queued);
     assert_eq!(rec.queue_ref.as_deref(), Some("submitted-3"));
     assert_eq!(report.adopted, ["submitted-3"]);
+}
+
+#[tokio::test]
+async fn a_finished_job_whose_completion_was_lost_is_delivered_again_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    with_model(&deps).await;
+    let job = record(&deps, "lost-event-1", 6, JobPhase::Queued, NOW - 2 * GRACE).await;
+    store_spec(&deps, &job).await;
+    // The queue runs it (the worker is /bin/false) but its completion never reaches the
+    // record: the stand-in for an EventBridge event that every retry failed to land.
+    let queue = LocalQueue::open(LocalQueueConfig {
+        db_path: dir.path().join("queue.sqlite"),
+        work_dir: dir.path().join("queue"),
+        store_root: dir.path().join("store"),
+        worker: WorkerCommand { program: "/bin/false".into(), args: vec![] },
+        concurrency: 1,
+        max_attempts: 1,
+    })
+    .unwrap();
+    queue.start(Arc::new(|_d| Box::pin(async { Ok(()) }))).await.unwrap();
+    deps.queue.submit(&job.spec).await.unwrap();
+    for _ in 0..250 {
+        if deps.queue.state("lost-event-1").await.unwrap().is_terminal() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    queue.shutdown().await;
+    assert!(matches!(deps.queue.state("lost-event-1").await.unwrap(), QueueState::Failed { .. }));
+
+    // Off (the embedded default): the queue owns delivery, the sweep leaves it.
+    let report = sweep_stuck_jobs(&deps, &policy(), NOW).await.unwrap();
+    assert_eq!(report, Default::default());
+    // On (AWS): the completion is handled; a worker crash releases the order.
+    let aws = SweepPolicy { grace_secs: GRACE, redeliver_finished: true };
+    let report = sweep_stuck_jobs(&deps, &aws, NOW).await.unwrap();
+    assert_eq!(report.redelivered, ["lost-event-1"]);
+    let rec = deps.catalogue.get_job("lost-event-1").await.unwrap().unwrap();
+    assert!(matches!(rec.phase, JobPhase::Failed { exit_code: Some(1), .. }), "{rec:?}");
+    assert!(rec.order_released);
+    let again = sweep_stuck_jobs(&deps, &aws, NOW).await.unwrap();
+    assert_eq!(again, Default::default());
 }

@@ -12,7 +12,9 @@
 //! kill. Retries of other failures are the job definition's retry strategy (`infra/`, from
 //! [`posthuman_types::exit`]).
 
-use aws_sdk_batch::types::{ContainerOverrides, JobStatus, JobTimeout, KeyValuePair};
+use aws_sdk_batch::types::{
+    ContainerOverrides, JobStatus, JobTimeout, KeyValuePair, KeyValuesPair,
+};
 use posthuman_types::JobSpec;
 use posthuman_types::exit;
 use serde::Deserialize;
@@ -128,6 +130,26 @@ impl JobQueue for BatchQueue {
             Some(JobStatus::Starting | JobStatus::Running) => QueueState::Running,
             _ => QueueState::Queued,
         })
+    }
+
+    /// Batch jobs are named after our job id; with a name filter ListJobs returns jobs in
+    /// every status (Batch ignores the status filter then). The newest, if several.
+    async fn find(&self, job_id: &str) -> Result<Option<String>, QueueError> {
+        let filter = KeyValuesPair::builder().name("JOB_NAME").values(job_id).build();
+        let out = self
+            .client
+            .list_jobs()
+            .job_queue(&self.cfg.job_queue)
+            .filters(filter)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let newest = out
+            .job_summary_list()
+            .iter()
+            .filter(|j| j.job_name() == Some(job_id))
+            .max_by_key(|j| j.created_at().unwrap_or_default());
+        Ok(newest.and_then(|j| j.job_id()).map(str::to_string))
     }
 }
 

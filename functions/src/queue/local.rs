@@ -558,6 +558,16 @@ impl JobQueue for LocalQueue {
             .await?;
         row.map(|(_, s)| s).ok_or_else(|| QueueError::NotFound(queue_ref.to_string()))
     }
+
+    /// The local reference is the job id itself.
+    async fn find(&self, job_id: &str) -> Result<Option<String>, QueueError> {
+        let id = job_id.to_string();
+        self.db(move |c| {
+            c.query_row("SELECT job_id FROM jobs WHERE job_id = ?1", params![id], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,10 @@ pub trait JobQueue: Send + Sync + Debug + 'static {
 
     /// The state of a job by the reference `submit` returned.
     async fn state(&self, queue_ref: &str) -> Result<QueueState, QueueError>;
+
+    /// The queue's reference for a job by our job id, if it was ever submitted: the sweeper
+    /// ([`crate::sweep`]) asks before resubmitting a record that a crash left without one.
+    async fn find(&self, job_id: &str) -> Result<Option<String>, QueueError>;
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ async fn contract_suite(q: &dyn JobQueue, tag: &str) {
     assert_ne!(ra, rb);
     assert_eq!(wait_terminal(q, &ra).await, QueueState::Succeeded);
     assert_eq!(wait_terminal(q, &rb).await, QueueState::Succeeded);
+    // By our job id, the reference `submit` returned (the sweeper's question after a crash).
+    assert_eq!(q.find(&a).await.unwrap().as_deref(), Some(ra.as_str()));
+    assert_eq!(q.find(&b).await.unwrap().as_deref(), Some(rb.as_str()));
+    assert_eq!(q.find(&common::unique(&format!("{tag}-never"))).await.unwrap(), None);
 
     let mut bad = common::infer_spec(&common::unique(&format!("{tag}-bad")));
     bad.public_prefix = "../escape".into();

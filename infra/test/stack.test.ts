@@ -18,16 +18,20 @@ function synth(context: Record<string, string> = {}): Template {
     fs.mkdirSync(path.join(dir, bin));
     fs.writeFileSync(path.join(dir, bin, "bootstrap"), "#!/bin/sh\n");
   }
+  // A stand-in storefront build (web/dist): the test checks how it is deployed.
+  const web = fs.mkdtempSync(path.join(os.tmpdir(), "posthuman-web-"));
+  fs.writeFileSync(path.join(web, "index.html"), "<!doctype html><title>Posthuman</title>\n");
   const app = new App({ context: { "@aws-cdk/aws-batch:defaultToAL2023": true, ...context } });
   // The worker image's tag is a deploy-time choice (context or the WorkerImageTag parameter).
-  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir } as PosthumanStackProps);
+  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, storefrontDir: web } as PosthumanStackProps);
   return Template.fromStack(stack);
 }
 
 const t = synth();
 
 test("the data bucket is private, encrypted, TLS-only and versioned", () => {
-  t.resourceCountIs("AWS::S3::Bucket", 1);
+  // The data bucket and the storefront's.
+  t.resourceCountIs("AWS::S3::Bucket", 2);
   t.hasResourceProperties("AWS::S3::Bucket", {
     PublicAccessBlockConfiguration: {
       BlockPublicAcls: true,
@@ -327,7 +331,7 @@ function statementsOf(roleId: string): Stmt[] {
 
 /** The data bucket's resources a statement names: "" for the bucket itself, else the key pattern. */
 function bucketKeys(s: Stmt): string[] {
-  const bucketId = Object.keys(t.findResources("AWS::S3::Bucket"))[0];
+  const bucketId = Object.keys(t.findResources("AWS::S3::Bucket")).find((id) => id.startsWith("DataBucket"))!;
   const resources = Array.isArray(s.Resource) ? s.Resource : [s.Resource];
   const keys: string[] = [];
   for (const r of resources) {
@@ -463,4 +467,140 @@ test("the functions that send the operator's transactions run one at a time (res
     !statementsOf(lambdaRole("publish")).some((st) => JSON.stringify(st.Action).includes("batch:")),
     "the publish function may use Batch",
   );
+});
+
+// --- The storefront: a private bucket behind CloudFront, and CORS for another origin. ---
+
+test("the storefront is a private bucket that CloudFront reads with origin access control; /api/* goes to the HTTP API", () => {
+  const buckets = t.findResources("AWS::S3::Bucket");
+  const siteId = Object.keys(buckets).find((id) => id.startsWith("StorefrontBucket"));
+  assert.ok(siteId, "no StorefrontBucket");
+  assert.deepEqual(buckets[siteId].Properties.PublicAccessBlockConfiguration, {
+    BlockPublicAcls: true,
+    BlockPublicPolicy: true,
+    IgnorePublicAcls: true,
+    RestrictPublicBuckets: true,
+  });
+  // Only this distribution may read it (OAC: CloudFront's service principal, its ARN).
+  const [dist] = Object.entries(t.findResources("AWS::CloudFront::Distribution"));
+  assert.ok(dist, "no distribution");
+  const [distId, distRes] = dist as [string, any];
+  const policy = Object.values(t.findResources("AWS::S3::BucketPolicy")).find(
+    (p: any) => JSON.stringify(p.Properties.Bucket) === JSON.stringify({ Ref: siteId }),
+  ) as any;
+  assert.ok(policy, "no storefront bucket policy");
+  const read = policy.Properties.PolicyDocument.Statement.find((s: any) => s.Effect === "Allow");
+  assert.deepEqual(read.Principal, { Service: "cloudfront.amazonaws.com" });
+  assert.match(JSON.stringify(read.Condition), new RegExp(`AWS:SourceArn.*${distId}`));
+  t.hasResourceProperties("AWS::CloudFront::OriginAccessControl", {
+    OriginAccessControlConfig: Match.objectLike({ OriginAccessControlOriginType: "s3", SigningBehavior: "always" }),
+  });
+  const cfg = distRes.Properties.DistributionConfig;
+  assert.equal(cfg.DefaultRootObject, "index.html");
+  assert.equal(cfg.DefaultCacheBehavior.ViewerProtocolPolicy, "redirect-to-https");
+  // The storefront calls /api/... on its own origin: CloudFront forwards it to the HTTP API,
+  // uncached, every method, every header but Host.
+  const api = cfg.CacheBehaviors.find((b: any) => b.PathPattern === "/api/*");
+  assert.ok(api, "no /api/* behavior");
+  assert.ok(api.AllowedMethods.includes("POST"));
+  const origin = cfg.Origins.find((o: any) => o.Id === api.TargetOriginId);
+  assert.match(JSON.stringify(origin.DomainName), /execute-api/);
+  assert.deepEqual(api.FunctionAssociations, undefined, "API paths are not rewritten");
+  // The build is deployed into the bucket, and the distribution invalidated.
+  const [deploy] = Object.values(t.findResources("Custom::CDKBucketDeployment")) as any[];
+  assert.ok(deploy, "the storefront build is not deployed");
+  assert.deepEqual(deploy.Properties.DestinationBucketName, { Ref: siteId });
+  assert.deepEqual(deploy.Properties.DistributionId, { Ref: distId });
+  assert.ok(t.toJSON().Outputs.StorefrontUrl, "no StorefrontUrl output");
+});
+
+test("client-side routes get index.html; files and the root are served as they are", () => {
+  const [dist] = Object.values(t.findResources("AWS::CloudFront::Distribution")) as any[];
+  const assoc = dist.Properties.DistributionConfig.DefaultCacheBehavior.FunctionAssociations;
+  assert.equal(assoc.length, 1);
+  assert.equal(assoc[0].EventType, "viewer-request");
+  const fnId = assoc[0].FunctionARN["Fn::GetAtt"][0];
+  const code: string = t.toJSON().Resources[fnId].Properties.FunctionCode;
+  // Run the CloudFront Function's code as CloudFront would, on the storefront's routes.
+  const handler = new Function(`${code}; return handler;`)() as (e: unknown) => { uri: string };
+  const uri = (u: string) => handler({ request: { uri: u, headers: {} } }).uri;
+  for (const route of ["/models/0xabc", "/jobs", "/jobs/7f3a/receipt", "/jobs/7f3a/"]) {
+    assert.equal(uri(route), "/index.html", route);
+  }
+  for (const file of ["/", "/index.html", "/style.css", "/posthuman_web_bg.wasm", "/posthuman_web.js"]) {
+    assert.equal(uri(file), file, file);
+  }
+});
+
+test("CORS on the HTTP API admits the storefront origin the deploy names, with the API's headers", () => {
+  const param = t.toJSON().Parameters.StorefrontOrigin;
+  assert.ok(param, "no StorefrontOrigin parameter");
+  // Empty by default: the storefront on CloudFront is the API's own origin (no CORS needed).
+  assert.equal(param.Default, "");
+  const [api] = Object.values(t.findResources("AWS::ApiGatewayV2::Api")) as any[];
+  const cors = JSON.stringify(api.Properties.CorsConfiguration);
+  assert.match(cors, /"Fn::If"/);
+  const ifArgs = api.Properties.CorsConfiguration["Fn::If"];
+  assert.deepEqual(ifArgs[2], { Ref: "AWS::NoValue" });
+  const c = ifArgs[1];
+  assert.deepEqual(c.AllowOrigins, [{ Ref: "StorefrontOrigin" }]);
+  for (const h of ["content-type", "x-posthuman-signature", "x-posthuman-expires", "x-posthuman-reader"]) {
+    assert.ok(c.AllowHeaders.includes(h), `${h} not allowed`);
+  }
+  assert.ok(c.ExposeHeaders.includes("x-posthuman-next-cursor"));
+  assert.deepEqual([...c.AllowMethods].sort(), ["GET", "OPTIONS", "POST"]);
+  const cond = t.toJSON().Conditions[ifArgs[0]];
+  assert.match(JSON.stringify(cond), /StorefrontOrigin/);
+  // An origin is scheme://host[:port], no path or trailing slash.
+  const pattern = new RegExp(param.AllowedPattern);
+  for (const ok of ["", "https://shop.example.com", "http://localhost:8080"]) assert.ok(pattern.test(ok), ok);
+  for (const bad of ["*", "https://shop.example.com/", "shop.example.com"]) assert.ok(!pattern.test(bad), bad);
+});
+
+// --- A completion is never lost (issue 13 §5). ---
+
+test("job-done sends an event it failed on, after Lambda's retries, to a dead-letter queue, and a schedule sweeps stuck jobs through it", () => {
+  const fn = lambdaFn("JobDoneFn");
+  // EventBridge hands each event to Lambda asynchronously and is done with it: a handler
+  // error is retried by Lambda, then dropped unless the function has an on-failure destination.
+  const configs = (Object.values(t.findResources("AWS::Lambda::EventInvokeConfig")) as any[]).filter((c) =>
+    JSON.stringify(c.Properties.FunctionName).includes(fn.logicalId),
+  );
+  assert.equal(configs.length, 1, "job-done has no asynchronous invocation config");
+  const cfg = configs[0].Properties;
+  assert.equal(cfg.MaximumRetryAttempts, 2);
+  assert.ok(cfg.MaximumEventAgeInSeconds >= 3600, `events expire after ${cfg.MaximumEventAgeInSeconds} s`);
+  const dest = JSON.stringify(cfg.DestinationConfig?.OnFailure?.Destination);
+  const queueId = Object.keys(t.findResources("AWS::SQS::Queue")).find((q) => dest.includes(q));
+  assert.ok(queueId, `the on-failure destination ${dest} is not one of the stack's SQS queues`);
+  const role = statementsOf(lambdaRole("posthuman-job-done-lambda"));
+  const sqsStatements = role.filter((s) => actionsOf(s).some((a) => a.startsWith("sqs:")));
+  assert.ok(sqsStatements.length > 0, "job-done may not send to its dead-letter queue");
+  for (const s of sqsStatements) {
+    assert.ok(actionsOf(s).every((a) => /^sqs:(SendMessage|GetQueueAttributes|GetQueueUrl)$/.test(a)), JSON.stringify(s));
+    assert.match(JSON.stringify(s.Resource), new RegExp(queueId));
+  }
+
+  // The Batch rule keeps EventBridge's own retry policy and DLQ (for events Lambda never took).
+  const rules = Object.values(t.findResources("AWS::Events::Rule")) as any[];
+  const batchRule = rules.find((r) => JSON.stringify(r.Properties.EventPattern ?? {}).includes("aws.batch"));
+  assert.ok(batchRule, "no Batch state-change rule");
+  const target = batchRule.Properties.Targets[0];
+  assert.ok(target.RetryPolicy.MaximumRetryAttempts >= 1 && target.DeadLetterConfig, JSON.stringify(target));
+
+  // A schedule invokes job-done for the sweep (functions/src/sweep.rs): a paid job a crash left
+  // unqueued waits minutes, not for ever.
+  const sweep = rules.find((r) => r.Properties.ScheduleExpression);
+  assert.ok(sweep, "no sweep schedule");
+  const m = String(sweep.Properties.ScheduleExpression).match(/^rate\((\d+) minutes?\)$/);
+  assert.ok(m && Number(m[1]) <= 15, sweep.Properties.ScheduleExpression);
+  assert.match(JSON.stringify(sweep.Properties.Targets), new RegExp(fn.logicalId));
+  // What the sweep asks: the queue by job name (ListJobs, no resource-level permissions), and
+  // whether a spec is stored by listing that one key (S3 answers a HEAD of a missing key with
+  // 403 to a role that may not list it, which would look like an outage for ever).
+  assert.ok(role.some((s) => actionsOf(s).includes("batch:ListJobs")), "job-done may not ListJobs");
+  const listed = role
+    .filter((s) => actionsOf(s).includes("s3:ListBucket"))
+    .map((s: any) => JSON.stringify(s.Condition ?? {}));
+  assert.ok(listed.some((c) => c.includes("jobs/*/spec.json")), `job-done lists only ${listed}`);
 });

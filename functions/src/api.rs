@@ -29,6 +29,9 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 type Shared = Arc<Deps>;
 
+/// The routes that take file uploads (multipart): they get upload slots and a body deadline.
+const UPLOAD_ROUTES: [&str; 2] = ["/api/models", "/api/jobs"];
+
 /// Every route: method, path (axum syntax, same as OpenAPI's), handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
     vec![
@@ -52,9 +55,19 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
 /// The API router. With `static_dir`, paths outside the API serve the SPA's files (and its
 /// `index.html` for client-side routes); without, they answer a JSON 404.
 pub fn router(deps: Shared, static_dir: Option<&std::path::Path>) -> Router {
-    let limit = deps.cfg.limits.max_body_bytes();
+    let limits = &deps.cfg.limits;
+    let limit = limits.max_body_bytes();
+    // Uploads share a fixed number of slots and a deadline for their body.
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads.max(1)));
+    let body_deadline = std::time::Duration::from_secs(limits.upload_timeout_secs.max(1));
     let mut r: Router<Shared> = Router::new();
-    for (_, path, mr) in routes() {
+    for (method, path, mr) in routes() {
+        let mr = if method == Method::POST && UPLOAD_ROUTES.contains(&path) {
+            mr.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_deadline))
+                .layer(axum::middleware::from_fn_with_state(slots.clone(), upload_slot))
+        } else {
+            mr
+        };
         r = r.route(path, mr);
     }
     let r = match static_dir {
@@ -95,13 +108,21 @@ async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// Reads multipart parts named in `caps`, each bounded while streaming; any other part, a
-/// repeated part or a part over its cap is a 4xx before anything is stored.
+/// The parts every upload signs: they come first, and are small.
+const SIGNED_PARTS: [&str; 2] = ["request", "signature"];
+
+/// Reads an upload's multipart parts named in `caps`, each bounded while streaming; any other
+/// part, a repeated part or a part over its cap is a 4xx before anything is stored. The
+/// signed parts ([`SIGNED_PARTS`]) must come first: once both are read, `may_upload` decides
+/// from them whether the sender may upload at all, before any file part is read — so a
+/// forged or unauthorised upload costs the server its first few kilobytes, not its files.
 async fn read_parts(
     mut mp: Multipart,
     caps: &[(&str, u64)],
+    may_upload: impl AsyncFnOnce(Bytes, String) -> Result<(), ApiError>,
 ) -> Result<HashMap<String, Bytes>, ApiError> {
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, Bytes> = HashMap::new();
+    let mut may_upload = Some(may_upload);
     loop {
         let field = match mp.next_field().await {
             Ok(Some(f)) => f,
@@ -117,6 +138,12 @@ async fn read_parts(
         };
         if out.contains_key(&name) {
             return Err(ApiError::bad(format!("part {name:?} appears twice")));
+        }
+        if !SIGNED_PARTS.contains(&name.as_str()) {
+            if let Some(check) = may_upload.take() {
+                let (request, signature) = signed_parts(&mut out)?;
+                check(request, signature).await?;
+            }
         }
         let mut buf = BytesMut::new();
         let mut field = field;
@@ -137,7 +164,41 @@ async fn read_parts(
         }
         out.insert(name, buf.freeze());
     }
+    // An upload without file parts (an infer job) is checked here.
+    if let Some(check) = may_upload.take() {
+        let (request, signature) = signed_parts(&mut out)?;
+        check(request, signature).await?;
+    }
     Ok(out)
+}
+
+/// The signed parts read so far, or a 400 if a file part came before them.
+fn signed_parts(out: &mut HashMap<String, Bytes>) -> Result<(Bytes, String), ApiError> {
+    let missing = || {
+        ApiError::bad("the \"request\" and \"signature\" parts must come first, before any file")
+    };
+    let request = out.get("request").cloned().ok_or_else(missing)?;
+    let signature = out.get("signature").cloned().ok_or_else(missing)?;
+    Ok((request, text(signature, "signature")?))
+}
+
+/// Admits an upload if one of the router's upload slots is free; otherwise a 503 at once, so
+/// a flood of uploads neither queues up memory nor holds back the other routes.
+async fn upload_slot(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match slots.try_acquire_owned() {
+        Ok(permit) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(_) => {
+            ApiError::unavailable("upload capacity", "every upload slot is busy").into_response()
+        }
+    }
 }
 
 fn multipart_err(e: axum::extract::multipart::MultipartError) -> ApiError {
@@ -174,7 +235,10 @@ async fn publish_model(
         ("weights", l.max_weights_bytes),
         ("tokenizer", l.max_tokenizer_bytes),
     ];
-    let mut p = read_parts(multipart(mp)?, &caps).await?;
+    let may = async |request: Bytes, signature: String| {
+        crate::handlers::precheck::may_publish(&d, &request, &signature).await
+    };
+    let mut p = read_parts(multipart(mp)?, &caps, may).await?;
     let up = models::PublishUpload {
         request: take(&mut p, "request")?,
         signature: text(take(&mut p, "signature")?, "signature")?,
@@ -285,7 +349,10 @@ async fn submit_job(
     let l = &d.cfg.limits;
     let caps =
         [("request", l.max_request_bytes), ("signature", 256), ("dataset", l.max_dataset_bytes)];
-    let mut p = read_parts(multipart(mp)?, &caps).await?;
+    let may = async |request: Bytes, signature: String| {
+        crate::handlers::precheck::may_submit(&d, &request, &signature).await
+    };
+    let mut p = read_parts(multipart(mp)?, &caps, may).await?;
     let up = jobs::JobUpload {
         request: take(&mut p, "request")?,
         signature: text(take(&mut p, "signature")?, "signature")?,

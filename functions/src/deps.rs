@@ -25,6 +25,11 @@ pub struct Limits {
     pub max_dataset_bytes: u64,
     /// The signed JSON part of a request (prompts included).
     pub max_request_bytes: u64,
+    /// Uploads (publish, submit) handled at once; more get a 503 at once rather than a
+    /// queue slot, so a flood cannot hold memory or starve other routes.
+    pub max_concurrent_uploads: usize,
+    /// The longest an upload's body may take to arrive (slow senders are cut off).
+    pub upload_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -35,6 +40,8 @@ impl Default for Limits {
             max_tokenizer_bytes: 32 << 20,
             max_dataset_bytes: 64 << 20,
             max_request_bytes: 2 << 20,
+            max_concurrent_uploads: 8,
+            upload_timeout_secs: 300,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The handlers: plain async functions over typed input and borrowed [`Deps`].
 //!
 //! - [`models`]: publish a model, list and get the catalogue, quote a job.
+//! - [`precheck`]: who may upload, from the signed parts, before any file part is read.
 //! - [`pricing`]: the quote's terms, their binding into the provider fee, the fee check at
 //!   submit, and the published rates.
 //! - [`jobs`]: submit a paid job, its status with live progress, its public results.
@@ -16,6 +17,7 @@ pub mod complete;
 pub mod jobs;
 pub mod lists;
 pub mod models;
+pub mod precheck;
 pub mod pricing;
 pub mod views;
 

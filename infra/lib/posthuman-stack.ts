@@ -13,6 +13,7 @@ import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as batch from "aws-cdk-lib/aws-batch";
 import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as destinations from "aws-cdk-lib/aws-lambda-destinations";
 import * as events from "aws-cdk-lib/aws-events";
 import * as targets from "aws-cdk-lib/aws-events-targets";
 import * as sqs from "aws-cdk-lib/aws-sqs";
@@ -194,7 +195,9 @@ export class PosthumanStack extends Stack {
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
     grantObjects(jobDone, data, ["s3:GetObject"], ["jobs/*/spec.json"]);
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject"], ["jobs/*/public/*"]);
-    grantList(jobDone, data, ["state/*"]);
+    // The sweep (functions/src/sweep.rs) asks whether a stuck job's spec is stored by listing
+    // that one key: S3 answers a HEAD of a missing key with 403 to a role that may not list it.
+    grantList(jobDone, data, ["state/*", "jobs/*/spec.json"]);
     for (const fn of [api, jobDone]) {
       // GetSecretValue (and the key's decrypt) on this one secret only.
       operatorKey.grantRead(fn);
@@ -209,6 +212,9 @@ export class PosthumanStack extends Stack {
       // DescribeJobs does not support resource-level permissions.
       fn.addToRolePolicy(new iam.PolicyStatement({ actions: ["batch:DescribeJobs"], resources: ["*"] }));
     }
+    // The sweep finds a job a crash left without its Batch id by name; ListJobs does not
+    // support resource-level permissions either.
+    jobDone.addToRolePolicy(new iam.PolicyStatement({ actions: ["batch:ListJobs"], resources: ["*"] }));
 
     const httpApi = new apigw.HttpApi(this, "HttpApi", {
       defaultIntegration: new HttpLambdaIntegration("ApiIntegration", api, {
@@ -235,6 +241,26 @@ export class PosthumanStack extends Stack {
           deadLetterQueue: dlq,
         }),
       ],
+    });
+    // EventBridge's retries and DLQ cover handing the event to Lambda; once Lambda took it
+    // (asynchronously), a handler error is retried by Lambda and then dropped unless the
+    // function has an on-failure destination: these records (request payload included)
+    // can be redriven, and the sweep below redelivers the completion meanwhile.
+    const failed = new sqs.Queue(this, "JobDoneFailed", {
+      retentionPeriod: Duration.days(14),
+      enforceSSL: true,
+    });
+    jobDone.configureAsyncInvoke({
+      onFailure: new destinations.SqsDestination(failed),
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(6),
+    });
+    // The sweep (functions/src/sweep.rs): paid jobs a crash left between the order claim and
+    // the queue, and finished jobs whose completion events were all lost. A missed tick is
+    // retried by the next one.
+    new events.Rule(this, "JobSweep", {
+      schedule: events.Schedule.rate(Duration.minutes(5)),
+      targets: [new targets.LambdaFunction(jobDone, { retryAttempts: 0 })],
     });
 
     new CfnOutput(this, "ApiUrl", { value: httpApi.apiEndpoint });

@@ -117,3 +117,18 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
         cfg: cfg.api,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_confirmations_are_validated_at_cold_start() {
+        assert_eq!(parse_min_confirmations("12"), Ok(12));
+        assert_eq!(parse_min_confirmations(" 0 "), Ok(0));
+        for bad in ["-1", "three", "1.5", "", "1001"] {
+            let e = parse_min_confirmations(bad).unwrap_err();
+            assert!(e.starts_with("POSTHUMAN_MIN_CONFIRMATIONS"), "{bad}: {e}");
+        }
+    }
+}

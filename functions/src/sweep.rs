@@ -121,7 +121,7 @@ async fn sweep_one(
             Err(e) => return Err(e.into()),
         }
     }
-    if deps.store.head(&spec_key(&job.job_id)).await?.is_some() {
+    if spec_stored(deps, &job.job_id).await? {
         let r = deps.queue.submit(&job.spec).await?;
         job.queue_ref = Some(r);
         job.phase = JobPhase::Queued;
@@ -145,6 +145,14 @@ async fn sweep_one(
     tracing::warn!(job_id = %job.job_id, released, "stuck job had no stored spec; failed, order released");
     report.released.push(job.job_id);
     Ok(())
+}
+
+/// Whether the job's spec is in the store. A listing of that one key, not a HEAD: S3 answers
+/// a HEAD of a missing key with 403 to a role that may not list it, which would read as an
+/// outage for ever (the job-done role may list `jobs/*/spec.json`, `infra/`).
+async fn spec_stored(deps: &Deps, job_id: &str) -> Result<bool, ApiError> {
+    let key = spec_key(job_id);
+    Ok(deps.store.list(&key).await?.contains(&key))
 }
 
 /// Runs [`sweep_stuck_jobs`] at once and then every `grace / 4` (1 s to 5 min) until the

@@ -1,6 +1,6 @@
 // The AWS deployment of DESIGN.md's "in AWS" column:
 //   S3 data bucket (private) ── Batch GPU queue running batch-worker (no internet: isolated
-//   subnets with S3/ECR/Logs endpoints only) ── EventBridge "Batch Job State Change" → job-done
+//   subnets with S3/ECR/Logs/ECS endpoints only) ── EventBridge "Batch Job State Change" → job-done
 //   Lambda; the HTTP API is API Gateway (HTTP API, payload v2) → api Lambda (lambda_http).
 // Env var names match functions/src/aws.rs and batch-worker/src/main.rs.
 import * as path from "path";
@@ -66,6 +66,12 @@ export class PosthumanStack extends Stack {
       ["EcrApi", ec2.InterfaceVpcEndpointAwsService.ECR],
       ["EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER],
       ["Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS],
+      // The ECS agent on each container instance registers with the cluster, polls for tasks
+      // and reports metrics through these three; without them no instance ever joins and
+      // jobs stay RUNNABLE.
+      ["Ecs", ec2.InterfaceVpcEndpointAwsService.ECS],
+      ["EcsAgent", ec2.InterfaceVpcEndpointAwsService.ECS_AGENT],
+      ["EcsTelemetry", ec2.InterfaceVpcEndpointAwsService.ECS_TELEMETRY],
     ] as const) {
       vpc.addInterfaceEndpoint(name, { service, privateDnsEnabled: true });
     }

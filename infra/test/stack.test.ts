@@ -23,7 +23,7 @@ function synth(context: Record<string, string> = {}): Template {
   fs.writeFileSync(path.join(web, "index.html"), "<!doctype html><title>Posthuman</title>\n");
   const app = new App({ context: { "@aws-cdk/aws-batch:defaultToAL2023": true, ...context } });
   // The worker image's tag is a deploy-time choice (context or the WorkerImageTag parameter).
-  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, storefrontDir: web } as PosthumanStackProps);
+  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, storefrontDir: web } as unknown as PosthumanStackProps);
   return Template.fromStack(stack);
 }
 

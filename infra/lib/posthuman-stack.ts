@@ -139,6 +139,7 @@ export class PosthumanStack extends Stack {
       parameters: { job_id: "unset", spec_key: "unset" },
       // The worker resumes from its last checkpoint, so a retried attempt finishes the same job.
       retryAttempts: 2,
+      retryStrategies: workerRetryRules(),
       timeout: Duration.hours(12),
     });
 
@@ -274,6 +275,30 @@ export class PosthumanStack extends Stack {
     new CfnOutput(this, "WorkerRepository", { value: repo.repositoryUri });
     new CfnOutput(this, "JobQueueArn", { value: queue.jobQueueArn });
   }
+}
+
+/**
+ * Batch's retry rules for the worker, after crates/types/src/exit.rs (the stack test parses
+ * it and checks these rules against its BUYER_INPUT and FINAL lists). Batch takes the first
+ * rule that matches and retries when none does; exit codes match as digits with an optional
+ * trailing `*`, and a job definition takes at most 5 rules, so the classes are covered by
+ * prefix: every code 1*, 2* (the buyer's 13..17, 20, 21 and the final 124) exits, except the
+ * transient STORE (18) and NO_GPU (19) carved out before it. What that costs: BAD_SPEC,
+ * BAD_WEIGHTS and MISSING_TOKENIZER (10..12, which fail the same way on the same spec anyway)
+ * and codes no worker path sets in 1..2, 100..255 (a panic's 101, a signal's 128+n) are not
+ * retried either; job-done still classifies by exit.rs, so their orders are released.
+ * INTERNAL (70), INTERRUPTED (75) and every other code match no rule and are retried.
+ */
+function workerRetryRules(): batch.RetryStrategy[] {
+  const { RetryStrategy, Action, Reason } = batch;
+  return [
+    // A Spot reclaim or a lost host ("Host EC2 (instance i-...) terminated."): no exit code.
+    RetryStrategy.of(Action.RETRY, Reason.SPOT_INSTANCE_RECLAIMED),
+    RetryStrategy.of(Action.RETRY, Reason.custom({ onExitCode: "18" })), // STORE
+    RetryStrategy.of(Action.RETRY, Reason.custom({ onExitCode: "19" })), // NO_GPU
+    RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "1*" })), // BUYER_INPUT 13..17, FINAL 124
+    RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "2*" })), // BUYER_INPUT 20, 21
+  ];
 }
 
 /** Allows `actions` on the bucket's objects matching each key pattern, and nothing else. */

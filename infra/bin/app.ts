@@ -20,8 +20,7 @@ for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
     );
   }
 }
-new PosthumanStack(app, "Posthuman", {
-  lambdaDir,
-  workerImageTag: app.node.tryGetContext("workerImageTag") ?? "latest",
-});
+// Deploy-time choices are context the stack reads (`-c key=value`): workerImageTag (the git
+// commit of the pushed worker image), gpuFamily, addressBookParam; see infra/README.md.
+new PosthumanStack(app, "Posthuman", { lambdaDir });
 app.synth();

@@ -25,8 +25,6 @@ import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations
 export interface PosthumanStackProps extends StackProps {
   /** Directory with `<bin>/bootstrap` for each Lambda binary (cargo lambda build output). */
   lambdaDir: string;
-  /** Tag of the batch-worker image in the stack's ECR repository. */
-  workerImageTag: string;
 }
 
 export class PosthumanStack extends Stack {
@@ -96,6 +94,22 @@ export class PosthumanStack extends Stack {
       computeEnvironments: [{ computeEnvironment: computeEnv, order: 1 }],
     });
 
+    // The worker image's tag: the git commit it was built from. The repository is IMMUTABLE
+    // (a tag names one image forever, so a job definition revision names what its jobs ran),
+    // which rules out a moving `latest`: each deploy names the commit it pushed (`-c
+    // workerImageTag=...` makes it the default; otherwise `--parameters WorkerImageTag=...`).
+    const contextTag: string | undefined = this.node.tryGetContext("workerImageTag");
+    const tagPattern = "^[0-9a-f]{7,40}$";
+    if (contextTag !== undefined && !new RegExp(tagPattern).test(contextTag)) {
+      throw new Error(`workerImageTag ${JSON.stringify(contextTag)} is not a git commit (7 to 40 hex digits)`);
+    }
+    const imageTag = new CfnParameter(this, "WorkerImageTag", {
+      type: "String",
+      description: "Tag of the batch-worker image in WorkerRepository: the git commit it was built from",
+      allowedPattern: tagPattern,
+      constraintDescription: "a git commit (7 to 40 lowercase hex digits); the repository's tags are immutable",
+      default: contextTag,
+    });
     const repo = new ecr.Repository(this, "WorkerRepo", {
       imageScanOnPush: true,
       imageTagMutability: ecr.TagMutability.IMMUTABLE,
@@ -121,7 +135,7 @@ export class PosthumanStack extends Stack {
     // The functions layer passes job_id and spec_key as Batch parameters (functions/src/queue/batch.rs).
     const jobDef = new batch.EcsJobDefinition(this, "WorkerJob", {
       container: new batch.EcsEc2ContainerDefinition(this, "WorkerContainer", {
-        image: ecs.ContainerImage.fromEcrRepository(repo, props.workerImageTag),
+        image: ecs.ContainerImage.fromEcrRepository(repo, imageTag.valueAsString),
         command: ["posthuman-worker", "run", "--spec", "Ref::spec_key"],
         // The worker refuses to run (exit 19) if the GPU cannot be opened, rather than falling
         // back to the CPU on a GPU instance.

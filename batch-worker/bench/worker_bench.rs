@@ -105,6 +105,7 @@ fn spec(id: &str, model: &str, params: JobParams) -> JobSpec {
         public_prefix: format!("out/{id}/public"),
         params,
         budget: None,
+        salt: None,
     }
 }
 

@@ -50,6 +50,29 @@ pub fn dataset_hash(bytes: &[u8]) -> Hash32 {
     Hash32(Sha256::digest(bytes).into())
 }
 
+/// The domain tag of a salted input hash.
+pub const SALT_TAG: &[u8] = b"posthuman:salted:";
+
+/// `SHA-256("posthuman:salted:" || salt || h)`: what public outputs name instead of a
+/// dataset or prompts hash `h`, so that nobody without the buyer's salt can confirm a guessed
+/// input against them. Must equal `posthuman_receipts::salted_hash` (tested there).
+pub fn salted_hash(salt: &Hash32, h: &Hash32) -> Hash32 {
+    let mut d = Sha256::new();
+    d.update(SALT_TAG);
+    d.update(salt.0);
+    d.update(h.0);
+    Hash32(d.finalize().into())
+}
+
+/// The input hash a public output names: salted when the spec carries the buyer's salt,
+/// plain for operator-internal jobs (no buyer, nothing to hide).
+pub fn public_hash(salt: Option<&Hash32>, h: &Hash32) -> Hash32 {
+    match salt {
+        Some(s) => salted_hash(s, h),
+        None => *h,
+    }
+}
+
 /// Checks the dataset is non-empty UTF-8 text and returns it as `&str`.
 pub fn validate_text(bytes: &[u8]) -> Result<&str, WorkerError> {
     if bytes.is_empty() {

@@ -154,7 +154,8 @@ pub async fn run(
     let perplexity = mean_nll.exp();
     let report = EvalReport {
         weights_hash: m.weights_hash,
-        dataset_hash,
+        // report.json is public (and may be shown on the model's card): salted.
+        dataset_hash: data::public_hash(spec.salt.as_ref(), &dataset_hash),
         tokens_scored: count,
         context_len: p.context_len,
         stride: p.stride,

@@ -281,7 +281,9 @@ pub async fn run(
         wall_secs: wall,
         input_weights_hash: input_hash,
         output_weights_hash: Hash32::ZERO,
-        dataset_hash,
+        // metrics.json is public: it names the dataset only salted (the checkpoint
+        // fingerprint above stays on the plain hash; it is private).
+        dataset_hash: data::public_hash(spec.salt.as_ref(), &dataset_hash),
         checkpoint_root: merkle::root(&st.checkpoints),
         checkpoint_every: p.checkpoint_every,
         checkpoint_hashes: st.checkpoints.iter().map(|c| c.weights).collect(),

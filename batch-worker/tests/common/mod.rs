@@ -66,6 +66,7 @@ pub fn spec(id: &str, params: JobParams) -> JobSpec {
         public_prefix: format!("jobs/{id}/public"),
         params,
         budget: None,
+        salt: None,
     }
 }
 

@@ -8,6 +8,7 @@
 use alloy::primitives::keccak256;
 use posthuman_types::{Hash32, JobParams};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// keccak-256 of raw bytes, as a [`Hash32`].
 pub fn bytes_hash(bytes: &[u8]) -> Hash32 {
@@ -94,6 +95,24 @@ pub fn prompts_hash<S: AsRef<str>>(prompts: &[S]) -> Hash32 {
         buf.extend_from_slice(&prompt_hash(p.as_ref()).0);
     }
     bytes_hash(&buf)
+}
+
+/// `SHA-256("posthuman:salted:" || salt || h)`: the receipt's input data hash for a buyer's
+/// job, where `h` is the dataset's SHA-256 (train, evaluate) or [`prompts_hash`] (infer)
+/// and `salt` the 32 bytes the buyer chose and kept. Without the salt, a public receipt
+/// cannot confirm a guessed dataset or prompt; with it, the buyer proves the binding
+/// (`posthuman verify --salt`). The worker computes the same (`posthuman_worker::data`).
+pub fn salted_hash(salt: &Hash32, h: &Hash32) -> Hash32 {
+    let mut d = Sha256::new();
+    d.update(b"posthuman:salted:");
+    d.update(salt.0);
+    d.update(h.0);
+    Hash32(d.finalize().into())
+}
+
+/// The SHA-256 of a dataset: the plain hash the buyer's request names.
+pub fn dataset_hash(bytes: &[u8]) -> Hash32 {
+    Hash32(Sha256::digest(bytes).into())
 }
 
 /// The `bytes32` job id used on chain (`commitTraining`, `getJob`): keccak-256 of the job

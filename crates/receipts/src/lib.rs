@@ -63,8 +63,8 @@ pub use audit::{
     SegmentVerdict, audit, audit_async, plan_audit,
 };
 pub use canonical::{
-    bytes_hash, canonical_json, job_id_hash, json_hash, prompt_hash, prompts_hash, receipt_params,
-    text_hash, worker_version,
+    bytes_hash, canonical_json, dataset_hash, job_id_hash, json_hash, prompt_hash, prompts_hash,
+    receipt_params, salted_hash, text_hash, worker_version,
 };
 pub use facts::{
     ChainFacts, FactsError, FactsSnapshot, ModelFacts, OrderFacts, TrainingCommitment,

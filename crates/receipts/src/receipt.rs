@@ -102,7 +102,9 @@ pub struct Receipt {
     pub consumer: Address,
     /// Canonical weights hash of the model the job ran on.
     pub input_weights_hash: Hash32,
-    /// The dataset hash (train, evaluate) or [`crate::prompts_hash`] of the prompts (infer).
+    /// The dataset hash (train, evaluate) or [`crate::prompts_hash`] of the prompts (infer),
+    /// salted with the buyer's salt ([`crate::salted_hash`]) for a buyer's job, so that it
+    /// confirms no guessed input to anyone without the salt.
     pub input_data_hash: Hash32,
     /// See [`crate::worker_version`].
     pub worker_version: String,

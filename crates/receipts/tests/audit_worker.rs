@@ -16,7 +16,7 @@ use posthuman_receipts::{
     merkle, plan_audit, sign,
 };
 use posthuman_store::{LocalStore, ObjectStore};
-use posthuman_types::{JobParams, JobSpec, TrainMetrics, TrainParams};
+use posthuman_types::{Hash32, JobParams, JobSpec, TrainMetrics, TrainParams};
 use posthuman_worker::WorkerConfig;
 use posthuman_worker::model_io::{join, load_model};
 use posthuman_worker::setup::{ModelShape, init_model_to_store};
@@ -75,6 +75,7 @@ fn spec(id: &str, dataset: &str, p: &TrainParams) -> JobSpec {
         public_prefix: format!("public/{id}"),
         params: JobParams::Train(p.clone()),
         budget: None,
+        salt: None,
     }
 }
 
@@ -324,4 +325,20 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     .await;
     assert!(!rep.passed(), "{rep:?}");
     assert_eq!(rep.results[0].pick, Pick::Final);
+}
+
+/// The worker salts the public dataset hash with the same function the receipts crate
+/// documents (and `posthuman verify --salt` recomputes): one salt, one input, one hash; and
+/// another salt or input gives another.
+#[test]
+fn the_worker_salts_like_the_receipts_crate() {
+    let (salt, h) = (Hash32([0x5a; 32]), posthuman_receipts::dataset_hash(b"some text"));
+    let ours = posthuman_receipts::salted_hash(&salt, &h);
+    assert_eq!(posthuman_worker::data::salted_hash(&salt, &h), ours);
+    assert_eq!(posthuman_worker::data::public_hash(Some(&salt), &h), ours);
+    assert_eq!(posthuman_worker::data::public_hash(None, &h), h);
+    assert_eq!(posthuman_worker::data::dataset_hash(b"some text"), h);
+    assert_ne!(ours, h);
+    assert_ne!(posthuman_receipts::salted_hash(&Hash32([0x5b; 32]), &h), ours);
+    assert_ne!(posthuman_receipts::salted_hash(&salt, &Hash32([1; 32])), ours);
 }

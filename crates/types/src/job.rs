@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Hash32;
+
 /// Hard caps that keep one job within one GPU node's budget and the API's memory.
 pub mod limits {
     /// Longest training run accepted, in optimizer steps.
@@ -96,6 +98,13 @@ pub struct JobSpec {
     /// `max_seconds`. `None` only for operator-internal jobs (base training, tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// The buyer's 32-byte salt (from the signed request). Every public output names the
+    /// dataset or prompts only salted with it (`SHA-256("posthuman:salted:" || salt || H)`),
+    /// so a public receipt cannot confirm a guessed input; the buyer, who keeps the salt,
+    /// can still prove the binding. Private: it never leaves the spec. `None` only for
+    /// operator-internal jobs (base training, tests), whose outputs name the plain hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<Hash32>,
 }
 
 /// What a paid job may consume: the compute its provider fee paid for.
@@ -495,6 +504,7 @@ mod tests {
             public_prefix: "jobs/job-1/public".into(),
             params: JobParams::Train(TrainParams::new(20, 3e-4, 4, 64)),
             budget: None,
+            salt: None,
         }
     }
 

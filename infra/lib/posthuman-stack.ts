@@ -81,7 +81,7 @@ export class PosthumanStack extends Stack {
       vpc,
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
       securityGroups: [workerSg],
-      instanceTypes: [new ec2.InstanceType("g5.xlarge"), new ec2.InstanceType("g5.2xlarge")],
+      instanceTypes: gpuInstanceTypes(this.node.tryGetContext("gpuFamily") ?? "p3"),
       useOptimalInstanceClasses: false,
       images: [{ imageType: batch.EcsMachineImageType.ECS_AL2023_NVIDIA }],
       minvCpus: 0, // scale to zero between jobs
@@ -289,6 +289,25 @@ export class PosthumanStack extends Stack {
     new CfnOutput(this, "WorkerRepository", { value: repo.repositoryUri });
     new CfnOutput(this, "JobQueueArn", { value: queue.jobQueueArn });
   }
+}
+
+/**
+ * The compute environment's instance types for a GPU family (context `gpuFamily`). p3 (one
+ * V100, sm_70) is the card's hardware and the default; g5 (A10G) and g6 (L4) are cheaper and
+ * newer. Each type has one GPU and room for the job definition's 4 vCPUs and its memory.
+ */
+export const GPU_FAMILIES: Record<string, string[]> = {
+  p3: ["p3.2xlarge"],
+  g5: ["g5.xlarge", "g5.2xlarge"],
+  g6: ["g6.xlarge", "g6.2xlarge"],
+};
+
+function gpuInstanceTypes(family: string): ec2.InstanceType[] {
+  const types = GPU_FAMILIES[family];
+  if (!types) {
+    throw new Error(`gpuFamily ${JSON.stringify(family)}: one of ${Object.keys(GPU_FAMILIES).join(", ")}`);
+  }
+  return types.map((t) => new ec2.InstanceType(t));
 }
 
 /**

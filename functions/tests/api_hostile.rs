@@ -160,6 +160,36 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
         StatusCode::BAD_REQUEST,
         "bad_request",
     );
+    // A request without the buyer's salt, with a short one, or with an all-zero one (it would
+    // leave the receipt's input hash guessable) is refused.
+    for (what, salt, code, status) in [
+        ("missing salt", None, StatusCode::BAD_REQUEST, "bad_request"),
+        ("short salt", Some(serde_json::json!("0x0102")), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            "zero salt",
+            Some(serde_json::to_value(posthuman_types::Hash32::ZERO).unwrap()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_slice(&job_request(
+            &nft,
+            &bob_order,
+            bob.address(),
+            &train(1e-3),
+            Some(&data),
+            &nonce(),
+        ))
+        .unwrap();
+        match salt {
+            Some(s) => v["salt"] = s,
+            None => {
+                v.as_object_mut().unwrap().remove("salt");
+            }
+        }
+        let got = submit(&env, &bob, &serde_json::to_vec(&v).unwrap(), Some(&data)).await;
+        check(what, got, code, status);
+    }
     // Not multipart at all.
     let req = axum::http::Request::post("/api/jobs")
         .header("content-type", "application/json")

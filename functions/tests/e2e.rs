@@ -123,6 +123,10 @@ async fn publish_train_derive_reward_infer_evaluate() {
         "a public receipt's input_data_hash equals the plain dataset hash, so a guessed dataset is confirmed"
     );
     assert_ne!(res["metrics"]["dataset_hash"], plain, "metrics.json names the plain dataset hash");
+    // Bob, who kept the salt, proves the binding.
+    let salted = posthuman_receipts::salted_hash(&salt_for("train-1"), &sha(&data));
+    assert_eq!(res["receipt"]["body"]["input_data_hash"], serde_json::to_value(salted).unwrap());
+    assert_eq!(res["metrics"]["dataset_hash"], serde_json::to_value(salted).unwrap());
 
     // A second delivery of the completion changes nothing (exactly once).
     let again = posthuman_functions::queue::JobDone {
@@ -155,6 +159,11 @@ async fn publish_train_derive_reward_infer_evaluate() {
         res["receipt"]["body"]["input_data_hash"], plain,
         "a public receipt's input_data_hash equals the plain prompts hash, so guessed prompts are confirmed"
     );
+    let salted = posthuman_receipts::salted_hash(
+        &salt_for("infer-1"),
+        &posthuman_receipts::prompts_hash(&["The quick brown"]),
+    );
+    assert_eq!(res["receipt"]["body"]["input_data_hash"], serde_json::to_value(salted).unwrap());
 
     // An evaluate job that the worker refuses (dataset shorter than one window) fails with
     // its reason. The failure is the buyer's input, so the order is consumed (the same request

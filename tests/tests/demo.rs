@@ -79,6 +79,9 @@ async fn the_whole_story_adds_up() {
         }
     }
     assert!(s.jobs.iter().all(|j| j.verified), "{:?}", s.jobs);
+    // Each buyer proves, with the salt they kept, which dataset or prompts their job ran on
+    // (the public receipts name them only salted).
+    assert!(s.jobs.iter().all(|j| j.data_bound), "{:?}", s.jobs);
     // Lineage royalties, 0.5 OCEAN per order of a derived model: M2's two orders (Charlie's
     // training, Elena's evaluation) pay its only ancestor's owner, Alice; M3's two (Derek's
     // inference, Elena's evaluation) pay Bob (M2's trainer, 50%) and Alice the rest.

@@ -222,7 +222,7 @@ async fn run(args: Args) -> Result<()> {
         let order = chain.start_order(bob.address(), dt.parse()?, bob.address(), 0, &fee).await?;
         let req = serde_json::to_vec(&serde_json::json!({
             "model": nft, "order_tx": format!("{:#x}", order.tx_hash), "consumer": format!("{:#x}", bob.address()),
-            "params": JobParams::Train(t), "dataset_sha256": sha(&data), "nonce": format!("b-{i}"), "expires_at": now() + 600,
+            "params": JobParams::Train(t), "dataset_sha256": sha(&data), "salt": sha(format!("salt-{i}").as_bytes()), "nonce": format!("b-{i}"), "expires_at": now() + 600,
         }))?;
         let domain = posthuman_functions::auth::domain(&deps);
         let signature = posthuman_receipts::request::SignableRequest::of_json_body(

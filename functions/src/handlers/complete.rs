@@ -235,8 +235,16 @@ fn build_receipt(
                     .map_err(|e| ApiError::Internal(format!("report.json: {e}")))?;
                 (r.dataset_hash, 0, Hash32::ZERO, 0, Hash32::ZERO)
             }
+            // The worker salts the dataset hash in the public outputs above; the prompts'
+            // hash is ours to salt (the spec keeps the buyer's salt, never published).
             JobParams::Infer(i) => (
-                posthuman_receipts::prompts_hash(&i.prompts),
+                {
+                    let h = posthuman_receipts::prompts_hash(&i.prompts);
+                    match &job.spec.salt {
+                        Some(s) => posthuman_receipts::salted_hash(s, &h),
+                        None => h,
+                    }
+                },
                 i.sampling.seed,
                 Hash32::ZERO,
                 0,

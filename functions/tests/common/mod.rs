@@ -18,6 +18,7 @@ pub fn infer_spec(job_id: &str) -> JobSpec {
             stop: vec![],
         }),
         budget: None,
+        salt: None,
     }
 }
 

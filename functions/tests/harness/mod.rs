@@ -334,6 +334,11 @@ pub async fn publish(
     .await
 }
 
+/// The salt a test request carries: derived from its nonce, so a test can recompute it.
+pub fn salt_for(nonce: &str) -> Hash32 {
+    sha(format!("salt:{nonce}").as_bytes())
+}
+
 /// A signed job request body.
 pub fn job_request(
     model: &str,
@@ -345,7 +350,7 @@ pub fn job_request(
 ) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "model": model, "order_tx": order_tx, "consumer": format!("{consumer:#x}"),
-        "params": params, "dataset_sha256": dataset.map(sha), "nonce": nonce, "expires_at": now() + 600,
+        "params": params, "dataset_sha256": dataset.map(sha), "salt": salt_for(nonce), "nonce": nonce, "expires_at": now() + 600,
     }))
     .unwrap()
 }

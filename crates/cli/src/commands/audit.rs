@@ -82,7 +82,9 @@ pub async fn audit_job(
     let data_key = spec.dataset_key.clone().ok_or_else(|| fail("the train job has no dataset"))?;
     let data = store.get(&data_key, u64::MAX).await.map_err(io)?;
     let data_hash = posthuman_worker::data::dataset_hash(&data);
-    if data_hash != r.input_data_hash {
+    // The receipt names the dataset salted with the buyer's salt, which the private spec
+    // keeps; the replay's checkpoint fingerprint stays on the plain hash, as the worker's did.
+    if posthuman_worker::data::public_hash(spec.salt.as_ref(), &data_hash) != r.input_data_hash {
         return Err(fail("the stored dataset is not the one the receipt commits to"));
     }
     let base = load_model(store, &spec.model_prefix, u64::MAX).await.map_err(fail)?;
@@ -185,6 +187,7 @@ mod tests {
             public_prefix: "jobs/job-old/public".into(),
             params: JobParams::Train(TrainParams::new(20, 3e-4, 4, 32)),
             budget: None,
+            salt: None,
         };
         store
             .put(&spec_key("job-old"), Bytes::from(serde_json::to_vec(&spec).unwrap()))

@@ -3,12 +3,15 @@
 //! contract, and the order that paid for it — with no weights involved. For a train job it
 //! also walks the derived model's lineage to its root and verifies every derivation's
 //! receipt, so M1 → M2 → M3 chain hash to hash. Receipts are public: anyone can run it.
+//! A receipt names its dataset or prompts only salted with the buyer's salt: with `--salt`
+//! and the input, the buyer checks that binding too; without, the report says it was not
+//! checked.
 
 use posthuman_receipts::{
-    ReceiptDomain, Report, SignedAttestation, SignedReceipt, verify_evaluation, verify_job,
-    verify_lineage,
+    ReceiptDomain, Report, SignedAttestation, SignedReceipt, dataset_hash, prompts_hash,
+    salted_hash, verify_evaluation, verify_job, verify_lineage,
 };
-use posthuman_types::{Completion, JobKind};
+use posthuman_types::{Completion, Hash32, JobKind};
 use serde::Serialize;
 
 use crate::Config;
@@ -33,6 +36,42 @@ pub struct Verification {
     /// Evaluate jobs verified by their buyer: the report received is the one the receipt
     /// commits to, about the weights of the model on sale.
     pub evaluation: Option<Report>,
+    /// Whether the receipt commits to the dataset or prompts given with their salt: `None`
+    /// when no salt was given (the data binding was not checked).
+    pub data_binding: Option<bool>,
+}
+
+/// The buyer's input and salt: what `--salt` with `--data` or `--prompt` names.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Dataset { salt: Hash32, bytes: Vec<u8> },
+    Prompts { salt: Hash32, prompts: Vec<String> },
+}
+
+impl Input {
+    /// The salted hash a receipt for this input carries.
+    pub fn salted(&self) -> Hash32 {
+        match self {
+            Input::Dataset { salt, bytes } => salted_hash(salt, &dataset_hash(bytes)),
+            Input::Prompts { salt, prompts } => salted_hash(salt, &prompts_hash(prompts)),
+        }
+    }
+}
+
+fn input_of(a: &VerifyArgs) -> Result<Option<Input>, CliError> {
+    let Some(salt) = a.salt else { return Ok(None) };
+    match (&a.data, a.prompts.is_empty()) {
+        (Some(p), true) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| CliError::Usage(format!("cannot read {} ({e})", p.display())))?;
+            Ok(Some(Input::Dataset { salt, bytes }))
+        }
+        (None, false) => Ok(Some(Input::Prompts { salt, prompts: a.prompts.clone() })),
+        _ => Err(CliError::Usage(
+            "--salt checks an input: pass --data FILE (train, evaluate) or --prompt TEXT… (infer)"
+                .into(),
+        )),
+    }
 }
 
 pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError> {
@@ -68,12 +107,18 @@ pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError>
             )))
         };
     }
-    let v = verify(&s, &a.job).await?;
+    let input = input_of(&a)?;
+    let v = verify_input(&s, &a.job, input.as_ref()).await?;
     out.emit(&v, || {
         let mut t = v.report.to_string();
         for l in &v.lineage {
             t.push_str(&l.to_string());
         }
+        t.push_str(match v.data_binding {
+            Some(true) => "data binding: the receipt commits to the given input and salt\n",
+            Some(false) => "data binding: FAILED, the receipt commits to another input or salt\n",
+            None => "data binding: not checked (pass --salt with --data or --prompt)\n",
+        });
         t
     });
     if v.passed { Ok(()) } else { Err(CliError::VerificationFailed(v.failures.join("; "))) }
@@ -86,8 +131,17 @@ fn parse(job_id: &str, v: serde_json::Value) -> Result<SignedReceipt, CliError> 
 }
 
 /// Fetches the job's public receipt and verifies it (and, for train jobs, the lineage of the
-/// derived model) against the chain.
+/// derived model) against the chain; the data binding is not checked.
 pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError> {
+    verify_input(s, job_id, None).await
+}
+
+/// [`verify`], and with the buyer's input and salt, that the receipt commits to them.
+pub async fn verify_input(
+    s: &Session,
+    job_id: &str,
+    input: Option<&Input>,
+) -> Result<Verification, CliError> {
     let signed = parse(job_id, s.api.receipt(job_id).await?)?;
     let book = s.chain.book();
     let domain = ReceiptDomain::new(book.chain_id, book.lineage);
@@ -98,6 +152,20 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
         verify_job(&s.chain, &signed, book.operator, &domain).await.map_err(unavailable)?;
     let mut failures: Vec<String> =
         report.failures().map(|(k, why)| format!("{k}: {why}")).collect();
+    let data_binding = input.map(|i| {
+        let kind_fits = matches!(
+            (i, signed.body.kind),
+            (Input::Dataset { .. }, JobKind::Train | JobKind::Evaluate)
+                | (Input::Prompts { .. }, JobKind::Infer)
+        );
+        kind_fits && i.salted() == signed.body.input_data_hash
+    });
+    if data_binding == Some(false) {
+        failures.push(format!(
+            "data binding: the receipt of {} job {job_id} does not commit to the given input and salt",
+            signed.body.kind
+        ));
+    }
     let mut lineage = Vec::new();
     if signed.body.kind == JobKind::Train {
         let job = s.api.job(job_id).await?;
@@ -179,5 +247,28 @@ pub async fn verify(s: &Session, job_id: &str) -> Result<Verification, CliError>
         lineage,
         attested,
         evaluation,
+        data_binding,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The salt is what makes the binding checkable: the same input under another salt (or
+    /// another input under the same salt) names another hash.
+    #[test]
+    fn an_input_binds_only_under_its_own_salt() {
+        let (s1, s2) = (Hash32([1; 32]), Hash32([2; 32]));
+        let d = |salt| Input::Dataset { salt, bytes: b"my data".to_vec() };
+        assert_eq!(d(s1).salted(), salted_hash(&s1, &dataset_hash(b"my data")));
+        assert_ne!(d(s1).salted(), d(s2).salted());
+        assert_ne!(d(s1).salted(), dataset_hash(b"my data"));
+        let p = |prompts: &[&str]| Input::Prompts {
+            salt: s1,
+            prompts: prompts.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(p(&["a", "b"]).salted(), salted_hash(&s1, &prompts_hash(&["a", "b"])));
+        assert_ne!(p(&["a", "b"]).salted(), p(&["b", "a"]).salted());
+    }
 }

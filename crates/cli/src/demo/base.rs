@@ -58,6 +58,7 @@ pub async fn train_base(
         public_prefix: "base/public".into(),
         params: JobParams::Train(p),
         budget: None,
+        salt: None,
     };
     spec.validate().map_err(|e| CliError::Internal(e.to_string()))?;
     let wc = WorkerConfig { progress_interval_secs: 0.5, ..WorkerConfig::default() };

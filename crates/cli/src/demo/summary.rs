@@ -75,6 +75,9 @@ pub struct JobLine {
     pub attested: usize,
     /// Evaluate jobs: the report is bound to the receipt and to the weights on sale.
     pub evaluation_bound: bool,
+    /// The receipt commits to the buyer's dataset or prompts under the buyer's salt (checked
+    /// with the salt; the public receipt alone confirms no guessed input).
+    pub data_bound: bool,
     /// The compute fee (the quote's provider fee) the buyer paid the operator in OCEAN.
     pub compute_fee: Ocean,
 }
@@ -92,6 +95,7 @@ impl JobLine {
             lineage_links: 0,
             attested: 0,
             evaluation_bound: false,
+            data_bound: false,
             compute_fee,
         }
     }

@@ -193,7 +193,21 @@ export class PosthumanStack extends Stack {
       // secrets.rs), so it is in no function configuration, console or template.
       POSTHUMAN_OPERATOR_KEY_SECRET: operatorKey.secretArn,
     };
-    const rustFn = (id: string, bin: string, timeout: Duration) =>
+    // One operator account signs and sends every transaction, and the chain client manages
+    // nonces simply (the pending count, per process), so two functions sending at once would
+    // race for a nonce. The senders therefore run one at a time: job-done (createChild,
+    // recordDerivation) and publishing (the asset's transactions), each on reserved
+    // concurrency. The rest of the API sends nothing (a quote signs a provider fee offline,
+    // a submit verifies an order and queues a job) and stays parallel. Raise this only once
+    // the senders manage nonces across processes (or use one key each). Each reserved
+    // instance comes out of the account's unreserved pool, which must keep 10.
+    const txSenders = new CfnParameter(this, "TxSenderConcurrency", {
+      type: "Number",
+      default: 1,
+      minValue: 1,
+      description: "Reserved concurrency of each function that sends the operator's transactions (publish, job-done)",
+    });
+    const rustFn = (id: string, bin: string, timeout: Duration, reservedConcurrentExecutions?: number) =>
       new lambda.Function(this, id, {
         runtime: lambda.Runtime.PROVIDED_AL2023,
         architecture: lambda.Architecture.X86_64,
@@ -202,9 +216,14 @@ export class PosthumanStack extends Stack {
         memorySize: 1024,
         timeout,
         environment: env,
+        reservedConcurrentExecutions,
       });
     const api = rustFn("ApiFn", "posthuman-api-lambda", Duration.seconds(29));
-    const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5));
+    // The api bundle again, behind POST /api/models only (publishing). One at a time: a
+    // second concurrent publish is throttled rather than racing the first for a nonce.
+    const publish = rustFn("ApiPublishFn", "posthuman-api-lambda", Duration.seconds(29), txSenders.valueAsNumber);
+    // EventBridge invokes job-done asynchronously: a throttled event waits in Lambda's queue.
+    const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5), txSenders.valueAsNumber);
     // The API: the catalogue, published models, a job's dataset and spec, public outputs, and
     // a derived model's config (its private prefix) for quotes.
     grantObjects(api, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
@@ -212,6 +231,10 @@ export class PosthumanStack extends Stack {
     grantObjects(api, data, ["s3:PutObject"], ["jobs/*/dataset.txt"]);
     grantObjects(api, data, ["s3:GetObject"], ["jobs/*/public/*", "jobs/*/private/config.json"]);
     grantList(api, data, ["state/*"]);
+    // Publishing: the catalogue (records, request nonces) and the model's files.
+    grantObjects(publish, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
+    grantObjects(publish, data, ["s3:GetObject", "s3:PutObject"], ["models/*"]);
+    grantList(publish, data, ["state/*"]);
     // Completion: the catalogue, the job's spec, and its public outputs (receipts, attestations).
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
     grantObjects(jobDone, data, ["s3:GetObject"], ["jobs/*/spec.json"]);
@@ -219,11 +242,13 @@ export class PosthumanStack extends Stack {
     // The sweep (functions/src/sweep.rs) asks whether a stuck job's spec is stored by listing
     // that one key: S3 answers a HEAD of a missing key with 403 to a role that may not list it.
     grantList(jobDone, data, ["state/*", "jobs/*/spec.json"]);
-    for (const fn of [api, jobDone]) {
+    for (const fn of [api, publish, jobDone]) {
       // GetSecretValue (and the key's decrypt) on this one secret only.
       operatorKey.grantRead(fn);
       // ssm:GetParameter(s) on the address book's parameter only.
       addressBook.grantRead(fn);
+    }
+    for (const fn of [api, jobDone]) {
       fn.addToRolePolicy(
         new iam.PolicyStatement({
           actions: ["batch:SubmitJob"],
@@ -239,6 +264,13 @@ export class PosthumanStack extends Stack {
 
     const httpApi = new apigw.HttpApi(this, "HttpApi", {
       defaultIntegration: new HttpLambdaIntegration("ApiIntegration", api, {
+        payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
+      }),
+    });
+    httpApi.addRoutes({
+      path: "/api/models",
+      methods: [apigw.HttpMethod.POST],
+      integration: new HttpLambdaIntegration("ApiPublishIntegration", publish, {
         payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
       }),
     });

@@ -19,17 +19,28 @@ fi
 npx --no-install tsc -p .
 node --test dist/test/
 
+# Stand-ins live in temporary directories, removed on exit (never the real builds).
+standins=()
+trap 'rm -rf "${standins[@]}"' EXIT
 lambda_dir=${POSTHUMAN_LAMBDA_DIR:-${CARGO_TARGET_DIR:-$CACHE/target}/lambda}
 if [[ ! -f $lambda_dir/posthuman-api-lambda/bootstrap || ! -f $lambda_dir/posthuman-job-done-lambda/bootstrap ]]; then
     lambda_dir=$(mktemp -d)
-    trap 'rm -rf "$lambda_dir"' EXIT
+    standins+=("$lambda_dir")
     for bin in posthuman-api-lambda posthuman-job-done-lambda; do
         mkdir -p "$lambda_dir/$bin" && printf '#!/bin/sh\n' >"$lambda_dir/$bin/bootstrap"
     done
     echo "infra: no Lambda bundles built; synthesizing with stand-ins" >&2
 fi
+# The storefront: web/dist (web/build.sh) or $POSTHUMAN_STOREFRONT_DIR, else a stand-in page.
+web_dir=${POSTHUMAN_STOREFRONT_DIR:-$PWD/../web/dist}
+if [[ ! -f $web_dir/index.html ]]; then
+    web_dir=$(mktemp -d)
+    standins+=("$web_dir")
+    printf '<!doctype html><title>Posthuman</title>\n' >"$web_dir/index.html"
+    echo "infra: no storefront build (web/build.sh); synthesizing with a stand-in page" >&2
+fi
 rm -rf cdk.out
-POSTHUMAN_LAMBDA_DIR=$lambda_dir node dist/bin/app.js
+POSTHUMAN_LAMBDA_DIR=$lambda_dir POSTHUMAN_STOREFRONT_DIR=$web_dir node dist/bin/app.js
 
 # cfn-lint is pinned in localstack/localstack-constraints.txt and installed in the twins' venv.
 lint=$(command -v cfn-lint || echo "$CACHE/venvs/localstack-2026.3.0/bin/cfn-lint")

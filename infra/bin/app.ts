@@ -20,7 +20,15 @@ for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
     );
   }
 }
+// The storefront's build: web/build.sh writes web/dist (or POSTHUMAN_STOREFRONT_DIR / -c storefrontDir=...).
+const storefrontDir =
+  app.node.tryGetContext("storefrontDir") ??
+  process.env.POSTHUMAN_STOREFRONT_DIR ??
+  path.join(__dirname, "../../../web/dist");
+if (!fs.existsSync(path.join(storefrontDir, "index.html"))) {
+  throw new Error(`missing ${storefrontDir}/index.html: run web/build.sh or set POSTHUMAN_STOREFRONT_DIR=DIR`);
+}
 // Deploy-time choices are context the stack reads (`-c key=value`): workerImageTag (the git
 // commit of the pushed worker image), gpuFamily, addressBookParam; see infra/README.md.
-new PosthumanStack(app, "Posthuman", { lambdaDir });
+new PosthumanStack(app, "Posthuman", { lambdaDir, storefrontDir });
 app.synth();

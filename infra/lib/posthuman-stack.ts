@@ -4,7 +4,7 @@
 //   Lambda; the HTTP API is API Gateway (HTTP API, payload v2) → api Lambda (lambda_http).
 // Env var names match functions/src/aws.rs and batch-worker/src/main.rs.
 import * as path from "path";
-import { CfnOutput, CfnParameter, Duration, RemovalPolicy, Size, Stack, StackProps } from "aws-cdk-lib";
+import { Aws, CfnCondition, CfnOutput, CfnParameter, Duration, Fn, RemovalPolicy, Size, Stack, StackProps } from "aws-cdk-lib";
 import { Construct } from "constructs";
 import * as s3 from "aws-cdk-lib/aws-s3";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
@@ -21,10 +21,15 @@ import * as ssm from "aws-cdk-lib/aws-ssm";
 import * as secretsmanager from "aws-cdk-lib/aws-secretsmanager";
 import * as apigw from "aws-cdk-lib/aws-apigatewayv2";
 import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations";
+import * as cloudfront from "aws-cdk-lib/aws-cloudfront";
+import * as origins from "aws-cdk-lib/aws-cloudfront-origins";
+import * as s3deploy from "aws-cdk-lib/aws-s3-deployment";
 
 export interface PosthumanStackProps extends StackProps {
   /** Directory with `<bin>/bootstrap` for each Lambda binary (cargo lambda build output). */
   lambdaDir: string;
+  /** The storefront's build (web/dist: index.html, the wasm module, its JS and CSS). */
+  storefrontDir: string;
 }
 
 export class PosthumanStack extends Stack {
@@ -316,6 +321,83 @@ export class PosthumanStack extends Stack {
       targets: [new targets.LambdaFunction(jobDone, { retryAttempts: 0 })],
     });
 
+    // The storefront: its build in a private bucket that only this distribution reads (origin
+    // access control), and /api/* on the same origin forwarded to the HTTP API, so the SPA's
+    // relative /api/... calls need no CORS and no build-time API URL.
+    const site = new s3.Bucket(this, "StorefrontBucket", {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    // A client-side route (/models/0x..., /jobs/<id>/receipt) is no object: serve the SPA's
+    // index.html for any path whose last segment has no file extension. A viewer-request
+    // function on the default behavior only, not a distribution-wide error response, which
+    // would also turn the API's JSON 404s into index.html.
+    const spaFallback = new cloudfront.Function(this, "SpaFallback", {
+      runtime: cloudfront.FunctionRuntime.JS_2_0,
+      comment: "Posthuman storefront: index.html for client-side routes",
+      code: cloudfront.FunctionCode.fromInline(SPA_FALLBACK_JS),
+    });
+    const apiOrigin = new origins.HttpOrigin(`${httpApi.apiId}.execute-api.${this.region}.${this.urlSuffix}`, {
+      protocolPolicy: cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
+    });
+    const storefront = new cloudfront.Distribution(this, "Storefront", {
+      comment: "Posthuman storefront and API",
+      defaultRootObject: "index.html",
+      priceClass: cloudfront.PriceClass.PRICE_CLASS_100,
+      defaultBehavior: {
+        origin: origins.S3BucketOrigin.withOriginAccessControl(site),
+        viewerProtocolPolicy: cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+        functionAssociations: [{ function: spaFallback, eventType: cloudfront.FunctionEventType.VIEWER_REQUEST }],
+      },
+      additionalBehaviors: {
+        "/api/*": {
+          origin: apiOrigin,
+          viewerProtocolPolicy: cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
+          allowedMethods: cloudfront.AllowedMethods.ALLOW_ALL,
+          // Every answer is per request (signed reads, quotes that expire): never cached.
+          cachePolicy: cloudfront.CachePolicy.CACHING_DISABLED,
+          // The API Gateway endpoint answers only to its own Host.
+          originRequestPolicy: cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
+        },
+      },
+    });
+    new s3deploy.BucketDeployment(this, "StorefrontDeploy", {
+      sources: [s3deploy.Source.asset(props.storefrontDir)],
+      destinationBucket: site,
+      distribution: storefront,
+      distributionPaths: ["/*"],
+    });
+
+    // CORS, for a storefront served from another origin (a custom domain, a developer's
+    // localhost): the deploy names it; empty (the default) means none, as the CloudFront
+    // storefront is the API's own origin.
+    const storefrontOrigin = new CfnParameter(this, "StorefrontOrigin", {
+      type: "String",
+      default: "",
+      allowedPattern: "^$|^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+      constraintDescription: "an origin: scheme://host[:port], no path, or empty for none",
+      description: "Browser origin allowed to call the HTTP API cross-origin (empty: none)",
+    });
+    const hasOrigin = new CfnCondition(this, "HasStorefrontOrigin", {
+      expression: Fn.conditionNot(Fn.conditionEquals(storefrontOrigin.valueAsString, "")),
+    });
+    (httpApi.node.defaultChild as apigw.CfnApi).corsConfiguration = Fn.conditionIf(
+      hasOrigin.logicalId,
+      {
+        AllowOrigins: [storefrontOrigin.valueAsString],
+        AllowMethods: ["GET", "POST", "OPTIONS"],
+        // What the API reads (functions/src/api.rs, auth.rs) and the list pages' cursor.
+        AllowHeaders: ["content-type", "x-posthuman-signature", "x-posthuman-expires", "x-posthuman-reader"],
+        ExposeHeaders: ["x-posthuman-next-cursor"],
+        MaxAge: 600,
+      },
+      Aws.NO_VALUE,
+    );
+
+    new CfnOutput(this, "StorefrontUrl", { value: `https://${storefront.distributionDomainName}` });
     new CfnOutput(this, "ApiUrl", { value: httpApi.apiEndpoint });
     new CfnOutput(this, "BucketName", { value: data.bucketName });
     new CfnOutput(this, "WorkerRepository", { value: repo.repositoryUri });
@@ -365,6 +447,17 @@ function workerRetryRules(): batch.RetryStrategy[] {
     RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "2*" })), // BUYER_INPUT 20, 21
   ];
 }
+
+/** CloudFront Function (viewer request): the SPA's index.html for client-side routes. */
+const SPA_FALLBACK_JS = `function handler(event) {
+  var request = event.request;
+  var uri = request.uri;
+  var last = uri.substring(uri.lastIndexOf("/") + 1);
+  if (uri !== "/" && last.indexOf(".") === -1) {
+    request.uri = "/index.html";
+  }
+  return request;
+}`;
 
 /** Allows `actions` on the bucket's objects matching each key pattern, and nothing else. */
 function grantObjects(grantee: iam.IGrantable, bucket: s3.IBucket, actions: string[], keys: string[]) {

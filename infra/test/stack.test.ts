@@ -8,7 +8,7 @@ import * as os from "os";
 import * as path from "path";
 import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
-import { PosthumanStack, PosthumanStackProps } from "../lib/posthuman-stack";
+import { PosthumanStack } from "../lib/posthuman-stack";
 
 /** Synthesizes the stack with the deploy-time choices in `context` (as `cdk -c key=value`). */
 function synth(context: Record<string, string> = {}): Template {
@@ -23,7 +23,7 @@ function synth(context: Record<string, string> = {}): Template {
   fs.writeFileSync(path.join(web, "index.html"), "<!doctype html><title>Posthuman</title>\n");
   const app = new App({ context: { "@aws-cdk/aws-batch:defaultToAL2023": true, ...context } });
   // The worker image's tag is a deploy-time choice (context or the WorkerImageTag parameter).
-  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, storefrontDir: web } as unknown as PosthumanStackProps);
+  const stack = new PosthumanStack(app, "Test", { lambdaDir: dir, storefrontDir: web });
   return Template.fromStack(stack);
 }
 

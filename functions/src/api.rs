@@ -139,11 +139,11 @@ async fn read_parts(
         if out.contains_key(&name) {
             return Err(ApiError::bad(format!("part {name:?} appears twice")));
         }
-        if !SIGNED_PARTS.contains(&name.as_str()) {
-            if let Some(check) = may_upload.take() {
-                let (request, signature) = signed_parts(&mut out)?;
-                check(request, signature).await?;
-            }
+        if !SIGNED_PARTS.contains(&name.as_str())
+            && let Some(check) = may_upload.take()
+        {
+            let (request, signature) = signed_parts(&mut out)?;
+            check(request, signature).await?;
         }
         let mut buf = BytesMut::new();
         let mut field = field;

@@ -38,12 +38,37 @@ pub struct Offer {
 pub async fn run(cfg: &Config, out: &Out, cmd: MarketCmd) -> Result<(), CliError> {
     let s = Session::open(cfg).await?;
     match cmd {
-        MarketCmd::Buy { nft, exchange, offer, amount } => {
+        MarketCmd::Buy { nft, exchange, offer, datatoken, amount, max_cost } => {
             let amount = units::parse("--amount", &amount)?;
+            let max_cost = max_cost.map(|m| units::parse("--max-cost", &m)).transpose()?;
             let b = match (nft, exchange, offer) {
-                (_, _, Some(o)) => buy_offer(&s, parse_offer(&o)?, amount).await?,
-                (_, Some(e), None) => buy(&s, parse_exchange(&e)?, amount).await?,
-                (Some(nft), None, None) => buy(&s, exchange_of(&s, &nft).await?, amount).await?,
+                (nft, _, Some(o)) => {
+                    let token = match (nft, datatoken) {
+                        (_, Some(dt)) => address("--datatoken", &dt)?,
+                        (Some(nft), None) => {
+                            let m = s.api.model(&nft).await?;
+                            address("the model's datatoken", &m.card.datatoken)?
+                        }
+                        (None, None) => {
+                            return Err(CliError::Usage(
+                                "--offer needs the model NFT (or --datatoken) you mean to buy: \
+                                 an offer's seller chooses what it sells"
+                                    .into(),
+                            ));
+                        }
+                    };
+                    let p =
+                        prepare_offer(&s, parse_offer(&o)?, amount, &Wanted { token, max_cost })
+                            .await?;
+                    out.say(describe_offer(&p));
+                    buy_prepared(&s, &p).await?
+                }
+                (_, Some(e), None) => {
+                    buy_at_most(&s, parse_exchange(&e)?, amount, max_cost).await?
+                }
+                (Some(nft), None, None) => {
+                    buy_at_most(&s, exchange_of(&s, &nft).await?, amount, max_cost).await?
+                }
                 (None, None, None) => {
                     return Err(CliError::Usage("name a model NFT, --exchange or --offer".into()));
                 }
@@ -109,7 +134,18 @@ pub async fn exchange_of(s: &Session, nft: &str) -> Result<B256, CliError> {
 
 /// Buys `amount` datatokens on exchange `ex` with OCEAN (approving the exact cost).
 pub async fn buy(s: &Session, ex: B256, amount: U256) -> Result<Bought, CliError> {
+    buy_at_most(s, ex, amount, None).await
+}
+
+/// [`buy`], refused before anything is approved when it costs more than `max_cost`.
+pub async fn buy_at_most(
+    s: &Session,
+    ex: B256,
+    amount: U256,
+    max_cost: Option<U256>,
+) -> Result<Bought, CliError> {
     let cost = s.chain.quote(ex, amount).await?;
+    check_max_cost(cost, max_cost)?;
     let (_, receipt) = s.chain.buy(s.me(), ex, amount).await?;
     Ok(Bought {
         exchange: ex.to_string(),
@@ -119,16 +155,108 @@ pub async fn buy(s: &Session, ex: B256, amount: U256) -> Result<Bought, CliError
     })
 }
 
-/// Buys `amount` from a holder's offer on the peer market (approving the exact cost).
-pub async fn buy_offer(s: &Session, offer: U256, amount: U256) -> Result<Bought, CliError> {
-    let cost = s.chain.quote_offer(offer, amount).await?;
-    let receipt = s.chain.buy_offer(s.me(), offer, amount).await?;
+fn check_max_cost(cost: U256, max_cost: Option<U256>) -> Result<(), CliError> {
+    match max_cost {
+        Some(max) if cost > max => Err(CliError::Usage(format!(
+            "this purchase costs {} OCEAN, more than --max-cost {}",
+            units::show(cost),
+            units::show(max)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What a buyer means to buy from an offer. The offer's id alone is not enough: its seller
+/// chooses the token, so an id passed around as "M2's offer" may sell a worthless one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    /// The datatoken the buyer asked for.
+    pub token: Address,
+    /// The most OCEAN base units to pay (fees included), if bounded.
+    pub max_cost: Option<U256>,
+}
+
+/// An offer read on chain and checked against what the buyer wants, with its cost now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedOffer {
+    pub id: U256,
+    pub offer: posthuman_chain::Offer,
+    pub amount: U256,
+    /// OCEAN base units, the most the purchase may take (a raised price makes it fail).
+    pub cost: U256,
+}
+
+/// Checks an offer against what the buyer wants: its token, that it is open, and its cost.
+pub fn check_offer(
+    id: U256,
+    offer: &posthuman_chain::Offer,
+    cost: U256,
+    want: &Wanted,
+) -> Result<(), CliError> {
+    if offer.token != want.token {
+        return Err(CliError::Usage(format!(
+            "offer {id} sells token {}, not the datatoken you asked for ({}): nothing was bought",
+            offer.token, want.token
+        )));
+    }
+    if !offer.active {
+        return Err(CliError::Usage(format!("offer {id} was cancelled by its seller")));
+    }
+    check_max_cost(cost, want.max_cost)
+}
+
+/// Reads offer `id` and its cost for `amount`, and checks both against `want` before
+/// anything is approved.
+pub async fn prepare_offer(
+    s: &Session,
+    id: U256,
+    amount: U256,
+    want: &Wanted,
+) -> Result<CheckedOffer, CliError> {
+    let offer = s.chain.offer(id).await?;
+    if offer.token != want.token {
+        // Refused before quoting: the cost of the wrong token is beside the point.
+        check_offer(id, &offer, U256::ZERO, want)?;
+    }
+    let cost = s.chain.quote_offer(id, amount).await?;
+    check_offer(id, &offer, cost, want)?;
+    Ok(CheckedOffer { id, offer, amount, cost })
+}
+
+/// What the buyer is about to pay, shown before paying.
+pub fn describe_offer(p: &CheckedOffer) -> String {
+    format!(
+        "offer {}: {} of {} at {} OCEAN each from {}: {} OCEAN in all",
+        p.id,
+        units::show(p.amount),
+        p.offer.token,
+        units::show(p.offer.price),
+        p.offer.seller,
+        units::show(p.cost)
+    )
+}
+
+/// Buys a checked offer, approving and paying at most its checked cost.
+pub async fn buy_prepared(s: &Session, p: &CheckedOffer) -> Result<Bought, CliError> {
+    let receipt = s.chain.buy_offer_max(s.me(), p.id, p.amount, p.cost).await?;
     Ok(Bought {
-        exchange: format!("offer {offer}"),
-        datatokens: amount.to_string(),
-        paid: cost.to_string(),
+        exchange: format!("offer {}", p.id),
+        datatokens: p.amount.to_string(),
+        paid: p.cost.to_string(),
         tx: receipt.transaction_hash.to_string(),
     })
+}
+
+/// Buys `amount` from a holder's offer on the peer market, once the offer is checked
+/// against `want` (approving exactly the cost).
+pub async fn buy_offer(
+    s: &Session,
+    offer: U256,
+    amount: U256,
+    want: &Wanted,
+) -> Result<Bought, CliError> {
+    let p = prepare_offer(s, offer, amount, want).await?;
+    buy_prepared(s, &p).await
 }
 
 /// Offers `amount` of `datatoken` at `price` OCEAN base units each on the peer market; the

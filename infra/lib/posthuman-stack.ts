@@ -25,6 +25,15 @@ import * as cloudfront from "aws-cdk-lib/aws-cloudfront";
 import * as origins from "aws-cdk-lib/aws-cloudfront-origins";
 import * as s3deploy from "aws-cdk-lib/aws-s3-deployment";
 
+/** Memory of the worker's Batch container: fits the smallest instance of every GPU family (g5/g6.xlarge, 16 GiB, less what the ECS agent keeps). */
+export const WORKER_CONTAINER_MEMORY_MIB = 15_000;
+/**
+ * What the worker process needs beyond its preflight estimate (batch-worker's
+ * CGROUP_HEADROOM_MIB): the job budget it is given stays this far below the container, so a
+ * job too large for it is refused by the preflight instead of OOM-killed.
+ */
+export const WORKER_MEMORY_HEADROOM_MIB = 512;
+
 export interface PosthumanStackProps extends StackProps {
   /** Directory with `<bin>/bootstrap` for each Lambda binary (cargo lambda build output). */
   lambdaDir: string;
@@ -148,9 +157,12 @@ export class PosthumanStack extends Stack {
           POSTHUMAN_S3_BUCKET: data.bucketName,
           AWS_REGION: this.region,
           POSTHUMAN_REQUIRE_GPU: "1",
+          // The preflight's budget, from the same number as the container's memory (the
+          // worker also caps it at its cgroup limit less the headroom).
+          POSTHUMAN_MEMORY_LIMIT_MIB: String(WORKER_CONTAINER_MEMORY_MIB - WORKER_MEMORY_HEADROOM_MIB),
         },
         cpu: 4,
-        memory: Size.mebibytes(15_000),
+        memory: Size.mebibytes(WORKER_CONTAINER_MEMORY_MIB),
         gpu: 1,
         jobRole,
         logging: ecs.LogDriver.awsLogs({ streamPrefix: "worker" }),

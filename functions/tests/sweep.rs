@@ -237,3 +237,47 @@ async fn a_finished_job_whose_completion_was_lost_is_delivered_again_when_asked(
     let again = sweep_stuck_jobs(&deps, &aws, NOW).await.unwrap();
     assert_eq!(again, Default::default());
 }
+
+/// A queue that has the job and, while the sweep asks about it, finishes it: the job-done
+/// path records the success before the sweep writes down the queue reference.
+#[derive(Debug)]
+struct FinishesWhileAsked {
+    catalogue: Arc<dyn posthuman_functions::catalogue::Catalogue>,
+}
+
+#[async_trait::async_trait]
+impl posthuman_functions::queue::JobQueue for FinishesWhileAsked {
+    async fn submit(&self, _spec: &posthuman_types::JobSpec) -> Result<String, QueueError> {
+        Err(QueueError::Backend("not expected: the job is in the queue".into()))
+    }
+    async fn state(&self, queue_ref: &str) -> Result<QueueState, QueueError> {
+        let mut done = self.catalogue.get_job(queue_ref).await.unwrap().unwrap();
+        done.phase = JobPhase::Succeeded;
+        done.queue_ref = Some(queue_ref.to_string());
+        done.receipt_hash = Some(Hash32([3; 32]));
+        done.updated_at = NOW;
+        self.catalogue.put_job(&done).await.unwrap();
+        // What the queue said before the job finished.
+        Ok(QueueState::Running)
+    }
+    async fn find(&self, job_id: &str) -> Result<Option<String>, QueueError> {
+        Ok(Some(job_id.to_string()))
+    }
+}
+
+/// Recording the queue reference of a record left in Submitting must not move a job whose
+/// completion landed meanwhile back to Queued (it would run its completion again or never
+/// show its result).
+#[tokio::test]
+async fn adopting_a_stuck_record_never_undoes_a_completion_written_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut deps = deps(dir.path());
+    deps.queue = Arc::new(FinishesWhileAsked { catalogue: deps.catalogue.clone() });
+    with_model(&deps).await;
+    record(&deps, "fast-1", 7, JobPhase::Submitting, NOW - 2 * GRACE).await;
+
+    sweep_stuck_jobs(&deps, &policy(), NOW).await.unwrap();
+    let rec = deps.catalogue.get_job("fast-1").await.unwrap().unwrap();
+    assert_eq!(rec.phase, JobPhase::Succeeded, "{rec:?}");
+    assert_eq!(rec.receipt_hash, Some(Hash32([3; 32])));
+}

@@ -132,12 +132,20 @@ pub enum MarketCmd {
         /// A fixed-rate exchange id (bytes32).
         #[arg(long, conflicts_with = "offer")]
         exchange: Option<String>,
-        /// A holder's offer on the peer market (see `market sell`).
+        /// A holder's offer on the peer market (see `market sell`). Needs the model NFT (or
+        /// --datatoken) you mean to buy: the offer's token is checked against it.
         #[arg(long)]
         offer: Option<String>,
+        /// With --offer: the datatoken you mean to buy, when you name no model NFT.
+        #[arg(long, requires = "offer", conflicts_with = "nft")]
+        datatoken: Option<String>,
         /// Datatokens to buy (decimal).
         #[arg(long, default_value = "1")]
         amount: String,
+        /// The most OCEAN (decimal, fees included) to pay; a costlier purchase is refused
+        /// before anything is approved.
+        #[arg(long)]
+        max_cost: Option<String>,
     },
     /// Offer datatokens you hold (e.g. training rewards) for sale on the peer market.
     Sell {
@@ -244,6 +252,17 @@ pub struct VerifyArgs {
     /// The operator's data dir (for --audit on the embedded default).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The salt printed when the job was submitted: with --data or --prompt, checks that the
+    /// receipt commits to that input. Without it the data binding is not checked (the
+    /// receipt names the input only salted, so nobody else can confirm a guess).
+    #[arg(long)]
+    pub salt: Option<posthuman_types::Hash32>,
+    /// The dataset a train or evaluate job ran on (with --salt).
+    #[arg(long, requires = "salt", conflicts_with = "prompts")]
+    pub data: Option<PathBuf>,
+    /// The prompts of an infer job, in order (repeat; with --salt).
+    #[arg(long = "prompt", requires = "salt")]
+    pub prompts: Vec<String>,
 }
 
 /// How big the demo's models and jobs are.

@@ -36,6 +36,11 @@ pub struct JobRequest {
     /// SHA-256 of the dataset part (train and evaluate): binds the upload to the signature.
     #[serde(default)]
     pub dataset_sha256: Option<Hash32>,
+    /// 32 random bytes the buyer chose and keeps (required): public outputs name the dataset
+    /// and prompts only salted with it (`posthuman_receipts::salted_hash`), so a public
+    /// receipt confirms no guessed input; the buyer proves the binding with it
+    /// (`posthuman verify --salt`). Stored in the private spec only.
+    pub salt: Hash32,
     pub nonce: String,
     pub expires_at: u64,
 }
@@ -85,6 +90,7 @@ fn job_id_for(signer: &Address, nonce: &str) -> String {
 fn payment_error(r: &Rejection) -> ApiError {
     match r {
         Rejection::AlreadyUsed { .. } => ApiError::Conflict(format!("payment: {r}")),
+        r if r.is_wait_and_resend() => ApiError::TooEarly { reason: r.to_string() },
         _ => ApiError::PaymentInvalid { reason: r.to_string() },
     }
 }
@@ -107,6 +113,13 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     let now = now_secs();
     auth::check_expiry(req.expires_at, now)?;
     auth::check_nonce(&req.nonce)?;
+    if req.salt == Hash32::ZERO {
+        // A constant salt hides nothing: the request must carry the buyer's random bytes.
+        return Err(ApiError::Invalid {
+            field: "salt".into(),
+            reason: "must be 32 random bytes the buyer keeps, not zero".into(),
+        });
+    }
     let model = find_model(deps, &req.model).await?;
     let kind = req.params.kind();
     let job_id = job_id_for(&signer, &req.nonce);
@@ -121,6 +134,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
         public_prefix: keys::public(&job_id),
         params: req.params.clone(),
         budget: None,
+        salt: Some(req.salt),
     };
     spec.validate()?;
     spec.validate_against_context(model.n_positions)?;
@@ -148,9 +162,6 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
             Some(d)
         }
     };
-    if !deps.catalogue.use_nonce(&lower(signer), &req.nonce).await? {
-        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
-    }
     let datatoken = auth::parse_address("model.datatoken", &model.card.datatoken)?;
     let query = OrderQuery {
         tx_hash: req.order_tx.clone(),
@@ -170,6 +181,11 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
         OrderVerdict::Accepted(o) => o,
         OrderVerdict::Rejected(r) => return Err(payment_error(&r)),
     };
+    // The nonce is spent only once the order is final enough: a request refused as too
+    // early (too few confirmations) is resent as it is, not signed again.
+    if !deps.catalogue.use_nonce(&lower(signer), &req.nonce).await? {
+        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
+    }
     let dataset_len = dataset.as_ref().map_or(0, |d| d.len() as u64);
     spec.budget = Some(check_fee(deps, &model, &req.params, dataset_len, &order).await?);
     let spent = CatalogueOrders(deps.catalogue.clone());

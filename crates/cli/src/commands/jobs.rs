@@ -25,11 +25,15 @@ use crate::{Config, units};
 /// How long `follow` waits for a job before giving up (the job itself goes on).
 const FOLLOW_LIMIT: Duration = Duration::from_secs(6 * 3600);
 const POLL: Duration = Duration::from_millis(200);
+/// How long the CLI waits for an order to reach the API's `min_confirmations` (a few blocks
+/// on any chain; far longer means the chain or the RPC is stuck).
+const CONFIRM_LIMIT: Duration = Duration::from_secs(30 * 60);
+const CONFIRM_POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> {
     let s = Session::open(cfg).await?;
     let consent = if cfg.yes { Consent::Given } else { Consent::Ask };
-    let result = match cmd {
+    let (result, salt) = match cmd {
         JobsCmd::Train {
             nft,
             data,
@@ -47,20 +51,22 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             p.checkpoint_every = checkpoint_every.min(steps.max(1));
             p.seed = seed;
             let dataset = read(&data)?;
-            let (id, q) =
+            let (id, q, salt) =
                 order_and_submit(&s, out, &nft, JobParams::Train(p), Some(dataset), consent)
                     .await?;
             if detach {
-                out.emit(&serde_json::json!({ "job_id": id, "quote": q }), || id.clone());
+                out.emit(&serde_json::json!({ "job_id": id, "quote": q, "salt": salt }), || {
+                    id.clone()
+                });
                 return Ok(());
             }
-            follow(&s, out, &id).await?
+            (follow(&s, out, &id).await?, Some(salt))
         }
         JobsCmd::Infer(a) => {
             let nft = a.nft.clone();
             let params = JobParams::Infer(infer_params(a));
-            let (id, _) = order_and_submit(&s, out, &nft, params, None, consent).await?;
-            follow(&s, out, &id).await?
+            let (id, _, salt) = order_and_submit(&s, out, &nft, params, None, consent).await?;
+            (follow(&s, out, &id).await?, Some(salt))
         }
         JobsCmd::Evaluate { nft, data, context, stride, max_tokens, baseline } => {
             let baseline = match baseline {
@@ -69,9 +75,9 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             };
             let p = EvalParams { context_len: context, stride, max_tokens, baseline };
             let data = Some(read(&data)?);
-            let (id, _) =
+            let (id, _, salt) =
                 order_and_submit(&s, out, &nft, JobParams::Evaluate(p), data, consent).await?;
-            follow(&s, out, &id).await?
+            (follow(&s, out, &id).await?, Some(salt))
         }
         JobsCmd::List => {
             let vs = s.api.jobs_of(&s.me().to_string()).await?;
@@ -88,10 +94,21 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             out.emit(&v, || status_line(&v));
             return Ok(());
         }
-        JobsCmd::Follow { job } => follow(&s, out, &job).await?,
-        JobsCmd::Result { job } => s.api.result(&s.signer, &s.domain(), &job).await?,
+        JobsCmd::Follow { job } => (follow(&s, out, &job).await?, None),
+        JobsCmd::Result { job } => (s.api.result(&s.signer, &s.domain(), &job).await?, None),
     };
-    out.emit(&result, || render_result(&result));
+    match salt {
+        // The JSON output keeps the salt next to the job id: the buyer's only copy.
+        Some(salt) => {
+            let mut v =
+                serde_json::to_value(&result).map_err(|e| CliError::Internal(e.to_string()))?;
+            if let Some(m) = v.as_object_mut() {
+                m.insert("salt".into(), serde_json::to_value(salt).unwrap_or_default());
+            }
+            out.emit(&v, || render_result(&result))
+        }
+        None => out.emit(&result, || render_result(&result)),
+    }
     match &result.job.state {
         JobStateView::Failed { reason, .. } => Err(CliError::JobFailed(reason.clone())),
         _ => Ok(()),
@@ -251,7 +268,9 @@ fn check_quote_fee(s: &Session, nft: &str, q: &Quote, fee: &ProviderFee) -> Resu
 }
 
 /// Quote (the real terms) → show it and ask → check the datatoken balance and the fee →
-/// `startOrder` → signed submit. Returns the job id and the quote.
+/// `startOrder` → signed submit. Returns the job id, the quote and the request's salt: 32
+/// fresh random bytes (a CSPRNG seeded from the OS) that the receipt's input hash is salted
+/// with, so only their holder can prove which dataset or prompts the job ran on.
 pub async fn order_and_submit(
     s: &Session,
     out: &Out,
@@ -259,7 +278,7 @@ pub async fn order_and_submit(
     params: JobParams,
     dataset: Option<Vec<u8>>,
     consent: Consent,
-) -> Result<(String, Quote), CliError> {
+) -> Result<(String, Quote, Hash32), CliError> {
     let kind = params.kind();
     let terms = QuoteTerms {
         params: params.clone(),
@@ -280,22 +299,68 @@ pub async fn order_and_submit(
     accept(&q, consent)?;
     let fee = fee_of(&q)?;
     check_quote_fee(s, nft, &q, &fee)?;
+    // Asked before paying: the API refuses an order with fewer confirmations.
+    let need = s.api.chain_info().await?.min_confirmations;
     let sp = out.spinner(&format!("ordering a {kind} job (startOrder)"));
     let order = s.chain.start_order(s.me(), dt, s.me(), q.service_index, &fee).await;
     sp.finish_and_clear();
     let order = order?;
+    wait_for_confirmations(s, out, order.tx_hash, need).await?;
+    let salt = Hash32(rand::random::<[u8; 32]>());
     let req = JobRequest {
         model: q.model.clone(),
         order_tx: order.tx_hash.to_string(),
         consumer: s.me().to_string(),
         params,
         dataset_sha256: dataset.as_ref().map(|d| Hash32(Sha256::digest(d).into())),
+        salt,
         nonce: nonce(),
         expires_at: expiry(),
     };
     let sub = s.api.submit(&s.signer, &s.domain(), &req, dataset).await?;
     out.say(format!("{kind} job {} submitted (order {})", sub.job_id, order.tx_hash));
-    Ok((sub.job_id, q))
+    out.say(format!(
+        "salt {salt}: keep this salt to prove your data later \
+         (posthuman verify {} --salt {salt} --data FILE, or --prompt TEXT per prompt); \
+         it is stored nowhere else",
+        sub.job_id
+    ));
+    Ok((sub.job_id, q, salt))
+}
+
+/// Waits (with a spinner) until the order `tx` has `need` confirmations, so the submit is
+/// not refused as too early.
+pub async fn wait_for_confirmations(
+    s: &Session,
+    out: &Out,
+    tx: B256,
+    need: u64,
+) -> Result<(), CliError> {
+    if need == 0 {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let sp = out.spinner(&format!("waiting for {need} confirmations of order {tx}"));
+    let result = loop {
+        let have = match s.chain.confirmations(tx).await {
+            Ok(h) => h.unwrap_or(0),
+            Err(e) => break Err(CliError::from(e)),
+        };
+        if have >= need {
+            break Ok(());
+        }
+        sp.set_message(format!("waiting for {need} confirmations of order {tx} ({have} so far)"));
+        if start.elapsed() > CONFIRM_LIMIT {
+            break Err(CliError::Unavailable(format!(
+                "order {tx} has {have} of the {need} confirmations the API needs after {} min; \
+                 the order is not used yet",
+                CONFIRM_LIMIT.as_secs() / 60
+            )));
+        }
+        tokio::time::sleep(CONFIRM_POLL).await;
+    };
+    sp.finish_and_clear();
+    result
 }
 
 /// True once nothing more will happen to the job (a train job also needs its derived model

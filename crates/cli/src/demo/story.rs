@@ -193,12 +193,15 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         JobParams::Train(p)
     };
     let mut job_lines = Vec::new();
+    // Each buyer's input and salt, kept to prove the data binding at the end.
+    let mut inputs: std::collections::HashMap<String, verify::Input> = Default::default();
 
     // 4. Bob buys an M1 datatoken and trains on his slice → M2.
     market::buy(&bob.s, market::exchange_of(&bob.s, &m1.card.nft).await?, one).await?;
     ledger.add("bob", "M1", one);
     let bob_data = read_text(&valid, z.ft_bytes, z.base_bytes)?;
-    let (r, fee) = train(bob, out, &m1, train_params(2), bob_data).await?;
+    let (r, fee, input) = train(bob, out, &m1, train_params(2), bob_data).await?;
+    inputs.insert(r.job.job_id.clone(), input);
     ledger.sub("bob", "M1", one);
     ledger.add("alice", "M1", order_pay);
     let m2 = derived(&bob.s, &r).await?;
@@ -216,11 +219,13 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let offer =
         market::sell(&bob.s, m2_dt, units::parse("price", "3")?, one * U256::from(5)).await?;
     let m2_offer: U256 = offer.offer_id.parse().map_err(err)?;
-    market::buy_offer(&charlie.s, m2_offer, one).await?;
+    market::buy_offer(&charlie.s, m2_offer, one, &market::Wanted { token: m2_dt, max_cost: None })
+        .await?;
     ledger.sub("bob", "M2", one);
     ledger.add("charlie", "M2", one);
     let charlie_data = read_text(&valid, z.ft_bytes, z.base_bytes + z.ft_bytes)?;
-    let (r, fee) = train(charlie, out, &m2, train_params(3), charlie_data).await?;
+    let (r, fee, input) = train(charlie, out, &m2, train_params(3), charlie_data).await?;
+    inputs.insert(r.job.job_id.clone(), input);
     ledger.sub("charlie", "M2", one);
     ledger.add("bob", "M2", order_pay);
     let m3 = derived(&charlie.s, &r).await?;
@@ -240,16 +245,19 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let m3_offer: U256 = offer.offer_id.parse().map_err(err)?;
 
     // 6. Derek: inference on M3.
-    market::buy_offer(&derek.s, m3_offer, one).await?;
+    market::buy_offer(&derek.s, m3_offer, one, &market::Wanted { token: m3_dt, max_cost: None })
+        .await?;
     ledger.sub("charlie", "M3", one);
+    let prompts = vec!["The history of the".to_string()];
     let params = JobParams::Infer(InferParams {
-        prompts: vec!["The history of the".into()],
+        prompts: prompts.clone(),
         max_new_tokens: z.infer_tokens,
         sampling: Sampling { temperature: 0.0, top_k: None, top_p: None, seed: 0 },
         stop: vec![],
     });
-    let (id, q) =
+    let (id, q, salt) =
         jobs::order_and_submit(&derek.s, out, &m3.card.nft, params, None, Consent::Given).await?;
+    inputs.insert(id.clone(), verify::Input::Prompts { salt, prompts });
     let r = finished(jobs::follow(&derek.s, out, &id).await?)?;
     ledger.add("charlie", "M3", order_pay);
     job_lines.push(JobLine::of("derek", &r, q.breakdown.total));
@@ -266,9 +274,11 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     // 7. Elena: perplexity of M1, M2 and M3 on WikiText-2 test text; M1 is the baseline.
     let test = read_text(&o.wikitext.join("test.txt"), z.eval_bytes, 0)?.into_bytes();
     market::buy(&elena.s, market::exchange_of(&elena.s, &m1.card.nft).await?, one).await?;
-    market::buy_offer(&elena.s, m2_offer, one).await?;
+    market::buy_offer(&elena.s, m2_offer, one, &market::Wanted { token: m2_dt, max_cost: None })
+        .await?;
     ledger.sub("bob", "M2", one);
-    market::buy_offer(&elena.s, m3_offer, one).await?;
+    market::buy_offer(&elena.s, m3_offer, one, &market::Wanted { token: m3_dt, max_cost: None })
+        .await?;
     ledger.sub("charlie", "M3", one);
     let mut ppl = Vec::new();
     let mut baseline: Option<Baseline> = None;
@@ -281,8 +291,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
             baseline: baseline.clone(),
         });
         let data = Some(test.clone());
-        let (id, q) =
+        let (id, q, salt) =
             jobs::order_and_submit(&elena.s, out, &m.card.nft, p, data, Consent::Given).await?;
+        inputs.insert(id.clone(), verify::Input::Dataset { salt, bytes: test.clone() });
         let r = finished(jobs::follow(&elena.s, out, &id).await?)?;
         ledger.add(collector, label, order_pay);
         let v = r
@@ -332,7 +343,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     // 8. Verify every receipt publicly, gather balances and rewards.
     for j in &mut job_lines {
         let who = people.iter().find(|p| p.name == j.buyer).ok_or_else(|| err("buyer"))?;
-        let rep = verify::verify(&who.s, &j.job_id).await?;
+        // Each buyer kept the salt and the input: the data binding is checked too.
+        let rep = verify::verify_input(&who.s, &j.job_id, inputs.get(&j.job_id)).await?;
+        j.data_bound = rep.data_binding == Some(true);
         j.verified = rep.passed;
         j.verification = rep.failures;
         j.lineage_links = rep.lineage.len();
@@ -469,11 +482,19 @@ async fn train(
     model: &ModelView,
     params: JobParams,
     data: String,
-) -> Result<(JobResult, Ocean), CliError> {
-    let data = Some(data.into_bytes());
-    let (id, q) =
-        jobs::order_and_submit(&p.s, out, &model.card.nft, params, data, Consent::Given).await?;
-    Ok((finished(jobs::follow(&p.s, out, &id).await?)?, q.breakdown.total))
+) -> Result<(JobResult, Ocean, verify::Input), CliError> {
+    let bytes = data.into_bytes();
+    let (id, q, salt) = jobs::order_and_submit(
+        &p.s,
+        out,
+        &model.card.nft,
+        params,
+        Some(bytes.clone()),
+        Consent::Given,
+    )
+    .await?;
+    let r = finished(jobs::follow(&p.s, out, &id).await?)?;
+    Ok((r, q.breakdown.total, verify::Input::Dataset { salt, bytes }))
 }
 
 fn finished(r: JobResult) -> Result<JobResult, CliError> {

@@ -8,6 +8,7 @@
 pub(crate) mod attention;
 pub(crate) mod kernels;
 pub(crate) mod linear;
+pub mod llama;
 pub(crate) mod loss;
 pub(crate) mod norm;
 pub mod reference;

@@ -1,0 +1,237 @@
+//! The Llama family's ops: each matches a plain-loop f64 reference in value and finite
+//! differences in gradient, f32 matches f64, and every input gets a nonzero gradient. Also
+//! pins down why we compose our own: candle_nn's rms_norm and rope have no backward.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+use common::*;
+use posthuman_gpt2::SeededRng;
+use posthuman_gpt2::candle_core::{DType, Device, Result, Tensor, Var};
+use posthuman_gpt2::candle_nn;
+use posthuman_gpt2::ops::llama::{self as lops, Llama3Scaling, RopeTable};
+
+type Op = dyn Fn(&[Tensor]) -> Result<Tensor>;
+
+fn weighted(out: Tensor, seed: u64) -> Result<Tensor> {
+    let mut rng = SeededRng::new(seed);
+    let w = rand_t(&mut rng, out.dims(), 1.0, out.dtype());
+    (out * w)?.sum_all()
+}
+
+/// FD in f64; f32 value and gradients against f64; every input's gradient nonzero.
+fn check(op: &Op, inputs64: Vec<Tensor>) {
+    check_fd(op, &inputs64, 1e-6, 1e-6);
+    let inputs32: Vec<Tensor> = inputs64.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+    let (v64, g64) = grads(op, &inputs64);
+    let (v32, g32) = grads(op, &inputs32);
+    assert!((v64 - v32).abs() <= 1e-4 * (1.0 + v64.abs()), "value {v32} vs f64 {v64}");
+    for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+        let e = rel_err(a, b);
+        assert!(e < 2e-4, "input {i}: f32 gradient differs from f64 by {e}");
+        assert!(b.iter().all(|x| x.is_finite()), "input {i}: non-finite gradient");
+        assert!(b.iter().any(|x| *x != 0.0), "input {i}: zero gradient");
+    }
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    let e = rel_err(a, b);
+    assert!(e < tol, "{what}: differs from the loop reference by {e}");
+}
+
+const LLAMA3: Llama3Scaling = Llama3Scaling {
+    factor: 8.0,
+    low_freq_factor: 1.0,
+    high_freq_factor: 4.0,
+    original_max_position_embeddings: 64,
+};
+
+#[test]
+fn rms_norm_matches_loops_and_gradients() {
+    let mut rng = SeededRng::new(21);
+    let x = rand_t(&mut rng, &[2, 3, 8], 1.0, DType::F64);
+    let w = (rand_t(&mut rng, &[8], 0.2, DType::F64) + 1.0).unwrap();
+    let (xv, wv) = (vals(&x), vals(&w));
+    let want: Vec<f64> = xv
+        .chunks(8)
+        .flat_map(|r| {
+            let s = (r.iter().map(|v| v * v).sum::<f64>() / 8.0 + 1e-5).sqrt();
+            r.iter().zip(&wv).map(move |(v, w)| v / s * w).collect::<Vec<_>>()
+        })
+        .collect();
+    close(&vals(&lops::rms_norm(&x, &w, 1e-5).unwrap()), &want, 1e-12, "rms_norm");
+    let op = |t: &[Tensor]| weighted(lops::rms_norm(&t[0], &t[1], 1e-5)?, 7);
+    check(&op, vec![x, w]);
+}
+
+#[test]
+fn llama3_frequencies_follow_hf_rule() {
+    // d=16, θ=10000, original context 64: wavelengths 2π·θ^(2i/d) for i < 8 span ~6 … ~1e4.
+    let base = lops::rope_inv_freq(16, 10_000.0, None);
+    let scaled = lops::rope_inv_freq(16, 10_000.0, Some(&LLAMA3));
+    let (low, high) = (64.0 / 1.0, 64.0 / 4.0);
+    let mut kinds = [0; 3];
+    for (f, s) in base.iter().zip(&scaled) {
+        let wl = 2.0 * std::f64::consts::PI / f;
+        if wl < high {
+            assert_eq!(s, f);
+            kinds[0] += 1;
+        } else if wl > low {
+            assert!((s - f / 8.0).abs() < 1e-15);
+            kinds[1] += 1;
+        } else {
+            let smooth = (64.0 / wl - 1.0) / 3.0;
+            assert!((s - ((1.0 - smooth) * f / 8.0 + smooth * f)).abs() < 1e-15);
+            kinds[2] += 1;
+        }
+    }
+    assert!(kinds.iter().all(|&k| k > 0), "test frequencies must hit all three bands: {kinds:?}");
+}
+
+/// HF `apply_rotary_pos_emb` with rotate_half, in plain f64 loops.
+fn rope_loops(
+    x: &[f64],
+    (b, h, t, d): (usize, usize, usize, usize),
+    inv: &[f64],
+    off: usize,
+) -> Vec<f64> {
+    let mut out = vec![0.0; x.len()];
+    for r in 0..b * h * t {
+        let pos = (r % t + off) as f64;
+        let row = &x[r * d..(r + 1) * d];
+        for i in 0..d / 2 {
+            let a = pos * inv[i];
+            let (c, s) = (a.cos(), a.sin());
+            out[r * d + i] = row[i] * c - row[i + d / 2] * s;
+            out[r * d + i + d / 2] = row[i + d / 2] * c + row[i] * s;
+        }
+    }
+    out
+}
+
+#[test]
+fn rope_matches_loops_and_gradients() {
+    for scaling in [None, Some(&LLAMA3)] {
+        let inv = lops::rope_inv_freq(16, 500.0, scaling);
+        let table = RopeTable::new(&inv, 40, DType::F64, &Device::Cpu).unwrap();
+        let mut rng = SeededRng::new(22);
+        let x = rand_t(&mut rng, &[2, 2, 5, 16], 1.0, DType::F64);
+        let got = vals(&table.apply(&x, 30).unwrap());
+        // The table's angles are f32 products, as HF computes them: 1e-5 absolute at pos 34.
+        close(&got, &rope_loops(&vals(&x), (2, 2, 5, 16), &inv, 30), 1e-5, "rope");
+        let op = move |t: &[Tensor]| weighted(table.apply(&t[0], 30)?, 8);
+        check(&op, vec![x]);
+    }
+}
+
+#[test]
+fn swiglu_mlp_matches_loops_and_gradients() {
+    let mut rng = SeededRng::new(23);
+    let (c, i) = (6, 10);
+    let x = rand_t(&mut rng, &[2, 3, c], 1.0, DType::F64);
+    let g = rand_t(&mut rng, &[i, c], 0.5, DType::F64);
+    let u = rand_t(&mut rng, &[i, c], 0.5, DType::F64);
+    let d = rand_t(&mut rng, &[c, i], 0.5, DType::F64);
+    let (xv, gv, uv, dv) = (vals(&x), vals(&g), vals(&u), vals(&d));
+    let dot = |w: &[f64], row: usize, xr: &[f64], n: usize| -> f64 {
+        (0..n).map(|k| w[row * n + k] * xr[k]).sum()
+    };
+    let want: Vec<f64> = xv
+        .chunks(c)
+        .flat_map(|xr| {
+            let hid: Vec<f64> = (0..i)
+                .map(|j| {
+                    let a = dot(&gv, j, xr, c);
+                    a / (1.0 + (-a).exp()) * dot(&uv, j, xr, c)
+                })
+                .collect();
+            (0..c).map(|o| dot(&dv, o, &hid, i)).collect::<Vec<_>>()
+        })
+        .collect();
+    close(&vals(&lops::swiglu_mlp(&x, &g, &u, &d).unwrap()), &want, 1e-12, "swiglu");
+    let op = |t: &[Tensor]| weighted(lops::swiglu_mlp(&t[0], &t[1], &t[2], &t[3])?, 9);
+    check(&op, vec![x, g, u, d]);
+}
+
+/// Causal GQA in loops: head h reads kv head h / (H / H_kv); query i sees keys ≤ Tk−Tq+i.
+fn gqa_loops(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    (b, h, hkv, tq, tk, d): (usize, usize, usize, usize, usize, usize),
+) -> Vec<f64> {
+    let mut out = vec![0.0; b * h * tq * d];
+    for bi in 0..b {
+        for hi in 0..h {
+            let kh = hi / (h / hkv);
+            for i in 0..tq {
+                let qr = &q[((bi * h + hi) * tq + i) * d..][..d];
+                let n = tk - tq + i + 1;
+                let s: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let kr = &k[((bi * hkv + kh) * tk + j) * d..][..d];
+                        qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f64>() / (d as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (j, ej) in e.iter().enumerate() {
+                    let vr = &v[((bi * hkv + kh) * tk + j) * d..][..d];
+                    for c in 0..d {
+                        out[((bi * h + hi) * tq + i) * d + c] += ej / z * vr[c];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gqa_attention_matches_loops_and_gradients() {
+    // (H, H_kv, Tq, Tk): plain MHA, 2 queries per kv head, MQA, and a cached-tail query block.
+    for (h, hkv, tq, tk) in [(2, 2, 5, 5), (4, 2, 5, 5), (4, 1, 4, 4), (4, 2, 2, 5)] {
+        let mut rng = SeededRng::new(24 + h as u64 * 10 + hkv as u64 + tq as u64 * 100);
+        let d = 4;
+        let q = rand_t(&mut rng, &[2, h, tq, d], 1.0, DType::F64);
+        let k = rand_t(&mut rng, &[2, hkv, tk, d], 1.0, DType::F64);
+        let v = rand_t(&mut rng, &[2, hkv, tk, d], 1.0, DType::F64);
+        let want = gqa_loops(&vals(&q), &vals(&k), &vals(&v), (2, h, hkv, tq, tk, d));
+        close(&vals(&lops::gqa_attention(&q, &k, &v).unwrap()), &want, 1e-12, "gqa");
+        let op = |t: &[Tensor]| weighted(lops::gqa_attention(&t[0], &t[1], &t[2])?, 10);
+        check(&op, vec![q, k, v]);
+    }
+}
+
+#[test]
+fn gqa_attention_refuses_heads_that_do_not_divide() {
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    assert!(lops::gqa_attention(&z(&[1, 3, 2, 4]), &z(&[1, 2, 2, 4]), &z(&[1, 2, 2, 4])).is_err());
+    assert!(lops::gqa_attention(&z(&[1, 2, 3, 4]), &z(&[1, 2, 2, 4]), &z(&[1, 2, 2, 4])).is_err());
+}
+
+/// Why ops::llama composes its own: candle_nn's fast rms_norm and rope are custom ops without
+/// a backward, so a graph through them gives their inputs no gradient at all.
+#[test]
+fn candle_nn_rms_norm_and_rope_cut_the_graph() {
+    let mut rng = SeededRng::new(25);
+    let x = Var::from_tensor(&rand_t(&mut rng, &[2, 8], 1.0, DType::F32)).unwrap();
+    let w = Var::from_tensor(&rand_t(&mut rng, &[8], 1.0, DType::F32)).unwrap();
+    let y = candle_nn::ops::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(x.as_tensor()).is_none() && g.get(w.as_tensor()).is_none());
+    let ours = lops::rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+    assert!(rel_err(&vals(&ours), &vals(&y)) < 1e-6, "same values, though");
+    let g = ours.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(x.as_tensor()).is_some() && g.get(w.as_tensor()).is_some());
+
+    let xr = Var::from_tensor(&rand_t(&mut rng, &[1, 2, 3, 8], 1.0, DType::F32)).unwrap();
+    let t = RopeTable::new(&lops::rope_inv_freq(8, 10_000.0, None), 3, DType::F32, &Device::Cpu)
+        .unwrap();
+    let y = candle_nn::rotary_emb::rope(xr.as_tensor(), &t.cos, &t.sin).unwrap();
+    let g = (y.clone() * 2.0).unwrap().sum_all().unwrap().backward();
+    // Either no gradient for x or an outright refusal: both mean no training through it.
+    assert!(g.map(|g| g.get(xr.as_tensor()).is_none()).unwrap_or(true));
+    let ours = t.apply(xr.as_tensor(), 0).unwrap();
+    assert!(rel_err(&vals(&ours), &vals(&y)) < 1e-6, "same convention as candle's rope");
+}

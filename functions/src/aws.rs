@@ -20,8 +20,10 @@ pub struct AwsConfig {
     pub s3: S3Config,
     pub batch: BatchQueueConfig,
     pub rpc_url: String,
-    /// The deployment's address book (JSON).
-    pub address_book_json: String,
+    /// Where the deployment's address book comes from.
+    pub address_book: AddressBookSource,
+    /// A non-AWS SSM endpoint (moto / LocalStack).
+    pub ssm_endpoint: Option<String>,
     /// The Secrets Manager secret (ARN or name) holding the operator key.
     pub operator_key_secret: String,
     /// A non-AWS Secrets Manager endpoint (moto / LocalStack).
@@ -35,7 +37,7 @@ pub struct AwsConfig {
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
     /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
-    /// OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, AWS_REGION.
+    /// ADDRESS_BOOK_PARAM, SSM_ENDPOINT, OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
         let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -54,7 +56,13 @@ impl AwsConfig {
                 endpoint_url: opt("POSTHUMAN_BATCH_ENDPOINT"),
             },
             rpc_url: var("POSTHUMAN_RPC_URL")?,
-            address_book_json: var("POSTHUMAN_ADDRESS_BOOK")?,
+            // The parameter's name is preferred: it is read at every cold start, so a
+            // redeploy of the contracts reaches the functions without a stack update.
+            address_book: match opt("POSTHUMAN_ADDRESS_BOOK_PARAM") {
+                Some(name) => AddressBookSource::Parameter(name),
+                None => AddressBookSource::Inline(var("POSTHUMAN_ADDRESS_BOOK")?),
+            },
+            ssm_endpoint: opt("POSTHUMAN_SSM_ENDPOINT"),
             operator_key_secret: var("POSTHUMAN_OPERATOR_KEY_SECRET")?,
             secrets_endpoint: opt("POSTHUMAN_SECRETS_ENDPOINT"),
             min_confirmations: opt("POSTHUMAN_MIN_CONFIRMATIONS")
@@ -90,12 +98,62 @@ pub fn parse_min_confirmations(v: &str) -> Result<u64, String> {
         .map_err(|e| format!("POSTHUMAN_MIN_CONFIRMATIONS: {e}"))
 }
 
+/// Where a Lambda finds the address book.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressBookSource {
+    /// An SSM parameter's name, read at cold start (the deployed stack).
+    Parameter(String),
+    /// The JSON itself (local runs).
+    Inline(String),
+}
+
+fn parse_address_book(json: &str, from: &str) -> Result<AddressBook, String> {
+    serde_json::from_str(json).map_err(|e| {
+        format!("the address book in {from} is not the deployment's AddressBook JSON: {e}")
+    })
+}
+
+/// An SSM client from the ambient AWS configuration; `endpoint_url` for a local twin.
+pub async fn ssm_client(region: &str, endpoint_url: Option<&str>) -> aws_sdk_ssm::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()));
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    aws_sdk_ssm::Client::new(&loader.load().await)
+}
+
+/// Reads the address book from SSM parameter `name` (written by the deploy after the
+/// contracts are deployed); each failure names the parameter.
+pub async fn address_book_from_ssm(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+) -> Result<AddressBook, String> {
+    let out = ssm.get_parameter().name(name).send().await.map_err(|e| {
+        format!(
+            "the address book parameter {name} cannot be read (deploy the contracts and write \
+             it first): {}",
+            aws_sdk_ssm::error::DisplayErrorContext(&e)
+        )
+    })?;
+    let value = out
+        .parameter()
+        .and_then(|p| p.value())
+        .ok_or_else(|| format!("the address book parameter {name} has no value"))?;
+    parse_address_book(value, &format!("SSM parameter {name}"))
+}
+
 /// Builds the handlers' dependencies over AWS services.
 pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
     let store: Arc<dyn ObjectStore> =
         Arc::new(S3Store::new(cfg.s3).await.map_err(|e| e.to_string())?);
-    let book: AddressBook =
-        serde_json::from_str(&cfg.address_book_json).map_err(|e| format!("address book: {e}"))?;
+    let book = match &cfg.address_book {
+        AddressBookSource::Inline(json) => parse_address_book(json, "POSTHUMAN_ADDRESS_BOOK")?,
+        AddressBookSource::Parameter(name) => {
+            let ssm = ssm_client(&cfg.batch.region, cfg.ssm_endpoint.as_deref()).await;
+            address_book_from_ssm(&ssm, name).await?
+        }
+    };
     let secrets = crate::secrets::client(&cfg.batch.region, cfg.secrets_endpoint.as_deref()).await;
     let key = crate::secrets::operator_key(&secrets, &cfg.operator_key_secret)
         .await

@@ -53,3 +53,49 @@ async fn the_operator_key_is_read_from_secrets_manager() {
     let e = operator_key(&c, &format!("{name}-missing")).await.unwrap_err();
     assert!(matches!(e, SecretError::Unreadable { .. }), "{e}");
 }
+
+/// Issue 17: the address book is read from its SSM parameter at cold start (so a contract
+/// redeploy reaches the functions without a stack update); a missing or malformed one is
+/// refused with the parameter's name.
+#[tokio::test]
+async fn the_address_book_is_read_from_its_ssm_parameter() {
+    use posthuman_functions::aws::address_book_from_ssm;
+    let Some(endpoint) = common::twin_endpoint(
+        "POSTHUMAN_MOTO_ENDPOINT",
+        "the_address_book_is_read_from_its_ssm_parameter",
+    ) else {
+        return;
+    };
+    let creds = aws_sdk_ssm::config::Credentials::new("test", "test", None, None, "t");
+    let conf = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(creds)
+        .build();
+    let ssm = aws_sdk_ssm::Client::from_conf(conf);
+    let name = format!("/posthuman-test/{}/address-book", std::process::id());
+    let z = "0x0000000000000000000000000000000000000000";
+    let book = serde_json::json!({
+        "chain_id": 8996, "operator": "0x00000000000000000000000000000000000000aa", "ocean": z,
+        "opf_collector": z, "router": z, "fixed_rate": z, "dispenser": z, "erc20_template": z,
+        "erc721_template": z, "factory": z, "lineage": z, "market": z, "deployed_at_block": 7
+    });
+    let put = |value: String| {
+        ssm.put_parameter()
+            .name(&name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+    };
+    let e = address_book_from_ssm(&ssm, &name).await.unwrap_err();
+    assert!(e.contains(&name), "{e}");
+    put("{}".into()).await.unwrap();
+    let e = address_book_from_ssm(&ssm, &name).await.unwrap_err();
+    assert!(e.contains(&name) && e.contains("AddressBook"), "{e}");
+    put(book.to_string()).await.unwrap();
+    let got = address_book_from_ssm(&ssm, &name).await.unwrap();
+    assert_eq!(got.chain_id, 8996);
+    assert_eq!(got.deployed_at_block, 7);
+}

@@ -202,10 +202,6 @@ export class PosthumanStack extends Stack {
       // The functions read the address book from this parameter at cold start, so an update
       // to it reaches every new execution environment without a redeploy.
       POSTHUMAN_ADDRESS_BOOK_PARAM: addressBookName,
-      // TODO(functions/src/aws.rs): transitional copy of the parameter's value as of this
-      // deploy (an AWS::SSM::Parameter::Value parameter, resolved by CloudFormation), for as
-      // long as aws.rs reads POSTHUMAN_ADDRESS_BOOK; drop it once aws.rs reads the parameter.
-      POSTHUMAN_ADDRESS_BOOK: ssm.StringParameter.valueForStringParameter(this, addressBookName),
       // Only the secret's ARN: the functions read the key at cold start (functions/src/
       // secrets.rs), so it is in no function configuration, console or template.
       POSTHUMAN_OPERATOR_KEY_SECRET: operatorKey.secretArn,

@@ -101,11 +101,11 @@ async fn sweep_one(
     if let Some(r) = queue_ref {
         match deps.queue.state(&r).await {
             Ok(state) => {
-                if job.phase == JobPhase::Submitting || job.queue_ref.is_none() {
-                    job.queue_ref = Some(r);
-                    job.phase = JobPhase::Queued;
-                    job.updated_at = now;
-                    deps.catalogue.put_job(&job).await?;
+                // Only a record still Submitting moves: a completion written since this
+                // sweep read the record must not be moved back to Queued.
+                if job.phase == JobPhase::Submitting
+                    && deps.catalogue.mark_queued(&job.job_id, &r, now).await?
+                {
                     tracing::info!(job_id = %job.job_id, "stuck job was in the queue; reference recorded");
                     report.adopted.push(job.job_id.clone());
                 }

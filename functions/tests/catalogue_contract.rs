@@ -225,6 +225,47 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
     assert_eq!(cat.order_holder(tx).await.unwrap(), None);
     assert_eq!(cat.claim_order(tx, "job-2").await.unwrap(), OrderClaim::Claimed);
 
+    // Each claim is a generation: releasing an old holder again never frees a newer one.
+    let tx3 = "0x3333333333333333333333333333333333333333333333333333333333333333";
+    assert_eq!(cat.claim_order(tx3, "gen-1").await.unwrap(), OrderClaim::Claimed);
+    assert!(cat.release_order(tx3, "gen-1").await.unwrap());
+    assert_eq!(cat.claim_order(tx3, "gen-2").await.unwrap(), OrderClaim::Claimed);
+    assert!(!cat.release_order(tx3, "gen-1").await.unwrap(), "a duplicate release");
+    assert_eq!(cat.order_holder(tx3).await.unwrap().as_deref(), Some("gen-2"));
+    assert!(cat.release_order(tx3, "gen-2").await.unwrap());
+    assert_eq!(cat.claim_order(tx3, "gen-3").await.unwrap(), OrderClaim::Claimed);
+    assert_eq!(
+        cat.claim_order(tx3, "gen-4").await.unwrap(),
+        OrderClaim::Taken { job_id: "gen-3".into() }
+    );
+
+    // Handed to the queue: only a Submitting job moves to Queued, and never back.
+    cat.put_job(&job("job-q1", a, 200)).await.unwrap();
+    assert!(cat.mark_queued("job-q1", "ref-1", 201).await.unwrap());
+    let q1 = cat.get_job("job-q1").await.unwrap().unwrap();
+    assert_eq!(
+        (q1.phase, q1.queue_ref.as_deref(), q1.updated_at),
+        (JobPhase::Queued, Some("ref-1"), 201)
+    );
+    assert!(!cat.mark_queued("job-q1", "ref-2", 202).await.unwrap(), "queued once");
+    assert_eq!(cat.get_job("job-q1").await.unwrap().unwrap().queue_ref.as_deref(), Some("ref-1"));
+    let listed = cat.jobs_for_model(a).await.unwrap();
+    assert_eq!(listed.iter().find(|j| j.job_id == "job-q1").unwrap().phase, JobPhase::Queued);
+    // A fast job: its completion lands between the queue submit and the mark.
+    let mut fast = job("job-q2", a, 210);
+    cat.put_job(&fast).await.unwrap();
+    fast.phase = JobPhase::Succeeded;
+    fast.receipt_hash = Some(Hash32([5; 32]));
+    cat.put_job(&fast).await.unwrap();
+    assert!(!cat.mark_queued("job-q2", "ref-3", 211).await.unwrap());
+    assert_eq!(cat.get_job("job-q2").await.unwrap().unwrap(), fast);
+    // The completion of a queued job replaces the record as before.
+    let mut done = cat.get_job("job-q1").await.unwrap().unwrap();
+    done.phase = JobPhase::Succeeded;
+    cat.put_job(&done).await.unwrap();
+    assert_eq!(cat.get_job("job-q1").await.unwrap().unwrap(), done);
+    assert!(!cat.mark_queued("nope", "ref-4", 1).await.unwrap());
+
     // Concurrent claims on a fresh order: exactly one wins.
     let tx2 = "0x2222222222222222222222222222222222222222222222222222222222222222";
     let claims =

@@ -158,6 +158,17 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
     /// Creates or replaces a job (keyed by its id).
     async fn put_job(&self, j: &JobRecord) -> Result<(), CatalogueError>;
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError>;
+    /// Records that a job was handed to the queue: a `Submitting` job becomes `Queued` with
+    /// `queue_ref` and `updated_at = at`, atomically with respect to [`Catalogue::put_job`].
+    /// A job already past `Submitting` (a fast job's completion landed between the queue
+    /// submit and this write) is left as it is, so a record never moves back a phase.
+    /// Returns whether the job moved to `Queued`.
+    async fn mark_queued(
+        &self,
+        job_id: &str,
+        queue_ref: &str,
+        at: u64,
+    ) -> Result<bool, CatalogueError>;
     /// Jobs on one model, oldest first.
     async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError>;
     /// Up to `limit` jobs of one consumer after `after`, newest first (by `created_at`
@@ -170,11 +181,13 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
     ) -> Result<Page<JobRecord>, CatalogueError>;
 
     /// Binds an order to a job, atomically: of concurrent claims on one order exactly one
-    /// wins. Claiming again for the same job is `Claimed`.
+    /// wins. Claiming again for the same job is `Claimed`. Each claim is a new generation of
+    /// the order's binding, so releasing one can never free a later one.
     async fn claim_order(&self, order_tx: &str, job_id: &str)
     -> Result<OrderClaim, CatalogueError>;
     /// Unbinds an order held by `job_id` (its job failed), so a new job may claim it.
-    /// Returns false if the order was not held by that job.
+    /// Returns false if the order was not held by that job, including when a duplicate
+    /// release races the first one and a new job claimed the order in between.
     async fn release_order(&self, order_tx: &str, job_id: &str) -> Result<bool, CatalogueError>;
     /// The job holding an order, if any.
     async fn order_holder(&self, order_tx: &str) -> Result<Option<String>, CatalogueError>;

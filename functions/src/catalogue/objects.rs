@@ -4,18 +4,34 @@
 //! index for per-model job lists), `model-index/<created_at>-<nft>` and
 //! `consumer-jobs/<consumer>/<newest-first created_at>-<id>` (empty index keys whose names
 //! sort in page order, so a page costs one LIST and one GET per record on it),
-//! `orders/<tx>` (body: the job id holding it) and `nonces/<signer>/<nonce>`. Orders and nonces are created with `put_if_absent`, which S3
-//! makes atomic (`If-None-Match: *`), so two concurrent claims cannot both win.
+//! `order-claims/<tx>/<gen>` and `order-claims/<tx>/<gen>-released`, `job-queued/<id>` and
+//! `nonces/<signer>/<nonce>`.
+//!
+//! Nothing that decides who may use an order or where a job stands is ever read, changed and
+//! written back: S3 (and LocalStack) offer only a conditional *create* (`put_if_absent`,
+//! `If-None-Match: *`), so every such fact is an object created at most once:
+//! - An order's bindings are generations: a claim creates `<gen>` (body: the job id) for the
+//!   generation after the last released one, a release creates that generation's `-released`
+//!   marker. Two claims of one generation cannot both win, and a duplicate release of
+//!   generation g (a FAILED event delivered twice) finds its marker taken and cannot free
+//!   generation g + 1. (`orders/<tx>`, the earlier one-object layout, is read as generation 0.)
+//! - "Handed to the queue" is `job-queued/<id>` (body: the queue reference), created once by
+//!   [`Catalogue::mark_queued`] instead of rewriting the job record, and read onto a record
+//!   that is still `Submitting`. A completion that rewrote the record in between (a fast job)
+//!   has moved it past `Submitting`, so the marker can never move it back.
 //!
 //! Index keys are written before their record, so a key whose record is missing or no longer
 //! matches (its `created_at` changed) is skipped on read rather than shown.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use posthuman_store::{ObjectStore, StoreError};
 
-use super::{Catalogue, CatalogueError, Cursor, JobRecord, ModelRecord, OrderClaim, Page};
+use super::{
+    Catalogue, CatalogueError, Cursor, JobPhase, JobRecord, ModelRecord, OrderClaim, Page,
+};
 
 /// Largest record read back (a job spec carries at most ~1 MiB of prompts).
 const MAX_RECORD: u64 = 8 << 20;
@@ -115,6 +131,85 @@ impl ObjectCatalogue {
     }
 }
 
+/// Generation names sort numerically.
+fn generation(g: u64) -> String {
+    format!("{g:020}")
+}
+
+/// The queue reference `mark_queued` recorded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Queued {
+    queue_ref: String,
+    at: u64,
+}
+
+/// The current binding of an order: its generation, holder and whether it was released.
+struct Binding {
+    generation: u64,
+    holder: String,
+    released: bool,
+}
+
+impl ObjectCatalogue {
+    fn claims_dir(&self, tx: &str) -> String {
+        self.key(&format!("order-claims/{tx}/"))
+    }
+
+    /// The order's latest binding, if it was ever claimed.
+    async fn binding(&self, tx: &str) -> Result<Option<Binding>, CatalogueError> {
+        let dir = self.claims_dir(tx);
+        let mut latest: Option<u64> = None;
+        let mut released = BTreeSet::new();
+        for key in self.store.list(&dir).await.map_err(store_err)? {
+            let Some(name) = key.strip_prefix(&dir) else { continue };
+            match name.strip_suffix("-released") {
+                Some(g) => {
+                    released.extend(g.parse::<u64>().ok());
+                }
+                None => {
+                    if let Ok(g) = name.parse::<u64>() {
+                        latest = latest.max(Some(g));
+                    }
+                }
+            }
+        }
+        let (generation, key) = match latest {
+            Some(g) => (g, format!("{dir}{}", generation(g))),
+            None => (0, self.key(&format!("orders/{tx}"))),
+        };
+        let holder = match self.store.get(&key, 1024).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(StoreError::NotFound { .. }) if latest.is_none() => return Ok(None),
+            // Claims are never deleted: one listed but absent is a store fault.
+            Err(StoreError::NotFound { .. }) => {
+                return Err(CatalogueError::Corrupt(format!("{key}: listed but absent")));
+            }
+            Err(e) => return Err(store_err(e)),
+        };
+        Ok(Some(Binding { generation, holder, released: released.contains(&generation) }))
+    }
+
+    /// A job record read back, with its `job-queued` marker applied while it is `Submitting`.
+    async fn read_job(&self, key: &str) -> Result<Option<JobRecord>, CatalogueError> {
+        let Some(mut job) = self.read::<JobRecord>(key).await? else { return Ok(None) };
+        if job.phase == JobPhase::Submitting {
+            let id = segment(&job.job_id)?;
+            if let Some(q) = self.read::<Queued>(&self.key(&format!("job-queued/{id}"))).await? {
+                job.phase = JobPhase::Queued;
+                job.queue_ref = Some(q.queue_ref);
+                job.updated_at = q.at;
+            }
+        }
+        Ok(Some(job))
+    }
+
+    async fn read_jobs(&self, keys: Vec<String>) -> Result<Vec<JobRecord>, CatalogueError> {
+        let reads = keys.iter().map(|k| self.read_job(k));
+        let got = futures::future::try_join_all(reads).await?;
+        Ok(got.into_iter().flatten().collect())
+    }
+}
+
 fn store_err(e: StoreError) -> CatalogueError {
     match e {
         StoreError::Unavailable(m) => CatalogueError::Unavailable(m),
@@ -192,7 +287,28 @@ impl Catalogue for ObjectCatalogue {
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError> {
         let Ok(id) = segment(job_id) else { return Ok(None) };
-        self.read(&self.key(&format!("jobs/{id}.json"))).await
+        self.read_job(&self.key(&format!("jobs/{id}.json"))).await
+    }
+
+    async fn mark_queued(
+        &self,
+        job_id: &str,
+        queue_ref: &str,
+        at: u64,
+    ) -> Result<bool, CatalogueError> {
+        let id = segment(job_id)?;
+        match self.read::<JobRecord>(&self.key(&format!("jobs/{id}.json"))).await? {
+            Some(j) if j.phase == JobPhase::Submitting => {}
+            _ => return Ok(false),
+        }
+        // Created, never rewritten: a completion that rewrites the record after this read
+        // moves it past `Submitting`, and `read_job` then ignores the marker.
+        let body = serde_json::to_vec(&Queued { queue_ref: queue_ref.to_string(), at })
+            .map_err(|e| CatalogueError::Backend(e.to_string()))?;
+        self.store
+            .put_if_absent(&self.key(&format!("job-queued/{id}")), Bytes::from(body))
+            .await
+            .map_err(store_err)
     }
 
     async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError> {
@@ -204,7 +320,7 @@ impl Catalogue for ObjectCatalogue {
             .filter_map(|k| k.strip_prefix(&index))
             .map(|id| self.key(&format!("jobs/{id}.json")))
             .collect();
-        let mut jobs: Vec<JobRecord> = self.read_all(job_keys).await?;
+        let mut jobs = self.read_jobs(job_keys).await?;
         jobs.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
         Ok(jobs)
     }
@@ -219,7 +335,7 @@ impl Catalogue for ObjectCatalogue {
         let after = after.map(|c| index_name(newest_first(c.at), &c.id));
         let (names, next) = self.index_page(&format!("consumer-jobs/{who}/"), after, limit).await?;
         let keys = names.iter().map(|(_, id)| self.key(&format!("jobs/{id}.json"))).collect();
-        let jobs: Vec<JobRecord> = self.read_all(keys).await?;
+        let jobs = self.read_jobs(keys).await?;
         let items = jobs
             .into_iter()
             .filter(|j| {
@@ -238,45 +354,45 @@ impl Catalogue for ObjectCatalogue {
         order_tx: &str,
         job_id: &str,
     ) -> Result<OrderClaim, CatalogueError> {
-        let key = self.key(&format!("orders/{}", segment(order_tx)?));
-        let body = Bytes::from(job_id.to_string());
-        if self.store.put_if_absent(&key, body).await.map_err(store_err)? {
-            return Ok(OrderClaim::Claimed);
-        }
-        let holder = match self.store.get(&key, 1024).await {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            // Released between our attempt and this read: the claim may be retried.
-            Err(StoreError::NotFound { .. }) => {
-                return Err(CatalogueError::Unavailable("order claim raced a release".into()));
+        let tx = segment(order_tx)?;
+        // A lost race for a generation is re-read: its winner may already have released it.
+        for _ in 0..4 {
+            let next = match self.binding(&tx).await? {
+                None => 1,
+                Some(b) if !b.released => {
+                    return Ok(if b.holder == job_id {
+                        OrderClaim::Claimed
+                    } else {
+                        OrderClaim::Taken { job_id: b.holder }
+                    });
+                }
+                Some(b) => b.generation + 1,
+            };
+            let key = format!("{}{}", self.claims_dir(&tx), generation(next));
+            let body = Bytes::from(job_id.to_string());
+            if self.store.put_if_absent(&key, body).await.map_err(store_err)? {
+                return Ok(OrderClaim::Claimed);
             }
-            Err(e) => return Err(store_err(e)),
-        };
-        Ok(if holder == job_id {
-            OrderClaim::Claimed
-        } else {
-            OrderClaim::Taken { job_id: holder }
-        })
+        }
+        Err(CatalogueError::Unavailable("order claim kept racing other claims".into()))
     }
 
     async fn release_order(&self, order_tx: &str, job_id: &str) -> Result<bool, CatalogueError> {
-        let key = self.key(&format!("orders/{}", segment(order_tx)?));
-        match self.store.get(&key, 1024).await {
-            Ok(b) if b.as_ref() == job_id.as_bytes() => {
-                self.store.delete(&key).await.map_err(store_err)?;
-                Ok(true)
+        let tx = segment(order_tx)?;
+        match self.binding(&tx).await? {
+            Some(b) if !b.released && b.holder == job_id => {
+                // Only this generation's marker: a duplicate release that read the same
+                // binding loses here, whatever was claimed since.
+                let key = format!("{}{}-released", self.claims_dir(&tx), generation(b.generation));
+                self.store.put_if_absent(&key, Bytes::new()).await.map_err(store_err)
             }
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(store_err(e)),
+            _ => Ok(false),
         }
     }
 
     async fn order_holder(&self, order_tx: &str) -> Result<Option<String>, CatalogueError> {
-        let key = self.key(&format!("orders/{}", segment(order_tx)?));
-        match self.store.get(&key, 1024).await {
-            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store_err(e)),
-        }
+        let tx = segment(order_tx)?;
+        Ok(self.binding(&tx).await?.filter(|b| !b.released).map(|b| b.holder))
     }
 
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError> {

@@ -191,6 +191,29 @@ impl Catalogue for SqliteCatalogue {
         .await
     }
 
+    async fn mark_queued(
+        &self,
+        job_id: &str,
+        queue_ref: &str,
+        at: u64,
+    ) -> Result<bool, CatalogueError> {
+        let (id, queue_ref) = (job_id.to_string(), queue_ref.to_string());
+        // One statement: the phase test and the write are atomic, so a completion written
+        // just before stays (it moved the record past `submitting`).
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET record = json_set(record, '$.phase', json('{\"state\":\"queued\"}'),
+                         '$.queue_ref', ?2, '$.updated_at', ?3)
+                     WHERE job_id = ?1 AND json_extract(record, '$.phase.state') = 'submitting'",
+                    params![id, queue_ref, i64::try_from(at).map_err(backend)?],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError> {
         let id = job_id.to_string();
         self.read(move |c| {

@@ -222,7 +222,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
 
 async fn enqueue(
     deps: &Deps,
-    mut record: JobRecord,
+    record: JobRecord,
     dataset: Option<Bytes>,
     spec: &JobSpec,
 ) -> Result<(), ApiError> {
@@ -233,10 +233,9 @@ async fn enqueue(
     let spec_json = serde_json::to_vec(spec).map_err(ApiError::internal)?;
     deps.store.put(&spec_key(&spec.job_id), Bytes::from(spec_json)).await?;
     let queue_ref = deps.queue.submit(spec).await?;
-    record.queue_ref = Some(queue_ref);
-    record.phase = JobPhase::Queued;
-    record.updated_at = now_secs();
-    deps.catalogue.put_job(&record).await?;
+    // Not a rewrite of `record`: a fast job's completion may already have moved it past
+    // Submitting, and writing Queued back would undo it.
+    deps.catalogue.mark_queued(&record.job_id, &queue_ref, now_secs()).await?;
     Ok(())
 }
 

@@ -14,6 +14,9 @@
 //! - [`Gpt2::loss_and_grads`]: the training step's forward and backward without a graph on
 //!   the CPU (the same kernels in a fixed order, bit-identical to `loss` + `backward`, minus
 //!   the graph's overhead); the graph path on other devices.
+//! - [`llama`]: the Llama family (Config from HF `config.json`, `Llama::new(cfg, vb)`,
+//!   `forward`, `loss`) on the differentiable ops of [`ops::llama`] (RMSNorm, RoPE incl.
+//!   llama3 scaling, SiLU-gated MLP, grouped-query attention).
 //! - [`optim`]: AdamW, gradient accumulation, global-norm clipping, optimizer state files.
 //!
 //! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
@@ -48,6 +51,7 @@
 mod backprop;
 mod config;
 mod error;
+pub mod llama;
 mod model;
 pub mod ops;
 pub mod optim;

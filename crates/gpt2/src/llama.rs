@@ -1,0 +1,415 @@
+//! The Llama family (Llama 2/3/3.x incl. `rope_scaling` "llama3", TinyLlama, SmolLM/SmolLM2)
+//! in candle-transformers' shape: [`Config`] from HF `config.json`, [`Llama::new`] over a
+//! `VarBuilder` with HF tensor names, [`Llama::forward`] → logits, [`Llama::loss`] for
+//! training. Built from the differentiable ops in [`crate::ops::llama`], so every parameter
+//! gets a gradient; the lm-head cross-entropy reuses the fused [`crate::ops::lm_head_loss`]
+//! (HF `lm_head` and `embed_tokens` are both (V, C)).
+//!
+//! Not yet here (later slices of issue 15): a KV cache, a no-graph training step, wiring into
+//! the worker, API and CLI.
+
+use crate::SeededRng;
+use crate::ops::{self, llama as lops};
+use candle_core::{DType, Device, Result, Tensor, Var, bail};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{Map, Value};
+
+/// Why a `config.json` is not a Llama config we can run; each variant names what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not JSON, or a field has the wrong JSON type.
+    #[error("malformed Llama config.json: {0}")]
+    Malformed(String),
+    /// `model_type` is another family (or absent).
+    #[error("model_type is `{0}`, expected `llama`")]
+    WrongModelType(String),
+    /// A value HF accepts but this implementation does not run (yet).
+    #[error("unsupported {field} = {value} (supported: {supported})")]
+    Unsupported { field: &'static str, value: String, supported: &'static str },
+    /// Values that contradict each other or are out of range.
+    #[error("invalid Llama config: {0}")]
+    Invalid(String),
+}
+
+/// A Llama `config.json`, with HF's field names and defaults. Keys this module does not read
+/// (`architectures`, `bos_token_id`, `torch_dtype`, …) stay in `extra`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    /// `head_dim` when given, else hidden_size / num_attention_heads.
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<lops::Llama3Scaling>,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub initializer_range: f64,
+    pub extra: Map<String, Value>,
+}
+
+const READ: &[&str] = &[
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "initializer_range",
+    "hidden_act",
+    "attention_bias",
+    "mlp_bias",
+    "pretraining_tp",
+];
+
+fn field<T: serde::de::DeserializeOwned>(
+    m: &Map<String, Value>,
+    key: &str,
+    default: Option<T>,
+) -> std::result::Result<T, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| ConfigError::Malformed(format!("missing `{key}`")))
+        }
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ConfigError::Malformed(format!("`{key}`: {e}"))),
+    }
+}
+
+fn rope_scaling(
+    v: Option<&Value>,
+) -> std::result::Result<Option<lops::Llama3Scaling>, ConfigError> {
+    let Some(Value::Object(m)) = v else {
+        return match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(other) => Err(ConfigError::Malformed(format!("`rope_scaling`: {other}"))),
+        };
+    };
+    // Newer files say `rope_type`, older ones `type`.
+    let kind: String = match m.get("rope_type").or_else(|| m.get("type")) {
+        Some(Value::String(s)) => s.clone(),
+        other => {
+            return Err(ConfigError::Malformed(format!("`rope_scaling.rope_type`: {other:?}")));
+        }
+    };
+    match kind.as_str() {
+        "default" => Ok(None),
+        "llama3" => {
+            let s = lops::Llama3Scaling {
+                factor: field(m, "factor", None)?,
+                low_freq_factor: field(m, "low_freq_factor", None)?,
+                high_freq_factor: field(m, "high_freq_factor", None)?,
+                original_max_position_embeddings: field(
+                    m,
+                    "original_max_position_embeddings",
+                    None,
+                )?,
+            };
+            if !(s.factor > 0.0
+                && s.low_freq_factor > 0.0
+                && s.high_freq_factor > s.low_freq_factor
+                && s.original_max_position_embeddings > 0)
+            {
+                return Err(ConfigError::Invalid(format!("rope_scaling {s:?}")));
+            }
+            Ok(Some(s))
+        }
+        _ => Err(ConfigError::Unsupported {
+            field: "rope_scaling.rope_type",
+            value: kind,
+            supported: "default, llama3",
+        }),
+    }
+}
+
+impl Config {
+    /// A small config for tests and from-scratch training (untied head, HF defaults).
+    pub fn tiny(vocab: usize, hidden: usize, layers: usize, heads: usize, kv_heads: usize) -> Self {
+        Self {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: hidden * 8 / 3,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv_heads,
+            head_dim: hidden / heads.max(1),
+            rms_norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+            rope_scaling: None,
+            max_position_embeddings: 128,
+            tie_word_embeddings: false,
+            initializer_range: 0.02,
+            extra: Map::new(),
+        }
+    }
+
+    /// Parses and validates HF `config.json` text.
+    pub fn from_json(s: &str) -> std::result::Result<Self, ConfigError> {
+        let v: Value =
+            serde_json::from_str(s).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        let Value::Object(m) = v else {
+            return Err(ConfigError::Malformed("not a JSON object".into()));
+        };
+        let mt: String = field(&m, "model_type", Some(String::new()))?;
+        if mt != "llama" {
+            return Err(ConfigError::WrongModelType(mt));
+        }
+        let act: String = field(&m, "hidden_act", Some("silu".into()))?;
+        if act != "silu" {
+            return Err(ConfigError::Unsupported {
+                field: "hidden_act",
+                value: act,
+                supported: "silu",
+            });
+        }
+        for key in ["attention_bias", "mlp_bias"] {
+            if field::<bool>(&m, key, Some(false))? {
+                return Err(ConfigError::Unsupported {
+                    field: if key == "mlp_bias" { "mlp_bias" } else { "attention_bias" },
+                    value: "true".into(),
+                    supported: "false",
+                });
+            }
+        }
+        // pretraining_tp > 1 only changes how HF splits matmuls, not the result.
+        let _: usize = field(&m, "pretraining_tp", Some(1))?;
+        let heads: usize = field(&m, "num_attention_heads", Some(32))?;
+        let hidden: usize = field(&m, "hidden_size", Some(4096))?;
+        let cfg = Self {
+            vocab_size: field(&m, "vocab_size", Some(32000))?,
+            hidden_size: hidden,
+            intermediate_size: field(&m, "intermediate_size", Some(11008))?,
+            num_hidden_layers: field(&m, "num_hidden_layers", Some(32))?,
+            num_attention_heads: heads,
+            num_key_value_heads: field(&m, "num_key_value_heads", Some(heads))?,
+            head_dim: field(&m, "head_dim", Some(hidden.checked_div(heads).unwrap_or(0)))?,
+            rms_norm_eps: field(&m, "rms_norm_eps", Some(1e-6))?,
+            rope_theta: field(&m, "rope_theta", Some(10_000.0))?,
+            rope_scaling: rope_scaling(m.get("rope_scaling"))?,
+            max_position_embeddings: field(&m, "max_position_embeddings", Some(2048))?,
+            tie_word_embeddings: field(&m, "tie_word_embeddings", Some(false))?,
+            initializer_range: field(&m, "initializer_range", Some(0.02))?,
+            extra: m.into_iter().filter(|(k, _)| !READ.contains(&k.as_str())).collect(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Sizes are positive and consistent (heads divide, head_dim even for RoPE).
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if [
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim,
+            self.max_position_embeddings,
+        ]
+        .contains(&0)
+        {
+            return bad("every size must be positive".into());
+        }
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+            return bad(format!(
+                "num_key_value_heads {} must divide num_attention_heads {}",
+                self.num_key_value_heads, self.num_attention_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0 && self.initializer_range >= 0.0) {
+            return bad("rms_norm_eps and rope_theta must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every parameter with its HF name and shape, in HF module order (`lm_head` only untied).
+pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (c, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, c])];
+    for l in 0..cfg.num_hidden_layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        out.extend([
+            (p("self_attn.q_proj.weight"), vec![q, c]),
+            (p("self_attn.k_proj.weight"), vec![kv, c]),
+            (p("self_attn.v_proj.weight"), vec![kv, c]),
+            (p("self_attn.o_proj.weight"), vec![c, q]),
+            (p("mlp.gate_proj.weight"), vec![i, c]),
+            (p("mlp.up_proj.weight"), vec![i, c]),
+            (p("mlp.down_proj.weight"), vec![c, i]),
+            (p("input_layernorm.weight"), vec![c]),
+            (p("post_attention_layernorm.weight"), vec![c]),
+        ]);
+    }
+    out.push(("model.norm.weight".to_string(), vec![c]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, c]));
+    }
+    out
+}
+
+/// HF `LlamaPreTrainedModel._init_weights`: N(0, initializer_range) for every matrix and
+/// the embedding, unit norm weights; drawn from [`SeededRng`] in [`param_shapes`] order.
+pub fn init_weights(cfg: &Config, seed: u64) -> std::result::Result<VarMap, crate::Gpt2Error> {
+    cfg.validate().map_err(|e| crate::Gpt2Error::InvalidConfig(e.to_string()))?;
+    let mut rng = SeededRng::new(seed);
+    let vm = VarMap::new();
+    let mut data = vm
+        .data()
+        .lock()
+        .map_err(|_| crate::Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
+    for (name, shape) in param_shapes(cfg) {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = if shape.len() == 1 {
+            vec![1.0; n]
+        } else {
+            (0..n).map(|_| (rng.normal() * cfg.initializer_range) as f32).collect()
+        };
+        data.insert(name, Var::from_tensor(&Tensor::from_vec(vals, shape, &Device::Cpu)?)?);
+    }
+    drop(data);
+    Ok(vm)
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    ln_1: Tensor,
+    ln_2: Tensor,
+}
+
+/// A Llama decoder with its lm head (tied to `embed_tokens` or its own `lm_head`).
+#[derive(Clone, Debug)]
+pub struct Llama {
+    cfg: Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rope: lops::RopeTable,
+}
+
+impl Llama {
+    /// Builds the model from `vb` with HF names; over a `VarMap` the parameters are `Var`s.
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        if let Err(e) = cfg.validate() {
+            bail!("{e}");
+        }
+        let (c, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (q, kv) =
+            (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let vb = vb.pp(format!("model.layers.{l}"));
+            let (a, m) = (vb.pp("self_attn"), vb.pp("mlp"));
+            layers.push(Layer {
+                q: a.get((q, c), "q_proj.weight")?,
+                k: a.get((kv, c), "k_proj.weight")?,
+                v: a.get((kv, c), "v_proj.weight")?,
+                o: a.get((c, q), "o_proj.weight")?,
+                gate: m.get((i, c), "gate_proj.weight")?,
+                up: m.get((i, c), "up_proj.weight")?,
+                down: m.get((c, i), "down_proj.weight")?,
+                ln_1: vb.get(c, "input_layernorm.weight")?,
+                ln_2: vb.get(c, "post_attention_layernorm.weight")?,
+            });
+        }
+        let embed = vb.get((v, c), "model.embed_tokens.weight")?;
+        let lm_head =
+            if cfg.tie_word_embeddings { embed.clone() } else { vb.get((v, c), "lm_head.weight")? };
+        let inv_freq = lops::rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling.as_ref());
+        let rope = lops::RopeTable::new(
+            &inv_freq,
+            cfg.max_position_embeddings,
+            embed.dtype(),
+            embed.device(),
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: vb.get(c, "model.norm.weight")?,
+            lm_head,
+            rope,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize)> {
+        if ids.dtype() != DType::U32 {
+            bail!("input ids must be u32, got {:?}", ids.dtype());
+        }
+        let (b, t) = ids.dims2()?;
+        if b == 0 || t == 0 || t > self.cfg.max_position_embeddings {
+            bail!("{t} tokens: need 1..={} per row", self.cfg.max_position_embeddings);
+        }
+        let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        if max as usize >= self.cfg.vocab_size {
+            bail!("token id {max} is outside the vocabulary of {}", self.cfg.vocab_size);
+        }
+        Ok((b, t))
+    }
+
+    /// The final hidden states (B, T, C) after `model.norm`.
+    fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = self.check_ids(ids)?;
+        let cfg = &self.cfg;
+        let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let mut x =
+            self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
+        for l in &self.layers {
+            let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
+            let q = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.q)?, h)?, 0)?;
+            let k = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.k)?, hkv)?, 0)?;
+            let v = heads(lops::linear_no_bias(&xn, &l.v)?, hkv)?;
+            let a = lops::gqa_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
+            x = (x + lops::linear_no_bias(&a, &l.o)?)?;
+            let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
+            x = (&x + lops::swiglu_mlp(&xn, &l.gate, &l.up, &l.down)?)?;
+        }
+        lops::rms_norm(&x, &self.norm, cfg.rms_norm_eps)
+    }
+
+    /// Logits (B, T, V) for u32 ids (B, T).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        lops::linear_no_bias(&self.hidden(ids)?, &self.lm_head)
+    }
+
+    /// Mean next-token cross-entropy of `targets` (B, T) u32 ([`ops::IGNORE_INDEX`] skipped),
+    /// as a graph for `backward`.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids)?;
+        let (b, t, c) = h.dims3()?;
+        if targets.dims() != [b, t] {
+            bail!("targets {:?} must match ids ({b}, {t})", targets.dims());
+        }
+        ops::lm_head_loss(&h.reshape((b * t, c))?, &self.lm_head, &targets.flatten_all()?)
+    }
+}

@@ -235,3 +235,23 @@ fn candle_nn_rms_norm_and_rope_cut_the_graph() {
     let ours = t.apply(xr.as_tensor(), 0).unwrap();
     assert!(rel_err(&vals(&ours), &vals(&y)) < 1e-6, "same convention as candle's rope");
 }
+
+/// The fused CPU f32 kernel against the composed op on many rows (several 64-row blocks of
+/// the dw sum, a width that is not a multiple of 8), in value and both gradients.
+#[test]
+fn fused_rms_norm_matches_composed_on_many_rows() {
+    let mut rng = SeededRng::new(26);
+    let x = rand_t(&mut rng, &[3, 70, 37], 1.0, DType::F64);
+    let w = (rand_t(&mut rng, &[37], 0.2, DType::F64) + 1.0).unwrap();
+    let fused = |t: &[Tensor]| weighted(lops::rms_norm(&t[0], &t[1], 1e-6)?, 11);
+    let composed = |t: &[Tensor]| weighted(lops::rms_norm_composed(&t[0], &t[1], 1e-6)?, 11);
+    let ins32: Vec<Tensor> = [&x, &w].iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+    let (v64, g64) = grads(&composed, &[x, w]);
+    let (v32, g32) = grads(&fused, &ins32);
+    let (c32, _) = grads(&composed, &ins32);
+    assert!((v64 - v32).abs() <= 1e-4 * (1.0 + v64.abs()), "value {v32} vs {v64}");
+    assert!((c32 - v32).abs() <= 1e-5 * (1.0 + v32.abs()), "fused {v32} vs composed f32 {c32}");
+    for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+        assert!(rel_err(a, b) < 2e-4, "input {i}: {}", rel_err(a, b));
+    }
+}

@@ -4,7 +4,8 @@
 //! attention.
 //!
 //! Every op is composed from candle primitives that have a backward (mul, div, sqrt, exp,
-//! narrow, cat, matmul, index_select, silu), on any device and dtype. candle_nn's own
+//! narrow, cat, matmul, index_select, silu), on any device and dtype; RMSNorm also has a
+//! fused CPU f32 kernel with a hand-written backward, checked against the composed one. candle_nn's own
 //! `ops::rms_norm` and `rotary_emb::rope` are custom ops without a backward: inside a training
 //! graph they silently cut it (tests/ops_grad.rs pins that down), as its layer norm and
 //! softmax do; its softmax is avoided here the same way. Linear weights are in HF `nn.Linear`
@@ -12,8 +13,18 @@
 
 use candle_core::{D, DType, Device, Result, Tensor, bail};
 
-/// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · w (HF `LlamaRMSNorm`).
+/// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · w (HF `LlamaRMSNorm`); a
+/// fused kernel with a hand-written backward for CPU f32, [`rms_norm_composed`] elsewhere.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if super::fused(x) && w.dtype() == DType::F32 {
+        x.contiguous()?.apply_op2(&w.contiguous()?, super::rms_norm::RmsNorm { eps: eps as f32 })
+    } else {
+        rms_norm_composed(x, w, eps)
+    }
+}
+
+/// [`rms_norm`] from differentiable candle primitives: any device and dtype, the f64 reference.
+pub fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
 }

@@ -12,6 +12,7 @@ pub mod llama;
 pub(crate) mod loss;
 pub(crate) mod norm;
 pub mod reference;
+pub(crate) mod rms_norm;
 pub(crate) mod scratch;
 
 pub use linear::Activation;

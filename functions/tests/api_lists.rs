@@ -45,6 +45,7 @@ fn model(i: u32, created_at: u64) -> ModelRecord {
         source_job: None,
         receipt_hash: None,
         n_positions: 64,
+        featured: vec![],
     }
 }
 
@@ -66,6 +67,7 @@ pub fn job(id: &str, model: &str, consumer: &str, created_at: u64) -> JobRecord 
         order_released: false,
         receipt_hash: None,
         perplexity: None,
+        input_data_hash: None,
     }
 }
 

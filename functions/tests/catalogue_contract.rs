@@ -37,6 +37,7 @@ fn model(nft: &str, created_at: u64) -> ModelRecord {
         source_job: None,
         receipt_hash: None,
         n_positions: 64,
+        featured: vec![],
     }
 }
 
@@ -57,6 +58,7 @@ fn job(id: &str, model: &str, created_at: u64) -> JobRecord {
         order_released: false,
         receipt_hash: None,
         perplexity: None,
+        input_data_hash: None,
     }
 }
 

@@ -81,6 +81,7 @@ fn model() -> ModelRecord {
         source_job: None,
         receipt_hash: None,
         n_positions: 64,
+        featured: vec![],
     }
 }
 
@@ -102,6 +103,7 @@ async fn queued_job(deps: &Deps, id: &str, n: u8) -> JobRecord {
         order_released: false,
         receipt_hash: None,
         perplexity: None,
+        input_data_hash: None,
     };
     let key = format!("{}-0", job.order_tx);
     assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);

@@ -83,6 +83,7 @@ async fn with_model(deps: &Deps) {
         source_job: None,
         receipt_hash: None,
         n_positions: 64,
+        featured: vec![],
     };
     deps.catalogue.put_model(&m).await.unwrap();
 }
@@ -108,6 +109,7 @@ async fn record(deps: &Deps, id: &str, n: u8, phase: JobPhase, updated_at: u64) 
         order_released: false,
         receipt_hash: None,
         perplexity: None,
+        input_data_hash: None,
     };
     let key = format!("{}-0", job.order_tx);
     assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);

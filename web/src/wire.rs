@@ -39,6 +39,19 @@ pub struct EvaluationView {
     /// `"inf"` when unbounded.
     #[serde(deserialize_with = "posthuman_types::outputs::unbounded::deserialize")]
     pub perplexity: f64,
+    /// The buyer who ran it: an evaluation is the evaluator's claim, not the owner's.
+    #[serde(default)]
+    pub evaluator: Option<String>,
+    /// The dataset's salted commitment, as its public receipt states it.
+    #[serde(default)]
+    pub dataset_commitment: Option<posthuman_types::Hash32>,
+    #[serde(default)]
+    pub context_len: Option<u32>,
+    #[serde(default)]
+    pub stride: Option<u32>,
+    /// Featured by the model's owner.
+    #[serde(default)]
+    pub featured: Option<bool>,
 }
 
 /// `GET /api/models` entries and `GET /api/models/{nft}`.

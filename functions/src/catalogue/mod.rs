@@ -38,6 +38,10 @@ pub struct ModelRecord {
     pub receipt_hash: Option<Hash32>,
     /// The model's context length (`n_positions`), for checking job parameters.
     pub n_positions: u32,
+    /// Succeeded evaluate jobs on this model that its owner featured, in the owner's order:
+    /// the card lists them first and marks them; every other evaluation is only its buyer's.
+    #[serde(default)]
+    pub featured: Vec<String>,
 }
 
 /// Where a job stands, as the API tracks it.
@@ -114,6 +118,11 @@ pub struct JobRecord {
     /// when unbounded (stored as `"inf"`, see [`posthuman_types::outputs::unbounded`]).
     #[serde(default, with = "posthuman_types::outputs::unbounded::option")]
     pub perplexity: Option<f64>,
+    /// The input commitment exactly as the job's public receipt states it (`input_data_hash`:
+    /// the dataset's hash salted with the buyer's salt), set at completion. The card shows
+    /// this, never the plain SHA-256, which would confirm a guessed dataset.
+    #[serde(default)]
+    pub input_data_hash: Option<Hash32>,
 }
 
 /// Outcome of claiming an order for a job.

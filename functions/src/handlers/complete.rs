@@ -123,6 +123,7 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
     let domain = receipt_domain(deps);
     let receipt_hash = signed.body.receipt_hash(&domain);
     job.receipt_hash = Some(receipt_hash);
+    job.input_data_hash = Some(signed.body.input_data_hash);
     if job.kind == JobKind::Evaluate {
         job.perplexity = serde_json::from_slice::<EvalReport>(&output).ok().map(|r| r.perplexity);
     }
@@ -346,6 +347,7 @@ async fn derive_model(
         source_job: Some(job.job_id.clone()),
         receipt_hash: Some(receipt_hash),
         n_positions: parent.n_positions,
+        featured: vec![],
     };
     deps.catalogue.put_model(&child).await?;
     Ok(())

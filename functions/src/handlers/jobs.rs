@@ -210,6 +210,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
         order_released: false,
         receipt_hash: None,
         perplexity: None,
+        input_data_hash: None,
     };
     let queued = enqueue(deps, record, dataset, &spec).await;
     if let Err(e) = &queued {

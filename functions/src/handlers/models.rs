@@ -206,6 +206,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         source_job: None,
         receipt_hash: None,
         n_positions: u32::try_from(c.n_positions).unwrap_or(u32::MAX),
+        featured: vec![],
     };
     deps.catalogue.put_model(&record).await?;
     Ok(ModelView::new(&record, vec![], &[]))

@@ -1,7 +1,7 @@
 //! Public views: what the API returns. Built from records by dropping every private field
 //! (storage prefixes, job specs), so a new private field can never leak by accident.
 
-use posthuman_types::{Hash32, JobKind, JobProgress, ModelCard};
+use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, ModelCard};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{ChildAsset, JobPhase, JobRecord, ModelRecord};
@@ -14,7 +14,8 @@ pub struct JobCounts {
     pub evaluate: u64,
 }
 
-/// An evaluation shown on a model's card.
+/// An evaluation shown on a model's card, labelled with who ran it on what: any buyer may
+/// evaluate a model, so only `featured` ones are endorsed by its owner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationView {
     pub job_id: String,
@@ -22,6 +23,14 @@ pub struct EvaluationView {
     #[serde(with = "posthuman_types::outputs::unbounded")]
     pub perplexity: f64,
     pub receipt_hash: Option<Hash32>,
+    /// The buyer who ran it (the job's consumer).
+    pub evaluator: String,
+    /// The dataset's commitment as its public receipt states it (salted by the buyer).
+    pub dataset_commitment: Option<Hash32>,
+    pub context_len: Option<u32>,
+    pub stride: Option<u32>,
+    /// The model's owner featured it (listed first).
+    pub featured: bool,
 }
 
 /// A catalogue entry.
@@ -53,14 +62,26 @@ impl ModelView {
                 JobKind::Evaluate => counts.evaluate += 1,
             }
             if let Some(p) = j.perplexity {
+                let (context_len, stride) = match &j.spec.params {
+                    JobParams::Evaluate(e) => (Some(e.context_len), Some(e.stride)),
+                    _ => (None, None),
+                };
                 evaluations.push(EvaluationView {
                     job_id: j.job_id.clone(),
                     perplexity: p,
                     receipt_hash: j.receipt_hash,
+                    evaluator: j.consumer.clone(),
+                    dataset_commitment: j.input_data_hash,
+                    context_len,
+                    stride,
+                    featured: m.featured.contains(&j.job_id),
                 });
             }
             receipts.extend(j.receipt_hash);
         }
+        // Featured first, in the owner's order; the rest oldest first as before.
+        evaluations
+            .sort_by_key(|e| m.featured.iter().position(|f| *f == e.job_id).unwrap_or(usize::MAX));
         ModelView {
             card: m.card.clone(),
             lineage,
@@ -153,4 +174,90 @@ pub struct Paged<T> {
 pub struct SubmittedView {
     pub job_id: String,
     pub status_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use posthuman_types::{EvalParams, JobSpec, RewardScheme};
+
+    use super::*;
+
+    fn model(featured: &[&str]) -> ModelRecord {
+        ModelRecord {
+            card: ModelCard {
+                nft: "0x00000000000000000000000000000000000000aa".into(),
+                datatoken: "0x00000000000000000000000000000000000000d1".into(),
+                name: "m".into(),
+                symbol: "M".into(),
+                description: String::new(),
+                owner: "0x00000000000000000000000000000000000000a1".into(),
+                weights_hash: Hash32([7; 32]),
+                parent: None,
+                trainer: None,
+                architecture: "gpt2".into(),
+                parameters: 1,
+                exchange_id: None,
+                price: None,
+                reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+            },
+            storage_prefix: "models/m".into(),
+            created_at: 1,
+            source_job: None,
+            receipt_hash: None,
+            n_positions: 64,
+            featured: featured.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn evaluation(id: &str, consumer: &str, created_at: u64) -> JobRecord {
+        JobRecord {
+            job_id: id.into(),
+            kind: JobKind::Evaluate,
+            model: "0x00000000000000000000000000000000000000aa".into(),
+            consumer: consumer.into(),
+            order_tx: format!("0x{}", "11".repeat(32)),
+            order_log_index: 0,
+            spec: JobSpec {
+                job_id: id.into(),
+                model_prefix: "models/m".into(),
+                dataset_key: Some(format!("jobs/{id}/dataset.txt")),
+                private_prefix: format!("jobs/{id}/private"),
+                public_prefix: format!("jobs/{id}/public"),
+                params: JobParams::Evaluate(EvalParams {
+                    context_len: 32,
+                    stride: 16,
+                    max_tokens: 0,
+                    baseline: None,
+                }),
+                budget: None,
+                salt: Some(Hash32([9; 32])),
+            },
+            queue_ref: Some(id.into()),
+            phase: JobPhase::Succeeded,
+            created_at,
+            updated_at: created_at,
+            completion: Default::default(),
+            order_released: false,
+            receipt_hash: Some(Hash32([1; 32])),
+            perplexity: Some(12.5),
+            input_data_hash: Some(Hash32([0x5a; 32])),
+        }
+    }
+
+    #[test]
+    fn a_strangers_evaluation_is_labelled_and_not_featured_and_featured_ones_come_first() {
+        let stranger = "0x00000000000000000000000000000000000000b0";
+        let jobs = [evaluation("j-1", stranger, 10), evaluation("j-2", "0xowner", 20)];
+        let view = ModelView::new(&model(&[]), vec![], &jobs);
+        let e = &view.evaluations[0];
+        assert_eq!((e.job_id.as_str(), e.evaluator.as_str()), ("j-1", stranger));
+        // The receipt's salted commitment, never the plain dataset hash.
+        assert_eq!(e.dataset_commitment, Some(Hash32([0x5a; 32])));
+        assert_eq!((e.context_len, e.stride, e.featured), (Some(32), Some(16), false));
+
+        let view = ModelView::new(&model(&["j-2"]), vec![], &jobs);
+        let order: Vec<(&str, bool)> =
+            view.evaluations.iter().map(|e| (e.job_id.as_str(), e.featured)).collect();
+        assert_eq!(order, [("j-2", true), ("j-1", false)]);
+    }
 }

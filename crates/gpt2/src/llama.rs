@@ -1,12 +1,13 @@
 //! The Llama family (Llama 2/3/3.x incl. `rope_scaling` "llama3", TinyLlama, SmolLM/SmolLM2)
 //! in candle-transformers' shape: [`Config`] from HF `config.json`, [`Llama::new`] over a
 //! `VarBuilder` with HF tensor names, [`Llama::forward`] → logits, [`Llama::loss`] for
-//! training. Built from the differentiable ops in [`crate::ops::llama`], so every parameter
-//! gets a gradient; the lm-head cross-entropy reuses the fused [`crate::ops::lm_head_loss`]
-//! (HF `lm_head` and `embed_tokens` are both (V, C)).
+//! training, [`Llama::forward_cached`] with a [`LlamaCache`] for generation. Built from the
+//! differentiable ops in [`crate::ops::llama`], so every parameter gets a gradient; the
+//! lm-head cross-entropy reuses the fused [`crate::ops::lm_head_loss`] (HF `lm_head` and
+//! `embed_tokens` are both (V, C)).
 //!
-//! Not yet here (later slices of issue 15): a KV cache, a no-graph training step, wiring into
-//! the worker, API and CLI.
+//! Not yet here (later slices of issue 15): fused attention/RoPE kernels, a no-graph
+//! training step, strict safetensors loading, wiring into the worker, API and CLI.
 
 use crate::SeededRng;
 use crate::ops::{self, llama as lops};
@@ -301,6 +302,27 @@ struct Layer {
     ln_2: Tensor,
 }
 
+/// Past keys and values per layer, (B, H_kv, T_past, head_dim) each, after RoPE.
+#[derive(Clone, Debug)]
+pub struct LlamaCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    batch: usize,
+    len: usize,
+}
+
+impl LlamaCache {
+    pub fn new(cfg: &Config) -> Self {
+        Self { layers: vec![None; cfg.num_hidden_layers], batch: 0, len: 0 }
+    }
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A Llama decoder with its lm head (tied to `embed_tokens` or its own `lm_head`).
 #[derive(Clone, Debug)]
 pub struct Llama {
@@ -361,13 +383,16 @@ impl Llama {
         &self.cfg
     }
 
-    fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize)> {
+    fn check_ids(&self, ids: &Tensor, offset: usize) -> Result<(usize, usize)> {
         if ids.dtype() != DType::U32 {
             bail!("input ids must be u32, got {:?}", ids.dtype());
         }
         let (b, t) = ids.dims2()?;
-        if b == 0 || t == 0 || t > self.cfg.max_position_embeddings {
-            bail!("{t} tokens: need 1..={} per row", self.cfg.max_position_embeddings);
+        if b == 0 || t == 0 || offset + t > self.cfg.max_position_embeddings {
+            bail!(
+                "{t} tokens after {offset} cached positions: need 1..={} in all",
+                self.cfg.max_position_embeddings
+            );
         }
         let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max as usize >= self.cfg.vocab_size {
@@ -376,36 +401,63 @@ impl Llama {
         Ok((b, t))
     }
 
-    /// The final hidden states (B, T, C) after `model.norm`.
-    fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, t) = self.check_ids(ids)?;
+    /// The final hidden states (B, T, C) after `model.norm`; with a cache, the ids follow its
+    /// positions and their keys/values (after RoPE) are appended to it.
+    fn hidden(&self, ids: &Tensor, mut cache: Option<&mut LlamaCache>) -> Result<Tensor> {
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        let (b, t) = self.check_ids(ids, offset)?;
+        if let Some(c) = &cache
+            && c.len > 0
+            && c.batch != b
+        {
+            bail!("cache holds batch {}, ids have {b}", c.batch);
+        }
         let cfg = &self.cfg;
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let mut x =
             self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
         let heads = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
-        for l in &self.layers {
+        for (li, l) in self.layers.iter().enumerate() {
             let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
-            let q = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.q)?, h)?, 0)?;
-            let k = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.k)?, hkv)?, 0)?;
-            let v = heads(lops::linear_no_bias(&xn, &l.v)?, hkv)?;
+            let q = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.q)?, h)?, offset)?;
+            let mut k = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.k)?, hkv)?, offset)?;
+            let mut v = heads(lops::linear_no_bias(&xn, &l.v)?, hkv)?;
+            if let Some(c) = cache.as_deref_mut() {
+                let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
+                if let Some((pk, pv)) = slot.take() {
+                    k = Tensor::cat(&[&pk, &k], 2)?;
+                    v = Tensor::cat(&[&pv, &v], 2)?;
+                }
+                *slot = Some((k.clone(), v.clone()));
+            }
             let a = lops::gqa_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
             x = (x + lops::linear_no_bias(&a, &l.o)?)?;
             let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
             x = (&x + lops::swiglu_mlp(&xn, &l.gate, &l.up, &l.down)?)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+            c.batch = b;
         }
         lops::rms_norm(&x, &self.norm, cfg.rms_norm_eps)
     }
 
     /// Logits (B, T, V) for u32 ids (B, T).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        lops::linear_no_bias(&self.hidden(ids)?, &self.lm_head)
+        lops::linear_no_bias(&self.hidden(ids, None)?, &self.lm_head)
+    }
+
+    /// Logits (B, T, V) for ids that continue `cache` (empty: a fresh prompt), for
+    /// incremental decoding; equal to the matching rows of [`Llama::forward`] on the whole
+    /// sequence. Detach the parameters (or use a non-`Var` builder) to avoid building a graph.
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut LlamaCache) -> Result<Tensor> {
+        lops::linear_no_bias(&self.hidden(ids, Some(cache))?, &self.lm_head)
     }
 
     /// Mean next-token cross-entropy of `targets` (B, T) u32 ([`ops::IGNORE_INDEX`] skipped),
     /// as a graph for `backward`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids)?;
+        let h = self.hidden(ids, None)?;
         let (b, t, c) = h.dims3()?;
         if targets.dims() != [b, t] {
             bail!("targets {:?} must match ids ({b}, {t})", targets.dims());

@@ -241,3 +241,29 @@ fn bad_ids_are_errors_not_panics() {
     assert!(m.forward(&Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap()).is_err());
     assert!(m.loss(&t(vec![1, 2], 2), &t(vec![1], 1)).is_err());
 }
+
+#[test]
+fn cached_decoding_equals_the_full_forward() {
+    use posthuman_gpt2::llama::LlamaCache;
+    let mut cfg = tiny(true);
+    cfg.initializer_range = 0.2;
+    let vm = init_weights(&cfg, 8).unwrap();
+    let m = Llama::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let mut rng = SeededRng::new(9);
+    let x = ids(&mut rng, &[2, 9], cfg.vocab_size);
+    let full = vals(&m.forward(&x).unwrap());
+    let mut cache = LlamaCache::new(&cfg);
+    // A 5-token prompt, then one token at a time.
+    let mut rows = vec![m.forward_cached(&x.narrow(1, 0, 5).unwrap(), &mut cache).unwrap()];
+    for t in 5..9 {
+        rows.push(m.forward_cached(&x.narrow(1, t, 1).unwrap(), &mut cache).unwrap());
+    }
+    assert_eq!(cache.len(), 9);
+    let cached = vals(&Tensor::cat(&rows, 1).unwrap());
+    let e = rel_err(&cached, &full);
+    assert!(e < 1e-5, "cached decoding differs from the full forward by {e}");
+    // Past the position table, or another batch size, is an error.
+    assert!(m.forward_cached(&x.narrow(1, 0, 8).unwrap(), &mut cache).is_err());
+    let one = x.narrow(0, 0, 1).unwrap().narrow(1, 0, 1).unwrap();
+    assert!(m.forward_cached(&one, &mut cache).is_err());
+}

@@ -267,3 +267,54 @@ fn cached_decoding_equals_the_full_forward() {
     let one = x.narrow(0, 0, 1).unwrap().narrow(1, 0, 1).unwrap();
     assert!(m.forward_cached(&one, &mut cache).is_err());
 }
+
+/// Two AdamW steps on a model large enough that gemm splits work across threads; the
+/// weights' canonical hash.
+fn llama_run_once() -> String {
+    let mut cfg = Config::tiny(512, 64, 2, 4, 2);
+    cfg.max_position_embeddings = 64;
+    let vm = init_weights(&cfg, 42).unwrap();
+    let m = Llama::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
+    for step in 0..2 {
+        let mut rng = SeededRng::new(step);
+        let (x, y) = (ids(&mut rng, &[4, 64], 512), ids(&mut rng, &[4, 64], 512));
+        let store = m.loss(&x, &y).unwrap().backward().unwrap();
+        opt.step(&Grads::from_store(&opt, &store).unwrap(), 1e-3).unwrap();
+    }
+    let data = vm.data().lock().unwrap();
+    let ts: Vec<(String, Tensor)> =
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    posthuman_gpt2::weights_hash(ts.iter().map(|(k, t)| (k.as_str(), t))).unwrap().to_string()
+}
+
+/// Entry point for the child processes of `llama_training_is_bit_identical_across_threads`.
+#[test]
+fn llama_child_print_hash() {
+    if std::env::var("LLAMA_CHILD").is_ok() {
+        println!("HASH={}", llama_run_once());
+    }
+}
+
+#[test]
+fn llama_training_is_bit_identical_across_runs_and_thread_counts() {
+    let a = llama_run_once();
+    assert_eq!(a, llama_run_once());
+    // Separate processes, since the thread pools' sizes are fixed per process.
+    let exe = std::env::current_exe().unwrap();
+    for threads in ["1", "2"] {
+        let out = std::process::Command::new(&exe)
+            .args(["--exact", "llama_child_print_hash", "--nocapture", "--test-threads", "1"])
+            .env("LLAMA_CHILD", "1")
+            .env("RAYON_NUM_THREADS", threads)
+            .env("CANDLE_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let h = stdout
+            .lines()
+            .find_map(|l| l.split("HASH=").nth(1))
+            .unwrap_or_else(|| panic!("child: {stdout}"));
+        assert_eq!(h, a, "{threads} thread(s) gave different weights");
+    }
+}

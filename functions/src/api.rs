@@ -44,6 +44,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/models/{nft}", get(get_model)),
         (Method::GET, "/api/models/{nft}/quote", get(quote_default)),
         (Method::POST, "/api/models/{nft}/quote", post(quote)),
+        (Method::POST, "/api/models/{nft}/featured", post(feature_evaluations)),
         (Method::POST, "/api/jobs", post(submit_job)),
         (Method::GET, "/api/jobs", get(list_jobs)),
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
@@ -294,6 +295,19 @@ async fn list_models(
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let (after, limit) = q.parse()?;
     Ok(paged(models::list_models(&d, after.as_ref(), limit).await?))
+}
+
+async fn feature_evaluations(
+    State(d): State<Shared>,
+    Path(nft): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+    let sig = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
+    Ok(Json(crate::handlers::featured::feature_evaluations(&d, &nft, &body, sig).await?))
 }
 
 async fn get_model(

@@ -51,6 +51,9 @@ pub const SUBMIT_JOB: &str = "submit-job";
 pub const PUBLISH_MODEL: &str = "publish-model";
 /// Reading a job's results (`GET /api/jobs/{id}/result`): the body is the job id.
 pub const READ_RESULT: &str = "read-result";
+/// Featuring evaluations on a model's card (`POST /api/models/{nft}/featured`): the body is
+/// the request JSON.
+pub const FEATURE_EVALUATIONS: &str = "feature-evaluations";
 
 sol! {
     /// The EIP-712 struct of a signed API request. Its type string is

@@ -4,6 +4,7 @@
 //! - [`precheck`]: who may upload, from the signed parts, before any file part is read.
 //! - [`pricing`]: the quote's terms, their binding into the provider fee, the fee check at
 //!   submit, and the published rates.
+//! - [`featured`]: the owner features buyers' evaluations on the model's card.
 //! - [`jobs`]: submit a paid job, its status with live progress, its public results.
 //! - [`lists`]: a buyer's jobs, one page at a time, through the catalogue's index.
 //! - [`complete`]: the completion of a job (local queue callback / Batch event): receipts,
@@ -14,6 +15,7 @@
 //! [`Deps`]: crate::deps::Deps
 
 pub mod complete;
+pub mod featured;
 pub mod jobs;
 pub mod lists;
 pub mod models;

@@ -1,0 +1,90 @@
+//! `POST /api/models/{nft}/featured`: the model's owner picks which buyers' evaluations its
+//! card endorses.
+//!
+//! Anyone who pays may evaluate a model, and every evaluation is listed with its evaluator
+//! and (salted) dataset commitment; only those the owner features are marked as endorsed and
+//! listed first. The request is a JSON body `{model, job_ids, nonce, expires_at}` signed as
+//! EIP-712 typed data with the action [`FEATURE_EVALUATIONS`] under the deployment's domain
+//! (header `x-posthuman-signature`). The owner is the root model's owner, or a derived
+//! model's trainer. The list replaces the previous one (empty: nothing featured).
+
+use posthuman_receipts::request::FEATURE_EVALUATIONS;
+use posthuman_types::JobKind;
+use serde::Deserialize;
+
+use super::models::{find_model, lower};
+use super::views::ModelView;
+use crate::auth;
+use crate::catalogue::{JobPhase, now_secs};
+use crate::deps::Deps;
+use crate::error::ApiError;
+
+/// The most evaluations a card features.
+pub const MAX_FEATURED: usize = 16;
+
+/// The signed body.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureRequest {
+    pub model: String,
+    pub job_ids: Vec<String>,
+    pub nonce: String,
+    pub expires_at: u64,
+}
+
+/// Checks the owner's signed request and stores the featured list; returns the new card.
+pub async fn feature_evaluations(
+    deps: &Deps,
+    nft: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<ModelView, ApiError> {
+    let signer = auth::recover_request(&auth::domain(deps), FEATURE_EVALUATIONS, body, signature)?;
+    let req: FeatureRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    auth::check_expiry(req.expires_at, now_secs())?;
+    auth::check_nonce(&req.nonce)?;
+    let mut model = find_model(deps, nft).await?;
+    if req.model.to_ascii_lowercase() != model.card.nft {
+        return Err(ApiError::bad("the signed request names another model than the URL"));
+    }
+    let owner = model.card.trainer.clone().unwrap_or_else(|| model.card.owner.clone());
+    if lower(signer) != owner.to_ascii_lowercase() {
+        return Err(ApiError::Forbidden(format!(
+            "only the model's owner ({owner}) may feature its evaluations"
+        )));
+    }
+    if req.job_ids.len() > MAX_FEATURED {
+        return Err(ApiError::Invalid {
+            field: "job_ids".into(),
+            reason: format!("at most {MAX_FEATURED}"),
+        });
+    }
+    let jobs = deps.catalogue.jobs_for_model(&model.card.nft).await?;
+    for id in &req.job_ids {
+        let ok = jobs.iter().any(|j| {
+            j.job_id == *id && j.kind == JobKind::Evaluate && j.phase == JobPhase::Succeeded
+        });
+        if !ok {
+            return Err(ApiError::Invalid {
+                field: "job_ids".into(),
+                reason: format!(
+                    "{:?} is not a succeeded evaluation of this model",
+                    id.chars().take(64).collect::<String>()
+                ),
+            });
+        }
+        if req.job_ids.iter().filter(|j| *j == id).count() > 1 {
+            return Err(ApiError::Invalid {
+                field: "job_ids".into(),
+                reason: format!("{id} is listed twice"),
+            });
+        }
+    }
+    if !deps.catalogue.use_nonce(&lower(signer), &req.nonce).await? {
+        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
+    }
+    model.featured = req.job_ids;
+    deps.catalogue.put_model(&model).await?;
+    super::models::get_model(deps, &model.card.nft).await
+}

@@ -17,6 +17,8 @@
 //! - [`llama`]: the Llama family (Config from HF `config.json`, `Llama::new(cfg, vb)`,
 //!   `forward`, `loss`) on the differentiable ops of [`ops::llama`] (RMSNorm, RoPE incl.
 //!   llama3 scaling, SiLU-gated MLP, grouped-query attention).
+//! - [`llama_weights`]: Llama checkpoints in HF layout — strict, memory-mapped loading of
+//!   single-file and sharded safetensors (f32/f16/bf16), f32 save, the canonical hash.
 //! - [`optim`]: AdamW, gradient accumulation, global-norm clipping, optimizer state files.
 //!
 //! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
@@ -52,6 +54,7 @@ mod backprop;
 mod config;
 mod error;
 pub mod llama;
+pub mod llama_weights;
 mod model;
 pub mod ops;
 pub mod optim;

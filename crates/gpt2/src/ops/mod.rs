@@ -1,5 +1,5 @@
 //! Training-grade ops: fused CPU f32 kernels with hand-written backward, and the same ops
-//! composed from differentiable candle primitives ([`reference`]) for every other device or
+//! composed from differentiable candle primitives ([`reference`](mod@reference)) for every other device or
 //! dtype (CUDA, f64). Each public function picks the fused path when it can.
 //!
 //! Fused ops keep backward state (attention probabilities, GELU pre-activations, lm-head

@@ -14,8 +14,10 @@
 //! - [`verify`]: running the checks against facts fetched from the chain.
 //! - [`checks`]: the receipt view's rows (fields, grouped checks with reasons).
 //! - [`format`]: amounts, times, hashes, progress.
+//! - [`wallet`]: what the storefront asks the user's wallet and how it reads the answers.
 //!
-//! Browser side: [`net`] (`fetch` for the API and JSON-RPC) and [`app`] (Yew components,
+//! Browser side: [`net`] (`fetch` for the API and JSON-RPC), [`eip1193`] (the user's
+//! wallet: `window.ethereum` or EIP-6963 discovery) and [`app`] (Yew components,
 //! which only render what the modules above compute).
 
 // Unit tests may unwrap (a panic is the failure report).
@@ -23,10 +25,12 @@
 
 pub mod app;
 pub mod checks;
+pub mod eip1193;
 pub mod format;
 pub mod net;
 pub mod route;
 pub mod verify;
+pub mod wallet;
 pub mod wire;
 
 /// The wasm entry point: mounts the app on `<body>`.

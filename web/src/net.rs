@@ -18,8 +18,13 @@ fn js(e: JsValue) -> String {
         .unwrap_or_else(|| "a browser error".into())
 }
 
-/// Sends a request; returns the status and the body text.
-async fn send(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), String> {
+/// Sends a request; returns the status, the body text and the value of the response header
+/// [`NEXT_CURSOR`] (paged lists).
+async fn send_full(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> Result<(u16, String, Option<String>), String> {
     let window = web_sys::window().ok_or("no window")?;
     let init = RequestInit::new();
     init.set_method(method);
@@ -35,18 +40,42 @@ async fn send(method: &str, url: &str, body: Option<&str>) -> Result<(u16, Strin
         .await
         .map_err(|e| format!("{url}: {}", js(e)))?;
     let resp: Response = resp.dyn_into().map_err(js)?;
+    let next = resp.headers().get(NEXT_CURSOR).ok().flatten();
     let text = JsFuture::from(resp.text().map_err(js)?).await.map_err(js)?;
-    Ok((resp.status(), text.as_string().unwrap_or_default()))
+    Ok((resp.status(), text.as_string().unwrap_or_default(), next))
+}
+
+/// Sends a request; returns the status and the body text.
+async fn send(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    send_full(method, url, body).await.map(|(s, t, _)| (s, t))
+}
+
+/// The API's response header naming the next page of a list (absent on the last page).
+pub const NEXT_CURSOR: &str = "x-posthuman-next-cursor";
+
+fn api_error(path: &str, status: u16, text: &str) -> String {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(e) => format!("{path}: {} ({})", e.message, e.error),
+        Err(_) => format!("{path}: HTTP {status}"),
+    }
+}
+
+/// `GET` one page of an API list: the items and the next page's cursor, if any.
+pub async fn get_page<T: DeserializeOwned>(path: &str) -> Result<(Vec<T>, Option<String>), String> {
+    let (status, text, next) = send_full("GET", path, None).await?;
+    if !(200..300).contains(&status) {
+        return Err(api_error(path, status, &text));
+    }
+    let items =
+        serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))?;
+    Ok((items, next))
 }
 
 /// `GET` an API path (same origin) and parse its JSON; an error answer becomes its message.
 pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
     let (status, text) = send("GET", path, None).await?;
     if !(200..300).contains(&status) {
-        return Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => format!("{path}: {} ({})", e.message, e.error),
-            Err(_) => format!("{path}: HTTP {status}"),
-        });
+        return Err(api_error(path, status, &text));
     }
     serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))
 }

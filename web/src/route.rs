@@ -9,7 +9,9 @@ pub enum Route {
     Catalogue,
     /// `/models/{nft}`: a model, its lineage and quote.
     Model(String),
-    /// `/jobs?consumer=0x…` (`None`: ask for an address).
+    /// `/account`: the connected wallet's balances and jobs.
+    Account,
+    /// `/jobs?consumer=0x…` (`None`: the connected wallet's, or ask for an address).
     Jobs(Option<String>),
     /// `/jobs/{id}`: a job's status and live progress.
     Job(String),
@@ -33,6 +35,7 @@ impl Route {
         let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         let found = match segs.as_slice() {
             [] => Some(Route::Catalogue),
+            ["account"] => Some(Route::Account),
             ["models", nft] => clean(nft).map(Route::Model),
             ["jobs"] => Some(Route::Jobs(
                 query.split('&').find_map(|kv| kv.strip_prefix("consumer=")).and_then(clean),
@@ -48,6 +51,7 @@ impl Route {
     pub fn to_path(&self) -> String {
         match self {
             Route::Catalogue => "/".into(),
+            Route::Account => "/account".into(),
             Route::Model(nft) => format!("/models/{nft}"),
             Route::Jobs(None) => "/jobs".into(),
             Route::Jobs(Some(c)) => format!("/jobs?consumer={c}"),
@@ -66,6 +70,7 @@ mod tests {
     fn every_route_round_trips_through_its_path() {
         let routes = [
             Route::Catalogue,
+            Route::Account,
             Route::Model("0xAbC123".into()),
             Route::Jobs(None),
             Route::Jobs(Some("0xdef".into())),

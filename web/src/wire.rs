@@ -22,6 +22,9 @@ pub struct AddressBook {
     pub operator: Address,
     /// The `ModelLineage` contract: the receipts' EIP-712 verifying contract.
     pub lineage: Address,
+    /// The OCEAN token (the account page reads its balance).
+    #[serde(default)]
+    pub ocean: Option<Address>,
 }
 
 /// Job counts by kind.

@@ -6,7 +6,10 @@
 // - the receipt view of Charlie's train job (M2 → M3) verifies every check in the browser,
 //   lineage included; the evaluation's receipt too, and the report pasted by its buyer;
 // - after the stored receipt is edited on the operator's disk, the same view shows the
-//   precise failures (signature, committed receipt hash); an edited report fails too.
+//   precise failures (signature, committed receipt hash); an edited report fails too;
+// - a wallet (an injected EIP-1193 provider forwarding to anvil): connect, "My account" with
+//   balances read through the wallet and the account's jobs, live account change, EIP-6963
+//   choice, wrong network → switch / add chain, a rejected request in words.
 //
 // Usage: node web/tests/browser.mjs (after web/build.sh and a debug build of posthuman,
 // posthuman-worker and posthuman-server in $CARGO_TARGET_DIR/debug). Exits non-zero on the
@@ -44,6 +47,71 @@ function stored(store, name, id) {
   });
   assert.ok(hit, `no stored ${name} for job ${id} under ${store}`);
   return hit;
+}
+
+// An EIP-1193 wallet injected before the app loads (RECIPES §9): accounts are the test's,
+// every other request goes to the demo's anvil, as a real wallet forwards to its node.
+// `chain` starts the wallet on another network (wrong-network case): it then answers 4902 to
+// the first switch, until the storefront adds the chain. `announce`: EIP-6963 names instead
+// of `window.ethereum`.
+function injectWallet({ rpcUrl, account, chain, announce }) {
+  const calls = (window.__walletCalls = []);
+  const wallets = (window.__wallets = []);
+  const make = (name) => {
+    const listeners = {};
+    let chainId = chain ?? null; // null: the node's own
+    const known = new Set();
+    const authorised = () => sessionStorage.getItem(`wallet-ok-${name}`) === '1';
+    const w = {
+      async request({ method, params = [] }) {
+        calls.push({ wallet: name, method, params });
+        if (method === 'eth_requestAccounts') {
+          sessionStorage.setItem(`wallet-ok-${name}`, '1');
+          return [w.account];
+        }
+        if (method === 'eth_accounts') return authorised() ? [w.account] : [];
+        if (method === 'eth_chainId' && chainId) return chainId;
+        if (method === 'wallet_addEthereumChain') { known.add(params[0].chainId); w.added = params[0]; return null; }
+        if (method === 'wallet_switchEthereumChain') {
+          if (chainId && !known.has(params[0].chainId)) throw Object.assign(new Error('Unrecognized chain'), { code: 4902 });
+          chainId = params[0].chainId;
+          setTimeout(() => w.emit('chainChanged', chainId), 0);
+          return null;
+        }
+        const r = await fetch(rpcUrl, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ jsonrpc: '2.0', id: calls.length, method, params }),
+        });
+        const j = await r.json();
+        if (j.error) throw Object.assign(new Error(j.error.message), { code: j.error.code });
+        return j.result;
+      },
+      on(ev, f) { (listeners[ev] ??= []).push(f); },
+      removeListener(ev, f) { listeners[ev] = (listeners[ev] ?? []).filter((g) => g !== f); },
+      emit(ev, v) { for (const f of listeners[ev] ?? []) f(v); },
+      account,
+    };
+    wallets.push(w);
+    return w;
+  };
+  if (!announce) {
+    window.ethereum = make('injected');
+    return;
+  }
+  const announced = announce.map((name, i) => ({ info: { uuid: `uuid-${i}`, name, icon: '', rdns: `test.${i}` }, provider: make(name) }));
+  const fire = () => announced.forEach((d) => window.dispatchEvent(new CustomEvent('eip6963:announceProvider', { detail: Object.freeze(d) })));
+  window.addEventListener('eip6963:requestProvider', fire);
+  fire();
+}
+
+/// `balanceOf(owner)` of an ERC-20, asked of the node directly (not through the page).
+async function balanceOf(rpcUrl, token, owner) {
+  const data = '0x70a08231' + owner.slice(2).toLowerCase().padStart(64, '0');
+  const r = await fetch(rpcUrl, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_call', params: [{ to: token, data }, 'latest'] }),
+  });
+  return BigInt((await r.json()).result).toString();
 }
 
 // 1. A real deployment with finished jobs: the tiny demo, kept in a data dir.
@@ -215,6 +283,92 @@ try {
   }
   v = await receiptView(train.job_id);
   assert.equal(v.verdict, 'pass', 'the restored receipt verifies again');
+  // The wallet: Elena connects (keyboard only), sees her address, network, balances and jobs
+  // on "My account"; then her wallet switches account live.
+  {
+    const book = (await (await fetch(`${base}/api/chain`)).json()).address_book;
+    const charlie = (await (await fetch(`${base}/api/jobs/${train.job_id}`)).json()).consumer;
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(injectWallet, { rpcUrl, account: elena });
+    const wp = await ctx.newPage();
+    wp.on('pageerror', (e) => errors.push(String(e)));
+    await wp.goto(`${base}/account`);
+    await wp.waitForSelector('#not-connected');
+    await wp.focus('#connect');
+    await wp.keyboard.press('Enter');
+    await wp.waitForSelector('#wallet-address');
+    assert.equal((await wp.getAttribute('#wallet', 'data-account')).toLowerCase(), elena.toLowerCase());
+    assert.match(await wp.textContent('#wallet-address'), /^0x[0-9a-fA-F]{4}…[0-9a-fA-F]{4}$/);
+    assert.equal(await wp.textContent('#wallet-network'), 'local anvil (31337)');
+    assert.equal(await wp.locator('#wrong-network').count(), 0);
+    await wp.waitForSelector('#account #jobs tr.job');
+    assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${evaluation.job_id}"]`).count(), 1, "Elena's evaluation on her account page");
+    await wp.waitForSelector('#balances tr.balance');
+    const balances = await wp.$$eval('#balances tr.balance', (trs) => trs.map((t) => [t.dataset.token.toLowerCase(), t.dataset.balance]));
+    assert.equal(balances.length, 1 + 3, 'OCEAN and the three models\' datatokens');
+    const ocean = balances.find(([t]) => t === book.ocean.toLowerCase());
+    assert.ok(ocean, `an OCEAN row: ${JSON.stringify(balances)}`);
+    assert.equal(ocean[1], await balanceOf(rpcUrl, book.ocean, elena), 'OCEAN balance as the node states it');
+    assert.ok(BigInt(ocean[1]) > 0n, 'Elena holds OCEAN');
+    for (const [t, b] of balances) assert.equal(b, await balanceOf(rpcUrl, t, elena), `balance of ${t}`);
+    const viaWallet = await wp.evaluate(() => window.__walletCalls.map((c) => c.method));
+    assert.ok(viaWallet.includes('eth_call') && viaWallet.includes('eth_requestAccounts'), `through the wallet: ${viaWallet}`);
+    // The jobs page shows the connected account's jobs, no address typed; a reload
+    // reconnects without a prompt (eth_accounts).
+    await wp.click('header nav a[href="/jobs"]');
+    await wp.waitForSelector(`#jobs tr.job[data-job="${evaluation.job_id}"]`);
+    assert.equal(await wp.textContent('main h1'), 'Your jobs');
+    await wp.reload();
+    await wp.waitForSelector(`#jobs tr.job[data-job="${evaluation.job_id}"]`);
+    // accountsChanged: the wallet moves to Charlie; the account page follows.
+    await wp.click('header nav a[href="/account"]');
+    await wp.waitForSelector('#account-address');
+    await wp.evaluate((a) => { const w = window.__wallets[0]; w.account = a; w.emit('accountsChanged', [a]); }, charlie);
+    await wp.waitForFunction((a) => document.querySelector('#account')?.dataset.account?.toLowerCase() === a.toLowerCase(), charlie);
+    await wp.waitForSelector(`#account #jobs tr.job[data-job="${train.job_id}"]`);
+    if (process.env.SCREENSHOTS) await wp.screenshot({ path: join(process.env.SCREENSHOTS, 'account.png'), fullPage: true });
+    await ctx.close();
+    log('wallet: connect, address and network, balances as on chain, own jobs, live account change');
+
+    // Two wallets announced (EIP-6963), the chosen one on the wrong network: the page says
+    // so, offers the switch, adds the chain (4902) with the API's RPC URL, and follows.
+    const ctx2 = await browser.newContext();
+    await ctx2.addInitScript(injectWallet, { rpcUrl, account: elena, chain: '0x1', announce: ['Wrong-chain wallet', 'Other wallet'] });
+    const wp2 = await ctx2.newPage();
+    wp2.on('pageerror', (e) => errors.push(String(e)));
+    await wp2.goto(`${base}/`);
+    await wp2.waitForSelector('#wallet-pick');
+    assert.deepEqual(await wp2.$$eval('#wallet-pick option', (os) => os.map((o) => o.textContent)), ['Wrong-chain wallet', 'Other wallet']);
+    await wp2.click('#connect');
+    await wp2.waitForSelector('#wrong-network');
+    assert.equal(await wp2.textContent('#wallet-network'), 'Ethereum');
+    assert.match(await wp2.textContent('#wrong-network'), /Wrong network: this storefront's models are on local anvil \(31337\)\./);
+    if (process.env.SCREENSHOTS) await wp2.screenshot({ path: join(process.env.SCREENSHOTS, 'wrong-network.png'), fullPage: true });
+    await wp2.focus('#switch-network');
+    await wp2.keyboard.press('Enter');
+    await wp2.waitForFunction(() => !document.querySelector('#wrong-network') && document.querySelector('#wallet')?.dataset.chain === '31337');
+    const added = await wp2.evaluate(() => window.__wallets[0].added);
+    assert.equal(added.chainId, '0x7a69');
+    assert.deepEqual(added.rpcUrls, [rpcUrl]);
+    const order = await wp2.evaluate(() => window.__walletCalls.map((c) => c.method).filter((m) => m.startsWith('wallet_')));
+    assert.deepEqual(order, ['wallet_switchEthereumChain', 'wallet_addEthereumChain', 'wallet_switchEthereumChain'], 'switch, 4902, add, switch');
+    assert.match(await wp2.textContent('#wallet-status'), /Switched to local anvil/);
+    assert.equal(await wp2.getAttribute('#wallet-status', 'aria-live'), 'polite');
+    await ctx2.close();
+
+    // A rejected request (4001) is said in words where it happened.
+    const ctx3 = await browser.newContext();
+    await ctx3.addInitScript(() => {
+      window.ethereum = { async request() { throw Object.assign(new Error('User rejected the request.'), { code: 4001 }); }, on() {}, removeListener() {} };
+    });
+    const wp3 = await ctx3.newPage();
+    await wp3.goto(`${base}/`);
+    await wp3.click('#connect');
+    await wp3.waitForFunction(() => document.querySelector('#wallet-status')?.textContent.length > 0 && document.querySelector('#wallet-status').classList.contains('error'));
+    assert.equal(await wp3.textContent('#wallet-status'), 'Not connected: you rejected the request in your wallet.');
+    await ctx3.close();
+    log('wallet: EIP-6963 choice, wrong network → switch / add chain, rejection in words');
+  }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');
 } catch (e) {

@@ -1,10 +1,12 @@
-//! A consumer's jobs, and one job's status with live progress while it runs.
+//! A consumer's jobs (the connected wallet's, or another address's read-only), and one job's
+//! status with live progress while it runs.
 
 use yew::prelude::*;
 
-use super::{Link, Load, Navigator, show, use_json};
+use super::wallet::WalletHandle;
+use super::{Link, Load, Navigator, show};
 use crate::format::{progress, short, utc};
-use crate::net::{get_json, sleep};
+use crate::net::{get_json, get_page, sleep};
 use crate::route::Route;
 use crate::wire::{JobState, JobView};
 
@@ -29,9 +31,13 @@ pub struct JobsProps {
     pub consumer: Option<String>,
 }
 
+/// `/jobs`: the connected wallet's jobs, or (read-only) another address's given in the link
+/// or typed here.
 #[function_component]
 pub fn JobsPage(p: &JobsProps) -> Html {
     let nav = use_context::<Navigator>();
+    let wallet = use_context::<WalletHandle>();
+    let mine = wallet.as_ref().and_then(|w| w.account).map(|a| a.to_checksum(None));
     let input = use_node_ref();
     let onsubmit = {
         let input = input.clone();
@@ -44,38 +50,132 @@ pub fn JobsPage(p: &JobsProps) -> Html {
             }
         })
     };
+    let shown = p.consumer.clone().or(mine.clone());
+    let whose = match (&p.consumer, &mine) {
+        (Some(c), Some(m)) if c.eq_ignore_ascii_case(m) => "Your jobs".to_string(),
+        (Some(c), _) => format!("Jobs of {} (read-only)", short(c)),
+        (None, Some(_)) => "Your jobs".into(),
+        (None, None) => "Jobs".into(),
+    };
     html! {
         <section>
-            <h1>{ "Jobs" }</h1>
+            <h1>{ whose }</h1>
+            if mine.is_none() && p.consumer.is_none() {
+                <p>{ "Connect your wallet (top right) to see your jobs, or look at another address's." }</p>
+            }
             <form {onsubmit}>
-                <label>{ "Consumer address " }
+                <label>{ "Look at another address (read-only) " }
                     <input ref={input} name="consumer" size="44" placeholder="0x…" value={p.consumer.clone().unwrap_or_default()} />
                 </label>
                 <button type="submit">{ "Show" }</button>
             </form>
-            if let Some(c) = &p.consumer { <JobList consumer={c.clone()} /> }
+            if let Some(c) = shown { <JobList consumer={c} /> }
         </section>
     }
 }
 
+/// Jobs per page of the list.
+const PAGE: usize = 20;
+
 #[derive(Properties, PartialEq)]
-struct JobListProps {
-    consumer: String,
+pub struct JobListProps {
+    pub consumer: String,
 }
 
+/// A consumer's jobs, a page at a time (`limit` and the API's next-page cursor); jobs still
+/// in flight are polled until they settle.
 #[function_component]
-fn JobList(p: &JobListProps) -> Html {
-    let jobs = use_json::<Vec<JobView>>(format!("/api/jobs?consumer={}", p.consumer));
+pub fn JobList(p: &JobListProps) -> Html {
+    let jobs = use_state(|| Load::<Vec<JobView>>::Loading);
+    let next = use_state(|| None::<String>);
+    // The first page, whenever the consumer changes.
+    {
+        let (jobs, next) = (jobs.clone(), next.clone());
+        use_effect_with(p.consumer.clone(), move |c| {
+            let c = c.clone();
+            jobs.set(Load::Loading);
+            wasm_bindgen_futures::spawn_local(async move {
+                match get_page::<JobView>(&format!("/api/jobs?consumer={c}&limit={PAGE}")).await {
+                    Ok((items, cursor)) => {
+                        jobs.set(Load::Ready(items));
+                        next.set(cursor);
+                    }
+                    Err(e) => jobs.set(Load::Failed(e)),
+                }
+            });
+            || ()
+        });
+    }
+    // Live state: while some listed job is in flight, re-read those jobs every POLL_MS.
+    {
+        let jobs = jobs.clone();
+        let live: Vec<String> = match &*jobs {
+            Load::Ready(js) => {
+                js.iter().filter(|j| j.in_flight()).map(|j| j.job_id.clone()).collect()
+            }
+            _ => Vec::new(),
+        };
+        use_effect_with(live, move |live| {
+            let alive = std::rc::Rc::new(std::cell::Cell::new(true));
+            if !live.is_empty() {
+                let (live, flag) = (live.clone(), alive.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    sleep(POLL_MS).await;
+                    if !flag.get() {
+                        return;
+                    }
+                    let mut fresh = Vec::new();
+                    for id in &live {
+                        if let Ok(j) = get_json::<JobView>(&format!("/api/jobs/{id}")).await {
+                            fresh.push(j);
+                        }
+                    }
+                    if let (true, Load::Ready(js)) = (flag.get(), &*jobs) {
+                        let mut js = js.clone();
+                        for j in js.iter_mut() {
+                            if let Some(f) = fresh.iter().find(|f| f.job_id == j.job_id) {
+                                *j = f.clone();
+                            }
+                        }
+                        jobs.set(Load::Ready(js));
+                    }
+                });
+            }
+            move || alive.set(false)
+        });
+    }
+    let onmore = {
+        let (jobs, next, c) = (jobs.clone(), next.clone(), p.consumer.clone());
+        Callback::from(move |_: MouseEvent| {
+            let (jobs, next, c) = (jobs.clone(), next.clone(), c.clone());
+            let Some(cursor) = (*next).clone() else { return };
+            wasm_bindgen_futures::spawn_local(async move {
+                let path = format!("/api/jobs?consumer={c}&limit={PAGE}&cursor={cursor}");
+                match get_page::<JobView>(&path).await {
+                    Ok((items, cursor)) => {
+                        if let Load::Ready(js) = &*jobs {
+                            let mut js = js.clone();
+                            js.extend(items);
+                            jobs.set(Load::Ready(js));
+                        }
+                        next.set(cursor);
+                    }
+                    Err(e) => jobs.set(Load::Failed(e)),
+                }
+            });
+        })
+    };
     show(&jobs, |js| {
         if js.is_empty() {
-            return html! { <p>{ "No jobs for this address." }</p> };
+            return html! { <p id="no-jobs">{ "No jobs for this address." }</p> };
         }
         html! {
-            <table id="jobs">
+            <>
+            <table id="jobs" aria-live="polite">
                 <thead><tr><th>{ "job" }</th><th>{ "kind" }</th><th>{ "model" }</th><th>{ "state" }</th><th>{ "receipt" }</th><th>{ "created" }</th></tr></thead>
                 <tbody>
                 { for js.iter().map(|j| html! {
-                    <tr class="job" data-job={j.job_id.clone()}>
+                    <tr class="job" data-job={j.job_id.clone()} data-state={state_label(j)}>
                         <td><Link to={Route::Job(j.job_id.clone())}>{ j.job_id.clone() }</Link></td>
                         <td>{ j.kind.as_str() }</td>
                         <td><Link to={Route::Model(j.model.clone())}>{ short(&j.model) }</Link></td>
@@ -86,6 +186,10 @@ fn JobList(p: &JobListProps) -> Html {
                 }) }
                 </tbody>
             </table>
+            if next.is_some() {
+                <button type="button" id="more-jobs" onclick={onmore}>{ "More jobs" }</button>
+            }
+            </>
         }
     })
 }

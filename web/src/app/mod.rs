@@ -2,12 +2,15 @@
 //! amount or route logic lives here.
 //!
 //! - [`App`]: the shell, client-side navigation ([`Navigator`], [`Link`]).
-//! - [`catalogue`], [`model`], [`jobs`], [`receipt`]: one page each.
+//! - [`wallet`]: the user's wallet (connect, network, live changes) and its header control.
+//! - [`catalogue`], [`model`], [`account`], [`jobs`], [`receipt`]: one page each.
 
+pub mod account;
 pub mod catalogue;
 pub mod jobs;
 pub mod model;
 pub mod receipt;
+pub mod wallet;
 
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsCast;
@@ -101,6 +104,7 @@ pub fn Link(p: &LinkProps) -> Html {
 #[function_component]
 pub fn App() -> Html {
     let route = use_state(current_route);
+    let wallet = wallet::use_wallet();
     let nav = {
         let route = route.clone();
         Navigator(Callback::from(move |to: Route| {
@@ -135,6 +139,7 @@ pub fn App() -> Html {
     }
     let page = match (*route).clone() {
         Route::Catalogue => html! { <catalogue::Catalogue /> },
+        Route::Account => html! { <account::AccountPage /> },
         Route::Model(nft) => html! { <model::ModelPage {nft} /> },
         Route::Jobs(consumer) => html! { <jobs::JobsPage {consumer} /> },
         Route::Job(id) => html! { <jobs::JobPage {id} /> },
@@ -145,17 +150,21 @@ pub fn App() -> Html {
     };
     html! {
         <ContextProvider<Navigator> context={nav}>
+        <ContextProvider<wallet::WalletHandle> context={wallet}>
             <header>
                 <Link to={Route::Catalogue}><strong>{ "Posthuman" }</strong></Link>
                 <nav>
                     <Link to={Route::Catalogue}>{ "Models" }</Link>
+                    <Link to={Route::Account}>{ "My account" }</Link>
                     <Link to={Route::Jobs(None)}>{ "Jobs" }</Link>
                 </nav>
+                <wallet::WalletControl />
             </header>
             <main>{ page }</main>
             <footer>
                 { "Private models, paid on chain; every job leaves a receipt you can verify here, in your browser." }
             </footer>
+        </ContextProvider<wallet::WalletHandle>>
         </ContextProvider<Navigator>>
     }
 }

@@ -1,0 +1,125 @@
+//! `/account`: the connected wallet's balances (OCEAN and the datatoken of every model in the
+//! catalogue, read with `eth_call` `balanceOf` through the wallet's own provider) and its
+//! jobs. The address is the wallet's, never typed.
+
+use alloy::primitives::{Address, U256};
+use yew::prelude::*;
+
+use super::jobs::JobList;
+use super::wallet::WalletHandle;
+use super::{Link, Load, show, use_json};
+use crate::eip1193::Provider;
+use crate::format::tokens;
+use crate::route::Route;
+use crate::wallet::{balance_call, parse_balance, short_address};
+use crate::wire::{ChainInfo, ModelView};
+
+#[function_component]
+pub fn AccountPage() -> Html {
+    let wallet = use_context::<WalletHandle>();
+    let Some((account, provider)) = wallet.as_ref().and_then(|w| w.connected()) else {
+        return html! {
+            <section id="account">
+                <h1>{ "My account" }</h1>
+                <p id="not-connected">{ "Connect your wallet (the button at the top) to see your balances and your jobs." }</p>
+            </section>
+        };
+    };
+    let chain = wallet.as_ref().and_then(|w| w.chain_id);
+    html! {
+        <section id="account" data-account={account.to_checksum(None)}>
+            <h1>{ "My account" }</h1>
+            <p>{ "Address " }<code id="account-address">{ account.to_checksum(None) }</code></p>
+            <h2>{ "Balances" }</h2>
+            <Balances {account} {provider} {chain} />
+            <h2>{ "My jobs" }</h2>
+            <JobList consumer={account.to_checksum(None)} />
+        </section>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct BalancesProps {
+    account: Address,
+    provider: Provider,
+    /// The wallet's chain: balances are read again when it changes.
+    chain: Option<u64>,
+}
+
+/// One token's row: what it is, and its balance (or why it could not be read).
+#[derive(Clone, PartialEq)]
+struct Row {
+    label: String,
+    model: Option<String>,
+    token: Address,
+    balance: Result<U256, String>,
+}
+
+#[function_component]
+fn Balances(p: &BalancesProps) -> Html {
+    let chain = use_json::<ChainInfo>("/api/chain".into());
+    let models = use_json::<Vec<ModelView>>("/api/models".into());
+    let rows = use_state(|| Load::<Vec<Row>>::Loading);
+    {
+        let rows = rows.clone();
+        let deps = (chain.clone(), models.clone(), p.account, p.provider.clone(), p.chain);
+        use_effect_with(deps, move |(chain, models, account, provider, _)| {
+            let mut tokens: Vec<(String, Option<String>, Address)> = Vec::new();
+            match (chain, models) {
+                (Load::Ready(c), Load::Ready(ms)) => {
+                    if let Some(ocean) = c.address_book.ocean {
+                        tokens.push(("OCEAN".into(), None, ocean));
+                    }
+                    for m in ms {
+                        if let Ok(dt) = m.card.datatoken.parse::<Address>() {
+                            let label = format!("{} ({})", m.card.symbol, m.card.name);
+                            tokens.push((label, Some(m.card.nft.clone()), dt));
+                        }
+                    }
+                }
+                (Load::Failed(e), _) | (_, Load::Failed(e)) => rows.set(Load::Failed(e.clone())),
+                _ => {}
+            }
+            if !tokens.is_empty() {
+                let (account, provider) = (*account, provider.clone());
+                wasm_bindgen_futures::spawn_local(async move {
+                    let mut out = Vec::new();
+                    for (label, model, token) in tokens {
+                        let balance = match provider
+                            .request("eth_call", balance_call(token, account))
+                            .await
+                        {
+                            Ok(v) => parse_balance(&v).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        out.push(Row { label, model, token, balance });
+                    }
+                    rows.set(Load::Ready(out));
+                });
+            }
+            || ()
+        });
+    }
+    show(&rows, |rs| {
+        html! {
+            <table id="balances" aria-live="polite">
+                <thead><tr><th>{ "token" }</th><th>{ "address" }</th><th>{ "balance" }</th></tr></thead>
+                <tbody>
+                { for rs.iter().map(|r| html! {
+                    <tr class="balance" data-token={r.token.to_checksum(None)} data-balance={r.balance.as_ref().map(|b| b.to_string()).unwrap_or_default()}>
+                        <td>{ match &r.model {
+                            Some(nft) => html! { <Link to={Route::Model(nft.clone())}>{ r.label.clone() }</Link> },
+                            None => html! { r.label.clone() },
+                        } }</td>
+                        <td><code title={r.token.to_checksum(None)}>{ short_address(&r.token) }</code></td>
+                        <td>{ match &r.balance {
+                            Ok(b) => html! { tokens(&b.to_string()) },
+                            Err(e) => html! { <span class="error">{ format!("could not read: {e}") }</span> },
+                        } }</td>
+                    </tr>
+                }) }
+                </tbody>
+            </table>
+        }
+    })
+}

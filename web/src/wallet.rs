@@ -1,0 +1,158 @@
+//! The wallet, as plain data: what the storefront asks an EIP-1193 provider (`eth_call`
+//! bodies for `balanceOf`, the chain to switch to or add) and how it reads the answers (chain
+//! ids, balances, the provider's error codes in words). The browser side is
+//! [`crate::eip1193`]; this module is unit-tested natively.
+
+use alloy::primitives::{Address, U256};
+use alloy::sol;
+use alloy::sol_types::SolCall;
+use serde_json::{Value, json};
+
+sol! {
+    /// ERC-20 `balanceOf` (OCEAN and every datatoken).
+    function balanceOf(address owner) external view returns (uint256);
+}
+
+/// Why a wallet request failed, in words the page shows where it happened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    /// No EIP-1193 provider in this browser: install or enable a wallet.
+    #[error(
+        "no wallet found in this browser: install or enable one (any EIP-1193 wallet, e.g. MetaMask)"
+    )]
+    NoProvider,
+    /// 4001: the person declined in their wallet; they can try again.
+    #[error("you rejected the request in your wallet")]
+    Rejected,
+    /// 4902: the wallet does not know the chain; it can be added.
+    #[error("your wallet does not know this network yet")]
+    UnknownChain,
+    /// -32002: a request of the same kind is already open in the wallet.
+    #[error("your wallet already has a request waiting: open it to answer")]
+    Pending,
+    /// Anything else the wallet or its node answered.
+    #[error("the wallet answered: {0}")]
+    Other(String),
+}
+
+impl WalletError {
+    /// From an EIP-1193 error object's `code` and `message`.
+    pub fn from_code(code: Option<i64>, message: &str) -> WalletError {
+        match code {
+            Some(4001) => WalletError::Rejected,
+            Some(4902) => WalletError::UnknownChain,
+            Some(-32002) => WalletError::Pending,
+            _ => WalletError::Other(message.to_string()),
+        }
+    }
+}
+
+/// A `0x…` quantity (`eth_chainId`, `chainChanged`) as a number.
+pub fn parse_quantity(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => u64::from_str_radix(s.strip_prefix("0x")?, 16).ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// The accounts of `eth_requestAccounts` / `accountsChanged`: the first is the one in use.
+pub fn first_account(v: &Value) -> Option<Address> {
+    v.as_array()?.first()?.as_str()?.parse().ok()
+}
+
+/// `0x1234…abcd`.
+pub fn short_address(a: &Address) -> String {
+    let s = a.to_checksum(None);
+    format!("{}…{}", &s[..6], &s[s.len() - 4..])
+}
+
+/// A network's name for people (the ids this project meets; others by number).
+pub fn network_name(chain_id: u64) -> String {
+    match chain_id {
+        1 => "Ethereum".into(),
+        10 => "Optimism".into(),
+        137 => "Polygon".into(),
+        11155111 => "Sepolia".into(),
+        31337 => "local anvil (31337)".into(),
+        n => format!("chain {n}"),
+    }
+}
+
+/// `eth_call` params reading `owner`'s balance of the ERC-20 `token`.
+pub fn balance_call(token: Address, owner: Address) -> Value {
+    let data = balanceOfCall { owner }.abi_encode();
+    json!([{ "to": token, "data": format!("0x{}", hex(&data)) }, "latest"])
+}
+
+/// The `eth_call` answer of [`balance_call`].
+pub fn parse_balance(v: &Value) -> Result<U256, WalletError> {
+    let s = v.as_str().ok_or_else(|| WalletError::Other(format!("balanceOf answered {v}")))?;
+    let bytes = unhex(s).ok_or_else(|| WalletError::Other(format!("balanceOf answered {s}")))?;
+    balanceOfCall::abi_decode_returns(&bytes)
+        .map_err(|e| WalletError::Other(format!("balanceOf answered {s}: {e}")))
+}
+
+/// `wallet_switchEthereumChain` params.
+pub fn switch_params(chain_id: u64) -> Value {
+    json!([{ "chainId": format!("0x{chain_id:x}") }])
+}
+
+/// `wallet_addEthereumChain` params, or `None` when the deployment publishes no RPC (then
+/// the wallet cannot be told where the chain is; the page says so).
+pub fn add_params(chain_id: u64, rpc_url: Option<&str>) -> Option<Value> {
+    let rpc = rpc_url?;
+    Some(json!([{
+        "chainId": format!("0x{chain_id:x}"),
+        "chainName": format!("Posthuman ({})", network_name(chain_id)),
+        "nativeCurrency": { "name": "Ether", "symbol": "ETH", "decimals": 18 },
+        "rpcUrls": [rpc],
+    }]))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.strip_prefix("0x")?;
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balance_of_is_encoded_and_decoded_as_erc20() {
+        let token: Address = "0x00000000000000000000000000000000000000aa".parse().unwrap();
+        let owner: Address = "0x00000000000000000000000000000000000000bb".parse().unwrap();
+        let p = balance_call(token, owner);
+        let data = p[0]["data"].as_str().unwrap();
+        // selector of balanceOf(address), then the owner left-padded to 32 bytes.
+        assert_eq!(&data[..10], "0x70a08231");
+        assert!(data.ends_with("00bb") && data.len() == 2 + 8 + 64);
+        let answer = format!("0x{:064x}", 1234u64);
+        assert_eq!(parse_balance(&json!(answer)).unwrap(), U256::from(1234u64));
+        assert!(parse_balance(&json!("0x12")).is_err());
+        assert!(parse_balance(&json!(null)).is_err());
+    }
+
+    #[test]
+    fn wallet_answers_are_read_and_errors_are_words() {
+        assert_eq!(parse_quantity(&json!("0x7a69")), Some(31337));
+        assert_eq!(parse_quantity(&json!("31337")), None);
+        let a = first_account(&json!(["0x00000000000000000000000000000000000000bb"])).unwrap();
+        assert_eq!(short_address(&a), "0x0000…00bb");
+        assert_eq!(first_account(&json!([])), None);
+        assert_eq!(WalletError::from_code(Some(4001), "x"), WalletError::Rejected);
+        assert_eq!(WalletError::from_code(Some(4902), "x"), WalletError::UnknownChain);
+        assert_eq!(WalletError::from_code(None, "boom").to_string(), "the wallet answered: boom");
+        assert_eq!(switch_params(31337), json!([{ "chainId": "0x7a69" }]));
+        assert_eq!(add_params(1, None), None);
+        assert_eq!(add_params(31337, Some("http://x")).unwrap()[0]["rpcUrls"], json!(["http://x"]));
+    }
+}

@@ -71,6 +71,28 @@ pub async fn get_page<T: DeserializeOwned>(path: &str) -> Result<(Vec<T>, Option
     Ok((items, next))
 }
 
+/// `GET` every page of an API list (`path` without `limit`/`cursor`), following the
+/// next-page cursor; stops with an error past `max_pages` rather than loop on a cursor that
+/// never ends.
+pub async fn get_all<T: DeserializeOwned>(path: &str, max_pages: usize) -> Result<Vec<T>, String> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..max_pages {
+        let url = match &cursor {
+            None => format!("{path}{sep}limit=200"),
+            Some(c) => format!("{path}{sep}limit=200&cursor={c}"),
+        };
+        let (items, next) = get_page::<T>(&url).await?;
+        all.extend(items);
+        match next {
+            None => return Ok(all),
+            Some(n) => cursor = Some(n),
+        }
+    }
+    Err(format!("{path}: more than {max_pages} pages"))
+}
+
 /// `GET` an API path (same origin) and parse its JSON; an error answer becomes its message.
 pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
     let (status, text) = send("GET", path, None).await?;

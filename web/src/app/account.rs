@@ -10,6 +10,7 @@ use super::wallet::WalletHandle;
 use super::{Link, Load, show, use_json};
 use crate::eip1193::Provider;
 use crate::format::tokens;
+use crate::net::get_all;
 use crate::route::Route;
 use crate::wallet::{balance_call, parse_balance, short_address};
 use crate::wire::{ChainInfo, ModelView};
@@ -38,6 +39,9 @@ pub fn AccountPage() -> Html {
     }
 }
 
+/// Catalogue pages read for the balances (200 models each).
+const MAX_MODEL_PAGES: usize = 50;
+
 #[derive(Properties, PartialEq)]
 struct BalancesProps {
     account: Address,
@@ -58,7 +62,21 @@ struct Row {
 #[function_component]
 fn Balances(p: &BalancesProps) -> Html {
     let chain = use_json::<ChainInfo>("/api/chain".into());
-    let models = use_json::<Vec<ModelView>>("/api/models".into());
+    // Every model of the catalogue, not only its first page.
+    let models = use_state(|| Load::<Vec<ModelView>>::Loading);
+    {
+        let models = models.clone();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                models.set(match get_all::<ModelView>("/api/models", MAX_MODEL_PAGES).await {
+                    Ok(ms) => Load::Ready(ms),
+                    Err(e) => Load::Failed(e),
+                });
+            });
+            || ()
+        });
+    }
+    let models = (*models).clone();
     let rows = use_state(|| Load::<Vec<Row>>::Loading);
     {
         let rows = rows.clone();

@@ -12,7 +12,7 @@ use crate::eip1193::Provider;
 use crate::format::tokens;
 use crate::net::get_all;
 use crate::route::Route;
-use crate::wallet::{balance_call, parse_balance, short_address};
+use crate::wallet::{balance_call, network_name, parse_balance, short_address};
 use crate::wire::{ChainInfo, ModelView};
 
 #[function_component]
@@ -81,9 +81,18 @@ fn Balances(p: &BalancesProps) -> Html {
     {
         let rows = rows.clone();
         let deps = (chain.clone(), models.clone(), p.account, p.provider.clone(), p.chain);
-        use_effect_with(deps, move |(chain, models, account, provider, _)| {
+        use_effect_with(deps, move |(chain, models, account, provider, on)| {
             let mut tokens: Vec<(String, Option<String>, Address)> = Vec::new();
             match (chain, models) {
+                // On another network the same addresses are other contracts (or none):
+                // their numbers would mean nothing.
+                (Load::Ready(c), _) if *on != Some(c.address_book.chain_id) => {
+                    rows.set(Load::Failed(format!(
+                        "Your wallet is on {}: switch to {} (top of the page) to read your balances.",
+                        on.map(network_name).unwrap_or_else(|| "an unknown network".into()),
+                        network_name(c.address_book.chain_id)
+                    )))
+                }
                 (Load::Ready(c), Load::Ready(ms)) => {
                     if let Some(ocean) = c.address_book.ocean {
                         tokens.push(("OCEAN".into(), None, ocean));
@@ -99,6 +108,7 @@ fn Balances(p: &BalancesProps) -> Html {
                 _ => {}
             }
             if !tokens.is_empty() {
+                rows.set(Load::Loading);
                 let (account, provider) = (*account, provider.clone());
                 wasm_bindgen_futures::spawn_local(async move {
                     let mut out = Vec::new();

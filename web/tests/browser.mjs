@@ -360,6 +360,13 @@ try {
     assert.equal(await wp2.getAttribute('#wallet-status', 'aria-live'), 'polite');
     await ctx2.close();
 
+    // No wallet at all (the main page's browser has none): said where it happened.
+    await page.goto(`${base}/account`);
+    await page.click('#connect');
+    await page.waitForSelector('#wallet-status.error');
+    assert.match(await page.textContent('#wallet-status'), /^no wallet found in this browser: install or enable one/);
+    assert.equal(await page.textContent('#not-connected'), 'Connect your wallet (the button at the top) to see your balances and your jobs.');
+
     // A rejected request (4001) is said in words where it happened.
     const ctx3 = await browser.newContext();
     await ctx3.addInitScript(() => {
@@ -371,7 +378,7 @@ try {
     await wp3.waitForFunction(() => document.querySelector('#wallet-status')?.textContent.length > 0 && document.querySelector('#wallet-status').classList.contains('error'));
     assert.equal(await wp3.textContent('#wallet-status'), 'Not connected: you rejected the request in your wallet.');
     await ctx3.close();
-    log('wallet: EIP-6963 choice, wrong network → switch / add chain, rejection in words');
+    log('wallet: EIP-6963 choice, wrong network → switch / add chain, no wallet and a rejection in words');
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

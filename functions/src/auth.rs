@@ -83,6 +83,20 @@ pub fn require_signer(claimed: &Address, signer: &Address) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Checks that `signer` may publish: one of the configured publishers, or (none configured)
+/// the operator itself.
+pub fn require_publisher(deps: &Deps, signer: &Address) -> Result<(), ApiError> {
+    let allowed = if deps.cfg.publishers.is_empty() {
+        *signer == deps.chain.operator()
+    } else {
+        deps.cfg.publishers.contains(signer)
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden(format!("{signer} is not an allowed publisher")));
+    }
+    Ok(())
+}
+
 /// Checks `expires_at` against `now`: not past, not too far ahead.
 pub fn check_expiry(expires_at: u64, now: u64) -> Result<(), ApiError> {
     if expires_at < now {

@@ -10,16 +10,7 @@ mod harness;
 
 use axum::http::{Method, StatusCode};
 use harness::*;
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_types::{JobParams, RewardScheme, TrainParams};
-
-/// Jobs that get queued just sleep: this suite is about what is *not* queued.
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 fn train(lr: f64) -> JobParams {
     let mut t = TrainParams::new(4, lr, 2, 16);

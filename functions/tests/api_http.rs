@@ -12,17 +12,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_chain::Chain;
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_types::RewardScheme;
 use tower::ServiceExt;
-
-/// Jobs that get queued just sleep: nothing here needs a worker.
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 /// Sends `req` through `app`; returns status and body text.
 async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {

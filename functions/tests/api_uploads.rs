@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use alloy::signers::local::PrivateKeySigner;
 use axum::http::StatusCode;
 use harness::*;
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_receipts::request::{PUBLISH_MODEL, SUBMIT_JOB};
 use posthuman_types::RewardScheme;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,13 +20,6 @@ use tokio::net::TcpStream;
 
 const GIB: u64 = 1 << 30;
 const BOUNDARY: &str = "hostile-boundary-4f2a";
-
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 /// This process's resident set and its high-water mark, in MiB (the server runs in it).
 fn rss_mib() -> (u64, u64) {

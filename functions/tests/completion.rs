@@ -7,83 +7,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
-use posthuman_chain::{AddressBook, Chain};
-use posthuman_functions::catalogue::{
-    JobPhase, JobRecord, ModelRecord, OrderClaim, SqliteCatalogue, now_secs,
-};
-use posthuman_functions::deps::{ApiConfig, Deps};
+use posthuman_functions::catalogue::{JobPhase, JobRecord, OrderClaim, now_secs};
+use posthuman_functions::deps::Deps;
 use posthuman_functions::handlers::complete::on_job_done;
 use posthuman_functions::handlers::views::{JobStateView, JobView};
-use posthuman_functions::queue::{JobDone, LocalQueue, LocalQueueConfig, QueueState};
-use posthuman_store::LocalStore;
-use posthuman_types::{EvalParams, Hash32, JobKind, JobParams, ModelCard, RewardScheme};
+use posthuman_functions::queue::{JobDone, QueueState};
+use posthuman_types::{EvalParams, Hash32, JobKind, JobParams};
 
-const MODEL: &str = "0x00000000000000000000000000000000000000aa";
-
-fn deps(dir: &std::path::Path) -> Deps {
-    let operator = PrivateKeySigner::random();
-    let z = "0x0000000000000000000000000000000000000000";
-    let book: AddressBook = serde_json::from_value(serde_json::json!({
-        "chain_id": 31337, "operator": operator.address(), "ocean": z, "opf_collector": z,
-        "router": z, "fixed_rate": z, "dispenser": z, "erc20_template": z,
-        "erc721_template": z, "factory": z, "lineage": z, "market": z, "deployed_at_block": 0
-    }))
-    .unwrap();
-    // Port 9 (discard) is closed: any chain call fails, which these paths must not make.
-    let chain = Chain::connect("http://127.0.0.1:9", operator.clone(), book).unwrap();
-    let store_root = dir.join("store");
-    let queue = LocalQueue::open(LocalQueueConfig {
-        db_path: dir.join("queue.sqlite"),
-        work_dir: dir.join("queue"),
-        store_root: store_root.clone(),
-        worker: posthuman_functions::queue::WorkerCommand {
-            program: "/bin/false".into(),
-            args: vec![],
-        },
-        concurrency: 1,
-        max_attempts: 1,
-    })
-    .unwrap();
-    Deps {
-        store: Arc::new(LocalStore::new(store_root).unwrap()),
-        queue: Arc::new(queue),
-        catalogue: Arc::new(SqliteCatalogue::open(&dir.join("catalogue.sqlite")).unwrap()),
-        chain: Arc::new(chain),
-        operator,
-        cfg: ApiConfig::default(),
-    }
-}
-
-fn model() -> ModelRecord {
-    ModelRecord {
-        card: ModelCard {
-            nft: MODEL.into(),
-            datatoken: "0x00000000000000000000000000000000000000d1".into(),
-            name: "m1".into(),
-            symbol: "M1".into(),
-            description: "a tiny model".into(),
-            owner: "0x00000000000000000000000000000000000000a1".into(),
-            weights_hash: Hash32([7; 32]),
-            parent: None,
-            trainer: None,
-            architecture: "gpt2".into(),
-            parameters: 1,
-            exchange_id: None,
-            price: None,
-            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
-        },
-        storage_prefix: "models/m1".into(),
-        created_at: 1,
-        source_job: None,
-        receipt_hash: None,
-        n_positions: 64,
-        featured: vec![],
-    }
-}
+use common::{MODEL, model_record as model, offline_deps as deps};
 
 /// A queued job holding its own order (the ledger key is `<tx>-<log index>`).
 async fn queued_job(deps: &Deps, id: &str, n: u8) -> JobRecord {

@@ -10,16 +10,7 @@ mod harness;
 use alloy::providers::ext::AnvilApi;
 use axum::http::StatusCode;
 use harness::*;
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_types::{InferParams, JobParams, RewardScheme, Sampling};
-
-/// Jobs that get queued just sleep: this test is about when an order pays.
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 fn infer() -> JobParams {
     JobParams::Infer(InferParams {

@@ -11,16 +11,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_functions::catalogue::{JobPhase, JobRecord, now_secs};
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_receipts::request::{FEATURE_EVALUATIONS, SUBMIT_JOB};
 use posthuman_types::{Hash32, JobKind, RewardScheme};
-
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 /// A succeeded evaluate job of `model` by `consumer`, as the completion leaves it.
 fn evaluation(model: &str, id: &str, consumer: &str, kind: JobKind) -> JobRecord {

@@ -14,16 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_chain::ProviderFee;
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_types::{InferParams, JobParams, RewardScheme, Sampling, TrainParams};
-
-/// Jobs that get queued just sleep: these tests are about what pays for a job.
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 fn train(steps: u32) -> JobParams {
     let mut t = TrainParams::new(steps, 1e-3, 2, 16);

@@ -13,18 +13,9 @@ use alloy::signers::local::PrivateKeySigner;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
-use posthuman_functions::queue::WorkerCommand;
 use posthuman_receipts::request::{PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB};
 use posthuman_receipts::{ReceiptDomain, SignableRequest};
 use posthuman_types::{InferParams, JobParams, RewardScheme, Sampling};
-
-/// Jobs that get queued just sleep: this suite is about who may ask.
-fn sleeper() -> WorkerCommand {
-    WorkerCommand {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
-    }
-}
 
 fn typed(key: &PrivateKeySigner, domain: &ReceiptDomain, action: &str, body: &[u8]) -> String {
     SignableRequest::of_json_body(action, body).unwrap().sign(domain, key).unwrap()

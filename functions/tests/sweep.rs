@@ -10,82 +10,23 @@ mod common;
 
 use std::sync::Arc;
 
-use alloy::signers::local::PrivateKeySigner;
 use bytes::Bytes;
-use posthuman_chain::{AddressBook, Chain};
-use posthuman_functions::catalogue::{
-    JobPhase, JobRecord, ModelRecord, OrderClaim, SqliteCatalogue,
-};
-use posthuman_functions::deps::{ApiConfig, Deps};
+use posthuman_functions::catalogue::{JobPhase, JobRecord, OrderClaim};
+use posthuman_functions::deps::Deps;
 use posthuman_functions::queue::{
     LocalQueue, LocalQueueConfig, QueueError, QueueState, WorkerCommand, spec_key,
 };
 use posthuman_functions::sweep::{SweepPolicy, sweep_stuck_jobs};
-use posthuman_store::LocalStore;
-use posthuman_types::{Hash32, JobKind, ModelCard, RewardScheme};
+use posthuman_types::{Hash32, JobKind};
 
-const MODEL: &str = "0x00000000000000000000000000000000000000aa";
+use common::{MODEL, model_record, offline_deps as deps};
+
 const GRACE: u64 = 600;
 const NOW: u64 = 1_800_000_000;
 
-fn deps(dir: &std::path::Path) -> Deps {
-    let operator = PrivateKeySigner::random();
-    let z = "0x0000000000000000000000000000000000000000";
-    let book: AddressBook = serde_json::from_value(serde_json::json!({
-        "chain_id": 31337, "operator": operator.address(), "ocean": z, "opf_collector": z,
-        "router": z, "fixed_rate": z, "dispenser": z, "erc20_template": z,
-        "erc721_template": z, "factory": z, "lineage": z, "market": z, "deployed_at_block": 0
-    }))
-    .unwrap();
-    // Port 9 (discard) is closed: a sweep never needs the chain.
-    let chain = Chain::connect("http://127.0.0.1:9", operator.clone(), book).unwrap();
-    let store_root = dir.join("store");
-    let queue = LocalQueue::open(LocalQueueConfig {
-        db_path: dir.join("queue.sqlite"),
-        work_dir: dir.join("queue"),
-        store_root: store_root.clone(),
-        worker: WorkerCommand { program: "/bin/false".into(), args: vec![] },
-        concurrency: 1,
-        max_attempts: 1,
-    })
-    .unwrap();
-    Deps {
-        store: Arc::new(LocalStore::new(store_root).unwrap()),
-        queue: Arc::new(queue),
-        catalogue: Arc::new(SqliteCatalogue::open(&dir.join("catalogue.sqlite")).unwrap()),
-        chain: Arc::new(chain),
-        operator,
-        cfg: ApiConfig::default(),
-    }
-}
-
 /// The model the jobs run on (a sweep walks jobs model by model).
 async fn with_model(deps: &Deps) {
-    let m = ModelRecord {
-        card: ModelCard {
-            nft: MODEL.into(),
-            datatoken: "0x00000000000000000000000000000000000000d1".into(),
-            name: "m1".into(),
-            symbol: "M1".into(),
-            description: "a tiny model".into(),
-            owner: "0x00000000000000000000000000000000000000a1".into(),
-            weights_hash: Hash32([7; 32]),
-            parent: None,
-            trainer: None,
-            architecture: "gpt2".into(),
-            parameters: 1,
-            exchange_id: None,
-            price: None,
-            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
-        },
-        storage_prefix: "models/m1".into(),
-        created_at: 1,
-        source_job: None,
-        receipt_hash: None,
-        n_positions: 64,
-        featured: vec![],
-    };
-    deps.catalogue.put_model(&m).await.unwrap();
+    deps.catalogue.put_model(&model_record()).await.unwrap();
 }
 
 /// A record as `submit` leaves it, last written at `updated_at`, holding its own order.

@@ -21,7 +21,7 @@
 use alloy::primitives::{Address, B256};
 use bytes::Bytes;
 use posthuman_chain::lineage::JobState as ChainJobState;
-use posthuman_receipts::{Receipt, ReceiptDomain, Signed};
+use posthuman_receipts::{Receipt, Signed};
 use posthuman_types::{EvalReport, Hash32, JobKind, JobParams, ModelCard, TrainMetrics, exit};
 
 use super::chain_err;
@@ -120,7 +120,7 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
         }
     }
     let signed = receipt_once(deps, job, &model, &output).await?;
-    let domain = receipt_domain(deps);
+    let domain = crate::auth::domain(deps);
     let receipt_hash = signed.body.receipt_hash(&domain);
     job.receipt_hash = Some(receipt_hash);
     job.input_data_hash = Some(signed.body.input_data_hash);
@@ -140,10 +140,6 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn receipt_domain(deps: &Deps) -> ReceiptDomain {
-    crate::auth::domain(deps)
-}
-
 /// Builds, signs and stores the job's receipt exactly once; returns the stored one.
 async fn receipt_once(
     deps: &Deps,
@@ -154,7 +150,7 @@ async fn receipt_once(
     let key = format!("{}/receipt.json", job.spec.public_prefix);
     if deps.store.head(&key).await?.is_none() {
         let receipt = build_receipt(deps, job, model, output)?;
-        let signed = posthuman_receipts::sign(receipt, &deps.operator, &receipt_domain(deps))
+        let signed = posthuman_receipts::sign(receipt, &deps.operator, &crate::auth::domain(deps))
             .map_err(|e| ApiError::Internal(format!("receipt: {e}")))?;
         let body = serde_json::to_vec_pretty(&signed).map_err(ApiError::internal)?;
         deps.store.put_if_absent(&key, Bytes::from(body)).await?;
@@ -179,7 +175,7 @@ async fn attest_once(
     }
     let completions: Vec<posthuman_types::Completion> = serde_json::from_slice(completions)
         .map_err(|e| ApiError::Internal(format!("completions.json: {e}")))?;
-    let domain = receipt_domain(deps);
+    let domain = crate::auth::domain(deps);
     let mut signed = Vec::with_capacity(completions.len());
     for (i, c) in completions.iter().enumerate() {
         let index = u32::try_from(i).map_err(ApiError::internal)?;

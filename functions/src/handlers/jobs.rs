@@ -277,27 +277,6 @@ pub async fn job_status(deps: &Deps, job_id: &str) -> Result<JobView, ApiError> 
     Ok(JobView::new(&j, running, progress))
 }
 
-/// `GET /jobs?consumer=0x…`: a buyer's jobs, newest first, with the same public view as
-/// `GET /jobs/{id}` (job state is public; results stay buyer-only). Walks the catalogue by
-/// model, which both catalogue backends index.
-pub async fn jobs_of(deps: &Deps, consumer: &str) -> Result<Vec<JobView>, ApiError> {
-    let who = lower(auth::parse_address("consumer", consumer)?);
-    let mut mine = Vec::new();
-    for m in deps.catalogue.list_models().await? {
-        for j in deps.catalogue.jobs_for_model(&m.card.nft).await? {
-            if j.consumer == who {
-                mine.push(j);
-            }
-        }
-    }
-    mine.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
-    let mut out = Vec::with_capacity(mine.len());
-    for j in mine {
-        out.push(job_status(deps, &j.job_id).await?);
-    }
-    Ok(out)
-}
-
 /// `GET /jobs/{id}/receipt`: the operator-signed receipt, public so that anyone can check
 /// it against the chain (it carries hashes of the data and outputs, never the data, the
 /// prompts or the weights).

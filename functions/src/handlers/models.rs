@@ -100,14 +100,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
     let owner = auth::parse_address("owner", &req.owner)?;
     auth::require_signer(&owner, &signer)?;
-    let allowed = if deps.cfg.publishers.is_empty() {
-        signer == deps.chain.operator()
-    } else {
-        deps.cfg.publishers.contains(&signer)
-    };
-    if !allowed {
-        return Err(ApiError::Forbidden(format!("{signer} is not an allowed publisher")));
-    }
+    auth::require_publisher(deps, &signer)?;
     auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
     check_text("name", &req.name, 64)?;

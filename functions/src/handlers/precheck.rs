@@ -41,14 +41,7 @@ pub async fn may_publish(deps: &Deps, request: &[u8], signature: &str) -> Result
     let signer = auth::recover_request(&auth::domain(deps), PUBLISH_MODEL, request, signature)?;
     let h: PublishHead = head(request)?;
     auth::require_signer(&auth::parse_address("owner", &h.owner)?, &signer)?;
-    let allowed = if deps.cfg.publishers.is_empty() {
-        signer == deps.chain.operator()
-    } else {
-        deps.cfg.publishers.contains(&signer)
-    };
-    if !allowed {
-        return Err(ApiError::Forbidden(format!("{signer} is not an allowed publisher")));
-    }
+    auth::require_publisher(deps, &signer)?;
     auth::check_expiry(h.expires_at, now_secs())
 }
 

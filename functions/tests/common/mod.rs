@@ -45,3 +45,80 @@ pub fn unique(tag: &str) -> String {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{tag}-{:x}-{}", nanos, std::process::id())
 }
+
+// ------------------------------------------------ offline handler deps (no chain, no server)
+
+/// The model every offline test's jobs run on.
+pub const MODEL: &str = "0x00000000000000000000000000000000000000aa";
+
+/// Handler deps over `dir` (SQLite catalogue, filesystem store, an unstarted local queue) with
+/// a chain client pointed at a closed port: any chain call fails, which the offline paths
+/// (completion failures, sweeps) must not make.
+pub fn offline_deps(dir: &std::path::Path) -> posthuman_functions::deps::Deps {
+    use std::sync::Arc;
+
+    use alloy::signers::local::PrivateKeySigner;
+    use posthuman_chain::{AddressBook, Chain};
+    use posthuman_functions::catalogue::SqliteCatalogue;
+    use posthuman_functions::deps::{ApiConfig, Deps};
+    use posthuman_functions::queue::{LocalQueue, LocalQueueConfig, WorkerCommand};
+    use posthuman_store::LocalStore;
+
+    let operator = PrivateKeySigner::random();
+    let z = "0x0000000000000000000000000000000000000000";
+    let book: AddressBook = serde_json::from_value(serde_json::json!({
+        "chain_id": 31337, "operator": operator.address(), "ocean": z, "opf_collector": z,
+        "router": z, "fixed_rate": z, "dispenser": z, "erc20_template": z,
+        "erc721_template": z, "factory": z, "lineage": z, "market": z, "deployed_at_block": 0
+    }))
+    .unwrap();
+    // Port 9 (discard) is closed.
+    let chain = Chain::connect("http://127.0.0.1:9", operator.clone(), book).unwrap();
+    let store_root = dir.join("store");
+    let queue = LocalQueue::open(LocalQueueConfig {
+        db_path: dir.join("queue.sqlite"),
+        work_dir: dir.join("queue"),
+        store_root: store_root.clone(),
+        worker: WorkerCommand { program: "/bin/false".into(), args: vec![] },
+        concurrency: 1,
+        max_attempts: 1,
+    })
+    .unwrap();
+    Deps {
+        store: Arc::new(LocalStore::new(store_root).unwrap()),
+        queue: Arc::new(queue),
+        catalogue: Arc::new(SqliteCatalogue::open(&dir.join("catalogue.sqlite")).unwrap()),
+        chain: Arc::new(chain),
+        operator,
+        cfg: ApiConfig::default(),
+    }
+}
+
+/// The catalogue record of [`MODEL`].
+pub fn model_record() -> posthuman_functions::catalogue::ModelRecord {
+    use posthuman_types::{Hash32, ModelCard, RewardScheme};
+    posthuman_functions::catalogue::ModelRecord {
+        card: ModelCard {
+            nft: MODEL.into(),
+            datatoken: "0x00000000000000000000000000000000000000d1".into(),
+            name: "m1".into(),
+            symbol: "M1".into(),
+            description: "a tiny model".into(),
+            owner: "0x00000000000000000000000000000000000000a1".into(),
+            weights_hash: Hash32([7; 32]),
+            parent: None,
+            trainer: None,
+            architecture: "gpt2".into(),
+            parameters: 1,
+            exchange_id: None,
+            price: None,
+            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+        },
+        storage_prefix: "models/m1".into(),
+        created_at: 1,
+        source_job: None,
+        receipt_hash: None,
+        n_positions: 64,
+        featured: vec![],
+    }
+}

@@ -42,6 +42,15 @@ pub fn worker_binary() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// A worker that just sleeps: for suites about requests and payments, where queued jobs
+/// never need to run.
+pub fn sleeper() -> WorkerCommand {
+    WorkerCommand {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), "sleep 30".into(), "sh".into()],
+    }
+}
+
 pub async fn env(worker: WorkerCommand, tweak: impl FnOnce(&mut ServerConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().join("data"), "unused");

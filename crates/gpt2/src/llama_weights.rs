@@ -15,7 +15,7 @@
 use crate::llama::{Config, Llama, param_shapes};
 use crate::{Gpt2Error, weights_hash};
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use posthuman_types::Hash32;
 use safetensors::Dtype;
@@ -134,31 +134,12 @@ impl LlamaWeights {
 
     /// Snapshot of a training `VarMap` (copies the current values).
     pub fn from_var_map(cfg: &Config, vm: &VarMap) -> Result<Self, CheckpointError> {
-        let data = vm
-            .data()
-            .lock()
-            .map_err(|_| Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
-        let tensors = data
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
-            .collect::<Result<_, CheckpointError>>()?;
-        drop(data);
-        Self::from_tensors(cfg, tensors)
+        Self::from_tensors(cfg, crate::weights::snapshot_var_map(vm)?)
     }
 
     /// Trainable copies of these weights on `device`.
     pub fn to_var_map(&self, device: &Device) -> Result<VarMap, CheckpointError> {
-        let vm = VarMap::new();
-        {
-            let mut data = vm
-                .data()
-                .lock()
-                .map_err(|_| Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
-            for (k, t) in &self.tensors {
-                data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?)?);
-            }
-        }
-        Ok(vm)
+        Ok(crate::weights::var_map_of(&self.tensors, device)?)
     }
 
     /// A frozen model (inference / evaluation) on `device`.

@@ -49,31 +49,12 @@ impl Weights {
 
     /// Snapshot of a training `VarMap` (copies the current values).
     pub fn from_var_map(cfg: &Config, vm: &VarMap) -> Result<Self, Gpt2Error> {
-        let data = vm
-            .data()
-            .lock()
-            .map_err(|_| Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
-        let tensors = data
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
-            .collect::<Result<_, Gpt2Error>>()?;
-        drop(data);
-        Self::from_tensors(cfg, tensors)
+        Self::from_tensors(cfg, snapshot_var_map(vm)?)
     }
 
     /// Trainable copies of these weights on `device`.
     pub fn to_var_map(&self, device: &Device) -> Result<VarMap, Gpt2Error> {
-        let vm = VarMap::new();
-        {
-            let mut data = vm
-                .data()
-                .lock()
-                .map_err(|_| Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
-            for (k, t) in &self.tensors {
-                data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?)?);
-            }
-        }
-        Ok(vm)
+        var_map_of(&self.tensors, device)
     }
 
     /// A frozen model (inference / evaluation) on `device`.
@@ -94,6 +75,31 @@ impl Weights {
     pub fn hash(&self) -> Result<Hash32, Gpt2Error> {
         weights_hash(self.tensors.iter().map(|(k, v)| (k.as_str(), v)))
     }
+}
+
+/// Copies of a `VarMap`'s current values by name (any family's weights snapshot).
+pub fn snapshot_var_map(vm: &VarMap) -> Result<BTreeMap<String, Tensor>, Gpt2Error> {
+    let data =
+        vm.data().lock().map_err(|_| Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
+    data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
+}
+
+/// A trainable `VarMap` holding copies of `tensors` on `device`.
+pub fn var_map_of(
+    tensors: &BTreeMap<String, Tensor>,
+    device: &Device,
+) -> Result<VarMap, Gpt2Error> {
+    let vm = VarMap::new();
+    {
+        let mut data = vm
+            .data()
+            .lock()
+            .map_err(|_| Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
+        for (k, t) in tensors {
+            data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?)?);
+        }
+    }
+    Ok(vm)
 }
 
 /// GPT-2 initialisation as HF `_init_weights`: N(0, initializer_range) for matrices and

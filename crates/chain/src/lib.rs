@@ -7,6 +7,7 @@
 //!   operations: publish a model asset, mint, transfer, approve, balances, fixed-rate
 //!   exchanges.
 //! - [`fees`]: provider fees signed exactly as Ocean's `startOrder` checks them.
+//! - [`gas`]: the storage slots a transaction created (where first-time gas goes).
 //! - [`orders`]: `startOrder` and [`Chain::verify_order`], the payment check returning a typed
 //!   [`OrderVerdict`], with the [`SpentOrders`] record that makes an order pay for one job.
 //! - [`lineage`]: commit-before-reveal training commitments, child models created and owned
@@ -25,6 +26,7 @@ pub mod client;
 pub mod deploy;
 pub mod error;
 pub mod fees;
+pub mod gas;
 pub mod lineage;
 pub mod market;
 pub mod orders;

@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, Bytes, U256};
+use alloy::sol_types::SolValue;
 use common::{Env, ONE, env, operator_key};
 use posthuman_chain::ChainError;
 use posthuman_chain::alloy;
@@ -22,6 +23,10 @@ use rand::Rng;
 const ROYALTY: u128 = 3_333_333_333_333_333_337;
 /// The provider fee for the compute, in OCEAN like the royalty.
 const COMPUTE_FEE: u128 = 2 * ONE + 1;
+/// What `createChild` puts in a new vault (paid by the operator) and `distribute()` leaves
+/// there, so the vault's OCEAN balance never goes back to zero and no order pays for
+/// creating it.
+const SEED: u128 = 1;
 
 struct Lineage {
     alice: Address,
@@ -74,6 +79,7 @@ async fn an_order_of_a_derived_model_pays_its_ancestors() {
     assert_ne!(vault, Address::ZERO, "M3's orders pay no royalty");
     assert_eq!((token, amount), (e.chain.book().ocean, U256::from(ROYALTY)));
 
+    assert_eq!(ocean(&e, vault).await, U256::from(SEED), "createChild seeds the vault");
     let op = e.chain.operator();
     let before = [ocean(&e, l.derek).await, ocean(&e, op).await];
     let provider_fee = sign_provider_fee(
@@ -91,7 +97,7 @@ async fn an_order_of_a_derived_model_pays_its_ancestors() {
         "Derek pays compute and royalty, nothing else"
     );
     assert_eq!(ocean(&e, op).await, before[1] + U256::from(COMPUTE_FEE));
-    assert_eq!(ocean(&e, vault).await, U256::from(ROYALTY));
+    assert_eq!(ocean(&e, vault).await, U256::from(ROYALTY + SEED));
     println!("startOrder of a derived model (compute fee + royalty): {} gas", order.gas_used);
 
     let (alice0, bob0, carol0) =
@@ -104,7 +110,7 @@ async fn an_order_of_a_derived_model_pays_its_ancestors() {
     assert_eq!(ocean(&e, l.bob).await - bob0, U256::from(to_bob));
     assert_eq!(ocean(&e, l.alice).await - alice0, U256::from(ROYALTY - to_bob));
     assert_eq!(ocean(&e, l.carol).await, carol0, "the model's own trainer is no ancestor");
-    assert_eq!(ocean(&e, vault).await, U256::ZERO, "no dust left in the vault");
+    assert_eq!(ocean(&e, vault).await, U256::from(SEED), "no dust left: only the seed stays");
     // Idempotent: an empty vault pays nothing and does not fail.
     let r = v.distribute().from(l.carol).send().await.unwrap().get_receipt().await.unwrap();
     assert!(r.status());
@@ -215,6 +221,8 @@ async fn royalty_split_is_exact_for_random_lineages() {
         let held =
             e.chain.balance_of(e.chain.book().ocean, terms.vault).await.unwrap().to::<u128>();
         let paid = e.chain.distribute_royalty(derek, child_nft).await.unwrap();
+        // Everything but the operator's seed is paid out.
+        let held = held - SEED;
         let (shares_paid, to_root) = scheme.royalty_split(depth, held).unwrap();
         let mut expected: BTreeMap<Address, u128> = BTreeMap::new();
         for (who, amount) in trainers.iter().zip(&shares_paid) {
@@ -231,9 +239,40 @@ async fn royalty_split_is_exact_for_random_lineages() {
         assert_eq!(got.values().sum::<u128>(), held, "no dust");
         assert_eq!(
             e.chain.balance_of(e.chain.book().ocean, terms.vault).await.unwrap(),
-            U256::ZERO
+            U256::from(SEED)
         );
         trainers.insert(0, trainer);
         parent = child_nft;
     }
+}
+
+/// A derived model is ready for its first order, so its first buyer pays what a root's
+/// first buyer pays plus the fee and royalty transfers, not for the model's set-up:
+/// `createChild` seeds the vault (the royalty then rewrites a non-zero OCEAN balance) and
+/// starts the child datatoken's reentrancy guard (Ocean clones datatokens without running
+/// constructors, so the guard starts at zero and the first `nonReentrant` call would create
+/// it). The first order creates one storage slot only: Ocean's community collector's
+/// balance of the new datatoken, which every datatoken's first order creates (20,000 gas
+/// each slot; measured with the node's prestate tracer).
+#[tokio::test]
+async fn the_first_order_of_a_derived_model_creates_only_oceans_own_slot() {
+    let (e, l) = lineage(35, ROYALTY).await;
+    let terms = e.chain.royalty_terms(l.m3.0).await.unwrap().unwrap();
+    assert_eq!(ocean(&e, terms.vault).await, U256::from(SEED), "createChild seeds the vault");
+    let fee = sign_provider_fee(
+        &operator_key(),
+        e.chain.book().ocean,
+        U256::from(COMPUTE_FEE),
+        u64::MAX / 2,
+        Bytes::from_static(b"job"),
+    )
+    .unwrap();
+    let order = e.chain.start_order(l.derek, l.m3.1, l.derek, 0, &fee).await.unwrap();
+    let created = e.chain.created_slots(order.tx_hash).await.unwrap();
+    // ERC-20 balances are mapping slot 0 of Ocean's datatoken: keccak256(holder ‖ 0).
+    let collector = e.chain.book().opf_collector;
+    let balance_slot = alloy::primitives::keccak256((collector, U256::ZERO).abi_encode());
+    let found: Vec<_> = created.iter().map(|c| (c.contract, c.slot)).collect();
+    assert_eq!(found, vec![(l.m3.1, balance_slot)], "{created:?}");
+    assert_eq!(ocean(&e, terms.vault).await, U256::from(ROYALTY + SEED));
 }

@@ -275,3 +275,103 @@ impl JsonRpc for Http {
         Ok(serde_json::from_str(body).unwrap())
     }
 }
+
+/// The owner rotates the operator (a leaked key, a routine change): receipts the old key
+/// signed while it was the operator still verify — a train receipt against the block of
+/// its commitment, an evaluation against the block of its order — and so does a lineage
+/// whose derivations straddle the rotation. The old key is worthless for anything after
+/// its term: a receipt it signs for an order, or a commitment, made after the rotation is
+/// refused.
+#[tokio::test]
+async fn receipts_signed_before_an_operator_rotation_still_verify() {
+    let mut e = env().await;
+    let alice = e.wallet(0x0a).await;
+    let bob = e.wallet(0x0b).await;
+    let req = PublishRequest {
+        name: "M1".into(),
+        symbol: "M1".into(),
+        token_uri: String::new(),
+        weights_hash: Hash32([0x11; 32]),
+        card_json: None,
+        reward: RewardScheme::geometric(10 * ONE, 5000, 3),
+        root_owner: None,
+    };
+    let m1 = e.chain.publish_model(alice, &req).await.unwrap();
+    e.chain.mint(alice, m1.datatoken, bob, U256::from(5 * ONE)).await.unwrap();
+    let (r2, m2) = e.derive("job-rot-2", m1.nft, bob, Hash32([0x22; 32])).await;
+    let eval_of = |job: &str, order: Hash32, m2_dt: Address| {
+        common::receipt_with(job, JobParams::Evaluate(common::eval_params()), |r| {
+            r.model = m2;
+            r.datatoken = m2_dt;
+            r.order_tx = order;
+            r.consumer = bob;
+            r.input_weights_hash = Hash32([0x22; 32]);
+        })
+    };
+    let m2_dt = e.chain.model(m2).await.unwrap().unwrap().datatoken;
+    let e2 =
+        sign(eval_of("job-rot-e2", e.order(bob, m2_dt).await, m2_dt), &e.op, &e.domain).unwrap();
+
+    // The owner (the deployer) rotates to a new key, funded for gas and the vault seeds.
+    let new_key = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x4e)).unwrap();
+    e.chain.send_eth(new_key.address(), U256::from(ONE)).await.unwrap();
+    let ocean = e.chain.book().ocean;
+    e.chain.transfer(e.op.address(), ocean, new_key.address(), U256::from(ONE)).await.unwrap();
+    e.chain.set_lineage_operator(e.op.address(), new_key.address()).await.unwrap();
+    let current = e.chain.lineage_operator().await.unwrap();
+    assert_eq!(current, new_key.address());
+    let mut rotated =
+        Chain::connect(e.chain.rpc_url(), new_key.clone(), e.chain.book().clone()).unwrap();
+    rotated.add_signer(PrivateKeySigner::from_bytes(&B256::repeat_byte(0x0b)).unwrap()).unwrap();
+    let new = Env { _anvil: e._anvil, chain: rotated, op: new_key, domain: e.domain };
+    let old_op = e.op;
+
+    // Signed by the old key while it was the operator: still valid.
+    for s in [&r2, &e2] {
+        let rep = verify_job(&new.chain, s, current, &new.domain).await.unwrap();
+        assert!(rep.passed(), "{rep}");
+    }
+    // M3 is derived under the new key; the lineage M3 → M2 → M1 spans both keys.
+    let (r3, m3) = new.derive("job-rot-3", m2, bob, Hash32([0x33; 32])).await;
+    let lin = verify_lineage(&new.chain, m3, &[r2.clone(), r3.clone()], current, &new.domain)
+        .await
+        .unwrap();
+    assert!(lin.passed(), "{lin:?}");
+
+    // After the rotation the old key signs nothing valid: an evaluation of an order placed
+    // after it, or a train receipt the new operator committed.
+    let late_order = new.order(bob, m2_dt).await;
+    let late = sign(eval_of("job-rot-e3", late_order, m2_dt), &old_op, &new.domain).unwrap();
+    let rep = verify_job(&new.chain, &late, current, &new.domain).await.unwrap();
+    assert!(rep.failure(K::Signature).is_some(), "{rep}");
+    let fails =
+        |rep: &posthuman_receipts::Report| rep.failures().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(fails(&rep), vec![K::Signature], "{rep}");
+    let m3_dt = new.chain.model(m3).await.unwrap().unwrap().datatoken;
+    let order4 = new.order(bob, m3_dt).await;
+    let forged = sign(
+        common::train_receipt(
+            "job-rot-4",
+            m3,
+            m3_dt,
+            order4,
+            bob,
+            Hash32([0x33; 32]),
+            Hash32([0x44; 32]),
+            Hash32([0xcc; 32]),
+        ),
+        &old_op,
+        &new.domain,
+    )
+    .unwrap();
+    let receipt_hash = forged.body.receipt_hash(&new.domain);
+    new.chain
+        .commit_training(job_id_hash("job-rot-4"), m3, bob, Hash32([0x44; 32]), receipt_hash)
+        .await
+        .unwrap();
+    let rep = verify_job(&new.chain, &forged, current, &new.domain).await.unwrap();
+    assert_eq!(fails(&rep), vec![K::Signature], "{rep}");
+    // The same receipt signed by the new key passes.
+    let honest = sign(forged.body.clone(), &new.op, &new.domain).unwrap();
+    assert!(verify_job(&new.chain, &honest, current, &new.domain).await.unwrap().passed());
+}

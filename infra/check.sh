@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline check of the AWS deployment: type-check, synth tests (node:test + CDK assertions),
-# a full synth into cdk.out/ and cfn-lint on the template. No AWS account or network needed
+# a full synth into cdk.out/ (cdk-nag's AwsSolutions pack: an unacknowledged finding fails it)
+# and cfn-lint on the template. No AWS account or network needed
 # after `npm ci` (the pinned toolchain in package-lock.json).
 #
 # Lambda bundles: $POSTHUMAN_LAMBDA_DIR or $CARGO_TARGET_DIR/lambda (cargo lambda build);
@@ -46,4 +47,4 @@ POSTHUMAN_LAMBDA_DIR=$lambda_dir POSTHUMAN_STOREFRONT_DIR=$web_dir node dist/bin
 lint=$(command -v cfn-lint || echo "$CACHE/venvs/localstack-2026.3.0/bin/cfn-lint")
 # W3005: CDK adds an explicit DependsOn beside a GetAtt on the Lambda role (harmless).
 "$lint" --ignore-checks W3005 -- cdk.out/Posthuman.template.json
-echo "infra: synth tests, synth and cfn-lint passed"
+echo "infra: synth tests, synth (cdk-nag AwsSolutions clean) and cfn-lint passed"

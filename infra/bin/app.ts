@@ -5,6 +5,7 @@ import * as path from "path";
 import * as fs from "fs";
 import { App } from "aws-cdk-lib";
 import { PosthumanStack } from "../lib/posthuman-stack";
+import { addNagChecks } from "../lib/nag";
 
 // Under the cdk CLI, CDK_OUTDIR is set; run directly with node, write to ./cdk.out.
 const app = new App({ outdir: process.env.CDK_OUTDIR ?? path.join(__dirname, "../../cdk.out") });
@@ -31,4 +32,13 @@ if (!fs.existsSync(path.join(storefrontDir, "index.html"))) {
 // Deploy-time choices are context the stack reads (`-c key=value`): workerImageTag (the git
 // commit of the pushed worker image), gpuFamily, addressBookParam; see infra/README.md.
 new PosthumanStack(app, "Posthuman", { lambdaDir, storefrontDir });
-app.synth();
+// cdk-nag's AwsSolutions pack: an unacknowledged error fails the synth (and so infra/check.sh
+// and `cdk deploy`), printing each finding with the construct and how to acknowledge it.
+addNagChecks(app);
+try {
+  app.synth();
+} catch (e) {
+  // The findings are printed above; the stack trace would only point into aws-cdk-lib.
+  console.error(`infra: synth failed: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+}

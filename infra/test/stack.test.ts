@@ -30,8 +30,8 @@ function synth(context: Record<string, string> = {}): Template {
 const t = synth();
 
 test("the data bucket is private, encrypted, TLS-only and versioned", () => {
-  // The data bucket and the storefront's.
-  t.resourceCountIs("AWS::S3::Bucket", 2);
+  // The data bucket, the storefront's, and the access logs'.
+  t.resourceCountIs("AWS::S3::Bucket", 3);
   t.hasResourceProperties("AWS::S3::Bucket", {
     PublicAccessBlockConfiguration: {
       BlockPublicAcls: true,
@@ -108,6 +108,59 @@ test("the isolated worker subnets reach every AWS service a Batch container inst
   }
   for (const e of Object.values(t.findResources("AWS::EC2::VPCEndpoint", { Properties: { VpcEndpointType: "Interface" } }))) {
     assert.equal((e as any).Properties.PrivateDnsEnabled, true);
+  }
+});
+
+test("the interface endpoints answer only the workers' security group, on HTTPS", () => {
+  const endpoints = Object.values(t.findResources("AWS::EC2::VPCEndpoint", { Properties: { VpcEndpointType: "Interface" } })) as any[];
+  const groups = new Set(endpoints.map((e) => JSON.stringify(e.Properties.SecurityGroupIds)));
+  assert.equal(groups.size, 1, `endpoints in several groups: ${[...groups]}`);
+  const sgId = JSON.parse([...groups][0])[0]["Fn::GetAtt"][0];
+  const sg = t.toJSON().Resources[sgId];
+  assert.equal(sg.Properties.SecurityGroupIngress, undefined, "inline ingress (a CIDR) on the endpoints' group");
+  const ingress = Object.values(t.findResources("AWS::EC2::SecurityGroupIngress")).filter(
+    (r: any) => JSON.stringify(r.Properties.GroupId).includes(sgId),
+  ) as any[];
+  assert.equal(ingress.length, 1);
+  const rule = ingress[0].Properties;
+  assert.equal(rule.FromPort, 443);
+  assert.equal(rule.ToPort, 443);
+  assert.equal(rule.CidrIp, undefined);
+  assert.match(JSON.stringify(rule.SourceSecurityGroupId), /WorkerSg/);
+});
+
+test("access is logged and logs expire: S3 server access logs, VPC flow logs, CloudFront and API access logs, a month of function logs", () => {
+  const resources = t.toJSON().Resources;
+  const bucketId = (prefix: string) => Object.keys(t.findResources("AWS::S3::Bucket")).find((id) => id.startsWith(prefix))!;
+  const logsId = bucketId("AccessLogs");
+  for (const b of ["DataBucket", "StorefrontBucket"]) {
+    const cfg = resources[bucketId(b)].Properties.LoggingConfiguration;
+    assert.deepEqual(cfg?.DestinationBucketName, { Ref: logsId }, `${b} logs nowhere`);
+  }
+  assert.ok(
+    resources[logsId].Properties.LifecycleConfiguration.Rules.some((r: any) => r.ExpirationInDays > 0),
+    "access logs are kept forever",
+  );
+  t.hasResourceProperties("AWS::EC2::FlowLog", { ResourceType: "VPC", TrafficType: "ALL", LogDestinationType: "s3" });
+  t.hasResourceProperties("AWS::CloudFront::Distribution", {
+    DistributionConfig: Match.objectLike({ Logging: Match.objectLike({ Bucket: Match.anyValue() }) }),
+  });
+  t.hasResourceProperties("AWS::ApiGatewayV2::Stage", {
+    StageName: "$default",
+    AccessLogSettings: { DestinationArn: Match.anyValue(), Format: Match.stringLikeRegexp("requestId") },
+  });
+  // No header, body or query string in the API's access log (signatures, datasets).
+  const [stage] = Object.values(t.findResources("AWS::ApiGatewayV2::Stage")) as any[];
+  assert.doesNotMatch(stage.Properties.AccessLogSettings.Format, /header|body|querystring|authorizer/i);
+  for (const g of Object.values(t.findResources("AWS::Logs::LogGroup")) as any[]) {
+    assert.ok(g.Properties.RetentionInDays > 0, "a log group that keeps logs forever");
+  }
+  // Each function writes its own log group only: no AWSLambdaBasicExecutionRole (every group).
+  for (const fn of ["ApiFn", "ApiPublishFn", "JobDoneFn"]) {
+    const f = lambdaFn(fn).props;
+    assert.ok(f.LoggingConfig?.LogGroup, `${fn} has no log group of its own`);
+    const role = resources[f.Role["Fn::GetAtt"][0]];
+    assert.equal(role.Properties.ManagedPolicyArns, undefined, `${fn}'s role has managed policies`);
   }
 });
 

@@ -80,7 +80,9 @@ fn add_from(a: &[f32], b: &mut [f32]) {
 impl Gpt2 {
     /// Mean cross-entropy over `targets` (B, T) u32 and its gradient for every parameter, by
     /// HF name in [`param_shapes`] order. Equal to [`Gpt2::loss`] followed by `backward()`,
-    /// bit for bit; on CPU f32 it runs without a graph (see the module docs).
+    /// bit for bit; on CPU f32 it runs without a graph (see the module docs). A model with
+    /// LoRA branches ([`Gpt2::with_lora`]) takes the graph and returns the gradients of the
+    /// adapter's A and B instead, by PEFT name (the base is frozen).
     pub fn loss_and_grads(
         &self,
         input_ids: &Tensor,
@@ -89,6 +91,9 @@ impl Gpt2 {
     ) -> Result<(f32, NamedGrads)> {
         let wte = self.param_tensors()[0];
         let cpu = wte.device().is_cpu() && wte.dtype() == DType::F32;
+        if !self.lora_branches().is_empty() {
+            return self.lora_loss_and_grads(input_ids, targets, dropout);
+        }
         if !cpu {
             return self.graph_loss_and_grads(input_ids, targets, dropout);
         }
@@ -124,7 +129,9 @@ impl Gpt2 {
         t: usize,
     ) -> Result<Option<Vec<f32>>> {
         let wte = self.param_tensors()[0];
-        if !(wte.device().is_cpu() && wte.dtype() == DType::F32) {
+        // LoRA branches run on the graph path only.
+        let fused = wte.device().is_cpu() && wte.dtype() == DType::F32;
+        if !fused || !self.lora_branches().is_empty() {
             return Ok(None);
         }
         let cfg = self.config();
@@ -171,6 +178,30 @@ impl Gpt2 {
             };
             out.push((name, g));
         }
+        Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, out))
+    }
+
+    /// With LoRA branches ([`Gpt2::with_lora`]): loss and backward on the graph, the
+    /// gradients of the adapter's A and B under PEFT's names (the base is frozen).
+    fn lora_loss_and_grads(
+        &self,
+        input_ids: &Tensor,
+        targets: &Tensor,
+        dropout: Option<&mut DropoutRng>,
+    ) -> Result<(f32, NamedGrads)> {
+        let loss = self.loss(input_ids, targets, dropout)?;
+        let store = loss.backward()?;
+        let mut out = Vec::new();
+        for br in self.lora_branches() {
+            for (name, t) in [(&br.a_name, &br.a), (&br.b_name, &br.b)] {
+                let g = match store.get(t) {
+                    Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                    None => vec![0f32; t.elem_count()],
+                };
+                out.push((name.clone(), g));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, out))
     }
 

@@ -19,6 +19,9 @@
 //!   llama3 scaling, SiLU-gated MLP, grouped-query attention).
 //! - [`llama_weights`]: Llama checkpoints in HF layout — strict, memory-mapped loading of
 //!   single-file and sharded safetensors (f32/f16/bf16), f32 save, the canonical hash.
+//! - [`lora`]: LoRA adapters in PEFT's format (config, PEFT tensor names and init, strict
+//!   load/save, merge into base weights); `Gpt2::with_lora` / `Llama::with_lora` freeze the
+//!   base and add the adapter's branches on the autograd path.
 //! - [`optim`]: AdamW, gradient accumulation, global-norm clipping, optimizer state files.
 //!
 //! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
@@ -55,6 +58,7 @@ mod config;
 mod error;
 pub mod llama;
 pub mod llama_weights;
+pub mod lora;
 mod model;
 pub mod ops;
 pub mod optim;

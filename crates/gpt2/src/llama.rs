@@ -9,8 +9,9 @@
 //! Not yet here (later slices of issue 15): fused attention/RoPE kernels, a no-graph
 //! training step, strict safetensors loading, wiring into the worker, API and CLI.
 
-use crate::SeededRng;
+use crate::lora::{LoraAdapter, LoraBase, LoraBranch, LoraError};
 use crate::ops::{self, llama as lops};
+use crate::{DropoutRng, SeededRng};
 use candle_core::{DType, Device, Result, Tensor, Var, bail};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{Map, Value};
@@ -289,17 +290,55 @@ pub fn init_weights(cfg: &Config, seed: u64) -> std::result::Result<VarMap, crat
     Ok(vm)
 }
 
+/// A linear layer (HF (out, in) weight, no bias) with its LoRA branch, if any.
+#[derive(Clone, Debug)]
+struct Proj {
+    w: Tensor,
+    lora: Option<LoraBranch>,
+}
+
+impl Proj {
+    fn new(w: Tensor) -> Self {
+        Self { w, lora: None }
+    }
+
+    /// x·Wᵀ (+ the LoRA branch, its dropout mask drawn from `drop` when p > 0).
+    fn fwd(&self, x: &Tensor, drop: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+        let y = lops::linear_no_bias(x, &self.w)?;
+        let Some(br) = &self.lora else { return Ok(y) };
+        let seed = match drop.as_deref_mut() {
+            Some(rng) if br.dropout > 0.0 => Some(rng.next_seed()),
+            _ => None,
+        };
+        y + br.apply(x, seed, true)?
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Layer {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
     ln_1: Tensor,
     ln_2: Tensor,
+}
+
+impl Layer {
+    fn projs_mut(&mut self) -> [(&mut Proj, &'static str); 7] {
+        [
+            (&mut self.q, "self_attn.q_proj"),
+            (&mut self.k, "self_attn.k_proj"),
+            (&mut self.v, "self_attn.v_proj"),
+            (&mut self.o, "self_attn.o_proj"),
+            (&mut self.gate, "mlp.gate_proj"),
+            (&mut self.up, "mlp.up_proj"),
+            (&mut self.down, "mlp.down_proj"),
+        ]
+    }
 }
 
 /// Past keys and values per layer, (B, H_kv, T_past, head_dim) each, after RoPE.
@@ -348,13 +387,13 @@ impl Llama {
             let vb = vb.pp(format!("model.layers.{l}"));
             let (a, m) = (vb.pp("self_attn"), vb.pp("mlp"));
             layers.push(Layer {
-                q: a.get((q, c), "q_proj.weight")?,
-                k: a.get((kv, c), "k_proj.weight")?,
-                v: a.get((kv, c), "v_proj.weight")?,
-                o: a.get((c, q), "o_proj.weight")?,
-                gate: m.get((i, c), "gate_proj.weight")?,
-                up: m.get((i, c), "up_proj.weight")?,
-                down: m.get((c, i), "down_proj.weight")?,
+                q: Proj::new(a.get((q, c), "q_proj.weight")?),
+                k: Proj::new(a.get((kv, c), "k_proj.weight")?),
+                v: Proj::new(a.get((kv, c), "v_proj.weight")?),
+                o: Proj::new(a.get((c, q), "o_proj.weight")?),
+                gate: Proj::new(m.get((i, c), "gate_proj.weight")?),
+                up: Proj::new(m.get((i, c), "up_proj.weight")?),
+                down: Proj::new(m.get((c, i), "down_proj.weight")?),
                 ln_1: vb.get(c, "input_layernorm.weight")?,
                 ln_2: vb.get(c, "post_attention_layernorm.weight")?,
             });
@@ -383,6 +422,27 @@ impl Llama {
         &self.cfg
     }
 
+    /// This model with `adapter`'s branches on the layers it targets and every base weight
+    /// frozen (detached): `loss` + `backward` then reaches only the adapter's A and B (AdamW
+    /// over [`LoraAdapter::var_map`]). [`LoraAdapter::merge`] gives the same function as
+    /// plain weights.
+    pub fn with_lora(&self, adapter: &LoraAdapter) -> std::result::Result<Self, LoraError> {
+        adapter.check_base(&LoraBase::llama(&self.cfg))?;
+        let mut m = self.clone();
+        m.embed = m.embed.detach();
+        m.norm = m.norm.detach();
+        m.lm_head = m.lm_head.detach();
+        for (l, layer) in m.layers.iter_mut().enumerate() {
+            layer.ln_1 = layer.ln_1.detach();
+            layer.ln_2 = layer.ln_2.detach();
+            for (p, name) in layer.projs_mut() {
+                p.w = p.w.detach();
+                p.lora = adapter.branch(&format!("model.layers.{l}.{name}"))?;
+            }
+        }
+        Ok(m)
+    }
+
     fn check_ids(&self, ids: &Tensor, offset: usize) -> Result<(usize, usize)> {
         if ids.dtype() != DType::U32 {
             bail!("input ids must be u32, got {:?}", ids.dtype());
@@ -403,7 +463,13 @@ impl Llama {
 
     /// The final hidden states (B, T, C) after `model.norm`; with a cache, the ids follow its
     /// positions and their keys/values (after RoPE) are appended to it.
-    fn hidden(&self, ids: &Tensor, mut cache: Option<&mut LlamaCache>) -> Result<Tensor> {
+    /// `drop` draws the LoRA dropout masks (none without it).
+    fn hidden(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut LlamaCache>,
+        mut drop: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let (b, t) = self.check_ids(ids, offset)?;
         if let Some(c) = &cache
@@ -419,9 +485,9 @@ impl Llama {
         let heads = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
         for (li, l) in self.layers.iter().enumerate() {
             let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
-            let q = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.q)?, h)?, offset)?;
-            let mut k = self.rope.apply(&heads(lops::linear_no_bias(&xn, &l.k)?, hkv)?, offset)?;
-            let mut v = heads(lops::linear_no_bias(&xn, &l.v)?, hkv)?;
+            let q = self.rope.apply(&heads(l.q.fwd(&xn, &mut drop)?, h)?, offset)?;
+            let mut k = self.rope.apply(&heads(l.k.fwd(&xn, &mut drop)?, hkv)?, offset)?;
+            let mut v = heads(l.v.fwd(&xn, &mut drop)?, hkv)?;
             if let Some(c) = cache.as_deref_mut() {
                 let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
                 if let Some((pk, pv)) = slot.take() {
@@ -431,9 +497,11 @@ impl Llama {
                 *slot = Some((k.clone(), v.clone()));
             }
             let a = lops::gqa_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
-            x = (x + lops::linear_no_bias(&a, &l.o)?)?;
+            x = (x + l.o.fwd(&a, &mut drop)?)?;
             let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
-            x = (&x + lops::swiglu_mlp(&xn, &l.gate, &l.up, &l.down)?)?;
+            // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
+            let g = l.gate.fwd(&xn, &mut drop)?.silu()?;
+            x = (&x + l.down.fwd(&(g * l.up.fwd(&xn, &mut drop)?)?, &mut drop)?)?;
         }
         if let Some(c) = cache {
             c.len += t;
@@ -444,20 +512,31 @@ impl Llama {
 
     /// Logits (B, T, V) for u32 ids (B, T).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        lops::linear_no_bias(&self.hidden(ids, None)?, &self.lm_head)
+        lops::linear_no_bias(&self.hidden(ids, None, None)?, &self.lm_head)
     }
 
     /// Logits (B, T, V) for ids that continue `cache` (empty: a fresh prompt), for
     /// incremental decoding; equal to the matching rows of [`Llama::forward`] on the whole
     /// sequence. Detach the parameters (or use a non-`Var` builder) to avoid building a graph.
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut LlamaCache) -> Result<Tensor> {
-        lops::linear_no_bias(&self.hidden(ids, Some(cache))?, &self.lm_head)
+        lops::linear_no_bias(&self.hidden(ids, Some(cache), None)?, &self.lm_head)
     }
 
     /// Mean next-token cross-entropy of `targets` (B, T) u32 ([`ops::IGNORE_INDEX`] skipped),
     /// as a graph for `backward`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids, None)?;
+        self.loss_with_dropout(ids, targets, None)
+    }
+
+    /// [`Llama::loss`] with LoRA dropout (p = the adapter's `lora_dropout`) whose masks are
+    /// drawn from `dropout`, one seed per targeted projection in module order.
+    pub fn loss_with_dropout(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        dropout: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let h = self.hidden(ids, None, dropout)?;
         let (b, t, c) = h.dims3()?;
         if targets.dims() != [b, t] {
             bail!("targets {:?} must match ids ({b}, {t})", targets.dims());

@@ -1,6 +1,7 @@
 //! The GPT-2 network in HF tensor layout, with a KV cache for generation, a training loss and
 //! a no-grad per-token NLL for evaluation.
 
+use crate::lora::{LoraAdapter, LoraBase, LoraBranch, LoraError};
 use crate::ops::{self, Activation};
 use crate::{Config, DropoutRng};
 use candle_core::{DType, Result, Tensor, bail};
@@ -45,6 +46,8 @@ pub(crate) struct Ln {
 pub(crate) struct Lin {
     pub w: Tensor,
     pub b: Tensor,
+    /// A LoRA branch added to the output ([`Gpt2::with_lora`]).
+    pub lora: Option<LoraBranch>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +122,25 @@ impl Mode<'_> {
     }
 }
 
+/// A linear layer with its LoRA branch, if any: act(x·W + b + lora(x)). With a branch the
+/// activation runs after the sum, as candle's (tanh-approximated, differentiable) GELU.
+fn lin_fwd(
+    x: &Tensor,
+    lin: &Lin,
+    act: Activation,
+    p: &dyn Fn(&Tensor) -> Tensor,
+    mode: &mut Mode,
+) -> Result<Tensor> {
+    let Some(br) = &lin.lora else { return ops::linear(x, &p(&lin.w), &p(&lin.b), act) };
+    let y = ops::linear(x, &p(&lin.w), &p(&lin.b), Activation::Identity)?;
+    let seed = mode.seed(f64::from(br.dropout)).map(|(_, s)| s);
+    let y = (y + br.apply(x, seed, mode.grad)?)?;
+    match act {
+        Activation::Identity => Ok(y),
+        Activation::GeluNew => y.gelu(),
+    }
+}
+
 fn maybe_dropout(x: Tensor, d: Option<(f32, u64)>) -> Result<Tensor> {
     match d {
         Some((p, seed)) => ops::dropout(&x, p, seed),
@@ -138,7 +160,7 @@ impl Gpt2 {
             Ok(Ln { w: vb.get(c, "weight")?, b: vb.get(c, "bias")? })
         };
         let lin = |vb: VarBuilder, i: usize, o: usize| -> Result<Lin> {
-            Ok(Lin { w: vb.get((i, o), "weight")?, b: vb.get(o, "bias")? })
+            Ok(Lin { w: vb.get((i, o), "weight")?, b: vb.get(o, "bias")?, lora: None })
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -163,6 +185,44 @@ impl Gpt2 {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// This model with `adapter`'s branches on the layers it targets and every base weight
+    /// frozen (detached): the graph's only trainable leaves are the adapter's A and B, so
+    /// `loss` + `backward` (or [`Gpt2::loss_and_grads`], which takes the graph path here)
+    /// yields their gradients under PEFT's names. Inference through the result is the
+    /// adapted model; [`LoraAdapter::merge`] gives the same function as plain weights.
+    pub fn with_lora(&self, adapter: &LoraAdapter) -> std::result::Result<Self, LoraError> {
+        adapter.check_base(&LoraBase::gpt2(&self.cfg))?;
+        let mut m = self.clone();
+        let frz = |t: &mut Tensor| *t = t.detach();
+        frz(&mut m.wte);
+        frz(&mut m.wpe);
+        frz(&mut m.ln_f.w);
+        frz(&mut m.ln_f.b);
+        for (i, blk) in m.blocks.iter_mut().enumerate() {
+            for ln in [&mut blk.ln_1, &mut blk.ln_2] {
+                frz(&mut ln.w);
+                frz(&mut ln.b);
+            }
+            for (lin, name) in [
+                (&mut blk.c_attn, "attn.c_attn"),
+                (&mut blk.attn_proj, "attn.c_proj"),
+                (&mut blk.c_fc, "mlp.c_fc"),
+                (&mut blk.mlp_proj, "mlp.c_proj"),
+            ] {
+                frz(&mut lin.w);
+                frz(&mut lin.b);
+                lin.lora = adapter.branch(&format!("transformer.h.{i}.{name}"))?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// The LoRA branches attached by [`Gpt2::with_lora`], in module order.
+    pub(crate) fn lora_branches(&self) -> Vec<&LoraBranch> {
+        let lins = self.blocks.iter().flat_map(|b| [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj]);
+        lins.filter_map(|l| l.lora.as_ref()).collect()
     }
 
     /// Every parameter tensor, in [`param_shapes`] order.
@@ -225,7 +285,7 @@ impl Gpt2 {
         let mut x = maybe_dropout(x, mode.seed(cfg.embd_pdrop))?;
         for (li, blk) in self.blocks.iter().enumerate() {
             let h = ops::layer_norm(&x, &p(&blk.ln_1.w), &p(&blk.ln_1.b), eps)?;
-            let qkv = ops::linear(&h, &p(&blk.c_attn.w), &p(&blk.c_attn.b), Activation::Identity)?;
+            let qkv = lin_fwd(&h, &blk.c_attn, Activation::Identity, &p, &mut mode)?;
             let a = match cache.as_deref_mut() {
                 Some(kv) => {
                     let q = qkv.narrow(2, 0, c)?;
@@ -236,13 +296,11 @@ impl Gpt2 {
                 }
                 None => ops::causal_attention(&qkv, cfg.n_head, mode.seed(cfg.attn_pdrop))?,
             };
-            let a =
-                ops::linear(&a, &p(&blk.attn_proj.w), &p(&blk.attn_proj.b), Activation::Identity)?;
+            let a = lin_fwd(&a, &blk.attn_proj, Activation::Identity, &p, &mut mode)?;
             x = (x + maybe_dropout(a, mode.seed(cfg.resid_pdrop))?)?;
             let h = ops::layer_norm(&x, &p(&blk.ln_2.w), &p(&blk.ln_2.b), eps)?;
-            let m = ops::linear(&h, &p(&blk.c_fc.w), &p(&blk.c_fc.b), Activation::GeluNew)?;
-            let m =
-                ops::linear(&m, &p(&blk.mlp_proj.w), &p(&blk.mlp_proj.b), Activation::Identity)?;
+            let m = lin_fwd(&h, &blk.c_fc, Activation::GeluNew, &p, &mut mode)?;
+            let m = lin_fwd(&m, &blk.mlp_proj, Activation::Identity, &p, &mut mode)?;
             x = (x + maybe_dropout(m, mode.seed(cfg.resid_pdrop))?)?;
         }
         if let Some(kv) = cache {

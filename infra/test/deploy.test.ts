@@ -1,0 +1,140 @@
+// scripts/deploy.sh: its --dry-run prints every step in order with the commands a real run
+// executes, and runs none of them (each tool it could call is a stand-in on PATH that records
+// any call); bad or missing inputs stop it before anything, with a message naming the input.
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+
+const root = path.join(__dirname, "../../..");
+const script = path.join(root, "scripts/deploy.sh");
+const RPC_SECRET = "k3y-in-the-url-0123456789";
+
+/** Tools a real deploy calls; under --dry-run none may run. Each stand-in logs its call and fails. */
+const TOOLS = ["aws", "cargo", "docker", "podman", "npm", "npx", "node", "curl", "python3", "pip", "web-build"];
+
+function deploy(args: string[], env: Record<string, string | undefined> = {}, stubs: Record<string, string> = {}) {
+  const sandbox = fs.mkdtempSync(path.join(os.tmpdir(), "posthuman-deploy-"));
+  const bin = path.join(sandbox, "bin");
+  const calls = path.join(sandbox, "calls.log");
+  fs.mkdirSync(bin);
+  for (const tool of TOOLS) {
+    const body = stubs[tool] ?? "exit 97";
+    fs.writeFileSync(path.join(bin, tool), `#!/bin/sh\necho "${tool} $*" >>"${calls}"\n${body}\n`, { mode: 0o755 });
+  }
+  const cache = path.join(sandbox, "cache");
+  const base: Record<string, string | undefined> = {
+    PATH: `${bin}:${process.env.PATH}`,
+    HOME: sandbox,
+    POSTHUMAN_CACHE: cache,
+    CARGO_TARGET_DIR: path.join(cache, "target"),
+    POSTHUMAN_CONTAINER_TOOL: "docker",
+    AWS_REGION: "eu-west-1",
+    POSTHUMAN_AWS_ACCOUNT: "123456789012",
+    POSTHUMAN_RPC_URL: `https://rpc.example.org/v3/${RPC_SECRET}`,
+    POSTHUMAN_DEPLOYER_KEY: "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+  };
+  const merged = { ...base, ...env };
+  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+  const r = spawnSync("bash", [script, ...args], { cwd: sandbox, env: merged as NodeJS.ProcessEnv, encoding: "utf8" });
+  const called = fs.existsSync(calls) ? fs.readFileSync(calls, "utf8") : "";
+  const cacheEntries = fs.existsSync(cache) ? fs.readdirSync(cache) : [];
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, called, cacheEntries };
+}
+
+test("deploy --dry-run prints the eight steps in order with their commands, and runs nothing", () => {
+  const r = deploy(["--dry-run", "--image-tag", "abcdef1", "--gpu-family", "g5"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.called, "", "the dry run called a tool");
+  assert.deepEqual(r.cacheEntries, [], "the dry run wrote to the build cache");
+  const steps = ["preflight", "lambda bundles", "storefront", "worker image", "contracts", "address book", "cdk deploy", "image push"];
+  let at = 0;
+  for (const [i, name] of steps.entries()) {
+    const header = `[${i + 1}/8] ${name}`;
+    const found = r.stdout.indexOf(header, at);
+    assert.ok(found >= at, `no "${header}" after position ${at} in:\n${r.stdout}`);
+    at = found;
+  }
+  // What each step would run, in the step it belongs to.
+  const section = (name: string) => {
+    const i = steps.indexOf(name);
+    const start = r.stdout.indexOf(`[${i + 1}/8] ${name}`);
+    const end = i + 1 < steps.length ? r.stdout.indexOf(`[${i + 2}/8]`) : r.stdout.length;
+    return r.stdout.slice(start, end);
+  };
+  assert.match(section("preflight"), /aws sts get-caller-identity/);
+  assert.match(section("lambda bundles"), /pip install .*cargo-lambda==[0-9.]+ ziglang==[0-9.]+/);
+  assert.match(section("lambda bundles"), /cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda/);
+  assert.match(section("storefront"), /\$ web\/build\.sh/);
+  assert.match(section("worker image"), /\$ docker build -f batch-worker\/Dockerfile .*-t posthuman-worker:abcdef1 \./);
+  assert.match(section("contracts"), /aws ssm get-parameter --name \/posthuman\/address-book/);
+  assert.match(section("contracts"), /eth_chainId/);
+  assert.match(section("contracts"), /--bin posthuman-deploy-contracts/);
+  assert.match(section("address book"), /\$ aws ssm put-parameter --name \/posthuman\/address-book --type String --overwrite --value file:\/\//);
+  const cdk = section("cdk deploy");
+  assert.match(cdk, /cdk bootstrap aws:\/\/123456789012\/eu-west-1/);
+  assert.match(cdk, /node_modules\/\.bin\/cdk deploy Posthuman --require-approval never -c workerImageTag=abcdef1 -c gpuFamily=g5 -c addressBookParam=\/posthuman\/address-book/);
+  assert.match(cdk, /--parameters RpcUrl="\$POSTHUMAN_RPC_URL"/);
+  const push = section("image push");
+  assert.match(push, /aws ecr get-login-password --region eu-west-1 \| docker login --username AWS --password-stdin 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com/);
+  assert.match(push, /\$ docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/.*:abcdef1/);
+  // Secrets stay out of the plan: the RPC URL (it may carry an API key) and the deployer key.
+  for (const out of [r.stdout, r.stderr]) {
+    assert.ok(!out.includes(RPC_SECRET), "the RPC URL's key is printed");
+    assert.ok(!out.includes("ac0974bec39a17e3"), "the deployer key is printed");
+  }
+});
+
+test("deploy --dry-run with --address-book uses that book instead of deploying contracts", () => {
+  const book = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "posthuman-book-")), "book.json");
+  fs.writeFileSync(book, JSON.stringify({ chain_id: 11155111 }));
+  const r = deploy(["--dry-run", "--image-tag", "abcdef1", "--address-book", book]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.called, "");
+  assert.match(r.stdout, new RegExp(`\\$ cp ${book.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} `));
+  assert.doesNotMatch(r.stdout, /posthuman-deploy-contracts/);
+});
+
+for (const [what, args, env, message] of [
+  ["no region", [], { AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined }, /no AWS region: pass --region or set AWS_REGION/],
+  ["a bad region", ["--region", "Europe"], {}, /region 'Europe' is not an AWS region/],
+  ["no account", [], { POSTHUMAN_AWS_ACCOUNT: undefined }, /no AWS account: pass --account/],
+  ["a bad account", ["--account", "12345"], {}, /account '12345' is not a 12-digit AWS account id/],
+  ["no RPC URL", [], { POSTHUMAN_RPC_URL: undefined }, /no RPC URL: pass --rpc-url or set POSTHUMAN_RPC_URL/],
+  ["a RPC URL that is not http(s)", ["--rpc-url", "ftp://rpc.example.org"], {}, /the RPC URL is not an http\(s\):\/\/ URL/],
+  ["a loopback RPC URL", ["--rpc-url", "http://127.0.0.1:8545"], {}, /loopback address: the Lambdas in AWS could not reach it/],
+  ["an image tag that is no commit", ["--image-tag", "latest"], {}, /image tag 'latest' is not a git commit/],
+  ["an unknown GPU family", ["--gpu-family", "p5"], {}, /gpu family 'p5': one of p3, g5, g6/],
+  ["a missing address book", ["--address-book", "/nonexistent/book.json"], {}, /--address-book \/nonexistent\/book\.json: no such file/],
+  ["an unknown flag", ["--regoin", "eu-west-1"], {}, /unknown argument --regoin/],
+] as [string, string[], Record<string, string | undefined>, RegExp][]) {
+  test(`deploy stops on ${what} before running anything (dry run or not)`, () => {
+    for (const dry of [["--dry-run"], []]) {
+      const r = deploy([...dry, "--image-tag", "abcdef1", ...args], env);
+      assert.equal(r.status, 2, `exit ${r.status}; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.called, "", `a tool ran before the inputs were checked: ${r.called}`);
+      assert.equal(r.stdout, "", "a step started before the inputs were checked");
+    }
+  });
+}
+
+test("a real deploy first checks that the credentials are for --account, and stops if not", () => {
+  const r = deploy(["--image-tag", "abcdef1"], {}, { aws: "echo 999999999999" });
+  assert.equal(r.status, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /the credentials are for account 999999999999, not 123456789012/);
+  // Only the identity question was asked: nothing was built, written or deployed.
+  assert.equal(r.called.trim(), "aws sts get-caller-identity --query Account --output text");
+});
+
+test("deploy.sh passes shellcheck", (t) => {
+  const which = spawnSync("sh", ["-c", "command -v shellcheck"], { encoding: "utf8" });
+  if (which.status !== 0) {
+    t.skip("shellcheck is not installed");
+    return;
+  }
+  const r = spawnSync("shellcheck", ["-x", "scripts/deploy.sh"], { cwd: root, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+});

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Deploys Posthuman to one AWS account and region from this checkout (infra/README.md, "Deploy").
+#
+#   scripts/deploy.sh --region eu-west-1 --account 123456789012 --rpc-url https://... [options]
+#   scripts/deploy.sh --dry-run ...        print every step and its exact commands; run nothing
+#
+# Steps, in order (each skips what is already done, so a rerun converges):
+#   1 preflight       inputs checked before anything runs; the credentials' account must be --account
+#   2 lambda bundles  cargo-lambda (PyPI, with ziglang) in a venv under the build cache
+#   3 storefront      web/build.sh -> web/dist
+#   4 worker image    batch-worker/Dockerfile, tagged with the git commit
+#   5 contracts       the address book: the SSM parameter's, --address-book FILE's, or a new
+#                     deployment to the chain the RPC URL names
+#   6 address book    written to the SSM parameter the stack's functions read
+#   7 cdk deploy      the aws-cdk CLI pinned in infra/package-lock.json (bootstraps if needed)
+#   8 image push      to the stack's WorkerRepository (ECR login); before step 7 when the stack
+#                     exists, after it on the first deploy (the repository is the stack's)
+#
+# Inputs (flag, or environment variable):
+#   --region R           AWS_REGION / AWS_DEFAULT_REGION
+#   --account N          POSTHUMAN_AWS_ACCOUNT (12 digits; must match the credentials)
+#   --rpc-url URL        POSTHUMAN_RPC_URL (http(s)://...; printed only as "$POSTHUMAN_RPC_URL")
+#   --image-tag SHA      default: git rev-parse HEAD (refused with uncommitted tracked changes
+#                        unless --allow-dirty: the tag would name a commit the image is not)
+#   --gpu-family F       p3 (default), g5 or g6
+#   --address-book FILE  an existing deployment's book for this chain (skips deploying contracts)
+#   --address-book-param NAME   SSM parameter (default /posthuman/address-book)
+#   POSTHUMAN_DEPLOYER_KEY      hex key paying for a contract deployment (only when one is needed)
+#   POSTHUMAN_CONTAINER_TOOL    docker (default when present) or podman
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+die() {
+    echo "deploy: $*" >&2
+    exit 2
+}
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+dry_run=0
+allow_dirty=0
+region=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
+account=${POSTHUMAN_AWS_ACCOUNT:-}
+rpc_url=${POSTHUMAN_RPC_URL:-}
+image_tag=""
+gpu_family=p3
+book_file=""
+book_param=/posthuman/address-book
+stack=Posthuman
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --dry-run) dry_run=1 ;;
+    --allow-dirty) allow_dirty=1 ;;
+    --region) region=${2:?--region needs a value}; shift ;;
+    --account) account=${2:?--account needs a value}; shift ;;
+    --rpc-url) rpc_url=${2:?--rpc-url needs a value}; shift ;;
+    --image-tag) image_tag=${2:?--image-tag needs a value}; shift ;;
+    --gpu-family) gpu_family=${2:?--gpu-family needs a value}; shift ;;
+    --address-book) book_file=${2:?--address-book needs a file}; shift ;;
+    --address-book-param) book_param=${2:?--address-book-param needs a name}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+    esac
+    shift
+done
+
+# --- 1. Inputs, checked before anything runs. -------------------------------------------------
+[[ -n $region ]] || die "no AWS region: pass --region or set AWS_REGION (e.g. eu-west-1)"
+[[ $region =~ ^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$ ]] || die "region '$region' is not an AWS region (e.g. eu-west-1)"
+[[ -n $account ]] || die "no AWS account: pass --account or set POSTHUMAN_AWS_ACCOUNT (the 12-digit id the deploy must land in)"
+[[ $account =~ ^[0-9]{12}$ ]] || die "account '$account' is not a 12-digit AWS account id"
+[[ -n $rpc_url ]] || die "no RPC URL: pass --rpc-url or set POSTHUMAN_RPC_URL (the chain's JSON-RPC endpoint)"
+[[ $rpc_url =~ ^https?://[^[:space:]/]+(/[^[:space:]]*)?$ ]] || die "the RPC URL is not an http(s):// URL"
+if [[ $rpc_url =~ ^http://(127\.|localhost|\[::1\]) ]]; then
+    die "the RPC URL is a loopback address: the Lambdas in AWS could not reach it"
+fi
+if [[ -z $image_tag ]]; then
+    image_tag=$(git rev-parse HEAD 2>/dev/null) || die "no --image-tag and no git commit to take it from"
+    if [[ $allow_dirty == 0 ]] && ! git diff --quiet HEAD -- 2>/dev/null; then
+        die "tracked files differ from HEAD $image_tag: the worker image tag would name a commit the image is not (commit, pass --image-tag, or --allow-dirty)"
+    fi
+fi
+[[ $image_tag =~ ^[0-9a-f]{7,40}$ ]] || die "image tag '$image_tag' is not a git commit (7 to 40 lowercase hex digits; the repository's tags are immutable)"
+case $gpu_family in p3 | g5 | g6) ;; *) die "gpu family '$gpu_family': one of p3, g5, g6" ;; esac
+[[ $book_param =~ ^/[A-Za-z0-9_./-]+$ ]] || die "address book parameter '$book_param' is not an SSM parameter path (/a/b)"
+if [[ -n $book_file ]]; then
+    [[ -f $book_file ]] || die "--address-book $book_file: no such file"
+    book_file=$(realpath "$book_file")
+fi
+
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+lambda_dir=$CARGO_TARGET_DIR/lambda
+storefront_dir=$ROOT/web/dist
+image=posthuman-worker:$image_tag
+registry=$account.dkr.ecr.$region.amazonaws.com
+work=$POSTHUMAN_CACHE/deploy/$account-$region
+book_out=$work/address-book.json
+if [[ -n ${POSTHUMAN_CONTAINER_TOOL:-} ]]; then
+    ctr=$POSTHUMAN_CONTAINER_TOOL
+elif command -v docker >/dev/null; then
+    ctr=docker
+else
+    ctr=podman
+fi
+export AWS_REGION=$region AWS_DEFAULT_REGION=$region CDK_DEFAULT_ACCOUNT=$account CDK_DEFAULT_REGION=$region
+export CDK_DISABLE_CLI_TELEMETRY=true
+
+# cargo-lambda and the zig it links with, pinned, in a venv outside the checkout (like the
+# CUDA toolkit in scripts/cuda-env.sh): rebuilt only when the pin changes.
+lambda_pin="cargo-lambda==1.9.2 ziglang==0.17.0"
+lambda_venv=$POSTHUMAN_CACHE/venvs/cargo-lambda
+
+# --- How each step runs, or is only printed. ------------------------------------------------------
+step_no=0
+step() {
+    step_no=$((step_no + 1))
+    echo
+    echo "[$step_no/8] $1"
+    [[ $# -lt 2 ]] || echo "      $2"
+}
+# Runs a command, or prints it exactly (shell-quoted) under --dry-run.
+run() {
+    if [[ $dry_run == 1 ]]; then
+        echo "    \$ $(printf '%q ' "$@" | sed 's/ $//')"
+    else
+        echo "    \$ $*" >&2
+        "$@"
+    fi
+}
+# A pipeline or redirection, given as one shell string (printed as it is written).
+run_sh() {
+    if [[ $dry_run == 1 ]]; then
+        echo "    \$ $1"
+    else
+        echo "    \$ $1" >&2
+        bash -c "$1"
+    fi
+}
+# A question to AWS or the chain that decides what a step does; under --dry-run it is printed
+# and answered "unknown", so the plan shows both branches.
+ask() {
+    if [[ $dry_run == 1 ]]; then
+        echo "    ? $1"
+        return 2
+    fi
+    bash -c "$1"
+}
+
+[[ $dry_run == 1 ]] && echo "deploy: DRY RUN: nothing below runs; each \$ line is a command a real run executes"
+echo "deploy: stack $stack in account $account, $region; worker image $image_tag; GPUs $gpu_family"
+
+# --- 1. preflight ---------------------------------------------------------------------------
+step "preflight" "tools on PATH, and the credentials' account is $account (never deploy to another)"
+missing=()
+for tool in aws cargo node npm python3 git "$ctr"; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [[ $dry_run == 1 ]]; then
+    [[ ${#missing[@]} == 0 ]] || echo "    note: not on PATH here: ${missing[*]} (a real run stops)"
+    ask "aws sts get-caller-identity --query Account --output text   # must print $account" || true
+else
+    [[ ${#missing[@]} == 0 ]] || die "not on PATH: ${missing[*]}"
+    caller=$(aws sts get-caller-identity --query Account --output text) || die "no AWS credentials (aws sts get-caller-identity failed)"
+    [[ $caller == "$account" ]] || die "the credentials are for account $caller, not $account"
+    mkdir -p "$work"
+fi
+
+# --- 2. Lambda bundles ------------------------------------------------------------------------
+step "lambda bundles" "cargo lambda build (x86_64, provided.al2023) -> $lambda_dir/<bin>/bootstrap"
+if [[ $dry_run == 1 || ! -x $lambda_venv/bin/cargo-lambda || $(cat "$lambda_venv/.posthuman-pin" 2>/dev/null) != "$lambda_pin" ]]; then
+    run rm -rf "$lambda_venv"
+    run python3 -m venv "$lambda_venv"
+    # shellcheck disable=SC2086 # the pin is two requirement specifiers
+    run "$lambda_venv/bin/pip" install -q --disable-pip-version-check $lambda_pin
+    run_sh "echo '$lambda_pin' >$lambda_venv/.posthuman-pin"
+fi
+# The venv's bin on PATH: cargo finds the `lambda` subcommand there, and it finds zig.
+run_sh "PATH=\"$lambda_venv/bin:\$PATH\" cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda"
+
+# --- 3. Storefront ----------------------------------------------------------------------------
+step "storefront" "web/build.sh -> $storefront_dir (the stack uploads it behind CloudFront)"
+run web/build.sh
+
+# --- 4. Worker image --------------------------------------------------------------------------
+step "worker image" "$ctr build batch-worker/Dockerfile -> $image"
+if [[ ! -f batch-worker/Dockerfile ]]; then
+    [[ $dry_run == 1 ]] || die "no batch-worker/Dockerfile in this checkout"
+    echo "    NOT AVAILABLE in this checkout: no batch-worker/Dockerfile (a real run stops here)"
+fi
+if [[ $dry_run == 0 ]] && "$ctr" image inspect "$image" >/dev/null 2>&1; then
+    echo "    $image is built already"
+else
+    run "$ctr" build -f batch-worker/Dockerfile --build-arg "GIT_COMMIT=$image_tag" -t "$image" .
+fi
+
+# --- 5. Contracts -----------------------------------------------------------------------------
+step "contracts" "the address book for the chain at \$POSTHUMAN_RPC_URL: SSM $book_param, --address-book, or a new deployment"
+chain_id_cmd="curl -fsS -H 'content-type: application/json' --data '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\",\"params\":[]}' \"\$POSTHUMAN_RPC_URL\" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)[\"result\"], 16))'"
+get_book_cmd="aws ssm get-parameter --name $book_param --query Parameter.Value --output text"
+# The contracts' deployer: posthuman_chain::deploy_stack (Ocean v4 + ModelLineage + PeerMarket)
+# as a binary. Only tests and the embedded server (anvil) call it today.
+deployer_src=crates/chain/src/bin/posthuman-deploy-contracts.rs
+deploy_cmd="cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --rpc-url \"\$POSTHUMAN_RPC_URL\" --key-env POSTHUMAN_DEPLOYER_KEY --out $book_out"
+book_source=""
+if [[ $dry_run == 1 ]]; then
+    ask "$chain_id_cmd   # the chain's id" || true
+    if [[ -n $book_file ]]; then
+        echo "    uses --address-book $book_file (its chain_id must be the chain's)"
+        run cp "$book_file" "$book_out"
+    else
+        ask "$get_book_cmd   # a book whose chain_id is the chain's is kept" || true
+        echo "    if SSM has none for this chain, deploys the contracts (paid by \$POSTHUMAN_DEPLOYER_KEY):"
+        echo "    \$ $deploy_cmd"
+        [[ -f $deployer_src ]] || echo "    NOT AVAILABLE in this checkout: no $deployer_src (deploy_stack has no binary yet); a real run stops here unless SSM or --address-book has the book"
+    fi
+else
+    rpc_chain=$(bash -c "$chain_id_cmd") || die "the RPC URL does not answer eth_chainId"
+    book_chain() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["chain_id"])' "$1"; }
+    if [[ -n $book_file ]]; then
+        [[ $(book_chain "$book_file") == "$rpc_chain" ]] || die "--address-book $book_file is for chain $(book_chain "$book_file"), the RPC URL's is $rpc_chain"
+        cp "$book_file" "$book_out"
+        book_source="--address-book"
+    elif current=$(bash -c "$get_book_cmd" 2>/dev/null) && printf '%s' "$current" >"$book_out.ssm" &&
+        [[ $(book_chain "$book_out.ssm" 2>/dev/null) == "$rpc_chain" ]]; then
+        mv "$book_out.ssm" "$book_out"
+        book_source="ssm"
+        echo "    SSM $book_param already holds this chain's book (chain $rpc_chain): contracts not redeployed"
+    else
+        [[ -f $deployer_src ]] || die "no address book for chain $rpc_chain in SSM $book_param and no --address-book; deploying contracts needs $deployer_src (posthuman_chain::deploy_stack has no binary yet): deploy them and pass --address-book FILE"
+        [[ -n ${POSTHUMAN_DEPLOYER_KEY:-} ]] || die "deploying contracts needs POSTHUMAN_DEPLOYER_KEY (the hex key that pays for them)"
+        echo "    \$ $deploy_cmd" >&2
+        cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- \
+            --rpc-url "$rpc_url" --key-env POSTHUMAN_DEPLOYER_KEY --out "$book_out"
+        book_source="deployed"
+    fi
+fi
+
+# --- 6. Address book -> SSM ---------------------------------------------------------------------
+step "address book" "SSM $book_param (the functions read it at cold start)"
+if [[ $dry_run == 1 ]]; then
+    echo "    written only when it differs from the parameter's value:"
+    run aws ssm put-parameter --name "$book_param" --type String --overwrite --value "file://$book_out"
+elif [[ $book_source == ssm ]]; then
+    echo "    unchanged"
+else
+    run aws ssm put-parameter --name "$book_param" --type String --overwrite --value "file://$book_out" >/dev/null
+fi
+
+# --- 7. cdk deploy (and 8. the image push, before it when the stack exists) ---------------------
+repo_cmd="aws cloudformation describe-stacks --stack-name $stack --query \"Stacks[0].Outputs[?OutputKey=='WorkerRepository'].OutputValue\" --output text"
+push_image() { # repository URI
+    local repo=$1
+    local name=${repo#*/}
+    if [[ $dry_run == 0 ]] && aws ecr describe-images --repository-name "$name" --image-ids "imageTag=$image_tag" >/dev/null 2>&1; then
+        echo "    $repo:$image_tag is pushed already (the repository's tags are immutable)"
+        return
+    fi
+    run_sh "aws ecr get-login-password --region $region | $ctr login --username AWS --password-stdin $registry"
+    run_sh "$ctr tag $image $repo:$image_tag"
+    run_sh "$ctr push $repo:$image_tag"
+}
+existing_repo=""
+if [[ $dry_run == 0 ]]; then
+    existing_repo=$(bash -c "$repo_cmd" 2>/dev/null || true)
+fi
+
+step "cdk deploy" "infra/ with the pinned aws-cdk CLI; bootstraps the account/region once"
+if [[ $dry_run == 1 ]]; then
+    ask "$repo_cmd   # the stack exists: push the image (step 8) before deploying" || true
+fi
+if [[ -n $existing_repo && $existing_repo != None ]]; then
+    echo "    the stack exists: pushing the image first, so no job names a tag the repository lacks"
+    push_image "$existing_repo"
+fi
+run_sh "cd infra && npm ci --no-audit --no-fund --loglevel=error && npx --no-install tsc -p ."
+if ask "aws cloudformation describe-stacks --stack-name CDKToolkit >/dev/null 2>&1   # bootstrapped?"; then
+    :
+else
+    [[ $dry_run == 1 ]] && echo "    if not bootstrapped:"
+    run_sh "cd infra && node_modules/.bin/cdk bootstrap aws://$account/$region"
+fi
+cdk=(node_modules/.bin/cdk deploy "$stack" --require-approval never
+    -c "workerImageTag=$image_tag" -c "gpuFamily=$gpu_family" -c "addressBookParam=$book_param"
+    --outputs-file "$work/outputs.json")
+if [[ $dry_run == 1 ]]; then
+    echo "    \$ cd infra && POSTHUMAN_LAMBDA_DIR=$lambda_dir POSTHUMAN_STOREFRONT_DIR=$storefront_dir $(printf '%q ' "${cdk[@]}")--parameters RpcUrl=\"\$POSTHUMAN_RPC_URL\""
+else
+    echo "    \$ cd infra && ${cdk[*]} --parameters RpcUrl=\$POSTHUMAN_RPC_URL" >&2
+    (cd infra && POSTHUMAN_LAMBDA_DIR=$lambda_dir POSTHUMAN_STOREFRONT_DIR=$storefront_dir \
+        "${cdk[@]}" --parameters "RpcUrl=$rpc_url")
+fi
+
+# --- 8. Image push (first deploy: the repository exists only now) ------------------------------
+step "image push" "$image -> the stack's WorkerRepository"
+if [[ $dry_run == 1 ]]; then
+    echo "    (before step 7 when the stack exists; on the first deploy, here)"
+    push_image "$registry/<WorkerRepository output>"
+elif [[ -z $existing_repo || $existing_repo == None ]]; then
+    push_image "$(bash -c "$repo_cmd")"
+else
+    echo "    pushed before the deploy"
+fi
+
+echo
+if [[ $dry_run == 1 ]]; then
+    echo "deploy: dry run done: 8 steps printed, nothing run"
+else
+    echo "deploy: done; outputs (ApiUrl, StorefrontUrl, WorkerRepository, ...) in $work/outputs.json"
+fi

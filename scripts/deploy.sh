@@ -186,6 +186,11 @@ run web/build.sh
 
 # --- 4. Worker image --------------------------------------------------------------------------
 step "worker image" "$ctr build batch-worker/Dockerfile -> $image"
+# The GPU queue's job definition sets POSTHUMAN_REQUIRE_GPU=1: the CPU image refuses to run
+# there (exit 19, NO_GPU). Say so until the CUDA variant (batch-worker/Dockerfile.cuda) exists.
+if [[ ! -f batch-worker/Dockerfile.cuda ]]; then
+    echo "    WARNING: batch-worker/Dockerfile builds the CPU worker: jobs on the GPU queue exit 19 (NO_GPU) until batch-worker/Dockerfile.cuda exists"
+fi
 if [[ ! -f batch-worker/Dockerfile ]]; then
     [[ $dry_run == 1 ]] || die "no batch-worker/Dockerfile in this checkout"
     echo "    NOT AVAILABLE in this checkout: no batch-worker/Dockerfile (a real run stops here)"

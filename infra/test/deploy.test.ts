@@ -138,3 +138,34 @@ test("deploy.sh passes shellcheck", (t) => {
   const r = spawnSync("shellcheck", ["-x", "scripts/deploy.sh"], { cwd: root, encoding: "utf8" });
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
+
+test("the worker image runs the job definition's command, as a non-root user, with only the worker binary", () => {
+  const text = fs.readFileSync(path.join(root, "batch-worker/Dockerfile"), "utf8");
+  // Instructions, with continuation lines joined and comments dropped.
+  const lines = text
+    .replace(/\\\n/g, " ")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
+  const froms = lines.map((l, i) => [l, i] as const).filter(([l]) => /^FROM /i.test(l));
+  assert.ok(froms.length >= 2, "not a multi-stage build");
+  const runtime = lines.slice(froms[froms.length - 1][1]);
+  assert.match(runtime[0], /debian:.*-slim/, "the runtime stage is not Debian slim");
+  // Batch gives the whole command (`posthuman-worker run --spec ...`): an ENTRYPOINT would be
+  // prepended to it.
+  assert.ok(!runtime.some((l) => /^ENTRYPOINT/i.test(l)), "the runtime stage has an ENTRYPOINT");
+  const copies = runtime.filter((l) => /^COPY /i.test(l));
+  assert.deepEqual(copies, ["COPY --from=build /usr/local/bin/posthuman-worker /usr/local/bin/posthuman-worker"]);
+  const user = runtime.filter((l) => /^USER /i.test(l)).pop();
+  assert.ok(user, "the runtime stage runs as root");
+  assert.doesNotMatch(user!, /^USER\s+(root|0)(:|\s|$)/i, "the runtime stage runs as root");
+  assert.ok(runtime.some((l) => /ca-certificates/.test(l)), "no CA certificates for S3 over TLS");
+  // The build compiles only the worker, from the lock file.
+  assert.ok(
+    lines.some((l) => /cargo build --release --locked -p posthuman-worker --bin posthuman-worker/.test(l)),
+    "the build stage does not build exactly the worker",
+  );
+  // The stack's job definition runs the same binary name.
+  const stack = fs.readFileSync(path.join(root, "infra/lib/posthuman-stack.ts"), "utf8");
+  assert.match(stack, /command: \["posthuman-worker", "run", "--spec", "Ref::spec_key"\]/);
+});

@@ -259,6 +259,10 @@ fn init_follows_peft_and_is_seeded() {
             assert!(mean.abs() < 0.1 * bound, "{name}: mean {mean}");
         }
     }
+    assert_eq!(a.config().scale(), 2.0);
+    let mut rs = lc.clone();
+    rs.use_rslora = true;
+    assert_eq!(rs.scale(), 16.0 / 8f64.sqrt());
     assert_eq!(a.hash().unwrap(), LoraAdapter::init(lc.clone(), &base, 7).unwrap().hash().unwrap());
     assert_ne!(a.hash().unwrap(), LoraAdapter::init(lc, &base, 8).unwrap().hash().unwrap());
     // B = 0: the adapted model starts as its base.

@@ -27,6 +27,7 @@
 #   --address-book-param NAME   SSM parameter (default /posthuman/address-book)
 #   POSTHUMAN_DEPLOYER_KEY      hex key paying for a contract deployment (only when one is needed)
 #   POSTHUMAN_CONTAINER_TOOL    docker (default when present) or podman
+#   POSTHUMAN_LAMBDA_DIR, POSTHUMAN_STOREFRONT_DIR   prebuilt bundles / storefront: skip steps 2 / 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -92,8 +93,17 @@ fi
 
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
-lambda_dir=$CARGO_TARGET_DIR/lambda
-storefront_dir=$ROOT/web/dist
+# Prebuilt bundles or storefront (CI artifacts, say) skip steps 2 and 3.
+lambda_dir=${POSTHUMAN_LAMBDA_DIR:-$CARGO_TARGET_DIR/lambda}
+storefront_dir=${POSTHUMAN_STOREFRONT_DIR:-$ROOT/web/dist}
+if [[ -n ${POSTHUMAN_LAMBDA_DIR:-} ]]; then
+    for bin in posthuman-api-lambda posthuman-job-done-lambda; do
+        [[ -f $lambda_dir/$bin/bootstrap ]] || die "POSTHUMAN_LAMBDA_DIR=$lambda_dir has no $bin/bootstrap"
+    done
+fi
+if [[ -n ${POSTHUMAN_STOREFRONT_DIR:-} && ! -f $storefront_dir/index.html ]]; then
+    die "POSTHUMAN_STOREFRONT_DIR=$storefront_dir has no index.html"
+fi
 image=posthuman-worker:$image_tag
 registry=$account.dkr.ecr.$region.amazonaws.com
 work=$POSTHUMAN_CACHE/deploy/$account-$region
@@ -170,19 +180,28 @@ fi
 
 # --- 2. Lambda bundles ------------------------------------------------------------------------
 step "lambda bundles" "cargo lambda build (x86_64, provided.al2023) -> $lambda_dir/<bin>/bootstrap"
-if [[ $dry_run == 1 || ! -x $lambda_venv/bin/cargo-lambda || $(cat "$lambda_venv/.posthuman-pin" 2>/dev/null) != "$lambda_pin" ]]; then
-    run rm -rf "$lambda_venv"
-    run python3 -m venv "$lambda_venv"
-    # shellcheck disable=SC2086 # the pin is two requirement specifiers
-    run "$lambda_venv/bin/pip" install -q --disable-pip-version-check $lambda_pin
-    run_sh "echo '$lambda_pin' >$lambda_venv/.posthuman-pin"
+if [[ -n ${POSTHUMAN_LAMBDA_DIR:-} ]]; then
+    echo "    prebuilt: POSTHUMAN_LAMBDA_DIR=$lambda_dir"
+else
+    if [[ $dry_run == 1 || ! -x $lambda_venv/bin/cargo-lambda || $(cat "$lambda_venv/.posthuman-pin" 2>/dev/null) != "$lambda_pin" ]]; then
+        [[ $dry_run == 0 ]] || echo "    (the venv only when it is missing or its pin differs)"
+        run rm -rf "$lambda_venv"
+        run python3 -m venv "$lambda_venv"
+        # shellcheck disable=SC2086 # the pin is two requirement specifiers
+        run "$lambda_venv/bin/pip" install -q --disable-pip-version-check $lambda_pin
+        run_sh "echo '$lambda_pin' >$lambda_venv/.posthuman-pin"
+    fi
+    # The venv's bin on PATH: cargo finds the `lambda` subcommand there, and it finds zig.
+    run_sh "PATH=\"$lambda_venv/bin:\$PATH\" cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda"
 fi
-# The venv's bin on PATH: cargo finds the `lambda` subcommand there, and it finds zig.
-run_sh "PATH=\"$lambda_venv/bin:\$PATH\" cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda"
 
 # --- 3. Storefront ----------------------------------------------------------------------------
 step "storefront" "web/build.sh -> $storefront_dir (the stack uploads it behind CloudFront)"
-run web/build.sh
+if [[ -n ${POSTHUMAN_STOREFRONT_DIR:-} ]]; then
+    echo "    prebuilt: POSTHUMAN_STOREFRONT_DIR=$storefront_dir"
+else
+    run web/build.sh
+fi
 
 # --- 4. Worker image --------------------------------------------------------------------------
 step "worker image" "$ctr build batch-worker/Dockerfile -> $image"
@@ -246,7 +265,7 @@ fi
 # --- 6. Address book -> SSM ---------------------------------------------------------------------
 step "address book" "SSM $book_param (the functions read it at cold start)"
 if [[ $dry_run == 1 ]]; then
-    echo "    written only when it differs from the parameter's value:"
+    echo "    written unless step 5 took the book from this parameter:"
     run aws ssm put-parameter --name "$book_param" --type String --overwrite --value "file://$book_out"
 elif [[ $book_source == ssm ]]; then
     echo "    unchanged"
@@ -285,9 +304,10 @@ if ask "aws cloudformation describe-stacks --stack-name CDKToolkit >/dev/null 2>
     :
 else
     [[ $dry_run == 1 ]] && echo "    if not bootstrapped:"
-    run_sh "cd infra && node_modules/.bin/cdk bootstrap aws://$account/$region"
+    run_sh "cd infra && npx --no-install cdk bootstrap aws://$account/$region"
 fi
-cdk=(node_modules/.bin/cdk deploy "$stack" --require-approval never
+# npx --no-install: the CLI in infra/node_modules (pinned by package-lock.json), never a download.
+cdk=(npx --no-install cdk deploy "$stack" --require-approval never
     -c "workerImageTag=$image_tag" -c "gpuFamily=$gpu_family" -c "addressBookParam=$book_param"
     --outputs-file "$work/outputs.json")
 if [[ $dry_run == 1 ]]; then
@@ -304,7 +324,9 @@ if [[ $dry_run == 1 ]]; then
     echo "    (before step 7 when the stack exists; on the first deploy, here)"
     push_image "$registry/<WorkerRepository output>"
 elif [[ -z $existing_repo || $existing_repo == None ]]; then
-    push_image "$(bash -c "$repo_cmd")"
+    repo=$(bash -c "$repo_cmd") || repo=""
+    [[ -n $repo && $repo != None ]] || die "the stack has no WorkerRepository output after the deploy"
+    push_image "$repo"
 else
     echo "    pushed before the deploy"
 fi

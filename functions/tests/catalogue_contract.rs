@@ -8,11 +8,11 @@ mod common;
 use std::sync::Arc;
 
 use posthuman_functions::catalogue::{
-    Catalogue, ChildAsset, Cursor, JobPhase, JobRecord, ModelRecord, ObjectCatalogue, OrderClaim,
-    SqliteCatalogue,
+    Catalogue, ChildAsset, Cursor, JobPhase, JobRecord, KindCounts, ModelActivity, ModelRecord,
+    ObjectCatalogue, OrderClaim, SqliteCatalogue,
 };
 use posthuman_store::{LocalStore, ObjectStore, S3Config, S3Store};
-use posthuman_types::{Hash32, ModelCard, RewardScheme};
+use posthuman_types::{Hash32, JobKind, ModelCard, RewardScheme};
 
 fn model(nft: &str, created_at: u64) -> ModelRecord {
     ModelRecord {
@@ -155,6 +155,83 @@ async fn paging(cat: &dyn Catalogue) {
     }
 }
 
+/// A model card's activity: exact counts by kind through every rewrite and concurrent write,
+/// and the newest evaluations and receipts, newest first.
+async fn activity(cat: &dyn Catalogue) {
+    let m = "0x00000000000000000000000000000000000000cc";
+    let none = cat.model_activity(m, 10).await.unwrap();
+    assert_eq!(none, ModelActivity::default());
+    cat.put_model(&model(m, 30)).await.unwrap();
+    assert_eq!(cat.model_activity(m, 10).await.unwrap(), ModelActivity::default());
+
+    // (id, kind, created_at, perplexity, receipt); every job goes through each phase.
+    let eval = |ppl: f64, r: u8| (JobKind::Evaluate, Some(ppl), Some(Hash32([r; 32])));
+    let jobs = [
+        ("act-t1", (JobKind::Train, None, Some(Hash32([1; 32]))), 300),
+        ("act-t2", (JobKind::Train, None, None), 301),
+        ("act-t3", (JobKind::Train, None, None), 302),
+        ("act-i1", (JobKind::Infer, None, Some(Hash32([2; 32]))), 303),
+        ("act-i2", (JobKind::Infer, None, None), 304),
+        ("act-i3", (JobKind::Infer, None, None), 305),
+        ("act-i4", (JobKind::Infer, None, None), 306),
+        ("act-e1", eval(11.0, 3), 307),
+        ("act-e2", eval(12.0, 4), 309),
+        ("act-e3", eval(f64::INFINITY, 5), 309),
+        ("act-e4", (JobKind::Evaluate, None, None), 310),
+        ("act-e5", (JobKind::Evaluate, None, None), 311),
+    ];
+    for (id, (kind, ppl, receipt), at) in jobs {
+        let mut j = job(id, m, at);
+        j.kind = kind;
+        cat.put_job(&j).await.unwrap();
+        j.phase = JobPhase::Queued;
+        cat.put_job(&j).await.unwrap();
+        if receipt.is_some() {
+            j.phase = JobPhase::Succeeded;
+            j.perplexity = ppl;
+            j.receipt_hash = receipt;
+            j.input_data_hash = Some(Hash32([0x5a; 32]));
+        } else {
+            j.phase = JobPhase::Failed { reason: "boom".into(), exit_code: Some(1) };
+        }
+        cat.put_job(&j).await.unwrap();
+        cat.put_job(&j).await.unwrap();
+    }
+    // Another model's jobs are not this one's.
+    cat.put_job(&job("act-other", "0x00000000000000000000000000000000000000aa", 399))
+        .await
+        .unwrap();
+
+    let got = cat.model_activity(m, 50).await.unwrap();
+    assert_eq!(got.counts, KindCounts { train: 3, infer: 4, evaluate: 5 });
+    // Newest first; a tie in created_at by job id.
+    let ids: Vec<&str> = got.evaluations.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(ids, ["act-e2", "act-e3", "act-e1"]);
+    assert_eq!(got.evaluations[1].perplexity, Some(f64::INFINITY));
+    assert_eq!(got.evaluations[0].input_data_hash, Some(Hash32([0x5a; 32])));
+    let receipts: Vec<u8> = got.receipts.iter().map(|h| h.0[0]).collect();
+    assert_eq!(receipts, [4, 5, 3, 2, 1]);
+    // Only the newest `latest`; the counts stay whole; addresses are case-insensitive.
+    let two = cat.model_activity(&m.to_uppercase().replace("0X", "0x"), 2).await.unwrap();
+    assert_eq!(two.counts, got.counts);
+    assert_eq!(two.evaluations, got.evaluations[..2]);
+    assert_eq!(two.receipts, got.receipts[..2]);
+    assert_eq!(cat.model_activity(m, 0).await.unwrap().evaluations, []);
+
+    // Concurrent writers, each job written by two of them at once: no count lost or doubled.
+    let writes = (0..24).flat_map(|i| {
+        [0, 1].map(move |_| async move {
+            let mut j = job(&format!("act-race-{i}"), m, 400 + i);
+            j.kind = if i % 2 == 0 { JobKind::Infer } else { JobKind::Train };
+            cat.put_job(&j).await.unwrap();
+        })
+    });
+    futures::future::join_all(writes).await;
+    let raced = cat.model_activity(m, 50).await.unwrap();
+    assert_eq!(raced.counts, KindCounts { train: 3 + 12, infer: 4 + 12, evaluate: 5 });
+    assert_eq!(raced.evaluations, got.evaluations);
+}
+
 async fn walk_jobs_after(
     cat: &dyn Catalogue,
     consumer: &str,
@@ -211,6 +288,7 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
     );
 
     paging(cat).await;
+    activity(cat).await;
 
     // Orders: claimed once, idempotent for the holder, released only by the holder.
     let tx = "0x1111111111111111111111111111111111111111111111111111111111111111";
@@ -287,7 +365,9 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
     // A restart loses nothing.
     let again = reopen();
     assert_eq!(again.get_model(a).await.unwrap().unwrap(), m);
-    assert_eq!(again.list_models().await.unwrap().len(), 7);
+    assert_eq!(again.list_models().await.unwrap().len(), 8);
+    let m = "0x00000000000000000000000000000000000000cc";
+    assert_eq!(again.model_activity(m, 1).await.unwrap().counts.evaluate, 5);
     assert_eq!(again.get_job("job-1").await.unwrap().unwrap(), j1);
     assert_eq!(
         again.claim_order(tx, "job-9").await.unwrap(),

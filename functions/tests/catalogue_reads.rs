@@ -93,7 +93,7 @@ fn job(model: &str, i: usize) -> JobRecord {
         perplexity: None,
         input_data_hash: None,
     };
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         j.kind = JobKind::Evaluate;
         j.spec.params = JobParams::Evaluate(EvalParams {
             context_len: 32,
@@ -105,10 +105,10 @@ fn job(model: &str, i: usize) -> JobRecord {
         j.perplexity = Some(10.0 + i as f64);
         j.receipt_hash = Some(Hash32([(i % 251) as u8; 32]));
         j.input_data_hash = Some(Hash32([0x5a; 32]));
-    } else if i % 3 == 0 {
+    } else if i.is_multiple_of(3) {
         j.phase = JobPhase::Succeeded;
         j.receipt_hash = Some(Hash32([(i % 249) as u8; 32]));
-    } else if i % 7 == 0 {
+    } else if i.is_multiple_of(7) {
         j.phase = JobPhase::Failed { reason: "boom".into(), exit_code: Some(1) };
     }
     j
@@ -165,11 +165,12 @@ async fn a_card_costs_its_page_not_its_jobs(inner: Arc<dyn ObjectStore>, prefix:
     cat.put_model(&other).await.unwrap();
     add_jobs(&cat, &other.card.nft, 0, 30).await;
 
-    let small = 50;
+    // Enough that the card's page of newest evaluations is full (one in ten is one).
+    let small = 10 * posthuman_functions::handlers::views::CARD_LATEST + 50;
     add_jobs(&cat, &m.card.nft, 0, small).await;
     let (one_small, list_small, card) = reads_per_card(&deps, &counting, &m.card.nft).await;
     let counts = |n: usize| {
-        let evaluate = (0..n).filter(|i| i % 10 == 0).count();
+        let evaluate = (0..n).filter(|i| i.is_multiple_of(10)).count();
         serde_json::json!({"train": 0, "infer": n - evaluate, "evaluate": evaluate})
     };
     assert_eq!(card["jobs"], counts(small));
@@ -181,7 +182,7 @@ async fn a_card_costs_its_page_not_its_jobs(inner: Arc<dyn ObjectStore>, prefix:
     let evals = card["evaluations"].as_array().unwrap();
     assert!(!evals.is_empty());
     let newest = evals.last().unwrap();
-    let last_eval = (0..n).rev().find(|i| i % 10 == 0).unwrap();
+    let last_eval = (0..n).rev().find(|i| i.is_multiple_of(10)).unwrap();
     assert_eq!(newest["job_id"], job(&m.card.nft, last_eval).job_id, "{newest}");
     assert_eq!(newest["perplexity"].as_f64(), Some(10.0 + last_eval as f64));
     assert_eq!(newest["evaluator"], job(&m.card.nft, last_eval).consumer);
@@ -230,4 +231,87 @@ async fn a_model_card_on_s3_costs_its_page_not_its_jobs() {
     let store = Arc::new(S3Store::new(cfg).await.unwrap());
     store.create_bucket().await.unwrap();
     a_card_costs_its_page_not_its_jobs(store, &common::unique("state"), 300).await;
+}
+
+/// The index keys a catalogue written before the card indexes existed lacks.
+const CARD_INDEXES: [&str; 4] =
+    ["model-kinds/", "model-evals/", "model-receipts/", "model-indexed/"];
+
+#[tokio::test]
+async fn an_object_catalogue_written_before_the_card_indexes_gets_them_on_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
+    let counting = Arc::new(Counting { inner: local.clone(), reads: AtomicU64::new(0) });
+    let cat = ObjectCatalogue::new(counting.clone(), "state");
+    let mut deps = common::offline_deps(dir.path());
+    deps.catalogue = Arc::new(cat.clone());
+    let m = common::model_record();
+    cat.put_model(&m).await.unwrap();
+    let mut other = common::model_record();
+    other.card.nft = "0x00000000000000000000000000000000000000ab".into();
+    cat.put_model(&other).await.unwrap();
+    add_jobs(&cat, &m.card.nft, 0, 200).await;
+    let want = serde_json::to_value(models::get_model(&deps, &m.card.nft).await.unwrap()).unwrap();
+    let fresh = counting.reads();
+    models::get_model(&deps, &m.card.nft).await.unwrap();
+    let fresh = counting.reads() - fresh;
+
+    // The layout before the card indexes: the same records and older indexes, none of these.
+    for dir in CARD_INDEXES {
+        for key in local.list(&format!("state/{dir}")).await.unwrap() {
+            local.delete(&key).await.unwrap();
+        }
+    }
+    assert!(local.list("state/model-kinds/").await.unwrap().is_empty());
+
+    // The first card builds them (reading every job of that model once) and shows the same.
+    let before = counting.reads();
+    let card = models::get_model(&deps, &m.card.nft).await.unwrap();
+    let backfill = counting.reads() - before;
+    assert_eq!(serde_json::to_value(card).unwrap(), want);
+    assert!(backfill > 200, "the backfill read the jobs: {backfill}");
+    assert!(local.head(&format!("state/model-indexed/{}", m.card.nft)).await.unwrap().is_some());
+    // Then a card costs what it costs on a catalogue that always had them.
+    let before = counting.reads();
+    let again = models::get_model(&deps, &m.card.nft).await.unwrap();
+    assert_eq!(counting.reads() - before, fresh);
+    assert_eq!(serde_json::to_value(again).unwrap(), want);
+    // A model without jobs needs no backfill and leaves no marker behind.
+    let card = models::get_model(&deps, &other.card.nft).await.unwrap();
+    assert_eq!(card.jobs.train + card.jobs.infer + card.jobs.evaluate, 0);
+    assert!(
+        local.head(&format!("state/model-indexed/{}", other.card.nft)).await.unwrap().is_none()
+    );
+    println!("backfill of 200 jobs: {backfill} reads once; then {fresh} reads per card");
+}
+
+#[tokio::test]
+async fn a_sqlite_catalogue_written_before_the_counts_table_gets_it_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalogue.sqlite");
+    let cat = posthuman_functions::catalogue::SqliteCatalogue::open(&path).unwrap();
+    let m = common::model_record();
+    cat.put_model(&m).await.unwrap();
+    add_jobs(&cat, &m.card.nft, 0, 120).await;
+    let want = cat.model_activity(&m.card.nft, 5).await.unwrap();
+    assert_eq!((want.counts.infer, want.counts.evaluate), (108, 12));
+    drop(cat);
+
+    // The schema before: no counts table, no card indexes, user_version 0.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE model_job_counts; DROP INDEX jobs_evaluations; DROP INDEX jobs_receipts;
+         PRAGMA user_version = 0;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let cat = posthuman_functions::catalogue::SqliteCatalogue::open(&path).unwrap();
+    assert_eq!(cat.model_activity(&m.card.nft, 5).await.unwrap(), want);
+    // Counted from then on by each new job, and the backfill does not run again.
+    add_jobs(&cat, &m.card.nft, 120, 130).await;
+    drop(cat);
+    let cat = posthuman_functions::catalogue::SqliteCatalogue::open(&path).unwrap();
+    let now = cat.model_activity(&m.card.nft, 5).await.unwrap();
+    assert_eq!((now.counts.infer, now.counts.evaluate), (117, 13));
 }

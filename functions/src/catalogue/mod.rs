@@ -9,6 +9,10 @@
 //!
 //! Both are durable: a restart loses nothing. Records hold private fields (storage prefixes,
 //! the full job spec); the API turns them into public views and never serializes them whole.
+//!
+//! A model's card needs its job counts and its latest evaluations and receipts, never all of
+//! its jobs: [`Catalogue::model_activity`] reads them through per-model indexes that each
+//! catalogue keeps current on every job write, so a card costs its page, not its job count.
 
 pub mod objects;
 pub mod sqlite;
@@ -178,8 +182,17 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
         queue_ref: &str,
         at: u64,
     ) -> Result<bool, CatalogueError>;
-    /// Jobs on one model, oldest first.
+    /// Jobs on one model, oldest first. Reads every job: for sweeps, never for a page.
     async fn jobs_for_model(&self, nft: &str) -> Result<Vec<JobRecord>, CatalogueError>;
+    /// What a model's card shows of its jobs: exact counts by kind, and the `latest`
+    /// newest evaluations and receipts, read through per-model indexes (the cost is
+    /// `latest` records, not the model's jobs). Indexes a catalogue wrote before they
+    /// existed are built on first use.
+    async fn model_activity(
+        &self,
+        nft: &str,
+        latest: usize,
+    ) -> Result<ModelActivity, CatalogueError>;
     /// Up to `limit` jobs of one consumer after `after`, newest first (by `created_at`
     /// descending, then job id), read through a per-consumer index.
     async fn jobs_of_consumer(
@@ -203,6 +216,59 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
 
     /// Records a request nonce of `signer`; false if it was used before (a replay).
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError>;
+}
+
+/// Jobs on one model by kind (every phase).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCounts {
+    pub train: u64,
+    pub infer: u64,
+    pub evaluate: u64,
+}
+
+impl KindCounts {
+    /// Counts one more job of `kind`.
+    pub fn add(&mut self, kind: JobKind) {
+        match kind {
+            JobKind::Train => self.train += 1,
+            JobKind::Infer => self.infer += 1,
+            JobKind::Evaluate => self.evaluate += 1,
+        }
+    }
+}
+
+/// What [`Catalogue::model_activity`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelActivity {
+    /// Every job on the model.
+    pub counts: KindCounts,
+    /// The newest jobs with a measured perplexity (evaluations), newest first (by
+    /// `created_at` descending, then job id).
+    pub evaluations: Vec<JobRecord>,
+    /// The newest jobs' receipt hashes, newest first (same order).
+    pub receipts: Vec<Hash32>,
+}
+
+impl ModelActivity {
+    /// The activity of `jobs` (all jobs of one model, any order), as an index would give it.
+    pub fn of_jobs(jobs: &[JobRecord], latest: usize) -> ModelActivity {
+        let mut counts = KindCounts::default();
+        for j in jobs {
+            counts.add(j.kind);
+        }
+        let mut newest: Vec<&JobRecord> = jobs.iter().collect();
+        newest
+            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.job_id.cmp(&b.job_id)));
+        let evaluations =
+            newest.iter().filter(|j| is_evaluation(j)).take(latest).map(|j| (*j).clone()).collect();
+        let receipts = newest.iter().filter_map(|j| j.receipt_hash).take(latest).collect();
+        ModelActivity { counts, evaluations, receipts }
+    }
+}
+
+/// A job a card lists as an evaluation: one with a measured perplexity.
+pub fn is_evaluation(j: &JobRecord) -> bool {
+    j.perplexity.is_some()
 }
 
 /// Records a page holds when the caller names no limit.

@@ -22,6 +22,24 @@
 //!
 //! Index keys are written before their record, so a key whose record is missing or no longer
 //! matches (its `created_at` changed) is skipped on read rather than shown.
+//!
+//! A model's card ([`Catalogue::model_activity`]) reads three more per-model indexes, never
+//! the job records behind its counts:
+//! - `model-kinds/<nft>/<kind>/<id>`: one empty key per job; the counts are one LIST. Each
+//!   job has one key whatever its phase and however often it is rewritten, and keys are only
+//!   ever created, so concurrent writers cannot lose or double a count (no read-modify-write
+//!   counter, which S3's create-only conditional put could not keep exact). Written *after*
+//!   the record, so a job is counted once it exists; a write that fails in between is
+//!   completed by the job's next write (its completion, or the sweep's).
+//! - `model-evals/<nft>/<newest-first created_at>-<id>` for a job with a perplexity, and
+//!   `model-receipts/<nft>/<newest-first created_at>-<id>.<receipt hex>` for one with a
+//!   receipt: written before the record like the other indexes (a completion whose record
+//!   write fails is delivered again, and its record then has `completion.done`, so it is
+//!   never rewritten), so the newest `latest` are one LIST plus one GET per evaluation
+//!   shown (checked against its record) and the receipts' LIST alone.
+//! - `model-indexed/<nft>`: these indexes are complete for the model. `put_model` creates it
+//!   for a new model; a model written before these indexes existed lacks it, and its first
+//!   card builds them from its jobs once (the backfill), then creates it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,8 +47,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use posthuman_store::{ObjectStore, StoreError};
 
+use posthuman_types::{Hash32, JobKind};
+
 use super::{
-    Catalogue, CatalogueError, Cursor, JobPhase, JobRecord, ModelRecord, OrderClaim, Page,
+    Catalogue, CatalogueError, Cursor, JobPhase, JobRecord, KindCounts, ModelActivity, ModelRecord,
+    OrderClaim, Page, is_evaluation,
 };
 
 /// Largest record read back (a job spec carries at most ~1 MiB of prompts).
@@ -210,6 +231,71 @@ impl ObjectCatalogue {
     }
 }
 
+/// Jobs whose index keys the backfill writes at once.
+const BACKFILL_CONCURRENCY: usize = 16;
+
+impl ObjectCatalogue {
+    /// The `model-evals/` and `model-receipts/` keys of a job (see the module docs).
+    fn result_keys(&self, j: &JobRecord) -> Result<Vec<String>, CatalogueError> {
+        let (id, model) = (segment(&j.job_id)?, segment(&j.model)?);
+        let name = index_name(newest_first(j.created_at), &id);
+        let mut keys = Vec::new();
+        if is_evaluation(j) {
+            keys.push(self.key(&format!("model-evals/{model}/{name}")));
+        }
+        if let Some(h) = j.receipt_hash {
+            let hex = h.to_hex();
+            let hex = hex.trim_start_matches("0x");
+            keys.push(self.key(&format!("model-receipts/{model}/{name}.{hex}")));
+        }
+        Ok(keys)
+    }
+
+    /// The job's `model-kinds/` key.
+    fn kind_key(&self, j: &JobRecord) -> Result<String, CatalogueError> {
+        let (id, model) = (segment(&j.job_id)?, segment(&j.model)?);
+        Ok(self.key(&format!("model-kinds/{model}/{}/{id}", j.kind)))
+    }
+
+    async fn touch_all(&self, keys: &[String]) -> Result<(), CatalogueError> {
+        let puts = keys.iter().map(|k| self.store.put(k, Bytes::new()));
+        futures::future::try_join_all(puts).await.map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Builds a model's card indexes from its jobs if a catalogue written before they
+    /// existed left them missing; one HEAD when they are complete.
+    async fn ensure_indexed(&self, model: &str) -> Result<(), CatalogueError> {
+        let marker = self.key(&format!("model-indexed/{model}"));
+        if self.store.head(&marker).await.map_err(store_err)?.is_some() {
+            return Ok(());
+        }
+        let jobs = self.jobs_for_model(model).await?;
+        if jobs.is_empty() {
+            // Nothing to build; no marker, so an unknown NFT leaves no object behind.
+            return Ok(());
+        }
+        for chunk in jobs.chunks(BACKFILL_CONCURRENCY) {
+            let mut keys = Vec::with_capacity(3 * chunk.len());
+            for j in chunk {
+                keys.extend(self.result_keys(j)?);
+                keys.push(self.kind_key(j)?);
+            }
+            self.touch_all(&keys).await?;
+        }
+        // Jobs written while this ran wrote their own keys: the indexes are complete.
+        self.store.put_if_absent(&marker, Bytes::from_static(b"1")).await.map_err(store_err)?;
+        tracing::info!(model, jobs = jobs.len(), "built a model's card indexes (backfill)");
+        Ok(())
+    }
+}
+
+/// Splits `<id>.<receipt hex>` (a receipt index name after its `at`).
+fn parse_receipt(rest: &str) -> Option<Hash32> {
+    let (_, hex) = rest.split_once('.')?;
+    hex.parse().ok()
+}
+
 fn store_err(e: StoreError) -> CatalogueError {
     match e {
         StoreError::Unavailable(m) => CatalogueError::Unavailable(m),
@@ -236,7 +322,16 @@ impl Catalogue for ObjectCatalogue {
             .put(&self.key(&format!("model-index/{name}")), Bytes::new())
             .await
             .map_err(store_err)?;
-        self.write(&self.key(&format!("models/{nft}.json")), m).await
+        let record = self.key(&format!("models/{nft}.json"));
+        if self.store.head(&record).await.map_err(store_err)?.is_none() {
+            // A new model: every job on it is written with its card indexes, so they are
+            // complete from the start (an existing model's marker is the backfill's to set).
+            self.store
+                .put_if_absent(&self.key(&format!("model-indexed/{nft}")), Bytes::from_static(b"1"))
+                .await
+                .map_err(store_err)?;
+        }
+        self.write(&record, m).await
     }
 
     async fn get_model(&self, nft: &str) -> Result<Option<ModelRecord>, CatalogueError> {
@@ -274,15 +369,22 @@ impl Catalogue for ObjectCatalogue {
         let consumer = segment(&j.consumer)?;
         // Indexes first: a job listed in an index but not yet written is skipped on read.
         let by_consumer = index_name(newest_first(j.created_at), &id);
-        futures::future::try_join(
-            self.store
-                .put(&self.key(&format!("model-jobs/{model}/{id}")), Bytes::from_static(b"1")),
-            self.store
-                .put(&self.key(&format!("consumer-jobs/{consumer}/{by_consumer}")), Bytes::new()),
+        let results = self.result_keys(j)?;
+        futures::future::try_join3(
+            async {
+                let key = self.key(&format!("model-jobs/{model}/{id}"));
+                self.store.put(&key, Bytes::from_static(b"1")).await.map_err(store_err)
+            },
+            async {
+                let key = self.key(&format!("consumer-jobs/{consumer}/{by_consumer}"));
+                self.store.put(&key, Bytes::new()).await.map_err(store_err)
+            },
+            self.touch_all(&results),
         )
-        .await
-        .map_err(store_err)?;
-        self.write(&self.key(&format!("jobs/{id}.json")), j).await
+        .await?;
+        self.write(&self.key(&format!("jobs/{id}.json")), j).await?;
+        // Counted once it exists (see the module docs).
+        self.touch_all(&[self.kind_key(j)?]).await
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, CatalogueError> {
@@ -323,6 +425,47 @@ impl Catalogue for ObjectCatalogue {
         let mut jobs = self.read_jobs(job_keys).await?;
         jobs.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
         Ok(jobs)
+    }
+
+    async fn model_activity(
+        &self,
+        nft: &str,
+        latest: usize,
+    ) -> Result<ModelActivity, CatalogueError> {
+        let Ok(model) = segment(nft) else { return Ok(ModelActivity::default()) };
+        self.ensure_indexed(&model).await?;
+        let kinds_dir = self.key(&format!("model-kinds/{model}/"));
+        let (kinds, (evals, _), (receipts, _)) = futures::future::try_join3(
+            async { self.store.list(&kinds_dir).await.map_err(store_err) },
+            self.index_page(&format!("model-evals/{model}/"), None, latest),
+            self.index_page(&format!("model-receipts/{model}/"), None, latest),
+        )
+        .await?;
+        let mut counts = KindCounts::default();
+        for key in &kinds {
+            let kind = key.strip_prefix(&kinds_dir).and_then(|k| k.split_once('/')).map(|k| k.0);
+            match kind {
+                Some("train") => counts.add(JobKind::Train),
+                Some("infer") => counts.add(JobKind::Infer),
+                Some("evaluate") => counts.add(JobKind::Evaluate),
+                _ => {}
+            }
+        }
+        let keys = evals.iter().map(|(_, id)| self.key(&format!("jobs/{id}.json"))).collect();
+        let evaluations = self
+            .read_jobs(keys)
+            .await?
+            .into_iter()
+            .filter(|j| {
+                j.model == model
+                    && is_evaluation(j)
+                    && evals
+                        .iter()
+                        .any(|(at, id)| *id == j.job_id && *at == newest_first(j.created_at))
+            })
+            .collect();
+        let receipts = receipts.iter().filter_map(|(_, rest)| parse_receipt(rest)).collect();
+        Ok(ModelActivity { counts, evaluations, receipts })
     }
 
     async fn jobs_of_consumer(

@@ -4,13 +4,23 @@
 //! use primary keys so a claim is a single `INSERT` that either wins or conflicts. Pages are
 //! read through expression indexes on the records' JSON (`created_at`, `consumer`), which
 //! existing databases gain on open without a migration.
+//!
+//! A model's card reads `model_job_counts` (one row per model and kind, incremented in the
+//! same transaction that inserts a job, so it is exact) and the newest evaluations and
+//! receipts through partial indexes that hold only such jobs. A database written before the
+//! counts table existed (`user_version` 0) has it filled from its jobs on open, once.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Catalogue, CatalogueError, Cursor, JobRecord, ModelRecord, OrderClaim, Page};
+use posthuman_types::Hash32;
+
+use super::{
+    Catalogue, CatalogueError, Cursor, JobRecord, KindCounts, ModelActivity, ModelRecord,
+    OrderClaim, Page,
+};
 
 /// See the module docs.
 #[derive(Clone)]
@@ -35,9 +45,40 @@ CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, seq);
 CREATE INDEX IF NOT EXISTS models_by_age ON models (json_extract(record, '$.created_at'), nft);
 CREATE INDEX IF NOT EXISTS jobs_by_consumer ON jobs (json_extract(record, '$.consumer'),
     json_extract(record, '$.created_at') DESC, job_id);
+CREATE INDEX IF NOT EXISTS jobs_evaluations ON jobs (model,
+    json_extract(record, '$.created_at') DESC, job_id)
+    WHERE json_extract(record, '$.perplexity') IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_receipts ON jobs (model,
+    json_extract(record, '$.created_at') DESC, job_id)
+    WHERE json_extract(record, '$.receipt_hash') IS NOT NULL;
+CREATE TABLE IF NOT EXISTS model_job_counts (model TEXT NOT NULL, kind TEXT NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (model, kind));
 CREATE TABLE IF NOT EXISTS orders (order_tx TEXT PRIMARY KEY, job_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (signer TEXT NOT NULL, nonce TEXT NOT NULL,
     PRIMARY KEY (signer, nonce));";
+
+/// Schema version (`PRAGMA user_version`): 1 once `model_job_counts` holds every job.
+const VERSION: i64 = 1;
+
+/// Fills `model_job_counts` from the jobs of a database written before it existed.
+const BACKFILL_COUNTS: &str = "
+DELETE FROM model_job_counts;
+INSERT INTO model_job_counts (model, kind, n)
+    SELECT model, json_extract(record, '$.kind'), count(*) FROM jobs GROUP BY 1, 2;
+PRAGMA user_version = 1;";
+
+/// A model's job counts by kind.
+const COUNTS: &str = "SELECT kind, n FROM model_job_counts WHERE model = ?1";
+
+/// A model's newest evaluations (through `jobs_evaluations`).
+const LATEST_EVALUATIONS: &str = "SELECT record FROM jobs
+    WHERE model = ?1 AND json_extract(record, '$.perplexity') IS NOT NULL
+    ORDER BY json_extract(record, '$.created_at') DESC, job_id LIMIT ?2";
+
+/// A model's newest receipts (through `jobs_receipts`).
+const LATEST_RECEIPTS: &str = "SELECT json_extract(record, '$.receipt_hash') FROM jobs
+    WHERE model = ?1 AND json_extract(record, '$.receipt_hash') IS NOT NULL
+    ORDER BY json_extract(record, '$.created_at') DESC, job_id LIMIT ?2";
 
 fn backend(e: impl std::fmt::Display) -> CatalogueError {
     CatalogueError::Backend(e.to_string())
@@ -52,6 +93,14 @@ impl SqliteCatalogue {
     pub fn open(path: &Path) -> Result<Self, CatalogueError> {
         let conn = Connection::open(path).map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let version: i64 =
+            tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(backend)?;
+        if version < VERSION {
+            tx.execute_batch(BACKFILL_COUNTS).map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
         Ok(SqliteCatalogue { db: Arc::new(Mutex::new(conn)) })
     }
 
@@ -178,15 +227,32 @@ impl Catalogue for SqliteCatalogue {
     async fn put_job(&self, j: &JobRecord) -> Result<(), CatalogueError> {
         let id = j.job_id.clone();
         let model = j.model.to_ascii_lowercase();
+        let kind = j.kind.as_str();
         let json = serde_json::to_string(j).map_err(backend)?;
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO jobs (job_id, model, record) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(job_id) DO UPDATE SET record = excluded.record",
-                params![id, model, json],
-            )
-            .map_err(backend)?;
-            Ok(())
+            // One transaction: a new job and its count land together or not at all.
+            let tx = rusqlite::Transaction::new_unchecked(c, TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let new = tx
+                .execute(
+                    "INSERT INTO jobs (job_id, model, record) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(job_id) DO NOTHING",
+                    params![id, model, json],
+                )
+                .map_err(backend)?
+                == 1;
+            if new {
+                tx.execute(
+                    "INSERT INTO model_job_counts (model, kind, n) VALUES (?1, ?2, 1)
+                     ON CONFLICT(model, kind) DO UPDATE SET n = n + 1",
+                    params![model, kind],
+                )
+                .map_err(backend)?;
+            } else {
+                tx.execute("UPDATE jobs SET record = ?2 WHERE job_id = ?1", params![id, json])
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -237,6 +303,45 @@ impl Catalogue for SqliteCatalogue {
                 rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
             jobs.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
             Ok(jobs)
+        })
+        .await
+    }
+
+    async fn model_activity(
+        &self,
+        nft: &str,
+        latest: usize,
+    ) -> Result<ModelActivity, CatalogueError> {
+        let nft = nft.to_ascii_lowercase();
+        let limit = i64::try_from(latest).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut counts = KindCounts::default();
+            let mut st = c.prepare_cached(COUNTS).map_err(backend)?;
+            let rows = st
+                .query_map(params![nft], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(backend)?;
+            for row in rows {
+                let (kind, n) = row.map_err(backend)?;
+                let n = u64::try_from(n).map_err(corrupt)?;
+                match kind.as_str() {
+                    "train" => counts.train += n,
+                    "infer" => counts.infer += n,
+                    "evaluate" => counts.evaluate += n,
+                    other => return Err(corrupt(format!("job kind {other:?}"))),
+                }
+            }
+            let mut st = c.prepare_cached(LATEST_EVALUATIONS).map_err(backend)?;
+            let rows =
+                st.query_map(params![nft, limit], |r| r.get::<_, String>(0)).map_err(backend)?;
+            let evaluations: Vec<JobRecord> =
+                rows.map(|r| decode(&r.map_err(backend)?)).collect::<Result<_, _>>()?;
+            let mut st = c.prepare_cached(LATEST_RECEIPTS).map_err(backend)?;
+            let rows =
+                st.query_map(params![nft, limit], |r| r.get::<_, String>(0)).map_err(backend)?;
+            let receipts = rows
+                .map(|r| r.map_err(backend)?.parse::<Hash32>().map_err(corrupt))
+                .collect::<Result<_, _>>()?;
+            Ok(ModelActivity { counts, evaluations, receipts })
         })
         .await
     }
@@ -335,5 +440,36 @@ impl Catalogue for SqliteCatalogue {
             Ok(n == 1)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, one line per step.
+    fn plan(c: &Connection, sql: &str) -> String {
+        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let args: &[&dyn rusqlite::ToSql] = &[&"0xaa", &20];
+        let args = &args[..st.parameter_count()];
+        let rows = st.query_map(args, |r| r.get::<_, String>(3)).unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// A card's reads are index lookups of its page: no scan of the model's jobs, no sort.
+    #[test]
+    fn a_cards_queries_read_only_their_page_through_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = SqliteCatalogue::open(&dir.path().join("c.sqlite")).unwrap();
+        let c = cat.db.lock().unwrap();
+        for (sql, index) in [
+            (COUNTS, "sqlite_autoindex_model_job_counts_1"),
+            (LATEST_EVALUATIONS, "jobs_evaluations"),
+            (LATEST_RECEIPTS, "jobs_receipts"),
+        ] {
+            let p = plan(&c, sql);
+            assert!(p.contains(&format!("USING INDEX {index}")), "{sql}:\n{p}");
+            assert!(!p.contains("TEMP B-TREE"), "{sql} sorts:\n{p}");
+        }
     }
 }

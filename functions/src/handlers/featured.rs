@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::models::{find_model, lower};
 use super::views::ModelView;
 use crate::auth;
-use crate::catalogue::{JobPhase, now_secs};
+use crate::catalogue::{JobPhase, is_evaluation, now_secs};
 use crate::deps::Deps;
 use crate::error::ApiError;
 
@@ -60,10 +60,14 @@ pub async fn feature_evaluations(
             reason: format!("at most {MAX_FEATURED}"),
         });
     }
-    let jobs = deps.catalogue.jobs_for_model(&model.card.nft).await?;
     for id in &req.job_ids {
-        let ok = jobs.iter().any(|j| {
-            j.job_id == *id && j.kind == JobKind::Evaluate && j.phase == JobPhase::Succeeded
+        // By id (at most MAX_FEATURED reads), never every job on the model.
+        let job = deps.catalogue.get_job(id).await?;
+        let ok = job.is_some_and(|j| {
+            j.model == model.card.nft
+                && j.kind == JobKind::Evaluate
+                && j.phase == JobPhase::Succeeded
+                && is_evaluation(&j)
         });
         if !ok {
             return Err(ApiError::Invalid {

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::chain_err;
 use super::pricing::{FeeBinding, QuoteTerms, model_shape, price_terms, validate_params};
-use super::views::{ModelView, Paged};
+use super::views::{self, ModelView, Paged};
 use crate::auth;
 use crate::catalogue::{Cursor, ModelRecord, now_secs};
 use crate::deps::{Deps, keys, service_index};
@@ -221,8 +221,17 @@ async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
         parent = deps.catalogue.get_model(&p).await?.and_then(|r| r.card.parent);
         lineage.push(p);
     }
-    let jobs = deps.catalogue.jobs_for_model(&m.card.nft).await?;
-    Ok(ModelView::new(m, lineage, &jobs))
+    // The card's counts and newest results through the catalogue's per-model indexes, and
+    // the (at most MAX_FEATURED) featured evaluations by id: never every job on the model.
+    let activity = deps.catalogue.model_activity(&m.card.nft, views::CARD_LATEST).await?;
+    let mut featured = Vec::new();
+    for id in &m.featured {
+        match activity.evaluations.iter().find(|j| j.job_id == *id) {
+            Some(j) => featured.push(j.clone()),
+            None => featured.extend(deps.catalogue.get_job(id).await?),
+        }
+    }
+    Ok(ModelView::with_activity(m, lineage, &activity, &featured))
 }
 
 /// `GET /models`: one page of the catalogue, oldest first, and the next page's cursor.

@@ -4,7 +4,13 @@
 use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, ModelCard};
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{ChildAsset, JobPhase, JobRecord, ModelRecord};
+use crate::catalogue::{
+    ChildAsset, JobPhase, JobRecord, KindCounts, ModelActivity, ModelRecord, is_evaluation,
+};
+
+/// The newest evaluations (besides the featured ones) and receipts a card lists: a card
+/// costs this many records, whatever the number of jobs on the model.
+pub const CARD_LATEST: usize = 20;
 
 /// Job counts by kind.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -12,6 +18,12 @@ pub struct JobCounts {
     pub train: u64,
     pub infer: u64,
     pub evaluate: u64,
+}
+
+impl From<KindCounts> for JobCounts {
+    fn from(c: KindCounts) -> Self {
+        JobCounts { train: c.train, infer: c.infer, evaluate: c.evaluate }
+    }
 }
 
 /// An evaluation shown on a model's card, labelled with who ran it on what: any buyer may
@@ -51,47 +63,71 @@ pub struct ModelView {
 }
 
 impl ModelView {
+    /// The card of a model from all of its jobs (a new model: none).
     pub fn new(m: &ModelRecord, lineage: Vec<String>, jobs: &[JobRecord]) -> Self {
-        let mut counts = JobCounts::default();
-        let mut evaluations = Vec::new();
-        let mut receipts = Vec::new();
-        for j in jobs {
-            match j.kind {
-                JobKind::Train => counts.train += 1,
-                JobKind::Infer => counts.infer += 1,
-                JobKind::Evaluate => counts.evaluate += 1,
-            }
-            if let Some(p) = j.perplexity {
-                let (context_len, stride) = match &j.spec.params {
-                    JobParams::Evaluate(e) => (Some(e.context_len), Some(e.stride)),
-                    _ => (None, None),
-                };
-                evaluations.push(EvaluationView {
-                    job_id: j.job_id.clone(),
-                    perplexity: p,
-                    receipt_hash: j.receipt_hash,
-                    evaluator: j.consumer.clone(),
-                    dataset_commitment: j.input_data_hash,
-                    context_len,
-                    stride,
-                    featured: m.featured.contains(&j.job_id),
-                });
-            }
-            receipts.extend(j.receipt_hash);
-        }
-        // Featured first, in the owner's order; the rest oldest first as before.
-        evaluations
-            .sort_by_key(|e| m.featured.iter().position(|f| *f == e.job_id).unwrap_or(usize::MAX));
+        let featured: Vec<JobRecord> =
+            jobs.iter().filter(|j| m.featured.contains(&j.job_id)).cloned().collect();
+        Self::with_activity(m, lineage, &ModelActivity::of_jobs(jobs, usize::MAX), &featured)
+    }
+
+    /// The card of a model from its indexed activity and its featured jobs (read by id; any
+    /// that is not an evaluation of this model is left out). Featured evaluations come
+    /// first in the owner's order, then the newest others oldest first; receipts oldest
+    /// first.
+    pub fn with_activity(
+        m: &ModelRecord,
+        lineage: Vec<String>,
+        activity: &ModelActivity,
+        featured: &[JobRecord],
+    ) -> Self {
+        let mut evaluations: Vec<EvaluationView> = m
+            .featured
+            .iter()
+            .filter_map(|id| {
+                featured.iter().find(|j| {
+                    j.job_id == *id && j.model.eq_ignore_ascii_case(&m.card.nft) && is_evaluation(j)
+                })
+            })
+            .filter_map(|j| EvaluationView::of(j, true))
+            .collect();
+        evaluations.extend(
+            activity
+                .evaluations
+                .iter()
+                .rev()
+                .filter(|j| !m.featured.contains(&j.job_id))
+                .filter_map(|j| EvaluationView::of(j, false)),
+        );
         ModelView {
             card: m.card.clone(),
             lineage,
             source_job: m.source_job.clone(),
             receipt_hash: m.receipt_hash,
-            jobs: counts,
+            jobs: activity.counts.into(),
             evaluations,
-            receipts,
+            receipts: activity.receipts.iter().rev().copied().collect(),
             created_at: m.created_at,
         }
+    }
+}
+
+impl EvaluationView {
+    /// The label of an evaluation job; `None` for a job without a perplexity.
+    fn of(j: &JobRecord, featured: bool) -> Option<Self> {
+        let (context_len, stride) = match &j.spec.params {
+            JobParams::Evaluate(e) => (Some(e.context_len), Some(e.stride)),
+            _ => (None, None),
+        };
+        Some(EvaluationView {
+            job_id: j.job_id.clone(),
+            perplexity: j.perplexity?,
+            receipt_hash: j.receipt_hash,
+            evaluator: j.consumer.clone(),
+            dataset_commitment: j.input_data_hash,
+            context_len,
+            stride,
+            featured,
+        })
     }
 }
 
@@ -259,5 +295,28 @@ mod tests {
         let order: Vec<(&str, bool)> =
             view.evaluations.iter().map(|e| (e.job_id.as_str(), e.featured)).collect();
         assert_eq!(order, [("j-2", true), ("j-1", false)]);
+    }
+
+    #[test]
+    fn a_card_from_its_activity_shows_featured_evaluations_outside_the_newest_page_first() {
+        let stranger = "0x00000000000000000000000000000000000000b0";
+        let old = evaluation("j-old", stranger, 5);
+        let newest = [evaluation("j-9", stranger, 90), evaluation("j-8", stranger, 80)];
+        let mut elsewhere = evaluation("j-x", stranger, 7);
+        elsewhere.model = "0x00000000000000000000000000000000000000bb".into();
+        let activity = ModelActivity {
+            counts: KindCounts { train: 1, infer: 2, evaluate: 40 },
+            evaluations: newest.to_vec(),
+            receipts: vec![Hash32([2; 32]), Hash32([1; 32])],
+        };
+        let m = model(&["j-x", "j-old", "j-8"]);
+        let featured = [elsewhere, old, newest[1].clone()];
+        let view = ModelView::with_activity(&m, vec![], &activity, &featured);
+        let order: Vec<(&str, bool)> =
+            view.evaluations.iter().map(|e| (e.job_id.as_str(), e.featured)).collect();
+        // Another model's job is never featured here; the rest oldest first.
+        assert_eq!(order, [("j-old", true), ("j-8", true), ("j-9", false)]);
+        assert_eq!(view.jobs, JobCounts { train: 1, infer: 2, evaluate: 40 });
+        assert_eq!(view.receipts, [Hash32([1; 32]), Hash32([2; 32])]);
     }
 }

@@ -142,6 +142,16 @@ test("access is logged and logs expire: S3 server access logs, VPC flow logs, Cl
     "access logs are kept forever",
   );
   t.hasResourceProperties("AWS::EC2::FlowLog", { ResourceType: "VPC", TrafficType: "ALL", LogDestinationType: "s3" });
+  // The flow logs' delivery grant is the stack's own (one AWS added would not survive an update).
+  const policy = Object.values(t.findResources("AWS::S3::BucketPolicy")).find(
+    (p: any) => JSON.stringify(p.Properties.Bucket) === JSON.stringify({ Ref: logsId }),
+  ) as any;
+  assert.ok(
+    policy.Properties.PolicyDocument.Statement.some(
+      (st: any) => st.Principal?.Service === "delivery.logs.amazonaws.com" && st.Action === "s3:PutObject",
+    ),
+    "no delivery.logs.amazonaws.com grant on the access-log bucket",
+  );
   t.hasResourceProperties("AWS::CloudFront::Distribution", {
     DistributionConfig: Match.objectLike({ Logging: Match.objectLike({ Bucket: Match.anyValue() }) }),
   });

@@ -112,6 +112,25 @@ export class PosthumanStack extends Stack {
       destination: ec2.FlowLogDestination.toS3(accessLogs, "vpc-flow-logs/"),
       trafficType: ec2.FlowLogTrafficType.ALL,
     });
+    // Log delivery's grant, stated here: AWS would otherwise add it to the bucket policy itself
+    // when the flow log is created, and the next stack update of that policy would drop it.
+    const delivery = new iam.ServicePrincipal("delivery.logs.amazonaws.com");
+    accessLogs.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [delivery],
+        actions: ["s3:PutObject"],
+        resources: [accessLogs.arnForObjects(`vpc-flow-logs/AWSLogs/${this.account}/*`)],
+        conditions: { StringEquals: { "s3:x-amz-acl": "bucket-owner-full-control", "aws:SourceAccount": this.account } },
+      }),
+    );
+    accessLogs.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [delivery],
+        actions: ["s3:GetBucketAcl", "s3:ListBucket"],
+        resources: [accessLogs.bucketArn],
+        conditions: { StringEquals: { "aws:SourceAccount": this.account } },
+      }),
+    );
     const workerSg = new ec2.SecurityGroup(this, "WorkerSg", { vpc, allowAllOutbound: false });
     // HTTPS only; the isolated subnets route nowhere but the VPC endpoints (no IGW, no NAT).
     workerSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), "HTTPS to the VPC endpoints");

@@ -233,6 +233,14 @@ function exitCodes(): { codes: Map<string, number>; lists: Map<string, number[]>
   return { codes, lists };
 }
 
+/** exit.rs's BUYER_INPUT_RANGE (`start..=end`): every code in it is the buyer's input. */
+function buyerInputRange(): [number, number] {
+  const src = fs.readFileSync(path.resolve(__dirname, "../../../crates/types/src/exit.rs"), "utf8");
+  const m = src.match(/pub const BUYER_INPUT_RANGE: RangeInclusive<i32> = (\d+)..=(\d+);/);
+  assert.ok(m, "exit.rs has no BUYER_INPUT_RANGE");
+  return [Number(m[1]), Number(m[2])];
+}
+
 type Rule = { Action: string; OnExitCode?: string; OnStatusReason?: string; OnReason?: string };
 
 /** Batch's glob: the pattern's text, where a trailing `*` matches any rest. */
@@ -280,15 +288,17 @@ test("Batch retries the worker's retryable failures and a reclaimed host, never 
   }
   // A Spot reclaim or a host that went away: no exit code, Batch's status reason names the host.
   assert.equal(batchAction(rules, { statusReason: "Host EC2 (instance i-0123456789abcdef0) terminated." }), "RETRY");
-  // Every other worker code that exit.rs classes retryable is retried, except those Batch's
-  // grammar cannot separate from the buyer's codes 13..17 within 5 rules (10..12: the same
-  // spec and weights fail the same way again, so nothing is lost by not retrying them; the
-  // order is released either way, as job-done classifies by exit.rs).
-  const inseparable = ["BAD_SPEC", "BAD_WEIGHTS", "MISSING_TOKENIZER"].map((n) => codes.get(n)!);
-  const stopping = new Set([...lists.get("BUYER_INPUT")!, ...lists.get("FINAL")!]);
-  for (const c of lists.get("ALL")!) {
-    if (stopping.has(c) || inseparable.includes(c)) continue;
-    assert.equal(batchAction(rules, { exitCode: c }), "RETRY", `retryable code ${c} is not retried`);
+  // Exact, for every exit status a process can have: Batch stops on a code iff exit.rs's
+  // classify() says it is the buyer's input (the BUYER_INPUT_RANGE) or final, and retries
+  // every other one — the worker's own retryable codes, a panic's 101, a signal's 128+n.
+  const range = buyerInputRange();
+  const stopping = new Set([...lists.get("FINAL")!]);
+  for (const c of lists.get("BUYER_INPUT")!) {
+    assert.ok(c >= range[0] && c <= range[1], `BUYER_INPUT code ${c} outside BUYER_INPUT_RANGE`);
+  }
+  for (let c = 1; c <= 255; c++) {
+    const want = stopping.has(c) || (c >= range[0] && c <= range[1]) ? "EXIT" : "RETRY";
+    assert.equal(batchAction(rules, { exitCode: c }), want, `exit code ${c}`);
   }
 });
 

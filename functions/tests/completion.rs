@@ -57,7 +57,7 @@ async fn a_buyer_input_failure_consumes_the_order_and_an_operator_failure_releas
     let buyer = queued_job(&deps, "bad-dataset", 1).await;
     let operator = queued_job(&deps, "store-down", 2).await;
 
-    // Exit 13: the buyer's dataset yields no tokens. Running it again fails the same way.
+    // Exit 40 (BAD_DATASET): the buyer's dataset yields no tokens. Running it again fails the same way.
     on_job_done(&deps, &failed("bad-dataset", Some(posthuman_types::exit::BAD_DATASET)))
         .await
         .unwrap();
@@ -68,13 +68,13 @@ async fn a_buyer_input_failure_consumes_the_order_and_an_operator_failure_releas
         "a failure caused by the buyer's input consumes the order"
     );
     let rec = deps.catalogue.get_job("bad-dataset").await.unwrap().unwrap();
-    assert!(matches!(rec.phase, JobPhase::Failed { exit_code: Some(13), .. }), "{rec:?}");
+    assert!(matches!(rec.phase, JobPhase::Failed { exit_code: Some(40), .. }), "{rec:?}");
     match JobView::new(&rec, false, None).state {
         JobStateView::Failed { order_reusable, .. } => assert!(!order_reusable),
         other => panic!("{other:?}"),
     }
     // A duplicate FAILED event changes nothing.
-    on_job_done(&deps, &failed("bad-dataset", Some(13))).await.unwrap();
+    on_job_done(&deps, &failed("bad-dataset", Some(40))).await.unwrap();
     assert_eq!(deps.catalogue.order_holder(&key).await.unwrap().as_deref(), Some("bad-dataset"));
 
     // Exit 18: the object store failed — not the buyer's fault: the order pays for a retry.

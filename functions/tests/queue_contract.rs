@@ -54,12 +54,12 @@ async fn contract_suite(q: &dyn JobQueue, tag: &str) {
 // ---------------------------------------------------------------- local queue
 
 /// A worker stand-in script for exercising the *queue* (the real worker runs in the e2e
-/// test): it logs `start <id>` / `end <id>`, sleeps, fails with the buyer-input code 13 (bad
+/// test): it logs `start <id>` / `end <id>`, sleeps, fails with the buyer-input code 40 (bad
 /// dataset) for ids starting with `fail`, and is killed by SIGKILL for ids starting with `crash`.
 fn script_worker(log: &Path, sleep_s: &str) -> WorkerCommand {
     let script = format!(
         r#"id=$(basename "$3" .json); echo "start $id" >> {log}; sleep {sleep_s}; echo "end $id" >> {log};
-           case $id in fail*) echo '{{"reason":"boom"}}' >&2; exit 13;; crash*) kill -9 $$;; esac; exit 0"#,
+           case $id in fail*) echo '{{"reason":"boom"}}' >&2; exit 40;; crash*) kill -9 $$;; esac; exit 0"#,
         log = log.display()
     );
     WorkerCommand { program: "/bin/sh".into(), args: vec!["-c".into(), script, "sh".into()] }
@@ -128,7 +128,7 @@ async fn local_queue_respects_the_concurrency_limit_and_reports_failures() {
     let failed = wait_terminal(&q, "fail-2").await;
     assert_eq!(
         failed,
-        QueueState::Failed { reason: "worker exited with code 13".into(), exit_code: Some(13) }
+        QueueState::Failed { reason: "worker exited with code 40".into(), exit_code: Some(40) }
     );
     q.shutdown().await;
     // With one slot, runs never overlap: start/end strictly alternate, in submit order.
@@ -247,10 +247,10 @@ async fn local_queue_retries_a_crashing_job_a_bounded_number_of_times_but_never_
         }
         other => panic!("{other:?}"),
     }
-    // The buyer's bad dataset (exit 13) fails the same way every time: run once.
+    // The buyer's bad dataset (exit 40) fails the same way every time: run once.
     assert_eq!(
         wait_terminal(&q, "fail-2").await,
-        QueueState::Failed { reason: "worker exited with code 13".into(), exit_code: Some(13) }
+        QueueState::Failed { reason: "worker exited with code 40".into(), exit_code: Some(40) }
     );
     q.shutdown().await;
     assert_eq!(starts_of(&log, "crash-1"), 3);

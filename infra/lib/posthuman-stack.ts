@@ -597,25 +597,22 @@ function gpuInstanceTypes(family: string): ec2.InstanceType[] {
 
 /**
  * Batch's retry rules for the worker, after crates/types/src/exit.rs (the stack test parses
- * it and checks these rules against its BUYER_INPUT and FINAL lists). Batch takes the first
- * rule that matches and retries when none does; exit codes match as digits with an optional
- * trailing `*`, and a job definition takes at most 5 rules, so the classes are covered by
- * prefix: every code 1*, 2* (the buyer's 13..17, 20, 21 and the final 124) exits, except the
- * transient STORE (18) and NO_GPU (19) carved out before it. What that costs: BAD_SPEC,
- * BAD_WEIGHTS and MISSING_TOKENIZER (10..12, which fail the same way on the same spec anyway)
- * and codes no worker path sets in 1..2, 100..255 (a panic's 101, a signal's 128+n) are not
- * retried either; job-done still classifies by exit.rs, so their orders are released.
- * INTERNAL (70), INTERRUPTED (75) and every other code match no rule and are retried.
+ * it and checks, for every exit status 1..255, that these rules stop exactly where exit.rs's
+ * classify() does). Batch takes the first rule that matches and retries when none does; exit
+ * codes match as digits with an optional trailing `*`, and a job definition takes at most 5
+ * rules — which is why exit.rs keeps the buyer's codes in one decade, BUYER_INPUT_RANGE
+ * 40..=49: `4*` covers it, with a bare `4` carved out first; the one FINAL code (124) is
+ * exact. Everything else — the worker's retryable codes, a panic's 101, a signal's 128+n, a
+ * reclaimed host — is retried (attempts bounded).
  */
 function workerRetryRules(): batch.RetryStrategy[] {
   const { RetryStrategy, Action, Reason } = batch;
   return [
     // A Spot reclaim or a lost host ("Host EC2 (instance i-...) terminated."): no exit code.
     RetryStrategy.of(Action.RETRY, Reason.SPOT_INSTANCE_RECLAIMED),
-    RetryStrategy.of(Action.RETRY, Reason.custom({ onExitCode: "18" })), // STORE
-    RetryStrategy.of(Action.RETRY, Reason.custom({ onExitCode: "19" })), // NO_GPU
-    RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "1*" })), // BUYER_INPUT 13..17, FINAL 124
-    RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "2*" })), // BUYER_INPUT 20, 21
+    RetryStrategy.of(Action.RETRY, Reason.custom({ onExitCode: "4" })), // not in 40..=49
+    RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "4*" })), // BUYER_INPUT_RANGE 40..=49
+    RetryStrategy.of(Action.EXIT, Reason.custom({ onExitCode: "124" })), // FINAL: WALL_CLOCK_EXCEEDED
   ];
 }
 

@@ -13,8 +13,11 @@
 //!   (running the same request again fails the same way, and the compute was spent) and
 //!   releases it otherwise, so the order pays for a retry.
 //!
-//! A code this module does not know (a signal, a crash, a code added to the worker but not
-//! here) is [`FailureClass::Retryable`]: never the buyer's fault unless proven.
+//! A code outside [`BUYER_INPUT_RANGE`] that this module does not know (a signal, a crash, a
+//! code added to the worker but not here) is [`FailureClass::Retryable`]: never the buyer's
+//! fault unless proven.
+
+use std::ops::RangeInclusive;
 
 /// The job spec is unreadable, not JSON, or names invalid ids/keys. The API builds specs, so
 /// this is the operator's bug, not the buyer's input.
@@ -24,25 +27,25 @@ pub const BAD_WEIGHTS: i32 = 11;
 /// The model prefix has no usable `tokenizer.json` (the seller's upload).
 pub const MISSING_TOKENIZER: i32 = 12;
 /// The buyer's dataset is empty, not UTF-8, or yields no tokens.
-pub const BAD_DATASET: i32 = 13;
+pub const BAD_DATASET: i32 = 40;
 /// The buyer's dataset is larger than the configured cap.
-pub const DATASET_TOO_LARGE: i32 = 14;
+pub const DATASET_TOO_LARGE: i32 = 41;
 /// A buyer's hyperparameter is out of its bounds (including context > the model's maximum).
-pub const OUT_OF_RANGE: i32 = 15;
+pub const OUT_OF_RANGE: i32 = 42;
 /// Training on the buyer's data and hyperparameters produced a NaN or infinite loss.
-pub const NON_FINITE_LOSS: i32 = 16;
+pub const NON_FINITE_LOSS: i32 = 43;
 /// The preflight memory estimate of the buyer's batch/context exceeds the worker's limit.
-pub const MEMORY_REFUSED: i32 = 17;
+pub const MEMORY_REFUSED: i32 = 44;
 /// The object store failed (read or write): transient.
 pub const STORE: i32 = 18;
 /// The worker requires a GPU and none could be opened: the host's fault.
 pub const NO_GPU: i32 = 19;
 /// The spec asks for more compute (tokens, FLOPs or checkpoint bytes, re-estimated from the
 /// real model and dataset) than its provider fee paid for: refused before any work.
-pub const OVER_BUDGET: i32 = 20;
+pub const OVER_BUDGET: i32 = 45;
 /// A train job's weights came out bit-identical to its input (every update rounded away in
 /// f32): the buyer's hyperparameters; no derivation is published.
-pub const NO_TRAINING: i32 = 21;
+pub const NO_TRAINING: i32 = 46;
 /// A bug or an unexpected condition inside the worker.
 pub const INTERNAL: i32 = 70;
 /// Not a failure: training stopped after a checkpoint on request; running the same spec
@@ -52,7 +55,15 @@ pub const INTERRUPTED: i32 = 75;
 /// (`JobSpec.budget.max_seconds`) and was killed (`timeout(1)`'s code).
 pub const WALL_CLOCK_EXCEEDED: i32 = 124;
 
+/// The buyer-input range: every code in it is the buyer's input by definition (the worker
+/// exits in it only for the [`BUYER_INPUT`] classes; nothing else sets a code here — a panic
+/// is 101, a signal 128 + n). One contiguous decade because AWS Batch matches exit codes only
+/// by prefix (`4*`) in at most 5 rules: so its retry rules (infra/) equal [`classify`] exactly
+/// for every exit status, with `4` carved out before `4*`.
+pub const BUYER_INPUT_RANGE: RangeInclusive<i32> = 40..=49;
+
 /// Codes caused by what the buyer sent: never retried, and the failure consumes the order.
+/// All in [`BUYER_INPUT_RANGE`].
 pub const BUYER_INPUT: &[i32] = &[
     BAD_DATASET,
     DATASET_TOO_LARGE,
@@ -111,7 +122,7 @@ impl FailureClass {
 /// Classifies a failed job's exit code (`None`: killed by a signal, or never started).
 pub fn classify(code: Option<i32>) -> FailureClass {
     match code {
-        Some(c) if BUYER_INPUT.contains(&c) => FailureClass::BuyerInput,
+        Some(c) if BUYER_INPUT_RANGE.contains(&c) => FailureClass::BuyerInput,
         Some(c) if FINAL.contains(&c) => FailureClass::Final,
         _ => FailureClass::Retryable,
     }
@@ -139,6 +150,29 @@ mod tests {
         assert_eq!(classify(None), FailureClass::Retryable);
         assert_eq!(classify(Some(WALL_CLOCK_EXCEEDED)), FailureClass::Final);
         assert!(FailureClass::Final.releases_order());
+    }
+
+    #[test]
+    fn the_buyer_input_range_holds_exactly_the_buyer_input_classes() {
+        for &c in BUYER_INPUT {
+            assert!(BUYER_INPUT_RANGE.contains(&c), "{c}");
+        }
+        for &c in ALL {
+            let buyer = BUYER_INPUT.contains(&c);
+            assert_eq!(BUYER_INPUT_RANGE.contains(&c), buyer, "{c}");
+        }
+        // Every exit status a process can have falls in exactly one class, the range's
+        // unused codes included (Batch's prefix rules stop on them too).
+        for c in 1..=255 {
+            let want = if BUYER_INPUT_RANGE.contains(&c) {
+                FailureClass::BuyerInput
+            } else if FINAL.contains(&c) {
+                FailureClass::Final
+            } else {
+                FailureClass::Retryable
+            };
+            assert_eq!(classify(Some(c)), want, "{c}");
+        }
     }
 
     #[test]

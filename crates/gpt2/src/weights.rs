@@ -137,23 +137,46 @@ pub fn weights_hash<'a>(
 ) -> Result<Hash32, Gpt2Error> {
     let mut sorted: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = Sha256::new();
-    h.update(b"posthuman-gpt2-weights-v1\0");
+    let mut h = CanonicalHasher::new();
     for (name, t) in sorted {
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update((t.rank() as u64).to_le_bytes());
-        for &d in t.dims() {
-            h.update((d as u64).to_le_bytes());
+        h.tensor(name, t.dims());
+        h.values(&f32_vec(t)?);
+    }
+    Ok(h.finish())
+}
+
+/// The canonical hash's byte stream, in one place: [`weights_hash`] feeds it whole tensors,
+/// [`check_safetensors_file`] a chunk at a time. Tensors must come in name order, each
+/// header followed by all its values.
+struct CanonicalHasher(Sha256);
+
+impl CanonicalHasher {
+    fn new() -> Self {
+        let mut h = Sha256::new();
+        h.update(b"posthuman-gpt2-weights-v1\0");
+        Self(h)
+    }
+
+    fn tensor(&mut self, name: &str, dims: &[usize]) {
+        self.0.update((name.len() as u64).to_le_bytes());
+        self.0.update(name.as_bytes());
+        self.0.update((dims.len() as u64).to_le_bytes());
+        for &d in dims {
+            self.0.update((d as u64).to_le_bytes());
         }
-        let vals = f32_vec(t)?;
+    }
+
+    fn values(&mut self, vals: &[f32]) {
         let mut buf = Vec::with_capacity(vals.len() * 4);
         for v in vals {
             buf.extend_from_slice(&v.to_le_bytes());
         }
-        h.update(&buf);
+        self.0.update(&buf);
     }
-    Ok(Hash32(h.finalize().into()))
+
+    fn finish(self) -> Hash32 {
+        Hash32(self.0.finalize().into())
+    }
 }
 
 /// HF buffers that old checkpoints carry and the model recomputes (causal mask, -1e4).
@@ -216,6 +239,131 @@ pub fn load_safetensors_bytes(bytes: &[u8], cfg: &Config) -> Result<Weights, Gpt
         }
     }
     Weights::from_tensors(cfg, tensors)
+}
+
+/// What [`check_safetensors_file`] reads of a file at once: a few MiB per check, whatever
+/// the file's size (a multiple of every accepted dtype's size).
+const CHECK_CHUNK: usize = 1 << 20;
+
+/// The largest safetensors header accepted (the `safetensors` crate's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// A tensor the file holds under a canonical name: where its bytes are and how to read them.
+struct Stored {
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Byte range within the data section.
+    start: u64,
+    end: u64,
+}
+
+/// Exactly [`load_safetensors_bytes`]'s checks on a file, and the canonical hash
+/// ([`Weights::hash`]) of the weights it would load, read in bounded chunks: memory is the
+/// header plus a few MiB whatever the file's size, where loading holds every weight. For
+/// validating uploads (the API streams them to disk first); the file is not loaded.
+pub fn check_safetensors_file(path: &Path, cfg: &Config) -> Result<Hash32, Gpt2Error> {
+    use safetensors::SafeTensorError as E;
+    use std::io::{Read, Seek, SeekFrom};
+    cfg.validate()?;
+    let io = |source| Gpt2Error::Io { path: path.to_path_buf(), source };
+    let malformed = |e: E| Gpt2Error::MalformedWeights(e.to_string());
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+
+    // The header, with `SafeTensors::read_metadata`'s checks: a length within the limit and
+    // the file, UTF-8 JSON, offsets that tile the data section exactly to the end of the file.
+    if file_len < 8 {
+        return Err(malformed(E::HeaderTooSmall));
+    }
+    let mut len8 = [0u8; 8];
+    file.read_exact(&mut len8).map_err(io)?;
+    let n = u64::from_le_bytes(len8);
+    if n > MAX_HEADER {
+        return Err(malformed(E::HeaderTooLarge));
+    }
+    if 8 + n > file_len {
+        return Err(malformed(E::InvalidHeaderLength));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let text = std::str::from_utf8(&header).map_err(|e| malformed(E::InvalidHeader(e)))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_str(text).map_err(|e| malformed(E::InvalidHeaderDeserialization(e)))?;
+    if meta.data_len() as u64 + 8 + n != file_len {
+        return Err(malformed(E::MetadataIncompleteBuffer));
+    }
+
+    // Names, shapes and dtypes, as load_safetensors_bytes checks them.
+    let expected: HashMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
+    let mut stored: BTreeMap<String, Stored> = BTreeMap::new();
+    for (raw, info) in meta.tensors() {
+        let name = raw.strip_prefix("transformer.").unwrap_or(&raw).to_string();
+        if is_known_buffer(&name) {
+            continue;
+        }
+        let want = if name == "lm_head.weight" {
+            vec![cfg.vocab_size, cfg.n_embd]
+        } else {
+            expected
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| Gpt2Error::UnexpectedTensor { name: raw.clone() })?
+        };
+        if info.shape != want {
+            return Err(Gpt2Error::ConfigMismatch {
+                tensor: name,
+                expected: want,
+                got: info.shape.clone(),
+            });
+        }
+        let dtype = match info.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(Gpt2Error::UnsupportedDType {
+                    tensor: name,
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        if name == "lm_head.weight" {
+            continue; // tied to wte, as on load
+        }
+        let (start, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        let t = Stored { dtype, shape: info.shape.clone(), start, end };
+        if stored.insert(name.clone(), t).is_some() {
+            return Err(Gpt2Error::MalformedWeights(format!("tensor `{name}` appears twice")));
+        }
+    }
+    if let Some((name, _)) = param_shapes(cfg).into_iter().find(|(n, _)| !stored.contains_key(n)) {
+        return Err(Gpt2Error::MissingTensor { name });
+    }
+
+    // Values: finite, hashed in name order as f32, a chunk at a time.
+    let mut h = CanonicalHasher::new();
+    let mut buf = vec![0u8; CHECK_CHUNK];
+    for (name, t) in &stored {
+        h.tensor(name, &t.shape);
+        file.seek(SeekFrom::Start(8 + n + t.start)).map_err(io)?;
+        let mut left = t.end - t.start;
+        while left > 0 {
+            let k = CHECK_CHUNK.min(left as usize);
+            file.read_exact(&mut buf[..k]).map_err(io)?;
+            let count = k / t.dtype.size_in_bytes();
+            let vals = Tensor::from_raw_buffer(&buf[..k], t.dtype, &[count], &Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            if vals.iter().any(|v| !v.is_finite()) {
+                return Err(Gpt2Error::MalformedWeights(format!(
+                    "tensor `{name}` has non-finite values"
+                )));
+            }
+            h.values(&vals);
+            left -= k as u64;
+        }
+    }
+    Ok(h.finish())
 }
 
 pub fn load_safetensors(path: &Path, cfg: &Config) -> Result<Weights, Gpt2Error> {

@@ -5,10 +5,12 @@
 mod common;
 use common::*;
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
+use posthuman_gpt2::weights::check_safetensors_file;
 use posthuman_gpt2::{
     Config, Gpt2Error, SeededRng, Weights, init_weights, load_safetensors, load_safetensors_bytes,
     safetensors_bytes, save_safetensors,
 };
+use posthuman_types::Hash32;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -237,4 +239,135 @@ fn parses_the_hf_gpt2_config_json() {
     let bad = json.replace("gelu_new", "relu");
     assert!(matches!(Config::from_json(&bad), Err(Gpt2Error::InvalidConfig(_))));
     assert!(matches!(Config::from_json("{not json"), Err(Gpt2Error::InvalidConfig(_))));
+}
+
+/// `check_safetensors_file`'s verdict on `bytes` (written to a file), asserted equal to
+/// loading them: the same hash, or an error of the same kind (`same_kind`; a file with
+/// several defects may report any one of them first on either path).
+fn file_check(bytes: &[u8], cfg: &Config, same_kind: bool) -> Result<Hash32, Gpt2Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let streamed = check_safetensors_file(&path, cfg);
+    let loaded = load_safetensors_bytes(bytes, cfg).and_then(|w| w.hash());
+    match (&streamed, &loaded) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) if same_kind => {
+            assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b), "{a} vs {b}")
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!("file check {streamed:?}, load {loaded:?}"),
+    }
+    streamed
+}
+
+#[test]
+fn file_check_agrees_with_loading() {
+    let cfg = tiny_config();
+    let w = weights(&cfg, 5);
+    let h = w.hash().unwrap();
+    let good = safetensors_bytes(&w).unwrap();
+    assert_eq!(file_check(&good, &cfg, true).unwrap(), h);
+    // Another order, a prefix, HF buffers and a tied head: the same hash.
+    let mut e = entries(&w, "transformer.");
+    e.reverse();
+    e.push(("transformer.h.0.attn.bias".into(), "F32", vec![1, 1, 2, 2], vec![0; 16]));
+    let lm = e.iter().find(|x| x.0 == "transformer.wte.weight").unwrap().clone();
+    e.push(("lm_head.weight".into(), "F32", lm.2, lm.3));
+    assert_eq!(file_check(&handmade(&e), &cfg, true).unwrap(), h);
+    // bf16 storage (the top half of each f32) converts as loading converts it.
+    let bf16: Vec<_> = entries(&w, "")
+        .into_iter()
+        .map(|(n, _, s, b)| (n, "BF16", s, b.chunks(4).flat_map(|c| [c[2], c[3]]).collect()))
+        .collect();
+    assert!(file_check(&handmade(&bf16), &cfg, true).is_ok());
+    // A value changed: another hash.
+    let mut e = entries(&w, "");
+    e[0].3[0] ^= 1;
+    assert_ne!(file_check(&handmade(&e), &cfg, true).unwrap(), h);
+
+    // Each defect: the same kind of error.
+    for cut in [0, 4, 8, 20, good.len() / 2, good.len() - 1] {
+        assert!(file_check(&good[..cut], &cfg, true).is_err(), "cut {cut}");
+    }
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(file_check(&longer, &cfg, true).is_err());
+    let missing: Vec<_> = entries(&w, "").into_iter().filter(|x| x.0 != "h.1.ln_2.bias").collect();
+    assert!(matches!(
+        file_check(&handmade(&missing), &cfg, true),
+        Err(Gpt2Error::MissingTensor { name }) if name == "h.1.ln_2.bias"
+    ));
+    let mut e = entries(&w, "");
+    e.push(("h.0.mlp.extra".into(), "F32", vec![1], vec![0; 4]));
+    assert!(file_check(&handmade(&e), &cfg, true).is_err());
+    let mut wide = cfg.clone();
+    wide.n_embd = 32;
+    assert!(file_check(&good, &wide, true).is_err());
+    let mut deep = cfg.clone();
+    deep.n_layer = 3;
+    assert!(file_check(&good, &deep, true).is_err());
+    let mut e = entries(&w, "");
+    e[0].1 = "I32";
+    assert!(matches!(
+        file_check(&handmade(&e), &cfg, true),
+        Err(Gpt2Error::UnsupportedDType { .. })
+    ));
+    let mut e = entries(&w, "");
+    e[1].3[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    assert!(matches!(file_check(&handmade(&e), &cfg, true), Err(Gpt2Error::MalformedWeights(_))));
+    let mut e = entries(&w, "");
+    let dup = e[0].clone();
+    e.push((format!("transformer.{}", dup.0), dup.1, dup.2, dup.3));
+    assert!(file_check(&handmade(&e), &cfg, true).is_err());
+    let mut e = entries(&w, "");
+    e[2].2 = vec![1, 1];
+    assert!(file_check(&handmade(&e), &cfg, true).is_err());
+    // A header length beyond the limit or the file.
+    let mut huge = good.clone();
+    huge[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    assert!(file_check(&huge, &cfg, true).is_err());
+    assert!(matches!(
+        check_safetensors_file(std::path::Path::new("/nonexistent/x"), &cfg),
+        Err(Gpt2Error::Io { .. })
+    ));
+}
+
+/// A value non-finite only past the first chunk the file check reads is still found, and a
+/// tensor spanning several chunks hashes as loading hashes it.
+#[test]
+fn file_check_reads_every_chunk() {
+    // wte alone is 2 MiB + 128 KiB of f32: three chunks.
+    let cfg = Config::new(17_000, 8, 32, 1, 1);
+    let w = weights(&cfg, 6);
+    assert_eq!(file_check(&safetensors_bytes(&w).unwrap(), &cfg, true).unwrap(), w.hash().unwrap());
+    let mut e = entries(&w, "");
+    let wte = e.iter_mut().find(|x| x.0 == "wte.weight").unwrap();
+    let last = wte.3.len() - 4;
+    wte.3[last..].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(matches!(file_check(&handmade(&e), &cfg, true), Err(Gpt2Error::MalformedWeights(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Mutated and truncated files: the file check accepts exactly what loading accepts,
+    /// with the same hash.
+    #[test]
+    fn file_check_agrees_on_mutated_files(seed in any::<u64>(), n in 1usize..8, cut in any::<bool>()) {
+        let (cfg, good) = small_good();
+        let mut rng = SeededRng::new(seed);
+        let mut bytes = good.clone();
+        let hlen = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        for _ in 0..n {
+            let span = if rng.next_u64().is_multiple_of(2) { hlen } else { bytes.len() };
+            let i = (rng.next_u64() as usize) % span.max(1);
+            bytes[i] = rng.next_u64() as u8;
+        }
+        if cut {
+            let len = (rng.next_u64() as usize) % bytes.len();
+            bytes.truncate(len);
+        }
+        let _ = file_check(&bytes, &cfg, false);
+    }
 }

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""LoRA training side by side: PyTorch + peft vs this crate (LoRA and full fine-tuning).
+
+Run from the repository root, after `cargo build --release -p posthuman-gpt2 --bin lora-bench`:
+
+    VENV=$(batch-worker/bench/setup-venv.sh)
+    "$VENV/bin/python" crates/gpt2/bench/lora_vs_peft.py [--shape llama30m|smollm135m]
+        [--r 8] [--steps 5] [--batch 4] [--seq 256] [--threads 2]
+
+Each side runs in its own process (peak RSS is per process). The same shape, random init,
+LoRA r on q/k/v/o_proj (alpha 2r, dropout 0), AdamW, one warm-up step then `steps` timed.
+Prints a table with ratios against PyTorch + peft; one run, so read small ratios with care.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+SHAPES = {
+    "llama30m": dict(vocab_size=8192, hidden_size=512, intermediate_size=1376,
+                     num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                     tie_word_embeddings=False),
+    "smollm135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                       tie_word_embeddings=True),
+}
+
+
+def torch_side(a):
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(max_position_embeddings=2048, rms_norm_eps=1e-6, **SHAPES[a.shape])
+    cfg._attn_implementation = "eager"
+    model = LlamaForCausalLM(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    pm = get_peft_model(model, LoraConfig(r=a.r, lora_alpha=2 * a.r, lora_dropout=0.0,
+                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                          task_type="CAUSAL_LM"))
+    trainable = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, cfg.vocab_size, (2, a.batch, a.seq + 1), generator=g)
+
+    def step(i):
+        x, y = ids[i % 2, :, :-1], ids[i % 2, :, 1:]
+        loss = F.cross_entropy(pm(input_ids=x).logits.reshape(-1, cfg.vocab_size), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step(0)
+    t0 = time.perf_counter()
+    for i in range(a.steps):
+        last = step(i + 1)
+    secs = time.perf_counter() - t0
+    n = sum(p.numel() for p in trainable)
+    print(json.dumps({
+        "side": "torch+peft lora", "shape": a.shape, "params": params, "trainable": n,
+        "tok_per_s": a.steps * a.batch * a.seq / secs,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "checkpoint_bytes": 3 * 4 * n, "loss": last,
+    }))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", default="llama30m", choices=SHAPES)
+    for k, v in [("r", 8), ("steps", 5), ("batch", 4), ("seq", 256), ("threads", 2)]:
+        p.add_argument(f"--{k}", type=int, default=v)
+    p.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.torch_only:
+        return torch_side(a)
+    common = ["--shape", a.shape, "--r", str(a.r), "--steps", str(a.steps), "--batch",
+              str(a.batch), "--seq", str(a.seq), "--threads", str(a.threads)]
+    target = os.environ.get("CARGO_TARGET_DIR", "target")
+    rows = [json.loads(subprocess.check_output([sys.executable, __file__, "--torch-only"] + common))]
+    for mode in ("lora", "full"):
+        out = subprocess.check_output([os.path.join(target, "release", "lora-bench"), "--mode", mode] + common)
+        rows.append(json.loads(out))
+    ref = rows[0]
+    print(f"{a.shape} ({ref['params'] / 1e6:.1f}M params), LoRA r={a.r} on q/k/v/o, "
+          f"batch {a.batch}x{a.seq}, {a.threads} threads, {a.steps} timed steps")
+    print(f"{'side':<18}{'trainable':>11}{'tok/s':>9}{'x peft':>8}{'peak RSS MiB':>14}"
+          f"{'x peft':>8}{'ckpt MiB':>10}{'loss':>8}")
+    for r in rows:
+        print(f"{r['side']:<18}{r['trainable']:>11}{r['tok_per_s']:>9.0f}"
+              f"{r['tok_per_s'] / ref['tok_per_s']:>8.2f}{r['peak_rss_mib']:>14.0f}"
+              f"{r['peak_rss_mib'] / ref['peak_rss_mib']:>8.2f}"
+              f"{r['checkpoint_bytes'] / 2**20:>10.2f}{r['loss']:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

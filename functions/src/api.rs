@@ -1,7 +1,8 @@
 //! The one axum router, used by the embedded server and (through `lambda_http`) by Lambda.
 //!
 //! Extractors here turn HTTP into the handlers' typed inputs (multipart parts with their size
-//! caps, path and query values, signature headers); [`ApiError`] turns failures back into a
+//! caps, file parts spooled to disk as they arrive, path and query values, signature
+//! headers); [`ApiError`] turns failures back into a
 //! status and a JSON body. The route table [`routes`] is the single list the router is built
 //! from, and a test checks that each entry is described in `openapi.json`.
 
@@ -23,6 +24,7 @@ use crate::deps::Deps;
 use crate::error::ApiError;
 use crate::handlers::views::Paged;
 use crate::handlers::{jobs, lists, models};
+use crate::spool::{SpoolWriter, Spooled};
 
 /// The OpenAPI description served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -112,26 +114,45 @@ async fn openapi() -> Response {
 /// The parts every upload signs: they come first, and are small.
 const SIGNED_PARTS: [&str; 2] = ["request", "signature"];
 
+/// Where a part goes while it arrives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Small parts (the signed request, a config): in memory, up to their cap.
+    Memory,
+    /// Files (weights, a dataset): streamed to a spool file, hashed on the way.
+    Spool,
+}
+
+/// An upload part as read.
+enum Part {
+    Memory(Bytes),
+    Spooled(Spooled),
+}
+
 /// Reads an upload's multipart parts named in `caps`, each bounded while streaming; any other
 /// part, a repeated part or a part over its cap is a 4xx before anything is stored. The
 /// signed parts ([`SIGNED_PARTS`]) must come first: once both are read, `may_upload` decides
 /// from them whether the sender may upload at all, before any file part is read — so a
 /// forged or unauthorised upload costs the server its first few kilobytes, not its files.
+/// File parts ([`Keep::Spool`]) go to disk chunk by chunk in `spool_dir`, so an honest
+/// upload costs a chunk of memory, not its size; their files are removed when the parts are
+/// dropped, on success or any error.
 async fn read_parts(
     mut mp: Multipart,
-    caps: &[(&str, u64)],
+    caps: &[(&str, u64, Keep)],
+    spool_dir: &std::path::Path,
     may_upload: impl AsyncFnOnce(Bytes, String) -> Result<(), ApiError>,
-) -> Result<HashMap<String, Bytes>, ApiError> {
-    let mut out: HashMap<String, Bytes> = HashMap::new();
+) -> Result<HashMap<String, Part>, ApiError> {
+    let mut out: HashMap<String, Part> = HashMap::new();
     let mut may_upload = Some(may_upload);
     loop {
-        let field = match mp.next_field().await {
+        let mut field = match mp.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => return Err(multipart_err(e)),
         };
         let name = field.name().unwrap_or_default().to_string();
-        let Some(&(_, cap)) = caps.iter().find(|(n, _)| *n == name) else {
+        let Some(&(_, cap, keep)) = caps.iter().find(|(n, _, _)| *n == name) else {
             return Err(ApiError::bad(format!(
                 "unexpected part {:?}",
                 name.chars().take(32).collect::<String>()
@@ -143,43 +164,53 @@ async fn read_parts(
         if !SIGNED_PARTS.contains(&name.as_str())
             && let Some(check) = may_upload.take()
         {
-            let (request, signature) = signed_parts(&mut out)?;
+            let (request, signature) = signed_parts(&out)?;
             check(request, signature).await?;
         }
-        let mut buf = BytesMut::new();
-        let mut field = field;
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
+        let too_large = || ApiError::TooLarge { what: format!("part {name:?}"), limit: cap };
+        let part = match keep {
+            Keep::Memory => {
+                let mut buf = BytesMut::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_err)? {
                     if (buf.len() + chunk.len()) as u64 > cap {
-                        return Err(ApiError::TooLarge {
-                            what: format!("part {name:?}"),
-                            limit: cap,
-                        });
+                        return Err(too_large());
                     }
                     buf.extend_from_slice(&chunk);
                 }
-                Ok(None) => break,
-                Err(e) => return Err(multipart_err(e)),
+                Part::Memory(buf.freeze())
             }
-        }
-        out.insert(name, buf.freeze());
+            Keep::Spool => {
+                let mut file = SpoolWriter::create(spool_dir).await?;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_err)? {
+                    if file.len() + chunk.len() as u64 > cap {
+                        return Err(too_large());
+                    }
+                    file.write(&chunk).await?;
+                }
+                Part::Spooled(file.finish().await?)
+            }
+        };
+        out.insert(name, part);
     }
     // An upload without file parts (an infer job) is checked here.
     if let Some(check) = may_upload.take() {
-        let (request, signature) = signed_parts(&mut out)?;
+        let (request, signature) = signed_parts(&out)?;
         check(request, signature).await?;
     }
     Ok(out)
 }
 
 /// The signed parts read so far, or a 400 if a file part came before them.
-fn signed_parts(out: &mut HashMap<String, Bytes>) -> Result<(Bytes, String), ApiError> {
+fn signed_parts(out: &HashMap<String, Part>) -> Result<(Bytes, String), ApiError> {
     let missing = || {
         ApiError::bad("the \"request\" and \"signature\" parts must come first, before any file")
     };
-    let request = out.get("request").cloned().ok_or_else(missing)?;
-    let signature = out.get("signature").cloned().ok_or_else(missing)?;
+    let in_memory = |name: &str| match out.get(name) {
+        Some(Part::Memory(b)) => Some(b.clone()),
+        _ => None,
+    };
+    let request = in_memory("request").ok_or_else(missing)?;
+    let signature = in_memory("signature").ok_or_else(missing)?;
     Ok((request, text(signature, "signature")?))
 }
 
@@ -210,8 +241,18 @@ fn multipart_err(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-fn take(parts: &mut HashMap<String, Bytes>, name: &str) -> Result<Bytes, ApiError> {
-    parts.remove(name).ok_or_else(|| ApiError::bad(format!("missing part {name:?}")))
+fn take(parts: &mut HashMap<String, Part>, name: &str) -> Result<Bytes, ApiError> {
+    match parts.remove(name) {
+        Some(Part::Memory(b)) => Ok(b),
+        _ => Err(ApiError::bad(format!("missing part {name:?}"))),
+    }
+}
+
+fn take_file(parts: &mut HashMap<String, Part>, name: &str) -> Option<Spooled> {
+    match parts.remove(name) {
+        Some(Part::Spooled(f)) => Some(f),
+        _ => None,
+    }
 }
 
 fn text(b: Bytes, name: &str) -> Result<String, ApiError> {
@@ -230,21 +271,22 @@ async fn publish_model(
 ) -> Result<(StatusCode, Json<crate::handlers::views::ModelView>), ApiError> {
     let l = &d.cfg.limits;
     let caps = [
-        ("request", l.max_request_bytes),
-        ("signature", 256),
-        ("config", l.max_config_bytes),
-        ("weights", l.max_weights_bytes),
-        ("tokenizer", l.max_tokenizer_bytes),
+        ("request", l.max_request_bytes, Keep::Memory),
+        ("signature", 256, Keep::Memory),
+        ("config", l.max_config_bytes, Keep::Memory),
+        ("weights", l.max_weights_bytes, Keep::Spool),
+        ("tokenizer", l.max_tokenizer_bytes, Keep::Memory),
     ];
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_publish(&d, &request, &signature).await
     };
-    let mut p = read_parts(multipart(mp)?, &caps, may).await?;
+    let mut p = read_parts(multipart(mp)?, &caps, &d.cfg.spool_dir(), may).await?;
     let up = models::PublishUpload {
         request: take(&mut p, "request")?,
         signature: text(take(&mut p, "signature")?, "signature")?,
         config: take(&mut p, "config")?,
-        weights: take(&mut p, "weights")?,
+        weights: take_file(&mut p, "weights")
+            .ok_or_else(|| ApiError::bad("missing part \"weights\""))?,
         tokenizer: take(&mut p, "tokenizer")?,
     };
     Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
@@ -361,16 +403,19 @@ async fn submit_job(
     mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<crate::handlers::views::SubmittedView>), ApiError> {
     let l = &d.cfg.limits;
-    let caps =
-        [("request", l.max_request_bytes), ("signature", 256), ("dataset", l.max_dataset_bytes)];
+    let caps = [
+        ("request", l.max_request_bytes, Keep::Memory),
+        ("signature", 256, Keep::Memory),
+        ("dataset", l.max_dataset_bytes, Keep::Spool),
+    ];
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_submit(&d, &request, &signature).await
     };
-    let mut p = read_parts(multipart(mp)?, &caps, may).await?;
+    let mut p = read_parts(multipart(mp)?, &caps, &d.cfg.spool_dir(), may).await?;
     let up = jobs::JobUpload {
         request: take(&mut p, "request")?,
         signature: text(take(&mut p, "signature")?, "signature")?,
-        dataset: p.remove("dataset"),
+        dataset: take_file(&mut p, "dataset"),
     };
     Ok((StatusCode::ACCEPTED, Json(jobs::submit_job(&d, up).await?)))
 }

@@ -37,7 +37,8 @@ pub struct AwsConfig {
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
     /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
-    /// ADDRESS_BOOK_PARAM, SSM_ENDPOINT, OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, AWS_REGION.
+    /// ADDRESS_BOOK_PARAM, SSM_ENDPOINT, OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS,
+    /// SPOOL_DIR, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
         let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -70,6 +71,9 @@ impl AwsConfig {
                 .transpose()?,
             api: ApiConfig {
                 public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
+                // Uploads' files while they are checked (default: the temp dir, /tmp on
+                // Lambda).
+                spool_dir: opt("POSTHUMAN_SPOOL_DIR").map(std::path::PathBuf::from),
                 // The operator's published rates (JSON of `pricing::Rates`); unset: the defaults,
                 // with wall-clock limits from the Batch GPU's rate.
                 rates: match opt("POSTHUMAN_RATES") {

@@ -12,7 +12,7 @@ use posthuman_types::JobKind;
 use crate::catalogue::Catalogue;
 use crate::queue::JobQueue;
 
-/// Size caps, each enforced while reading (nothing over a cap is buffered).
+/// Size caps, each enforced while reading (nothing over a cap is buffered or spooled).
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// `model.safetensors` on publish.
@@ -76,6 +76,17 @@ pub struct ApiConfig {
     /// The operator's published rates: every quote's provider fee and budget
     /// (`GET /api/pricing`).
     pub rates: posthuman_types::pricing::Rates,
+    /// Where file parts of uploads are spooled while they arrive and are checked
+    /// ([`crate::spool`]); `None`: the system temp dir. Needs room for
+    /// `max_concurrent_uploads` uploads at their caps.
+    pub spool_dir: Option<std::path::PathBuf>,
+}
+
+impl ApiConfig {
+    /// The directory uploads are spooled to.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
 }
 
 impl Default for ApiConfig {
@@ -87,6 +98,7 @@ impl Default for ApiConfig {
             worker_version: format!("posthuman-worker {}", env!("CARGO_PKG_VERSION")),
             public_rpc_url: None,
             rates: posthuman_types::pricing::Rates::default(),
+            spool_dir: None,
         }
     }
 }

@@ -15,6 +15,8 @@
 //!   completion).
 //! - [`error`]: [`error::ApiError`], translated once into status + JSON.
 //! - [`api`]: the one axum router (embedded server and `lambda_http`) and its OpenAPI file.
+//! - [`spool`]: upload files streamed to disk as they arrive (hashed, capped, removed on
+//!   every path), so an upload costs a chunk of memory rather than its size.
 //! - [`prune`]: checkpoint retention — a finished train job's checkpoints are pruned after
 //!   the operator's audit window.
 //! - [`sweep`]: recovery of paid jobs a crash left between the order claim and the queue.
@@ -34,4 +36,5 @@ pub mod prune;
 pub mod queue;
 pub mod secrets;
 pub mod server;
+pub mod spool;
 pub mod sweep;

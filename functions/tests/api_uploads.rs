@@ -16,7 +16,7 @@ use alloy::signers::local::PrivateKeySigner;
 use axum::http::StatusCode;
 use harness::*;
 use posthuman_receipts::request::{PUBLISH_MODEL, SUBMIT_JOB};
-use posthuman_types::RewardScheme;
+use posthuman_types::{Hash32, RewardScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -334,7 +334,7 @@ async fn a_slow_upload_is_cut_off_at_its_deadline() {
 
 /// A valid f32 safetensors image for `cfg` at `path`: `seed` as its first value, zeros
 /// elsewhere, written a MiB at a time. Returns its size and SHA-256.
-fn write_weights(cfg: &posthuman_gpt2::Config, seed: u32, path: &std::path::Path) -> (u64, String) {
+fn write_weights(cfg: &posthuman_gpt2::Config, seed: u32, path: &std::path::Path) -> (u64, Hash32) {
     use sha2::Digest;
     use std::io::Write;
     let mut header = serde_json::Map::new();
@@ -348,7 +348,7 @@ fn write_weights(cfg: &posthuman_gpt2::Config, seed: u32, path: &std::path::Path
         end += n;
     }
     let mut head = serde_json::to_vec(&header).unwrap();
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
@@ -367,12 +367,8 @@ fn write_weights(cfg: &posthuman_gpt2::Config, seed: u32, path: &std::path::Path
         put(&zeros[..k]);
         left -= k as u64;
     }
-    drop(put);
     f.flush().unwrap();
-    (
-        8 + head.len() as u64 + end,
-        format!("{:#x}", alloy::primitives::B256::from(<[u8; 32]>::from(h.finalize()))),
-    )
+    (8 + head.len() as u64 + end, Hash32(h.finalize().into()))
 }
 
 /// Honest uploads are streamed, not buffered: four concurrent publishes of 256 MiB weights
@@ -476,6 +472,120 @@ async fn concurrent_large_honest_publishes_are_not_held_in_memory() {
         "peak RSS grew from {hwm0} to {hwm1} MiB for {uploads} uploads of {} MiB",
         size / MIB
     );
+    server.abort();
+    env.emb.queue.shutdown().await;
+}
+
+/// The spool files in `dir`.
+fn spooled(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(posthuman_functions::spool::PREFIX))
+        .collect()
+}
+
+/// Waits up to 10 s for `dir`'s spool files to satisfy `ok`.
+async fn spool_becomes(dir: &std::path::Path, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let t0 = Instant::now();
+    loop {
+        let files = spooled(dir);
+        if ok(&files) || t0.elapsed() > Duration::from_secs(10) {
+            return files;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A spooled upload leaves no file behind on any path: a client that hangs up mid-file, a
+/// file over its cap, a file that does not match its signed hash, and a publish that
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_files_are_removed_on_every_path() {
+    let _one_at_a_time = MEASURING.lock().await;
+    let spool = tempfile::tempdir().unwrap();
+    let spool_dir = spool.path().to_path_buf();
+    let env = env(sleeper(), |c| {
+        c.api.spool_dir = Some(spool_dir.clone());
+        c.api.limits.max_weights_bytes = 16 * MIB;
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = env.app.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let files = tiny_model_unrunnable(7);
+    let signed = |weights_sha: Hash32, nonce: &str| {
+        let req = serde_json::to_vec(&serde_json::json!({
+            "name": "Spool", "symbol": "SPL", "description": "",
+            "owner": format!("{:#x}", env.operator.address()),
+            "price": (2 * WEI).to_string(),
+            "reward_scheme": RewardScheme::geometric(1000 * WEI, 5000, 3),
+            "weights_sha256": weights_sha,
+            "nonce": nonce, "expires_at": now() + 600,
+        }))
+        .unwrap();
+        let sig = sign_typed(&env, &env.operator, PUBLISH_MODEL, &req);
+        vec![
+            ("request", Data::Bytes(req)),
+            ("signature", Data::Bytes(sig.into_bytes())),
+            ("config", Data::Bytes(files.config.clone())),
+        ]
+    };
+
+    // 1. The client hangs up halfway through the weights: the file was being spooled, and
+    //    is gone once the server sees the connection drop.
+    let mut parts = signed(sha(&files.weights), "abort");
+    let mut body = Vec::new();
+    for (name, data) in parts.drain(..) {
+        let Data::Bytes(b) = data else { unreachable!() };
+        body.extend_from_slice(part_head(name).as_bytes());
+        body.extend_from_slice(&b);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(part_head("weights").as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/models HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; \
+         boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        body.len() as u64 + 8 * MIB + 64
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    s.write_all(&vec![1u8; 4 * MIB as usize]).await.unwrap();
+    let during = spool_becomes(&spool_dir, |f| {
+        f.len() == 1 && std::fs::metadata(spool_dir.join(&f[0])).is_ok_and(|m| m.len() >= MIB)
+    })
+    .await;
+    assert_eq!(during.len(), 1, "the weights were not spooled to the configured dir");
+    drop(s);
+    let after = spool_becomes(&spool_dir, |f| f.is_empty()).await;
+    assert!(after.is_empty(), "left behind by an aborted upload: {after:?}");
+
+    // 2. Over its cap: 413, nothing left.
+    let mut parts = signed(sha(b"x"), "too-big");
+    parts.push(("weights", Data::Zeros(17 * MIB)));
+    parts.push(("tokenizer", Data::Bytes(files.tokenizer.clone())));
+    let (st, _) = upload(addr, "/api/models", parts).await;
+    assert_eq!(st, Some(413));
+    assert_eq!(spool_becomes(&spool_dir, |f| f.is_empty()).await, Vec::<String>::new());
+
+    // 3. Spooled whole, then refused (not the signed hash): 422, nothing left.
+    let mut parts = signed(sha(b"other weights"), "bad-sha");
+    parts.push(("weights", Data::Bytes(files.weights.clone())));
+    parts.push(("tokenizer", Data::Bytes(files.tokenizer.clone())));
+    let (st, _) = upload(addr, "/api/models", parts).await;
+    assert_eq!(st, Some(422));
+    assert_eq!(spool_becomes(&spool_dir, |f| f.is_empty()).await, Vec::<String>::new());
+
+    // 4. Published: stored, nothing left in the spool.
+    let mut parts = signed(sha(&files.weights), "ok");
+    parts.push(("weights", Data::Bytes(files.weights.clone())));
+    parts.push(("tokenizer", Data::Bytes(files.tokenizer.clone())));
+    let (st, _) = upload(addr, "/api/models", parts).await;
+    assert_eq!(st, Some(201));
+    assert_eq!(spooled(&spool_dir), Vec::<String>::new());
+
     server.abort();
     env.emb.queue.shutdown().await;
 }

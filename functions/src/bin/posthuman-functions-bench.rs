@@ -22,6 +22,7 @@ use posthuman_chain::{Chain, ProviderFee};
 use posthuman_functions::handlers::pricing::QuoteTerms;
 use posthuman_functions::handlers::{jobs, models};
 use posthuman_functions::server::{ServerConfig, start};
+use posthuman_functions::spool::Spooled;
 use posthuman_types::{JobParams, RewardScheme, TrainParams};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -147,7 +148,9 @@ async fn run(args: Args) -> Result<()> {
             request: Bytes::from(req),
             signature,
             config: Bytes::from(f.config),
-            weights: Bytes::from(f.weights),
+            weights: Spooled::from_bytes(dir.path(), &f.weights)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
             tokenizer: Bytes::from(f.tokenizer),
         };
         let v = models::publish_model(&deps, up).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -233,7 +236,9 @@ async fn run(args: Args) -> Result<()> {
         let up = jobs::JobUpload {
             request: Bytes::from(req),
             signature,
-            dataset: Some(Bytes::from(data.clone())),
+            dataset: Some(
+                Spooled::from_bytes(dir.path(), &data).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
         };
         let t0 = Instant::now();
         let sub = jobs::submit_job(&deps, up).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -9,7 +9,6 @@ use posthuman_chain::{
 };
 use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, JobSpec};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::chain_err;
 use super::models::{find_model, lower};
@@ -20,6 +19,7 @@ use crate::catalogue::{Catalogue, JobPhase, JobRecord, OrderClaim, now_secs};
 use crate::deps::{Deps, keys, service_index};
 use crate::error::ApiError;
 use crate::queue::{QueueState, spec_key};
+use crate::spool::Spooled;
 
 /// The signed JSON part of a job request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,12 +45,13 @@ pub struct JobRequest {
     pub expires_at: u64,
 }
 
-/// A submit upload: the signed request and the dataset, if any.
-#[derive(Clone, Debug)]
+/// A submit upload: the signed request and the dataset, if any, spooled to disk (its hash
+/// and UTF-8 check made as it arrived).
+#[derive(Debug)]
 pub struct JobUpload {
     pub request: Bytes,
     pub signature: String,
-    pub dataset: Option<Bytes>,
+    pub dataset: Option<Spooled>,
 }
 
 /// The order ledger the chain crate's check claims orders in: our catalogue.
@@ -146,14 +147,13 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
             if d.is_empty() {
                 return Err(ApiError::Invalid { field: "dataset".into(), reason: "empty".into() });
             }
-            if std::str::from_utf8(&d).is_err() {
+            if !d.is_utf8() {
                 return Err(ApiError::Invalid {
                     field: "dataset".into(),
                     reason: "not UTF-8 text".into(),
                 });
             }
-            let sha: [u8; 32] = Sha256::digest(&d).into();
-            if req.dataset_sha256 != Some(Hash32(sha)) {
+            if req.dataset_sha256 != Some(d.sha256()) {
                 return Err(ApiError::Invalid {
                     field: "dataset_sha256".into(),
                     reason: "does not match the uploaded dataset".into(),
@@ -186,7 +186,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     if !deps.catalogue.use_nonce(&lower(signer), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }
-    let dataset_len = dataset.as_ref().map_or(0, |d| d.len() as u64);
+    let dataset_len = dataset.as_ref().map_or(0, Spooled::len);
     spec.budget = Some(check_fee(deps, &model, &req.params, dataset_len, &order).await?);
     let spent = CatalogueOrders(deps.catalogue.clone());
     if let Claim::HeldBy(job) = spent.claim(&order.id, &job_id).await.map_err(chain_err)? {
@@ -224,12 +224,12 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
 async fn enqueue(
     deps: &Deps,
     record: JobRecord,
-    dataset: Option<Bytes>,
+    dataset: Option<Spooled>,
     spec: &JobSpec,
 ) -> Result<(), ApiError> {
     deps.catalogue.put_job(&record).await?;
     if let (Some(d), Some(key)) = (dataset, &spec.dataset_key) {
-        deps.store.put(key, d).await?;
+        deps.store.put_file(key, d.path()).await?;
     }
     let spec_json = serde_json::to_vec(spec).map_err(ApiError::internal)?;
     deps.store.put(&spec_key(&spec.job_id), Bytes::from(spec_json)).await?;

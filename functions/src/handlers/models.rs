@@ -15,6 +15,7 @@ use crate::auth;
 use crate::catalogue::{Cursor, ModelRecord, now_secs};
 use crate::deps::{Deps, keys, service_index};
 use crate::error::ApiError;
+use crate::spool::Spooled;
 
 /// The signed JSON part of a publish request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,13 +36,14 @@ pub struct PublishRequest {
     pub expires_at: u64,
 }
 
-/// A publish upload: the signed request and the three model files.
-#[derive(Clone, Debug)]
+/// A publish upload: the signed request and the three model files. The weights (up to
+/// `max_weights_bytes`) come spooled to disk, never whole in memory.
+#[derive(Debug)]
 pub struct PublishUpload {
     pub request: Bytes,
     pub signature: String,
     pub config: Bytes,
-    pub weights: Bytes,
+    pub weights: Spooled,
     pub tokenizer: Bytes,
 }
 
@@ -63,23 +65,28 @@ struct CheckedModel {
 }
 
 /// Strict checks (config, every tensor's name/shape/dtype, finite values) and the canonical
-/// content hash, off the async threads (it reads every weight).
+/// content hash, off the async threads (it reads every weight, from the spooled file a chunk
+/// at a time).
 async fn check_model(
     config: Bytes,
-    weights: Bytes,
+    weights: &Spooled,
     tokenizer: &Bytes,
 ) -> Result<CheckedModel, ApiError> {
     serde_json::from_slice::<serde_json::Value>(tokenizer)
         .ok()
         .filter(|v| v.get("model").is_some())
         .ok_or_else(|| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
+    let path = weights.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&config).map_err(|_| invalid("config", "not UTF-8"))?;
         let cfg = posthuman_gpt2::Config::from_json(text)
             .map_err(|e| invalid("config", e.to_string()))?;
-        let w = posthuman_gpt2::load_safetensors_bytes(&weights, &cfg)
-            .map_err(|e| invalid("weights", e.to_string()))?;
-        let weights_hash = w.hash().map_err(|e| invalid("weights", e.to_string()))?;
+        let weights_hash =
+            posthuman_gpt2::weights::check_safetensors_file(&path, &cfg).map_err(|e| match e {
+                // The spool file itself failing to read is the server's trouble.
+                posthuman_gpt2::Gpt2Error::Io { .. } => ApiError::internal(e),
+                e => invalid("weights", e.to_string()),
+            })?;
         Ok(CheckedModel { cfg, weights_hash })
     })
     .await
@@ -114,11 +121,10 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         return Err(invalid("price", "must be positive"));
     }
     req.reward_scheme.validate().map_err(|e| invalid("reward_scheme", e.to_string()))?;
-    let sha: [u8; 32] = Sha256::digest(&up.weights).into();
-    if Hash32(sha) != req.weights_sha256 {
+    if up.weights.sha256() != req.weights_sha256 {
         return Err(invalid("weights_sha256", "does not match the uploaded weights"));
     }
-    let checked = check_model(up.config.clone(), up.weights.clone(), &up.tokenizer).await?;
+    let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer).await?;
     if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }
@@ -127,7 +133,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     let prefix = keys::model_prefix(&checked.weights_hash.to_hex());
     let (config_bytes, tokenizer_bytes) = (up.config.clone(), up.tokenizer.clone());
     deps.store.put(&format!("{prefix}/config.json"), up.config).await?;
-    deps.store.put(&format!("{prefix}/model.safetensors"), up.weights).await?;
+    deps.store.put_file(&format!("{prefix}/model.safetensors"), up.weights.path()).await?;
     deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
     // The worker's manifest (format posthuman-model-v1): the canonical weights hash and the
     // SHA-256 of each file, checked by the worker on every load.

@@ -4,7 +4,8 @@
 //! reads the `request` and `signature` parts first (they must come first in the body) and
 //! asks these checks whether the sender may upload at all; a stranger's or a forged upload
 //! is refused before a byte of its files is read, so hostile bodies cost a few kilobytes
-//! each. The handlers repeat every check and do the rest (nonces, hashes, the order), so
+//! each; an admitted upload's files then stream to disk ([`crate::spool`]), so honest ones
+//! cost a chunk of memory, not their size. The handlers repeat every check and do the rest (nonces, hashes, the order), so
 //! calling them directly (Lambda, benches) loses nothing.
 
 use posthuman_receipts::request::{PUBLISH_MODEL, SUBMIT_JOB};

@@ -31,15 +31,31 @@ interface IOceanNft {
 }
 
 interface IOceanDatatoken {
+    /// Ocean's provider fee (ERC20Template.providerFee), field for field.
+    struct ProviderFee {
+        address providerFeeAddress;
+        address providerFeeToken;
+        uint256 providerFeeAmount;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+        uint256 validUntil;
+        bytes providerData;
+    }
     function getERC721Address() external view returns (address);
     function mint(address account, uint256 value) external;
+    function reuseOrder(bytes32 orderTxId, ProviderFee calldata providerFee) external;
 }
 
 /// The royalty token (OCEAN): plain ERC-20 calls only.
 interface IRoyaltyToken {
     function balanceOf(address who) external view returns (uint256);
     function transfer(address to, uint256 value) external returns (bool);
+    function transferFrom(address from, address to, uint256 value) external returns (bool);
 }
+
+// OCEAN base units `createChild` seeds each royalty vault with (`RoyaltyVault.SEED`).
+uint256 constant VAULT_SEED = 1;
 
 /// @title ModelLineage: who trained what from what, and who is paid for it.
 ///
@@ -62,6 +78,13 @@ interface IRoyaltyToken {
 /// only account Ocean lets change the fee, and it has no function that does: nobody can
 /// redirect or raise it. Anyone may call the vault's `distribute()`, which pays its whole
 /// balance to the child's ancestors by the root's scheme (`royaltySplit`).
+///
+/// A derived model is made ready for its first order inside `createChild`, so its first
+/// buyer pays no set-up: the operator seeds the vault with `RoyaltyVault.SEED` (1 wei of
+/// OCEAN, which the vault keeps for ever, so its balance never returns to zero and no order
+/// pays to create it), and the child datatoken's reentrancy guard is started (Ocean clones
+/// datatokens without running constructors, so the guard is zero until the first
+/// `nonReentrant` call, which would pay 20,000 gas to create it).
 ///
 /// Lineages are at most `MAX_DEPTH` derivations deep, so every walk up one is bounded.
 /// The operator key can be rotated by the contract's owner (`setOperator`); ownership moves
@@ -181,6 +204,7 @@ contract ModelLineage {
     error NotPendingOwner();
     error DepthExceeded(address parentNft, uint32 maxDepth);
     error RoyaltyTooHigh(uint256 royalty, uint256 cap);
+    error VaultSeedFailed(address vault);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator();
@@ -304,7 +328,8 @@ contract ModelLineage {
 
     /// Creates the child's data NFT and datatoken for a committed job, owned by this contract
     /// (see the trust note above). Payments for orders on the child go to its trainer; the
-    /// root's royalty per order goes to the child's new `RoyaltyVault`.
+    /// root's royalty per order goes to the child's new `RoyaltyVault`, which the operator
+    /// seeds with `RoyaltyVault.SEED` of OCEAN (it must have approved this contract for it).
     function createChild(bytes32 jobId, string calldata name, string calldata symbol, string calldata tokenURI)
         external
         onlyOperator
@@ -316,6 +341,9 @@ contract ModelLineage {
         if (parent.depth >= MAX_DEPTH) revert DepthExceeded(job.parent, MAX_DEPTH);
         uint256 royalty = schemes[parent.root].royalty;
         address vault = address(new RoyaltyVault(jobId, royaltyToken));
+        if (!IRoyaltyToken(royaltyToken).transferFrom(msg.sender, vault, VAULT_SEED)) {
+            revert VaultSeedFailed(vault);
+        }
 
         string[] memory strings = new string[](2);
         strings[0] = name;
@@ -348,6 +376,12 @@ contract ModelLineage {
         );
         creatingChild = false;
         IOceanNft(childNft).setNewData(WEIGHTS_HASH_KEY, abi.encodePacked(job.outputWeightsHash));
+        // Starts the datatoken's reentrancy guard (see the contract notes): `reuseOrder` is
+        // the one `nonReentrant` function open to anyone. With an all-zero fee it transfers
+        // nothing: the unsigned fee recovers to address 0, which is its fee address, and a
+        // zero amount is skipped. It only logs a reuse of order 0 by this contract.
+        IOceanDatatoken.ProviderFee memory none;
+        IOceanDatatoken(childDatatoken).reuseOrder(bytes32(0), none);
 
         models[childNft] = Model({
             parent: job.parent,
@@ -519,9 +553,13 @@ contract ModelLineage {
 /// so every `startOrder` of the child transfers the root's royalty here. It has no owner and
 /// no function that calls the datatoken's `setPublishingMarketFee` (which only this address
 /// could), so the fee can be neither redirected nor changed. `distribute()` is open to
-/// anyone: it pays the vault's whole token balance (royalties and anything else sent) by
-/// `ModelLineage.royaltySplit`, whose amounts add up to the balance, so nothing stays behind.
+/// anyone: it pays the vault's token balance (royalties and anything else sent) but the
+/// `SEED` the operator put in at creation by `ModelLineage.royaltySplit`, whose amounts add
+/// up to what is paid, so nothing else stays behind. The seed keeps the balance non-zero, so
+/// every order rewrites a non-zero slot instead of paying 20,000 gas to create one.
 contract RoyaltyVault {
+    /// OCEAN base units the operator seeds the vault with, kept by it for ever.
+    uint256 public constant SEED = VAULT_SEED;
     /// The lineage contract that created this vault and knows the lineage.
     ModelLineage public immutable lineage;
     /// The training job whose child model this vault serves.
@@ -542,10 +580,12 @@ contract RoyaltyVault {
         token = IRoyaltyToken(token_);
     }
 
-    /// Pays the whole balance to the child's ancestors; returns what was paid (0 when empty).
+    /// Pays the balance but the seed to the child's ancestors; returns what was paid (0 when
+    /// nothing but the seed is there).
     function distribute() external returns (uint256 total) {
-        total = token.balanceOf(address(this));
-        if (total == 0) return 0;
+        uint256 held = token.balanceOf(address(this));
+        if (held <= SEED) return 0;
+        total = held - SEED;
         (address childNft, address[] memory ancestors, address[] memory who, uint256[] memory amounts) =
             lineage.royaltySplit(jobId, total);
         if (childNft == address(0)) return 0;

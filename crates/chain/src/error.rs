@@ -41,6 +41,16 @@ pub enum ChainError {
     /// offer cancelled, not enough left, cost above the buyer's maximum, …
     #[error("peer market rejected the call: {0}")]
     MarketRejected(String),
+    /// The operator key holds too little OCEAN to seed a new derived model's royalty vault
+    /// (`createChild` pulls it from the operator): send the operator some OCEAN, then retry.
+    #[error(
+        "the operator {operator} holds {held} OCEAN base units, less than the {need} that seed a derived model's royalty vault: send it some OCEAN"
+    )]
+    OperatorUnfunded {
+        operator: Address,
+        held: alloy::primitives::U256,
+        need: alloy::primitives::U256,
+    },
     /// Invalid input from the caller (bad reward scheme, malformed address, …).
     #[error("invalid input: {0}")]
     Invalid(String),

@@ -13,9 +13,14 @@ use alloy::sol_types::SolEvent;
 use posthuman_types::model::MAX_DEPTH;
 use posthuman_types::{Hash32, RewardScheme};
 
-use crate::bindings::{ERC20Template, ModelLineage, RoyaltyVault};
+use crate::bindings::{ERC20Template, ModelLineage, OceanToken, RoyaltyVault};
 use crate::client::{b256, hash32, send};
 use crate::{Chain, ChainError};
+
+/// OCEAN base units `createChild` seeds each royalty vault with, paid by the operator, which
+/// `distribute()` never pays out (`RoyaltyVault.SEED`): the vault's balance never returns to
+/// zero, so no order pays to create it.
+pub const VAULT_SEED: u128 = 1;
 
 /// Where a training job stands in the lineage contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +226,9 @@ impl Chain {
     }
 
     /// Has the lineage contract create the child model's NFT + datatoken for a committed job.
+    /// The operator pays the new vault's [`VAULT_SEED`] of OCEAN: the first time a key does
+    /// this, it approves the lineage contract for OCEAN (an unlimited allowance: the
+    /// contract's code pulls exactly the seed, from the operator only, in `createChild` only).
     pub async fn create_child(
         &self,
         job_id: Hash32,
@@ -228,6 +236,15 @@ impl Chain {
         symbol: &str,
         token_uri: &str,
     ) -> Result<ChildModel, ChainError> {
+        let (me, seed) = (self.operator(), U256::from(VAULT_SEED));
+        let ocean = OceanToken::new(self.book.ocean, &self.provider);
+        let held = ocean.balanceOf(me).call().await?;
+        if held < seed {
+            return Err(ChainError::OperatorUnfunded { operator: me, held, need: seed });
+        }
+        if ocean.allowance(me, self.book.lineage).call().await? < seed {
+            self.approve(me, self.book.ocean, self.book.lineage, U256::MAX).await?;
+        }
         let c = self.lineage_contract();
         let r = send_lineage(c.createChild(
             b256(&job_id),
@@ -326,6 +343,14 @@ impl Chain {
     /// The lineage contract's current operator (the key it obeys now).
     pub async fn lineage_operator(&self) -> Result<Address, ChainError> {
         Ok(self.lineage_contract().operator().call().await?)
+    }
+
+    /// OCEAN waiting in a derived model's vault for `distribute()`: its balance but the
+    /// seed (`None` for a root or an unknown model).
+    pub async fn royalty_pending(&self, child_nft: Address) -> Result<Option<U256>, ChainError> {
+        let Some(terms) = self.royalty_terms(child_nft).await? else { return Ok(None) };
+        let held = self.balance_of(terms.token, terms.vault).await?;
+        Ok(Some(held.saturating_sub(U256::from(VAULT_SEED))))
     }
 
     /// The lineage contract's owner (who may rotate the operator).

@@ -324,8 +324,15 @@ async fn the_owner_rotates_the_operator() {
         "NotOperator",
     );
 
-    // The new key finishes the job committed before the rotation and commits new ones.
+    // The new key finishes the job committed before the rotation and commits new ones. It
+    // seeds the child's royalty vault with OCEAN, so it needs some: refused, by name, until
+    // it has.
     let rotated = Chain::connect(&e.anvil.endpoint(), new_key, e.chain.book().clone()).unwrap();
+    match rotated.create_child(job, "M2", "M2", "").await {
+        Err(ChainError::OperatorUnfunded { operator, .. }) => assert_eq!(operator, new),
+        other => panic!("expected OperatorUnfunded, got {other:?}"),
+    }
+    e.chain.transfer(old, e.chain.book().ocean, new, U256::from(ONE)).await.unwrap();
     let child = rotated.create_child(job, "M2", "M2", "").await.unwrap();
     let d = rotated.record_derivation(job, child.nft, child.datatoken).await.unwrap();
     assert_eq!(d.rewards, vec![(bob, U256::from(50 * ONE)), (alice, U256::from(50 * ONE))]);

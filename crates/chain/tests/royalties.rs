@@ -15,6 +15,7 @@ use posthuman_chain::ChainError;
 use posthuman_chain::alloy;
 use posthuman_chain::bindings::{ERC20Template, RoyaltyVault};
 use posthuman_chain::fees::sign_provider_fee;
+use posthuman_chain::lineage::VAULT_SEED;
 use posthuman_types::RewardScheme;
 use posthuman_types::model::MAX_ROYALTY;
 use rand::Rng;
@@ -151,7 +152,7 @@ async fn a_vault_cannot_be_redirected() {
         let r = dt.setPublishingMarketFee(who, ocean, U256::ZERO).from(who).send().await;
         assert!(r.is_err(), "{who} redirected the royalty");
     }
-    // The vault's whole ABI: three immutables and distribute().
+    // The vault's whole ABI: three immutables, the seed constant and distribute().
     let artifact: serde_json::Value =
         serde_json::from_str(include_str!("../../../contracts/out/RoyaltyVault.json")).unwrap();
     let mut fns: Vec<&str> = artifact["abi"]
@@ -162,7 +163,7 @@ async fn a_vault_cannot_be_redirected() {
         .map(|item| item["name"].as_str().unwrap())
         .collect();
     fns.sort_unstable();
-    assert_eq!(fns, ["distribute", "jobId", "lineage", "token"]);
+    assert_eq!(fns, ["SEED", "distribute", "jobId", "lineage", "token"]);
     let fee = dt.getPublishingMarketFee().call().await.unwrap();
     assert_eq!(fee._2, U256::from(ROYALTY));
 }
@@ -259,6 +260,9 @@ async fn the_first_order_of_a_derived_model_creates_only_oceans_own_slot() {
     let (e, l) = lineage(35, ROYALTY).await;
     let terms = e.chain.royalty_terms(l.m3.0).await.unwrap().unwrap();
     assert_eq!(ocean(&e, terms.vault).await, U256::from(SEED), "createChild seeds the vault");
+    let vault = RoyaltyVault::new(terms.vault, e.chain.provider());
+    assert_eq!(vault.SEED().call().await.unwrap(), U256::from(VAULT_SEED));
+    assert_eq!(SEED, VAULT_SEED);
     let fee = sign_provider_fee(
         &operator_key(),
         e.chain.book().ocean,
@@ -275,4 +279,5 @@ async fn the_first_order_of_a_derived_model_creates_only_oceans_own_slot() {
     let found: Vec<_> = created.iter().map(|c| (c.contract, c.slot)).collect();
     assert_eq!(found, vec![(l.m3.1, balance_slot)], "{created:?}");
     assert_eq!(ocean(&e, terms.vault).await, U256::from(ROYALTY + SEED));
+    assert_eq!(e.chain.royalty_pending(l.m3.0).await.unwrap(), Some(U256::from(ROYALTY)));
 }

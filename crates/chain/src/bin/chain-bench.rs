@@ -1,11 +1,14 @@
 //! Gas and latency figures for issue 2: deploy, publish, exchange, buy, startOrder, the
 //! lineage contract's commit / record with rewards to 1…4 trainers, the peer market's
 //! createOffer / buy (a reward datatoken sold holder to holder), and order-verification
-//! latency against anvil. Prints a table with the issue's references and ratios.
+//! latency against anvil. Prints a table with the issue's references and ratios, then the
+//! orders like for like (issue 13): first orders against first orders, steady against
+//! steady, with the storage slots each created (20,000 gas apiece, read with the node's
+//! prestate tracer), since a first order's extra gas is the slots it creates.
 
 use std::time::Instant;
 
-use posthuman_chain::alloy::primitives::{Bytes, U256, keccak256};
+use posthuman_chain::alloy::primitives::{Address, Bytes, U256, keccak256};
 use posthuman_chain::anvil::ANVIL_DEV_KEY_0;
 use posthuman_chain::story::{ONE, connect_alice_and_bob, dev_wallet};
 use posthuman_chain::{
@@ -92,25 +95,34 @@ async fn main() -> Result<(), ChainError> {
     row(&mut rows, "buy: approve OCEAN", approve_gas as f64, "gas", None);
     row(&mut rows, "buy: buyDT", buy.gas_used as f64, "gas", Some((193_968.0, "Ocean ref")));
 
+    // Orders, each with the number of storage slots it created.
+    let mut like = Like::default();
     let fee = chain.sign_provider_fee(u64::MAX / 2, Bytes::from_static(b"bench"))?;
     let order = chain.start_order(b, m.datatoken, b, 0, &fee).await?;
     row(&mut rows, "startOrder", order.gas_used as f64, "gas", Some((147_766.0, "Ocean ref")));
+    like.root_first = Some(counted(&chain, &order).await?);
+    // The same order again: what every later order of the root costs.
+    chain.mint(a, m.datatoken, b, U256::from(ONE)).await?;
+    let again = chain.start_order(b, m.datatoken, b, 0, &fee).await?;
+    like.root_steady = Some(counted(&chain, &again).await?);
     // A paid job's order (issue 13): a non-zero OCEAN provider fee to the operator, carrying
     // providerData the size of the API's fee binding (chain, deployment, model, kind,
     // dataset length, terms hash as compact JSON). The approval is a separate transaction.
+    let binding = |model: Address| {
+        Bytes::from(
+            format!(
+                r#"{{"chain_id":{},"deployment":"{:#x}","model":"{:#x}","kind":"train","dataset_bytes":1000000,"terms":"{}"}}"#,
+                book.chain_id,
+                book.lineage,
+                model,
+                h("terms")
+            )
+            .into_bytes(),
+        )
+    };
     chain.mint(a, m.datatoken, b, U256::from(ONE)).await?;
-    let binding = format!(
-        r#"{{"chain_id":{},"deployment":"{:#x}","model":"{:#x}","kind":"train","dataset_bytes":1000000,"terms":"{}"}}"#,
-        book.chain_id,
-        book.lineage,
-        m.nft,
-        h("terms")
-    );
-    let paid_fee = chain.sign_provider_fee_for(
-        U256::from(3 * ONE),
-        u64::MAX / 2,
-        Bytes::from(binding.into_bytes()),
-    )?;
+    let paid_fee =
+        chain.sign_provider_fee_for(U256::from(3 * ONE), u64::MAX / 2, binding(m.nft))?;
     let paid = chain.start_order(b, m.datatoken, b, 0, &paid_fee).await?;
     row(
         &mut rows,
@@ -119,10 +131,12 @@ async fn main() -> Result<(), ChainError> {
         "gas",
         Some((114_656.0 * 1.3, "1.3x 114,656")),
     );
+    like.root_paid_steady = Some(counted(&chain, &paid).await?);
 
     // A lineage M1 → M2 → … → M5 with distinct trainers: derivation k pays k trainers + root.
     let mut parent = m.nft;
     let mut first_reward = None;
+    let mut second = None;
     for depth in 1..=4u32 {
         let trainer = dev_wallet(&format!("trainer{depth}"))?.address();
         let job = h(&format!("job{depth}"));
@@ -133,6 +147,9 @@ async fn main() -> Result<(), ChainError> {
         let d = chain.record_derivation(job, child.nft, child.datatoken).await?;
         if depth == 1 {
             first_reward = Some((trainer, child.nft, child.datatoken));
+        }
+        if depth == 2 {
+            second = Some((child.nft, child.datatoken));
             row(&mut rows, "commitTraining", c.gas_used as f64, "gas", None);
             row(
                 &mut rows,
@@ -172,28 +189,44 @@ async fn main() -> Result<(), ChainError> {
         row(&mut rows, "market buy, sells out the offer", buy.gas_used as f64, "gas", None);
 
         // Bob orders M2 (a derived model): the compute fee to the operator and the lineage
-        // royalty into M2's vault, both in OCEAN (one approval), in the same startOrder.
-        let fee = chain.sign_provider_fee_for(
-            U256::from(3 * ONE),
-            u64::MAX / 2,
-            Bytes::from_static(b"derived"),
-        )?;
+        // royalty into M2's vault, both in OCEAN (one approval), in the same startOrder,
+        // with the same fee binding as the root's paid order.
+        let fee =
+            chain.sign_provider_fee_for(U256::from(3 * ONE), u64::MAX / 2, binding(m2_nft))?;
         let order = chain.start_order(b, m2_dt, b, 0, &fee).await?;
+        like.derived_first = Some(counted(&chain, &order).await?);
         row(
             &mut rows,
-            "startOrder, derived model: compute fee + royalty (first into its vault)",
+            "startOrder, derived model: compute fee + royalty (first order)",
             order.gas_used as f64,
             "gas",
             Some((149_053.0, "1.3x target")),
         );
         let order = chain.start_order(b, m2_dt, b, 0, &fee).await?;
+        like.derived_steady = Some(counted(&chain, &order).await?);
         row(
             &mut rows,
-            "startOrder, derived model: compute fee + royalty (vault already funded)",
+            "startOrder, derived model: compute fee + royalty (second order)",
             order.gas_used as f64,
             "gas",
             Some((149_053.0, "1.3x target")),
         );
+        // The first order of another fresh derived model (M3, trainer2's) with a 7-byte
+        // providerData: what the fee binding's 200 bytes of JSON add to a first order.
+        if let Some((m3_nft, m3_dt)) = second {
+            chain.add_signer(dev_wallet("trainer2")?)?;
+            let trainer2 = dev_wallet("trainer2")?.address();
+            chain.send_eth(trainer2, U256::from(ONE)).await?;
+            chain.transfer(trainer2, m3_dt, b, U256::from(ONE)).await?;
+            let short = chain.sign_provider_fee_for(
+                U256::from(3 * ONE),
+                u64::MAX / 2,
+                Bytes::from_static(b"derived"),
+            )?;
+            let o = chain.start_order(b, m3_dt, b, 0, &short).await?;
+            like.derived_first_short = Some(counted(&chain, &o).await?);
+            let _ = m3_nft;
+        }
         let paid = chain.distribute_royalty(b, m2_nft).await?;
         row(
             &mut rows,
@@ -250,5 +283,96 @@ async fn main() -> Result<(), ChainError> {
         };
         println!("{:<62} {:>12} {:>5} {:>12} {:>10}", r.what, v, r.unit, refv, ratio);
     }
+    like.print();
     Ok(())
+}
+
+/// An order's gas and the storage slots it created.
+#[derive(Clone, Copy)]
+struct Counted {
+    gas: u64,
+    created: usize,
+}
+
+async fn counted(
+    chain: &posthuman_chain::Chain,
+    order: &posthuman_chain::orders::StartedOrder,
+) -> Result<Counted, ChainError> {
+    let created = chain.created_slots(order.tx_hash).await?.len();
+    Ok(Counted { gas: order.gas_used, created })
+}
+
+/// The orders like for like: the root's first order is the issue's baseline (114,656: its
+/// datatoken's reentrancy guard was started by the exchange's creation, Ocean's collector's
+/// balance of it is created); the derived model's first order is the first of a fresh
+/// model (its vault seeded and guard started by `createChild`). Steady: the next orders,
+/// which create nothing. Payer, consumer and the fee's receiver hold balances in every
+/// order compared (none of their slots is created).
+#[derive(Default)]
+struct Like {
+    root_first: Option<Counted>,
+    root_steady: Option<Counted>,
+    root_paid_steady: Option<Counted>,
+    derived_first: Option<Counted>,
+    derived_steady: Option<Counted>,
+    /// A derived model's first order with 7 bytes of providerData instead of the binding.
+    derived_first_short: Option<Counted>,
+}
+
+impl Like {
+    fn print(&self) {
+        let cell = |c: Option<Counted>| match c {
+            Some(c) => format!(
+                "{} ({} new slot{})",
+                c.gas,
+                c.created,
+                if c.created == 1 { "" } else { "s" }
+            ),
+            None => "-".into(),
+        };
+        let ratio = |x: Option<Counted>, base: Option<Counted>| match (x, base) {
+            (Some(x), Some(b)) => format!("{:.3}x", x.gas as f64 / b.gas as f64),
+            _ => "-".into(),
+        };
+        println!();
+        println!("{:<52} {:>22} {:>22}", "orders like for like (gas)", "first order", "steady");
+        println!("{}", "-".repeat(98));
+        println!(
+            "{:<52} {:>22} {:>22}",
+            "root, no fee (issue 13's baseline)",
+            cell(self.root_first),
+            cell(self.root_steady)
+        );
+        println!(
+            "{:<52} {:>22} {:>22}",
+            "root, 3 OCEAN compute fee + fee binding",
+            "-",
+            cell(self.root_paid_steady)
+        );
+        println!(
+            "{:<52} {:>22} {:>22}",
+            "derived, compute fee + binding + 1 OCEAN royalty",
+            cell(self.derived_first),
+            cell(self.derived_steady)
+        );
+        println!(
+            "{:<52} {:>22} {:>22}",
+            "ratio derived / root no fee (target <= 1.300x)",
+            ratio(self.derived_first, self.root_first),
+            ratio(self.derived_steady, self.root_steady)
+        );
+        println!(
+            "{:<52} {:>22}",
+            "derived, same with 7 bytes of providerData",
+            cell(self.derived_first_short)
+        );
+        for (what, c) in [
+            ("derived first order / 114,656 (the issue's figure)", self.derived_first),
+            ("  with 7 bytes of providerData / 114,656", self.derived_first_short),
+        ] {
+            if let Some(d) = c {
+                println!("{:<52} {:>22}", what, format!("{:.3}x", d.gas as f64 / 114_656.0));
+            }
+        }
+    }
 }

@@ -422,8 +422,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
 }
 
 /// Pays out the vault of derived model `(nft, label)` at `depth` after `orders` orders, as
-/// `payer`, and checks it to the wei: it held exactly `orders` royalties, and each ancestor
-/// got what `RewardScheme::royalty_split` says (nothing left behind).
+/// `payer`, and checks it to the wei: it held exactly `orders` royalties (besides the seed it
+/// keeps), and each ancestor got what `RewardScheme::royalty_split` says (nothing else left
+/// behind).
 async fn distribute_royalties(
     payer: &Session,
     people: &[Person],
@@ -434,7 +435,8 @@ async fn distribute_royalties(
     labels: &[(Address, &str)],
 ) -> Result<Vec<RoyaltyLine>, CliError> {
     let terms = payer.chain.royalty_terms(nft).await?.ok_or_else(|| err("no royalty vault"))?;
-    let held = payer.chain.balance_of(terms.token, terms.vault).await?;
+    // What `distribute()` pays: the vault's balance but the seed `createChild` put there.
+    let held = payer.chain.royalty_pending(nft).await?.ok_or_else(|| err("no royalty vault"))?;
     let each = scheme.royalty().map_err(err)?;
     if held != U256::from(each * orders) || terms.amount != U256::from(each) {
         return Err(err(format!(

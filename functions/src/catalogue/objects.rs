@@ -46,7 +46,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use posthuman_store::{ObjectStore, StoreError};
-
 use posthuman_types::{Hash32, JobKind};
 
 use super::{

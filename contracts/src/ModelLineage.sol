@@ -88,7 +88,10 @@ uint256 constant VAULT_SEED = 1;
 ///
 /// Lineages are at most `MAX_DEPTH` derivations deep, so every walk up one is bounded.
 /// The operator key can be rotated by the contract's owner (`setOperator`); ownership moves
-/// in two steps (`transferOwnership`, then `acceptOwnership` by the new owner).
+/// in two steps (`transferOwnership`, then `acceptOwnership` by the new owner). Every
+/// operator's term is kept (`operatorHistory`, `operatorAt`): a receipt is checked against
+/// the operator of its own time, so a rotation neither voids what the old key signed while
+/// it was the operator nor lets it sign anything later.
 ///
 /// Trust choice (why the contract owns the child NFT): in Ocean v4 whoever holds the NFT's
 /// `deployERC20` permission (the NFT owner has it) can `addMinter` on its datatokens or open a
@@ -142,10 +145,18 @@ contract ModelLineage {
     struct Job {
         address parent;
         uint8 state;
+        uint64 committedAt; // block of commitTraining (packed with parent and state)
         address trainer;
         bytes32 outputWeightsHash;
         bytes32 receiptHash;
         address childNft;
+    }
+
+    /// One operator's term: from `fromBlock` until the next term's `fromBlock` (inclusive: in
+    /// a rotation's block the old key acted before the rotation, the new one after it).
+    struct OperatorTerm {
+        address operator;
+        uint64 fromBlock;
     }
 
     /// Signs commitments and derivations; rotated by `owner` (`setOperator`).
@@ -163,6 +174,8 @@ contract ModelLineage {
     mapping(bytes32 => Job) internal jobs;
     /// The royalty vault of each child model (its datatoken's publish-market fee address).
     mapping(address => address) public royaltyVaultOf;
+    /// Every operator so far, oldest first (the last is `operator`); one append per rotation.
+    OperatorTerm[] internal operatorTerms;
     /// Set only while `createChild` runs, so the contract accepts exactly the NFTs it mints
     /// for itself (the factory `_safeMint`s to the owner) and no others.
     bool transient creatingChild;
@@ -222,6 +235,7 @@ contract ModelLineage {
                 || royaltyToken_ == address(0)
         ) revert ZeroAddress();
         operator = operator_;
+        operatorTerms.push(OperatorTerm({operator: operator_, fromBlock: uint64(block.number)}));
         owner = owner_;
         factory = factory_;
         royaltyToken = royaltyToken_;
@@ -237,6 +251,7 @@ contract ModelLineage {
         if (newOperator == address(0)) revert ZeroAddress();
         emit OperatorChanged(operator, newOperator);
         operator = newOperator;
+        operatorTerms.push(OperatorTerm({operator: newOperator, fromBlock: uint64(block.number)}));
     }
 
     /// Proposes `newOwner`; ownership moves when it calls `acceptOwnership` (so a mistyped
@@ -320,6 +335,7 @@ contract ModelLineage {
         if (job.state != 0) revert JobAlreadyCommitted(jobId);
         job.parent = parentNft;
         job.state = COMMITTED;
+        job.committedAt = uint64(block.number);
         job.trainer = trainer;
         job.outputWeightsHash = outputWeightsHash;
         job.receiptHash = receiptHash;
@@ -528,7 +544,21 @@ contract ModelLineage {
         }
     }
 
-    /// A job's commitment (state 0 unknown, 1 committed, 2 child created, 3 recorded).
+    /// The operator at the end of block `blockNumber` (zero before the deployment).
+    function operatorAt(uint256 blockNumber) external view returns (address) {
+        for (uint256 i = operatorTerms.length; i > 0; i--) {
+            if (operatorTerms[i - 1].fromBlock <= blockNumber) return operatorTerms[i - 1].operator;
+        }
+        return address(0);
+    }
+
+    /// Every operator's term, oldest first: the history receipts are verified against.
+    function operatorHistory() external view returns (OperatorTerm[] memory) {
+        return operatorTerms;
+    }
+
+    /// A job's commitment (state 0 unknown, 1 committed, 2 child created, 3 recorded) and
+    /// the block it was committed in.
     function getJob(bytes32 jobId) external view returns (Job memory) {
         return jobs[jobId];
     }

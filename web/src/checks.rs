@@ -63,7 +63,9 @@ pub fn group_of(k: CheckKind) -> Group {
 pub fn describe(k: CheckKind) -> &'static str {
     use CheckKind as K;
     match k {
-        K::Signature => "signed by the lineage contract's operator, unchanged, for this deployment",
+        K::Signature => {
+            "signed by the lineage contract's operator of the receipt's time, unchanged, for this deployment"
+        }
         K::Commitment => "the lineage contract holds a commitment for this job",
         K::CommitmentReceiptHash => "the committed receipt hash is this receipt's EIP-712 digest",
         K::CommitmentOutputWeights => "the committed output weights are the receipt's",

@@ -2,8 +2,9 @@
 //! read from the chain's own node, never against a verdict from the operator's API.
 //!
 //! What the API supplies is only *evidence to be checked*: the receipt(s) and which job
-//! produced each model. The expected signer is the operator recorded in the lineage contract
-//! and the EIP-712 domain is (the node's chain id, the lineage contract) — both read from the
+//! produced each model. The expected signer is the operator the lineage contract records for
+//! the receipt's time (its operator history; the owner may rotate the key) and the EIP-712
+//! domain is (the node's chain id, the lineage contract) — both read from the
 //! chain ([`read_deployment`]); the API's address book is compared against them. The one
 //! input taken on trust is the lineage contract's address (and the node the RPC URL names).
 //!
@@ -30,7 +31,8 @@ pub struct Deployment {
     pub chain_id: u64,
     /// The `ModelLineage` contract (from the API's address book: the one trusted input).
     pub lineage: Address,
-    /// `ModelLineage.operator()`.
+    /// `ModelLineage.operator()`: the current operator (compared with the API's; receipts
+    /// are checked against the operator of their own time, from the contract's history).
     pub operator: Address,
 }
 
@@ -83,20 +85,19 @@ pub async fn run_checks(
     ev: &Evidence,
 ) -> Result<Verification, FactsError> {
     let domain = dep.domain();
-    let job = verify_job(facts, signed, dep.operator, &domain).await?;
+    let job = verify_job(facts, signed, &domain).await?;
     let (mut lineage_models, mut lineage) = (Vec::new(), Vec::new());
     if let (JobKind::Train, Some(leaf)) = (signed.body.kind, ev.derived) {
         let mut all = ev.lineage_receipts.clone();
         all.push(signed.clone());
-        let l = verify_lineage(facts, leaf, &all, dep.operator, &domain).await?;
+        let l = verify_lineage(facts, leaf, &all, &domain).await?;
         lineage_models = l.models;
         lineage = l.links;
     }
     let evaluation = match (&ev.eval_report, signed.body.kind) {
-        (Some(bytes), JobKind::Evaluate) => Some(
-            verify_evaluation(facts, signed, bytes, signed.body.model, dep.operator, &domain)
-                .await?,
-        ),
+        (Some(bytes), JobKind::Evaluate) => {
+            Some(verify_evaluation(facts, signed, bytes, signed.body.model, &domain).await?)
+        }
         _ => None,
     };
     Ok(Verification { job, lineage_models, lineage, evaluation })

@@ -8,7 +8,7 @@
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use posthuman_receipts::{
-    FactsSnapshot, ModelFacts, OrderFacts, Receipt, ReceiptDomain, SignedReceipt,
+    FactsSnapshot, ModelFacts, OperatorTerm, OrderFacts, Receipt, ReceiptDomain, SignedReceipt,
     TrainingCommitment, bytes_hash, gather::ask, job_id_hash, sign, verify_job,
 };
 use posthuman_types::{EvalParams, EvalReport, Hash32, JobParams, TrainParams};
@@ -55,7 +55,10 @@ fn world() -> World {
     let (m1, m2, m3) = (addr(0xa1), addr(0xa2), addr(0xa3));
     let (d1, d2, d3) = (addr(0xd1), addr(0xd2), addr(0xd3));
     let (bob, charlie, elena) = (addr(0xb0), addr(0xc0), addr(0xe0));
-    let mut chain = FactsSnapshot::default();
+    let mut chain = FactsSnapshot {
+        operators: vec![OperatorTerm { operator: op.address(), from_block: 1 }],
+        ..FactsSnapshot::default()
+    };
     let mut model = |nft, parent, trainer, datatoken, weights: Hash32, job: Option<&str>| {
         chain.models.insert(
             nft,
@@ -95,6 +98,7 @@ fn world() -> World {
                     output_weights_hash: output,
                     receipt_hash: s.digest(),
                     child_nft: Some(child),
+                    committed_at_block: 10,
                 },
             );
             chain.orders.insert(
@@ -105,6 +109,7 @@ fn world() -> World {
                     payer: consumer,
                     service_index: 0,
                     provider_fee_signer: Some(op.address()),
+                    block: 10,
                 }],
             );
             s
@@ -142,6 +147,7 @@ fn world() -> World {
             payer: elena,
             service_index: 0,
             provider_fee_signer: Some(op.address()),
+            block: 10,
         }],
     );
     let eval = sign(eval, &op, &domain).unwrap();
@@ -199,7 +205,7 @@ async fn a_tampered_receipt_shows_the_precise_reasons_of_posthuman_verify() {
         rows.iter().filter(|r| r.status == Status::Fail).map(|r| r.name.as_str()).collect();
     assert_eq!(failed, vec!["signature", "commitment_receipt_hash"], "{rows:#?}");
     // The very reasons the CLI prints (it renders the same `Report`).
-    let cli = verify_job(&w.chain, &edited, w.op.address(), &w.dep.domain()).await.unwrap();
+    let cli = verify_job(&w.chain, &edited, &w.dep.domain()).await.unwrap();
     for r in rows.iter().filter(|r| r.status == Status::Fail) {
         let kind = cli.failures().find(|(k, _)| k.to_string() == r.name).unwrap();
         assert_eq!(r.reason.as_deref(), Some(kind.1));
@@ -230,7 +236,11 @@ async fn unpaid_unknown_and_foreign_evidence_fail_with_their_reasons() {
     let sig = check_rows(&v).into_iter().find(|r| r.name == "signature").unwrap();
     assert_eq!(
         sig.reason.unwrap(),
-        format!("signed by {}, not by the operator {}", key(7).address(), w.op.address())
+        format!(
+            "signed by {}, not by the operator {} (the lineage contract's operator at block 10, when the job was committed)",
+            key(7).address(),
+            w.op.address()
+        )
     );
     // An API that names another operator than the chain's, or another chain.
     let rows = deployment_rows(&w.dep, 1, addr(0x42));

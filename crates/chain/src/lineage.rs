@@ -2,7 +2,8 @@
 //! commit-before-reveal training commitments, child models owned by the contract,
 //! exactly-once derivations paying rewards, lineage reads (bounded by `MAX_DEPTH`), the
 //! royalty every order of a derived model pays its ancestors (terms, vault, distribution,
-//! who was paid), and the owner's rotation of the operator key.
+//! who was paid), and the owner's rotation of the operator key with the history of every
+//! operator's term (what receipts are verified against).
 
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::network::Ethereum;
@@ -21,6 +22,15 @@ use crate::{Chain, ChainError};
 /// `distribute()` never pays out (`RoyaltyVault.SEED`): the vault's balance never returns to
 /// zero, so no order pays to create it.
 pub const VAULT_SEED: u128 = 1;
+
+/// One operator's term in the lineage contract (`operatorHistory`): from `from_block` until
+/// the next term's `from_block`, that block included (the old key acted in the rotation's
+/// block before the rotation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorTerm {
+    pub operator: Address,
+    pub from_block: u64,
+}
 
 /// Where a training job stands in the lineage contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +51,8 @@ pub struct Commitment {
     pub output_weights_hash: Hash32,
     pub receipt_hash: Hash32,
     pub child_nft: Option<Address>,
+    /// The block `commitTraining` was mined in (0 when never committed).
+    pub committed_at_block: u64,
 }
 
 /// One model in a lineage.
@@ -297,6 +309,7 @@ impl Chain {
             output_weights_hash: hash32(j.outputWeightsHash),
             receipt_hash: hash32(j.receiptHash),
             child_nft: (j.childNft != Address::ZERO).then_some(j.childNft),
+            committed_at_block: j.committedAt,
         })
     }
 
@@ -343,6 +356,23 @@ impl Chain {
     /// The lineage contract's current operator (the key it obeys now).
     pub async fn lineage_operator(&self) -> Result<Address, ChainError> {
         Ok(self.lineage_contract().operator().call().await?)
+    }
+
+    /// Every operator of the lineage contract so far, oldest first (the last is the current
+    /// one).
+    pub async fn operator_history(&self) -> Result<Vec<OperatorTerm>, ChainError> {
+        let terms = self.lineage_contract().operatorHistory().call().await?;
+        Ok(terms
+            .into_iter()
+            .map(|t| OperatorTerm { operator: t.operator, from_block: t.fromBlock })
+            .collect())
+    }
+
+    /// The lineage contract's operator at the end of block `block` (`None` before it was
+    /// deployed).
+    pub async fn operator_at(&self, block: u64) -> Result<Option<Address>, ChainError> {
+        let a = self.lineage_contract().operatorAt(U256::from(block)).call().await?;
+        Ok((!a.is_zero()).then_some(a))
     }
 
     /// OCEAN waiting in a derived model's vault for `distribute()`: its balance but the

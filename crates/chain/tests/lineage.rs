@@ -55,11 +55,16 @@ async fn only_the_operator_records_and_a_job_records_once() {
         e.chain.commit_training(job, Address::repeat_byte(1), bob, w, receipt).await,
         "UnknownModel",
     );
-    e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
+    let committed = e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
     let c = e.chain.commitment(job).await.unwrap();
     assert_eq!(
         (c.state, c.parent, c.trainer, c.output_weights_hash, c.receipt_hash),
         (JobState::Committed, root.nft, bob, w, receipt)
+    );
+    assert_eq!(
+        Some(c.committed_at_block),
+        committed.block_number,
+        "the chain dates the commitment"
     );
     let w2 = e.hash();
     rejected(e.chain.commit_training(job, root.nft, bob, w2, receipt).await, "JobAlreadyCommitted");
@@ -311,8 +316,17 @@ async fn the_owner_rotates_the_operator() {
     // Bob is no owner: refused.
     rejected(e.chain.set_lineage_operator(bob, bob).await, "NotOwner");
     assert_eq!(e.chain.lineage_operator().await.unwrap(), old);
-    e.chain.set_lineage_operator(old, new).await.unwrap();
+    let rotation = e.chain.set_lineage_operator(old, new).await.unwrap().block_number.unwrap();
     assert_eq!(e.chain.lineage_operator().await.unwrap(), new);
+    // Every term is kept, so receipts are checked against the operator of their time.
+    let history = e.chain.operator_history().await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!((history[0].operator, history[1].operator), (old, new));
+    assert!(history[0].from_block <= e.chain.book().deployed_at_block);
+    assert_eq!(history[1].from_block, rotation);
+    assert_eq!(e.chain.operator_at(rotation - 1).await.unwrap(), Some(old));
+    assert_eq!(e.chain.operator_at(rotation).await.unwrap(), Some(new));
+    assert_eq!(e.chain.operator_at(0).await.unwrap(), None, "before the deployment");
     assert_eq!(lineage.operator().call().await.unwrap(), new);
 
     // The old key can do nothing any more.
@@ -351,5 +365,7 @@ async fn the_owner_rotates_the_operator() {
     assert_eq!(e.chain.lineage_owner().await.unwrap(), alice);
     rejected(e.chain.set_lineage_operator(old, old).await, "NotOwner");
     e.chain.set_lineage_operator(alice, bob).await.unwrap();
+    let last = e.chain.operator_history().await.unwrap();
+    assert_eq!(last.iter().map(|t| t.operator).collect::<Vec<_>>(), vec![old, new, bob]);
     rejected(rotated.commit_training(e.hash(), child.nft, bob, w2, receipt).await, "NotOperator");
 }

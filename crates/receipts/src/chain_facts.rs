@@ -12,7 +12,9 @@ use posthuman_chain::lineage::{JobState, LineageEntry};
 use posthuman_chain::{Chain, ChainError, ProviderFee};
 use posthuman_types::Hash32;
 
-use crate::facts::{ChainFacts, FactsError, ModelFacts, OrderFacts, TrainingCommitment};
+use crate::facts::{
+    ChainFacts, FactsError, ModelFacts, OperatorTerm, OrderFacts, TrainingCommitment,
+};
 
 fn err(e: ChainError) -> FactsError {
     FactsError(e.to_string())
@@ -30,8 +32,9 @@ fn model_facts(e: LineageEntry) -> ModelFacts {
 }
 
 /// The orders in a transaction's logs: each `OrderStarted` with the first `ProviderFee` of
-/// the same datatoken after it (`startOrder` emits the fee event later in the same call).
-fn orders_in(logs: &[Log]) -> Vec<OrderFacts> {
+/// the same datatoken after it (`startOrder` emits the fee event later in the same call),
+/// mined in `block`.
+fn orders_in(logs: &[Log], block: u64) -> Vec<OrderFacts> {
     let mut out = Vec::new();
     for (i, log) in logs.iter().enumerate() {
         if log.topics().first() != Some(&ERC20Template::OrderStarted::SIGNATURE_HASH) {
@@ -65,6 +68,7 @@ fn orders_in(logs: &[Log]) -> Vec<OrderFacts> {
             payer: order.payer,
             service_index: u64::try_from(order.serviceIndex).unwrap_or(u64::MAX),
             provider_fee_signer,
+            block,
         });
     }
     out
@@ -86,6 +90,7 @@ impl ChainFacts for Chain {
             output_weights_hash: c.output_weights_hash,
             receipt_hash: c.receipt_hash,
             child_nft: c.child_nft,
+            committed_at_block: c.committed_at_block,
         }))
     }
 
@@ -110,9 +115,19 @@ impl ChainFacts for Chain {
             .await
             .map_err(|e| FactsError(e.to_string()))?;
         let Some(receipt) = receipt else { return Ok(None) };
-        if !receipt.status() || receipt.block_number.is_none() {
+        let Some(block) = receipt.block_number else { return Ok(None) };
+        if !receipt.status() {
             return Ok(None);
         }
-        Ok(Some(orders_in(receipt.inner.logs())))
+        Ok(Some(orders_in(receipt.inner.logs(), block)))
+    }
+
+    async fn operator_history(&self) -> Result<Vec<OperatorTerm>, FactsError> {
+        Ok(Chain::operator_history(self)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(|t| OperatorTerm { operator: t.operator, from_block: t.from_block })
+            .collect())
     }
 }

@@ -16,7 +16,7 @@ use alloy::primitives::Address;
 use posthuman_types::Hash32;
 
 use crate::facts::{
-    ChainFacts, FactsError, FactsSnapshot, ModelFacts, OrderFacts, TrainingCommitment,
+    ChainFacts, FactsError, FactsSnapshot, ModelFacts, OperatorTerm, OrderFacts, TrainingCommitment,
 };
 
 /// One question [`ChainFacts`] asks of the chain.
@@ -30,6 +30,8 @@ pub enum Query {
     Weights(Address),
     /// The orders started by a transaction.
     Orders(Hash32),
+    /// The lineage contract's operator history.
+    Operators,
 }
 
 /// The chain's answer to a [`Query`] (`None`: the chain says there is no such thing).
@@ -39,6 +41,8 @@ pub enum Answer {
     Model(Option<ModelFacts>),
     Weights(Option<Hash32>),
     Orders(Option<Vec<OrderFacts>>),
+    /// Oldest first; empty: the chain knows no operator.
+    Operators(Vec<OperatorTerm>),
 }
 
 /// Facts learnt so far, answering [`ChainFacts`] from memory and recording what it lacked.
@@ -82,12 +86,16 @@ impl Recorder {
             (Query::Orders(k), Answer::Orders(Some(v))) => {
                 self.known.orders.insert(k, v);
             }
+            (Query::Operators, Answer::Operators(v)) if !v.is_empty() => {
+                self.known.operators = v;
+            }
             (
                 _,
                 Answer::Commitment(None)
                 | Answer::Model(None)
                 | Answer::Weights(None)
-                | Answer::Orders(None),
+                | Answer::Orders(None)
+                | Answer::Operators(_),
             ) => {
                 self.absent.insert(q);
             }
@@ -120,6 +128,10 @@ impl ChainFacts for Recorder {
     async fn orders(&self, tx: Hash32) -> Result<Option<Vec<OrderFacts>>, FactsError> {
         Ok(self.lookup(Query::Orders(tx), self.known.orders.get(&tx).cloned()))
     }
+    async fn operator_history(&self) -> Result<Vec<OperatorTerm>, FactsError> {
+        let known = self.known.operators.clone();
+        Ok(self.lookup(Query::Operators, (!known.is_empty()).then_some(known)).unwrap_or_default())
+    }
 }
 
 /// Answers a [`Query`] from any [`ChainFacts`] (e.g. to replay a snapshot in tests).
@@ -129,6 +141,7 @@ pub async fn ask(facts: &dyn ChainFacts, q: Query) -> Result<Answer, FactsError>
         Query::Model(k) => Answer::Model(facts.model(k).await?),
         Query::Weights(k) => Answer::Weights(facts.weights_commitment(k).await?),
         Query::Orders(k) => Answer::Orders(facts.orders(k).await?),
+        Query::Operators => Answer::Operators(facts.operator_history().await?),
     })
 }
 

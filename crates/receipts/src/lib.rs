@@ -67,7 +67,8 @@ pub use canonical::{
     receipt_params, salted_hash, text_hash, worker_version,
 };
 pub use facts::{
-    ChainFacts, FactsError, FactsSnapshot, ModelFacts, OrderFacts, TrainingCommitment,
+    ChainFacts, FactsError, FactsSnapshot, ModelFacts, OperatorTerm, OrderFacts,
+    TrainingCommitment, held_operator_role,
 };
 pub use gather::{Answer, Query, Recorder};
 pub use receipt::{JobReceipt, Receipt, ReceiptDomain};

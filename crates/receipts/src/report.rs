@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
-    /// The operator signed this receipt, unchanged, for this deployment.
+    /// The operator of the receipt's time (the lineage contract's operator in its
+    /// commitment's block for a train job, from its order's block on otherwise) signed this
+    /// receipt, unchanged, for this deployment.
     Signature,
     /// The lineage contract holds a commitment for the job.
     Commitment,
@@ -32,7 +34,8 @@ pub enum CheckKind {
     OrderDatatoken,
     /// The order's consumer is the receipt's consumer.
     OrderConsumer,
-    /// The order's provider fee was signed by the operator (the operator accepted it).
+    /// The order's provider fee was signed by the operator of the order's block (the
+    /// operator accepted it).
     OrderFee,
     /// This link of the lineage has a receipt that names the same parent and weights.
     LineageLink,

@@ -15,7 +15,7 @@ use alloy::sol_types::{SolCall, SolEvent};
 use posthuman_types::Hash32;
 use serde_json::{Value, json};
 
-use crate::facts::{FactsError, ModelFacts, OrderFacts, TrainingCommitment};
+use crate::facts::{FactsError, ModelFacts, OperatorTerm, OrderFacts, TrainingCommitment};
 use crate::gather::{Answer, Query};
 
 sol! {
@@ -33,6 +33,7 @@ sol! {
     struct LineageJob {
         address parent;
         uint8 state;
+        uint64 committedAt;
         address trainer;
         bytes32 outputWeightsHash;
         bytes32 receiptHash;
@@ -40,8 +41,15 @@ sol! {
     }
     function getModel(address nft) external view returns (LineageModel memory);
     function getJob(bytes32 jobId) external view returns (LineageJob memory);
-    /// The lineage contract's operator: the key that signs receipts for this deployment.
+    /// The lineage contract's operator: the key that signs receipts for this deployment now.
     function operator() external view returns (address);
+    /// `ModelLineage.OperatorTerm`: one operator's term.
+    struct LineageOperatorTerm {
+        address operator;
+        uint64 fromBlock;
+    }
+    /// Every operator so far, oldest first.
+    function operatorHistory() external view returns (LineageOperatorTerm[] memory);
     /// ERC725Y value of an Ocean data NFT.
     function getData(bytes32 key) external view returns (bytes memory);
     /// Ocean v4 `ERC20Template` events emitted by `startOrder`.
@@ -140,6 +148,7 @@ impl<T: JsonRpc> RpcFacts<T> {
             output_weights_hash: hash32(j.outputWeightsHash),
             receipt_hash: hash32(j.receiptHash),
             child_nft: nonzero(j.childNft),
+            committed_at_block: j.committedAt,
         }))
     }
 
@@ -181,14 +190,28 @@ impl<T: JsonRpc> RpcFacts<T> {
             return Ok(None);
         }
         let status = r.get("status").and_then(Value::as_str);
-        let mined = r.get("blockNumber").is_some_and(|b| !b.is_null());
-        if status != Some("0x1") || !mined {
+        let block = match r.get("blockNumber") {
+            None | Some(Value::Null) => return Ok(None), // not mined
+            Some(b) => quantity(b).ok_or_else(|| bad(what, format!("blockNumber {b}")))?,
+        };
+        if status != Some("0x1") {
             return Ok(None);
         }
         let logs: Vec<RawLog> =
             serde_json::from_value(r.get("logs").cloned().unwrap_or(Value::Null))
                 .map_err(|e| bad(what, e))?;
-        Ok(Some(orders_in(&logs)))
+        Ok(Some(orders_in(&logs, block)))
+    }
+
+    /// Every operator of the lineage contract, oldest first.
+    pub async fn operator_history(&self) -> Result<Vec<OperatorTerm>, FactsError> {
+        let out = self.lineage_call(operatorHistoryCall {}.abi_encode(), "operatorHistory").await?;
+        let terms =
+            operatorHistoryCall::abi_decode_returns(&out).map_err(|e| bad("operatorHistory", e))?;
+        Ok(terms
+            .into_iter()
+            .map(|t| OperatorTerm { operator: t.operator, from_block: t.fromBlock })
+            .collect())
     }
 
     /// The chain id the node serves (`eth_chainId`).
@@ -197,14 +220,12 @@ impl<T: JsonRpc> RpcFacts<T> {
             .call("eth_chainId", json!([]))
             .await?
             .map_err(|NodeError(e)| FactsError(format!("eth_chainId: {e}")))?;
-        let hex =
-            v.as_str().and_then(|s| s.strip_prefix("0x")).ok_or_else(|| bad("eth_chainId", &v))?;
-        u64::from_str_radix(hex, 16).map_err(|e| bad("eth_chainId", e))
+        quantity(&v).ok_or_else(|| bad("eth_chainId", &v))
     }
 
     /// The lineage contract's current operator: the only key it accepts commitments from
-    /// now. The contract's owner may rotate it (`OperatorChanged` events), so a receipt
-    /// signed before a rotation was signed by an earlier operator.
+    /// now. The contract's owner may rotate it, so a receipt signed before a rotation was
+    /// signed by an earlier operator: verification reads [`Self::operator_history`].
     pub async fn lineage_operator(&self) -> Result<Address, FactsError> {
         let out = self.lineage_call(operatorCall {}.abi_encode(), "operator").await?;
         operatorCall::abi_decode_returns(&out).map_err(|e| bad("operator", e))
@@ -217,6 +238,7 @@ impl<T: JsonRpc> RpcFacts<T> {
             Query::Model(k) => Answer::Model(self.model(k).await?),
             Query::Weights(k) => Answer::Weights(self.weights_commitment(k).await?),
             Query::Orders(k) => Answer::Orders(self.orders(k).await?),
+            Query::Operators => Answer::Operators(self.operator_history().await?),
         })
     }
 }
@@ -229,9 +251,14 @@ struct RawLog {
     data: Bytes,
 }
 
+/// A JSON-RPC quantity (`"0x…"` hex) as a number.
+fn quantity(v: &Value) -> Option<u64> {
+    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
+}
+
 /// Each `OrderStarted` with the first `ProviderFee` of the same datatoken after it
-/// (`startOrder` emits the fee event later in the same call).
-fn orders_in(logs: &[RawLog]) -> Vec<OrderFacts> {
+/// (`startOrder` emits the fee event later in the same call), mined in `block`.
+fn orders_in(logs: &[RawLog], block: u64) -> Vec<OrderFacts> {
     let mut out = Vec::new();
     for (i, log) in logs.iter().enumerate() {
         if log.topics.first() != Some(&OrderStarted::SIGNATURE_HASH) {
@@ -252,6 +279,7 @@ fn orders_in(logs: &[RawLog]) -> Vec<OrderFacts> {
             payer: order.payer,
             service_index: u64::try_from(order.serviceIndex).unwrap_or(u64::MAX),
             provider_fee_signer: fee.as_ref().and_then(fee_signer),
+            block,
         });
     }
     out

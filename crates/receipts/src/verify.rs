@@ -5,6 +5,20 @@
 //!   the child model carries the output weights; that the input weights are those of the
 //!   model the job ran on; and that the order paid for this job (same datatoken, consumer,
 //!   provider fee accepted by the operator).
+//!
+//! "The operator" is the lineage contract's operator *of the receipt's time*, from the
+//! history the contract keeps (its owner may rotate the key): a rotation neither voids what
+//! the old key signed in office nor lets it sign for anything after. The time is what the
+//! chain dates, never what the receipt says (a signer could backdate that):
+//! - a train receipt: the block of its commitment. The operator signs the receipt and then
+//!   commits its hash in `commitTraining`, which only the operator of that block can send.
+//! - an infer or evaluate receipt: its order's block on. It is signed when the job ends,
+//!   which the chain does not record; the order is the earliest block the chain dates for
+//!   it, so a key rotated out before the order never passes, while a job ordered before a
+//!   rotation and finished after it may carry either key (a leaked old key can thus still
+//!   sign for jobs ordered in its own term, as it could have then: rotate promptly).
+//! - the order's provider fee: the order's block (the fee is signed at quote time, just
+//!   before, and the API accepts only its current key's fees).
 //! - [`verify_lineage`]: walks a model's lineage to its root and verifies the receipt of
 //!   every derivation, so M1 → M2 → M3 chains hash to hash.
 //! - [`verify_evaluation`]: an evaluation report is the one its receipt commits to, and is
@@ -20,7 +34,10 @@ use posthuman_types::{EvalReport, Hash32, JobKind};
 
 use crate::SignedReceipt;
 use crate::canonical::{bytes_hash, job_id_hash};
-use crate::facts::{ChainFacts, FactsError, ModelFacts};
+use crate::facts::{
+    ChainFacts, FactsError, ModelFacts, OperatorTerm, OrderFacts, TrainingCommitment,
+    held_operator_role,
+};
 use crate::receipt::{Receipt, ReceiptDomain};
 use crate::report::{CheckKind as K, LineageReport, LinkReport, Report};
 use crate::signed::digest;
@@ -33,22 +50,78 @@ const MAX_DEPTH: usize = posthuman_types::model::MAX_DEPTH;
 pub async fn verify_job(
     facts: &dyn ChainFacts,
     signed: &SignedReceipt,
-    operator: Address,
     domain: &ReceiptDomain,
 ) -> Result<Report, FactsError> {
     let r = &signed.body;
     let mut report = Report::new(format!("{} job {}", r.kind, r.job_id));
-    match signed.verify(operator, domain) {
-        Ok(_) => report.pass(K::Signature),
-        Err(e) => report.fail(K::Signature, e.to_string()),
-    }
+    let operators = facts.operator_history().await?;
+    let orders = facts.orders(r.order_tx).await?;
+    let commitment = match r.kind {
+        JobKind::Train => facts.training_commitment(job_id_hash(&r.job_id)).await?,
+        _ => None,
+    };
+    check_signature(
+        &mut report,
+        signed,
+        domain,
+        &operators,
+        commitment.as_ref(),
+        orders.as_deref(),
+    );
     let model = facts.model(r.model).await?;
     check_input(&mut report, r, model.as_ref());
     if r.kind == JobKind::Train {
-        check_commitment(facts, &mut report, r, domain).await?;
+        check_commitment(facts, &mut report, r, domain, commitment).await?;
     }
-    check_order(facts, &mut report, r, model.as_ref(), operator).await?;
+    check_order(&mut report, r, model.as_ref(), orders, &operators);
     Ok(report)
+}
+
+/// The signature is sound (domain, form, content) and its signer was the lineage contract's
+/// operator at the receipt's time, as the chain dates it (see the module docs).
+fn check_signature(
+    report: &mut Report,
+    signed: &SignedReceipt,
+    domain: &ReceiptDomain,
+    operators: &[OperatorTerm],
+    commitment: Option<&TrainingCommitment>,
+    orders: Option<&[OrderFacts]>,
+) {
+    if let Err(e) = signed.verify(signed.signer, domain) {
+        report.fail(K::Signature, e.to_string());
+        return;
+    }
+    let who = signed.signer;
+    // (from, to, what dates it): the blocks in which the signer must have been in office.
+    let (from, to, when) = match (commitment, orders.and_then(|o| o.first())) {
+        (Some(c), _) if signed.body.kind == JobKind::Train => (
+            c.committed_at_block,
+            Some(c.committed_at_block),
+            format!("at block {}, when the job was committed", c.committed_at_block),
+        ),
+        (_, Some(o)) => (o.block, None, format!("from block {}, the order's, on", o.block)),
+        // Nothing on chain dates it (the commitment or order checks fail on their own):
+        // only the current operator's signature counts.
+        _ => {
+            let now = operators.last().map_or(u64::MAX, |t| t.from_block);
+            (now, None, "now (nothing on chain dates the receipt)".to_string())
+        }
+    };
+    report.expect(K::Signature, held_operator_role(operators, who, from, to), || {
+        let in_office: Vec<String> = operators
+            .iter()
+            .enumerate()
+            .filter(|&(i, t)| {
+                let until = operators.get(i + 1).map(|n| n.from_block);
+                to.is_none_or(|to| t.from_block <= to) && until.is_none_or(|u| u >= from)
+            })
+            .map(|(_, t)| t.operator.to_string())
+            .collect();
+        format!(
+            "signed by {who}, not by the operator {} (the lineage contract's operator {when})",
+            if in_office.is_empty() { "(none)".to_string() } else { in_office.join(" or ") }
+        )
+    });
 }
 
 fn check_input(report: &mut Report, r: &Receipt, model: Option<&ModelFacts>) {
@@ -69,9 +142,10 @@ async fn check_commitment(
     report: &mut Report,
     r: &Receipt,
     domain: &ReceiptDomain,
+    commitment: Option<TrainingCommitment>,
 ) -> Result<(), FactsError> {
     let job = job_id_hash(&r.job_id);
-    let Some(c) = facts.training_commitment(job).await? else {
+    let Some(c) = commitment else {
         report.fail(
             K::Commitment,
             format!("no training commitment on chain for job {} ({job})", r.job_id),
@@ -138,13 +212,13 @@ async fn check_commitment(
     Ok(())
 }
 
-async fn check_order(
-    facts: &dyn ChainFacts,
+fn check_order(
     report: &mut Report,
     r: &Receipt,
     model: Option<&ModelFacts>,
-    operator: Address,
-) -> Result<(), FactsError> {
+    orders: Option<Vec<OrderFacts>>,
+    operators: &[OperatorTerm],
+) {
     match model {
         Some(m) => report.expect(K::OrderDatatoken, m.datatoken == r.datatoken, || {
             format!(
@@ -154,10 +228,10 @@ async fn check_order(
         }),
         None => report.skip(K::OrderDatatoken, "the model is unknown"),
     }
-    let Some(orders) = facts.orders(r.order_tx).await? else {
+    let Some(orders) = orders else {
         report
             .fail(K::Order, format!("order transaction {} does not exist or reverted", r.order_tx));
-        return Ok(());
+        return;
     };
     let ours: Vec<_> = orders.iter().filter(|o| o.datatoken == r.datatoken).collect();
     if ours.is_empty() {
@@ -171,7 +245,7 @@ async fn check_order(
                 found.join(", ")
             ),
         );
-        return Ok(());
+        return;
     }
     report.pass(K::Order);
     let by_consumer: Vec<_> = ours.iter().filter(|o| o.consumer == r.consumer).collect();
@@ -183,17 +257,28 @@ async fn check_order(
                 ours[0].consumer, r.consumer
             ),
         );
-        return Ok(());
+        return;
     }
     report.pass(K::OrderConsumer);
-    let accepted = by_consumer.iter().any(|o| o.provider_fee_signer == Some(operator));
+    // The fee's signer must have been the operator in the order's own block.
+    let accepted = by_consumer.iter().any(|o| {
+        o.provider_fee_signer
+            .is_some_and(|s| held_operator_role(operators, s, o.block, Some(o.block)))
+    });
     report.expect(K::OrderFee, accepted, || {
+        let o = by_consumer[0];
+        let then: Vec<String> = operators
+            .iter()
+            .filter(|t| held_operator_role(operators, t.operator, o.block, Some(o.block)))
+            .map(|t| t.operator.to_string())
+            .collect();
         format!(
-            "the order's provider fee was signed by {:?}, not by the operator {operator}",
-            by_consumer[0].provider_fee_signer
+            "the order's provider fee was signed by {:?}, not by the operator {} (the lineage contract's operator at block {}, the order's)",
+            o.provider_fee_signer,
+            if then.is_empty() { "(none)".to_string() } else { then.join(" or ") },
+            o.block
         )
     });
-    Ok(())
 }
 
 /// Walks the lineage of `leaf` up to its root and verifies every derivation with the
@@ -202,7 +287,6 @@ pub async fn verify_lineage(
     facts: &dyn ChainFacts,
     leaf: Address,
     receipts: &[SignedReceipt],
-    operator: Address,
     domain: &ReceiptDomain,
 ) -> Result<LineageReport, FactsError> {
     let mut out = LineageReport { leaf, ..Default::default() };
@@ -232,7 +316,7 @@ pub async fn verify_lineage(
         let Some(parent) = m.parent else {
             return Ok(out); // reached the root
         };
-        let report = verify_link(facts, &m, parent, receipts, operator, domain).await?;
+        let report = verify_link(facts, &m, parent, receipts, domain).await?;
         out.links.push(LinkReport { child: cursor, parent: Some(parent), report });
         cursor = parent;
     }
@@ -243,7 +327,6 @@ async fn verify_link(
     child: &ModelFacts,
     parent: Address,
     receipts: &[SignedReceipt],
-    operator: Address,
     domain: &ReceiptDomain,
 ) -> Result<Report, FactsError> {
     let found =
@@ -259,7 +342,7 @@ async fn verify_link(
         );
         return Ok(rep);
     };
-    let mut rep = verify_job(facts, signed, operator, domain).await?;
+    let mut rep = verify_job(facts, signed, domain).await?;
     let r = &signed.body;
     rep.expect(
         K::LineageLink,
@@ -282,10 +365,9 @@ pub async fn verify_evaluation(
     signed: &SignedReceipt,
     report_bytes: &[u8],
     on_sale: Address,
-    operator: Address,
     domain: &ReceiptDomain,
 ) -> Result<Report, FactsError> {
-    let mut rep = verify_job(facts, signed, operator, domain).await?;
+    let mut rep = verify_job(facts, signed, domain).await?;
     let r = &signed.body;
     rep.subject = format!("evaluation {} of model {on_sale}", r.job_id);
     rep.expect(K::EvalKind, r.kind == JobKind::Evaluate, || {

@@ -86,7 +86,7 @@ impl Env {
             .await
             .unwrap();
         // Committed, not revealed: verification passes, the child check is skipped.
-        let rep = verify_job(&self.chain, &s, self.op.address(), &self.domain).await.unwrap();
+        let rep = verify_job(&self.chain, &s, &self.domain).await.unwrap();
         assert!(rep.passed(), "{rep}");
         assert!(matches!(rep.outcome(K::OutputWeights), Some(Outcome::Skipped(_))), "{rep}");
         let child = self.chain.create_child(job_id_hash(job), job, "PH", "").await.unwrap();
@@ -118,12 +118,12 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
     let (r3, m3) = e.derive("job-anvil-3", m2, bob, Hash32([0x33; 32])).await;
     let receipts = vec![r2.clone(), r3.clone()];
     for s in &receipts {
-        let rep = verify_job(&e.chain, s, e.op.address(), &e.domain).await.unwrap();
+        let rep = verify_job(&e.chain, s, &e.domain).await.unwrap();
         assert!(rep.passed(), "{rep}");
         assert_eq!(rep.outcome(K::OutputWeights), Some(&Outcome::Pass), "{rep}");
         assert_eq!(rep.outcome(K::OrderFee), Some(&Outcome::Pass), "{rep}");
     }
-    let lin = verify_lineage(&e.chain, m3, &receipts, e.op.address(), &e.domain).await.unwrap();
+    let lin = verify_lineage(&e.chain, m3, &receipts, &e.domain).await.unwrap();
     assert!(lin.passed(), "{lin:?}");
     assert_eq!(lin.models, vec![m3, m2, m1.nft]);
 
@@ -154,11 +154,9 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
             r.output_hash = bytes_hash(&report);
         });
     let eval = sign(eval, &e.op, &e.domain).unwrap();
-    let rep =
-        verify_evaluation(&e.chain, &eval, &report, m3, e.op.address(), &e.domain).await.unwrap();
+    let rep = verify_evaluation(&e.chain, &eval, &report, m3, &e.domain).await.unwrap();
     assert!(rep.passed(), "{rep}");
-    let rep =
-        verify_evaluation(&e.chain, &eval, &report, m2, e.op.address(), &e.domain).await.unwrap();
+    let rep = verify_evaluation(&e.chain, &eval, &report, m2, &e.domain).await.unwrap();
     assert!(rep.failure(K::EvalOnSale).is_some(), "{rep}");
 
     // Bad evidence, read from the real chain.
@@ -180,16 +178,16 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
         &e.domain,
     )
     .unwrap();
-    let rep = verify_job(&e.chain, &uncommitted, e.op.address(), &e.domain).await.unwrap();
+    let rep = verify_job(&e.chain, &uncommitted, &e.domain).await.unwrap();
     assert_eq!(fails(&rep), vec![K::Commitment], "{rep}");
     // An edited receipt no longer matches the signature nor the committed hash.
     let mut edited = r3.clone();
     edited.body.seed += 1;
-    let rep = verify_job(&e.chain, &edited, e.op.address(), &e.domain).await.unwrap();
+    let rep = verify_job(&e.chain, &edited, &e.domain).await.unwrap();
     assert_eq!(fails(&rep), vec![K::Signature, K::CommitmentReceiptHash], "{rep}");
     // Receipts checked against another deployment's domain.
     let elsewhere = ReceiptDomain::new(e.domain.chain_id, Address::repeat_byte(0x42));
-    let rep = verify_job(&e.chain, &r2, e.op.address(), &elsewhere).await.unwrap();
+    let rep = verify_job(&e.chain, &r2, &elsewhere).await.unwrap();
     assert!(rep.failure(K::Signature).unwrap().contains("signed for"), "{rep}");
     // Order transactions that did not pay: a plain transfer, a missing tx, a foreign fee.
     let transfer =
@@ -209,7 +207,7 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
         r.job_id = "job-anvil-y".into();
         r.order_tx = tx;
         let s = sign(r, &e.op, &e.domain).unwrap();
-        let rep = verify_job(&e.chain, &s, e.op.address(), &e.domain).await.unwrap();
+        let rep = verify_job(&e.chain, &s, &e.domain).await.unwrap();
         assert!(rep.failure(kind).is_some_and(|m| m.contains(reason)), "{kind}: {rep}");
     }
 
@@ -233,6 +231,7 @@ async fn a_lineage_trained_on_anvil_verifies_and_bad_evidence_is_refused() {
         Query::Weights(nobody),
         Query::Weights(e.chain.book().lineage),
         Query::Model(nobody),
+        Query::Operators,
     ];
     for m in [m1.nft, m2, m3] {
         queries.extend([Query::Model(m), Query::Weights(m)]);
@@ -328,21 +327,19 @@ async fn receipts_signed_before_an_operator_rotation_still_verify() {
 
     // Signed by the old key while it was the operator: still valid.
     for s in [&r2, &e2] {
-        let rep = verify_job(&new.chain, s, current, &new.domain).await.unwrap();
+        let rep = verify_job(&new.chain, s, &new.domain).await.unwrap();
         assert!(rep.passed(), "{rep}");
     }
     // M3 is derived under the new key; the lineage M3 → M2 → M1 spans both keys.
     let (r3, m3) = new.derive("job-rot-3", m2, bob, Hash32([0x33; 32])).await;
-    let lin = verify_lineage(&new.chain, m3, &[r2.clone(), r3.clone()], current, &new.domain)
-        .await
-        .unwrap();
+    let lin = verify_lineage(&new.chain, m3, &[r2.clone(), r3.clone()], &new.domain).await.unwrap();
     assert!(lin.passed(), "{lin:?}");
 
     // After the rotation the old key signs nothing valid: an evaluation of an order placed
     // after it, or a train receipt the new operator committed.
     let late_order = new.order(bob, m2_dt).await;
     let late = sign(eval_of("job-rot-e3", late_order, m2_dt), &old_op, &new.domain).unwrap();
-    let rep = verify_job(&new.chain, &late, current, &new.domain).await.unwrap();
+    let rep = verify_job(&new.chain, &late, &new.domain).await.unwrap();
     assert!(rep.failure(K::Signature).is_some(), "{rep}");
     let fails =
         |rep: &posthuman_receipts::Report| rep.failures().map(|(k, _)| k).collect::<Vec<_>>();
@@ -369,9 +366,24 @@ async fn receipts_signed_before_an_operator_rotation_still_verify() {
         .commit_training(job_id_hash("job-rot-4"), m3, bob, Hash32([0x44; 32]), receipt_hash)
         .await
         .unwrap();
-    let rep = verify_job(&new.chain, &forged, current, &new.domain).await.unwrap();
+    let rep = verify_job(&new.chain, &forged, &new.domain).await.unwrap();
     assert_eq!(fails(&rep), vec![K::Signature], "{rep}");
+    // The storefront's reader sees the same history, and the same dated facts.
+    let rpc = RpcFacts::new(Http::of(&new.chain), new.chain.book().lineage);
+    let history = rpc.operator_history().await.unwrap();
+    assert_eq!(
+        history.iter().map(|t| t.operator).collect::<Vec<_>>(),
+        vec![old_op.address(), new.op.address()]
+    );
+    for q in [
+        Query::Operators,
+        Query::Commitment(job_id_hash("job-rot-2")),
+        Query::Commitment(job_id_hash("job-rot-4")),
+        Query::Orders(late_order),
+    ] {
+        assert_eq!(rpc.answer(q).await.unwrap(), ask(&new.chain, q).await.unwrap(), "{q:?}");
+    }
     // The same receipt signed by the new key passes.
     let honest = sign(forged.body.clone(), &new.op, &new.domain).unwrap();
-    assert!(verify_job(&new.chain, &honest, current, &new.domain).await.unwrap().passed());
+    assert!(verify_job(&new.chain, &honest, &new.domain).await.unwrap().passed());
 }

@@ -9,9 +9,9 @@ mod common;
 use alloy::primitives::Address;
 use common::*;
 use posthuman_receipts::{
-    CheckKind as K, FactsSnapshot, ModelFacts, OrderFacts, Outcome, Receipt, SignedReceipt,
-    TrainingCommitment, bytes_hash, job_id_hash, sign, verify_evaluation, verify_job,
-    verify_lineage,
+    CheckKind as K, FactsSnapshot, ModelFacts, OperatorTerm, OrderFacts, Outcome, Receipt,
+    SignedReceipt, TrainingCommitment, bytes_hash, job_id_hash, sign, verify_evaluation,
+    verify_job, verify_lineage,
 };
 use posthuman_types::{EvalReport, Hash32, JobParams};
 
@@ -61,11 +61,17 @@ fn order(datatoken: Address, consumer: Address) -> OrderFacts {
         payer: consumer,
         service_index: 0,
         provider_fee_signer: Some(operator().address()),
+        block: 10,
     }
 }
 
+/// The lineage contract's operator history: the fixture's operator since block 1.
+fn operators() -> Vec<OperatorTerm> {
+    vec![OperatorTerm { operator: operator().address(), from_block: 1 }]
+}
+
 fn world() -> World {
-    let mut f = FactsSnapshot::default();
+    let mut f = FactsSnapshot { operators: operators(), ..FactsSnapshot::default() };
     f.models.insert(
         addr(M1),
         ModelFacts {
@@ -89,6 +95,7 @@ fn world() -> World {
                 output_weights_hash: weights(child),
                 receipt_hash: s.body.receipt_hash(&domain()),
                 child_nft: Some(addr(child)),
+                committed_at_block: 10,
             },
         );
         f.models.insert(
@@ -110,7 +117,7 @@ fn world() -> World {
 }
 
 async fn check(facts: &FactsSnapshot, s: &SignedReceipt) -> posthuman_receipts::Report {
-    verify_job(facts, s, operator().address(), &domain()).await.unwrap()
+    verify_job(facts, s, &domain()).await.unwrap()
 }
 
 fn failed(r: &posthuman_receipts::Report) -> Vec<K> {
@@ -145,16 +152,13 @@ async fn good_train_receipts_pass_every_check() {
 #[tokio::test]
 async fn the_whole_lineage_chains_hash_to_hash() {
     let w = world();
-    let rep = verify_lineage(&w.facts, addr(M3), &w.receipts, operator().address(), &domain())
-        .await
-        .unwrap();
+    let rep = verify_lineage(&w.facts, addr(M3), &w.receipts, &domain()).await.unwrap();
     assert!(rep.passed(), "{rep:?}");
     assert_eq!(rep.models, vec![addr(M3), addr(M2), addr(M1)]);
     assert_eq!(rep.links.len(), 2);
     assert!(rep.links.iter().all(|l| l.report.outcome(K::LineageLink) == Some(&Outcome::Pass)));
     // A root has no derivation to check, and passes.
-    let root =
-        verify_lineage(&w.facts, addr(M1), &[], operator().address(), &domain()).await.unwrap();
+    let root = verify_lineage(&w.facts, addr(M1), &[], &domain()).await.unwrap();
     assert!(root.passed() && root.links.is_empty());
 }
 
@@ -240,9 +244,7 @@ async fn broken_lineage_link_is_named() {
     let r = check(&w.facts, &bad).await;
     assert_eq!(failed(&r), vec![K::InputWeights], "{r}");
     let receipts = vec![w.receipts[0].clone(), bad];
-    let rep = verify_lineage(&w.facts, addr(M3), &receipts, operator().address(), &domain())
-        .await
-        .unwrap();
+    let rep = verify_lineage(&w.facts, addr(M3), &receipts, &domain()).await.unwrap();
     assert!(!rep.passed());
     assert!(!rep.links[0].report.passed() && rep.links[1].report.passed());
 
@@ -257,30 +259,20 @@ async fn broken_lineage_link_is_named() {
         weights(M3),
         h(0xcc),
     ));
-    let rep = verify_lineage(
-        &w.facts,
-        addr(M3),
-        &[w.receipts[0].clone(), other],
-        operator().address(),
-        &domain(),
-    )
-    .await
-    .unwrap();
+    let rep = verify_lineage(&w.facts, addr(M3), &[w.receipts[0].clone(), other], &domain())
+        .await
+        .unwrap();
     let link = &rep.links[0].report;
     assert!(link.failure(K::LineageLink).unwrap().contains("was trained from"), "{link}");
     assert!(link.failure(K::CommitmentParent).is_some(), "{link}");
 
     // A link without its receipt.
-    let rep = verify_lineage(&w.facts, addr(M3), &w.receipts[1..], operator().address(), &domain())
-        .await
-        .unwrap();
+    let rep = verify_lineage(&w.facts, addr(M3), &w.receipts[1..], &domain()).await.unwrap();
     assert!(!rep.passed());
     assert!(rep.links[1].report.failure(K::LineageLink).unwrap().contains("no receipt supplied"));
 
     // A model the contract does not know.
-    let rep = verify_lineage(&w.facts, addr(0x5f), &w.receipts, operator().address(), &domain())
-        .await
-        .unwrap();
+    let rep = verify_lineage(&w.facts, addr(0x5f), &w.receipts, &domain()).await.unwrap();
     assert!(!rep.passed() && rep.models.is_empty());
 }
 
@@ -370,7 +362,7 @@ async fn evaluation_is_bound_to_the_weights_on_sale() {
     let report = eval_report(weights(M3));
     let s = eval_receipt(M3, weights(M3), &report);
     let verify = |f: FactsSnapshot, s: SignedReceipt, bytes: Vec<u8>, on_sale: Address| async move {
-        verify_evaluation(&f, &s, &bytes, on_sale, operator().address(), &domain()).await.unwrap()
+        verify_evaluation(&f, &s, &bytes, on_sale, &domain()).await.unwrap()
     };
     let r = verify(w.facts.clone(), s.clone(), report.clone(), addr(M3)).await;
     assert!(r.passed(), "{r}");
@@ -430,7 +422,7 @@ async fn infer_receipts_check_weights_and_order() {
 /// committed with a good receipt; returns the facts, the receipts and the leaf.
 fn deep_world(derivations: u8) -> (FactsSnapshot, Vec<SignedReceipt>, Address) {
     let root = 0x40u8;
-    let mut f = FactsSnapshot::default();
+    let mut f = FactsSnapshot { operators: operators(), ..FactsSnapshot::default() };
     f.models.insert(
         addr(root),
         ModelFacts {
@@ -455,6 +447,7 @@ fn deep_world(derivations: u8) -> (FactsSnapshot, Vec<SignedReceipt>, Address) {
                 output_weights_hash: weights(child),
                 receipt_hash: s.body.receipt_hash(&domain()),
                 child_nft: Some(addr(child)),
+                committed_at_block: 10,
             },
         );
         f.models.insert(
@@ -482,14 +475,12 @@ fn deep_world(derivations: u8) -> (FactsSnapshot, Vec<SignedReceipt>, Address) {
 async fn a_lineage_deeper_than_the_contract_allows_is_refused() {
     let max = posthuman_types::model::MAX_DEPTH as u8;
     let (facts, receipts, leaf) = deep_world(max);
-    let rep =
-        verify_lineage(&facts, leaf, &receipts, operator().address(), &domain()).await.unwrap();
+    let rep = verify_lineage(&facts, leaf, &receipts, &domain()).await.unwrap();
     assert!(rep.passed(), "{max} derivations are allowed");
     assert_eq!(rep.models.len(), usize::from(max) + 1);
 
     let (facts, receipts, leaf) = deep_world(max + 1);
-    let rep =
-        verify_lineage(&facts, leaf, &receipts, operator().address(), &domain()).await.unwrap();
+    let rep = verify_lineage(&facts, leaf, &receipts, &domain()).await.unwrap();
     assert!(!rep.passed());
     let why: Vec<String> = rep
         .links

@@ -148,8 +148,7 @@ pub async fn verify_input(
     let unavailable = |e: posthuman_receipts::FactsError| {
         CliError::Unavailable(format!("reading the chain: {e}"))
     };
-    let report =
-        verify_job(&s.chain, &signed, book.operator, &domain).await.map_err(unavailable)?;
+    let report = verify_job(&s.chain, &signed, &domain).await.map_err(unavailable)?;
     let mut failures: Vec<String> =
         report.failures().map(|(k, why)| format!("{k}: {why}")).collect();
     let data_binding = input.map(|i| {
@@ -183,9 +182,7 @@ pub async fn verify_input(
             cursor = m.card.parent.clone();
         }
         let leaf = crate::session::address("derived model", &child.nft)?;
-        let l = verify_lineage(&s.chain, leaf, &receipts, book.operator, &domain)
-            .await
-            .map_err(unavailable)?;
+        let l = verify_lineage(&s.chain, leaf, &receipts, &domain).await.map_err(unavailable)?;
         if !l.passed() {
             failures.push(format!("lineage of {}: a link does not verify", child.nft));
         }
@@ -209,7 +206,9 @@ pub async fn verify_input(
             ));
         }
         for (i, (a, c)) in atts.iter().zip(&completions).enumerate() {
-            let checked = a.verify(book.operator, &domain).and_then(|v| {
+            // Signed with the receipt, by its key: the receipt's signature check (above)
+            // says whether that key was the operator of the job's time.
+            let checked = a.verify(signed.signer, &domain).and_then(|v| {
                 v.matches(&c.prompt, &c.text)?;
                 Ok(v)
             });
@@ -226,16 +225,9 @@ pub async fn verify_input(
         let text = r.report_text.ok_or_else(|| {
             CliError::VerificationFailed(format!("job {job_id} returned no report"))
         })?;
-        let rep = verify_evaluation(
-            &s.chain,
-            &signed,
-            text.as_bytes(),
-            signed.body.model,
-            book.operator,
-            &domain,
-        )
-        .await
-        .map_err(unavailable)?;
+        let rep = verify_evaluation(&s.chain, &signed, text.as_bytes(), signed.body.model, &domain)
+            .await
+            .map_err(unavailable)?;
         failures.extend(rep.failures().map(|(k, why)| format!("{k}: {why}")));
         evaluation = Some(rep);
     }

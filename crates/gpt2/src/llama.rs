@@ -295,16 +295,22 @@ pub fn init_weights(cfg: &Config, seed: u64) -> std::result::Result<VarMap, crat
 struct Proj {
     w: Tensor,
     lora: Option<LoraBranch>,
+    /// W is frozen (under LoRA): its backward skips the weight gradient.
+    frozen: bool,
 }
 
 impl Proj {
     fn new(w: Tensor) -> Self {
-        Self { w, lora: None }
+        Self { w, lora: None, frozen: false }
     }
 
     /// x·Wᵀ (+ the LoRA branch, its dropout mask drawn from `drop` when p > 0).
     fn fwd(&self, x: &Tensor, drop: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
-        let y = lops::linear_no_bias(x, &self.w)?;
+        let y = if self.frozen {
+            lops::frozen_linear(x, &self.w)?
+        } else {
+            lops::linear_no_bias(x, &self.w)?
+        };
         let Some(br) = &self.lora else { return Ok(y) };
         let seed = match drop.as_deref_mut() {
             Some(rng) if br.dropout > 0.0 => Some(rng.next_seed()),
@@ -437,6 +443,7 @@ impl Llama {
             layer.ln_2 = layer.ln_2.detach();
             for (p, name) in layer.projs_mut() {
                 p.w = p.w.detach();
+                p.frozen = true;
                 p.lora = adapter.branch(&format!("model.layers.{l}.{name}"))?;
             }
         }

@@ -486,3 +486,26 @@ fn gpt2_lora_dropout_is_seeded() {
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
 }
+
+/// The frozen base projection under LoRA: linear_no_bias's values and input gradient, and
+/// no weight gradient (that is the point: candle's matmul would compute one).
+#[test]
+fn frozen_linear_gives_the_input_gradient_only() {
+    use posthuman_gpt2::candle_core::Var;
+    use posthuman_gpt2::ops::llama::{frozen_linear, linear_no_bias};
+    let mut rng = posthuman_gpt2::SeededRng::new(9);
+    let x = Var::from_tensor(&common::rand_t(&mut rng, &[2, 3, 8], 1.0, DType::F32)).unwrap();
+    let w = Var::from_tensor(&common::rand_t(&mut rng, &[5, 8], 1.0, DType::F32)).unwrap();
+    let g = common::rand_t(&mut rng, &[2, 3, 5], 1.0, DType::F32);
+    let run = |f: &dyn Fn(&Tensor, &Tensor) -> posthuman_gpt2::candle_core::Result<Tensor>| {
+        let y = f(x.as_tensor(), w.as_tensor()).unwrap();
+        let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, grads.get(x.as_tensor()).cloned(), grads.get(w.as_tensor()).cloned())
+    };
+    let (y0, gx0, gw0) = run(&|x, w| linear_no_bias(x, w));
+    let (y1, gx1, gw1) = run(&|x, w| frozen_linear(x, w));
+    assert_eq!(common::vals(&y0), common::vals(&y1));
+    assert!(rel_diff(&gx1.unwrap(), &gx0.unwrap()) < 1e-6);
+    assert!(gw0.is_some());
+    assert!(gw1.is_none());
+}

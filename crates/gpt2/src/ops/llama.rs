@@ -43,6 +43,65 @@ pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(dims)
 }
 
+/// [`linear_no_bias`] with `w` frozen (LoRA's base weights): the same values, but the backward
+/// gives x its gradient g·w and nothing else. candle's matmul backward always computes the
+/// weight gradient too (xᵀ·g, as many FLOPs as the forward) even when the weight is detached;
+/// a LoRA step needs it for no base layer. CPU f32 only (the pass-through below copies CPU
+/// storage); elsewhere it is [`linear_no_bias`].
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    // Outside a graph (inference, or the layers before the first LoRA branch) there is no
+    // backward to trim.
+    if !(super::fused(x) && w.dtype() == DType::F32 && x.track_op()) {
+        return linear_no_bias(x, w);
+    }
+    let (out, inp) = w.dims2()?;
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&inp) {
+        bail!("linear: input {:?} does not end in {inp}", x.dims());
+    }
+    let x2 = x.reshape(((), inp))?;
+    let w = w.detach();
+    let y = x2.detach().matmul(&w.t()?)?;
+    let y = x2.apply_op2(&y, FrozenLinearGrad { w })?;
+    if let Some(last) = dims.last_mut() {
+        *last = out;
+    }
+    y.reshape(dims)
+}
+
+/// The graph node of y = x·wᵀ for a frozen w: forwards y (computed outside the graph)
+/// unchanged, and gives x the gradient g·w in the backward.
+struct FrozenLinearGrad {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp2 for FrozenLinearGrad {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        y: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let y = super::kernels::cpu_slice::<f32>(y, l)?;
+        Ok((candle_core::CpuStorage::F32(y.to_vec()), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(&self.w)?), None))
+    }
+}
+
 /// The SiLU-gated MLP: down(silu(gate(x)) ⊙ up(x)), weights (I, C), (I, C), (C, I).
 pub fn swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
     let g = linear_no_bias(x, gate)?.silu()?;

@@ -8,41 +8,10 @@
 use posthuman_store::StoreError;
 use posthuman_types::SpecError;
 
-/// Exit codes, one per class. `0` is success; `2` is clap's usage error (bad command line).
-pub mod exit {
-    /// The job spec is unreadable, not JSON, or names invalid ids/keys.
-    pub const BAD_SPEC: i32 = 10;
-    /// Weights or config are malformed, truncated, or do not match each other / the tokenizer.
-    pub const BAD_WEIGHTS: i32 = 11;
-    /// The model prefix has no usable `tokenizer.json`.
-    pub const MISSING_TOKENIZER: i32 = 12;
-    /// The dataset is empty, not UTF-8, or yields no tokens.
-    pub const BAD_DATASET: i32 = 13;
-    /// The dataset is larger than the configured cap.
-    pub const DATASET_TOO_LARGE: i32 = 14;
-    /// A hyperparameter is out of its bounds (including context > the model's maximum).
-    pub const OUT_OF_RANGE: i32 = 15;
-    /// Training produced a NaN or infinite loss; the step is reported.
-    pub const NON_FINITE_LOSS: i32 = 16;
-    /// The preflight memory estimate exceeds the configured limit; nothing was started.
-    pub const MEMORY_REFUSED: i32 = 17;
-    /// The object store failed (read or write); no half-written model is visible.
-    pub const STORE: i32 = 18;
-    /// The worker must run on a GPU (`--require-gpu`) and none could be opened; nothing was
-    /// started. Retry on a GPU host.
-    pub const NO_GPU: i32 = 19;
-    /// The spec needs more compute than its provider fee paid for (`JobSpec.budget`);
-    /// nothing was started. The buyer's terms; never retried.
-    pub const OVER_BUDGET: i32 = posthuman_types::exit::OVER_BUDGET;
-    /// A train job ended with weights bit-identical to its input (its updates rounded away
-    /// in f32): no derivation is published. The buyer's hyperparameters; never retried.
-    pub const NO_TRAINING: i32 = posthuman_types::exit::NO_TRAINING;
-    /// A bug or an unexpected condition inside the worker.
-    pub const INTERNAL: i32 = 70;
-    /// Not a failure: training stopped after a checkpoint on request (`--stop-after-checkpoint`);
-    /// running the same spec again resumes it. (BSD `EX_TEMPFAIL`.)
-    pub const INTERRUPTED: i32 = 75;
-}
+/// Exit codes, one per class, defined once in `posthuman_types::exit` (which the queue, the
+/// completion handler and infra's Batch retry rules classify by): a copy here once drifted
+/// when the buyer's codes moved to their own range. `0` is success; `2` is clap's usage error.
+pub use posthuman_types::exit;
 
 /// Why a job failed. Variants are the classes of [`exit`].
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +182,23 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), all.len());
         assert!(codes.iter().all(|&c| c != 0 && c != 1 && c != 2 && c < 126));
+        // Each class is what the queue, the completion and Batch's rules take it for: the
+        // buyer's input consumes the order and is never retried; nothing else is.
+        for e in &all {
+            let buyer = matches!(
+                e,
+                WorkerError::BadDataset(_)
+                    | WorkerError::DatasetTooLarge { .. }
+                    | WorkerError::OutOfRange(_)
+                    | WorkerError::NonFiniteLoss { .. }
+                    | WorkerError::MemoryRefused { .. }
+                    | WorkerError::NoTraining { .. }
+                    | WorkerError::OverBudget { .. }
+            );
+            let class = exit::classify(Some(e.exit_code()));
+            assert_eq!(class == exit::FailureClass::BuyerInput, buyer, "{}", e.class());
+            assert!(exit::is_known(e.exit_code()), "{}", e.class());
+        }
     }
 
     #[test]

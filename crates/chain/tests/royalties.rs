@@ -192,8 +192,8 @@ async fn the_royalty_is_capped() {
 }
 
 /// A random royalty, awkward shares, depths 1…6 and vault balances: every distribution pays exactly what
-/// `RewardScheme::royalty_split` says to each ancestor's trainer, the vault ends empty and
-/// the amounts add up to what it held (awkward amounts, repeated trainers).
+/// `RewardScheme::royalty_split` says to each ancestor's trainer, the vault ends with its seed
+/// only and the amounts add up to what it held besides (awkward amounts, repeated trainers).
 #[tokio::test]
 async fn royalty_split_is_exact_for_random_lineages() {
     let mut e = env(34).await;

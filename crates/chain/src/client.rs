@@ -2,14 +2,18 @@
 //! the address book, and the Ocean operations: publish, mint, transfer, approve, balances,
 //! fixed-rate exchanges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::network::{Ethereum, EthereumWallet};
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{
+    DynProvider, PendingTransactionBuilder, Provider, ProviderBuilder, RootProvider, SendableTx,
+};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::TransportResult;
 use posthuman_types::{Hash32, RewardScheme};
 
 use crate::bindings::{
@@ -29,8 +33,12 @@ pub fn card_key() -> B256 {
 }
 
 /// Builds an HTTP provider that signs with `signers` (the first is the default sender).
-/// Nonces are fetched per transaction (no client-side cache), so `evm_revert` and several
-/// clients sharing a key never desynchronise.
+///
+/// Each sender's transactions go out one at a time per process (see [`OneSendAtATime`]):
+/// the nonce is the node's pending count, read while holding the sender's turn, so
+/// concurrent sends from one key (clones of a [`Chain`], several `Chain`s, `deploy_stack`)
+/// never share a nonce. Nothing is cached, so a send the node refused, an `evm_revert`, or a
+/// restarted chain on the same port leaves nothing to resynchronise.
 pub(crate) fn build_provider(
     rpc_url: &str,
     signers: &[PrivateKeySigner],
@@ -51,7 +59,77 @@ pub(crate) fn build_provider(
         .fetch_chain_id()
         .wallet(wallet)
         .connect_http(url);
-    Ok(p.erased())
+    Ok(DynProvider::new(OneSendAtATime {
+        inner: p,
+        rpc_url: rpc_url.to_string(),
+        default_sender: first.address(),
+    }))
+}
+
+/// Each sender's turn to send, per endpoint, shared by every provider in this process.
+type Turns = HashMap<(String, Address), Arc<tokio::sync::Mutex<()>>>;
+
+fn turns() -> &'static std::sync::Mutex<Turns> {
+    static TURNS: OnceLock<std::sync::Mutex<Turns>> = OnceLock::new();
+    TURNS.get_or_init(Default::default)
+}
+
+/// A provider that holds its sender's turn from filling a transaction (gas estimate, nonce,
+/// signature) until the node has accepted or refused it.
+///
+/// Without it, two concurrent sends from one key both read the same pending nonce and the
+/// node refuses the second ("nonce too low"). With it, the second reads the pending count
+/// only after the first is in the node's pool, so it gets the next nonce; a send the node
+/// refused consumed nothing, so the next one reads the same nonce again (no gap). Only the
+/// sends queue up: waiting for receipts happens outside the turn, so transactions still
+/// confirm concurrently.
+///
+/// The turn is per process and per endpoint URL: another process sending from the same key
+/// can still collide (that send fails with the node's "nonce too low"; nothing stalls).
+#[derive(Clone, Debug)]
+struct OneSendAtATime<P> {
+    inner: P,
+    rpc_url: String,
+    /// Who sends a transaction that names no `from` (the wallet's default signer).
+    default_sender: Address,
+}
+
+impl<P> OneSendAtATime<P> {
+    /// Waits for the sender's turn; `None` for an already signed envelope (its nonce is set).
+    async fn turn(&self, tx: &SendableTx<Ethereum>) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let SendableTx::Builder(req) = tx else { return None };
+        let sender = req.from.unwrap_or(self.default_sender);
+        let turn = {
+            // A poisoned map only means another thread panicked while inserting; the map
+            // itself is still a valid set of locks.
+            let mut all = turns().lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(all.entry((self.rpc_url.clone(), sender)).or_default())
+        };
+        Some(turn.lock_owned().await)
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: Provider<Ethereum>> Provider<Ethereum> for OneSendAtATime<P> {
+    fn root(&self) -> &RootProvider<Ethereum> {
+        self.inner.root()
+    }
+
+    async fn send_transaction_internal(
+        &self,
+        tx: SendableTx<Ethereum>,
+    ) -> TransportResult<PendingTransactionBuilder<Ethereum>> {
+        let _turn = self.turn(&tx).await;
+        self.inner.send_transaction_internal(tx).await
+    }
+
+    async fn send_transaction_sync_internal(
+        &self,
+        tx: SendableTx<Ethereum>,
+    ) -> TransportResult<TransactionReceipt> {
+        let _turn = self.turn(&tx).await;
+        self.inner.send_transaction_sync_internal(tx).await
+    }
 }
 
 /// Sends a transaction, waits for its receipt, and fails if it reverted.

@@ -2,6 +2,8 @@
 //! clones, or another handle on the same key in this process) sends lands, with no "nonce too
 //! low" collisions, and a send the node refused leaves no nonce gap behind it.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON rules)
+
 mod common;
 
 use std::time::Duration;

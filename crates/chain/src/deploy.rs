@@ -1,10 +1,13 @@
-//! Deploying the Ocean v4 stack plus our lineage contract to a fresh chain, and the address
-//! book that records where everything lives.
+//! Deploying the Ocean v4 stack plus our lineage contract and peer market, and the address
+//! book that records where everything lives: [`deploy_stack`] on a fresh (test) chain, and
+//! [`deploy_contracts`] for any chain (reusing an Ocean deployment already there, idempotent
+//! over an existing book), which `posthuman-deploy-contracts` runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use alloy::contract::{CallBuilder, CallDecoder, RawCallBuilder};
 use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
+use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +76,66 @@ impl DeployReport {
 /// OCEAN minted to the operator on a fresh chain (1,000,000 OCEAN).
 pub const OCEAN_SUPPLY: u128 = 1_000_000 * 10u128.pow(18);
 
+/// An Ocean v4 deployment already on a chain, for ours to build on: the Ocean half of an
+/// [`AddressBook`] (so any address book for that chain serves as one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OceanBook {
+    pub chain_id: u64,
+    pub ocean: Address,
+    pub opf_collector: Address,
+    pub router: Address,
+    pub fixed_rate: Address,
+    pub dispenser: Address,
+    pub erc20_template: Address,
+    pub erc721_template: Address,
+    pub factory: Address,
+}
+
+impl OceanBook {
+    pub fn load(path: &Path) -> Result<OceanBook, ChainError> {
+        let err =
+            |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+
+    fn contracts(&self) -> [(&'static str, Address); 8] {
+        [
+            ("ocean", self.ocean),
+            ("opf_collector", self.opf_collector),
+            ("router", self.router),
+            ("fixed_rate", self.fixed_rate),
+            ("dispenser", self.dispenser),
+            ("erc20_template", self.erc20_template),
+            ("erc721_template", self.erc721_template),
+            ("factory", self.factory),
+        ]
+    }
+}
+
+impl AddressBook {
+    fn contracts(&self) -> Vec<(&'static str, Address)> {
+        let mut all = self.ocean_book().contracts().to_vec();
+        all.extend([("lineage", self.lineage), ("market", self.market)]);
+        all
+    }
+
+    /// The Ocean half of this book.
+    pub fn ocean_book(&self) -> OceanBook {
+        OceanBook {
+            chain_id: self.chain_id,
+            ocean: self.ocean,
+            opf_collector: self.opf_collector,
+            router: self.router,
+            fixed_rate: self.fixed_rate,
+            dispenser: self.dispenser,
+            erc20_template: self.erc20_template,
+            erc721_template: self.erc721_template,
+            factory: self.factory,
+        }
+    }
+}
+
 /// Deploys OCEAN, the community fee collector, the router, the fixed-rate exchange, the
 /// dispenser, the ERC20/ERC721 templates, the factory, the lineage contract (in the order
 /// RECIPES §3 gives) and the peer market, wires them together, and returns the book. The
@@ -82,73 +145,218 @@ pub async fn deploy_stack(
     operator: &PrivateKeySigner,
 ) -> Result<(AddressBook, DeployReport), ChainError> {
     let p = build_provider(rpc_url, std::slice::from_ref(operator))?;
-    let owner = operator.address();
     let chain_id = p.get_chain_id().await?;
-    let mut report = DeployReport::default();
+    let mut steps = Steps { p: &p, report: DeployReport::default(), progress: &mut |_| {} };
+    let ocean = steps.ocean(chain_id, operator.address()).await?;
+    let book = steps.ours(&ocean, operator.address()).await?;
+    Ok((book, steps.report))
+}
 
-    macro_rules! deploy {
-        ($name:literal, $builder:expr) => {{
-            let builder = $builder;
-            let receipt = builder.send().await?.get_receipt().await?;
-            if !receipt.status() {
-                return Err(ChainError::Reverted(format!("deploying {}", $name)));
-            }
-            let Some(addr) = receipt.contract_address else {
-                return Err(ChainError::Reverted(format!("deploying {}: no address", $name)));
-            };
-            report.steps.push(($name, receipt.gas_used));
-            addr
-        }};
+/// Deploys transaction by transaction, recording each step's gas and telling `progress`.
+struct Steps<'a> {
+    p: &'a DynProvider,
+    report: DeployReport,
+    progress: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl Steps<'_> {
+    async fn deploy(
+        &mut self,
+        name: &'static str,
+        builder: RawCallBuilder<&DynProvider>,
+    ) -> Result<Address, ChainError> {
+        (self.progress)(&format!("deploying {name} ..."));
+        let receipt = builder.send().await?.get_receipt().await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted(format!("deploying {name}")));
+        }
+        let Some(addr) = receipt.contract_address else {
+            return Err(ChainError::Reverted(format!("deploying {name}: no address")));
+        };
+        self.report.steps.push((name, receipt.gas_used));
+        (self.progress)(&format!("  {name} at {addr} (gas {})", receipt.gas_used));
+        Ok(addr)
     }
 
-    let ocean = deploy!("OceanToken", OceanToken::deploy_builder(&p, owner));
-    let r = send(OceanToken::new(ocean, &p).mint(owner, U256::from(OCEAN_SUPPLY))).await?;
-    report.steps.push(("OceanToken.mint", r.gas_used));
-    let opf = deploy!(
-        "OPFCommunityFeeCollector",
-        OPFCommunityFeeCollector::deploy_builder(&p, owner, owner)
-    );
-    let dead: Address = "0x000000000000000000000000000000000000dEaD"
-        .parse()
-        .map_err(|_| ChainError::Invalid("dead address".into()))?;
-    let router = deploy!(
-        "FactoryRouter",
-        FactoryRouter::deploy_builder(&p, owner, ocean, dead, opf, vec![])
-    );
-    let fre = deploy!("FixedRateExchange", FixedRateExchange::deploy_builder(&p, router));
-    let erc20 = deploy!("ERC20Template", ERC20Template::deploy_builder(&p));
-    let erc721 = deploy!("ERC721Template", ERC721Template::deploy_builder(&p));
-    let dispenser = deploy!("Dispenser", Dispenser::deploy_builder(&p, router));
-    let factory =
-        deploy!("ERC721Factory", ERC721Factory::deploy_builder(&p, erc721, erc20, router));
-    let router_i = FactoryRouter::new(router, &p);
-    let r = send(router_i.addFactory(factory)).await?;
-    report.steps.push(("router.addFactory", r.gas_used));
-    let r = send(router_i.addFixedRateContract(fre)).await?;
-    report.steps.push(("router.addFixedRateContract", r.gas_used));
-    let r = send(router_i.addDispenserContract(dispenser)).await?;
-    report.steps.push(("router.addDispenserContract", r.gas_used));
-    // The deployer is both the first operator and the owner who may rotate it; royalties
-    // are paid in OCEAN.
-    let lineage =
-        deploy!("ModelLineage", ModelLineage::deploy_builder(&p, owner, owner, factory, ocean));
-    let market = deploy!("PeerMarket", PeerMarket::deploy_builder(&p, ocean));
-    let deployed_at_block = p.get_block_number().await?;
+    async fn call<P: Provider, D: CallDecoder>(
+        &mut self,
+        name: &'static str,
+        call: CallBuilder<P, D>,
+    ) -> Result<(), ChainError> {
+        (self.progress)(&format!("{name} ..."));
+        let r = send(call).await?;
+        self.report.steps.push((name, r.gas_used));
+        Ok(())
+    }
 
-    let book = AddressBook {
-        chain_id,
-        operator: owner,
-        ocean,
-        opf_collector: opf,
-        router,
-        fixed_rate: fre,
-        dispenser,
-        erc20_template: erc20,
-        erc721_template: erc721,
-        factory,
-        lineage,
-        market,
-        deployed_at_block,
+    /// Ocean v4 as RECIPES §3 deploys it, owned by `owner` (who gets [`OCEAN_SUPPLY`]).
+    async fn ocean(&mut self, chain_id: u64, owner: Address) -> Result<OceanBook, ChainError> {
+        let p = self.p;
+        let ocean = self.deploy("OceanToken", OceanToken::deploy_builder(p, owner)).await?;
+        self.call(
+            "OceanToken.mint",
+            OceanToken::new(ocean, p).mint(owner, U256::from(OCEAN_SUPPLY)),
+        )
+        .await?;
+        let opf = self
+            .deploy(
+                "OPFCommunityFeeCollector",
+                OPFCommunityFeeCollector::deploy_builder(p, owner, owner),
+            )
+            .await?;
+        let dead: Address = "0x000000000000000000000000000000000000dEaD"
+            .parse()
+            .map_err(|_| ChainError::Invalid("dead address".into()))?;
+        let router = self
+            .deploy(
+                "FactoryRouter",
+                FactoryRouter::deploy_builder(p, owner, ocean, dead, opf, vec![]),
+            )
+            .await?;
+        let fre =
+            self.deploy("FixedRateExchange", FixedRateExchange::deploy_builder(p, router)).await?;
+        let erc20 = self.deploy("ERC20Template", ERC20Template::deploy_builder(p)).await?;
+        let erc721 = self.deploy("ERC721Template", ERC721Template::deploy_builder(p)).await?;
+        let dispenser = self.deploy("Dispenser", Dispenser::deploy_builder(p, router)).await?;
+        let factory = self
+            .deploy("ERC721Factory", ERC721Factory::deploy_builder(p, erc721, erc20, router))
+            .await?;
+        let router_i = FactoryRouter::new(router, p);
+        self.call("router.addFactory", router_i.addFactory(factory)).await?;
+        self.call("router.addFixedRateContract", router_i.addFixedRateContract(fre)).await?;
+        self.call("router.addDispenserContract", router_i.addDispenserContract(dispenser)).await?;
+        Ok(OceanBook {
+            chain_id,
+            ocean,
+            opf_collector: opf,
+            router,
+            fixed_rate: fre,
+            dispenser,
+            erc20_template: erc20,
+            erc721_template: erc721,
+            factory,
+        })
+    }
+
+    /// Ours on top of `ocean`: the lineage contract (the deployer is both its first operator
+    /// and the owner who may rotate it; royalties in OCEAN) and the peer market.
+    async fn ours(&mut self, ocean: &OceanBook, owner: Address) -> Result<AddressBook, ChainError> {
+        let p = self.p;
+        let lineage = self
+            .deploy(
+                "ModelLineage",
+                ModelLineage::deploy_builder(p, owner, owner, ocean.factory, ocean.ocean),
+            )
+            .await?;
+        let market = self.deploy("PeerMarket", PeerMarket::deploy_builder(p, ocean.ocean)).await?;
+        let deployed_at_block = p.get_block_number().await?;
+        Ok(AddressBook {
+            chain_id: ocean.chain_id,
+            operator: owner,
+            ocean: ocean.ocean,
+            opf_collector: ocean.opf_collector,
+            router: ocean.router,
+            fixed_rate: ocean.fixed_rate,
+            dispenser: ocean.dispenser,
+            erc20_template: ocean.erc20_template,
+            erc721_template: ocean.erc721_template,
+            factory: ocean.factory,
+            lineage,
+            market,
+            deployed_at_block,
+        })
+    }
+}
+
+/// A contract deployment to a chain (e.g. a public one), into an address book file.
+#[derive(Clone, Debug)]
+pub struct ContractsDeployment {
+    pub rpc_url: String,
+    /// Pays for every contract and becomes the lineage contract's operator and owner.
+    pub deployer: PrivateKeySigner,
+    /// The address book written (and, when it exists already, checked instead).
+    pub out: PathBuf,
+    /// An Ocean v4 deployment already on the chain: deploy only ours on top of it.
+    pub ocean: Option<OceanBook>,
+}
+
+/// What [`deploy_contracts`] did.
+#[derive(Clone, Debug)]
+pub enum DeployOutcome {
+    /// `out` already named contracts that all have code on this chain: nothing was sent.
+    AlreadyDeployed(AddressBook),
+    /// Contracts were deployed and `out` written.
+    Deployed { book: AddressBook, report: DeployReport },
+}
+
+/// Deploys the contracts `cfg` asks for and writes its address book, telling `progress` each
+/// step. Idempotent: when `cfg.out` exists and every contract it names has code on the
+/// chain, nothing is sent. A book for another chain, or one naming a contract with no code
+/// (a reset devnet), is refused rather than overwritten; so is an Ocean book that does not
+/// match the chain.
+pub async fn deploy_contracts(
+    cfg: &ContractsDeployment,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<DeployOutcome, ChainError> {
+    let p = build_provider(&cfg.rpc_url, std::slice::from_ref(&cfg.deployer))?;
+    let chain_id = p.get_chain_id().await?;
+    progress(&format!("chain {chain_id}"));
+    let book_err = |path: &Path, reason: String| ChainError::AddressBook {
+        path: path.display().to_string(),
+        reason,
     };
-    Ok((book, report))
+    if cfg.out.exists() {
+        let book = AddressBook::load(&cfg.out)?;
+        check_deployed(&p, chain_id, book.chain_id, &book.contracts())
+            .await
+            .map_err(|reason| book_err(&cfg.out, format!("{reason}; move it away to redeploy")))?;
+        progress(&format!("{} already deployed on chain {chain_id}", cfg.out.display()));
+        return Ok(DeployOutcome::AlreadyDeployed(book));
+    }
+    if let Some(ocean) = &cfg.ocean {
+        check_deployed(&p, chain_id, ocean.chain_id, &ocean.contracts())
+            .await
+            .map_err(|reason| ChainError::Invalid(format!("the Ocean book: {reason}")))?;
+    }
+    let deployer = cfg.deployer.address();
+    if p.get_balance(deployer).await?.is_zero() {
+        return Err(ChainError::DeployerUnfunded { deployer, chain_id });
+    }
+    let mut steps = Steps { p: &p, report: DeployReport::default(), progress };
+    let ocean = match &cfg.ocean {
+        Some(ocean) => {
+            (steps.progress)(&format!("reusing Ocean v4 at factory {}", ocean.factory));
+            ocean.clone()
+        }
+        None => steps.ocean(chain_id, deployer).await?,
+    };
+    let book = steps.ours(&ocean, deployer).await?;
+    book.save(&cfg.out)?;
+    let report = steps.report;
+    progress(&format!(
+        "wrote {} ({} transactions, {} gas)",
+        cfg.out.display(),
+        report.steps.len(),
+        report.total_gas()
+    ));
+    Ok(DeployOutcome::Deployed { book, report })
+}
+
+/// `Err(why)` unless `book_chain` is `chain_id` and every contract has code there.
+async fn check_deployed(
+    p: &DynProvider,
+    chain_id: u64,
+    book_chain: u64,
+    contracts: &[(&'static str, Address)],
+) -> Result<(), String> {
+    if book_chain != chain_id {
+        return Err(format!("it is for chain {book_chain}, the RPC URL's is {chain_id}"));
+    }
+    for &(name, addr) in contracts {
+        let code = p.get_code_at(addr).await.map_err(|e| format!("reading code: {e}"))?;
+        if code.is_empty() {
+            return Err(format!("its {name} ({addr}) has no code on chain {chain_id}"));
+        }
+    }
+    Ok(())
 }

@@ -51,6 +51,9 @@ pub enum ChainError {
         held: alloy::primitives::U256,
         need: alloy::primitives::U256,
     },
+    /// The deployer key holds no native coin on this chain: fund it, then retry.
+    #[error("the deployer {deployer} holds nothing on chain {chain_id} to pay for gas: fund it")]
+    DeployerUnfunded { deployer: Address, chain_id: u64 },
     /// Invalid input from the caller (bad reward scheme, malformed address, …).
     #[error("invalid input: {0}")]
     Invalid(String),

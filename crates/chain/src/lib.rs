@@ -1,8 +1,8 @@
 //! Ethereum access (alloy): Ocean v4 datatokens, the lineage contract, and the order check.
 //!
 //! - [`anvil`]: a local anvil process (free port, persisted state, stopped on drop).
-//! - [`deploy`]: deploys the genuine Ocean v4 stack plus our `ModelLineage` contract and
-//!   writes an [`AddressBook`].
+//! - [`deploy`]: deploys the genuine Ocean v4 stack (or reuses one already on the chain) plus
+//!   our `ModelLineage` and `PeerMarket` contracts and writes an [`AddressBook`].
 //! - [`client`]: the [`Chain`] client (operator key + any local signers) with the Ocean
 //!   operations: publish a model asset, mint, transfer, approve, balances, fixed-rate
 //!   exchanges.
@@ -35,7 +35,10 @@ pub mod story;
 pub use alloy;
 pub use anvil::{Anvil, AnvilConfig};
 pub use client::{Chain, Exchange, PublishRequest, PublishedModel};
-pub use deploy::{AddressBook, DeployReport, deploy_stack};
+pub use deploy::{
+    AddressBook, ContractsDeployment, DeployOutcome, DeployReport, OceanBook, deploy_contracts,
+    deploy_stack,
+};
 pub use error::ChainError;
 pub use fees::ProviderFee;
 pub use market::Offer;

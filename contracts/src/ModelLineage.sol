@@ -45,9 +45,14 @@ interface IOceanDatatoken {
     function getERC721Address() external view returns (address);
     function mint(address account, uint256 value) external;
     function reuseOrder(bytes32 orderTxId, ProviderFee calldata providerFee) external;
+    function router() external view returns (address);
 }
 
 /// The royalty token (OCEAN): plain ERC-20 calls only.
+interface IOceanRouter {
+    function getOPCCollector() external view returns (address);
+}
+
 interface IRoyaltyToken {
     function balanceOf(address who) external view returns (uint256);
     function transfer(address to, uint256 value) external returns (bool);
@@ -115,6 +120,8 @@ contract ModelLineage {
     uint32 public constant MAX_DEPTH = 32;
     /// Most OCEAN (base units) a root may charge per order of a derived model: 10 OCEAN.
     uint256 public constant MAX_ROYALTY = 10 ether;
+    /// What `createChild` mints to Ocean's community collector (see there).
+    uint256 public constant COLLECTOR_SEED = 1;
     /// Ocean's ERC721Template and ERC20Template indices in the factory.
     uint256 internal constant NFT_TEMPLATE = 1;
     uint256 internal constant ERC20_TEMPLATE = 1;
@@ -398,6 +405,14 @@ contract ModelLineage {
         // zero amount is skipped. It only logs a reuse of order 0 by this contract.
         IOceanDatatoken.ProviderFee memory none;
         IOceanDatatoken(childDatatoken).reuseOrder(bytes32(0), none);
+        // Ocean's community collector takes its share of every order in the datatoken, and
+        // its balance of a new datatoken starts at zero: the first buyer would pay 17,100 gas
+        // more than later ones to create that slot. `COLLECTOR_SEED` (1 wei, worth nothing)
+        // minted to it here makes the first order cost what every later one does; it is the
+        // only supply of a child not minted as a reward.
+        IOceanDatatoken(childDatatoken).mint(
+            IOceanRouter(IOceanDatatoken(childDatatoken).router()).getOPCCollector(), COLLECTOR_SEED
+        );
 
         models[childNft] = Model({
             parent: job.parent,

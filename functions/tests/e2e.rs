@@ -178,7 +178,18 @@ async fn publish_train_derive_reward_infer_evaluate() {
     // Quoted for the longer dataset: the fee pays for any dataset up to it.
     let order = env.order(&m2_nft, &eval, corpus().len(), &bob, bob.address()).await;
     let tiny = b"x".to_vec();
-    let req = job_request(&m2_nft, &order, bob.address(), &eval, Some(&tiny), "eval-1");
+    let mut req: serde_json::Value = serde_json::from_slice(&job_request(
+        &m2_nft,
+        &order,
+        bob.address(),
+        &eval,
+        Some(&tiny),
+        "eval-1",
+    ))
+    .unwrap();
+    // The request names the length the fee was quoted for (the fee's binding includes it).
+    req["quoted_dataset_bytes"] = corpus().len().into();
+    let req = serde_json::to_vec(&req).unwrap();
     let (st, sub) = submit(&env, &bob, &req, Some(&tiny)).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let failed = wait_done(&env, sub["job_id"].as_str().unwrap(), &mut saw_progress).await;

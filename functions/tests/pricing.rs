@@ -170,6 +170,15 @@ async fn an_order_without_the_quoted_fee_does_not_pay() {
     let big = [d.as_slice(), d.as_slice()].concat();
     payment(submit_job(&env, &bob, &b, &tx, &train(4), Some(&big), "z-4").await, "more data");
 
+    // Nor does a request that claims the fee was quoted for a longer dataset than it was:
+    // the quoted length is bound into the fee's digest.
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&job_request(&b, &tx, bob.address(), &train(4), Some(&big), "z-4b"))
+            .unwrap();
+    r["quoted_dataset_bytes"] = (2 * len).into();
+    let r = serde_json::to_vec(&r).unwrap();
+    payment(submit(&env, &bob, &r, Some(&big)).await, "a claimed longer quote");
+
     // The quoted terms do: the same order, now for what it was quoted for.
     let (st, body) = submit_job(&env, &bob, &b, &tx, &train(4), Some(&d), "z-5").await;
     assert_eq!(st, StatusCode::ACCEPTED, "{body}");

@@ -42,6 +42,7 @@ pub mod canonical;
 #[cfg(feature = "chain")]
 pub mod chain_facts;
 pub mod facts;
+pub mod fee_binding;
 pub mod gather;
 pub mod receipt;
 pub mod report;
@@ -70,6 +71,7 @@ pub use facts::{
     ChainFacts, FactsError, FactsSnapshot, ModelFacts, OperatorTerm, OrderFacts,
     TrainingCommitment, held_operator_role,
 };
+pub use fee_binding::{FeeBinding, terms_hash};
 pub use gather::{Answer, Query, Recorder};
 pub use receipt::{JobReceipt, Receipt, ReceiptDomain};
 pub use report::{Check, CheckKind, LineageReport, LinkReport, Outcome, Report};

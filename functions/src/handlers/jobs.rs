@@ -43,6 +43,10 @@ pub struct JobRequest {
     pub salt: Hash32,
     pub nonce: String,
     pub expires_at: u64,
+    /// The dataset length the order's provider fee was quoted for, when the dataset sent is
+    /// shorter (absent: the quote was for exactly this dataset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_dataset_bytes: Option<u64>,
 }
 
 /// A submit upload: the signed request and the dataset, if any, spooled to disk (its hash
@@ -187,7 +191,9 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }
     let dataset_len = dataset.as_ref().map_or(0, Spooled::len);
-    spec.budget = Some(check_fee(deps, &model, &req.params, dataset_len, &order).await?);
+    spec.budget = Some(
+        check_fee(deps, &model, &req.params, dataset_len, req.quoted_dataset_bytes, &order).await?,
+    );
     let spent = CatalogueOrders(deps.catalogue.clone());
     if let Claim::HeldBy(job) = spent.claim(&order.id, &job_id).await.map_err(chain_err)? {
         return Err(payment_error(&Rejection::AlreadyUsed { job }));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::chain_err;
-use super::pricing::{FeeBinding, QuoteTerms, model_shape, price_terms, validate_params};
+use super::pricing::{QuoteTerms, fee_binding, model_shape, price_terms, validate_params};
 use super::views::{self, ModelView, Paged};
 use crate::auth;
 use crate::catalogue::{Cursor, ModelRecord, now_secs};
@@ -369,7 +369,7 @@ async fn quote_model(deps: &Deps, m: &ModelRecord, terms: QuoteTerms) -> Result<
     let (collector, royalty_token, royalty) =
         deps.chain.publishing_market_fee(datatoken).await.map_err(chain_err)?;
     let valid_until = now_secs() + deps.cfg.fee_validity_secs;
-    let data = FeeBinding::new(deps, m, &terms)?.to_bytes()?;
+    let data = alloy::primitives::Bytes::from(fee_binding(deps, m, &terms)?.encode());
     let fee = deps
         .chain
         .sign_provider_fee_for(U256::from(priced.breakdown.total.0), valid_until, data)

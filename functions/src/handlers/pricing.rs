@@ -3,15 +3,17 @@
 //!
 //! The quote prices `{ params, dataset_bytes }` with `posthuman_types::pricing` at the
 //! operator's [`Rates`] and signs the total as the provider fee (token OCEAN). The fee's
-//! `providerData` is a compact JSON [`FeeBinding`] naming the chain, the deployment (the
+//! `providerData` is a 32-byte [`FeeBinding`] (a digest naming the chain, the deployment (the
 //! lineage contract), the model, the job kind, the quoted dataset length and the hash of the
-//! terms; the operator's signature covers it together with the amount. At submit the order's
-//! fee must be in OCEAN, bind exactly this request's chain/deployment/model/kind/params, cover
-//! a dataset at most as long as quoted, and be no less than the price of those terms; the
+//! terms); the operator's signature covers it together with the amount. At
+//! submit the order's fee must be in OCEAN, bind exactly this request's
+//! chain/deployment/model/kind/params, cover a dataset at most as long as quoted, and be no
+//! less than the price of those terms; the
 //! spec's [`Budget`] is recomputed from the same terms, so the worker enforces what was paid.
 
-use alloy::primitives::{Bytes as AlloyBytes, U256, keccak256};
+use alloy::primitives::U256;
 use posthuman_chain::VerifiedOrder;
+use posthuman_receipts::FeeBinding;
 use posthuman_types::pricing::{self, ComputeEstimate, ModelShape, PriceBreakdown, Rates};
 use posthuman_types::{Budget, Hash32, JobKind, JobParams, SpecError};
 use serde::{Deserialize, Serialize};
@@ -33,10 +35,10 @@ pub struct QuoteTerms {
 }
 
 impl QuoteTerms {
-    /// keccak256 of the terms' canonical JSON (compact, fields in declaration order).
+    /// keccak256 of the terms' canonical JSON (compact, fields in declaration order), as
+    /// [`posthuman_receipts::terms_hash`] computes it for every client.
     pub fn hash(&self) -> Result<Hash32, ApiError> {
-        let json = serde_json::to_vec(self).map_err(ApiError::internal)?;
-        Ok(Hash32(keccak256(json).0))
+        posthuman_receipts::terms_hash(&self.params, self.dataset_bytes).map_err(ApiError::internal)
     }
 
     /// The terms the storefront lists for a kind (`GET …/quote?kind=`): a 100-step
@@ -72,38 +74,21 @@ impl QuoteTerms {
     }
 }
 
-/// The provider fee's `providerData`: what the fee pays for, signed with its amount.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeeBinding {
-    pub chain_id: u64,
-    /// The deployment: its lineage contract (lowercase `0x…`).
-    pub deployment: String,
-    /// The model's NFT (lowercase `0x…`).
-    pub model: String,
-    pub kind: JobKind,
-    /// The longest dataset this fee pays for.
-    pub dataset_bytes: u64,
-    /// [`QuoteTerms::hash`] of the quoted terms.
-    pub terms: Hash32,
-}
-
-impl FeeBinding {
-    pub fn new(deps: &Deps, model: &ModelRecord, terms: &QuoteTerms) -> Result<Self, ApiError> {
-        let book = deps.chain.book();
-        Ok(FeeBinding {
-            chain_id: book.chain_id,
-            deployment: lower(book.lineage),
-            model: model.card.nft.clone(),
-            kind: terms.params.kind(),
-            dataset_bytes: terms.dataset_bytes,
-            terms: terms.hash()?,
-        })
-    }
-
-    pub fn to_bytes(&self) -> Result<AlloyBytes, ApiError> {
-        Ok(AlloyBytes::from(serde_json::to_vec(self).map_err(ApiError::internal)?))
-    }
+/// The provider fee's `providerData` for `terms` on `model` in this deployment.
+pub fn fee_binding(
+    deps: &Deps,
+    model: &ModelRecord,
+    terms: &QuoteTerms,
+) -> Result<FeeBinding, ApiError> {
+    let book = deps.chain.book();
+    Ok(FeeBinding {
+        chain_id: book.chain_id,
+        deployment: book.lineage,
+        model: crate::auth::parse_address("model", &model.card.nft)?,
+        kind: terms.params.kind(),
+        dataset_bytes: terms.dataset_bytes,
+        terms: terms.hash()?,
+    })
 }
 
 /// A priced job: its compute, price and the budget the price buys.
@@ -155,12 +140,14 @@ fn unpaid(reason: impl Into<String>) -> ApiError {
 }
 
 /// Checks that `order`'s provider fee is the quote for this job (see the module docs) and
-/// returns the budget it paid for. `dataset_len` is the submitted dataset's length.
+/// returns the budget it paid for. `dataset_len` is the submitted dataset's length; `quoted`
+/// the dataset length the request says it was quoted for (absent: exactly `dataset_len`).
 pub async fn check_fee(
     deps: &Deps,
     model: &ModelRecord,
     params: &JobParams,
     dataset_len: u64,
+    quoted: Option<u64>,
     order: &VerifiedOrder,
 ) -> Result<Budget, ApiError> {
     if order.fee_token != deps.chain.book().ocean {
@@ -169,26 +156,23 @@ pub async fn check_fee(
             lower(order.fee_token)
         )));
     }
-    let bound: FeeBinding = serde_json::from_slice(&order.provider_data)
-        .map_err(|_| unpaid("the provider fee does not carry a quote's terms (providerData)"))?;
-    let terms = QuoteTerms { params: params.clone(), dataset_bytes: bound.dataset_bytes };
-    let expected = FeeBinding::new(deps, model, &terms)?;
-    if bound.chain_id != expected.chain_id || bound.deployment != expected.deployment {
-        return Err(unpaid("the provider fee was quoted for another chain or deployment"));
-    }
-    if bound.model != expected.model || bound.kind != expected.kind {
+    let quoted = quoted.unwrap_or(dataset_len);
+    if dataset_len > quoted {
         return Err(unpaid(format!(
-            "the provider fee was quoted for a {} job on {}, not a {} job on {}",
-            bound.kind, bound.model, expected.kind, expected.model
+            "the dataset is {dataset_len} bytes; the request says its fee paid for {quoted}"
         )));
     }
-    if bound.terms != expected.terms {
-        return Err(unpaid("the provider fee was quoted for other parameters: quote these"));
+    let terms = QuoteTerms { params: params.clone(), dataset_bytes: quoted };
+    if order.provider_data.len() != FeeBinding::LEN {
+        return Err(unpaid("the provider fee does not carry a quote's terms (providerData)"));
     }
-    if dataset_len > bound.dataset_bytes {
+    if !fee_binding(deps, model, &terms)?.matches(&order.provider_data) {
         return Err(unpaid(format!(
-            "the dataset is {dataset_len} bytes; the provider fee paid for {}",
-            bound.dataset_bytes
+            "the provider fee was quoted for another job: not these parameters and a {quoted}-byte \
+             dataset for a {} job on {} in this deployment (quote this job; a request for a \
+             shorter dataset than quoted names the quote's length in quoted_dataset_bytes)",
+            params.kind(),
+            model.card.nft
         )));
     }
     let shape = model_shape(deps, model).await?;

@@ -106,19 +106,16 @@ async fn main() -> Result<(), ChainError> {
     let again = chain.start_order(b, m.datatoken, b, 0, &fee).await?;
     like.root_steady = Some(counted(&chain, &again).await?);
     // A paid job's order (issue 13): a non-zero OCEAN provider fee to the operator, carrying
-    // providerData the size of the API's fee binding (chain, deployment, model, kind,
-    // dataset length, terms hash as compact JSON). The approval is a separate transaction.
+    // the API's fee binding as providerData: one 32-byte digest of (chain, deployment, model,
+    // kind, quoted dataset length, terms hash) — posthuman_receipts::FeeBinding, which this
+    // crate cannot name (receipts depends on chain); the gas depends only on its bytes. The
+    // approval is a separate transaction.
     let binding = |model: Address| {
-        Bytes::from(
-            format!(
-                r#"{{"chain_id":{},"deployment":"{:#x}","model":"{:#x}","kind":"train","dataset_bytes":1000000,"terms":"{}"}}"#,
-                book.chain_id,
-                book.lineage,
-                model,
-                h("terms")
-            )
-            .into_bytes(),
-        )
+        let digest = keccak256(
+            [&book.chain_id.to_be_bytes()[..], book.lineage.as_slice(), model.as_slice(), b"train"]
+                .concat(),
+        );
+        Bytes::from(digest.to_vec())
     };
     chain.mint(a, m.datatoken, b, U256::from(ONE)).await?;
     let paid_fee =
@@ -212,7 +209,7 @@ async fn main() -> Result<(), ChainError> {
             Some((149_053.0, "1.3x target")),
         );
         // The first order of another fresh derived model (M3, trainer2's) with a 7-byte
-        // providerData: what the fee binding's 200 bytes of JSON add to a first order.
+        // providerData: what the fee binding's 32 bytes add to a first order.
         if let Some((m3_nft, m3_dt)) = second {
             chain.add_signer(dev_wallet("trainer2")?)?;
             let trainer2 = dev_wallet("trainer2")?.address();

@@ -7,8 +7,9 @@ use alloy::primitives::{B256, Bytes, U256};
 use posthuman_chain::ProviderFee;
 use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
 use posthuman_functions::handlers::models::Quote;
-use posthuman_functions::handlers::pricing::{FeeBinding, QuoteTerms};
+use posthuman_functions::handlers::pricing::QuoteTerms;
 use posthuman_functions::handlers::views::{JobStateView, JobView};
+use posthuman_receipts::FeeBinding;
 use posthuman_types::pricing::Ocean;
 use posthuman_types::{
     EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, TrainParams, job::Baseline,
@@ -235,8 +236,15 @@ fn accept(q: &Quote, consent: Consent) -> Result<(), CliError> {
 }
 
 /// The fee the API signed must be what the buyer accepted: OCEAN of this deployment, to the
-/// operator the API advertises, the printed total, for this model and kind.
-fn check_quote_fee(s: &Session, nft: &str, q: &Quote, fee: &ProviderFee) -> Result<(), CliError> {
+/// operator the API advertises, the printed total, binding exactly these terms on this model
+/// in this deployment.
+fn check_quote_fee(
+    s: &Session,
+    nft: &str,
+    terms: &QuoteTerms,
+    q: &Quote,
+    fee: &ProviderFee,
+) -> Result<(), CliError> {
     let book = s.chain.book();
     let refuse = |what: String| {
         CliError::VerificationFailed(format!("the quote's provider fee {what}; nothing was paid"))
@@ -259,11 +267,18 @@ fn check_quote_fee(s: &Session, nft: &str, q: &Quote, fee: &ProviderFee) -> Resu
             fee.amount, q.breakdown.total
         )));
     }
-    let bound: Option<FeeBinding> = serde_json::from_slice(&fee.data).ok();
-    let model = nft.to_ascii_lowercase();
-    match bound {
-        Some(b) if b.model == model && b.kind == q.kind && b.chain_id == book.chain_id => Ok(()),
-        _ => Err(refuse(format!("does not name this {} job on {nft}", q.kind))),
+    let mine = FeeBinding {
+        chain_id: book.chain_id,
+        deployment: book.lineage,
+        model: crate::session::address("model", nft)?,
+        kind: terms.params.kind(),
+        dataset_bytes: terms.dataset_bytes,
+        terms: terms.hash().map_err(|e| CliError::Internal(e.to_string()))?,
+    };
+    if mine.matches(&fee.data) {
+        Ok(())
+    } else {
+        Err(refuse(format!("does not bind these terms for a {} job on {nft}", q.kind)))
     }
 }
 
@@ -298,7 +313,7 @@ pub async fn order_and_submit(
     out.say(describe_quote(&q));
     accept(&q, consent)?;
     let fee = fee_of(&q)?;
-    check_quote_fee(s, nft, &q, &fee)?;
+    check_quote_fee(s, nft, &terms, &q, &fee)?;
     // Asked before paying: the API refuses an order with fewer confirmations.
     let need = s.api.chain_info().await?.min_confirmations;
     let sp = out.spinner(&format!("ordering a {kind} job (startOrder)"));
@@ -316,6 +331,8 @@ pub async fn order_and_submit(
         salt,
         nonce: nonce(),
         expires_at: expiry(),
+        // Quoted for exactly this dataset.
+        quoted_dataset_bytes: None,
     };
     let sub = s.api.submit(&s.signer, &s.domain(), &req, dataset).await?;
     out.say(format!("{kind} job {} submitted (order {})", sub.job_id, order.tx_hash));

@@ -10,7 +10,7 @@
 #   3 storefront      web/build.sh -> web/dist
 #   4 worker image    batch-worker/Dockerfile, tagged with the git commit
 #   5 contracts       the address book: the SSM parameter's, --address-book FILE's, or a new
-#                     deployment to the chain the RPC URL names
+#                     deployment to the chain the RPC URL names (posthuman-deploy-contracts)
 #   6 address book    written to the SSM parameter the stack's functions read
 #   7 cdk deploy      the aws-cdk CLI pinned in infra/package-lock.json (bootstraps if needed)
 #   8 image push      to the stack's WorkerRepository (ECR login); before step 7 when the stack
@@ -24,6 +24,8 @@
 #                        unless --allow-dirty: the tag would name a commit the image is not)
 #   --gpu-family F       p3 (default), g5 or g6
 #   --address-book FILE  an existing deployment's book for this chain (skips deploying contracts)
+#   --ocean-book FILE    when contracts are deployed: reuse the Ocean v4 deployment this book
+#                        names on that chain (deploys only ModelLineage + PeerMarket)
 #   --address-book-param NAME   SSM parameter (default /posthuman/address-book)
 #   POSTHUMAN_DEPLOYER_KEY      hex key paying for a contract deployment (only when one is needed)
 #   POSTHUMAN_CONTAINER_TOOL    docker (default when present) or podman
@@ -48,6 +50,7 @@ rpc_url=${POSTHUMAN_RPC_URL:-}
 image_tag=""
 gpu_family=p3
 book_file=""
+ocean_book=""
 book_param=/posthuman/address-book
 stack=Posthuman
 while [[ $# -gt 0 ]]; do
@@ -60,6 +63,7 @@ while [[ $# -gt 0 ]]; do
     --image-tag) image_tag=${2:?--image-tag needs a value}; shift ;;
     --gpu-family) gpu_family=${2:?--gpu-family needs a value}; shift ;;
     --address-book) book_file=${2:?--address-book needs a file}; shift ;;
+    --ocean-book) ocean_book=${2:?--ocean-book needs a file}; shift ;;
     --address-book-param) book_param=${2:?--address-book-param needs a name}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -90,6 +94,10 @@ if [[ -n $book_file ]]; then
     [[ -f $book_file ]] || die "--address-book $book_file: no such file"
     book_file=$(realpath "$book_file")
 fi
+if [[ -n $ocean_book ]]; then
+    [[ -f $ocean_book ]] || die "--ocean-book $ocean_book: no such file"
+    ocean_book=$(realpath "$ocean_book")
+fi
 
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
@@ -117,6 +125,8 @@ else
 fi
 export AWS_REGION=$region AWS_DEFAULT_REGION=$region CDK_DEFAULT_ACCOUNT=$account CDK_DEFAULT_REGION=$region
 export CDK_DISABLE_CLI_TELEMETRY=true
+# The steps' commands read the URL from here, never from their arguments (it may carry a key).
+export POSTHUMAN_RPC_URL=$rpc_url
 
 # cargo-lambda and the zig it links with, pinned, in a venv outside the checkout (like the
 # CUDA toolkit in scripts/cuda-env.sh): rebuilt only when the pin changes.
@@ -224,10 +234,14 @@ fi
 step "contracts" "the address book for the chain at \$POSTHUMAN_RPC_URL: SSM $book_param, --address-book, or a new deployment"
 chain_id_cmd="curl -fsS -H 'content-type: application/json' --data '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\",\"params\":[]}' \"\$POSTHUMAN_RPC_URL\" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)[\"result\"], 16))'"
 get_book_cmd="aws ssm get-parameter --name $book_param --query Parameter.Value --output text"
-# The contracts' deployer: posthuman_chain::deploy_stack (Ocean v4 + ModelLineage + PeerMarket)
-# as a binary. Only tests and the embedded server (anvil) call it today.
-deployer_src=crates/chain/src/bin/posthuman-deploy-contracts.rs
-deploy_cmd="cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --rpc-url \"\$POSTHUMAN_RPC_URL\" --key-env POSTHUMAN_DEPLOYER_KEY --out $book_out"
+# The contracts' deployer (crates/chain/src/bin/posthuman-deploy-contracts.rs): Ocean v4 +
+# ModelLineage + PeerMarket, or only ours on --ocean-book's Ocean. It reads the RPC URL from
+# $POSTHUMAN_RPC_URL and the key from the variable --key-env names, so neither is in its
+# arguments (which any local user can list); an existing --out whose contracts have code on the
+# chain is kept, so a rerun after a later step failed deploys nothing twice.
+deploy_args=(--key-env POSTHUMAN_DEPLOYER_KEY --out "$book_out")
+[[ -z $ocean_book ]] || deploy_args+=(--ocean-book "$ocean_book")
+deploy_cmd="cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- $(printf '%q ' "${deploy_args[@]}" | sed 's/ $//')"
 book_source=""
 if [[ $dry_run == 1 ]]; then
     ask "$chain_id_cmd   # the chain's id" || true
@@ -236,9 +250,12 @@ if [[ $dry_run == 1 ]]; then
         run cp "$book_file" "$book_out"
     else
         ask "$get_book_cmd   # a book whose chain_id is the chain's is kept" || true
-        echo "    if SSM has none for this chain, deploys the contracts (paid by \$POSTHUMAN_DEPLOYER_KEY):"
+        if [[ -n $ocean_book ]]; then
+            echo "    if SSM has none for this chain, deploys ModelLineage + PeerMarket on the Ocean v4 that --ocean-book names (paid by \$POSTHUMAN_DEPLOYER_KEY):"
+        else
+            echo "    if SSM has none for this chain, deploys Ocean v4 + ModelLineage + PeerMarket (paid by \$POSTHUMAN_DEPLOYER_KEY):"
+        fi
         echo "    \$ $deploy_cmd"
-        [[ -f $deployer_src ]] || echo "    NOT AVAILABLE in this checkout: no $deployer_src (deploy_stack has no binary yet); a real run stops here unless SSM or --address-book has the book"
     fi
 else
     rpc_chain=$(bash -c "$chain_id_cmd") || die "the RPC URL does not answer eth_chainId"
@@ -253,11 +270,11 @@ else
         book_source="ssm"
         echo "    SSM $book_param already holds this chain's book (chain $rpc_chain): contracts not redeployed"
     else
-        [[ -f $deployer_src ]] || die "no address book for chain $rpc_chain in SSM $book_param and no --address-book; deploying contracts needs $deployer_src (posthuman_chain::deploy_stack has no binary yet): deploy them and pass --address-book FILE"
-        [[ -n ${POSTHUMAN_DEPLOYER_KEY:-} ]] || die "deploying contracts needs POSTHUMAN_DEPLOYER_KEY (the hex key that pays for them)"
+        [[ -n ${POSTHUMAN_DEPLOYER_KEY:-} ]] || die "no address book for chain $rpc_chain in SSM $book_param and no --address-book; deploying the contracts needs POSTHUMAN_DEPLOYER_KEY (the hex key that pays for them)"
+        echo "    no address book for chain $rpc_chain in SSM $book_param: deploying the contracts"
         echo "    \$ $deploy_cmd" >&2
-        cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- \
-            --rpc-url "$rpc_url" --key-env POSTHUMAN_DEPLOYER_KEY --out "$book_out"
+        cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- "${deploy_args[@]}" ||
+            die "the contract deployment failed: a half-finished one writes no book, so a rerun deploys them all again"
         book_source="deployed"
     fi
 fi

@@ -91,7 +91,11 @@ test("deploy --dry-run prints the eight steps in order with their commands, and 
   assert.match(section("worker image"), /\$ docker build -f batch-worker\/Dockerfile .*-t posthuman-worker:abcdef1 \./);
   assert.match(section("contracts"), /aws ssm get-parameter --name \/posthuman\/address-book/);
   assert.match(section("contracts"), /eth_chainId/);
-  assert.match(section("contracts"), /--bin posthuman-deploy-contracts/);
+  // The deployer exists: the plan runs it, with the key's variable and the RPC URL only in the
+  // environment (not its arguments), and nothing is missing from this checkout.
+  assert.match(section("contracts"), /deploys Ocean v4 \+ ModelLineage \+ PeerMarket/);
+  assert.match(section("contracts"), /\$ cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out \S+\/address-book\.json\n/);
+  assert.doesNotMatch(section("contracts"), /NOT AVAILABLE|--rpc-url/);
   assert.match(section("address book"), /\$ aws ssm put-parameter --name \/posthuman\/address-book --type String --overwrite --value file:\/\//);
   const cdk = section("cdk deploy");
   assert.match(cdk, /cdk bootstrap aws:\/\/123456789012\/eu-west-1/);
@@ -117,6 +121,17 @@ test("deploy --dry-run with --address-book uses that book instead of deploying c
   assert.doesNotMatch(r.stdout, /posthuman-deploy-contracts/);
 });
 
+test("deploy --dry-run with --ocean-book deploys only ours on that Ocean", () => {
+  const ocean = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "posthuman-ocean-")), "ocean.json");
+  fs.writeFileSync(ocean, JSON.stringify({ chain_id: 11155111 }));
+  const r = deploy(["--dry-run", "--image-tag", "abcdef1", "--ocean-book", ocean]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.called, "");
+  assert.match(r.stdout, /deploys ModelLineage \+ PeerMarket on the Ocean v4 that --ocean-book names/);
+  assert.ok(r.stdout.includes(`--bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out `), r.stdout);
+  assert.ok(r.stdout.includes(` --ocean-book ${ocean}\n`), r.stdout);
+});
+
 for (const [what, args, env, message] of [
   ["no region", [], { AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined }, /no AWS region: pass --region or set AWS_REGION/],
   ["a bad region", ["--region", "Europe"], {}, /region 'Europe' is not an AWS region/],
@@ -128,6 +143,7 @@ for (const [what, args, env, message] of [
   ["an image tag that is no commit", ["--image-tag", "latest"], {}, /image tag 'latest' is not a git commit/],
   ["an unknown GPU family", ["--gpu-family", "p5"], {}, /gpu family 'p5': one of p3, g5, g6/],
   ["a missing address book", ["--address-book", "/nonexistent/book.json"], {}, /--address-book \/nonexistent\/book\.json: no such file/],
+  ["a missing Ocean book", ["--ocean-book", "/nonexistent/ocean.json"], {}, /--ocean-book \/nonexistent\/ocean\.json: no such file/],
   ["an unknown flag", ["--regoin", "eu-west-1"], {}, /unknown argument --regoin/],
 ] as [string, string[], Record<string, string | undefined>, RegExp][]) {
   test(`deploy stops on ${what} before running anything (dry run or not)`, () => {
@@ -240,20 +256,54 @@ test("the first deploy: book to SSM, bootstrap, cdk deploy, then the image push 
   );
 });
 
-test("with no book for the chain anywhere, a real deploy stops before writing SSM or deploying the stack", () => {
-  const sb = sandbox(STUBS);
+test("with no book for the chain anywhere, a real deploy runs the contract deployer, and stops there if it fails", () => {
+  const sb = sandbox(STUBS); // cargo's stand-in fails
   const { env } = prebuilt(sb);
   const r = deployIn(sb, ["--image-tag", "abcdef1"], env);
-  const deployer = fs.existsSync(path.join(root, "crates/chain/src/bin/posthuman-deploy-contracts.rs"));
-  if (deployer) {
-    // Once the deployer exists the script runs it (through cargo, a stand-in that fails here).
-    assert.notEqual(r.status, 0);
-    assert.match(r.called, /cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts/);
-  } else {
-    assert.equal(r.status, 2, r.stdout + r.stderr);
-    assert.match(r.stderr, /no address book for chain 11155111 in SSM \/posthuman\/address-book and no --address-book/);
-  }
+  assert.equal(r.status, 2, r.stdout + r.stderr);
+  assert.match(r.called, /^cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out \S+$/m);
+  assert.match(r.stderr, /the contract deployment failed/);
   assert.doesNotMatch(r.called, /ssm put-parameter|cdk deploy/);
+
+  // Without a key to pay for them, it stops before the deployer, saying what is missing.
+  const nokey = deployIn(sb, ["--image-tag", "abcdef1"], { ...env, POSTHUMAN_DEPLOYER_KEY: undefined });
+  assert.equal(nokey.status, 2, nokey.stdout + nokey.stderr);
+  assert.match(nokey.stderr, /no address book for chain 11155111 in SSM \/posthuman\/address-book and no --address-book; deploying the contracts needs POSTHUMAN_DEPLOYER_KEY/);
+  assert.doesNotMatch(nokey.called, /^cargo /m);
+});
+
+test("with no book for the chain anywhere, a real deploy deploys the contracts, writes their book to SSM, then deploys the stack", () => {
+  // The deployer's stand-in writes a book to its --out (the binary itself is tested on anvil in
+  // crates/chain/tests/deploy_contracts.rs) and records the RPC URL it found in its environment.
+  const cargo = `out=""; ocean=""
+while [ $# -gt 0 ]; do case $1 in --out) out=$2 ;; --ocean-book) ocean=$2 ;; esac; shift; done
+echo "$POSTHUMAN_RPC_URL" >$STATE/deployer-rpc
+echo "$ocean" >$STATE/deployer-ocean
+printf '{"chain_id": 11155111, "lineage": "0x00000000000000000000000000000000000000aa"}' >"$out"`;
+  const sb = sandbox({ ...STUBS, cargo });
+  const { env, book: ocean } = prebuilt(sb);
+  // The URL as a flag this time: the script hands it on through the environment only.
+  const rpc = `https://rpc.example.org/v3/${RPC_SECRET}`;
+  const r = deployIn(sb, ["--image-tag", "abcdef1", "--rpc-url", rpc, "--ocean-book", ocean], { ...env, POSTHUMAN_RPC_URL: undefined });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assertOrder(
+    callList(r.called),
+    /^curl /,
+    /^aws ssm get-parameter/,
+    new RegExp(`^cargo run .*--bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out \\S+ --ocean-book ${ocean.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`),
+    /^aws ssm put-parameter --name \/posthuman\/address-book /,
+    /^npx --no-install cdk deploy Posthuman /,
+  );
+  assert.equal(fs.readFileSync(path.join(sb.state, "deployer-rpc"), "utf8").trim(), rpc);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(sb.state, "ssm"), "utf8")).lineage, "0x00000000000000000000000000000000000000aa");
+  const cargoCall = callList(r.called).find((c) => c.startsWith("cargo "))!;
+  assert.ok(!cargoCall.includes(RPC_SECRET) && !cargoCall.includes("ac0974bec39a17e3"), cargoCall);
+  assert.ok(!(r.stdout + r.stderr).includes(RPC_SECRET), "the RPC URL's key is printed");
+
+  // A rerun finds the deployed book in SSM: the deployer does not run again.
+  const again = deployIn(sb, ["--image-tag", "abcdef1"], env);
+  assert.equal(again.status, 0, again.stdout + again.stderr);
+  assert.doesNotMatch(again.called, /posthuman-deploy-contracts|ssm put-parameter/);
 });
 
 test("a real deploy first checks that the credentials are for --account, and stops if not", () => {

@@ -153,4 +153,13 @@ async fn refuses_what_it_cannot_deploy_or_must_not_overwrite() {
         "--rpc-url is not an http(s):// URL",
     );
     assert!(!fresh.exists());
+
+    // The URL from $POSTHUMAN_RPC_URL instead (how deploy.sh keeps it out of the arguments).
+    let out = Command::new(env!("CARGO_BIN_EXE_posthuman-deploy-contracts"))
+        .args(["--key-env", KEY_VAR, "--out", path_str(&book_path)])
+        .env("POSTHUMAN_RPC_URL", &rpc)
+        .env(KEY_VAR, ANVIL_DEV_KEY_0)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && text(&out).contains("already deployed"), "{}", text(&out));
 }

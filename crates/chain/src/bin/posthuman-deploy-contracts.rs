@@ -5,7 +5,7 @@
 //!
 //! The deployer key comes from the environment variable `--key-env` names, never from the
 //! command line (which other users and shell history can read), and is never printed; nor is
-//! the RPC URL (it may carry an API key).
+//! the RPC URL (it may carry an API key; `$POSTHUMAN_RPC_URL` keeps it out of the arguments).
 
 use std::path::PathBuf;
 
@@ -17,8 +17,9 @@ use posthuman_chain::{ContractsDeployment, DeployOutcome, OceanBook, deploy_cont
 #[derive(Parser, Debug)]
 #[command(about = "Deploy Posthuman's contracts to a chain and write the address book")]
 struct Args {
-    /// The chain's JSON-RPC endpoint (http:// or https://).
-    #[arg(long)]
+    /// The chain's JSON-RPC endpoint (http:// or https://); from the environment, it stays
+    /// out of the process list (the URL may carry an API key).
+    #[arg(long, env = "POSTHUMAN_RPC_URL", hide_env_values = true)]
     rpc_url: String,
     /// Name of the environment variable holding the deployer's hex private key (it pays for
     /// the contracts and becomes the lineage contract's operator and owner).

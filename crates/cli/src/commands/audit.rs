@@ -37,7 +37,24 @@ fn spec_key(job_id: &str) -> String {
     posthuman_functions::queue::spec_key(job_id)
 }
 
-/// Audits train job `job_id` from the operator's `store` under `policy`.
+/// The key train job `job_id`'s receipt must be signed by: the lineage contract's operator in
+/// the block the job was committed on chain. Operators rotate (`ModelLineage.setOperator`), so
+/// the deployment's first operator, or today's, is not it once a rotation happened.
+pub async fn operator_of_commitment(
+    chain: &posthuman_chain::Chain,
+    job_id: &str,
+) -> Result<alloy::primitives::Address, CliError> {
+    let c = chain.commitment(posthuman_receipts::canonical::job_id_hash(job_id)).await?;
+    if c.state == posthuman_chain::lineage::JobState::Unknown {
+        return Err(fail(format!("job {job_id} has no training commitment on chain")));
+    }
+    chain.operator_at(c.committed_at_block).await?.ok_or_else(|| {
+        fail(format!("the lineage contract had no operator at block {}", c.committed_at_block))
+    })
+}
+
+/// Audits train job `job_id` from the operator's `store` under `policy`; `operator` signed its
+/// receipt ([`operator_of_commitment`]).
 pub async fn audit_job(
     store: &dyn ObjectStore,
     job_id: &str,

@@ -85,7 +85,8 @@ pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError>
         let book = s.chain.book();
         let domain = ReceiptDomain::new(book.chain_id, book.lineage);
         let policy = posthuman_receipts::AuditPolicy::default();
-        let rep = super::audit::audit_job(&store, &a.job, book.operator, &domain, &policy).await?;
+        let operator = super::audit::operator_of_commitment(&s.chain, &a.job).await?;
+        let rep = super::audit::audit_job(&store, &a.job, operator, &domain, &policy).await?;
         out.emit(&rep, || {
             format!(
                 "audit of {}: {} — {} segment(s) re-run ({} of {} steps, {:.1}% of the training compute)",

@@ -399,9 +399,10 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let policy = posthuman_receipts::AuditPolicy::default();
     let mut audits = Vec::new();
     for j in job_lines.iter().filter(|j| j.kind == "train") {
-        let rep =
-            crate::commands::audit::audit_job(&store, &j.job_id, book.operator, &domain, &policy)
-                .await?;
+        let operator =
+            crate::commands::audit::operator_of_commitment(&emb.deps.chain, &j.job_id).await?;
+        let rep = crate::commands::audit::audit_job(&store, &j.job_id, operator, &domain, &policy)
+            .await?;
         audits.push(AuditLine {
             trainer: j.buyer.clone(),
             job_id: j.job_id.clone(),

@@ -15,6 +15,8 @@
 //! - [`checks`]: the receipt view's rows (fields, grouped checks with reasons).
 //! - [`format`]: amounts, times, hashes, progress.
 //! - [`wallet`]: what the storefront asks the user's wallet and how it reads the answers.
+//! - [`order`]: ordering a job: the bounded form, the quote's fee check, the order's
+//!   transactions (`sol!`), the signed job request and result read.
 //!
 //! Browser side: [`net`] (`fetch` for the API and JSON-RPC), [`eip1193`] (the user's
 //! wallet: `window.ethereum` or EIP-6963 discovery) and [`app`] (Yew components,
@@ -28,6 +30,7 @@ pub mod checks;
 pub mod eip1193;
 pub mod format;
 pub mod net;
+pub mod order;
 pub mod route;
 pub mod verify;
 pub mod wallet;

@@ -118,6 +118,44 @@ pub async fn sleep(ms: i32) {
     let _ = JsFuture::from(p).await;
 }
 
+/// An API request's outcome: the status and the body text (4xx answers included, so the
+/// caller can say what the API refused and why).
+pub async fn request(
+    method: &str,
+    path: &str,
+    body: Option<&JsValue>,
+    headers: &[(&str, String)],
+    json: bool,
+) -> Result<(u16, String), String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(b) = body {
+        init.set_body(b);
+    }
+    let req = Request::new_with_str_and_init(path, &init).map_err(js)?;
+    if json {
+        req.headers().set("content-type", "application/json").map_err(js)?;
+    }
+    for (k, v) in headers {
+        req.headers().set(k, v).map_err(js)?;
+    }
+    let resp = JsFuture::from(window.fetch_with_request(&req))
+        .await
+        .map_err(|e| format!("{path}: {}", js(e)))?;
+    let resp: Response = resp.dyn_into().map_err(js)?;
+    let text = JsFuture::from(resp.text().map_err(js)?).await.map_err(js)?;
+    Ok((resp.status(), text.as_string().unwrap_or_default()))
+}
+
+/// Parses an API answer: the JSON of a 2xx, or the API's own words for a refusal.
+pub fn answer<T: DeserializeOwned>(path: &str, status: u16, text: &str) -> Result<T, String> {
+    if !(200..300).contains(&status) {
+        return Err(api_error(path, status, text));
+    }
+    serde_json::from_str(text).map_err(|e| format!("{path}: unexpected answer: {e}"))
+}
+
 /// JSON-RPC to the chain's node over `fetch`.
 #[derive(Clone, Debug)]
 pub struct BrowserRpc {

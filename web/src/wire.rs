@@ -4,7 +4,8 @@
 //! receipts) come from `posthuman-types` and `posthuman-receipts`, not from here.
 
 use posthuman_receipts::Address;
-use posthuman_types::{Hash32, JobKind, JobProgress, ModelCard};
+use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
+use posthuman_types::{Budget, Hash32, JobKind, JobProgress, ModelCard};
 use serde::Deserialize;
 
 /// `GET /api/chain`: where the chain is and the deployment's address book.
@@ -13,6 +14,10 @@ pub struct ChainInfo {
     /// `None` when the operator publishes no public RPC (its own may carry a provider key).
     pub rpc_url: Option<String>,
     pub address_book: AddressBook,
+    /// Confirmations an order needs before the API accepts a job paid with it (older
+    /// servers omit it: 0).
+    #[serde(default)]
+    pub min_confirmations: u64,
 }
 
 /// The parts of the address book the storefront uses.
@@ -25,6 +30,9 @@ pub struct AddressBook {
     /// The OCEAN token (the account page reads its balance).
     #[serde(default)]
     pub ocean: Option<Address>,
+    /// Ocean's fixed-rate exchange (datatokens are bought there).
+    #[serde(default)]
+    pub fixed_rate: Address,
 }
 
 /// Job counts by kind.
@@ -75,14 +83,54 @@ pub struct ModelView {
     pub created_at: u64,
 }
 
-/// `GET /api/models/{nft}/quote`.
+/// `GET /api/models/{nft}/quote?kind=` and `POST /api/models/{nft}/quote`
+/// (`posthuman-functions`' `Quote`; its compute and price lines are `posthuman_types`').
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Quote {
+    pub model: String,
+    pub datatoken: String,
     pub kind: JobKind,
+    /// The service index `startOrder` takes.
+    pub service_index: u64,
     pub datatokens: String,
     /// OCEAN base units for one datatoken on the exchange (fees included), if on sale.
     pub price: Option<String>,
+    pub exchange_id: Option<Hash32>,
+    pub estimate: ComputeEstimate,
+    /// One line per component with its formula; the total is the provider fee.
+    pub breakdown: PriceBreakdown,
+    pub budget: Budget,
+    pub royalty: RoyaltyLine,
+    pub provider_fee: ProviderFeeView,
     pub expires_at: u64,
+}
+
+/// The royalty every order of a datatoken pays besides the fee.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RoyaltyLine {
+    pub label: String,
+    pub token: String,
+    pub amount: String,
+    pub recipient: String,
+}
+
+/// The operator-signed provider fee, as `startOrder` takes it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ProviderFeeView {
+    pub provider_fee_address: String,
+    pub provider_fee_token: String,
+    pub provider_fee_amount: String,
+    pub v: u8,
+    pub r: String,
+    pub s: String,
+    pub valid_until: u64,
+    pub provider_data: String,
+}
+
+/// `POST /api/jobs`'s answer.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Submitted {
+    pub job_id: String,
 }
 
 /// A train job's derived model.

@@ -9,7 +9,11 @@
 //   precise failures (signature, committed receipt hash); an edited report fails too;
 // - a wallet (an injected EIP-1193 provider forwarding to anvil): connect, "My account" with
 //   balances read through the wallet and the account's jobs, live account change, EIP-6963
-//   choice, wrong network → switch / add chain, a rejected request in words.
+//   choice, wrong network → switch / add chain, a rejected request in words;
+// - ordering with the buyer's own wallet (anvil's unlocked dev account #5): an over-bound
+//   form refused before any quote, the quote line by line, insufficient balance and a
+//   rejected transaction in words, then buy + approve + startOrder + signed submit, the job
+//   followed live and its generated text read with a signed request.
 //
 // Usage: node web/tests/browser.mjs (after web/build.sh and a debug build of posthuman,
 // posthuman-worker and posthuman-server in $CARGO_TARGET_DIR/debug). Exits non-zero on the
@@ -65,6 +69,11 @@ function injectWallet({ rpcUrl, account, chain, announce }) {
     const w = {
       async request({ method, params = [] }) {
         calls.push({ wallet: name, method, params });
+        // The test makes the person decline the next request of this method (4001).
+        if (w.reject === method) {
+          w.reject = null;
+          throw Object.assign(new Error('User rejected the request.'), { code: 4001 });
+        }
         if (method === 'eth_requestAccounts') {
           sessionStorage.setItem(`wallet-ok-${name}`, '1');
           return [w.account];
@@ -112,6 +121,26 @@ async function balanceOf(rpcUrl, token, owner) {
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_call', params: [{ to: token, data }, 'latest'] }),
   });
   return BigInt((await r.json()).result).toString();
+}
+
+/// A JSON-RPC call to the node, from the test itself (setup and on-chain assertions).
+async function rpc(rpcUrl, method, params = []) {
+  const r = await fetch(rpcUrl, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
+  const j = await r.json();
+  if (j.error) throw new Error(`${method}: ${j.error.message}`);
+  return j.result;
+}
+
+async function mined(rpcUrl, hash) {
+  for (let i = 0; i < 100; i++) {
+    const r = await rpc(rpcUrl, 'eth_getTransactionReceipt', [hash]);
+    if (r) { assert.equal(r.status, '0x1', `${hash} reverted`); return r; }
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+  throw new Error(`${hash} not mined`);
 }
 
 // 1. A real deployment with finished jobs: the tiny demo, kept in a data dir.
@@ -379,6 +408,95 @@ try {
     assert.equal(await wp3.textContent('#wallet-status'), 'Not connected: you rejected the request in your wallet.');
     await ctx3.close();
     log('wallet: EIP-6963 choice, wrong network → switch / add chain, no wallet and a rejection in words');
+  }
+
+  // Ordering with the buyer's own wallet: an infer job on M1, through the UI alone. The buyer
+  // is anvil's dev account #5, which anvil unlocks: anvil holds its key and signs its
+  // transactions (eth_sendTransaction) and its EIP-712 typed data (eth_signTypedData_v4)
+  // itself, as a key-holding wallet does, so the storefront speaks only the wallet protocol
+  // and the typed data is hashed by an implementation that is not ours. (Impersonating a demo
+  // person would send transactions but cannot sign typed data: anvil has no key for them.)
+  {
+    const book = (await (await fetch(`${base}/api/chain`)).json()).address_book;
+    const buyer = (await rpc(rpcUrl, 'eth_accounts'))[5];
+    assert.ok(buyer && buyer.toLowerCase() !== book.operator.toLowerCase(), 'a dev account that is not the operator');
+    const model = await (await fetch(`${base}/api/models/${m1.nft}`)).json();
+    assert.ok(model.exchange_id, 'M1 is on sale on the fixed-rate exchange');
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(injectWallet, { rpcUrl, account: buyer });
+    const op = await ctx.newPage();
+    op.on('pageerror', (e) => errors.push(String(e)));
+    const quotes = [];
+    op.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/quote')) quotes.push(r.postData()); });
+    await op.goto(`${base}/models/${m1.nft}`);
+    await op.click('#connect');
+    await op.waitForSelector('#wallet-address');
+    const sent = () => op.evaluate(() => window.__walletCalls.filter((c) => c.method === 'eth_sendTransaction').length);
+    // Over the API's bound: refused in the page, before any quote is asked.
+    await op.fill('#order-prompt', 'The history of');
+    await op.fill('#order-max-tokens', '5000');
+    await op.click('#order-quote');
+    await op.waitForSelector('#order-status.error');
+    assert.equal(await op.textContent('#order-status'), 'Not quoted: max_new_tokens: 5000 is outside 1..=2048. Nothing was sent.');
+    assert.deepEqual(quotes, [], 'no quote asked for an over-bound form');
+    assert.equal(await op.locator('#quote').count(), 0);
+    // Within bounds: the quote, line by line, with its formulas and the fee in OCEAN.
+    await op.fill('#order-max-tokens', '16');
+    await op.click('#order-quote');
+    await op.waitForSelector('#quote');
+    assert.equal(quotes.length, 1);
+    assert.deepEqual(JSON.parse(quotes[0]).params.max_new_tokens, 16);
+    const lines = await op.$$eval('#quote tr.quote-line', (trs) => trs.map((t) => [...t.cells].map((c) => c.textContent)));
+    assert.ok(lines.length >= 1 && lines.every(([l, f, a]) => l && f && / OCEAN$/.test(a)), JSON.stringify(lines));
+    assert.match(await op.textContent('#quote-total'), /compute fee \(total\).* OCEAN$/);
+    assert.ok(await op.locator('#order-plan li').count() >= 4, 'every wallet request described before confirming');
+    assert.equal(await sent(), 0, 'nothing sent by quoting');
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'order-quote.png'), fullPage: true });
+    // No OCEAN yet: said before any transaction.
+    assert.equal(await balanceOf(rpcUrl, book.ocean, buyer), '0');
+    await op.click('#order-confirm');
+    await op.waitForSelector('#order-status.error');
+    assert.match(await op.textContent('#order-status'), /^Insufficient balance: this order needs [0-9.]+ OCEAN and your wallet holds 0 OCEAN\.$/);
+    assert.equal(await sent(), 0, 'no transaction without the balance');
+    // The test funds the buyer with 40% of Elena's OCEAN (setup only: an ERC-20 transfer the
+    // node sends as Elena).
+    const gift = BigInt(await balanceOf(rpcUrl, book.ocean, elena)) * 2n / 5n;
+    await rpc(rpcUrl, 'anvil_impersonateAccount', [elena]);
+    const pad = (h) => h.replace(/^0x/, '').padStart(64, '0');
+    await mined(rpcUrl, await rpc(rpcUrl, 'eth_sendTransaction', [{ from: elena, to: book.ocean, data: '0xa9059cbb' + pad(buyer) + pad(gift.toString(16)) }]));
+    await rpc(rpcUrl, 'anvil_stopImpersonatingAccount', [elena]);
+    // The person declines the first transaction: said, nothing sent, nothing spent.
+    await op.evaluate(() => { window.__wallets[0].reject = 'eth_sendTransaction'; });
+    await op.click('#order-confirm');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('Insufficient') === false);
+    assert.match(await op.textContent('#order-status'), /^Stopped at step 1 of 4: you rejected the request in your wallet; nothing was sent\.$/);
+    assert.equal(await balanceOf(rpcUrl, book.ocean, buyer), gift.toString());
+    // Confirmed: buy a datatoken (approve + buyDT), approve the fee, startOrder, the signed
+    // submit, the job followed live, the result read with a signed request.
+    const t1 = Date.now();
+    await op.click('#order-confirm');
+    await op.waitForSelector('#order-result[data-state="done"], #order-status.error', { timeout: 300_000 });
+    assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    const texts = await op.$$eval('#order-result .completion', (ps) => ps.map((p) => [p.querySelector('strong').textContent, p.querySelector('.text').textContent]));
+    assert.equal(texts.length, 1);
+    assert.equal(texts[0][0], 'The history of');
+    assert.ok(texts[0][1].length > 0, 'generated text shown');
+    const methods = await op.evaluate(() => window.__walletCalls.map((c) => c.method));
+    assert.equal(methods.filter((m) => m === 'eth_sendTransaction').length, 1 + 4, 'the declined one, then approve, buyDT, approve, startOrder');
+    assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 2, 'the submit and the result read');
+    const jobId = (await op.textContent('#order-job a')).trim();
+    const job = await (await fetch(`${base}/api/jobs/${jobId}`)).json();
+    assert.equal(job.consumer.toLowerCase(), buyer.toLowerCase());
+    assert.equal(job.kind, 'infer');
+    assert.equal(job.state, 'succeeded');
+    // On chain: the datatoken bought was spent by the order; OCEAN paid the exchange and the fee.
+    assert.equal(await balanceOf(rpcUrl, model.datatoken, buyer), '0');
+    assert.ok(BigInt(await balanceOf(rpcUrl, book.ocean, buyer)) < gift, 'OCEAN spent');
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'order-done.png'), fullPage: true });
+    // The result is the buyer's alone: the API refuses the same read unsigned.
+    assert.equal((await fetch(`${base}/api/jobs/${jobId}/result`)).status, 401);
+    await ctx.close();
+    log(`order: over-bound refused before a quote, quote shown, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

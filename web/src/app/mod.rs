@@ -4,11 +4,14 @@
 //! - [`App`]: the shell, client-side navigation ([`Navigator`], [`Link`]).
 //! - [`wallet`]: the user's wallet (connect, network, live changes) and its header control.
 //! - [`catalogue`], [`model`], [`account`], [`jobs`], [`receipt`]: one page each.
+//! - [`order`]: the model page's order panel (quote, wallet transactions, signed submit,
+//!   live progress, signed result read).
 
 pub mod account;
 pub mod catalogue;
 pub mod jobs;
 pub mod model;
+pub mod order;
 pub mod receipt;
 pub mod wallet;
 

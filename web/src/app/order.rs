@@ -1,0 +1,545 @@
+//! Ordering a job on a model's page, with the user's own wallet: the form (bounded as the
+//! API bounds it) → the quote, line by line → on the user's click, the transactions the
+//! wallet sends (buy a datatoken if none is held, approvals, `startOrder`), the confirmations
+//! the API needs, the signed job request (`eth_signTypedData_v4`) → the job followed live →
+//! for infer and evaluate, the result read with a signed request. The plan and every
+//! transaction are described in words before the wallet asks; every refusal is said in the
+//! `aria-live` status where it happened. The encoding lives in [`crate::order`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use alloy::primitives::{Address, U256};
+use posthuman_receipts::ReceiptDomain;
+use posthuman_types::pricing::Ocean;
+use posthuman_types::{Hash32, JobKind};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use yew::prelude::*;
+
+use super::wallet::WalletHandle;
+use super::{Link, Load, use_json};
+use crate::eip1193::Provider;
+use crate::format::{progress, tokens, utc};
+use crate::net::{self, answer, sleep};
+use crate::order::{
+    ChainState, JobRequest, OrderForm, QuoteTerms, REQUEST_VALIDITY_SECS, check_fee, completions,
+    cost_call, market_fee_call, nonce_of, parse_cost, parse_market_fee, parse_receipt, plan,
+    read_headers, read_typed_data, submit_typed_data,
+};
+use crate::route::Route;
+use crate::wallet::{WalletError, balance_call, network_name, parse_balance, parse_quantity};
+use crate::wire::{ChainInfo, JobState, JobView, Quote, Submitted};
+
+#[derive(Properties, PartialEq)]
+pub struct OrderProps {
+    pub nft: String,
+}
+
+/// What the panel shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Panel {
+    quote: Option<Quote>,
+    /// The terms this page asked to be quoted (the fee must bind exactly them).
+    terms: Option<QuoteTerms>,
+    /// The status line and whether it is an error.
+    status: String,
+    error: bool,
+    busy: bool,
+    job: Option<String>,
+    salt: Option<Hash32>,
+    texts: Vec<(String, String)>,
+    /// Evaluate: the perplexity read from the report.
+    perplexity: Option<String>,
+    done: bool,
+}
+
+fn now_secs() -> u64 {
+    (js_sys::Date::now() / 1000.0) as u64
+}
+
+fn random<const N: usize>() -> Result<[u8; N], String> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| format!("the browser gave no randomness: {e}"))?;
+    Ok(b)
+}
+
+async fn file_bytes(f: &web_sys::File) -> Result<Vec<u8>, String> {
+    let buf = JsFuture::from(f.array_buffer())
+        .await
+        .map_err(|_| format!("could not read {}", f.name()))?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+fn blob(bytes: &[u8]) -> Result<web_sys::Blob, String> {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    web_sys::Blob::new_with_u8_array_sequence(&parts)
+        .map_err(|_| "could not build the upload".into())
+}
+
+async fn get_quote(nft: &str, terms: &QuoteTerms) -> Result<Quote, String> {
+    let path = format!("/api/models/{nft}/quote");
+    let body = serde_json::to_string(terms).map_err(|e| e.to_string())?;
+    let (status, text) =
+        net::request("POST", &path, Some(&JsValue::from_str(&body)), &[], true).await?;
+    answer(&path, status, &text).map_err(|e| format!("The API refused the quote: {e}"))
+}
+
+/// A wallet request; its refusal in words.
+async fn ask(p: &Provider, method: &str, params: Value) -> Result<Value, String> {
+    p.request(method, params).await.map_err(|e| match e {
+        WalletError::Rejected => "you rejected the request in your wallet".to_string(),
+        e => e.to_string(),
+    })
+}
+
+async fn balance(p: &Provider, token: Address, owner: Address) -> Result<U256, String> {
+    parse_balance(&ask(p, "eth_call", balance_call(token, owner)).await?).map_err(|e| e.to_string())
+}
+
+/// Waits for a sent transaction's receipt (through the wallet's node); its block.
+async fn mined(p: &Provider, hash: &Value) -> Result<u64, String> {
+    for _ in 0..600 {
+        let r = ask(p, "eth_getTransactionReceipt", json!([hash])).await?;
+        if let Some(r) = parse_receipt(&r) {
+            return r;
+        }
+        sleep(500).await;
+    }
+    Err(format!("transaction {hash} was not mined within 5 minutes"))
+}
+
+/// How an order ended: the status line, the generated texts (prompt, text), the
+/// evaluation's perplexity.
+type Outcome = (String, Vec<(String, String)>, Option<String>);
+
+/// Everything one order needs, cloned into the async flow.
+struct Order {
+    nft: String,
+    quote: Quote,
+    chain: ChainInfo,
+    account: Address,
+    provider: Provider,
+    dataset: Option<(String, Vec<u8>)>,
+    terms: QuoteTerms,
+    say: Callback<String>,
+}
+
+/// The transactions, then the signed submit. Returns the job id and the salt.
+async fn place(o: &Order) -> Result<(String, Hash32), String> {
+    let (p, me, book) = (&o.provider, o.account, &o.chain.address_book);
+    let fee = check_fee(&o.quote, book, &o.nft, &o.terms)?;
+    let datatoken: Address =
+        o.quote.datatoken.parse().map_err(|_| "the quote's datatoken is not an address")?;
+    o.say.emit("Reading your balances through your wallet…".into());
+    let ocean = book.ocean.ok_or("the deployment names no OCEAN token")?;
+    let state = ChainState {
+        datatokens: balance(p, datatoken, me).await?,
+        ocean: balance(p, ocean, me).await?,
+        cost: match o.quote.exchange_id {
+            Some(x) => Some(parse_cost(
+                &ask(p, "eth_call", cost_call(book, alloy::primitives::B256::from(x.0))).await?,
+            )?),
+            None => None,
+        },
+        royalty: parse_market_fee(&ask(p, "eth_call", market_fee_call(datatoken)).await?)?,
+    };
+    let txs = plan(&o.quote, book, &fee, me, &state)?;
+    let n = txs.len();
+    let mut order = None;
+    for (i, tx) in txs.iter().enumerate() {
+        o.say.emit(format!("Step {} of {n}: {}. Confirm in your wallet…", i + 1, tx.words));
+        let sent = ask(p, "eth_sendTransaction", tx.params(me)).await.map_err(|e| {
+            let before = if i == 0 {
+                "nothing was sent".to_string()
+            } else {
+                format!("{i} earlier transaction(s) were sent (approvals only allow spending)")
+            };
+            format!("Stopped at step {} of {n}: {e}; {before}.", i + 1)
+        })?;
+        o.say.emit(format!("Step {} of {n}: {}. Waiting for it to be mined…", i + 1, tx.words));
+        let block = mined(p, &sent).await?;
+        order = Some((sent, block));
+    }
+    let (order_tx, block) = order.ok_or("no order was placed")?;
+    let need = o.chain.min_confirmations;
+    loop {
+        let head = parse_quantity(&ask(p, "eth_blockNumber", json!([])).await?).unwrap_or(0);
+        let have = head.saturating_sub(block) + 1;
+        if have >= need {
+            break;
+        }
+        o.say.emit(format!("Order placed; waiting for {need} confirmations ({have} so far)…"));
+        sleep(1000).await;
+    }
+    let salt = Hash32(random::<32>()?);
+    let req = JobRequest {
+        model: o.quote.model.clone(),
+        order_tx: order_tx.as_str().unwrap_or_default().to_string(),
+        consumer: format!("{me:#x}"),
+        params: o.terms.params.clone(),
+        dataset_sha256: o.dataset.as_ref().map(|(_, d)| Hash32(Sha256::digest(d).into())),
+        salt,
+        nonce: nonce_of(&random::<16>()?),
+        expires_at: now_secs() + REQUEST_VALIDITY_SECS,
+    };
+    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    let domain = ReceiptDomain::new(book.chain_id, book.lineage);
+    o.say.emit(
+        "Order placed. Sign the job request in your wallet (a signature, no transaction)…".into(),
+    );
+    let sig = ask(p, "eth_signTypedData_v4", json!([format!("{me:#x}"), submit_typed_data(&domain, &body)?]))
+        .await
+        .map_err(|e| format!("The job was not submitted: {e}. The order is paid and unused: reload and submit it again later."))?;
+    let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
+    for _ in 0..120 {
+        let form = web_sys::FormData::new().map_err(|_| "no FormData")?;
+        form.append_with_blob("request", &blob(&body)?)
+            .map_err(|_| "could not build the upload")?;
+        form.append_with_str("signature", &sig).map_err(|_| "could not build the upload")?;
+        if let Some((name, d)) = &o.dataset {
+            form.append_with_blob_and_filename("dataset", &blob(d)?, name)
+                .map_err(|_| "could not build the upload")?;
+        }
+        o.say.emit("Submitting the job…".into());
+        let (status, text) =
+            net::request("POST", "/api/jobs", Some(&form.into()), &[], false).await?;
+        // 425: the order has fewer confirmations than the API needs; resend unchanged.
+        if status == 425 {
+            sleep(1000).await;
+            continue;
+        }
+        let s: Submitted = answer("/api/jobs", status, &text)
+            .map_err(|e| format!("The API refused the job: {e}"))?;
+        return Ok((s.job_id, salt));
+    }
+    Err("the API kept answering that the order is too recent; submit again later".into())
+}
+
+/// Follows the job until nothing more happens to it; the last view.
+async fn follow(id: &str, say: &Callback<String>) -> Result<JobView, String> {
+    loop {
+        let v: JobView = net::get_json(&format!("/api/jobs/{id}")).await?;
+        match &v.state {
+            JobState::Failed { reason, order_reusable } => {
+                return Err(format!(
+                    "Job {id} failed: {reason}.{}",
+                    if *order_reusable {
+                        " Its order was released: it can pay for a retry."
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            JobState::Succeeded if !v.in_flight() => return Ok(v),
+            _ => {}
+        }
+        let line = v.progress.as_ref().map(|p| progress(p).1).unwrap_or_else(|| "queued".into());
+        say.emit(format!("Job {id}: {line}"));
+        sleep(1000).await;
+    }
+}
+
+/// The result, read with a signed request (only the buyer may).
+async fn read_result(o: &Order, id: &str) -> Result<Value, String> {
+    let book = &o.chain.address_book;
+    let domain = ReceiptDomain::new(book.chain_id, book.lineage);
+    let expires = now_secs() + REQUEST_VALIDITY_SECS;
+    o.say.emit("Sign the result read in your wallet (a signature, no transaction)…".into());
+    let sig = ask(
+        &o.provider,
+        "eth_signTypedData_v4",
+        json!([format!("{:#x}", o.account), read_typed_data(&domain, id, expires)]),
+    )
+    .await
+    .map_err(|e| format!("The result was not read: {e}"))?;
+    let sig = sig.as_str().ok_or("the wallet returned no signature")?;
+    let path = format!("/api/jobs/{id}/result");
+    let (status, text) =
+        net::request("GET", &path, None, &read_headers(sig, expires, o.account), false).await?;
+    answer(&path, status, &text)
+}
+
+fn input(
+    id: &'static str,
+    label: &'static str,
+    value: &str,
+    set: Callback<String>,
+    help: String,
+) -> Html {
+    let oninput = Callback::from(move |e: InputEvent| {
+        if let Some(i) = e.target_dyn_into::<web_sys::HtmlInputElement>() {
+            set.emit(i.value());
+        }
+    });
+    html! {
+        <p><label for={id}>{ label }</label>{ " " }
+           <input id={id} value={value.to_string()} {oninput} inputmode="decimal" aria-describedby={format!("{id}-help")} />
+           { " " }<small id={format!("{id}-help")}>{ help }</small></p>
+    }
+}
+
+fn quote_table(q: &Quote) -> Html {
+    let royalty = q.royalty.amount.parse::<u128>().map(Ocean).unwrap_or_default();
+    let e = &q.estimate;
+    html! { <>
+        <table id="quote">
+            <caption>{ format!("Quote for this {} job", q.kind) }</caption>
+            <tr><th scope="col">{ "component" }</th><th scope="col">{ "formula" }</th><th scope="col">{ "OCEAN" }</th></tr>
+            { for q.breakdown.lines.iter().map(|l| html! {
+                <tr class="quote-line"><td>{ l.label.clone() }</td><td>{ l.formula.clone() }</td><td>{ l.amount.to_string() }</td></tr>
+            }) }
+            <tr id="quote-total"><th scope="row">{ "compute fee (total)" }</th><td>{ "paid to the operator inside startOrder" }</td><td>{ q.breakdown.total.to_string() }</td></tr>
+            <tr><th scope="row">{ "royalty" }</th><td>{ q.royalty.label.clone() }</td><td>{ royalty.to_string() }</td></tr>
+            <tr><th scope="row">{ "datatoken" }</th><td>{ "spent by startOrder" }</td><td>{ format!("{} datatoken", tokens(&q.datatokens)) }</td></tr>
+        </table>
+        <p>{ format!("It buys {} tokens, {} FLOPs, {} checkpoint bytes (~{} s on the GPU, ~{} s on a CPU); wall-clock limit {} s. Valid until {}.",
+            e.tokens, e.flops, e.checkpoint_bytes, e.seconds_gpu, e.seconds_cpu, q.budget.max_seconds, utc(q.expires_at)) }</p>
+        <p>{ "When you confirm, your wallet will ask you, one at a time:" }</p>
+        <ol id="order-plan">
+            <li>{ match &q.price {
+                Some(p) => format!("only if you hold no datatoken of this model: allow the exchange to take about {} OCEAN, then buy one datatoken with it;", tokens(p)),
+                None => "(this model is not on sale: you need a datatoken already);".into(),
+            } }</li>
+            <li>{ format!("allow the datatoken to take the compute fee ({}) and the royalty;", q.breakdown.total) }</li>
+            <li>{ "start the order (startOrder): spend one datatoken, pay the fee;" }</li>
+            <li>{ "sign the job request (a signature, no transaction);" }</li>
+            if q.kind != JobKind::Train { <li>{ "sign the read of your result (a signature, no transaction)." }</li> }
+        </ol>
+    </> }
+}
+
+#[function_component]
+pub fn OrderPanel(p: &OrderProps) -> Html {
+    let wallet = use_context::<WalletHandle>();
+    let chain = use_json::<ChainInfo>("/api/chain".into());
+    let form = use_state(|| OrderForm::new(JobKind::Infer));
+    let file: Rc<RefCell<Option<web_sys::File>>> = use_mut_ref(|| None);
+    let panel = use_state(Panel::default);
+    // The latest panel for async flows (a handle's deref is the state at its render).
+    let latest = use_mut_ref(Panel::default);
+    *latest.borrow_mut() = (*panel).clone();
+    let update = {
+        let (panel, latest) = (panel.clone(), latest.clone());
+        Rc::new(move |f: &dyn Fn(&mut Panel)| {
+            let mut p = latest.borrow().clone();
+            f(&mut p);
+            *latest.borrow_mut() = p.clone();
+            panel.set(p);
+        })
+    };
+    let set = |f: fn(&mut OrderForm, String)| {
+        let (form, update) = (form.clone(), update.clone());
+        Callback::from(move |v: String| {
+            let mut x = (*form).clone();
+            f(&mut x, v);
+            form.set(x);
+            update(&|p: &mut Panel| p.quote = None);
+        })
+    };
+    let onkind = {
+        let (form, update) = (form.clone(), update.clone());
+        Callback::from(move |e: Event| {
+            let v = e
+                .target_dyn_into::<web_sys::HtmlSelectElement>()
+                .map(|s| s.value())
+                .unwrap_or_default();
+            let kind = match v.as_str() {
+                "train" => JobKind::Train,
+                "evaluate" => JobKind::Evaluate,
+                _ => JobKind::Infer,
+            };
+            form.set(OrderForm { kind: Some(kind), ..(*form).clone() });
+            update(&|p: &mut Panel| p.quote = None);
+        })
+    };
+    let onfile = {
+        let (form, file, update) = (form.clone(), file.clone(), update.clone());
+        Callback::from(move |e: Event| {
+            let f = e
+                .target_dyn_into::<web_sys::HtmlInputElement>()
+                .and_then(|i| i.files())
+                .and_then(|fs| fs.get(0));
+            form.set(OrderForm {
+                dataset_bytes: f.as_ref().map(|f| f.size() as u64),
+                ..(*form).clone()
+            });
+            *file.borrow_mut() = f;
+            update(&|p: &mut Panel| p.quote = None);
+        })
+    };
+    let onquote = {
+        let (form, update, nft) = (form.clone(), update.clone(), p.nft.clone());
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            let (params, dataset_bytes) = match form.params(None) {
+                Ok(x) => x,
+                Err(err) => {
+                    let msg = format!("Not quoted: {err}. Nothing was sent.");
+                    update(&|p: &mut Panel| {
+                        (p.quote, p.status, p.error) = (None, msg.clone(), true);
+                    });
+                    return;
+                }
+            };
+            update(&|p: &mut Panel| {
+                (p.quote, p.status, p.error, p.busy) =
+                    (None, "Asking the API for a quote…".into(), false, true);
+            });
+            let (update, nft) = (update.clone(), nft.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let terms = QuoteTerms { params, dataset_bytes };
+                let r = get_quote(&nft, &terms).await;
+                update(&|p: &mut Panel| {
+                    p.busy = false;
+                    match &r {
+                        Ok(q) => {
+                            (p.quote, p.terms) = (Some(q.clone()), Some(terms.clone()));
+                            p.status = format!(
+                                "Quoted: {} compute fee + 1 datatoken. Nothing is sent until you confirm.",
+                                q.breakdown.total
+                            );
+                            p.error = false;
+                        }
+                        Err(e) => (p.status, p.error) = (format!("{e}."), true),
+                    }
+                });
+            });
+        })
+    };
+    let onconfirm = {
+        let (file, update, nft, wallet, chain) =
+            (file.clone(), update.clone(), p.nft.clone(), wallet.clone(), chain.clone());
+        let latest = latest.clone();
+        Callback::from(move |_: MouseEvent| {
+            let fail = |m: String| update(&|p: &mut Panel| (p.status, p.error) = (m.clone(), true));
+            let (Some(quote), Some(terms)) =
+                (latest.borrow().quote.clone(), latest.borrow().terms.clone())
+            else {
+                return;
+            };
+            let Load::Ready(chain) = chain.clone() else {
+                return fail(
+                    "The deployment's chain is not known yet; try again in a moment.".into(),
+                );
+            };
+            let Some((account, provider)) = wallet.as_ref().and_then(|w| w.connected()) else {
+                return fail("Connect your wallet (the button at the top) to order.".into());
+            };
+            let have = wallet.as_ref().and_then(|w| w.chain_id);
+            if have != Some(chain.address_book.chain_id) {
+                return fail(format!(
+                    "Wrong network: your wallet is on {}; switch to {} (top of the page) to order. Nothing was sent.",
+                    have.map(network_name).unwrap_or_else(|| "an unknown network".into()),
+                    network_name(chain.address_book.chain_id)
+                ));
+            }
+            let picked = file.borrow().clone();
+            update(&|p: &mut Panel| {
+                (p.busy, p.error, p.job, p.texts, p.done) = (true, false, None, vec![], false);
+            });
+            let say = {
+                let update = update.clone();
+                Callback::from(move |m: String| {
+                    update(&|p: &mut Panel| (p.status, p.error) = (m.clone(), false))
+                })
+            };
+            let (update, nft) = (update.clone(), nft.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let run = async {
+                    let dataset = match (terms.params.kind(), picked) {
+                        (JobKind::Infer, _) => None,
+                        (_, Some(f)) => Some((f.name(), file_bytes(&f).await?)),
+                        (_, None) => return Err("pick a dataset file".to_string()),
+                    };
+                    let o = Order { nft, quote, chain, account, provider, dataset, terms, say };
+                    let (id, salt) = place(&o).await?;
+                    update(&|p: &mut Panel| (p.job, p.salt) = (Some(id.clone()), Some(salt)));
+                    let v = follow(&id, &o.say).await?;
+                    if v.kind == JobKind::Train {
+                        let child = v.derived_model.map(|c| c.nft).unwrap_or_default();
+                        return Ok((
+                            format!("Job {id} done: the derived model is {child}."),
+                            vec![],
+                            None,
+                        ));
+                    }
+                    let r = read_result(&o, &id).await?;
+                    let ppl = r["report"]["perplexity"].as_f64().map(|x| format!("{x:.3}"));
+                    Ok((format!("Job {id} done."), completions(&r), ppl))
+                };
+                let r: Result<Outcome, String> = run.await;
+                update(&|p: &mut Panel| {
+                    p.busy = false;
+                    match &r {
+                        Ok((m, texts, ppl)) => {
+                            (p.status, p.error, p.done) = (m.clone(), false, true);
+                            (p.texts, p.perplexity) = (texts.clone(), ppl.clone());
+                        }
+                        Err(e) => (p.status, p.error) = (e.clone(), true),
+                    }
+                });
+            });
+        })
+    };
+    let kind = form.kind.unwrap_or(JobKind::Infer);
+    let lim = |lo: &str, hi: String| format!("{lo}..={hi}");
+    use posthuman_types::job::limits;
+    html! {
+        <section id="order" aria-labelledby="order-title">
+            <h2 id="order-title">{ "Order a job" }</h2>
+            <form id="order-form" onsubmit={onquote}>
+                <p><label for="order-kind">{ "Job " }</label>
+                    <select id="order-kind" onchange={onkind}>
+                        <option value="infer" selected={kind == JobKind::Infer}>{ "infer: generate text" }</option>
+                        <option value="evaluate" selected={kind == JobKind::Evaluate}>{ "evaluate: perplexity on your data" }</option>
+                        <option value="train" selected={kind == JobKind::Train}>{ "train: fine-tune on your data" }</option>
+                    </select></p>
+                if kind == JobKind::Infer {
+                    <p><label for="order-prompt">{ "Prompt" }</label><br />
+                       <textarea id="order-prompt" rows="3" value={form.prompt.clone()}
+                         oninput={ let s = set(|f, v| f.prompt = v); Callback::from(move |e: InputEvent| {
+                             if let Some(t) = e.target_dyn_into::<web_sys::HtmlTextAreaElement>() { s.emit(t.value()) } }) } /></p>
+                    { input("order-max-tokens", "Max new tokens", &form.max_new_tokens, set(|f, v| f.max_new_tokens = v), lim("1", limits::MAX_NEW_TOKENS.to_string())) }
+                    { input("order-temperature", "Temperature", &form.temperature, set(|f, v| f.temperature = v), "0 (greedy) to 5".into()) }
+                } else {
+                    <p><label for="order-dataset">{ "Dataset (UTF-8 text file)" }</label>{ " " }
+                       <input type="file" id="order-dataset" accept=".txt,text/plain" onchange={onfile} /></p>
+                    { input("order-context", "Context (tokens)", &form.context, set(|f, v| f.context = v), lim(&limits::MIN_CONTEXT.to_string(), "the model's context".into())) }
+                    if kind == JobKind::Evaluate {
+                        { input("order-stride", "Stride", &form.stride, set(|f, v| f.stride = v), "1..=context".into()) }
+                    } else {
+                        { input("order-steps", "Steps", &form.steps, set(|f, v| f.steps = v), lim("1", limits::MAX_STEPS.to_string())) }
+                        { input("order-lr", "Learning rate", &form.learning_rate, set(|f, v| f.learning_rate = v), format!("{} to {}", limits::MIN_LR, limits::MAX_LR)) }
+                        { input("order-batch", "Batch size", &form.batch, set(|f, v| f.batch = v), lim("1", limits::MAX_BATCH.to_string())) }
+                    }
+                }
+                <button type="submit" id="order-quote" disabled={panel.busy}>{ "Get a quote" }</button>
+            </form>
+            if let Some(q) = &panel.quote {
+                { quote_table(q) }
+                if !panel.done && panel.job.is_none() {
+                    <button type="button" id="order-confirm" onclick={onconfirm} disabled={panel.busy}>
+                        { format!("Confirm and pay {} + 1 datatoken", q.breakdown.total) }</button>
+                }
+            }
+            <p id="order-status" role="status" aria-live="polite" class={if panel.error { "error" } else { "" }}>{ panel.status.clone() }</p>
+            if let Some(id) = &panel.job {
+                <p id="order-job">{ "Your job: " }<Link to={Route::Job(id.clone())}>{ id.clone() }</Link>
+                   { " — " }<Link to={Route::Receipt(id.clone())}>{ "its receipt" }</Link>
+                   if let Some(s) = &panel.salt { <br /><small>{ format!("Salt {s}: keep it to prove later which data or prompt the job ran on (stored nowhere else).") }</small> }
+                </p>
+            }
+            if panel.done {
+                <div id="order-result" data-state="done">
+                    { for panel.texts.iter().map(|(prompt, text)| html! {
+                        <p class="completion"><strong>{ prompt.clone() }</strong><span class="text">{ text.clone() }</span></p>
+                    }) }
+                    if let Some(ppl) = &panel.perplexity { <p class="perplexity">{ format!("Perplexity {ppl}") }</p> }
+                </div>
+            }
+        </section>
+    }
+}

@@ -184,6 +184,20 @@ fn is_known_buffer(name: &str) -> bool {
     name.starts_with("h.") && (name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias"))
 }
 
+/// The shape a stored tensor must have (an untied `lm_head.weight` is the embedding's), or
+/// the tensor is one a GPT-2 checkpoint does not have. `raw` is its stored name.
+fn expected_shape(
+    expected: &HashMap<String, Vec<usize>>,
+    name: &str,
+    raw: &str,
+    cfg: &Config,
+) -> Result<Vec<usize>, Gpt2Error> {
+    if name == "lm_head.weight" {
+        return Ok(vec![cfg.vocab_size, cfg.n_embd]);
+    }
+    expected.get(name).cloned().ok_or_else(|| Gpt2Error::UnexpectedTensor { name: raw.to_string() })
+}
+
 /// Strictly parses a safetensors image against `cfg`: every expected tensor present once with
 /// the right shape, F32/F16/BF16 only, finite values, nothing unknown besides HF's attention
 /// buffers and a tied `lm_head.weight`; names may carry a `transformer.` prefix.
@@ -198,14 +212,7 @@ pub fn load_safetensors_bytes(bytes: &[u8], cfg: &Config) -> Result<Weights, Gpt
         if is_known_buffer(&name) {
             continue;
         }
-        let want = if name == "lm_head.weight" {
-            vec![cfg.vocab_size, cfg.n_embd]
-        } else {
-            expected
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| Gpt2Error::UnexpectedTensor { name: raw.clone() })?
-        };
+        let want = expected_shape(&expected, &name, &raw, cfg)?;
         if view.shape() != want.as_slice() {
             return Err(Gpt2Error::ConfigMismatch {
                 tensor: name,
@@ -301,14 +308,7 @@ pub fn check_safetensors_file(path: &Path, cfg: &Config) -> Result<Hash32, Gpt2E
         if is_known_buffer(&name) {
             continue;
         }
-        let want = if name == "lm_head.weight" {
-            vec![cfg.vocab_size, cfg.n_embd]
-        } else {
-            expected
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| Gpt2Error::UnexpectedTensor { name: raw.clone() })?
-        };
+        let want = expected_shape(&expected, &name, &raw, cfg)?;
         if info.shape != want {
             return Err(Gpt2Error::ConfigMismatch {
                 tensor: name,

@@ -440,6 +440,18 @@ try {
     assert.equal(await op.textContent('#order-status'), 'Not quoted: max_new_tokens: 5000 is outside 1..=2048. Nothing was sent.');
     assert.deepEqual(quotes, [], 'no quote asked for an over-bound form');
     assert.equal(await op.locator('#quote').count(), 0);
+    // Within the API's general bounds but over this model's context: the API's refusal (a
+    // 4xx) is said in words. The dataset comes through the file picker.
+    await op.selectOption('#order-kind', 'evaluate');
+    await op.setInputFiles('#order-dataset', { name: 'eval.txt', mimeType: 'text/plain', buffer: Buffer.from('The cat sat on the mat. '.repeat(40)) });
+    await op.fill('#order-context', '8192');
+    await op.fill('#order-stride', '64');
+    await op.click('#order-quote');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('The API refused'));
+    assert.match(await op.textContent('#order-status'), /^The API refused the quote: \/api\/models\/0x[0-9a-f]{40}\/quote: .*context_len.*8192.*maximum context/);
+    assert.equal(quotes.length, 1);
+    quotes.length = 0;
+    await op.selectOption('#order-kind', 'infer');
     // Within bounds: the quote, line by line, with its formulas and the fee in OCEAN.
     await op.fill('#order-max-tokens', '16');
     await op.click('#order-quote');
@@ -452,10 +464,18 @@ try {
     assert.ok(await op.locator('#order-plan li').count() >= 4, 'every wallet request described before confirming');
     assert.equal(await sent(), 0, 'nothing sent by quoting');
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'order-quote.png'), fullPage: true });
+    // The wallet moves to another network: ordering stops there, in words.
+    await op.evaluate(() => window.__wallets[0].emit('chainChanged', '0x1'));
+    await op.waitForSelector('#wrong-network');
+    await op.click('#order-confirm');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('Wrong network'));
+    assert.equal(await op.textContent('#order-status'), 'Wrong network: your wallet is on Ethereum; switch to local anvil (31337) (top of the page) to order. Nothing was sent.');
+    await op.evaluate(() => window.__wallets[0].emit('chainChanged', '0x7a69'));
+    await op.waitForFunction(() => !document.querySelector('#wrong-network'));
     // No OCEAN yet: said before any transaction.
     assert.equal(await balanceOf(rpcUrl, book.ocean, buyer), '0');
     await op.click('#order-confirm');
-    await op.waitForSelector('#order-status.error');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('Insufficient'));
     assert.match(await op.textContent('#order-status'), /^Insufficient balance: this order needs [0-9.]+ OCEAN and your wallet holds 0 OCEAN\.$/);
     assert.equal(await sent(), 0, 'no transaction without the balance');
     // The test funds the buyer with 40% of Elena's OCEAN (setup only: an ERC-20 transfer the
@@ -468,7 +488,7 @@ try {
     // The person declines the first transaction: said, nothing sent, nothing spent.
     await op.evaluate(() => { window.__wallets[0].reject = 'eth_sendTransaction'; });
     await op.click('#order-confirm');
-    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('Insufficient') === false);
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('Stopped'));
     assert.match(await op.textContent('#order-status'), /^Stopped at step 1 of 4: you rejected the request in your wallet; nothing was sent\.$/);
     assert.equal(await balanceOf(rpcUrl, book.ocean, buyer), gift.toString());
     // Confirmed: buy a datatoken (approve + buyDT), approve the fee, startOrder, the signed
@@ -496,7 +516,7 @@ try {
     // The result is the buyer's alone: the API refuses the same read unsigned.
     assert.equal((await fetch(`${base}/api/jobs/${jobId}/result`)).status, 401);
     await ctx.close();
-    log(`order: over-bound refused before a quote, quote shown, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    log(`order: over-bound refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

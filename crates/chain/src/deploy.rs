@@ -42,12 +42,16 @@ pub struct AddressBook {
     pub deployed_at_block: u64,
 }
 
+/// An address book (ours or Ocean's part) read from a JSON file.
+fn load_book<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ChainError> {
+    let err = |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
 impl AddressBook {
     pub fn load(path: &Path) -> Result<AddressBook, ChainError> {
-        let err =
-            |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+        load_book(path)
     }
 
     /// Writes the book atomically (temp file + rename).
@@ -93,10 +97,7 @@ pub struct OceanBook {
 
 impl OceanBook {
     pub fn load(path: &Path) -> Result<OceanBook, ChainError> {
-        let err =
-            |reason: String| ChainError::AddressBook { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+        load_book(path)
     }
 
     fn contracts(&self) -> [(&'static str, Address); 8] {

@@ -28,6 +28,22 @@ interface IOceanNft {
     function ownerOf(uint256 tokenId) external view returns (address);
     function getData(bytes32 key) external view returns (bytes memory);
     function setNewData(bytes32 key, bytes calldata value) external;
+    /// Ocean's ERC721Template.metaDataProof, field for field.
+    struct MetaDataProof {
+        address validatorAddress;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+    }
+    function setMetaData(
+        uint8 metaDataState,
+        string calldata metaDataDecryptorUrl,
+        string calldata metaDataDecryptorAddress,
+        bytes calldata flags,
+        bytes calldata data,
+        bytes32 metaDataHash,
+        MetaDataProof[] memory metadataProofs
+    ) external;
 }
 
 interface IOceanDatatoken {
@@ -429,6 +445,34 @@ contract ModelLineage {
         royaltyVaultOf[childNft] = vault;
         emit ChildCreated(jobId, childNft, childDatatoken);
         emit RoyaltyVaultCreated(childNft, vault, royalty);
+    }
+
+    /// Sets (or updates) a derived model's Ocean metadata, its DDO, exactly as Ocean's publish
+    /// flow does for any asset (`MetadataCreated`, then `MetadataUpdated`, from the NFT). This
+    /// contract owns every child NFT, so it alone holds the NFT's metadata role; forwarding
+    /// for the current operator (rather than granting a role to one operator key at
+    /// creation) keeps DDO updates working across operator rotations. Roots are left to their
+    /// own owners, who set their metadata directly.
+    function setChildMetaData(
+        address childNft,
+        uint8 metaDataState,
+        string calldata metaDataDecryptorUrl,
+        string calldata metaDataDecryptorAddress,
+        bytes calldata flags,
+        bytes calldata data,
+        bytes32 metaDataHash
+    ) external onlyOperator {
+        Model storage child = models[childNft];
+        if (!child.exists || child.depth == 0) revert UnknownModel(childNft);
+        IOceanNft(childNft).setMetaData(
+            metaDataState,
+            metaDataDecryptorUrl,
+            metaDataDecryptorAddress,
+            flags,
+            data,
+            metaDataHash,
+            new IOceanNft.MetaDataProof[](0)
+        );
     }
 
     /// Records the derivation of job `jobId` and pays its reward in the child's datatokens,

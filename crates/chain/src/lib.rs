@@ -6,6 +6,8 @@
 //! - [`client`]: the [`Chain`] client (operator key + any local signers) with the Ocean
 //!   operations: publish a model asset, mint, transfer, approve, balances, fixed-rate
 //!   exchanges.
+//! - [`ddo`]: the Ocean DDO of a model asset (schema 4.1.0, three compute services), set on
+//!   chain with the data NFT's `setMetaData` so Ocean's indexers list it.
 //! - [`fees`]: provider fees signed exactly as Ocean's `startOrder` checks them.
 //! - [`gas`]: the storage slots a transaction created (where first-time gas goes).
 //! - [`orders`]: `startOrder` and [`Chain::verify_order`], the payment check returning a typed
@@ -23,6 +25,7 @@
 pub mod anvil;
 pub mod bindings;
 pub mod client;
+pub mod ddo;
 pub mod deploy;
 pub mod error;
 pub mod fees;

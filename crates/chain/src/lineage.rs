@@ -115,7 +115,7 @@ pub struct RoyaltyPayment {
 
 /// Sends an operator transaction to the lineage contract, decoding its custom errors into
 /// `ChainError::LineageRejected`-style messages.
-async fn send_lineage<P, D>(
+pub(crate) async fn send_lineage<P, D>(
     call: CallBuilder<P, D, Ethereum>,
 ) -> Result<TransactionReceipt, ChainError>
 where

@@ -454,6 +454,7 @@ try {
     await op.selectOption('#order-kind', 'infer');
     // Within bounds: the quote, line by line, with its formulas and the fee in OCEAN.
     await op.fill('#order-max-tokens', '16');
+    await op.fill('#order-temperature', '1'); // sampled: greedy decoding of the tiny model is spaces
     await op.click('#order-quote');
     await op.waitForSelector('#quote');
     assert.equal(quotes.length, 1);
@@ -500,11 +501,13 @@ try {
     const texts = await op.$$eval('#order-result .completion', (ps) => ps.map((p) => [p.querySelector('strong').textContent, p.querySelector('.text').textContent]));
     assert.equal(texts.length, 1);
     assert.equal(texts[0][0], 'The history of');
-    assert.ok(texts[0][1].length > 0, 'generated text shown');
+    const jobId = (await op.textContent('#order-job a')).trim();
+    const written = JSON.parse(readFileSync(stored(store, 'completions.json', jobId), 'utf8'));
+    assert.ok(written[0].completion_tokens > 0 && written[0].text.length > 0, JSON.stringify(written));
+    assert.equal(texts[0][1], written[0].text, 'the text the worker generated, as it wrote it');
     const methods = await op.evaluate(() => window.__walletCalls.map((c) => c.method));
     assert.equal(methods.filter((m) => m === 'eth_sendTransaction').length, 1 + 4, 'the declined one, then approve, buyDT, approve, startOrder');
     assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 2, 'the submit and the result read');
-    const jobId = (await op.textContent('#order-job a')).trim();
     const job = await (await fetch(`${base}/api/jobs/${jobId}`)).json();
     assert.equal(job.consumer.toLowerCase(), buyer.toLowerCase());
     assert.equal(job.kind, 'infer');
@@ -516,7 +519,7 @@ try {
     // The result is the buyer's alone: the API refuses the same read unsigned.
     assert.equal((await fetch(`${base}/api/jobs/${jobId}/result`)).status, 401);
     await ctx.close();
-    log(`order: over-bound refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    log(`order: over-bound refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

@@ -535,7 +535,10 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             if panel.done {
                 <div id="order-result" data-state="done">
                     { for panel.texts.iter().map(|(prompt, text)| html! {
-                        <p class="completion"><strong>{ prompt.clone() }</strong><span class="text">{ text.clone() }</span></p>
+                        <figure class="completion">
+                            <figcaption>{ "Generated from " }<strong>{ prompt.clone() }</strong></figcaption>
+                            <pre class="text">{ text.clone() }</pre>
+                        </figure>
                     }) }
                     if let Some(ppl) = &panel.perplexity { <p class="perplexity">{ format!("Perplexity {ppl}") }</p> }
                 </div>

@@ -71,6 +71,10 @@ impl AwsConfig {
                 .transpose()?,
             api: ApiConfig {
                 public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
+                // The API's own URL, written into every model's DDO (unset: the default,
+                // which no Ocean client outside this host can reach).
+                public_api_url: opt("POSTHUMAN_PUBLIC_API_URL")
+                    .unwrap_or_else(|| posthuman_types::DEFAULT_API_URL.to_string()),
                 // Uploads' files while they are checked (default: the temp dir, /tmp on
                 // Lambda).
                 spool_dir: opt("POSTHUMAN_SPOOL_DIR").map(std::path::PathBuf::from),

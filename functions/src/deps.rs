@@ -80,6 +80,9 @@ pub struct ApiConfig {
     /// ([`crate::spool`]); `None`: the system temp dir. Needs room for
     /// `max_concurrent_uploads` uploads at their caps.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// The API's public URL: every model's Ocean DDO names it as its compute services'
+    /// `serviceEndpoint` (where Ocean clients order jobs).
+    pub public_api_url: String,
 }
 
 impl ApiConfig {
@@ -99,6 +102,7 @@ impl Default for ApiConfig {
             public_rpc_url: None,
             rates: posthuman_types::pricing::Rates::default(),
             spool_dir: None,
+            public_api_url: posthuman_types::DEFAULT_API_URL.to_string(),
         }
     }
 }

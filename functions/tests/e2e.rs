@@ -137,6 +137,29 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert_eq!(env.chain.balance_of(m2_dt, bob.address()).await.unwrap(), U256::from(paid[0]));
     assert_eq!(env.get("/api/models").await.1.as_array().unwrap().len(), 2);
 
+    // Both models are Ocean assets (issue 18): each NFT carries its DDO (set once, even
+    // though the completion ran twice), the child's naming its parent.
+    let d1 = ddo_on_chain(&env, &m1_nft).await;
+    assert_eq!(d1["metadata"]["name"], m1["name"]);
+    assert_eq!(
+        d1["services"][0]["datatokenAddress"].as_str().map(str::to_lowercase),
+        m1["datatoken"].as_str().map(str::to_lowercase)
+    );
+    let d2 = ddo_on_chain(&env, &m2_nft).await;
+    let parent_nft = d2["metadata"]["additionalInformation"]["parentNft"].as_str().unwrap();
+    assert_eq!(parent_nft.to_lowercase(), m1_nft);
+    assert_eq!(
+        d2["services"][1]["datatokenAddress"].as_str().unwrap().parse::<Address>().unwrap(),
+        m2_dt
+    );
+    if let Some(dir) = std::env::var_os("POSTHUMAN_DDO_OUT") {
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = std::path::Path::new(&dir);
+        std::fs::write(dir.join("api-root.json"), serde_json::to_vec_pretty(&d1).unwrap()).unwrap();
+        std::fs::write(dir.join("api-derived.json"), serde_json::to_vec_pretty(&d2).unwrap())
+            .unwrap();
+    }
+
     // Bob pays M2 datatokens (his reward) for inference on M2.
     let infer = JobParams::Infer(InferParams {
         prompts: vec!["The quick brown".into()],

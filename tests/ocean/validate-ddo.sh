@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Ocean's own validator (@oceanprotocol/ddo-js, pinned in package-lock.json) on Posthuman's
 # DDOs: the committed fixture (the Rust builder's output, kept equal by a posthuman-chain unit
-# test) and the DDOs a root and a derived model carry on chain (read back from their
-# MetadataCreated events by posthuman-chain's `ddo` test on anvil, written to a temp dir).
+# test) and the DDOs models carry on chain, read back from their MetadataCreated events into a
+# temp dir: a root and a derived model set by posthuman-chain's `ddo` test on anvil, and the
+# ones the API itself published in the e2e (a root, and the model its train job derived; the
+# e2e needs the posthuman-worker binary, as in scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
@@ -13,4 +15,8 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 POSTHUMAN_DDO_OUT="$out" cargo test -p posthuman-chain --locked --test ddo -q
+POSTHUMAN_DDO_OUT="$out" cargo test -p posthuman-functions --locked --test e2e -q
+for f in root derived api-root api-derived; do
+  [[ -f $out/$f.json ]] || { echo "no $f.json: its test did not run (e2e skipped?)" >&2; exit 1; }
+done
 node "$here/validate-ddo.mjs" "$here/fixtures" "$out"

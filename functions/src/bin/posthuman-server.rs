@@ -45,6 +45,10 @@ struct Args {
     /// which only this server mines; 3 on any other chain).
     #[arg(long, env = "POSTHUMAN_MIN_CONFIRMATIONS")]
     min_confirmations: Option<u64>,
+    /// The API's public URL, written into every model's Ocean DDO as its services' endpoint
+    /// (default: http://<the address listened on>).
+    #[arg(long, env = "POSTHUMAN_PUBLIC_API_URL")]
+    public_url: Option<String>,
 }
 
 #[tokio::main]
@@ -68,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.audit_window_secs = a.audit_window_secs;
     cfg.min_confirmations = a.min_confirmations;
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+    let local = listener.local_addr()?;
+    cfg.api.public_api_url = a.public_url.unwrap_or_else(|| format!("http://{local}"));
     println!("posthuman-server listening on http://{}", listener.local_addr()?);
     serve(cfg, listener, async {
         let _ = tokio::signal::ctrl_c().await;

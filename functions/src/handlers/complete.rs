@@ -345,6 +345,12 @@ async fn derive_model(
         n_positions: parent.n_positions,
         featured: vec![],
     };
+    // The child's DDO, once (a resumed completion finds it set): the lineage contract owns
+    // the NFT and forwards the operator's setMetaData.
+    if !chain.metadata(child_nft).await.map_err(chain_err)?.has_metadata {
+        let ddo = super::models::model_ddo(deps, &child.card, child.created_at)?;
+        chain.set_child_metadata(&ddo).await.map_err(chain_err)?;
+    }
     deps.catalogue.put_model(&child).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
+use posthuman_chain::ddo::ModelDdo;
 use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
 use posthuman_types::{Budget, Hash32, JobKind, ModelCard, RewardScheme};
 use serde::{Deserialize, Serialize};
@@ -207,8 +208,46 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         n_positions: u32::try_from(c.n_positions).unwrap_or(u32::MAX),
         featured: vec![],
     };
+    // Ocean's publish flow: the DDO on the NFT (the operator holds it), so Ocean's indexers
+    // list the model.
+    let ddo = model_ddo(deps, &record.card, record.created_at)?;
+    deps.chain.set_metadata(operator, &ddo).await.map_err(chain_err)?;
     deps.catalogue.put_model(&record).await?;
     Ok(ModelView::new(&record, vec![], &[]))
+}
+
+/// What every model's DDO says it may be used under: only through paid compute jobs.
+pub const MODEL_LICENSE: &str = "proprietary: compute-to-data only";
+
+/// A model's Ocean DDO from its catalogue card: public facts only (never its storage prefix),
+/// its services served at the API's public URL. `created` is the catalogue's date.
+pub(crate) fn model_ddo(deps: &Deps, card: &ModelCard, created: u64) -> Result<ModelDdo, ApiError> {
+    let addr = |what: &str, s: &str| {
+        s.parse::<Address>().map_err(|e| ApiError::Internal(format!("model {what} {s}: {e}")))
+    };
+    let family = card.architecture.split_whitespace().next().unwrap_or("unknown").to_string();
+    let mut tags = vec!["posthuman".to_string(), family.clone(), "compute-to-data".to_string()];
+    if card.parent.is_some() {
+        tags.push("derived".into());
+    }
+    Ok(ModelDdo {
+        chain_id: deps.chain.book().chain_id,
+        nft: addr("nft", &card.nft)?,
+        datatoken: addr("datatoken", &card.datatoken)?,
+        name: card.name.clone(),
+        description: card.description.clone(),
+        author: addr("owner", &card.owner)?.to_checksum(None),
+        license: MODEL_LICENSE.into(),
+        tags,
+        family,
+        architecture: card.architecture.clone(),
+        parameters: card.parameters,
+        weights_hash: card.weights_hash.0.into(),
+        parent: card.parent.as_deref().map(|p| addr("parent", p)).transpose()?,
+        service_endpoint: deps.cfg.public_api_url.clone(),
+        created,
+        updated: created,
+    })
 }
 
 /// Lowercase `0x…` form used as catalogue keys and in views.

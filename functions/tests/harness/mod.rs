@@ -381,3 +381,36 @@ pub async fn submit(
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// The DDO `nft` carries on chain (issue 18): read from its `MetadataCreated` event, checked
+/// against `metaDataHash` (SHA-256 of the stored bytes) and `getMetaData` (active), its
+/// services pointing at the API's public URL, and nothing private in it (no storage prefix).
+pub async fn ddo_on_chain(env: &Env, nft: &str) -> serde_json::Value {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    use posthuman_chain::bindings::ERC721Template::MetadataCreated;
+    let nft: Address = nft.parse().unwrap();
+    let filter = alloy::rpc::types::Filter::new()
+        .address(nft)
+        .event_signature(MetadataCreated::SIGNATURE_HASH)
+        .from_block(0);
+    let logs = env.chain.provider().get_logs(&filter).await.unwrap();
+    assert_eq!(logs.len(), 1, "one MetadataCreated from {nft}");
+    let ev = logs[0].log_decode::<MetadataCreated>().unwrap().inner.data;
+    assert_eq!(ev.metaDataHash.0, <[u8; 32]>::from(Sha256::digest(&ev.data)), "hash of the DDO");
+    assert_eq!((ev.state, ev.flags.as_ref()), (0, &[0u8][..]), "active, plain JSON");
+    let md = env.chain.metadata(nft).await.unwrap();
+    assert!(md.has_metadata && md.state == 0, "getMetaData: {md:?}");
+    let text = std::str::from_utf8(&ev.data).unwrap();
+    for private in ["models/", "jobs/", "safetensors", env.dir.path().to_str().unwrap()] {
+        assert!(!text.contains(private), "the DDO names nothing private ({private}): {text}");
+    }
+    let ddo: serde_json::Value = serde_json::from_str(text).unwrap();
+    let chain_id = env.chain.book().chain_id;
+    assert_eq!(ddo["id"], posthuman_chain::ddo::did(nft, chain_id));
+    assert_eq!(ddo["chainId"], chain_id);
+    for s in ddo["services"].as_array().unwrap() {
+        assert_eq!(s["serviceEndpoint"], env.emb.deps.cfg.public_api_url.as_str());
+    }
+    ddo
+}

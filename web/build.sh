@@ -46,10 +46,16 @@ target="$POSTHUMAN_CACHE/target-wasm"
 dist=web/dist
 rm -rf "$dist.tmp"
 mkdir -p "$dist.tmp"
-"$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir "$dist.tmp" \
+# The function-name section is ~45% of the module (900 KB of Rust paths, ~110 KB gzipped)
+# and serves only stack traces: shipped without it unless KEEP_NAMES=1 (size analysis).
+names=--remove-name-section
+[ -n "${KEEP_NAMES:-}" ] && names=
+"$tools/bin/wasm-bindgen" --target web --no-typescript $names --out-dir "$dist.tmp" \
   --out-name posthuman_web "$target/wasm32-unknown-unknown/release/posthuman_web.wasm"
 # Optional: WASM_OPT=/path/to/wasm-opt (binaryen ≥ 132, e.g. npm `binaryen@132`; Debian's is
-# too old for these wasm features) shrinks the module ~50% (gzipped ~18%).
+# too old for these wasm features). Without the name section it buys little: on 2026-12-06
+# -Oz took the module from 1,120,762 to 1,004,865 bytes but from 401,174 to 410,294 gzipped
+# (its output compresses worse); most of its old ~50% came from dropping the names.
 if [ -n "${WASM_OPT:-}" ]; then
   "$WASM_OPT" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals "$dist.tmp/posthuman_web_bg.wasm" -o "$dist.tmp/opt.wasm"

@@ -99,10 +99,12 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let mut cfg = ServerConfig::new(dir.join("operator"), o.worker.program.clone());
     cfg.worker = o.worker.clone();
     cfg.api.publishers = vec![keys[0].address()];
-    let emb = start(&cfg).await.map_err(|e| CliError::Unavailable(e.to_string()))?;
-    let app = posthuman_functions::api::router(emb.deps.clone(), None);
+    // Bound first: every model's DDO names this URL as its services' endpoint.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(err)?;
     let url = format!("http://{}", listener.local_addr().map_err(err)?);
+    cfg.api.public_api_url = url.clone();
+    let emb = start(&cfg).await.map_err(|e| CliError::Unavailable(e.to_string()))?;
+    let app = posthuman_functions::api::router(emb.deps.clone(), None);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -163,6 +163,21 @@ impl OrderForm {
     }
 }
 
+/// A picked dataset file, checked as the API checks it at submit (UTF-8 text), before any
+/// quote is asked: the API would refuse it only after the order is paid.
+pub fn check_dataset(name: &str, bytes: &[u8]) -> Result<(), SpecError> {
+    if bytes.is_empty() {
+        return Err(SpecError { field: "dataset", reason: format!("{name} is empty") });
+    }
+    std::str::from_utf8(bytes).map(|_| ()).map_err(|e| SpecError {
+        field: "dataset",
+        reason: format!(
+            "{name} is not UTF-8 text (invalid byte at offset {}): the API takes plain text",
+            e.valid_up_to()
+        ),
+    })
+}
+
 /// The body of `POST /api/models/{nft}/quote` (`posthuman-functions`' `QuoteTerms`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct QuoteTerms {
@@ -546,6 +561,17 @@ mod tests {
         assert!(t.params(Some(128)).is_ok());
         t.learning_rate = "1".into();
         assert_eq!(t.params(Some(128)).unwrap_err().field, "learning_rate");
+    }
+
+    #[test]
+    fn datasets_must_be_utf8_text() {
+        assert!(check_dataset("a.txt", "héllo".as_bytes()).is_ok());
+        assert_eq!(check_dataset("a.txt", b"").unwrap_err().reason, "a.txt is empty");
+        let e = check_dataset("b.bin", b"ok\xff\xfe").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dataset: b.bin is not UTF-8 text (invalid byte at offset 2): the API takes plain text"
+        );
     }
 
     #[test]

@@ -443,6 +443,13 @@ try {
     // Within the API's general bounds but over this model's context: the API's refusal (a
     // 4xx) is said in words. The dataset comes through the file picker.
     await op.selectOption('#order-kind', 'evaluate');
+    // A file that is not UTF-8 text is refused in the page (the API would refuse it only at
+    // submit, after the order is paid).
+    await op.setInputFiles('#order-dataset', { name: 'eval.bin', mimeType: 'application/octet-stream', buffer: Buffer.from([0x6f, 0x6b, 0xff, 0xfe]) });
+    await op.click('#order-quote');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.includes('UTF-8'));
+    assert.equal(await op.textContent('#order-status'), 'Not quoted: dataset: eval.bin is not UTF-8 text (invalid byte at offset 2): the API takes plain text. Nothing was sent.');
+    assert.deepEqual(quotes, [], 'no quote asked for a binary dataset');
     await op.setInputFiles('#order-dataset', { name: 'eval.txt', mimeType: 'text/plain', buffer: Buffer.from('The cat sat on the mat. '.repeat(40)) });
     await op.fill('#order-context', '8192');
     await op.fill('#order-stride', '64');
@@ -519,7 +526,7 @@ try {
     // The result is the buyer's alone: the API refuses the same read unsigned.
     assert.equal((await fetch(`${base}/api/jobs/${jobId}/result`)).status, 401);
     await ctx.close();
-    log(`order: over-bound refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}`);
+    log(`order: over-bound and non-UTF-8 refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

@@ -25,9 +25,9 @@ use crate::eip1193::Provider;
 use crate::format::{progress, tokens, utc};
 use crate::net::{self, answer, sleep};
 use crate::order::{
-    ChainState, JobRequest, OrderForm, QuoteTerms, REQUEST_VALIDITY_SECS, check_fee, completions,
-    cost_call, market_fee_call, nonce_of, parse_cost, parse_market_fee, parse_receipt, plan,
-    read_headers, read_typed_data, submit_typed_data,
+    ChainState, JobRequest, OrderForm, QuoteTerms, REQUEST_VALIDITY_SECS, check_dataset, check_fee,
+    completions, cost_call, market_fee_call, nonce_of, parse_cost, parse_market_fee, parse_receipt,
+    plan, read_headers, read_typed_data, submit_typed_data,
 };
 use crate::route::Route;
 use crate::wallet::{WalletError, balance_call, network_name, parse_balance, parse_quantity};
@@ -111,6 +111,9 @@ async fn mined(p: &Provider, hash: &Value) -> Result<u64, String> {
     Err(format!("transaction {hash} was not mined within 5 minutes"))
 }
 
+/// A dataset file: its name and bytes.
+type Dataset = (String, Vec<u8>);
+
 /// How an order ended: the status line, the generated texts (prompt, text), the
 /// evaluation's perplexity.
 type Outcome = (String, Vec<(String, String)>, Option<String>);
@@ -122,7 +125,7 @@ struct Order {
     chain: ChainInfo,
     account: Address,
     provider: Provider,
-    dataset: Option<(String, Vec<u8>)>,
+    dataset: Option<Dataset>,
     terms: QuoteTerms,
     say: Callback<String>,
 }
@@ -317,6 +320,9 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
     let chain = use_json::<ChainInfo>("/api/chain".into());
     let form = use_state(|| OrderForm::new(JobKind::Infer));
     let file: Rc<RefCell<Option<web_sys::File>>> = use_mut_ref(|| None);
+    // The dataset as read and checked when quoted: exactly these bytes are hashed, signed
+    // and uploaded (a file edited on disk after the quote changes nothing).
+    let data: Rc<RefCell<Option<Dataset>>> = use_mut_ref(|| None);
     let panel = use_state(Panel::default);
     // The latest panel for async flows (a handle's deref is the state at its render).
     let latest = use_mut_ref(Panel::default);
@@ -371,25 +377,49 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
         })
     };
     let onquote = {
-        let (form, update, nft) = (form.clone(), update.clone(), p.nft.clone());
+        let (form, file, data, update, nft) =
+            (form.clone(), file.clone(), data.clone(), update.clone(), p.nft.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
-            let (params, dataset_bytes) = match form.params(None) {
-                Ok(x) => x,
-                Err(err) => {
+            let refuse = {
+                let update = update.clone();
+                move |err: posthuman_types::SpecError| {
                     let msg = format!("Not quoted: {err}. Nothing was sent.");
                     update(&|p: &mut Panel| {
-                        (p.quote, p.status, p.error) = (None, msg.clone(), true);
+                        (p.quote, p.status, p.error, p.busy) = (None, msg.clone(), true, false);
                     });
-                    return;
                 }
+            };
+            let (params, _) = match form.params(None) {
+                Ok(x) => x,
+                Err(err) => return refuse(err),
             };
             update(&|p: &mut Panel| {
                 (p.quote, p.status, p.error, p.busy) =
                     (None, "Asking the API for a quote…".into(), false, true);
             });
-            let (update, nft) = (update.clone(), nft.clone());
+            let picked = file.borrow().clone();
+            let (update, nft, data) = (update.clone(), nft.clone(), data.clone());
             wasm_bindgen_futures::spawn_local(async move {
+                *data.borrow_mut() = None;
+                let mut dataset_bytes = 0;
+                if params.kind() != JobKind::Infer {
+                    let Some(f) = picked else { return };
+                    let bytes = match file_bytes(&f).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            return refuse(posthuman_types::SpecError {
+                                field: "dataset",
+                                reason: e,
+                            });
+                        }
+                    };
+                    if let Err(e) = check_dataset(&f.name(), &bytes) {
+                        return refuse(e);
+                    }
+                    dataset_bytes = bytes.len() as u64;
+                    *data.borrow_mut() = Some((f.name(), bytes));
+                }
                 let terms = QuoteTerms { params, dataset_bytes };
                 let r = get_quote(&nft, &terms).await;
                 update(&|p: &mut Panel| {
@@ -410,8 +440,8 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
         })
     };
     let onconfirm = {
-        let (file, update, nft, wallet, chain) =
-            (file.clone(), update.clone(), p.nft.clone(), wallet.clone(), chain.clone());
+        let (data, update, nft, wallet, chain) =
+            (data.clone(), update.clone(), p.nft.clone(), wallet.clone(), chain.clone());
         let latest = latest.clone();
         Callback::from(move |_: MouseEvent| {
             let fail = |m: String| update(&|p: &mut Panel| (p.status, p.error) = (m.clone(), true));
@@ -436,7 +466,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                     network_name(chain.address_book.chain_id)
                 ));
             }
-            let picked = file.borrow().clone();
+            let picked = data.borrow().clone();
             update(&|p: &mut Panel| {
                 (p.busy, p.error, p.job, p.texts, p.done) = (true, false, None, vec![], false);
             });
@@ -451,8 +481,8 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                 let run = async {
                     let dataset = match (terms.params.kind(), picked) {
                         (JobKind::Infer, _) => None,
-                        (_, Some(f)) => Some((f.name(), file_bytes(&f).await?)),
-                        (_, None) => return Err("pick a dataset file".to_string()),
+                        (_, Some(d)) => Some(d),
+                        (_, None) => return Err("pick a dataset file and quote again".to_string()),
                     };
                     let o = Order { nft, quote, chain, account, provider, dataset, terms, say };
                     let (id, salt) = place(&o).await?;

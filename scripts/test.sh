@@ -42,6 +42,9 @@ grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '
   { p += $4; f += $6; i += $8 }
   END { printf "\n(%d ignored)\ntotal: %d passed, %d failed\n", i, p, f }'
 
+stage "Ocean's DDO validator (@oceanprotocol/ddo-js) on the DDOs models carry"
+tests/ocean/validate-ddo.sh
+
 stage "storefront: wasm build + receipt view in headless Chromium"
 web/check.sh
 stage "done"

@@ -525,8 +525,26 @@ try {
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'order-done.png'), fullPage: true });
     // The result is the buyer's alone: the API refuses the same read unsigned.
     assert.equal((await fetch(`${base}/api/jobs/${jobId}/result`)).status, 401);
+    // A second order from the same page: an evaluation with a dataset from the file picker
+    // (uploaded as the multipart's third part), its perplexity read with a signed request.
+    await op.selectOption('#order-kind', 'evaluate');
+    const evalText = readFileSync(join(root, 'data/wikitext-2/valid.txt'), 'utf8').slice(0, 4000);
+    await op.setInputFiles('#order-dataset', { name: 'valid.txt', mimeType: 'text/plain', buffer: Buffer.from(evalText) });
+    await op.fill('#order-context', '32');
+    await op.fill('#order-stride', '16');
+    await op.click('#order-quote');
+    await op.waitForSelector('#order-confirm');
+    assert.equal(JSON.parse(quotes.at(-1)).dataset_bytes, Buffer.byteLength(evalText));
+    await op.click('#order-confirm');
+    await op.waitForSelector('#order-result[data-state="done"] .perplexity, #order-status.error', { timeout: 300_000 });
+    assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    const evalId = (await op.textContent('#order-job a')).trim();
+    assert.notEqual(evalId, jobId);
+    const evalReport = JSON.parse(readFileSync(stored(store, 'report.json', evalId), 'utf8'));
+    assert.equal(await op.textContent('#order-result .perplexity'), `Perplexity ${evalReport.perplexity.toFixed(3)}`);
+    assert.equal(evalReport.tokens_scored > 0, true);
     await ctx.close();
-    log(`order: over-bound and non-UTF-8 refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}`);
+    log(`order: over-bound and non-UTF-8 refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

@@ -48,6 +48,8 @@ struct Panel {
     status: String,
     error: bool,
     busy: bool,
+    /// The `startOrder` of the current quote, once mined (no second order for one quote).
+    order_tx: Option<String>,
     job: Option<String>,
     salt: Option<Hash32>,
     texts: Vec<(String, String)>,
@@ -128,6 +130,8 @@ struct Order {
     dataset: Option<Dataset>,
     terms: QuoteTerms,
     say: Callback<String>,
+    /// Told the `startOrder` transaction once it is mined (from then on the order is paid).
+    placed: Callback<String>,
 }
 
 /// The transactions, then the signed submit. Returns the job id and the salt.
@@ -167,6 +171,9 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         order = Some((sent, block));
     }
     let (order_tx, block) = order.ok_or("no order was placed")?;
+    let tx = order_tx.as_str().unwrap_or_default().to_string();
+    o.placed.emit(tx.clone());
+    let unused = |e: String| format!("{e}. Your order {tx} is paid but no job uses it yet.");
     let need = o.chain.min_confirmations;
     loop {
         let head = parse_quantity(&ask(p, "eth_blockNumber", json!([])).await?).unwrap_or(0);
@@ -193,9 +200,13 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     o.say.emit(
         "Order placed. Sign the job request in your wallet (a signature, no transaction)…".into(),
     );
-    let sig = ask(p, "eth_signTypedData_v4", json!([format!("{me:#x}"), submit_typed_data(&domain, &body)?]))
-        .await
-        .map_err(|e| format!("The job was not submitted: {e}. The order is paid and unused: reload and submit it again later."))?;
+    let sig = ask(
+        p,
+        "eth_signTypedData_v4",
+        json!([format!("{me:#x}"), submit_typed_data(&domain, &body)?]),
+    )
+    .await
+    .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
     for _ in 0..120 {
         let form = web_sys::FormData::new().map_err(|_| "no FormData")?;
@@ -215,7 +226,7 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
             continue;
         }
         let s: Submitted = answer("/api/jobs", status, &text)
-            .map_err(|e| format!("The API refused the job: {e}"))?;
+            .map_err(|e| unused(format!("The API refused the job: {e}")))?;
         return Ok((s.job_id, salt));
     }
     Err("the API kept answering that the order is too recent; submit again later".into())
@@ -397,6 +408,8 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             update(&|p: &mut Panel| {
                 (p.quote, p.status, p.error, p.busy) =
                     (None, "Asking the API for a quote…".into(), false, true);
+                (p.order_tx, p.job, p.salt, p.done) = (None, None, None, false);
+                (p.texts, p.perplexity) = (vec![], None);
             });
             let picked = file.borrow().clone();
             let (update, nft, data) = (update.clone(), nft.clone(), data.clone());
@@ -469,6 +482,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             let picked = data.borrow().clone();
             update(&|p: &mut Panel| {
                 (p.busy, p.error, p.job, p.texts, p.done) = (true, false, None, vec![], false);
+                (p.salt, p.perplexity) = (None, None);
             });
             let say = {
                 let update = update.clone();
@@ -484,7 +498,14 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                         (_, Some(d)) => Some(d),
                         (_, None) => return Err("pick a dataset file and quote again".to_string()),
                     };
-                    let o = Order { nft, quote, chain, account, provider, dataset, terms, say };
+                    let placed = {
+                        let update = update.clone();
+                        Callback::from(move |tx: String| {
+                            update(&|p: &mut Panel| p.order_tx = Some(tx.clone()))
+                        })
+                    };
+                    let o =
+                        Order { nft, quote, chain, account, provider, dataset, terms, say, placed };
                     let (id, salt) = place(&o).await?;
                     update(&|p: &mut Panel| (p.job, p.salt) = (Some(id.clone()), Some(salt)));
                     let v = follow(&id, &o.say).await?;
@@ -550,7 +571,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             </form>
             if let Some(q) = &panel.quote {
                 { quote_table(q) }
-                if !panel.done && panel.job.is_none() {
+                if panel.order_tx.is_none() {
                     <button type="button" id="order-confirm" onclick={onconfirm} disabled={panel.busy}>
                         { format!("Confirm and pay {} + 1 datatoken", q.breakdown.total) }</button>
                 }

@@ -349,12 +349,20 @@ try {
     assert.equal(await wp.textContent('main h1'), 'Your jobs');
     await wp.reload();
     await wp.waitForSelector(`#jobs tr.job[data-job="${evaluation.job_id}"]`);
-    // accountsChanged: the wallet moves to Charlie; the account page follows.
+    // accountsChanged: the wallet moves to Charlie; the account page follows — even when
+    // Elena's list, asked first, answers last (it is held back 1.5 s here): the page must
+    // never show her jobs as Charlie's.
+    const elenasJobs = (u) => u.pathname === '/api/jobs' && u.searchParams.get('consumer')?.toLowerCase() === elena.toLowerCase();
+    await wp.route(elenasJobs, async (route) => { await new Promise((ok) => setTimeout(ok, 1500)); await route.continue(); });
     await wp.click('header nav a[href="/account"]');
     await wp.waitForSelector('#account-address');
     await wp.evaluate((a) => { const w = window.__wallets[0]; w.account = a; w.emit('accountsChanged', [a]); }, charlie);
     await wp.waitForFunction((a) => document.querySelector('#account')?.dataset.account?.toLowerCase() === a.toLowerCase(), charlie);
     await wp.waitForSelector(`#account #jobs tr.job[data-job="${train.job_id}"]`);
+    await new Promise((ok) => setTimeout(ok, 2000)); // Elena's late answer has arrived by now
+    assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${train.job_id}"]`).count(), 1, "Charlie's jobs still shown");
+    assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${evaluation.job_id}"]`).count(), 0, "Elena's late list is not shown as Charlie's");
+    await wp.unroute(elenasJobs);
     if (process.env.SCREENSHOTS) await wp.screenshot({ path: join(process.env.SCREENSHOTS, 'account.png'), fullPage: true });
     await ctx.close();
     log('wallet: connect, address and network, balances as on chain, own jobs, live account change');

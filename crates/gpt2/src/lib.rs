@@ -19,6 +19,9 @@
 //!   llama3 scaling, SiLU-gated MLP, grouped-query attention).
 //! - [`llama_weights`]: Llama checkpoints in HF layout — strict, memory-mapped loading of
 //!   single-file and sharded safetensors (f32/f16/bf16), f32 save, the canonical hash.
+//! - [`family`]: dispatch on `config.json`'s `model_type` (`gpt2`, `llama`): `AnyConfig`
+//!   (shape, architecture line), `AnyWeights` (load/save/hash), `AnyModel` (cached logits,
+//!   token NLL, a training micro-batch's gradients) for the worker and the API.
 //! - [`lora`]: LoRA adapters in PEFT's format (config, PEFT tensor names and init, strict
 //!   load/save, merge into base weights); `Gpt2::with_lora` / `Llama::with_lora` freeze the
 //!   base and add the adapter's branches on the autograd path.
@@ -56,6 +59,7 @@
 mod backprop;
 mod config;
 mod error;
+pub mod family;
 pub mod llama;
 pub mod llama_weights;
 pub mod lora;

@@ -550,4 +550,17 @@ impl Llama {
         }
         ops::lm_head_loss(&h.reshape((b * t, c))?, &self.lm_head, &targets.flatten_all()?)
     }
+
+    /// Per-token NLL (B, T) f32 of `targets` ([`ops::IGNORE_INDEX`] rows are 0) without a
+    /// graph, for evaluation: the same hidden states as [`Llama::forward`], scored by the
+    /// lm-head NLL kernel GPT-2's evaluation uses.
+    pub fn token_nll(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids, None, None)?.detach();
+        let (b, t, c) = h.dims3()?;
+        if targets.dims() != [b, t] || targets.dtype() != DType::U32 {
+            bail!("targets {:?} must be u32 shaped like the ids ({b}, {t})", targets.dims());
+        }
+        ops::lm_head_nll(&h.reshape((b * t, c))?, &self.lm_head.detach(), &targets.flatten_all()?)?
+            .reshape((b, t))
+    }
 }

@@ -250,6 +250,46 @@ pub fn load_sharded(index_path: &Path, cfg: &Config) -> Result<LlamaWeights, Che
     load_files(cfg, &shards, Some(&weight_map))
 }
 
+/// Where a checkpoint file's tensors come from: a memory map of a file on disk, or bytes
+/// already in memory (the worker reads models from its object store).
+enum Source<'a> {
+    Mapped(MmapedSafetensors),
+    Bytes(safetensors::SafeTensors<'a>),
+}
+
+impl Source<'_> {
+    fn tensors(&self) -> Vec<(String, safetensors::tensor::TensorView<'_>)> {
+        match self {
+            Source::Mapped(m) => m.tensors(),
+            Source::Bytes(b) => b.tensors(),
+        }
+    }
+
+    fn get(
+        &self,
+        file: &str,
+        name: &str,
+    ) -> Result<safetensors::tensor::TensorView<'_>, CheckpointError> {
+        match self {
+            Source::Mapped(m) => Ok(m.get(name)?),
+            Source::Bytes(b) => b.tensor(name).map_err(|e| CheckpointError::MalformedFile {
+                file: file.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// A single-file checkpoint already in memory (`model.safetensors`'s bytes), with
+/// [`load_safetensors`]' checks.
+pub fn load_safetensors_bytes(bytes: &[u8], cfg: &Config) -> Result<LlamaWeights, CheckpointError> {
+    cfg.validate()?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        CheckpointError::MalformedFile { file: SAFE_WEIGHTS_NAME.into(), reason: e.to_string() }
+    })?;
+    check_and_convert(cfg, vec![(SAFE_WEIGHTS_NAME, Source::Bytes(st))], None)
+}
+
 /// Maps every file, checks the files against the index and each other, then the tensors
 /// against the config, converting to f32 one tensor at a time from the mapping.
 fn load_files(
@@ -268,8 +308,16 @@ fn load_files(
         let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
             CheckpointError::MalformedFile { file: file.clone(), reason: e.to_string() }
         })?;
-        maps.push((file.as_str(), st));
+        maps.push((file.as_str(), Source::Mapped(st)));
     }
+    check_and_convert(cfg, maps, weight_map)
+}
+
+fn check_and_convert(
+    cfg: &Config,
+    maps: Vec<(&str, Source<'_>)>,
+    weight_map: Option<&BTreeMap<String, String>>,
+) -> Result<LlamaWeights, CheckpointError> {
     // Where each tensor is stored, headers only, in a deterministic order.
     let mut found: BTreeMap<String, &str> = BTreeMap::new();
     for (file, st) in &maps {
@@ -327,7 +375,7 @@ fn load_files(
             }
         };
         let Some((_, st)) = maps.iter().find(|(f, _)| f == file) else { continue };
-        let view = st.get(name)?;
+        let view = st.get(file, name)?;
         if view.shape() != want.as_slice() {
             return Err(CheckpointError::ShapeMismatch {
                 tensor: name.clone(),

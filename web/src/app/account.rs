@@ -82,6 +82,9 @@ fn Balances(p: &BalancesProps) -> Html {
         let rows = rows.clone();
         let deps = (chain.clone(), models.clone(), p.account, p.provider.clone(), p.chain);
         use_effect_with(deps, move |(chain, models, account, provider, on)| {
+            // Balances read for an account (or network) no longer shown are dropped.
+            let current = std::rc::Rc::new(std::cell::Cell::new(true));
+            let flag = current.clone();
             let mut tokens: Vec<(String, Option<String>, Address)> = Vec::new();
             match (chain, models) {
                 // On another network the same addresses are other contracts (or none):
@@ -122,10 +125,12 @@ fn Balances(p: &BalancesProps) -> Html {
                         };
                         out.push(Row { label, model, token, balance });
                     }
-                    rows.set(Load::Ready(out));
+                    if flag.get() {
+                        rows.set(Load::Ready(out));
+                    }
                 });
             }
-            || ()
+            move || current.set(false)
         });
     }
     show(&rows, |rs| {

@@ -88,14 +88,23 @@ pub struct JobListProps {
 pub fn JobList(p: &JobListProps) -> Html {
     let jobs = use_state(|| Load::<Vec<JobView>>::Loading);
     let next = use_state(|| None::<String>);
-    // The first page, whenever the consumer changes.
+    // The first page, whenever the consumer changes. An answer for a consumer no longer
+    // shown (the wallet switched account while it loaded) is dropped, never listed as the
+    // new one's.
     {
         let (jobs, next) = (jobs.clone(), next.clone());
         use_effect_with(p.consumer.clone(), move |c| {
             let c = c.clone();
+            let current = std::rc::Rc::new(std::cell::Cell::new(true));
+            let flag = current.clone();
             jobs.set(Load::Loading);
             wasm_bindgen_futures::spawn_local(async move {
-                match get_page::<JobView>(&format!("/api/jobs?consumer={c}&limit={PAGE}")).await {
+                let page =
+                    get_page::<JobView>(&format!("/api/jobs?consumer={c}&limit={PAGE}")).await;
+                if !flag.get() {
+                    return;
+                }
+                match page {
                     Ok((items, cursor)) => {
                         jobs.set(Load::Ready(items));
                         next.set(cursor);
@@ -103,7 +112,7 @@ pub fn JobList(p: &JobListProps) -> Html {
                     Err(e) => jobs.set(Load::Failed(e)),
                 }
             });
-            || ()
+            move || current.set(false)
         });
     }
     // Live state: while some listed job is in flight, re-read those jobs every POLL_MS.

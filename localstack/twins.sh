@@ -28,6 +28,10 @@ MOTO_SPEC='moto[server,batch,s3]==5.2.5'
 LS_VENV=$VENVS/localstack-2026.3.0
 MOTO_VENV=$VENVS/moto-5.2.5
 HEALTH_TIMEOUT_S=${POSTHUMAN_TWINS_TIMEOUT_S:-120}
+# Offline, LocalStack's CloudFormation cannot fetch its resource catalog and then refuses every
+# type as "not supported" before looking for a provider. The types listed here skip that check
+# (those with a community provider deploy; localstack/deploy_template.py uses them).
+LS_CFN_TYPES=AWS::S3::Bucket,AWS::S3::BucketPolicy,AWS::SQS::Queue,AWS::SQS::QueuePolicy,AWS::SecretsManager::Secret,AWS::SSM::Parameter,AWS::IAM::Role,AWS::IAM::Policy,AWS::Events::Rule
 
 log() { echo "twins: $*" >&2; }
 
@@ -98,7 +102,7 @@ start() {
     GATEWAY_LISTEN=127.0.0.1:$ls_port LOCALSTACK_HOST=127.0.0.1:$ls_port \
         SQS_ENDPOINT_STRATEGY=path FILESYSTEM_ROOT=$STATE/localstack-fs DISABLE_EVENTS=1 \
         DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 OVERRIDE_IN_DOCKER=0 \
-        CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0 \
+        CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0 CFN_IGNORE_UNSUPPORTED_TYPE_CREATE=$LS_CFN_TYPES \
         setsid "$LS_VENV/bin/python" -m localstack.runtime.main \
         >"$STATE/localstack.log" 2>&1 </dev/null &
     echo $! >"$STATE/localstack.pid"

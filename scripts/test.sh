@@ -27,6 +27,9 @@ eval "$(localstack/twins.sh start)"
 trap 'localstack/twins.sh stop >/dev/null 2>&1 || true' EXIT
 export POSTHUMAN_REQUIRE_TWINS=1
 
+stage "CDK template deployed into moto's and LocalStack's CloudFormation, resources asserted"
+localstack/deploy-template.sh
+
 stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

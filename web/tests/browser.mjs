@@ -360,7 +360,7 @@ try {
     await wp.waitForFunction((a) => document.querySelector('#account')?.dataset.account?.toLowerCase() === a.toLowerCase(), charlie);
     await wp.waitForSelector(`#account #jobs tr.job[data-job="${train.job_id}"]`);
     await new Promise((ok) => setTimeout(ok, 2000)); // Elena's late answer has arrived by now
-    assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${train.job_id}"]`).count(), 1, "Charlie's jobs still shown");
+    assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${train.job_id}"]`).count(), 1, `Charlie's jobs still shown: ${await wp.locator('#account').innerText()}`);
     assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${evaluation.job_id}"]`).count(), 0, "Elena's late list is not shown as Charlie's");
     await wp.unroute(elenasJobs);
     if (process.env.SCREENSHOTS) await wp.screenshot({ path: join(process.env.SCREENSHOTS, 'account.png'), fullPage: true });

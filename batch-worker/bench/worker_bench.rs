@@ -242,7 +242,8 @@ async fn main_async(cli: Cli) -> AnyResult<()> {
                 let prompt = prompts[calls % prompts.len()];
                 let mut q = p.clone();
                 q.max_new_tokens = tokens - total;
-                total += infer::generate(&model, &m.tok, prompt, &q, calls)?.completion_tokens;
+                total +=
+                    infer::generate(&model, &m.cfg, &m.tok, prompt, &q, calls)?.completion_tokens;
                 calls += 1;
             }
             let secs = t0.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use candle_core::Tensor;
-use posthuman_gpt2::Gpt2;
+use posthuman_gpt2::family::AnyModel;
 use posthuman_gpt2::ops::IGNORE_INDEX;
 use posthuman_store::ObjectStore;
 use posthuman_types::{EvalParams, EvalReport, JobKind, JobSpec};
@@ -62,7 +62,7 @@ pub fn windows(n: usize, context: usize, stride: usize) -> Vec<Window> {
 
 /// Sum of NLL and count of scored tokens over `ids`.
 pub fn score(
-    model: &Gpt2,
+    model: &AnyModel,
     ids: &[u32],
     context: usize,
     stride: usize,
@@ -93,7 +93,7 @@ pub fn score(
         }
         let xt = Tensor::from_vec(x, (group.len(), t), &crate::device::compute())?;
         let yt = Tensor::from_vec(y, (group.len(), t), &crate::device::compute())?;
-        let rows = model.token_nll(&xt, &yt)?.to_vec2::<f32>()?;
+        let rows = model.token_nll(&xt, &yt).map_err(WorkerError::internal)?.to_vec2::<f32>()?;
         for (w, row) in group.iter().zip(rows) {
             for v in &row[w.from..] {
                 nll += f64::from(*v);
@@ -117,7 +117,7 @@ pub async fn run(
         Progress::new(store, &spec.public_prefix, JobKind::Evaluate, wc.progress_interval_secs);
     progress.update("loading", 0, 0, None, 0.0, None, true).await;
     let m = model_io::load_model(store, &spec.model_prefix, wc.max_weights_bytes).await?;
-    spec.validate_against_context(m.cfg.n_positions as u32).map_err(WorkerError::from_spec)?;
+    spec.validate_against_context(m.cfg.context() as u32).map_err(WorkerError::from_spec)?;
     let key = spec
         .dataset_key
         .as_deref()

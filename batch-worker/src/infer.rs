@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use candle_core::{IndexOp, Tensor};
-use posthuman_gpt2::{Gpt2, KvCache};
+use posthuman_gpt2::family::{AnyCache, AnyModel};
 use posthuman_store::ObjectStore;
 use posthuman_types::{Completion, InferParams, JobKind, JobSpec, StopReason};
 use rand::SeedableRng;
@@ -27,10 +27,14 @@ use crate::tokenizer::Tok;
 pub const COMPLETIONS: &str = "completions.json";
 
 /// Last-position logits of a forward pass over `ids`, continuing `cache`.
-fn step_logits(model: &Gpt2, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, WorkerError> {
+fn step_logits(
+    model: &AnyModel,
+    ids: &[u32],
+    cache: &mut AnyCache,
+) -> Result<Vec<f32>, WorkerError> {
     let t = ids.len();
     let x = Tensor::from_vec(ids.to_vec(), (1, t), &crate::device::compute())?;
-    let logits = model.forward(&x, Some(cache))?;
+    let logits = model.forward_cached(&x, cache).map_err(WorkerError::internal)?;
     Ok(logits.i((0, t - 1))?.to_vec1::<f32>()?)
 }
 
@@ -41,14 +45,14 @@ fn first_stop(text: &str, stops: &[String]) -> Option<usize> {
 
 /// Generates one completion.
 pub fn generate(
-    model: &Gpt2,
+    model: &AnyModel,
+    cfg: &posthuman_gpt2::family::AnyConfig,
     tok: &Tok,
     prompt: &str,
     p: &InferParams,
     index: usize,
 ) -> Result<Completion, WorkerError> {
-    let cfg = model.config();
-    let n_pos = cfg.n_positions;
+    let n_pos = cfg.context();
     let mut ids = tok
         .encode(prompt)
         .map_err(|_| WorkerError::OutOfRange("a prompt could not be tokenized".into()))?;
@@ -60,13 +64,13 @@ pub fn generate(
     }
     let mut rng = ChaCha20Rng::seed_from_u64(p.sampling.seed);
     rng.set_stream(index as u64);
-    let mut cache = KvCache::new(cfg, 1);
+    let mut cache = model.new_cache();
     let mut logits = step_logits(model, &ids, &mut cache)?;
     let mut out: Vec<u32> = Vec::new();
     let mut reason = StopReason::Length;
     let mut cut: Option<usize> = None;
     while out.len() < p.max_new_tokens as usize {
-        let next = sample(&logits, cfg.vocab_size.min(tok.vocab_size()), &p.sampling, &mut rng);
+        let next = sample(&logits, cfg.vocab_size().min(tok.vocab_size()), &p.sampling, &mut rng);
         if next == tok.eot() {
             reason = StopReason::EndOfText;
             break;
@@ -114,7 +118,7 @@ pub async fn run(
     let total = p.prompts.len() as u64;
     progress.update("loading", 0, total, None, 0.0, None, true).await;
     let m = model_io::load_model(store, &spec.model_prefix, wc.max_weights_bytes).await?;
-    let need = memory::forward_bytes(&m.cfg, 1, m.cfg.n_positions as u64, 0);
+    let need = memory::forward_bytes(&m.cfg, 1, m.cfg.context() as u64, 0);
     if need > wc.memory_limit_bytes {
         return Err(WorkerError::MemoryRefused {
             needed_mib: need >> 20,
@@ -127,7 +131,7 @@ pub async fn run(
     let mut out = Vec::with_capacity(p.prompts.len());
     let mut tokens = 0u64;
     for (i, prompt) in p.prompts.iter().enumerate() {
-        let c = generate(&model, &m.tok, prompt, p, i)?;
+        let c = generate(&model, &m.cfg, &m.tok, prompt, p, i)?;
         tokens += u64::from(c.completion_tokens);
         out.push(c);
         let secs = start.elapsed().as_secs_f64().max(1e-9);

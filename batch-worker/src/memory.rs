@@ -3,24 +3,30 @@
 //! The estimate is deliberately an upper bound of what the f32 CPU path allocates: weights,
 //! the gradient store plus the accumulated gradients and both AdamW moments (training), the
 //! activations the backward pass keeps per layer (with the T×T attention scores per head),
-//! the logits with their gradient, and the token stream.
+//! the logits with their gradient, and the token stream. Per family: GPT-2's graph-free step
+//! keeps the fused kernels' saved tensors; Llama's autograd graph keeps more (RMSNorm,
+//! RoPE and SiLU-gate intermediates, the scores before and after softmax), and its keys and
+//! values are `kv_width` wide under grouped-query attention.
 
-use posthuman_gpt2::Config;
+use posthuman_gpt2::family::{AnyConfig, Family};
 
 const F32: u64 = 4;
 
 /// Bytes a train job needs: `batch` sequences of `context` tokens per micro-batch.
-pub fn train_bytes(cfg: &Config, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
-    let p = cfg.num_params() as u64;
-    let (c, l, h, v) =
-        (cfg.n_embd as u64, cfg.n_layer as u64, cfg.n_head as u64, cfg.vocab_size as u64);
-    let f = cfg.inner_dim() as u64;
+pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
+    let d = cfg.dims();
+    let (c, l, h, v, f, kv) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn, d.kv_width);
     let bt = batch * context;
     // weights + grad store + accumulated grads + m + v + one update scratch
-    let params = 6 * p * F32;
-    // per layer: ln outs, qkv, attention out, proj, residuals, mlp pre/post-activation, plus
-    // the attention probabilities (B·H·T·T) kept for backward
-    let per_layer = bt * (12 * c + 2 * f) + batch * h * context * context;
+    let params = 6 * d.params * F32;
+    let per_layer = match cfg.family() {
+        // ln outs, qkv, attention out, proj, residuals, mlp pre/post-activation, plus the
+        // attention probabilities (B·H·T·T) kept for backward
+        Family::Gpt2 => bt * (12 * c + 2 * f) + batch * h * context * context,
+        // norms, q and RoPE'd q, k/v before and after RoPE and GQA expansion, o, residuals,
+        // gate, up, silu(gate), their product; scores before and after softmax
+        Family::Llama => bt * (16 * c + 6 * kv + 5 * f) + 2 * batch * h * context * context,
+    };
     let acts = l * per_layer * F32 * 2;
     // logits and their gradient, and the final hidden state
     let head = bt * (2 * v + 2 * c) * F32;
@@ -28,28 +34,48 @@ pub fn train_bytes(cfg: &Config, batch: u64, context: u64, dataset_tokens: u64) 
 }
 
 /// Bytes an inference or evaluation job needs with `batch` sequences of `context` tokens.
-pub fn forward_bytes(cfg: &Config, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
-    let p = cfg.num_params() as u64;
-    let (c, l, h, v) =
-        (cfg.n_embd as u64, cfg.n_layer as u64, cfg.n_head as u64, cfg.vocab_size as u64);
-    let f = cfg.inner_dim() as u64;
+pub fn forward_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
+    let d = cfg.dims();
+    let (c, l, h, v, f) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn);
     let bt = batch * context;
-    let kv = 2 * l * bt * c;
-    let acts = bt * (6 * c + f) + batch * h * context * context;
-    p * F32 + (kv + acts + 2 * bt * v) * F32 + dataset_tokens * 2 * F32
+    let kv = 2 * l * bt * d.kv_width;
+    let acts = match cfg.family() {
+        Family::Gpt2 => bt * (6 * c + f) + batch * h * context * context,
+        Family::Llama => bt * (8 * c + 3 * f) + 2 * batch * h * context * context,
+    };
+    d.params * F32 + (kv + acts + 2 * bt * v) * F32 + dataset_tokens * 2 * F32
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use posthuman_gpt2::Config;
 
     #[test]
     fn bench_config_fits_in_a_gib() {
         // The benchmark model trains in well under 1 GiB at batch 8.
-        let cfg = Config::new(8000, 256, 256, 4, 4);
+        let cfg = AnyConfig::Gpt2(Config::new(8000, 256, 256, 4, 4));
         let b = train_bytes(&cfg, 8, 256, 300_000);
         assert!(b > 100 << 20 && b < 1 << 30, "{b}");
         assert!(forward_bytes(&cfg, 1, 256, 0) < train_bytes(&cfg, 1, 256, 0));
+    }
+
+    #[test]
+    fn a_tinyllama_shape_needs_more_than_its_weights_and_optimizer() {
+        // TinyLlama 1.1B: 22 layers, 2048 wide, 32 heads / 4 kv heads, ffn 5632, vocab 32000.
+        let json = serde_json::json!({
+            "model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
+            "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "max_position_embeddings": 2048,
+        });
+        let cfg = AnyConfig::from_json(&json.to_string()).unwrap();
+        let p = cfg.num_params() as u64;
+        assert!((1_000_000_000..1_200_000_000).contains(&p), "{p}");
+        let t = train_bytes(&cfg, 1, 512, 0);
+        assert!(t > 6 * p * 4, "{t}");
+        // Inference alone fits 24 GB; full fine-tuning in f32 with AdamW does not.
+        assert!(forward_bytes(&cfg, 1, 2048, 0) < 24 << 30);
+        assert!(t > 24 << 30);
     }
 }

@@ -1,7 +1,9 @@
 //! Models in the object store: HF layout under a prefix, loaded strictly and written so that
 //! no half-written model is ever visible.
 //!
-//! A model prefix holds `config.json`, `model.safetensors` and `tokenizer.json`. The worker
+//! A model prefix holds `config.json`, `model.safetensors` and `tokenizer.json`, in the HF
+//! layout of the family `config.json`'s `model_type` names ([`posthuman_gpt2::family`]).
+//! A derived model keeps its parent's family; a Llama `config.json` is written back as read. The worker
 //! writes those three first and the `_COMPLETE` manifest last; the manifest names the
 //! canonical weights hash and the SHA-256 of each file. Readers (the worker itself, the
 //! handlers that publish a derived model) treat a prefix without `_COMPLETE` as absent when
@@ -11,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use posthuman_gpt2::{Config, Weights, load_safetensors_bytes, safetensors_bytes};
+use posthuman_gpt2::family::{AnyConfig, AnyWeights};
 use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::Hash32;
 use serde::{Deserialize, Serialize};
@@ -47,8 +49,8 @@ const MANIFEST_FORMAT: &str = "posthuman-model-v1";
 /// A model loaded and cross-checked: config, weights and tokenizer agree.
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
-    pub cfg: Config,
-    pub weights: Weights,
+    pub cfg: AnyConfig,
+    pub weights: AnyWeights,
     pub tok: Tok,
     pub weights_hash: Hash32,
 }
@@ -63,22 +65,21 @@ fn missing_is(e: StoreError, on_missing: WorkerError) -> WorkerError {
     }
 }
 
-/// Parses and validates `config.json`.
-pub fn parse_config(bytes: &[u8]) -> Result<Config, WorkerError> {
+/// Parses and validates `config.json` as the family its `model_type` names (an unknown one
+/// is refused, naming the supported ones).
+pub fn parse_config(bytes: &[u8]) -> Result<AnyConfig, WorkerError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| WorkerError::BadWeights("config.json is not UTF-8".into()))?;
-    let cfg = Config::from_json(text).map_err(|e| WorkerError::BadWeights(e.to_string()))?;
-    cfg.validate().map_err(|e| WorkerError::BadWeights(e.to_string()))?;
-    Ok(cfg)
+    AnyConfig::from_json(text).map_err(|e| WorkerError::BadWeights(e.to_string()))
 }
 
 /// Checks that the tokenizer fits the model's embedding table.
-pub fn check_tokenizer(cfg: &Config, tok: &Tok) -> Result<(), WorkerError> {
-    if tok.vocab_size() > cfg.vocab_size {
+pub fn check_tokenizer(cfg: &AnyConfig, tok: &Tok) -> Result<(), WorkerError> {
+    if tok.vocab_size() > cfg.vocab_size() {
         return Err(WorkerError::BadWeights(format!(
             "the tokenizer has {} tokens but the model's vocab_size is {}",
             tok.vocab_size(),
-            cfg.vocab_size
+            cfg.vocab_size()
         )));
     }
     Ok(())
@@ -104,7 +105,7 @@ pub async fn load_model(
     let w_bytes = store.get(&join(prefix, WEIGHTS), max_weights_bytes).await.map_err(|e| {
         missing_is(e, WorkerError::BadWeights("model.safetensors is missing".into()))
     })?;
-    let weights = load_safetensors_bytes(&w_bytes, &cfg)
+    let weights = AnyWeights::from_safetensors_bytes(&w_bytes, &cfg)
         .map_err(|e| WorkerError::BadWeights(e.to_string()))?;
     let weights_hash = weights.hash().map_err(WorkerError::internal)?;
     match store.get(&join(prefix, COMPLETE), MAX_CONFIG_BYTES).await {
@@ -131,8 +132,8 @@ pub async fn load_model(
 pub async fn save_model(
     store: &dyn ObjectStore,
     prefix: &str,
-    cfg: &Config,
-    weights: &Weights,
+    cfg: &AnyConfig,
+    weights: &AnyWeights,
     tok: &Tok,
     written: &mut Vec<String>,
 ) -> Result<Hash32, WorkerError> {
@@ -140,7 +141,7 @@ pub async fn save_model(
     let files: [(&str, Vec<u8>); 3] = [
         (CONFIG, cfg.to_json().into_bytes()),
         (TOKENIZER, tok.to_json()?.into_bytes()),
-        (WEIGHTS, safetensors_bytes(weights).map_err(WorkerError::internal)?),
+        (WEIGHTS, weights.to_safetensors_bytes().map_err(WorkerError::internal)?),
     ];
     let mut manifest =
         Manifest { format: MANIFEST_FORMAT.into(), weights_hash, files: BTreeMap::new() };

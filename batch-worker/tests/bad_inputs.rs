@@ -162,7 +162,8 @@ async fn non_finite_loss_reports_the_step() {
     let mut tensors: BTreeMap<String, Tensor> = base.weights.tensors().clone();
     let wte = tensors["wte.weight"].clone();
     tensors.insert("wte.weight".into(), Tensor::full(3.0e38f32, wte.dims(), &Device::Cpu).unwrap());
-    let poisoned = Weights::from_tensors(&base.cfg, tensors).unwrap();
+    let posthuman_gpt2::family::AnyConfig::Gpt2(cfg) = &base.cfg else { panic!("not GPT-2") };
+    let poisoned = Weights::from_tensors(cfg, tensors).unwrap();
     model_with_weights(
         store.as_ref(),
         "models/poison",

@@ -11,9 +11,8 @@
 //! weights hash.
 
 use bytes::Bytes;
-use posthuman_gpt2::{
-    AdamW, Config, Weights, load_safetensors_bytes, optimizer_state_hash, safetensors_bytes,
-};
+use posthuman_gpt2::family::{AnyConfig, AnyWeights};
+use posthuman_gpt2::{AdamW, optimizer_state_hash};
 use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::{Hash32, TrainParams};
 use serde::{Deserialize, Serialize};
@@ -70,12 +69,12 @@ fn dir(private_prefix: &str, step: u32) -> String {
 pub async fn save(
     store: &dyn ObjectStore,
     private_prefix: &str,
-    weights: &Weights,
+    weights: &AnyWeights,
     opt: &AdamW,
     state: &CheckpointState,
 ) -> Result<(), WorkerError> {
     let d = dir(private_prefix, state.step);
-    let w = safetensors_bytes(weights).map_err(WorkerError::internal)?;
+    let w = weights.to_safetensors_bytes().map_err(WorkerError::internal)?;
     store.put(&join(&d, MODEL), Bytes::from(w)).await?;
     let o = opt.state_bytes().map_err(WorkerError::internal)?;
     store.put(&join(&d, OPTIM), Bytes::from(o)).await?;
@@ -88,7 +87,7 @@ pub async fn save(
 #[derive(Debug)]
 pub struct Resumed {
     pub state: CheckpointState,
-    pub weights: Weights,
+    pub weights: AnyWeights,
 }
 
 /// Finds the latest complete checkpoint of this job (same fingerprint) and restores the
@@ -97,7 +96,7 @@ pub async fn latest(
     store: &dyn ObjectStore,
     private_prefix: &str,
     fp: &Hash32,
-    cfg: &Config,
+    cfg: &AnyConfig,
     opt: &mut AdamW,
 ) -> Result<Option<Resumed>, WorkerError> {
     let keys = match store.list(&join(private_prefix, "checkpoints")).await {
@@ -121,7 +120,7 @@ async fn try_load(
     store: &dyn ObjectStore,
     state_key: &str,
     fp: &Hash32,
-    cfg: &Config,
+    cfg: &AnyConfig,
     opt: &mut AdamW,
 ) -> Result<Option<Resumed>, WorkerError> {
     let state: CheckpointState =
@@ -132,7 +131,7 @@ async fn try_load(
     }
     let d = state_key.trim_end_matches(STATE).trim_end_matches('/');
     let w = store.get(&join(d, MODEL), u64::MAX).await?;
-    let weights = load_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
+    let weights = AnyWeights::from_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
     if weights.hash().map_err(WorkerError::internal)? != state.weights_hash {
         return Err(WorkerError::Internal("checkpoint weights do not match their hash".into()));
     }
@@ -150,11 +149,11 @@ pub async fn stored(
     store: &dyn ObjectStore,
     private_prefix: &str,
     step: u32,
-    cfg: &Config,
+    cfg: &AnyConfig,
 ) -> Result<Checkpoint, WorkerError> {
     let d = dir(private_prefix, step);
     let w = store.get(&join(&d, MODEL), u64::MAX).await?;
-    let weights = load_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
+    let weights = AnyWeights::from_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
     let o = store.get(&join(&d, OPTIM), u64::MAX).await?;
     Ok(Checkpoint {
         step,

@@ -18,9 +18,9 @@ pub mod schedule;
 use std::time::Instant;
 
 use bytes::Bytes;
-use candle_core::{DType, Tensor};
-use posthuman_gpt2::candle_nn::VarBuilder;
-use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Gpt2, Grads, Weights};
+use candle_core::Tensor;
+use posthuman_gpt2::family::{AnyConfig, AnyModel, AnyWeights};
+use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Grads};
 use posthuman_store::ObjectStore;
 use posthuman_types::{Hash32, JobKind, JobSpec, TrainMetrics, TrainParams};
 
@@ -55,7 +55,7 @@ impl TrainOutcome {
         &self,
         store: &dyn ObjectStore,
         private_prefix: &str,
-        cfg: &posthuman_gpt2::Config,
+        cfg: &AnyConfig,
     ) -> Result<merkle::Checkpoint, WorkerError> {
         match self {
             TrainOutcome::Done(m) => {
@@ -106,7 +106,7 @@ pub async fn run(
 
     let LoadedModel { cfg, weights, tok, weights_hash: input_hash } =
         model_io::load_model(store, &spec.model_prefix, wc.max_weights_bytes).await?;
-    spec.validate_against_context(cfg.n_positions as u32).map_err(WorkerError::from_spec)?;
+    spec.validate_against_context(cfg.context() as u32).map_err(WorkerError::from_spec)?;
     let dataset_key = spec
         .dataset_key
         .as_deref()
@@ -131,9 +131,22 @@ pub async fn run(
     let device = crate::device::compute();
     let vm = weights.to_var_map(&device).map_err(WorkerError::internal)?;
     let mut train_cfg = cfg.clone();
-    (train_cfg.resid_pdrop, train_cfg.embd_pdrop, train_cfg.attn_pdrop) =
-        (p.dropout, p.dropout, p.dropout);
-    let model = Gpt2::new(&train_cfg, VarBuilder::from_varmap(&vm, DType::F32, &device))?;
+    match &mut train_cfg {
+        AnyConfig::Gpt2(c) => {
+            (c.resid_pdrop, c.embd_pdrop, c.attn_pdrop) = (p.dropout, p.dropout, p.dropout)
+        }
+        // Llama has no hidden dropout in HF (and attention dropout 0 in every release):
+        // a buyer asking for dropout would silently get none.
+        AnyConfig::Llama { .. } if p.dropout > 0.0 => {
+            return Err(WorkerError::OutOfRange(format!(
+                "dropout {} is not available for the {} family (use 0)",
+                p.dropout,
+                cfg.family()
+            )));
+        }
+        AnyConfig::Llama { .. } => {}
+    }
+    let model = AnyModel::from_var_map(&train_cfg, &vm, &device).map_err(WorkerError::internal)?;
     let adam =
         AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: p.eps, weight_decay: p.weight_decay };
     let mut opt = AdamW::new(&vm, adam).map_err(WorkerError::internal)?;
@@ -182,18 +195,18 @@ pub async fn run(
             let x = Tensor::from_vec(x, (batch, ctx), &device)?;
             let y = Tensor::from_vec(y, (batch, ctx), &device)?;
             let mut drng = DropoutRng::new(dropout_seed(p.seed, step, micro));
-            // The graph-free step on the CPU (bit-identical to `loss` + `backward`).
-            let (loss, g) = model.loss_and_grads(&x, &y, (p.dropout > 0.0).then_some(&mut drng))?;
+            // GPT-2: the graph-free step on the CPU (bit-identical to `loss` + `backward`);
+            // Llama: its autograd graph. The first micro-batch's gradients are moved into
+            // `grads`, later ones added.
+            let drop = (p.dropout > 0.0).then_some(&mut drng);
+            let loss = model
+                .train_micro_batch(&x, &y, drop, &opt, &mut grads)
+                .map_err(WorkerError::internal)?;
             let lv = f64::from(loss);
             if !lv.is_finite() {
                 return Err(WorkerError::NonFiniteLoss { step: step + 1 });
             }
             loss_sum += lv;
-            // The first micro-batch's gradients are moved in, later ones added.
-            match grads.as_mut() {
-                None => grads = Some(Grads::from_named(&opt, g).map_err(WorkerError::internal)?),
-                Some(acc) => acc.accumulate_named(&opt, &g).map_err(WorkerError::internal)?,
-            }
         }
         let Some(mut grads) = grads else {
             return Err(WorkerError::internal("a step with no micro-batch"));
@@ -231,9 +244,9 @@ pub async fn run(
             .await;
 
         if ckpt_steps.contains(&st.step) {
-            let snap = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
+            let snap = AnyWeights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
             (st.weights_hash, st.optimizer_hash) =
-                opt.checkpoint_hashes(&snap).map_err(WorkerError::internal)?;
+                snap.checkpoint_hashes(&opt).map_err(WorkerError::internal)?;
             st.checkpoints.push(merkle::Checkpoint {
                 step: st.step,
                 weights: st.weights_hash,
@@ -269,7 +282,7 @@ pub async fn run(
     if st.checkpoints.last().map(|c| c.weights) == Some(input_hash) {
         return Err(WorkerError::NoTraining { steps: p.steps });
     }
-    let final_weights = Weights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
+    let final_weights = AnyWeights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
     let wall = started.elapsed().as_secs_f64();
     let session_tokens = u64::from(p.steps - first_step) * tokens_per_step;
     let metrics = TrainMetrics {
@@ -315,8 +328,8 @@ pub async fn run(
 async fn write_outputs(
     store: &dyn ObjectStore,
     spec: &JobSpec,
-    cfg: &posthuman_gpt2::Config,
-    weights: &Weights,
+    cfg: &AnyConfig,
+    weights: &AnyWeights,
     tok: &crate::tokenizer::Tok,
     mut metrics: TrainMetrics,
     written: &mut Vec<String>,

@@ -300,10 +300,32 @@ impl AnyWeights {
         })
     }
 
+    /// Every tensor under its HF name.
+    pub fn tensors(&self) -> &std::collections::BTreeMap<String, Tensor> {
+        match self {
+            AnyWeights::Gpt2(w) => w.tensors(),
+            AnyWeights::Llama(w) => w.tensors(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         match self {
             AnyWeights::Gpt2(w) => w.get(name),
             AnyWeights::Llama(w) => w.get(name),
+        }
+    }
+
+    /// A checkpoint's two commitments, (weights hash, `opt`'s state hash), hashed side by
+    /// side as [`AdamW::checkpoint_hashes`] does for GPT-2.
+    pub fn checkpoint_hashes(&self, opt: &AdamW) -> Result<(Hash32, Hash32), FamilyError> {
+        match self {
+            AnyWeights::Gpt2(w) => Ok(opt.checkpoint_hashes(w)?),
+            AnyWeights::Llama(w) => std::thread::scope(|s| {
+                let h = s.spawn(|| w.hash());
+                let o = opt.state_hash();
+                let h = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                Ok((h?, o))
+            }),
         }
     }
 }

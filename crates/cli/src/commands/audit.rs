@@ -136,7 +136,7 @@ async fn replay_segment(
     store: &dyn ObjectStore,
     spec: &JobSpec,
     p: &TrainParams,
-    cfg: &posthuman_gpt2::Config,
+    cfg: &posthuman_gpt2::family::AnyConfig,
     fp: Hash32,
     input_hash: Hash32,
     seg: &Segment,

@@ -39,6 +39,10 @@ stage "clippy, cuda feature (GPU build compiles)"
 scripts/cuda-check.sh
 
 stage "tests"
+# The chain ddo test and the API e2e write the DDOs they read back from chain here, for
+# Ocean's validator below.
+export POSTHUMAN_DDO_OUT="$POSTHUMAN_CACHE/ddo-out"
+rm -rf "$POSTHUMAN_DDO_OUT" && mkdir -p "$POSTHUMAN_DDO_OUT"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$POSTHUMAN_CACHE/last-test.log"
 # Re-print the per-binary summaries so the end of a long log says what ran.
 grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '

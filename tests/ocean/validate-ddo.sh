@@ -12,10 +12,17 @@ here=tests/ocean
 if [[ ! -d $here/node_modules/@oceanprotocol/ddo-js ]]; then
   npm ci --prefix "$here" --no-audit --no-fund
 fi
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-POSTHUMAN_DDO_OUT="$out" cargo test -p posthuman-chain --locked --test ddo -q
-POSTHUMAN_DDO_OUT="$out" cargo test -p posthuman-functions --locked --test e2e -q
+# scripts/test.sh sets POSTHUMAN_DDO_OUT for its workspace test run, which writes the DDOs:
+# validate those instead of running the two tests again (a `-p` build resolves features
+# differently and would rebuild half the workspace).
+if [[ -n ${POSTHUMAN_DDO_OUT:-} && -f $POSTHUMAN_DDO_OUT/api-derived.json ]]; then
+  out=$POSTHUMAN_DDO_OUT
+else
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+  POSTHUMAN_DDO_OUT="$out" cargo test -p posthuman-chain --locked --test ddo -q
+  POSTHUMAN_DDO_OUT="$out" cargo test -p posthuman-functions --locked --test e2e -q
+fi
 for f in root derived api-root api-derived; do
   [[ -f $out/$f.json ]] || { echo "no $f.json: its test did not run (e2e skipped?)" >&2; exit 1; }
 done

@@ -4,6 +4,8 @@ use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
 use posthuman_chain::ddo::ModelDdo;
+use posthuman_gpt2::family::{AnyConfig, FamilyError, check_safetensors_file};
+use posthuman_gpt2::llama_weights::CheckpointError;
 use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
 use posthuman_types::{Budget, Hash32, JobKind, ModelCard, RewardScheme};
 use serde::{Deserialize, Serialize};
@@ -59,9 +61,10 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validated model files: the parsed config and the canonical weights hash.
+/// Validated model files: the parsed config (any family the worker runs) and the canonical
+/// weights hash.
 struct CheckedModel {
-    cfg: posthuman_gpt2::Config,
+    cfg: AnyConfig,
     weights_hash: Hash32,
 }
 
@@ -80,14 +83,15 @@ async fn check_model(
     let path = weights.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&config).map_err(|_| invalid("config", "not UTF-8"))?;
-        let cfg = posthuman_gpt2::Config::from_json(text)
-            .map_err(|e| invalid("config", e.to_string()))?;
-        let weights_hash =
-            posthuman_gpt2::weights::check_safetensors_file(&path, &cfg).map_err(|e| match e {
-                // The spool file itself failing to read is the server's trouble.
-                posthuman_gpt2::Gpt2Error::Io { .. } => ApiError::internal(e),
-                e => invalid("weights", e.to_string()),
-            })?;
+        // `model_type` picks the family; one the worker cannot run is refused here, naming
+        // the supported ones.
+        let cfg = AnyConfig::from_json(text).map_err(|e| invalid("config", e.to_string()))?;
+        let weights_hash = check_safetensors_file(&path, &cfg).map_err(|e| match e {
+            // The spool file itself failing to read is the server's trouble.
+            FamilyError::Gpt2(posthuman_gpt2::Gpt2Error::Io { .. })
+            | FamilyError::LlamaCheckpoint(CheckpointError::Io { .. }) => ApiError::internal(e),
+            e => invalid("weights", e.to_string()),
+        })?;
         Ok(CheckedModel { cfg, weights_hash })
     })
     .await
@@ -151,10 +155,8 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     deps.store.put(&format!("{prefix}/_COMPLETE"), Bytes::from(manifest)).await?;
 
     let c = &checked.cfg;
-    let architecture = format!(
-        "gpt2 {}L/{}d/{}h ctx{} vocab{}",
-        c.n_layer, c.n_embd, c.n_head, c.n_positions, c.vocab_size
-    );
+    // The family is the line's first word (the card, the DDO's `family` and tags read it).
+    let architecture = c.architecture();
     let operator = deps.chain.operator();
     let card_json = serde_json::json!({
         "name": req.name, "description": req.description, "architecture": architecture,
@@ -205,7 +207,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         created_at: now_secs(),
         source_job: None,
         receipt_hash: None,
-        n_positions: u32::try_from(c.n_positions).unwrap_or(u32::MAX),
+        n_positions: u32::try_from(c.context()).unwrap_or(u32::MAX),
         featured: vec![],
     };
     // Ocean's publish flow: the DDO on the NFT (the operator holds it), so Ocean's indexers

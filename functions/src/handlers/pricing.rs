@@ -99,11 +99,12 @@ pub struct Priced {
     pub budget: Budget,
 }
 
-/// The shape of a model, from its stored `config.json` (the worker reads the same file).
+/// The shape of a model, from its stored `config.json` (the worker reads the same file), in
+/// the family its `model_type` names.
 pub async fn model_shape(deps: &Deps, model: &ModelRecord) -> Result<ModelShape, ApiError> {
     let b = deps.store.get(&format!("{}/config.json", model.storage_prefix), 1 << 20).await?;
     let text = std::str::from_utf8(&b).map_err(ApiError::internal)?;
-    let cfg = posthuman_gpt2::Config::from_json(text).map_err(ApiError::internal)?;
+    let cfg = posthuman_gpt2::family::AnyConfig::from_json(text).map_err(ApiError::internal)?;
     Ok(cfg.shape())
 }
 

@@ -306,6 +306,43 @@ pub fn tiny_model_with_worker(worker: &std::path::Path, corpus: &str, seed: u64)
     }
 }
 
+/// A tiny random Llama (grouped-query attention, untied head) in HF layout, built with the
+/// model crate, with a BPE tokenizer trained on `corpus` by the worker's CLI: the files a
+/// Llama publisher uploads, runnable by the worker.
+pub fn tiny_llama_with_worker(worker: &std::path::Path, corpus: &str, seed: u64) -> ModelFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("corpus.txt");
+    std::fs::write(&c, corpus).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    let out = std::process::Command::new(worker)
+        .args(["train-tokenizer", "--corpus", c.to_str().unwrap(), "--vocab-size", "300"])
+        .args(["--out", tok.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tokenizer = std::fs::read(&tok).unwrap();
+    // The embedding covers every id the tokenizer can produce (its vocabulary and added
+    // tokens), as the worker checks.
+    let t: serde_json::Value = serde_json::from_slice(&tokenizer).unwrap();
+    let ids = t["model"]["vocab"].as_object().unwrap().values().map(|v| v.as_u64().unwrap());
+    let added = t["added_tokens"].as_array().unwrap().iter().map(|a| a["id"].as_u64().unwrap());
+    let vocab = ids.chain(added).max().unwrap() + 1;
+    let config = serde_json::to_vec_pretty(&serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "torch_dtype": "float32",
+    }))
+    .unwrap();
+    let cfg =
+        posthuman_gpt2::llama::Config::from_json(std::str::from_utf8(&config).unwrap()).unwrap();
+    let vm = posthuman_gpt2::llama::init_weights(&cfg, seed).unwrap();
+    let w = posthuman_gpt2::llama_weights::LlamaWeights::from_var_map(&cfg, &vm).unwrap();
+    let weights = posthuman_gpt2::llama_weights::safetensors_bytes(&w).unwrap();
+    ModelFiles { config, weights, tokenizer }
+}
+
 pub fn corpus() -> String {
     let base = "The quick brown fox jumps over the lazy dog. Posthuman trains models on private weights. \
                 A marketplace sells access to compute, never the weights themselves. ";

@@ -1,5 +1,6 @@
-//! The batch worker: GPT-2 train, infer and evaluate in candle — the compute in
-//! compute-to-data.
+//! The batch worker: train, infer and evaluate in candle for every family
+//! [`posthuman_gpt2::family`] runs (GPT-2, Llama; `config.json`'s `model_type` picks) — the
+//! compute in compute-to-data.
 //!
 //! It runs as a process (the local queue) or a container on AWS Batch. It reads a
 //! [`posthuman_types::JobSpec`], the private weights and the buyer's dataset through
@@ -7,7 +8,7 @@
 //! public outputs back. Public outputs are an allowlist: `progress.json`, `metrics.json`,
 //! `completions.json`, `report.json`, `error.json`, `run.json` (hashes for receipts) — never
 //! weights, gradients or checkpoints.
-//! The model itself is `posthuman-gpt2`; this crate is everything around it.
+//! The models themselves are `posthuman-gpt2`; this crate is everything around them.
 //!
 //! Modules, in data-flow order:
 //! - [`config`]: the operator's limits, built once in `main`.

@@ -213,3 +213,46 @@ async fn bad_llama_inputs_get_their_exit_codes() {
     let err = run_job(store, &tight, &spec_bytes(&s)).await.unwrap_err();
     assert_eq!(err.exit_code(), exit::MEMORY_REFUSED, "{err}");
 }
+
+/// The binary with `threads` compute threads on `spec` over the store at `root`; its exit code.
+fn run_bin(root: &std::path::Path, spec: &posthuman_types::JobSpec, threads: &str) -> i32 {
+    let p = root.join(format!("{}.json", spec.job_id));
+    std::fs::write(&p, spec_bytes(spec)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_posthuman-worker"))
+        .args(["--threads", threads, "run", "--progress-secs", "0", "--spec"])
+        .arg(&p)
+        .arg("--store")
+        .arg(root)
+        .output()
+        .unwrap();
+    out.status.code().unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_trains_a_llama_bit_identically_on_one_and_two_threads() {
+    let (dir, store) = llama_store(false).await;
+    let (a, b) = (
+        llama_spec("llama-t1", JobParams::Train(train_params())),
+        llama_spec("llama-t2", JobParams::Train(train_params())),
+    );
+    assert_eq!(run_bin(dir.path(), &a, "1"), 0);
+    assert_eq!(run_bin(dir.path(), &b, "2"), 0);
+    let metrics = |s: &posthuman_types::JobSpec| {
+        let p = dir.path().join(&s.public_prefix).join("metrics.json");
+        serde_json::from_slice::<TrainMetrics>(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert_eq!(ma.output_weights_hash, mb.output_weights_hash);
+    assert_eq!(ma.checkpoint_root, mb.checkpoint_root);
+
+    // A Llama config over GPT-2 weights: the binary exits BAD_WEIGHTS.
+    for (from, f) in
+        [(LLAMA, "config.json"), (LLAMA, "tokenizer.json"), (BASE, "model.safetensors")]
+    {
+        let bytes = store.get(&format!("{from}/{f}"), 1 << 26).await.unwrap();
+        store.put(&format!("models/mix/{f}"), bytes).await.unwrap();
+    }
+    let mut s = llama_spec("llama-mix", JobParams::Train(train_params()));
+    s.model_prefix = "models/mix".into();
+    assert_eq!(run_bin(dir.path(), &s, "1"), exit::BAD_WEIGHTS);
+}

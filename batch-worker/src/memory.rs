@@ -25,7 +25,9 @@ pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u6
         Family::Gpt2 => bt * (12 * c + 2 * f) + batch * h * context * context,
         // norms, q and RoPE'd q, k/v before and after RoPE and GQA expansion, o, residuals,
         // gate, up, silu(gate), their product; scores before and after softmax
-        Family::Llama => bt * (16 * c + 6 * kv + 5 * f) + 2 * batch * h * context * context,
+        Family::Llama | Family::Mistral => {
+            bt * (16 * c + 6 * kv + 5 * f) + 2 * batch * h * context * context
+        }
     };
     let acts = l * per_layer * F32 * 2;
     // logits and their gradient, and the final hidden state
@@ -41,7 +43,7 @@ pub fn forward_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: 
     let kv = 2 * l * bt * d.kv_width;
     let acts = match cfg.family() {
         Family::Gpt2 => bt * (6 * c + f) + batch * h * context * context,
-        Family::Llama => bt * (8 * c + 3 * f) + 2 * batch * h * context * context,
+        Family::Llama | Family::Mistral => bt * (8 * c + 3 * f) + 2 * batch * h * context * context,
     };
     d.params * F32 + (kv + acts + 2 * bt * v) * F32 + dataset_tokens * 2 * F32
 }

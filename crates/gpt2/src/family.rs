@@ -20,13 +20,17 @@ use crate::llama_weights::{self, CheckpointError, LlamaWeights};
 use crate::{AdamW, Config, DropoutRng, Gpt2, Gpt2Error, Grads, KvCache, Weights, weights};
 
 /// The `model_type`s this crate runs, as an error message lists them.
-pub const SUPPORTED: &str = "gpt2, llama";
+pub const SUPPORTED: &str = "gpt2, llama, mistral";
 
 /// A model family (`config.json`'s `model_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Gpt2,
     Llama,
+    /// Mistral (dense): Llama's network exactly (HF's `MistralForCausalLM` differs only by
+    /// sliding-window attention), accepted when the window is off or spans the whole
+    /// context, and run by [`Llama`].
+    Mistral,
 }
 
 impl Family {
@@ -35,6 +39,7 @@ impl Family {
         match self {
             Family::Gpt2 => "gpt2",
             Family::Llama => "llama",
+            Family::Mistral => "mistral",
         }
     }
 }
@@ -83,6 +88,8 @@ pub enum AnyConfig {
     Llama {
         cfg: llama::Config,
         json: String,
+        /// Llama or Mistral: the same network, named as the file names it.
+        family: Family,
     },
 }
 
@@ -104,9 +111,16 @@ impl AnyConfig {
                 cfg.validate()?;
                 Ok(AnyConfig::Gpt2(cfg))
             }
-            "llama" => {
-                Ok(AnyConfig::Llama { cfg: llama::Config::from_json(text)?, json: text.into() })
-            }
+            "llama" => Ok(AnyConfig::Llama {
+                cfg: llama::Config::from_json(text)?,
+                json: text.into(),
+                family: Family::Llama,
+            }),
+            "mistral" => Ok(AnyConfig::Llama {
+                cfg: mistral_as_llama(v)?,
+                json: text.into(),
+                family: Family::Mistral,
+            }),
             _ => Err(FamilyError::UnknownModelType(mt)),
         }
     }
@@ -114,7 +128,7 @@ impl AnyConfig {
     pub fn family(&self) -> Family {
         match self {
             AnyConfig::Gpt2(_) => Family::Gpt2,
-            AnyConfig::Llama { .. } => Family::Llama,
+            AnyConfig::Llama { family, .. } => *family,
         }
     }
 
@@ -173,8 +187,8 @@ impl AnyConfig {
                 "gpt2 {}L/{}d/{}h ctx{} vocab{}",
                 c.n_layer, c.n_embd, c.n_head, c.n_positions, c.vocab_size
             ),
-            AnyConfig::Llama { cfg: c, .. } => format!(
-                "llama {}L/{}d/{}h/{}kv ffn{} ctx{} vocab{}{}",
+            AnyConfig::Llama { cfg: c, family, .. } => format!(
+                "{family} {}L/{}d/{}h/{}kv ffn{} ctx{} vocab{}{}",
                 c.num_hidden_layers,
                 c.hidden_size,
                 c.num_attention_heads,
@@ -209,6 +223,38 @@ impl AnyConfig {
                 vocab: c.vocab_size as u64,
             },
         }
+    }
+}
+
+/// A Mistral `config.json` as the Llama config of the same network: HF `MistralConfig`'s
+/// defaults where a key is absent, and sliding-window attention refused unless it is off
+/// (`sliding_window` null) or no shorter than the context, where it masks nothing.
+fn mistral_as_llama(mut v: serde_json::Value) -> Result<llama::Config, FamilyError> {
+    let Some(m) = v.as_object_mut() else {
+        return Err(FamilyError::MalformedConfig("not a JSON object".into()));
+    };
+    for (key, default) in [
+        ("intermediate_size", 14336u64),
+        ("num_key_value_heads", 8),
+        ("max_position_embeddings", 4096 * 32),
+    ] {
+        if m.get(key).is_none_or(serde_json::Value::is_null) {
+            m.insert(key.into(), default.into());
+        }
+    }
+    m.insert("model_type".into(), "llama".into());
+    let window = m.remove("sliding_window");
+    let cfg = llama::Config::from_json(&v.to_string())?;
+    match window {
+        None | Some(serde_json::Value::Null) => Ok(cfg),
+        Some(w) if w.as_u64().is_some_and(|w| w >= cfg.max_position_embeddings as u64) => Ok(cfg),
+        Some(w) => Err(llama::ConfigError::Unsupported {
+            field: "sliding_window",
+            value: w.to_string(),
+            supported: "null or at least max_position_embeddings (sliding-window attention \
+                        is not implemented)",
+        }
+        .into()),
     }
 }
 
@@ -508,8 +554,65 @@ mod tests {
         assert_eq!(g.family(), Family::Gpt2);
         let e = AnyConfig::from_json(r#"{"model_type":"mamba","vocab_size":5}"#).unwrap_err();
         assert!(matches!(&e, FamilyError::UnknownModelType(t) if t == "mamba"));
-        assert!(e.to_string().contains("supported: gpt2, llama"), "{e}");
+        assert!(e.to_string().contains("supported: gpt2, llama, mistral"), "{e}");
         assert!(matches!(AnyConfig::from_json("{}"), Err(FamilyError::MalformedConfig(_))));
+    }
+
+    fn tiny_mistral_json(window: serde_json::Value) -> String {
+        serde_json::json!({
+            "model_type": "mistral", "architectures": ["MistralForCausalLM"],
+            "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "sliding_window": window, "initializer_range": 0.2,
+        })
+        .to_string()
+    }
+
+    /// Mistral with its window off is Llama's network: the same logits as
+    /// candle-transformers' mistral on the same random weights; a window shorter than the
+    /// context is refused by name.
+    #[test]
+    fn mistral_without_a_sliding_window_runs_as_llama_and_matches_candle_transformers() {
+        for window in [serde_json::Value::Null, 32.into(), 4096.into()] {
+            let c = AnyConfig::from_json(&tiny_mistral_json(window)).unwrap();
+            assert_eq!(c.family(), Family::Mistral);
+            assert!(c.architecture().starts_with("mistral 2L/32d/4h/2kv"), "{}", c.architecture());
+        }
+        let e = AnyConfig::from_json(&tiny_mistral_json(16.into())).unwrap_err();
+        assert!(e.to_string().contains("sliding_window"), "{e}");
+
+        let c = AnyConfig::from_json(&tiny_mistral_json(serde_json::Value::Null)).unwrap();
+        let AnyConfig::Llama { cfg, .. } = &c else { panic!() };
+        let vm = init_weights(&c, 9).unwrap();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let ours = AnyModel::new(&c, vb.clone()).unwrap();
+        use candle_transformers::models::mistral as ct;
+        let ct_cfg = ct::Config {
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_hidden_layers: cfg.num_hidden_layers,
+            num_attention_heads: cfg.num_attention_heads,
+            head_dim: Some(cfg.head_dim),
+            num_key_value_heads: cfg.num_key_value_heads,
+            hidden_act: candle_nn::Activation::Silu,
+            max_position_embeddings: cfg.max_position_embeddings,
+            rms_norm_eps: cfg.rms_norm_eps,
+            rope_theta: cfg.rope_theta,
+            sliding_window: None,
+            use_flash_attn: false,
+        };
+        let mut theirs = ct::Model::new(&ct_cfg, vb).unwrap();
+        let ids: Vec<u32> = (0..24).map(|i| (i * 13 % 64) as u32).collect();
+        let x = Tensor::from_vec(ids, (2, 12), &Device::Cpu).unwrap();
+        let want = theirs.forward(&x, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut cache = ours.new_cache();
+        let got = ours.forward_cached(&x, &mut cache).unwrap();
+        let got = got.narrow(1, 11, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let err = got.iter().zip(&want).fold(0f32, |a, (g, w)| a.max((g - w).abs())) / scale;
+        assert!(err < 1e-4, "relative error {err}");
     }
 
     #[test]

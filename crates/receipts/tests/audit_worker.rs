@@ -1,4 +1,4 @@
-//! Proof-of-learning audits with the REAL worker: a tiny GPT-2 is trained by
+//! Proof-of-learning audits with the REAL worker: a tiny GPT-2 (and a tiny Llama) is trained by
 //! `posthuman_worker::train::run` with checkpoints; the auditor re-runs segments with the
 //! same train loop (resuming from the stored checkpoint, stopping after the segment's last
 //! step) and must reproduce each committed checkpoint (weights and optimizer state) bit for
@@ -19,7 +19,9 @@ use posthuman_store::{LocalStore, ObjectStore};
 use posthuman_types::{Hash32, JobParams, JobSpec, TrainMetrics, TrainParams};
 use posthuman_worker::WorkerConfig;
 use posthuman_worker::model_io::{join, load_model};
-use posthuman_worker::setup::{ModelShape, init_model_to_store};
+use posthuman_worker::setup::{
+    LlamaShape, ModelShape, init_llama, init_model_to_store, save_new_model,
+};
 use posthuman_worker::tokenizer::train_bpe;
 use posthuman_worker::train::checkpoint::{self, CheckpointState, fingerprint};
 use posthuman_worker::train::{self, TrainOutcome};
@@ -52,6 +54,27 @@ async fn store() -> (tempfile::TempDir, Arc<LocalStore>) {
     let tok = train_bpe(&format!("{}{}", buyer_text(), other_text()), 320).unwrap();
     let shape = ModelShape { n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32, vocab_size: None };
     init_model_to_store(store.as_ref(), BASE, &tok, &shape, 7).await.unwrap();
+    store.put(DATA, Bytes::from(buyer_text())).await.unwrap();
+    store.put(OTHER_DATA, Bytes::from(other_text())).await.unwrap();
+    (dir, store)
+}
+
+/// [`store`] with a tiny Llama (grouped-query attention) as the base model instead.
+async fn llama_store() -> (tempfile::TempDir, Arc<LocalStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::new(dir.path()).unwrap());
+    let tok = train_bpe(&format!("{}{}", buyer_text(), other_text()), 320).unwrap();
+    let shape = LlamaShape {
+        layers: 1,
+        hidden: 16,
+        intermediate: 32,
+        heads: 4,
+        kv_heads: 2,
+        context: 32,
+        tie_word_embeddings: false,
+    };
+    let (cfg, w) = init_llama(&tok, &shape, 7).unwrap();
+    save_new_model(store.as_ref(), BASE, &cfg, &w, &tok).await.unwrap();
     store.put(DATA, Bytes::from(buyer_text())).await.unwrap();
     store.put(OTHER_DATA, Bytes::from(other_text())).await.unwrap();
     (dir, store)
@@ -330,6 +353,31 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
 /// The worker salts the public dataset hash with the same function the receipts crate
 /// documents (and `posthuman verify --salt` recomputes): one salt, one input, one hash; and
 /// another salt or input gives another.
+/// The audit replays a Llama's training through the same (family-dispatching) train code:
+/// honest training passes bit for bit, a substituted checkpoint is caught in its segment.
+#[tokio::test]
+async fn the_worker_audit_replays_a_llama_and_catches_a_tampered_checkpoint() {
+    let (_dir, store) = llama_store().await;
+    let st = store.as_ref();
+    let p = params();
+    let honest = run_to_end(st, &spec("honest", DATA, &p), &p).await;
+    let rep = full_audit(st, "private/honest", &honest).await;
+    assert!(rep.passed(), "{rep:?}");
+    assert_eq!(rep.results.len(), 6);
+
+    let other_seed = TrainParams { seed: 99, ..p.clone() };
+    run_to_end(st, &spec("other", DATA, &other_seed), &other_seed).await;
+    let s = spec("tampered", DATA, &p);
+    assert_eq!(
+        train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
+        TrainOutcome::Stopped { step: 12 }
+    );
+    substitute(st, "model.safetensors", ("private/tampered", 12), ("private/other", 12)).await;
+    let m = run_to_end(st, &s, &p).await;
+    let rep = full_audit(st, "private/tampered", &m).await;
+    assert_eq!(bad_segments(&rep), vec![2], "{rep:?}");
+}
+
 #[test]
 fn the_worker_salts_like_the_receipts_crate() {
     let (salt, h) = (Hash32([0x5a; 32]), posthuman_receipts::dataset_hash(b"some text"));

@@ -66,12 +66,14 @@ impl<'de> Deserialize<'de> for Ocean {
     }
 }
 
-/// What pricing needs to know of a model (GPT-2 family: tied embeddings).
+/// What pricing needs to know of a model, any family (`posthuman_gpt2::family` reads it from
+/// `config.json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelShape {
-    /// Every parameter, embeddings included (the LM head reuses them: 2 FLOPs per parameter
-    /// per token forward is right for tied weights).
+    /// Every parameter, embeddings and an untied LM head included: 2 FLOPs per parameter per
+    /// token forward is exact for tied weights and an upper bound for untied ones (the input
+    /// embedding is a lookup, not a matmul), so a quote never under-prices.
     pub parameters: u64,
     pub n_layer: u32,
     /// Hidden width (`n_embd`).

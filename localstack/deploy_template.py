@@ -501,9 +501,11 @@ def assert_moto(m, template, ids, stack, secret_arn) -> int:
     got_rules = [{k[0].upper() + k[1:]: (v.upper() if k == "action" else v) for k, v in r.items()}
                  for r in rs.get("evaluateOnExit", [])]
     ok(got_rules == want_rs["EvaluateOnExit"], f"evaluateOnExit {got_rules} != {want_rs['EvaluateOnExit']}")
-    retried = [r for r in got_rules if r["Action"] == "RETRY"]
-    ok(retried == [{"Action": "RETRY", "OnStatusReason": "Host EC2*"}, {"Action": "RETRY", "OnExitCode": "18"},
-                   {"Action": "RETRY", "OnExitCode": "19"}], f"retried: host loss and exit codes 18/19 only: {retried}")
+    # The rules infra/test proves equal to exit.rs's classes for every status: retry a lost host
+    # and everything else, stop on the buyer's decade 40-49 (a bare 4 carved out) and on 124.
+    ok(got_rules == [{"Action": "RETRY", "OnStatusReason": "Host EC2*"}, {"Action": "RETRY", "OnExitCode": "4"},
+                     {"Action": "EXIT", "OnExitCode": "4*"}, {"Action": "EXIT", "OnExitCode": "124"}],
+       f"retry rules: host loss retried, exit on 40-49 and 124 only: {got_rules}")
     want_timeout = template["Resources"]["WorkerJobAE811AD5"]["Properties"]["Timeout"]["AttemptDurationSeconds"]
     ok(jd["timeout"]["attemptDurationSeconds"] == want_timeout, f"attemptDurationSeconds {jd.get('timeout')}")
     repo = m["ecr"].describe_repositories(repositoryNames=[ids["WorkerRepoEE566D3E"]])["repositories"][0]

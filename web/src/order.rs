@@ -103,6 +103,19 @@ impl OrderForm {
         }
     }
 
+    /// The form opened within a model's context: a default context (or stride) longer than
+    /// the model's `n_positions` becomes it, so the defaults are always a valid order.
+    pub fn within_context(mut self, n_positions: Option<u32>) -> Self {
+        if let Some(n) = n_positions {
+            for v in [&mut self.context, &mut self.stride] {
+                if v.parse::<u32>().is_ok_and(|c| c > n) {
+                    *v = n.to_string();
+                }
+            }
+        }
+        self
+    }
+
     /// The job's parameters, checked with the API's own bounds (and the model's context):
     /// a value the API would refuse is refused here, before any quote is asked.
     pub fn params(&self, n_positions: Option<u32>) -> Result<(JobParams, u64), SpecError> {
@@ -536,6 +549,21 @@ pub fn completions(result: &Value) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_form_opens_within_the_models_context() {
+        let f = OrderForm {
+            kind: Some(JobKind::Evaluate),
+            dataset_bytes: Some(10),
+            ..OrderForm::new(JobKind::Evaluate)
+        }
+        .within_context(Some(48));
+        assert_eq!((f.context.as_str(), f.stride.as_str()), ("48", "48"));
+        assert!(f.params(Some(48)).is_ok(), "the defaults are a valid order");
+        let wide = OrderForm::new(JobKind::Evaluate).within_context(Some(1024));
+        assert_eq!((wide.context.as_str(), wide.stride.as_str()), ("128", "64"));
+        assert_eq!(OrderForm::new(JobKind::Evaluate).within_context(None).context, "128");
+    }
+
     use super::*;
 
     #[test]

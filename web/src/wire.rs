@@ -81,6 +81,9 @@ pub struct ModelView {
     pub evaluations: Vec<EvaluationView>,
     #[serde(default)]
     pub created_at: u64,
+    /// The model's longest context (absent from an older API: its refusal is shown instead).
+    #[serde(default)]
+    pub n_positions: Option<u32>,
 }
 
 /// `GET /api/models/{nft}/quote?kind=` and `POST /api/models/{nft}/quote`

@@ -170,7 +170,10 @@ const opDir = join(demoDir, 'operator');
 const store = join(opDir, 'store');
 const server = spawn(
   join(bin, 'posthuman-server'),
-  ['--data-dir', opDir, '--listen', '127.0.0.1:0', '--static-dir', dist, '--worker', join(bin, 'posthuman-worker')],
+  // A 16 KiB dataset cap (the API's, below the worker's): a dataset over it is a refusal only
+  // the API can give, which the order panel must say in words.
+  ['--data-dir', opDir, '--listen', '127.0.0.1:0', '--static-dir', dist, '--worker', join(bin, 'posthuman-worker'),
+    '--max-dataset-bytes', '16384'],
   { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
 );
 const base = await new Promise((ok, fail) => {
@@ -459,11 +462,21 @@ try {
     assert.equal(await op.textContent('#order-status'), 'Not quoted: dataset: eval.bin is not UTF-8 text (invalid byte at offset 2): the API takes plain text. Nothing was sent.');
     assert.deepEqual(quotes, [], 'no quote asked for a binary dataset');
     await op.setInputFiles('#order-dataset', { name: 'eval.txt', mimeType: 'text/plain', buffer: Buffer.from('The cat sat on the mat. '.repeat(40)) });
+    // Over this model's context (the API's model view names it): refused in the page too.
     await op.fill('#order-context', '8192');
     await op.fill('#order-stride', '64');
     await op.click('#order-quote');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.includes('context_len'));
+    assert.match(await op.textContent('#order-status'), /^Not quoted: context_len: 8192 exceeds the model's maximum context of \d+\. Nothing was sent\.$/);
+    assert.deepEqual(quotes, [], 'no quote asked over the model\'s context');
+    // A dataset over the operator's cap, which only the API knows: its refusal (a 4xx) is
+    // said in words.
+    await op.setInputFiles('#order-dataset', { name: 'big.txt', mimeType: 'text/plain', buffer: Buffer.from('The cat sat on the mat. '.repeat(1000)) });
+    await op.fill('#order-context', '32');
+    await op.fill('#order-stride', '16');
+    await op.click('#order-quote');
     await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('The API refused'));
-    assert.match(await op.textContent('#order-status'), /^The API refused the quote: \/api\/models\/0x[0-9a-f]{40}\/quote: .*context_len.*8192.*maximum context/);
+    assert.match(await op.textContent('#order-status'), /^The API refused the quote: \/api\/models\/0x[0-9a-f]{40}\/quote: .*dataset_bytes.*at most 16384 bytes/);
     assert.equal(quotes.length, 1);
     quotes.length = 0;
     await op.selectOption('#order-kind', 'infer');
@@ -552,7 +565,7 @@ try {
     assert.equal(await op.textContent('#order-result .perplexity'), `Perplexity ${evalReport.perplexity.toFixed(3)}`);
     assert.equal(evalReport.tokens_scored > 0, true);
     await ctx.close();
-    log(`order: over-bound and non-UTF-8 refused before a quote, the API's refusal of a quote, quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}`);
+    log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

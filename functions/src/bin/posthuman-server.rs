@@ -49,6 +49,11 @@ struct Args {
     /// (default: http://<the address listened on>).
     #[arg(long, env = "POSTHUMAN_PUBLIC_API_URL")]
     public_url: Option<String>,
+    /// The largest dataset a job may take, in bytes: at most the default (64 MiB), which is
+    /// the worker's own cap, so a lower operator limit is refused at quote time, not by the
+    /// worker after payment.
+    #[arg(long, env = "POSTHUMAN_MAX_DATASET_BYTES")]
+    max_dataset_bytes: Option<u64>,
 }
 
 #[tokio::main]
@@ -68,6 +73,14 @@ async fn main() -> anyhow::Result<()> {
         let rates: posthuman_types::pricing::Rates = serde_json::from_slice(&std::fs::read(path)?)?;
         rates.validate()?;
         cfg.api.rates = rates;
+    }
+    if let Some(n) = a.max_dataset_bytes {
+        let cap = cfg.api.limits.max_dataset_bytes;
+        anyhow::ensure!(
+            (1..=cap).contains(&n),
+            "--max-dataset-bytes {n}: between 1 and the worker's cap of {cap} bytes"
+        );
+        cfg.api.limits.max_dataset_bytes = n;
     }
     cfg.audit_window_secs = a.audit_window_secs;
     cfg.min_confirmations = a.min_confirmations;

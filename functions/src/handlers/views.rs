@@ -60,6 +60,9 @@ pub struct ModelView {
     /// Receipts of the jobs run on this model.
     pub receipts: Vec<Hash32>,
     pub created_at: u64,
+    /// The longest context the model attends over: a job's `context_len` is at most this
+    /// (the storefront bounds its order form with it, as quote and submit do).
+    pub n_positions: u32,
 }
 
 impl ModelView {
@@ -107,6 +110,7 @@ impl ModelView {
             evaluations,
             receipts: activity.receipts.iter().rev().copied().collect(),
             created_at: m.created_at,
+            n_positions: m.n_positions,
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     { quote_row(JobKind::Infer, &infer) }
                     { quote_row(JobKind::Evaluate, &evaluate) }
                 </table>
-                <super::order::OrderPanel nft={c.nft.clone()} />
+                <super::order::OrderPanel nft={c.nft.clone()} n_positions={m.n_positions} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>
                 if m.evaluations.is_empty() { <p>{ "None yet." }</p> }

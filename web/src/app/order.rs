@@ -36,6 +36,9 @@ use crate::wire::{ChainInfo, JobState, JobView, Quote, Submitted};
 #[derive(Properties, PartialEq)]
 pub struct OrderProps {
     pub nft: String,
+    /// The model's longest context: the form refuses a longer `context_len` before quoting.
+    #[prop_or_default]
+    pub n_positions: Option<u32>,
 }
 
 /// What the panel shows.
@@ -329,7 +332,7 @@ fn quote_table(q: &Quote) -> Html {
 pub fn OrderPanel(p: &OrderProps) -> Html {
     let wallet = use_context::<WalletHandle>();
     let chain = use_json::<ChainInfo>("/api/chain".into());
-    let form = use_state(|| OrderForm::new(JobKind::Infer));
+    let form = use_state(|| OrderForm::new(JobKind::Infer).within_context(p.n_positions));
     let file: Rc<RefCell<Option<web_sys::File>>> = use_mut_ref(|| None);
     // The dataset as read and checked when quoted: exactly these bytes are hashed, signed
     // and uploaded (a file edited on disk after the quote changes nothing).
@@ -390,6 +393,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
     let onquote = {
         let (form, file, data, update, nft) =
             (form.clone(), file.clone(), data.clone(), update.clone(), p.nft.clone());
+        let n_positions = p.n_positions;
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let refuse = {
@@ -401,7 +405,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                     });
                 }
             };
-            let (params, _) = match form.params(None) {
+            let (params, _) = match form.params(n_positions) {
                 Ok(x) => x,
                 Err(err) => return refuse(err),
             };

@@ -168,17 +168,8 @@ impl Gpt2 {
         targets: &Tensor,
         dropout: Option<&mut DropoutRng>,
     ) -> Result<(f32, NamedGrads)> {
-        let loss = self.loss(input_ids, targets, dropout)?;
-        let store = loss.backward()?;
-        let mut out = Vec::new();
-        for ((name, _), t) in param_shapes(self.config()).into_iter().zip(self.param_tensors()) {
-            let g = match store.get(t) {
-                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-                None => vec![0f32; t.elem_count()],
-            };
-            out.push((name, g));
-        }
-        Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, out))
+        let names = param_shapes(self.config()).into_iter().map(|(name, _)| name);
+        self.backward_named(input_ids, targets, dropout, names.zip(self.param_tensors()))
     }
 
     /// With LoRA branches ([`Gpt2::with_lora`]): loss and backward on the graph, the
@@ -189,19 +180,33 @@ impl Gpt2 {
         targets: &Tensor,
         dropout: Option<&mut DropoutRng>,
     ) -> Result<(f32, NamedGrads)> {
+        let branches = self.lora_branches();
+        let params =
+            branches.iter().flat_map(|br| [(br.a_name.clone(), &br.a), (br.b_name.clone(), &br.b)]);
+        let (loss, mut out) = self.backward_named(input_ids, targets, dropout, params)?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((loss, out))
+    }
+
+    /// `loss()` then `backward()`, and the f32 gradient of each named tensor in `params`
+    /// (zeros for one the loss does not reach).
+    fn backward_named<'a>(
+        &self,
+        input_ids: &Tensor,
+        targets: &Tensor,
+        dropout: Option<&mut DropoutRng>,
+        params: impl IntoIterator<Item = (String, &'a Tensor)>,
+    ) -> Result<(f32, NamedGrads)> {
         let loss = self.loss(input_ids, targets, dropout)?;
         let store = loss.backward()?;
         let mut out = Vec::new();
-        for br in self.lora_branches() {
-            for (name, t) in [(&br.a_name, &br.a), (&br.b_name, &br.b)] {
-                let g = match store.get(t) {
-                    Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-                    None => vec![0f32; t.elem_count()],
-                };
-                out.push((name.clone(), g));
-            }
+        for (name, t) in params {
+            let g = match store.get(t) {
+                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0f32; t.elem_count()],
+            };
+            out.push((name, g));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, out))
     }
 

@@ -10,28 +10,12 @@ mod common;
 mod harness;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
 use axum::http::StatusCode;
 use harness::*;
 use posthuman_functions::queue::WorkerCommand;
 use posthuman_types::{EvalParams, InferParams, JobParams, RewardScheme, Sampling, TrainParams};
-
-async fn wait_done(env: &Env, job_id: &str, saw_progress: &mut bool) -> serde_json::Value {
-    for _ in 0..1200 {
-        let (st, s) = env.get(&format!("/api/jobs/{job_id}")).await;
-        assert_eq!(st, StatusCode::OK, "{s}");
-        if s["progress"].is_object() {
-            *saw_progress = true;
-        }
-        if s["completed"] == true || s["state"] == "failed" {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {job_id} did not finish");
-}
 
 /// The tensor data of a safetensors image (the header holds only names and shapes).
 fn tensor_data(st: &[u8]) -> &[u8] {
@@ -67,16 +51,11 @@ async fn publish_train_derive_reward_infer_evaluate() {
 
     // Bob buys datatokens on the exchange, orders a train job and submits it.
     let bob = env.wallet(100).await;
-    env.buy(&bob, &m1, 3).await;
     let data = corpus().into_bytes();
     let mut t = TrainParams::new(6, 3e-3, 2, 16);
     t.checkpoint_every = 2;
     t.seed = 3;
-    let order =
-        env.order(&m1_nft, &JobParams::Train(t.clone()), data.len(), &bob, bob.address()).await;
-    let req =
-        job_request(&m1_nft, &order, bob.address(), &JobParams::Train(t), Some(&data), "train-1");
-    let (st, sub) = submit(&env, &bob, &req, Some(&data)).await;
+    let (st, sub) = submit_paid_train(&env, &bob, &m1, t, &data, "train-1").await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let train_id = sub["job_id"].as_str().unwrap().to_string();
     let mut saw_progress = false;

@@ -9,25 +9,11 @@
 mod common;
 mod harness;
 
-use std::time::Duration;
-
 use alloy::primitives::U256;
 use axum::http::StatusCode;
 use harness::*;
 use posthuman_functions::queue::WorkerCommand;
 use posthuman_types::{EvalParams, InferParams, JobParams, RewardScheme, Sampling, TrainParams};
-
-async fn wait_done(env: &Env, job_id: &str) -> serde_json::Value {
-    for _ in 0..1200 {
-        let (st, s) = env.get(&format!("/api/jobs/{job_id}")).await;
-        assert_eq!(st, StatusCode::OK, "{s}");
-        if s["completed"] == true || s["state"] == "failed" {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {job_id} did not finish");
-}
 
 #[tokio::test]
 async fn publish_train_infer_evaluate_a_llama() {
@@ -57,19 +43,14 @@ async fn publish_train_infer_evaluate_a_llama() {
 
     // A train job on it: quoted by the Llama's shape, run by the worker, derived with lineage.
     let bob = env.wallet(100).await;
-    env.buy(&bob, &m1, 3).await;
     let data = corpus().into_bytes();
     let mut t = TrainParams::new(6, 3e-3, 2, 16);
     t.checkpoint_every = 2;
     t.seed = 3;
-    let order =
-        env.order(&m1_nft, &JobParams::Train(t.clone()), data.len(), &bob, bob.address()).await;
-    let req =
-        job_request(&m1_nft, &order, bob.address(), &JobParams::Train(t), Some(&data), "ltrain-1");
-    let (st, sub) = submit(&env, &bob, &req, Some(&data)).await;
+    let (st, sub) = submit_paid_train(&env, &bob, &m1, t, &data, "ltrain-1").await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let train_id = sub["job_id"].as_str().unwrap().to_string();
-    let done = wait_done(&env, &train_id).await;
+    let done = wait_done(&env, &train_id, &mut false).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let m2_nft = done["derived_model"]["nft"].as_str().unwrap().to_string();
     let (_, m2) = env.get(&format!("/api/models/{m2_nft}")).await;
@@ -100,7 +81,7 @@ async fn publish_train_infer_evaluate_a_llama() {
     let (st, sub) = submit(&env, &bob, &req, None).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let infer_id = sub["job_id"].as_str().unwrap().to_string();
-    let done = wait_done(&env, &infer_id).await;
+    let done = wait_done(&env, &infer_id, &mut false).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let (_, res) = env.result(&infer_id, &bob).await;
     let c = &res["completions"][0];
@@ -118,7 +99,7 @@ async fn publish_train_infer_evaluate_a_llama() {
     let (st, sub) = submit(&env, &bob, &req, Some(&data)).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let eval_id = sub["job_id"].as_str().unwrap().to_string();
-    let done = wait_done(&env, &eval_id).await;
+    let done = wait_done(&env, &eval_id, &mut false).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let (_, res) = env.result(&eval_id, &bob).await;
     let ppl = res["report"]["perplexity"].as_f64().unwrap();

@@ -415,6 +415,41 @@ pub async fn submit(
     env.post_multipart("/api/jobs", &parts).await
 }
 
+/// Polls a job's status until it completes or fails; `saw_progress` is set once a status
+/// carried the worker's progress object.
+pub async fn wait_done(env: &Env, job_id: &str, saw_progress: &mut bool) -> serde_json::Value {
+    for _ in 0..1200 {
+        let (st, s) = env.get(&format!("/api/jobs/{job_id}")).await;
+        assert_eq!(st, StatusCode::OK, "{s}");
+        if s["progress"].is_object() {
+            *saw_progress = true;
+        }
+        if s["completed"] == true || s["state"] == "failed" {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {job_id} did not finish");
+}
+
+/// The paid path of a train job: `buyer` buys 3 datatokens of `model`, orders a train job
+/// over `data` and submits it signed (nonce `nonce`). Returns the submit's answer.
+pub async fn submit_paid_train(
+    env: &Env,
+    buyer: &PrivateKeySigner,
+    model: &serde_json::Value,
+    params: posthuman_types::TrainParams,
+    data: &[u8],
+    nonce: &str,
+) -> (StatusCode, serde_json::Value) {
+    env.buy(buyer, model, 3).await;
+    let nft = model["nft"].as_str().unwrap();
+    let params = JobParams::Train(params);
+    let order = env.order(nft, &params, data.len(), buyer, buyer.address()).await;
+    let req = job_request(nft, &order, buyer.address(), &params, Some(data), nonce);
+    submit(env, buyer, &req, Some(data)).await
+}
+
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }

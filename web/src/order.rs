@@ -18,6 +18,7 @@
 //!    (`eth_signTypedData_v4`, [`SignableRequest::typed_data`]) and posted as multipart:
 //!    `request`, `signature`, then `dataset`.
 
+use alloy::hex;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol;
 use alloy::sol_types::SolCall;
@@ -212,16 +213,6 @@ pub struct JobRequest {
     pub expires_at: u64,
 }
 
-/// `0x…` hex.
-pub fn hex0x(b: &[u8]) -> String {
-    let mut s = String::with_capacity(2 + 2 * b.len());
-    s.push_str("0x");
-    for x in b {
-        s.push_str(&format!("{x:02x}"));
-    }
-    s
-}
-
 fn amount(what: &str, s: &str) -> Result<U256, String> {
     s.parse::<U256>().map_err(|_| format!("the quote's {what} is not an amount ({s:?})"))
 }
@@ -306,25 +297,18 @@ pub struct Tx {
 impl Tx {
     /// `eth_sendTransaction` params from `from`.
     pub fn params(&self, from: Address) -> Value {
-        json!([{ "from": from, "to": self.to, "data": hex0x(&self.data) }])
+        json!([{ "from": from, "to": self.to, "data": hex::encode_prefixed(&self.data) }])
     }
 }
 
 /// `eth_call` params.
 pub fn call_params(to: Address, data: &[u8]) -> Value {
-    json!([{ "to": to, "data": hex0x(data) }, "latest"])
+    json!([{ "to": to, "data": hex::encode_prefixed(data) }, "latest"])
 }
 
 fn unhex(v: &Value) -> Result<Vec<u8>, String> {
     let s = v.as_str().ok_or_else(|| format!("the node answered {v}"))?;
-    let h = s.strip_prefix("0x").ok_or_else(|| format!("the node answered {s}"))?;
-    if h.len() % 2 != 0 {
-        return Err(format!("the node answered {s}"));
-    }
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| format!("the node answered {s}")))
-        .collect()
+    crate::wallet::unhex(s).ok_or_else(|| format!("the node answered {s}"))
 }
 
 /// `calcBaseInGivenOutDT(exchange, 1 datatoken, 0)`: the call and the reading of its answer
@@ -503,7 +487,7 @@ pub fn parse_receipt(v: &Value) -> Option<Result<u64, String>> {
 /// The signed request's random parts: a nonce and the salt the receipt's input hash is
 /// salted with (the buyer's only copy).
 pub fn nonce_of(r: &[u8; 16]) -> String {
-    format!("n-{}", &hex0x(r)[2..])
+    format!("n-{}", hex::encode(r))
 }
 
 /// The typed data the wallet signs for a job request body (`eth_signTypedData_v4`'s second
@@ -665,7 +649,7 @@ mod tests {
                 "provider_fee_token": format!("{:#x}", b.ocean.unwrap()),
                 "provider_fee_amount": "500", "v": 27,
                 "r": format!("0x{}", "01".repeat(32)), "s": format!("0x{}", "02".repeat(32)),
-                "valid_until": 99, "provider_data": hex0x(&data)
+                "valid_until": 99, "provider_data": hex::encode_prefixed(&data)
             },
             "expires_at": 99
         }))

@@ -81,8 +81,7 @@ pub fn network_name(chain_id: u64) -> String {
 
 /// `eth_call` params reading `owner`'s balance of the ERC-20 `token`.
 pub fn balance_call(token: Address, owner: Address) -> Value {
-    let data = balanceOfCall { owner }.abi_encode();
-    json!([{ "to": token, "data": format!("0x{}", hex(&data)) }, "latest"])
+    crate::order::call_params(token, &balanceOfCall { owner }.abi_encode())
 }
 
 /// The `eth_call` answer of [`balance_call`].
@@ -110,16 +109,9 @@ pub fn add_params(chain_id: u64, rpc_url: Option<&str>) -> Option<Value> {
     }]))
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.strip_prefix("0x")?;
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+/// The bytes of a node's `0x…` data answer (`None`: not `0x`-prefixed hex).
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    alloy::hex::decode(s.strip_prefix("0x")?).ok()
 }
 
 #[cfg(test)]

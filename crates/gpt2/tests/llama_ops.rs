@@ -6,32 +6,9 @@
 mod common;
 use common::*;
 use posthuman_gpt2::SeededRng;
-use posthuman_gpt2::candle_core::{DType, Device, Result, Tensor, Var};
+use posthuman_gpt2::candle_core::{DType, Device, Tensor, Var};
 use posthuman_gpt2::candle_nn;
 use posthuman_gpt2::ops::llama::{self as lops, Llama3Scaling, RopeTable};
-
-type Op = dyn Fn(&[Tensor]) -> Result<Tensor>;
-
-fn weighted(out: Tensor, seed: u64) -> Result<Tensor> {
-    let mut rng = SeededRng::new(seed);
-    let w = rand_t(&mut rng, out.dims(), 1.0, out.dtype());
-    (out * w)?.sum_all()
-}
-
-/// FD in f64; f32 value and gradients against f64; every input's gradient nonzero.
-fn check(op: &Op, inputs64: Vec<Tensor>) {
-    check_fd(op, &inputs64, 1e-6, 1e-6);
-    let inputs32: Vec<Tensor> = inputs64.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
-    let (v64, g64) = grads(op, &inputs64);
-    let (v32, g32) = grads(op, &inputs32);
-    assert!((v64 - v32).abs() <= 1e-4 * (1.0 + v64.abs()), "value {v32} vs f64 {v64}");
-    for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
-        let e = rel_err(a, b);
-        assert!(e < 2e-4, "input {i}: f32 gradient differs from f64 by {e}");
-        assert!(b.iter().all(|x| x.is_finite()), "input {i}: non-finite gradient");
-        assert!(b.iter().any(|x| *x != 0.0), "input {i}: zero gradient");
-    }
-}
 
 fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
     let e = rel_err(a, b);

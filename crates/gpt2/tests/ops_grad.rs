@@ -5,32 +5,8 @@
 mod common;
 use common::*;
 use posthuman_gpt2::SeededRng;
-use posthuman_gpt2::candle_core::{DType, Result, Tensor};
+use posthuman_gpt2::candle_core::{DType, Tensor};
 use posthuman_gpt2::ops::{self, Activation, IGNORE_INDEX, fast_math, reference};
-
-type Op = dyn Fn(&[Tensor]) -> Result<Tensor>;
-
-/// Reduces an op's output to a scalar with fixed random weights, so every output element
-/// contributes a distinct gradient.
-fn weighted(out: Tensor, seed: u64) -> Result<Tensor> {
-    let mut rng = SeededRng::new(seed);
-    let w = rand_t(&mut rng, out.dims(), 1.0, out.dtype());
-    (out * w)?.sum_all()
-}
-
-/// FD-checks `op` in f64 (reference path) and compares the fused f32 path with it.
-fn check(op: &Op, inputs64: Vec<Tensor>) {
-    check_fd(op, &inputs64, 1e-6, 1e-6);
-    let inputs32: Vec<Tensor> = inputs64.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
-    let (v64, g64) = grads(op, &inputs64);
-    let (v32, g32) = grads(op, &inputs32);
-    assert!((v64 - v32).abs() <= 1e-4 * (1.0 + v64.abs()), "value {v32} vs reference {v64}");
-    for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
-        let e = rel_err(a, b);
-        assert!(e < 2e-4, "input {i}: fused gradient differs from reference by {e}");
-        assert!(b.iter().any(|x| *x != 0.0), "input {i}: zero reference gradient");
-    }
-}
 
 #[test]
 fn layer_norm_gradients() {

@@ -67,3 +67,27 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
 }
+
+/// Reduces an op's output to a scalar with fixed random weights, so every output element
+/// contributes a distinct gradient.
+pub fn weighted(out: Tensor, seed: u64) -> Result<Tensor> {
+    let mut rng = SeededRng::new(seed);
+    let w = rand_t(&mut rng, out.dims(), 1.0, out.dtype());
+    (out * w)?.sum_all()
+}
+
+/// FD-checks `op` in f64 (the reference path), then compares its f32 (fused) path with
+/// it in value and in every input's gradient, which must be finite and nonzero.
+pub fn check(op: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs64: Vec<Tensor>) {
+    check_fd(op, &inputs64, 1e-6, 1e-6);
+    let inputs32: Vec<Tensor> = inputs64.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+    let (v64, g64) = grads(op, &inputs64);
+    let (v32, g32) = grads(op, &inputs32);
+    assert!((v64 - v32).abs() <= 1e-4 * (1.0 + v64.abs()), "value {v32} vs f64 reference {v64}");
+    for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+        let e = rel_err(a, b);
+        assert!(e < 2e-4, "input {i}: f32 gradient differs from the f64 reference by {e}");
+        assert!(b.iter().all(|x| x.is_finite()), "input {i}: non-finite gradient");
+        assert!(b.iter().any(|x| *x != 0.0), "input {i}: zero reference gradient");
+    }
+}

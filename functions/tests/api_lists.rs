@@ -14,7 +14,6 @@ use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_functions::catalogue::{JobPhase, JobRecord, ModelRecord};
 use posthuman_functions::queue::WorkerCommand;
-use posthuman_types::{Hash32, ModelCard, RewardScheme};
 use tower::ServiceExt;
 
 fn idle() -> WorkerCommand {
@@ -23,30 +22,14 @@ fn idle() -> WorkerCommand {
 
 fn model(i: u32, created_at: u64) -> ModelRecord {
     let nft = format!("0x{:040x}", 0xa000 + i);
-    ModelRecord {
-        card: ModelCard {
-            nft: nft.clone(),
-            datatoken: "0x00000000000000000000000000000000000000d1".into(),
-            name: format!("model {i}"),
-            symbol: "M".into(),
-            description: "seeded".into(),
-            owner: "0x00000000000000000000000000000000000000a1".into(),
-            weights_hash: Hash32([7; 32]),
-            parent: None,
-            trainer: None,
-            architecture: "gpt2".into(),
-            parameters: 1,
-            exchange_id: None,
-            price: None,
-            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
-        },
-        storage_prefix: format!("models/{nft}"),
-        created_at,
-        source_job: None,
-        receipt_hash: None,
-        n_positions: 64,
-        featured: vec![],
-    }
+    let mut m = common::model_record();
+    m.card.name = format!("model {i}");
+    m.card.symbol = "M".into();
+    m.card.description = "seeded".into();
+    m.storage_prefix = format!("models/{nft}");
+    m.card.nft = nft;
+    m.created_at = created_at;
+    m
 }
 
 pub fn job(id: &str, model: &str, consumer: &str, created_at: u64) -> JobRecord {

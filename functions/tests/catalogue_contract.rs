@@ -12,33 +12,19 @@ use posthuman_functions::catalogue::{
     ObjectCatalogue, OrderClaim, SqliteCatalogue,
 };
 use posthuman_store::{LocalStore, ObjectStore, S3Config, S3Store};
-use posthuman_types::{Hash32, JobKind, ModelCard, RewardScheme};
+use posthuman_types::{Hash32, JobKind};
 
 fn model(nft: &str, created_at: u64) -> ModelRecord {
-    ModelRecord {
-        card: ModelCard {
-            nft: nft.to_string(),
-            datatoken: "0x00000000000000000000000000000000000000d1".into(),
-            name: format!("model {nft}"),
-            symbol: "M1".into(),
-            description: "a tiny model".into(),
-            owner: "0x00000000000000000000000000000000000000a1".into(),
-            weights_hash: Hash32([7; 32]),
-            parent: None,
-            trainer: None,
-            architecture: "gpt2 2L/32d/2h ctx64 vocab300".into(),
-            parameters: 12345,
-            exchange_id: Some(Hash32([9; 32])),
-            price: Some("1000000000000000000".into()),
-            reward_scheme: RewardScheme::geometric(1000, 5000, 3),
-        },
-        storage_prefix: format!("models/{nft}"),
-        created_at,
-        source_job: None,
-        receipt_hash: None,
-        n_positions: 64,
-        featured: vec![],
-    }
+    let mut m = common::model_record();
+    m.card.nft = nft.to_string();
+    m.card.name = format!("model {nft}");
+    m.card.architecture = "gpt2 2L/32d/2h ctx64 vocab300".into();
+    m.card.parameters = 12345;
+    m.card.exchange_id = Some(Hash32([9; 32]));
+    m.card.price = Some("1000000000000000000".into());
+    m.storage_prefix = format!("models/{nft}");
+    m.created_at = created_at;
+    m
 }
 
 fn job(id: &str, model: &str, created_at: u64) -> JobRecord {

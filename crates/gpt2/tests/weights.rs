@@ -177,6 +177,24 @@ fn small_good() -> (Config, Vec<u8>) {
     (cfg, safetensors_bytes(&w).unwrap())
 }
 
+/// `good` with `n` random bytes overwritten (biased towards the 8-byte length and the JSON
+/// header), then, when `cut`, truncated at a random length.
+fn mutate(good: &[u8], seed: u64, n: usize, cut: bool) -> Vec<u8> {
+    let mut rng = SeededRng::new(seed);
+    let mut bytes = good.to_vec();
+    let hlen = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    for _ in 0..n {
+        let span = if rng.next_u64().is_multiple_of(2) { hlen } else { bytes.len() };
+        let i = (rng.next_u64() as usize) % span.max(1);
+        bytes[i] = rng.next_u64() as u8;
+    }
+    if cut {
+        let len = (rng.next_u64() as usize) % bytes.len();
+        bytes.truncate(len);
+    }
+    bytes
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -189,19 +207,7 @@ proptest! {
     #[test]
     fn mutated_files_never_panic(seed in any::<u64>(), n in 1usize..8, cut in any::<bool>()) {
         let (cfg, good) = small_good();
-        let mut rng = SeededRng::new(seed);
-        let mut bytes = good.clone();
-        // Bias mutations towards the 8-byte length and the JSON header.
-        let hlen = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-        for _ in 0..n {
-            let span = if rng.next_u64().is_multiple_of(2) { hlen } else { bytes.len() };
-            let i = (rng.next_u64() as usize) % span.max(1);
-            bytes[i] = rng.next_u64() as u8;
-        }
-        if cut {
-            let len = (rng.next_u64() as usize) % bytes.len();
-            bytes.truncate(len);
-        }
+        let bytes = mutate(&good, seed, n, cut);
         // Ok is possible (a flipped weight byte), a panic is not.
         let _ = load_safetensors_bytes(&bytes, &cfg);
     }
@@ -356,18 +362,7 @@ proptest! {
     #[test]
     fn file_check_agrees_on_mutated_files(seed in any::<u64>(), n in 1usize..8, cut in any::<bool>()) {
         let (cfg, good) = small_good();
-        let mut rng = SeededRng::new(seed);
-        let mut bytes = good.clone();
-        let hlen = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-        for _ in 0..n {
-            let span = if rng.next_u64().is_multiple_of(2) { hlen } else { bytes.len() };
-            let i = (rng.next_u64() as usize) % span.max(1);
-            bytes[i] = rng.next_u64() as u8;
-        }
-        if cut {
-            let len = (rng.next_u64() as usize) % bytes.len();
-            bytes.truncate(len);
-        }
+        let bytes = mutate(&good, seed, n, cut);
         let _ = file_check(&bytes, &cfg, false);
     }
 }

@@ -301,20 +301,8 @@ fn llama_training_is_bit_identical_across_runs_and_thread_counts() {
     let a = llama_run_once();
     assert_eq!(a, llama_run_once());
     // Separate processes, since the thread pools' sizes are fixed per process.
-    let exe = std::env::current_exe().unwrap();
     for threads in ["1", "2"] {
-        let out = std::process::Command::new(&exe)
-            .args(["--exact", "llama_child_print_hash", "--nocapture", "--test-threads", "1"])
-            .env("LLAMA_CHILD", "1")
-            .env("RAYON_NUM_THREADS", threads)
-            .env("CANDLE_NUM_THREADS", threads)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let h = stdout
-            .lines()
-            .find_map(|l| l.split("HASH=").nth(1))
-            .unwrap_or_else(|| panic!("child: {stdout}"));
+        let h = child_hash("llama_child_print_hash", "LLAMA_CHILD", threads);
         assert_eq!(h, a, "{threads} thread(s) gave different weights");
     }
 }

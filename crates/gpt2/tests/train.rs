@@ -84,19 +84,8 @@ fn bit_identical_across_runs_and_thread_counts() {
     let a = run_once();
     assert_eq!(a, run_once());
     // Separate processes, since rayon's global pool size is fixed per process.
-    let exe = std::env::current_exe().unwrap();
     for threads in ["1", "2"] {
-        let out = std::process::Command::new(&exe)
-            .args(["--exact", "child_print_hash", "--nocapture", "--test-threads", "1"])
-            .env("GPT2_CHILD", "1")
-            .env("RAYON_NUM_THREADS", threads)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let h = stdout
-            .lines()
-            .find_map(|l| l.split("HASH=").nth(1))
-            .unwrap_or_else(|| panic!("child: {stdout}"));
+        let h = child_hash("child_print_hash", "GPT2_CHILD", threads);
         assert_eq!(h, a, "{threads} thread(s) gave different weights");
     }
 }

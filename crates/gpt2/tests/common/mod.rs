@@ -91,3 +91,20 @@ pub fn check(op: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs64: Vec<Tensor>) {
         assert!(b.iter().any(|x| *x != 0.0), "input {i}: zero reference gradient");
     }
 }
+
+/// Runs this test binary's `test` alone in a child process with `env` set and `threads`
+/// threads (rayon's and candle's pool sizes are fixed per process), and returns the
+/// weights hash it prints as `HASH=...`.
+pub fn child_hash(test: &str, env: &str, threads: &str) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(env, "1")
+        .env("RAYON_NUM_THREADS", threads)
+        .env("CANDLE_NUM_THREADS", threads)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let h = stdout.lines().find_map(|l| l.split("HASH=").nth(1));
+    h.unwrap_or_else(|| panic!("child: {stdout}")).to_string()
+}

@@ -9,17 +9,9 @@ mod harness;
 
 use alloy::providers::ext::AnvilApi;
 use axum::http::StatusCode;
+use common::infer_params as infer;
 use harness::*;
-use posthuman_types::{InferParams, JobParams, RewardScheme, Sampling};
-
-fn infer() -> JobParams {
-    JobParams::Infer(InferParams {
-        prompts: vec!["hello".into()],
-        max_new_tokens: 4,
-        sampling: Sampling::default(),
-        stop: vec![],
-    })
-}
+use posthuman_types::RewardScheme;
 
 #[tokio::test]
 async fn the_local_dev_chain_needs_no_confirmations_by_default() {

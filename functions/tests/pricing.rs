@@ -12,23 +12,15 @@ use alloy::primitives::{Bytes as ABytes, U256};
 use alloy::signers::local::PrivateKeySigner;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::infer_params as infer;
 use harness::*;
 use posthuman_chain::ProviderFee;
-use posthuman_types::{InferParams, JobParams, RewardScheme, Sampling, TrainParams};
+use posthuman_types::{JobParams, RewardScheme, TrainParams};
 
 fn train(steps: u32) -> JobParams {
     let mut t = TrainParams::new(steps, 1e-3, 2, 16);
     t.checkpoint_every = 2;
     JobParams::Train(t)
-}
-
-fn infer() -> JobParams {
-    JobParams::Infer(InferParams {
-        prompts: vec!["hello".into()],
-        max_new_tokens: 4,
-        sampling: Sampling::default(),
-        stop: vec![],
-    })
 }
 
 fn data() -> Vec<u8> {

@@ -15,7 +15,7 @@ use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_receipts::request::{PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB};
 use posthuman_receipts::{ReceiptDomain, SignableRequest};
-use posthuman_types::{InferParams, JobParams, RewardScheme, Sampling};
+use posthuman_types::RewardScheme;
 
 fn typed(key: &PrivateKeySigner, domain: &ReceiptDomain, action: &str, body: &[u8]) -> String {
     SignableRequest::of_json_body(action, body).unwrap().sign(domain, key).unwrap()
@@ -93,12 +93,7 @@ async fn signatures_for_another_chain_or_deployment_are_refused() {
     // Submit: the same.
     let bob = env.wallet(100).await;
     env.buy(&bob, &model, 2).await;
-    let params = JobParams::Infer(InferParams {
-        prompts: vec!["hello".into()],
-        max_new_tokens: 4,
-        sampling: Sampling::default(),
-        stop: vec![],
-    });
+    let params = common::infer_params();
     let order = env.order(&nft, &params, 0, &bob, bob.address()).await;
     let r = job_request(&nft, &order, bob.address(), &params, None, "s-1");
     let submit_with = |sig: String| {

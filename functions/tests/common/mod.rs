@@ -3,6 +3,16 @@
 
 use posthuman_types::{InferParams, JobParams, JobSpec, Sampling};
 
+/// Small valid infer parameters: one short prompt, four new tokens.
+pub fn infer_params() -> JobParams {
+    JobParams::Infer(InferParams {
+        prompts: vec!["hello".into()],
+        max_new_tokens: 4,
+        sampling: Sampling::default(),
+        stop: vec![],
+    })
+}
+
 /// A small valid infer spec (no dataset needed).
 pub fn infer_spec(job_id: &str) -> JobSpec {
     JobSpec {
@@ -11,12 +21,7 @@ pub fn infer_spec(job_id: &str) -> JobSpec {
         dataset_key: None,
         private_prefix: format!("jobs/{job_id}/private"),
         public_prefix: format!("jobs/{job_id}/public"),
-        params: JobParams::Infer(InferParams {
-            prompts: vec!["hello".into()],
-            max_new_tokens: 4,
-            sampling: Sampling::default(),
-            stop: vec![],
-        }),
+        params: infer_params(),
         budget: None,
         salt: None,
     }

@@ -121,6 +121,22 @@ async fn run_to_end(store: &dyn ObjectStore, s: &JobSpec, p: &TrainParams) -> Tr
     }
 }
 
+/// Trains `s` until the worker's stop hook halts it after `step`.
+async fn run_until(store: &dyn ObjectStore, s: &JobSpec, p: &TrainParams, step: u32) {
+    let outcome = train::run(store, &wc(Some(step)), s, p).await.unwrap();
+    assert_eq!(outcome, TrainOutcome::Stopped { step });
+}
+
+/// Trains "tampered" to step 12, swaps its checkpoint there for the same step of the
+/// already trained "other" run, trains on from it to the end, and audits every segment.
+async fn audit_tampered_at_12(store: &dyn ObjectStore, p: &TrainParams) -> AuditReport {
+    let s = spec("tampered", DATA, p);
+    run_until(store, &s, p, 12).await;
+    substitute(store, "model.safetensors", ("private/tampered", 12), ("private/other", 12)).await;
+    let m = run_to_end(store, &s, p).await;
+    full_audit(store, "private/tampered", &m).await
+}
+
 /// The hashes of a stored checkpoint (recomputed from its files, not read from its state).
 async fn stored(store: &dyn ObjectStore, prefix: &str, step: u32) -> merkle::Checkpoint {
     let cfg = load_model(store, BASE, u64::MAX).await.unwrap().cfg;
@@ -274,23 +290,13 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     // continued from them.
     let other_seed = TrainParams { seed: 99, ..p.clone() };
     let other = run_to_end(st, &spec("other", DATA, &other_seed), &other_seed).await;
-    let s = spec("tampered", DATA, &p);
-    assert_eq!(
-        train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
-        TrainOutcome::Stopped { step: 12 }
-    );
-    substitute(st, "model.safetensors", ("private/tampered", 12), ("private/other", 12)).await;
-    let m = run_to_end(st, &s, &p).await;
-    let rep = full_audit(st, "private/tampered", &m).await;
+    let rep = audit_tampered_at_12(st, &p).await;
     assert_eq!(bad_segments(&rep), vec![2], "{rep:?}");
     assert!(matches!(rep.results[2].verdict, SegmentVerdict::EndMismatch { .. }));
 
     // Skipped steps: the steps 13..16 were never run (checkpoint 16 is checkpoint 12 again).
     let s = spec("skipped", DATA, &p);
-    assert_eq!(
-        train::run(st, &wc(Some(16)), &s, &p).await.unwrap(),
-        TrainOutcome::Stopped { step: 16 }
-    );
+    run_until(st, &s, &p, 16).await;
     substitute(st, "model.safetensors", ("private/skipped", 16), ("private/skipped", 12)).await;
     let m = run_to_end(st, &s, &p).await;
     let rep = full_audit(st, "private/skipped", &m).await;
@@ -302,10 +308,7 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     // segment 2 yields the honest moments. (With weights-only leaves this run passed a full
     // audit: segment 3 reproduces from the stored, forged moments.)
     let s = spec("moments", DATA, &p);
-    assert_eq!(
-        train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
-        TrainOutcome::Stopped { step: 12 }
-    );
+    run_until(st, &s, &p, 12).await;
     let honest_12 = stored(st, "private/moments", 12).await;
     let forged =
         substitute(st, "optimizer.safetensors", ("private/moments", 12), ("private/other", 12))
@@ -350,9 +353,6 @@ async fn the_worker_audit_passes_honest_training_and_catches_each_cheat() {
     assert_eq!(rep.results[0].pick, Pick::Final);
 }
 
-/// The worker salts the public dataset hash with the same function the receipts crate
-/// documents (and `posthuman verify --salt` recomputes): one salt, one input, one hash; and
-/// another salt or input gives another.
 /// The audit replays a Llama's training through the same (family-dispatching) train code:
 /// honest training passes bit for bit, a substituted checkpoint is caught in its segment.
 #[tokio::test]
@@ -367,17 +367,13 @@ async fn the_worker_audit_replays_a_llama_and_catches_a_tampered_checkpoint() {
 
     let other_seed = TrainParams { seed: 99, ..p.clone() };
     run_to_end(st, &spec("other", DATA, &other_seed), &other_seed).await;
-    let s = spec("tampered", DATA, &p);
-    assert_eq!(
-        train::run(st, &wc(Some(12)), &s, &p).await.unwrap(),
-        TrainOutcome::Stopped { step: 12 }
-    );
-    substitute(st, "model.safetensors", ("private/tampered", 12), ("private/other", 12)).await;
-    let m = run_to_end(st, &s, &p).await;
-    let rep = full_audit(st, "private/tampered", &m).await;
+    let rep = audit_tampered_at_12(st, &p).await;
     assert_eq!(bad_segments(&rep), vec![2], "{rep:?}");
 }
 
+/// The worker salts the public dataset hash with the same function the receipts crate
+/// documents (and `posthuman verify --salt` recomputes): one salt, one input, one hash; and
+/// another salt or input gives another.
 #[test]
 fn the_worker_salts_like_the_receipts_crate() {
     let (salt, h) = (Hash32([0x5a; 32]), posthuman_receipts::dataset_hash(b"some text"));

@@ -190,7 +190,7 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     let salt = Hash32(random::<32>()?);
     let req = JobRequest {
         model: o.quote.model.clone(),
-        order_tx: order_tx.as_str().unwrap_or_default().to_string(),
+        order_tx: tx.clone(),
         consumer: format!("{me:#x}"),
         params: o.terms.params.clone(),
         dataset_sha256: o.dataset.as_ref().map(|(_, d)| Hash32(Sha256::digest(d).into())),

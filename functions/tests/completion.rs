@@ -8,39 +8,18 @@
 mod common;
 
 use bytes::Bytes;
-use posthuman_functions::catalogue::{JobPhase, JobRecord, OrderClaim, now_secs};
+use posthuman_functions::catalogue::{JobPhase, JobRecord, now_secs};
 use posthuman_functions::deps::Deps;
 use posthuman_functions::handlers::complete::on_job_done;
 use posthuman_functions::handlers::views::{JobStateView, JobView};
 use posthuman_functions::queue::{JobDone, QueueState};
 use posthuman_types::{EvalParams, Hash32, JobKind, JobParams};
 
-use common::{MODEL, model_record as model, offline_deps as deps};
+use common::{model_record as model, offline_deps as deps};
 
-/// A queued job holding its own order (the ledger key is `<tx>-<log index>`).
+/// A queued job holding its own order.
 async fn queued_job(deps: &Deps, id: &str, n: u8) -> JobRecord {
-    let job = JobRecord {
-        job_id: id.to_string(),
-        kind: JobKind::Infer,
-        model: MODEL.into(),
-        consumer: "0x00000000000000000000000000000000000000b0".into(),
-        order_tx: format!("0x{}", format!("{n:02x}").repeat(32)),
-        order_log_index: 0,
-        spec: common::infer_spec(id),
-        queue_ref: Some(id.to_string()),
-        phase: JobPhase::Queued,
-        created_at: now_secs(),
-        updated_at: now_secs(),
-        completion: Default::default(),
-        order_released: false,
-        receipt_hash: None,
-        perplexity: None,
-        input_data_hash: None,
-    };
-    let key = format!("{}-0", job.order_tx);
-    assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);
-    deps.catalogue.put_job(&job).await.unwrap();
-    job
+    common::seeded_job(deps, id, n, JobPhase::Queued, now_secs()).await
 }
 
 fn failed(id: &str, code: Option<i32>) -> JobDone {

@@ -11,15 +11,15 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use posthuman_functions::catalogue::{JobPhase, JobRecord, OrderClaim};
+use posthuman_functions::catalogue::{JobPhase, JobRecord};
 use posthuman_functions::deps::Deps;
 use posthuman_functions::queue::{
     LocalQueue, LocalQueueConfig, QueueError, QueueState, WorkerCommand, spec_key,
 };
 use posthuman_functions::sweep::{SweepPolicy, sweep_stuck_jobs};
-use posthuman_types::{Hash32, JobKind};
+use posthuman_types::Hash32;
 
-use common::{MODEL, model_record, offline_deps as deps};
+use common::{model_record, offline_deps as deps, seeded_job as record};
 
 const GRACE: u64 = 600;
 const NOW: u64 = 1_800_000_000;
@@ -27,35 +27,6 @@ const NOW: u64 = 1_800_000_000;
 /// The model the jobs run on (a sweep walks jobs model by model).
 async fn with_model(deps: &Deps) {
     deps.catalogue.put_model(&model_record()).await.unwrap();
-}
-
-/// A record as `submit` leaves it, last written at `updated_at`, holding its own order.
-async fn record(deps: &Deps, id: &str, n: u8, phase: JobPhase, updated_at: u64) -> JobRecord {
-    let job = JobRecord {
-        job_id: id.to_string(),
-        kind: JobKind::Infer,
-        model: MODEL.into(),
-        consumer: "0x00000000000000000000000000000000000000b0".into(),
-        order_tx: format!("0x{}", format!("{n:02x}").repeat(32)),
-        order_log_index: 0,
-        spec: common::infer_spec(id),
-        queue_ref: match phase {
-            JobPhase::Queued => Some(id.to_string()),
-            _ => None,
-        },
-        phase,
-        created_at: updated_at,
-        updated_at,
-        completion: Default::default(),
-        order_released: false,
-        receipt_hash: None,
-        perplexity: None,
-        input_data_hash: None,
-    };
-    let key = format!("{}-0", job.order_tx);
-    assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);
-    deps.catalogue.put_job(&job).await.unwrap();
-    job
 }
 
 async fn store_spec(deps: &Deps, job: &JobRecord) {

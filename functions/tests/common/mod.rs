@@ -127,3 +127,42 @@ pub fn model_record() -> posthuman_functions::catalogue::ModelRecord {
         featured: vec![],
     }
 }
+
+/// A record as `submit` leaves it, last written at `updated_at`, holding its own order (the
+/// ledger key is `<tx>-<log index>`), stored in `deps`' catalogue.
+pub async fn seeded_job(
+    deps: &posthuman_functions::deps::Deps,
+    id: &str,
+    n: u8,
+    phase: posthuman_functions::catalogue::JobPhase,
+    updated_at: u64,
+) -> posthuman_functions::catalogue::JobRecord {
+    use posthuman_functions::catalogue::{JobPhase, JobRecord, OrderClaim};
+    use posthuman_types::JobKind;
+
+    let job = JobRecord {
+        job_id: id.to_string(),
+        kind: JobKind::Infer,
+        model: MODEL.into(),
+        consumer: "0x00000000000000000000000000000000000000b0".into(),
+        order_tx: format!("0x{}", format!("{n:02x}").repeat(32)),
+        order_log_index: 0,
+        spec: infer_spec(id),
+        queue_ref: match phase {
+            JobPhase::Queued => Some(id.to_string()),
+            _ => None,
+        },
+        phase,
+        created_at: updated_at,
+        updated_at,
+        completion: Default::default(),
+        order_released: false,
+        receipt_hash: None,
+        perplexity: None,
+        input_data_hash: None,
+    };
+    let key = format!("{}-0", job.order_tx);
+    assert_eq!(deps.catalogue.claim_order(&key, id).await.unwrap(), OrderClaim::Claimed);
+    deps.catalogue.put_job(&job).await.unwrap();
+    job
+}

@@ -483,12 +483,6 @@ impl AnyModel {
         }
     }
 
-    /// Whether [`AnyModel::train_micro_batch`] applies dropout (only GPT-2 has it: Llama's
-    /// HF config has no hidden dropout, and its attention dropout is 0 in every release).
-    pub fn supports_dropout(&self) -> bool {
-        matches!(self, AnyModel::Gpt2(_))
-    }
-
     /// One micro-batch of a training step: its mean loss, with its gradients moved into
     /// `grads` (the first micro-batch) or added to them. GPT-2 on the CPU uses the graph-free
     /// step (bit-identical to `loss` + `backward`); Llama its autograd graph. Either way the

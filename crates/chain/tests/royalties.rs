@@ -9,11 +9,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, Bytes, U256};
-use common::{Env, ONE, env, operator_key};
+use common::{Env, ONE, env};
 use posthuman_chain::ChainError;
 use posthuman_chain::alloy;
 use posthuman_chain::bindings::{ERC20Template, RoyaltyVault};
-use posthuman_chain::fees::sign_provider_fee;
 use posthuman_chain::lineage::VAULT_SEED;
 use posthuman_types::RewardScheme;
 use posthuman_types::model::MAX_ROYALTY;
@@ -82,14 +81,10 @@ async fn an_order_of_a_derived_model_pays_its_ancestors() {
     assert_eq!(ocean(&e, vault).await, U256::from(SEED), "createChild seeds the vault");
     let op = e.chain.operator();
     let before = [ocean(&e, l.derek).await, ocean(&e, op).await];
-    let provider_fee = sign_provider_fee(
-        &operator_key(),
-        e.chain.book().ocean,
-        U256::from(COMPUTE_FEE),
-        u64::MAX / 2,
-        Bytes::from_static(b"job"),
-    )
-    .unwrap();
+    let provider_fee = e
+        .chain
+        .sign_provider_fee_for(U256::from(COMPUTE_FEE), u64::MAX / 2, Bytes::from_static(b"job"))
+        .unwrap();
     let order = e.chain.start_order(l.derek, l.m3.1, l.derek, 0, &provider_fee).await.unwrap();
     assert_eq!(
         ocean(&e, l.derek).await,
@@ -262,14 +257,10 @@ async fn the_first_order_of_a_derived_model_creates_no_storage_slot() {
     let vault = RoyaltyVault::new(terms.vault, e.chain.provider());
     assert_eq!(vault.SEED().call().await.unwrap(), U256::from(VAULT_SEED));
     assert_eq!(SEED, VAULT_SEED);
-    let fee = sign_provider_fee(
-        &operator_key(),
-        e.chain.book().ocean,
-        U256::from(COMPUTE_FEE),
-        u64::MAX / 2,
-        Bytes::from_static(b"job"),
-    )
-    .unwrap();
+    let fee = e
+        .chain
+        .sign_provider_fee_for(U256::from(COMPUTE_FEE), u64::MAX / 2, Bytes::from_static(b"job"))
+        .unwrap();
     let collector = e.chain.book().opf_collector;
     assert_eq!(e.chain.balance_of(l.m3.1, collector).await.unwrap(), U256::from(1), "seeded");
     let order = e.chain.start_order(l.derek, l.m3.1, l.derek, 0, &fee).await.unwrap();

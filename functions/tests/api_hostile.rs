@@ -134,16 +134,13 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
         StatusCode::BAD_REQUEST,
         "bad_request",
     );
+    // Bob's valid train request as JSON, for the cases that edit a field.
+    let bob_request_json = |nonce: &str| -> serde_json::Value {
+        let r = job_request(&nft, &bob_order, bob.address(), &train(1e-3), Some(&data), nonce);
+        serde_json::from_slice(&r).unwrap()
+    };
     // Unknown fields are refused too.
-    let mut v: serde_json::Value = serde_json::from_slice(&job_request(
-        &nft,
-        &bob_order,
-        bob.address(),
-        &train(1e-3),
-        Some(&data),
-        &nonce(),
-    ))
-    .unwrap();
+    let mut v = bob_request_json(&nonce());
     v["evil"] = 1.into();
     check(
         "unknown field",
@@ -163,15 +160,7 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
             "invalid",
         ),
     ] {
-        let mut v: serde_json::Value = serde_json::from_slice(&job_request(
-            &nft,
-            &bob_order,
-            bob.address(),
-            &train(1e-3),
-            Some(&data),
-            &nonce(),
-        ))
-        .unwrap();
+        let mut v = bob_request_json(&nonce());
         match salt {
             Some(s) => v["salt"] = s,
             None => {
@@ -239,15 +228,7 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
         }
     }
     // Expired request.
-    let mut v: serde_json::Value = serde_json::from_slice(&job_request(
-        &nft,
-        &bob_order,
-        bob.address(),
-        &train(1e-3),
-        Some(&data),
-        &nonce(),
-    ))
-    .unwrap();
+    let mut v = bob_request_json(&nonce());
     v["expires_at"] = (now() - 1).into();
     check(
         "expired request",

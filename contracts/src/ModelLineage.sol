@@ -64,11 +64,12 @@ interface IOceanDatatoken {
     function router() external view returns (address);
 }
 
-/// The royalty token (OCEAN): plain ERC-20 calls only.
+/// Ocean's FactoryRouter: where its community collector is (`createChild` seeds it).
 interface IOceanRouter {
     function getOPCCollector() external view returns (address);
 }
 
+/// The royalty token (OCEAN): plain ERC-20 calls only.
 interface IRoyaltyToken {
     function balanceOf(address who) external view returns (uint256);
     function transfer(address to, uint256 value) external returns (bool);

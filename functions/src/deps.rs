@@ -157,3 +157,18 @@ pub mod keys {
         "attestations.json",
     ];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DDO lists its compute services by position, and an Ocean order names its service
+    /// by that position: both orders are this one.
+    #[test]
+    fn the_ddo_lists_services_in_service_index_order() {
+        for kind in [JobKind::Train, JobKind::Infer, JobKind::Evaluate] {
+            let (name, _) = posthuman_chain::ddo::SERVICES[service_index(kind) as usize];
+            assert_eq!(name, kind.as_str());
+        }
+    }
+}

@@ -45,6 +45,8 @@ pub enum WorkerError {
         "the job needs {need} {field} but its fee paid for {paid}; nothing was started (quote these terms again)"
     )]
     OverBudget { field: &'static str, need: u64, paid: u64 },
+    #[error("the LoRA settings do not fit this model: {0}")]
+    BadLora(String),
     #[error("internal worker error: {0}")]
     Internal(String),
 }
@@ -65,6 +67,7 @@ impl WorkerError {
             WorkerError::NoGpu => exit::NO_GPU,
             WorkerError::NoTraining { .. } => exit::NO_TRAINING,
             WorkerError::OverBudget { .. } => exit::OVER_BUDGET,
+            WorkerError::BadLora(_) => exit::BAD_LORA,
             WorkerError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -84,6 +87,7 @@ impl WorkerError {
             WorkerError::NoGpu => "no_gpu",
             WorkerError::NoTraining { .. } => "no_training",
             WorkerError::OverBudget { .. } => "over_budget",
+            WorkerError::BadLora(_) => "bad_lora",
             WorkerError::Internal(_) => "internal",
         }
     }
@@ -175,6 +179,7 @@ mod tests {
             WorkerError::NoGpu,
             WorkerError::NoTraining { steps: 0 },
             WorkerError::OverBudget { field: "flops", need: 2, paid: 1 },
+            WorkerError::BadLora(String::new()),
             WorkerError::Internal(String::new()),
         ];
         let mut codes: Vec<i32> = all.iter().map(WorkerError::exit_code).collect();
@@ -194,6 +199,7 @@ mod tests {
                     | WorkerError::MemoryRefused { .. }
                     | WorkerError::NoTraining { .. }
                     | WorkerError::OverBudget { .. }
+                    | WorkerError::BadLora(_)
             );
             let class = exit::classify(Some(e.exit_code()));
             assert_eq!(class == exit::FailureClass::BuyerInput, buyer, "{}", e.class());

@@ -255,6 +255,7 @@ async fn a_spec_over_its_paid_budget_is_refused_before_any_work() {
         n_embd: 1,
         vocab_size: 1,
         n_positions: 64,
+        lora_in_out: 0,
     };
     let cheap = posthuman_types::pricing::estimate(&s.params, &shape, 1).unwrap();
     s.budget = Some(posthuman_types::Budget {

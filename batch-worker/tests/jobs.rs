@@ -12,6 +12,7 @@ use posthuman_worker::merkle;
 use posthuman_worker::model_io::{self, Manifest};
 use posthuman_worker::runner::RunInfo;
 use posthuman_worker::train::checkpoint;
+use posthuman_worker::train::method::Method;
 use posthuman_worker::{JobOutcome, WorkerConfig, run_job};
 
 async fn train(
@@ -50,10 +51,16 @@ async fn train_infer_evaluate_end_to_end() {
     let mut leaves = Vec::new();
     for (i, &step) in steps.iter().enumerate() {
         let c = if step < 24 {
-            checkpoint::stored(store.as_ref(), "models/job-a", step, &cfg).await.unwrap()
+            checkpoint::stored(store.as_ref(), "models/job-a", step, &cfg, &Method::Full)
+                .await
+                .unwrap()
         } else {
             // The last checkpoint is committed, not stored: the output model supersedes it.
-            assert!(checkpoint::stored(store.as_ref(), "models/job-a", step, &cfg).await.is_err());
+            assert!(
+                checkpoint::stored(store.as_ref(), "models/job-a", step, &cfg, &Method::Full)
+                    .await
+                    .is_err()
+            );
             let w = model_io::load_model(store.as_ref(), "models/job-a", u64::MAX).await.unwrap();
             merkle::Checkpoint {
                 step,

@@ -1,8 +1,9 @@
 //! Training checkpoints under the PRIVATE prefix, and resuming from the latest one.
 //!
 //! Checkpoint after step `s` lives under `<private_prefix>/checkpoints/step-<s:06>/`:
-//! `model.safetensors` (HF layout), `optimizer.safetensors` (AdamW moments and counter) and
-//! `state.json`, written last, which makes the checkpoint valid. The state names the weights'
+//! the trained tensors (`model.safetensors` in HF layout, or a LoRA job's
+//! `adapter_model.safetensors`, see [`crate::train::method`]), `optimizer.safetensors` (AdamW
+//! moments and counter) and `state.json`, written last, which makes the checkpoint valid. The state names the weights'
 //! and the optimizer state's canonical hashes (the Merkle leaf, [`crate::merkle`]); a resume
 //! checks both files against them before using either. Batch order and dropout
 //! masks are pure functions of `(seed, step)` (see [`crate::data`]), so the step number is
@@ -10,8 +11,12 @@
 //! it: `state.json` carries a fingerprint of the hyperparameters, dataset hash and input
 //! weights hash.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
+use candle_core::Tensor;
 use posthuman_gpt2::family::{AnyConfig, AnyWeights};
+use posthuman_gpt2::lora::LoraAdapter;
 use posthuman_gpt2::{AdamW, optimizer_state_hash};
 use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::{Hash32, TrainParams};
@@ -21,6 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::error::WorkerError;
 use crate::merkle::Checkpoint;
 use crate::model_io::join;
+use crate::train::method::Method;
 
 /// `state.json`'s format (v2: optimizer states are committed as Merkle leaves).
 pub const FORMAT: &str = "posthuman-train-ckpt-v2";
@@ -64,18 +70,30 @@ fn dir(private_prefix: &str, step: u32) -> String {
     join(&join(private_prefix, "checkpoints"), &format!("step-{step:06}"))
 }
 
+/// A checkpoint's trained tensors: the whole model (full fine-tune) or the LoRA adapter.
+pub enum Trained<'a> {
+    Weights(&'a AnyWeights),
+    Adapter(&'a LoraAdapter),
+}
+
 /// Writes the checkpoint after `state.step` (whose hashes the caller has set); `state.json`
 /// goes last.
 pub async fn save(
     store: &dyn ObjectStore,
     private_prefix: &str,
-    weights: &AnyWeights,
+    trained: Trained<'_>,
     opt: &AdamW,
     state: &CheckpointState,
 ) -> Result<(), WorkerError> {
     let d = dir(private_prefix, state.step);
-    let w = weights.to_safetensors_bytes().map_err(WorkerError::internal)?;
-    store.put(&join(&d, MODEL), Bytes::from(w)).await?;
+    let (name, bytes) = match trained {
+        Trained::Weights(w) => (MODEL, w.to_safetensors_bytes().map_err(WorkerError::internal)?),
+        Trained::Adapter(a) => (
+            posthuman_gpt2::lora::ADAPTER_WEIGHTS_NAME,
+            a.safetensors_bytes().map_err(WorkerError::internal)?,
+        ),
+    };
+    store.put(&join(&d, name), Bytes::from(bytes)).await?;
     let o = opt.state_bytes().map_err(WorkerError::internal)?;
     store.put(&join(&d, OPTIM), Bytes::from(o)).await?;
     let s = serde_json::to_vec(state).map_err(WorkerError::internal)?;
@@ -83,11 +101,12 @@ pub async fn save(
     Ok(())
 }
 
-/// A checkpoint to resume from: its state and weights (the optimizer is restored in place).
+/// A checkpoint to resume from: its state and trained tensors under the optimizer's variable
+/// names (the optimizer is restored in place).
 #[derive(Debug)]
 pub struct Resumed {
     pub state: CheckpointState,
-    pub weights: AnyWeights,
+    pub tensors: BTreeMap<String, Tensor>,
 }
 
 /// Finds the latest complete checkpoint of this job (same fingerprint) and restores the
@@ -97,6 +116,7 @@ pub async fn latest(
     private_prefix: &str,
     fp: &Hash32,
     cfg: &AnyConfig,
+    method: &Method,
     opt: &mut AdamW,
 ) -> Result<Option<Resumed>, WorkerError> {
     let keys = match store.list(&join(private_prefix, "checkpoints")).await {
@@ -107,7 +127,7 @@ pub async fn latest(
     let mut states: Vec<&String> = keys.iter().filter(|k| k.ends_with(STATE)).collect();
     states.sort();
     for key in states.into_iter().rev() {
-        match try_load(store, key, fp, cfg, opt).await {
+        match try_load(store, key, fp, cfg, method, opt).await {
             Ok(Some(r)) => return Ok(Some(r)),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "skipping an unusable checkpoint"),
@@ -121,6 +141,7 @@ async fn try_load(
     state_key: &str,
     fp: &Hash32,
     cfg: &AnyConfig,
+    method: &Method,
     opt: &mut AdamW,
 ) -> Result<Option<Resumed>, WorkerError> {
     let state: CheckpointState =
@@ -130,17 +151,18 @@ async fn try_load(
         return Ok(None);
     }
     let d = state_key.trim_end_matches(STATE).trim_end_matches('/');
-    let w = store.get(&join(d, MODEL), u64::MAX).await?;
-    let weights = AnyWeights::from_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
-    if weights.hash().map_err(WorkerError::internal)? != state.weights_hash {
+    let w = store.get(&join(d, method.checkpoint_file()), u64::MAX).await?;
+    let o = store.get(&join(d, OPTIM), u64::MAX).await?;
+    let oh = optimizer_state_hash(&o).map_err(WorkerError::internal)?;
+    let (tensors, wh, sh) = method.load_checkpoint(cfg, &w, &oh)?;
+    if wh != state.weights_hash {
         return Err(WorkerError::Internal("checkpoint weights do not match their hash".into()));
     }
-    let o = store.get(&join(d, OPTIM), u64::MAX).await?;
-    if optimizer_state_hash(&o).map_err(WorkerError::internal)? != state.optimizer_hash {
+    if sh != state.optimizer_hash {
         return Err(WorkerError::Internal("checkpoint optimizer state does not match".into()));
     }
     opt.load_state_bytes(&o).map_err(WorkerError::internal)?;
-    Ok(Some(Resumed { state, weights }))
+    Ok(Some(Resumed { state, tensors }))
 }
 
 /// The hashes of the checkpoint stored after `step` under `private_prefix`, computed from its
@@ -150,14 +172,31 @@ pub async fn stored(
     private_prefix: &str,
     step: u32,
     cfg: &AnyConfig,
+    method: &Method,
 ) -> Result<Checkpoint, WorkerError> {
     let d = dir(private_prefix, step);
-    let w = store.get(&join(&d, MODEL), u64::MAX).await?;
-    let weights = AnyWeights::from_safetensors_bytes(&w, cfg).map_err(WorkerError::internal)?;
+    let w = store.get(&join(&d, method.checkpoint_file()), u64::MAX).await?;
     let o = store.get(&join(&d, OPTIM), u64::MAX).await?;
-    Ok(Checkpoint {
-        step,
-        weights: weights.hash().map_err(WorkerError::internal)?,
-        optimizer: optimizer_state_hash(&o).map_err(WorkerError::internal)?,
-    })
+    let (weights, optimizer) = method.leaf_of_files(cfg, &w, &o)?;
+    Ok(Checkpoint { step, weights, optimizer })
+}
+
+/// Copies the checkpoint after `step` from one private prefix to another (an audit replays a
+/// segment from a copy), whatever files the method stores.
+pub async fn copy(
+    store: &dyn ObjectStore,
+    from_prefix: &str,
+    to_prefix: &str,
+    step: u32,
+) -> Result<(), WorkerError> {
+    let (from, to) = (dir(from_prefix, step), dir(to_prefix, step));
+    let mut keys = store.list(&from).await?;
+    // state.json last: it is what makes the copy a valid checkpoint.
+    keys.sort_by_key(|k| k.ends_with(STATE));
+    for k in keys {
+        let name = k.trim_start_matches(&from).trim_start_matches('/');
+        let b = store.get(&k, u64::MAX).await?;
+        store.put(&join(&to, name), b).await?;
+    }
+    Ok(())
 }

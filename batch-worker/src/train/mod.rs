@@ -13,6 +13,7 @@
 //! weights with 1 or 2 threads, and a resumed run ends where an uninterrupted one does.
 
 pub mod checkpoint;
+pub mod method;
 pub mod schedule;
 
 use std::time::Instant;
@@ -20,9 +21,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use candle_core::Tensor;
 use posthuman_gpt2::family::{AnyConfig, AnyModel, AnyWeights};
+use posthuman_gpt2::lora::LoraAdapter;
 use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Grads};
 use posthuman_store::ObjectStore;
-use posthuman_types::{Hash32, JobKind, JobSpec, TrainMetrics, TrainParams};
+use posthuman_types::{Hash32, JobKind, JobSpec, LoraOutput, TrainMetrics, TrainParams};
 
 use crate::config::WorkerConfig;
 use crate::data::{self, Packed};
@@ -31,7 +33,8 @@ use crate::memory;
 use crate::merkle;
 use crate::model_io::{self, LoadedModel, join};
 use crate::progress::Progress;
-use checkpoint::CheckpointState;
+use checkpoint::{CheckpointState, Trained};
+use method::Method;
 
 /// Public file the train job writes.
 pub const METRICS: &str = "metrics.json";
@@ -56,6 +59,7 @@ impl TrainOutcome {
         store: &dyn ObjectStore,
         private_prefix: &str,
         cfg: &AnyConfig,
+        method: &Method,
     ) -> Result<merkle::Checkpoint, WorkerError> {
         match self {
             TrainOutcome::Done(m) => {
@@ -67,7 +71,7 @@ impl TrainOutcome {
                 }
             }
             TrainOutcome::Stopped { step } => {
-                checkpoint::stored(store, private_prefix, *step, cfg).await
+                checkpoint::stored(store, private_prefix, *step, cfg, method).await
             }
         }
     }
@@ -128,8 +132,8 @@ pub async fn run(
     let packed = Packed::new(&stream, ctx)?;
     drop(bytes);
 
+    let method = Method::new(&cfg, p, &weights, &input_hash)?;
     let device = crate::device::compute();
-    let vm = weights.to_var_map(&device).map_err(WorkerError::internal)?;
     let mut train_cfg = cfg.clone();
     match &mut train_cfg {
         AnyConfig::Gpt2(c) => {
@@ -146,10 +150,28 @@ pub async fn run(
         }
         AnyConfig::Llama { .. } => {}
     }
-    let model = AnyModel::from_var_map(&train_cfg, &vm, &device).map_err(WorkerError::internal)?;
     let adam =
         AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: p.eps, weight_decay: p.weight_decay };
-    let mut opt = AdamW::new(&vm, adam).map_err(WorkerError::internal)?;
+    // Full: every weight is a variable. LoRA: the input weights stay frozen (no copy) and
+    // the adapter's A and B are the only variables.
+    let (state, model) = match &method {
+        Method::Full => {
+            let vm = weights.to_var_map(&device).map_err(WorkerError::internal)?;
+            let m =
+                AnyModel::from_var_map(&train_cfg, &vm, &device).map_err(WorkerError::internal)?;
+            (State::Full(vm), m)
+        }
+        Method::Lora(l) => {
+            let adapter = l.init(p.seed)?;
+            let m = weights
+                .model(&train_cfg, &device)
+                .and_then(|m| Ok(m.with_lora(&adapter)?))
+                .map_err(WorkerError::internal)?;
+            (State::Lora(Box::new(adapter)), m)
+        }
+    };
+    drop(weights);
+    let mut opt = AdamW::new(state.var_map(), adam).map_err(WorkerError::internal)?;
 
     let fp = checkpoint::fingerprint(p, &dataset_hash, &input_hash);
     let mut st = CheckpointState {
@@ -162,10 +184,12 @@ pub async fn run(
         losses: Vec::new(),
         checkpoints: Vec::new(),
     };
-    if let Some(r) = checkpoint::latest(store, &spec.private_prefix, &fp, &cfg, &mut opt).await? {
+    if let Some(r) =
+        checkpoint::latest(store, &spec.private_prefix, &fp, &cfg, &method, &mut opt).await?
+    {
         for prm in opt.params() {
             let t = r
-                .weights
+                .tensors
                 .get(&prm.name)
                 .ok_or_else(|| WorkerError::internal("checkpoint lacks a tensor"))?;
             // The checkpoint loads on the CPU; the variables live on the compute device.
@@ -175,6 +199,7 @@ pub async fn run(
         st = r.state;
     }
 
+    let lora_dropout = p.lora.as_ref().map_or(0.0, |l| l.lora_dropout);
     let ckpt_steps = merkle::checkpoint_steps(p.steps, p.checkpoint_every);
     let tokens_per_step = (batch * ctx * p.grad_accum as usize) as u64;
     let session_start = Instant::now();
@@ -198,7 +223,7 @@ pub async fn run(
             // GPT-2: the graph-free step on the CPU (bit-identical to `loss` + `backward`);
             // Llama: its autograd graph. The first micro-batch's gradients are moved into
             // `grads`, later ones added.
-            let drop = (p.dropout > 0.0).then_some(&mut drng);
+            let drop = (p.dropout > 0.0 || lora_dropout > 0.0).then_some(&mut drng);
             let loss = model
                 .train_micro_batch(&x, &y, drop, &opt, &mut grads)
                 .map_err(WorkerError::internal)?;
@@ -244,9 +269,19 @@ pub async fn run(
             .await;
 
         if ckpt_steps.contains(&st.step) {
-            let snap = AnyWeights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
-            (st.weights_hash, st.optimizer_hash) =
-                snap.checkpoint_hashes(&opt).map_err(WorkerError::internal)?;
+            let snap = match &state {
+                State::Full(vm) => {
+                    let w = AnyWeights::from_var_map(&cfg, vm).map_err(WorkerError::internal)?;
+                    (st.weights_hash, st.optimizer_hash) =
+                        w.checkpoint_hashes(&opt).map_err(WorkerError::internal)?;
+                    Some(w)
+                }
+                State::Lora(a) => {
+                    let l = method.lora().ok_or_else(|| WorkerError::internal("no LoRA setup"))?;
+                    (st.weights_hash, st.optimizer_hash) = l.leaf_now(&cfg, a, &opt)?;
+                    None
+                }
+            };
             st.checkpoints.push(merkle::Checkpoint {
                 step: st.step,
                 weights: st.weights_hash,
@@ -257,7 +292,12 @@ pub async fn run(
             // stored: the finished job's model is written next, and nothing resumes from the
             // end of training or replays a segment from it (~0.3 s of writes per job).
             if st.step < p.steps {
-                checkpoint::save(store, &spec.private_prefix, &snap, &opt, &st).await?;
+                let trained = match (&snap, &state) {
+                    (Some(w), _) => Trained::Weights(w),
+                    (None, State::Lora(a)) => Trained::Adapter(a),
+                    (None, State::Full(_)) => return Err(WorkerError::internal("no snapshot")),
+                };
+                checkpoint::save(store, &spec.private_prefix, trained, &opt, &st).await?;
             }
             if wc.stop_after_checkpoint == Some(st.step) && st.step < p.steps {
                 return Ok(TrainOutcome::Stopped { step: st.step });
@@ -282,7 +322,13 @@ pub async fn run(
     if st.checkpoints.last().map(|c| c.weights) == Some(input_hash) {
         return Err(WorkerError::NoTraining { steps: p.steps });
     }
-    let final_weights = AnyWeights::from_var_map(&cfg, &vm).map_err(WorkerError::internal)?;
+    let (final_weights, lora) = match (&state, method.lora()) {
+        (State::Full(vm), _) => {
+            (AnyWeights::from_var_map(&cfg, vm).map_err(WorkerError::internal)?, None)
+        }
+        (State::Lora(a), Some(l)) => (l.merged(&cfg, a)?, Some((a, lora_output(p, a, &opt)?))),
+        (State::Lora(_), None) => return Err(WorkerError::internal("no LoRA setup")),
+    };
     let wall = started.elapsed().as_secs_f64();
     let session_tokens = u64::from(p.steps - first_step) * tokens_per_step;
     let metrics = TrainMetrics {
@@ -301,9 +347,13 @@ pub async fn run(
         checkpoint_every: p.checkpoint_every,
         checkpoint_hashes: st.checkpoints.iter().map(|c| c.weights).collect(),
         checkpoint_optimizer_hashes: st.checkpoints.iter().map(|c| c.optimizer).collect(),
+        lora: lora.as_ref().map(|(_, o)| o.clone()),
     };
     let mut written = Vec::new();
-    match write_outputs(store, spec, &cfg, &final_weights, &tok, metrics, &mut written).await {
+    let adapter = lora.map(|(a, _)| a.as_ref());
+    let out =
+        write_outputs(store, spec, &cfg, &final_weights, adapter, &tok, metrics, &mut written);
+    match out.await {
         Ok(m) => {
             progress
                 .update(
@@ -325,15 +375,66 @@ pub async fn run(
     }
 }
 
+/// The trained variables of a running job.
+enum State {
+    Full(posthuman_gpt2::candle_nn::VarMap),
+    Lora(Box<LoraAdapter>),
+}
+
+impl State {
+    fn var_map(&self) -> &posthuman_gpt2::candle_nn::VarMap {
+        match self {
+            State::Full(vm) => vm,
+            State::Lora(a) => a.var_map(),
+        }
+    }
+}
+
+/// The public description of a finished LoRA job's adapter.
+fn lora_output(p: &TrainParams, a: &LoraAdapter, opt: &AdamW) -> Result<LoraOutput, WorkerError> {
+    let lp = p.lora.as_ref().ok_or_else(|| WorkerError::internal("a LoRA run without params"))?;
+    let bytes = a.safetensors_bytes().map_err(WorkerError::internal)?.len() as u64;
+    let moments = opt.state_bytes().map_err(WorkerError::internal)?.len() as u64;
+    let targeted = a.tensors().map_err(WorkerError::internal)?.len() / 2;
+    Ok(LoraOutput {
+        r: lp.r,
+        lora_alpha: lp.lora_alpha,
+        lora_dropout: lp.lora_dropout,
+        target_modules: lp.target_modules.clone(),
+        targeted_layers: u32::try_from(targeted).unwrap_or(u32::MAX),
+        adapter_params: a.num_params() as u64,
+        adapter_hash: a.hash().map_err(WorkerError::internal)?,
+        adapter_bytes: bytes,
+        checkpoint_bytes: bytes + moments,
+    })
+}
+
+/// Writes the derived model (for LoRA: the merged weights, and the PEFT adapter under
+/// [`method::ADAPTER_DIR`] first) and `metrics.json`, recording every key in `written`.
+#[allow(clippy::too_many_arguments)] // one call site; each argument is a distinct output
 async fn write_outputs(
     store: &dyn ObjectStore,
     spec: &JobSpec,
     cfg: &AnyConfig,
     weights: &AnyWeights,
+    adapter: Option<&LoraAdapter>,
     tok: &crate::tokenizer::Tok,
     mut metrics: TrainMetrics,
     written: &mut Vec<String>,
 ) -> Result<TrainMetrics, WorkerError> {
+    if let Some(a) = adapter {
+        use posthuman_gpt2::lora::{ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME};
+        let d = join(&spec.private_prefix, method::ADAPTER_DIR);
+        let w = a.safetensors_bytes().map_err(WorkerError::internal)?;
+        let c = a.config().to_json().map_err(WorkerError::internal)?;
+        for (name, body) in [(ADAPTER_WEIGHTS_NAME, w), (ADAPTER_CONFIG_NAME, c.into_bytes())] {
+            let key = join(&d, name);
+            written.push(key.clone());
+            store.put(&key, Bytes::from(body)).await?;
+        }
+    }
+    // The model (for LoRA the merged weights) goes last: its `_COMPLETE` makes the job's
+    // output visible.
     let h = model_io::save_model(store, &spec.private_prefix, cfg, weights, tok, written).await?;
     if metrics.checkpoint_hashes.last() != Some(&h) {
         return Err(WorkerError::internal("final weights differ from the last checkpoint"));

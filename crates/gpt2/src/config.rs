@@ -177,6 +177,7 @@ impl Config {
             n_embd: n(self.n_embd),
             vocab_size: n(self.vocab_size),
             n_positions: n(self.n_positions),
+            lora_in_out: crate::lora::LoraBase::gpt2(self).in_out_sum(),
         }
     }
 

@@ -17,6 +17,7 @@ use posthuman_types::pricing::ModelShape;
 
 use crate::llama::{self, Llama, LlamaCache};
 use crate::llama_weights::{self, CheckpointError, LlamaWeights};
+use crate::lora::{LoraAdapter, LoraBase, LoraError};
 use crate::{AdamW, Config, DropoutRng, Gpt2, Gpt2Error, Grads, KvCache, Weights, weights};
 
 /// The `model_type`s this crate runs, as an error message lists them.
@@ -71,6 +72,9 @@ pub enum FamilyError {
     /// The weights are of another family than the config (a caller's mix-up).
     #[error("the weights are {weights}, the config is {config}")]
     FamilyMismatch { config: Family, weights: Family },
+    /// A LoRA adapter does not fit these weights.
+    #[error(transparent)]
+    Lora(#[from] LoraError),
 }
 
 impl From<candle_core::Error> for FamilyError {
@@ -176,7 +180,16 @@ impl AnyConfig {
                 n_embd: n(cfg.hidden_size),
                 vocab_size: n(cfg.vocab_size),
                 n_positions: n(cfg.max_position_embeddings),
+                lora_in_out: self.lora_base().in_out_sum(),
             },
+        }
+    }
+
+    /// The linear layers a LoRA adapter can target in this model, under PEFT's module paths.
+    pub fn lora_base(&self) -> LoraBase {
+        match self {
+            AnyConfig::Gpt2(c) => LoraBase::gpt2(c),
+            AnyConfig::Llama { cfg, .. } => LoraBase::llama(cfg),
         }
     }
 
@@ -361,6 +374,16 @@ impl AnyWeights {
         }
     }
 
+    /// These weights with `adapter` merged in (W + scale·B·A on every targeted layer): the
+    /// effective weights of a LoRA derivation, whose canonical hash is its identity.
+    pub fn merged(&self, cfg: &AnyConfig, adapter: &LoraAdapter) -> Result<Self, FamilyError> {
+        let t = adapter.merge(self.tensors())?;
+        Ok(match cfg {
+            AnyConfig::Gpt2(c) => AnyWeights::Gpt2(Weights::from_tensors(c, t)?),
+            AnyConfig::Llama { cfg, .. } => AnyWeights::Llama(LlamaWeights::from_tensors(cfg, t)?),
+        })
+    }
+
     /// A checkpoint's two commitments, (weights hash, `opt`'s state hash), hashed side by
     /// side as [`AdamW::checkpoint_hashes`] does for GPT-2.
     pub fn checkpoint_hashes(&self, opt: &AdamW) -> Result<(Hash32, Hash32), FamilyError> {
@@ -483,6 +506,15 @@ impl AnyModel {
         }
     }
 
+    /// This model with `adapter`'s branches added and every base weight frozen: training it
+    /// moves the adapter's variables only ([`LoraAdapter::var_map`]).
+    pub fn with_lora(&self, adapter: &LoraAdapter) -> Result<Self, LoraError> {
+        Ok(match self {
+            AnyModel::Gpt2(m) => AnyModel::Gpt2(m.with_lora(adapter)?),
+            AnyModel::Llama(m) => AnyModel::Llama(m.with_lora(adapter)?),
+        })
+    }
+
     /// One micro-batch of a training step: its mean loss, with its gradients moved into
     /// `grads` (the first micro-batch) or added to them. GPT-2 on the CPU uses the graph-free
     /// step (bit-identical to `loss` + `backward`); Llama its autograd graph. Either way the
@@ -505,7 +537,8 @@ impl AnyModel {
                 Ok(loss)
             }
             AnyModel::Llama(m) => {
-                let loss = m.loss(ids, targets)?;
+                // The stream only draws LoRA dropout masks: Llama has no hidden dropout.
+                let loss = m.loss_with_dropout(ids, targets, dropout)?;
                 let store = loss.backward()?;
                 match grads.as_mut() {
                     None => *grads = Some(Grads::from_store(opt, &store)?),

@@ -24,6 +24,7 @@ use posthuman_worker::setup::{
 };
 use posthuman_worker::tokenizer::train_bpe;
 use posthuman_worker::train::checkpoint::{self, CheckpointState, fingerprint};
+use posthuman_worker::train::method::Method;
 use posthuman_worker::train::{self, TrainOutcome};
 
 const BASE: &str = "models/base";
@@ -140,7 +141,7 @@ async fn audit_tampered_at_12(store: &dyn ObjectStore, p: &TrainParams) -> Audit
 /// The hashes of a stored checkpoint (recomputed from its files, not read from its state).
 async fn stored(store: &dyn ObjectStore, prefix: &str, step: u32) -> merkle::Checkpoint {
     let cfg = load_model(store, BASE, u64::MAX).await.unwrap().cfg;
-    checkpoint::stored(store, prefix, step, &cfg).await.unwrap()
+    checkpoint::stored(store, prefix, step, &cfg, &Method::Full).await.unwrap()
 }
 
 /// Replaces `file` (the weights or the optimizer state) of checkpoint `step` of `prefix` with
@@ -232,7 +233,7 @@ async fn replay(
     let outcome =
         train::run(store, &wc(Some(seg.end_step)), &s, &p).await.map_err(|e| e.to_string())?;
     let cfg = load_model(store, BASE, u64::MAX).await.unwrap().cfg;
-    let end = outcome.end_checkpoint(store, &s.private_prefix, &cfg).await.unwrap();
+    let end = outcome.end_checkpoint(store, &s.private_prefix, &cfg, &Method::Full).await.unwrap();
     Ok(Replay {
         start_hash: start.0,
         start_optimizer: start.1,

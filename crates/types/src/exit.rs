@@ -46,6 +46,9 @@ pub const OVER_BUDGET: i32 = 45;
 /// A train job's weights came out bit-identical to its input (every update rounded away in
 /// f32): the buyer's hyperparameters; no derivation is published.
 pub const NO_TRAINING: i32 = 46;
+/// A LoRA job's adapter does not fit the model: a target module the model's family has
+/// not, or a rank above a targeted layer's smaller side (the buyer's parameters).
+pub const BAD_LORA: i32 = 47;
 /// A bug or an unexpected condition inside the worker.
 pub const INTERNAL: i32 = 70;
 /// Not a failure: training stopped after a checkpoint on request; running the same spec
@@ -72,6 +75,7 @@ pub const BUYER_INPUT: &[i32] = &[
     MEMORY_REFUSED,
     NO_TRAINING,
     OVER_BUDGET,
+    BAD_LORA,
 ];
 
 /// Codes that are not the buyer's fault but that running the same spec again cannot cure:
@@ -94,6 +98,7 @@ pub const ALL: &[i32] = &[
     NO_GPU,
     OVER_BUDGET,
     NO_TRAINING,
+    BAD_LORA,
     INTERNAL,
     INTERRUPTED,
     WALL_CLOCK_EXCEEDED,

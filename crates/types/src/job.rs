@@ -48,6 +48,15 @@ pub mod limits {
     /// its budget; 100 lets it re-run 5 (the final one, the largest updates, random ones)
     /// while a 124M-parameter job stores at most 99 × 1.5 GB during the window.
     pub const MAX_CHECKPOINTS: u32 = 100;
+    /// Largest LoRA rank (`posthuman_gpt2::lora::MAX_RANK`): far above the 4–64 LoRA is used
+    /// with, low enough that an adapter stays a small fraction of its base.
+    pub const MAX_LORA_RANK: u32 = 256;
+    /// Largest `lora_alpha` (the branch is scaled by α/r; published adapters use α ≤ 4r).
+    pub const MAX_LORA_ALPHA: f64 = 4096.0;
+    /// Most entries in `target_modules` (a family has at most 7 linear layers a block).
+    pub const MAX_LORA_TARGETS: usize = 8;
+    /// Longest `target_modules` entry.
+    pub const MAX_LORA_TARGET_BYTES: usize = 64;
 }
 
 /// What a job does.
@@ -190,9 +199,83 @@ pub struct TrainParams {
     /// A checkpoint (and its hash, for the proof-of-learning Merkle tree) every k steps.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u32,
-    /// Seed for batching order and dropout.
+    /// Seed for batching order and dropout (and a LoRA adapter's initial A).
     #[serde(default)]
     pub seed: u64,
+    /// `Some`: train a LoRA adapter over the frozen model instead of every weight. Absent from
+    /// the JSON of a full fine-tune, so its encoding (and every hash of it) is what it was
+    /// before LoRA existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraParams>,
+}
+
+/// A LoRA fine-tune's adapter, in PEFT's vocabulary (`adapter_config.json`'s keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraParams {
+    /// The adapter's rank.
+    pub r: u32,
+    /// The branch is scaled by `lora_alpha / r`.
+    pub lora_alpha: f64,
+    /// Dropout on the branch's input during training, in [0, 0.5].
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// Module names PEFT matches against the model's linear layers (`c_attn`, `q_proj`, …);
+    /// which names exist depends on the model's family, checked where the model is known.
+    pub target_modules: Vec<String>,
+}
+
+impl LoraParams {
+    /// The common choice: attention projections at rank `r`, α = 2r, no dropout.
+    pub fn new(r: u32, target_modules: &[&str]) -> Self {
+        LoraParams {
+            r,
+            lora_alpha: 2.0 * f64::from(r),
+            lora_dropout: 0.0,
+            target_modules: target_modules.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Bounds that need no model; the family's module names and layer sizes are checked by
+    /// `posthuman_gpt2::lora::LoraConfig::validate` where the model is known (API, worker).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_range_u32("lora.r", self.r, 1, limits::MAX_LORA_RANK)?;
+        if !(self.lora_alpha > 0.0 && self.lora_alpha <= limits::MAX_LORA_ALPHA) {
+            return Err(bad(
+                "lora.lora_alpha",
+                format!("{} is outside (0, {}]", self.lora_alpha, limits::MAX_LORA_ALPHA),
+            ));
+        }
+        check_range_f64("lora.lora_dropout", self.lora_dropout, 0.0, 0.5)?;
+        let n = self.target_modules.len();
+        if n == 0 || n > limits::MAX_LORA_TARGETS {
+            return Err(bad(
+                "lora.target_modules",
+                format!("{n} names; give 1 to {}", limits::MAX_LORA_TARGETS),
+            ));
+        }
+        for (i, t) in self.target_modules.iter().enumerate() {
+            let ok = !t.is_empty()
+                && t.len() <= limits::MAX_LORA_TARGET_BYTES
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                && !t.starts_with('.')
+                && !t.ends_with('.');
+            if !ok {
+                return Err(bad(
+                    "lora.target_modules",
+                    format!(
+                        "`{}` is not a module name (letters, digits, `_` and inner `.`, at most {} bytes)",
+                        t.escape_debug(),
+                        limits::MAX_LORA_TARGET_BYTES
+                    ),
+                ));
+            }
+            if self.target_modules[..i].contains(t) {
+                return Err(bad("lora.target_modules", format!("`{t}` is named twice")));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn one() -> u32 {
@@ -239,6 +322,7 @@ impl TrainParams {
             dropout: 0.0,
             checkpoint_every: default_checkpoint_every(),
             seed: 0,
+            lora: None,
         }
     }
 }
@@ -397,6 +481,9 @@ impl TrainParams {
             check_range_f64("grad_clip", self.grad_clip, 1e-2, 1e3)?;
         }
         check_range_f64("dropout", self.dropout, 0.0, 0.5)?;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+        }
         check_range_u32("checkpoint_every", self.checkpoint_every, 1, self.steps)?;
         let least = self.steps.div_ceil(limits::MAX_CHECKPOINTS);
         if self.steps.div_ceil(self.checkpoint_every) > limits::MAX_CHECKPOINTS {
@@ -573,6 +660,51 @@ mod tests {
             t.weight_decay = 0.1;
         })
         .unwrap();
+    }
+
+    /// Issue 16: LoRA hyperparameters are bounded like every other, field by field; a full
+    /// fine-tune's JSON (and so its hash) carries no `lora` key.
+    #[test]
+    fn lora_parameters_are_validated_and_absent_from_full_fine_tunes() {
+        let with = |f: fn(&mut LoraParams)| {
+            train_with(|t| {
+                let mut l = LoraParams::new(8, &["c_attn"]);
+                f(&mut l);
+                t.lora = Some(l);
+            })
+        };
+        with(|_| {}).unwrap();
+        for (field, f) in [
+            ("lora.r", (|l| l.r = 0) as fn(&mut LoraParams)),
+            ("lora.r", |l| l.r = limits::MAX_LORA_RANK + 1),
+            ("lora.lora_alpha", |l| l.lora_alpha = 0.0),
+            ("lora.lora_alpha", |l| l.lora_alpha = f64::NAN),
+            ("lora.lora_alpha", |l| l.lora_alpha = f64::INFINITY),
+            ("lora.lora_dropout", |l| l.lora_dropout = 0.9),
+            ("lora.target_modules", |l| l.target_modules.clear()),
+            ("lora.target_modules", |l| l.target_modules = vec!["c_attn".into(); 2]),
+            ("lora.target_modules", |l| l.target_modules = vec!["../x".into()]),
+            ("lora.target_modules", |l| l.target_modules = vec!["q_proj.".into()]),
+            ("lora.target_modules", |l| l.target_modules = vec!["x".repeat(65)]),
+            ("lora.target_modules", |l| l.target_modules = vec!["m".into(); 9]),
+        ] {
+            assert_eq!(with(f).unwrap_err().field, field);
+        }
+        let full = serde_json::to_string(&TrainParams::new(20, 3e-4, 4, 64)).unwrap();
+        assert!(!full.contains("lora"), "{full}");
+        let t: TrainParams = serde_json::from_str(
+            r#"{"steps":5,"learning_rate":0.001,"batch_size":1,"context_len":8,
+                "lora":{"r":4,"lora_alpha":8,"target_modules":["q_proj","v_proj"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.lora.unwrap().lora_dropout, 0.0);
+        // PEFT keys we do not run are refused, not ignored.
+        assert!(
+            serde_json::from_str::<LoraParams>(
+                r#"{"r":4,"lora_alpha":8,"target_modules":["q_proj"],"use_dora":true}"#
+            )
+            .is_err()
+        );
     }
 
     /// Issue 13 §3: checkpoints per job are bounded; the error names the smallest interval

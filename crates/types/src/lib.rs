@@ -29,9 +29,11 @@ pub mod pricing;
 
 pub use hash::Hash32;
 pub use job::{
-    Budget, EvalParams, InferParams, JobKind, JobParams, JobSpec, Sampling, SpecError, TrainParams,
+    Budget, EvalParams, InferParams, JobKind, JobParams, JobSpec, LoraParams, Sampling, SpecError,
+    TrainParams,
 };
 pub use model::{ModelCard, RewardScheme};
 pub use outputs::{
-    Checkpoint, Completion, EvalReport, JobProgress, JobStatus, StopReason, TrainMetrics,
+    Checkpoint, Completion, EvalReport, JobProgress, JobStatus, LoraOutput, StopReason,
+    TrainMetrics,
 };

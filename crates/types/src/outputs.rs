@@ -81,7 +81,34 @@ pub struct TrainMetrics {
     /// them with the optimizer-state hashes below).
     pub checkpoint_hashes: Vec<Hash32>,
     /// Canonical optimizer-state hash (AdamW step counter and moments) of each checkpoint.
+    /// For a LoRA job: the trained state's hash, binding the adapter and its moments
+    /// (`posthuman_worker::train::lora_state_hash`).
     pub checkpoint_optimizer_hashes: Vec<Hash32>,
+    /// A LoRA job's adapter (absent for a full fine-tune). `input_weights_hash` is then the
+    /// parent the adapter is over and `output_weights_hash` the merged (effective) weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraOutput>,
+}
+
+/// What a LoRA train job made: the adapter PEFT loads, described without its values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraOutput {
+    pub r: u32,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    /// The module names asked for, as given.
+    pub target_modules: Vec<String>,
+    /// How many linear layers they matched.
+    pub targeted_layers: u32,
+    /// Trained values (the A and B matrices).
+    pub adapter_params: u64,
+    /// Canonical hash of the adapter's tensors under PEFT's names.
+    pub adapter_hash: Hash32,
+    /// Size of `adapter_model.safetensors`.
+    pub adapter_bytes: u64,
+    /// Tensor bytes of one checkpoint: the adapter and its AdamW moments (a full fine-tune
+    /// stores the whole model and its moments).
+    pub checkpoint_bytes: u64,
 }
 
 /// Why generation stopped for one prompt.

@@ -81,6 +81,11 @@ pub struct ModelShape {
     pub vocab_size: u32,
     /// The longest context the model attends over.
     pub n_positions: u32,
+    /// Σ (in + out) over every linear layer LoRA can target: a rank-r adapter on any subset
+    /// of them has at most r × this many parameters (0 for shapes written before LoRA: such a
+    /// model is quoted no LoRA job).
+    #[serde(default)]
+    pub lora_in_out: u64,
 }
 
 /// Where a deployment's worker runs; its FLOP rate sets the wall-clock limit.
@@ -302,11 +307,32 @@ pub fn estimate(
                 "tokens",
                 &[u64::from(t.steps), u64::from(t.batch_size), u64::from(t.grad_accum), context],
             )?;
-            // Training: forward + backward ≈ 3 × forward, at full context.
-            let per_token = product("FLOPs", &[3, forward_flops_per_token(shape, context)?])?;
-            let flops = product("FLOPs", &[per_token, tokens])?;
+            let forward = forward_flops_per_token(shape, context)?;
             let checkpoints = u64::from(t.steps).div_ceil(u64::from(t.checkpoint_every.max(1)));
-            let bytes = product("checkpoint bytes", &[checkpoints, 3, shape.parameters, 4])?;
+            let (per_token, trained) = match &t.lora {
+                // Full: forward + backward ≈ 3 × forward (the backward computes the gradient
+                // of every activation and of every weight), at full context.
+                None => (product("FLOPs", &[3, forward])?, shape.parameters),
+                // LoRA: the frozen base needs the activations' gradients (≈ one more forward)
+                // but no weight gradients; the adapter adds 6 FLOPs per parameter per token
+                // (forward, its two gradients). Its parameters are bounded by r × every
+                // targetable layer's (in + out), so the quote never under-prices a subset.
+                Some(l) => {
+                    if shape.lora_in_out == 0 {
+                        return Err(SpecError {
+                            field: "lora",
+                            reason: "this model's shape does not list its LoRA layers".into(),
+                        });
+                    }
+                    let adapter =
+                        product("adapter parameters", &[u64::from(l.r), shape.lora_in_out])?;
+                    let branch = product("FLOPs", &[6, adapter])?;
+                    (sum("FLOPs", &[product("FLOPs", &[2, forward])?, branch])?, adapter)
+                }
+            };
+            let flops = product("FLOPs", &[per_token, tokens])?;
+            // A checkpoint holds the trained tensors and their two AdamW moments, in f32.
+            let bytes = product("checkpoint bytes", &[checkpoints, 3, trained, 4])?;
             (tokens, flops, bytes)
         }
         JobParams::Evaluate(e) => {
@@ -441,11 +467,45 @@ mod tests {
             n_embd: 768,
             vocab_size: 50_257,
             n_positions: 1024,
+            // 12 × (c_attn 768+2304, attn.c_proj 768+768, c_fc 768+3072, mlp.c_proj 3072+768).
+            lora_in_out: 12 * (3_072 + 1_536 + 3_840 + 3_840),
         }
     }
 
     fn tiny() -> ModelShape {
-        ModelShape { parameters: 1_000, n_layer: 2, n_embd: 10, vocab_size: 50, n_positions: 64 }
+        ModelShape {
+            parameters: 1_000,
+            n_layer: 2,
+            n_embd: 10,
+            vocab_size: 50,
+            n_positions: 64,
+            lora_in_out: 0,
+        }
+    }
+
+    #[test]
+    fn a_lora_job_is_priced_by_its_own_compute_and_adapter_checkpoints() {
+        let rates = Rates::default();
+        let full = TrainParams::new(100, 3e-4, 8, 1024);
+        let mut lora = full.clone();
+        lora.lora = Some(crate::job::LoraParams::new(8, &["c_attn"]));
+        let est = |t: &TrainParams| estimate(&JobParams::Train(t.clone()), &gpt2_small(), 0);
+        let (f, l) = (est(&full).unwrap(), est(&lora).unwrap());
+        assert_eq!(f.tokens, l.tokens);
+        // Per token: full 3 × forward; LoRA 2 × forward + 6 × r × Σ(in + out).
+        let forward = 2 * 124_439_808 + 2 * 12 * 1_024 * 768;
+        let adapter = 8 * 12 * (3_072 + 1_536 + 3_840 + 3_840);
+        assert_eq!(f.flops, 3 * forward * f.tokens);
+        assert_eq!(l.flops, (2 * forward + 6 * adapter) * l.tokens);
+        assert!(l.flops * 10 < f.flops * 7, "LoRA is under 0.7× the full compute");
+        // 10 checkpoints of the trained tensors and two moments, in f32.
+        assert_eq!(f.checkpoint_bytes, 10 * 3 * 124_439_808 * 4);
+        assert_eq!(l.checkpoint_bytes, 10 * 3 * adapter * 4);
+        let (pf, pl) = (price(&f, &rates, JobKind::Train), price(&l, &rates, JobKind::Train));
+        assert!(pl.total < pf.total);
+        // A shape that does not list its LoRA layers is quoted no LoRA job.
+        let e = estimate(&JobParams::Train(lora), &tiny(), 0).unwrap_err();
+        assert_eq!(e.field, "lora");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use posthuman_worker::WorkerConfig;
 use posthuman_worker::model_io::{join, load_model};
 use posthuman_worker::train;
 use posthuman_worker::train::checkpoint::{self, CheckpointState, fingerprint};
+use posthuman_worker::train::method::Method;
 
 use crate::error::CliError;
 
@@ -119,10 +120,13 @@ pub async fn audit_job(
     .map_err(fail)?;
     let (cfg, input_hash) = (base.cfg.clone(), base.weights_hash);
     let fp = fingerprint(p, &data_hash, &input_hash);
+    // How the job trained (a LoRA job's checkpoints hold its adapter over the input).
+    let method = Method::new(&cfg, p, &base.weights, &input_hash).map_err(fail)?;
+    let method = &method;
     let replay = |seg: Segment| {
         let (spec, p, cfg) = (spec.clone(), p.clone(), cfg.clone());
         async move {
-            replay_segment(store, &spec, &p, &cfg, fp, input_hash, &seg)
+            replay_segment(store, &spec, &p, &cfg, method, fp, input_hash, &seg)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -132,11 +136,13 @@ pub async fn audit_job(
 
 /// Re-runs one segment in a fresh prefix: the stored start checkpoint (its fingerprint set to
 /// the committed configuration), resumed and stopped after the segment's last step.
+#[allow(clippy::too_many_arguments)] // one call site: the job's parts, then the segment
 async fn replay_segment(
     store: &dyn ObjectStore,
     spec: &JobSpec,
     p: &TrainParams,
     cfg: &posthuman_gpt2::family::AnyConfig,
+    method: &Method,
     fp: Hash32,
     input_hash: Hash32,
     seg: &Segment,
@@ -154,20 +160,17 @@ async fn replay_segment(
     let (start_hash, start_optimizer) = if seg.index == 0 {
         (input_hash, None)
     } else {
-        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-            let b = store
-                .get(&ckpt(&spec.private_prefix, seg.start_step, f), u64::MAX)
-                .await
-                .map_err(io)?;
-            store.put(&ckpt(&prefix, seg.start_step, f), b).await.map_err(io)?;
-        }
+        checkpoint::copy(store, &spec.private_prefix, &prefix, seg.start_step)
+            .await
+            .map_err(fail)?;
         let key = ckpt(&prefix, seg.start_step, "state.json");
         let mut st: CheckpointState =
             serde_json::from_slice(&store.get(&key, 1 << 20).await.map_err(io)?).map_err(fail)?;
         st.fingerprint = fp;
         store.put(&key, Bytes::from(serde_json::to_vec(&st).map_err(fail)?)).await.map_err(io)?;
         // What the replay starts from, hashed from the files themselves.
-        let c = checkpoint::stored(store, &prefix, seg.start_step, cfg).await.map_err(fail)?;
+        let c =
+            checkpoint::stored(store, &prefix, seg.start_step, cfg, method).await.map_err(fail)?;
         (c.weights, Some(c.optimizer))
     };
     let wc = WorkerConfig {
@@ -176,7 +179,7 @@ async fn replay_segment(
         ..WorkerConfig::default()
     };
     let outcome = train::run(store, &wc, &s, p).await.map_err(fail)?;
-    let end = outcome.end_checkpoint(store, &prefix, cfg).await.map_err(fail)?;
+    let end = outcome.end_checkpoint(store, &prefix, cfg, method).await.map_err(fail)?;
     for k in store.list(&prefix).await.map_err(io)? {
         store.delete(&k).await.map_err(io)?;
     }

@@ -125,6 +125,12 @@ impl LoraBase {
         &self.layers
     }
 
+    /// Σ (in + out) over every targetable layer: a rank-r adapter has at most r × this many
+    /// parameters (pricing's `ModelShape::lora_in_out`).
+    pub fn in_out_sum(&self) -> u64 {
+        self.layers.iter().map(|l| (l.in_features + l.out_features) as u64).sum()
+    }
+
     /// PEFT's rule: a module is targeted when its path equals a target or ends in `.target`.
     fn matches(module: &str, target: &str) -> bool {
         module == target || module.strip_suffix(target).is_some_and(|head| head.ends_with('.'))
@@ -216,6 +222,12 @@ impl LoraConfig {
             use_rslora: false,
             extra: Map::new(),
         }
+    }
+
+    /// The config of a LoRA train job (`posthuman_types::LoraParams`) for a `family` model.
+    pub fn from_params(family: Family, p: &posthuman_types::LoraParams) -> Self {
+        let targets: Vec<&str> = p.target_modules.iter().map(String::as_str).collect();
+        Self::new(family, p.r as usize, p.lora_alpha, p.lora_dropout, &targets)
     }
 
     /// Parses `adapter_config.json` text (checks the JSON shape only; see [`Self::validate`]).

@@ -139,6 +139,7 @@ async fn a_derivation_identical_to_its_parent_is_not_published() {
         checkpoint_every: 10,
         checkpoint_hashes: vec![parent, parent],
         checkpoint_optimizer_hashes: vec![Hash32([1; 32]), Hash32([2; 32])],
+        lora: None,
     };
     deps.store
         .put(

@@ -177,6 +177,24 @@ pub struct ModelCard {
     #[serde(default)]
     pub price: Option<String>,
     pub reward_scheme: RewardScheme,
+    /// A LoRA derivation's adapter (its weights are the parent's with the adapter merged);
+    /// absent for published models and full fine-tunes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::LoraOutput>,
+}
+
+impl ModelCard {
+    /// How the model came to be, in a few words: "LoRA r 8 (c_attn, c_fc) over 0x…",
+    /// "full fine-tune of 0x…", or "published".
+    pub fn derivation(&self) -> String {
+        match (&self.parent, &self.lora) {
+            (Some(p), Some(l)) => {
+                format!("LoRA r {} ({}) over {p}", l.r, l.target_modules.join(", "))
+            }
+            (Some(p), None) => format!("full fine-tune of {p}"),
+            (None, _) => "published".into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ use alloy::primitives::{Address, B256};
 use bytes::Bytes;
 use posthuman_chain::lineage::JobState as ChainJobState;
 use posthuman_receipts::{Receipt, Signed};
-use posthuman_types::{EvalReport, Hash32, JobKind, JobParams, ModelCard, TrainMetrics, exit};
+use posthuman_types::{
+    EvalReport, Hash32, JobKind, JobParams, LoraOutput, ModelCard, TrainMetrics, TrainParams, exit,
+};
 
 use super::chain_err;
 use super::models::lower;
@@ -107,9 +109,11 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
     // parent's are a clone, not a derivation. Nothing is signed or published; the failure
     // is the buyer's input (hyperparameters that cannot move f32 weights), so the order is
     // consumed.
+    let mut lora = None;
     if job.kind == JobKind::Train {
         let m: TrainMetrics = serde_json::from_slice(&output)
             .map_err(|e| ApiError::Internal(format!("metrics.json: {e}")))?;
+        lora = m.lora;
         if m.output_weights_hash == model.card.weights_hash {
             let reason = format!(
                 "the trained weights are identical to its parent's ({}): no derivation to \
@@ -128,7 +132,7 @@ async fn succeed(deps: &Deps, job: &mut JobRecord) -> Result<(), ApiError> {
         job.perplexity = serde_json::from_slice::<EvalReport>(&output).ok().map(|r| r.perplexity);
     }
     if job.kind == JobKind::Train {
-        derive_model(deps, job, &model, &signed.body, receipt_hash).await?;
+        derive_model(deps, job, &model, &signed.body, receipt_hash, lora).await?;
     }
     if let JobParams::Infer(p) = &job.spec.params {
         attest_once(deps, job, &model, p, &output).await?;
@@ -280,6 +284,7 @@ async fn derive_model(
     parent: &ModelRecord,
     receipt: &Receipt,
     receipt_hash: Hash32,
+    lora: Option<LoraOutput>,
 ) -> Result<(), ApiError> {
     let chain = &deps.chain;
     let jid = posthuman_receipts::job_id_hash(&job.job_id);
@@ -324,10 +329,21 @@ async fn derive_model(
             datatoken: lower(entry.datatoken),
             name: child_name,
             symbol: child_symbol,
-            description: format!(
-                "{} fine-tuned by {} (job {})",
-                parent.card.name, job.consumer, job.job_id
-            ),
+            description: match &lora {
+                Some(l) => format!(
+                    "{} with a LoRA adapter (r {}, alpha {}, on {}) trained by {} (job {})",
+                    parent.card.name,
+                    l.r,
+                    l.lora_alpha,
+                    l.target_modules.join(", "),
+                    job.consumer,
+                    job.job_id
+                ),
+                None => format!(
+                    "{} fine-tuned by {} (job {})",
+                    parent.card.name, job.consumer, job.job_id
+                ),
+            },
             owner: job.consumer.clone(),
             weights_hash: receipt.output_weights_hash,
             parent: Some(parent.card.nft.clone()),
@@ -337,6 +353,7 @@ async fn derive_model(
             exchange_id: None,
             price: None,
             reward_scheme: parent.card.reward_scheme.clone(),
+            lora,
         },
         storage_prefix: job.spec.private_prefix.clone(),
         created_at: job.created_at.max(parent.created_at + 1),
@@ -360,11 +377,16 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// The derived model's name and datatoken symbol, the same on chain and in the catalogue:
-/// the parent's, suffixed with the end of the job id (symbols stay ≤ 14 characters).
+/// the parent's, suffixed with how it was trained ("ft", or "LoRA r8") and the job id
+/// (symbols stay ≤ 14 characters).
 fn child_names(parent: &ModelRecord, job: &JobRecord) -> (String, String) {
     let short = &job.job_id[job.job_id.len().saturating_sub(6)..];
+    let how = match &job.spec.params {
+        JobParams::Train(TrainParams { lora: Some(l), .. }) => format!("LoRA r{}", l.r),
+        _ => "ft".into(),
+    };
     (
-        format!("{} ft {}", truncate(&parent.card.name, 40), job.job_id),
+        format!("{} {how} {}", truncate(&parent.card.name, 40), job.job_id),
         format!("{}{}", truncate(&parent.card.symbol, 8), short.to_uppercase()),
     )
 }

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::chain_err;
-use super::pricing::{QuoteTerms, fee_binding, model_shape, price_terms, validate_params};
+use super::pricing::{
+    QuoteTerms, check_lora, fee_binding, model_config, price_terms, validate_params,
+};
 use super::views::{self, ModelView, Paged};
 use crate::auth;
 use crate::catalogue::{Cursor, ModelRecord, now_secs};
@@ -202,6 +204,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             exchange_id: Some(Hash32(exchange.id.0)),
             price: Some(price.to_string()),
             reward_scheme: req.reward_scheme,
+            lora: None,
         },
         storage_prefix: prefix,
         created_at: now_secs(),
@@ -394,8 +397,9 @@ async fn quote_model(deps: &Deps, m: &ModelRecord, terms: QuoteTerms) -> Result<
             format!("at most {} bytes", deps.cfg.limits.max_dataset_bytes),
         ));
     }
-    let shape = model_shape(deps, m).await?;
-    let priced = price_terms(&terms, &shape, &deps.cfg.rates)?;
+    let cfg = model_config(deps, m).await?;
+    check_lora(&terms.params, &cfg)?;
+    let priced = price_terms(&terms, &cfg.shape(), &deps.cfg.rates)?;
     let price = match m.card.exchange_id {
         Some(id) => Some(
             deps.chain

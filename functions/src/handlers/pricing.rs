@@ -13,9 +13,11 @@
 
 use alloy::primitives::U256;
 use posthuman_chain::VerifiedOrder;
+use posthuman_gpt2::family::AnyConfig;
+use posthuman_gpt2::lora::LoraConfig;
 use posthuman_receipts::FeeBinding;
 use posthuman_types::pricing::{self, ComputeEstimate, ModelShape, PriceBreakdown, Rates};
-use posthuman_types::{Budget, Hash32, JobKind, JobParams, SpecError};
+use posthuman_types::{Budget, Hash32, JobKind, JobParams, SpecError, TrainParams};
 use serde::{Deserialize, Serialize};
 
 use super::models::lower;
@@ -99,13 +101,29 @@ pub struct Priced {
     pub budget: Budget,
 }
 
-/// The shape of a model, from its stored `config.json` (the worker reads the same file), in
-/// the family its `model_type` names.
-pub async fn model_shape(deps: &Deps, model: &ModelRecord) -> Result<ModelShape, ApiError> {
+/// A model's stored `config.json` (the worker reads the same file), in the family its
+/// `model_type` names.
+pub async fn model_config(deps: &Deps, model: &ModelRecord) -> Result<AnyConfig, ApiError> {
     let b = deps.store.get(&format!("{}/config.json", model.storage_prefix), 1 << 20).await?;
     let text = std::str::from_utf8(&b).map_err(ApiError::internal)?;
-    let cfg = posthuman_gpt2::family::AnyConfig::from_json(text).map_err(ApiError::internal)?;
-    Ok(cfg.shape())
+    AnyConfig::from_json(text).map_err(ApiError::internal)
+}
+
+/// The shape of a model, from its stored `config.json`.
+pub async fn model_shape(deps: &Deps, model: &ModelRecord) -> Result<ModelShape, ApiError> {
+    Ok(model_config(deps, model).await?.shape())
+}
+
+/// The checks of a train job's LoRA settings that need the model (its family's module names,
+/// its layer sizes): the worker makes the same ones, but a buyer learns of a misfit here,
+/// before paying, with the field named.
+pub fn check_lora(params: &JobParams, cfg: &AnyConfig) -> Result<(), ApiError> {
+    let JobParams::Train(TrainParams { lora: Some(l), .. }) = params else { return Ok(()) };
+    let base = cfg.lora_base();
+    LoraConfig::from_params(base.family(), l)
+        .validate(&base)
+        .map(|_| ())
+        .map_err(|e| ApiError::Invalid { field: "lora".into(), reason: e.to_string() })
 }
 
 /// The checks submit applies to a job's parameters, given the model's context.

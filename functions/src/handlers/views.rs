@@ -239,6 +239,7 @@ mod tests {
                 exchange_id: None,
                 price: None,
                 reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+                lora: None,
             },
             storage_prefix: "models/m".into(),
             created_at: 1,

@@ -118,6 +118,7 @@ pub fn model_record() -> posthuman_functions::catalogue::ModelRecord {
             exchange_id: None,
             price: None,
             reward_scheme: RewardScheme::geometric(1000, 5000, 3),
+            lora: None,
         },
         storage_prefix: "models/m1".into(),
         created_at: 1,

@@ -6,16 +6,27 @@
 //! the logits with their gradient, and the token stream. Per family: GPT-2's graph-free step
 //! keeps the fused kernels' saved tensors; Llama's autograd graph keeps more (RMSNorm,
 //! RoPE and SiLU-gate intermediates, the scores before and after softmax), and its keys and
-//! values are `kv_width` wide under grouped-query attention.
+//! values are `kv_width` wide under grouped-query attention. Qwen2's biased q/k/v and Qwen3's
+//! q/k norms keep one more copy of q and k each; Qwen3's queries are heads × head_dim wide,
+//! which may exceed the hidden size.
 
 use posthuman_gpt2::family::{AnyConfig, Family};
 
 const F32: u64 = 4;
 
+/// Width of the queries: heads × head_dim (the hidden size, except where Qwen3 says otherwise).
+fn q_width(cfg: &AnyConfig) -> u64 {
+    match cfg {
+        AnyConfig::Llama { cfg, .. } => (cfg.num_attention_heads * cfg.head_dim) as u64,
+        AnyConfig::Gpt2(_) => cfg.dims().d_model,
+    }
+}
+
 /// Bytes a train job needs: `batch` sequences of `context` tokens per micro-batch.
 pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
     let d = cfg.dims();
     let (c, l, h, v, f, kv) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn, d.kv_width);
+    let q = q_width(cfg);
     let bt = batch * context;
     // weights + grad store + accumulated grads + m + v + one update scratch
     let params = 6 * d.params * F32;
@@ -26,7 +37,11 @@ pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u6
         // norms, q and RoPE'd q, k/v before and after RoPE and GQA expansion, o, residuals,
         // gate, up, silu(gate), their product; scores before and after softmax
         Family::Llama | Family::Mistral => {
-            bt * (16 * c + 6 * kv + 5 * f) + 2 * batch * h * context * context
+            bt * (12 * c + 4 * q + 6 * kv + 5 * f) + 2 * batch * h * context * context
+        }
+        // Llama's, plus q and k before their bias (Qwen2) or norm (Qwen3)
+        Family::Qwen2 | Family::Qwen3 => {
+            bt * (12 * c + 5 * q + 7 * kv + 5 * f) + 2 * batch * h * context * context
         }
     };
     let acts = l * per_layer * F32 * 2;
@@ -39,11 +54,14 @@ pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u6
 pub fn forward_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
     let d = cfg.dims();
     let (c, l, h, v, f) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn);
+    let q = q_width(cfg);
     let bt = batch * context;
     let kv = 2 * l * bt * d.kv_width;
     let acts = match cfg.family() {
         Family::Gpt2 => bt * (6 * c + f) + batch * h * context * context,
-        Family::Llama | Family::Mistral => bt * (8 * c + 3 * f) + 2 * batch * h * context * context,
+        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => {
+            bt * (6 * c + 2 * q + 3 * f) + 2 * batch * h * context * context
+        }
     };
     d.params * F32 + (kv + acts + 2 * bt * v) * F32 + dataset_tokens * 2 * F32
 }

@@ -2,7 +2,8 @@
 //! norms and an explicit head_dim) against PyTorch + transformers, from committed fixtures
 //! (tests/fixtures/qwen, made by tests/fixtures/make_qwen_fixtures.py): the same weights give
 //! transformers' logits, 20 full fine-tuning AdamW steps from the same init and batches give
-//! its losses within 1e-4; KV-cached decoding equals the full forward; every parameter
+//! its losses within 1e-4, and greedy decoding (KV-cached) HF `generate`'s tokens; KV-cached
+//! decoding equals the full forward; every parameter
 //! (biases and q/k norms included) gets a gradient; published configs parse and what we do
 //! not run is refused with a typed error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,6 +40,8 @@ struct Expected {
     lr: f64,
     adamw: AdamWConfig,
     logits: HashMap<String, Tensor>,
+    greedy_prompt: Vec<u32>,
+    greedy_tokens: Vec<u32>,
 }
 
 fn expected(family: &str) -> Expected {
@@ -55,7 +58,12 @@ fn expected(family: &str) -> Expected {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let f = |k: &str| j[k].as_f64().unwrap();
+    let toks = |k: &str| -> Vec<u32> {
+        j[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    };
     Expected {
+        greedy_prompt: toks("greedy_prompt"),
+        greedy_tokens: toks("greedy_tokens"),
         inputs: split("inputs"),
         targets: split("targets"),
         losses: j["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(),
@@ -86,7 +94,7 @@ fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// and batches as PyTorch: its losses within 1e-4, its final logits within 1e-4 relative.
 fn matches_transformers(family: &str) {
     let ex = expected(family);
-    let (_, cfg, w) = base(family);
+    let (json, cfg, w) = base(family);
     let x0 = &ex.inputs[0];
     let frozen = w.model(&cfg, &Device::Cpu).unwrap();
     let e = rel_diff(&frozen.forward(x0).unwrap(), &ex.logits["logits_init"]);
@@ -120,6 +128,42 @@ fn matches_transformers(family: &str) {
     let e = rel_diff(&m.forward(x0).unwrap(), &ex.logits["logits_final"]);
     eprintln!("{family}: trained logits vs transformers, max relative difference {e:.2e}");
     assert!(e < 1e-4, "{family}: trained logits differ by {e}");
+
+    // `QWEN_SAVE_DIR=…` keeps the trained model for make_qwen_fixtures.py --check (loading
+    // it in transformers).
+    if let Ok(keep) = std::env::var("QWEN_SAVE_DIR") {
+        let dir = Path::new(&keep).join(family);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), &json).unwrap();
+        let trained = LlamaWeights::from_var_map(&cfg, &vm).unwrap();
+        llama_weights::save_safetensors(&trained, &dir.join("model.safetensors")).unwrap();
+    }
+}
+
+/// Greedy decoding with the KV cache, one token at a time after the prompt.
+fn greedy(m: &Llama, cfg: &Config, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = LlamaCache::new(cfg);
+    let mut x = Tensor::from_vec(prompt.to_vec(), (1, prompt.len()), &Device::Cpu).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let logits = m.forward_cached(&x, &mut cache).unwrap();
+        let last = logits.narrow(1, logits.dim(1).unwrap() - 1, 1).unwrap().flatten_all().unwrap();
+        let next = last.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        out.push(next);
+        x = Tensor::from_vec(vec![next], (1, 1), &Device::Cpu).unwrap();
+    }
+    out
+}
+
+#[test]
+fn greedy_decoding_gives_transformers_generate_tokens() {
+    for family in ["qwen2", "qwen3"] {
+        let ex = expected(family);
+        let (_, cfg, w) = base(family);
+        let m = w.model(&cfg, &Device::Cpu).unwrap();
+        let got = greedy(&m, &cfg, &ex.greedy_prompt, ex.greedy_tokens.len());
+        assert_eq!(got, ex.greedy_tokens, "{family}");
+    }
 }
 
 #[test]

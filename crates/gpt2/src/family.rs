@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(g.family(), Family::Gpt2);
         let e = AnyConfig::from_json(r#"{"model_type":"mamba","vocab_size":5}"#).unwrap_err();
         assert!(matches!(&e, FamilyError::UnknownModelType(t) if t == "mamba"));
-        assert!(e.to_string().contains("supported: gpt2, llama, mistral"), "{e}");
+        assert!(e.to_string().contains("supported: gpt2, llama, mistral, qwen2, qwen3"), "{e}");
         assert!(matches!(AnyConfig::from_json("{}"), Err(FamilyError::MalformedConfig(_))));
     }
 

@@ -98,4 +98,29 @@ mod tests {
         assert!(forward_bytes(&cfg, 1, 2048, 0) < 24 << 30);
         assert!(t > 24 << 30);
     }
+
+    #[test]
+    fn qwen3_queries_wider_than_the_hidden_size_are_counted() {
+        // Qwen3-0.6B's attention: 16 heads × head_dim 128 = 2048 wide queries on a 1024 model.
+        let qwen3 = |head_dim: usize| {
+            let json = serde_json::json!({
+                "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 1024,
+                "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+                "num_key_value_heads": 8, "head_dim": head_dim, "tie_word_embeddings": true,
+            });
+            AnyConfig::from_json(&json.to_string()).unwrap()
+        };
+        let (wide, narrow) = (qwen3(128), qwen3(64));
+        assert_eq!(wide.family(), Family::Qwen3);
+        let (w, n) = (wide.dims(), narrow.dims());
+        // Beyond the extra parameters and the wider keys/values (at most 8 copies kept per
+        // layer), the wider queries' activations are counted.
+        let extra_params = 6 * (w.params - n.params) * F32;
+        let extra_kv = w.layers * 512 * 8 * (w.kv_width - n.kv_width) * F32 * 2;
+        let grown = train_bytes(&wide, 1, 512, 0) - train_bytes(&narrow, 1, 512, 0);
+        assert!(grown > extra_params + extra_kv, "{grown}");
+        let kv_cache = 2 * w.layers * 512 * (w.kv_width - n.kv_width) * F32;
+        let grown = forward_bytes(&wide, 1, 512, 0) - forward_bytes(&narrow, 1, 512, 0);
+        assert!(grown > (w.params - n.params) * F32 + kv_cache, "{grown}");
+    }
 }

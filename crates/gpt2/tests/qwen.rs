@@ -4,8 +4,9 @@
 //! transformers' logits, 20 full fine-tuning AdamW steps from the same init and batches give
 //! its losses within 1e-4, and greedy decoding (KV-cached) HF `generate`'s tokens; KV-cached
 //! decoding equals the full forward; every parameter
-//! (biases and q/k norms included) gets a gradient; published configs parse and what we do
-//! not run is refused with a typed error.
+//! (biases and q/k norms included) gets a gradient; training is bit-identical across runs
+//! and thread counts; published configs parse and what we do not run is refused with a typed
+//! error.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -369,4 +370,40 @@ fn refuses_what_it_cannot_run_with_typed_errors() {
     ));
     // A window that is configured but switched off is no refusal.
     assert!(with(QWEN25, "sliding_window", "4096").is_ok());
+}
+
+/// Two AdamW steps of a model with both features on (biases and q/k norms), large enough
+/// that the kernels split rows across threads; the weights' canonical hash.
+fn qwen_run_once() -> String {
+    let mut cfg = Config::tiny(512, 64, 2, 4, 2);
+    (cfg.qkv_bias, cfg.qk_norm, cfg.head_dim, cfg.max_position_embeddings) = (true, true, 32, 64);
+    let vm = posthuman_gpt2::llama::init_weights(&cfg, 42).unwrap();
+    let m = Llama::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
+    for step in 0..2 {
+        let mut rng = SeededRng::new(step);
+        let (x, y) = (common::ids(&mut rng, &[4, 64], 512), common::ids(&mut rng, &[4, 64], 512));
+        let store = m.loss(&x, &y).unwrap().backward().unwrap();
+        opt.step(&Grads::from_store(&opt, &store).unwrap(), 1e-3).unwrap();
+    }
+    LlamaWeights::from_var_map(&cfg, &vm).unwrap().hash().unwrap().to_string()
+}
+
+/// Entry point for the child processes of `qwen_training_is_bit_identical_across_threads`.
+#[test]
+fn qwen_child_print_hash() {
+    if std::env::var("QWEN_CHILD").is_ok() {
+        println!("HASH={}", qwen_run_once());
+    }
+}
+
+#[test]
+fn qwen_training_is_bit_identical_across_runs_and_thread_counts() {
+    let a = qwen_run_once();
+    assert_eq!(a, qwen_run_once());
+    // Separate processes, since the thread pools' sizes are fixed per process.
+    for threads in ["1", "2"] {
+        let h = common::child_hash("qwen_child_print_hash", "QWEN_CHILD", threads);
+        assert_eq!(h, a, "{threads} thread(s) gave different weights");
+    }
 }

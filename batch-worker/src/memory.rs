@@ -6,16 +6,27 @@
 //! the logits with their gradient, and the token stream. Per family: GPT-2's graph-free step
 //! keeps the fused kernels' saved tensors; Llama's autograd graph keeps more (RMSNorm,
 //! RoPE and SiLU-gate intermediates, the scores before and after softmax), and its keys and
-//! values are `kv_width` wide under grouped-query attention.
+//! values are `kv_width` wide under grouped-query attention. Qwen2's biased q/k/v and Qwen3's
+//! q/k norms keep one more copy of q and k each; Qwen3's queries are heads × head_dim wide,
+//! which may exceed the hidden size.
 
 use posthuman_gpt2::family::{AnyConfig, Family};
 
 const F32: u64 = 4;
 
+/// Width of the queries: heads × head_dim (the hidden size, except where Qwen3 says otherwise).
+fn q_width(cfg: &AnyConfig) -> u64 {
+    match cfg {
+        AnyConfig::Llama { cfg, .. } => (cfg.num_attention_heads * cfg.head_dim) as u64,
+        AnyConfig::Gpt2(_) => cfg.dims().d_model,
+    }
+}
+
 /// Bytes a train job needs: `batch` sequences of `context` tokens per micro-batch.
 pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
     let d = cfg.dims();
     let (c, l, h, v, f, kv) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn, d.kv_width);
+    let q = q_width(cfg);
     let bt = batch * context;
     // weights + grad store + accumulated grads + m + v + one update scratch
     let params = 6 * d.params * F32;
@@ -26,7 +37,11 @@ pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u6
         // norms, q and RoPE'd q, k/v before and after RoPE and GQA expansion, o, residuals,
         // gate, up, silu(gate), their product; scores before and after softmax
         Family::Llama | Family::Mistral => {
-            bt * (16 * c + 6 * kv + 5 * f) + 2 * batch * h * context * context
+            bt * (12 * c + 4 * q + 6 * kv + 5 * f) + 2 * batch * h * context * context
+        }
+        // Llama's, plus q and k before their bias (Qwen2) or norm (Qwen3)
+        Family::Qwen2 | Family::Qwen3 => {
+            bt * (12 * c + 5 * q + 7 * kv + 5 * f) + 2 * batch * h * context * context
         }
     };
     let acts = l * per_layer * F32 * 2;
@@ -39,11 +54,14 @@ pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u6
 pub fn forward_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
     let d = cfg.dims();
     let (c, l, h, v, f) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn);
+    let q = q_width(cfg);
     let bt = batch * context;
     let kv = 2 * l * bt * d.kv_width;
     let acts = match cfg.family() {
         Family::Gpt2 => bt * (6 * c + f) + batch * h * context * context,
-        Family::Llama | Family::Mistral => bt * (8 * c + 3 * f) + 2 * batch * h * context * context,
+        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => {
+            bt * (6 * c + 2 * q + 3 * f) + 2 * batch * h * context * context
+        }
     };
     d.params * F32 + (kv + acts + 2 * bt * v) * F32 + dataset_tokens * 2 * F32
 }
@@ -79,5 +97,30 @@ mod tests {
         // Inference alone fits 24 GB; full fine-tuning in f32 with AdamW does not.
         assert!(forward_bytes(&cfg, 1, 2048, 0) < 24 << 30);
         assert!(t > 24 << 30);
+    }
+
+    #[test]
+    fn qwen3_queries_wider_than_the_hidden_size_are_counted() {
+        // Qwen3-0.6B's attention: 16 heads × head_dim 128 = 2048 wide queries on a 1024 model.
+        let qwen3 = |head_dim: usize| {
+            let json = serde_json::json!({
+                "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 1024,
+                "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+                "num_key_value_heads": 8, "head_dim": head_dim, "tie_word_embeddings": true,
+            });
+            AnyConfig::from_json(&json.to_string()).unwrap()
+        };
+        let (wide, narrow) = (qwen3(128), qwen3(64));
+        assert_eq!(wide.family(), Family::Qwen3);
+        let (w, n) = (wide.dims(), narrow.dims());
+        // Beyond the extra parameters and the wider keys/values (at most 8 copies kept per
+        // layer), the wider queries' activations are counted.
+        let extra_params = 6 * (w.params - n.params) * F32;
+        let extra_kv = w.layers * 512 * 8 * (w.kv_width - n.kv_width) * F32 * 2;
+        let grown = train_bytes(&wide, 1, 512, 0) - train_bytes(&narrow, 1, 512, 0);
+        assert!(grown > extra_params + extra_kv, "{grown}");
+        let kv_cache = 2 * w.layers * 512 * (w.kv_width - n.kv_width) * F32;
+        let grown = forward_bytes(&wide, 1, 512, 0) - forward_bytes(&narrow, 1, 512, 0);
+        assert!(grown > (w.params - n.params) * F32 + kv_cache, "{grown}");
     }
 }

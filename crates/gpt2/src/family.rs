@@ -21,7 +21,7 @@ use crate::lora::{LoraAdapter, LoraBase, LoraError};
 use crate::{AdamW, Config, DropoutRng, Gpt2, Gpt2Error, Grads, KvCache, Weights, weights};
 
 /// The `model_type`s this crate runs, as an error message lists them.
-pub const SUPPORTED: &str = "gpt2, llama, mistral";
+pub const SUPPORTED: &str = "gpt2, llama, mistral, qwen2, qwen3";
 
 /// A model family (`config.json`'s `model_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub enum Family {
     /// sliding-window attention), accepted when the window is off or spans the whole
     /// context, and run by [`Llama`].
     Mistral,
+    /// Qwen2 / Qwen2.5: Llama's network with q/k/v biases ([`llama::Config::qkv_bias`]),
+    /// sliding-window attention refused; run by [`Llama`].
+    Qwen2,
+    /// Qwen3 (dense): Llama's network with per-head q/k RMSNorm ([`llama::Config::qk_norm`])
+    /// and an explicit `head_dim`; run by [`Llama`].
+    Qwen3,
 }
 
 impl Family {
@@ -41,6 +47,8 @@ impl Family {
             Family::Gpt2 => "gpt2",
             Family::Llama => "llama",
             Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
         }
     }
 }
@@ -92,7 +100,8 @@ pub enum AnyConfig {
     Llama {
         cfg: llama::Config,
         json: String,
-        /// Llama or Mistral: the same network, named as the file names it.
+        /// Llama, Mistral, Qwen2 or Qwen3: one network with optional features, named as the
+        /// file names it.
         family: Family,
     },
 }
@@ -124,6 +133,16 @@ impl AnyConfig {
                 cfg: mistral_as_llama(v)?,
                 json: text.into(),
                 family: Family::Mistral,
+            }),
+            "qwen2" => Ok(AnyConfig::Llama {
+                cfg: llama::Config::from_json(text)?,
+                json: text.into(),
+                family: Family::Qwen2,
+            }),
+            "qwen3" => Ok(AnyConfig::Llama {
+                cfg: llama::Config::from_json(text)?,
+                json: text.into(),
+                family: Family::Qwen3,
             }),
             _ => Err(FamilyError::UnknownModelType(mt)),
         }
@@ -201,11 +220,17 @@ impl AnyConfig {
                 c.n_layer, c.n_embd, c.n_head, c.n_positions, c.vocab_size
             ),
             AnyConfig::Llama { cfg: c, family, .. } => format!(
-                "{family} {}L/{}d/{}h/{}kv ffn{} ctx{} vocab{}{}",
+                "{family} {}L/{}d/{}h/{}kv{} ffn{} ctx{} vocab{}{}",
                 c.num_hidden_layers,
                 c.hidden_size,
                 c.num_attention_heads,
                 c.num_key_value_heads,
+                // An explicit head_dim (Qwen3's) only where it is not hidden / heads.
+                if c.head_dim * c.num_attention_heads == c.hidden_size {
+                    String::new()
+                } else {
+                    format!("/{}hd", c.head_dim)
+                },
                 c.intermediate_size,
                 c.max_position_embeddings,
                 c.vocab_size,
@@ -581,7 +606,7 @@ mod tests {
         assert_eq!(g.family(), Family::Gpt2);
         let e = AnyConfig::from_json(r#"{"model_type":"mamba","vocab_size":5}"#).unwrap_err();
         assert!(matches!(&e, FamilyError::UnknownModelType(t) if t == "mamba"));
-        assert!(e.to_string().contains("supported: gpt2, llama, mistral"), "{e}");
+        assert!(e.to_string().contains("supported: gpt2, llama, mistral, qwen2, qwen3"), "{e}");
         assert!(matches!(AnyConfig::from_json("{}"), Err(FamilyError::MalformedConfig(_))));
     }
 

@@ -6,6 +6,11 @@
 //! lm-head cross-entropy reuses the fused [`crate::ops::lm_head_loss`] (HF `lm_head` and
 //! `embed_tokens` are both (V, C)).
 //!
+//! Qwen2/Qwen2.5 and Qwen3 are this network with two optional features, set from their
+//! `model_type`: biases on the q/k/v projections ([`Config::qkv_bias`], Qwen2) and a per-head
+//! RMSNorm of q and k before RoPE ([`Config::qk_norm`], Qwen3, whose `head_dim` may differ
+//! from hidden/heads). One forward and one backward serve all of them.
+//!
 //! The worker and the API reach it through [`crate::family`]. Not yet here (later slices of
 //! issue 15): fused attention/RoPE kernels and a no-graph training step (training runs on the
 //! autograd graph, ~0.35x GPT-2's graph-free step per token on the tiny test shapes).
@@ -24,7 +29,7 @@ pub enum ConfigError {
     #[error("malformed Llama config.json: {0}")]
     Malformed(String),
     /// `model_type` is another family (or absent).
-    #[error("model_type is `{0}`, expected `llama`")]
+    #[error("model_type is `{0}`, expected `llama`, `qwen2` or `qwen3`")]
     WrongModelType(String),
     /// A value HF accepts but this implementation does not run (yet).
     #[error("unsupported {field} = {value} (supported: {supported})")]
@@ -34,8 +39,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A Llama `config.json`, with HF's field names and defaults. Keys this module does not read
-/// (`architectures`, `bos_token_id`, `torch_dtype`, …) stay in `extra`.
+/// A Llama, Qwen2 or Qwen3 `config.json`, with HF's field names and defaults (those of the
+/// file's `model_type`). Keys this module does not read (`architectures`, `bos_token_id`,
+/// `torch_dtype`, …) stay in `extra`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub vocab_size: usize,
@@ -52,6 +58,11 @@ pub struct Config {
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     pub initializer_range: f64,
+    /// q_proj, k_proj and v_proj carry biases (Qwen2; o_proj never does here).
+    pub qkv_bias: bool,
+    /// q and k go through a per-head RMSNorm (`self_attn.q_norm` / `k_norm`, [head_dim])
+    /// after projection and before RoPE (Qwen3).
+    pub qk_norm: bool,
     pub extra: Map<String, Value>,
 }
 
@@ -74,7 +85,20 @@ const READ: &[&str] = &[
     "attention_bias",
     "mlp_bias",
     "pretraining_tp",
+    "rope_parameters",
 ];
+
+/// Read for Qwen2/Qwen3 only (in a Llama file they stay in `extra`, as before).
+const READ_QWEN: &[&str] =
+    &["use_sliding_window", "sliding_window", "max_window_layers", "layer_types"];
+
+/// The `model_type`s [`Config::from_json`] parses, each with its HF defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Llama,
+    Qwen2,
+    Qwen3,
+}
 
 fn field<T: serde::de::DeserializeOwned>(
     m: &Map<String, Value>,
@@ -136,6 +160,53 @@ fn rope_scaling(
     }
 }
 
+/// `rope_theta` and the scaling rule, from the top-level keys older files use
+/// (`rope_theta`, `rope_scaling`) or from `rope_parameters`, where transformers 5 writes both.
+fn rope(
+    m: &Map<String, Value>,
+) -> std::result::Result<(f64, Option<lops::Llama3Scaling>), ConfigError> {
+    let params = match m.get("rope_parameters") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(p)) => Some(p),
+        Some(other) => return Err(ConfigError::Malformed(format!("`rope_parameters`: {other}"))),
+    };
+    let theta = match (m.get("rope_theta"), params) {
+        (Some(v), _) if !v.is_null() => field(m, "rope_theta", None)?,
+        (_, Some(p)) => field(p, "rope_theta", Some(10_000.0))?,
+        _ => 10_000.0,
+    };
+    let scaling = match (m.get("rope_scaling"), params) {
+        (Some(v), _) if !v.is_null() => rope_scaling(Some(v))?,
+        // `rope_parameters` without a type is the default rule with its theta.
+        (_, Some(p)) if p.contains_key("rope_type") || p.contains_key("type") => {
+            rope_scaling(m.get("rope_parameters"))?
+        }
+        _ => None,
+    };
+    Ok((theta, scaling))
+}
+
+/// Qwen2/Qwen3 sliding-window attention is not implemented: refused when switched on
+/// (`use_sliding_window`) or when `layer_types` names a sliding layer.
+fn check_no_sliding_window(m: &Map<String, Value>) -> std::result::Result<(), ConfigError> {
+    if field::<bool>(m, "use_sliding_window", Some(false))? {
+        return Err(ConfigError::Unsupported {
+            field: "use_sliding_window",
+            value: "true".into(),
+            supported: "false (sliding-window attention is not implemented)",
+        });
+    }
+    let layers: Vec<String> = field(m, "layer_types", Some(Vec::new()))?;
+    if let Some(t) = layers.into_iter().find(|t| t != "full_attention") {
+        return Err(ConfigError::Unsupported {
+            field: "layer_types",
+            value: t,
+            supported: "full_attention",
+        });
+    }
+    Ok(())
+}
+
 impl Config {
     /// A small config for tests and from-scratch training (untied head, HF defaults).
     pub fn tiny(vocab: usize, hidden: usize, layers: usize, heads: usize, kv_heads: usize) -> Self {
@@ -153,11 +224,13 @@ impl Config {
             max_position_embeddings: 128,
             tie_word_embeddings: false,
             initializer_range: 0.02,
+            qkv_bias: false,
+            qk_norm: false,
             extra: Map::new(),
         }
     }
 
-    /// Parses and validates HF `config.json` text.
+    /// Parses and validates HF `config.json` text (`model_type` llama, qwen2 or qwen3).
     pub fn from_json(s: &str) -> std::result::Result<Self, ConfigError> {
         let v: Value =
             serde_json::from_str(s).map_err(|e| ConfigError::Malformed(e.to_string()))?;
@@ -165,9 +238,12 @@ impl Config {
             return Err(ConfigError::Malformed("not a JSON object".into()));
         };
         let mt: String = field(&m, "model_type", Some(String::new()))?;
-        if mt != "llama" {
-            return Err(ConfigError::WrongModelType(mt));
-        }
+        let kind = match mt.as_str() {
+            "llama" => Kind::Llama,
+            "qwen2" => Kind::Qwen2,
+            "qwen3" => Kind::Qwen3,
+            _ => return Err(ConfigError::WrongModelType(mt)),
+        };
         let act: String = field(&m, "hidden_act", Some("silu".into()))?;
         if act != "silu" {
             return Err(ConfigError::Unsupported {
@@ -176,34 +252,57 @@ impl Config {
                 supported: "silu",
             });
         }
-        for key in ["attention_bias", "mlp_bias"] {
+        // Llama's attention_bias biases all four projections, Qwen3's too; Qwen2 always has
+        // q/k/v biases and no such key.
+        let bias_keys: &[&'static str] = match kind {
+            Kind::Llama => &["attention_bias", "mlp_bias"],
+            Kind::Qwen2 => &[],
+            Kind::Qwen3 => &["attention_bias"],
+        };
+        for &key in bias_keys {
             if field::<bool>(&m, key, Some(false))? {
                 return Err(ConfigError::Unsupported {
-                    field: if key == "mlp_bias" { "mlp_bias" } else { "attention_bias" },
+                    field: key,
                     value: "true".into(),
                     supported: "false",
                 });
             }
         }
+        if kind != Kind::Llama {
+            check_no_sliding_window(&m)?;
+        }
         // pretraining_tp > 1 only changes how HF splits matmuls, not the result.
         let _: usize = field(&m, "pretraining_tp", Some(1))?;
+        let (d_vocab, d_hidden, d_inter, d_pos) = match kind {
+            Kind::Llama => (32000, 4096, 11008, 2048),
+            Kind::Qwen2 | Kind::Qwen3 => (151_936, 4096, 22016, 32768),
+        };
         let heads: usize = field(&m, "num_attention_heads", Some(32))?;
-        let hidden: usize = field(&m, "hidden_size", Some(4096))?;
+        let hidden: usize = field(&m, "hidden_size", Some(d_hidden))?;
+        // Qwen3Config's head_dim defaults to 128, not hidden/heads.
+        let d_head = match kind {
+            Kind::Qwen3 => 128,
+            _ => hidden.checked_div(heads).unwrap_or(0),
+        };
+        let (rope_theta, rope_scaling) = rope(&m)?;
+        let read = |k: &str| READ.contains(&k) || (kind != Kind::Llama && READ_QWEN.contains(&k));
         let cfg = Self {
-            vocab_size: field(&m, "vocab_size", Some(32000))?,
+            vocab_size: field(&m, "vocab_size", Some(d_vocab))?,
             hidden_size: hidden,
-            intermediate_size: field(&m, "intermediate_size", Some(11008))?,
+            intermediate_size: field(&m, "intermediate_size", Some(d_inter))?,
             num_hidden_layers: field(&m, "num_hidden_layers", Some(32))?,
             num_attention_heads: heads,
             num_key_value_heads: field(&m, "num_key_value_heads", Some(heads))?,
-            head_dim: field(&m, "head_dim", Some(hidden.checked_div(heads).unwrap_or(0)))?,
+            head_dim: field(&m, "head_dim", Some(d_head))?,
             rms_norm_eps: field(&m, "rms_norm_eps", Some(1e-6))?,
-            rope_theta: field(&m, "rope_theta", Some(10_000.0))?,
-            rope_scaling: rope_scaling(m.get("rope_scaling"))?,
-            max_position_embeddings: field(&m, "max_position_embeddings", Some(2048))?,
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: field(&m, "max_position_embeddings", Some(d_pos))?,
             tie_word_embeddings: field(&m, "tie_word_embeddings", Some(false))?,
             initializer_range: field(&m, "initializer_range", Some(0.02))?,
-            extra: m.into_iter().filter(|(k, _)| !READ.contains(&k.as_str())).collect(),
+            qkv_bias: kind == Kind::Qwen2,
+            qk_norm: kind == Kind::Qwen3,
+            extra: m.into_iter().filter(|(k, _)| !read(k.as_str())).collect(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -249,11 +348,18 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, c])];
     for l in 0..cfg.num_hidden_layers {
         let p = |s: &str| format!("model.layers.{l}.{s}");
+        for (name, out_dim) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+            out.push((p(&format!("self_attn.{name}.weight")), vec![out_dim, c]));
+            if cfg.qkv_bias {
+                out.push((p(&format!("self_attn.{name}.bias")), vec![out_dim]));
+            }
+        }
+        out.push((p("self_attn.o_proj.weight"), vec![c, q]));
+        if cfg.qk_norm {
+            out.push((p("self_attn.q_norm.weight"), vec![cfg.head_dim]));
+            out.push((p("self_attn.k_norm.weight"), vec![cfg.head_dim]));
+        }
         out.extend([
-            (p("self_attn.q_proj.weight"), vec![q, c]),
-            (p("self_attn.k_proj.weight"), vec![kv, c]),
-            (p("self_attn.v_proj.weight"), vec![kv, c]),
-            (p("self_attn.o_proj.weight"), vec![c, q]),
             (p("mlp.gate_proj.weight"), vec![i, c]),
             (p("mlp.up_proj.weight"), vec![i, c]),
             (p("mlp.down_proj.weight"), vec![c, i]),
@@ -269,7 +375,8 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 }
 
 /// HF `LlamaPreTrainedModel._init_weights`: N(0, initializer_range) for every matrix and
-/// the embedding, unit norm weights; drawn from [`SeededRng`] in [`param_shapes`] order.
+/// the embedding, unit norm weights, zero biases; drawn from [`SeededRng`] in
+/// [`param_shapes`] order.
 pub fn init_weights(cfg: &Config, seed: u64) -> std::result::Result<VarMap, crate::Gpt2Error> {
     cfg.validate().map_err(|e| crate::Gpt2Error::InvalidConfig(e.to_string()))?;
     let mut rng = SeededRng::new(seed);
@@ -280,7 +387,9 @@ pub fn init_weights(cfg: &Config, seed: u64) -> std::result::Result<VarMap, crat
         .map_err(|_| crate::Gpt2Error::InvalidConfig("var map lock poisoned".into()))?;
     for (name, shape) in param_shapes(cfg) {
         let n: usize = shape.iter().product();
-        let vals: Vec<f32> = if shape.len() == 1 {
+        let vals: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else if shape.len() == 1 {
             vec![1.0; n]
         } else {
             (0..n).map(|_| (rng.normal() * cfg.initializer_range) as f32).collect()
@@ -291,10 +400,12 @@ pub fn init_weights(cfg: &Config, seed: u64) -> std::result::Result<VarMap, crat
     Ok(vm)
 }
 
-/// A linear layer (HF (out, in) weight, no bias) with its LoRA branch, if any.
+/// A linear layer (HF (out, in) weight, a bias where the family has one) with its LoRA
+/// branch, if any.
 #[derive(Clone, Debug)]
 struct Proj {
     w: Tensor,
+    b: Option<Tensor>,
     lora: Option<LoraBranch>,
     /// W is frozen (under LoRA): its backward skips the weight gradient.
     frozen: bool,
@@ -302,15 +413,23 @@ struct Proj {
 
 impl Proj {
     fn new(w: Tensor) -> Self {
-        Self { w, lora: None, frozen: false }
+        Self { w, b: None, lora: None, frozen: false }
     }
 
-    /// x·Wᵀ (+ the LoRA branch, its dropout mask drawn from `drop` when p > 0).
+    fn with_bias(w: Tensor, b: Option<Tensor>) -> Self {
+        Self { b, ..Self::new(w) }
+    }
+
+    /// x·Wᵀ (+ b) (+ the LoRA branch, its dropout mask drawn from `drop` when p > 0).
     fn fwd(&self, x: &Tensor, drop: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
         let y = if self.frozen {
             lops::frozen_linear(x, &self.w)?
         } else {
             lops::linear_no_bias(x, &self.w)?
+        };
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
         };
         let Some(br) = &self.lora else { return Ok(y) };
         let seed = match drop.as_deref_mut() {
@@ -332,6 +451,9 @@ struct Layer {
     down: Proj,
     ln_1: Tensor,
     ln_2: Tensor,
+    /// Per-head RMSNorm weights of q and k, [head_dim] (Qwen3).
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
 }
 
 impl Layer {
@@ -393,16 +515,26 @@ impl Llama {
         for l in 0..cfg.num_hidden_layers {
             let vb = vb.pp(format!("model.layers.{l}"));
             let (a, m) = (vb.pp("self_attn"), vb.pp("mlp"));
+            let biased = |name: &str, out: usize| -> Result<Proj> {
+                let b =
+                    if cfg.qkv_bias { Some(a.get(out, &format!("{name}.bias"))?) } else { None };
+                Ok(Proj::with_bias(a.get((out, c), &format!("{name}.weight"))?, b))
+            };
+            let norm = |name: &str| -> Result<Option<Tensor>> {
+                cfg.qk_norm.then(|| a.get(cfg.head_dim, name)).transpose()
+            };
             layers.push(Layer {
-                q: Proj::new(a.get((q, c), "q_proj.weight")?),
-                k: Proj::new(a.get((kv, c), "k_proj.weight")?),
-                v: Proj::new(a.get((kv, c), "v_proj.weight")?),
+                q: biased("q_proj", q)?,
+                k: biased("k_proj", kv)?,
+                v: biased("v_proj", kv)?,
                 o: Proj::new(a.get((c, q), "o_proj.weight")?),
                 gate: Proj::new(m.get((i, c), "gate_proj.weight")?),
                 up: Proj::new(m.get((i, c), "up_proj.weight")?),
                 down: Proj::new(m.get((c, i), "down_proj.weight")?),
                 ln_1: vb.get(c, "input_layernorm.weight")?,
                 ln_2: vb.get(c, "post_attention_layernorm.weight")?,
+                q_norm: norm("q_norm.weight")?,
+                k_norm: norm("k_norm.weight")?,
             });
         }
         let embed = vb.get((v, c), "model.embed_tokens.weight")?;
@@ -442,8 +574,11 @@ impl Llama {
         for (l, layer) in m.layers.iter_mut().enumerate() {
             layer.ln_1 = layer.ln_1.detach();
             layer.ln_2 = layer.ln_2.detach();
+            layer.q_norm = layer.q_norm.as_ref().map(Tensor::detach);
+            layer.k_norm = layer.k_norm.as_ref().map(Tensor::detach);
             for (p, name) in layer.projs_mut() {
                 p.w = p.w.detach();
+                p.b = p.b.as_ref().map(Tensor::detach);
                 p.frozen = true;
                 p.lora = adapter.branch(&format!("model.layers.{l}.{name}"))?;
             }
@@ -490,12 +625,22 @@ impl Llama {
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let mut x =
             self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
+        // (B, T, n·D) → (B, n, T, D), through the per-head norm (over D) when there is one.
+        let heads = |y: Tensor, n: usize, norm: Option<&Tensor>| {
+            let y = y.reshape((b, t, n, d))?;
+            let y = match norm {
+                Some(w) => lops::rms_norm(&y, w, cfg.rms_norm_eps)?,
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
         for (li, l) in self.layers.iter().enumerate() {
             let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
-            let q = self.rope.apply(&heads(l.q.fwd(&xn, &mut drop)?, h)?, offset)?;
-            let mut k = self.rope.apply(&heads(l.k.fwd(&xn, &mut drop)?, hkv)?, offset)?;
-            let mut v = heads(l.v.fwd(&xn, &mut drop)?, hkv)?;
+            let q = heads(l.q.fwd(&xn, &mut drop)?, h, l.q_norm.as_ref())?;
+            let q = self.rope.apply(&q, offset)?;
+            let k = heads(l.k.fwd(&xn, &mut drop)?, hkv, l.k_norm.as_ref())?;
+            let mut k = self.rope.apply(&k, offset)?;
+            let mut v = heads(l.v.fwd(&xn, &mut drop)?, hkv, None)?;
             if let Some(c) = cache.as_deref_mut() {
                 let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
                 if let Some((pk, pv)) = slot.take() {

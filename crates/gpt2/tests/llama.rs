@@ -306,3 +306,25 @@ fn llama_training_is_bit_identical_across_runs_and_thread_counts() {
         assert_eq!(h, a, "{threads} thread(s) gave different weights");
     }
 }
+
+/// transformers 5 writes `rope_theta` and the scaling rule inside `rope_parameters`; older
+/// files put them at the top level. Both read the same.
+#[test]
+fn rope_parameters_as_transformers_5_writes_them() {
+    let v5 = LLAMA32
+        .replace(r#""rope_theta": 500000.0,"#, "")
+        .replace(r#""rope_scaling": {"#, r#""rope_parameters": {"rope_theta": 500000.0, "#);
+    let j: serde_json::Value = serde_json::from_str(&v5).unwrap();
+    assert!(j.get("rope_theta").is_none() && j.get("rope_scaling").is_none(), "{v5}");
+    assert_eq!(j["rope_parameters"]["rope_type"], "llama3");
+    let (old, new) = (Config::from_json(LLAMA32).unwrap(), Config::from_json(&v5).unwrap());
+    assert_eq!((new.rope_theta, &new.rope_scaling), (old.rope_theta, &old.rope_scaling));
+    assert!(!new.extra.contains_key("rope_parameters"));
+    // The default rule: theta only.
+    let c = Config::from_json(
+        r#"{"model_type":"llama","hidden_size":64,"num_attention_heads":4,
+            "rope_parameters":{"rope_type":"default","rope_theta":1234.0}}"#,
+    )
+    .unwrap();
+    assert_eq!((c.rope_theta, c.rope_scaling.is_none()), (1234.0, true));
+}

@@ -1,7 +1,7 @@
-//! Differentiable ops of the Llama family (Llama 2/3/3.x, TinyLlama, SmolLM2; later Mistral
-//! and Qwen2/3): RMSNorm, rotary embeddings (HF `rotate_half` layout, `rope_theta`, the
-//! "llama3" `rope_scaling` frequency rule), the SiLU-gated MLP and causal grouped-query
-//! attention.
+//! Differentiable ops of the Llama family (Llama 2/3/3.x, TinyLlama, SmolLM2, and Mistral,
+//! Qwen2 and Qwen3 through the same module; Qwen3's q/k norm is this RMSNorm over head_dim):
+//! RMSNorm, rotary embeddings (HF `rotate_half` layout, `rope_theta`, the "llama3"
+//! `rope_scaling` frequency rule), the SiLU-gated MLP and causal grouped-query attention.
 //!
 //! Every op is composed from candle primitives that have a backward (mul, div, sqrt, exp,
 //! narrow, cat, matmul, index_select, silu), on any device and dtype; RMSNorm also has a

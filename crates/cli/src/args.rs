@@ -211,6 +211,8 @@ pub enum JobsCmd {
         checkpoint_every: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        lora: LoraArgs,
         /// Submit and return the job id without following it.
         #[arg(long)]
         detach: bool,
@@ -241,6 +243,25 @@ pub enum JobsCmd {
     Result { job: String },
     /// Follow a job's progress until it ends.
     Follow { job: String },
+}
+
+/// LoRA instead of a full fine-tune (PEFT's settings); given with `--lora-rank`.
+#[derive(Debug, Args)]
+pub struct LoraArgs {
+    /// Train a LoRA adapter of this rank over the frozen model (PEFT's `r`).
+    #[arg(long)]
+    pub lora_rank: Option<u32>,
+    /// PEFT's `lora_alpha` (the branch is scaled by alpha / rank); default 2 × rank.
+    #[arg(long, requires = "lora_rank")]
+    pub lora_alpha: Option<f64>,
+    /// Dropout on the adapter's input while training (PEFT's `lora_dropout`).
+    #[arg(long, requires = "lora_rank", default_value_t = 0.0)]
+    pub lora_dropout: f64,
+    /// Module names to adapt (PEFT's `target_modules`), comma-separated; default: the
+    /// attention projections of the model's family (GPT-2 `c_attn`; Llama, Mistral, Qwen
+    /// `q_proj,v_proj`).
+    #[arg(long, requires = "lora_rank", value_delimiter = ',')]
+    pub lora_target: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -45,12 +45,14 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             warmup,
             checkpoint_every,
             seed,
+            lora,
             detach,
         } => {
             let mut p = TrainParams::new(steps, lr, batch, context);
             p.warmup_steps = warmup;
             p.checkpoint_every = checkpoint_every.min(steps.max(1));
             p.seed = seed;
+            p.lora = lora_params(&s, &nft, lora).await?;
             let dataset = read(&data)?;
             let (id, q, salt) =
                 order_and_submit(&s, out, &nft, JobParams::Train(p), Some(dataset), consent)
@@ -481,4 +483,34 @@ pub fn render_result(r: &JobResult) -> String {
         s.push_str(&format!("\n  receipt {h}"));
     }
     s
+}
+
+/// The LoRA settings of `--lora-*`, if `--lora-rank` was given; without `--lora-target`, the
+/// attention projections of the model's family (read from its card's architecture).
+async fn lora_params(
+    s: &Session,
+    nft: &str,
+    a: crate::args::LoraArgs,
+) -> Result<Option<posthuman_types::LoraParams>, CliError> {
+    let Some(r) = a.lora_rank else { return Ok(None) };
+    let target_modules = if a.lora_target.is_empty() {
+        let m = s.api.model(nft).await?;
+        default_lora_targets(&m.card.architecture).iter().map(|t| t.to_string()).collect()
+    } else {
+        a.lora_target
+    };
+    Ok(Some(posthuman_types::LoraParams {
+        r,
+        lora_alpha: a.lora_alpha.unwrap_or(2.0 * f64::from(r)),
+        lora_dropout: a.lora_dropout,
+        target_modules,
+    }))
+}
+
+/// LoRA's usual targets for a family, by the architecture line's first word.
+fn default_lora_targets(architecture: &str) -> &'static [&'static str] {
+    match architecture.split_whitespace().next() {
+        Some("gpt2") => &["c_attn"],
+        _ => &["q_proj", "v_proj"],
+    }
 }

@@ -146,6 +146,15 @@ pub fn card(m: &ModelView) -> String {
     if let Some(t) = &c.trainer {
         s.push_str(&format!("  trainer    {t}\n"));
     }
+    if c.parent.is_some() {
+        s.push_str(&format!("  derived    {}\n", c.derivation()));
+    }
+    if let Some(l) = &c.lora {
+        s.push_str(&format!(
+            "  adapter    {} ({} parameters, alpha {}, {} layers)\n",
+            l.adapter_hash, l.adapter_params, l.lora_alpha, l.targeted_layers
+        ));
+    }
     if !m.lineage.is_empty() {
         s.push_str(&format!("  lineage    {}\n", m.lineage.join(" → ")));
     }

@@ -45,6 +45,7 @@ async fn the_whole_story_adds_up() {
         sizes: Sizes::of(DemoSize::Tiny),
         wikitext: wikitext(),
         worker: worker(),
+        lora_rank: None,
     };
     let s = play(&Out::quiet(), &opts).await.unwrap();
     println!("{}", s.render());
@@ -128,4 +129,29 @@ async fn the_whole_story_adds_up() {
     assert!(!rep.passed(), "a tampered checkpoint must fail the audit: {rep:?}");
     assert_eq!(s.jobs.len(), 6, "2 train, 1 infer, 3 evaluate");
     assert!(!s.generated.trim().is_empty());
+}
+
+/// Issue 16: the same story with M2 and M3 as LoRA derivations (M3 = M1 + Bob's adapter +
+/// Charlie's adapter): it adds up the same way, each derived card names its adapter, and the
+/// operator's audit replays a LoRA segment (adapter checkpoints) and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lora_story_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        data_dir: Some(dir.path().join("demo")),
+        sizes: Sizes::of(DemoSize::Tiny),
+        wikitext: wikitext(),
+        worker: worker(),
+        lora_rank: Some(4),
+    };
+    let s = play(&Out::quiet(), &opts).await.unwrap();
+    println!("{}", s.render());
+    s.check().unwrap();
+    let [m1, m2, m3] = &s.lineage[..] else { panic!("three models") };
+    assert!(m1.adapter.is_none());
+    for m in [m2, m3] {
+        assert!(m.adapter.is_some(), "{}", m.label);
+        assert!(m.derivation.starts_with("LoRA r 4 (c_attn, c_fc) over "), "{}", m.derivation);
+    }
+    assert!(!s.audits.is_empty() && s.audits.iter().all(|a| a.passed), "{:?}", s.audits);
 }

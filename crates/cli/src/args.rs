@@ -305,6 +305,10 @@ pub struct DemoArgs {
     /// WikiText-2 directory (valid.txt, test.txt).
     #[arg(long, default_value = "data/wikitext-2")]
     pub wikitext: PathBuf,
+    /// Make M2 and M3 as LoRA derivations of this rank (adapters on c_attn and c_fc)
+    /// instead of full fine-tunes.
+    #[arg(long)]
+    pub lora_rank: Option<u32>,
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ pub struct DemoOptions {
     pub wikitext: PathBuf,
     /// How the local queue runs the batch worker.
     pub worker: WorkerCommand,
+    /// Make M2 and M3 as LoRA derivations of this rank (None: full fine-tunes).
+    pub lora_rank: Option<u32>,
 }
 
 /// The worker the demo's queue runs: `posthuman-worker` next to this executable (how
@@ -130,6 +132,7 @@ pub async fn run(out: &Out, a: DemoArgs) -> Result<(), CliError> {
         sizes: Sizes::of(a.size),
         wikitext: a.wikitext,
         worker: default_worker()?,
+        lora_rank: a.lora_rank,
     };
     let summary = play(out, &opts).await?;
     out.emit(&summary, || summary.render());

@@ -192,6 +192,11 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         // the training: the default audit budget. Fewer, longer segments would cost more.
         p.checkpoint_every = (z.ft_steps / 20).max(1);
         p.seed = seed;
+        if let Some(r) = o.lora_rank {
+            p.lora = Some(posthuman_types::LoraParams::new(r, &["c_attn", "c_fc"]));
+            // Same learning rate as the full fine-tune: on the tiny demo's slices 3× and 10×
+            // it (LoRA's usual advice) overshot, leaving M3 behind M1 on the test text.
+        }
         JobParams::Train(p)
     };
     let mut job_lines = Vec::new();

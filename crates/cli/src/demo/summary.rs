@@ -29,6 +29,10 @@ pub struct ModelLine {
     pub trainer: String,
     /// Perplexity on the WikiText-2 test text (Elena's evaluation).
     pub perplexity: f64,
+    /// How it was made ("published", "full fine-tune of …", "LoRA r 8 (…) over …").
+    pub derivation: String,
+    /// A LoRA derivation's adapter hash.
+    pub adapter: Option<Hash32>,
 }
 
 impl ModelLine {
@@ -42,6 +46,8 @@ impl ModelLine {
             lineage: m.lineage.clone(),
             trainer: m.card.trainer.clone().unwrap_or_else(|| m.card.owner.clone()),
             perplexity,
+            derivation: m.card.derivation(),
+            adapter: m.card.lora.as_ref().map(|l| l.adapter_hash),
         }
     }
 }
@@ -217,6 +223,10 @@ impl Summary {
                 short(&m.trainer),
                 m.perplexity
             ));
+            if let Some(a) = &m.adapter {
+                let how = m.derivation.split(" over ").next().unwrap_or_default();
+                s.push_str(&format!("{}   {how}, adapter {a}\n", "   ".repeat(i)));
+            }
         }
         s.push_str("\n== Balances (datatokens on chain = expected by scheme and trades)\n");
         for a in &self.accounts {

@@ -3,6 +3,9 @@
 
 use yew::prelude::*;
 
+use posthuman_types::JobKind;
+
+use super::chart::loss_chart;
 use super::wallet::WalletHandle;
 use super::{Link, Load, Navigator, show};
 use crate::format::{progress, short, utc};
@@ -208,20 +211,30 @@ pub struct JobProps {
     pub id: String,
 }
 
-/// A job, polled every second while it may still change.
+/// A job, polled every second while it may still change; a train job's loss curve is drawn
+/// from the losses seen while polling (the job's full curve is in its `metrics.json`, which
+/// only its buyer reads: the order panel draws that one).
 #[function_component]
 pub fn JobPage(p: &JobProps) -> Html {
     let job = use_state(|| Load::<JobView>::Loading);
+    let curve = use_state(Vec::<(u32, f64)>::new);
     {
-        let job = job.clone();
+        let (job, curve) = (job.clone(), curve.clone());
         use_effect_with(p.id.clone(), move |id| {
             let alive = std::rc::Rc::new(std::cell::Cell::new(true));
             let (id, flag) = (id.clone(), alive.clone());
             wasm_bindgen_futures::spawn_local(async move {
+                let mut points = Vec::new();
                 while flag.get() {
                     match get_json::<JobView>(&format!("/api/jobs/{id}")).await {
                         Ok(j) => {
                             let more = j.in_flight();
+                            if let Some(pr) =
+                                j.progress.as_ref().filter(|_| j.kind == JobKind::Train)
+                            {
+                                crate::chart::accumulate(&mut points, pr);
+                                curve.set(points.clone());
+                            }
                             job.set(Load::Ready(j));
                             if !more {
                                 break;
@@ -243,11 +256,14 @@ pub fn JobPage(p: &JobProps) -> Html {
         html! {
             <section id="job" data-state={state_label(j)}>
                 <h1>{ format!("{} job {}", j.kind.as_str(), j.job_id) }</h1>
-                <p class="state">{ state_label(j) }</p>
-                if let Some((pct, line)) = bar {
-                    <progress max="100" value={pct.to_string()}></progress>
-                    <p class="progress">{ line }</p>
-                }
+                <div id="job-progress" aria-live="polite">
+                    <p class="state">{ state_label(j) }</p>
+                    if let Some((pct, line)) = bar {
+                        <progress max="100" value={pct.to_string()} aria-label="progress"></progress>
+                        <p class="progress">{ line }</p>
+                    }
+                </div>
+                { loss_chart(&curve, "live") }
                 <table class="card">
                     <tr><th>{ "model" }</th><td><Link to={Route::Model(j.model.clone())}>{ j.model.clone() }</Link></td></tr>
                     <tr><th>{ "consumer" }</th><td><Link to={Route::Jobs(Some(j.consumer.clone()))}>{ j.consumer.clone() }</Link></td></tr>

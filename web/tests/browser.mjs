@@ -282,6 +282,7 @@ try {
   await page.waitForSelector('#loss-curve[role="img"]');
   assert.equal(await page.getAttribute('#loss-curve', 'data-points'), '1');
   assert.match(await page.getAttribute('#loss-curve', 'aria-label'), new RegExp(`^Training loss [0-9.]+ at step ${demoProgress.done}$`));
+  assert.equal(await page.locator('#read-curve').count(), 0, 'only the buyer may read the whole curve');
   log('catalogue, model, jobs and job pages render; links navigate in place');
 
   // The train job's receipt: every check passes, in the browser, lineage included.
@@ -644,6 +645,16 @@ try {
     assert.equal((await op.$$eval('#loss-curve polyline', (ps) => ps[0].getAttribute('points').split(' ').length)), metrics.loss_curve.length);
     assert.match(await op.textContent('#order-status'), /^Job \S+ done: the derived model is 0x[0-9a-f]{40}\.$/);
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'order-train.png'), fullPage: true });
+    // The job's own page: the last loss polled, and to its buyer (this wallet) the whole curve
+    // after a signed read.
+    await op.click('#order-job a');
+    await op.waitForSelector('#job #loss-curve[data-source="live"]');
+    assert.equal(await op.getAttribute('#loss-curve', 'data-points'), '1');
+    await op.click('#read-curve');
+    await op.waitForSelector('#loss-curve[data-source="metrics"], #read-curve-status.error');
+    assert.equal(await op.textContent('#read-curve-status'), `The job's own loss curve: ${metrics.loss_curve.length} points.`);
+    assert.equal(Number(await op.getAttribute('#loss-curve', 'data-points')), metrics.loss_curve.length);
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'job-train.png'), fullPage: true });
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
   }

@@ -276,21 +276,32 @@ async fn follow(
 
 /// The result, read with a signed request (only the buyer may).
 async fn read_result(o: &Order, id: &str) -> Result<Value, String> {
-    let book = &o.chain.address_book;
+    o.say.emit("Sign the result read in your wallet (a signature, no transaction)…".into());
+    signed_read(&o.chain, &o.provider, o.account, id).await
+}
+
+/// A job's result read with `account`'s `read-result` signature through its wallet (the job
+/// page uses it too, for the buyer's whole loss curve).
+pub(super) async fn signed_read(
+    chain: &ChainInfo,
+    provider: &Provider,
+    account: Address,
+    id: &str,
+) -> Result<Value, String> {
+    let book = &chain.address_book;
     let domain = ReceiptDomain::new(book.chain_id, book.lineage);
     let expires = now_secs() + REQUEST_VALIDITY_SECS;
-    o.say.emit("Sign the result read in your wallet (a signature, no transaction)…".into());
     let sig = ask(
-        &o.provider,
+        provider,
         "eth_signTypedData_v4",
-        json!([format!("{:#x}", o.account), read_typed_data(&domain, id, expires)]),
+        json!([format!("{account:#x}"), read_typed_data(&domain, id, expires)]),
     )
     .await
     .map_err(|e| format!("The result was not read: {e}"))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?;
     let path = format!("/api/jobs/{id}/result");
     let (status, text) =
-        net::request("GET", &path, None, &read_headers(sig, expires, o.account), false).await?;
+        net::request("GET", &path, None, &read_headers(sig, expires, account), false).await?;
     answer(&path, status, &text)
 }
 

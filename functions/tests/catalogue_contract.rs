@@ -218,6 +218,35 @@ async fn activity(cat: &dyn Catalogue) {
     assert_eq!(raced.evaluations, got.evaluations);
 }
 
+/// Derived models through the per-parent index: oldest first, capped, case-insensitive, a
+/// model's children only (not its grandchildren), and every write of a child counted once.
+async fn children(cat: &dyn Catalogue) {
+    let root = "0x00000000000000000000000000000000000000d0";
+    let nft = |i: u8| format!("0x{:0>40}", format!("d{i}"));
+    let child = |i: u8, parent: &str, at: u64| {
+        let mut m = model(&nft(i), at);
+        m.card.parent = Some(parent.to_string());
+        m
+    };
+    assert_eq!(cat.children(root, 10).await.unwrap(), Vec::<String>::new());
+    cat.put_model(&model(root, 50)).await.unwrap();
+    assert_eq!(cat.children(root, 10).await.unwrap(), Vec::<String>::new());
+    // Written out of age order; one parent named in capitals; a grandchild under d1.
+    cat.put_model(&child(2, root, 70)).await.unwrap();
+    cat.put_model(&child(1, &root.to_uppercase().replace("0X", "0x"), 60)).await.unwrap();
+    cat.put_model(&child(3, &nft(1), 80)).await.unwrap();
+    cat.put_model(&child(2, root, 70)).await.unwrap(); // a completion's retry
+    assert_eq!(cat.children(root, 10).await.unwrap(), [nft(1), nft(2)]);
+    assert_eq!(
+        cat.children(&root.to_uppercase().replace("0X", "0x"), 10).await.unwrap(),
+        [nft(1), nft(2)]
+    );
+    assert_eq!(cat.children(root, 1).await.unwrap(), [nft(1)]);
+    assert_eq!(cat.children(&nft(1), 10).await.unwrap(), [nft(3)]);
+    assert_eq!(cat.children(&nft(3), 10).await.unwrap(), Vec::<String>::new());
+    assert_eq!(cat.children("../../etc", 10).await.unwrap(), Vec::<String>::new());
+}
+
 async fn walk_jobs_after(
     cat: &dyn Catalogue,
     consumer: &str,
@@ -360,6 +389,11 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
         OrderClaim::Taken { job_id: "job-2".into() }
     );
     assert!(!again.use_nonce(signer, "n-1").await.unwrap());
+
+    children(cat).await;
+    let again = reopen();
+    let root = "0x00000000000000000000000000000000000000d0";
+    assert_eq!(again.children(root, 10).await.unwrap().len(), 2, "a restart keeps the index");
 }
 
 #[tokio::test]

@@ -292,6 +292,43 @@ async fn an_object_catalogue_written_before_the_card_indexes_gets_them_on_first_
 }
 
 #[tokio::test]
+async fn an_object_catalogue_written_before_the_children_index_gets_it_on_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
+    let cat = ObjectCatalogue::new(local.clone(), "state");
+    let root = common::model_record();
+    cat.put_model(&root).await.unwrap();
+    let mut kids = Vec::new();
+    for i in 0..3u64 {
+        let mut m = common::model_record();
+        m.card.nft = format!("0x{:0>40}", 0xc0 + i);
+        m.card.parent = Some(root.card.nft.clone());
+        m.created_at = 100 - i; // listed by age, not by write order
+        cat.put_model(&m).await.unwrap();
+        kids.push(m.card.nft);
+    }
+    kids.reverse();
+    assert_eq!(cat.children(&root.card.nft, 10).await.unwrap(), kids);
+
+    // The layout before the children index: the same model records, no index, no marker.
+    for key in local.list("state/model-children/").await.unwrap() {
+        local.delete(&key).await.unwrap();
+    }
+    local.delete("state/model-children-indexed").await.unwrap();
+    assert!(local.list("state/model-children/").await.unwrap().is_empty());
+    // The first read builds it from the models; the marker then keeps it from running again.
+    assert_eq!(cat.children(&root.card.nft, 10).await.unwrap(), kids);
+    assert!(local.head("state/model-children-indexed").await.unwrap().is_some());
+    let mut late = common::model_record();
+    late.card.nft = format!("0x{:0>40}", "cf");
+    late.card.parent = Some(root.card.nft.clone());
+    late.created_at = 200;
+    cat.put_model(&late).await.unwrap();
+    kids.push(late.card.nft);
+    assert_eq!(cat.children(&root.card.nft, 10).await.unwrap(), kids);
+}
+
+#[tokio::test]
 async fn a_sqlite_catalogue_written_before_the_counts_table_gets_it_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalogue.sqlite");

@@ -70,6 +70,9 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert_eq!(st, StatusCode::OK, "{m2}");
     assert_eq!(m2["parent"], m1_nft.as_str());
     assert_eq!(m2["lineage"], serde_json::json!([m1_nft]));
+    assert_eq!(m2["children"], serde_json::json!([]));
+    let (_, m1_view) = env.get(&format!("/api/models/{m1_nft}")).await;
+    assert_eq!(m1_view["children"], serde_json::json!([m2_nft]), "M1 names M2 as derived");
     assert_eq!(m2["trainer"], format!("{:#x}", bob.address()));
     assert_eq!(m2["source_job"], train_id.as_str());
     let lineage = env.chain.lineage(m2_nft.parse().unwrap()).await.unwrap();

@@ -14,6 +14,7 @@
 //! - [`verify`]: running the checks against facts fetched from the chain.
 //! - [`checks`]: the receipt view's rows (fields, grouped checks with reasons).
 //! - [`format`]: amounts, times, hashes, progress.
+//! - [`chart`]: the loss curve and perplexity bars as geometry (drawn as inline SVG).
 //! - [`wallet`]: what the storefront asks the user's wallet and how it reads the answers.
 //! - [`order`]: ordering a job: the bounded form, the quote's fee check, the order's
 //!   transactions (`sol!`), the signed job request and result read.
@@ -26,6 +27,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod app;
+pub mod chart;
 pub mod checks;
 pub mod eip1193;
 pub mod format;

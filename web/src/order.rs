@@ -24,6 +24,7 @@ use alloy::sol;
 use alloy::sol_types::SolCall;
 use posthuman_receipts::request::{READ_RESULT, SUBMIT_JOB, SignableRequest};
 use posthuman_receipts::{FeeBinding, ReceiptDomain, terms_hash};
+use posthuman_types::job::Baseline;
 use posthuman_types::pricing::Ocean;
 use posthuman_types::{
     EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, SpecError, TrainParams,
@@ -80,6 +81,9 @@ pub struct OrderForm {
     pub steps: String,
     pub learning_rate: String,
     pub batch: String,
+    /// Evaluate: the baseline the perplexity is compared with (both empty: none).
+    pub baseline_label: String,
+    pub baseline_perplexity: String,
     /// Length of the picked dataset file (train, evaluate).
     pub dataset_bytes: Option<u64>,
 }
@@ -117,6 +121,23 @@ impl OrderForm {
         self
     }
 
+    /// The evaluation's baseline: none when both fields are empty, else both are needed (the
+    /// API's own bounds then apply, in `EvalParams::validate`).
+    fn baseline(&self) -> Result<Option<Baseline>, SpecError> {
+        let label = self.baseline_label.trim();
+        match (label.is_empty(), self.baseline_perplexity.trim().is_empty()) {
+            (true, true) => Ok(None),
+            (true, false) => Err(SpecError {
+                field: "baseline.label",
+                reason: "name the baseline the perplexity is compared with".into(),
+            }),
+            _ => Ok(Some(Baseline {
+                label: label.to_string(),
+                perplexity: num("baseline.perplexity", &self.baseline_perplexity)?,
+            })),
+        }
+    }
+
     /// The job's parameters, checked with the API's own bounds (and the model's context):
     /// a value the API would refuse is refused here, before any quote is asked.
     pub fn params(&self, n_positions: Option<u32>) -> Result<(JobParams, u64), SpecError> {
@@ -149,7 +170,7 @@ impl OrderForm {
                     context_len: num("context_len", &self.context)?,
                     stride: num("stride", &self.stride)?,
                     max_tokens: 0,
-                    baseline: None,
+                    baseline: self.baseline()?,
                 };
                 p.validate()?;
                 (JobParams::Evaluate(p), dataset(kind)?)
@@ -531,6 +552,31 @@ pub fn completions(result: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// A train job's loss curve from its signed result (`metrics.json`'s `loss_curve`, (step,
+/// loss) pairs); `None` when the result carries none.
+pub fn loss_curve(result: &Value) -> Option<Vec<(u32, f64)>> {
+    let pts = result["metrics"]["loss_curve"].as_array()?;
+    pts.iter()
+        .map(|p| Some((u32::try_from(p[0].as_u64()?).ok()?, p[1].as_f64()?)))
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty())
+}
+
+/// An evaluation's perplexity and its baseline (label, perplexity) from its signed result's
+/// `report`; an unbounded perplexity (`null` in the report) is +∞.
+pub fn evaluation(result: &Value) -> Option<(f64, Option<(String, f64)>)> {
+    let r = result.get("report").filter(|r| r.is_object())?;
+    let ppl = match &r["perplexity"] {
+        Value::Null => f64::INFINITY,
+        v => v.as_f64()?,
+    };
+    let baseline = match (r["baseline_label"].as_str(), r["baseline_perplexity"].as_f64()) {
+        (Some(l), Some(b)) => Some((l.to_string(), b)),
+        _ => None,
+    };
+    Some((ppl, baseline))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -573,6 +619,38 @@ mod tests {
         assert!(t.params(Some(128)).is_ok());
         t.learning_rate = "1".into();
         assert_eq!(t.params(Some(128)).unwrap_err().field, "learning_rate");
+    }
+
+    #[test]
+    fn a_baseline_needs_a_label_and_the_apis_bounds() {
+        let mut e = OrderForm::new(JobKind::Evaluate);
+        e.dataset_bytes = Some(10);
+        e.baseline_perplexity = "30".into();
+        assert_eq!(e.params(None).unwrap_err().field, "baseline.label");
+        e.baseline_label = "GPT-2 small".into();
+        let (p, _) = e.params(None).unwrap();
+        let JobParams::Evaluate(ev) = p else { panic!("an evaluate job") };
+        let b = ev.baseline.unwrap();
+        assert_eq!((b.label.as_str(), b.perplexity), ("GPT-2 small", 30.0));
+        e.baseline_perplexity = "0.5".into();
+        assert_eq!(e.params(None).unwrap_err().field, "baseline.perplexity");
+        e.baseline_perplexity = String::new();
+        assert_eq!(e.params(None).unwrap_err().field, "baseline.perplexity");
+    }
+
+    #[test]
+    fn results_give_the_loss_curve_and_the_evaluation() {
+        let train = json!({"metrics": {"loss_curve": [[1, 9.5], [2, 8.25]]}});
+        assert_eq!(loss_curve(&train), Some(vec![(1, 9.5), (2, 8.25)]));
+        assert_eq!(loss_curve(&json!({"metrics": null})), None);
+        assert_eq!(loss_curve(&json!({"metrics": {"loss_curve": [[1, "x"]]}})), None);
+        let eval = json!({"report": {"perplexity": 40.5, "baseline_label": "b", "baseline_perplexity": 50.0}});
+        assert_eq!(evaluation(&eval), Some((40.5, Some(("b".into(), 50.0)))));
+        assert_eq!(
+            evaluation(&json!({"report": {"perplexity": null}})),
+            Some((f64::INFINITY, None))
+        );
+        assert_eq!(evaluation(&json!({"report": null})), None);
     }
 
     #[test]

@@ -47,6 +47,22 @@ impl Route {
         found.unwrap_or_else(|| Route::NotFound(path.to_string()))
     }
 
+    /// The page's title (`document.title`): what it is, then the site, so that tabs, history
+    /// and screen readers tell pages apart.
+    pub fn title(&self) -> String {
+        let what = match self {
+            Route::Catalogue => "Models".to_string(),
+            Route::Account => "My account".into(),
+            Route::Model(nft) => format!("Model {}", crate::format::short(nft)),
+            Route::Jobs(None) => "Jobs".into(),
+            Route::Jobs(Some(c)) => format!("Jobs of {}", crate::format::short(c)),
+            Route::Job(id) => format!("Job {id}"),
+            Route::Receipt(id) => format!("Receipt of job {id}"),
+            Route::NotFound(_) => "Not found".into(),
+        };
+        format!("{what} · Posthuman")
+    }
+
     /// The path (and query) that shows this page.
     pub fn to_path(&self) -> String {
         match self {
@@ -82,6 +98,15 @@ mod tests {
             let (path, query) = p.split_once('?').unwrap_or((&p, ""));
             assert_eq!(Route::parse(path, query), r, "{p}");
         }
+    }
+
+    #[test]
+    fn every_page_has_its_own_title() {
+        assert_eq!(Route::Catalogue.title(), "Models · Posthuman");
+        assert_eq!(Route::Receipt("j-1".into()).title(), "Receipt of job j-1 · Posthuman");
+        let routes = [Route::Catalogue, Route::Account, Route::Jobs(None), Route::Job("j".into())];
+        let titles: std::collections::BTreeSet<String> = routes.iter().map(Route::title).collect();
+        assert_eq!(titles.len(), routes.len());
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct ModelView {
     /// NFTs from the parent up to the root (empty for a root).
     #[serde(default)]
     pub lineage: Vec<String>,
+    /// NFTs of the models derived from this one, oldest first (`None` from an older API: the
+    /// page then finds them in the catalogue it has).
+    #[serde(default)]
+    pub children: Option<Vec<String>>,
     pub source_job: Option<String>,
     pub receipt_hash: Option<Hash32>,
     #[serde(default)]

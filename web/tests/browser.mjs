@@ -13,7 +13,10 @@
 // - ordering with the buyer's own wallet (anvil's unlocked dev account #5): an over-bound
 //   form refused before any quote, the quote line by line, insufficient balance and a
 //   rejected transaction in words, then buy + approve + startOrder + signed submit, the job
-//   followed live and its generated text read with a signed request.
+//   followed live and its generated text read with a signed request; evaluations without and
+//   with a baseline (perplexity bars), and a train order whose loss curve is the job's own;
+// - the lineage tree (M1 → M2 → M3, each node a link, the current one marked), a model's
+//   evaluations, page titles per route, a finished train job's loss drawn on its page.
 //
 // Usage: node web/tests/browser.mjs (after web/build.sh and a debug build of posthuman,
 // posthuman-worker and posthuman-server in $CARGO_TARGET_DIR/debug). Exits non-zero on the
@@ -229,9 +232,30 @@ try {
   assert.equal(await page.locator('#catalogue tr.model').count(), 3, 'three models in the catalogue');
   if (process.env.SCREENSHOTS) await page.screenshot({ path: join(process.env.SCREENSHOTS, 'catalogue.png'), fullPage: true });
   await page.click(`#catalogue tr.model[data-nft="${m3.nft}"] td a`);
+  // The lineage tree: M1 at the root, M2 under it, M3 (this page, highlighted) under M2;
+  // every node a link to its model page. M2's page shows M3 below it, as a derived model.
   await page.waitForSelector('#model #lineage');
-  const lineage = await page.locator('#model #lineage').textContent();
-  assert.equal(lineage.split('→').length, 3, `lineage M1 → M2 → M3, got ${lineage}`);
+  const tree = (p) => p.$$eval('#lineage a', (as) => as.map((a) => [new URL(a.href).pathname, a.getAttribute('aria-current'), a.closest('li').className]));
+  assert.deepEqual(await tree(page), [
+    [`/models/${m1.nft}`, null, 'root'], [`/models/${m2.nft}`, null, 'ancestor'], [`/models/${m3.nft}`, 'page', 'current'],
+  ], 'lineage tree M1 → M2 → M3');
+  const m3Name = (await (await fetch(`${base}/api/models/${m3.nft}`)).json()).name;
+  await page.waitForFunction((n) => document.title.startsWith(`${n} (`), m3Name);
+  assert.match(await page.title(), / · Posthuman$/);
+  await page.click(`#lineage a[href="/models/${m2.nft}"]`);
+  await page.waitForFunction((nft) => document.querySelector('#model')?.dataset.nft === nft, m2.nft);
+  await page.waitForFunction(() => document.querySelectorAll('#lineage a').length === 3);
+  assert.deepEqual(await tree(page), [
+    [`/models/${m1.nft}`, null, 'root'], [`/models/${m2.nft}`, 'page', 'current'], [`/models/${m3.nft}`, null, 'derived'],
+  ], 'M2 between its parent M1 and its derived M3');
+  // The API names the derived models (its per-parent index), so the page needs no catalogue walk.
+  assert.deepEqual((await (await fetch(`${base}/api/models/${m2.nft}`)).json()).children, [m3.nft]);
+  assert.deepEqual((await (await fetch(`${base}/api/models/${m3.nft}`)).json()).children, []);
+  await page.goto(`${base}/models/${m3.nft}`);
+  await page.waitForSelector('#model #lineage');
+  // Elena's evaluation of M3 is listed on its page, with who ran it and its receipt.
+  await page.waitForSelector(`#evaluations tr.evaluation[data-job="${evaluation.job_id}"]`);
+  assert.equal(await page.locator(`#evaluations tr.evaluation[data-job="${evaluation.job_id}"] a[href$="/receipt"]`).count(), 1);
   await page.waitForFunction(() => document.querySelectorAll('tr.quote .loading').length === 0);
   assert.equal(await page.locator('tr.quote').count(), 3, 'a quote per job kind');
   if (process.env.SCREENSHOTS) await page.screenshot({ path: join(process.env.SCREENSHOTS, 'model.png'), fullPage: true });
@@ -242,9 +266,23 @@ try {
   await page.click(`#jobs tr.job[data-job="${evaluation.job_id}"] td a`);
   await page.waitForSelector('#job');
   assert.equal(await page.locator('#job').getAttribute('data-state'), 'done');
+  assert.equal(await page.title(), `Job ${evaluation.job_id} · Posthuman`);
+  assert.equal(await page.locator('#job-progress[aria-live="polite"]').count(), 1);
+  assert.equal(await page.locator('#loss-curve').count(), 0, 'no loss curve for an evaluation');
   await page.click('#job a[href$="/receipt"]');
   await page.waitForSelector('#checks[data-state="done"]', { timeout: 120_000 });
   assert.equal(new URL(page.url()).pathname, `/jobs/${evaluation.job_id}/receipt`);
+  assert.equal(await page.title(), `Receipt of job ${evaluation.job_id} · Posthuman`);
+  // A finished train job's page: the last loss its progress reported, drawn (only its buyer
+  // reads the whole curve), with axes and words for screen readers.
+  await page.goto(`${base}/jobs/${train.job_id}`);
+  await page.waitForSelector('#job');
+  const demoProgress = (await (await fetch(`${base}/api/jobs/${train.job_id}`)).json()).progress;
+  assert.equal(typeof demoProgress?.loss, 'number', 'a finished train job keeps its last progress');
+  await page.waitForSelector('#loss-curve[role="img"]');
+  assert.equal(await page.getAttribute('#loss-curve', 'data-points'), '1');
+  assert.match(await page.getAttribute('#loss-curve', 'aria-label'), new RegExp(`^Training loss [0-9.]+ at step ${demoProgress.done}$`));
+  assert.equal(await page.locator('#read-curve').count(), 0, 'only the buyer may read the whole curve');
   log('catalogue, model, jobs and job pages render; links navigate in place');
 
   // The train job's receipt: every check passes, in the browser, lineage included.
@@ -564,8 +602,61 @@ try {
     const evalReport = JSON.parse(readFileSync(stored(store, 'report.json', evalId), 'utf8'));
     assert.equal(await op.textContent('#order-result .perplexity'), `Perplexity ${evalReport.perplexity.toFixed(3)}`);
     assert.equal(evalReport.tokens_scored > 0, true);
+    // Without a baseline the chart is one bar; the report's numbers say the same.
+    assert.equal(await op.getAttribute('#order-result #perplexity-chart', 'data-bars'), '1');
+    assert.equal(await op.getAttribute('#order-result #perplexity-chart', 'aria-label'), `Perplexity ${evalReport.perplexity.toFixed(3)} (no baseline given)`);
+    // With the buyer's baseline: its label and perplexity go in the request, the report
+    // carries them, and the page draws both bars with the ratio in words.
+    await op.fill('#order-baseline-label', 'parent M0');
+    await op.fill('#order-baseline-ppl', '1.5');
+    await op.click('#order-quote');
+    await op.waitForSelector('#order-confirm');
+    await op.click('#order-confirm');
+    await op.waitForFunction((id) => { const a = document.querySelector('#order-job a'); return a && a.textContent.trim() !== id; }, evalId, { timeout: 300_000 });
+    await op.waitForSelector('#order-result[data-state="done"] .evaluation, #order-status.error', { timeout: 300_000 });
+    assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    const baseId = (await op.textContent('#order-job a')).trim();
+    const baseReport = JSON.parse(readFileSync(stored(store, 'report.json', baseId), 'utf8'));
+    assert.deepEqual([baseReport.baseline_label, baseReport.baseline_perplexity], ['parent M0', 1.5]);
+    assert.equal(await op.getAttribute('#order-result #perplexity-chart', 'data-bars'), '2');
+    assert.equal(await op.getAttribute('#order-result #perplexity-chart', 'aria-label'),
+      `Perplexity ${baseReport.perplexity.toFixed(3)} against 1.500 for the baseline parent M0 (ratio ${(baseReport.perplexity / 1.5).toFixed(3)}; lower is better)`);
+    assert.equal(await op.textContent('#order-result .baseline'), 'Baseline parent M0: 1.500');
+    // A train order: the loss curve is drawn while it trains, then replaced by the job's own
+    // curve (metrics.json, read with the buyer's signature): one point per logged step.
+    await op.selectOption('#order-kind', 'train');
+    await op.setInputFiles('#order-dataset', { name: 'train.txt', mimeType: 'text/plain', buffer: Buffer.from(evalText) });
+    await op.fill('#order-context', '32');
+    await op.fill('#order-steps', '12');
+    await op.fill('#order-batch', '2');
+    await op.click('#order-quote');
+    await op.waitForSelector('#order-confirm');
+    await op.click('#order-confirm');
+    await op.waitForSelector('#loss-curve[data-source="metrics"], #order-status.error', { timeout: 300_000 });
+    assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    const trainId = (await op.textContent('#order-job a')).trim();
+    const metrics = JSON.parse(readFileSync(stored(store, 'metrics.json', trainId), 'utf8'));
+    assert.ok(metrics.loss_curve.length >= 2, 'the worker logged a curve');
+    assert.equal(Number(await op.getAttribute('#loss-curve', 'data-points')), metrics.loss_curve.length);
+    const [first, last] = [metrics.loss_curve[0], metrics.loss_curve.at(-1)];
+    const fmt = (l) => (Math.abs(l) >= 10 ? l.toFixed(1) : l.toFixed(2));
+    assert.equal(await op.getAttribute('#loss-curve', 'aria-label'),
+      `Training loss from ${fmt(first[1])} at step ${first[0]} to ${fmt(last[1])} at step ${last[0]} (${metrics.loss_curve.length} points)`);
+    assert.equal((await op.$$eval('#loss-curve polyline', (ps) => ps[0].getAttribute('points').split(' ').length)), metrics.loss_curve.length);
+    assert.match(await op.textContent('#order-status'), /^Job \S+ done: the derived model is 0x[0-9a-f]{40}\.$/);
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'order-train.png'), fullPage: true });
+    // The job's own page: the last loss polled, and to its buyer (this wallet) the whole curve
+    // after a signed read.
+    await op.click('#order-job a');
+    await op.waitForSelector('#job #loss-curve[data-source="live"]');
+    assert.equal(await op.getAttribute('#loss-curve', 'data-points'), '1');
+    await op.click('#read-curve');
+    await op.waitForSelector('#loss-curve[data-source="metrics"], #read-curve-status.error');
+    assert.equal(await op.textContent('#read-curve-status'), `The job's own loss curve: ${metrics.loss_curve.length} points.`);
+    assert.equal(Number(await op.getAttribute('#loss-curve', 'data-points')), metrics.loss_curve.length);
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'job-train.png'), fullPage: true });
     await ctx.close();
-    log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}`);
+    log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

@@ -13,6 +13,7 @@
 //! A model's card needs its job counts and its latest evaluations and receipts, never all of
 //! its jobs: [`Catalogue::model_activity`] reads them through per-model indexes that each
 //! catalogue keeps current on every job write, so a card costs its page, not its job count.
+//! Its derived models come the same way, from a per-parent index ([`Catalogue::children`]).
 
 pub mod objects;
 pub mod sqlite;
@@ -193,6 +194,11 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
         nft: &str,
         latest: usize,
     ) -> Result<ModelActivity, CatalogueError>;
+    /// NFTs of the models derived from `nft` (whose card names it as parent), oldest first
+    /// (by `created_at`, then NFT), at most `limit`, read through a per-parent index (the
+    /// cost is this model's children, not the catalogue). An index a catalogue wrote before it
+    /// existed is built on first use.
+    async fn children(&self, nft: &str, limit: usize) -> Result<Vec<String>, CatalogueError>;
     /// Up to `limit` jobs of one consumer after `after`, newest first (by `created_at`
     /// descending, then job id), read through a per-consumer index.
     async fn jobs_of_consumer(

@@ -101,6 +101,9 @@ impl ObjectCatalogue {
     }
 }
 
+/// Marks the children index complete (written with the first model, or by the backfill).
+const CHILDREN_INDEXED: &str = "model-children-indexed";
+
 /// `<at>-<id>` with `at` fixed-width, so that names sort as (`at`, id) tuples do.
 fn index_name(at: u64, id: &str) -> String {
     format!("{at:020}-{id}")
@@ -262,6 +265,34 @@ impl ObjectCatalogue {
         Ok(())
     }
 
+    /// A derived model's key in its parent's children index (`None` for a root).
+    fn child_key(&self, m: &ModelRecord) -> Result<Option<String>, CatalogueError> {
+        let Some(parent) = &m.card.parent else { return Ok(None) };
+        let name = index_name(m.created_at, &segment(&m.card.nft)?);
+        Ok(Some(self.key(&format!("model-children/{}/{name}", segment(parent)?))))
+    }
+
+    /// Builds the children index from every model if a catalogue written before it existed
+    /// left it missing: once per catalogue, then one HEAD.
+    async fn ensure_children_indexed(&self) -> Result<(), CatalogueError> {
+        let marker = self.key(CHILDREN_INDEXED);
+        if self.store.head(&marker).await.map_err(store_err)?.is_some() {
+            return Ok(());
+        }
+        let models = self.list_models().await?;
+        let mut keys = Vec::new();
+        for m in &models {
+            keys.extend(self.child_key(m)?);
+        }
+        for chunk in keys.chunks(BACKFILL_CONCURRENCY) {
+            self.touch_all(chunk).await?;
+        }
+        // Models written while this ran wrote their own keys: the index is complete.
+        self.store.put_if_absent(&marker, Bytes::from_static(b"1")).await.map_err(store_err)?;
+        tracing::info!(children = keys.len(), "built the children index (backfill)");
+        Ok(())
+    }
+
     /// Builds a model's card indexes from its jobs if a catalogue written before they
     /// existed left them missing; one HEAD when they are complete.
     async fn ensure_indexed(&self, model: &str) -> Result<(), CatalogueError> {
@@ -321,6 +352,18 @@ impl Catalogue for ObjectCatalogue {
             .put(&self.key(&format!("model-index/{name}")), Bytes::new())
             .await
             .map_err(store_err)?;
+        let marker = self.key(CHILDREN_INDEXED);
+        if self.store.head(&marker).await.map_err(store_err)?.is_none() {
+            // The catalogue's first model (its own index key is the only one): no older child
+            // can be missing from the children index, so it is complete from the start.
+            let models = self.store.list(&self.key("model-index/")).await.map_err(store_err)?;
+            if models.len() <= 1 {
+                self.store
+                    .put_if_absent(&marker, Bytes::from_static(b"1"))
+                    .await
+                    .map_err(store_err)?;
+            }
+        }
         let record = self.key(&format!("models/{nft}.json"));
         if self.store.head(&record).await.map_err(store_err)?.is_none() {
             // A new model: every job on it is written with its card indexes, so they are
@@ -330,7 +373,13 @@ impl Catalogue for ObjectCatalogue {
                 .await
                 .map_err(store_err)?;
         }
-        self.write(&record, m).await
+        self.write(&record, m).await?;
+        // After the record, so a listed child always exists; a crash in between is healed by
+        // the train completion's retry, which writes the child again.
+        if let Some(key) = self.child_key(m)? {
+            self.store.put(&key, Bytes::new()).await.map_err(store_err)?;
+        }
+        Ok(())
     }
 
     async fn get_model(&self, nft: &str) -> Result<Option<ModelRecord>, CatalogueError> {
@@ -465,6 +514,13 @@ impl Catalogue for ObjectCatalogue {
             .collect();
         let receipts = receipts.iter().filter_map(|(_, rest)| parse_receipt(rest)).collect();
         Ok(ModelActivity { counts, evaluations, receipts })
+    }
+
+    async fn children(&self, nft: &str, limit: usize) -> Result<Vec<String>, CatalogueError> {
+        let Ok(parent) = segment(nft) else { return Ok(Vec::new()) };
+        self.ensure_children_indexed().await?;
+        let (names, _) = self.index_page(&format!("model-children/{parent}/"), None, limit).await?;
+        Ok(names.into_iter().map(|(_, nft)| nft).collect())
     }
 
     async fn jobs_of_consumer(

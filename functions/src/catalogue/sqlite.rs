@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model, seq);
 CREATE INDEX IF NOT EXISTS models_by_age ON models (json_extract(record, '$.created_at'), nft);
+CREATE INDEX IF NOT EXISTS models_by_parent ON models (lower(json_extract(record, '$.card.parent')),
+    json_extract(record, '$.created_at'), nft);
 CREATE INDEX IF NOT EXISTS jobs_by_consumer ON jobs (json_extract(record, '$.consumer'),
     json_extract(record, '$.created_at') DESC, job_id);
 CREATE INDEX IF NOT EXISTS jobs_evaluations ON jobs (model,
@@ -69,6 +71,11 @@ PRAGMA user_version = 1;";
 
 /// A model's job counts by kind.
 const COUNTS: &str = "SELECT kind, n FROM model_job_counts WHERE model = ?1";
+
+/// A model's derived models, oldest first (through `models_by_parent`).
+const CHILDREN: &str = "SELECT nft FROM models
+    WHERE lower(json_extract(record, '$.card.parent')) = ?1
+    ORDER BY json_extract(record, '$.created_at'), nft LIMIT ?2";
 
 /// A model's newest evaluations (through `jobs_evaluations`).
 const LATEST_EVALUATIONS: &str = "SELECT record FROM jobs
@@ -342,6 +349,18 @@ impl Catalogue for SqliteCatalogue {
                 .map(|r| r.map_err(backend)?.parse::<Hash32>().map_err(corrupt))
                 .collect::<Result<_, _>>()?;
             Ok(ModelActivity { counts, evaluations, receipts })
+        })
+        .await
+    }
+
+    async fn children(&self, nft: &str, limit: usize) -> Result<Vec<String>, CatalogueError> {
+        let nft = nft.to_ascii_lowercase();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(CHILDREN).map_err(backend)?;
+            let rows =
+                st.query_map(params![nft, limit], |r| r.get::<_, String>(0)).map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
         })
         .await
     }

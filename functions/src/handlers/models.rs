@@ -261,7 +261,8 @@ pub(crate) fn lower(a: Address) -> String {
 }
 
 async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
-    // Lineage from the catalogue's own parent links (bounded: the contract caps depth).
+    // Lineage from the catalogue's own parent links (bounded: the contract caps depth); the
+    // derived models through the catalogue's per-parent index.
     let mut lineage = Vec::new();
     let mut parent = m.card.parent.clone();
     while let Some(p) = parent {
@@ -281,7 +282,8 @@ async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
             None => featured.extend(deps.catalogue.get_job(id).await?),
         }
     }
-    Ok(ModelView::with_activity(m, lineage, &activity, &featured))
+    let children = deps.catalogue.children(&m.card.nft, views::CARD_LATEST).await?;
+    Ok(ModelView::with_activity(m, lineage, children, &activity, &featured))
 }
 
 /// `GET /models`: one page of the catalogue, oldest first, and the next page's cursor.

@@ -52,6 +52,8 @@ pub struct ModelView {
     pub card: ModelCard,
     /// NFTs from this model's parent up to its root (empty for a root).
     pub lineage: Vec<String>,
+    /// NFTs of the models derived from this one, oldest first (at most [`CARD_LATEST`]).
+    pub children: Vec<String>,
     /// The training job that produced it and its receipt (derived models).
     pub source_job: Option<String>,
     pub receipt_hash: Option<Hash32>,
@@ -66,11 +68,12 @@ pub struct ModelView {
 }
 
 impl ModelView {
-    /// The card of a model from all of its jobs (a new model: none).
+    /// The card of a model from all of its jobs (a new model: none, nor derived models).
     pub fn new(m: &ModelRecord, lineage: Vec<String>, jobs: &[JobRecord]) -> Self {
         let featured: Vec<JobRecord> =
             jobs.iter().filter(|j| m.featured.contains(&j.job_id)).cloned().collect();
-        Self::with_activity(m, lineage, &ModelActivity::of_jobs(jobs, usize::MAX), &featured)
+        let activity = ModelActivity::of_jobs(jobs, usize::MAX);
+        Self::with_activity(m, lineage, Vec::new(), &activity, &featured)
     }
 
     /// The card of a model from its indexed activity and its featured jobs (read by id; any
@@ -80,6 +83,7 @@ impl ModelView {
     pub fn with_activity(
         m: &ModelRecord,
         lineage: Vec<String>,
+        children: Vec<String>,
         activity: &ModelActivity,
         featured: &[JobRecord],
     ) -> Self {
@@ -104,6 +108,7 @@ impl ModelView {
         ModelView {
             card: m.card.clone(),
             lineage,
+            children,
             source_job: m.source_job.clone(),
             receipt_hash: m.receipt_hash,
             jobs: activity.counts.into(),
@@ -316,7 +321,7 @@ mod tests {
         };
         let m = model(&["j-x", "j-old", "j-8"]);
         let featured = [elsewhere, old, newest[1].clone()];
-        let view = ModelView::with_activity(&m, vec![], &activity, &featured);
+        let view = ModelView::with_activity(&m, vec![], vec![], &activity, &featured);
         let order: Vec<(&str, bool)> =
             view.evaluations.iter().map(|e| (e.job_id.as_str(), e.featured)).collect();
         // Another model's job is never featured here; the rest oldest first.

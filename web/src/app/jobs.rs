@@ -3,12 +3,16 @@
 
 use yew::prelude::*;
 
+use posthuman_types::JobKind;
+
+use super::chart::loss_chart;
 use super::wallet::WalletHandle;
-use super::{Link, Load, Navigator, show};
+use super::{Link, Load, Navigator, show, use_json};
 use crate::format::{progress, short, utc};
 use crate::net::{get_json, get_page, sleep};
+use crate::order::loss_curve;
 use crate::route::Route;
-use crate::wire::{JobState, JobView};
+use crate::wire::{ChainInfo, JobState, JobView};
 
 /// Milliseconds between polls of a running job.
 const POLL_MS: i32 = 1000;
@@ -208,20 +212,71 @@ pub struct JobProps {
     pub id: String,
 }
 
-/// A job, polled every second while it may still change.
+/// A job, polled every second while it may still change; a train job's loss curve is drawn
+/// from the losses seen while polling. The whole curve is in the job's `metrics.json`, which
+/// only its buyer reads: with the buyer's wallet connected, a button reads it (a signature;
+/// offered once the job is over, when polling has stopped).
 #[function_component]
 pub fn JobPage(p: &JobProps) -> Html {
     let job = use_state(|| Load::<JobView>::Loading);
+    let curve = use_state(Vec::<(u32, f64)>::new);
+    let source = use_state(|| "live");
+    let read_status = use_state(|| None::<(String, bool)>);
+    let wallet = use_context::<WalletHandle>();
+    let chain = use_json::<ChainInfo>("/api/chain".into());
+    let onread = {
+        let (curve, source, read_status, wallet, id) =
+            (curve.clone(), source.clone(), read_status.clone(), wallet.clone(), p.id.clone());
+        Callback::from(move |_: MouseEvent| {
+            let (Some((account, provider)), Load::Ready(chain)) =
+                (wallet.as_ref().and_then(|w| w.connected()), chain.clone())
+            else {
+                return;
+            };
+            let (curve, source, read_status, id) =
+                (curve.clone(), source.clone(), read_status.clone(), id.clone());
+            read_status.set(Some((
+                "Sign the read of the job's metrics in your wallet (a signature, no transaction)…"
+                    .into(),
+                false,
+            )));
+            wasm_bindgen_futures::spawn_local(async move {
+                match super::order::signed_read(&chain, &provider, account, &id).await {
+                    Ok(r) => match loss_curve(&r) {
+                        Some(c) => {
+                            let n = c.len();
+                            curve.set(c);
+                            source.set("metrics");
+                            read_status.set(Some((
+                                format!("The job's own loss curve: {n} points."),
+                                false,
+                            )));
+                        }
+                        None => read_status
+                            .set(Some(("The job's metrics carry no loss curve.".into(), true))),
+                    },
+                    Err(e) => read_status.set(Some((format!("{e}."), true))),
+                }
+            });
+        })
+    };
     {
-        let job = job.clone();
+        let (job, curve) = (job.clone(), curve.clone());
         use_effect_with(p.id.clone(), move |id| {
             let alive = std::rc::Rc::new(std::cell::Cell::new(true));
             let (id, flag) = (id.clone(), alive.clone());
             wasm_bindgen_futures::spawn_local(async move {
+                let mut points = Vec::new();
                 while flag.get() {
                     match get_json::<JobView>(&format!("/api/jobs/{id}")).await {
                         Ok(j) => {
                             let more = j.in_flight();
+                            if let Some(pr) =
+                                j.progress.as_ref().filter(|_| j.kind == JobKind::Train)
+                            {
+                                crate::chart::accumulate(&mut points, pr);
+                                curve.set(points.clone());
+                            }
                             job.set(Load::Ready(j));
                             if !more {
                                 break;
@@ -238,15 +293,27 @@ pub fn JobPage(p: &JobProps) -> Html {
             move || alive.set(false)
         });
     }
+    let mine = wallet.as_ref().and_then(|w| w.account).map(|a| format!("{a:#x}"));
     show(&job, |j| {
         let bar = j.progress.as_ref().map(progress);
         html! {
             <section id="job" data-state={state_label(j)}>
                 <h1>{ format!("{} job {}", j.kind.as_str(), j.job_id) }</h1>
-                <p class="state">{ state_label(j) }</p>
-                if let Some((pct, line)) = bar {
-                    <progress max="100" value={pct.to_string()}></progress>
-                    <p class="progress">{ line }</p>
+                <div id="job-progress" aria-live="polite">
+                    <p class="state">{ state_label(j) }</p>
+                    if let Some((pct, line)) = bar {
+                        <progress max="100" value={pct.to_string()} aria-label="progress"></progress>
+                        <p class="progress">{ line }</p>
+                    }
+                </div>
+                { loss_chart(&curve, *source) }
+                if j.kind == JobKind::Train && !j.in_flight() && *source == "live"
+                    && mine.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&j.consumer)) {
+                    <button type="button" id="read-curve" onclick={onread.clone()}>
+                        { "Show the whole loss curve (sign a read in your wallet)" }</button>
+                }
+                if let Some((msg, error)) = &*read_status {
+                    <p id="read-curve-status" role="status" class={if *error { "error" } else { "" }}>{ msg.clone() }</p>
                 }
                 <table class="card">
                     <tr><th>{ "model" }</th><td><Link to={Route::Model(j.model.clone())}>{ j.model.clone() }</Link></td></tr>

@@ -4,11 +4,13 @@
 //! - [`App`]: the shell, client-side navigation ([`Navigator`], [`Link`]).
 //! - [`wallet`]: the user's wallet (connect, network, live changes) and its header control.
 //! - [`catalogue`], [`model`], [`account`], [`jobs`], [`receipt`]: one page each.
+//! - [`chart`]: the loss curve and perplexity bars as inline SVG.
 //! - [`order`]: the model page's order panel (quote, wallet transactions, signed submit,
 //!   live progress, signed result read).
 
 pub mod account;
 pub mod catalogue;
+pub mod chart;
 pub mod jobs;
 pub mod model;
 pub mod order;
@@ -64,6 +66,13 @@ pub fn show<T>(l: &Load<T>, ready: impl FnOnce(&T) -> Html) -> Html {
     }
 }
 
+/// Sets `document.title` (pages that learn a better name, such as a model's, set it again).
+pub fn set_title(title: &str) {
+    if let Some(d) = web_sys::window().and_then(|w| w.document()) {
+        d.set_title(title);
+    }
+}
+
 fn current_route() -> Route {
     let loc = web_sys::window().map(|w| w.location());
     let path = loc.as_ref().and_then(|l| l.pathname().ok()).unwrap_or_else(|| "/".into());
@@ -86,6 +95,9 @@ pub struct LinkProps {
     pub to: Route,
     #[prop_or_default]
     pub children: Html,
+    /// The link to the page being shown (`aria-current="page"`).
+    #[prop_or_default]
+    pub current: bool,
 }
 
 /// An `<a>` with a real `href` (open in a new tab works) that navigates in place on click.
@@ -100,7 +112,8 @@ pub fn Link(p: &LinkProps) -> Html {
             nav.go(to.clone());
         }
     });
-    html! { <a href={p.to.to_path()} {onclick}>{ p.children.clone() }</a> }
+    let current = p.current.then_some("page");
+    html! { <a href={p.to.to_path()} {onclick} aria-current={current}>{ p.children.clone() }</a> }
 }
 
 /// The app: header, the current page, navigation by `history.pushState` and back/forward.
@@ -140,6 +153,7 @@ pub fn App() -> Html {
             }
         });
     }
+    use_effect_with((*route).clone(), |r| set_title(&r.title()));
     let page = match (*route).clone() {
         Route::Catalogue => html! { <catalogue::Catalogue /> },
         Route::Account => html! { <account::AccountPage /> },

@@ -4,9 +4,11 @@
 use posthuman_types::JobKind;
 use yew::prelude::*;
 
-use super::catalogue::{model_link, names};
+use std::collections::BTreeMap;
+
+use super::catalogue::names;
 use super::{Link, Load, show, use_json};
-use crate::format::{tokens, utc};
+use crate::format::{short, tokens, utc};
 use crate::route::Route;
 use crate::wire::{ModelView, Quote};
 
@@ -28,6 +30,48 @@ fn quote_row(kind: JobKind, q: &Load<Quote>) -> Html {
     }
 }
 
+/// The lineage as a tree: the root at the top, each model the parent of the next, down to
+/// this one (highlighted), then the models derived from it. Every node links to its page.
+fn lineage_tree(
+    line: &[String],
+    name: &str,
+    children: &[String],
+    names: &BTreeMap<String, String>,
+) -> Html {
+    let node = |nft: &str, current: bool| {
+        let label = names
+            .get(&nft.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| if current { name.to_string() } else { short(nft) });
+        html! { <Link to={Route::Model(nft.to_string())} {current}>{ label }</Link> }
+    };
+    // Built from the bottom: this model's children, then each ancestor wrapping the rest.
+    let mut below = if children.is_empty() {
+        html! {}
+    } else {
+        html! { <ul aria-label="derived models">{ for children.iter().map(|x| html! {
+            <li class="derived">{ node(x, false) }</li>
+        }) }</ul> }
+    };
+    for (i, nft) in line.iter().enumerate().rev() {
+        let current = i + 1 == line.len();
+        let class = if current {
+            "current"
+        } else if i == 0 {
+            "root"
+        } else {
+            "ancestor"
+        };
+        let li = html! { <li class={class}>{ node(nft, current) }{ below }</li> };
+        below = if i == 0 {
+            li
+        } else {
+            html! { <ul>{ li }</ul> }
+        };
+    }
+    html! { <ul id="lineage" class="tree" aria-labelledby="lineage-title">{ below }</ul> }
+}
+
 #[function_component]
 pub fn ModelPage(p: &ModelProps) -> Html {
     let model = use_json::<ModelView>(format!("/api/models/{}", p.nft));
@@ -40,33 +84,38 @@ pub fn ModelPage(p: &ModelProps) -> Html {
         _ => Vec::new(),
     };
     let names = names(&catalogue);
+    let title = match &model {
+        Load::Ready(m) => Some(format!("{} ({}) · Posthuman", m.card.name, m.card.symbol)),
+        _ => None,
+    };
+    use_effect_with(title, |t| {
+        if let Some(t) = t {
+            super::set_title(t);
+        }
+    });
     show(&model, |m| {
         let c = &m.card;
         // Root first: the API lists parent → root.
         let mut line: Vec<String> = m.lineage.iter().rev().cloned().collect();
         line.push(c.nft.clone());
-        let children: Vec<&ModelView> = catalogue
-            .iter()
-            .filter(|x| x.card.parent.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(&c.nft)))
-            .collect();
+        let children: Vec<String> = m.children.clone().unwrap_or_else(|| {
+            catalogue
+                .iter()
+                .filter(|x| {
+                    x.card.parent.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(&c.nft))
+                })
+                .map(|x| x.card.nft.clone())
+                .collect()
+        });
         html! {
             <section id="model" data-nft={c.nft.clone()}>
                 <h1>{ format!("{} ({})", c.name, c.symbol) }</h1>
                 <p>{ c.description.clone() }</p>
-                <h2>{ "Lineage" }</h2>
-                <p id="lineage">
-                { for line.iter().enumerate().map(|(i, n)| html! { <>
-                    if i > 0 { <span>{ " → " }</span> }
-                    if n.eq_ignore_ascii_case(&c.nft) { <strong>{ names.get(&n.to_lowercase()).cloned().unwrap_or_else(|| c.name.clone()) }</strong> }
-                    else { { model_link(n, &names) } }
-                </> }) }
-                </p>
+                <h2 id="lineage-title">{ "Lineage" }</h2>
+                { lineage_tree(&line, &c.name, &children, &names) }
                 if let Some(job) = &m.source_job {
                     <p>{ "Trained by job " }<Link to={Route::Job(job.clone())}>{ job.clone() }</Link>
                        { " — " }<Link to={Route::Receipt(job.clone())}>{ "verify its receipt" }</Link></p>
-                }
-                if !children.is_empty() {
-                    <p>{ "Derived models: " }{ for children.iter().map(|x| html! { <>{ model_link(&x.card.nft, &names) }{ " " }</> }) }</p>
                 }
                 <table class="card">
                     <tr><th>{ "data NFT" }</th><td><code>{ c.nft.clone() }</code></td></tr>
@@ -92,12 +141,30 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>
                 if m.evaluations.is_empty() { <p>{ "None yet." }</p> }
-                <ul>
-                { for m.evaluations.iter().map(|e| html! {
-                    <li>{ format!("perplexity {:.3} — ", e.perplexity) }
-                        <Link to={Route::Receipt(e.job_id.clone())}>{ format!("receipt of {}", e.job_id) }</Link></li>
-                }) }
-                </ul>
+                if !m.evaluations.is_empty() {
+                    <table id="evaluations">
+                        <thead><tr><th scope="col">{ "perplexity" }</th><th scope="col">{ "run by" }</th>
+                            <th scope="col">{ "data (salted commitment)" }</th><th scope="col">{ "context / stride" }</th><th scope="col">{ "receipt" }</th></tr></thead>
+                        <tbody>
+                        { for m.evaluations.iter().map(|e| html! {
+                            <tr class="evaluation" data-job={e.job_id.clone()}>
+                                <td>{ if e.perplexity.is_finite() { format!("{:.3}", e.perplexity) } else { "∞".into() } }
+                                    if e.featured == Some(true) { <small>{ " featured by the owner" }</small> }</td>
+                                <td>{ match &e.evaluator {
+                                    Some(a) => html! { <Link to={Route::Jobs(Some(a.clone()))}>{ short(a) }</Link> },
+                                    None => html! { "—" },
+                                } }</td>
+                                <td><code>{ e.dataset_commitment.map(|h| short(&h.to_string())).unwrap_or_else(|| "—".into()) }</code></td>
+                                <td>{ match (e.context_len, e.stride) {
+                                    (Some(c), Some(s)) => format!("{c} / {s}"),
+                                    _ => "—".into(),
+                                } }</td>
+                                <td><Link to={Route::Receipt(e.job_id.clone())}>{ format!("verify {}", e.job_id) }</Link></td>
+                            </tr>
+                        }) }
+                        </tbody>
+                    </table>
+                }
             </section>
         }
     })

@@ -12,13 +12,14 @@ use std::rc::Rc;
 use alloy::primitives::{Address, U256};
 use posthuman_receipts::ReceiptDomain;
 use posthuman_types::pricing::Ocean;
-use posthuman_types::{Hash32, JobKind};
+use posthuman_types::{Hash32, JobKind, JobProgress};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
 
+use super::chart::{loss_chart, perplexity_chart};
 use super::wallet::WalletHandle;
 use super::{Link, Load, use_json};
 use crate::eip1193::Provider;
@@ -26,8 +27,8 @@ use crate::format::{progress, tokens, utc};
 use crate::net::{self, answer, sleep};
 use crate::order::{
     ChainState, JobRequest, OrderForm, QuoteTerms, REQUEST_VALIDITY_SECS, check_dataset, check_fee,
-    completions, cost_call, market_fee_call, nonce_of, parse_cost, parse_market_fee, parse_receipt,
-    plan, read_headers, read_typed_data, submit_typed_data,
+    completions, cost_call, evaluation, loss_curve, market_fee_call, nonce_of, parse_cost,
+    parse_market_fee, parse_receipt, plan, read_headers, read_typed_data, submit_typed_data,
 };
 use crate::route::Route;
 use crate::wallet::{WalletError, balance_call, network_name, parse_balance, parse_quantity};
@@ -58,6 +59,12 @@ struct Panel {
     texts: Vec<(String, String)>,
     /// Evaluate: the perplexity read from the report.
     perplexity: Option<String>,
+    /// Evaluate: the perplexity and its baseline (label, perplexity), drawn as bars.
+    evaluation: Option<(f64, Option<(String, f64)>)>,
+    /// Train: the loss curve, gathered from the live progress while the job runs, then the
+    /// job's own `metrics.json` curve once its result is read (`curve_source`).
+    curve: Vec<(u32, f64)>,
+    curve_source: &'static str,
     done: bool,
 }
 
@@ -235,10 +242,18 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     Err("the API kept answering that the order is too recent; submit again later".into())
 }
 
-/// Follows the job until nothing more happens to it; the last view.
-async fn follow(id: &str, say: &Callback<String>) -> Result<JobView, String> {
+/// Follows the job until nothing more happens to it (each progress report is told to
+/// `seen`); the last view.
+async fn follow(
+    id: &str,
+    say: &Callback<String>,
+    seen: &Callback<JobProgress>,
+) -> Result<JobView, String> {
     loop {
         let v: JobView = net::get_json(&format!("/api/jobs/{id}")).await?;
+        if let Some(p) = &v.progress {
+            seen.emit(p.clone());
+        }
         match &v.state {
             JobState::Failed { reason, order_reusable } => {
                 return Err(format!(
@@ -261,21 +276,32 @@ async fn follow(id: &str, say: &Callback<String>) -> Result<JobView, String> {
 
 /// The result, read with a signed request (only the buyer may).
 async fn read_result(o: &Order, id: &str) -> Result<Value, String> {
-    let book = &o.chain.address_book;
+    o.say.emit("Sign the result read in your wallet (a signature, no transaction)…".into());
+    signed_read(&o.chain, &o.provider, o.account, id).await
+}
+
+/// A job's result read with `account`'s `read-result` signature through its wallet (the job
+/// page uses it too, for the buyer's whole loss curve).
+pub(super) async fn signed_read(
+    chain: &ChainInfo,
+    provider: &Provider,
+    account: Address,
+    id: &str,
+) -> Result<Value, String> {
+    let book = &chain.address_book;
     let domain = ReceiptDomain::new(book.chain_id, book.lineage);
     let expires = now_secs() + REQUEST_VALIDITY_SECS;
-    o.say.emit("Sign the result read in your wallet (a signature, no transaction)…".into());
     let sig = ask(
-        &o.provider,
+        provider,
         "eth_signTypedData_v4",
-        json!([format!("{:#x}", o.account), read_typed_data(&domain, id, expires)]),
+        json!([format!("{account:#x}"), read_typed_data(&domain, id, expires)]),
     )
     .await
     .map_err(|e| format!("The result was not read: {e}"))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?;
     let path = format!("/api/jobs/{id}/result");
     let (status, text) =
-        net::request("GET", &path, None, &read_headers(sig, expires, o.account), false).await?;
+        net::request("GET", &path, None, &read_headers(sig, expires, account), false).await?;
     answer(&path, status, &text)
 }
 
@@ -323,7 +349,11 @@ fn quote_table(q: &Quote) -> Html {
             <li>{ format!("allow the datatoken to take the compute fee ({}) and the royalty;", q.breakdown.total) }</li>
             <li>{ "start the order (startOrder): spend one datatoken, pay the fee;" }</li>
             <li>{ "sign the job request (a signature, no transaction);" }</li>
-            if q.kind != JobKind::Train { <li>{ "sign the read of your result (a signature, no transaction)." }</li> }
+            <li>{ if q.kind == JobKind::Train {
+                "sign the read of your result, the training metrics (a signature, no transaction)."
+            } else {
+                "sign the read of your result (a signature, no transaction)."
+            } }</li>
         </ol>
     </> }
 }
@@ -413,7 +443,8 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                 (p.quote, p.status, p.error, p.busy) =
                     (None, "Asking the API for a quote…".into(), false, true);
                 (p.order_tx, p.job, p.salt, p.done) = (None, None, None, false);
-                (p.texts, p.perplexity) = (vec![], None);
+                (p.texts, p.perplexity, p.evaluation) = (vec![], None, None);
+                p.curve = vec![];
             });
             let picked = file.borrow().clone();
             let (update, nft, data) = (update.clone(), nft.clone(), data.clone());
@@ -486,7 +517,8 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             let picked = data.borrow().clone();
             update(&|p: &mut Panel| {
                 (p.busy, p.error, p.job, p.texts, p.done) = (true, false, None, vec![], false);
-                (p.salt, p.perplexity) = (None, None);
+                (p.salt, p.perplexity, p.evaluation) = (None, None, None);
+                (p.curve, p.curve_source) = (vec![], "live");
             });
             let say = {
                 let update = update.clone();
@@ -512,17 +544,41 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                         Order { nft, quote, chain, account, provider, dataset, terms, say, placed };
                     let (id, salt) = place(&o).await?;
                     update(&|p: &mut Panel| (p.job, p.salt) = (Some(id.clone()), Some(salt)));
-                    let v = follow(&id, &o.say).await?;
+                    let seen = {
+                        let update = update.clone();
+                        Callback::from(move |pr: JobProgress| {
+                            update(&|p: &mut Panel| crate::chart::accumulate(&mut p.curve, &pr))
+                        })
+                    };
+                    let v = follow(&id, &o.say, &seen).await?;
                     if v.kind == JobKind::Train {
                         let child = v.derived_model.map(|c| c.nft).unwrap_or_default();
+                        // The worker's own curve replaces the points seen while polling
+                        // (those miss the steps between two polls). The model is trained
+                        // either way: a declined read only leaves the live curve.
+                        let note = match read_result(&o, &id).await {
+                            Ok(r) => {
+                                if let Some(c) = loss_curve(&r) {
+                                    update(&|p: &mut Panel| {
+                                        (p.curve, p.curve_source) = (c.clone(), "metrics")
+                                    });
+                                }
+                                String::new()
+                            }
+                            Err(e) => format!(" The loss curve is the one seen live: {e}."),
+                        };
                         return Ok((
-                            format!("Job {id} done: the derived model is {child}."),
+                            format!("Job {id} done: the derived model is {child}.{note}"),
                             vec![],
                             None,
                         ));
                     }
                     let r = read_result(&o, &id).await?;
-                    let ppl = r["report"]["perplexity"].as_f64().map(|x| format!("{x:.3}"));
+                    let ev = evaluation(&r);
+                    update(&|p: &mut Panel| p.evaluation = ev.clone());
+                    let ppl = ev.map(|(x, _)| {
+                        if x.is_finite() { format!("{x:.3}") } else { "∞ (unbounded)".into() }
+                    });
                     Ok((format!("Job {id} done."), completions(&r), ppl))
                 };
                 let r: Result<Outcome, String> = run.await;
@@ -565,6 +621,12 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                     { input("order-context", "Context (tokens)", &form.context, set(|f, v| f.context = v), lim(&limits::MIN_CONTEXT.to_string(), "the model's context".into())) }
                     if kind == JobKind::Evaluate {
                         { input("order-stride", "Stride", &form.stride, set(|f, v| f.stride = v), "1..=context".into()) }
+                        <p><label for="order-baseline-label">{ "Baseline (optional)" }</label>{ " " }
+                           <input id="order-baseline-label" value={form.baseline_label.clone()} aria-describedby="order-baseline-help"
+                             oninput={ let s = set(|f, v| f.baseline_label = v); Callback::from(move |e: InputEvent| {
+                                 if let Some(i) = e.target_dyn_into::<web_sys::HtmlInputElement>() { s.emit(i.value()) } }) } />
+                           { " " }<small id="order-baseline-help">{ "a name, e.g. the parent model, to compare the perplexity with" }</small></p>
+                        { input("order-baseline-ppl", "Baseline perplexity", &form.baseline_perplexity, set(|f, v| f.baseline_perplexity = v), "≥ 1; empty: no baseline".into()) }
                     } else {
                         { input("order-steps", "Steps", &form.steps, set(|f, v| f.steps = v), lim("1", limits::MAX_STEPS.to_string())) }
                         { input("order-lr", "Learning rate", &form.learning_rate, set(|f, v| f.learning_rate = v), format!("{} to {}", limits::MIN_LR, limits::MAX_LR)) }
@@ -587,6 +649,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                    if let Some(s) = &panel.salt { <br /><small>{ format!("Salt {s}: keep it to prove later which data or prompt the job ran on (stored nowhere else).") }</small> }
                 </p>
             }
+            if !panel.curve.is_empty() { { loss_chart(&panel.curve, panel.curve_source) } }
             if panel.done {
                 <div id="order-result" data-state="done">
                     { for panel.texts.iter().map(|(prompt, text)| html! {
@@ -595,7 +658,13 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                             <pre class="text">{ text.clone() }</pre>
                         </figure>
                     }) }
-                    if let Some(ppl) = &panel.perplexity { <p class="perplexity">{ format!("Perplexity {ppl}") }</p> }
+                    if let Some((ppl, base)) = &panel.evaluation {
+                        <div class="evaluation">
+                            if let Some(ppl) = &panel.perplexity { <p class="perplexity">{ format!("Perplexity {ppl}") }</p> }
+                            if let Some((label, b)) = base { <p class="baseline">{ format!("Baseline {label}: {b:.3}") }</p> }
+                            { perplexity_chart(*ppl, base.as_ref().map(|(l, b)| (l.as_str(), *b))) }
+                        </div>
+                    }
                 </div>
             }
         </section>

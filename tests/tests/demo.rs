@@ -11,7 +11,7 @@ use alloy::primitives::U256;
 use posthuman_chain::AddressBook;
 use posthuman_cli::args::DemoSize;
 use posthuman_cli::commands::audit::audit_job;
-use posthuman_cli::demo::{DemoOptions, Sizes, play};
+use posthuman_cli::demo::{DemoFamily, DemoOptions, Sizes, play};
 use posthuman_cli::output::Out;
 use posthuman_functions::queue::WorkerCommand;
 use posthuman_receipts::{AuditPolicy, ReceiptDomain};
@@ -46,6 +46,7 @@ async fn the_whole_story_adds_up() {
         wikitext: wikitext(),
         worker: worker(),
         lora_rank: None,
+        family: DemoFamily::Gpt2,
     };
     let s = play(&Out::quiet(), &opts).await.unwrap();
     println!("{}", s.render());
@@ -143,6 +144,7 @@ async fn the_lora_story_adds_up() {
         wikitext: wikitext(),
         worker: worker(),
         lora_rank: Some(4),
+        family: DemoFamily::Gpt2,
     };
     let s = play(&Out::quiet(), &opts).await.unwrap();
     println!("{}", s.render());
@@ -152,6 +154,34 @@ async fn the_lora_story_adds_up() {
     for m in [m2, m3] {
         assert!(m.adapter.is_some(), "{}", m.label);
         assert!(m.derivation.starts_with("LoRA r 4 (c_attn, c_fc) over "), "{}", m.derivation);
+    }
+    assert!(!s.audits.is_empty() && s.audits.iter().all(|a| a.passed), "{:?}", s.audits);
+}
+
+/// Issue 15/16: the story on a Llama-family base (RoPE, RMSNorm, GQA, tied embeddings) with M2
+/// and M3 as LoRA derivations on attention and MLP projections: balances, royalties, receipts,
+/// the audit and M3 beating M1 all hold as for GPT-2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_llama_lora_story_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        data_dir: Some(dir.path().join("demo")),
+        sizes: Sizes::of(DemoSize::Tiny),
+        wikitext: wikitext(),
+        worker: worker(),
+        lora_rank: Some(4),
+        family: DemoFamily::Llama,
+    };
+    let s = play(&Out::quiet(), &opts).await.unwrap();
+    println!("{}", s.render());
+    s.check().unwrap();
+    let [_, m2, m3] = &s.lineage[..] else { panic!("three models") };
+    for m in [m2, m3] {
+        assert!(
+            m.derivation.starts_with("LoRA r 4 (q_proj, v_proj, up_proj, down_proj)"),
+            "{}",
+            m.derivation
+        );
     }
     assert!(!s.audits.is_empty() && s.audits.iter().all(|a| a.passed), "{:?}", s.audits);
 }

@@ -295,6 +295,16 @@ pub enum DemoSize {
     Tiny,
 }
 
+/// The demo base model's family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoFamily {
+    /// GPT-2 (learned positions, LayerNorm, GELU MLP).
+    Gpt2,
+    /// Llama (RoPE, RMSNorm, SiLU-gated MLP, grouped-query attention, tied embeddings as
+    /// SmolLM2 ships them).
+    Llama,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// A fresh directory for the demo's chain, store and keys (default: a temporary one).
@@ -309,6 +319,9 @@ pub struct DemoArgs {
     /// instead of full fine-tunes.
     #[arg(long)]
     pub lora_rank: Option<u32>,
+    /// The family of Alice's base model (and so of M2 and M3).
+    #[arg(long, value_enum, default_value_t = DemoFamily::Gpt2)]
+    pub family: DemoFamily,
 }
 
 #[cfg(test)]

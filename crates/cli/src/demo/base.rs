@@ -1,16 +1,18 @@
 //! Alice's own compute: she has no hub to download from, so she trains a byte-level BPE
-//! tokenizer and a small GPT-2 base model on WikiText-2 text with the worker library, on her
-//! machine, before publishing it. Nothing here is paid or private to the operator.
+//! tokenizer and a small GPT-2 or Llama base model on WikiText-2 text with the worker library,
+//! on her machine, before publishing it. Nothing here is paid or private to the operator.
 
 use std::path::Path;
 
 use posthuman_store::{LocalStore, ObjectStore};
 use posthuman_types::{JobParams, JobSpec, TrainMetrics, TrainParams};
-use posthuman_worker::setup::{ModelShape, init_model_to_store};
+use posthuman_worker::setup::{
+    LlamaShape, ModelShape, init_llama, init_model_to_store, save_new_model,
+};
 use posthuman_worker::tokenizer::train_bpe;
 use posthuman_worker::{JobOutcome, WorkerConfig, runner};
 
-use super::Sizes;
+use super::{DemoFamily, Sizes};
 use crate::error::CliError;
 use crate::output::Out;
 
@@ -25,6 +27,7 @@ pub async fn train_base(
     dir: &Path,
     corpus: &str,
     sizes: &Sizes,
+    family: DemoFamily,
 ) -> Result<(std::path::PathBuf, TrainMetrics), CliError> {
     let store = LocalStore::new(dir.join("store"))
         .map_err(|e| CliError::Io(format!("Alice's workspace: {e}")))?;
@@ -33,14 +36,33 @@ pub async fn train_base(
         .await
         .map_err(|e| CliError::Internal(e.to_string()))?
         .map_err(worker_err)?;
-    let shape = ModelShape {
-        n_layer: sizes.n_layer,
-        n_embd: sizes.n_embd,
-        n_head: sizes.n_head,
-        n_positions: sizes.context,
-        vocab_size: None,
-    };
-    init_model_to_store(&store, "base/init", &tok, &shape, 1).await.map_err(worker_err)?;
+    match family {
+        DemoFamily::Gpt2 => {
+            let shape = ModelShape {
+                n_layer: sizes.n_layer,
+                n_embd: sizes.n_embd,
+                n_head: sizes.n_head,
+                n_positions: sizes.context,
+                vocab_size: None,
+            };
+            init_model_to_store(&store, "base/init", &tok, &shape, 1).await.map_err(worker_err)?;
+        }
+        DemoFamily::Llama => {
+            // The same width and depth; grouped-query attention (half as many K/V heads),
+            // Llama's 8/3 MLP ratio rounded to 8, tied embeddings (as SmolLM2 ships).
+            let shape = LlamaShape {
+                layers: sizes.n_layer,
+                hidden: sizes.n_embd,
+                intermediate: (sizes.n_embd * 8 / 3).div_ceil(8) * 8,
+                heads: sizes.n_head,
+                kv_heads: (sizes.n_head / 2).max(1),
+                context: sizes.context,
+                tie_word_embeddings: true,
+            };
+            let (cfg, w) = init_llama(&tok, &shape, 1).map_err(worker_err)?;
+            save_new_model(&store, "base/init", &cfg, &w, &tok).await.map_err(worker_err)?;
+        }
+    }
     store
         .put("base/corpus.txt", bytes::Bytes::copy_from_slice(corpus.as_bytes()))
         .await

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 pub use story::play;
 pub use summary::Summary;
 
+pub use crate::args::DemoFamily;
 use crate::args::{DemoArgs, DemoSize};
 use crate::error::CliError;
 use crate::output::Out;
@@ -103,6 +104,8 @@ pub struct DemoOptions {
     pub worker: WorkerCommand,
     /// Make M2 and M3 as LoRA derivations of this rank (None: full fine-tunes).
     pub lora_rank: Option<u32>,
+    /// The base model's family.
+    pub family: DemoFamily,
 }
 
 /// The worker the demo's queue runs: `posthuman-worker` next to this executable (how
@@ -133,6 +136,7 @@ pub async fn run(out: &Out, a: DemoArgs) -> Result<(), CliError> {
         wikitext: a.wikitext,
         worker: default_worker()?,
         lora_rank: a.lora_rank,
+        family: a.family,
     };
     let summary = play(out, &opts).await?;
     out.emit(&summary, || summary.render());

@@ -14,7 +14,7 @@ use posthuman_types::{
 };
 
 use super::summary::{Account, AuditLine, JobLine, ModelLine, RoyaltyLine, Summary};
-use super::{DemoOptions, base};
+use super::{DemoFamily, DemoOptions, base};
 use crate::args::PublishArgs;
 use crate::client::ApiClient;
 use crate::commands::jobs::Consent;
@@ -152,7 +152,8 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let valid = o.wikitext.join("valid.txt");
     let corpus = read_text(&valid, z.base_bytes, 0)?;
     out.say("Alice trains a tokenizer and a base GPT-2 on WikiText-2 (her own machine)");
-    let (export, base_metrics) = base::train_base(out, &dir.join("alice"), &corpus, z).await?;
+    let (export, base_metrics) =
+        base::train_base(out, &dir.join("alice"), &corpus, z, o.family).await?;
     out.say(format!(
         "Alice's base model: {} steps, loss {:.3}, {:.0} tok/s",
         base_metrics.steps, base_metrics.final_loss, base_metrics.tokens_per_sec
@@ -193,7 +194,11 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         p.checkpoint_every = (z.ft_steps / 20).max(1);
         p.seed = seed;
         if let Some(r) = o.lora_rank {
-            p.lora = Some(posthuman_types::LoraParams::new(r, &["c_attn", "c_fc"]));
+            let targets: &[&str] = match o.family {
+                DemoFamily::Gpt2 => &["c_attn", "c_fc"],
+                DemoFamily::Llama => &["q_proj", "v_proj", "up_proj", "down_proj"],
+            };
+            p.lora = Some(posthuman_types::LoraParams::new(r, targets));
             // Same learning rate as the full fine-tune: on the tiny demo's slices 3× and 10×
             // it (LoRA's usual advice) overshot, leaving M3 behind M1 on the test text.
         }

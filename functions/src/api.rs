@@ -276,6 +276,9 @@ async fn publish_model(
         ("config", l.max_config_bytes, Keep::Memory),
         ("weights", l.max_weights_bytes, Keep::Spool),
         ("tokenizer", l.max_tokenizer_bytes, Keep::Memory),
+        // Optional: a PEFT LoRA adapter over the weights (adapter ≤ the weights' cap).
+        ("adapter_config", l.max_config_bytes, Keep::Memory),
+        ("adapter_weights", l.max_weights_bytes, Keep::Spool),
     ];
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_publish(&d, &request, &signature).await
@@ -288,6 +291,15 @@ async fn publish_model(
         weights: take_file(&mut p, "weights")
             .ok_or_else(|| ApiError::bad("missing part \"weights\""))?,
         tokenizer: take(&mut p, "tokenizer")?,
+        adapter: match (p.remove("adapter_config"), take_file(&mut p, "adapter_weights")) {
+            (Some(Part::Memory(c)), Some(w)) => Some((c, w)),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::bad(
+                    "an adapter needs both adapter_config and adapter_weights",
+                ));
+            }
+        },
     };
     Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
 }

@@ -2,7 +2,8 @@
 //! worker: a LoRA train job is quoted below the same full fine-tune, LoRA settings that do not
 //! fit the model are refused at the quote (before payment) naming the field, and two paid
 //! LoRA jobs make M2 = M1 + an adapter and M3 = M2 + a second adapter, each published with
-//! lineage, reward and a card saying what it is; M3 then runs inference.
+//! lineage, reward and a card saying what it is; M3 then runs inference. And an owner
+//! publishes base weights with a PEFT adapter: the listed model is the merge.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
 
@@ -14,7 +15,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_functions::queue::WorkerCommand;
-use posthuman_types::{InferParams, JobParams, LoraParams, RewardScheme, Sampling, TrainParams};
+use posthuman_types::{
+    Hash32, InferParams, JobParams, LoraParams, RewardScheme, Sampling, TrainParams,
+};
 
 async fn quote(
     env: &Env,
@@ -130,6 +133,150 @@ async fn lora_derivations_are_quoted_published_and_composed() {
     });
     let order = env.order(&m3_nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&m3_nft, &order, bob.address(), &infer, None, "lora-infer");
+    let (st, sub) = submit(&env, &bob, &req, None).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
+    let done = wait_done(&env, sub["job_id"].as_str().unwrap(), &mut false).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    env.emb.queue.shutdown().await;
+}
+
+/// A PEFT adapter (`adapter_config.json` + `adapter_model.safetensors`, PEFT's names) with
+/// non-zero A and B for `cfg`'s GPT-2, over the given targets.
+fn peft_adapter(
+    cfg: &posthuman_gpt2::Config,
+    r: usize,
+    targets: &[&str],
+    seed: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    use posthuman_gpt2::candle_core::{Device, Tensor};
+    use posthuman_gpt2::lora::{Family, LoraAdapter, LoraBase, LoraConfig};
+    let base = LoraBase::gpt2(cfg);
+    let lc = LoraConfig::new(Family::Gpt2, r, 2.0 * r as f64, 0.0, targets);
+    let init = LoraAdapter::init(lc.clone(), &base, seed).unwrap();
+    let mut rng = posthuman_gpt2::SeededRng::new(seed + 1);
+    let tensors = init
+        .tensors()
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| {
+            let n = t.elem_count();
+            let v: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 0.2).collect();
+            (name, Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap())
+        })
+        .collect();
+    let a = LoraAdapter::from_tensors(lc, &base, tensors).unwrap();
+    (a.config().to_json().unwrap().into_bytes(), a.safetensors_bytes().unwrap())
+}
+
+async fn publish_with_adapter(
+    env: &Env,
+    files: &ModelFiles,
+    adapter: Option<(&[u8], &[u8])>,
+    signed_sha: Option<Hash32>,
+    nonce: &str,
+) -> (StatusCode, serde_json::Value) {
+    let publisher = env.operator.clone();
+    let mut req = serde_json::json!({
+        "name": "Tiny GPT + adapter", "symbol": "TADP", "description": "base + PEFT adapter",
+        "owner": format!("{:#x}", publisher.address()),
+        "price": (2 * WEI).to_string(),
+        "reward_scheme": RewardScheme::geometric(1000 * WEI, 5000, 3),
+        "weights_sha256": sha(&files.weights),
+        "nonce": nonce, "expires_at": now() + 600,
+    });
+    if let Some(h) = signed_sha {
+        req["adapter_sha256"] = serde_json::to_value(h).unwrap();
+    }
+    let req = serde_json::to_vec(&req).unwrap();
+    let sig = sign_typed(env, &publisher, posthuman_receipts::request::PUBLISH_MODEL, &req);
+    let mut parts: Vec<(&str, &[u8])> = vec![
+        ("request", &req),
+        ("signature", sig.as_bytes()),
+        ("config", &files.config),
+        ("weights", &files.weights),
+        ("tokenizer", &files.tokenizer),
+    ];
+    if let Some((c, w)) = adapter {
+        parts.push(("adapter_config", c));
+        parts.push(("adapter_weights", w));
+    }
+    env.post_multipart("/api/models", &parts).await
+}
+
+/// Issue 16: an owner publishes base weights plus a PEFT adapter; the listed model is the
+/// merge (its identity the merged weights' hash, its card naming the adapter), and the worker
+/// runs it. An adapter for another base, a target the family has not, a file that is not
+/// PEFT's or not the one signed for: a 422 naming the part, and nothing listed.
+#[tokio::test]
+async fn an_owner_publishes_base_weights_with_a_peft_adapter() {
+    let Some(worker) = worker_binary() else {
+        let required = std::env::var("CI").is_ok()
+            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
+        assert!(!required, "the posthuman-worker binary is not built");
+        eprintln!("\n!!!!!!!! SKIPPED e2e_lora: build posthuman-worker first !!!!!!!!\n");
+        return;
+    };
+    let files = tiny_model_with_worker(&worker, &corpus(), 7);
+    let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
+    let text = std::str::from_utf8(&files.config).unwrap();
+    let cfg = posthuman_gpt2::Config::from_json(text).unwrap();
+    let (ac, aw) = peft_adapter(&cfg, 4, &["c_attn", "c_fc"], 11);
+
+    // The merge the API must list, computed here with the model crate.
+    let any = posthuman_gpt2::family::AnyConfig::from_json(text).unwrap();
+    let base =
+        posthuman_gpt2::family::AnyWeights::from_safetensors_bytes(&files.weights, &any).unwrap();
+    let adapter = posthuman_gpt2::lora::LoraAdapter::from_bytes(
+        std::str::from_utf8(&ac).unwrap(),
+        &aw,
+        &any.lora_base(),
+    )
+    .unwrap();
+    let merged = base.merged(&any, &adapter).unwrap().hash().unwrap();
+    assert_ne!(merged, base.hash().unwrap());
+
+    // Refusals first: nothing may be listed by any of them.
+    let (other_c, other_w) =
+        peft_adapter(&posthuman_gpt2::Config::new(cfg.vocab_size, 64, 48, 2, 2), 4, &["c_attn"], 3);
+    let unknown = String::from_utf8(ac.clone()).unwrap().replace("\"c_fc\"", "\"q_proj\"");
+    let garbage = b"not a safetensors file".to_vec();
+    // (what, adapter_config, adapter_weights, signed sha, the field the 422 names)
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8], Option<Hash32>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("another base's adapter", &other_c, &other_w, Some(sha(&other_w)), "adapter"),
+        ("an unknown target", unknown.as_bytes(), &aw, Some(sha(&aw)), "adapter"),
+        ("not PEFT", &ac, &garbage, Some(sha(&garbage)), "adapter"),
+        ("not the signed adapter", &ac, &aw, Some(sha(b"other")), "adapter_sha256"),
+        ("unsigned", &ac, &aw, None, "adapter_sha256"),
+    ];
+    for (i, (what, c, w, h, field)) in cases.into_iter().enumerate() {
+        let (st, body) =
+            publish_with_adapter(&env, &files, Some((c, w)), h, &format!("bad-{i}")).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        assert!(body.to_string().contains(field), "{what}: {body}");
+    }
+    let (_, list) = env.get("/api/models").await;
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing listed: {list}");
+
+    let (st, m) =
+        publish_with_adapter(&env, &files, Some((&ac, &aw)), Some(sha(&aw)), "good").await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    assert_eq!(m["weights_hash"], serde_json::to_value(merged).unwrap(), "{m}");
+    assert_eq!(m["lora"]["r"], 4, "{m}");
+    assert_eq!(m["lora"]["adapter_hash"], serde_json::to_value(adapter.hash().unwrap()).unwrap());
+    let nft = m["nft"].as_str().unwrap().to_string();
+
+    // The worker runs the merge (its manifest and hash check on load pass).
+    let bob = env.wallet(100).await;
+    env.buy(&bob, &m, 3).await;
+    let infer = JobParams::Infer(InferParams {
+        prompts: vec!["the cat".into()],
+        max_new_tokens: 4,
+        sampling: Sampling::default(),
+        stop: vec![],
+    });
+    let order = env.order(&nft, &infer, 0, &bob, bob.address()).await;
+    let req = job_request(&nft, &order, bob.address(), &infer, None, "adp-infer");
     let (st, sub) = submit(&env, &bob, &req, None).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let done = wait_done(&env, sub["job_id"].as_str().unwrap(), &mut false).await;

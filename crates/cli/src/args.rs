@@ -99,6 +99,10 @@ pub enum ModelsCmd {
 pub struct PublishArgs {
     /// Directory holding config.json, model.safetensors and tokenizer.json.
     pub dir: PathBuf,
+    /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) over
+    /// those weights: the model listed is the base with the adapter merged.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     #[arg(long)]
     pub name: String,
     #[arg(long)]

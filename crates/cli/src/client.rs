@@ -198,6 +198,12 @@ impl ApiClient {
             .part("config", Part::bytes(files.config))
             .part("weights", Part::bytes(files.weights))
             .part("tokenizer", Part::bytes(files.tokenizer));
+        let form = match files.adapter {
+            Some((c, w)) => {
+                form.part("adapter_config", Part::bytes(c)).part("adapter_weights", Part::bytes(w))
+            }
+            None => form,
+        };
         self.decode(self.http.post(format!("{}/api/models", self.base)).multipart(form)).await
     }
 
@@ -261,9 +267,26 @@ pub struct ModelFiles {
     pub config: Vec<u8>,
     pub weights: Vec<u8>,
     pub tokenizer: Vec<u8>,
+    /// A PEFT adapter over the weights: (`adapter_config.json`, `adapter_model.safetensors`).
+    pub adapter: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ModelFiles {
+    /// Adds the PEFT adapter saved in `dir` (as `peft`'s `save_pretrained` writes it).
+    pub fn with_adapter(mut self, dir: &std::path::Path) -> Result<Self, CliError> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot read {} ({e}): a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors",
+                    p.display()
+                ))
+            })
+        };
+        self.adapter = Some((read("adapter_config.json")?, read("adapter_model.safetensors")?));
+        Ok(self)
+    }
+
     pub fn read(dir: &std::path::Path) -> Result<Self, CliError> {
         let read = |name: &str| {
             let p = dir.join(name);
@@ -278,6 +301,7 @@ impl ModelFiles {
             config: read("config.json")?,
             weights: read("model.safetensors")?,
             tokenizer: read("tokenizer.json")?,
+            adapter: None,
         })
     }
 }

@@ -185,14 +185,19 @@ pub struct ModelCard {
 
 impl ModelCard {
     /// How the model came to be, in a few words: "LoRA r 8 (c_attn, c_fc) over 0x…",
-    /// "full fine-tune of 0x…", or "published".
+    /// "full fine-tune of 0x…", "published with a LoRA adapter merged (…)", or "published".
     pub fn derivation(&self) -> String {
         match (&self.parent, &self.lora) {
             (Some(p), Some(l)) => {
                 format!("LoRA r {} ({}) over {p}", l.r, l.target_modules.join(", "))
             }
             (Some(p), None) => format!("full fine-tune of {p}"),
-            (None, _) => "published".into(),
+            (None, Some(l)) => format!(
+                "published with a LoRA adapter merged (r {}, {})",
+                l.r,
+                l.target_modules.join(", ")
+            ),
+            (None, None) => "published".into(),
         }
     }
 }

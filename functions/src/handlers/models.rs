@@ -4,10 +4,11 @@ use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
 use posthuman_chain::ddo::ModelDdo;
-use posthuman_gpt2::family::{AnyConfig, FamilyError, check_safetensors_file};
+use posthuman_gpt2::family::{AnyConfig, AnyWeights, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
+use posthuman_gpt2::lora::LoraAdapter;
 use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
-use posthuman_types::{Budget, Hash32, JobKind, ModelCard, RewardScheme};
+use posthuman_types::{Budget, Hash32, JobKind, LoraOutput, ModelCard, RewardScheme};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -37,6 +38,10 @@ pub struct PublishRequest {
     pub reward_scheme: RewardScheme,
     /// SHA-256 of the uploaded `model.safetensors` bytes: binds the file to the signature.
     pub weights_sha256: Hash32,
+    /// SHA-256 of an uploaded PEFT `adapter_model.safetensors`, when the model is published
+    /// as base weights plus a LoRA adapter (the listed model is the merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_sha256: Option<Hash32>,
     pub nonce: String,
     pub expires_at: u64,
 }
@@ -50,6 +55,9 @@ pub struct PublishUpload {
     pub config: Bytes,
     pub weights: Spooled,
     pub tokenizer: Bytes,
+    /// A PEFT LoRA adapter over these weights: `adapter_config.json` and the spooled
+    /// `adapter_model.safetensors`.
+    pub adapter: Option<(Bytes, Spooled)>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
@@ -68,6 +76,49 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
 struct CheckedModel {
     cfg: AnyConfig,
     weights_hash: Hash32,
+    /// With an adapter: the merged weights (whose hash is `weights_hash`) and the adapter.
+    merged: Option<Merged>,
+}
+
+/// A published base merged with its PEFT adapter.
+struct Merged {
+    weights: Bytes,
+    adapter: LoraOutput,
+}
+
+/// Loads the uploaded PEFT adapter strictly against the base (`adapter_config.json`'s
+/// settings, every tensor's name and shape against the base's layers: an adapter made for
+/// another base does not fit) and merges it into the base weights.
+fn merge_adapter(
+    cfg: &AnyConfig,
+    base_path: &std::path::Path,
+    adapter_config: &[u8],
+    adapter_path: &std::path::Path,
+) -> Result<Merged, ApiError> {
+    let bad = |e: String| invalid("adapter", e);
+    let json = std::str::from_utf8(adapter_config)
+        .map_err(|_| bad("adapter_config.json is not UTF-8".into()))?;
+    let aw = std::fs::read(adapter_path).map_err(ApiError::internal)?;
+    let adapter =
+        LoraAdapter::from_bytes(json, &aw, &cfg.lora_base()).map_err(|e| bad(e.to_string()))?;
+    let base = std::fs::read(base_path).map_err(ApiError::internal)?;
+    let base = AnyWeights::from_safetensors_bytes(&base, cfg).map_err(ApiError::internal)?;
+    let merged = base.merged(cfg, &adapter).map_err(|e| bad(e.to_string()))?;
+    let lc = adapter.config();
+    let out = LoraOutput {
+        r: u32::try_from(lc.r).unwrap_or(u32::MAX),
+        lora_alpha: lc.lora_alpha,
+        lora_dropout: lc.lora_dropout,
+        target_modules: lc.target_modules.clone(),
+        targeted_layers: u32::try_from(adapter.tensors().map_err(ApiError::internal)?.len() / 2)
+            .unwrap_or(u32::MAX),
+        adapter_params: adapter.num_params() as u64,
+        adapter_hash: adapter.hash().map_err(ApiError::internal)?,
+        adapter_bytes: aw.len() as u64,
+        checkpoint_bytes: 0,
+    };
+    let weights = merged.to_safetensors_bytes().map_err(ApiError::internal)?;
+    Ok(Merged { weights: Bytes::from(weights), adapter: out })
 }
 
 /// Strict checks (config, every tensor's name/shape/dtype, finite values) and the canonical
@@ -77,12 +128,14 @@ async fn check_model(
     config: Bytes,
     weights: &Spooled,
     tokenizer: &Bytes,
+    adapter: Option<(Bytes, &Spooled)>,
 ) -> Result<CheckedModel, ApiError> {
     serde_json::from_slice::<serde_json::Value>(tokenizer)
         .ok()
         .filter(|v| v.get("model").is_some())
         .ok_or_else(|| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
     let path = weights.path().to_path_buf();
+    let adapter = adapter.map(|(c, w)| (c, w.path().to_path_buf()));
     tokio::task::spawn_blocking(move || {
         let text = std::str::from_utf8(&config).map_err(|_| invalid("config", "not UTF-8"))?;
         // `model_type` picks the family; one the worker cannot run is refused here, naming
@@ -94,7 +147,16 @@ async fn check_model(
             | FamilyError::LlamaCheckpoint(CheckpointError::Io { .. }) => ApiError::internal(e),
             e => invalid("weights", e.to_string()),
         })?;
-        Ok(CheckedModel { cfg, weights_hash })
+        // Base + adapter: the model listed (and stored, and run) is the merge; its hash is
+        // the identity, as for a LoRA derivation.
+        let Some((ac, ap)) = adapter else {
+            return Ok(CheckedModel { cfg, weights_hash, merged: None });
+        };
+        let m = merge_adapter(&cfg, &path, &ac, &ap)?;
+        let h = AnyWeights::from_safetensors_bytes(&m.weights, &cfg)
+            .and_then(|w| w.hash())
+            .map_err(ApiError::internal)?;
+        Ok(CheckedModel { cfg, weights_hash: h, merged: Some(m) })
     })
     .await
     .map_err(ApiError::internal)?
@@ -131,7 +193,21 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     if up.weights.sha256() != req.weights_sha256 {
         return Err(invalid("weights_sha256", "does not match the uploaded weights"));
     }
-    let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer).await?;
+    match (&up.adapter, req.adapter_sha256) {
+        (None, None) => {}
+        (Some((_, w)), Some(h)) if w.sha256() == h => {}
+        (Some(_), Some(_)) => {
+            return Err(invalid("adapter_sha256", "does not match the uploaded adapter"));
+        }
+        (Some(_), None) => {
+            return Err(invalid("adapter_sha256", "an uploaded adapter must be signed for"));
+        }
+        (None, Some(_)) => {
+            return Err(invalid("adapter", "adapter_sha256 is set but no adapter was uploaded"));
+        }
+    }
+    let adapter = up.adapter.as_ref().map(|(c, w)| (c.clone(), w));
+    let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer, adapter).await?;
     if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }
@@ -140,7 +216,26 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     let prefix = keys::model_prefix(&checked.weights_hash.to_hex());
     let (config_bytes, tokenizer_bytes) = (up.config.clone(), up.tokenizer.clone());
     deps.store.put(&format!("{prefix}/config.json"), up.config).await?;
-    deps.store.put_file(&format!("{prefix}/model.safetensors"), up.weights.path()).await?;
+    let weights_sha256 = match &checked.merged {
+        None => {
+            deps.store.put_file(&format!("{prefix}/model.safetensors"), up.weights.path()).await?;
+            req.weights_sha256
+        }
+        Some(m) => {
+            // The adapter as uploaded (PEFT's layout), and the merge the worker runs.
+            if let Some((c, w)) = &up.adapter {
+                use posthuman_gpt2::lora::{ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME};
+                deps.store
+                    .put(&format!("{prefix}/adapter/{ADAPTER_CONFIG_NAME}"), c.clone())
+                    .await?;
+                deps.store
+                    .put_file(&format!("{prefix}/adapter/{ADAPTER_WEIGHTS_NAME}"), w.path())
+                    .await?;
+            }
+            deps.store.put(&format!("{prefix}/model.safetensors"), m.weights.clone()).await?;
+            Hash32(Sha256::digest(&m.weights).into())
+        }
+    };
     deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
     // The worker's manifest (format posthuman-model-v1): the canonical weights hash and the
     // SHA-256 of each file, checked by the worker on every load.
@@ -149,7 +244,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         "weights_hash": checked.weights_hash,
         "files": {
             "config.json": Hash32(Sha256::digest(&config_bytes).into()),
-            "model.safetensors": req.weights_sha256,
+            "model.safetensors": weights_sha256,
             "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
         },
     });
@@ -204,7 +299,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             exchange_id: Some(Hash32(exchange.id.0)),
             price: Some(price.to_string()),
             reward_scheme: req.reward_scheme,
-            lora: None,
+            lora: checked.merged.as_ref().map(|m| m.adapter.clone()),
         },
         storage_prefix: prefix,
         created_at: now_secs(),

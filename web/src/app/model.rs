@@ -124,7 +124,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     <tr><th>{ "owner" }</th><td><code>{ c.owner.clone() }</code></td></tr>
                     if let Some(t) = &c.trainer { <tr><th>{ "trainer" }</th><td><code>{ t.clone() }</code></td></tr> }
                     <tr><th>{ "architecture" }</th><td>{ format!("{} ({} parameters)", c.architecture, c.parameters) }</td></tr>
-                    if c.parent.is_some() { <tr><th>{ "derived" }</th><td>{ c.derivation() }</td></tr> }
+                    if c.parent.is_some() || c.lora.is_some() { <tr><th>{ "derived" }</th><td>{ c.derivation() }</td></tr> }
                     if let Some(l) = &c.lora {
                         <tr><th>{ "adapter" }</th><td>{ format!("{} parameters, alpha {}, {} layers; hash ", l.adapter_params, l.lora_alpha, l.targeted_layers) }<code>{ l.adapter_hash.to_string() }</code></td></tr>
                     }

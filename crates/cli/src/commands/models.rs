@@ -39,7 +39,10 @@ pub async fn run(cfg: &Config, out: &Out, cmd: ModelsCmd) -> Result<(), CliError
 
 /// Publishes a model directory with a geometric reward scheme.
 pub async fn publish(s: &Session, out: &Out, a: &PublishArgs) -> Result<ModelView, CliError> {
-    let files = ModelFiles::read(&a.dir)?;
+    let mut files = ModelFiles::read(&a.dir)?;
+    if let Some(d) = &a.adapter {
+        files = files.with_adapter(d)?;
+    }
     let total = units::parse("--reward-total", &a.reward_total)?;
     let total: u128 =
         total.try_into().map_err(|_| CliError::Usage("--reward-total is too large".into()))?;
@@ -57,6 +60,7 @@ pub async fn publish(s: &Session, out: &Out, a: &PublishArgs) -> Result<ModelVie
         price: units::parse("--price", &a.price)?.to_string(),
         reward_scheme,
         weights_sha256: Hash32(Sha256::digest(&files.weights).into()),
+        adapter_sha256: files.adapter.as_ref().map(|(_, w)| Hash32(Sha256::digest(w).into())),
         nonce: nonce(),
         expires_at: expiry(),
     };
@@ -146,7 +150,7 @@ pub fn card(m: &ModelView) -> String {
     if let Some(t) = &c.trainer {
         s.push_str(&format!("  trainer    {t}\n"));
     }
-    if c.parent.is_some() {
+    if c.parent.is_some() || c.lora.is_some() {
         s.push_str(&format!("  derived    {}\n", c.derivation()));
     }
     if let Some(l) = &c.lora {

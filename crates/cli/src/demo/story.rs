@@ -164,9 +164,16 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         out,
         &PublishArgs {
             dir: export,
+            adapter: None,
             name: "Posthuman base".into(),
             symbol: "M1".into(),
-            description: "GPT-2 base model trained from scratch on WikiText-2 (demo)".into(),
+            description: format!(
+                "{} base model trained from scratch on WikiText-2 (demo)",
+                match o.family {
+                    DemoFamily::Gpt2 => "GPT-2",
+                    DemoFamily::Llama => "Llama-family",
+                }
+            ),
             price: "2".into(),
             reward_total: REWARD_TOTAL.into(),
             reward_first_bps: FIRST_BPS,

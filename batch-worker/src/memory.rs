@@ -50,6 +50,34 @@ pub fn train_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u6
     params + acts + head + dataset_tokens * 2 * F32
 }
 
+/// Bytes a LoRA train job needs when its adapter has at most `adapter_params` values: the
+/// frozen weights and one merged copy (each checkpoint hashes the effective weights), the
+/// adapter with its gradients and both moments, and the autograd graph's activations (LoRA
+/// trains on the graph for every family, so GPT-2 is counted with Llama's graph intermediates,
+/// plus the branches' rank-wide products, bounded by the widest layer).
+pub fn lora_train_bytes(
+    cfg: &AnyConfig,
+    batch: u64,
+    context: u64,
+    dataset_tokens: u64,
+    adapter_params: u64,
+) -> u64 {
+    let d = cfg.dims();
+    let (c, l, h, v, f, kv) = (d.d_model, d.layers, d.heads, d.vocab, d.ffn, d.kv_width);
+    let q = q_width(cfg);
+    let bt = batch * context;
+    let params = (2 * d.params + 6 * adapter_params) * F32;
+    let extra = match cfg.family() {
+        Family::Qwen2 | Family::Qwen3 => bt * (q + kv),
+        Family::Gpt2 | Family::Llama | Family::Mistral => 0,
+    };
+    let per_layer =
+        bt * (12 * c + 4 * q + 6 * kv + 5 * f) + extra + 2 * batch * h * context * context;
+    let acts = l * per_layer * F32 * 2;
+    let head = bt * (2 * v + 2 * c) * F32;
+    params + acts + head + dataset_tokens * 2 * F32
+}
+
 /// Bytes an inference or evaluation job needs with `batch` sequences of `context` tokens.
 pub fn forward_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: u64) -> u64 {
     let d = cfg.dims();
@@ -71,6 +99,18 @@ pub fn forward_bytes(cfg: &AnyConfig, batch: u64, context: u64, dataset_tokens: 
 mod tests {
     use super::*;
     use posthuman_gpt2::Config;
+
+    /// A LoRA job keeps the frozen weights (and a merged copy), not their gradients and
+    /// moments: on a model whose weights dominate, it needs well under the full fine-tune.
+    #[test]
+    fn lora_needs_less_than_a_full_fine_tune_where_weights_dominate() {
+        let cfg = AnyConfig::Gpt2(Config::new(50_257, 1024, 768, 12, 12));
+        let adapter = 8 * cfg.lora_base().in_out_sum();
+        let (full, lora) =
+            (train_bytes(&cfg, 1, 128, 0), lora_train_bytes(&cfg, 1, 128, 0, adapter));
+        assert!(lora * 2 < full, "LoRA {lora} vs full {full}");
+        assert!(lora > 2 * cfg.dims().params * F32, "the weights twice at least");
+    }
 
     #[test]
     fn bench_config_fits_in_a_gib() {

@@ -119,7 +119,13 @@ pub async fn run(
     // Preflight before reading the dataset: its byte size bounds its token count.
     let size = store.head(dataset_key).await?.unwrap_or(0);
     let (batch, ctx) = (p.batch_size as usize, p.context_len as usize);
-    let need = memory::train_bytes(&cfg, batch as u64, ctx as u64, size + 1);
+    let need = match &p.lora {
+        None => memory::train_bytes(&cfg, batch as u64, ctx as u64, size + 1),
+        Some(l) => {
+            let adapter = u64::from(l.r).saturating_mul(cfg.lora_base().in_out_sum());
+            memory::lora_train_bytes(&cfg, batch as u64, ctx as u64, size + 1, adapter)
+        }
+    };
     if need > wc.memory_limit_bytes {
         return Err(WorkerError::MemoryRefused {
             needed_mib: need >> 20,

@@ -168,7 +168,7 @@ pub async fn run(
             (State::Full(vm), m)
         }
         Method::Lora(l) => {
-            let adapter = l.init(p.seed)?;
+            let adapter = l.init(p.seed)?.to_device(&device).map_err(WorkerError::internal)?;
             let m = weights
                 .model(&train_cfg, &device)
                 .and_then(|m| Ok(m.with_lora(&adapter)?))

@@ -184,9 +184,23 @@ impl LoraAdapter {
         Self::from_bytes(&cfg, &w, base)
     }
 
-    /// The current A/B values under PEFT's names (copies).
+    /// The current A/B values under PEFT's names (copies, on the CPU: what is saved,
+    /// hashed and merged into the CPU-resident base weights).
     pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>, LoraError> {
-        Ok(crate::weights::snapshot_var_map(&self.vm)?)
+        crate::weights::snapshot_var_map(&self.vm)?
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+            .collect()
+    }
+
+    /// The same adapter with its variables on `device` (the model it trains with lives
+    /// there; an adapter is made on the CPU).
+    pub fn to_device(self, device: &Device) -> Result<Self, LoraError> {
+        if device.same_device(&Device::Cpu) {
+            return Ok(self);
+        }
+        let vm = crate::weights::var_map_of(&self.tensors()?, device)?;
+        Ok(Self { vm, ..self })
     }
 
     /// `adapter_model.safetensors` bytes: f32, PEFT's names, `format: pt` metadata as peft writes.

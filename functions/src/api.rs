@@ -41,6 +41,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/openapi.json", get(openapi)),
         (Method::GET, "/api/chain", get(chain_info)),
         (Method::GET, "/api/pricing", get(pricing)),
+        (Method::GET, "/api/ocean/address.json", get(ocean_address_file)),
         (Method::GET, "/api/models", get(list_models)),
         (Method::POST, "/api/models", post(publish_model)),
         (Method::GET, "/api/models/{nft}", get(get_model)),
@@ -101,6 +102,11 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn chain_info(State(d): State<Shared>) -> Json<models::ChainInfo> {
     Json(models::chain_info(&d))
+}
+
+/// The deployment as Ocean's `address.json` (see `AddressBook::ocean_address_file`).
+async fn ocean_address_file(State(d): State<Shared>) -> Json<serde_json::Value> {
+    Json(d.chain.book().ocean_address_file())
 }
 
 async fn pricing(State(d): State<Shared>) -> Json<crate::handlers::pricing::PricingView> {

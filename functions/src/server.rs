@@ -174,6 +174,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
             book
         }
     };
+    // Beside our book, the same deployment in Ocean's format, for Ocean's tools (ocean.js's
+    // `ADDRESS_FILE`); rewritten at every start, so it never disagrees with the book.
+    write_ocean_address_file(&book, &d.join("chain/ocean-address.json"))?;
     let min_confirmations = configured_confirmations
         .unwrap_or_else(|| posthuman_chain::default_min_confirmations(book.chain_id, &rpc_url));
     let mut chain = Chain::connect(&rpc_url, operator.clone(), book)?;
@@ -265,4 +268,13 @@ pub async fn serve(
     embedded.queue.shutdown().await;
     embedded.anvil.stop();
     served.map_err(|e| ServerError::Http(e.to_string()))
+}
+
+/// Writes `book` as Ocean's `address.json` to `path` (temp file + rename).
+fn write_ocean_address_file(book: &AddressBook, path: &Path) -> Result<(), ServerError> {
+    let text =
+        serde_json::to_string_pretty(&book.ocean_address_file()).map_err(|e| data_err(path, e))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text + "\n").map_err(|e| data_err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| data_err(path, e))
 }

@@ -80,3 +80,22 @@ async fn the_private_rpc_url_is_never_advertised_nor_echoed_in_503s() {
     }
     env.emb.queue.shutdown().await;
 }
+
+/// Issue 18: the deployment in Ocean's `address.json` format, served and written beside the
+/// address book, naming the same contracts the book does.
+#[tokio::test]
+async fn the_deployment_is_served_and_written_as_oceans_address_file() {
+    let env = env(sleeper(), |_| {}).await;
+    let (st, body) = get(&env.app, "/api/ocean/address.json").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let book = env.emb.deps.chain.book();
+    let net = &served["development"];
+    assert_eq!(net["chainId"], book.chain_id, "{body}");
+    assert_eq!(net["ERC721Factory"], format!("{:#x}", book.factory));
+    assert_eq!(net["FixedPrice"], format!("{:#x}", book.fixed_rate));
+    assert_eq!(net["Ocean"], format!("{:#x}", book.ocean));
+    assert_eq!(net["ModelLineage"], format!("{:#x}", book.lineage));
+    let written = std::fs::read(env.dir.path().join("data/chain/ocean-address.json")).unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&written).unwrap(), served);
+}

@@ -63,6 +63,45 @@ impl AddressBook {
         std::fs::write(&tmp, text + "\n").map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
+
+    /// The deployment as Ocean's own tools read one: an entry of `@oceanprotocol/contracts`'
+    /// `addresses/address.json` (what ocean.js's `ConfigHelper` loads from `ADDRESS_FILE`),
+    /// under the network name Ocean uses for this chain id, with our two contracts added
+    /// under their own names (`ModelLineage`, `PeerMarket`). The factory registers its
+    /// templates as index 1, as Ocean's deployment does.
+    pub fn ocean_address_file(&self) -> serde_json::Value {
+        let a = |x: &Address| format!("{x:#x}");
+        serde_json::json!({
+            ocean_network_name(self.chain_id): {
+                "chainId": self.chain_id,
+                "startBlock": self.deployed_at_block,
+                "Ocean": a(&self.ocean),
+                "OPFCommunityFeeCollector": a(&self.opf_collector),
+                "Router": a(&self.router),
+                "FixedPrice": a(&self.fixed_rate),
+                "Dispenser": a(&self.dispenser),
+                "ERC721Factory": a(&self.factory),
+                "ERC20Template": { "1": a(&self.erc20_template) },
+                "ERC721Template": { "1": a(&self.erc721_template) },
+                "ModelLineage": a(&self.lineage),
+                "PeerMarket": a(&self.market),
+            }
+        })
+    }
+}
+
+/// The name Ocean's address files and ocean.js use for a chain id; any other chain (a local
+/// anvil included) is Ocean's local `development` network.
+pub fn ocean_network_name(chain_id: u64) -> &'static str {
+    match chain_id {
+        1 => "mainnet",
+        10 => "optimism",
+        137 => "polygon",
+        8453 => "base",
+        11155111 => "sepolia",
+        11155420 => "optimism_sepolia",
+        _ => "development",
+    }
 }
 
 /// Gas used by each deployment step, in order.
@@ -360,4 +399,59 @@ async fn check_deployed(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod ocean_file_tests {
+    use super::*;
+
+    fn book() -> AddressBook {
+        let x = |b: u8| Address::repeat_byte(b);
+        AddressBook {
+            chain_id: 31337,
+            operator: x(1),
+            ocean: x(2),
+            opf_collector: x(3),
+            router: x(4),
+            fixed_rate: x(5),
+            dispenser: x(6),
+            erc20_template: x(7),
+            erc721_template: x(8),
+            factory: x(9),
+            lineage: x(10),
+            market: x(11),
+            deployed_at_block: 42,
+        }
+    }
+
+    /// Issue 18: the file uses Ocean's own key names (those of `@oceanprotocol/contracts`'
+    /// address.json, read from the package the contracts build installs) for every Ocean
+    /// contract, and Ocean's network names for the chains Ocean is deployed on.
+    #[test]
+    fn the_ocean_address_file_uses_oceans_names() {
+        let f = book().ocean_address_file();
+        let ours = f["development"].as_object().unwrap();
+        assert_eq!(ours["chainId"], 31337);
+        assert_eq!(ours["ERC20Template"]["1"], format!("{:#x}", Address::repeat_byte(7)));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../contracts/node_modules/@oceanprotocol/contracts/addresses/address.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            assert!(std::env::var("CI").is_err(), "{} is missing", path.display());
+            eprintln!("SKIPPED: no {} (run scripts/setup.sh)", path.display());
+            return;
+        };
+        let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let nets = theirs.as_object().unwrap();
+        let known: std::collections::BTreeSet<&str> =
+            nets.values().flat_map(|n| n.as_object().unwrap().keys()).map(String::as_str).collect();
+        for k in ours.keys().filter(|k| !["ModelLineage", "PeerMarket"].contains(&k.as_str())) {
+            assert!(known.contains(k.as_str()), "`{k}` is not a key of Ocean's address.json");
+        }
+        for (id, name) in [(1, "mainnet"), (137, "polygon"), (11155111, "sepolia"), (8453, "base")]
+        {
+            assert_eq!(ocean_network_name(id), name);
+            assert_eq!(nets[name]["chainId"], id, "{name}");
+        }
+    }
 }

@@ -21,9 +21,9 @@
 # Idempotent: Debian packages are installed only when missing (scripts/apt.sh), the rootfs is
 # cached in $POSTHUMAN_CACHE/rootfs/ and reused while its recipe is unchanged, the base image
 # is imported only when absent or rebuilt (POSTHUMAN_ROOTFS_DIR moves the rootfs cache).
-# Tags: posthuman-worker:<git short hash>[-dirty][-debug] (`-dirty`: tracked files differ
-# from that commit, so the tag would lie without it) and :latest (release) or :debug, local
-# only. Prints the image and its size on the last line of stdout as `image=NAME size_bytes=N`.
+# Tags: posthuman-worker:<commit>[-dirty][-debug], the commit both short and in full (the
+# full one is scripts/deploy.sh's tag; `-dirty`: tracked files differ from that commit, so the
+# tag would lie without it), and :latest (release) or :debug, local only. Prints the image and its size on the last line of stdout as `image=NAME size_bytes=N`.
 # Exit 3: podman cannot run containers here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -123,12 +123,19 @@ if [ "$(printf '%s\n%s\n' "$need" "$base_glibc" | sort -V | tail -1)" != "$base_
 fi
 log "worker needs glibc >= $need; $suite has $base_glibc"
 
-# 5. Tag: the commit the binary was built from (build.rs records the same one in receipts).
-commit=$(git rev-parse --short=12 HEAD)
-git diff --quiet HEAD -- || commit="$commit-dirty"
-tag=$commit
-[ $profile = debug ] && tag="$commit-debug"
-image="posthuman-worker:$tag"
+# 5. Tags: the commit the binary was built from (build.rs records the same one in receipts),
+# short, and in full as scripts/deploy.sh names the image it pushes (so a deploy with
+# POSTHUMAN_CONTAINER_TOOL=podman finds this image and skips its Dockerfile build).
+suffix=""
+git diff --quiet HEAD -- || suffix="-dirty"
+# build.rs embeds the short commit in the binary (receipts name it); a --binary from another
+# checkout would make the tag lie.
+if ! grep -qaF "$(git rev-parse --short=12 HEAD)" "$binary"; then
+  log "WARNING: $binary does not record this checkout's commit $(git rev-parse --short=12 HEAD): built elsewhere, or before the last commit?"
+fi
+[ $profile = debug ] && suffix="$suffix-debug"
+image="posthuman-worker:$(git rev-parse --short=12 HEAD)$suffix"
+full_image="posthuman-worker:$(git rev-parse HEAD)$suffix"
 local_tag=latest
 [ $profile = debug ] && local_tag=debug
 
@@ -139,7 +146,7 @@ cp "$binary" "$ctx/posthuman-worker"
 # Labels name what the tag says, so an image copied elsewhere still tells its origin.
 podman_ build --quiet --ulimit nproc=1024:1024 --ulimit nofile=1024:1024 --network none \
   --build-arg "BASE=$base" --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
-  --label "posthuman.profile=$profile" -f "$ctx/Containerfile" -t "$image" \
+  --label "posthuman.profile=$profile" -f "$ctx/Containerfile" -t "$image" -t "$full_image" \
   -t "posthuman-worker:$local_tag" "$ctx" >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$image")
 log "built $image (+ :$local_tag) in $((SECONDS - t0))s: $((size / 1000000)) MB"
@@ -167,7 +174,7 @@ if [ $cuda = 1 ]; then
   done
   cp batch-worker/image/Containerfile.cuda "$ctx/"
   cp "$cuda_binary" "$ctx/posthuman-worker"
-  cuda_image="posthuman-worker:$commit-cuda12"
+  cuda_image="posthuman-worker:$(git rev-parse --short=12 HEAD)$suffix-cuda12"
   podman_ build --quiet --ulimit nproc=1024:1024 --ulimit nofile=1024:1024 --network none \
     --build-arg "BASE=$image" --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
     -f "$ctx/Containerfile.cuda" -t "$cuda_image" "$ctx" >/dev/null

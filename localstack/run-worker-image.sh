@@ -43,8 +43,17 @@ if [ -z "$image" ]; then
   fi
   [ $rc = 0 ] || exit $rc
   image=$(sed -n 's/^image=\([^ ]*\) .*/\1/p' <<<"$out" | tail -1)
+  built_test_image=${build_args[0]:-}
   echo "worker image: $out (build ${SECONDS}s)"
 fi
 t1=$SECONDS
 "$POSTHUMAN_CACHE/venvs/moto-5.2.5/bin/python" -W ignore localstack/run_worker_image.py --image "$image"
+if [ "${built_test_image:-}" = --debug ]; then
+  # A test image: drop its commit tags (short and full), keep :debug, so one a commit does not
+  # pile up; the next build removes this one when it replaces :debug.
+  id=$(podman image inspect --format '{{.Id}}' "$image")
+  for t in $(podman image inspect --format '{{join .RepoTags " "}}' "$id"); do
+    case $t in *:debug) ;; *) podman untag "$id" "$t" ;; esac
+  done
+fi
 echo "worker image: build $((t1 - t0))s, jobs $((SECONDS - t1))s"

@@ -139,6 +139,10 @@ full_image="posthuman-worker:$(git rev-parse HEAD)$suffix"
 local_tag=latest
 [ $profile = debug ] && local_tag=debug
 
+# The image :latest/:debug named before this build: removed below once nothing names it, so
+# rebuilds (CI's, one a commit) do not fill the disk with untagged images.
+previous=$(podman image inspect --format '{{.Id}}' "posthuman-worker:$local_tag" 2>/dev/null || true)
+
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 cp batch-worker/image/Containerfile "$ctx/"
@@ -149,6 +153,10 @@ podman_ build --quiet --ulimit nproc=1024:1024 --ulimit nofile=1024:1024 --netwo
   --label "posthuman.profile=$profile" -f "$ctx/Containerfile" -t "$image" -t "$full_image" \
   -t "posthuman-worker:$local_tag" "$ctx" >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$image")
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$image")" ] &&
+  [ -z "$(podman image inspect --format '{{join .RepoTags ""}}' "$previous" 2>/dev/null)" ]; then
+  podman rmi --force "$previous" >/dev/null 2>&1 || true
+fi
 log "built $image (+ :$local_tag) in $((SECONDS - t0))s: $((size / 1000000)) MB"
 
 if [ $cuda = 1 ]; then

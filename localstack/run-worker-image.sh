@@ -2,8 +2,9 @@
 # The worker's container image, built here without a registry (batch-worker/image/build.sh),
 # runs real jobs against LocalStack's S3: a train job written as the API writes it, run with
 # the Batch job definition's command and environment (from infra/cdk.out when synthesized),
-# outputs checked in S3; and a bad dataset exits 40 (BAD_DATASET). run_worker_image.py says
-# exactly what is checked.
+# outputs checked in S3; and a bad dataset exits 40 (BAD_DATASET). Then both again as AWS Batch
+# jobs: moto's Batch runs the image through podman's Docker-compatible API socket.
+# run_worker_image.py says exactly what is checked.
 #
 #   localstack/run-worker-image.sh [--release | --binary PATH] [--image NAME]
 #
@@ -47,7 +48,40 @@ if [ -z "$image" ]; then
   echo "worker image: $out (build ${SECONDS}s)"
 fi
 t1=$SECONDS
-"$POSTHUMAN_CACHE/venvs/moto-5.2.5/bin/python" -W ignore localstack/run_worker_image.py --image "$image"
+
+# moto's Batch runs job containers through a Docker API: podman's, on a private socket, with
+# localstack/podman-containers.conf (runc and the rlimits it needs). A moto server of our own
+# (the twins' keeps use_docker off for the other tests), on the host network so the job's
+# container reaches LocalStack at 127.0.0.1. Both die with this script.
+MOTO_VENV="$POSTHUMAN_CACHE/venvs/moto-5.2.5"
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-batch.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in ${pids[@]+"${pids[@]}"}; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+CONTAINERS_CONF="$PWD/localstack/podman-containers.conf" setsid podman system service --time=0 \
+  "unix://$run_dir/podman.sock" >"$run_dir/podman.log" 2>&1 </dev/null &
+pids+=($!)
+moto_port=$("$MOTO_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+DOCKER_HOST="unix://$run_dir/podman.sock" MOTO_DOCKER_NETWORK_MODE=host \
+  setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$run_dir/moto.log" 2>&1 </dev/null &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -S "$run_dir/podman.sock" ] && curl -sf -o /dev/null "http://127.0.0.1:$moto_port/moto-api/data.json" && break
+  sleep 0.2
+done
+
+rc=0
+"$MOTO_VENV/bin/python" -W ignore localstack/run_worker_image.py --image "$image" \
+  --batch-endpoint "http://127.0.0.1:$moto_port" || rc=$?
+if [ $rc != 0 ]; then
+  echo "--- moto (Batch) log:" >&2; grep -v ' HTTP/1.1" ' "$run_dir/moto.log" | tail -30 >&2
+  echo "--- podman API service log:" >&2; tail -20 "$run_dir/podman.log" >&2
+  exit $rc
+fi
 if [ "${built_test_image:-}" = --debug ]; then
   # A test image: drop its commit tags (short and full), keep :debug, so one a commit does not
   # pile up; the next build removes this one when it replaces :debug.

@@ -16,6 +16,9 @@ environment (POSTHUMAN_S3_ENDPOINT, AWS_*) must be set. What it does, as the dep
    the new model's `_COMPLETE` manifest, whose file hashes match the objects and whose weights
    hash is the metrics' output hash; no weights under `public/`. Then a job whose dataset is
    not UTF-8 exits 40 (BAD_DATASET, the buyer's input) with `error.json` and nothing private.
+5. With --batch-endpoint (a moto server whose Batch runs containers through podman's Docker
+   API), the same two jobs are submitted to Batch as the functions submit them: SUCCEEDED with
+   exit code 0 and the same outputs; FAILED with exit code 40.
 """
 
 import argparse
@@ -114,10 +117,97 @@ def get(s3, bucket, key):
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+BAD_TEXT = b"\xff\xfe not text \x00\xc3"
+
+
+def check_trained(s3, bucket, spec, base_hash):
+    """A finished train job's outputs, as the job-done handler and a buyer would read them."""
+    public = keys_under(s3, bucket, spec["public_prefix"])
+    private = keys_under(s3, bucket, spec["private_prefix"])
+    print(f"  public: {[k.rsplit('/', 1)[1] for k in public]}")
+    before = len(failures)
+    check(f"{spec['public_prefix']}/metrics.json" in public, "metrics.json written")
+    check(f"{spec['private_prefix']}/_COMPLETE" in private, "the new model's _COMPLETE written")
+    check(not any(k.endswith(".safetensors") for k in public), "no weights under public/")
+    if len(failures) > before:
+        return
+    m = json.loads(get(s3, bucket, f"{spec['public_prefix']}/metrics.json"))
+    check(m["steps"] == 8 and math.isfinite(m["final_loss"]),
+          f"metrics: {m['steps']} steps, final loss {m['final_loss']:.4f}")
+    check(m["input_weights_hash"] == base_hash, "metrics name the base model as input")
+    manifest = json.loads(get(s3, bucket, f"{spec['private_prefix']}/_COMPLETE"))
+    check(manifest["weights_hash"] == m["output_weights_hash"],
+          "the _COMPLETE manifest's weights hash is the metrics' output hash")
+    for name, h in manifest["files"].items():
+        body = get(s3, bucket, f"{spec['private_prefix']}/{name}")
+        check("0x" + hashlib.sha256(body).hexdigest() == h, f"{name} matches its manifest hash")
+
+
+def check_refused(s3, bucket, spec):
+    """A job refused for its buyer's input: error.json says so, nothing private was written."""
+    err_key = f"{spec['public_prefix']}/error.json"
+    if err_key in keys_under(s3, bucket, spec["public_prefix"]):
+        err = json.loads(get(s3, bucket, err_key))
+        check(err.get("exit_code") == BAD_DATASET, f"error.json: {err}")
+    else:
+        check(False, "error.json written")
+    check(keys_under(s3, bucket, spec["private_prefix"]) == [], "nothing written under private/")
+
+
+class Batch:
+    """moto's AWS Batch with `use_docker`: jobs run as containers through DOCKER_HOST (podman's
+    API socket, which run-worker-image.sh starts). The job definition is the template's command
+    and environment (as the direct runs use them) on the image under test; jobs are submitted
+    as functions/src/queue/batch.rs submits them (named after the job id, with `job_id` and
+    `spec_key` parameters)."""
+
+    def __init__(self, endpoint, region, image, command, env):
+        import urllib.request
+        req = urllib.request.Request(
+            f"{endpoint}/moto-api/config", method="POST",
+            data=json.dumps({"batch": {"use_docker": True}}).encode(),
+            headers={"content-type": "application/json"})
+        urllib.request.urlopen(req).close()
+        kw = dict(endpoint_url=endpoint, region_name=region)
+        self.batch = boto3.client("batch", **kw)
+        n = uuid.uuid4().hex[:8]
+        role = boto3.client("iam", **kw).create_role(
+            RoleName=f"batch-service-{n}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        ce = self.batch.create_compute_environment(
+            computeEnvironmentName=f"workers-{n}", type="UNMANAGED", state="ENABLED",
+            serviceRole=role)["computeEnvironmentArn"]
+        self.queue = self.batch.create_job_queue(
+            jobQueueName=f"jobs-{n}", state="ENABLED", priority=1,
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}])["jobQueueArn"]
+        self.definition = self.batch.register_job_definition(
+            jobDefinitionName=f"worker-{n}", type="container",
+            containerProperties={
+                "image": image, "command": command, "vcpus": 2, "memory": 2048,
+                "environment": [{"name": k, "value": v} for k, v in env.items()],
+            })["jobDefinitionArn"]
+
+    def run(self, job_id, spec_key, timeout_s=300):
+        """Submits, waits for SUCCEEDED/FAILED; returns ((status, exit code), seconds)."""
+        t = time.monotonic()
+        self.batch.submit_job(jobName=job_id, jobQueue=self.queue, jobDefinition=self.definition,
+                              parameters={"job_id": job_id, "spec_key": spec_key})
+        while time.monotonic() - t < timeout_s:
+            # ListJobs carries the exit code (moto's DescribeJobs leaves it out).
+            jobs = self.batch.list_jobs(
+                jobQueue=self.queue, filters=[{"name": "JOB_NAME", "values": [job_id]}]
+            )["jobSummaryList"]
+            if jobs and jobs[0]["status"] in ("SUCCEEDED", "FAILED"):
+                return (jobs[0]["status"], jobs[0].get("container", {}).get("exitCode")), \
+                    time.monotonic() - t
+            time.sleep(0.5)
+        return ("TIMEOUT", None), time.monotonic() - t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", required=True)
     ap.add_argument("--template", default="infra/cdk.out/Posthuman.template.json")
+    ap.add_argument("--batch-endpoint", help="a moto server whose Batch may run containers")
     a = ap.parse_args()
     endpoint = os.environ["POSTHUMAN_S3_ENDPOINT"]
     region = os.environ.get("AWS_REGION", "us-east-1")
@@ -175,42 +265,38 @@ def main():
         return podman_run(a.image, args, env=job_env)
 
     print("2. a paid train job, written as the API writes it, run as Batch would")
-    job = f"img-{uuid.uuid4().hex[:10]}"
-    spec, key = put_job(s3, bucket, job, model_prefix, CORPUS.encode(), os.urandom(32))
+    spec, key = put_job(s3, bucket, f"img-{uuid.uuid4().hex[:10]}", model_prefix,
+                        CORPUS.encode(), os.urandom(32))
     p, timings["train"] = run_job(key)
     check(p.returncode == 0, f"train job exits 0 (got {p.returncode}) in {timings['train']:.1f}s")
     if p.returncode != 0:
         print(p.stderr[-4000:])
-    public = keys_under(s3, bucket, spec["public_prefix"])
-    private = keys_under(s3, bucket, spec["private_prefix"])
-    print(f"  public: {[k.rsplit('/', 1)[1] for k in public]}")
-    check(f"{spec['public_prefix']}/metrics.json" in public, "metrics.json written")
-    check(f"{spec['private_prefix']}/_COMPLETE" in private, "the new model's _COMPLETE written")
-    check(not any(k.endswith(".safetensors") for k in public), "no weights under public/")
-    if not failures:
-        m = json.loads(get(s3, bucket, f"{spec['public_prefix']}/metrics.json"))
-        check(m["steps"] == 8 and math.isfinite(m["final_loss"]),
-              f"metrics: {m['steps']} steps, final loss {m['final_loss']:.4f}")
-        check(m["input_weights_hash"] == base_hash, "metrics name the base model as input")
-        manifest = json.loads(get(s3, bucket, f"{spec['private_prefix']}/_COMPLETE"))
-        check(manifest["weights_hash"] == m["output_weights_hash"],
-              "the _COMPLETE manifest's weights hash is the metrics' output hash")
-        for name, h in manifest["files"].items():
-            body = get(s3, bucket, f"{spec['private_prefix']}/{name}")
-            check("0x" + hashlib.sha256(body).hexdigest() == h, f"{name} matches its manifest hash")
+    check_trained(s3, bucket, spec, base_hash)
 
     print("3. a job whose dataset is not UTF-8: the buyer's input, not a retryable failure")
-    bad = f"img-{uuid.uuid4().hex[:10]}"
-    spec, key = put_job(s3, bucket, bad, model_prefix, b"\xff\xfe not text \x00\xc3", os.urandom(32))
+    spec, key = put_job(s3, bucket, f"img-{uuid.uuid4().hex[:10]}", model_prefix,
+                        BAD_TEXT, os.urandom(32))
     p, timings["bad"] = run_job(key)
     check(p.returncode == BAD_DATASET, f"bad dataset exits {BAD_DATASET} (got {p.returncode})")
-    err_key = f"{spec['public_prefix']}/error.json"
-    if err_key in keys_under(s3, bucket, spec["public_prefix"]):
-        err = json.loads(get(s3, bucket, err_key))
-        check(err.get("exit_code") == BAD_DATASET, f"error.json: {err}")
-    else:
-        check(False, "error.json written")
-    check(keys_under(s3, bucket, spec["private_prefix"]) == [], "nothing written under private/")
+    check_refused(s3, bucket, spec)
+
+    if a.batch_endpoint:
+        print("4. the same two jobs submitted to moto's Batch, which runs the image through "
+              "podman's Docker API")
+        # Docker clients read a bare name as docker.io/library/...: name podman's local store.
+        local = a.image if a.image.startswith("localhost/") else f"localhost/{a.image}"
+        batch = Batch(a.batch_endpoint, region, local, command, job_env)
+        spec, key = put_job(s3, bucket, f"img-{uuid.uuid4().hex[:10]}", model_prefix,
+                            CORPUS.encode(), os.urandom(32))
+        (status, code), timings["batch train"] = batch.run(spec["job_id"], key)
+        check((status, code) == ("SUCCEEDED", 0), f"Batch: train job {status}, exit code {code}")
+        check_trained(s3, bucket, spec, base_hash)
+        spec, key = put_job(s3, bucket, f"img-{uuid.uuid4().hex[:10]}", model_prefix,
+                            BAD_TEXT, os.urandom(32))
+        (status, code), timings["batch bad"] = batch.run(spec["job_id"], key)
+        check((status, code) == ("FAILED", BAD_DATASET),
+              f"Batch: bad dataset {status}, exit code {code}")
+        check_refused(s3, bucket, spec)
 
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     if failures:

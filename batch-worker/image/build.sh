@@ -107,7 +107,7 @@ base_glibc=$(sed -n '/^Package: libc6$/,/^$/s/^Version: \([0-9]*\.[0-9]*\).*/\1/
 if [ -z "$binary" ]; then
   flag=()
   [ $profile = release ] && flag=(--release)
-  log "cargo build ${flag[*]} -p posthuman-worker"
+  log "cargo build ${flag[*]:+${flag[*]} }-p posthuman-worker"
   cargo build ${flag[@]+"${flag[@]}"} --locked -p posthuman-worker --bin posthuman-worker
   binary="$CARGO_TARGET_DIR/$profile/posthuman-worker"
 fi

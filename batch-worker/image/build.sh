@@ -116,12 +116,14 @@ fi
 # The binary is linked on this host: it runs in the image only if the base's glibc is at least
 # the newest symbol version it uses (bookworm: 2.36). A newer host needs --suite trixie.
 glibc_need() { objdump -T "$1" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1; }
-need=$(glibc_need "$binary")
-if [ "$(printf '%s\n%s\n' "$need" "$base_glibc" | sort -V | tail -1)" != "$base_glibc" ]; then
-  log "the worker needs glibc $need but $suite has $base_glibc: rerun with --suite trixie (2.41)"
-  exit 1
-fi
-log "worker needs glibc >= $need; $suite has $base_glibc"
+for b in "$binary" ${cuda_binary:+"$cuda_binary"}; do
+  need=$(glibc_need "$b")
+  if [ "$(printf '%s\n%s\n' "$need" "$base_glibc" | sort -V | tail -1)" != "$base_glibc" ]; then
+    log "$b needs glibc $need but $suite has $base_glibc: rerun with --suite trixie (2.41)"
+    exit 1
+  fi
+  log "$b needs glibc >= $need; $suite has $base_glibc"
+done
 
 # 5. Tags: the commit the binary was built from (build.rs records the same one in receipts),
 # short, and in full as scripts/deploy.sh names the image it pushes (so a deploy with
@@ -147,8 +149,8 @@ ctx=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 cp batch-worker/image/Containerfile "$ctx/"
 cp "$binary" "$ctx/posthuman-worker"
-# The release profile keeps line tables (backtraces, profiles): 168 MB of the release worker's
-# 200; the image ships without them (32 MB), so every fresh Batch instance pulls less.
+# The release profile keeps line tables (backtraces, profiles): 136 MB of the release worker's
+# 168; the image ships without them (32 MB), so every fresh Batch instance pulls less.
 objcopy --strip-debug "$ctx/posthuman-worker"
 # Labels name what the tag says, so an image copied elsewhere still tells its origin.
 podman_ build --quiet --ulimit nproc=1024:1024 --ulimit nofile=1024:1024 --network none \

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+. scripts/apt.sh
 
 need_apt=()
 command -v node >/dev/null || need_apt+=(nodejs)
@@ -14,13 +15,10 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # The storefront (web/build.sh): Debian's wasm32 Rust toolchain (the three rust packages are
 # installed together so their versions match), its linker, and the browser its test drives.
-for p in rustc-web cargo-web rust-web-src lld-22 chromium; do
-  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
-done
+mapfile -t -O ${#need_apt[@]} need_apt < <(missing_debs rustc-web cargo-web rust-web-src lld-22 chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  install_debs "${need_apt[@]}"
 fi
 
 # npm ci only when the lock file changed since the last install (it wipes node_modules).

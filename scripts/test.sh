@@ -49,6 +49,14 @@ grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '
   { p += $4; f += $6; i += $8 }
   END { printf "\n(%d ignored)\ntotal: %d passed, %d failed\n", i, p, f }'
 
+# The image AWS Batch runs, assembled here without a registry (debootstrap + podman), with the
+# debug worker the tests just built; it runs a train job and a bad one against LocalStack's S3
+# with the job definition's command (infra/cdk.out), directly and as moto Batch jobs through
+# podman's Docker API. Skips loudly only if podman cannot run containers on the machine.
+# ~2 min cold (debootstrap), ~20 s warm.
+stage "worker container image (podman + runc) runs jobs against LocalStack's S3"
+localstack/run-worker-image.sh --binary "$CARGO_TARGET_DIR/debug/posthuman-worker"
+
 stage "Ocean's DDO validator (@oceanprotocol/ddo-js) on the DDOs models carry"
 tests/ocean/validate-ddo.sh
 

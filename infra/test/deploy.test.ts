@@ -354,3 +354,26 @@ test("the worker image runs the job definition's command, as a non-root user, wi
   const stack = fs.readFileSync(path.join(root, "infra/lib/posthuman-stack.ts"), "utf8");
   assert.match(stack, /command: \["posthuman-worker", "run", "--spec", "Ref::spec_key"\]/);
 });
+
+test("the registry-free image (batch-worker/image) runs like the Dockerfile's: same user, workdir, command", () => {
+  const instructions = (file: string) =>
+    fs
+      .readFileSync(path.join(root, file), "utf8")
+      .replace(/\\\n/g, " ")
+      .split("\n")
+      .map((l) => l.trim().replace(/\s+/g, " "))
+      .filter((l) => l && !l.startsWith("#"));
+  const docker = instructions("batch-worker/Dockerfile");
+  const runtime = docker.slice(docker.map((l) => /^FROM /i.test(l)).lastIndexOf(true));
+  const podman = instructions("batch-worker/image/Containerfile");
+  const pick = (lines: string[], re: RegExp) => lines.filter((l) => re.test(l));
+  for (const re of [/^USER /i, /^WORKDIR /i, /^CMD /i, /^ENTRYPOINT /i, /^ENV /i]) {
+    assert.deepEqual(pick(podman, re), pick(runtime, re), `${re} differs`);
+  }
+  // The same account: the Dockerfile creates it in its apt RUN, the Containerfile alone.
+  const account = (lines: string[]) =>
+    lines.join(" ").match(/groupadd [^&]*&& useradd [^&]*? worker/)?.[0];
+  assert.ok(account(podman), "the Containerfile creates no worker account");
+  assert.equal(account(podman), account(runtime));
+  assert.deepEqual(pick(podman, /^COPY /i), ["COPY posthuman-worker /usr/local/bin/posthuman-worker"]);
+});

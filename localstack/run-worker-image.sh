@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The worker's container image, built here without a registry (batch-worker/image/build.sh),
+# runs real jobs against LocalStack's S3: a train job written as the API writes it, run with
+# the Batch job definition's command and environment (from infra/cdk.out when synthesized),
+# outputs checked in S3; and a bad dataset exits 40 (BAD_DATASET). Then both again as AWS Batch
+# jobs: moto's Batch runs the image through podman's Docker-compatible API socket.
+# run_worker_image.py says exactly what is checked.
+#
+#   localstack/run-worker-image.sh [--release | --binary PATH] [--image NAME]
+#
+# Needs the twins' environment (eval "$(localstack/twins.sh start)"). By default it builds and
+# runs the DEBUG worker image (the tests build that binary anyway; a release build of the AWS
+# SDK costs minutes on CI's two cores); --binary PATH puts that debug worker in the image
+# instead of building one (scripts/test.sh passes the one its tests built); --release builds
+# the release image; --image runs a given one. Skips, loudly and with exit 0, only when
+# podman cannot run containers on this machine (build.sh's exit 3); with
+# POSTHUMAN_REQUIRE_CONTAINERS=1 that fails instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+build_args=(--debug)
+image=""
+while [ $# -gt 0 ]; do
+  case $1 in
+  --release) build_args=() ;;
+  --binary) build_args=(--debug --binary "${2:?--binary needs a path}"); shift ;;
+  --image) image=${2:?--image needs a name}; shift ;;
+  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  esac
+  shift
+done
+: "${POSTHUMAN_S3_ENDPOINT:?no S3 twin: run under eval \"\$(localstack/twins.sh start)\"}"
+t0=$SECONDS
+
+if [ -z "$image" ]; then
+  rc=0
+  out=$(batch-worker/image/build.sh "${build_args[@]}") || rc=$?
+  if [ $rc = 3 ]; then
+    msg="podman cannot run containers on this machine (see above): the worker image was NOT built or run"
+    if [ "${POSTHUMAN_REQUIRE_CONTAINERS:-0}" = 1 ]; then echo "worker image: $msg" >&2; exit 1; fi
+    printf '\n*** SKIPPED: %s ***\n\n' "$msg" >&2
+    exit 0
+  fi
+  [ $rc = 0 ] || exit $rc
+  image=$(sed -n 's/^image=\([^ ]*\) .*/\1/p' <<<"$out" | tail -1)
+  built_test_image=${build_args[0]:-}
+  echo "worker image: $out (build ${SECONDS}s)"
+fi
+t1=$SECONDS
+
+# moto's Batch runs job containers through a Docker API: podman's, on a private socket, with
+# localstack/podman-containers.conf (runc and the rlimits it needs). A moto server of our own
+# (the twins' keeps use_docker off for the other tests), on the host network so the job's
+# container reaches LocalStack at 127.0.0.1. Both die with this script.
+MOTO_VENV="$POSTHUMAN_CACHE/venvs/moto-5.2.5"
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-batch.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in ${pids[@]+"${pids[@]}"}; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+CONTAINERS_CONF="$PWD/localstack/podman-containers.conf" setsid podman system service --time=0 \
+  "unix://$run_dir/podman.sock" >"$run_dir/podman.log" 2>&1 </dev/null &
+pids+=($!)
+moto_port=$("$MOTO_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+DOCKER_HOST="unix://$run_dir/podman.sock" MOTO_DOCKER_NETWORK_MODE=host \
+  setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$run_dir/moto.log" 2>&1 </dev/null &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -S "$run_dir/podman.sock" ] && curl -sf -o /dev/null "http://127.0.0.1:$moto_port/moto-api/data.json" && break
+  sleep 0.2
+done
+
+rc=0
+"$MOTO_VENV/bin/python" -W ignore localstack/run_worker_image.py --image "$image" \
+  --batch-endpoint "http://127.0.0.1:$moto_port" || rc=$?
+if [ $rc != 0 ]; then
+  echo "--- moto (Batch) log:" >&2; grep -v ' HTTP/1.1" ' "$run_dir/moto.log" | tail -30 >&2
+  echo "--- podman API service log:" >&2; tail -20 "$run_dir/podman.log" >&2
+  exit $rc
+fi
+if [ "${built_test_image:-}" = --debug ]; then
+  # A test image: drop its commit tags (short and full), keep :debug, so one a commit does not
+  # pile up; the next build removes this one when it replaces :debug.
+  id=$(podman image inspect --format '{{.Id}}' "$image")
+  for t in $(podman image inspect --format '{{join .RepoTags " "}}' "$id"); do
+    case $t in *:debug) ;; *) podman untag "$id" "$t" ;; esac
+  done
+fi
+echo "worker image: build $((t1 - t0))s, jobs $((SECONDS - t1))s"

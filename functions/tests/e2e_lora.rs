@@ -283,3 +283,106 @@ async fn an_owner_publishes_base_weights_with_a_peft_adapter() {
     assert_eq!(done["state"], "succeeded", "{done}");
     env.emb.queue.shutdown().await;
 }
+
+/// Issue 16: an adapter saved by PyTorch's `peft` (the committed fixture: a tiny GPT-2 and
+/// the adapter peft trained on it) is published over its base, and the worker's evaluation
+/// of the merged model gives the perplexity PyTorch + peft compute from their own logits on
+/// the same tokens (within 1e-4 relative).
+#[tokio::test]
+async fn a_peft_saved_adapter_evaluates_as_in_pytorch() {
+    use posthuman_gpt2::candle_core::{D, DType, Device};
+    let Some(worker) = worker_binary() else {
+        let required = std::env::var("CI").is_ok()
+            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
+        assert!(!required, "the posthuman-worker binary is not built");
+        eprintln!("\n!!!!!!!! SKIPPED e2e_lora: build posthuman-worker first !!!!!!!!\n");
+        return;
+    };
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/gpt2/tests/fixtures/lora/gpt2");
+    let read = |p: &str| std::fs::read(fx.join(p)).unwrap();
+    // The fixture's vocabulary is 64 ids (63 is its eos): one word per id, so a text of
+    // words tokenizes to exactly the ids PyTorch scored.
+    let mut vocab = serde_json::Map::new();
+    for i in 0..63 {
+        vocab.insert(format!("t{i}"), i.into());
+    }
+    vocab.insert("<|endoftext|>".into(), 63.into());
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 63, "content": "<|endoftext|>", "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|endoftext|>"},
+    });
+    let files = ModelFiles {
+        config: read("base/config.json"),
+        weights: read("base/model.safetensors"),
+        tokenizer: serde_json::to_vec(&tokenizer).unwrap(),
+    };
+    let (ac, aw) = (
+        read("adapter_final/adapter_config.json"),
+        read("adapter_final/adapter_model.safetensors"),
+    );
+    let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
+    let (st, m) =
+        publish_with_adapter(&env, &files, Some((&ac, &aw)), Some(sha(&aw)), "peft").await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let nft = m["nft"].as_str().unwrap().to_string();
+
+    // PyTorch + peft's logits of the merged model on the fixture's first sequence.
+    let t = posthuman_gpt2::candle_core::safetensors::load(
+        fx.join("expected.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids: Vec<u32> = t["inputs"]
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let logp = posthuman_gpt2::candle_nn::ops::log_softmax(
+        &t["logits_merged"].get(0).unwrap().to_dtype(DType::F64).unwrap(),
+        D::Minus1,
+    )
+    .unwrap()
+    .to_vec2::<f64>()
+    .unwrap();
+    let nll: f64 = (0..ids.len() - 1).map(|j| -logp[j][ids[j + 1] as usize]).sum();
+    let reference = (nll / (ids.len() - 1) as f64).exp();
+
+    let data: Vec<u8> = ids
+        .iter()
+        .map(|i| if *i == 63 { "<|endoftext|>".into() } else { format!("t{i}") })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .into_bytes();
+    let bob = env.wallet(100).await;
+    env.buy(&bob, &m, 3).await;
+    let eval = JobParams::Evaluate(posthuman_types::EvalParams {
+        context_len: 16,
+        stride: 16,
+        max_tokens: ids.len() as u64,
+        baseline: None,
+    });
+    let order = env.order(&nft, &eval, data.len(), &bob, bob.address()).await;
+    let req = job_request(&nft, &order, bob.address(), &eval, Some(&data), "peft-eval");
+    let (st, sub) = submit(&env, &bob, &req, Some(&data)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
+    let id = sub["job_id"].as_str().unwrap().to_string();
+    let done = wait_done(&env, &id, &mut false).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, res) = env.result(&id, &bob).await;
+    let ppl = res["report"]["perplexity"].as_f64().unwrap();
+    let rel = (ppl - reference).abs() / reference;
+    assert!(rel < 1e-4, "worker {ppl} vs PyTorch + peft {reference} (rel {rel:.2e})");
+    eprintln!(
+        "peft adapter: worker perplexity {ppl:.6}, PyTorch + peft {reference:.6} (rel {rel:.1e})"
+    );
+    env.emb.queue.shutdown().await;
+}

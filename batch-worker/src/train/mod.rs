@@ -111,6 +111,8 @@ pub async fn run(
     let LoadedModel { cfg, weights, tok, weights_hash: input_hash } =
         model_io::load_model(store, &spec.model_prefix, wc.max_weights_bytes).await?;
     spec.validate_against_context(cfg.context() as u32).map_err(WorkerError::from_spec)?;
+    // LoRA settings that do not fit the model are refused before the dataset is read.
+    let method = Method::new(&cfg, p, &weights, &input_hash)?;
     let dataset_key = spec
         .dataset_key
         .as_deref()
@@ -138,7 +140,6 @@ pub async fn run(
     let packed = Packed::new(&stream, ctx)?;
     drop(bytes);
 
-    let method = Method::new(&cfg, p, &weights, &input_hash)?;
     let device = crate::device::compute();
     let mut train_cfg = cfg.clone();
     match &mut train_cfg {

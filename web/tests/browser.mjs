@@ -15,6 +15,9 @@
 //   rejected transaction in words, then buy + approve + startOrder + signed submit, the job
 //   followed live and its generated text read with a signed request; evaluations without and
 //   with a baseline (perplexity bars), and a train order whose loss curve is the job's own;
+// - a LoRA train order from the same form (method, rank, alpha, dropout, the GPT-2 family's
+//   modules; an out-of-bounds rank refused before any quote): its derived model's page says
+//   "LoRA r 4 (c_attn, c_proj) over M1";
 // - the lineage tree (M1 → M2 → M3, each node a link, the current one marked), a model's
 //   evaluations, page titles per route, a finished train job's loss drawn on its page.
 //
@@ -655,6 +658,48 @@ try {
     assert.equal(await op.textContent('#read-curve-status'), `The job's own loss curve: ${metrics.loss_curve.length} points.`);
     assert.equal(Number(await op.getAttribute('#loss-curve', 'data-points')), metrics.loss_curve.length);
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'job-train.png'), fullPage: true });
+    // A LoRA fine-tune from the same form: the method, rank, alpha (2r when left empty),
+    // dropout and the family's modules (GPT-2: c_attn ticked) go into TrainParams.lora; an
+    // out-of-bounds rank is refused before any quote; the quote is the API's for exactly
+    // these params; the derived model's page says how it was made.
+    await op.goto(`${base}/models/${model.nft}`);
+    await op.selectOption('#order-kind', 'train');
+    await op.check('#order-method-lora');
+    assert.deepEqual(await op.$$eval('#order-lora-targets input', (is) => is.map((i) => [i.value, i.checked])),
+      [['c_attn', true], ['c_proj', false], ['c_fc', false]], 'the GPT-2 family\'s modules, attention ticked');
+    await op.setInputFiles('#order-dataset', { name: 'train.txt', mimeType: 'text/plain', buffer: Buffer.from(evalText) });
+    await op.fill('#order-context', '32');
+    await op.fill('#order-steps', '12');
+    await op.fill('#order-batch', '2');
+    await op.fill('#order-lora-r', '0');
+    const asked = quotes.length;
+    await op.click('#order-quote');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.includes('lora.r'));
+    assert.match(await op.textContent('#order-status'), /^Not quoted: lora\.r: 0 is outside 1\.\.=\d+\. Nothing was sent\.$/);
+    assert.equal(quotes.length, asked, 'no quote asked for an out-of-bounds rank');
+    await op.fill('#order-lora-r', '4');
+    await op.check('#order-lora-target-c_proj');
+    await op.fill('#order-lora-dropout', '0.05');
+    await op.click('#order-quote');
+    await op.waitForSelector('#order-confirm');
+    assert.deepEqual(JSON.parse(quotes.at(-1)).params.lora, { r: 4, lora_alpha: 8, lora_dropout: 0.05, target_modules: ['c_attn', 'c_proj'] });
+    assert.equal(await op.textContent('#quote-method'), ': LoRA r 4, alpha 8, dropout 0.05, on c_attn, c_proj');
+    // The quote shown is the API's for these exact params.
+    const apiQuote = await (await fetch(`${base}/api/models/${model.nft}/quote`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: quotes.at(-1) })).json();
+    assert.deepEqual(await op.$$eval('#quote tr.quote-line', (trs) => trs.map((t) => t.cells[1].textContent)), apiQuote.breakdown.lines.map((l) => l.formula));
+    await op.click('#order-confirm');
+    await op.waitForSelector('#loss-curve[data-source="metrics"], #order-status.error', { timeout: 300_000 });
+    assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    const loraId = (await op.textContent('#order-job a')).trim();
+    const loraJob = await (await fetch(`${base}/api/jobs/${loraId}`)).json();
+    assert.equal(loraJob.state, 'succeeded');
+    const derived = loraJob.derived_model.nft;
+    assert.match(await op.textContent('#order-status'), new RegExp(`^Job ${loraId} done: the derived model is ${derived}\\.$`));
+    await op.goto(`${base}/models/${derived}`);
+    await op.waitForSelector('#model #derivation');
+    assert.equal(await op.textContent('#model #derivation'), `LoRA r 4 (c_attn, c_proj) over ${model.nft}`);
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'model-lora.png'), fullPage: true });
+    log(`LoRA train ${loraId} ordered through the form: derived ${derived}, "LoRA r 4 (c_attn, c_proj)"`);
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
   }

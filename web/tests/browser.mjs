@@ -18,6 +18,10 @@
 // - a LoRA train order from the same form (method, rank, alpha, dropout, the GPT-2 family's
 //   modules; an out-of-bounds rank refused before any quote): its derived model's page says
 //   "LoRA r 4 (c_attn, c_proj) over M1";
+// - publishing (an allowed publisher's wallet): files refused in the page (unsupported
+//   model_type, unreadable safetensors header), a declined signature, then the three files
+//   signed (eth_signTypedData_v4), uploaded with a progress bar, the model's page and the
+//   catalogue listing it;
 // - the lineage tree (M1 → M2 → M3, each node a link, the current one marked), a model's
 //   evaluations, page titles per route, a finished train job's loss drawn on its page.
 //
@@ -149,6 +153,9 @@ async function mined(rpcUrl, hash) {
   throw new Error(`${hash} not mined`);
 }
 
+/// anvil's dev account #0 (its default mnemonic), the publisher of the browser's publish.
+const ANVIL_DEV0 = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
+
 // 1. A real deployment with finished jobs: the tiny demo, kept in a data dir.
 const tmp = mkdtempSync(join(tmpdir(), 'posthuman-web-'));
 const demoDir = join(tmp, 'demo');
@@ -177,9 +184,10 @@ const store = join(opDir, 'store');
 const server = spawn(
   join(bin, 'posthuman-server'),
   // A 16 KiB dataset cap (the API's, below the worker's): a dataset over it is a refusal only
-  // the API can give, which the order panel must say in words.
+  // the API can give, which the order panel must say in words. The publisher the browser
+  // publishes as: anvil's dev account #0 (its key is anvil's, so anvil signs its typed data).
   ['--data-dir', opDir, '--listen', '127.0.0.1:0', '--static-dir', dist, '--worker', join(bin, 'posthuman-worker'),
-    '--max-dataset-bytes', '16384'],
+    '--max-dataset-bytes', '16384', '--publisher', ANVIL_DEV0],
   { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
 );
 const base = await new Promise((ok, fail) => {
@@ -702,6 +710,85 @@ try {
     log(`LoRA train ${loraId} ordered through the form: derived ${derived}, "LoRA r 4 (c_attn, c_proj)"`);
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
+  }
+  // Publishing in the browser (the owner's view): an allowed publisher (anvil's dev account
+  // #0, `--publisher` of the server) picks the files of Alice's untrained init model
+  // (another weights hash than M1), sees them checked in the page, signs the request with
+  // eth_signTypedData_v4 (anvil signs, as for the buyer) and uploads with a progress bar; the
+  // model's page opens and the catalogue lists it.
+  {
+    const [publisher] = await rpc(rpcUrl, 'eth_accounts');
+    assert.equal(publisher.toLowerCase(), ANVIL_DEV0.toLowerCase(), 'the publisher the server allows');
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(injectWallet, { rpcUrl, account: publisher });
+    const pp = await ctx.newPage();
+    pp.on('pageerror', (e) => errors.push(String(e)));
+    const posts = [];
+    pp.on('request', (r) => { if (r.method() === 'POST' && new URL(r.url()).pathname === '/api/models') posts.push(r.url()); });
+    await pp.goto(`${base}/`);
+    await pp.click('header nav a[href="/publish"]');
+    await pp.waitForSelector('#publish-form');
+    assert.equal(await pp.title(), 'Publish a model · Posthuman');
+    await pp.click('#connect');
+    await pp.waitForSelector('#wallet-address');
+    const weights = files(join(demoDir, 'alice'), 'model.safetensors').find((p) => dirname(p).endsWith('init'));
+    assert.ok(weights, `Alice's init model under ${demoDir}/alice`);
+    const dir = dirname(weights);
+    // Files the API would refuse are refused in the page, in words, before any upload.
+    await pp.setInputFiles('#publish-config', { name: 'config.json', mimeType: 'application/json', buffer: Buffer.from('{"model_type":"bert"}') });
+    await pp.waitForSelector('#publish-config-check[data-ok="false"]');
+    assert.equal(await pp.textContent('#publish-config-check'), 'config: model_type `bert` is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)');
+    await pp.setInputFiles('#publish-weights', { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('not a safetensors file at all') });
+    await pp.waitForSelector('#publish-weights-check[data-ok="false"]');
+    assert.match(await pp.textContent('#publish-weights-check'), /^weights: model\.safetensors is not safetensors \(a header of \d+ bytes in a 29-byte file\)$/);
+    await pp.fill('#publish-name', 'Tiny init');
+    await pp.fill('#publish-symbol', 'TINY0');
+    await pp.fill('#publish-description', 'Alice\'s untrained initialisation, published from the browser.');
+    await pp.fill('#publish-price', '2.5');
+    await pp.click('#publish-submit');
+    await pp.waitForSelector('#publish-status.error');
+    assert.match(await pp.textContent('#publish-status'), /^Not published: config: model_type `bert` is not supported .*Nothing was uploaded\.$/);
+    await pp.setInputFiles('#publish-config', join(dir, 'config.json'));
+    await pp.setInputFiles('#publish-weights', weights);
+    await pp.setInputFiles('#publish-tokenizer', join(dir, 'tokenizer.json'));
+    for (const f of ['config', 'weights', 'tokenizer']) await pp.waitForSelector(`#publish-${f}-check[data-ok="true"]`);
+    assert.match(await pp.textContent('#publish-config-check'), /^✓ config\.json: model_type gpt2, \d+ bytes$/);
+    assert.match(await pp.textContent('#publish-weights-check'), /^✓ model\.safetensors: \d+ tensors, \d+ parameters, \d+ bytes$/);
+    // A declined signature: said, nothing uploaded.
+    await pp.evaluate(() => { window.__wallets[0].reject = 'eth_signTypedData_v4'; });
+    await pp.click('#publish-submit');
+    await pp.waitForSelector('#publish-status.error');
+    assert.equal(await pp.textContent('#publish-status'), 'Not published: you rejected the request in your wallet; nothing was uploaded.');
+    assert.deepEqual(posts, [], 'nothing uploaded without a signature');
+    // The upload's progress, as the bar showed it (the page navigates away once published).
+    await pp.evaluate(() => {
+      window.__progress = [];
+      new MutationObserver(() => {
+        const p = document.querySelector('#publish-progress');
+        if (p) window.__progress.push([Number(p.dataset.sent), Number(p.dataset.total)]);
+      }).observe(document.body, { subtree: true, childList: true, attributes: true });
+    });
+    await pp.click('#publish-submit');
+    await pp.waitForFunction(() => location.pathname.startsWith('/models/') || document.querySelector('#publish-status.error'), null, { timeout: 120_000 });
+    assert.match(new URL(pp.url()).pathname, /^\/models\/0x[0-9a-f]{40}$/, await pp.locator('#publish-status').textContent().catch(() => ''));
+    const nft = new URL(pp.url()).pathname.split('/')[2];
+    await pp.waitForSelector(`#model[data-nft="${nft}"]`);
+    const card = await (await fetch(`${base}/api/models/${nft}`)).json();
+    assert.deepEqual([card.name, card.symbol, card.price, card.owner, card.parent ?? null],
+      ['Tiny init', 'TINY0', '2500000000000000000', publisher.toLowerCase(), null]);
+    assert.deepEqual(card.reward_scheme.shares_bps, [5000, 2500, 1250, 625]);
+    const seen = await pp.evaluate(() => window.__progress);
+    const size = statSync(weights).size;
+    assert.ok(seen.some(([sent, total]) => sent === total && total > size), `the bar reached the whole upload: ${JSON.stringify(seen.slice(-3))}`);
+    assert.equal(posts.length, 1, 'one upload');
+    const methods = await pp.evaluate(() => window.__walletCalls.map((c) => c.method));
+    assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 2, 'the declined signature, then the signed request');
+    assert.equal(methods.filter((m) => m === 'eth_sendTransaction').length, 0, 'publishing sends no transaction from the wallet');
+    await pp.click('header nav a[href="/"]');
+    await pp.waitForSelector(`#catalogue tr.model[data-nft="${nft}"]`);
+    if (process.env.SCREENSHOTS) await pp.screenshot({ path: join(process.env.SCREENSHOTS, 'published.png'), fullPage: true });
+    await ctx.close();
+    log(`publish: bad config and weights refused in the page, a declined signature said, ${nft} published from the browser (${size} bytes of weights) and listed`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

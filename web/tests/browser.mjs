@@ -754,6 +754,7 @@ try {
     for (const f of ['config', 'weights', 'tokenizer']) await pp.waitForSelector(`#publish-${f}-check[data-ok="true"]`);
     assert.match(await pp.textContent('#publish-config-check'), /^✓ config\.json: model_type gpt2, \d+ bytes$/);
     assert.match(await pp.textContent('#publish-weights-check'), /^✓ model\.safetensors: \d+ tensors, \d+ parameters, \d+ bytes$/);
+    if (process.env.SCREENSHOTS) await pp.screenshot({ path: join(process.env.SCREENSHOTS, 'publish.png'), fullPage: true });
     // A declined signature: said, nothing uploaded.
     await pp.evaluate(() => { window.__wallets[0].reject = 'eth_signTypedData_v4'; });
     await pp.click('#publish-submit');

@@ -147,12 +147,21 @@ pub fn PublishPage() -> Html {
                 .and_then(|x| x.files())
                 .and_then(|fs| fs.get(0));
             files.borrow_mut()[i] = f.clone();
-            update(&|v: &mut View| v.checks[i] = None);
-            let update = update.clone();
+            update(&|v: &mut View| {
+                v.checks[i] = None;
+                // A refusal about the files is answered by picking another one.
+                if v.error && !v.busy {
+                    (v.status, v.error) = (String::new(), false);
+                }
+            });
+            let (files, update) = (files.clone(), update.clone());
             wasm_bindgen_futures::spawn_local(async move {
                 let Some(f) = f else { return };
                 let r = check_file(i, &f).await;
-                update(&|v: &mut View| v.checks[i] = Some(r.clone()));
+                // Another file picked meanwhile has its own check: this one is stale.
+                if files.borrow()[i].as_ref() == Some(&f) {
+                    update(&|v: &mut View| v.checks[i] = Some(r.clone()));
+                }
             });
         })
     };

@@ -624,13 +624,15 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             let Some(i) = e.target_dyn_into::<web_sys::HtmlInputElement>() else { return };
             let (name, on) = (i.value(), i.checked());
             let mut f = (*form).clone();
-            f.lora_targets.retain(|t| *t != name);
-            if on {
-                f.lora_targets.push(name);
+            // Rebuilt in the family's order.
+            let mut ticked = Vec::new();
+            for m in modules.unwrap_or_default() {
+                let keep = if *m == name { on } else { f.lora_targets.iter().any(|t| t == m) };
+                if keep {
+                    ticked.push(m.to_string());
+                }
             }
-            if let Some(m) = modules {
-                f.lora_targets.sort_by_key(|t| m.iter().position(|x| x == t));
-            }
+            f.lora_targets = ticked;
             form.set(f);
             update(&|p: &mut Panel| p.quote = None);
         })

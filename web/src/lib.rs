@@ -33,6 +33,7 @@ pub mod eip1193;
 pub mod format;
 pub mod net;
 pub mod order;
+pub mod publish;
 pub mod route;
 pub mod verify;
 pub mod wallet;

@@ -148,6 +148,35 @@ pub async fn request(
     Ok((resp.status(), text.as_string().unwrap_or_default()))
 }
 
+/// `POST`s a multipart form with `XMLHttpRequest`, as `fetch` reports no upload progress:
+/// every upload progress event tells `progress` (bytes sent, bytes in all). Returns the
+/// status and the body text.
+pub async fn upload(
+    path: &str,
+    form: &web_sys::FormData,
+    progress: impl Fn(f64, f64) + 'static,
+) -> Result<(u16, String), String> {
+    let xhr = web_sys::XmlHttpRequest::new().map_err(js)?;
+    xhr.open_with_async("POST", path, true).map_err(js)?;
+    let on_progress = wasm_bindgen::closure::Closure::<dyn Fn(web_sys::ProgressEvent)>::new(
+        move |e: web_sys::ProgressEvent| {
+            if e.length_computable() {
+                progress(e.loaded(), e.total())
+            }
+        },
+    );
+    xhr.upload().map_err(js)?.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+    let done = js_sys::Promise::new(&mut |resolve, _| xhr.set_onloadend(Some(&resolve)));
+    xhr.send_with_opt_form_data(Some(form)).map_err(js)?;
+    JsFuture::from(done).await.map_err(js)?;
+    // The listener lives until the request has ended.
+    drop(on_progress);
+    match xhr.status().map_err(js)? {
+        0 => Err(format!("{path}: the upload did not reach the API (network error)")),
+        status => Ok((status, xhr.response_text().map_err(js)?.unwrap_or_default())),
+    }
+}
+
 /// Parses an API answer: the JSON of a 2xx, or the API's own words for a refusal.
 pub fn answer<T: DeserializeOwned>(path: &str, status: u16, text: &str) -> Result<T, String> {
     if !(200..300).contains(&status) {

@@ -27,7 +27,8 @@ use posthuman_receipts::{FeeBinding, ReceiptDomain, terms_hash};
 use posthuman_types::job::Baseline;
 use posthuman_types::pricing::Ocean;
 use posthuman_types::{
-    EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, SpecError, TrainParams,
+    EvalParams, Hash32, InferParams, JobKind, JobParams, LoraParams, Sampling, SpecError,
+    TrainParams,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -86,6 +87,38 @@ pub struct OrderForm {
     pub baseline_perplexity: String,
     /// Length of the picked dataset file (train, evaluate).
     pub dataset_bytes: Option<u64>,
+    /// Train: a LoRA adapter instead of a full fine-tune.
+    pub lora: bool,
+    pub lora_r: String,
+    /// Empty: 2r (PEFT's common choice, and the CLI's default).
+    pub lora_alpha: String,
+    pub lora_dropout: String,
+    /// The ticked module names, in the family's order.
+    pub lora_targets: Vec<String>,
+}
+
+/// The linear layers LoRA can adapt in a model family (the first word of the card's
+/// `architecture`, as the API writes it), in the order the form lists them; `None` for a
+/// family the storefront does not know (the form then offers no LoRA).
+pub fn lora_modules(architecture: &str) -> Option<&'static [&'static str]> {
+    match architecture.split_whitespace().next()? {
+        "gpt2" => Some(&["c_attn", "c_proj", "c_fc"]),
+        "llama" | "mistral" | "qwen2" | "qwen3" => {
+            Some(&["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        }
+        _ => None,
+    }
+}
+
+/// The modules ticked when the form opens: the attention projections, as `posthuman jobs
+/// train --lora-rank` picks them without `--lora-target`.
+fn default_lora_targets(architecture: &str) -> Vec<String> {
+    let picks: &[&str] = match lora_modules(architecture) {
+        Some(m) if m[0] == "c_attn" => &["c_attn"],
+        Some(_) => &["q_proj", "v_proj"],
+        None => &[],
+    };
+    picks.iter().map(|s| s.to_string()).collect()
 }
 
 fn num<T: std::str::FromStr>(field: &'static str, s: &str) -> Result<T, SpecError> {
@@ -104,8 +137,39 @@ impl OrderForm {
             steps: "100".into(),
             learning_rate: "0.0003".into(),
             batch: "8".into(),
+            lora_r: "8".into(),
+            lora_dropout: "0".into(),
             ..Default::default()
         }
+    }
+
+    /// The LoRA choices opened for a model of this `architecture` (its family's attention
+    /// projections ticked).
+    pub fn for_architecture(mut self, architecture: &str) -> Self {
+        self.lora_targets = default_lora_targets(architecture);
+        self
+    }
+
+    /// The LoRA adapter as the form states it (`None`: a full fine-tune), checked with the
+    /// API's own bounds (`LoraParams::validate`).
+    pub fn lora_params(&self) -> Result<Option<LoraParams>, SpecError> {
+        if !self.lora {
+            return Ok(None);
+        }
+        let r: u32 = num("lora.r", &self.lora_r)?;
+        let lora_alpha = if self.lora_alpha.trim().is_empty() {
+            2.0 * f64::from(r)
+        } else {
+            num("lora.lora_alpha", &self.lora_alpha)?
+        };
+        let l = LoraParams {
+            r,
+            lora_alpha,
+            lora_dropout: num("lora.lora_dropout", &self.lora_dropout)?,
+            target_modules: self.lora_targets.clone(),
+        };
+        l.validate()?;
+        Ok(Some(l))
     }
 
     /// The form opened within a model's context: a default context (or stride) longer than
@@ -176,12 +240,13 @@ impl OrderForm {
                 (JobParams::Evaluate(p), dataset(kind)?)
             }
             JobKind::Train => {
-                let p = TrainParams::new(
+                let mut p = TrainParams::new(
                     num("steps", &self.steps)?,
                     num("learning_rate", &self.learning_rate)?,
                     num("batch_size", &self.batch)?,
                     num("context_len", &self.context)?,
                 );
+                p.lora = self.lora_params()?;
                 p.validate()?;
                 (JobParams::Train(p), dataset(kind)?)
             }
@@ -196,6 +261,22 @@ impl OrderForm {
         }
         Ok((params, bytes))
     }
+}
+
+/// A train job's method in words, as the quote states what it prices (`None`: not a train
+/// job).
+pub fn train_method(params: &JobParams) -> Option<String> {
+    let JobParams::Train(t) = params else { return None };
+    Some(match &t.lora {
+        Some(l) => format!(
+            "LoRA r {}, alpha {}, dropout {}, on {}",
+            l.r,
+            l.lora_alpha,
+            l.lora_dropout,
+            l.target_modules.join(", ")
+        ),
+        None => "full fine-tune".into(),
+    })
 }
 
 /// A picked dataset file, checked as the API checks it at submit (UTF-8 text), before any
@@ -619,6 +700,51 @@ mod tests {
         assert!(t.params(Some(128)).is_ok());
         t.learning_rate = "1".into();
         assert_eq!(t.params(Some(128)).unwrap_err().field, "learning_rate");
+    }
+
+    #[test]
+    fn lora_is_offered_per_family_and_bounded_as_the_api_bounds_it() {
+        assert_eq!(
+            lora_modules("gpt2 1L/32d/2h ctx32 vocab320"),
+            Some(&["c_attn", "c_proj", "c_fc"][..])
+        );
+        assert_eq!(
+            lora_modules("qwen3 2L/64d/4h/2kv ffn128 ctx64 vocab300").map(|m| m.len()),
+            Some(7)
+        );
+        assert_eq!(lora_modules("bert 12L"), None);
+        let mut t = OrderForm::new(JobKind::Train).for_architecture("gpt2 1L/32d/2h ctx32");
+        t.dataset_bytes = Some(10);
+        // A full fine-tune carries no `lora` (its JSON, and so its quote, has no such key).
+        let (JobParams::Train(p), _) = t.params(None).unwrap() else { panic!("a train job") };
+        assert_eq!(p.lora, None);
+        t.lora = true;
+        let (JobParams::Train(p), _) = t.params(None).unwrap() else { panic!("a train job") };
+        // α defaults to 2r; the family's attention projection is ticked.
+        assert_eq!(p.lora, Some(LoraParams::new(8, &["c_attn"])));
+        t.lora_alpha = "4".into();
+        t.lora_dropout = "0.1".into();
+        t.lora_targets = vec!["c_attn".into(), "c_fc".into()];
+        let l = t.lora_params().unwrap().unwrap();
+        assert_eq!((l.lora_alpha, l.lora_dropout, l.target_modules.len()), (4.0, 0.1, 2));
+        for (field, f) in [
+            ("lora.r", (|f| f.lora_r = "0".into()) as fn(&mut OrderForm)),
+            ("lora.r", |f| f.lora_r = "eight".into()),
+            ("lora.lora_alpha", |f| f.lora_alpha = "-1".into()),
+            ("lora.lora_dropout", |f| f.lora_dropout = "0.9".into()),
+            ("lora.target_modules", |f| f.lora_targets.clear()),
+        ] {
+            let mut bad = t.clone();
+            f(&mut bad);
+            assert_eq!(bad.params(None).unwrap_err().field, field);
+        }
+        let (params, _) = t.params(None).unwrap();
+        assert_eq!(
+            train_method(&params).unwrap(),
+            "LoRA r 8, alpha 4, dropout 0.1, on c_attn, c_fc"
+        );
+        let llama = OrderForm::new(JobKind::Train).for_architecture("llama 2L/64d");
+        assert_eq!(llama.lora_targets, ["q_proj", "v_proj"]);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub enum Route {
     Model(String),
     /// `/account`: the connected wallet's balances and jobs.
     Account,
+    /// `/publish`: an owner publishes a model (its files, price and reward scheme).
+    Publish,
     /// `/jobs?consumer=0x…` (`None`: the connected wallet's, or ask for an address).
     Jobs(Option<String>),
     /// `/jobs/{id}`: a job's status and live progress.
@@ -36,6 +38,7 @@ impl Route {
         let found = match segs.as_slice() {
             [] => Some(Route::Catalogue),
             ["account"] => Some(Route::Account),
+            ["publish"] => Some(Route::Publish),
             ["models", nft] => clean(nft).map(Route::Model),
             ["jobs"] => Some(Route::Jobs(
                 query.split('&').find_map(|kv| kv.strip_prefix("consumer=")).and_then(clean),
@@ -53,6 +56,7 @@ impl Route {
         let what = match self {
             Route::Catalogue => "Models".to_string(),
             Route::Account => "My account".into(),
+            Route::Publish => "Publish a model".into(),
             Route::Model(nft) => format!("Model {}", crate::format::short(nft)),
             Route::Jobs(None) => "Jobs".into(),
             Route::Jobs(Some(c)) => format!("Jobs of {}", crate::format::short(c)),
@@ -68,6 +72,7 @@ impl Route {
         match self {
             Route::Catalogue => "/".into(),
             Route::Account => "/account".into(),
+            Route::Publish => "/publish".into(),
             Route::Model(nft) => format!("/models/{nft}"),
             Route::Jobs(None) => "/jobs".into(),
             Route::Jobs(Some(c)) => format!("/jobs?consumer={c}"),
@@ -87,6 +92,7 @@ mod tests {
         let routes = [
             Route::Catalogue,
             Route::Account,
+            Route::Publish,
             Route::Model("0xAbC123".into()),
             Route::Jobs(None),
             Route::Jobs(Some("0xdef".into())),

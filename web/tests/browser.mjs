@@ -15,6 +15,13 @@
 //   rejected transaction in words, then buy + approve + startOrder + signed submit, the job
 //   followed live and its generated text read with a signed request; evaluations without and
 //   with a baseline (perplexity bars), and a train order whose loss curve is the job's own;
+// - a LoRA train order from the same form (method, rank, alpha, dropout, the GPT-2 family's
+//   modules; an out-of-bounds rank refused before any quote): its derived model's page says
+//   "LoRA r 4 (c_attn, c_proj) over M1";
+// - publishing (an allowed publisher's wallet): files refused in the page (unsupported
+//   model_type, unreadable safetensors header), a declined signature, then the three files
+//   signed (eth_signTypedData_v4), uploaded with a progress bar, the model's page and the
+//   catalogue listing it;
 // - the lineage tree (M1 → M2 → M3, each node a link, the current one marked), a model's
 //   evaluations, page titles per route, a finished train job's loss drawn on its page.
 //
@@ -146,6 +153,9 @@ async function mined(rpcUrl, hash) {
   throw new Error(`${hash} not mined`);
 }
 
+/// anvil's dev account #0 (its default mnemonic), the publisher of the browser's publish.
+const ANVIL_DEV0 = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
+
 // 1. A real deployment with finished jobs: the tiny demo, kept in a data dir.
 const tmp = mkdtempSync(join(tmpdir(), 'posthuman-web-'));
 const demoDir = join(tmp, 'demo');
@@ -174,9 +184,10 @@ const store = join(opDir, 'store');
 const server = spawn(
   join(bin, 'posthuman-server'),
   // A 16 KiB dataset cap (the API's, below the worker's): a dataset over it is a refusal only
-  // the API can give, which the order panel must say in words.
+  // the API can give, which the order panel must say in words. The publisher the browser
+  // publishes as: anvil's dev account #0 (its key is anvil's, so anvil signs its typed data).
   ['--data-dir', opDir, '--listen', '127.0.0.1:0', '--static-dir', dist, '--worker', join(bin, 'posthuman-worker'),
-    '--max-dataset-bytes', '16384'],
+    '--max-dataset-bytes', '16384', '--publisher', ANVIL_DEV0],
   { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
 );
 const base = await new Promise((ok, fail) => {
@@ -655,8 +666,130 @@ try {
     assert.equal(await op.textContent('#read-curve-status'), `The job's own loss curve: ${metrics.loss_curve.length} points.`);
     assert.equal(Number(await op.getAttribute('#loss-curve', 'data-points')), metrics.loss_curve.length);
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'job-train.png'), fullPage: true });
+    // A LoRA fine-tune from the same form: the method, rank, alpha (2r when left empty),
+    // dropout and the family's modules (GPT-2: c_attn ticked) go into TrainParams.lora; an
+    // out-of-bounds rank is refused before any quote; the quote is the API's for exactly
+    // these params; the derived model's page says how it was made.
+    await op.goto(`${base}/models/${model.nft}`);
+    await op.selectOption('#order-kind', 'train');
+    await op.check('#order-method-lora');
+    assert.deepEqual(await op.$$eval('#order-lora-targets input', (is) => is.map((i) => [i.value, i.checked])),
+      [['c_attn', true], ['c_proj', false], ['c_fc', false]], 'the GPT-2 family\'s modules, attention ticked');
+    await op.setInputFiles('#order-dataset', { name: 'train.txt', mimeType: 'text/plain', buffer: Buffer.from(evalText) });
+    await op.fill('#order-context', '32');
+    await op.fill('#order-steps', '12');
+    await op.fill('#order-batch', '2');
+    await op.fill('#order-lora-r', '0');
+    const asked = quotes.length;
+    await op.click('#order-quote');
+    await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.includes('lora.r'));
+    assert.match(await op.textContent('#order-status'), /^Not quoted: lora\.r: 0 is outside 1\.\.=\d+\. Nothing was sent\.$/);
+    assert.equal(quotes.length, asked, 'no quote asked for an out-of-bounds rank');
+    await op.fill('#order-lora-r', '4');
+    await op.check('#order-lora-target-c_proj');
+    await op.fill('#order-lora-dropout', '0.05');
+    await op.click('#order-quote');
+    await op.waitForSelector('#order-confirm');
+    assert.deepEqual(JSON.parse(quotes.at(-1)).params.lora, { r: 4, lora_alpha: 8, lora_dropout: 0.05, target_modules: ['c_attn', 'c_proj'] });
+    assert.equal(await op.textContent('#quote-method'), ': LoRA r 4, alpha 8, dropout 0.05, on c_attn, c_proj');
+    // The quote shown is the API's for these exact params.
+    const apiQuote = await (await fetch(`${base}/api/models/${model.nft}/quote`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: quotes.at(-1) })).json();
+    assert.deepEqual(await op.$$eval('#quote tr.quote-line', (trs) => trs.map((t) => t.cells[1].textContent)), apiQuote.breakdown.lines.map((l) => l.formula));
+    await op.click('#order-confirm');
+    await op.waitForSelector('#loss-curve[data-source="metrics"], #order-status.error', { timeout: 300_000 });
+    assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    const loraId = (await op.textContent('#order-job a')).trim();
+    const loraJob = await (await fetch(`${base}/api/jobs/${loraId}`)).json();
+    assert.equal(loraJob.state, 'succeeded');
+    const derived = loraJob.derived_model.nft;
+    assert.match(await op.textContent('#order-status'), new RegExp(`^Job ${loraId} done: the derived model is ${derived}\\.$`));
+    await op.goto(`${base}/models/${derived}`);
+    await op.waitForSelector('#model #derivation');
+    assert.equal(await op.textContent('#model #derivation'), `LoRA r 4 (c_attn, c_proj) over ${model.nft}`);
+    if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'model-lora.png'), fullPage: true });
+    log(`LoRA train ${loraId} ordered through the form: derived ${derived}, "LoRA r 4 (c_attn, c_proj)"`);
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
+  }
+  // Publishing in the browser (the owner's view): an allowed publisher (anvil's dev account
+  // #0, `--publisher` of the server) picks the files of Alice's untrained init model
+  // (another weights hash than M1), sees them checked in the page, signs the request with
+  // eth_signTypedData_v4 (anvil signs, as for the buyer) and uploads with a progress bar; the
+  // model's page opens and the catalogue lists it.
+  {
+    const [publisher] = await rpc(rpcUrl, 'eth_accounts');
+    assert.equal(publisher.toLowerCase(), ANVIL_DEV0.toLowerCase(), 'the publisher the server allows');
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(injectWallet, { rpcUrl, account: publisher });
+    const pp = await ctx.newPage();
+    pp.on('pageerror', (e) => errors.push(String(e)));
+    const posts = [];
+    pp.on('request', (r) => { if (r.method() === 'POST' && new URL(r.url()).pathname === '/api/models') posts.push(r.url()); });
+    await pp.goto(`${base}/`);
+    await pp.click('header nav a[href="/publish"]');
+    await pp.waitForSelector('#publish-form');
+    assert.equal(await pp.title(), 'Publish a model · Posthuman');
+    await pp.click('#connect');
+    await pp.waitForSelector('#wallet-address');
+    const weights = files(join(demoDir, 'alice'), 'model.safetensors').find((p) => dirname(p).endsWith('init'));
+    assert.ok(weights, `Alice's init model under ${demoDir}/alice`);
+    const dir = dirname(weights);
+    // Files the API would refuse are refused in the page, in words, before any upload.
+    await pp.setInputFiles('#publish-config', { name: 'config.json', mimeType: 'application/json', buffer: Buffer.from('{"model_type":"bert"}') });
+    await pp.waitForSelector('#publish-config-check[data-ok="false"]');
+    assert.equal(await pp.textContent('#publish-config-check'), 'config: model_type `bert` is not supported (supported: gpt2, llama, mistral, qwen2, qwen3)');
+    await pp.setInputFiles('#publish-weights', { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('not a safetensors file at all') });
+    await pp.waitForSelector('#publish-weights-check[data-ok="false"]');
+    assert.match(await pp.textContent('#publish-weights-check'), /^weights: model\.safetensors is not safetensors \(a header of \d+ bytes in a 29-byte file\)$/);
+    await pp.fill('#publish-name', 'Tiny init');
+    await pp.fill('#publish-symbol', 'TINY0');
+    await pp.fill('#publish-description', 'Alice\'s untrained initialisation, published from the browser.');
+    await pp.fill('#publish-price', '2.5');
+    await pp.click('#publish-submit');
+    await pp.waitForSelector('#publish-status.error');
+    assert.match(await pp.textContent('#publish-status'), /^Not published: config: model_type `bert` is not supported .*Nothing was uploaded\.$/);
+    await pp.setInputFiles('#publish-config', join(dir, 'config.json'));
+    await pp.setInputFiles('#publish-weights', weights);
+    await pp.setInputFiles('#publish-tokenizer', join(dir, 'tokenizer.json'));
+    for (const f of ['config', 'weights', 'tokenizer']) await pp.waitForSelector(`#publish-${f}-check[data-ok="true"]`);
+    assert.match(await pp.textContent('#publish-config-check'), /^✓ config\.json: model_type gpt2, \d+ bytes$/);
+    assert.match(await pp.textContent('#publish-weights-check'), /^✓ model\.safetensors: \d+ tensors, \d+ parameters, \d+ bytes$/);
+    if (process.env.SCREENSHOTS) await pp.screenshot({ path: join(process.env.SCREENSHOTS, 'publish.png'), fullPage: true });
+    // A declined signature: said, nothing uploaded.
+    await pp.evaluate(() => { window.__wallets[0].reject = 'eth_signTypedData_v4'; });
+    await pp.click('#publish-submit');
+    await pp.waitForSelector('#publish-status.error');
+    assert.equal(await pp.textContent('#publish-status'), 'Not published: you rejected the request in your wallet; nothing was uploaded.');
+    assert.deepEqual(posts, [], 'nothing uploaded without a signature');
+    // The upload's progress, as the bar showed it (the page navigates away once published).
+    await pp.evaluate(() => {
+      window.__progress = [];
+      new MutationObserver(() => {
+        const p = document.querySelector('#publish-progress');
+        if (p) window.__progress.push([Number(p.dataset.sent), Number(p.dataset.total)]);
+      }).observe(document.body, { subtree: true, childList: true, attributes: true });
+    });
+    await pp.click('#publish-submit');
+    await pp.waitForFunction(() => location.pathname.startsWith('/models/') || document.querySelector('#publish-status.error'), null, { timeout: 120_000 });
+    assert.match(new URL(pp.url()).pathname, /^\/models\/0x[0-9a-f]{40}$/, await pp.locator('#publish-status').textContent().catch(() => ''));
+    const nft = new URL(pp.url()).pathname.split('/')[2];
+    await pp.waitForSelector(`#model[data-nft="${nft}"]`);
+    const card = await (await fetch(`${base}/api/models/${nft}`)).json();
+    assert.deepEqual([card.name, card.symbol, card.price, card.owner, card.parent ?? null],
+      ['Tiny init', 'TINY0', '2500000000000000000', publisher.toLowerCase(), null]);
+    assert.deepEqual(card.reward_scheme.shares_bps, [5000, 2500, 1250, 625]);
+    const seen = await pp.evaluate(() => window.__progress);
+    const size = statSync(weights).size;
+    assert.ok(seen.some(([sent, total]) => sent === total && total > size), `the bar reached the whole upload: ${JSON.stringify(seen.slice(-3))}`);
+    assert.equal(posts.length, 1, 'one upload');
+    const methods = await pp.evaluate(() => window.__walletCalls.map((c) => c.method));
+    assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 2, 'the declined signature, then the signed request');
+    assert.equal(methods.filter((m) => m === 'eth_sendTransaction').length, 0, 'publishing sends no transaction from the wallet');
+    await pp.click('header nav a[href="/"]');
+    await pp.waitForSelector(`#catalogue tr.model[data-nft="${nft}"]`);
+    if (process.env.SCREENSHOTS) await pp.screenshot({ path: join(process.env.SCREENSHOTS, 'published.png'), fullPage: true });
+    await ctx.close();
+    log(`publish: bad config and weights refused in the page, a declined signature said, ${nft} published from the browser (${size} bytes of weights) and listed`);
   }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log('all browser checks passed');

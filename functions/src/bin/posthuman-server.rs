@@ -54,6 +54,10 @@ struct Args {
     /// worker after payment.
     #[arg(long, env = "POSTHUMAN_MAX_DATASET_BYTES")]
     max_dataset_bytes: Option<u64>,
+    /// An address allowed to publish models (repeat, or comma-separated in the variable);
+    /// default: only the operator.
+    #[arg(long = "publisher", env = "POSTHUMAN_PUBLISHERS", value_delimiter = ',')]
+    publishers: Vec<alloy::primitives::Address>,
 }
 
 #[tokio::main]
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         );
         cfg.api.limits.max_dataset_bytes = n;
     }
+    cfg.api.publishers = a.publishers;
     cfg.audit_window_secs = a.audit_window_secs;
     cfg.min_confirmations = a.min_confirmations;
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;

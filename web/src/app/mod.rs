@@ -14,6 +14,7 @@ pub mod chart;
 pub mod jobs;
 pub mod model;
 pub mod order;
+pub mod publish;
 pub mod receipt;
 pub mod wallet;
 
@@ -157,6 +158,7 @@ pub fn App() -> Html {
     let page = match (*route).clone() {
         Route::Catalogue => html! { <catalogue::Catalogue /> },
         Route::Account => html! { <account::AccountPage /> },
+        Route::Publish => html! { <publish::PublishPage /> },
         Route::Model(nft) => html! { <model::ModelPage {nft} /> },
         Route::Jobs(consumer) => html! { <jobs::JobsPage {consumer} /> },
         Route::Job(id) => html! { <jobs::JobPage {id} /> },
@@ -174,6 +176,7 @@ pub fn App() -> Html {
                     <Link to={Route::Catalogue}>{ "Models" }</Link>
                     <Link to={Route::Account}>{ "My account" }</Link>
                     <Link to={Route::Jobs(None)}>{ "Jobs" }</Link>
+                    <Link to={Route::Publish}>{ "Publish" }</Link>
                 </nav>
                 <wallet::WalletControl />
             </header>

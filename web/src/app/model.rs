@@ -124,7 +124,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     <tr><th>{ "owner" }</th><td><code>{ c.owner.clone() }</code></td></tr>
                     if let Some(t) = &c.trainer { <tr><th>{ "trainer" }</th><td><code>{ t.clone() }</code></td></tr> }
                     <tr><th>{ "architecture" }</th><td>{ format!("{} ({} parameters)", c.architecture, c.parameters) }</td></tr>
-                    if c.parent.is_some() || c.lora.is_some() { <tr><th>{ "derived" }</th><td>{ c.derivation() }</td></tr> }
+                    if c.parent.is_some() || c.lora.is_some() { <tr><th>{ "derived" }</th><td id="derivation">{ c.derivation() }</td></tr> }
                     if let Some(l) = &c.lora {
                         <tr><th>{ "adapter" }</th><td>{ format!("{} parameters, alpha {}, {} layers; hash ", l.adapter_params, l.lora_alpha, l.targeted_layers) }<code>{ l.adapter_hash.to_string() }</code></td></tr>
                     }
@@ -141,7 +141,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     { quote_row(JobKind::Infer, &infer) }
                     { quote_row(JobKind::Evaluate, &evaluate) }
                 </table>
-                <super::order::OrderPanel nft={c.nft.clone()} n_positions={m.n_positions} />
+                <super::order::OrderPanel nft={c.nft.clone()} n_positions={m.n_positions} architecture={c.architecture.clone()} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>
                 if m.evaluations.is_empty() { <p>{ "None yet." }</p> }

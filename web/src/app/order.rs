@@ -27,8 +27,9 @@ use crate::format::{progress, tokens, utc};
 use crate::net::{self, answer, sleep};
 use crate::order::{
     ChainState, JobRequest, OrderForm, QuoteTerms, REQUEST_VALIDITY_SECS, check_dataset, check_fee,
-    completions, cost_call, evaluation, loss_curve, market_fee_call, nonce_of, parse_cost,
-    parse_market_fee, parse_receipt, plan, read_headers, read_typed_data, submit_typed_data,
+    completions, cost_call, evaluation, lora_modules, loss_curve, market_fee_call, nonce_of,
+    parse_cost, parse_market_fee, parse_receipt, plan, read_headers, read_typed_data,
+    submit_typed_data, train_method,
 };
 use crate::route::Route;
 use crate::wallet::{WalletError, balance_call, network_name, parse_balance, parse_quantity};
@@ -40,6 +41,10 @@ pub struct OrderProps {
     /// The model's longest context: the form refuses a longer `context_len` before quoting.
     #[prop_or_default]
     pub n_positions: Option<u32>,
+    /// The card's `architecture` line: its first word is the family, which names the
+    /// modules a LoRA adapter can target.
+    #[prop_or_default]
+    pub architecture: String,
 }
 
 /// What the panel shows.
@@ -68,11 +73,11 @@ struct Panel {
     done: bool,
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     (js_sys::Date::now() / 1000.0) as u64
 }
 
-fn random<const N: usize>() -> Result<[u8; N], String> {
+pub(super) fn random<const N: usize>() -> Result<[u8; N], String> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|e| format!("the browser gave no randomness: {e}"))?;
     Ok(b)
@@ -85,7 +90,7 @@ async fn file_bytes(f: &web_sys::File) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-fn blob(bytes: &[u8]) -> Result<web_sys::Blob, String> {
+pub(super) fn blob(bytes: &[u8]) -> Result<web_sys::Blob, String> {
     let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
     web_sys::Blob::new_with_u8_array_sequence(&parts)
         .map_err(|_| "could not build the upload".into())
@@ -100,7 +105,7 @@ async fn get_quote(nft: &str, terms: &QuoteTerms) -> Result<Quote, String> {
 }
 
 /// A wallet request; its refusal in words.
-async fn ask(p: &Provider, method: &str, params: Value) -> Result<Value, String> {
+pub(super) async fn ask(p: &Provider, method: &str, params: Value) -> Result<Value, String> {
     p.request(method, params).await.map_err(|e| match e {
         WalletError::Rejected => "you rejected the request in your wallet".to_string(),
         e => e.to_string(),
@@ -324,12 +329,14 @@ fn input(
     }
 }
 
-fn quote_table(q: &Quote) -> Html {
+fn quote_table(q: &Quote, terms: Option<&QuoteTerms>) -> Html {
     let royalty = q.royalty.amount.parse::<u128>().map(Ocean).unwrap_or_default();
     let e = &q.estimate;
+    let method = terms.and_then(|t| train_method(&t.params));
     html! { <>
         <table id="quote">
-            <caption>{ format!("Quote for this {} job", q.kind) }</caption>
+            <caption>{ format!("Quote for this {} job", q.kind) }
+                if let Some(m) = method { <span id="quote-method">{ format!(": {m}") }</span> }</caption>
             <tr><th scope="col">{ "component" }</th><th scope="col">{ "formula" }</th><th scope="col">{ "OCEAN" }</th></tr>
             { for q.breakdown.lines.iter().map(|l| html! {
                 <tr class="quote-line"><td>{ l.label.clone() }</td><td>{ l.formula.clone() }</td><td>{ l.amount.to_string() }</td></tr>
@@ -362,7 +369,11 @@ fn quote_table(q: &Quote) -> Html {
 pub fn OrderPanel(p: &OrderProps) -> Html {
     let wallet = use_context::<WalletHandle>();
     let chain = use_json::<ChainInfo>("/api/chain".into());
-    let form = use_state(|| OrderForm::new(JobKind::Infer).within_context(p.n_positions));
+    let form = use_state(|| {
+        OrderForm::new(JobKind::Infer)
+            .within_context(p.n_positions)
+            .for_architecture(&p.architecture)
+    });
     let file: Rc<RefCell<Option<web_sys::File>>> = use_mut_ref(|| None);
     // The dataset as read and checked when quoted: exactly these bytes are hashed, signed
     // and uploaded (a file edited on disk after the quote changes nothing).
@@ -595,6 +606,37 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
             });
         })
     };
+    let onmethod = {
+        let (form, update) = (form.clone(), update.clone());
+        Callback::from(move |e: Event| {
+            if let Some(i) = e.target_dyn_into::<web_sys::HtmlInputElement>() {
+                form.set(OrderForm { lora: i.value() == "lora", ..(*form).clone() });
+                update(&|p: &mut Panel| p.quote = None);
+            }
+        })
+    };
+    let modules = lora_modules(&p.architecture);
+    // A ticked or unticked module: the list keeps the family's order (the params, and so
+    // the quote's terms, do not depend on the clicking order).
+    let ontarget = {
+        let (form, update) = (form.clone(), update.clone());
+        Callback::from(move |e: Event| {
+            let Some(i) = e.target_dyn_into::<web_sys::HtmlInputElement>() else { return };
+            let (name, on) = (i.value(), i.checked());
+            let mut f = (*form).clone();
+            // Rebuilt in the family's order.
+            let mut ticked = Vec::new();
+            for m in modules.unwrap_or_default() {
+                let keep = if *m == name { on } else { f.lora_targets.iter().any(|t| t == m) };
+                if keep {
+                    ticked.push(m.to_string());
+                }
+            }
+            f.lora_targets = ticked;
+            form.set(f);
+            update(&|p: &mut Panel| p.quote = None);
+        })
+    };
     let kind = form.kind.unwrap_or(JobKind::Infer);
     let lim = |lo: &str, hi: String| format!("{lo}..={hi}");
     use posthuman_types::job::limits;
@@ -631,12 +673,37 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                         { input("order-steps", "Steps", &form.steps, set(|f, v| f.steps = v), lim("1", limits::MAX_STEPS.to_string())) }
                         { input("order-lr", "Learning rate", &form.learning_rate, set(|f, v| f.learning_rate = v), format!("{} to {}", limits::MIN_LR, limits::MAX_LR)) }
                         { input("order-batch", "Batch size", &form.batch, set(|f, v| f.batch = v), lim("1", limits::MAX_BATCH.to_string())) }
+                        <fieldset id="order-method">
+                            <legend>{ "Fine-tune method" }</legend>
+                            <label><input type="radio" name="order-method" id="order-method-full" value="full"
+                                checked={!form.lora} onchange={onmethod.clone()} />{ " Full: every weight" }</label>{ " " }
+                            <label><input type="radio" name="order-method" id="order-method-lora" value="lora"
+                                checked={form.lora} disabled={modules.is_none()} onchange={onmethod} />{ " LoRA: a low-rank adapter" }</label>
+                            if modules.is_none() {
+                                <small>{ format!(" (LoRA: the storefront knows no modules of the family {:?})",
+                                    p.architecture.split_whitespace().next().unwrap_or("unknown")) }</small>
+                            }
+                        </fieldset>
+                        if form.lora {
+                            { input("order-lora-r", "LoRA rank (r)", &form.lora_r, set(|f, v| f.lora_r = v), lim("1", limits::MAX_LORA_RANK.to_string())) }
+                            { input("order-lora-alpha", "LoRA alpha", &form.lora_alpha, set(|f, v| f.lora_alpha = v),
+                                format!("the branch is scaled by alpha / r; empty: 2r{}, at most {}",
+                                    form.lora_r.trim().parse::<u32>().map(|r| format!(" = {}", 2 * r)).unwrap_or_default(), limits::MAX_LORA_ALPHA)) }
+                            { input("order-lora-dropout", "LoRA dropout", &form.lora_dropout, set(|f, v| f.lora_dropout = v), "0 to 0.5".into()) }
+                            <fieldset id="order-lora-targets">
+                                <legend>{ "Target modules" }</legend>
+                                { for modules.unwrap_or_default().iter().map(|m| html! {
+                                    <label><input type="checkbox" id={format!("order-lora-target-{m}")} value={m.to_string()}
+                                        checked={form.lora_targets.iter().any(|t| t == m)} onchange={ontarget.clone()} />{ format!(" {m}") }</label>
+                                }) }
+                            </fieldset>
+                        }
                     }
                 }
                 <button type="submit" id="order-quote" disabled={panel.busy}>{ "Get a quote" }</button>
             </form>
             if let Some(q) = &panel.quote {
-                { quote_table(q) }
+                { quote_table(q, panel.terms.as_ref()) }
                 if panel.order_tx.is_none() {
                     <button type="button" id="order-confirm" onclick={onconfirm} disabled={panel.busy}>
                         { format!("Confirm and pay {} + 1 datatoken", q.breakdown.total) }</button>

@@ -114,8 +114,10 @@ fn list(ms: &[ModelView]) -> String {
     for m in ms {
         let price = m.card.price.as_deref().map(price_of).unwrap_or_else(|| "-".into());
         let jobs = m.jobs.train + m.jobs.infer + m.jobs.evaluate;
+        // A LoRA model says so beside its architecture (its card says over what).
+        let lora = m.card.lora.as_ref().map(|l| format!(" + LoRA r{}", l.r)).unwrap_or_default();
         s.push_str(&format!(
-            "{:<8} {:<42} {:<12} {:<8} {}\n",
+            "{:<8} {:<42} {:<12} {:<8} {}{lora}\n",
             m.card.symbol, m.card.nft, price, jobs, m.card.architecture
         ));
     }

@@ -3,8 +3,8 @@
 //! Each prompt is generated on its own KV cache with its own RNG stream (`seed`, prompt
 //! index), so one prompt's output never depends on the others. A prompt longer than the
 //! model's context keeps its last `n_positions - 1` tokens. Generation ends at
-//! `max_new_tokens`, the end-of-text token, a stop string (cut from the text) or a full
-//! context. The public output is `completions.json`: text and token counts only.
+//! `max_new_tokens`, a stop id (end-of-text and every eos id the model's configs name), a
+//! stop string (cut from the text) or a full context. The public output is `completions.json`: text and token counts only.
 
 use std::time::Instant;
 
@@ -53,9 +53,7 @@ pub fn generate(
     index: usize,
 ) -> Result<Completion, WorkerError> {
     let n_pos = cfg.context();
-    let mut ids = tok
-        .encode(prompt)
-        .map_err(|_| WorkerError::OutOfRange("a prompt could not be tokenized".into()))?;
+    let mut ids = tok.encode_prompt(prompt)?;
     if ids.is_empty() {
         ids.push(tok.eot());
     }
@@ -71,7 +69,7 @@ pub fn generate(
     let mut cut: Option<usize> = None;
     while out.len() < p.max_new_tokens as usize {
         let next = sample(&logits, cfg.vocab_size().min(tok.vocab_size()), &p.sampling, &mut rng);
-        if next == tok.eot() {
+        if tok.is_stop(next) {
             reason = StopReason::EndOfText;
             break;
         }

@@ -161,6 +161,7 @@ impl OrderForm {
                         ..Sampling::default()
                     },
                     stop: vec![],
+                    messages: vec![],
                 };
                 p.validate()?;
                 (JobParams::Infer(p), 0)

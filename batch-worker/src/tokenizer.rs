@@ -134,10 +134,10 @@ impl Tok {
             WorkerError::OutOfRange(format!("a prompt could not be tokenized ({e})"))
         })?;
         let mut ids = enc.get_ids().to_vec();
-        if let (Some(true), Some(bos)) = (self.chat.add_bos_token, self.bos) {
-            if ids.first() != Some(&bos) {
-                ids.insert(0, bos);
-            }
+        if let (Some(true), Some(bos)) = (self.chat.add_bos_token, self.bos)
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
         }
         Ok(ids)
     }

@@ -67,7 +67,8 @@ fn shape() -> LlamaShape {
         intermediate: 64,
         heads: 4,
         kv_heads: 2,
-        context: 64,
+        // Room for SmolLM2's default system message (~90 tokens with this small vocabulary).
+        context: 128,
         tie_word_embeddings: false,
     }
 }
@@ -215,4 +216,95 @@ async fn generation_stops_at_any_listed_eos_id_and_derived_models_keep_the_confi
     store.delete("models/derive/generation_config.json").await.unwrap();
     let e = model_io::load_model(store, "models/derive", u64::MAX).await.unwrap_err();
     assert_eq!(e.exit_code(), posthuman_worker::exit::BAD_WEIGHTS, "{e}");
+}
+
+/// Mistral-7B-Instruct-v0.1's published template: BOS from the template, strict roles.
+const MISTRAL_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+fn chat_params(messages: &[(&str, &str)]) -> posthuman_types::InferParams {
+    let mut p = infer_params();
+    p.prompts.clear();
+    p.max_new_tokens = 6;
+    p.messages = messages.iter().map(|(r, c)| posthuman_types::ChatMessage::new(r, c)).collect();
+    p
+}
+
+/// A tiny Llama at `prefix` with `template` (BOS-prepending `tokenizer.json`).
+async fn chat_model(store: &dyn ObjectStore, prefix: &str, template: Option<&str>) -> Tok {
+    let json = tokenizer_json(true);
+    let tc = tokenizer_config(template, Some(true));
+    let tok =
+        Tok::with_configs(json.as_bytes(), Some(&tc), Some(br#"{"eos_token_id": [2]}"#)).unwrap();
+    save_llama(store, prefix, &tok).await;
+    tok
+}
+
+#[tokio::test]
+async fn messages_render_with_the_model_template_and_bos_is_not_doubled() {
+    let (_dir, store) = store().await;
+    let store = store.as_ref();
+    // ChatML (SmolLM2): the default system message, each turn, the generation prompt.
+    let tok = chat_model(store, "models/smol", Some(SMOLLM2_TEMPLATE)).await;
+    let s = infer_spec("smol", "models/smol", chat_params(&[("user", "the cat")]));
+    let c = infer(store, &s).await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].prompt,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = tok.encode_rendered(&c[0].prompt).unwrap();
+    assert_eq!(c[0].prompt_tokens as usize, ids.len());
+    assert_eq!(ids[0], id(&tok, "<|im_start|>"), "the template wrote no BOS, none is added");
+    assert_eq!(infer(store, &s).await, c, "deterministic");
+
+    // Mistral's template writes BOS itself; tokenizer.json would add one too for a raw
+    // prompt (and add_bos_token is true), but a rendered chat gets exactly the template's.
+    let tok = chat_model(store, "models/mistral", Some(MISTRAL_TEMPLATE)).await;
+    let msgs = [("user", "the cat"), ("assistant", "sat"), ("user", "on the mat")];
+    let c = infer(store, &infer_spec("mis", "models/mistral", chat_params(&msgs))).await;
+    assert_eq!(c[0].prompt, "<s>[INST] the cat [/INST]sat<|im_end|>[INST] on the mat [/INST]");
+    let ids = tok.encode_rendered(&c[0].prompt).unwrap();
+    let bos = id(&tok, "<s>");
+    assert_eq!(ids[0], bos);
+    assert_eq!(ids.iter().filter(|&&i| i == bos).count(), 1, "{ids:?}");
+    assert_eq!(c[0].prompt_tokens as usize, ids.len());
+    // The raw-prompt path of the same model: one BOS, from tokenizer.json.
+    let raw = tok.encode_prompt("the cat").unwrap();
+    assert_eq!(raw.iter().filter(|&&i| i == bos).count(), 1, "{raw:?}");
+}
+
+#[tokio::test]
+async fn chats_a_model_cannot_take_get_their_exit_codes() {
+    let (_dir, store) = store().await;
+    let store = store.as_ref();
+    let fails = |prefix: &'static str, msgs: &'static [(&str, &str)]| async move {
+        let s = infer_spec("bad", prefix, chat_params(msgs));
+        run_job(store, &wc(), &spec_bytes(&s)).await.unwrap_err()
+    };
+    let hi: &[(&str, &str)] = &[("user", "hi")];
+    // No template: the buyer asked a raw-prompt model for a chat.
+    chat_model(store, "models/none", None).await;
+    let e = fails("models/none", hi).await;
+    assert_eq!(e.exit_code(), posthuman_worker::exit::CHAT_REFUSED, "{e}");
+    // The template refuses the messages (raise_exception): still the buyer's messages.
+    chat_model(store, "models/mistral", Some(MISTRAL_TEMPLATE)).await;
+    let e = fails("models/mistral", &[("system", "be brief"), ("user", "hi")]).await;
+    assert_eq!(e.exit_code(), posthuman_worker::exit::CHAT_REFUSED, "{e}");
+    assert!(e.to_string().contains("Conversation roles must alternate"), "{e}");
+    // A template that does not parse, or breaks while rendering: the seller's.
+    chat_model(store, "models/broken", Some("{% for m in messages %}{{ m.content }")).await;
+    let e = fails("models/broken", hi).await;
+    assert_eq!(e.exit_code(), posthuman_worker::exit::BAD_CHAT_TEMPLATE, "{e}");
+    chat_model(store, "models/filter", Some("{{ messages | no_such_filter }}")).await;
+    let e = fails("models/filter", hi).await;
+    assert_eq!(e.exit_code(), posthuman_worker::exit::BAD_CHAT_TEMPLATE, "{e}");
+    // A template that pads the prompt past the quote's bound would run unpaid compute.
+    let pad = "{% for i in range(400) %}<|im_end|>{% endfor %}{{ messages[0].content }}";
+    chat_model(store, "models/pad", Some(pad)).await;
+    let e = fails("models/pad", hi).await;
+    assert_eq!(e.exit_code(), posthuman_worker::exit::BAD_CHAT_TEMPLATE, "{e}");
+    assert!(e.to_string().contains("quote allows"), "{e}");
+    // The error report says which class it was, for the buyer.
+    let report = store.get("jobs/bad/public/error.json", 1 << 16).await.unwrap();
+    assert!(String::from_utf8_lossy(&report).contains("bad_chat_template"));
 }

@@ -6,6 +6,7 @@
 //! status and a JSON body. The route table [`routes`] is the single list the router is built
 //! from, and a test checks that each entry is described in `openapi.json`.
 
+use posthuman_gpt2::chat_config::{MAX_GENERATION_CONFIG_BYTES, MAX_TOKENIZER_CONFIG_BYTES};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -276,6 +277,8 @@ async fn publish_model(
         ("config", l.max_config_bytes, Keep::Memory),
         ("weights", l.max_weights_bytes, Keep::Spool),
         ("tokenizer", l.max_tokenizer_bytes, Keep::Memory),
+        ("tokenizer_config", MAX_TOKENIZER_CONFIG_BYTES, Keep::Memory),
+        ("generation_config", MAX_GENERATION_CONFIG_BYTES, Keep::Memory),
     ];
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_publish(&d, &request, &signature).await
@@ -288,6 +291,8 @@ async fn publish_model(
         weights: take_file(&mut p, "weights")
             .ok_or_else(|| ApiError::bad("missing part \"weights\""))?,
         tokenizer: take(&mut p, "tokenizer")?,
+        tokenizer_config: take(&mut p, "tokenizer_config").ok(),
+        generation_config: take(&mut p, "generation_config").ok(),
     };
     Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
 }

@@ -152,6 +152,8 @@ async fn run(args: Args) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             tokenizer: Bytes::from(f.tokenizer),
+            tokenizer_config: None,
+            generation_config: None,
         };
         let v = models::publish_model(&deps, up).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         nfts.push((v.card.nft.clone(), v.card.datatoken.clone(), v.card.exchange_id));

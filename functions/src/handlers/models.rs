@@ -4,6 +4,7 @@ use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
 use posthuman_chain::ddo::ModelDdo;
+use posthuman_gpt2::chat_config::{ChatConfig, GENERATION_CONFIG, TOKENIZER_CONFIG};
 use posthuman_gpt2::family::{AnyConfig, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
 use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
@@ -41,8 +42,9 @@ pub struct PublishRequest {
     pub expires_at: u64,
 }
 
-/// A publish upload: the signed request and the three model files. The weights (up to
-/// `max_weights_bytes`) come spooled to disk, never whole in memory.
+/// A publish upload: the signed request and the three model files, plus the two optional
+/// HF files that say how the model is prompted (stop ids, BOS, chat template). The weights
+/// (up to `max_weights_bytes`) come spooled to disk, never whole in memory.
 #[derive(Debug)]
 pub struct PublishUpload {
     pub request: Bytes,
@@ -50,6 +52,10 @@ pub struct PublishUpload {
     pub config: Bytes,
     pub weights: Spooled,
     pub tokenizer: Bytes,
+    /// `tokenizer_config.json`, if the model has one.
+    pub tokenizer_config: Option<Bytes>,
+    /// `generation_config.json`, if the model has one.
+    pub generation_config: Option<Bytes>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
@@ -132,6 +138,14 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         return Err(invalid("weights_sha256", "does not match the uploaded weights"));
     }
     let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer).await?;
+    // The worker's own parser and bounds: a file it would refuse is never published.
+    ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref()).map_err(
+        |e| {
+            let field =
+                if e.file == TOKENIZER_CONFIG { "tokenizer_config" } else { "generation_config" };
+            invalid(field, e.reason)
+        },
+    )?;
     if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }
@@ -144,14 +158,23 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
     // The worker's manifest (format posthuman-model-v1): the canonical weights hash and the
     // SHA-256 of each file, checked by the worker on every load.
+    let mut files = serde_json::json!({
+        "config.json": Hash32(Sha256::digest(&config_bytes).into()),
+        "model.safetensors": req.weights_sha256,
+        "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
+    });
+    let optional =
+        [(TOKENIZER_CONFIG, up.tokenizer_config), (GENERATION_CONFIG, up.generation_config)];
+    for (name, body) in optional {
+        if let Some(body) = body {
+            files[name] = serde_json::json!(Hash32(Sha256::digest(&body).into()));
+            deps.store.put(&format!("{prefix}/{name}"), body).await?;
+        }
+    }
     let manifest = serde_json::json!({
         "format": "posthuman-model-v1",
         "weights_hash": checked.weights_hash,
-        "files": {
-            "config.json": Hash32(Sha256::digest(&config_bytes).into()),
-            "model.safetensors": req.weights_sha256,
-            "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
-        },
+        "files": files,
     });
     let manifest = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
     deps.store.put(&format!("{prefix}/_COMPLETE"), Bytes::from(manifest)).await?;

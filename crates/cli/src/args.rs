@@ -295,6 +295,9 @@ pub struct VerifyArgs {
     /// The prompts of an infer job, in order (repeat; with --salt).
     #[arg(long = "prompt", requires = "salt")]
     pub prompts: Vec<String>,
+    /// The messages of a chat infer job as ROLE:CONTENT, in order (repeat; with --salt).
+    #[arg(long = "message", requires = "salt", conflicts_with_all = ["prompts", "data"], value_parser = parse_message)]
+    pub messages: Vec<posthuman_types::ChatMessage>,
 }
 
 /// How big the demo's models and jobs are.

@@ -21,10 +21,13 @@ async fn chat_configs_are_validated_and_stored_beside_the_model() {
     let gc = br#"{"eos_token_id": [0]}"#;
 
     // Wrong types are refused, naming the part; nothing is published.
-    let bad: [(&str, &[u8]); 3] = [
+    let bad: [(&str, &[u8]); 5] = [
         ("generation_config", br#"{"eos_token_id": "0"}"#),
         ("tokenizer_config", br#"{"add_bos_token": 1}"#),
         ("tokenizer_config", b"not json"),
+        // Tokens the tokenizer (one word, "a") does not have: they could never stop anything.
+        ("tokenizer_config", br#"{"eos_token": "</s>"}"#),
+        ("generation_config", br#"{"eos_token_id": [0, 1]}"#),
     ];
     for (i, (part, body)) in bad.into_iter().enumerate() {
         let nonce = format!("bad-{i}");

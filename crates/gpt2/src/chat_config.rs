@@ -175,6 +175,54 @@ impl ChatConfig {
     }
 }
 
+impl ChatConfig {
+    /// Checks the special tokens and stop ids against a parsed `tokenizer.json` (its
+    /// `model.vocab`, an object for BPE/WordPiece/WordLevel or a list for Unigram, and its
+    /// `added_tokens`) without building the tokenizer: what the API can check on publish
+    /// for the worker's rule that every named token exists.
+    pub fn check_tokens(&self, tokenizer_json: &Value) -> Result<(), ChatConfigError> {
+        let vocab = &tokenizer_json["model"]["vocab"];
+        let added = tokenizer_json["added_tokens"].as_array();
+        let has = |t: &str| {
+            let in_vocab = match vocab {
+                Value::Object(m) => m.contains_key(t),
+                Value::Array(l) => l.iter().any(|e| e.get(0).and_then(Value::as_str) == Some(t)),
+                _ => false,
+            };
+            in_vocab || added.is_some_and(|a| a.iter().any(|e| e["content"].as_str() == Some(t)))
+        };
+        let ids = match vocab {
+            Value::Object(m) => m.values().filter_map(Value::as_u64).max().map(|i| i + 1),
+            Value::Array(l) => Some(l.len() as u64),
+            _ => None,
+        };
+        let size = added
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_u64().map(|i| i + 1))
+            .chain(ids)
+            .max()
+            .unwrap_or(0);
+        for (key, token) in [("bos_token", &self.bos_token), ("eos_token", &self.eos_token)] {
+            if let Some(t) = token
+                && !has(t)
+            {
+                return Err(err(
+                    TOKENIZER_CONFIG,
+                    format!("`{key}` is not a token of tokenizer.json"),
+                ));
+            }
+        }
+        if let Some(id) = self.eos_token_ids.iter().find(|&&id| u64::from(id) >= size) {
+            return Err(err(
+                GENERATION_CONFIG,
+                format!("`eos_token_id` {id} is outside tokenizer.json's {size} tokens"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -230,5 +278,29 @@ mod tests {
         assert_eq!(bad(b"", many.as_bytes()).file, GENERATION_CONFIG);
         let big = vec![b' '; MAX_GENERATION_CONFIG_BYTES as usize + 1];
         assert!(bad(b"", &big).reason.contains("over the limit"));
+    }
+
+    #[test]
+    fn named_tokens_must_exist_in_the_tokenizer() {
+        let bpe: Value = serde_json::from_str(
+            r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}},
+                "added_tokens": [{"id": 2, "content": "<|im_end|>"}]}"#,
+        )
+        .unwrap();
+        let unigram: Value = serde_json::from_str(
+            r#"{"model": {"type": "Unigram", "vocab": [["<s>", 0.0], ["a", -1.0]]}}"#,
+        )
+        .unwrap();
+        let ok = |tc: &str, gc: &str, t: &Value| {
+            ChatConfig::parse(Some(tc.as_bytes()), Some(gc.as_bytes())).unwrap().check_tokens(t)
+        };
+        ok(r#"{"eos_token": "<|im_end|>", "bos_token": "a"}"#, r#"{"eos_token_id": [2, 1]}"#, &bpe)
+            .unwrap();
+        ok(r#"{"bos_token": "<s>"}"#, r#"{"eos_token_id": 1}"#, &unigram).unwrap();
+        let e = ok(r#"{"eos_token": "</s>"}"#, "{}", &bpe).unwrap_err();
+        assert_eq!(e.file, TOKENIZER_CONFIG);
+        let e = ok("{}", r#"{"eos_token_id": [3]}"#, &bpe).unwrap_err();
+        assert_eq!(e.file, GENERATION_CONFIG);
+        assert!(ok("{}", r#"{"eos_token_id": 2}"#, &unigram).is_err());
     }
 }

@@ -4,7 +4,9 @@ use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
 use posthuman_chain::ddo::ModelDdo;
-use posthuman_gpt2::chat_config::{ChatConfig, GENERATION_CONFIG, TOKENIZER_CONFIG};
+use posthuman_gpt2::chat_config::{
+    ChatConfig, ChatConfigError, GENERATION_CONFIG, TOKENIZER_CONFIG,
+};
 use posthuman_gpt2::family::{AnyConfig, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
 use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
@@ -138,14 +140,18 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         return Err(invalid("weights_sha256", "does not match the uploaded weights"));
     }
     let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer).await?;
-    // The worker's own parser and bounds: a file it would refuse is never published.
-    ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref()).map_err(
-        |e| {
-            let field =
-                if e.file == TOKENIZER_CONFIG { "tokenizer_config" } else { "generation_config" };
-            invalid(field, e.reason)
-        },
-    )?;
+    // The worker's own parser and bounds, and its rule that every token the configs name
+    // exists in tokenizer.json: a file the worker would refuse is never published.
+    let chat_error = |e: ChatConfigError| {
+        let field =
+            if e.file == TOKENIZER_CONFIG { "tokenizer_config" } else { "generation_config" };
+        invalid(field, e.reason)
+    };
+    let chat = ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref())
+        .map_err(chat_error)?;
+    let tokenizer: serde_json::Value = serde_json::from_slice(&up.tokenizer)
+        .map_err(|_| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
+    chat.check_tokens(&tokenizer).map_err(chat_error)?;
     if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }

@@ -3,8 +3,9 @@
 //!
 //! A model prefix holds `config.json`, `model.safetensors` and `tokenizer.json`, in the HF
 //! layout of the family `config.json`'s `model_type` names ([`posthuman_gpt2::family`]),
-//! and optionally `tokenizer_config.json` and `generation_config.json` (stop ids, BOS, chat
-//! template: [`posthuman_gpt2::chat_config`]), which a derived model inherits byte for byte.
+//! and optionally `tokenizer_config.json`, `generation_config.json` and `chat_template.jinja`
+//! (stop ids, BOS, chat template: [`posthuman_gpt2::chat_config`]), which a derived model
+//! inherits byte for byte.
 //! A derived model keeps its parent's family; a Llama `config.json` is written back as read. The worker
 //! writes those three first and the `_COMPLETE` manifest last; the manifest names the
 //! canonical weights hash and the SHA-256 of each file. Readers (the worker itself, the
@@ -16,7 +17,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use posthuman_gpt2::chat_config::{
-    GENERATION_CONFIG, MAX_GENERATION_CONFIG_BYTES, MAX_TOKENIZER_CONFIG_BYTES, TOKENIZER_CONFIG,
+    CHAT_TEMPLATE_FILE, GENERATION_CONFIG, MAX_CHAT_TEMPLATE_BYTES, MAX_GENERATION_CONFIG_BYTES,
+    MAX_TOKENIZER_CONFIG_BYTES, TOKENIZER_CONFIG,
 };
 use posthuman_gpt2::family::{AnyConfig, AnyWeights};
 use posthuman_store::{ObjectStore, StoreError};
@@ -107,7 +109,8 @@ pub async fn load_model(
         })?;
     let tc = optional(store, prefix, TOKENIZER_CONFIG, MAX_TOKENIZER_CONFIG_BYTES).await?;
     let gc = optional(store, prefix, GENERATION_CONFIG, MAX_GENERATION_CONFIG_BYTES).await?;
-    let tok = Tok::with_configs(&tok_bytes, tc.as_deref(), gc.as_deref())?;
+    let ct = optional(store, prefix, CHAT_TEMPLATE_FILE, MAX_CHAT_TEMPLATE_BYTES as u64).await?;
+    let tok = Tok::load(&tok_bytes, tc.as_deref(), gc.as_deref(), ct.as_deref())?;
     check_tokenizer(&cfg, &tok)?;
     let w_bytes = store.get(&join(prefix, WEIGHTS), max_weights_bytes).await.map_err(|e| {
         missing_is(e, WorkerError::BadWeights("model.safetensors is missing".into()))

@@ -10,7 +10,9 @@
 //! `eos_token_id`, the `eos_token`, `<|endoftext|>`), its BOS policy and its chat template
 //! from them, and keeps their bytes so a derived model is saved with them unchanged.
 
-use posthuman_gpt2::chat_config::{ChatConfig, GENERATION_CONFIG, TOKENIZER_CONFIG};
+use posthuman_gpt2::chat_config::{
+    CHAT_TEMPLATE_FILE, ChatConfig, GENERATION_CONFIG, TOKENIZER_CONFIG,
+};
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -62,12 +64,28 @@ impl Tok {
         tokenizer_config: Option<&[u8]>,
         generation_config: Option<&[u8]>,
     ) -> Result<Self, WorkerError> {
+        Tok::load(bytes, tokenizer_config, generation_config, None)
+    }
+
+    /// [`Tok::with_configs`] plus a standalone `chat_template.jinja`, whose template wins
+    /// over `tokenizer_config.json`'s `chat_template` (as `transformers` loads them).
+    pub fn load(
+        bytes: &[u8],
+        tokenizer_config: Option<&[u8]>,
+        generation_config: Option<&[u8]>,
+        chat_template: Option<&[u8]>,
+    ) -> Result<Self, WorkerError> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
             WorkerError::MissingTokenizer(format!("tokenizer.json is invalid ({e})"))
         })?;
         let vocab = inner.get_vocab_size(true);
-        let chat = ChatConfig::parse(tokenizer_config, generation_config)
+        let mut chat = ChatConfig::parse(tokenizer_config, generation_config)
             .map_err(|e| WorkerError::MissingTokenizer(e.to_string()))?;
+        if let Some(t) = chat_template {
+            chat = chat
+                .with_template_file(t)
+                .map_err(|e| WorkerError::BadChatTemplate(e.to_string()))?;
+        }
         let id_of = |key: &str, token: &Option<String>| -> Result<Option<u32>, WorkerError> {
             match token {
                 None => Ok(None),
@@ -97,11 +115,14 @@ impl Tok {
         stop_ids.push(eot);
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        let side_files =
-            [(TOKENIZER_CONFIG, tokenizer_config), (GENERATION_CONFIG, generation_config)]
-                .into_iter()
-                .filter_map(|(n, b)| b.map(|b| (n, b.to_vec())))
-                .collect();
+        let side_files = [
+            (TOKENIZER_CONFIG, tokenizer_config),
+            (GENERATION_CONFIG, generation_config),
+            (CHAT_TEMPLATE_FILE, chat_template),
+        ]
+        .into_iter()
+        .filter_map(|(n, b)| b.map(|b| (n, b.to_vec())))
+        .collect();
         Ok(Tok { inner, eot, vocab, chat, stop_ids, bos, side_files })
     }
 

@@ -308,3 +308,22 @@ async fn chats_a_model_cannot_take_get_their_exit_codes() {
     let report = store.get("jobs/bad/public/error.json", 1 << 16).await.unwrap();
     assert!(String::from_utf8_lossy(&report).contains("bad_chat_template"));
 }
+
+#[tokio::test]
+async fn a_chat_template_file_wins_and_is_stored_with_the_model() {
+    let (_dir, store) = store().await;
+    let store = store.as_ref();
+    let json = tokenizer_json(true);
+    let tc = tokenizer_config(Some(SMOLLM2_TEMPLATE), None);
+    let file = b"{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}";
+    let tok = Tok::load(json.as_bytes(), Some(&tc), None, Some(file)).unwrap();
+    save_llama(store, "models/file", &tok).await;
+    let s = infer_spec("file", "models/file", chat_params(&[("user", "the cat")]));
+    assert_eq!(infer(store, &s).await[0].prompt, "<s>user: the cat\n");
+    let loaded = model_io::load_model(store, "models/file", u64::MAX).await.unwrap();
+    let names: Vec<&str> = loaded.tok.side_files().iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["tokenizer_config.json", "chat_template.jinja"]);
+    // A template file that is not UTF-8 is the seller's broken template.
+    let e = Tok::load(json.as_bytes(), None, None, Some(&[0xff, 0xfe])).unwrap_err();
+    assert_eq!(e.exit_code(), posthuman_worker::exit::BAD_CHAT_TEMPLATE, "{e}");
+}

@@ -6,7 +6,9 @@
 //! status and a JSON body. The route table [`routes`] is the single list the router is built
 //! from, and a test checks that each entry is described in `openapi.json`.
 
-use posthuman_gpt2::chat_config::{MAX_GENERATION_CONFIG_BYTES, MAX_TOKENIZER_CONFIG_BYTES};
+use posthuman_gpt2::chat_config::{
+    MAX_CHAT_TEMPLATE_BYTES, MAX_GENERATION_CONFIG_BYTES, MAX_TOKENIZER_CONFIG_BYTES,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -279,6 +281,7 @@ async fn publish_model(
         ("tokenizer", l.max_tokenizer_bytes, Keep::Memory),
         ("tokenizer_config", MAX_TOKENIZER_CONFIG_BYTES, Keep::Memory),
         ("generation_config", MAX_GENERATION_CONFIG_BYTES, Keep::Memory),
+        ("chat_template", MAX_CHAT_TEMPLATE_BYTES as u64, Keep::Memory),
     ];
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_publish(&d, &request, &signature).await
@@ -293,6 +296,7 @@ async fn publish_model(
         tokenizer: take(&mut p, "tokenizer")?,
         tokenizer_config: take(&mut p, "tokenizer_config").ok(),
         generation_config: take(&mut p, "generation_config").ok(),
+        chat_template: take(&mut p, "chat_template").ok(),
     };
     Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
 }

@@ -1,6 +1,6 @@
 //! Publishing a model with the optional HF files that say how it is prompted (issue 15):
 //! `tokenizer_config.json` (chat template, special tokens) and `generation_config.json`
-//! (stop ids) are checked with the worker's parser, refused naming the part, and stored
+//! (stop ids), and a standalone `chat_template.jinja`, are checked with the worker's parser, refused naming the part, and stored
 //! beside the model under its `_COMPLETE` manifest so the worker loads them.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
@@ -21,7 +21,8 @@ async fn chat_configs_are_validated_and_stored_beside_the_model() {
     let gc = br#"{"eos_token_id": [0]}"#;
 
     // Wrong types are refused, naming the part; nothing is published.
-    let bad: [(&str, &[u8]); 5] = [
+    let bad: [(&str, &[u8]); 6] = [
+        ("chat_template", b"  "),
         ("generation_config", br#"{"eos_token_id": "0"}"#),
         ("tokenizer_config", br#"{"add_bos_token": 1}"#),
         ("tokenizer_config", b"not json"),
@@ -38,7 +39,9 @@ async fn chat_configs_are_validated_and_stored_beside_the_model() {
         assert!(message.starts_with(&format!("invalid {part}:")), "{body}");
     }
 
-    let extra: [(&str, &[u8]); 2] = [("tokenizer_config", tc), ("generation_config", gc)];
+    let ct = b"{{ messages[0].content }}";
+    let extra: [(&str, &[u8]); 3] =
+        [("tokenizer_config", tc), ("generation_config", gc), ("chat_template", ct)];
     let (st, model) = publish_with(&env, &operator, &files, &scheme, "ok", &extra).await;
     assert_eq!(st, StatusCode::CREATED, "{model}");
     let models = env.dir.path().join("data/store/models");
@@ -47,9 +50,11 @@ async fn chat_configs_are_validated_and_stored_beside_the_model() {
     let dir = &dirs[0];
     assert_eq!(std::fs::read(dir.join("tokenizer_config.json")).unwrap(), tc);
     assert_eq!(std::fs::read(dir.join("generation_config.json")).unwrap(), gc);
+    assert_eq!(std::fs::read(dir.join("chat_template.jinja")).unwrap(), ct);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("_COMPLETE")).unwrap()).unwrap();
     assert_eq!(manifest["files"]["tokenizer_config.json"], serde_json::json!(sha(tc)));
     assert_eq!(manifest["files"]["generation_config.json"], serde_json::json!(sha(gc)));
+    assert_eq!(manifest["files"]["chat_template.jinja"], serde_json::json!(sha(ct)));
     env.emb.queue.shutdown().await;
 }

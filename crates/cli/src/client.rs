@@ -204,6 +204,9 @@ impl ApiClient {
         if let Some(b) = files.generation_config {
             form = form.part("generation_config", Part::bytes(b));
         }
+        if let Some(b) = files.chat_template {
+            form = form.part("chat_template", Part::bytes(b));
+        }
         self.decode(self.http.post(format!("{}/api/models", self.base)).multipart(form)).await
     }
 
@@ -263,7 +266,8 @@ impl ApiClient {
 
 /// The three files of an HF-layout model directory, and the two optional ones that say how
 /// it is prompted (`tokenizer_config.json`: special tokens, chat template;
-/// `generation_config.json`: stop ids), sent when the directory has them.
+/// `generation_config.json`: stop ids; `chat_template.jinja`), sent when the directory has
+/// them.
 #[derive(Clone, Debug)]
 pub struct ModelFiles {
     pub config: Vec<u8>,
@@ -271,6 +275,7 @@ pub struct ModelFiles {
     pub tokenizer: Vec<u8>,
     pub tokenizer_config: Option<Vec<u8>>,
     pub generation_config: Option<Vec<u8>>,
+    pub chat_template: Option<Vec<u8>>,
 }
 
 impl ModelFiles {
@@ -298,6 +303,7 @@ impl ModelFiles {
             tokenizer: read("tokenizer.json")?,
             tokenizer_config: optional("tokenizer_config.json")?,
             generation_config: optional("generation_config.json")?,
+            chat_template: optional("chat_template.jinja")?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The two optional Hugging Face files beside `tokenizer.json` that say how a model is
 //! prompted: `tokenizer_config.json` (`bos_token`, `eos_token`, `add_bos_token`,
-//! `chat_template`) and `generation_config.json` (`eos_token_id`, one id or a list).
+//! `chat_template`) and `generation_config.json` (`eos_token_id`, one id or a list), and
+//! the standalone `chat_template.jinja` newer `transformers` writes instead of the key.
 //!
 //! Both are parsed leniently about keys we do not use (HF writes dozens) and strictly about
 //! the ones we do: a wrong type is an error naming the file and the key, never a silent
@@ -12,6 +13,9 @@ use serde_json::Value;
 
 /// `tokenizer_config.json`'s file name in a model prefix.
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// The standalone template file recent `transformers` releases save instead of the
+/// `chat_template` key; when present it is the template (as `transformers` loads it).
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 /// `generation_config.json`'s file name in a model prefix.
 pub const GENERATION_CONFIG: &str = "generation_config.json";
 /// Largest `tokenizer_config.json` read: Llama 3's is ~55 KB (its `added_tokens_decoder`
@@ -176,6 +180,20 @@ impl ChatConfig {
 }
 
 impl ChatConfig {
+    /// Takes the template from a `chat_template.jinja` file, over `tokenizer_config.json`'s.
+    pub fn with_template_file(mut self, bytes: &[u8]) -> Result<ChatConfig, ChatConfigError> {
+        let f = CHAT_TEMPLATE_FILE;
+        if bytes.len() > MAX_CHAT_TEMPLATE_BYTES {
+            return Err(err(f, format!("over the limit of {MAX_CHAT_TEMPLATE_BYTES} bytes")));
+        }
+        let t = std::str::from_utf8(bytes).map_err(|_| err(f, "not UTF-8"))?;
+        if t.trim().is_empty() {
+            return Err(err(f, "empty"));
+        }
+        self.chat_template = Some(t.to_string());
+        Ok(self)
+    }
+
     /// Checks the special tokens and stop ids against a parsed `tokenizer.json` (its
     /// `model.vocab`, an object for BPE/WordPiece/WordLevel or a list for Unigram, and its
     /// `added_tokens`) without building the tokenizer: what the API can check on publish
@@ -278,6 +296,20 @@ mod tests {
         assert_eq!(bad(b"", many.as_bytes()).file, GENERATION_CONFIG);
         let big = vec![b' '; MAX_GENERATION_CONFIG_BYTES as usize + 1];
         assert!(bad(b"", &big).reason.contains("over the limit"));
+    }
+
+    #[test]
+    fn a_template_file_wins_over_the_config_key() {
+        let tc = br#"{"chat_template": "old"}"#;
+        let c = ChatConfig::parse(Some(tc), None).unwrap();
+        assert_eq!(
+            c.clone().with_template_file(b"new").unwrap().chat_template.as_deref(),
+            Some("new")
+        );
+        assert_eq!(c.clone().with_template_file(b" \n").unwrap_err().file, CHAT_TEMPLATE_FILE);
+        assert_eq!(c.clone().with_template_file(&[0xff]).unwrap_err().file, CHAT_TEMPLATE_FILE);
+        let big = vec![b'x'; MAX_CHAT_TEMPLATE_BYTES + 1];
+        assert_eq!(c.with_template_file(&big).unwrap_err().file, CHAT_TEMPLATE_FILE);
     }
 
     #[test]

@@ -154,6 +154,7 @@ async fn run(args: Args) -> Result<()> {
             tokenizer: Bytes::from(f.tokenizer),
             tokenizer_config: None,
             generation_config: None,
+            chat_template: None,
         };
         let v = models::publish_model(&deps, up).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         nfts.push((v.card.nft.clone(), v.card.datatoken.clone(), v.card.exchange_id));

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
 use posthuman_chain::ddo::ModelDdo;
 use posthuman_gpt2::chat_config::{
-    ChatConfig, ChatConfigError, GENERATION_CONFIG, TOKENIZER_CONFIG,
+    CHAT_TEMPLATE_FILE, ChatConfig, ChatConfigError, GENERATION_CONFIG, TOKENIZER_CONFIG,
 };
 use posthuman_gpt2::family::{AnyConfig, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
@@ -58,6 +58,8 @@ pub struct PublishUpload {
     pub tokenizer_config: Option<Bytes>,
     /// `generation_config.json`, if the model has one.
     pub generation_config: Option<Bytes>,
+    /// `chat_template.jinja`, if the model keeps its template in that file.
+    pub chat_template: Option<Bytes>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
@@ -143,12 +145,19 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     // The worker's own parser and bounds, and its rule that every token the configs name
     // exists in tokenizer.json: a file the worker would refuse is never published.
     let chat_error = |e: ChatConfigError| {
-        let field =
-            if e.file == TOKENIZER_CONFIG { "tokenizer_config" } else { "generation_config" };
+        let field = match e.file {
+            TOKENIZER_CONFIG => "tokenizer_config",
+            GENERATION_CONFIG => "generation_config",
+            _ => "chat_template",
+        };
         invalid(field, e.reason)
     };
-    let chat = ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref())
-        .map_err(chat_error)?;
+    let mut chat =
+        ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref())
+            .map_err(chat_error)?;
+    if let Some(t) = &up.chat_template {
+        chat = chat.with_template_file(t).map_err(chat_error)?;
+    }
     let tokenizer: serde_json::Value = serde_json::from_slice(&up.tokenizer)
         .map_err(|_| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
     chat.check_tokens(&tokenizer).map_err(chat_error)?;
@@ -169,8 +178,11 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         "model.safetensors": req.weights_sha256,
         "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
     });
-    let optional =
-        [(TOKENIZER_CONFIG, up.tokenizer_config), (GENERATION_CONFIG, up.generation_config)];
+    let optional = [
+        (TOKENIZER_CONFIG, up.tokenizer_config),
+        (GENERATION_CONFIG, up.generation_config),
+        (CHAT_TEMPLATE_FILE, up.chat_template),
+    ];
     for (name, body) in optional {
         if let Some(body) = body {
             files[name] = serde_json::json!(Hash32(Sha256::digest(&body).into()));

@@ -232,6 +232,7 @@ async fn main_async(cli: Cli) -> AnyResult<()> {
                 max_new_tokens: tokens,
                 sampling: Sampling::default(),
                 stop: vec![],
+                messages: vec![],
             };
             // A random-init model may emit end-of-text early: keep generating from further
             // prompts until `tokens` tokens were produced, and time all of it.

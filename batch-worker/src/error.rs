@@ -22,6 +22,10 @@ pub enum WorkerError {
     BadWeights(String),
     #[error("missing or invalid tokenizer: {0}")]
     MissingTokenizer(String),
+    #[error("the model's chat template is unusable: {0}")]
+    BadChatTemplate(String),
+    #[error("the chat messages cannot be used with this model: {0}")]
+    ChatRefused(String),
     #[error("invalid dataset: {0}")]
     BadDataset(String),
     #[error("dataset is {size} bytes, over the limit of {limit} bytes")]
@@ -58,6 +62,8 @@ impl WorkerError {
             WorkerError::BadSpec(_) => exit::BAD_SPEC,
             WorkerError::BadWeights(_) => exit::BAD_WEIGHTS,
             WorkerError::MissingTokenizer(_) => exit::MISSING_TOKENIZER,
+            WorkerError::BadChatTemplate(_) => exit::BAD_CHAT_TEMPLATE,
+            WorkerError::ChatRefused(_) => exit::CHAT_REFUSED,
             WorkerError::BadDataset(_) => exit::BAD_DATASET,
             WorkerError::DatasetTooLarge { .. } => exit::DATASET_TOO_LARGE,
             WorkerError::OutOfRange(_) => exit::OUT_OF_RANGE,
@@ -78,6 +84,8 @@ impl WorkerError {
             WorkerError::BadSpec(_) => "bad_spec",
             WorkerError::BadWeights(_) => "bad_weights",
             WorkerError::MissingTokenizer(_) => "missing_tokenizer",
+            WorkerError::BadChatTemplate(_) => "bad_chat_template",
+            WorkerError::ChatRefused(_) => "chat_refused",
             WorkerError::BadDataset(_) => "bad_dataset",
             WorkerError::DatasetTooLarge { .. } => "dataset_too_large",
             WorkerError::OutOfRange(_) => "out_of_range",
@@ -170,6 +178,8 @@ mod tests {
             WorkerError::BadSpec(String::new()),
             WorkerError::BadWeights(String::new()),
             WorkerError::MissingTokenizer(String::new()),
+            WorkerError::BadChatTemplate(String::new()),
+            WorkerError::ChatRefused(String::new()),
             WorkerError::BadDataset(String::new()),
             WorkerError::DatasetTooLarge { size: 0, limit: 0 },
             WorkerError::OutOfRange(String::new()),
@@ -200,6 +210,7 @@ mod tests {
                     | WorkerError::NoTraining { .. }
                     | WorkerError::OverBudget { .. }
                     | WorkerError::BadLora(_)
+                    | WorkerError::ChatRefused(_)
             );
             let class = exit::classify(Some(e.exit_code()));
             assert_eq!(class == exit::FailureClass::BuyerInput, buyer, "{}", e.class());

@@ -1,10 +1,13 @@
-//! The infer job: a batch of prompts, KV-cached generation, sampling, stop strings.
+//! The infer job: a batch of prompts (or one chat, rendered by the model's template:
+//! [`crate::chat`]), KV-cached generation, sampling, stop strings.
 //!
 //! Each prompt is generated on its own KV cache with its own RNG stream (`seed`, prompt
 //! index), so one prompt's output never depends on the others. A prompt longer than the
 //! model's context keeps its last `n_positions - 1` tokens. Generation ends at
-//! `max_new_tokens`, the end-of-text token, a stop string (cut from the text) or a full
-//! context. The public output is `completions.json`: text and token counts only.
+//! `max_new_tokens`, a stop id (end-of-text and every eos id the model's configs name), a
+//! stop string (cut from the text) or a full context. The public output is
+//! `completions.json`: text and token counts only (a chat's completion names the rendered
+//! prompt, which is what its attestation commits to).
 
 use std::time::Instant;
 
@@ -43,7 +46,7 @@ fn first_stop(text: &str, stops: &[String]) -> Option<usize> {
     stops.iter().filter_map(|s| text.find(s.as_str())).min()
 }
 
-/// Generates one completion.
+/// Generates one completion for a raw prompt.
 pub fn generate(
     model: &AnyModel,
     cfg: &posthuman_gpt2::family::AnyConfig,
@@ -52,10 +55,37 @@ pub fn generate(
     p: &InferParams,
     index: usize,
 ) -> Result<Completion, WorkerError> {
+    let ids = tok.encode_prompt(prompt)?;
+    generate_from(model, cfg, tok, prompt, ids, p, index)
+}
+
+/// The prompt of a chat job: `messages` rendered by the model's template, its token ids,
+/// refused when the template made it longer than the quote's bound
+/// ([`posthuman_types::pricing::chat_prompt_tokens`]): the quote must cover what runs.
+pub fn chat_prompt(tok: &Tok, p: &InferParams) -> Result<(String, Vec<u32>), WorkerError> {
+    let text = crate::chat::render(tok.chat(), &p.messages)?;
+    let ids = tok.encode_rendered(&text)?;
+    let bound = posthuman_types::pricing::chat_prompt_tokens(&p.messages);
+    if ids.len() as u64 > bound {
+        return Err(WorkerError::BadChatTemplate(format!(
+            "it renders these messages into {} tokens, over the {bound} the quote allows",
+            ids.len()
+        )));
+    }
+    Ok((text, ids))
+}
+
+/// Generates one completion from prompt ids (`prompt` is the text the completion names).
+pub fn generate_from(
+    model: &AnyModel,
+    cfg: &posthuman_gpt2::family::AnyConfig,
+    tok: &Tok,
+    prompt: &str,
+    mut ids: Vec<u32>,
+    p: &InferParams,
+    index: usize,
+) -> Result<Completion, WorkerError> {
     let n_pos = cfg.context();
-    let mut ids = tok
-        .encode(prompt)
-        .map_err(|_| WorkerError::OutOfRange("a prompt could not be tokenized".into()))?;
     if ids.is_empty() {
         ids.push(tok.eot());
     }
@@ -71,7 +101,7 @@ pub fn generate(
     let mut cut: Option<usize> = None;
     while out.len() < p.max_new_tokens as usize {
         let next = sample(&logits, cfg.vocab_size().min(tok.vocab_size()), &p.sampling, &mut rng);
-        if next == tok.eot() {
+        if tok.is_stop(next) {
             reason = StopReason::EndOfText;
             break;
         }
@@ -115,9 +145,19 @@ pub async fn run(
 ) -> Result<(Vec<Completion>, posthuman_types::Hash32), WorkerError> {
     let mut progress =
         Progress::new(store, &spec.public_prefix, JobKind::Infer, wc.progress_interval_secs);
-    let total = p.prompts.len() as u64;
+    let chat = !p.messages.is_empty();
+    let total = if chat { 1 } else { p.prompts.len() as u64 };
     progress.update("loading", 0, total, None, 0.0, None, true).await;
     let m = model_io::load_model(store, &spec.model_prefix, wc.max_weights_bytes).await?;
+    // Rendered before the weights become a model: a chat the model cannot take fails fast.
+    let prompts: Vec<(String, Vec<u32>)> = if chat {
+        vec![chat_prompt(&m.tok, p)?]
+    } else {
+        p.prompts
+            .iter()
+            .map(|s| Ok((s.clone(), m.tok.encode_prompt(s)?)))
+            .collect::<Result<_, WorkerError>>()?
+    };
     let need = memory::forward_bytes(&m.cfg, 1, m.cfg.context() as u64, 0);
     if need > wc.memory_limit_bytes {
         return Err(WorkerError::MemoryRefused {
@@ -128,10 +168,10 @@ pub async fn run(
     let model =
         m.weights.model(&m.cfg, &crate::device::compute()).map_err(WorkerError::internal)?;
     let start = Instant::now();
-    let mut out = Vec::with_capacity(p.prompts.len());
+    let mut out = Vec::with_capacity(prompts.len());
     let mut tokens = 0u64;
-    for (i, prompt) in p.prompts.iter().enumerate() {
-        let c = generate(&model, &m.cfg, &m.tok, prompt, p, i)?;
+    for (i, (prompt, ids)) in prompts.into_iter().enumerate() {
+        let c = generate_from(&model, &m.cfg, &m.tok, &prompt, ids, p, i)?;
         tokens += u64::from(c.completion_tokens);
         out.push(c);
         let secs = start.elapsed().as_secs_f64().max(1e-9);

@@ -15,7 +15,8 @@
 //! - [`error`]: error classes and their exit codes (the one place they are mapped).
 //! - [`runner`]: spec parsing and re-validation, dispatch, `error.json`.
 //! - [`model_io`]: models under a store prefix; `_COMPLETE` manifest written last.
-//! - [`tokenizer`]: `tokenizer.json` loading and byte-level BPE training.
+//! - [`tokenizer`]: `tokenizer.json` loading (with the optional HF configs: stop ids, BOS)
+//!   and byte-level BPE training. [`chat`]: chat templates for `messages`.
 //! - [`data`]: dataset validation, hashing, packing and seeded batch order.
 //! - [`memory`]: the preflight memory estimate.
 //! - [`train`]: the train job (schedule, checkpoints, resume); [`merkle`]: the checkpoint
@@ -26,6 +27,7 @@
 //!   when none can be opened, or a refusal with exit 19 under `--require-gpu`, which the
 //!   Batch job definition sets); `scripts/cuda-check.sh` keeps that build compiling.
 
+pub mod chat;
 pub mod config;
 pub mod data;
 pub mod device;

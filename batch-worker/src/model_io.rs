@@ -2,7 +2,10 @@
 //! no half-written model is ever visible.
 //!
 //! A model prefix holds `config.json`, `model.safetensors` and `tokenizer.json`, in the HF
-//! layout of the family `config.json`'s `model_type` names ([`posthuman_gpt2::family`]).
+//! layout of the family `config.json`'s `model_type` names ([`posthuman_gpt2::family`]),
+//! and optionally `tokenizer_config.json`, `generation_config.json` and `chat_template.jinja`
+//! (stop ids, BOS, chat template: [`posthuman_gpt2::chat_config`]), which a derived model
+//! inherits byte for byte.
 //! A derived model keeps its parent's family; a Llama `config.json` is written back as read. The worker
 //! writes those three first and the `_COMPLETE` manifest last; the manifest names the
 //! canonical weights hash and the SHA-256 of each file. Readers (the worker itself, the
@@ -13,6 +16,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use posthuman_gpt2::chat_config::{
+    CHAT_TEMPLATE_FILE, GENERATION_CONFIG, MAX_CHAT_TEMPLATE_BYTES, MAX_GENERATION_CONFIG_BYTES,
+    MAX_TOKENIZER_CONFIG_BYTES, TOKENIZER_CONFIG,
+};
 use posthuman_gpt2::family::{AnyConfig, AnyWeights};
 use posthuman_store::{ObjectStore, StoreError};
 use posthuman_types::Hash32;
@@ -100,7 +107,10 @@ pub async fn load_model(
         store.get(&join(prefix, TOKENIZER), MAX_TOKENIZER_BYTES).await.map_err(|e| {
             missing_is(e, WorkerError::MissingTokenizer("tokenizer.json is missing".into()))
         })?;
-    let tok = Tok::from_bytes(&tok_bytes)?;
+    let tc = optional(store, prefix, TOKENIZER_CONFIG, MAX_TOKENIZER_CONFIG_BYTES).await?;
+    let gc = optional(store, prefix, GENERATION_CONFIG, MAX_GENERATION_CONFIG_BYTES).await?;
+    let ct = optional(store, prefix, CHAT_TEMPLATE_FILE, MAX_CHAT_TEMPLATE_BYTES as u64).await?;
+    let tok = Tok::load(&tok_bytes, tc.as_deref(), gc.as_deref(), ct.as_deref())?;
     check_tokenizer(&cfg, &tok)?;
     let w_bytes = store.get(&join(prefix, WEIGHTS), max_weights_bytes).await.map_err(|e| {
         missing_is(e, WorkerError::BadWeights("model.safetensors is missing".into()))
@@ -113,8 +123,13 @@ pub async fn load_model(
             let m: Manifest = serde_json::from_slice(&m).map_err(|_| {
                 WorkerError::BadWeights("the _COMPLETE manifest is malformed".into())
             })?;
-            let files = [(CONFIG, &cfg_bytes), (WEIGHTS, &w_bytes), (TOKENIZER, &tok_bytes)];
-            let files_ok = files.iter().all(|(n, b)| m.files.get(*n) == Some(&dataset_hash(b)));
+            let mut files: Vec<(&str, &[u8])> =
+                vec![(CONFIG, &cfg_bytes), (WEIGHTS, &w_bytes), (TOKENIZER, &tok_bytes)];
+            files.extend(tok.side_files().iter().map(|(n, b)| (*n, b.as_slice())));
+            // Every file read is vouched for, and every file vouched for was read: an
+            // optional config added or removed after the manifest is a mismatch too.
+            let files_ok = files.len() == m.files.len()
+                && files.iter().all(|(n, b)| m.files.get(*n) == Some(&dataset_hash(b)));
             if m.weights_hash != weights_hash || !files_ok {
                 return Err(WorkerError::BadWeights(
                     "the model files do not match their _COMPLETE manifest".into(),
@@ -127,7 +142,25 @@ pub async fn load_model(
     Ok(LoadedModel { cfg, weights, tok, weights_hash })
 }
 
-/// Writes a model under `prefix`: the three files, then `_COMPLETE`. Returns the keys written
+/// An optional model file: `None` when absent; over `max` bytes it is the seller's bad upload.
+async fn optional(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    name: &str,
+    max: u64,
+) -> Result<Option<Bytes>, WorkerError> {
+    match store.get(&join(prefix, name), max).await {
+        Ok(b) => Ok(Some(b)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(StoreError::TooLarge { size, limit, .. }) => Err(WorkerError::MissingTokenizer(
+            format!("{name} is {size} bytes, over the limit of {limit}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a model under `prefix`: the three files (and the tokenizer's optional configs,
+/// unchanged), then `_COMPLETE`. Returns the keys written
 /// (in order) and the canonical weights hash. On error the caller removes what was written.
 pub async fn save_model(
     store: &dyn ObjectStore,
@@ -138,11 +171,10 @@ pub async fn save_model(
     written: &mut Vec<String>,
 ) -> Result<Hash32, WorkerError> {
     let weights_hash = weights.hash().map_err(WorkerError::internal)?;
-    let files: [(&str, Vec<u8>); 3] = [
-        (CONFIG, cfg.to_json().into_bytes()),
-        (TOKENIZER, tok.to_json()?.into_bytes()),
-        (WEIGHTS, weights.to_safetensors_bytes().map_err(WorkerError::internal)?),
-    ];
+    let mut files: Vec<(&str, Vec<u8>)> =
+        vec![(CONFIG, cfg.to_json().into_bytes()), (TOKENIZER, tok.to_json()?.into_bytes())];
+    files.extend(tok.side_files().iter().map(|(n, b)| (*n, b.clone())));
+    files.push((WEIGHTS, weights.to_safetensors_bytes().map_err(WorkerError::internal)?));
     let mut manifest =
         Manifest { format: MANIFEST_FORMAT.into(), weights_hash, files: BTreeMap::new() };
     // A stale manifest from an earlier attempt must not vouch for files being replaced.

@@ -4,7 +4,15 @@
 //! There is no model hub at run time, so the demo's base model gets its tokenizer from
 //! [`train_bpe`]. Training is deterministic: the BPE trainer breaks count ties by pair ids,
 //! and with the full 256-symbol byte alphabet every id is assigned in a fixed order.
+//!
+//! A model may also ship `tokenizer_config.json` and `generation_config.json`
+//! ([`posthuman_gpt2::chat_config`]): [`Tok::with_configs`] takes its stop ids (every
+//! `eos_token_id`, the `eos_token`, `<|endoftext|>`), its BOS policy and its chat template
+//! from them, and keeps their bytes so a derived model is saved with them unchanged.
 
+use posthuman_gpt2::chat_config::{
+    CHAT_TEMPLATE_FILE, ChatConfig, GENERATION_CONFIG, TOKENIZER_CONFIG,
+};
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -18,7 +26,7 @@ pub const EOT: &str = "<|endoftext|>";
 /// Largest `tokenizer.json` the worker reads (GPT-2's is ~1.4 MB).
 pub const MAX_TOKENIZER_BYTES: u64 = 64 * 1024 * 1024;
 
-/// A loaded tokenizer and its end-of-text id.
+/// A loaded tokenizer, its end-of-text id, and what the model's optional HF configs say.
 #[derive(Clone)]
 pub struct Tok {
     inner: tokenizers::Tokenizer,
@@ -26,6 +34,13 @@ pub struct Tok {
     /// Cached: `tokenizers` answers `get_vocab_size(true)` by building the whole vocabulary
     /// map, which cost ~1 ms per generated token when the sampler asked every step.
     vocab: usize,
+    chat: ChatConfig,
+    /// Generation stops at any of these (sorted, distinct; always holds `eot`).
+    stop_ids: Vec<u32>,
+    /// The BOS id when `tokenizer_config.json` names a `bos_token`.
+    bos: Option<u32>,
+    /// The optional config files as read, written back unchanged beside a derived model.
+    side_files: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Tok {
@@ -35,16 +50,128 @@ impl std::fmt::Debug for Tok {
 }
 
 impl Tok {
-    /// Parses `tokenizer.json`. The tokenizer must define `<|endoftext|>`.
+    /// Parses `tokenizer.json` alone. The tokenizer must define `<|endoftext|>`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, WorkerError> {
+        Tok::with_configs(bytes, None, None)
+    }
+
+    /// Parses `tokenizer.json` with the model's optional `tokenizer_config.json` and
+    /// `generation_config.json`. The end-of-text id is `<|endoftext|>`'s, else the config's
+    /// `eos_token`'s, else its first `eos_token_id`. Every special token and stop id the
+    /// configs name must exist in the tokenizer: a stop id it cannot produce would never stop.
+    pub fn with_configs(
+        bytes: &[u8],
+        tokenizer_config: Option<&[u8]>,
+        generation_config: Option<&[u8]>,
+    ) -> Result<Self, WorkerError> {
+        Tok::load(bytes, tokenizer_config, generation_config, None)
+    }
+
+    /// [`Tok::with_configs`] plus a standalone `chat_template.jinja`, whose template wins
+    /// over `tokenizer_config.json`'s `chat_template` (as `transformers` loads them).
+    pub fn load(
+        bytes: &[u8],
+        tokenizer_config: Option<&[u8]>,
+        generation_config: Option<&[u8]>,
+        chat_template: Option<&[u8]>,
+    ) -> Result<Self, WorkerError> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
             WorkerError::MissingTokenizer(format!("tokenizer.json is invalid ({e})"))
         })?;
-        let eot = inner.token_to_id(EOT).ok_or_else(|| {
-            WorkerError::MissingTokenizer(format!("tokenizer has no {EOT} token"))
-        })?;
         let vocab = inner.get_vocab_size(true);
-        Ok(Tok { inner, eot, vocab })
+        let mut chat = ChatConfig::parse(tokenizer_config, generation_config)
+            .map_err(|e| WorkerError::MissingTokenizer(e.to_string()))?;
+        if let Some(t) = chat_template {
+            chat = chat
+                .with_template_file(t)
+                .map_err(|e| WorkerError::BadChatTemplate(e.to_string()))?;
+        }
+        let id_of = |key: &str, token: &Option<String>| -> Result<Option<u32>, WorkerError> {
+            match token {
+                None => Ok(None),
+                Some(t) => inner.token_to_id(t).map(Some).ok_or_else(|| {
+                    WorkerError::MissingTokenizer(format!(
+                        "tokenizer_config.json's {key} is not a token of tokenizer.json"
+                    ))
+                }),
+            }
+        };
+        let eos = id_of("eos_token", &chat.eos_token)?;
+        let bos = id_of("bos_token", &chat.bos_token)?;
+        if let Some(id) = chat.eos_token_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(WorkerError::MissingTokenizer(format!(
+                "generation_config.json's eos_token_id {id} is outside the tokenizer's {vocab} tokens"
+            )));
+        }
+        let eot =
+            inner.token_to_id(EOT).or(eos).or(chat.eos_token_ids.first().copied()).ok_or_else(
+                || {
+                    WorkerError::MissingTokenizer(format!(
+                        "tokenizer has no {EOT} token and no eos_token is configured"
+                    ))
+                },
+            )?;
+        let mut stop_ids: Vec<u32> = chat.eos_token_ids.iter().copied().chain(eos).collect();
+        stop_ids.push(eot);
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let side_files = [
+            (TOKENIZER_CONFIG, tokenizer_config),
+            (GENERATION_CONFIG, generation_config),
+            (CHAT_TEMPLATE_FILE, chat_template),
+        ]
+        .into_iter()
+        .filter_map(|(n, b)| b.map(|b| (n, b.to_vec())))
+        .collect();
+        Ok(Tok { inner, eot, vocab, chat, stop_ids, bos, side_files })
+    }
+
+    /// The model's prompting settings (template, special tokens) from its optional configs.
+    pub fn chat(&self) -> &ChatConfig {
+        &self.chat
+    }
+
+    /// Token ids at which generation stops.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Whether generation stops at `id`.
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop_ids.binary_search(&id).is_ok()
+    }
+
+    /// The optional config files this tokenizer was loaded with, by file name, as read.
+    pub fn side_files(&self) -> &[(&'static str, Vec<u8>)] {
+        &self.side_files
+    }
+
+    /// A buyer's raw prompt as the model's tokenizer prepares it for generation (HF's
+    /// `tokenizer(prompt)`): `tokenizer.json`'s post-processor adds its special tokens (a
+    /// Llama tokenizer's BOS), and when `tokenizer_config.json` says `add_bos_token: true`
+    /// but the post-processor added none, the BOS is prepended — never a second one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, WorkerError> {
+        let enc = self.inner.encode(text, true).map_err(|e| {
+            WorkerError::OutOfRange(format!("a prompt could not be tokenized ({e})"))
+        })?;
+        let mut ids = enc.get_ids().to_vec();
+        if let (Some(true), Some(bos)) = (self.chat.add_bos_token, self.bos)
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+
+    /// A rendered chat prompt's ids: the template already wrote its special tokens (BOS
+    /// included, if the model wants one), so none are added (HF's `apply_chat_template`).
+    pub fn encode_rendered(&self, text: &str) -> Result<Vec<u32>, WorkerError> {
+        let enc = self.inner.encode(text, false).map_err(|e| {
+            WorkerError::BadChatTemplate(format!(
+                "the rendered prompt could not be tokenized ({e})"
+            ))
+        })?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Serialized `tokenizer.json`.

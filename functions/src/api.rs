@@ -6,6 +6,9 @@
 //! status and a JSON body. The route table [`routes`] is the single list the router is built
 //! from, and a test checks that each entry is described in `openapi.json`.
 
+use posthuman_gpt2::chat_config::{
+    MAX_CHAT_TEMPLATE_BYTES, MAX_GENERATION_CONFIG_BYTES, MAX_TOKENIZER_CONFIG_BYTES,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -285,6 +288,9 @@ async fn publish_model(
         // Optional: a PEFT LoRA adapter over the weights (adapter ≤ the weights' cap).
         ("adapter_config", l.max_config_bytes, Keep::Memory),
         ("adapter_weights", l.max_weights_bytes, Keep::Spool),
+        ("tokenizer_config", MAX_TOKENIZER_CONFIG_BYTES, Keep::Memory),
+        ("generation_config", MAX_GENERATION_CONFIG_BYTES, Keep::Memory),
+        ("chat_template", MAX_CHAT_TEMPLATE_BYTES as u64, Keep::Memory),
     ];
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_publish(&d, &request, &signature).await
@@ -306,6 +312,9 @@ async fn publish_model(
                 ));
             }
         },
+        tokenizer_config: take(&mut p, "tokenizer_config").ok(),
+        generation_config: take(&mut p, "generation_config").ok(),
+        chat_template: take(&mut p, "chat_template").ok(),
     };
     Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
 }

@@ -53,7 +53,10 @@ impl Limits {
             + self.max_config_bytes
             + self.max_tokenizer_bytes
             + self.max_dataset_bytes
-            + self.max_request_bytes;
+            + self.max_request_bytes
+            + posthuman_gpt2::chat_config::MAX_TOKENIZER_CONFIG_BYTES
+            + posthuman_gpt2::chat_config::MAX_GENERATION_CONFIG_BYTES
+            + posthuman_gpt2::chat_config::MAX_CHAT_TEMPLATE_BYTES as u64;
         usize::try_from(sum + (64 << 10)).unwrap_or(usize::MAX)
     }
 }

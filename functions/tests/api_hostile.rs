@@ -59,6 +59,7 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
         max_new_tokens: 4,
         sampling: Default::default(),
         stop: vec![],
+        messages: vec![],
     };
     let infer_order = env.order(&nft, &JobParams::Infer(infer), 0, &bob, bob.address()).await;
 

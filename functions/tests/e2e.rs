@@ -148,6 +148,7 @@ async fn publish_train_derive_reward_infer_evaluate() {
         max_new_tokens: 8,
         sampling: Sampling::default(),
         stop: vec![],
+        messages: vec![],
     });
     let order = env.order(&m2_nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&m2_nft, &order, bob.address(), &infer, None, "infer-1");

@@ -130,6 +130,7 @@ async fn lora_derivations_are_quoted_published_and_composed() {
         max_new_tokens: 6,
         sampling: Sampling::default(),
         stop: vec![],
+        messages: vec![],
     });
     let order = env.order(&m3_nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&m3_nft, &order, bob.address(), &infer, None, "lora-infer");

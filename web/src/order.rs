@@ -225,6 +225,7 @@ impl OrderForm {
                         ..Sampling::default()
                     },
                     stop: vec![],
+                    messages: vec![],
                 };
                 p.validate()?;
                 (JobParams::Infer(p), 0)

@@ -80,6 +80,7 @@ pub fn infer_params() -> InferParams {
         max_new_tokens: 12,
         sampling: Sampling::default(),
         stop: vec![],
+        messages: vec![],
     }
 }
 

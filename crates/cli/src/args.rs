@@ -171,13 +171,24 @@ pub enum MarketCmd {
     },
 }
 
+/// `ROLE:CONTENT` → a chat message (the role is checked on submit, with the other bounds).
+fn parse_message(s: &str) -> Result<posthuman_types::ChatMessage, String> {
+    let (role, content) =
+        s.split_once(':').ok_or_else(|| format!("`{s}` is not ROLE:CONTENT (e.g. user:hi)"))?;
+    Ok(posthuman_types::ChatMessage::new(role.trim(), content))
+}
+
 /// Sampling flags shared by infer.
 #[derive(Debug, Args)]
 pub struct InferArgs {
     pub nft: String,
     /// A prompt (repeat for a batch).
-    #[arg(long = "prompt", required = true)]
+    #[arg(long = "prompt", required_unless_present = "messages", conflicts_with = "messages")]
     pub prompts: Vec<String>,
+    /// A chat message as ROLE:CONTENT, ROLE one of system, user, assistant (repeat, in
+    /// order); the model's chat template renders them and one completion answers.
+    #[arg(long = "message", value_parser = parse_message)]
+    pub messages: Vec<posthuman_types::ChatMessage>,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: u32,
     #[arg(long, default_value_t = 0.0)]
@@ -288,6 +299,9 @@ pub struct VerifyArgs {
     /// The prompts of an infer job, in order (repeat; with --salt).
     #[arg(long = "prompt", requires = "salt")]
     pub prompts: Vec<String>,
+    /// The messages of a chat infer job as ROLE:CONTENT, in order (repeat; with --salt).
+    #[arg(long = "message", requires = "salt", conflicts_with_all = ["prompts", "data"], value_parser = parse_message)]
+    pub messages: Vec<posthuman_types::ChatMessage>,
 }
 
 /// How big the demo's models and jobs are.
@@ -339,5 +353,28 @@ mod tests {
     fn default_api_is_where_the_embedded_server_listens() {
         let cli = Cli::try_parse_from(["posthuman", "rewards"]).expect("parses");
         assert_eq!(cli.global.api, format!("http://{}", posthuman_types::DEFAULT_API_LISTEN));
+    }
+
+    #[test]
+    fn infer_takes_prompts_or_chat_messages() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["posthuman", "jobs", "infer", "0xabc"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let cli = parse(&["--message", "system:be brief", "--message", "user:hi: there"]).unwrap();
+        let Command::Jobs(JobsCmd::Infer(a)) = cli.command else { panic!("not infer") };
+        assert_eq!(
+            a.messages,
+            vec![
+                posthuman_types::ChatMessage::new("system", "be brief"),
+                posthuman_types::ChatMessage::new("user", "hi: there"),
+            ]
+        );
+        assert!(a.prompts.is_empty());
+        assert!(parse(&["--prompt", "x"]).is_ok());
+        assert!(parse(&[]).is_err(), "a prompt or a message is required");
+        assert!(parse(&["--prompt", "x", "--message", "user:hi"]).is_err(), "not both");
+        assert!(parse(&["--message", "no role"]).is_err());
     }
 }

@@ -192,18 +192,25 @@ impl ApiClient {
     ) -> Result<ModelView, CliError> {
         let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
         let signature = sign(signer, domain, PUBLISH_MODEL, &body)?;
-        let form = Form::new()
+        let mut form = Form::new()
             .part("request", Part::bytes(body))
             .text("signature", signature)
             .part("config", Part::bytes(files.config))
             .part("weights", Part::bytes(files.weights))
             .part("tokenizer", Part::bytes(files.tokenizer));
-        let form = match files.adapter {
-            Some((c, w)) => {
-                form.part("adapter_config", Part::bytes(c)).part("adapter_weights", Part::bytes(w))
-            }
-            None => form,
-        };
+        if let Some(b) = files.tokenizer_config {
+            form = form.part("tokenizer_config", Part::bytes(b));
+        }
+        if let Some(b) = files.generation_config {
+            form = form.part("generation_config", Part::bytes(b));
+        }
+        if let Some(b) = files.chat_template {
+            form = form.part("chat_template", Part::bytes(b));
+        }
+        if let Some((c, w)) = files.adapter {
+            form =
+                form.part("adapter_config", Part::bytes(c)).part("adapter_weights", Part::bytes(w));
+        }
         self.decode(self.http.post(format!("{}/api/models", self.base)).multipart(form)).await
     }
 
@@ -261,7 +268,10 @@ impl ApiClient {
     }
 }
 
-/// The three files of an HF-layout model directory.
+/// The three files of an HF-layout model directory, and the two optional ones that say how
+/// it is prompted (`tokenizer_config.json`: special tokens, chat template;
+/// `generation_config.json`: stop ids; `chat_template.jinja`), sent when the directory has
+/// them.
 #[derive(Clone, Debug)]
 pub struct ModelFiles {
     pub config: Vec<u8>,
@@ -269,6 +279,9 @@ pub struct ModelFiles {
     pub tokenizer: Vec<u8>,
     /// A PEFT adapter over the weights: (`adapter_config.json`, `adapter_model.safetensors`).
     pub adapter: Option<(Vec<u8>, Vec<u8>)>,
+    pub tokenizer_config: Option<Vec<u8>>,
+    pub generation_config: Option<Vec<u8>>,
+    pub chat_template: Option<Vec<u8>>,
 }
 
 impl ModelFiles {
@@ -297,11 +310,22 @@ impl ModelFiles {
                 ))
             })
         };
+        let optional = |name: &str| {
+            let p = dir.join(name);
+            match std::fs::read(&p) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(CliError::Usage(format!("cannot read {} ({e})", p.display()))),
+            }
+        };
         Ok(ModelFiles {
             config: read("config.json")?,
             weights: read("model.safetensors")?,
             tokenizer: read("tokenizer.json")?,
             adapter: None,
+            tokenizer_config: optional("tokenizer_config.json")?,
+            generation_config: optional("generation_config.json")?,
+            chat_template: optional("chat_template.jinja")?,
         })
     }
 }

@@ -25,6 +25,8 @@
 //! - [`lora`]: LoRA adapters in PEFT's format (config, PEFT tensor names and init, strict
 //!   load/save, merge into base weights); `Gpt2::with_lora` / `Llama::with_lora` freeze the
 //!   base and add the adapter's branches on the autograd path.
+//! - [`chat_config`]: the optional `tokenizer_config.json` / `generation_config.json` beside
+//!   the tokenizer (special tokens, BOS policy, chat template, stop ids), parsed and bounded.
 //! - [`optim`]: AdamW, gradient accumulation, global-norm clipping, optimizer state files.
 //!
 //! Determinism: all randomness comes from [`SeededRng`]; every reduction has a fixed order
@@ -57,6 +59,7 @@
 //! ```
 
 mod backprop;
+pub mod chat_config;
 mod config;
 mod error;
 pub mod family;

@@ -66,13 +66,14 @@ pub fn json_hash(v: &Value) -> Hash32 {
 /// The parameters a receipt carries (and hashes) for a job.
 ///
 /// Train and evaluate jobs carry their full parameters. Infer jobs carry everything except
-/// the prompts themselves, which are the buyer's private input: they are committed to by
-/// the receipt's input data hash ([`prompts_hash`]) instead, so a public receipt never
-/// reveals them. The `kind` tag is kept, so the JSON says what it describes.
+/// the prompts or chat messages themselves, which are the buyer's private input: they are
+/// committed to by the receipt's input data hash ([`prompts_hash`], [`messages_hash`])
+/// instead, so a public receipt never reveals them. The `kind` tag is kept, so the JSON says what it describes.
 pub fn receipt_params(params: &JobParams) -> Value {
     let mut v = serde_json::to_value(params).unwrap_or(Value::Null);
     if let (JobParams::Infer(_), Value::Object(map)) = (params, &mut v) {
         map.remove("prompts");
+        map.remove("messages");
     }
     v
 }
@@ -93,6 +94,18 @@ pub fn prompts_hash<S: AsRef<str>>(prompts: &[S]) -> Hash32 {
     let mut buf = Vec::with_capacity(32 * prompts.len());
     for p in prompts {
         buf.extend_from_slice(&prompt_hash(p.as_ref()).0);
+    }
+    bytes_hash(&buf)
+}
+
+/// The input data hash of a chat infer job: keccak-256 over a domain tag and, per message in
+/// order, the hashes of its role and of its content — so no chat hashes like a prompt batch.
+pub fn messages_hash(messages: &[posthuman_types::ChatMessage]) -> Hash32 {
+    let mut buf = Vec::with_capacity(20 + 64 * messages.len());
+    buf.extend_from_slice(b"posthuman:messages:v1");
+    for m in messages {
+        buf.extend_from_slice(&prompt_hash(&m.role).0);
+        buf.extend_from_slice(&prompt_hash(&m.content).0);
     }
     bytes_hash(&buf)
 }
@@ -164,11 +177,31 @@ mod tests {
             max_new_tokens: 8,
             sampling: Sampling::default(),
             stop: vec![],
+            messages: vec![],
         });
         let v = receipt_params(&p);
         assert!(!canonical_json(&v).contains("secret"));
         assert_eq!(v["kind"], "infer");
         assert_eq!(v["max_new_tokens"], 8);
+    }
+
+    #[test]
+    fn infer_params_never_carry_chat_messages() {
+        let p = JobParams::Infer(InferParams {
+            prompts: vec![],
+            max_new_tokens: 8,
+            sampling: Sampling::default(),
+            stop: vec![],
+            messages: vec![posthuman_types::ChatMessage::new("user", "secret chat")],
+        });
+        let v = receipt_params(&p);
+        assert!(!canonical_json(&v).contains("secret"), "{v}");
+        assert!(v.get("messages").is_none());
+        use posthuman_types::ChatMessage as M;
+        let h = messages_hash(&[M::new("user", "a"), M::new("assistant", "b")]);
+        assert_ne!(h, messages_hash(&[M::new("user", "b"), M::new("assistant", "a")]));
+        assert_ne!(h, messages_hash(&[M::new("assistant", "a"), M::new("user", "b")]));
+        assert_ne!(h, prompts_hash(&["user", "a", "assistant", "b"]));
     }
 
     #[test]

@@ -122,6 +122,7 @@ mod tests {
             max_new_tokens: 4,
             sampling: Sampling::default(),
             stop: vec![],
+            messages: vec![],
         });
         let json = format!(
             "{{\"params\":{},\"dataset_bytes\":0}}",

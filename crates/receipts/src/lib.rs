@@ -64,8 +64,8 @@ pub use audit::{
     SegmentVerdict, audit, audit_async, plan_audit,
 };
 pub use canonical::{
-    bytes_hash, canonical_json, dataset_hash, job_id_hash, json_hash, prompt_hash, prompts_hash,
-    receipt_params, salted_hash, text_hash, worker_version,
+    bytes_hash, canonical_json, dataset_hash, job_id_hash, json_hash, messages_hash, prompt_hash,
+    prompts_hash, receipt_params, salted_hash, text_hash, worker_version,
 };
 pub use facts::{
     ChainFacts, FactsError, FactsSnapshot, ModelFacts, OperatorTerm, OrderFacts,

@@ -26,6 +26,11 @@ pub const BAD_SPEC: i32 = 10;
 pub const BAD_WEIGHTS: i32 = 11;
 /// The model prefix has no usable `tokenizer.json` (the seller's upload).
 pub const MISSING_TOKENIZER: i32 = 12;
+/// The model's chat template (`tokenizer_config.json`, the seller's upload) does not parse,
+/// fails while rendering other than by refusing the messages, or renders a prompt longer than
+/// the quote's bound for it ([`crate::pricing::chat_prompt_tokens`]): not the buyer's input,
+/// so the order is released, like [`BAD_WEIGHTS`].
+pub const BAD_CHAT_TEMPLATE: i32 = 13;
 /// The buyer's dataset is empty, not UTF-8, or yields no tokens.
 pub const BAD_DATASET: i32 = 40;
 /// The buyer's dataset is larger than the configured cap.
@@ -49,6 +54,11 @@ pub const NO_TRAINING: i32 = 46;
 /// A LoRA job's adapter does not fit the model: a target module the model's family has
 /// not, or a rank above a targeted layer's smaller side (the buyer's parameters).
 pub const BAD_LORA: i32 = 47;
+/// An infer job sent chat `messages` that the model cannot take: it has no chat template (it
+/// serves raw prompts only, as its files say), or its template refused these messages through
+/// `raise_exception` (e.g. roles that do not alternate). The buyer's input, like [`BAD_LORA`]:
+/// the same messages fail the same way on every run.
+pub const CHAT_REFUSED: i32 = 48;
 /// A bug or an unexpected condition inside the worker.
 pub const INTERNAL: i32 = 70;
 /// Not a failure: training stopped after a checkpoint on request; running the same spec
@@ -76,6 +86,7 @@ pub const BUYER_INPUT: &[i32] = &[
     NO_TRAINING,
     OVER_BUDGET,
     BAD_LORA,
+    CHAT_REFUSED,
 ];
 
 /// Codes that are not the buyer's fault but that running the same spec again cannot cure:
@@ -89,6 +100,7 @@ pub const ALL: &[i32] = &[
     BAD_SPEC,
     BAD_WEIGHTS,
     MISSING_TOKENIZER,
+    BAD_CHAT_TEMPLATE,
     BAD_DATASET,
     DATASET_TOO_LARGE,
     OUT_OF_RANGE,
@@ -99,6 +111,7 @@ pub const ALL: &[i32] = &[
     OVER_BUDGET,
     NO_TRAINING,
     BAD_LORA,
+    CHAT_REFUSED,
     INTERNAL,
     INTERRUPTED,
     WALL_CLOCK_EXCEEDED,
@@ -148,7 +161,9 @@ mod tests {
             assert_eq!(classify(Some(c)), FailureClass::BuyerInput, "{c}");
             assert!(!classify(Some(c)).releases_order());
         }
-        for c in [BAD_SPEC, BAD_WEIGHTS, STORE, NO_GPU, INTERNAL, INTERRUPTED, 137, 1] {
+        for c in
+            [BAD_SPEC, BAD_WEIGHTS, BAD_CHAT_TEMPLATE, STORE, NO_GPU, INTERNAL, INTERRUPTED, 137, 1]
+        {
             assert_eq!(classify(Some(c)), FailureClass::Retryable, "{c}");
             assert!(classify(Some(c)).releases_order());
         }

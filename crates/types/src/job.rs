@@ -34,6 +34,11 @@ pub mod limits {
     pub const MAX_PROMPTS: usize = 64;
     /// Longest prompt, in bytes.
     pub const MAX_PROMPT_BYTES: usize = 16 * 1024;
+    /// Most messages in one chat (an infer job's `messages`).
+    pub const MAX_MESSAGES: usize = 64;
+    /// Most bytes of message content in one chat, all messages together (each message's
+    /// content is also at most [`MAX_PROMPT_BYTES`]).
+    pub const MAX_CHAT_BYTES: usize = 64 * 1024;
     /// Most tokens generated per prompt.
     pub const MAX_NEW_TOKENS: u32 = 2048;
     /// Most stop strings per job, and the longest one in bytes.
@@ -349,10 +354,30 @@ impl Default for Sampling {
     }
 }
 
-/// Text generation from a batch of prompts.
+/// The roles a chat message may have (those every published chat template knows).
+pub const CHAT_ROLES: &[&str] = &["system", "user", "assistant"];
+
+/// One turn of a chat, rendered into a prompt by the model's chat template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    /// One of [`CHAT_ROLES`].
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        ChatMessage { role: role.into(), content: content.into() }
+    }
+}
+
+/// Text generation from a batch of prompts, or from one chat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferParams {
+    /// Raw prompts, each generated independently. Empty when `messages` is given.
+    #[serde(default)]
     pub prompts: Vec<String>,
     pub max_new_tokens: u32,
     #[serde(default)]
@@ -360,6 +385,11 @@ pub struct InferParams {
     /// Generation stops (per prompt) once any of these strings appears in the output.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// A chat instead of `prompts`: the worker renders it with the model's chat template
+    /// (with the generation prompt) and generates one completion. Omitted from the JSON when
+    /// empty, so the parameters (and receipt hashes) of prompt jobs are what they always were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<ChatMessage>,
 }
 
 /// Sliding-window perplexity (the Hugging Face method: windows of `context_len` tokens
@@ -504,14 +534,12 @@ impl TrainParams {
 
 impl InferParams {
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.prompts.is_empty() || self.prompts.len() > limits::MAX_PROMPTS {
-            return Err(bad("prompts", format!("need 1..={} prompts", limits::MAX_PROMPTS)));
-        }
-        if let Some(i) = self.prompts.iter().position(|p| p.len() > limits::MAX_PROMPT_BYTES) {
-            return Err(bad(
-                "prompts",
-                format!("prompt {i} is over {} bytes", limits::MAX_PROMPT_BYTES),
-            ));
+        if self.messages.is_empty() {
+            self.validate_prompts()?;
+        } else if !self.prompts.is_empty() {
+            return Err(bad("messages", "send prompts or messages, not both"));
+        } else {
+            self.validate_messages()?;
         }
         check_range_u32("max_new_tokens", self.max_new_tokens, 1, limits::MAX_NEW_TOKENS)?;
         check_range_f64("sampling.temperature", self.sampling.temperature, 0.0, 5.0)?;
@@ -526,6 +554,53 @@ impl InferParams {
         }
         if self.stop.iter().any(|s| s.is_empty() || s.len() > limits::MAX_STOP_BYTES) {
             return Err(bad("stop", format!("each must be 1..={} bytes", limits::MAX_STOP_BYTES)));
+        }
+        Ok(())
+    }
+}
+
+impl InferParams {
+    fn validate_prompts(&self) -> Result<(), SpecError> {
+        if self.prompts.is_empty() || self.prompts.len() > limits::MAX_PROMPTS {
+            return Err(bad(
+                "prompts",
+                format!("need 1..={} prompts (or a chat in messages)", limits::MAX_PROMPTS),
+            ));
+        }
+        if let Some(i) = self.prompts.iter().position(|p| p.len() > limits::MAX_PROMPT_BYTES) {
+            return Err(bad(
+                "prompts",
+                format!("prompt {i} is over {} bytes", limits::MAX_PROMPT_BYTES),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_messages(&self) -> Result<(), SpecError> {
+        let m = &self.messages;
+        if m.len() > limits::MAX_MESSAGES {
+            return Err(bad("messages", format!("at most {} messages", limits::MAX_MESSAGES)));
+        }
+        for (i, msg) in m.iter().enumerate() {
+            if !CHAT_ROLES.contains(&msg.role.as_str()) {
+                return Err(bad(
+                    "messages",
+                    format!("message {i}'s role must be one of {}", CHAT_ROLES.join(", ")),
+                ));
+            }
+            if msg.content.len() > limits::MAX_PROMPT_BYTES {
+                return Err(bad(
+                    "messages",
+                    format!("message {i} is over {} bytes", limits::MAX_PROMPT_BYTES),
+                ));
+            }
+        }
+        let total: usize = m.iter().map(|msg| msg.content.len()).sum();
+        if total > limits::MAX_CHAT_BYTES {
+            return Err(bad(
+                "messages",
+                format!("{total} bytes of content, over {}", limits::MAX_CHAT_BYTES),
+            ));
         }
         Ok(())
     }
@@ -751,6 +826,7 @@ mod tests {
             max_new_tokens: 8,
             sampling: Sampling::default(),
             stop: vec![],
+            messages: vec![],
         };
         p.validate().unwrap();
         p.sampling.top_p = Some(0.0);
@@ -758,5 +834,50 @@ mod tests {
         p.sampling.top_p = None;
         p.stop = vec![String::new()];
         assert_eq!(p.validate().unwrap_err().field, "stop");
+    }
+
+    #[test]
+    fn infer_takes_prompts_or_one_chat() {
+        let mut p = InferParams {
+            prompts: vec![],
+            max_new_tokens: 8,
+            sampling: Sampling::default(),
+            stop: vec![],
+            messages: vec![ChatMessage::new("system", "be brief"), ChatMessage::new("user", "hi")],
+        };
+        p.validate().unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<InferParams>(&json).unwrap(), p);
+        // Neither, or both.
+        let chat = std::mem::take(&mut p.messages);
+        assert_eq!(p.validate().unwrap_err().field, "prompts");
+        p.prompts = vec!["x".into()];
+        p.messages = chat.clone();
+        assert_eq!(p.validate().unwrap_err().field, "messages");
+        p.prompts.clear();
+        // Roles, sizes, count.
+        p.messages = vec![ChatMessage::new("tool", "x")];
+        assert_eq!(p.validate().unwrap_err().field, "messages");
+        p.messages = vec![ChatMessage::new("user", &"x".repeat(limits::MAX_PROMPT_BYTES + 1))];
+        assert_eq!(p.validate().unwrap_err().field, "messages");
+        p.messages = vec![ChatMessage::new("user", &"x".repeat(limits::MAX_PROMPT_BYTES)); 5];
+        assert_eq!(p.validate().unwrap_err().field, "messages");
+        p.messages = vec![ChatMessage::new("user", "x"); limits::MAX_MESSAGES + 1];
+        assert_eq!(p.validate().unwrap_err().field, "messages");
+        p.messages = vec![ChatMessage::new("user", "x"); limits::MAX_MESSAGES];
+        p.validate().unwrap();
+        // Unknown keys in a message are refused like everywhere else.
+        let bad = r#"{"prompts":[],"max_new_tokens":4,"messages":[{"role":"user","content":"hi","name":"x"}]}"#;
+        assert!(serde_json::from_str::<InferParams>(bad).is_err());
+    }
+
+    #[test]
+    fn prompt_jobs_serialize_as_before() {
+        // The JSON of a prompt job (what its receipt's params hash covers) has no `messages`,
+        // and JSON written before chats existed still reads.
+        let old = r#"{"prompts":["hi"],"max_new_tokens":4,"sampling":{"temperature":0.0,"top_k":null,"top_p":null,"seed":0},"stop":[]}"#;
+        let p: InferParams = serde_json::from_str(old).unwrap();
+        assert!(p.messages.is_empty());
+        assert_eq!(serde_json::to_string(&p).unwrap(), old);
     }
 }

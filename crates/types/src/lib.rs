@@ -29,8 +29,8 @@ pub mod pricing;
 
 pub use hash::Hash32;
 pub use job::{
-    Budget, EvalParams, InferParams, JobKind, JobParams, JobSpec, LoraParams, Sampling, SpecError,
-    TrainParams,
+    Budget, ChatMessage, EvalParams, InferParams, JobKind, JobParams, JobSpec, LoraParams,
+    Sampling, SpecError, TrainParams,
 };
 pub use model::{ModelCard, RewardScheme};
 pub use outputs::{

@@ -22,7 +22,28 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::job::{Budget, JobKind, JobParams, SpecError};
+use crate::job::{Budget, ChatMessage, JobKind, JobParams, SpecError};
+
+/// Template tokens a quote allows for each chat message beyond its role and content bytes:
+/// the role markers and separators a template wraps a turn in (ChatML's
+/// `<|im_start|>user\n…<|im_end|>\n` and Llama 3's header tokens are ≤ 8 tokens).
+pub const CHAT_TOKENS_PER_MESSAGE: u64 = 32;
+/// Template tokens a quote allows once per chat: BOS, a default system message the template
+/// adds (SmolLM2's is 17 tokens, Llama 3.1's date header ~25) and the generation prompt.
+pub const CHAT_TOKENS_PER_CHAT: u64 = 256;
+
+/// The quote's bound on a rendered chat prompt, in tokens, without rendering it (the API has
+/// no template): each message's role and content bytes (a token of a byte-level or
+/// byte-fallback BPE covers at least one byte, and the template copies them once) plus
+/// [`CHAT_TOKENS_PER_MESSAGE`] each, plus [`CHAT_TOKENS_PER_CHAT`]. The worker renders the
+/// template and refuses a prompt over this bound (`BAD_CHAT_TEMPLATE`, the seller's template
+/// at fault), so the job never runs more than the quote sold.
+pub fn chat_prompt_tokens(messages: &[ChatMessage]) -> u64 {
+    messages.iter().fold(CHAT_TOKENS_PER_CHAT, |acc, m| {
+        let own = (m.role.len() as u64).saturating_add(m.content.len() as u64);
+        acc.saturating_add(own).saturating_add(CHAT_TOKENS_PER_MESSAGE)
+    })
+}
 
 /// An amount of OCEAN in base units (10⁻¹⁸ OCEAN), a decimal string on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -186,7 +207,10 @@ impl Rates {
                 "windows of context_len advanced by stride over at most min(dataset bytes, max_tokens) tokens (a byte-level BPE token is at least one byte)",
             ),
             ("evaluate FLOPs", "(2 × parameters + 2 × n_layer × context_len × n_embd) × tokens"),
-            ("infer tokens", "Σ over prompts of (prompt bytes + max_new_tokens)"),
+            (
+                "infer tokens",
+                "Σ over prompts of (prompt bytes + max_new_tokens); a chat is one prompt of Σ over messages of (role + content bytes + 32) + 256 tokens (the template's allowance, enforced by the worker)",
+            ),
             (
                 "infer FLOPs",
                 "(2 × parameters + 2 × n_layer × min(length, n_positions) × n_embd) × tokens (KV-cache decoding)",
@@ -345,8 +369,11 @@ pub fn estimate(
         }
         JobParams::Infer(i) => {
             let (mut tokens, mut flops) = (0u64, 0u64);
-            for p in &i.prompts {
-                let len = sum("tokens", &[p.len() as u64, u64::from(i.max_new_tokens)])?;
+            // A prompt's tokens are at most its bytes; a chat's at most its template bound.
+            let chat = (!i.messages.is_empty()).then(|| chat_prompt_tokens(&i.messages));
+            let prompts = i.prompts.iter().map(|p| p.len() as u64).chain(chat);
+            for prompt in prompts {
+                let len = sum("tokens", &[prompt, u64::from(i.max_new_tokens)])?;
                 let span = len.min(u64::from(shape.n_positions));
                 let f = product("FLOPs", &[forward_flops_per_token(shape, span)?, len])?;
                 tokens = sum("tokens", &[tokens, len])?;
@@ -549,12 +576,30 @@ mod tests {
             max_new_tokens: 6,
             sampling: Sampling::default(),
             stop: vec![],
+            messages: vec![],
         };
         let e = estimate(&JobParams::Infer(p), &tiny(), 0).unwrap();
         assert_eq!(e.tokens, 10 + 106);
         // Spans: 10, and 106 capped at n_positions = 64.
         let f = (2_000 + 2 * 2 * 10 * 10) * 10 + (2_000 + 2 * 2 * 64 * 10) * 106;
         assert_eq!(e.flops, f);
+    }
+
+    #[test]
+    fn a_chat_is_one_prompt_of_its_template_bound() {
+        let messages = vec![ChatMessage::new("system", "be brief"), ChatMessage::new("user", "hi")];
+        // (6 + 8 + 32) + (4 + 2 + 32) + 256 = 340 tokens.
+        assert_eq!(chat_prompt_tokens(&messages), 340);
+        let p = InferParams {
+            prompts: vec![],
+            max_new_tokens: 6,
+            sampling: Sampling::default(),
+            stop: vec![],
+            messages,
+        };
+        let e = estimate(&JobParams::Infer(p), &tiny(), 0).unwrap();
+        assert_eq!(e.tokens, 346);
+        assert_eq!(e.flops, (2_000 + 2 * 2 * 64 * 10) * 346);
     }
 
     #[test]
@@ -598,6 +643,7 @@ mod tests {
             max_new_tokens: 1,
             sampling: Sampling::default(),
             stop: vec![],
+            messages: vec![],
         };
         let e = estimate(&JobParams::Infer(p), &tiny(), 0).unwrap();
         let pb = price(&e, &rates, JobKind::Infer);

@@ -153,6 +153,9 @@ async fn run(args: Args) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             tokenizer: Bytes::from(f.tokenizer),
             adapter: None,
+            tokenizer_config: None,
+            generation_config: None,
+            chat_template: None,
         };
         let v = models::publish_model(&deps, up).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         nfts.push((v.card.nft.clone(), v.card.datatoken.clone(), v.card.exchange_id));

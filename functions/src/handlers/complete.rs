@@ -237,10 +237,15 @@ fn build_receipt(
                 (r.dataset_hash, 0, Hash32::ZERO, 0, Hash32::ZERO)
             }
             // The worker salts the dataset hash in the public outputs above; the prompts'
-            // hash is ours to salt (the spec keeps the buyer's salt, never published).
+            // (or the chat's) hash is ours to salt (the spec keeps the buyer's salt, never
+            // published).
             JobParams::Infer(i) => (
                 {
-                    let h = posthuman_receipts::prompts_hash(&i.prompts);
+                    let h = if i.messages.is_empty() {
+                        posthuman_receipts::prompts_hash(&i.prompts)
+                    } else {
+                        posthuman_receipts::messages_hash(&i.messages)
+                    };
                     match &job.spec.salt {
                         Some(s) => posthuman_receipts::salted_hash(s, &h),
                         None => h,

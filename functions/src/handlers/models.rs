@@ -4,6 +4,9 @@ use alloy::primitives::{Address, U256};
 use bytes::Bytes;
 use posthuman_chain::PublishRequest as ChainPublish;
 use posthuman_chain::ddo::ModelDdo;
+use posthuman_gpt2::chat_config::{
+    CHAT_TEMPLATE_FILE, ChatConfig, ChatConfigError, GENERATION_CONFIG, TOKENIZER_CONFIG,
+};
 use posthuman_gpt2::family::{AnyConfig, AnyWeights, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
 use posthuman_gpt2::lora::LoraAdapter;
@@ -46,8 +49,9 @@ pub struct PublishRequest {
     pub expires_at: u64,
 }
 
-/// A publish upload: the signed request and the three model files. The weights (up to
-/// `max_weights_bytes`) come spooled to disk, never whole in memory.
+/// A publish upload: the signed request and the three model files, plus the two optional
+/// HF files that say how the model is prompted (stop ids, BOS, chat template). The weights
+/// (up to `max_weights_bytes`) come spooled to disk, never whole in memory.
 #[derive(Debug)]
 pub struct PublishUpload {
     pub request: Bytes,
@@ -58,6 +62,12 @@ pub struct PublishUpload {
     /// A PEFT LoRA adapter over these weights: `adapter_config.json` and the spooled
     /// `adapter_model.safetensors`.
     pub adapter: Option<(Bytes, Spooled)>,
+    /// `tokenizer_config.json`, if the model has one.
+    pub tokenizer_config: Option<Bytes>,
+    /// `generation_config.json`, if the model has one.
+    pub generation_config: Option<Bytes>,
+    /// `chat_template.jinja`, if the model keeps its template in that file.
+    pub chat_template: Option<Bytes>,
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
@@ -208,6 +218,25 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     }
     let adapter = up.adapter.as_ref().map(|(c, w)| (c.clone(), w));
     let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer, adapter).await?;
+    // The worker's own parser and bounds, and its rule that every token the configs name
+    // exists in tokenizer.json: a file the worker would refuse is never published.
+    let chat_error = |e: ChatConfigError| {
+        let field = match e.file {
+            TOKENIZER_CONFIG => "tokenizer_config",
+            GENERATION_CONFIG => "generation_config",
+            _ => "chat_template",
+        };
+        invalid(field, e.reason)
+    };
+    let mut chat =
+        ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref())
+            .map_err(chat_error)?;
+    if let Some(t) = &up.chat_template {
+        chat = chat.with_template_file(t).map_err(chat_error)?;
+    }
+    let tokenizer: serde_json::Value = serde_json::from_slice(&up.tokenizer)
+        .map_err(|_| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
+    chat.check_tokens(&tokenizer).map_err(chat_error)?;
     if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
     }
@@ -239,14 +268,26 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
     // The worker's manifest (format posthuman-model-v1): the canonical weights hash and the
     // SHA-256 of each file, checked by the worker on every load.
+    let mut files = serde_json::json!({
+        "config.json": Hash32(Sha256::digest(&config_bytes).into()),
+        "model.safetensors": weights_sha256,
+        "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
+    });
+    let optional = [
+        (TOKENIZER_CONFIG, up.tokenizer_config),
+        (GENERATION_CONFIG, up.generation_config),
+        (CHAT_TEMPLATE_FILE, up.chat_template),
+    ];
+    for (name, body) in optional {
+        if let Some(body) = body {
+            files[name] = serde_json::json!(Hash32(Sha256::digest(&body).into()));
+            deps.store.put(&format!("{prefix}/{name}"), body).await?;
+        }
+    }
     let manifest = serde_json::json!({
         "format": "posthuman-model-v1",
         "weights_hash": checked.weights_hash,
-        "files": {
-            "config.json": Hash32(Sha256::digest(&config_bytes).into()),
-            "model.safetensors": weights_sha256,
-            "tokenizer.json": Hash32(Sha256::digest(&tokenizer_bytes).into()),
-        },
+        "files": files,
     });
     let manifest = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
     deps.store.put(&format!("{prefix}/_COMPLETE"), Bytes::from(manifest)).await?;

@@ -69,6 +69,7 @@ impl QuoteTerms {
                     max_new_tokens: 256,
                     sampling: Sampling::default(),
                     stop: vec![],
+                    messages: vec![],
                 }),
                 dataset_bytes: 0,
             },

@@ -10,6 +10,7 @@ pub fn infer_params() -> JobParams {
         max_new_tokens: 4,
         sampling: Sampling::default(),
         stop: vec![],
+        messages: vec![],
     })
 }
 

@@ -357,6 +357,18 @@ pub async fn publish(
     scheme: &RewardScheme,
     nonce: &str,
 ) -> (StatusCode, serde_json::Value) {
+    publish_with(env, publisher, files, scheme, nonce, &[]).await
+}
+
+/// [`publish`] with more multipart parts (the optional `tokenizer_config`, say).
+pub async fn publish_with(
+    env: &Env,
+    publisher: &PrivateKeySigner,
+    files: &ModelFiles,
+    scheme: &RewardScheme,
+    nonce: &str,
+    extra: &[(&str, &[u8])],
+) -> (StatusCode, serde_json::Value) {
     let req = serde_json::json!({
         "name": "Tiny GPT", "symbol": "TINY", "description": "a tiny test model",
         "owner": format!("{:#x}", publisher.address()),
@@ -367,17 +379,15 @@ pub async fn publish(
     });
     let req = serde_json::to_vec(&req).unwrap();
     let sig = sign_typed(env, publisher, posthuman_receipts::request::PUBLISH_MODEL, &req);
-    env.post_multipart(
-        "/api/models",
-        &[
-            ("request", &req),
-            ("signature", sig.as_bytes()),
-            ("config", &files.config),
-            ("weights", &files.weights),
-            ("tokenizer", &files.tokenizer),
-        ],
-    )
-    .await
+    let mut parts: Vec<(&str, &[u8])> = vec![
+        ("request", &req),
+        ("signature", sig.as_bytes()),
+        ("config", &files.config),
+        ("weights", &files.weights),
+        ("tokenizer", &files.tokenizer),
+    ];
+    parts.extend_from_slice(extra);
+    env.post_multipart("/api/models", &parts).await
 }
 
 /// The salt a test request carries: derived from its nonce, so a test can recompute it.

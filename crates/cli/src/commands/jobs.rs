@@ -134,6 +134,7 @@ pub fn infer_params(a: InferArgs) -> InferParams {
             seed: a.seed,
         },
         stop: a.stop,
+        messages: a.messages,
     }
 }
 

@@ -8,10 +8,10 @@
 //! checked.
 
 use posthuman_receipts::{
-    ReceiptDomain, Report, SignedAttestation, SignedReceipt, dataset_hash, prompts_hash,
-    salted_hash, verify_evaluation, verify_job, verify_lineage,
+    ReceiptDomain, Report, SignedAttestation, SignedReceipt, dataset_hash, messages_hash,
+    prompts_hash, salted_hash, verify_evaluation, verify_job, verify_lineage,
 };
-use posthuman_types::{Completion, Hash32, JobKind};
+use posthuman_types::{ChatMessage, Completion, Hash32, JobKind};
 use serde::Serialize;
 
 use crate::Config;
@@ -44,8 +44,19 @@ pub struct Verification {
 /// The buyer's input and salt: what `--salt` with `--data` or `--prompt` names.
 #[derive(Clone, Debug)]
 pub enum Input {
-    Dataset { salt: Hash32, bytes: Vec<u8> },
-    Prompts { salt: Hash32, prompts: Vec<String> },
+    Dataset {
+        salt: Hash32,
+        bytes: Vec<u8>,
+    },
+    Prompts {
+        salt: Hash32,
+        prompts: Vec<String>,
+    },
+    /// A chat infer job's messages (`--message ROLE:CONTENT`, in order).
+    Messages {
+        salt: Hash32,
+        messages: Vec<ChatMessage>,
+    },
 }
 
 impl Input {
@@ -54,12 +65,16 @@ impl Input {
         match self {
             Input::Dataset { salt, bytes } => salted_hash(salt, &dataset_hash(bytes)),
             Input::Prompts { salt, prompts } => salted_hash(salt, &prompts_hash(prompts)),
+            Input::Messages { salt, messages } => salted_hash(salt, &messages_hash(messages)),
         }
     }
 }
 
 fn input_of(a: &VerifyArgs) -> Result<Option<Input>, CliError> {
     let Some(salt) = a.salt else { return Ok(None) };
+    if !a.messages.is_empty() {
+        return Ok(Some(Input::Messages { salt, messages: a.messages.clone() }));
+    }
     match (&a.data, a.prompts.is_empty()) {
         (Some(p), true) => {
             let bytes = std::fs::read(p)
@@ -68,7 +83,7 @@ fn input_of(a: &VerifyArgs) -> Result<Option<Input>, CliError> {
         }
         (None, false) => Ok(Some(Input::Prompts { salt, prompts: a.prompts.clone() })),
         _ => Err(CliError::Usage(
-            "--salt checks an input: pass --data FILE (train, evaluate) or --prompt TEXT… (infer)"
+            "--salt checks an input: pass --data FILE (train, evaluate), --prompt TEXT… or --message ROLE:CONTENT… (infer)"
                 .into(),
         )),
     }
@@ -156,7 +171,7 @@ pub async fn verify_input(
         let kind_fits = matches!(
             (i, signed.body.kind),
             (Input::Dataset { .. }, JobKind::Train | JobKind::Evaluate)
-                | (Input::Prompts { .. }, JobKind::Infer)
+                | (Input::Prompts { .. } | Input::Messages { .. }, JobKind::Infer)
         );
         kind_fits && i.salted() == signed.body.input_data_hash
     });
@@ -263,5 +278,9 @@ mod tests {
         };
         assert_eq!(p(&["a", "b"]).salted(), salted_hash(&s1, &prompts_hash(&["a", "b"])));
         assert_ne!(p(&["a", "b"]).salted(), p(&["b", "a"]).salted());
+        let m = |c: &str| Input::Messages { salt: s1, messages: vec![ChatMessage::new("user", c)] };
+        let want = posthuman_receipts::messages_hash(&[ChatMessage::new("user", "a")]);
+        assert_eq!(m("a").salted(), salted_hash(&s1, &want));
+        assert_ne!(m("a").salted(), p(&["a"]).salted());
     }
 }

@@ -273,6 +273,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         max_new_tokens: z.infer_tokens,
         sampling: Sampling { temperature: 0.0, top_k: None, top_p: None, seed: 0 },
         stop: vec![],
+        messages: vec![],
     });
     let (id, q, salt) =
         jobs::order_and_submit(&derek.s, out, &m3.card.nft, params, None, Consent::Given).await?;

@@ -88,6 +88,7 @@ pub fn infer_params() -> InferParams {
         max_new_tokens: 16,
         sampling: Sampling { temperature: 0.8, top_k: Some(40), top_p: Some(0.95), seed: 42 },
         stop: vec!["\n".into()],
+        messages: vec![],
     }
 }
 

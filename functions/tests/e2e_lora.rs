@@ -275,6 +275,7 @@ async fn an_owner_publishes_base_weights_with_a_peft_adapter() {
         max_new_tokens: 4,
         sampling: Sampling::default(),
         stop: vec![],
+        messages: vec![],
     });
     let order = env.order(&nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&nft, &order, bob.address(), &infer, None, "adp-infer");

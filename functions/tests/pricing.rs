@@ -199,3 +199,31 @@ async fn a_fee_valid_when_ordered_still_pays_after_valid_until() {
     assert_eq!(st, StatusCode::PAYMENT_REQUIRED, "{body}");
     assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
 }
+
+/// A chat (`messages`) on a model without a chat template can only fail in the worker: it is
+/// refused at the quote, naming the field, before anything is paid; the same model still
+/// quotes raw prompts.
+#[tokio::test]
+async fn a_chat_on_a_model_without_a_template_is_refused_before_payment() {
+    let mut env = env(sleeper(), |_| {}).await;
+    let (a, _, _) = market(&mut env).await;
+    let chat = JobParams::Infer(posthuman_types::InferParams {
+        prompts: vec![],
+        max_new_tokens: 4,
+        sampling: Default::default(),
+        stop: vec![],
+        messages: vec![posthuman_types::job::ChatMessage::new("user", "hello")],
+    });
+    let body = serde_json::json!({ "params": chat, "dataset_bytes": 0 });
+    let req = Request::post(format!("/api/models/{a}/quote"))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap();
+    let (st, body) = env.call(req).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("messages") && body.to_string().contains("chat template"),
+        "{body}"
+    );
+    quote(&env, &a, &infer(), 0).await;
+}

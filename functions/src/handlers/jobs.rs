@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain_err;
 use super::models::{find_model, lower};
-use super::pricing::{check_fee, check_lora, model_config};
+use super::pricing::{check_chat, check_fee, check_lora, model_config};
 use super::views::{JobView, SubmittedView};
 use crate::auth;
 use crate::catalogue::{Catalogue, JobPhase, JobRecord, OrderClaim, now_secs};
@@ -144,6 +144,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     spec.validate()?;
     spec.validate_against_context(model.n_positions)?;
     check_lora(&spec.params, &model_config(deps, &model).await?)?;
+    check_chat(deps, &model, &spec.params).await?;
     let dataset = match (kind, up.dataset) {
         (JobKind::Infer, None) => None,
         (JobKind::Infer, Some(_)) => return Err(ApiError::bad("infer jobs take no dataset")),

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::chain_err;
 use super::pricing::{
-    QuoteTerms, check_lora, fee_binding, model_config, price_terms, validate_params,
+    QuoteTerms, check_chat, check_lora, fee_binding, model_config, price_terms, validate_params,
 };
 use super::views::{self, ModelView, Paged};
 use crate::auth;
@@ -537,6 +537,7 @@ async fn quote_model(deps: &Deps, m: &ModelRecord, terms: QuoteTerms) -> Result<
     }
     let cfg = model_config(deps, m).await?;
     check_lora(&terms.params, &cfg)?;
+    check_chat(deps, m, &terms.params).await?;
     let priced = price_terms(&terms, &cfg.shape(), &deps.cfg.rates)?;
     let price = match m.card.exchange_id {
         Some(id) => Some(

@@ -115,6 +115,46 @@ pub async fn model_shape(deps: &Deps, model: &ModelRecord) -> Result<ModelShape,
     Ok(model_config(deps, model).await?.shape())
 }
 
+/// An infer job given as `messages` needs the model's chat template (`tokenizer_config.json`'s
+/// `chat_template` or `chat_template.jinja`, stored beside the weights and inherited by derived
+/// models): without one the worker can only refuse the job (`CHAT_REFUSED`), so the buyer is
+/// told here, before paying.
+pub async fn check_chat(
+    deps: &Deps,
+    model: &ModelRecord,
+    params: &JobParams,
+) -> Result<(), ApiError> {
+    use posthuman_gpt2::chat_config::{
+        CHAT_TEMPLATE_FILE, ChatConfig, MAX_CHAT_TEMPLATE_BYTES, MAX_TOKENIZER_CONFIG_BYTES,
+        TOKENIZER_CONFIG,
+    };
+    let JobParams::Infer(p) = params else { return Ok(()) };
+    if p.messages.is_empty() {
+        return Ok(());
+    }
+    let read = |name: &'static str, max: u64| async move {
+        match deps.store.get(&format!("{}/{name}", model.storage_prefix), max).await {
+            Ok(b) => Ok(Some(b)),
+            Err(posthuman_store::StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ApiError::from(e)),
+        }
+    };
+    let tc = read(TOKENIZER_CONFIG, MAX_TOKENIZER_CONFIG_BYTES).await?;
+    let mut chat = ChatConfig::parse(tc.as_deref(), None).map_err(ApiError::internal)?;
+    if let Some(t) = read(CHAT_TEMPLATE_FILE, MAX_CHAT_TEMPLATE_BYTES as u64).await? {
+        chat = chat.with_template_file(&t).map_err(ApiError::internal)?;
+    }
+    if chat.chat_template.is_none() {
+        return Err(ApiError::Invalid {
+            field: "messages".into(),
+            reason: "this model has no chat template (tokenizer_config.json's chat_template or \
+                     chat_template.jinja): send prompts instead"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// The checks of a train job's LoRA settings that need the model (its family's module names,
 /// its layer sizes): the worker makes the same ones, but a buyer learns of a misfit here,
 /// before paying, with the field named.

@@ -90,12 +90,30 @@ pub(crate) fn linear_bwd(
     x: &[f32],
     w: &[f32],
     b: &[f32],
-    mut dz: Vec<f32>,
+    dz: Vec<f32>,
     pre: Option<&[f32]>,
     k: usize,
     m: usize,
     act: Activation,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let (dx, dw, db) = linear_bwd_parts(x, w, b, dz, pre, k, m, act, true)?;
+    Ok((dx, dw.unwrap_or_default(), db))
+}
+
+/// [`linear_bwd`], computing dW only when `want_dw`: a frozen weight (LoRA's base) needs no
+/// gradient, and xᵀ·dz costs as many FLOPs as the forward.
+#[allow(clippy::too_many_arguments)] // the kernel's operands and shapes
+fn linear_bwd_parts(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    mut dz: Vec<f32>,
+    pre: Option<&[f32]>,
+    k: usize,
+    m: usize,
+    act: Activation,
+    want_dw: bool,
+) -> Result<(Vec<f32>, Option<Vec<f32>>, Vec<f32>)> {
     let n = x.len() / k.max(1);
     if act == Activation::GeluNew {
         let d_owned;
@@ -115,8 +133,13 @@ pub(crate) fn linear_bwd(
     let mut dx = scratch::take(n * k);
     matmul(&mut dx, k, Mat::rows(&dz, n, m, m), Mat::t(w, m, k, m), false, true)?;
     // dW leaves the step as a gradient; the training loop hands it back ([`crate::Grads::recycle`]).
-    let mut dw = scratch::take(k * m);
-    matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
+    let dw = if want_dw {
+        let mut dw = scratch::take(k * m);
+        matmul(&mut dw, m, Mat::t(x, k, n, k), Mat::rows(&dz, n, m, m), false, true)?;
+        Some(dw)
+    } else {
+        None
+    };
     let db = col_sums(&dz, n, m);
     scratch::give([dz]);
     Ok((dx, dw, db))
@@ -171,17 +194,22 @@ impl CustomOp3 for Linear {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (k, m) = w.dims2()?;
         let x_shape = x.shape().clone();
+        let (w_tracked, b_tracked) = (w.track_op(), b.track_op());
         with_slice::<f32, _>(x, |x| {
             with_slice::<f32, _>(w, |w| {
                 with_slice::<f32, _>(grad, |g| {
                     let stored = self.pre_act.lock().ok().and_then(|mut s| s.take());
+                    // A weight outside the graph (detached: LoRA's frozen base) gets no
+                    // gradient, so none is computed.
+                    let want_dw = w_tracked;
                     let (dx, dw, db) = with_slice::<f32, _>(b, |b| {
-                        linear_bwd(x, w, b, g.to_vec(), stored.as_deref(), k, m, self.act)
+                        let pre = stored.as_deref();
+                        linear_bwd_parts(x, w, b, g.to_vec(), pre, k, m, self.act, want_dw)
                     })?;
                     Ok((
                         Some(tensor(dx, x_shape.clone())?),
-                        Some(tensor(dw, (k, m))?),
-                        Some(tensor(db, m)?),
+                        dw.map(|dw| tensor(dw, (k, m))).transpose()?,
+                        if b_tracked { Some(tensor(db, m)?) } else { None },
                     ))
                 })
             })

@@ -100,6 +100,9 @@ pub(crate) fn linear_bwd(
     Ok((dx, dw.unwrap_or_default(), db))
 }
 
+/// (dx, dW if asked for, db).
+type LinearGrads = (Vec<f32>, Option<Vec<f32>>, Vec<f32>);
+
 /// [`linear_bwd`], computing dW only when `want_dw`: a frozen weight (LoRA's base) needs no
 /// gradient, and xᵀ·dz costs as many FLOPs as the forward.
 #[allow(clippy::too_many_arguments)] // the kernel's operands and shapes
@@ -113,7 +116,7 @@ fn linear_bwd_parts(
     m: usize,
     act: Activation,
     want_dw: bool,
-) -> Result<(Vec<f32>, Option<Vec<f32>>, Vec<f32>)> {
+) -> Result<LinearGrads> {
     let n = x.len() / k.max(1);
     if act == Activation::GeluNew {
         let d_owned;

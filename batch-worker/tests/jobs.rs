@@ -15,17 +15,6 @@ use posthuman_worker::train::checkpoint;
 use posthuman_worker::train::method::Method;
 use posthuman_worker::{JobOutcome, WorkerConfig, run_job};
 
-async fn train(
-    store: &dyn ObjectStore,
-    spec: &posthuman_types::JobSpec,
-    wc: &WorkerConfig,
-) -> TrainMetrics {
-    match run_job(store, wc, &spec_bytes(spec)).await.unwrap() {
-        JobOutcome::Trained(m) => m,
-        other => panic!("unexpected outcome {other:?}"),
-    }
-}
-
 const PUBLIC_ALLOWLIST: [&str; 6] =
     ["progress.json", "metrics.json", "completions.json", "report.json", "error.json", "run.json"];
 

@@ -46,17 +46,6 @@ fn llama_spec(id: &str, params: JobParams) -> posthuman_types::JobSpec {
     s
 }
 
-async fn train(
-    store: &dyn ObjectStore,
-    s: &posthuman_types::JobSpec,
-    wc: &WorkerConfig,
-) -> TrainMetrics {
-    match run_job(store, wc, &spec_bytes(s)).await.unwrap() {
-        JobOutcome::Trained(m) => m,
-        other => panic!("unexpected outcome {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn a_llama_trains_infers_and_evaluates_deterministically_in_hf_layout() {
     let (_dir, store) = llama_store(false).await;

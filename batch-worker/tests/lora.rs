@@ -12,7 +12,7 @@ use common::*;
 use posthuman_gpt2::family::AnyWeights;
 use posthuman_gpt2::lora::{LoraAdapter, LoraConfig};
 use posthuman_store::ObjectStore;
-use posthuman_types::{JobParams, LoraParams, TrainMetrics, TrainParams};
+use posthuman_types::{JobParams, LoraParams, TrainParams};
 use posthuman_worker::model_io;
 use posthuman_worker::setup::{LlamaShape, init_llama, save_new_model};
 use posthuman_worker::train::checkpoint;
@@ -24,17 +24,6 @@ fn lora_params(targets: &[&str]) -> TrainParams {
     p.learning_rate = 5e-2;
     p.lora = Some(LoraParams::new(4, targets));
     p
-}
-
-async fn train(
-    store: &dyn ObjectStore,
-    s: &posthuman_types::JobSpec,
-    wc: &WorkerConfig,
-) -> TrainMetrics {
-    match run_job(store, wc, &spec_bytes(s)).await.unwrap() {
-        JobOutcome::Trained(m) => m,
-        other => panic!("unexpected outcome {other:?}"),
-    }
 }
 
 /// Sum of the sizes of every object under `prefix`.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use posthuman_gpt2::family::{AnyConfig, AnyWeights, Family, init_weights};
 use posthuman_store::ObjectStore;
-use posthuman_types::{JobParams, JobSpec, TrainMetrics};
+use posthuman_types::{JobParams, JobSpec};
 use posthuman_worker::model_io;
 use posthuman_worker::setup::save_new_model;
 use posthuman_worker::{JobOutcome, exit, run_job};
@@ -57,22 +57,16 @@ fn qspec(model_type: &str, id: &str, params: JobParams) -> JobSpec {
     s
 }
 
-async fn train(store: &dyn ObjectStore, s: &JobSpec) -> TrainMetrics {
-    match run_job(store, &wc(), &spec_bytes(s)).await.unwrap() {
-        JobOutcome::Trained(m) => m,
-        other => panic!("unexpected outcome {other:?}"),
-    }
-}
-
 /// Trains, re-trains (bit-identical), checks the output's layout and that `learned` moved
 /// from its initial value, then infers (deterministic) and evaluates (better than the base).
 async fn trains_infers_and_evaluates(model_type: &str, family: Family, learned: &str) {
     let (_dir, store) = qwen_store(model_type).await;
     let store = store.as_ref();
-    let m = train(store, &qspec(model_type, "a", JobParams::Train(train_params()))).await;
+    let m = train(store, &qspec(model_type, "a", JobParams::Train(train_params())), &wc()).await;
     let first = m.loss_curve.first().unwrap().1;
     assert!(m.final_loss < first * 0.7, "{model_type}: loss {first} -> {}", m.final_loss);
-    let again = train(store, &qspec(model_type, "b", JobParams::Train(train_params()))).await;
+    let again =
+        train(store, &qspec(model_type, "b", JobParams::Train(train_params())), &wc()).await;
     assert_eq!(again.output_weights_hash, m.output_weights_hash);
     assert_eq!(again.loss_curve, m.loss_curve);
 

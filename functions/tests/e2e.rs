@@ -29,15 +29,7 @@ fn windows(bytes: &[u8]) -> HashSet<[u8; 32]> {
 
 #[tokio::test]
 async fn publish_train_derive_reward_infer_evaluate() {
-    let Some(worker) = worker_binary() else {
-        let required = std::env::var("CI").is_ok()
-            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
-        assert!(!required, "the posthuman-worker binary is not built");
-        eprintln!(
-            "\n!!!!!!!! SKIPPED e2e: build posthuman-worker first (cargo build -p posthuman-worker) !!!!!!!!\n"
-        );
-        return;
-    };
+    let Some(worker) = worker_or_skip("e2e") else { return };
     let files = tiny_model_with_worker(&worker, &corpus(), 7);
     let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
     let operator = env.operator.clone();

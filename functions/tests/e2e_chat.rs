@@ -14,13 +14,7 @@ use posthuman_types::{ChatMessage, InferParams, JobParams, RewardScheme, Samplin
 
 #[tokio::test]
 async fn a_chat_job_renders_the_published_template_and_keeps_the_messages_private() {
-    let Some(worker) = worker_binary() else {
-        let required = std::env::var("CI").is_ok()
-            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
-        assert!(!required, "the posthuman-worker binary is not built");
-        eprintln!("\n!!!!!!!! SKIPPED e2e_chat: build posthuman-worker first !!!!!!!!\n");
-        return;
-    };
+    let Some(worker) = worker_or_skip("e2e_chat") else { return };
     let files = tiny_llama_with_worker(&worker, &corpus(), 7);
     let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
     let operator = env.operator.clone();

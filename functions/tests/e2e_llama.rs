@@ -17,13 +17,7 @@ use posthuman_types::{EvalParams, InferParams, JobParams, RewardScheme, Sampling
 
 #[tokio::test]
 async fn publish_train_infer_evaluate_a_llama() {
-    let Some(worker) = worker_binary() else {
-        let required = std::env::var("CI").is_ok()
-            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
-        assert!(!required, "the posthuman-worker binary is not built");
-        eprintln!("\n!!!!!!!! SKIPPED e2e_llama: build posthuman-worker first !!!!!!!!\n");
-        return;
-    };
+    let Some(worker) = worker_or_skip("e2e_llama") else { return };
     let files = tiny_llama_with_worker(&worker, &corpus(), 7);
     let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
     let operator = env.operator.clone();

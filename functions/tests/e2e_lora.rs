@@ -15,9 +15,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_functions::queue::WorkerCommand;
-use posthuman_types::{
-    Hash32, InferParams, JobParams, LoraParams, RewardScheme, Sampling, TrainParams,
-};
+use posthuman_types::{Hash32, JobParams, LoraParams, RewardScheme, TrainParams};
 
 async fn quote(
     env: &Env,
@@ -43,13 +41,7 @@ fn lora_train(r: u32, targets: &[&str]) -> TrainParams {
 
 #[tokio::test]
 async fn lora_derivations_are_quoted_published_and_composed() {
-    let Some(worker) = worker_binary() else {
-        let required = std::env::var("CI").is_ok()
-            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
-        assert!(!required, "the posthuman-worker binary is not built");
-        eprintln!("\n!!!!!!!! SKIPPED e2e_lora: build posthuman-worker first !!!!!!!!\n");
-        return;
-    };
+    let Some(worker) = worker_or_skip("e2e_lora") else { return };
     let files = tiny_model_with_worker(&worker, &corpus(), 7);
     let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
     let operator = env.operator.clone();
@@ -125,13 +117,7 @@ async fn lora_derivations_are_quoted_published_and_composed() {
     assert_ne!(m3["weights_hash"], m2["weights_hash"]);
 
     // Inference on the composed model.
-    let infer = JobParams::Infer(InferParams {
-        prompts: vec!["the cat".into()],
-        max_new_tokens: 6,
-        sampling: Sampling::default(),
-        stop: vec![],
-        messages: vec![],
-    });
+    let infer = common::infer_params();
     let order = env.order(&m3_nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&m3_nft, &order, bob.address(), &infer, None, "lora-infer");
     let (st, sub) = submit(&env, &bob, &req, None).await;
@@ -210,13 +196,7 @@ async fn publish_with_adapter(
 /// PEFT's or not the one signed for: a 422 naming the part, and nothing listed.
 #[tokio::test]
 async fn an_owner_publishes_base_weights_with_a_peft_adapter() {
-    let Some(worker) = worker_binary() else {
-        let required = std::env::var("CI").is_ok()
-            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
-        assert!(!required, "the posthuman-worker binary is not built");
-        eprintln!("\n!!!!!!!! SKIPPED e2e_lora: build posthuman-worker first !!!!!!!!\n");
-        return;
-    };
+    let Some(worker) = worker_or_skip("e2e_lora") else { return };
     let files = tiny_model_with_worker(&worker, &corpus(), 7);
     let mut env = env(WorkerCommand { program: worker, args: vec![] }, |c| c.concurrency = 1).await;
     let text = std::str::from_utf8(&files.config).unwrap();
@@ -270,13 +250,7 @@ async fn an_owner_publishes_base_weights_with_a_peft_adapter() {
     // The worker runs the merge (its manifest and hash check on load pass).
     let bob = env.wallet(100).await;
     env.buy(&bob, &m, 3).await;
-    let infer = JobParams::Infer(InferParams {
-        prompts: vec!["the cat".into()],
-        max_new_tokens: 4,
-        sampling: Sampling::default(),
-        stop: vec![],
-        messages: vec![],
-    });
+    let infer = common::infer_params();
     let order = env.order(&nft, &infer, 0, &bob, bob.address()).await;
     let req = job_request(&nft, &order, bob.address(), &infer, None, "adp-infer");
     let (st, sub) = submit(&env, &bob, &req, None).await;
@@ -293,13 +267,7 @@ async fn an_owner_publishes_base_weights_with_a_peft_adapter() {
 #[tokio::test]
 async fn a_peft_saved_adapter_evaluates_as_in_pytorch() {
     use posthuman_gpt2::candle_core::{D, DType, Device};
-    let Some(worker) = worker_binary() else {
-        let required = std::env::var("CI").is_ok()
-            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
-        assert!(!required, "the posthuman-worker binary is not built");
-        eprintln!("\n!!!!!!!! SKIPPED e2e_lora: build posthuman-worker first !!!!!!!!\n");
-        return;
-    };
+    let Some(worker) = worker_or_skip("e2e_lora") else { return };
     let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../crates/gpt2/tests/fixtures/lora/gpt2");
     let read = |p: &str| std::fs::read(fx.join(p)).unwrap();

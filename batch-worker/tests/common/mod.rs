@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use posthuman_store::{LocalStore, ObjectStore, StoreError};
-use posthuman_types::{EvalParams, InferParams, JobParams, JobSpec, Sampling, TrainParams};
-use posthuman_worker::WorkerConfig;
+use posthuman_types::{
+    EvalParams, InferParams, JobParams, JobSpec, Sampling, TrainMetrics, TrainParams,
+};
 use posthuman_worker::setup::{ModelShape, init_model_to_store};
 use posthuman_worker::tokenizer::{Tok, train_bpe};
+use posthuman_worker::{JobOutcome, WorkerConfig, run_job};
 
 /// A small repeating corpus: easy to learn, so the loss must fall.
 pub fn corpus() -> String {
@@ -94,6 +96,14 @@ pub fn wc() -> WorkerConfig {
 
 pub fn spec_bytes(s: &JobSpec) -> Vec<u8> {
     serde_json::to_vec(s).unwrap()
+}
+
+/// Runs a train spec to the end and returns its metrics (any other outcome fails the test).
+pub async fn train(store: &dyn ObjectStore, spec: &JobSpec, wc: &WorkerConfig) -> TrainMetrics {
+    match run_job(store, wc, &spec_bytes(spec)).await.unwrap() {
+        JobOutcome::Trained(m) => m,
+        other => panic!("unexpected outcome {other:?}"),
+    }
 }
 
 /// Every key under `prefix`.

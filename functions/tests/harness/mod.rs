@@ -42,6 +42,21 @@ pub fn worker_binary() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// The worker binary for a suite that runs real jobs. Where it is not built the suite is
+/// skipped, loudly; in CI (or with `POSTHUMAN_REQUIRE_TWINS=1`) a missing worker fails it.
+pub fn worker_or_skip(suite: &str) -> Option<PathBuf> {
+    let w = worker_binary();
+    if w.is_none() {
+        let required = std::env::var("CI").is_ok()
+            || std::env::var("POSTHUMAN_REQUIRE_TWINS").as_deref() == Ok("1");
+        assert!(!required, "the posthuman-worker binary is not built");
+        eprintln!(
+            "\n!!!!!!!! SKIPPED {suite}: build posthuman-worker first (cargo build -p posthuman-worker) !!!!!!!!\n"
+        );
+    }
+    w
+}
+
 /// A worker that just sleeps: for suites about requests and payments, where queued jobs
 /// never need to run.
 pub fn sleeper() -> WorkerCommand {

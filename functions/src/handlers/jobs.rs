@@ -143,7 +143,9 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     };
     spec.validate()?;
     spec.validate_against_context(model.n_positions)?;
-    check_lora(&spec.params, &model_config(deps, &model).await?)?;
+    // The model's config.json, read once: the LoRA check and the fee's price both need it.
+    let cfg = model_config(deps, &model).await?;
+    check_lora(&spec.params, &cfg)?;
     check_chat(deps, &model, &spec.params).await?;
     let dataset = match (kind, up.dataset) {
         (JobKind::Infer, None) => None,
@@ -194,7 +196,16 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     }
     let dataset_len = dataset.as_ref().map_or(0, Spooled::len);
     spec.budget = Some(
-        check_fee(deps, &model, &req.params, dataset_len, req.quoted_dataset_bytes, &order).await?,
+        check_fee(
+            deps,
+            &model,
+            &cfg.shape(),
+            &req.params,
+            dataset_len,
+            req.quoted_dataset_bytes,
+            &order,
+        )
+        .await?,
     );
     let spent = CatalogueOrders(deps.catalogue.clone());
     if let Claim::HeldBy(job) = spent.claim(&order.id, &job_id).await.map_err(chain_err)? {

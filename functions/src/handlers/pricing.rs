@@ -110,11 +110,6 @@ pub async fn model_config(deps: &Deps, model: &ModelRecord) -> Result<AnyConfig,
     AnyConfig::from_json(text).map_err(ApiError::internal)
 }
 
-/// The shape of a model, from its stored `config.json`.
-pub async fn model_shape(deps: &Deps, model: &ModelRecord) -> Result<ModelShape, ApiError> {
-    Ok(model_config(deps, model).await?.shape())
-}
-
 /// An infer job given as `messages` needs the model's chat template (`tokenizer_config.json`'s
 /// `chat_template` or `chat_template.jinja`, stored beside the weights and inherited by derived
 /// models): without one the worker can only refuse the job (`CHAT_REFUSED`), so the buyer is
@@ -200,11 +195,13 @@ fn unpaid(reason: impl Into<String>) -> ApiError {
 }
 
 /// Checks that `order`'s provider fee is the quote for this job (see the module docs) and
-/// returns the budget it paid for. `dataset_len` is the submitted dataset's length; `quoted`
-/// the dataset length the request says it was quoted for (absent: exactly `dataset_len`).
+/// returns the budget it paid for. `shape` is the model's (from its `config.json`);
+/// `dataset_len` is the submitted dataset's length; `quoted` the dataset length the request
+/// says it was quoted for (absent: exactly `dataset_len`).
 pub async fn check_fee(
     deps: &Deps,
     model: &ModelRecord,
+    shape: &ModelShape,
     params: &JobParams,
     dataset_len: u64,
     quoted: Option<u64>,
@@ -235,8 +232,7 @@ pub async fn check_fee(
             model.card.nft
         )));
     }
-    let shape = model_shape(deps, model).await?;
-    let priced = price_terms(&terms, &shape, &deps.cfg.rates)?;
+    let priced = price_terms(&terms, shape, &deps.cfg.rates)?;
     if order.fee_amount < U256::from(priced.breakdown.total.0) {
         return Err(unpaid(format!(
             "the provider fee is {} base units; these terms cost {}",

@@ -333,7 +333,7 @@ pub async fn run(
         (State::Full(vm), _) => {
             (AnyWeights::from_var_map(&cfg, vm).map_err(WorkerError::internal)?, None)
         }
-        (State::Lora(a), Some(l)) => (l.merged(&cfg, a)?, Some((a, lora_output(p, a, &opt)?))),
+        (State::Lora(a), Some(l)) => (l.merged(&cfg, a)?, Some((a, lora_output(a, &opt)?))),
         (State::Lora(_), None) => return Err(WorkerError::internal("no LoRA setup")),
     };
     let wall = started.elapsed().as_secs_f64();
@@ -398,22 +398,10 @@ impl State {
 }
 
 /// The public description of a finished LoRA job's adapter.
-fn lora_output(p: &TrainParams, a: &LoraAdapter, opt: &AdamW) -> Result<LoraOutput, WorkerError> {
-    let lp = p.lora.as_ref().ok_or_else(|| WorkerError::internal("a LoRA run without params"))?;
+fn lora_output(a: &LoraAdapter, opt: &AdamW) -> Result<LoraOutput, WorkerError> {
     let bytes = a.safetensors_bytes().map_err(WorkerError::internal)?.len() as u64;
     let moments = opt.state_bytes().map_err(WorkerError::internal)?.len() as u64;
-    let targeted = a.tensors().map_err(WorkerError::internal)?.len() / 2;
-    Ok(LoraOutput {
-        r: lp.r,
-        lora_alpha: lp.lora_alpha,
-        lora_dropout: lp.lora_dropout,
-        target_modules: lp.target_modules.clone(),
-        targeted_layers: u32::try_from(targeted).unwrap_or(u32::MAX),
-        adapter_params: a.num_params() as u64,
-        adapter_hash: a.hash().map_err(WorkerError::internal)?,
-        adapter_bytes: bytes,
-        checkpoint_bytes: bytes + moments,
-    })
+    a.describe(bytes, bytes + moments).map_err(WorkerError::internal)
 }
 
 /// Writes the derived model (for LoRA: the merged weights, and the PEFT adapter under

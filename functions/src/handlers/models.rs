@@ -93,6 +93,8 @@ struct CheckedModel {
 /// A published base merged with its PEFT adapter.
 struct Merged {
     weights: Bytes,
+    /// The merged weights' canonical hash (the model's identity).
+    hash: Hash32,
     adapter: LoraOutput,
 }
 
@@ -114,21 +116,11 @@ fn merge_adapter(
     let base = std::fs::read(base_path).map_err(ApiError::internal)?;
     let base = AnyWeights::from_safetensors_bytes(&base, cfg).map_err(ApiError::internal)?;
     let merged = base.merged(cfg, &adapter).map_err(|e| bad(e.to_string()))?;
-    let lc = adapter.config();
-    let out = LoraOutput {
-        r: u32::try_from(lc.r).unwrap_or(u32::MAX),
-        lora_alpha: lc.lora_alpha,
-        lora_dropout: lc.lora_dropout,
-        target_modules: lc.target_modules.clone(),
-        targeted_layers: u32::try_from(adapter.tensors().map_err(ApiError::internal)?.len() / 2)
-            .unwrap_or(u32::MAX),
-        adapter_params: adapter.num_params() as u64,
-        adapter_hash: adapter.hash().map_err(ApiError::internal)?,
-        adapter_bytes: aw.len() as u64,
-        checkpoint_bytes: 0,
-    };
+    // A published adapter was trained elsewhere: no checkpoint of it is stored here.
+    let adapter_info = adapter.describe(aw.len() as u64, 0).map_err(ApiError::internal)?;
+    let hash = merged.hash().map_err(ApiError::internal)?;
     let weights = merged.to_safetensors_bytes().map_err(ApiError::internal)?;
-    Ok(Merged { weights: Bytes::from(weights), adapter: out })
+    Ok(Merged { weights: Bytes::from(weights), hash, adapter: adapter_info })
 }
 
 /// Strict checks (config, every tensor's name/shape/dtype, finite values) and the canonical
@@ -163,10 +155,7 @@ async fn check_model(
             return Ok(CheckedModel { cfg, weights_hash, merged: None });
         };
         let m = merge_adapter(&cfg, &path, &ac, &ap)?;
-        let h = AnyWeights::from_safetensors_bytes(&m.weights, &cfg)
-            .and_then(|w| w.hash())
-            .map_err(ApiError::internal)?;
-        Ok(CheckedModel { cfg, weights_hash: h, merged: Some(m) })
+        Ok(CheckedModel { cfg, weights_hash: m.hash, merged: Some(m) })
     })
     .await
     .map_err(ApiError::internal)?

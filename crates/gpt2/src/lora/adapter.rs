@@ -247,6 +247,27 @@ impl LoraAdapter {
         &self.vm
     }
 
+    /// What the adapter is, without its values: its settings, the layers and values it
+    /// trains, its hash, and the sizes the caller measured (its file; one checkpoint of it).
+    pub fn describe(
+        &self,
+        adapter_bytes: u64,
+        checkpoint_bytes: u64,
+    ) -> Result<posthuman_types::LoraOutput, LoraError> {
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok(posthuman_types::LoraOutput {
+            r: n(self.cfg.r),
+            lora_alpha: self.cfg.lora_alpha,
+            lora_dropout: self.cfg.lora_dropout,
+            target_modules: self.cfg.target_modules.clone(),
+            targeted_layers: n(self.targets.len()),
+            adapter_params: self.num_params() as u64,
+            adapter_hash: self.hash()?,
+            adapter_bytes,
+            checkpoint_bytes,
+        })
+    }
+
     /// Trainable values in the adapter.
     pub fn num_params(&self) -> usize {
         self.targets

@@ -34,8 +34,14 @@ use crate::sweep::SweepPolicy;
 pub struct ServerConfig {
     /// Holds the chain state, address book, operator key, store, catalogue and queue.
     pub data_dir: PathBuf,
-    /// How to run anvil (its `state` is set to `<data>/chain/anvil-state.json`).
+    /// How to run anvil (its `state` is set to `<data>/chain/anvil-state.json`; its
+    /// `chain_id` is the data dir's own once it has a deployment, see [`start`]).
     pub anvil: AnvilConfig,
+    /// The chain id asked for on the command line. A new data dir's chain gets it
+    /// (default [`posthuman_chain::DEV_CHAIN_ID`]); a data dir already deployed keeps the id
+    /// its contracts, receipts and signed requests are bound to, and a different one asked
+    /// for is refused rather than silently ignored or half-applied.
+    pub chain_id: Option<u64>,
     /// The worker program (and leading args); the queue appends `run --spec … --store …`.
     pub worker: WorkerCommand,
     /// Jobs running at once.
@@ -59,6 +65,7 @@ impl ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
             anvil: AnvilConfig::default(),
+            chain_id: None,
             worker: WorkerCommand { program: worker_program.into(), args: vec![] },
             concurrency: 1,
             static_dir: None,
@@ -87,6 +94,12 @@ pub enum ServerError {
     Queue(#[from] crate::queue::QueueError),
     #[error("http server: {0}")]
     Http(String),
+    #[error(
+        "chain id {asked} was asked for, but the data dir {path} holds a deployment on chain \
+         {deployed} (its receipts and signed requests are bound to it): drop the setting, or \
+         use another data dir"
+    )]
+    ChainIdMismatch { path: String, asked: u64, deployed: u64 },
 }
 
 fn data_err(path: &Path, e: impl std::fmt::Display) -> ServerError {
@@ -140,6 +153,22 @@ impl std::fmt::Debug for Embedded {
     }
 }
 
+/// The chain id anvil runs with: the one the data dir's deployment was made on, if any (a
+/// data dir made before the default moved from anvil's 31337 to Ocean's 8996 keeps 31337),
+/// else the one asked for, else [`ServerConfig::anvil`]'s.
+fn chain_id_for(cfg: &ServerConfig, book_path: &Path) -> Result<u64, ServerError> {
+    let deployed = book_path.exists().then(|| AddressBook::load(book_path)).transpose()?;
+    match (deployed, cfg.chain_id) {
+        (Some(book), Some(asked)) if asked != book.chain_id => Err(ServerError::ChainIdMismatch {
+            path: cfg.data_dir.display().to_string(),
+            asked,
+            deployed: book.chain_id,
+        }),
+        (Some(book), _) => Ok(book.chain_id),
+        (None, asked) => Ok(asked.unwrap_or(cfg.anvil.chain_id)),
+    }
+}
+
 /// Starts anvil, deploys on first start, opens the store, catalogue and queue.
 pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
     let d = &cfg.data_dir;
@@ -153,9 +182,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
     let (operator, _) = load_or_create_operator_key(&key_file)?;
     let mut anvil_cfg = cfg.anvil.clone();
     anvil_cfg.state = Some(d.join("chain/anvil-state.json"));
+    let book_path = d.join("chain/address-book.json");
+    anvil_cfg.chain_id = chain_id_for(cfg, &book_path)?;
     let anvil = Anvil::start(&anvil_cfg)?;
     let rpc_url = anvil.endpoint();
-    let book_path = d.join("chain/address-book.json");
     let book = match AddressBook::load(&book_path) {
         // A book whose contracts are not on the chain (anvil crashed before its state was
         // saved) is stale: deploy again.

@@ -63,3 +63,38 @@ async fn an_order_is_accepted_only_at_min_confirmations_and_a_refusal_claims_not
     let (st, body) = submit(&env, &bob, &request, None).await;
     assert_eq!(st, StatusCode::CONFLICT, "{body}");
 }
+
+/// A new data dir's chain is Ocean's `development` network (8996), which ocean.js and
+/// Ocean's barge know; a data dir keeps the id it was deployed on across restarts, and a
+/// different id asked for against it is refused (its receipts and signed requests are bound
+/// to the old one), while a new data dir takes the id asked for.
+#[tokio::test]
+async fn a_data_dir_runs_on_oceans_development_chain_and_keeps_the_id_it_was_deployed_on() {
+    use alloy::providers::Provider;
+    use posthuman_functions::server::{ServerConfig, ServerError, start};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("data"), "unused");
+    cfg.worker = sleeper();
+    let emb = start(&cfg).await.unwrap();
+    assert_eq!(emb.deps.chain.book().chain_id, posthuman_chain::DEV_CHAIN_ID);
+    assert_eq!(emb.deps.chain.provider().get_chain_id().await.unwrap(), 8996);
+    drop(emb); // stops anvil, which saves its state
+
+    cfg.chain_id = Some(31337);
+    match start(&cfg).await {
+        Err(ServerError::ChainIdMismatch { asked: 31337, deployed: 8996, .. }) => {}
+        other => panic!("expected a chain id mismatch, got {:?}", other.map(|e| e.rpc_url)),
+    }
+    cfg.chain_id = Some(8996);
+    let again = start(&cfg).await.unwrap();
+    assert_eq!(again.deps.chain.provider().get_chain_id().await.unwrap(), 8996);
+    drop(again);
+
+    let other = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(other.path().join("data"), "unused");
+    cfg.worker = sleeper();
+    cfg.chain_id = Some(31337);
+    let emb = start(&cfg).await.unwrap();
+    assert_eq!(emb.deps.chain.book().chain_id, 31337);
+    assert_eq!(emb.deps.chain.provider().get_chain_id().await.unwrap(), 31337);
+}

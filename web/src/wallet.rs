@@ -74,6 +74,7 @@ pub fn network_name(chain_id: u64) -> String {
         10 => "Optimism".into(),
         137 => "Polygon".into(),
         11155111 => "Sepolia".into(),
+        8996 => "local development chain (8996)".into(),
         31337 => "local anvil (31337)".into(),
         n => format!("chain {n}"),
     }

@@ -380,7 +380,7 @@ try {
     await wp.waitForSelector('#wallet-address');
     assert.equal((await wp.getAttribute('#wallet', 'data-account')).toLowerCase(), elena.toLowerCase());
     assert.match(await wp.textContent('#wallet-address'), /^0x[0-9a-fA-F]{4}…[0-9a-fA-F]{4}$/);
-    assert.equal(await wp.textContent('#wallet-network'), 'local anvil (31337)');
+    assert.equal(await wp.textContent('#wallet-network'), 'local development chain (8996)');
     assert.equal(await wp.locator('#wrong-network').count(), 0);
     await wp.waitForSelector('#account #jobs tr.job');
     assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${evaluation.job_id}"]`).count(), 1, "Elena's evaluation on her account page");
@@ -431,17 +431,17 @@ try {
     await wp2.click('#connect');
     await wp2.waitForSelector('#wrong-network');
     assert.equal(await wp2.textContent('#wallet-network'), 'Ethereum');
-    assert.match(await wp2.textContent('#wrong-network'), /Wrong network: this storefront's models are on local anvil \(31337\)\./);
+    assert.match(await wp2.textContent('#wrong-network'), /Wrong network: this storefront's models are on local development chain \(8996\)\./);
     await wp2.waitForSelector('#account .error');
-    assert.equal(await wp2.textContent('#account .error'), 'Your wallet is on Ethereum: switch to local anvil (31337) (top of the page) to read your balances.');
+    assert.equal(await wp2.textContent('#account .error'), 'Your wallet is on Ethereum: switch to local development chain (8996) (top of the page) to read your balances.');
     assert.equal(await wp2.locator('#balances').count(), 0, 'no balances read on the wrong network');
     if (process.env.SCREENSHOTS) await wp2.screenshot({ path: join(process.env.SCREENSHOTS, 'wrong-network.png'), fullPage: true });
     await wp2.focus('#switch-network');
     await wp2.keyboard.press('Enter');
-    await wp2.waitForFunction(() => !document.querySelector('#wrong-network') && document.querySelector('#wallet')?.dataset.chain === '31337');
+    await wp2.waitForFunction(() => !document.querySelector('#wrong-network') && document.querySelector('#wallet')?.dataset.chain === '8996');
     await wp2.waitForSelector('#balances tr.balance');
     const added = await wp2.evaluate(() => window.__wallets[0].added);
-    assert.equal(added.chainId, '0x7a69');
+    assert.equal(added.chainId, '0x2324');
     assert.deepEqual(added.rpcUrls, [rpcUrl]);
     const order = await wp2.evaluate(() => window.__walletCalls.map((c) => c.method).filter((m) => m.startsWith('wallet_')));
     assert.deepEqual(order, ['wallet_switchEthereumChain', 'wallet_addEthereumChain', 'wallet_switchEthereumChain'], 'switch, 4902, add, switch');
@@ -547,8 +547,8 @@ try {
     await op.waitForSelector('#wrong-network');
     await op.click('#order-confirm');
     await op.waitForFunction(() => document.querySelector('#order-status.error')?.textContent.startsWith('Wrong network'));
-    assert.equal(await op.textContent('#order-status'), 'Wrong network: your wallet is on Ethereum; switch to local anvil (31337) (top of the page) to order. Nothing was sent.');
-    await op.evaluate(() => window.__wallets[0].emit('chainChanged', '0x7a69'));
+    assert.equal(await op.textContent('#order-status'), 'Wrong network: your wallet is on Ethereum; switch to local development chain (8996) (top of the page) to order. Nothing was sent.');
+    await op.evaluate(() => window.__wallets[0].emit('chainChanged', '0x2324'));
     await op.waitForFunction(() => !document.querySelector('#wrong-network'));
     // No OCEAN yet: said before any transaction.
     assert.equal(await balanceOf(rpcUrl, book.ocean, buyer), '0');

@@ -17,6 +17,12 @@ pub const DEFAULT_ANVIL_REL: &str =
 pub const ANVIL_DEV_KEY_0: &str =
     "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
+/// The id a local development chain gets: Ocean's `development` network (its barge and
+/// ocean.js's `ConfigHelper` know 8996), so Ocean's own tools take the embedded default for
+/// what it is without a custom network entry. anvil's own default, 31337, is still accepted
+/// everywhere a local chain is recognised ([`crate::orders::LOCAL_DEV_CHAIN_IDS`]).
+pub const DEV_CHAIN_ID: u64 = 8996;
+
 /// How to start anvil.
 #[derive(Clone, Debug)]
 pub struct AnvilConfig {
@@ -29,7 +35,7 @@ pub struct AnvilConfig {
     pub state_interval_s: u64,
     /// Keep only recent history so memory stays flat in long runs.
     pub prune_history: bool,
-    /// Chain id (anvil's default 31337).
+    /// Chain id ([`DEV_CHAIN_ID`] unless set).
     pub chain_id: u64,
 }
 
@@ -40,7 +46,7 @@ impl Default for AnvilConfig {
             state: None,
             state_interval_s: 5,
             prune_history: false,
-            chain_id: 31337,
+            chain_id: DEV_CHAIN_ID,
         }
     }
 }

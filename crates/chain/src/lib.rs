@@ -36,7 +36,7 @@ pub mod orders;
 pub mod story;
 
 pub use alloy;
-pub use anvil::{Anvil, AnvilConfig};
+pub use anvil::{Anvil, AnvilConfig, DEV_CHAIN_ID};
 pub use client::{Chain, Exchange, PublishRequest, PublishedModel};
 pub use deploy::{
     AddressBook, ContractsDeployment, DeployOutcome, DeployReport, OceanBook, deploy_contracts,

@@ -24,6 +24,10 @@ struct Args {
     /// The anvil binary (default: the npm-installed one, or $POSTHUMAN_ANVIL).
     #[arg(long)]
     anvil: Option<PathBuf>,
+    /// The local chain's id for a new data dir (default 8996, Ocean's `development` network,
+    /// which ocean.js knows); a data dir already deployed keeps its own.
+    #[arg(long, env = "POSTHUMAN_CHAIN_ID")]
+    chain_id: Option<u64>,
     /// Jobs running at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -70,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(p) = a.anvil {
         cfg.anvil.binary = p;
     }
+    cfg.chain_id = a.chain_id;
     cfg.concurrency = a.concurrency;
     cfg.static_dir = a.static_dir;
     cfg.operator_key_file = a.operator_key_file;

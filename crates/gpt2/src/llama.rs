@@ -422,6 +422,14 @@ impl Proj {
 
     /// x·Wᵀ (+ b) (+ the LoRA branch, its dropout mask drawn from `drop` when p > 0).
     fn fwd(&self, x: &Tensor, drop: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
+        // LoRA training on CPU f32 without dropout: one node keeping x·Aᵀ only.
+        if let Some(br) = &self.lora
+            && self.frozen
+            && (br.dropout == 0.0 || drop.is_none())
+            && lops::fused_f32(&[x, &self.w, &br.a, &br.b])
+        {
+            return lops::frozen_lora_linear(x, &self.w, self.b.as_ref(), &br.a, &br.b, br.scale);
+        }
         let y = if self.frozen {
             lops::frozen_linear(x, &self.w)?
         } else {
@@ -625,31 +633,56 @@ impl Llama {
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let mut x =
             self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
-        // (B, T, n·D) → (B, n, T, D), through the per-head norm (over D) when there is one.
-        let heads = |y: Tensor, n: usize, norm: Option<&Tensor>| {
+        // (B, T, n·D) → (B, T, n, D), through the per-head norm (over D) when there is one.
+        let rows = |y: Tensor, n: usize, norm: Option<&Tensor>| {
             let y = y.reshape((b, t, n, d))?;
-            let y = match norm {
-                Some(w) => lops::rms_norm(&y, w, cfg.rms_norm_eps)?,
-                None => y,
-            };
-            y.transpose(1, 2)
+            match norm {
+                Some(w) => lops::rms_norm(&y, w, cfg.rms_norm_eps),
+                None => Ok(y),
+            }
         };
+        // … → (B, n, T, D), the cache's layout.
+        let heads = |y: Tensor, n: usize, norm: Option<&Tensor>| rows(y, n, norm)?.transpose(1, 2);
         for (li, l) in self.layers.iter().enumerate() {
             let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
-            let q = heads(l.q.fwd(&xn, &mut drop)?, h, l.q_norm.as_ref())?;
-            let q = self.rope.apply(&q, offset)?;
-            let k = heads(l.k.fwd(&xn, &mut drop)?, hkv, l.k_norm.as_ref())?;
-            let mut k = self.rope.apply(&k, offset)?;
-            let mut v = heads(l.v.fwd(&xn, &mut drop)?, hkv, None)?;
-            if let Some(c) = cache.as_deref_mut() {
-                let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
-                if let Some((pk, pv)) = slot.take() {
-                    k = Tensor::cat(&[&pk, &k], 2)?;
-                    v = Tensor::cat(&[&pv, &v], 2)?;
+            let a = match cache.as_deref_mut() {
+                // Training and scoring: attention over the projections' rows, without head
+                // transposes (fused on CPU f32: far less kept for the backward).
+                None => {
+                    let q = self.rope.apply_rows(&rows(
+                        l.q.fwd(&xn, &mut drop)?,
+                        h,
+                        l.q_norm.as_ref(),
+                    )?)?;
+                    let k = self.rope.apply_rows(&rows(
+                        l.k.fwd(&xn, &mut drop)?,
+                        hkv,
+                        l.k_norm.as_ref(),
+                    )?)?;
+                    let v = l.v.fwd(&xn, &mut drop)?;
+                    lops::causal_gqa_rows(
+                        &q.reshape((b, t, h * d))?,
+                        &k.reshape((b, t, hkv * d))?,
+                        &v,
+                        h,
+                        hkv,
+                    )?
                 }
-                *slot = Some((k.clone(), v.clone()));
-            }
-            let a = lops::gqa_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
+                Some(c) => {
+                    let q = heads(l.q.fwd(&xn, &mut drop)?, h, l.q_norm.as_ref())?;
+                    let q = self.rope.apply(&q, offset)?;
+                    let k = heads(l.k.fwd(&xn, &mut drop)?, hkv, l.k_norm.as_ref())?;
+                    let mut k = self.rope.apply(&k, offset)?;
+                    let mut v = heads(l.v.fwd(&xn, &mut drop)?, hkv, None)?;
+                    let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
+                    if let Some((pk, pv)) = slot.take() {
+                        k = Tensor::cat(&[&pk, &k], 2)?;
+                        v = Tensor::cat(&[&pv, &v], 2)?;
+                    }
+                    *slot = Some((k.clone(), v.clone()));
+                    lops::gqa_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, h * d))?
+                }
+            };
             x = (x + l.o.fwd(&a, &mut drop)?)?;
             let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
             // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.

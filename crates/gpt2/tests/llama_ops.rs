@@ -232,3 +232,113 @@ fn fused_rms_norm_matches_composed_on_many_rows() {
         assert!(rel_err(a, b) < 2e-4, "input {i}: {}", rel_err(a, b));
     }
 }
+
+/// The fused CPU f32 attention on rows (B, T, H·D) against the composed op on heads in f64:
+/// several 64-query blocks, MHA, grouped (2 queries per kv head) and multi-query, in value and
+/// all three gradients (a kv head's gradient sums its query heads).
+#[test]
+fn fused_gqa_attention_on_rows_matches_the_composed_heads() {
+    for (h, hkv) in [(2, 2), (4, 2), (4, 1)] {
+        let (b, t, d) = (2, 70, 8);
+        let mut rng = SeededRng::new(27 + h as u64 * 10 + hkv as u64);
+        let q = rand_t(&mut rng, &[b, t, h * d], 1.0, DType::F64);
+        let k = rand_t(&mut rng, &[b, t, hkv * d], 1.0, DType::F64);
+        let v = rand_t(&mut rng, &[b, t, hkv * d], 1.0, DType::F64);
+        let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, d))?.transpose(1, 2);
+        let composed = move |x: &[Tensor]| {
+            let o =
+                lops::gqa_attention(&heads(&x[0], h)?, &heads(&x[1], hkv)?, &heads(&x[2], hkv)?)?;
+            weighted(o.transpose(1, 2)?.reshape((b, t, h * d))?, 12)
+        };
+        let fused =
+            move |x: &[Tensor]| weighted(lops::causal_gqa_rows(&x[0], &x[1], &x[2], h, hkv)?, 12);
+        let ins32: Vec<Tensor> =
+            [&q, &k, &v].iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+        let (v64, g64) = grads(&composed, &[q, k, v]);
+        let (v32, g32) = grads(&fused, &ins32);
+        assert!(
+            (v64 - v32).abs() <= 1e-4 * (1.0 + v64.abs()),
+            "({h}, {hkv}): value {v32} vs {v64}"
+        );
+        for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+            assert!(rel_err(a, b) < 2e-4, "({h}, {hkv}) input {i}: {}", rel_err(a, b));
+        }
+    }
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu).unwrap();
+    assert!(lops::causal_gqa_rows(&z(&[1, 3, 12]), &z(&[1, 3, 8]), &z(&[1, 3, 8]), 3, 2).is_err());
+    assert!(lops::causal_gqa_rows(&z(&[1, 3, 8]), &z(&[1, 2, 4]), &z(&[1, 2, 4]), 2, 1).is_err());
+}
+
+/// RoPE on rows (B, T, H, D): the fused f32 op equals the composed rotation on heads bit for
+/// bit in value and gradient, and the composed rows form matches the loops in f64.
+#[test]
+fn rope_on_rows_matches_rope_on_heads() {
+    let inv = lops::rope_inv_freq(16, 500.0, Some(&LLAMA3));
+    let (b, t, h, d) = (2, 9, 3, 16);
+    let mut rng = SeededRng::new(28);
+    let x = rand_t(&mut rng, &[b, t, h, d], 1.0, DType::F64);
+    let t64 = RopeTable::new(&inv, 40, DType::F64, &Device::Cpu).unwrap();
+    let rows = vals(&t64.apply_rows(&x).unwrap().transpose(1, 2).unwrap().contiguous().unwrap());
+    close(
+        &rows,
+        &rope_loops(
+            &vals(&x.transpose(1, 2).unwrap().contiguous().unwrap()),
+            (b, h, t, d),
+            &inv,
+            0,
+        ),
+        1e-5,
+        "rope rows",
+    );
+    let t32 = RopeTable::new(&inv, 40, DType::F32, &Device::Cpu).unwrap();
+    let x32 = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
+    let w = rand_t(&mut rng, &[b, t, h, d], 1.0, DType::F32);
+    let run = |y: Tensor| {
+        let y = y.contiguous().unwrap();
+        let g = (y.clone() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = g.get(x32.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), gx)
+    };
+    let fused = run(t32.apply_rows(x32.as_tensor()).unwrap());
+    let on_heads = run(t32
+        .apply(&x32.as_tensor().transpose(1, 2).unwrap(), 0)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap());
+    assert_eq!(fused.0, on_heads.0, "values");
+    assert_eq!(fused.1, on_heads.1, "gradients");
+}
+
+/// The fused frozen-base LoRA projection against the composed graph, with and without a bias:
+/// the same output bits, and gradients of x, A and B within f32 rounding (none for the frozen
+/// weight and bias).
+#[test]
+fn fused_lora_linear_matches_the_composed_branch() {
+    let mut rng = SeededRng::new(29);
+    let (n, inp, out, r) = (70, 24, 40, 4);
+    for with_bias in [false, true] {
+        let x = Var::from_tensor(&rand_t(&mut rng, &[2, n / 2, inp], 1.0, DType::F32)).unwrap();
+        let a = Var::from_tensor(&rand_t(&mut rng, &[r, inp], 0.5, DType::F32)).unwrap();
+        let b = Var::from_tensor(&rand_t(&mut rng, &[out, r], 0.5, DType::F32)).unwrap();
+        let w = rand_t(&mut rng, &[out, inp], 0.5, DType::F32);
+        let bias = with_bias.then(|| rand_t(&mut rng, &[out], 0.5, DType::F32));
+        let gw = rand_t(&mut rng, &[2, n / 2, out], 1.0, DType::F32);
+        let (xt, at, bt) = (x.as_tensor(), a.as_tensor(), b.as_tensor());
+        let run = |y: Tensor| {
+            let g = (y.clone() * &gw).unwrap().sum_all().unwrap().backward().unwrap();
+            let v = |t: &Tensor| vals(&g.get(t).unwrap().to_dtype(DType::F64).unwrap());
+            (vals(&y.to_dtype(DType::F64).unwrap()), [v(xt), v(at), v(bt)])
+        };
+        let fused = run(lops::frozen_lora_linear(xt, &w, bias.as_ref(), at, bt, 2.5).unwrap());
+        let mut base = lops::linear_no_bias(xt, &w).unwrap();
+        if let Some(bias) = &bias {
+            base = base.broadcast_add(bias).unwrap();
+        }
+        let branch = lops::linear_no_bias(&lops::linear_no_bias(xt, at).unwrap(), bt).unwrap();
+        let composed = run((base + (branch * 2.5).unwrap()).unwrap());
+        assert_eq!(fused.0, composed.0, "bias {with_bias}: outputs");
+        for (i, (f, c)) in fused.1.iter().zip(&composed.1).enumerate() {
+            assert!(rel_err(f, c) < 1e-5, "bias {with_bias}, input {i}: {}", rel_err(f, c));
+        }
+    }
+}

@@ -13,12 +13,15 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Sizes of one attention call: queries `tq` attend to keys `tk` (`tk - tq` cached positions).
+/// `hkv` key/value heads serve the `h` query heads (grouped-query attention: query head `hi`
+/// reads kv head `hi / (h / hkv)`, as HF's `repeat_kv` lays them out); GPT-2 has `hkv == h`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Dims {
     pub b: usize,
     pub tq: usize,
     pub tk: usize,
     pub h: usize,
+    pub hkv: usize,
     pub d: usize,
 }
 
@@ -47,11 +50,15 @@ impl Dims {
     fn q_at<'a>(&self, x: &Qkv<'a>, bi: usize, hi: usize) -> Mat<'a> {
         Mat::rows(&x.q[(bi * self.tq) * x.qs + hi * self.d..], self.tq, self.d, x.qs)
     }
+    /// The kv head query head `hi` reads.
+    fn kv(&self, hi: usize) -> usize {
+        hi / (self.h / self.hkv)
+    }
     fn k_at<'a>(&self, x: &Qkv<'a>, bi: usize, hi: usize) -> Mat<'a> {
-        Mat::rows(&x.k[(bi * self.tk) * x.ks + hi * self.d..], self.tk, self.d, x.ks)
+        Mat::rows(&x.k[(bi * self.tk) * x.ks + self.kv(hi) * self.d..], self.tk, self.d, x.ks)
     }
     fn v_off(&self, x: &Qkv, bi: usize, hi: usize) -> usize {
-        (bi * self.tk) * x.vs + hi * self.d
+        (bi * self.tk) * x.vs + self.kv(hi) * self.d
     }
 }
 
@@ -124,8 +131,14 @@ pub(crate) fn attention_fwd(
     dm: Dims,
     dr: Option<Dropout>,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    if dm.tq > dm.tk || dm.d == 0 {
-        bail!("attention: {} queries over {} keys", dm.tq, dm.tk);
+    if dm.tq > dm.tk || dm.d == 0 || dm.hkv == 0 || dm.h % dm.hkv != 0 {
+        bail!(
+            "attention: {} queries over {} keys, {} heads over {} kv heads",
+            dm.tq,
+            dm.tk,
+            dm.h,
+            dm.hkv
+        );
     }
     let c = dm.h * dm.d;
     let heads: Vec<(Vec<f32>, Vec<f32>)> = (0..dm.b * dm.h)
@@ -243,7 +256,7 @@ pub(crate) fn attention_bwd(
 
 /// Sizes of causal self-attention over packed qkv of shape (b, t, 3·h·d).
 pub(crate) fn causal_dims(b: usize, t: usize, h: usize, d: usize) -> Dims {
-    Dims { b, tq: t, tk: t, h, d }
+    Dims { b, tq: t, tk: t, h, hkv: h, d }
 }
 
 /// Causal self-attention forward on packed qkv: (out (B, T, C), per-head probabilities).
@@ -269,7 +282,7 @@ impl CausalAttention {
         if c3 % (3 * self.n_head) != 0 {
             bail!("attention: width {c3} is not 3 × n_head × head_dim");
         }
-        Ok(Dims { b, tq: t, tk: t, h: self.n_head, d: c3 / 3 / self.n_head })
+        Ok(Dims { b, tq: t, tk: t, h: self.n_head, hkv: self.n_head, d: c3 / 3 / self.n_head })
     }
 }
 
@@ -308,6 +321,146 @@ impl CustomOp1 for CausalAttention {
                 };
                 let dqkv = attention_bwd(qkv, g, &probs, dm, self.dropout)?;
                 Ok(Some(tensor(dqkv, arg.shape().clone())?))
+            })
+        })
+    }
+}
+
+/// Backward of grouped-query attention over separate q (B, tq, H·D), k and v (B, tk, Hkv·D)
+/// rows for upstream `g` (B, tq, H·D), from the forward's per-head probabilities:
+/// [dq, dk, dv] in the inputs' shapes. A kv head's gradient is the sum over the query heads
+/// that read it, added in head order, so the bits never depend on the thread count.
+pub(crate) fn gqa_bwd(x: &Qkv, g: &[f32], probs: &[Vec<f32>], dm: Dims) -> Result<[Vec<f32>; 3]> {
+    if probs.len() != dm.b * dm.h {
+        bail!("attention backward: {} probability blocks for {} heads", probs.len(), dm.b * dm.h);
+    }
+    let (c, ckv) = (dm.h * dm.d, dm.hkv * dm.d);
+    let grads: Vec<[Vec<f32>; 3]> = (0..dm.b * dm.h)
+        .into_par_iter()
+        .map(|bh| head_bwd(x, g, &probs[bh], dm, bh / dm.h, bh % dm.h, None))
+        .collect::<Result<_>>()?;
+    let mut dq = scratch::take(dm.b * dm.tq * c);
+    scratch::par_chunks(&mut dq, dm.tq * c, |bi, seq| {
+        for (hi, parts) in grads[bi * dm.h..(bi + 1) * dm.h].iter().enumerate() {
+            for (row, src) in seq.chunks_exact_mut(c).zip(parts[0].chunks_exact(dm.d)) {
+                row[hi * dm.d..(hi + 1) * dm.d].copy_from_slice(src);
+            }
+        }
+    });
+    let kv_grad = |which: usize| {
+        let mut out = scratch::zeroed(dm.b * dm.tk * ckv);
+        scratch::par_chunks(&mut out, dm.tk * ckv, |bi, seq| {
+            for (hi, parts) in grads[bi * dm.h..(bi + 1) * dm.h].iter().enumerate() {
+                let col = dm.kv(hi) * dm.d;
+                for (row, src) in seq.chunks_exact_mut(ckv).zip(parts[which].chunks_exact(dm.d)) {
+                    for (o, s) in row[col..col + dm.d].iter_mut().zip(src) {
+                        *o += s;
+                    }
+                }
+            }
+        });
+        out
+    };
+    let (dk, dv) = (kv_grad(1), kv_grad(2));
+    scratch::give(grads.into_iter().flatten());
+    Ok([dq, dk, dv])
+}
+
+/// The graph op of causal grouped-query attention (no cache: `tq == tk`): q (B, T, H·D), k and
+/// v (B, T, Hkv·D) → (B, T, H·D). Keeps one probability matrix per head for the backward
+/// (while a graph is built), where the composed op keeps the scores, the scaled and masked
+/// scores, their exponentials and the probabilities, and copies k and v once per query head.
+pub(crate) struct GqaAttention {
+    pub h: usize,
+    pub hkv: usize,
+    pub keep: bool,
+    pub probs: Mutex<Option<Vec<Vec<f32>>>>,
+}
+
+impl GqaAttention {
+    fn dims(&self, q: &[usize], k: &[usize], v: &[usize]) -> Result<Dims> {
+        let (&[b, t, c], &[bk, tk, ckv]) = (q, k) else {
+            bail!("attention: q {q:?} and k {k:?} must be (B, T, width)")
+        };
+        if self.hkv == 0
+            || self.h % self.hkv != 0
+            || c % self.h != 0
+            || (bk, tk) != (b, t)
+            || ckv != c / self.h * self.hkv
+            || v != k
+        {
+            bail!(
+                "attention: q {q:?}, k {k:?}, v {v:?} for {} heads over {} kv heads",
+                self.h,
+                self.hkv
+            );
+        }
+        Ok(Dims { b, tq: t, tk: t, h: self.h, hkv: self.hkv, d: c / self.h })
+    }
+}
+
+fn gqa_views<'a>(q: &'a [f32], k: &'a [f32], v: &'a [f32], dm: Dims) -> Qkv<'a> {
+    let (c, ckv) = (dm.h * dm.d, dm.hkv * dm.d);
+    Qkv { q, qs: c, k, ks: ckv, v, vs: ckv }
+}
+
+impl candle_core::CustomOp3 for GqaAttention {
+    fn name(&self) -> &'static str {
+        "fused-gqa-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dm = self.dims(ql.dims(), kl.dims(), vl.dims())?;
+        let (q, k, v) =
+            (cpu_slice::<f32>(qs, ql)?, cpu_slice::<f32>(ks, kl)?, cpu_slice::<f32>(vs, vl)?);
+        let (out, probs) = attention_fwd(&gqa_views(q, k, v, dm), dm, None)?;
+        if self.keep
+            && let Ok(mut slot) = self.probs.lock()
+        {
+            *slot = Some(probs);
+        } else {
+            scratch::give(probs);
+        }
+        Ok((storage(out), Shape::from((dm.b, dm.tq, dm.h * dm.d))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dm = self.dims(q.dims(), k.dims(), v.dims())?;
+        let grad = grad.contiguous()?;
+        with_slice::<f32, _>(q, |qd| {
+            with_slice::<f32, _>(k, |kd| {
+                with_slice::<f32, _>(v, |vd| {
+                    with_slice::<f32, _>(&grad, |g| {
+                        let x = gqa_views(qd, kd, vd, dm);
+                        let stored = self.probs.lock().ok().and_then(|mut s| s.take());
+                        let probs = match stored {
+                            Some(p) => p,
+                            None => attention_fwd(&x, dm, None)?.1,
+                        };
+                        let [dq, dk, dv] = gqa_bwd(&x, g, &probs, dm)?;
+                        scratch::give(probs);
+                        Ok((
+                            Some(tensor(dq, q.shape().clone())?),
+                            Some(tensor(dk, k.shape().clone())?),
+                            Some(tensor(dv, v.shape().clone())?),
+                        ))
+                    })
+                })
             })
         })
     }

@@ -13,6 +13,11 @@
 
 use candle_core::{D, DType, Device, Result, Tensor, bail};
 
+/// True when every tensor is CPU f32, where the fused kernels run.
+pub fn fused_f32(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| super::fused(t))
+}
+
 /// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · w (HF `LlamaRMSNorm`); a
 /// fused kernel with a hand-written backward for CPU f32, [`rms_norm_composed`] elsewhere.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -102,6 +107,108 @@ impl candle_core::CustomOp2 for FrozenLinearGrad {
     }
 }
 
+/// x·wᵀ (+ bias) + scale·(x·aᵀ)·bᵀ for a frozen `w` (and bias) under a LoRA branch a (r, in),
+/// b (out, r): one graph node that keeps only x·aᵀ (r values per row) for its backward, where
+/// the composed graph keeps the base output, the branch output, its scaled copy and their sum
+/// (four out-wide tensors per projection) — most of a LoRA step's activation memory. The
+/// forward computes exactly what the composed one does. CPU f32 only; the caller falls back
+/// to the composed form elsewhere (and for dropout, whose mask needs its own input).
+pub fn frozen_lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&inp) || a.dim(1)? != inp || b.dims2()? != (out, a.dim(0)?) {
+        bail!(
+            "lora linear: x {:?}, w {:?}, a {:?}, b {:?}",
+            x.dims(),
+            w.dims(),
+            a.dims(),
+            b.dims()
+        );
+    }
+    let x2 = x.reshape(((), inp))?;
+    let (xd, w) = (x2.detach(), w.detach());
+    let xa = xd.matmul(&a.detach().t()?)?;
+    let mut y = xd.matmul(&w.t()?)?;
+    if let Some(bias) = bias {
+        y = y.broadcast_add(&bias.detach())?;
+    }
+    let y = (y + (xa.matmul(&b.detach().t()?)? * scale)?)?;
+    if !(x.track_op() || a.track_op() || b.track_op()) {
+        return finish(y, dims, out);
+    }
+    let op = FrozenLoraGrad { w, xa, scale, y: std::sync::Mutex::new(Some(y)) };
+    let y = x2.apply_op3(a, b, op)?;
+    if let Some(last) = dims.last_mut() {
+        *last = out;
+    }
+    return y.reshape(dims);
+
+    fn finish(y: Tensor, mut dims: Vec<usize>, out: usize) -> Result<Tensor> {
+        if let Some(last) = dims.last_mut() {
+            *last = out;
+        }
+        y.reshape(dims)
+    }
+}
+
+/// The graph node of [`frozen_lora_linear`]: forwards the output computed outside the graph,
+/// and in the backward gives x, a and b their gradients from g (with d = scale·g·b):
+/// dx = g·w + d·a, da = dᵀ·x, db = scale·gᵀ·(x·aᵀ).
+struct FrozenLoraGrad {
+    w: Tensor,
+    xa: Tensor,
+    scale: f64,
+    /// The output, moved into the graph by the forward (so it is kept once, as the output).
+    y: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl candle_core::CustomOp3 for FrozenLoraGrad {
+    fn name(&self) -> &'static str {
+        "frozen-lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some(y) = self.y.lock().ok().and_then(|mut s| s.take()) else {
+            bail!("lora linear: the forward ran twice");
+        };
+        let shape = y.shape().clone();
+        let y = super::kernels::with_slice::<f32, _>(&y, |v| Ok(v.to_vec()))?;
+        Ok((candle_core::CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, a, b) = (x.detach(), a.detach(), b.detach());
+        let gs = (grad.detach() * self.scale)?;
+        let d = gs.matmul(&b)?;
+        let da = d.t()?.matmul(&x)?;
+        let db = gs.t()?.matmul(&self.xa)?;
+        let dx = (grad.detach().matmul(&self.w)? + d.matmul(&a)?)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
 /// The SiLU-gated MLP: down(silu(gate(x)) ⊙ up(x)), weights (I, C), (I, C), (C, I).
 pub fn swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
     let g = linear_no_bias(x, gate)?.silu()?;
@@ -165,6 +272,29 @@ impl RopeTable {
         Ok(Self { cos: t(cos)?, sin: t(sin)? })
     }
 
+    /// Rotates x (B, T, H, D), the projections' own layout (no head transposes), at
+    /// positions 0..T: equal to [`RopeTable::apply`] on the heads. On CPU f32 a fused op that
+    /// keeps nothing for its backward (the rotation's transpose needs only the tables), where
+    /// the composed one keeps six half-width products and their sums per call.
+    pub fn apply_rows(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, t, _, d) = x.dims4()?;
+        if d % 2 != 0 || t > self.cos.dim(0)? || self.cos.dim(1)? != d / 2 {
+            bail!("rope: x {:?} against a table of {:?}", x.dims(), self.cos.dims());
+        }
+        let part = |m: &Tensor| m.narrow(0, 0, t)?.to_dtype(x.dtype());
+        let (cos, sin) = (part(&self.cos)?, part(&self.sin)?);
+        if super::fused(x) {
+            return x
+                .contiguous()?
+                .apply_op1(RopeRows { cos: cos.contiguous()?, sin: sin.contiguous()? });
+        }
+        let (c, s) = (cos.reshape((t, 1, d / 2))?, sin.reshape((t, 1, d / 2))?);
+        let (x1, x2) = (x.narrow(D::Minus1, 0, d / 2)?, x.narrow(D::Minus1, d / 2, d / 2)?);
+        let o1 = (x1.broadcast_mul(&c)? - x2.broadcast_mul(&s)?)?;
+        let o2 = (x2.broadcast_mul(&c)? + x1.broadcast_mul(&s)?)?;
+        Tensor::cat(&[&o1, &o2], D::Minus1)
+    }
+
     /// Rotates x (B, H, T, D) at positions offset..offset+T.
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let t = x.dim(2)?;
@@ -174,6 +304,66 @@ impl RopeTable {
         // A no-op when the dtypes agree; lets one table serve f64 checks and f32 runs.
         let part = |m: &Tensor| m.narrow(0, offset, t)?.to_dtype(x.dtype());
         rope(x, &part(&self.cos)?, &part(&self.sin)?)
+    }
+}
+
+/// The fused rotation of [`RopeTable::apply_rows`]: x (B, T, H, D) with cos, sin (T, D/2).
+/// Each output value is computed as the composed op computes it (x1·c − x2·s, x2·c + x1·s),
+/// so the two agree bit for bit.
+struct RopeRows {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeRows {
+    /// Rotates every D-row of `x` (rows ordered (b, t, h)) by the angles of its position;
+    /// `sign` −1 applies the inverse (transposed) rotation, the backward.
+    fn rotate(&self, x: &[f32], dims: &[usize], sign: f32) -> Result<Vec<f32>> {
+        let &[_, t, h, d] = dims else { bail!("rope: x must be (B, T, H, D), got {dims:?}") };
+        let half = d / 2;
+        super::kernels::with_slice::<f32, _>(&self.cos, |cos| {
+            super::kernels::with_slice::<f32, _>(&self.sin, |sin| {
+                let mut out = super::scratch::take(x.len());
+                super::scratch::par_chunks(&mut out, t * h * d, |bi, seq| {
+                    let src = &x[bi * t * h * d..];
+                    for (r, o) in seq.chunks_exact_mut(d).enumerate() {
+                        let ti = r / h;
+                        let (c, s) =
+                            (&cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);
+                        let xr = &src[r * d..(r + 1) * d];
+                        let (x1, x2) = xr.split_at(half);
+                        let (o1, o2) = o.split_at_mut(half);
+                        for i in 0..half {
+                            let si = sign * s[i];
+                            o1[i] = x1[i] * c[i] - x2[i] * si;
+                            o2[i] = x2[i] * c[i] + x1[i] * si;
+                        }
+                    }
+                });
+                Ok(out)
+            })
+        })
+    }
+}
+
+impl candle_core::CustomOp1 for RopeRows {
+    fn name(&self) -> &'static str {
+        "fused-rope-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = super::kernels::cpu_slice::<f32>(s, l)?;
+        let out = self.rotate(x, l.dims(), 1.0)?;
+        Ok((super::kernels::storage(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = super::kernels::with_slice::<f32, _>(grad, |g| self.rotate(g, arg.dims(), -1.0))?;
+        Ok(Some(super::kernels::tensor(dx, arg.shape().clone())?))
     }
 }
 
@@ -188,6 +378,35 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let o1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
     let o2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
     Tensor::cat(&[&o1, &o2], D::Minus1)
+}
+
+/// Causal grouped-query self-attention on rows: q (B, T, H·D), k and v (B, T, Hkv·D), the
+/// projections' own layout (no head transposes) → (B, T, H·D), equal to [`gqa_attention`]
+/// over the heads. On CPU f32 a fused op with a hand-written backward that keeps one
+/// probability matrix per head (the composed graph keeps five score-sized tensors per head and
+/// k, v repeated per query head); elsewhere the composed op.
+pub fn causal_gqa_rows(q: &Tensor, k: &Tensor, v: &Tensor, h: usize, hkv: usize) -> Result<Tensor> {
+    let (b, t, c) = q.dims3()?;
+    if h == 0 || hkv == 0 || h % hkv != 0 || c % h != 0 {
+        bail!("attention: q {:?} for {h} heads over {hkv} kv heads", q.dims());
+    }
+    let d = c / h;
+    if k.dims() != [b, t, hkv * d] || v.dims() != k.dims() {
+        bail!("attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+    }
+    if super::fused(q) && super::fused(k) && super::fused(v) {
+        let op = super::attention::GqaAttention {
+            h,
+            hkv,
+            keep: super::tracked(&[q, k, v]),
+            probs: std::sync::Mutex::new(None),
+        };
+        return q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op);
+    }
+    let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, d))?.transpose(1, 2);
+    gqa_attention(&heads(q, h)?, &heads(k, hkv)?, &heads(v, hkv)?)?
+        .transpose(1, 2)?
+        .reshape((b, t, c))
 }
 
 /// Repeats each of the H_kv key/value heads `n_rep` times: (B, H_kv, T, D) → (B, H_kv·n_rep,

@@ -86,7 +86,7 @@ pub fn attention_cached(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize) -> Re
     {
         bail!("attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
     }
-    let dm = attention::Dims { b, tq, tk, h: n_head, d: c / n_head };
+    let dm = attention::Dims { b, tq, tk, h: n_head, hkv: n_head, d: c / n_head };
     kernels::with_slice::<f32, _>(q, |qs| {
         kernels::with_slice::<f32, _>(k, |ks| {
             kernels::with_slice::<f32, _>(v, |vs| {

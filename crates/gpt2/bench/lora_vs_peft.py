@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""LoRA training side by side: PyTorch + peft vs this crate (LoRA and full fine-tuning).
+"""Llama-shape training side by side: PyTorch + peft LoRA vs this crate's LoRA, and PyTorch's
+full fine-tuning vs this crate's (the model-families issue's full fine-tune target).
 
 Run from the repository root, after `cargo build --release -p posthuman-gpt2 --bin lora-bench`:
 
@@ -8,8 +9,9 @@ Run from the repository root, after `cargo build --release -p posthuman-gpt2 --b
         [--r 8] [--steps 5] [--batch 4] [--seq 256] [--threads 2]
 
 Each side runs in its own process (peak RSS is per process). The same shape, random init,
-LoRA r on q/k/v/o_proj (alpha 2r, dropout 0), AdamW, one warm-up step then `steps` timed.
-Prints a table with ratios against PyTorch + peft; one run, so read small ratios with care.
+LoRA r on q/k/v/o_proj (alpha 2r, dropout 0) or every weight, AdamW, one warm-up step then
+`steps` timed. Prints a table with each candle row's ratios against the PyTorch row of the same
+method; one run, so read small ratios with care.
 """
 import argparse
 import json
@@ -41,9 +43,12 @@ def torch_side(a):
     cfg._attn_implementation = "eager"
     model = LlamaForCausalLM(cfg)
     params = sum(p.numel() for p in model.parameters())
-    pm = get_peft_model(model, LoraConfig(r=a.r, lora_alpha=2 * a.r, lora_dropout=0.0,
-                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                          task_type="CAUSAL_LM"))
+    if a.torch_only == "full":
+        pm = model
+    else:
+        pm = get_peft_model(model, LoraConfig(r=a.r, lora_alpha=2 * a.r, lora_dropout=0.0,
+                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                              task_type="CAUSAL_LM"))
     trainable = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     g = torch.Generator().manual_seed(2)
@@ -68,11 +73,11 @@ def torch_side(a):
     secs, cpus = time.perf_counter() - t0, cpu() - c0
     n = sum(p.numel() for p in trainable)
     print(json.dumps({
-        "side": "torch+peft lora", "shape": a.shape, "params": params, "trainable": n,
+        "side": "torch full" if a.torch_only == "full" else "torch+peft lora", "shape": a.shape, "params": params, "trainable": n,
         "tok_per_s": a.steps * a.batch * a.seq / secs,
         "tok_per_cpu_s": a.steps * a.batch * a.seq / cpus,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "checkpoint_bytes": 3 * 4 * n, "loss": last,
+        "checkpoint_bytes": 3 * 4 * n, "loss": last, "mode": a.torch_only,
     }))
 
 
@@ -81,27 +86,30 @@ def main():
     p.add_argument("--shape", default="llama30m", choices=SHAPES)
     for k, v in [("r", 8), ("steps", 5), ("batch", 4), ("seq", 256), ("threads", 2)]:
         p.add_argument(f"--{k}", type=int, default=v)
-    p.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--torch-only", choices=["lora", "full"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.torch_only:
         return torch_side(a)
     common = ["--shape", a.shape, "--r", str(a.r), "--steps", str(a.steps), "--batch",
               str(a.batch), "--seq", str(a.seq), "--threads", str(a.threads)]
     target = os.environ.get("CARGO_TARGET_DIR", "target")
-    rows = [json.loads(subprocess.check_output([sys.executable, __file__, "--torch-only"] + common))]
+    rows = []
     for mode in ("lora", "full"):
-        out = subprocess.check_output([os.path.join(target, "release", "lora-bench"), "--mode", mode] + common)
-        rows.append(json.loads(out))
-    ref = rows[0]
-    print(f"{a.shape} ({ref['params'] / 1e6:.1f}M params), LoRA r={a.r} on q/k/v/o, "
-          f"batch {a.batch}x{a.seq}, {a.threads} threads, {a.steps} timed steps")
-    print(f"{'side':<18}{'trainable':>11}{'tok/s':>8}{'x peft':>8}{'tok/cpu-s':>11}{'x peft':>8}"
-          f"{'peak RSS MiB':>14}{'x peft':>8}{'ckpt MiB':>10}{'loss':>8}")
+        torch_out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
+        ours = subprocess.check_output([os.path.join(target, "release", "lora-bench"), "--mode", mode] + common)
+        rows += [json.loads(torch_out), dict(json.loads(ours), mode=mode)]
+    ref = {r["mode"]: r for r in rows if r["side"].startswith("torch")}
+    print(f"{a.shape} ({rows[0]['params'] / 1e6:.1f}M params), LoRA r={a.r} on q/k/v/o or full, "
+          f"batch {a.batch}x{a.seq}, {a.threads} threads, {a.steps} timed steps; "
+          f"x torch = against the PyTorch row of the same method")
+    print(f"{'side':<18}{'trainable':>11}{'tok/s':>8}{'x torch':>8}{'tok/cpu-s':>11}{'x torch':>8}"
+          f"{'peak RSS MiB':>14}{'x torch':>8}{'ckpt MiB':>10}{'loss':>8}")
     for r in rows:
+        t = ref[r["mode"]]
         print(f"{r['side']:<18}{r['trainable']:>11}{r['tok_per_s']:>8.0f}"
-              f"{r['tok_per_s'] / ref['tok_per_s']:>8.2f}{r['tok_per_cpu_s']:>11.0f}"
-              f"{r['tok_per_cpu_s'] / ref['tok_per_cpu_s']:>8.2f}{r['peak_rss_mib']:>14.0f}"
-              f"{r['peak_rss_mib'] / ref['peak_rss_mib']:>8.2f}"
+              f"{r['tok_per_s'] / t['tok_per_s']:>8.2f}{r['tok_per_cpu_s']:>11.0f}"
+              f"{r['tok_per_cpu_s'] / t['tok_per_cpu_s']:>8.2f}{r['peak_rss_mib']:>14.0f}"
+              f"{r['peak_rss_mib'] / t['peak_rss_mib']:>8.2f}"
               f"{r['checkpoint_bytes'] / 2**20:>10.2f}{r['loss']:>8.3f}")
 
 

@@ -420,6 +420,11 @@ impl Proj {
         Self { b, ..Self::new(w) }
     }
 
+    /// Frozen, without a bias or a LoRA branch: a constant linear map.
+    fn plain_frozen(&self) -> bool {
+        self.frozen && self.b.is_none() && self.lora.is_none()
+    }
+
     /// x·Wᵀ (+ b) (+ the LoRA branch, its dropout mask drawn from `drop` when p > 0).
     fn fwd(&self, x: &Tensor, drop: &mut Option<&mut DropoutRng>) -> Result<Tensor> {
         // LoRA training on CPU f32 without dropout: one node keeping x·Aᵀ only.
@@ -685,9 +690,16 @@ impl Llama {
             };
             x = (x + l.o.fwd(&a, &mut drop)?)?;
             let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
-            // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
-            let g = l.gate.fwd(&xn, &mut drop)?.silu()?;
-            x = (&x + l.down.fwd(&(g * l.up.fwd(&xn, &mut drop)?)?, &mut drop)?)?;
+            if [&l.gate, &l.up, &l.down].iter().all(|p| p.plain_frozen())
+                && lops::fused_f32(&[&xn, &l.gate.w])
+            {
+                // A LoRA step whose adapter leaves the MLP alone: one node keeping gate(x) and up(x).
+                x = (&x + lops::frozen_swiglu_mlp(&xn, &l.gate.w, &l.up.w, &l.down.w)?)?;
+            } else {
+                // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
+                let g = l.gate.fwd(&xn, &mut drop)?.silu()?;
+                x = (&x + l.down.fwd(&(g * l.up.fwd(&xn, &mut drop)?)?, &mut drop)?)?;
+            }
         }
         if let Some(c) = cache {
             c.len += t;

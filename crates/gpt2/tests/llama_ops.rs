@@ -342,3 +342,25 @@ fn fused_lora_linear_matches_the_composed_branch() {
         }
     }
 }
+
+/// The frozen SwiGLU MLP node against the composed MLP over detached weights: the same output
+/// bits, and the input's gradient within f32 rounding.
+#[test]
+fn frozen_swiglu_mlp_matches_the_composed_mlp() {
+    let mut rng = SeededRng::new(30);
+    let (c, i) = (24, 40);
+    let x = Var::from_tensor(&rand_t(&mut rng, &[2, 35, c], 1.0, DType::F32)).unwrap();
+    let g = rand_t(&mut rng, &[i, c], 0.5, DType::F32);
+    let u = rand_t(&mut rng, &[i, c], 0.5, DType::F32);
+    let d = rand_t(&mut rng, &[c, i], 0.5, DType::F32);
+    let w = rand_t(&mut rng, &[2, 35, c], 1.0, DType::F32);
+    let run = |y: Tensor| {
+        let gr = (y.clone() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = vals(&gr.get(x.as_tensor()).unwrap().to_dtype(DType::F64).unwrap());
+        (vals(&y.to_dtype(DType::F64).unwrap()), gx)
+    };
+    let fused = run(lops::frozen_swiglu_mlp(x.as_tensor(), &g, &u, &d).unwrap());
+    let composed = run(lops::swiglu_mlp(x.as_tensor(), &g, &u, &d).unwrap());
+    assert_eq!(fused.0, composed.0, "outputs");
+    assert!(rel_err(&fused.1, &composed.1) < 1e-5, "dx: {}", rel_err(&fused.1, &composed.1));
+}

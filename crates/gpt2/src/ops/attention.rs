@@ -131,7 +131,7 @@ pub(crate) fn attention_fwd(
     dm: Dims,
     dr: Option<Dropout>,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    if dm.tq > dm.tk || dm.d == 0 || dm.hkv == 0 || dm.h % dm.hkv != 0 {
+    if dm.tq > dm.tk || dm.d == 0 || dm.hkv == 0 || !dm.h.is_multiple_of(dm.hkv) {
         bail!(
             "attention: {} queries over {} keys, {} heads over {} kv heads",
             dm.tq,
@@ -383,7 +383,7 @@ impl GqaAttention {
             bail!("attention: q {q:?} and k {k:?} must be (B, T, width)")
         };
         if self.hkv == 0
-            || self.h % self.hkv != 0
+            || !self.h.is_multiple_of(self.hkv)
             || c % self.h != 0
             || (bk, tk) != (b, t)
             || ckv != c / self.h * self.hkv

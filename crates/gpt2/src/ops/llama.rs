@@ -209,6 +209,87 @@ impl candle_core::CustomOp3 for FrozenLoraGrad {
     }
 }
 
+/// The SiLU-gated MLP with frozen weights (a LoRA step whose adapter does not target the
+/// MLP): one graph node that keeps only gate(x) and up(x) for its backward; the composed
+/// graph also keeps silu(gate(x)) and the product, which a frozen `down` never needs (its
+/// weight gets no gradient). The forward computes exactly what [`swiglu_mlp`] computes.
+pub fn frozen_swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
+    let (gate, up, down) = (gate.detach(), up.detach(), down.detach());
+    let xd = x.detach();
+    let g = linear_no_bias(&xd, &gate)?;
+    let u = linear_no_bias(&xd, &up)?;
+    let y = linear_no_bias(&(g.silu()? * &u)?, &down)?;
+    if !x.track_op() {
+        return Ok(y);
+    }
+    let op = FrozenSwiGluGrad { gate, up, down, g, u, y: std::sync::Mutex::new(Some(y)) };
+    x.apply_op1(op)
+}
+
+/// The graph node of [`frozen_swiglu_mlp`]: with s = sigmoid(g) and d = grad·down,
+/// dx = (d ⊙ u ⊙ s(1 + g(1 − s)))·gate + (d ⊙ silu(g))·up.
+struct FrozenSwiGluGrad {
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    g: Tensor,
+    u: Tensor,
+    /// The output, moved into the graph by the forward (kept once, as the output).
+    y: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl candle_core::CustomOp1 for FrozenSwiGluGrad {
+    fn name(&self) -> &'static str {
+        "frozen-swiglu-mlp"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some(y) = self.y.lock().ok().and_then(|mut s| s.take()) else {
+            bail!("swiglu mlp: the forward ran twice");
+        };
+        let shape = y.shape().clone();
+        let y = super::kernels::with_slice::<f32, _>(&y, |v| Ok(v.to_vec()))?;
+        Ok((candle_core::CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let d = grad.detach().matmul_last(&self.down)?;
+        let s = candle_nn_free_sigmoid(&self.g)?;
+        // silu'(g) = s·(1 + g·(1 − s))
+        let dsilu = (&s * ((&self.g * (1.0 - &s)?)? + 1.0)?)?;
+        let dg = ((&d * &self.u)? * dsilu)?;
+        let du = (d * self.g.silu()?)?;
+        Ok(Some((dg.matmul_last(&self.gate)? + du.matmul_last(&self.up)?)?))
+    }
+}
+
+/// sigmoid(x) = 1 / (1 + exp(−x)) from candle primitives.
+fn candle_nn_free_sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// x (…, n) · w (n, m) over the last dimension: the backward's products with HF-layout
+/// weights, which map the output width back to the input width.
+trait MatmulLast {
+    fn matmul_last(&self, w: &Tensor) -> Result<Tensor>;
+}
+
+impl MatmulLast for Tensor {
+    fn matmul_last(&self, w: &Tensor) -> Result<Tensor> {
+        let (n, m) = w.dims2()?;
+        let mut dims = self.dims().to_vec();
+        let y = self.reshape(((), n))?.matmul(w)?;
+        if let Some(last) = dims.last_mut() {
+            *last = m;
+        }
+        y.reshape(dims)
+    }
+}
+
 /// The SiLU-gated MLP: down(silu(gate(x)) ⊙ up(x)), weights (I, C), (I, C), (C, I).
 pub fn swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
     let g = linear_no_bias(x, gate)?.silu()?;
@@ -387,7 +468,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// k, v repeated per query head); elsewhere the composed op.
 pub fn causal_gqa_rows(q: &Tensor, k: &Tensor, v: &Tensor, h: usize, hkv: usize) -> Result<Tensor> {
     let (b, t, c) = q.dims3()?;
-    if h == 0 || hkv == 0 || h % hkv != 0 || c % h != 0 {
+    if h == 0 || hkv == 0 || !h.is_multiple_of(hkv) || !c.is_multiple_of(h) {
         bail!("attention: q {:?} for {h} heads over {hkv} kv heads", q.dims());
     }
     let d = c / h;

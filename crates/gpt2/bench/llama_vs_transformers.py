@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Llama-shape inference side by side: PyTorch + transformers vs this crate (the
+model-families issue's targets: perplexity evaluation >= 1.5x, batch-1 generation >= 2x HF
+`generate`, on 2 CPU threads).
+
+Run from the repository root, after `cargo build --release -p posthuman-gpt2 --bin llama-bench`:
+
+    VENV=$(batch-worker/bench/setup-venv.sh)
+    "$VENV/bin/python" crates/gpt2/bench/llama_vs_transformers.py [--shape llama30m|smollm135m]
+        [--steps 3] [--batch 4] [--seq 256] [--prompt 16] [--new 200] [--threads 2]
+
+Each side runs in its own process (peak RSS is per process): the same shape with random init
+(the two sides' weights differ: speed and memory do not depend on the values), the same
+batch sizes; eval scores a batch without a graph, gen decodes greedily with the KV cache
+(`min_new_tokens` keeps transformers from stopping early). One run: read small ratios with care.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+SHAPES = {
+    "llama30m": dict(vocab_size=8192, hidden_size=512, intermediate_size=1376,
+                     num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                     tie_word_embeddings=False),
+    "smollm135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                       tie_word_embeddings=True),
+}
+
+
+def torch_side(a):
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(max_position_embeddings=2048, rms_norm_eps=1e-6, **SHAPES[a.shape])
+    cfg._attn_implementation = "eager"
+    model = LlamaForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        if a.torch_only == "eval":
+            ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq + 1), generator=g)
+            x, y = ids[:, :-1], ids[:, 1:]
+
+            def nll():
+                logits = model(input_ids=x).logits
+                return F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1)).item()
+
+            nll()
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                last = nll()
+            tokens, secs, check = a.steps * a.batch * a.seq, time.perf_counter() - t0, float(torch.tensor(last).exp())
+        else:
+            prompt = torch.randint(0, cfg.vocab_size, (1, a.prompt), generator=g)
+
+            def gen(n):
+                return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                      pad_token_id=0, eos_token_id=None)
+
+            gen(4)
+            t0 = time.perf_counter()
+            out = gen(a.new)
+            tokens, secs, check = a.new, time.perf_counter() - t0, float(out.sum())
+    print(json.dumps({
+        "side": f"torch {a.torch_only}", "mode": a.torch_only, "shape": a.shape,
+        "tok_per_s": tokens / secs,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "check": check,
+    }))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", default="llama30m", choices=SHAPES)
+    for k, v in [("steps", 3), ("batch", 4), ("seq", 256), ("prompt", 16), ("new", 200), ("threads", 2)]:
+        p.add_argument(f"--{k}", type=int, default=v)
+    p.add_argument("--torch-only", choices=["eval", "gen"], help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.torch_only:
+        return torch_side(a)
+    common = ["--shape", a.shape, "--steps", str(a.steps), "--batch", str(a.batch), "--seq",
+              str(a.seq), "--prompt", str(a.prompt), "--new", str(a.new), "--threads", str(a.threads)]
+    target = os.environ.get("CARGO_TARGET_DIR", "target")
+    rows = []
+    for mode in ("eval", "gen"):
+        rows.append(json.loads(subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)))
+        rows.append(json.loads(subprocess.check_output(
+            [os.path.join(target, "release", "llama-bench"), "--mode", mode] + common)))
+    ref = {r["mode"]: r for r in rows if r["side"].startswith("torch")}
+    print(f"{a.shape}, {a.threads} threads: eval = perplexity of a {a.batch}x{a.seq} batch, "
+          f"{a.steps} timed passes; gen = batch-1 greedy, {a.prompt}-token prompt, {a.new} new tokens")
+    print(f"{'side':<14}{'tok/s':>9}{'x torch':>9}{'peak RSS MiB':>14}{'x torch':>9}")
+    for r in rows:
+        t = ref[r["mode"]]
+        print(f"{r['side']:<14}{r['tok_per_s']:>9.0f}{r['tok_per_s'] / t['tok_per_s']:>9.2f}"
+              f"{r['peak_rss_mib']:>14.0f}{r['peak_rss_mib'] / t['peak_rss_mib']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -483,7 +483,7 @@ impl Layer {
     }
 }
 
-/// Past keys and values per layer, (B, H_kv, T_past, head_dim) each, after RoPE.
+/// Past keys and values per layer, rows (B, T_past, H_kv·head_dim) each, after RoPE.
 #[derive(Clone, Debug)]
 pub struct LlamaCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
@@ -646,46 +646,30 @@ impl Llama {
                 None => Ok(y),
             }
         };
-        // … → (B, n, T, D), the cache's layout.
-        let heads = |y: Tensor, n: usize, norm: Option<&Tensor>| rows(y, n, norm)?.transpose(1, 2);
         for (li, l) in self.layers.iter().enumerate() {
             let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
+            let q = self
+                .rope
+                .apply_rows(&rows(l.q.fwd(&xn, &mut drop)?, h, l.q_norm.as_ref())?, offset)?;
+            let k = self
+                .rope
+                .apply_rows(&rows(l.k.fwd(&xn, &mut drop)?, hkv, l.k_norm.as_ref())?, offset)?;
+            let (q, k) = (q.reshape((b, t, h * d))?, k.reshape((b, t, hkv * d))?);
+            let v = l.v.fwd(&xn, &mut drop)?;
+            // Attention over the projections' rows, without head transposes: fused on CPU f32
+            // (far less kept for a backward); with a cache, over the cached rows in place.
             let a = match cache.as_deref_mut() {
-                // Training and scoring: attention over the projections' rows, without head
-                // transposes (fused on CPU f32: far less kept for the backward).
-                None => {
-                    let q = self.rope.apply_rows(&rows(
-                        l.q.fwd(&xn, &mut drop)?,
-                        h,
-                        l.q_norm.as_ref(),
-                    )?)?;
-                    let k = self.rope.apply_rows(&rows(
-                        l.k.fwd(&xn, &mut drop)?,
-                        hkv,
-                        l.k_norm.as_ref(),
-                    )?)?;
-                    let v = l.v.fwd(&xn, &mut drop)?;
-                    lops::causal_gqa_rows(
-                        &q.reshape((b, t, h * d))?,
-                        &k.reshape((b, t, hkv * d))?,
-                        &v,
-                        h,
-                        hkv,
-                    )?
-                }
+                None => lops::causal_gqa_rows(&q, &k, &v, h, hkv)?,
                 Some(c) => {
-                    let q = heads(l.q.fwd(&xn, &mut drop)?, h, l.q_norm.as_ref())?;
-                    let q = self.rope.apply(&q, offset)?;
-                    let k = heads(l.k.fwd(&xn, &mut drop)?, hkv, l.k_norm.as_ref())?;
-                    let mut k = self.rope.apply(&k, offset)?;
-                    let mut v = heads(l.v.fwd(&xn, &mut drop)?, hkv, None)?;
                     let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
-                    if let Some((pk, pv)) = slot.take() {
-                        k = Tensor::cat(&[&pk, &k], 2)?;
-                        v = Tensor::cat(&[&pv, &v], 2)?;
-                    }
+                    let (k, v) = match slot.take() {
+                        Some((pk, pv)) => {
+                            (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?)
+                        }
+                        None => (k, v),
+                    };
                     *slot = Some((k.clone(), v.clone()));
-                    lops::gqa_attention(&q, &k, &v)?.transpose(1, 2)?.reshape((b, t, h * d))?
+                    lops::cached_gqa_rows(&q, &k, &v, h, hkv)?
                 }
             };
             x = (x + l.o.fwd(&a, &mut drop)?)?;

@@ -278,7 +278,7 @@ fn rope_on_rows_matches_rope_on_heads() {
     let mut rng = SeededRng::new(28);
     let x = rand_t(&mut rng, &[b, t, h, d], 1.0, DType::F64);
     let t64 = RopeTable::new(&inv, 40, DType::F64, &Device::Cpu).unwrap();
-    let rows = vals(&t64.apply_rows(&x).unwrap().transpose(1, 2).unwrap().contiguous().unwrap());
+    let rows = vals(&t64.apply_rows(&x, 0).unwrap().transpose(1, 2).unwrap().contiguous().unwrap());
     close(
         &rows,
         &rope_loops(
@@ -299,14 +299,14 @@ fn rope_on_rows_matches_rope_on_heads() {
         let gx = g.get(x32.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), gx)
     };
-    let fused = run(t32.apply_rows(x32.as_tensor()).unwrap());
-    let on_heads = run(t32
-        .apply(&x32.as_tensor().transpose(1, 2).unwrap(), 0)
-        .unwrap()
-        .transpose(1, 2)
-        .unwrap());
-    assert_eq!(fused.0, on_heads.0, "values");
-    assert_eq!(fused.1, on_heads.1, "gradients");
+    for offset in [0, 7] {
+        let fused = run(t32.apply_rows(x32.as_tensor(), offset).unwrap());
+        let heads = x32.as_tensor().transpose(1, 2).unwrap();
+        let on_heads = run(t32.apply(&heads, offset).unwrap().transpose(1, 2).unwrap());
+        assert_eq!(fused.0, on_heads.0, "offset {offset}: values");
+        assert_eq!(fused.1, on_heads.1, "offset {offset}: gradients");
+    }
+    assert!(t32.apply_rows(x32.as_tensor(), 32).is_err(), "past the table's 40 positions");
 }
 
 /// The fused frozen-base LoRA projection against the composed graph, with and without a bias:

@@ -354,15 +354,19 @@ impl RopeTable {
     }
 
     /// Rotates x (B, T, H, D), the projections' own layout (no head transposes), at
-    /// positions 0..T: equal to [`RopeTable::apply`] on the heads. On CPU f32 a fused op that
-    /// keeps nothing for its backward (the rotation's transpose needs only the tables), where
-    /// the composed one keeps six half-width products and their sums per call.
-    pub fn apply_rows(&self, x: &Tensor) -> Result<Tensor> {
+    /// positions offset..offset+T: equal to [`RopeTable::apply`] on the heads. On CPU f32 a
+    /// fused op that keeps nothing for its backward (the rotation's transpose needs only the
+    /// tables), where the composed one keeps six half-width products and their sums per call.
+    pub fn apply_rows(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let (_, t, _, d) = x.dims4()?;
-        if d % 2 != 0 || t > self.cos.dim(0)? || self.cos.dim(1)? != d / 2 {
-            bail!("rope: x {:?} against a table of {:?}", x.dims(), self.cos.dims());
+        if d % 2 != 0 || offset + t > self.cos.dim(0)? || self.cos.dim(1)? != d / 2 {
+            bail!(
+                "rope: x {:?} at offset {offset} against a table of {:?}",
+                x.dims(),
+                self.cos.dims()
+            );
         }
-        let part = |m: &Tensor| m.narrow(0, 0, t)?.to_dtype(x.dtype());
+        let part = |m: &Tensor| m.narrow(0, offset, t)?.to_dtype(x.dtype());
         let (cos, sin) = (part(&self.cos)?, part(&self.sin)?);
         if super::fused(x) {
             return x
@@ -488,6 +492,38 @@ pub fn causal_gqa_rows(q: &Tensor, k: &Tensor, v: &Tensor, h: usize, hkv: usize)
     gqa_attention(&heads(q, h)?, &heads(k, hkv)?, &heads(v, hkv)?)?
         .transpose(1, 2)?
         .reshape((b, t, c))
+}
+
+/// Grouped-query attention of queries q (B, Tq, H·D) over cached and new keys and values
+/// (B, Tk, Hkv·D), Tk ≥ Tq (query i sees keys ≤ Tk−Tq+i), for generation: no graph. On CPU
+/// f32 the fused kernel reads the cache in place; elsewhere the composed op on the heads.
+pub fn cached_gqa_rows(q: &Tensor, k: &Tensor, v: &Tensor, h: usize, hkv: usize) -> Result<Tensor> {
+    let (b, tq, c) = q.dims3()?;
+    let (bk, tk, ckv) = k.dims3()?;
+    if h == 0 || hkv == 0 || !h.is_multiple_of(hkv) || !c.is_multiple_of(h) {
+        bail!("attention: q {:?} for {h} heads over {hkv} kv heads", q.dims());
+    }
+    let d = c / h;
+    if bk != b || ckv != hkv * d || tk < tq || v.dims() != k.dims() {
+        bail!("attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+    }
+    if super::fused(q) && super::fused(k) && super::fused(v) {
+        let dm = super::attention::Dims { b, tq, tk, h, hkv, d };
+        return super::kernels::with_slice::<f32, _>(q, |qs| {
+            super::kernels::with_slice::<f32, _>(k, |ks| {
+                super::kernels::with_slice::<f32, _>(v, |vs| {
+                    let x = super::attention::Qkv { q: qs, qs: c, k: ks, ks: ckv, v: vs, vs: ckv };
+                    let (out, probs) = super::attention::attention_fwd(&x, dm, None)?;
+                    super::scratch::give(probs);
+                    super::kernels::tensor(out, (b, tq, c))
+                })
+            })
+        });
+    }
+    let heads = |x: &Tensor, n: usize, t: usize| x.reshape((b, t, n, d))?.transpose(1, 2);
+    gqa_attention(&heads(q, h, tq)?, &heads(k, hkv, tk)?, &heads(v, hkv, tk)?)?
+        .transpose(1, 2)?
+        .reshape((b, tq, c))
 }
 
 /// Repeats each of the H_kv key/value heads `n_rep` times: (B, H_kv, T, D) → (B, H_kv·n_rep,

@@ -83,7 +83,8 @@ pub struct ApiConfig {
     /// ([`crate::spool`]); `None`: the system temp dir. Needs room for
     /// `max_concurrent_uploads` uploads at their caps.
     pub spool_dir: Option<std::path::PathBuf>,
-    /// The API's public URL: every model's Ocean DDO names it as its compute services'
+    /// The API's public URL: every model's Ocean DDO names its Ocean Provider facade
+    /// (`handlers::ocean::provider_url`, this plus `/api/ocean`) as its compute services'
     /// `serviceEndpoint` (where Ocean clients order jobs).
     pub public_api_url: String,
 }

@@ -39,7 +39,9 @@ import {
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cache = process.env.POSTHUMAN_CACHE ?? join(process.env.HOME, '.cache/posthuman');
-const bin = join(process.env.CARGO_TARGET_DIR ?? join(cache, 'target'), 'debug');
+// POSTHUMAN_BIN_DIR: binaries elsewhere than the debug build (a copy that a build sharing the
+// target dir cannot replace mid-run).
+const bin = process.env.POSTHUMAN_BIN_DIR ?? join(process.env.CARGO_TARGET_DIR ?? join(cache, 'target'), 'debug');
 const t0 = Date.now();
 const log = (m) => console.log(`[ocean.js ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
 
@@ -195,7 +197,16 @@ try {
     const i = asset.ddo.services.findIndex((x) => x.id === id);
     return { i, ...asset.ddo.services[i] };
   };
-  log(`discovered M1 ${M1.ddo.id} and M3 ${M3.ddo.id} from their DDOs`);
+  // The weights commitment as Ocean's tools read an NFT's ERC725Y data: the raw 32 bytes
+  // under posthuman.weightsHash are not UTF-8 (getData throws), their hex text is. Roots only
+  // for now: a derived model's NFT is written by the lineage contract, which stores the raw key.
+  // (ocean.js hashes a key given as bytes: the ERC725Y key is keccak256 of the name.)
+  const key = (name) => ethers.hexlify(ethers.toUtf8Bytes(name));
+  await assert.rejects(nft.getData(M1.nft, key('posthuman.weightsHash')), 'the raw commitment is not text');
+  const hexHash = await nft.getData(M1.nft, key('posthuman.weightsHashHex'));
+  assert.equal(hexHash, M1.ddo.metadata.additionalInformation.weightsHash, 'getData decodes the weights hash');
+  assert.equal(hexHash, m1.weights_hash, 'the demo\'s M1 weights');
+  log(`discovered M1 ${M1.ddo.id} and M3 ${M3.ddo.id} from their DDOs; M1's weights ${hexHash} read with Nft.getData`);
 
   const env = (await ProviderInstance.getComputeEnvironments(endpoint))[0].id;
   const token = config.oceanTokenAddress;

@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
+bin=${POSTHUMAN_BIN_DIR:-$CARGO_TARGET_DIR/debug}
 for b in posthuman posthuman-worker posthuman-server; do
-  [[ -x $CARGO_TARGET_DIR/debug/$b ]] || {
-    echo "no $CARGO_TARGET_DIR/debug/$b: cargo build -p posthuman-cli -p posthuman-worker -p posthuman-functions --bins" >&2
+  [[ -x $bin/$b ]] || {
+    echo "no $bin/$b: cargo build -p posthuman-cli -p posthuman-worker -p posthuman-functions --bins" >&2
     exit 1
   }
 done

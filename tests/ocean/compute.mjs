@@ -13,10 +13,12 @@
 // 3. Derek (infer on M1): `initializeCompute`, `orderAsset` (which buys the datatoken on M1's
 //    fixed-rate exchange and starts the order with the provider fee), `computeStart`,
 //    `computeStatus` until finished, `getComputeResult` (the completions).
-// 4. Elena (evaluate on M3, a derived model): derived models have no Ocean exchange (they are
-//    sold on Posthuman's PeerMarket), so Charlie, who holds M3 datatokens from his training
-//    rewards, hands her some with ocean.js's `Datatoken.transfer`; she orders with
-//    `Datatoken.startOrder` and the quoted fee, starts the job, follows it, reads the report.
+// 4. Elena (evaluate on M3, a derived model): if M3 is on sale on an Ocean exchange she buys
+//    and orders with `orderAsset`; otherwise (derived models sold only on Posthuman's
+//    PeerMarket, which ocean.js does not know) Charlie, who holds M3 datatokens from his
+//    training rewards, hands her some with ocean.js's `transfer` and she orders with
+//    `Datatoken.startOrder`. Either way with the quoted fee; she starts the job, follows it and
+//    reads the report.
 // 5. Refusals, each a paid order the API must not run: the same order again, a fee signed by
 //    someone other than the operator, a fee quoted for another job kind, and one quoted for
 //    another model.
@@ -34,7 +36,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { ethers } from 'ethers';
 import {
-  ConfigHelper, Datatoken, LogLevel, LoggerInstance, Nft, ProviderInstance, approveWei, orderAsset, transfer,
+  ConfigHelper, Datatoken, FixedRateExchange, LogLevel, LoggerInstance, Nft, ProviderInstance, approveWei, orderAsset,
+  transfer,
 } from '@oceanprotocol/lib';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -45,11 +48,11 @@ const bin = process.env.POSTHUMAN_BIN_DIR ?? join(process.env.CARGO_TARGET_DIR ?
 const t0 = Date.now();
 const log = (m) => console.log(`[ocean.js ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
 
-// The demo's people: their keys are derived from their names (posthuman_chain::story::dev_wallet).
 // ocean.js logs every refused request (and each class built without a network config) before
 // it throws; the refusals are expected here and reported by this script's own lines.
 LoggerInstance.setLevel(LogLevel.None);
 
+// The demo's people: their keys are derived from their names (posthuman_chain::story::dev_wallet).
 const devKey = (name) => ethers.keccak256(ethers.toUtf8Bytes(`posthuman dev wallet ${name}`));
 
 // 1. The demo, then its data dir served again where the DDOs point.
@@ -275,20 +278,27 @@ try {
   const kindOrder = await sent(await orderAsset(M1.asset, derek, config, m1dt, endpoint, undefined, undefined, evalFee, '0', 0, service(M1, 'infer').i));
   await refused('a fee quoted for another job kind', start(derek, M1, 'infer', kindOrder, { ...infer, salt: salt() }), 'payment_invalid', /quoted for another job/);
 
-  // 4. Elena: evaluation of M3, a derived model. It has no Ocean exchange or dispenser (it is
-  // sold on Posthuman's PeerMarket), so ocean.js cannot buy it; Charlie hands her two of the
-  // datatokens his training earned, with ocean.js's transfer.
+  // 4. Elena: evaluation of M3, a derived model, bought on its Ocean exchange if it has one
+  // with supply; else two of the datatokens Charlie's training earned, handed over with
+  // ocean.js's transfer (a derived model sold only on Posthuman's PeerMarket).
   const m3dtAddr = service(M3, 'evaluate').datatokenAddress;
   const m3dt = new Datatoken(elena, chainId, config);
   const exchanges = await m3dt.getFixedRates(m3dtAddr);
-  const dispensers = await m3dt.getDispensers(m3dtAddr);
-  log(`M3 (derived) on Ocean's contracts: ${exchanges.length} exchange(s), ${dispensers.length} dispenser(s)`);
-  if (exchanges.length === 0) log('derived models have no Ocean exchange yet: not buyable through ocean.js (PeerMarket only)');
-  assert.ok(Number(await m3dt.balance(m3dtAddr, charlie.address)) >= 2, 'Charlie holds M3 datatokens');
-  await sent(await transfer(charlie, config, m3dtAddr, elena.address, '2'));
+  const fre = exchanges.length > 0 ? new FixedRateExchange(config.fixedRateExchangeAddress, elena, chainId, config) : null;
+  const onSale = fre && Number((await fre.getExchange(exchanges[0].id)).dtSupply) >= 2;
+  log(`M3 (derived) on Ocean's contracts: ${exchanges.length} exchange(s)${onSale ? ' with supply: bought with orderAsset' : ''}`);
   const royalty = BigInt((await m3dt.getPublishingMarketFee(m3dtAddr)).publishMarketFeeAmount);
+  // startOrder also pulls the datatoken's royalty (publish-market fee) in OCEAN, which
+  // orderAsset's own approval (the provider fee alone) does not cover.
+  const approveFee = (f) => approveWei(elena, config, elena.address, token, m3dtAddr, (BigInt(f.providerFeeAmount) + royalty).toString(), true);
+  if (!onSale) {
+    log('no Ocean exchange sells M3: derived models are sold on PeerMarket only, which ocean.js cannot buy from; Charlie hands Elena two');
+    assert.ok(Number(await m3dt.balance(m3dtAddr, charlie.address)) >= 2, 'Charlie holds M3 datatokens');
+    await sent(await transfer(charlie, config, m3dtAddr, elena.address, '2'));
+  }
   const orderDirect = async (f, serviceIndex) => {
-    await approveWei(elena, config, elena.address, token, m3dtAddr, (BigInt(f.providerFeeAmount) + royalty).toString(), true);
+    await approveFee(f);
+    if (onSale) return sent(await orderAsset(M3.asset, elena, config, m3dt, endpoint, undefined, undefined, f, '0', 0, serviceIndex));
     return sent(await m3dt.startOrder(m3dtAddr, elena.address, serviceIndex, f));
   };
   const evalM3 = await init(elena, M3, 'evaluate', evaluate);

@@ -37,7 +37,12 @@
 //! **Signatures.** Ocean signs `consumerAddress + nonce + command` ([`auth::recover_ocean`]);
 //! the nonce is the provider's microsecond clock from the `nonce` route plus one, valid for a
 //! window ([`auth::check_ocean_nonce`]) and spent once in the same ledger as our own request
-//! nonces. `computeStatus` is unsigned in ocean.js, as our own job status is public.
+//! nonces. Unlike our typed requests, Ocean's signature does not cover the body (the job's
+//! parameters, data, order): only TLS keeps those intact on the way, and what a tampered
+//! request could still do is bounded by the checks it passes — the order must name the signer
+//! as consumer and pay for exactly the terms sent, and results go to the signer alone.
+//! `computeStatus` is unsigned in ocean.js, as our own job status is public; so its results
+//! name each output but not its size.
 
 use alloy::primitives::Address;
 use bytes::Bytes;
@@ -450,10 +455,8 @@ async fn compute_job(deps: &Deps, j: &JobRecord) -> Result<Value, ApiError> {
     if finished {
         for (index, name) in result_files() {
             let key = format!("{}/{name}", j.spec.public_prefix);
-            if let Some(size) = deps.store.head(&key).await? {
-                results.push(json!({
-                    "filename": name, "filesize": size, "type": "output", "index": index,
-                }));
+            if deps.store.head(&key).await?.is_some() {
+                results.push(json!({ "filename": name, "type": "output", "index": index }));
             }
         }
     }

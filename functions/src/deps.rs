@@ -121,6 +121,8 @@ pub struct Deps {
     /// The operator key: signs provider fees (through `chain`) and receipts.
     pub operator: PrivateKeySigner,
     pub cfg: ApiConfig,
+    /// Which model each Ocean DID names (a cache the Ocean Provider routes fill).
+    pub ocean_dids: Arc<crate::handlers::ocean::DidIndex>,
 }
 
 /// The Ocean service index that pays for each job kind (a datatoken order names one).

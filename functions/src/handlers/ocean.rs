@@ -209,18 +209,65 @@ fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::Invalid { field: field.into(), reason: reason.into() }
 }
 
-/// The model an Ocean DID names. A DID is a hash of the NFT, so this reads the catalogue's
-/// model list (its cost grows with the catalogue; a DID index would make it one read).
-async fn model_by_did(deps: &Deps, did: &str) -> Result<ModelRecord, ApiError> {
-    let chain_id = deps.chain.book().chain_id;
-    for m in deps.catalogue.list_models().await? {
-        if let Ok(nft) = m.card.nft.parse::<Address>()
-            && ddo::did(nft, chain_id) == did
-        {
-            return Ok(m);
+/// Which model each Ocean DID names. A DID is a hash of the NFT and the chain, so it cannot be
+/// turned back: the index learns every model's DID from one catalogue scan, on a miss, and at
+/// most once per [`DidIndex::RESCAN`] (so unknown DIDs cannot make every request a scan of the
+/// catalogue; a model published since by another process is found after that long at most).
+/// Entries are checked against the catalogue when used, never trusted.
+#[derive(Debug, Default)]
+pub struct DidIndex {
+    nft_of: std::sync::RwLock<std::collections::HashMap<String, String>>,
+    scanned: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl DidIndex {
+    /// The shortest time between two scans of the catalogue.
+    pub const RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn get(&self, did: &str) -> Option<String> {
+        self.nft_of.read().ok()?.get(did).cloned()
+    }
+
+    /// Whether a scan may run now (and if so, that it runs).
+    fn may_scan(&self) -> bool {
+        let Ok(mut last) = self.scanned.lock() else { return true };
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Self::RESCAN) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    fn learn(&self, entries: impl IntoIterator<Item = (String, String)>) {
+        if let Ok(mut m) = self.nft_of.write() {
+            m.extend(entries);
         }
     }
-    Err(ApiError::not_found(format!("asset {did}")))
+}
+
+/// The DID of a catalogue model on this chain.
+fn did_of(m: &ModelRecord, chain_id: u64) -> Option<String> {
+    m.card.nft.parse::<Address>().ok().map(|nft| ddo::did(nft, chain_id))
+}
+
+/// The model an Ocean DID names (through [`DidIndex`]).
+async fn model_by_did(deps: &Deps, did: &str) -> Result<ModelRecord, ApiError> {
+    let chain_id = deps.chain.book().chain_id;
+    let not_found = || ApiError::not_found(format!("asset {did}"));
+    if let Some(nft) = deps.ocean_dids.get(did)
+        && let Some(m) = deps.catalogue.get_model(&nft).await?
+        && did_of(&m, chain_id).as_deref() == Some(did)
+    {
+        return Ok(m);
+    }
+    if !deps.ocean_dids.may_scan() {
+        return Err(not_found());
+    }
+    let models = deps.catalogue.list_models().await?;
+    deps.ocean_dids
+        .learn(models.iter().filter_map(|m| Some((did_of(m, chain_id)?, m.card.nft.clone()))));
+    models.into_iter().find(|m| did_of(m, chain_id).as_deref() == Some(did)).ok_or_else(not_found)
 }
 
 /// The job kind a DDO service id names.
@@ -508,4 +555,45 @@ pub async fn compute_result(deps: &Deps, q: &ResultQuery) -> Result<Bytes, ApiEr
     public_output(deps, &j, name).await?.ok_or_else(|| {
         ApiError::not_found(format!("result {} of job {} (not written)", q.index, j.job_id))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_did_index_scans_at_most_once_per_rescan_period() {
+        let ix = DidIndex::default();
+        assert!(ix.may_scan(), "the first miss scans");
+        assert!(!ix.may_scan(), "a second miss right after does not");
+        ix.learn([("did:op:1".to_string(), "0xabc".to_string())]);
+        assert_eq!(ix.get("did:op:1").as_deref(), Some("0xabc"));
+        assert_eq!(ix.get("did:op:2"), None);
+        *ix.scanned.lock().unwrap() = Some(std::time::Instant::now() - DidIndex::RESCAN);
+        assert!(ix.may_scan(), "once the period is over, again");
+    }
+
+    #[test]
+    fn userdata_terms_follow_the_service() {
+        let infer = JobParams::Infer(posthuman_types::InferParams {
+            prompts: vec!["hi".into()],
+            max_new_tokens: 4,
+            sampling: Default::default(),
+            stop: vec![],
+            messages: vec![],
+        });
+        let u = Userdata { params: Some(infer.clone()), ..Default::default() };
+        let (t, quoted) = terms_of(JobKind::Infer, &u, 64).unwrap();
+        assert_eq!((t.params, t.dataset_bytes, quoted), (infer, 0, None));
+        assert!(matches!(terms_of(JobKind::Train, &u, 64), Err(ApiError::Invalid { .. })));
+        // No params: the storefront's default terms, their dataset length as the quoted one.
+        let (t, quoted) = terms_of(JobKind::Evaluate, &Userdata::default(), 64).unwrap();
+        assert_eq!(t, QuoteTerms::default_for(JobKind::Evaluate, 64));
+        assert_eq!(quoted, Some(t.dataset_bytes));
+        let sent = Userdata { dataset: Some("abc".into()), ..Default::default() };
+        let eval = QuoteTerms::default_for(JobKind::Evaluate, 64).params;
+        let (t, quoted) =
+            terms_of(JobKind::Evaluate, &Userdata { params: Some(eval), ..sent }, 64).unwrap();
+        assert_eq!((t.dataset_bytes, quoted), (3, None), "priced for the dataset sent");
+    }
 }

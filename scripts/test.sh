@@ -60,6 +60,9 @@ localstack/run-worker-image.sh --binary "$CARGO_TARGET_DIR/debug/posthuman-worke
 stage "Ocean's DDO validator (@oceanprotocol/ddo-js) on the DDOs models carry"
 tests/ocean/validate-ddo.sh
 
+stage "ocean.js (@oceanprotocol/lib) buys, runs and reads jobs through the Ocean Provider API"
+tests/ocean/compute.sh
+
 stage "storefront: wasm build + receipt view in headless Chromium"
 web/check.sh
 stage "done"

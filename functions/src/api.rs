@@ -26,7 +26,7 @@ use crate::catalogue::{Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::deps::Deps;
 use crate::error::ApiError;
 use crate::handlers::views::Paged;
-use crate::handlers::{jobs, lists, models};
+use crate::handlers::{jobs, lists, models, ocean};
 use crate::spool::{SpoolWriter, Spooled};
 
 /// The OpenAPI description served at `/api/openapi.json`.
@@ -56,6 +56,14 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
         (Method::GET, "/api/jobs/{job_id}/result", get(job_result)),
         (Method::GET, "/api/jobs/{job_id}/receipt", get(job_receipt)),
+        // The Ocean Provider facade (handlers::ocean): ocean.js's ProviderInstance.
+        (Method::GET, "/api/ocean", get(ocean_root)),
+        (Method::GET, "/api/ocean/nonce", get(ocean_nonce)),
+        (Method::GET, "/api/ocean/computeEnvironments", get(ocean_environments)),
+        (Method::POST, "/api/ocean/initializeCompute", post(ocean_initialize_compute)),
+        (Method::POST, "/api/ocean/compute", post(ocean_compute_start)),
+        (Method::GET, "/api/ocean/compute", get(ocean_compute_status)),
+        (Method::GET, "/api/ocean/computeResult", get(ocean_compute_result)),
     ]
 }
 
@@ -503,4 +511,76 @@ async fn job_result(
         .map_err(|_| ApiError::Unauthorized(format!("{EXPIRES_HEADER} must be unix seconds")))?;
     let reader = crate::auth::parse_address(READER_HEADER, &header(READER_HEADER)?)?;
     Ok(Json(jobs::job_result(&d, &id, reader, &sig, expires).await?))
+}
+
+async fn ocean_root(State(d): State<Shared>) -> Json<serde_json::Value> {
+    Json(ocean::root(&d))
+}
+
+async fn ocean_nonce() -> Json<serde_json::Value> {
+    Json(ocean::nonce())
+}
+
+async fn ocean_environments(State(d): State<Shared>) -> Json<serde_json::Value> {
+    Json(ocean::environments(&d))
+}
+
+/// An Ocean JSON body, read up to `cap` bytes (the router's own limit is the uploads').
+async fn ocean_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+    cap: u64,
+) -> Result<T, ApiError> {
+    let b = axum::body::to_bytes(body, usize::try_from(cap).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| ApiError::TooLarge { what: "request body".into(), limit: cap })?;
+    serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("request: {e}")))
+}
+
+async fn ocean_initialize_compute(
+    State(d): State<Shared>,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = ocean_body(body, d.cfg.limits.max_request_bytes).await?;
+    Ok(Json(ocean::initialize_compute(&d, body).await?))
+}
+
+async fn ocean_compute_start(
+    State(d): State<Shared>,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // The dataset rides inline as a JSON string: allow for its escaping.
+    let l = &d.cfg.limits;
+    let body = ocean_body(body, l.max_request_bytes + 2 * l.max_dataset_bytes).await?;
+    Ok(Json(ocean::compute_start(&d, body).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OceanStatusQuery {
+    consumer_address: String,
+    job_id: Option<String>,
+    agreement_id: Option<String>,
+}
+
+async fn ocean_compute_status(
+    State(d): State<Shared>,
+    q: Result<Query<OceanStatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let status = ocean::compute_status(
+        &d,
+        &q.consumer_address,
+        q.job_id.as_deref(),
+        q.agreement_id.as_deref(),
+    );
+    Ok(Json(status.await?))
+}
+
+async fn ocean_compute_result(
+    State(d): State<Shared>,
+    q: Result<Query<ocean::ResultQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let bytes = ocean::compute_result(&d, &q).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }

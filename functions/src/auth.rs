@@ -65,6 +65,47 @@ pub fn recover_read(
         .map_err(unauthorized)
 }
 
+/// Ocean's request signature, as ocean.js 8.6.2 makes it (`getSignature` / `signRequest`): an
+/// EIP-191 `personal_sign` over the 32 bytes of keccak256 of the UTF-8 text
+/// `consumer + nonce + command`, with `consumer` exactly as the request spells it. Returns the
+/// address it recovers to (the caller compares it with `consumer`). Unlike our typed
+/// requests it names no chain or deployment: the nonce's freshness and single use
+/// ([`check_ocean_nonce`]) are what keep it from being replayed.
+pub fn recover_ocean(
+    consumer: &str,
+    nonce: &str,
+    command: &str,
+    signature: &str,
+) -> Result<Address, ApiError> {
+    let digest = alloy::primitives::keccak256(format!("{consumer}{nonce}{command}").as_bytes());
+    let sig: alloy::primitives::Signature = signature
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::Unauthorized(format!("malformed signature: {e}")))?;
+    sig.recover_address_from_msg(digest.as_slice())
+        .map_err(|e| ApiError::Unauthorized(format!("no public key recovers: {e}")))
+}
+
+/// How far an Ocean nonce may lag the server's clock (microseconds): ten minutes.
+pub const OCEAN_NONCE_WINDOW_US: u64 = 10 * 60 * 1_000_000;
+
+/// Checks an Ocean request nonce: a decimal microsecond timestamp (the provider's `nonce`
+/// route hands out its clock; ocean.js signs that plus one) no older than
+/// [`OCEAN_NONCE_WINDOW_US`] and not ahead of `now_us` by more than a minute of clock skew.
+/// Returns it in the shape our nonce ledger keys it by (`ocean-<n>`); the caller spends it.
+pub fn check_ocean_nonce(nonce: &str, now_us: u64) -> Result<String, ApiError> {
+    let n: u64 = nonce.trim().parse().map_err(|_| ApiError::Invalid {
+        field: "nonce".into(),
+        reason: "a decimal number (take the provider's nonce route and add one)".into(),
+    })?;
+    if n.saturating_add(OCEAN_NONCE_WINDOW_US) < now_us || n > now_us + 60_000_000 {
+        return Err(ApiError::Unauthorized(format!(
+            "stale nonce {n}: sign again with the provider's current nonce plus one"
+        )));
+    }
+    Ok(format!("ocean-{n}"))
+}
+
 /// Parses an address from a request field.
 pub fn parse_address(field: &str, s: &str) -> Result<Address, ApiError> {
     s.trim().parse::<Address>().map_err(|_| ApiError::Invalid {
@@ -163,6 +204,29 @@ mod tests {
         let read = SignableRequest::read(READ_RESULT, "j-1", 100).sign(&here, &key).unwrap();
         assert_eq!(recover_read(&here, "j-1", 100, &read).unwrap(), key.address());
         assert_ne!(recover_read(&here, "j-2", 100, &read).unwrap(), key.address());
+    }
+
+    #[test]
+    fn ocean_signatures_and_nonces() {
+        let key = PrivateKeySigner::random();
+        let who = key.address().to_checksum(None);
+        // What ocean.js signs: personal_sign over keccak256(address + nonce + command).
+        let digest = alloy::primitives::keccak256(format!("{who}17startCompute").as_bytes());
+        let sig = key.sign_message_sync(digest.as_slice()).unwrap().to_string();
+        assert_eq!(recover_ocean(&who, "17", "startCompute", &sig).unwrap(), key.address());
+        for (nonce, command) in [("18", "startCompute"), ("17", "getComputeResult")] {
+            assert_ne!(recover_ocean(&who, nonce, command, &sig).unwrap(), key.address());
+        }
+        assert!(matches!(recover_ocean(&who, "17", "x", "0x12"), Err(ApiError::Unauthorized(_))));
+        let now = 1_800_000_000_000_000;
+        assert_eq!(
+            check_ocean_nonce(&(now - 5).to_string(), now).unwrap(),
+            format!("ocean-{}", now - 5)
+        );
+        let stale = (now - OCEAN_NONCE_WINDOW_US - 1).to_string();
+        assert!(matches!(check_ocean_nonce(&stale, now), Err(ApiError::Unauthorized(_))));
+        assert!(check_ocean_nonce(&(now + 120_000_000).to_string(), now).is_err());
+        assert!(matches!(check_ocean_nonce("1e3", now), Err(ApiError::Invalid { .. })));
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
         chain: Arc::new(chain),
         operator,
         cfg: cfg.api,
+        ocean_dids: Default::default(),
     }))
 }
 

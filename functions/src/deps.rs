@@ -83,7 +83,8 @@ pub struct ApiConfig {
     /// ([`crate::spool`]); `None`: the system temp dir. Needs room for
     /// `max_concurrent_uploads` uploads at their caps.
     pub spool_dir: Option<std::path::PathBuf>,
-    /// The API's public URL: every model's Ocean DDO names it as its compute services'
+    /// The API's public URL: every model's Ocean DDO names its Ocean Provider facade
+    /// (`handlers::ocean::provider_url`, this plus `/api/ocean`) as its compute services'
     /// `serviceEndpoint` (where Ocean clients order jobs).
     pub public_api_url: String,
 }
@@ -120,6 +121,8 @@ pub struct Deps {
     /// The operator key: signs provider fees (through `chain`) and receipts.
     pub operator: PrivateKeySigner,
     pub cfg: ApiConfig,
+    /// Which model each Ocean DID names (a cache the Ocean Provider routes fill).
+    pub ocean_dids: Arc<crate::handlers::ocean::DidIndex>,
 }
 
 /// The Ocean service index that pays for each job kind (a datatoken order names one).

@@ -230,6 +230,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
         chain,
         operator,
         cfg: cfg.api.clone(),
+        ocean_dids: Default::default(),
     });
     queue.start(completion_hook(deps.clone())).await?;
     Ok(Embedded { deps, queue, rpc_url, anvil })

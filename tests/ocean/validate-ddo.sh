@@ -9,9 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
 here=tests/ocean
-if [[ ! -d $here/node_modules/@oceanprotocol/ddo-js ]]; then
-  npm ci --prefix "$here" --no-audit --no-fund
-fi
+"$here/npm-ci.sh"
 # scripts/test.sh sets POSTHUMAN_DDO_OUT for its workspace test run, which writes the DDOs:
 # validate those instead of running the two tests again (a `-p` build resolves features
 # differently and would rebuild half the workspace).

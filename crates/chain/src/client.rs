@@ -27,6 +27,17 @@ pub fn weights_hash_key() -> B256 {
     keccak256("posthuman.weightsHash")
 }
 
+/// ERC725Y key holding the same weights hash as [`weights_hash_key`], as the UTF-8 text of its
+/// `0x` hex: Ocean's tools decode every ERC725Y value as UTF-8 (ocean.js `Nft.getData`), which
+/// the raw 32 bytes are not. The raw value stays the commitment the lineage contract and
+/// `verify` read; this one only lets stock tools show it.
+pub const WEIGHTS_HASH_HEX_KEY_NAME: &str = "posthuman.weightsHashHex";
+
+/// The ERC725Y key of [`WEIGHTS_HASH_HEX_KEY_NAME`].
+pub fn weights_hash_hex_key() -> B256 {
+    keccak256(WEIGHTS_HASH_HEX_KEY_NAME)
+}
+
 /// ERC725Y key for the model card JSON (public metadata, never weights).
 pub fn card_key() -> B256 {
     keccak256("posthuman.card")
@@ -330,6 +341,12 @@ impl Chain {
         let value = Bytes::copy_from_slice(&req.weights_hash.0);
         let r = send(nft_i.setNewData(weights_hash_key(), value).from(publisher)).await?;
         gas.push(("setNewData(weightsHash)", r.gas_used));
+        let hex = format!("{:#x}", B256::from(req.weights_hash.0));
+        let r = send(
+            nft_i.setNewData(weights_hash_hex_key(), Bytes::from(hex.into_bytes())).from(publisher),
+        )
+        .await?;
+        gas.push(("setNewData(weightsHashHex)", r.gas_used));
         if let Some(card) = &req.card_json {
             let r = send(
                 nft_i

@@ -6,9 +6,10 @@
 //! document for a Posthuman model in schema 4.1.0: a *dataset* (Ocean's kind for private data
 //! that is only ever computed on, never downloaded) with three compute services, train, infer
 //! and evaluate, in the service order the API's orders name (`serviceIndex` 0, 1, 2), each
-//! pointing at the Posthuman API. Nothing private goes in: no storage key, no file URL
-//! (`files` is empty: there is nothing to download), only what the model card already shows
-//! and what the chain already holds (the weights commitment, the parent model).
+//! pointing at the Posthuman API's Ocean Provider endpoint. Nothing private goes in: no
+//! storage key, no file URL (`files` is empty: there is nothing to download), only what the
+//! model card already shows and what the chain already holds (the weights commitment, the
+//! parent model).
 //!
 //! [`Chain::set_metadata`] stores it with `setMetaData` (state 0 = active, flags 0 = plain
 //! JSON, hash = SHA-256 of the exact bytes stored), from the NFT owner for a root; for a
@@ -73,7 +74,8 @@ pub struct ModelDdo {
     pub weights_hash: B256,
     /// The parent model's NFT, for a derived model.
     pub parent: Option<Address>,
-    /// Where the compute services are served: the Posthuman API's public URL.
+    /// Where the compute services are served: the Posthuman API's Ocean Provider endpoint
+    /// (the API sets `<public URL>/api/ocean`; ocean.js calls it the node URI).
     pub service_endpoint: String,
     /// Unix seconds of first publication and of this version.
     pub created: u64,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use alloy::primitives::{Bytes, U256};
+use alloy::primitives::{B256, Bytes, U256};
 use common::{ONE, env, operator_key, start_anvil};
 use posthuman_chain::alloy;
 use posthuman_chain::alloy::providers::Provider;
@@ -48,6 +48,13 @@ async fn publish_mint_transfer_approve_exchange_buy_order() {
     // Metadata: the weights commitment and the card live in the NFT's ERC725Y store.
     let root = e.chain.model(m.nft).await.unwrap().expect("registered as a root");
     assert_eq!(e.chain.weights_commitment(m.nft).await.unwrap(), Some(root.weights_hash));
+    // The same hash as text Ocean's tools decode (ocean.js getData reads values as UTF-8).
+    let hex =
+        e.chain.nft_data(m.nft, posthuman_chain::client::weights_hash_hex_key()).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&hex).unwrap(),
+        format!("{:#x}", B256::from(root.weights_hash.0))
+    );
     assert_eq!(root.trainer, alice);
     assert_eq!(root.datatoken, m.datatoken);
     let card = e.chain.nft_data(m.nft, card_key()).await.unwrap();

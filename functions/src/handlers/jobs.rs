@@ -113,10 +113,23 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     )?;
     let req: JobRequest =
         serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    auth::check_expiry(req.expires_at, now_secs())?;
+    submit_signed(deps, signer, &req, up.dataset).await
+}
+
+/// The rest of a submit once `signer` is known to have signed `req` (with our typed
+/// signature, or with Ocean's through the provider facade, `super::ocean`), both of which
+/// check their own freshness: every check of the request, the dataset and the order, then
+/// the queue. `req.nonce` is spent here, once the order is final enough.
+pub(crate) async fn submit_signed(
+    deps: &Deps,
+    signer: Address,
+    req: &JobRequest,
+    dataset: Option<Spooled>,
+) -> Result<SubmittedView, ApiError> {
     let consumer = auth::parse_address("consumer", &req.consumer)?;
     auth::require_signer(&consumer, &signer)?;
     let now = now_secs();
-    auth::check_expiry(req.expires_at, now)?;
     auth::check_nonce(&req.nonce)?;
     if req.salt == Hash32::ZERO {
         // A constant salt hides nothing: the request must carry the buyer's random bytes.
@@ -147,7 +160,7 @@ pub async fn submit_job(deps: &Deps, up: JobUpload) -> Result<SubmittedView, Api
     let cfg = model_config(deps, &model).await?;
     check_lora(&spec.params, &cfg)?;
     check_chat(deps, &model, &spec.params).await?;
-    let dataset = match (kind, up.dataset) {
+    let dataset = match (kind, dataset) {
         (JobKind::Infer, None) => None,
         (JobKind::Infer, Some(_)) => return Err(ApiError::bad("infer jobs take no dataset")),
         (_, None) => return Err(ApiError::bad(format!("a {kind} job needs a dataset part"))),
@@ -259,7 +272,7 @@ async fn enqueue(
     Ok(())
 }
 
-async fn find_job(deps: &Deps, job_id: &str) -> Result<JobRecord, ApiError> {
+pub(crate) async fn find_job(deps: &Deps, job_id: &str) -> Result<JobRecord, ApiError> {
     if posthuman_types::job::validate_id("job_id", job_id).is_err() {
         return Err(ApiError::not_found("job"));
     }
@@ -270,7 +283,11 @@ async fn find_job(deps: &Deps, job_id: &str) -> Result<JobRecord, ApiError> {
 }
 
 /// A public output of a job, if the worker wrote it.
-async fn public_output(deps: &Deps, j: &JobRecord, name: &str) -> Result<Option<Bytes>, ApiError> {
+pub(crate) async fn public_output(
+    deps: &Deps,
+    j: &JobRecord,
+    name: &str,
+) -> Result<Option<Bytes>, ApiError> {
     debug_assert!(keys::PUBLIC_OUTPUTS.contains(&name));
     match deps.store.get(&format!("{}/{name}", j.spec.public_prefix), 16 << 20).await {
         Ok(b) => Ok(Some(b)),

@@ -10,6 +10,8 @@
 //! - [`complete`]: the completion of a job (local queue callback / Batch event): receipts,
 //!   commit-before-reveal, the derived model and its rewards, or a failure and the order's
 //!   release.
+//! - [`ocean`]: the Ocean Provider compute API (ocean.js's `ProviderInstance`) over the same
+//!   quote, submit and results.
 //! - [`views`]: the public shapes the API returns (never weights or storage keys).
 //!
 //! [`Deps`]: crate::deps::Deps
@@ -19,6 +21,7 @@ pub mod featured;
 pub mod jobs;
 pub mod lists;
 pub mod models;
+pub mod ocean;
 pub mod precheck;
 pub mod pricing;
 pub mod views;

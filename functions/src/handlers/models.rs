@@ -374,7 +374,8 @@ pub(crate) fn model_ddo(deps: &Deps, card: &ModelCard, created: u64) -> Result<M
         parameters: card.parameters,
         weights_hash: card.weights_hash.0.into(),
         parent: card.parent.as_deref().map(|p| addr("parent", p)).transpose()?,
-        service_endpoint: deps.cfg.public_api_url.clone(),
+        // The Ocean Provider facade: what ocean.js calls the node URI.
+        service_endpoint: super::ocean::provider_url(&deps.cfg.public_api_url),
         created,
         updated: created,
     })
@@ -509,7 +510,11 @@ pub async fn quote(deps: &Deps, nft: &str, terms: QuoteTerms) -> Result<Quote, A
     quote_model(deps, &m, terms).await
 }
 
-async fn quote_model(deps: &Deps, m: &ModelRecord, terms: QuoteTerms) -> Result<Quote, ApiError> {
+pub(crate) async fn quote_model(
+    deps: &Deps,
+    m: &ModelRecord,
+    terms: QuoteTerms,
+) -> Result<Quote, ApiError> {
     let kind = terms.params.kind();
     validate_params(&terms.params, m.n_positions)?;
     if kind == JobKind::Infer && terms.dataset_bytes != 0 {

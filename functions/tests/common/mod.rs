@@ -97,6 +97,7 @@ pub fn offline_deps(dir: &std::path::Path) -> posthuman_functions::deps::Deps {
         chain: Arc::new(chain),
         operator,
         cfg: ApiConfig::default(),
+        ocean_dids: Default::default(),
     }
 }
 

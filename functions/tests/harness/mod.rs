@@ -507,7 +507,9 @@ pub async fn ddo_on_chain(env: &Env, nft: &str) -> serde_json::Value {
     assert_eq!(ddo["id"], posthuman_chain::ddo::did(nft, chain_id));
     assert_eq!(ddo["chainId"], chain_id);
     for s in ddo["services"].as_array().unwrap() {
-        assert_eq!(s["serviceEndpoint"], env.emb.deps.cfg.public_api_url.as_str());
+        let provider =
+            posthuman_functions::handlers::ocean::provider_url(&env.emb.deps.cfg.public_api_url);
+        assert_eq!(s["serviceEndpoint"], provider.as_str());
     }
     ddo
 }

@@ -191,8 +191,12 @@ pub struct ProviderFeeView {
 /// A quote: the job's terms, their compute and price, and the provider fee that pays for
 /// exactly them (`POST /api/models/{nft}/quote`; `GET …/quote?kind=` quotes the kind's
 /// default terms, which the storefront lists).
+///
+/// `Terms` is how a reader takes the echoed terms: the API writes [`QuoteTerms`]; a client
+/// that checks the fee against the terms it asked for itself (the storefront) may read
+/// them as `serde::de::IgnoredAny`, which skips them without parsing job parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Quote {
+pub struct Quote<Terms = QuoteTerms> {
     pub model: String,
     pub datatoken: String,
     pub kind: JobKind,
@@ -204,7 +208,7 @@ pub struct Quote {
     pub price: Option<String>,
     pub exchange_id: Option<Hash32>,
     /// What this quote prices; its fee pays for these terms only.
-    pub terms: QuoteTerms,
+    pub terms: Terms,
     /// The job's compute: tokens, FLOPs, checkpoint bytes, seconds on GPU and CPU.
     pub estimate: ComputeEstimate,
     /// One line per component with its formula; the total is the provider fee.

@@ -16,7 +16,7 @@ pub use posthuman_types::views::{
 /// A quote as the storefront reads it: the terms the API echoes are skipped, because the
 /// page checks the fee against the terms it asked for itself (`order::check_fee`), and
 /// parsing them would put a second copy of every job parameter's deserializer in the wasm
-/// (~4.5 KB gzipped, with the `from_slice` reader gone ~13 KB together, on 2026-12-07).
+/// (about 9 KB of code, 2026-12-07).
 pub type Quote = posthuman_types::views::Quote<serde::de::IgnoredAny>;
 
 /// `GET /api/chain`: where the chain is and the deployment's address book.

@@ -117,6 +117,7 @@ export function fillCatalogue(dataDir, n) {
   const db = join(dataDir, 'catalogue.sqlite');
   const sqlite = (sql) => {
     const r = spawnSync('sqlite3', ['-cmd', '.timeout 10000', db], { input: sql, encoding: 'utf8', maxBuffer: 64 << 20 });
+    if (r.error) throw new Error(`sqlite3 could not run (${r.error.message}): scripts/setup.sh installs it`);
     assert.equal(r.status, 0, `sqlite3: ${r.stderr}`);
     return r.stdout;
   };

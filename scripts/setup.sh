@@ -14,8 +14,9 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 # The storefront (web/build.sh): Debian's wasm32 Rust toolchain (the three rust packages are
-# installed together so their versions match), its linker, and the browser its test drives.
-mapfile -t -O ${#need_apt[@]} need_apt < <(missing_debs rustc-web cargo-web rust-web-src lld-22 chromium)
+# installed together so their versions match), its linker, the browser its test drives, and
+# sqlite3, with which the test writes a 1,000-model catalogue straight into the API's database.
+mapfile -t -O ${#need_apt[@]} need_apt < <(missing_debs rustc-web cargo-web rust-web-src lld-22 chromium sqlite3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   install_debs "${need_apt[@]}"

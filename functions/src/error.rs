@@ -8,7 +8,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
 /// A failure a handler reports to its caller.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +54,8 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The JSON body of every error response.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// Stable machine-readable code (`bad_request`, `payment_invalid`, …).
-    pub error: String,
-    /// A human-readable sentence.
-    pub message: String,
-}
+/// The JSON body of every error response (`posthuman_types::views`, which clients read).
+pub use posthuman_types::views::ErrorBody;
 
 impl ApiError {
     pub fn bad(msg: impl Into<String>) -> Self {

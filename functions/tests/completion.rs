@@ -11,7 +11,7 @@ use bytes::Bytes;
 use posthuman_functions::catalogue::{JobPhase, JobRecord, now_secs};
 use posthuman_functions::deps::Deps;
 use posthuman_functions::handlers::complete::on_job_done;
-use posthuman_functions::handlers::views::{JobStateView, JobView};
+use posthuman_functions::handlers::views::{JobStateView, job_view};
 use posthuman_functions::queue::{JobDone, QueueState};
 use posthuman_types::{EvalParams, Hash32, JobKind, JobParams};
 
@@ -48,7 +48,7 @@ async fn a_buyer_input_failure_consumes_the_order_and_an_operator_failure_releas
     );
     let rec = deps.catalogue.get_job("bad-dataset").await.unwrap().unwrap();
     assert!(matches!(rec.phase, JobPhase::Failed { exit_code: Some(40), .. }), "{rec:?}");
-    match JobView::new(&rec, false, None).state {
+    match job_view(&rec, false, None).state {
         JobStateView::Failed { order_reusable, .. } => assert!(!order_reusable),
         other => panic!("{other:?}"),
     }
@@ -61,7 +61,7 @@ async fn a_buyer_input_failure_consumes_the_order_and_an_operator_failure_releas
     let key = format!("{}-0", operator.order_tx);
     assert_eq!(deps.catalogue.order_holder(&key).await.unwrap(), None);
     let rec = deps.catalogue.get_job("store-down").await.unwrap().unwrap();
-    match JobView::new(&rec, false, None).state {
+    match job_view(&rec, false, None).state {
         JobStateView::Failed { order_reusable, .. } => assert!(order_reusable),
         other => panic!("{other:?}"),
     }

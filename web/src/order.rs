@@ -295,12 +295,8 @@ pub fn check_dataset(name: &str, bytes: &[u8]) -> Result<(), SpecError> {
     })
 }
 
-/// The body of `POST /api/models/{nft}/quote` (`posthuman-functions`' `QuoteTerms`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct QuoteTerms {
-    pub params: JobParams,
-    pub dataset_bytes: u64,
-}
+/// The body of `POST /api/models/{nft}/quote`: the API's own definition.
+pub use posthuman_types::views::QuoteTerms;
 
 /// The signed JSON part of `POST /api/jobs` (`posthuman-functions`' `JobRequest`, which
 /// refuses unknown fields: these are exactly its fields).
@@ -844,7 +840,7 @@ mod tests {
         serde_json::from_value(json!({
             "model": NFT, "datatoken": DT, "kind": "infer", "service_index": 1,
             "datatokens": ONE_DATATOKEN.to_string(), "price": "2000000000000000000",
-            "exchange_id": format!("0x{}", "ee".repeat(32)),
+            "exchange_id": format!("0x{}", "ee".repeat(32)), "terms": t,
             "estimate": {"tokens": 1, "flops": 2, "checkpoint_bytes": 0, "seconds_gpu": 1, "seconds_cpu": 1},
             "breakdown": {"lines": [{"label": "compute", "formula": "1 × 1", "amount": "500"}], "total": "500"},
             "budget": {"tokens": 1, "flops": 2, "checkpoint_bytes": 0, "max_seconds": 60},

@@ -23,7 +23,12 @@
 //   signed (eth_signTypedData_v4), uploaded with a progress bar, the model's page and the
 //   catalogue listing it;
 // - the lineage tree (M1 → M2 → M3, each node a link, the current one marked), a model's
-//   evaluations, page titles per route, a finished train job's loss drawn on its page.
+//   evaluations, page titles per route, a finished train job's loss drawn on its page;
+// - every page at desktop width and at 390 px (tests/pages.mjs): an axe-core scan with no
+//   serious or critical violation, a screenshot of each (into $SCREENSHOTS/web-shots, else
+//   $POSTHUMAN_CACHE/web-shots, printed at the end), nothing wider than the phone's screen;
+//   then the catalogue with 1,000 more models (written into the API's SQLite catalogue): its
+//   first render timed (target ≤ 1 s) and every model reachable, a page at a time.
 //
 // Usage: node web/tests/browser.mjs (after web/build.sh and a debug build of posthuman,
 // posthuman-worker and posthuman-server in $CARGO_TARGET_DIR/debug). Exits non-zero on the
@@ -36,6 +41,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
+import { sweepPages, catalogueAtScale } from './pages.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cache = process.env.POSTHUMAN_CACHE ?? join(process.env.HOME, '.cache/posthuman');
@@ -67,8 +73,9 @@ function stored(store, name, id) {
 // every other request goes to the demo's anvil, as a real wallet forwards to its node.
 // `chain` starts the wallet on another network (wrong-network case): it then answers 4902 to
 // the first switch, until the storefront adds the chain. `announce`: EIP-6963 names instead
-// of `window.ethereum`.
-function injectWallet({ rpcUrl, account, chain, announce }) {
+// of `window.ethereum`. `authorised`: the site was connected before (a reload reconnects).
+function injectWallet({ rpcUrl, account, chain, announce, authorised: before }) {
+  if (before) sessionStorage.setItem('wallet-ok-injected', '1');
   const calls = (window.__walletCalls = []);
   const wallets = (window.__wallets = []);
   const make = (name) => {
@@ -791,8 +798,16 @@ try {
     await ctx.close();
     log(`publish: bad config and weights refused in the page, a declined signature said, ${nft} published from the browser (${size} bytes of weights) and listed`);
   }
+  // Every page at desktop and phone width (axe-core, a screenshot each, nothing wider than
+  // 390 px), with Elena's wallet connected; then the catalogue with 1,000 more models.
+  const shots = join(process.env.SCREENSHOTS ?? cache, 'web-shots');
+  {
+    const elena = (await (await fetch(`${base}/api/jobs/${evaluation.job_id}`)).json()).consumer;
+    await sweepPages({ browser, base, shots, log, init: { script: injectWallet, arg: { rpcUrl, account: elena, authorised: true } } });
+  }
+  await catalogueAtScale({ browser, base, dataDir: opDir, log });
   assert.deepEqual(errors, [], 'no uncaught page errors');
-  log('all browser checks passed');
+  log(`all browser checks passed; screenshots of every page in ${shots}`);
 } catch (e) {
   failed = true;
   console.error(e);

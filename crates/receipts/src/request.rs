@@ -104,8 +104,11 @@ impl SignableRequest {
     /// A request for `action` over a JSON body that names its own `nonce` and `expires_at`
     /// (every signed API body does): the values signed are the very ones the API reads.
     pub fn of_json_body(action: &str, body: &[u8]) -> Result<Self, RequestError> {
-        let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|_| RequestError::MissingField("JSON object"))?;
+        // From text, not `from_slice`: one serde_json reader type in the storefront's wasm.
+        let v: serde_json::Value = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or(RequestError::MissingField("JSON object"))?;
         let nonce = v
             .get("nonce")
             .and_then(|n| n.as_str())

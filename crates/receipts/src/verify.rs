@@ -377,7 +377,12 @@ pub async fn verify_evaluation(
     rep.expect(K::EvalOutput, actual == r.output_hash, || {
         format!("the report hashes to {actual}, the receipt commits to {}", r.output_hash)
     });
-    let report: Option<EvalReport> = match serde_json::from_slice(report_bytes) {
+    // `from_str` over the UTF-8 text rather than `from_slice`: the storefront parses every
+    // other JSON from text, and a second reader type doubles serde_json's code in its wasm.
+    let parsed = std::str::from_utf8(report_bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<EvalReport>(text).map_err(|e| e.to_string()));
+    let report = match parsed {
         Ok(rp) => Some(rp),
         Err(e) => {
             rep.fail(K::EvalWeights, format!("the report is not a valid evaluation report: {e}"));

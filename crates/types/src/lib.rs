@@ -11,6 +11,8 @@
 //! - [`model`]: reward schemes and the public model card.
 //! - [`exit`]: the worker's exit codes and which are the buyer's fault (retries, orders).
 //! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
+//! - [`views`]: the API's public views (models, jobs, quotes), as the API writes them and its
+//!   clients read them.
 //!
 //! Validation lives here too (pure functions, no I/O), so the API rejects a bad spec with the
 //! very same rule the worker would apply.
@@ -26,6 +28,7 @@ pub mod job;
 pub mod model;
 pub mod outputs;
 pub mod pricing;
+pub mod views;
 
 pub use hash::Hash32;
 pub use job::{

@@ -64,14 +64,9 @@ pub enum JobPhase {
     Failed { reason: String, exit_code: Option<i32> },
 }
 
-/// A derived model created by a train job's completion.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChildAsset {
-    pub nft: String,
-    pub datatoken: String,
-    #[serde(default)]
-    pub exchange_id: Option<Hash32>,
-}
+/// A derived model created by a train job's completion (stored in the job's record and
+/// shown in its public view: `posthuman_types::views`).
+pub use posthuman_types::views::ChildAsset;
 
 /// Progress of the completion of a train job; each step is done once, then recorded, so the
 /// handler resumes where a crash stopped it.

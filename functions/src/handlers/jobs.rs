@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::chain_err;
 use super::models::{find_model, lower};
 use super::pricing::{check_chat, check_fee, check_lora, model_config};
-use super::views::{JobView, SubmittedView};
+use super::views::{JobView, SubmittedView, job_view};
 use crate::auth;
 use crate::catalogue::{Catalogue, JobPhase, JobRecord, OrderClaim, now_secs};
 use crate::deps::{Deps, keys, service_index};
@@ -310,7 +310,7 @@ pub async fn job_status(deps: &Deps, job_id: &str) -> Result<JobView, ApiError> 
         Some(b) => serde_json::from_slice::<JobProgress>(&b).ok(),
         None => None,
     };
-    Ok(JobView::new(&j, running, progress))
+    Ok(job_view(&j, running, progress))
 }
 
 /// `GET /jobs/{id}/receipt`: the operator-signed receipt, public so that anyone can check

@@ -8,7 +8,7 @@
 use posthuman_types::JobProgress;
 
 use super::models::lower;
-use super::views::{JobView, Paged};
+use super::views::{JobView, Paged, job_view};
 use crate::auth;
 use crate::catalogue::{Cursor, JobPhase, JobRecord};
 use crate::deps::Deps;
@@ -29,7 +29,7 @@ pub async fn jobs_of(
     for j in &page.items {
         let progress = progress(deps, j).await?;
         let live = matches!(j.phase, JobPhase::Queued | JobPhase::Submitting);
-        items.push(JobView::new(j, live && progress.is_some(), progress));
+        items.push(job_view(j, live && progress.is_some(), progress));
     }
     Ok(Paged { items, next: page.next.map(|c| c.encode()) })
 }

@@ -10,8 +10,7 @@ use posthuman_gpt2::chat_config::{
 use posthuman_gpt2::family::{AnyConfig, AnyWeights, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
 use posthuman_gpt2::lora::LoraAdapter;
-use posthuman_types::pricing::{ComputeEstimate, PriceBreakdown};
-use posthuman_types::{Budget, Hash32, JobKind, LoraOutput, ModelCard, RewardScheme};
+use posthuman_types::{Hash32, JobKind, LoraOutput, ModelCard, RewardScheme};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -343,7 +342,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     let ddo = model_ddo(deps, &record.card, record.created_at)?;
     deps.chain.set_metadata(operator, &ddo).await.map_err(chain_err)?;
     deps.catalogue.put_model(&record).await?;
-    Ok(ModelView::new(&record, vec![], &[]))
+    Ok(views::model_view(&record, vec![], &[]))
 }
 
 /// What every model's DDO says it may be used under: only through paid compute jobs.
@@ -409,7 +408,7 @@ async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
         }
     }
     let children = deps.catalogue.children(&m.card.nft, views::CARD_LATEST).await?;
-    Ok(ModelView::with_activity(m, lineage, children, &activity, &featured))
+    Ok(views::model_view_with_activity(m, lineage, children, &activity, &featured))
 }
 
 /// `GET /models`: one page of the catalogue, oldest first, and the next page's cursor.
@@ -442,60 +441,8 @@ pub async fn get_model(deps: &Deps, nft: &str) -> Result<ModelView, ApiError> {
     view(deps, &m).await
 }
 
-/// A provider fee as `startOrder` takes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProviderFeeView {
-    pub provider_fee_address: String,
-    pub provider_fee_token: String,
-    pub provider_fee_amount: String,
-    pub v: u8,
-    pub r: String,
-    pub s: String,
-    pub valid_until: u64,
-    pub provider_data: String,
-}
-
-/// A quote: the job's terms, their compute and price, and the provider fee that pays for
-/// exactly them (`POST /models/{nft}/quote`; `GET …/quote?kind=` quotes the kind's default
-/// terms, which the storefront lists).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Quote {
-    pub model: String,
-    pub datatoken: String,
-    pub kind: JobKind,
-    /// The service index to pass to `startOrder`.
-    pub service_index: u64,
-    /// Datatokens one job costs.
-    pub datatokens: String,
-    /// OCEAN base units to buy one datatoken on the exchange (fees included), if on sale.
-    pub price: Option<String>,
-    pub exchange_id: Option<Hash32>,
-    /// What this quote prices; its fee pays for these terms only.
-    pub terms: QuoteTerms,
-    /// The job's compute: tokens, FLOPs, checkpoint bytes, seconds on GPU and CPU.
-    pub estimate: ComputeEstimate,
-    /// One line per component with its formula; the total is the provider fee.
-    pub breakdown: PriceBreakdown,
-    /// What the fee buys: the worker refuses more, the queue stops the job at `max_seconds`.
-    pub budget: Budget,
-    /// Paid inside `startOrder` besides the provider fee: the datatoken's publish-market fee
-    /// (for a derived model, its lineage's royalty; 0 for roots).
-    pub royalty: RoyaltyLine,
-    pub provider_fee: ProviderFeeView,
-    /// The fee (and so this quote) is void for orders placed after this time: the order
-    /// check compares it with the order's block time.
-    pub expires_at: u64,
-}
-
-/// The royalty every order of a datatoken pays (Ocean's publish-market fee).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RoyaltyLine {
-    pub label: String,
-    pub token: String,
-    /// Base units of `token`.
-    pub amount: String,
-    pub recipient: String,
-}
+/// The quote's shapes are `posthuman_types::views` (the CLI and the storefront read them).
+pub use posthuman_types::views::{ProviderFeeView, Quote, RoyaltyLine};
 
 /// `GET /models/{nft}/quote?kind=`: the quote for the kind's default terms.
 pub async fn quote_default(deps: &Deps, nft: &str, kind: JobKind) -> Result<Quote, ApiError> {

@@ -17,7 +17,7 @@ use posthuman_gpt2::family::AnyConfig;
 use posthuman_gpt2::lora::LoraConfig;
 use posthuman_receipts::FeeBinding;
 use posthuman_types::pricing::{self, ComputeEstimate, ModelShape, PriceBreakdown, Rates};
-use posthuman_types::{Budget, Hash32, JobKind, JobParams, SpecError, TrainParams};
+use posthuman_types::{Budget, Hash32, JobParams, SpecError, TrainParams};
 use serde::{Deserialize, Serialize};
 
 use super::models::lower;
@@ -25,56 +25,14 @@ use crate::catalogue::ModelRecord;
 use crate::deps::Deps;
 use crate::error::ApiError;
 
-/// What a quote prices (the body of `POST /api/models/{nft}/quote`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuoteTerms {
-    pub params: JobParams,
-    /// The dataset's length in bytes (train and evaluate; 0 for infer). The submitted
-    /// dataset may be shorter, never longer.
-    #[serde(default)]
-    pub dataset_bytes: u64,
-}
+/// What a quote prices: `posthuman_types::views::QuoteTerms` (the CLI and the storefront
+/// send the same definition).
+pub use posthuman_types::views::QuoteTerms;
 
-impl QuoteTerms {
-    /// keccak256 of the terms' canonical JSON (compact, fields in declaration order), as
-    /// [`posthuman_receipts::terms_hash`] computes it for every client.
-    pub fn hash(&self) -> Result<Hash32, ApiError> {
-        posthuman_receipts::terms_hash(&self.params, self.dataset_bytes).map_err(ApiError::internal)
-    }
-
-    /// The terms the storefront lists for a kind (`GET …/quote?kind=`): a 100-step
-    /// fine-tune or a 1 MB evaluation at context ≤ 256, one 256-token generation. Their fee
-    /// pays only for exactly these terms.
-    pub fn default_for(kind: JobKind, n_positions: u32) -> QuoteTerms {
-        use posthuman_types::{EvalParams, InferParams, Sampling, TrainParams};
-        let context = n_positions.clamp(posthuman_types::job::limits::MIN_CONTEXT, 256);
-        match kind {
-            JobKind::Train => QuoteTerms {
-                params: JobParams::Train(TrainParams::new(100, 3e-4, 8, context)),
-                dataset_bytes: 1_000_000,
-            },
-            JobKind::Evaluate => QuoteTerms {
-                params: JobParams::Evaluate(EvalParams {
-                    context_len: context,
-                    stride: context / 2,
-                    max_tokens: 0,
-                    baseline: None,
-                }),
-                dataset_bytes: 1_000_000,
-            },
-            JobKind::Infer => QuoteTerms {
-                params: JobParams::Infer(InferParams {
-                    prompts: vec![String::new()],
-                    max_new_tokens: 256,
-                    sampling: Sampling::default(),
-                    stop: vec![],
-                    messages: vec![],
-                }),
-                dataset_bytes: 0,
-            },
-        }
-    }
+/// keccak256 of the terms' canonical JSON (compact, fields in declaration order), as
+/// [`posthuman_receipts::terms_hash`] computes it for every client.
+pub fn terms_hash(terms: &QuoteTerms) -> Result<Hash32, ApiError> {
+    posthuman_receipts::terms_hash(&terms.params, terms.dataset_bytes).map_err(ApiError::internal)
 }
 
 /// The provider fee's `providerData` for `terms` on `model` in this deployment.
@@ -90,7 +48,7 @@ pub fn fee_binding(
         model: crate::auth::parse_address("model", &model.card.nft)?,
         kind: terms.params.kind(),
         dataset_bytes: terms.dataset_bytes,
-        terms: terms.hash()?,
+        terms: terms_hash(terms)?,
     })
 }
 

@@ -1,24 +1,21 @@
-//! Public views: what the API returns. Built from records by dropping every private field
-//! (storage prefixes, job specs), so a new private field can never leak by accident.
+//! Public views: what the API returns. Their shapes are `posthuman_types::views` (the CLI
+//! and the storefront read the same definitions); they are built here from records by
+//! dropping every private field (storage prefixes, job specs), so a new private field can
+//! never leak by accident.
 
-use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, ModelCard};
-use serde::{Deserialize, Serialize};
+use posthuman_types::{JobParams, JobProgress};
 
 use crate::catalogue::{
-    ChildAsset, JobPhase, JobRecord, KindCounts, ModelActivity, ModelRecord, is_evaluation,
+    JobPhase, JobRecord, KindCounts, ModelActivity, ModelRecord, is_evaluation,
 };
 
 /// The newest evaluations (besides the featured ones) and receipts a card lists: a card
 /// costs this many records, whatever the number of jobs on the model.
 pub const CARD_LATEST: usize = 20;
 
-/// Job counts by kind.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct JobCounts {
-    pub train: u64,
-    pub infer: u64,
-    pub evaluate: u64,
-}
+pub use posthuman_types::views::{
+    EvaluationView, JobCounts, JobStateView, JobView, ModelView, SubmittedView,
+};
 
 impl From<KindCounts> for JobCounts {
     fn from(c: KindCounts) -> Self {
@@ -26,183 +23,100 @@ impl From<KindCounts> for JobCounts {
     }
 }
 
-/// An evaluation shown on a model's card, labelled with who ran it on what: any buyer may
-/// evaluate a model, so only `featured` ones are endorsed by its owner.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvaluationView {
-    pub job_id: String,
-    /// `"inf"` on the wire when unbounded.
-    #[serde(with = "posthuman_types::outputs::unbounded")]
-    pub perplexity: f64,
-    pub receipt_hash: Option<Hash32>,
-    /// The buyer who ran it (the job's consumer).
-    pub evaluator: String,
-    /// The dataset's commitment as its public receipt states it (salted by the buyer).
-    pub dataset_commitment: Option<Hash32>,
-    pub context_len: Option<u32>,
-    pub stride: Option<u32>,
-    /// The model's owner featured it (listed first).
-    pub featured: bool,
+/// The card of a model from all of its jobs (a new model: none, nor derived models).
+pub fn model_view(m: &ModelRecord, lineage: Vec<String>, jobs: &[JobRecord]) -> ModelView {
+    let featured: Vec<JobRecord> =
+        jobs.iter().filter(|j| m.featured.contains(&j.job_id)).cloned().collect();
+    let activity = ModelActivity::of_jobs(jobs, usize::MAX);
+    model_view_with_activity(m, lineage, Vec::new(), &activity, &featured)
 }
 
-/// A catalogue entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelView {
-    #[serde(flatten)]
-    pub card: ModelCard,
-    /// NFTs from this model's parent up to its root (empty for a root).
-    pub lineage: Vec<String>,
-    /// NFTs of the models derived from this one, oldest first (at most [`CARD_LATEST`]).
-    pub children: Vec<String>,
-    /// The training job that produced it and its receipt (derived models).
-    pub source_job: Option<String>,
-    pub receipt_hash: Option<Hash32>,
-    pub jobs: JobCounts,
-    pub evaluations: Vec<EvaluationView>,
-    /// Receipts of the jobs run on this model.
-    pub receipts: Vec<Hash32>,
-    pub created_at: u64,
-    /// The longest context the model attends over: a job's `context_len` is at most this
-    /// (the storefront bounds its order form with it, as quote and submit do).
-    pub n_positions: u32,
-}
-
-impl ModelView {
-    /// The card of a model from all of its jobs (a new model: none, nor derived models).
-    pub fn new(m: &ModelRecord, lineage: Vec<String>, jobs: &[JobRecord]) -> Self {
-        let featured: Vec<JobRecord> =
-            jobs.iter().filter(|j| m.featured.contains(&j.job_id)).cloned().collect();
-        let activity = ModelActivity::of_jobs(jobs, usize::MAX);
-        Self::with_activity(m, lineage, Vec::new(), &activity, &featured)
-    }
-
-    /// The card of a model from its indexed activity and its featured jobs (read by id; any
-    /// that is not an evaluation of this model is left out). Featured evaluations come
-    /// first in the owner's order, then the newest others oldest first; receipts oldest
-    /// first.
-    pub fn with_activity(
-        m: &ModelRecord,
-        lineage: Vec<String>,
-        children: Vec<String>,
-        activity: &ModelActivity,
-        featured: &[JobRecord],
-    ) -> Self {
-        let mut evaluations: Vec<EvaluationView> = m
-            .featured
-            .iter()
-            .filter_map(|id| {
-                featured.iter().find(|j| {
-                    j.job_id == *id && j.model.eq_ignore_ascii_case(&m.card.nft) && is_evaluation(j)
-                })
+/// The card of a model from its indexed activity and its featured jobs (read by id; any
+/// that is not an evaluation of this model is left out). Featured evaluations come
+/// first in the owner's order, then the newest others oldest first; receipts oldest
+/// first.
+pub fn model_view_with_activity(
+    m: &ModelRecord,
+    lineage: Vec<String>,
+    children: Vec<String>,
+    activity: &ModelActivity,
+    featured: &[JobRecord],
+) -> ModelView {
+    let mut evaluations: Vec<EvaluationView> = m
+        .featured
+        .iter()
+        .filter_map(|id| {
+            featured.iter().find(|j| {
+                j.job_id == *id && j.model.eq_ignore_ascii_case(&m.card.nft) && is_evaluation(j)
             })
-            .filter_map(|j| EvaluationView::of(j, true))
-            .collect();
-        evaluations.extend(
-            activity
-                .evaluations
-                .iter()
-                .rev()
-                .filter(|j| !m.featured.contains(&j.job_id))
-                .filter_map(|j| EvaluationView::of(j, false)),
-        );
-        ModelView {
-            card: m.card.clone(),
-            lineage,
-            children,
-            source_job: m.source_job.clone(),
-            receipt_hash: m.receipt_hash,
-            jobs: activity.counts.into(),
-            evaluations,
-            receipts: activity.receipts.iter().rev().copied().collect(),
-            created_at: m.created_at,
-            n_positions: m.n_positions,
-        }
-    }
-}
-
-impl EvaluationView {
-    /// The label of an evaluation job; `None` for a job without a perplexity.
-    fn of(j: &JobRecord, featured: bool) -> Option<Self> {
-        let (context_len, stride) = match &j.spec.params {
-            JobParams::Evaluate(e) => (Some(e.context_len), Some(e.stride)),
-            _ => (None, None),
-        };
-        Some(EvaluationView {
-            job_id: j.job_id.clone(),
-            perplexity: j.perplexity?,
-            receipt_hash: j.receipt_hash,
-            evaluator: j.consumer.clone(),
-            dataset_commitment: j.input_data_hash,
-            context_len,
-            stride,
-            featured,
         })
+        .filter_map(|j| evaluation_view(j, true))
+        .collect();
+    evaluations.extend(
+        activity
+            .evaluations
+            .iter()
+            .rev()
+            .filter(|j| !m.featured.contains(&j.job_id))
+            .filter_map(|j| evaluation_view(j, false)),
+    );
+    ModelView {
+        card: m.card.clone(),
+        lineage,
+        children,
+        source_job: m.source_job.clone(),
+        receipt_hash: m.receipt_hash,
+        jobs: activity.counts.into(),
+        evaluations,
+        receipts: activity.receipts.iter().rev().copied().collect(),
+        created_at: m.created_at,
+        n_positions: m.n_positions,
     }
 }
 
-/// Where a job stands, for its buyer's progress view.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum JobStateView {
-    Queued,
-    Running,
-    /// The worker finished; for a train job, `derived_model` appears once published.
-    Succeeded,
-    /// The worker failed. `order_reusable`: the order was released and may pay for a retry
-    /// (submit a new signed request naming the same order).
-    Failed {
-        reason: String,
-        exit_code: Option<i32>,
-        order_reusable: bool,
-    },
+/// The label of an evaluation job; `None` for a job without a perplexity.
+fn evaluation_view(j: &JobRecord, featured: bool) -> Option<EvaluationView> {
+    let (context_len, stride) = match &j.spec.params {
+        JobParams::Evaluate(e) => (Some(e.context_len), Some(e.stride)),
+        _ => (None, None),
+    };
+    Some(EvaluationView {
+        job_id: j.job_id.clone(),
+        perplexity: j.perplexity?,
+        receipt_hash: j.receipt_hash,
+        evaluator: j.consumer.clone(),
+        dataset_commitment: j.input_data_hash,
+        context_len,
+        stride,
+        featured,
+    })
 }
 
-/// A job's public status.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobView {
-    pub job_id: String,
-    pub kind: JobKind,
-    pub model: String,
-    pub consumer: String,
-    pub order_tx: String,
-    #[serde(flatten)]
-    pub state: JobStateView,
-    pub progress: Option<JobProgress>,
-    /// A train job's derived model, once created on chain.
-    pub derived_model: Option<ChildAsset>,
-    /// True when every completion step (receipt, commitment, publication, rewards) is done.
-    pub completed: bool,
-    pub receipt_hash: Option<Hash32>,
-    pub created_at: u64,
-    pub updated_at: u64,
-}
-
-impl JobView {
-    pub fn new(j: &JobRecord, running: bool, progress: Option<JobProgress>) -> Self {
-        let state = match &j.phase {
-            JobPhase::Submitting | JobPhase::Queued if running => JobStateView::Running,
-            JobPhase::Submitting | JobPhase::Queued => JobStateView::Queued,
-            JobPhase::Succeeded => JobStateView::Succeeded,
-            JobPhase::Failed { reason, exit_code } => JobStateView::Failed {
-                reason: reason.clone(),
-                exit_code: *exit_code,
-                order_reusable: j.order_released,
-            },
-        };
-        JobView {
-            job_id: j.job_id.clone(),
-            kind: j.kind,
-            model: j.model.clone(),
-            consumer: j.consumer.clone(),
-            order_tx: j.order_tx.clone(),
-            state,
-            progress,
-            derived_model: j.completion.child.clone(),
-            completed: j.completion.done,
-            receipt_hash: j.receipt_hash,
-            created_at: j.created_at,
-            updated_at: j.updated_at,
-        }
+/// A job's public status from its record: `running` when the queue runs it now.
+pub fn job_view(j: &JobRecord, running: bool, progress: Option<JobProgress>) -> JobView {
+    let state = match &j.phase {
+        JobPhase::Submitting | JobPhase::Queued if running => JobStateView::Running,
+        JobPhase::Submitting | JobPhase::Queued => JobStateView::Queued,
+        JobPhase::Succeeded => JobStateView::Succeeded,
+        JobPhase::Failed { reason, exit_code } => JobStateView::Failed {
+            reason: reason.clone(),
+            exit_code: *exit_code,
+            order_reusable: j.order_released,
+        },
+    };
+    JobView {
+        job_id: j.job_id.clone(),
+        kind: j.kind,
+        model: j.model.clone(),
+        consumer: j.consumer.clone(),
+        order_tx: j.order_tx.clone(),
+        state,
+        progress,
+        derived_model: j.completion.child.clone(),
+        completed: j.completion.done,
+        receipt_hash: j.receipt_hash,
+        created_at: j.created_at,
+        updated_at: j.updated_at,
     }
 }
 
@@ -214,16 +128,9 @@ pub struct Paged<T> {
     pub next: Option<String>,
 }
 
-/// What `POST /jobs` answers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SubmittedView {
-    pub job_id: String,
-    pub status_url: String,
-}
-
 #[cfg(test)]
 mod tests {
-    use posthuman_types::{EvalParams, JobSpec, RewardScheme};
+    use posthuman_types::{EvalParams, Hash32, JobKind, JobSpec, ModelCard, RewardScheme};
 
     use super::*;
 
@@ -294,14 +201,14 @@ mod tests {
     fn a_strangers_evaluation_is_labelled_and_not_featured_and_featured_ones_come_first() {
         let stranger = "0x00000000000000000000000000000000000000b0";
         let jobs = [evaluation("j-1", stranger, 10), evaluation("j-2", "0xowner", 20)];
-        let view = ModelView::new(&model(&[]), vec![], &jobs);
+        let view = model_view(&model(&[]), vec![], &jobs);
         let e = &view.evaluations[0];
         assert_eq!((e.job_id.as_str(), e.evaluator.as_str()), ("j-1", stranger));
         // The receipt's salted commitment, never the plain dataset hash.
         assert_eq!(e.dataset_commitment, Some(Hash32([0x5a; 32])));
         assert_eq!((e.context_len, e.stride, e.featured), (Some(32), Some(16), false));
 
-        let view = ModelView::new(&model(&["j-2"]), vec![], &jobs);
+        let view = model_view(&model(&["j-2"]), vec![], &jobs);
         let order: Vec<(&str, bool)> =
             view.evaluations.iter().map(|e| (e.job_id.as_str(), e.featured)).collect();
         assert_eq!(order, [("j-2", true), ("j-1", false)]);
@@ -321,7 +228,7 @@ mod tests {
         };
         let m = model(&["j-x", "j-old", "j-8"]);
         let featured = [elsewhere, old, newest[1].clone()];
-        let view = ModelView::with_activity(&m, vec![], vec![], &activity, &featured);
+        let view = model_view_with_activity(&m, vec![], vec![], &activity, &featured);
         let order: Vec<(&str, bool)> =
             view.evaluations.iter().map(|e| (e.job_id.as_str(), e.featured)).collect();
         // Another model's job is never featured here; the rest oldest first.

@@ -12,18 +12,18 @@ use crate::format::{progress, short, utc};
 use crate::net::{get_json, get_page, sleep};
 use crate::order::loss_curve;
 use crate::route::Route;
-use crate::wire::{ChainInfo, JobState, JobView};
+use crate::wire::{ChainInfo, JobStateView, JobView};
 
 /// Milliseconds between polls of a running job.
 const POLL_MS: i32 = 1000;
 
 fn state_label(j: &JobView) -> String {
     match &j.state {
-        JobState::Queued => "queued".into(),
-        JobState::Running => "running".into(),
-        JobState::Succeeded if j.completed => "done".into(),
-        JobState::Succeeded => "finishing (receipt, commitment, publication)".into(),
-        JobState::Failed { reason, order_reusable } => format!(
+        JobStateView::Queued => "queued".into(),
+        JobStateView::Running => "running".into(),
+        JobStateView::Succeeded if j.completed => "done".into(),
+        JobStateView::Succeeded => "finishing (receipt, commitment, publication)".into(),
+        JobStateView::Failed { reason, order_reusable, .. } => format!(
             "failed: {reason}{}",
             if *order_reusable { " (the order can pay for a retry)" } else { "" }
         ),

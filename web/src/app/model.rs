@@ -98,15 +98,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
         // Root first: the API lists parent → root.
         let mut line: Vec<String> = m.lineage.iter().rev().cloned().collect();
         line.push(c.nft.clone());
-        let children: Vec<String> = m.children.clone().unwrap_or_else(|| {
-            catalogue
-                .iter()
-                .filter(|x| {
-                    x.card.parent.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(&c.nft))
-                })
-                .map(|x| x.card.nft.clone())
-                .collect()
-        });
+        let children: Vec<String> = m.children.clone();
         html! {
             <section id="model" data-nft={c.nft.clone()}>
                 <h1>{ format!("{} ({})", c.name, c.symbol) }</h1>
@@ -141,7 +133,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     { quote_row(JobKind::Infer, &infer) }
                     { quote_row(JobKind::Evaluate, &evaluate) }
                 </table>
-                <super::order::OrderPanel nft={c.nft.clone()} n_positions={m.n_positions} architecture={c.architecture.clone()} />
+                <super::order::OrderPanel nft={c.nft.clone()} n_positions={Some(m.n_positions)} architecture={c.architecture.clone()} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>
                 if m.evaluations.is_empty() { <p>{ "None yet." }</p> }
@@ -153,11 +145,8 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                         { for m.evaluations.iter().map(|e| html! {
                             <tr class="evaluation" data-job={e.job_id.clone()}>
                                 <td>{ if e.perplexity.is_finite() { format!("{:.3}", e.perplexity) } else { "∞".into() } }
-                                    if e.featured == Some(true) { <small>{ " featured by the owner" }</small> }</td>
-                                <td>{ match &e.evaluator {
-                                    Some(a) => html! { <Link to={Route::Jobs(Some(a.clone()))}>{ short(a) }</Link> },
-                                    None => html! { "—" },
-                                } }</td>
+                                    if e.featured { <small>{ " featured by the owner" }</small> }</td>
+                                <td><Link to={Route::Jobs(Some(e.evaluator.clone()))}>{ short(&e.evaluator) }</Link></td>
                                 <td><code>{ e.dataset_commitment.map(|h| short(&h.to_string())).unwrap_or_else(|| "—".into()) }</code></td>
                                 <td>{ match (e.context_len, e.stride) {
                                     (Some(c), Some(s)) => format!("{c} / {s}"),

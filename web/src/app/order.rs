@@ -33,7 +33,7 @@ use crate::order::{
 };
 use crate::route::Route;
 use crate::wallet::{WalletError, balance_call, network_name, parse_balance, parse_quantity};
-use crate::wire::{ChainInfo, JobState, JobView, Quote, Submitted};
+use crate::wire::{ChainInfo, JobStateView, JobView, Quote, SubmittedView};
 
 #[derive(Properties, PartialEq)]
 pub struct OrderProps {
@@ -240,7 +240,7 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
             sleep(1000).await;
             continue;
         }
-        let s: Submitted = answer("/api/jobs", status, &text)
+        let s: SubmittedView = answer("/api/jobs", status, &text)
             .map_err(|e| unused(format!("The API refused the job: {e}")))?;
         return Ok((s.job_id, salt));
     }
@@ -260,7 +260,7 @@ async fn follow(
             seen.emit(p.clone());
         }
         match &v.state {
-            JobState::Failed { reason, order_reusable } => {
+            JobStateView::Failed { reason, order_reusable, .. } => {
                 return Err(format!(
                     "Job {id} failed: {reason}.{}",
                     if *order_reusable {
@@ -270,7 +270,7 @@ async fn follow(
                     }
                 ));
             }
-            JobState::Succeeded if !v.in_flight() => return Ok(v),
+            JobStateView::Succeeded if !v.in_flight() => return Ok(v),
             _ => {}
         }
         let line = v.progress.as_ref().map(|p| progress(p).1).unwrap_or_else(|| "queued".into());

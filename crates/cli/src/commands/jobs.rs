@@ -276,7 +276,8 @@ fn check_quote_fee(
         model: crate::session::address("model", nft)?,
         kind: terms.params.kind(),
         dataset_bytes: terms.dataset_bytes,
-        terms: terms.hash().map_err(|e| CliError::Internal(e.to_string()))?,
+        terms: posthuman_receipts::terms_hash(&terms.params, terms.dataset_bytes)
+            .map_err(|e| CliError::Internal(e.to_string()))?,
     };
     if mine.matches(&fee.data) {
         Ok(())

@@ -1,0 +1,309 @@
+//! The API's public views: what `GET /api/models`, `/api/jobs`, the quote and the submit
+//! answer, as the API serialises them and as its clients (the CLI, the storefront in wasm32)
+//! read them. One definition here, so a field added to a view reaches every reader and a
+//! reader can never drift from the JSON the API writes (`posthuman-functions` pins that JSON
+//! in its tests).
+//!
+//! Only the shapes live here; the API builds them from its private records
+//! (`posthuman_functions::handlers::views`), which hold storage prefixes and job specs that a
+//! view must never carry. Readers ignore unknown fields, so the API may grow a view without
+//! breaking deployed storefronts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pricing::{ComputeEstimate, PriceBreakdown};
+use crate::{Budget, Hash32, JobKind, JobParams, JobProgress, ModelCard};
+
+/// Job counts by kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobCounts {
+    pub train: u64,
+    pub infer: u64,
+    pub evaluate: u64,
+}
+
+/// An evaluation shown on a model's card, labelled with who ran it on what: any buyer may
+/// evaluate a model, so only `featured` ones are endorsed by its owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationView {
+    pub job_id: String,
+    /// `"inf"` on the wire when unbounded.
+    #[serde(with = "crate::outputs::unbounded")]
+    pub perplexity: f64,
+    pub receipt_hash: Option<Hash32>,
+    /// The buyer who ran it (the job's consumer).
+    pub evaluator: String,
+    /// The dataset's commitment as its public receipt states it (salted by the buyer).
+    pub dataset_commitment: Option<Hash32>,
+    pub context_len: Option<u32>,
+    pub stride: Option<u32>,
+    /// The model's owner featured it (listed first).
+    pub featured: bool,
+}
+
+/// A catalogue entry (`GET /api/models` items and `GET /api/models/{nft}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelView {
+    #[serde(flatten)]
+    pub card: ModelCard,
+    /// NFTs from this model's parent up to its root (empty for a root).
+    pub lineage: Vec<String>,
+    /// NFTs of the models derived from this one, oldest first (at most the API's
+    /// `CARD_LATEST`).
+    pub children: Vec<String>,
+    /// The training job that produced it and its receipt (derived models).
+    pub source_job: Option<String>,
+    pub receipt_hash: Option<Hash32>,
+    pub jobs: JobCounts,
+    pub evaluations: Vec<EvaluationView>,
+    /// Receipts of the jobs run on this model.
+    pub receipts: Vec<Hash32>,
+    pub created_at: u64,
+    /// The longest context the model attends over: a job's `context_len` is at most this
+    /// (the storefront bounds its order form with it, as quote and submit do).
+    pub n_positions: u32,
+}
+
+/// Where a job stands, for its buyer's progress view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobStateView {
+    Queued,
+    Running,
+    /// The worker finished; for a train job, `derived_model` appears once published.
+    Succeeded,
+    /// The worker failed. `order_reusable`: the order was released and may pay for a retry
+    /// (submit a new signed request naming the same order).
+    Failed {
+        reason: String,
+        exit_code: Option<i32>,
+        order_reusable: bool,
+    },
+}
+
+/// A derived model created by a train job's completion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildAsset {
+    pub nft: String,
+    pub datatoken: String,
+    #[serde(default)]
+    pub exchange_id: Option<Hash32>,
+}
+
+/// A job's public status (`GET /api/jobs/{id}` and the items of `GET /api/jobs?consumer=`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub kind: JobKind,
+    pub model: String,
+    pub consumer: String,
+    pub order_tx: String,
+    #[serde(flatten)]
+    pub state: JobStateView,
+    pub progress: Option<JobProgress>,
+    /// A train job's derived model, once created on chain.
+    pub derived_model: Option<ChildAsset>,
+    /// True when every completion step (receipt, commitment, publication, rewards) is done.
+    pub completed: bool,
+    pub receipt_hash: Option<Hash32>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl JobView {
+    /// Whether the job may still change (so a progress view keeps polling): queued,
+    /// running, or succeeded with completion steps (receipt, commitment, publication) left.
+    pub fn in_flight(&self) -> bool {
+        match self.state {
+            JobStateView::Queued | JobStateView::Running => true,
+            JobStateView::Succeeded => !self.completed,
+            JobStateView::Failed { .. } => false,
+        }
+    }
+}
+
+/// What `POST /api/jobs` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedView {
+    pub job_id: String,
+    pub status_url: String,
+}
+
+/// What a quote prices (the body of `POST /api/models/{nft}/quote`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteTerms {
+    pub params: JobParams,
+    /// The dataset's length in bytes (train and evaluate; 0 for infer). The submitted
+    /// dataset may be shorter, never longer.
+    #[serde(default)]
+    pub dataset_bytes: u64,
+}
+
+impl QuoteTerms {
+    /// The terms the storefront lists for a kind (`GET …/quote?kind=`): a 100-step
+    /// fine-tune or a 1 MB evaluation at context ≤ 256, one 256-token generation. Their fee
+    /// pays only for exactly these terms.
+    pub fn default_for(kind: JobKind, n_positions: u32) -> QuoteTerms {
+        use crate::{EvalParams, InferParams, Sampling, TrainParams};
+        let context = n_positions.clamp(crate::job::limits::MIN_CONTEXT, 256);
+        match kind {
+            JobKind::Train => QuoteTerms {
+                params: JobParams::Train(TrainParams::new(100, 3e-4, 8, context)),
+                dataset_bytes: 1_000_000,
+            },
+            JobKind::Evaluate => QuoteTerms {
+                params: JobParams::Evaluate(EvalParams {
+                    context_len: context,
+                    stride: context / 2,
+                    max_tokens: 0,
+                    baseline: None,
+                }),
+                dataset_bytes: 1_000_000,
+            },
+            JobKind::Infer => QuoteTerms {
+                params: JobParams::Infer(InferParams {
+                    prompts: vec![String::new()],
+                    max_new_tokens: 256,
+                    sampling: Sampling::default(),
+                    stop: vec![],
+                    messages: vec![],
+                }),
+                dataset_bytes: 0,
+            },
+        }
+    }
+}
+
+/// A provider fee as `startOrder` takes it (amounts and words as decimal / `0x` strings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderFeeView {
+    pub provider_fee_address: String,
+    pub provider_fee_token: String,
+    pub provider_fee_amount: String,
+    pub v: u8,
+    pub r: String,
+    pub s: String,
+    pub valid_until: u64,
+    pub provider_data: String,
+}
+
+/// A quote: the job's terms, their compute and price, and the provider fee that pays for
+/// exactly them (`POST /api/models/{nft}/quote`; `GET …/quote?kind=` quotes the kind's
+/// default terms, which the storefront lists).
+///
+/// `Terms` is how a reader takes the echoed terms: the API writes [`QuoteTerms`]; a client
+/// that checks the fee against the terms it asked for itself (the storefront) may read
+/// them as `serde::de::IgnoredAny`, which skips them without parsing job parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quote<Terms = QuoteTerms> {
+    pub model: String,
+    pub datatoken: String,
+    pub kind: JobKind,
+    /// The service index to pass to `startOrder`.
+    pub service_index: u64,
+    /// Datatokens one job costs.
+    pub datatokens: String,
+    /// OCEAN base units to buy one datatoken on the exchange (fees included), if on sale.
+    pub price: Option<String>,
+    pub exchange_id: Option<Hash32>,
+    /// What this quote prices; its fee pays for these terms only.
+    pub terms: Terms,
+    /// The job's compute: tokens, FLOPs, checkpoint bytes, seconds on GPU and CPU.
+    pub estimate: ComputeEstimate,
+    /// One line per component with its formula; the total is the provider fee.
+    pub breakdown: PriceBreakdown,
+    /// What the fee buys: the worker refuses more, the queue stops the job at `max_seconds`.
+    pub budget: Budget,
+    /// Paid inside `startOrder` besides the provider fee: the datatoken's publish-market fee
+    /// (for a derived model, its lineage's royalty; 0 for roots).
+    pub royalty: RoyaltyLine,
+    pub provider_fee: ProviderFeeView,
+    /// The fee (and so this quote) is void for orders placed after this time: the order
+    /// check compares it with the order's block time.
+    pub expires_at: u64,
+}
+
+/// The royalty every order of a datatoken pays (Ocean's publish-market fee).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoyaltyLine {
+    pub label: String,
+    pub token: String,
+    /// Base units of `token`.
+    pub amount: String,
+    pub recipient: String,
+}
+
+/// The JSON body of every error response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`bad_request`, `payment_invalid`, …).
+    pub error: String,
+    /// A human-readable sentence.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_view_as_the_api_writes_it_parses_and_unknown_fields_are_ignored() {
+        let v: JobView = serde_json::from_value(serde_json::json!({
+            "job_id": "j-1", "kind": "train", "model": "0x01", "consumer": "0x02",
+            "order_tx": "0x03", "state": "running",
+            "progress": {"kind": "train", "phase": "training", "done": 3, "total": 10,
+                         "loss": 4.5, "tokens_per_sec": 100.0, "elapsed_secs": 1.0, "eta_secs": 2.0},
+            "derived_model": null, "completed": false, "receipt_hash": null,
+            "created_at": 1, "updated_at": 2, "extra_field_from_a_newer_api": true
+        }))
+        .unwrap();
+        assert_eq!(v.state, JobStateView::Running);
+        assert!(v.in_flight());
+        assert_eq!(v.progress.unwrap().done, 3);
+        let failed: JobStateView = serde_json::from_value(serde_json::json!({
+            "state": "failed", "reason": "oom", "exit_code": 3, "order_reusable": true
+        }))
+        .unwrap();
+        assert_eq!(
+            failed,
+            JobStateView::Failed { reason: "oom".into(), exit_code: Some(3), order_reusable: true }
+        );
+    }
+
+    #[test]
+    fn a_succeeded_job_is_in_flight_until_its_completion_is_done() {
+        let mut v = JobView {
+            job_id: "j-1".into(),
+            kind: JobKind::Train,
+            model: "0x01".into(),
+            consumer: "0x02".into(),
+            order_tx: "0x03".into(),
+            state: JobStateView::Succeeded,
+            progress: None,
+            derived_model: None,
+            completed: false,
+            receipt_hash: None,
+            created_at: 1,
+            updated_at: 2,
+        };
+        assert!(v.in_flight());
+        v.completed = true;
+        assert!(!v.in_flight());
+        v.state =
+            JobStateView::Failed { reason: "x".into(), exit_code: None, order_reusable: false };
+        assert!(!v.in_flight());
+    }
+
+    #[test]
+    fn quote_terms_refuse_unknown_fields() {
+        let mut body = serde_json::json!({
+            "params": {"kind": "infer", "prompts": ["a"], "max_new_tokens": 1},
+            "dataset_bytes": 0
+        });
+        let terms: QuoteTerms = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(terms.params.kind(), JobKind::Infer);
+        body["surprise"] = 1.into();
+        assert!(serde_json::from_value::<QuoteTerms>(body).is_err());
+    }
+}

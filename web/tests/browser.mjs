@@ -45,7 +45,8 @@ import { sweepPages, catalogueAtScale } from './pages.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cache = process.env.POSTHUMAN_CACHE ?? join(process.env.HOME, '.cache/posthuman');
-const bin = join(process.env.CARGO_TARGET_DIR ?? join(cache, 'target'), 'debug');
+// POSTHUMAN_BIN_DIR: binaries elsewhere (a copy, when other builds share the target dir).
+const bin = process.env.POSTHUMAN_BIN_DIR ?? join(process.env.CARGO_TARGET_DIR ?? join(cache, 'target'), 'debug');
 const dist = join(root, 'web/dist');
 const t0 = Date.now();
 const log = (m) => console.log(`[browser ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
@@ -452,7 +453,7 @@ try {
     assert.deepEqual(added.rpcUrls, [rpcUrl]);
     const order = await wp2.evaluate(() => window.__walletCalls.map((c) => c.method).filter((m) => m.startsWith('wallet_')));
     assert.deepEqual(order, ['wallet_switchEthereumChain', 'wallet_addEthereumChain', 'wallet_switchEthereumChain'], 'switch, 4902, add, switch');
-    assert.match(await wp2.textContent('#wallet-status'), /Switched to local anvil/);
+    assert.match(await wp2.textContent('#wallet-status'), /Switched to local development chain \(8996\)/);
     assert.equal(await wp2.getAttribute('#wallet-status', 'aria-live'), 'polite');
     await ctx2.close();
 

@@ -542,7 +542,8 @@ impl AnyModel {
 
     /// One micro-batch of a training step: its mean loss, with its gradients moved into
     /// `grads` (the first micro-batch) or added to them. GPT-2 on the CPU uses the graph-free
-    /// step (bit-identical to `loss` + `backward`); Llama its autograd graph. Either way the
+    /// step (bit-identical to `loss` + `backward`); Llama its autograd graph, one layer at a
+    /// time for a full fine-tune on the CPU ([`Llama::loss_and_grads_checkpointed`]). Either way the
     /// reductions have a fixed order, so the result does not depend on the thread count.
     pub fn train_micro_batch(
         &self,
@@ -559,6 +560,24 @@ impl AnyModel {
                     None => *grads = Some(Grads::from_named(opt, g)?),
                     Some(acc) => acc.accumulate_named(opt, &g)?,
                 }
+                Ok(loss)
+            }
+            // A full fine-tune on the CPU: one layer's graph at a time (peak memory of one
+            // layer's activations, for one more forward of the layers: the CPU runs have the
+            // speed to spare and the memory to save). A LoRA step keeps little already (its
+            // fused frozen ops), and on a GPU the whole graph keeps the speed.
+            AnyModel::Llama(m) if !m.has_lora() && ids.device().is_cpu() => {
+                let mut first = grads.is_none();
+                let loss = m.loss_and_grads_checkpointed(ids, targets, |store| {
+                    if first {
+                        *grads =
+                            Some(Grads::from_store(opt, store).map_err(candle_core::Error::wrap)?);
+                        first = false;
+                    } else if let Some(acc) = grads.as_mut() {
+                        acc.accumulate(opt, store).map_err(candle_core::Error::wrap)?;
+                    }
+                    Ok(())
+                })?;
                 Ok(loss)
             }
             AnyModel::Llama(m) => {

@@ -634,10 +634,36 @@ impl Llama {
         {
             bail!("cache holds batch {}, ids have {b}", c.batch);
         }
+        let mut x = self.embed_ids(&self.embed, ids, b, t)?;
+        for (li, l) in self.layers.iter().enumerate() {
+            x = self.layer_fwd(l, li, x, offset, cache.as_deref_mut(), &mut drop)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+            c.batch = b;
+        }
+        lops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)
+    }
+
+    /// Token embeddings (B, T, C) of ids (B, T) from `table` (the model's, or a copy of it).
+    fn embed_ids(&self, table: &Tensor, ids: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+        table.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))
+    }
+
+    /// One decoder layer on x (B, T, C) at positions offset..offset+T; with a cache, the
+    /// layer's keys and values (after RoPE) are appended to it.
+    fn layer_fwd(
+        &self,
+        l: &Layer,
+        li: usize,
+        x: Tensor,
+        offset: usize,
+        cache: Option<&mut LlamaCache>,
+        drop: &mut Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (h, hkv, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-        let mut x =
-            self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+        let (b, t, _) = x.dims3()?;
         // (B, T, n·D) → (B, T, n, D), through the per-head norm (over D) when there is one.
         let rows = |y: Tensor, n: usize, norm: Option<&Tensor>| {
             let y = y.reshape((b, t, n, d))?;
@@ -646,50 +672,101 @@ impl Llama {
                 None => Ok(y),
             }
         };
-        for (li, l) in self.layers.iter().enumerate() {
-            let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
-            let q = self
-                .rope
-                .apply_rows(&rows(l.q.fwd(&xn, &mut drop)?, h, l.q_norm.as_ref())?, offset)?;
-            let k = self
-                .rope
-                .apply_rows(&rows(l.k.fwd(&xn, &mut drop)?, hkv, l.k_norm.as_ref())?, offset)?;
-            let (q, k) = (q.reshape((b, t, h * d))?, k.reshape((b, t, hkv * d))?);
-            let v = l.v.fwd(&xn, &mut drop)?;
-            // Attention over the projections' rows, without head transposes: fused on CPU f32
-            // (far less kept for a backward); with a cache, over the cached rows in place.
-            let a = match cache.as_deref_mut() {
-                None => lops::causal_gqa_rows(&q, &k, &v, h, hkv)?,
-                Some(c) => {
-                    let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
-                    let (k, v) = match slot.take() {
-                        Some((pk, pv)) => {
-                            (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?)
-                        }
-                        None => (k, v),
-                    };
-                    *slot = Some((k.clone(), v.clone()));
-                    lops::cached_gqa_rows(&q, &k, &v, h, hkv)?
-                }
-            };
-            x = (x + l.o.fwd(&a, &mut drop)?)?;
-            let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
-            if [&l.gate, &l.up, &l.down].iter().all(|p| p.plain_frozen())
-                && lops::fused_f32(&[&xn, &l.gate.w])
-            {
-                // A LoRA step whose adapter leaves the MLP alone: one node keeping gate(x) and up(x).
-                x = (&x + lops::frozen_swiglu_mlp(&xn, &l.gate.w, &l.up.w, &l.down.w)?)?;
-            } else {
-                // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
-                let g = l.gate.fwd(&xn, &mut drop)?.silu()?;
-                x = (&x + l.down.fwd(&(g * l.up.fwd(&xn, &mut drop)?)?, &mut drop)?)?;
+        let xn = lops::rms_norm(&x, &l.ln_1, cfg.rms_norm_eps)?;
+        let q = self.rope.apply_rows(&rows(l.q.fwd(&xn, drop)?, h, l.q_norm.as_ref())?, offset)?;
+        let k =
+            self.rope.apply_rows(&rows(l.k.fwd(&xn, drop)?, hkv, l.k_norm.as_ref())?, offset)?;
+        let (q, k) = (q.reshape((b, t, h * d))?, k.reshape((b, t, hkv * d))?);
+        let v = l.v.fwd(&xn, drop)?;
+        // Attention over the projections' rows, without head transposes: fused on CPU f32
+        // (far less kept for a backward); with a cache, over the cached rows in place.
+        let a = match cache {
+            None => lops::causal_gqa_rows(&q, &k, &v, h, hkv)?,
+            Some(c) => {
+                let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                lops::cached_gqa_rows(&q, &k, &v, h, hkv)?
             }
+        };
+        let x = (x + l.o.fwd(&a, drop)?)?;
+        let xn = lops::rms_norm(&x, &l.ln_2, cfg.rms_norm_eps)?;
+        if [&l.gate, &l.up, &l.down].iter().all(|p| p.plain_frozen())
+            && lops::fused_f32(&[&xn, &l.gate.w])
+        {
+            // A LoRA step whose adapter leaves the MLP alone: one node keeping gate(x) and up(x).
+            &x + lops::frozen_swiglu_mlp(&xn, &l.gate.w, &l.up.w, &l.down.w)?
+        } else {
+            // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
+            let g = l.gate.fwd(&xn, drop)?.silu()?;
+            &x + l.down.fwd(&(g * l.up.fwd(&xn, drop)?)?, drop)?
         }
-        if let Some(c) = cache {
-            c.len += t;
-            c.batch = b;
+    }
+
+    /// True when a LoRA adapter's branches are attached ([`Llama::with_lora`]).
+    pub fn has_lora(&self) -> bool {
+        self.layers.iter().any(|l| {
+            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().any(|p| p.lora.is_some())
+        })
+    }
+
+    /// [`Llama::loss`] and its gradients with one decoder layer's graph alive at a time
+    /// (activation checkpointing): a forward without a graph keeps each layer's input, then
+    /// the head's graph gives the last hidden state's gradient, and each layer, from the last,
+    /// is run again from its input with a graph whose backward from (output · gradient) gives
+    /// its parameters' gradients and its input's. Each stage's gradients are handed to `sink`
+    /// (last layer first, the embedding last) and dropped. The loss is the same bits as
+    /// [`Llama::loss`]'s (the recomputed forward is the same arithmetic); gradients are the
+    /// same sums added in another order. Costs one more forward of the layers; keeps one
+    /// layer's activations instead of all of them. No LoRA dropout (its masks would have to be
+    /// replayed): refused with an adapter attached.
+    pub fn loss_and_grads_checkpointed(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        mut sink: impl FnMut(&candle_core::backprop::GradStore) -> Result<()>,
+    ) -> Result<f32> {
+        if self.has_lora() {
+            bail!("layer checkpointing does not replay LoRA dropout masks: use loss + backward");
         }
-        lops::rms_norm(&x, &self.norm, cfg.rms_norm_eps)
+        let (b, t) = self.check_ids(ids, 0)?;
+        if targets.dims() != [b, t] {
+            bail!("targets {:?} must match ids ({b}, {t})", targets.dims());
+        }
+        let c = self.cfg.hidden_size;
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut x = self.embed_ids(&self.embed.detach(), ids, b, t)?;
+        for (li, l) in self.layers.iter().enumerate() {
+            let y = self.layer_fwd(l, li, x.clone(), 0, None, &mut None)?.detach();
+            inputs.push(x);
+            x = y;
+        }
+        let last = candle_core::Var::from_tensor(&x)?;
+        drop(x);
+        let hn = lops::rms_norm(last.as_tensor(), &self.norm, self.cfg.rms_norm_eps)?;
+        let loss =
+            ops::lm_head_loss(&hn.reshape((b * t, c))?, &self.lm_head, &targets.flatten_all()?)?;
+        let store = loss.backward()?;
+        let loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        sink(&store)?;
+        let mut g = store.get(last.as_tensor()).cloned();
+        drop(store);
+        for (li, l) in self.layers.iter().enumerate().rev() {
+            let Some(gy) = g.take() else { bail!("no gradient reached layer {li}'s output") };
+            let x_in = candle_core::Var::from_tensor(&inputs[li])?;
+            let y = self.layer_fwd(l, li, x_in.as_tensor().clone(), 0, None, &mut None)?;
+            let store = (y * gy)?.sum_all()?.backward()?;
+            sink(&store)?;
+            g = store.get(x_in.as_tensor()).cloned();
+            inputs.truncate(li);
+        }
+        let Some(gx) = g else { bail!("no gradient reached the embeddings") };
+        let store = (self.embed_ids(&self.embed, ids, b, t)? * gx)?.sum_all()?.backward()?;
+        sink(&store)?;
+        Ok(loss)
     }
 
     /// Logits (B, T, V) for u32 ids (B, T).

@@ -328,3 +328,38 @@ fn rope_parameters_as_transformers_5_writes_them() {
     .unwrap();
     assert_eq!((c.rope_theta, c.rope_scaling.is_none()), (1234.0, true));
 }
+
+/// Layer checkpointing gives the whole graph's loss bit for bit and its gradients up to the
+/// order the sums are added in, tied or not, with grouped-query heads.
+#[test]
+fn checkpointed_gradients_equal_the_whole_graphs() {
+    for tied in [false, true] {
+        let mut cfg = tiny(tied);
+        cfg.num_hidden_layers = 3;
+        let vm: VarMap = init_weights(&cfg, 7).unwrap();
+        let model =
+            Llama::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let mut rng = SeededRng::new(8);
+        let x = ids(&mut rng, &[2, 12], cfg.vocab_size);
+        let y = ids(&mut rng, &[2, 12], cfg.vocab_size);
+        let opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
+        let loss = model.loss(&x, &y).unwrap();
+        let whole = Grads::from_store(&opt, &loss.backward().unwrap()).unwrap();
+        let mut ck = Grads::zeros(&opt);
+        let mut stages = 0;
+        let ck_loss = model
+            .loss_and_grads_checkpointed(&x, &y, |s| {
+                stages += 1;
+                ck.accumulate(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
+            })
+            .unwrap();
+        assert_eq!(ck_loss, loss.to_scalar::<f32>().unwrap(), "tied {tied}: the loss's bits");
+        assert_eq!(stages, cfg.num_hidden_layers + 2, "head, each layer, embeddings");
+        for (i, p) in opt.params().iter().enumerate() {
+            let (a, b) = (whole.get(i).unwrap(), ck.get(i).unwrap());
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let err = a.iter().zip(b).fold(0f32, |m, (u, v)| m.max((u - v).abs())) / scale;
+            assert!(err < 1e-5, "tied {tied}, {}: relative difference {err}", p.name);
+        }
+    }
+}

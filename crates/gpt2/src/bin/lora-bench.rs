@@ -152,8 +152,18 @@ fn main() -> AnyResult<()> {
         }
         other => return Err(format!("unknown mode {other}").into()),
     };
+    // As the worker trains on the CPU: a full fine-tune one layer's graph at a time
+    // (`Llama::loss_and_grads_checkpointed`), LoRA through its whole (small) graph.
     let mut step = |i: usize| -> AnyResult<f32> {
         let (x, y) = &batches[i % batches.len()];
+        if adapter.is_none() {
+            let mut grads = Grads::zeros(&opt);
+            let loss = model.loss_and_grads_checkpointed(x, y, |s| {
+                grads.accumulate(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
+            })?;
+            opt.step(&grads, 1e-4)?;
+            return Ok(loss);
+        }
         let loss = model.loss(x, y)?;
         let store = loss.backward()?;
         opt.step(&Grads::from_store(&opt, &store)?, 1e-4)?;

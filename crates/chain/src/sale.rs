@@ -36,16 +36,12 @@ pub struct SaleOpened {
     pub gas_used: u64,
 }
 
-/// Ocean's minimum exchange rate (`FixedRateExchange.MIN_RATE`).
-pub const MIN_RATE: u128 = 10_000_000_000;
+pub use posthuman_types::model::OCEAN_MIN_RATE as MIN_RATE;
 
-/// The OCEAN (base units) to approve the lineage contract for so `openSale` can deposit
-/// `amount` datatokens: the deposit pays out `amount × MIN_RATE / 1e18` (~1e-8 OCEAN per
-/// token), which the exchange must hold first; twice that covers the rounding and Ocean's swap
-/// fee on it. The contract pulls only what the float costs and hands the rest of it back.
+/// The OCEAN (base units) `open_sale` approves the lineage contract for to deposit `amount`
+/// datatokens ([`posthuman_types::model::sale_float`]).
 pub fn float_allowance(amount: U256) -> U256 {
-    let need = amount * U256::from(MIN_RATE) / U256::from(10u128.pow(18));
-    need * U256::from(2) + U256::from(2)
+    U256::from(posthuman_types::model::sale_float(amount.saturating_to::<u128>()))
 }
 
 impl Chain {

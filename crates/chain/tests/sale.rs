@@ -134,3 +134,25 @@ async fn no_sale_before_the_derivation_is_recorded() {
     let (m2, _) = child(&mut e, root.nft, bob, false).await;
     rejected(e.chain.open_sale(bob, m2, U256::from(ONE), U256::ZERO).await, "WrongJobState");
 }
+
+/// Issue 14's figure: the readable default names ("Alice GPT · fine-tune 1", "AGPT-FT1") fit
+/// Solidity's short-string slot, where the old ones ("Alice GPT ft j-" + 24 hex digits, 39
+/// bytes) took extra slots: a derivation named the new way costs no more gas.
+#[tokio::test]
+async fn readable_default_names_cost_no_more_gas_than_the_old_ones() {
+    let mut e = env(73).await;
+    let alice = e.wallet(0).await;
+    let bob = e.wallet(0).await;
+    let root = e.publish(alice, RewardScheme::geometric(100 * ONE, 5000, 3)).await;
+    let mut gas = vec![];
+    for (name, symbol) in [
+        ("Alice GPT ft j-b9dba0ef0123456789abcdef", "AGPT89ABCD"),
+        ("Alice GPT · fine-tune 2", "AGPT-FT2"),
+    ] {
+        let (job, w, receipt) = (e.hash(), e.hash(), e.hash());
+        e.chain.commit_training(job, root.nft, bob, w, receipt).await.unwrap();
+        gas.push(e.chain.create_child(job, name, symbol, "").await.unwrap().gas_used);
+    }
+    println!("createChild: {} gas with the old names, {} with the new defaults", gas[0], gas[1]);
+    assert!(gas[1] <= gas[0], "{gas:?}");
+}

@@ -141,6 +141,9 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     { quote_row(JobKind::Infer, &infer) }
                     { quote_row(JobKind::Evaluate, &evaluate) }
                 </table>
+                if let (Some(t), Some(_)) = (&c.trainer, &c.parent) {
+                    <super::sale::SalePanel nft={c.nft.clone()} datatoken={c.datatoken.clone()} trainer={t.clone()} />
+                }
                 <super::order::OrderPanel nft={c.nft.clone()} n_positions={m.n_positions} architecture={c.architecture.clone()} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>

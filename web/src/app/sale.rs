@@ -1,87 +1,109 @@
 //! "Put on sale" on a derived model's page, shown to its trainer only (the connected wallet):
 //! a price and an amount, then the transactions of [`crate::sale`], each described in words
-//! before the wallet asks, then the API reads the sale back from the chain.
+//! before the wallet asks, then the API reads the sale back from the chain. A form drawn by
+//! the model page with its own state (not a component of its own: the storefront's module
+//! size is budgeted, and each component type costs kilobytes).
 
 use alloy::primitives::Address;
+use posthuman_types::ModelCard;
 use yew::prelude::*;
 
+use super::Load;
 use super::order::{ask, field, mined};
 use super::wallet::WalletHandle;
-use super::{Load, use_json};
-use crate::format::tokens;
 use crate::net::{self, answer};
 use crate::sale::sale_txs;
-use crate::wire::{ChainInfo, ModelView};
+use crate::wire::ChainInfo;
 
-#[derive(Properties, PartialEq)]
-pub struct SaleProps {
-    pub nft: String,
-    pub datatoken: String,
-    pub trainer: String,
+/// The form as typed, and its status line (an error or not).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaleForm {
+    pub price: String,
+    pub amount: String,
+    pub status: String,
+    pub error: bool,
 }
 
-#[function_component]
-pub fn SalePanel(p: &SaleProps) -> Html {
-    let wallet = use_context::<WalletHandle>();
-    let chain = use_json::<ChainInfo>("/api/chain".into());
-    let price = use_state(String::new);
-    let amount = use_state(|| "1".to_string());
-    // The status line and whether it is an error.
-    let status = use_state(|| (String::new(), false));
-    let connected = wallet.as_ref().and_then(|w| w.connected());
-    let trainer = p.trainer.parse::<Address>().ok();
-    if connected.as_ref().map(|(a, _)| *a) != trainer || trainer.is_none() {
+impl Default for SaleForm {
+    fn default() -> Self {
+        SaleForm { price: String::new(), amount: "1".into(), status: String::new(), error: false }
+    }
+}
+
+/// The form, if the connected wallet trained this derived model.
+pub fn sale_form(
+    form: &UseStateHandle<SaleForm>,
+    wallet: Option<&WalletHandle>,
+    chain: &Load<ChainInfo>,
+    card: &ModelCard,
+) -> Html {
+    let connected = wallet.and_then(|w| w.connected());
+    let trainer = card.trainer.as_deref().and_then(|t| t.parse::<Address>().ok());
+    if card.parent.is_none() || trainer.is_none() || connected.as_ref().map(|c| c.0) != trainer {
         return html! {};
     }
-    let setter = |s: UseStateHandle<String>| Callback::from(move |v: String| s.set(v));
+    let set = |f: fn(&mut SaleForm, String)| {
+        let form = form.clone();
+        Callback::from(move |v: String| {
+            let mut x = (*form).clone();
+            f(&mut x, v);
+            form.set(x);
+        })
+    };
     let onsubmit = {
-        let (price, amount, status, nft, dt) =
-            (price.clone(), amount.clone(), status.clone(), p.nft.clone(), p.datatoken.clone());
-        let have = wallet.as_ref().and_then(|w| w.chain_id);
+        let (form, chain) = (form.clone(), chain.clone());
+        let have = wallet.and_then(|w| w.chain_id);
+        let (nft, dt) = (card.nft.clone(), card.datatoken.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
-            let (Load::Ready(chain), Some((me, provider))) = (chain.clone(), connected.clone())
-            else {
-                return status.set(("The deployment's chain is not known yet.".into(), true));
+            let typed = (*form).clone();
+            let say = {
+                let (form, typed) = (form.clone(), typed.clone());
+                move |status: String, error: bool| {
+                    form.set(SaleForm { status, error, ..typed.clone() })
+                }
+            };
+            let (Load::Ready(chain), Some((me, provider))) = (&chain, connected.clone()) else {
+                return say("The deployment's chain is not known yet.".into(), true);
             };
             if have != Some(chain.address_book.chain_id) {
-                return status.set(("Wrong network: switch your wallet first.".into(), true));
+                return say("Wrong network: switch your wallet first.".into(), true);
             }
-            let (parse, nft_s) = (|s: &str| s.parse::<Address>().ok(), nft.clone());
-            let (Some(nft), Some(dt)) = (parse(&nft), parse(&dt)) else { return };
-            let txs = match sale_txs(&chain.address_book, nft, dt, &price, &amount) {
+            let addr = |s: &str| s.parse::<Address>().unwrap_or_default();
+            let txs = match sale_txs(
+                &chain.address_book,
+                addr(&nft),
+                addr(&dt),
+                &typed.price,
+                &typed.amount,
+            ) {
                 Ok(t) => t,
-                Err(m) => return status.set((m, true)),
+                Err(m) => return say(m, true),
             };
-            let status = status.clone();
+            let path = format!("/api/models/{nft}/sale");
             wasm_bindgen_futures::spawn_local(async move {
                 let n = txs.len();
                 let run = async {
                     for (i, tx) in txs.iter().enumerate() {
-                        status.set((
+                        say(
                             format!("Step {} of {n}: {}. Confirm in your wallet…", i + 1, tx.words),
                             false,
-                        ));
-                        let sent = ask(&provider, "eth_sendTransaction", tx.params(me)).await?;
-                        mined(&provider, &sent).await?;
+                        );
+                        mined(
+                            &provider,
+                            &ask(&provider, "eth_sendTransaction", tx.params(me)).await?,
+                        )
+                        .await?;
                     }
-                    let path = format!("/api/models/{nft_s}/sale");
+                    // The card the API answers is the page's after a reload: only its status
+                    // matters here.
                     let (st, text) = net::request("POST", &path, None, &[], false).await?;
-                    answer::<ModelView>(&path, st, &text)
+                    answer::<serde::de::IgnoredAny>(&path, st, &text)
                 };
-                status.set(match run.await {
-                    Ok(m) => match m.card.price {
-                        Some(p) => (
-                            format!(
-                                "On sale at {} OCEAN per datatoken: reload to see it on the card.",
-                                tokens(&p)
-                            ),
-                            false,
-                        ),
-                        None => ("The exchange reads as closed.".into(), true),
-                    },
-                    Err(e) => (format!("Not put on sale: {e}"), true),
-                });
+                match run.await {
+                    Ok(_) => say("On sale: reload to see the price on the card.".into(), false),
+                    Err(e) => say(format!("Not put on sale: {e}"), true),
+                }
             });
         })
     };
@@ -89,10 +111,10 @@ pub fn SalePanel(p: &SaleProps) -> Html {
         <form id="sale" {onsubmit}>
             <h2>{ "Put on sale" }</h2>
             <p>{ "You trained this model: sell datatokens you hold on Ocean's exchange, where any Ocean client can buy them; the OCEAN goes to you." }</p>
-            { field("sale-price", "Price in OCEAN per datatoken", &price, setter(price.clone()), "e.g. 2.5".into(), "decimal") }
-            { field("sale-amount", "Datatokens to sell", &amount, setter(amount.clone()), "0: only change the price".into(), "decimal") }
+            { field("sale-price", "Price in OCEAN per datatoken", &form.price, set(|f, v| f.price = v), "e.g. 2.5".into(), "decimal") }
+            { field("sale-amount", "Datatokens to sell", &form.amount, set(|f, v| f.amount = v), "0: only change the price".into(), "decimal") }
             <button type="submit" id="sale-open">{ "Put on sale" }</button>
-            <p id="sale-status" role="status" aria-live="polite" class={if status.1 { "error" } else { "" }}>{ status.0.clone() }</p>
+            <p id="sale-status" role="status" aria-live="polite" class={if form.error { "error" } else { "" }}>{ form.status.clone() }</p>
         </form>
     }
 }

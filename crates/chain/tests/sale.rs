@@ -112,6 +112,7 @@ async fn a_third_party_buys_a_derived_model_on_its_trainers_exchange() {
     );
     let again = e.chain.open_sale(bob, m2, U256::from(3 * ONE), U256::from(5 * ONE)).await.unwrap();
     assert_eq!(again.exchange_id, sale.exchange_id, "one exchange per datatoken");
+    println!("openSale (reopens, re-prices, deposits 5 more): {} gas", again.gas_used);
     let s = e.chain.sale_of(dt).await.unwrap().unwrap();
     assert_eq!((s.rate, s.active, s.available), (U256::from(3 * ONE), true, U256::from(5 * ONE)));
     e.chain.buy(derek, s.exchange_id, U256::from(5 * ONE)).await.unwrap();

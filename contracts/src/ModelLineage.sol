@@ -175,7 +175,10 @@ uint256 constant VAULT_SEED = 1;
 /// trainer's tokens at the minimum rate, hands the trainer what that returned, and sets his
 /// price. The trainer's whole cost is Ocean's swap fee on ~1e-8 OCEAN per token; the
 /// exchange's owner of record is the trainer and its payment collector (the datatoken's) is
-/// the trainer, so every sale's OCEAN goes to him (`collectBT`, callable by anyone).
+/// the trainer, so every sale's OCEAN goes to him (`collectBT`, callable by anyone). Like
+/// every Ocean exchange it also buys back: until that OCEAN is collected, any holder of the
+/// child's datatokens can `sellDT` them into it at the trainer's price, paid from it (the
+/// tokens then sell again from the exchange); collecting promptly keeps the proceeds his.
 contract ModelLineage {
     /// ERC725Y key holding a model's canonical weights hash in its data NFT.
     bytes32 public constant WEIGHTS_HASH_KEY = keccak256("posthuman.weightsHash");

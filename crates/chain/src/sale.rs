@@ -5,7 +5,9 @@
 //! never mints, so `openSale` moves the trainer's tokens into it with `sellDT`, after giving
 //! it the OCEAN float that needs (see the contract notes): the trainer approves the lineage
 //! contract for the tokens and for [`float_allowance`] of OCEAN, of which all but Ocean's swap
-//! fee comes back. The trainer signs every transaction; the operator plays no part.
+//! fee comes back. The trainer signs every transaction; the operator plays no part. Like any
+//! Ocean exchange it also buys back at the trainer's price from the OCEAN it holds, so the
+//! proceeds are the trainer's once collected (`collectBT`, which anyone may call).
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::rpc::types::TransactionReceipt;

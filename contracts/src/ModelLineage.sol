@@ -60,13 +60,49 @@ interface IOceanDatatoken {
     }
     function getERC721Address() external view returns (address);
     function mint(address account, uint256 value) external;
+    function transferFrom(address from, address to, uint256 value) external returns (bool);
+    function approve(address spender, uint256 value) external returns (bool);
+    function createFixedRate(address fixedPriceAddress, address[] memory addresses, uint256[] memory uints)
+        external
+        returns (bytes32 exchangeId);
     function reuseOrder(bytes32 orderTxId, ProviderFee calldata providerFee) external;
     function router() external view returns (address);
 }
 
-/// Ocean's FactoryRouter: where its community collector is (`createChild` seeds it).
+/// Ocean's FactoryRouter: where its community collector is (`createChild` seeds it), and
+/// which fixed-rate exchange contracts it approved (`openSale` uses only those).
 interface IOceanRouter {
     function getOPCCollector() external view returns (address);
+    function isFixedRateContract(address fre) external view returns (bool);
+}
+
+/// Ocean's FixedRateExchange: the calls `openSale` / `closeSale` make as the child NFT's owner
+/// (the exchange lets only the NFT owner or an ERC20 deployer change a rate or pause it).
+interface IOceanFixedRate {
+    function MIN_RATE() external view returns (uint256);
+    function generateExchangeId(address baseToken, address datatoken) external pure returns (bytes32);
+    function getRate(bytes32 exchangeId) external view returns (uint256);
+    function isActive(bytes32 exchangeId) external view returns (bool);
+    function setRate(bytes32 exchangeId, uint256 newRate) external;
+    function toggleExchangeState(bytes32 exchangeId) external;
+    function calcBaseInGivenOutDT(bytes32 exchangeId, uint256 datatokenAmount, uint256 consumeMarketSwapFeeAmount)
+        external
+        view
+        returns (uint256 baseTokenAmount, uint256 oceanFeeAmount, uint256 publishMarketFeeAmount, uint256 consumeFee);
+    function buyDT(
+        bytes32 exchangeId,
+        uint256 datatokenAmount,
+        uint256 maxBaseTokenAmount,
+        address consumeMarketAddress,
+        uint256 consumeMarketSwapFeeAmount
+    ) external;
+    function sellDT(
+        bytes32 exchangeId,
+        uint256 datatokenAmount,
+        uint256 minBaseTokenAmount,
+        address consumeMarketAddress,
+        uint256 consumeMarketSwapFeeAmount
+    ) external;
 }
 
 /// The royalty token (OCEAN): plain ERC-20 calls only.
@@ -74,6 +110,7 @@ interface IRoyaltyToken {
     function balanceOf(address who) external view returns (uint256);
     function transfer(address to, uint256 value) external returns (bool);
     function transferFrom(address from, address to, uint256 value) external returns (bool);
+    function approve(address spender, uint256 value) external returns (bool);
 }
 
 // OCEAN base units `createChild` seeds each royalty vault with (`RoyaltyVault.SEED`).
@@ -125,9 +162,23 @@ uint256 constant VAULT_SEED = 1;
 /// the truth in `commitTraining` (it is accountable through signed receipts and audits), but
 /// it cannot mint. Root models are published by their owners (or by the operator holding
 /// the NFT in custody for them) and registered by the operator with their address as root owner.
-/// Consequence: nobody holds the child's ERC20-deployer role, so no fixed-rate exchange can be
-/// opened on a child datatoken (Ocean 2.6's exchange only sells what it mints or holds from
-/// earlier sales); rewards change hands by plain ERC-20 transfers.
+///
+/// Selling a derived model on Ocean's own exchange (`openSale`, trainer only): Ocean 2.6's
+/// FixedRateExchange sells only what it mints or what `sellDT`s left in it (its `dtBalance`),
+/// never a holder's balance, and Ocean's datatoken ignores the cap it is given. A minting
+/// exchange would break the supply rule above, so the child's exchange never mints
+/// (`withMint` off; it is not a minter): `openSale` moves the trainer's tokens into it with
+/// `sellDT`. A `sellDT` pays its seller from OCEAN the exchange holds, which a new exchange
+/// has none of, so `openSale` first gives it that float within the same transaction: it sells
+/// the exchange a sliver of tokens worth nothing at Ocean's minimum rate, buys them back at a
+/// rate that leaves the OCEAN the deposit needs (advanced by the trainer), sells the
+/// trainer's tokens at the minimum rate, hands the trainer what that returned, and sets his
+/// price. The trainer's whole cost is Ocean's swap fee on ~1e-8 OCEAN per token; the
+/// exchange's owner of record is the trainer and its payment collector (the datatoken's) is
+/// the trainer, so every sale's OCEAN goes to him (`collectBT`, callable by anyone). Like
+/// every Ocean exchange it also buys back: until that OCEAN is collected, any holder of the
+/// child's datatokens can `sellDT` them into it at the trainer's price, paid from it (the
+/// tokens then sell again from the exchange); collecting promptly keeps the proceeds his.
 contract ModelLineage {
     /// ERC725Y key holding a model's canonical weights hash in its data NFT.
     bytes32 public constant WEIGHTS_HASH_KEY = keccak256("posthuman.weightsHash");
@@ -139,6 +190,9 @@ contract ModelLineage {
     uint256 public constant MAX_ROYALTY = 10 ether;
     /// What `createChild` mints to Ocean's community collector (see there).
     uint256 public constant COLLECTOR_SEED = 1;
+    /// Datatoken base units `openSale` sells and buys back to give a new exchange its OCEAN
+    /// float: the most that is worth 0 OCEAN at Ocean's minimum rate (1e10 per 1e18).
+    uint256 internal constant SLIVER = 1e8 - 1;
     /// Ocean's ERC721Template and ERC20Template indices in the factory.
     uint256 internal constant NFT_TEMPLATE = 1;
     uint256 internal constant ERC20_TEMPLATE = 1;
@@ -224,6 +278,11 @@ contract ModelLineage {
         address trainer, bytes32 weightsHash, bytes32 receiptHash
     );
     event RewardPaid(bytes32 indexed jobId, address indexed childDatatoken, address indexed beneficiary, uint256 amount);
+    /// `amount` more child datatokens are on sale at `rate` (OCEAN base units per datatoken).
+    event SaleOpened(
+        address indexed childNft, bytes32 indexed exchangeId, address indexed trainer, uint256 rate, uint256 amount
+    );
+    event SaleClosed(address indexed childNft, bytes32 indexed exchangeId);
 
     error NotOperator();
     error BadScheme();
@@ -242,6 +301,9 @@ contract ModelLineage {
     error DepthExceeded(address parentNft, uint32 maxDepth);
     error RoyaltyTooHigh(uint256 royalty, uint256 cap);
     error VaultSeedFailed(address vault);
+    error NotTrainer(address childNft, address caller);
+    error NotOceanExchange(address fixedRate);
+    error TransferFailed();
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator();
@@ -474,6 +536,93 @@ contract ModelLineage {
             metaDataHash,
             new IOceanNft.MetaDataProof[](0)
         );
+    }
+
+    /// Puts `amount` of the caller's datatokens of derived model `childNft` on sale at `rate`
+    /// (OCEAN base units per whole datatoken, at least Ocean's `MIN_RATE`) on Ocean's
+    /// FixedRateExchange `fixedRate` (one the datatoken's router approved), creating the
+    /// child's exchange on first use or re-pricing and reopening it. Trainer only, once the
+    /// derivation is recorded. The caller approves this contract for `amount` datatokens and
+    /// for the OCEAN float the deposit needs (see the contract notes; ~1e-8 OCEAN per token,
+    /// all but Ocean's fee handed back). `amount` 0 only re-prices or reopens.
+    function openSale(address childNft, address fixedRate, uint256 rate, uint256 amount)
+        external
+        returns (bytes32 exchangeId)
+    {
+        IOceanDatatoken dt = _trainersChild(childNft);
+        if (!IOceanRouter(dt.router()).isFixedRateContract(fixedRate)) revert NotOceanExchange(fixedRate);
+        IOceanFixedRate fre = IOceanFixedRate(fixedRate);
+        uint256 minRate = fre.MIN_RATE();
+        exchangeId = fre.generateExchangeId(royaltyToken, address(dt));
+        if (fre.getRate(exchangeId) == 0) {
+            address[] memory addresses = new address[](4);
+            addresses[0] = royaltyToken; // priced in OCEAN
+            addresses[1] = msg.sender; // owner of record (Ocean lets only the NFT owner manage it)
+            addresses[2] = msg.sender; // market fee collector (the market fee is 0)
+            uint256[] memory uints = new uint256[](5);
+            uints[0] = 18; // OCEAN decimals
+            uints[1] = 18; // datatoken decimals
+            uints[2] = minRate; // the deposit below runs at the minimum rate
+            // uints[3] = 0: no market fee; uints[4] = 0: never mints
+            dt.createFixedRate(fixedRate, addresses, uints);
+        } else if (!fre.isActive(exchangeId)) {
+            fre.toggleExchangeState(exchangeId);
+        }
+        if (amount != 0) {
+            if (!dt.transferFrom(msg.sender, address(this), amount)) revert TransferFailed();
+            _deposit(fre, exchangeId, dt, amount, minRate);
+        }
+        fre.setRate(exchangeId, rate);
+        emit SaleOpened(childNft, exchangeId, msg.sender, rate, amount);
+    }
+
+    /// Moves `amount` datatokens this contract holds into exchange `id` (its `dtBalance`) by
+    /// `sellDT` at the minimum rate, first giving the exchange the OCEAN that sale pays out
+    /// (advanced by the caller, handed back less Ocean's fee). Leaves the rate at `minRate`.
+    function _deposit(IOceanFixedRate fre, bytes32 id, IOceanDatatoken dt, uint256 amount, uint256 minRate)
+        private
+    {
+        fre.setRate(id, minRate);
+        dt.approve(address(fre), amount + SLIVER);
+        // What selling `amount` at the minimum rate pays out (Ocean's price, rounded down).
+        uint256 need = (amount * minRate) / 1e18;
+        if (need != 0) {
+            // A sliver sold at the minimum rate is worth 0: it needs no OCEAN in the exchange.
+            fre.sellDT(id, SLIVER, 0, address(0), 0);
+            // Buying it back at `need / SLIVER` leaves `need` OCEAN in the exchange.
+            fre.setRate(id, (need * 1e18 + SLIVER - 1) / SLIVER);
+            (uint256 cost,,,) = fre.calcBaseInGivenOutDT(id, SLIVER, 0);
+            IRoyaltyToken ocean = IRoyaltyToken(royaltyToken);
+            if (!ocean.transferFrom(msg.sender, address(this), cost)) revert TransferFailed();
+            ocean.approve(address(fre), cost);
+            fre.buyDT(id, SLIVER, cost, address(0), 0);
+            fre.setRate(id, minRate);
+        }
+        uint256 before = IRoyaltyToken(royaltyToken).balanceOf(address(this));
+        fre.sellDT(id, amount, 0, address(0), 0);
+        uint256 back = IRoyaltyToken(royaltyToken).balanceOf(address(this)) - before;
+        if (back != 0 && !IRoyaltyToken(royaltyToken).transfer(msg.sender, back)) revert TransferFailed();
+    }
+
+    /// Pauses the sale of `childNft` on `fixedRate` (trainer only); what was put on sale and not
+    /// sold stays reserved for a later `openSale`.
+    function closeSale(address childNft, address fixedRate) external {
+        IOceanDatatoken dt = _trainersChild(childNft);
+        IOceanFixedRate fre = IOceanFixedRate(fixedRate);
+        bytes32 exchangeId = fre.generateExchangeId(royaltyToken, address(dt));
+        if (fre.isActive(exchangeId)) fre.toggleExchangeState(exchangeId);
+        emit SaleClosed(childNft, exchangeId);
+    }
+
+    /// The datatoken of derived model `childNft`, if the caller trained it and its derivation
+    /// is recorded (before that, the room under the cap is the rewards still to be minted).
+    function _trainersChild(address childNft) private view returns (IOceanDatatoken) {
+        Model storage child = models[childNft];
+        if (!child.exists || child.depth == 0) revert UnknownModel(childNft);
+        if (msg.sender != child.trainer) revert NotTrainer(childNft, msg.sender);
+        uint8 state = jobs[child.jobId].state;
+        if (state != RECORDED) revert WrongJobState(child.jobId, state);
+        return IOceanDatatoken(child.datatoken);
     }
 
     /// Records the derivation of job `jobId` and pays its reward in the child's datatokens,

@@ -51,6 +51,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/models/{nft}/quote", get(quote_default)),
         (Method::POST, "/api/models/{nft}/quote", post(quote)),
         (Method::POST, "/api/models/{nft}/featured", post(feature_evaluations)),
+        (Method::POST, "/api/models/{nft}/sale", post(sync_sale)),
         (Method::POST, "/api/jobs", post(submit_job)),
         (Method::GET, "/api/jobs", get(list_jobs)),
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
@@ -385,6 +386,13 @@ async fn feature_evaluations(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
     Ok(Json(crate::handlers::featured::feature_evaluations(&d, &nft, &body, sig).await?))
+}
+
+async fn sync_sale(
+    State(d): State<Shared>,
+    Path(nft): Path<String>,
+) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+    Ok(Json(crate::handlers::sale::sync_sale(&d, &nft).await?))
 }
 
 async fn get_model(

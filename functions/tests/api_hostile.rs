@@ -228,6 +228,20 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
             check(what, got, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
         }
     }
+    // A derived model's name or symbol out of bounds (issue 14): a 422 naming the field.
+    for (field, name, symbol) in
+        [("name", Some(" padded"), None), ("symbol", None, Some("NOT A SYMBOL"))]
+    {
+        let JobParams::Train(mut t) = train(1e-3) else { unreachable!() };
+        t.name = name.map(str::to_string);
+        t.symbol = symbol.map(str::to_string);
+        let params = JobParams::Train(t);
+        let r = job_request(&nft, &bob_order, bob.address(), &params, Some(&data), &nonce());
+        let (st, body) = submit(&env, &bob, &r, Some(&data)).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("invalid {field}:")), "{message}");
+    }
     // Expired request.
     let mut v = bob_request_json(&nonce());
     v["expires_at"] = (now() - 1).into();

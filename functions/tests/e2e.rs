@@ -47,6 +47,9 @@ async fn publish_train_derive_reward_infer_evaluate() {
     let mut t = TrainParams::new(6, 3e-3, 2, 16);
     t.checkpoint_every = 2;
     t.seed = 3;
+    // Bob names the model he is about to make (issue 14).
+    t.name = Some("Bob's WikiText GPT".into());
+    t.symbol = Some("BOB-WT".into());
     let (st, sub) = submit_paid_train(&env, &bob, &m1, t, &data, "train-1").await;
     assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
     let train_id = sub["job_id"].as_str().unwrap().to_string();
@@ -66,6 +69,14 @@ async fn publish_train_derive_reward_infer_evaluate() {
     let (_, m1_view) = env.get(&format!("/api/models/{m1_nft}")).await;
     assert_eq!(m1_view["children"], serde_json::json!([m2_nft]), "M1 names M2 as derived");
     assert_eq!(m2["trainer"], format!("{:#x}", bob.address()));
+    assert_eq!(
+        (m2["name"].as_str(), m2["symbol"].as_str()),
+        (Some("Bob's WikiText GPT"), Some("BOB-WT"))
+    );
+    let m2_token = posthuman_chain::bindings::ERC20Template::new(m2_dt, env.chain.provider());
+    assert_eq!(m2_token.symbol().call().await.unwrap(), "BOB-WT", "the chain names it as asked");
+    assert_eq!(m2_token.name().call().await.unwrap(), "Bob's WikiText GPT");
+    assert!(m2["exchange_id"].is_null() && m2["price"].is_null(), "not on sale yet: {m2}");
     assert_eq!(m2["source_job"], train_id.as_str());
     let lineage = env.chain.lineage(m2_nft.parse().unwrap()).await.unwrap();
     assert_eq!(lineage.len(), 2);
@@ -110,6 +121,7 @@ async fn publish_train_derive_reward_infer_evaluate() {
     posthuman_functions::handlers::complete::on_job_done(&env.emb.deps, &again).await.unwrap();
     assert_eq!(env.chain.balance_of(m2_dt, bob.address()).await.unwrap(), U256::from(paid[0]));
     assert_eq!(env.get("/api/models").await.1.as_array().unwrap().len(), 2);
+    assert_eq!(env.get(&format!("/api/models/{m2_nft}")).await.1["symbol"], "BOB-WT");
 
     // Both models are Ocean assets (issue 18): each NFT carries its DDO (set once, even
     // though the completion ran twice), the child's naming its parent.
@@ -133,6 +145,36 @@ async fn publish_train_derive_reward_infer_evaluate() {
         std::fs::write(dir.join("api-derived.json"), serde_json::to_vec_pretty(&d2).unwrap())
             .unwrap();
     }
+
+    assert_eq!(d2["metadata"]["name"], "Bob's WikiText GPT");
+
+    // Bob puts 5 of his M2 datatokens on sale at 2 OCEAN on Ocean's exchange (with his own
+    // key, on chain); the API's card follows the chain; Derek buys through the exchange.
+    let m2_addr: Address = m2_nft.parse().unwrap();
+    let sale = env
+        .chain
+        .open_sale(bob.address(), m2_addr, U256::from(2 * WEI), U256::from(5 * WEI))
+        .await
+        .unwrap();
+    let sync = axum::http::Request::post(format!("/api/models/{m2_nft}/sale"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (st, on_sale) = env.call(sync).await;
+    assert_eq!(st, StatusCode::OK, "{on_sale}");
+    assert_eq!(on_sale["price"], (2 * WEI).to_string());
+    assert_eq!(
+        on_sale["exchange_id"],
+        serde_json::to_value(posthuman_types::Hash32(sale.exchange_id.0)).unwrap()
+    );
+    assert_eq!(env.get(&format!("/api/models/{m2_nft}")).await.1["price"], on_sale["price"]);
+    let derek = env.wallet(100).await;
+    env.chain.buy(derek.address(), sale.exchange_id, U256::from(WEI)).await.unwrap();
+    assert_eq!(env.chain.balance_of(m2_dt, derek.address()).await.unwrap(), U256::from(WEI));
+    // A published model's exchange is not the trainer's to sync.
+    let sync = axum::http::Request::post(format!("/api/models/{m1_nft}/sale"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(env.call(sync).await.0, StatusCode::CONFLICT);
 
     // Bob pays M2 datatokens (his reward) for inference on M2.
     let infer = JobParams::Infer(InferParams {

@@ -82,7 +82,9 @@ async fn lora_derivations_are_quoted_published_and_composed() {
     let m2_nft = done["derived_model"]["nft"].as_str().unwrap().to_string();
     let (_, m2) = env.get(&format!("/api/models/{m2_nft}")).await;
     assert_eq!(m2["parent"], m1_nft.as_str());
-    assert!(m2["name"].as_str().unwrap().contains("LoRA r4"), "{m2}");
+    // Unnamed by Bob: the parent's name and symbol, counting its derivations (issue 14).
+    assert_eq!(m2["name"], format!("{} · LoRA fine-tune 1", m1["name"].as_str().unwrap()));
+    assert_eq!(m2["symbol"], format!("{}-FT1", m1["symbol"].as_str().unwrap()));
     assert_eq!(m2["lora"]["r"], 4, "{m2}");
     assert_eq!(m2["lora"]["target_modules"][0], "c_attn", "{m2}");
     let dt: alloy::primitives::Address =

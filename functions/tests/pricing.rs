@@ -126,6 +126,21 @@ async fn a_quote_prices_a_train_job_by_its_compute() {
         .unwrap();
     let (st, body) = env.call(req).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // So is a derived model's name a quote cannot publish (issue 14), naming the field.
+    let JobParams::Train(mut named) = train(4) else { unreachable!() };
+    named.symbol = Some("WAY-TOO-LONG-FOR-A-SYMBOL".into());
+    let req = Request::post(format!("/api/models/{a}/quote"))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            serde_json::to_vec(&serde_json::json!({
+                "params": JobParams::Train(named), "dataset_bytes": len
+            }))
+            .unwrap(),
+        ))
+        .unwrap();
+    let (st, body) = env.call(req).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("invalid symbol:"), "{body}");
 }
 
 #[tokio::test]

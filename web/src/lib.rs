@@ -18,6 +18,7 @@
 //! - [`wallet`]: what the storefront asks the user's wallet and how it reads the answers.
 //! - [`order`]: ordering a job: the bounded form, the quote's fee check, the order's
 //!   transactions (`sol!`), the signed job request and result read.
+//! - [`sale`]: a derived model's trainer puts its datatokens on sale (`openSale`).
 //!
 //! Browser side: [`net`] (`fetch` for the API and JSON-RPC), [`eip1193`] (the user's
 //! wallet: `window.ethereum` or EIP-6963 discovery) and [`app`] (Yew components,
@@ -35,6 +36,7 @@ pub mod net;
 pub mod order;
 pub mod publish;
 pub mod route;
+pub mod sale;
 pub mod verify;
 pub mod wallet;
 pub mod wire;

@@ -95,6 +95,9 @@ pub struct OrderForm {
     pub lora_dropout: String,
     /// The ticked module names, in the family's order.
     pub lora_targets: Vec<String>,
+    /// Train: the derived model's name and symbol (empty: the API's defaults).
+    pub name: String,
+    pub symbol: String,
 }
 
 /// The linear layers LoRA can adapt in a model family (the first word of the card's
@@ -248,6 +251,8 @@ impl OrderForm {
                     num("context_len", &self.context)?,
                 );
                 p.lora = self.lora_params()?;
+                let given = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+                (p.name, p.symbol) = (given(&self.name), given(&self.symbol));
                 p.validate()?;
                 (JobParams::Train(p), dataset(kind)?)
             }
@@ -697,6 +702,24 @@ mod tests {
         assert!(t.params(Some(128)).is_ok());
         t.learning_rate = "1".into();
         assert_eq!(t.params(Some(128)).unwrap_err().field, "learning_rate");
+    }
+
+    #[test]
+    fn a_train_order_names_its_model_as_the_api_bounds_names() {
+        let mut t = OrderForm::new(JobKind::Train);
+        t.dataset_bytes = Some(100);
+        let train = |f: &OrderForm| match f.params(None) {
+            Ok((JobParams::Train(p), _)) => Ok((p.name, p.symbol)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.field),
+        };
+        assert_eq!(train(&t), Ok((None, None)), "empty: the API's defaults");
+        (t.name, t.symbol) = (" Bob's GPT ".into(), "BOB-1".into());
+        assert_eq!(train(&t), Ok((Some("Bob's GPT".into()), Some("BOB-1".into()))));
+        t.symbol = "BOB 1".into();
+        assert_eq!(train(&t), Err("symbol"));
+        (t.name, t.symbol) = ("n".repeat(65), String::new());
+        assert_eq!(train(&t), Err("name"));
     }
 
     #[test]

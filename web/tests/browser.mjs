@@ -16,8 +16,9 @@
 //   followed live and its generated text read with a signed request; evaluations without and
 //   with a baseline (perplexity bars), and a train order whose loss curve is the job's own;
 // - a LoRA train order from the same form (method, rank, alpha, dropout, the GPT-2 family's
-//   modules; an out-of-bounds rank refused before any quote): its derived model's page says
-//   "LoRA r 4 (c_attn, c_proj) over M1";
+//   modules; an out-of-bounds rank refused before any quote; the model named in the form):
+//   its derived model's page says "LoRA r 4 (c_attn, c_proj) over M1", and its trainer puts
+//   datatokens on sale on Ocean's exchange from that page;
 // - publishing (an allowed publisher's wallet): files refused in the page (unsupported
 //   model_type, unreadable safetensors header), a declined signature, then the three files
 //   signed (eth_signTypedData_v4), uploaded with a progress bar, the model's page and the
@@ -696,6 +697,9 @@ try {
     await op.fill('#order-lora-r', '4');
     await op.check('#order-lora-target-c_proj');
     await op.fill('#order-lora-dropout', '0.05');
+    // The trainer names the model he orders (issue 14).
+    await op.fill('#order-name', 'Browser LoRA');
+    await op.fill('#order-symbol', 'BLORA');
     await op.click('#order-quote');
     await op.waitForSelector('#order-confirm');
     assert.deepEqual(JSON.parse(quotes.at(-1)).params.lora, { r: 4, lora_alpha: 8, lora_dropout: 0.05, target_modules: ['c_attn', 'c_proj'] });
@@ -714,8 +718,20 @@ try {
     await op.goto(`${base}/models/${derived}`);
     await op.waitForSelector('#model #derivation');
     assert.equal(await op.textContent('#model #derivation'), `LoRA r 4 (c_attn, c_proj) over ${model.nft}`);
+    const named = await (await fetch(`${base}/api/models/${derived}`)).json();
+    assert.deepEqual([named.name, named.symbol, named.price], ['Browser LoRA', 'BLORA', null]);
+    // Its trainer (this wallet) puts 3 of his reward datatokens on sale at 2 OCEAN from the
+    // page, on Ocean's exchange: the approvals and openSale through the wallet, then the card.
+    await op.fill('#sale-price', '2');
+    await op.fill('#sale-amount', '3');
+    await op.click('#sale-open');
+    await op.waitForFunction(() => /^(On sale|Not put on sale)/.test(document.querySelector('#sale-status')?.textContent ?? ''), null, { timeout: 60_000 });
+    assert.equal(await op.locator('#sale-status.error').count(), 0, await op.textContent('#sale-status'));
+    const onSale = await (await fetch(`${base}/api/models/${derived}`)).json();
+    assert.equal(onSale.price, (2n * 10n ** 18n).toString());
+    assert.match(onSale.exchange_id, /^0x[0-9a-f]{64}$/);
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'model-lora.png'), fullPage: true });
-    log(`LoRA train ${loraId} ordered through the form: derived ${derived}, "LoRA r 4 (c_attn, c_proj)"`);
+    log(`LoRA train ${loraId} ordered through the form: derived ${derived} "Browser LoRA" (BLORA), "LoRA r 4 (c_attn, c_proj)", put on sale by its trainer at 2 OCEAN`);
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
   }

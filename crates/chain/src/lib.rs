@@ -14,8 +14,10 @@
 //!   [`OrderVerdict`], with the [`SpentOrders`] record that makes an order pay for one job.
 //! - [`lineage`]: commit-before-reveal training commitments, child models created and owned
 //!   by the lineage contract, exactly-once derivations paying rewards, lineage reads.
-//! - [`market`]: the peer market: holders (e.g. of reward datatokens, which no Ocean
-//!   exchange can sell) offer any ERC-20 at a fixed OCEAN price; buyers take part or all.
+//! - [`market`]: the peer market: any holder (e.g. of reward datatokens) offers any ERC-20 at
+//!   a fixed OCEAN price; buyers take part or all.
+//! - [`sale`]: a derived model's datatokens on sale on Ocean's own fixed-rate exchange (the
+//!   trainer's `openSale`: burnt from him, minted to buyers, never past the cap).
 //! - [`story`]: the end-to-end walk-through used by the interim main command.
 //!
 //! Contract bindings come from the committed artifacts in `contracts/out/` (regenerate with
@@ -33,6 +35,7 @@ pub mod gas;
 pub mod lineage;
 pub mod market;
 pub mod orders;
+pub mod sale;
 pub mod story;
 
 pub use alloy;

@@ -1,7 +1,7 @@
 //! The peer market (`contracts/src/PeerMarket.sol`) through the client: a holder of any
-//! ERC-20 (a reward datatoken no Ocean exchange can sell, since only the lineage contract
-//! may mint it) offers it at a fixed OCEAN price while keeping custody; buyers take part or
-//! all of an offer, paying the seller directly in the same transaction.
+//! ERC-20 (e.g. a reward datatoken: only its trainer can put one on Ocean's exchange, with
+//! [`crate::sale`]) offers it at a fixed OCEAN price while keeping custody; buyers take part
+//! or all of an offer, paying the seller directly in the same transaction.
 
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::network::Ethereum;

@@ -96,7 +96,7 @@ async fn only_the_operator_records_and_a_job_records_once() {
     );
     // The rewards, and the 1 wei createChild mints to Ocean's collector (COLLECTOR_SEED).
     assert_eq!(dt.totalSupply().call().await.unwrap(), U256::from(100 * ONE + 1));
-    // Bob passes part of his reward on by a plain transfer (no exchange can mint it).
+    // Bob passes part of his reward on by a plain transfer (nothing else can mint it).
     e.chain.transfer(bob, child.datatoken, carol, U256::from(3 * ONE)).await.unwrap();
     assert_eq!(e.chain.balance_of(child.datatoken, carol).await.unwrap(), U256::from(3 * ONE));
     assert_eq!(dt.totalSupply().call().await.unwrap(), U256::from(100 * ONE + 1));

@@ -93,6 +93,24 @@ pub enum ModelsCmd {
     Show { nft: String },
     /// The lineage tree from a model up to its root.
     Lineage { nft: String },
+    /// Put datatokens of a model you trained on sale on Ocean's fixed-rate exchange (any
+    /// Ocean client can then buy them), or change its price, or close the sale.
+    Sell(SellArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SellArgs {
+    /// The derived model (its NFT) whose datatokens you hold as its trainer.
+    pub nft: String,
+    /// Price of one datatoken in OCEAN (decimal, e.g. 2.5); required unless --close.
+    #[arg(long, required_unless_present = "close")]
+    pub price: Option<String>,
+    /// How many of your datatokens to add to the sale (decimal); 0 only sets the price.
+    #[arg(long, default_value = "0")]
+    pub amount: String,
+    /// Close the sale instead (what is unsold stays reserved for a later sale).
+    #[arg(long, conflicts_with_all = ["price"])]
+    pub close: bool,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +246,12 @@ pub enum JobsCmd {
         seed: u64,
         #[command(flatten)]
         lora: LoraArgs,
+        /// The derived model's name (default: "<parent name> · fine-tune N").
+        #[arg(long)]
+        name: Option<String>,
+        /// The derived model's datatoken symbol (default: "<parent symbol>-FT<N>").
+        #[arg(long)]
+        symbol: Option<String>,
         /// Submit and return the job id without following it.
         #[arg(long)]
         detach: bool,
@@ -376,5 +400,41 @@ mod tests {
         assert!(parse(&[]).is_err(), "a prompt or a message is required");
         assert!(parse(&["--prompt", "x", "--message", "user:hi"]).is_err(), "not both");
         assert!(parse(&["--message", "no role"]).is_err());
+    }
+
+    /// Issue 14: a trainer names the model he orders, and sells a model he trained.
+    #[test]
+    fn train_names_its_model_and_sell_takes_a_price_or_closes() {
+        let cli = Cli::try_parse_from([
+            "posthuman",
+            "jobs",
+            "train",
+            "0xabc",
+            "--data",
+            "d.txt",
+            "--name",
+            "Bob's GPT",
+            "--symbol",
+            "BOB-1",
+        ])
+        .unwrap();
+        let Command::Jobs(JobsCmd::Train { name, symbol, .. }) = cli.command else {
+            panic!("not train")
+        };
+        assert_eq!((name.as_deref(), symbol.as_deref()), (Some("Bob's GPT"), Some("BOB-1")));
+        let sell = |args: &[&str]| {
+            let mut all = vec!["posthuman", "models", "sell", "0xabc"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let Command::Models(ModelsCmd::Sell(a)) =
+            sell(&["--price", "2.5", "--amount", "10"]).unwrap().command
+        else {
+            panic!("not sell")
+        };
+        assert_eq!((a.price.as_deref(), a.amount.as_str(), a.close), (Some("2.5"), "10", false));
+        assert!(sell(&["--close"]).is_ok());
+        assert!(sell(&[]).is_err(), "a price or --close is required");
+        assert!(sell(&["--close", "--price", "1"]).is_err(), "not both");
     }
 }

@@ -164,6 +164,11 @@ impl ApiClient {
         self.decode(self.http.get(format!("{}/api/models/{nft}", self.base))).await
     }
 
+    /// Has the API's card of a derived model follow its sale on chain.
+    pub async fn sync_sale(&self, nft: &str) -> Result<ModelView, CliError> {
+        self.decode(self.http.post(format!("{}/api/models/{nft}/sale", self.base))).await
+    }
+
     pub async fn quote(&self, nft: &str, kind: JobKind) -> Result<Quote, CliError> {
         let url = format!("{}/api/models/{nft}/quote?kind={}", self.base, kind.as_str());
         self.decode(self.http.get(url)).await

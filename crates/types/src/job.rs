@@ -62,6 +62,11 @@ pub mod limits {
     pub const MAX_LORA_TARGETS: usize = 8;
     /// Longest `target_modules` entry.
     pub const MAX_LORA_TARGET_BYTES: usize = 64;
+    /// Longest name a trainer may give the derived model (bytes; it is the data NFT's and the
+    /// datatoken's name on chain, and the catalogue's title).
+    pub const MAX_MODEL_NAME_BYTES: usize = 64;
+    /// Longest datatoken symbol a trainer may give the derived model.
+    pub const MAX_SYMBOL_BYTES: usize = 16;
 }
 
 /// What a job does.
@@ -212,6 +217,14 @@ pub struct TrainParams {
     /// before LoRA existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraParams>,
+    /// The derived model's name (`None`: "<parent name> · fine-tune N", N counting the
+    /// parent's derivations). Like `lora`, absent from the JSON when not given, so a request
+    /// without it hashes as it did before names existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The derived model's datatoken symbol (`None`: "<parent symbol>-FT<N>").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
 }
 
 /// A LoRA fine-tune's adapter, in PEFT's vocabulary (`adapter_config.json`'s keys).
@@ -328,6 +341,8 @@ impl TrainParams {
             checkpoint_every: default_checkpoint_every(),
             seed: 0,
             lora: None,
+            name: None,
+            symbol: None,
         }
     }
 }
@@ -413,6 +428,33 @@ pub struct EvalParams {
 pub struct Baseline {
     pub label: String,
     pub perplexity: f64,
+}
+
+/// A model's name: 1..=[`limits::MAX_MODEL_NAME_BYTES`] bytes of printable text, without
+/// leading or trailing blanks (names are shown, and must not pass for one another).
+pub fn validate_model_name(field: &'static str, name: &str) -> Result<(), SpecError> {
+    if name.is_empty() || name.len() > limits::MAX_MODEL_NAME_BYTES {
+        return Err(bad(field, format!("must be 1..={} bytes", limits::MAX_MODEL_NAME_BYTES)));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad(field, "may not contain control characters"));
+    }
+    if name.trim() != name {
+        return Err(bad(field, "may not start or end with blanks"));
+    }
+    Ok(())
+}
+
+/// A datatoken symbol: 1..=[`limits::MAX_SYMBOL_BYTES`] of ASCII letters, digits and '-'
+/// (what wallets and exchanges show beside an amount).
+pub fn validate_symbol(field: &'static str, symbol: &str) -> Result<(), SpecError> {
+    if symbol.is_empty() || symbol.len() > limits::MAX_SYMBOL_BYTES {
+        return Err(bad(field, format!("must be 1..={} characters", limits::MAX_SYMBOL_BYTES)));
+    }
+    if !symbol.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(bad(field, "may contain only ASCII letters, digits and '-'"));
+    }
+    Ok(())
 }
 
 /// A spec field that is out of bounds, and why. Returned to buyers verbatim (HTTP 422).
@@ -513,6 +555,12 @@ impl TrainParams {
         check_range_f64("dropout", self.dropout, 0.0, 0.5)?;
         if let Some(l) = &self.lora {
             l.validate()?;
+        }
+        if let Some(n) = &self.name {
+            validate_model_name("name", n)?;
+        }
+        if let Some(s) = &self.symbol {
+            validate_symbol("symbol", s)?;
         }
         check_range_u32("checkpoint_every", self.checkpoint_every, 1, self.steps)?;
         let least = self.steps.div_ceil(limits::MAX_CHECKPOINTS);
@@ -780,6 +828,41 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Issue 14: the trainer may name the derived model; names and symbols are bounded field
+    /// by field, and a request naming nothing serializes exactly as before names existed.
+    #[test]
+    fn derived_model_names_are_validated_and_absent_when_not_given() {
+        let named = |n: Option<&str>, s: Option<&str>| {
+            train_with(|t| {
+                t.name = n.map(str::to_string);
+                t.symbol = s.map(str::to_string);
+            })
+        };
+        named(Some("Bob's WikiText GPT · v2"), Some("BOB-WT2")).unwrap();
+        named(Some(&"é".repeat(32)), Some(&"S".repeat(16))).unwrap();
+        for (field, n, s) in [
+            ("name", Some(""), None),
+            ("name", Some(" padded"), None),
+            ("name", Some("tab\there"), None),
+            ("name", Some("line\nbreak"), None),
+            ("name", Some(&*"n".repeat(65)), None),
+            ("symbol", None, Some("")),
+            ("symbol", None, Some("WAY-TOO-LONG-SYMBOL")),
+            ("symbol", None, Some("BÖB")),
+            ("symbol", None, Some("A B")),
+            ("symbol", None, Some("<script>")),
+        ] {
+            assert_eq!(named(n, s).unwrap_err().field, field, "{n:?} {s:?}");
+        }
+        let plain = serde_json::to_string(&TrainParams::new(20, 3e-4, 4, 64)).unwrap();
+        assert!(!plain.contains("name") && !plain.contains("symbol"), "{plain}");
+        let t: TrainParams = serde_json::from_str(
+            r#"{"steps":5,"learning_rate":0.001,"batch_size":1,"context_len":8,"name":"M","symbol":"M-1"}"#,
+        )
+        .unwrap();
+        assert_eq!((t.name.as_deref(), t.symbol.as_deref()), (Some("M"), Some("M-1")));
     }
 
     /// Issue 13 §3: checkpoints per job are bounded; the error names the smallest interval

@@ -15,6 +15,20 @@ pub const MAX_ROYALTY: u128 = 10 * 10u128.pow(18);
 /// readers refuse longer lineages so a walk up one is always bounded.
 pub const MAX_DEPTH: usize = 32;
 
+/// Ocean's minimum fixed-rate exchange rate (`FixedRateExchange.MIN_RATE`): OCEAN base units
+/// per whole datatoken; a derived model cannot be put on sale cheaper.
+pub const OCEAN_MIN_RATE: u128 = 10_000_000_000;
+
+/// The OCEAN (base units) a trainer approves the lineage contract for so `openSale` can put
+/// `amount` datatokens (base units) on sale: the deposit pays out `amount × OCEAN_MIN_RATE /
+/// 1e18` (~1e-8 OCEAN per token), which the exchange must hold first; twice that covers the
+/// rounding and Ocean's swap fee on it. The contract pulls only what the float costs and
+/// hands the rest back (`ModelLineage.openSale`). One definition for the CLI and the
+/// storefront.
+pub fn sale_float(amount: u128) -> u128 {
+    (amount / (10u128.pow(18) / OCEAN_MIN_RATE)).saturating_mul(2).saturating_add(2)
+}
+
 /// How a derivation's reward (child datatokens minted by the lineage contract) is split.
 ///
 /// `shares_bps[0]` goes to the trainer of the new model, `shares_bps[1]` to the trainer of its

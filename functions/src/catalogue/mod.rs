@@ -81,6 +81,10 @@ pub struct CompletionSteps {
     /// The lineage record that paid the rewards.
     #[serde(default)]
     pub derivation_tx: Option<String>,
+    /// The derived model's (name, symbol), fixed before `createChild` so a resumed completion
+    /// publishes the same ones (a default counts the parent's derivations, which move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_names: Option<(String, String)>,
     /// Everything done, including the catalogue entry of the child.
     #[serde(default)]
     pub done: bool,

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use posthuman_chain::lineage::JobState as ChainJobState;
 use posthuman_receipts::{Receipt, Signed};
 use posthuman_types::{
-    EvalReport, Hash32, JobKind, JobParams, LoraOutput, ModelCard, TrainMetrics, TrainParams, exit,
+    EvalReport, Hash32, JobKind, JobParams, LoraOutput, ModelCard, TrainMetrics, exit,
 };
 
 use super::chain_err;
@@ -305,9 +305,17 @@ async fn derive_model(
         deps.catalogue.put_job(job).await?;
         state = ChainJobState::Committed;
     }
+    let (child_name, child_symbol) = match &job.completion.child_names {
+        Some(names) => names.clone(),
+        None => {
+            let names = child_names(deps, parent, job).await?;
+            job.completion.child_names = Some(names.clone());
+            deps.catalogue.put_job(job).await?;
+            names
+        }
+    };
     if state == ChainJobState::Committed {
-        let (name, symbol) = child_names(parent, job);
-        chain.create_child(jid, &name, &symbol, "").await.map_err(chain_err)?;
+        chain.create_child(jid, &child_name, &child_symbol, "").await.map_err(chain_err)?;
     }
     let commitment = chain.commitment(jid).await.map_err(chain_err)?;
     let child_nft = commitment
@@ -327,7 +335,6 @@ async fn derive_model(
             chain.record_derivation(jid, child_nft, entry.datatoken).await.map_err(chain_err)?;
         job.completion.derivation_tx = Some(format!("{:#x}", d.tx_hash));
     }
-    let (child_name, child_symbol) = child_names(parent, job);
     let child = ModelRecord {
         card: ModelCard {
             nft: lower(child_nft),
@@ -381,17 +388,79 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// The derived model's name and datatoken symbol, the same on chain and in the catalogue:
-/// the parent's, suffixed with how it was trained ("ft", or "LoRA r8") and the job id
-/// (symbols stay ≤ 14 characters).
-fn child_names(parent: &ModelRecord, job: &JobRecord) -> (String, String) {
-    let short = &job.job_id[job.job_id.len().saturating_sub(6)..];
-    let how = match &job.spec.params {
-        JobParams::Train(TrainParams { lora: Some(l), .. }) => format!("LoRA r{}", l.r),
-        _ => "ft".into(),
+/// How many derivations a parent may have counted for a default name (beyond it, N stops
+/// growing and the symbol still differs by the job id).
+const MAX_COUNTED_CHILDREN: usize = 100_000;
+
+/// The derived model's name and datatoken symbol, the same on chain and in the catalogue: the
+/// trainer's (validated with the request), else "<parent name> · fine-tune N" (N counting the
+/// parent's derivations, this one included) and [`default_symbol`].
+async fn child_names(
+    deps: &Deps,
+    parent: &ModelRecord,
+    job: &JobRecord,
+) -> Result<(String, String), ApiError> {
+    let (name, symbol, lora) = match &job.spec.params {
+        JobParams::Train(t) => (t.name.clone(), t.symbol.clone(), t.lora.is_some()),
+        _ => (None, None, false),
     };
-    (
-        format!("{} {how} {}", truncate(&parent.card.name, 40), job.job_id),
-        format!("{}{}", truncate(&parent.card.symbol, 8), short.to_uppercase()),
-    )
+    let n = if name.is_none() || symbol.is_none() {
+        deps.catalogue.children(&parent.card.nft, MAX_COUNTED_CHILDREN).await?.len() + 1
+    } else {
+        0
+    };
+    let how = if lora { "LoRA fine-tune" } else { "fine-tune" };
+    let name = name.unwrap_or_else(|| format!("{} · {how} {n}", truncate(&parent.card.name, 48)));
+    let symbol = symbol.unwrap_or_else(|| {
+        default_symbol(&parent.card.symbol, parent.card.parent.is_none(), n, &job.job_id)
+    });
+    Ok((name, symbol))
+}
+
+/// "<parent symbol>-FT<N>" for a root's N-th derivation, "<parent symbol>-<N>" below (so the
+/// symbol spells the path: AGPT-FT2-1 is the first derivation of AGPT's second); the parent's
+/// symbol reduced to the characters a symbol may hold. When that passes the symbol limit, the
+/// parent's first characters and the job id's last six keep it short and distinct.
+fn default_symbol(parent_symbol: &str, parent_is_root: bool, n: usize, job_id: &str) -> String {
+    let mut stem: String =
+        parent_symbol.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    if stem.is_empty() {
+        stem = "M".into();
+    }
+    let symbol = if parent_is_root { format!("{stem}-FT{n}") } else { format!("{stem}-{n}") };
+    if symbol.len() <= posthuman_types::job::limits::MAX_SYMBOL_BYTES {
+        return symbol;
+    }
+    let short: String = job_id
+        .chars()
+        .rev()
+        .filter(char::is_ascii_alphanumeric)
+        .take(6)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{}-{}", truncate(&stem, 8), short.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_symbol;
+
+    #[test]
+    fn default_symbols_spell_the_path_and_stay_valid() {
+        assert_eq!(default_symbol("AGPT", true, 2, "j-1"), "AGPT-FT2");
+        assert_eq!(default_symbol("AGPT-FT2", false, 1, "j-1"), "AGPT-FT2-1");
+        // Too long for a symbol: the parent's first characters and the job id's last six.
+        assert_eq!(default_symbol("AGPT-FT2-1-12-3", false, 40, "j-b9dba0ef12"), "AGPT-FT2-A0EF12");
+        assert_eq!(default_symbol("Ω ω", true, 1, "j-1"), "M-FT1");
+        for s in [
+            default_symbol("AGPT", true, 99_999, "j-x"),
+            default_symbol("AGPT-FT2-1-12-3", false, 40, "j-b9dba0ef12"),
+            default_symbol("Ω ω", true, 1, "j-1"),
+            default_symbol("ABCDEFGHIJKLMNOP", true, 7, "j-0123456789abcdef"),
+        ] {
+            posthuman_types::job::validate_symbol("symbol", &s).unwrap();
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //! - [`precheck`]: who may upload, from the signed parts, before any file part is read.
 //! - [`pricing`]: the quote's terms, their binding into the provider fee, the fee check at
 //!   submit, and the published rates.
+//! - [`sale`]: a derived model's card follows its sale on Ocean's exchange (opened by its
+//!   trainer on chain).
 //! - [`featured`]: the owner features buyers' evaluations on the model's card.
 //! - [`jobs`]: submit a paid job, its status with live progress, its public results.
 //! - [`lists`]: a buyer's jobs, one page at a time, through the catalogue's index.
@@ -24,6 +26,7 @@ pub mod models;
 pub mod ocean;
 pub mod precheck;
 pub mod pricing;
+pub mod sale;
 pub mod views;
 
 use crate::error::ApiError;

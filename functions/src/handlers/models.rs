@@ -385,7 +385,7 @@ pub(crate) fn lower(a: Address) -> String {
     format!("{a:#x}")
 }
 
-async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
+pub(crate) async fn view(deps: &Deps, m: &ModelRecord) -> Result<ModelView, ApiError> {
     // Lineage from the catalogue's own parent links (bounded: the contract caps depth); the
     // derived models through the catalogue's per-parent index.
     let mut lineage = Vec::new();

@@ -7,6 +7,7 @@
 //! - [`chart`]: the loss curve and perplexity bars as inline SVG.
 //! - [`order`]: the model page's order panel (quote, wallet transactions, signed submit,
 //!   live progress, signed result read).
+//! - [`sale`]: a derived model's page, to its trainer: put its datatokens on sale.
 
 pub mod account;
 pub mod catalogue;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod order;
 pub mod publish;
 pub mod receipt;
+pub mod sale;
 pub mod wallet;
 
 use serde::de::DeserializeOwned;

@@ -79,6 +79,9 @@ pub fn ModelPage(p: &ModelProps) -> Html {
     let train = use_json::<Quote>(format!("/api/models/{}/quote?kind=train", p.nft));
     let infer = use_json::<Quote>(format!("/api/models/{}/quote?kind=infer", p.nft));
     let evaluate = use_json::<Quote>(format!("/api/models/{}/quote?kind=evaluate", p.nft));
+    let sale = use_state(super::sale::SaleForm::default);
+    let wallet = use_context::<super::wallet::WalletHandle>();
+    let chain = use_json::<crate::wire::ChainInfo>("/api/chain".into());
     let catalogue: Vec<ModelView> = match &all {
         Load::Ready(v) => v.clone(),
         _ => Vec::new(),
@@ -133,6 +136,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     { quote_row(JobKind::Infer, &infer) }
                     { quote_row(JobKind::Evaluate, &evaluate) }
                 </table>
+                { super::sale::sale_form(&sale, wallet.as_ref(), &chain, c) }
                 <super::order::OrderPanel nft={c.nft.clone()} n_positions={Some(m.n_positions)} architecture={c.architecture.clone()} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>

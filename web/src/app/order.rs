@@ -117,7 +117,7 @@ async fn balance(p: &Provider, token: Address, owner: Address) -> Result<U256, S
 }
 
 /// Waits for a sent transaction's receipt (through the wallet's node); its block.
-async fn mined(p: &Provider, hash: &Value) -> Result<u64, String> {
+pub(super) async fn mined(p: &Provider, hash: &Value) -> Result<u64, String> {
     for _ in 0..600 {
         let r = ask(p, "eth_getTransactionReceipt", json!([hash])).await?;
         if let Some(r) = parse_receipt(&r) {
@@ -317,6 +317,18 @@ fn input(
     set: Callback<String>,
     help: String,
 ) -> Html {
+    field(id, label, value, set, help, "decimal")
+}
+
+/// A labelled text box with its help; `mode` is the on-screen keyboard it asks for.
+pub(super) fn field(
+    id: &'static str,
+    label: &'static str,
+    value: &str,
+    set: Callback<String>,
+    help: String,
+    mode: &'static str,
+) -> Html {
     let oninput = Callback::from(move |e: InputEvent| {
         if let Some(i) = e.target_dyn_into::<web_sys::HtmlInputElement>() {
             set.emit(i.value());
@@ -324,7 +336,7 @@ fn input(
     });
     html! {
         <p><label for={id}>{ label }</label>{ " " }
-           <input id={id} value={value.to_string()} {oninput} inputmode="decimal" aria-describedby={format!("{id}-help")} />
+           <input id={id} value={value.to_string()} {oninput} inputmode={mode} aria-describedby={format!("{id}-help")} />
            { " " }<small id={format!("{id}-help")}>{ help }</small></p>
     }
 }
@@ -698,6 +710,10 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                                 }) }
                             </fieldset>
                         }
+                        { field("order-name", "Name of the new model", &form.name, set(|f, v| f.name = v),
+                            format!("up to {} bytes; empty: \"<this model> · fine-tune N\"", limits::MAX_MODEL_NAME_BYTES), "text") }
+                        { field("order-symbol", "Its datatoken symbol", &form.symbol, set(|f, v| f.symbol = v),
+                            format!("up to {} letters, digits, '-'; empty: \"<this symbol>-FT<N>\"", limits::MAX_SYMBOL_BYTES), "text") }
                     }
                 }
                 <button type="submit" id="order-quote" disabled={panel.busy}>{ "Get a quote" }</button>

@@ -46,9 +46,13 @@ pub async fn run(cfg: &Config, out: &Out, cmd: JobsCmd) -> Result<(), CliError> 
             checkpoint_every,
             seed,
             lora,
+            name,
+            symbol,
             detach,
         } => {
             let mut p = TrainParams::new(steps, lr, batch, context);
+            p.name = name;
+            p.symbol = symbol;
             p.warmup_steps = warmup;
             p.checkpoint_every = checkpoint_every.min(steps.max(1));
             p.seed = seed;

@@ -6,7 +6,7 @@ use posthuman_types::{Hash32, RewardScheme};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::args::{ModelsCmd, PublishArgs};
+use crate::args::{ModelsCmd, PublishArgs, SellArgs};
 use crate::client::{ApiClient, ModelFiles, expiry, nonce};
 use crate::error::CliError;
 use crate::output::Out;
@@ -33,8 +33,44 @@ pub async fn run(cfg: &Config, out: &Out, cmd: ModelsCmd) -> Result<(), CliError
             let l = lineage(&ApiClient::new(&cfg.api)?, &nft).await?;
             out.emit(&l, || render_lineage(&l));
         }
+        ModelsCmd::Sell(a) => {
+            let s = Session::open(cfg).await?;
+            let m = sell(&s, &a).await?;
+            out.emit(&m, || match &m.card.price {
+                Some(p) => format!(
+                    "{} ({}) is on sale at {} OCEAN per datatoken, exchange {}",
+                    m.card.name,
+                    m.card.symbol,
+                    p.parse().map(units::show).unwrap_or_default(),
+                    m.card.exchange_id.map(|h| h.to_hex()).unwrap_or_default()
+                ),
+                None => format!("{} ({}) is not on sale", m.card.name, m.card.symbol),
+            });
+        }
     }
     Ok(())
+}
+
+/// Opens, re-prices or closes the sale of a derived model's datatokens on Ocean's exchange,
+/// with the trainer's own key on chain, then has the API's card follow the chain.
+pub async fn sell(s: &Session, a: &SellArgs) -> Result<ModelView, CliError> {
+    let nft = crate::session::address("the model", &a.nft)?;
+    if a.close {
+        s.chain.close_sale(s.me(), nft).await?;
+    } else {
+        let price =
+            a.price.as_deref().ok_or_else(|| CliError::Usage("--price is needed".into()))?;
+        let rate = units::parse("--price", price)?;
+        if rate < alloy::primitives::U256::from(posthuman_chain::sale::MIN_RATE) {
+            return Err(CliError::Usage(format!(
+                "--price must be at least {} OCEAN (Ocean's minimum rate)",
+                units::show(alloy::primitives::U256::from(posthuman_chain::sale::MIN_RATE))
+            )));
+        }
+        let amount = units::parse("--amount", &a.amount)?;
+        s.chain.open_sale(s.me(), nft, rate, amount).await?;
+    }
+    s.api.sync_sale(&a.nft).await
 }
 
 /// Publishes a model directory with a geometric reward scheme.

@@ -222,13 +222,16 @@ pub fn load_sharded(index_path: &Path, cfg: &Config) -> Result<LlamaWeights, Che
     load_files(cfg, &shards, Some(&weight_map))
 }
 
+/// An index's tensor → shard file name map.
+type WeightMap = BTreeMap<String, String>;
+/// A checkpoint's files as (file name, path).
+type ShardFiles = Vec<(String, PathBuf)>;
+
 /// Reads HF's shard index and checks it against the directory it is in: the weight map
 /// (tensor → shard file name), and every shard as (file name, path), sorted. Refuses a
 /// malformed index, a shard it names that is missing, and a `*.safetensors` file it does not
 /// name.
-fn read_index(
-    index_path: &Path,
-) -> Result<(BTreeMap<String, String>, Vec<(String, PathBuf)>), CheckpointError> {
+fn read_index(index_path: &Path) -> Result<(WeightMap, ShardFiles), CheckpointError> {
     let bad =
         |reason: String| CheckpointError::MalformedIndex { path: index_path.to_path_buf(), reason };
     let text = std::fs::read_to_string(index_path).map_err(io(index_path))?;

@@ -279,26 +279,29 @@ fn read_index(index_path: &Path) -> Result<(WeightMap, ShardFiles), CheckpointEr
 /// The index and shards get the loader's checks that need no config ([`load_sharded`]'s
 /// errors: malformed index, missing or unnamed shard, tensor in the wrong shard or in none,
 /// tensor missing from the index, duplicate tensor); the config's checks are the loader's
-/// when the assembled file is loaded. Shards are memory-mapped and each tensor's bytes are
-/// copied once, into the returned image: the model is in memory once, not once per copy.
+/// when the assembled file is loaded. Memory: the returned image and one tensor at a time.
+/// Headers are parsed from memory maps, but tensor bytes are read from the files into the
+/// image (mapped pages, once touched, would count against the process beside the image).
 pub fn merge_sharded(index_path: &Path) -> Result<Vec<u8>, CheckpointError> {
     let (weight_map, shards) = read_index(index_path)?;
-    let mut mmaps = Vec::with_capacity(shards.len());
+    let mut opened = Vec::with_capacity(shards.len());
     for (file, path) in &shards {
         let f = std::fs::File::open(path).map_err(io(path))?;
-        // SAFETY: the mapping is only read while `mmaps` lives; a file modified underneath
-        // would give wrong bytes (caught by the content hash), not unsoundness we rely on.
+        // SAFETY: only the header is read through the mapping, while `opened` lives; a file
+        // changed underneath gives a refused header or wrong bytes (caught by the content
+        // hash), not unsoundness we rely on.
         let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?;
-        mmaps.push((file.as_str(), m));
+        opened.push((file.as_str(), path.as_path(), f, m));
     }
     let mut metadata: BTreeMap<String, (String, &str)> = BTreeMap::new();
-    let mut sources = Vec::with_capacity(mmaps.len());
-    for (file, m) in &mmaps {
+    let mut sources = Vec::with_capacity(opened.len());
+    let mut headers = Vec::with_capacity(opened.len());
+    for (file, _, _, m) in &opened {
         let malformed = |e: safetensors::SafeTensorError| CheckpointError::MalformedFile {
             file: file.to_string(),
             reason: e.to_string(),
         };
-        let (_, header) = safetensors::SafeTensors::read_metadata(m).map_err(malformed)?;
+        let (n, header) = safetensors::SafeTensors::read_metadata(m).map_err(malformed)?;
         let own: BTreeMap<&String, &String> = header.metadata().iter().flatten().collect();
         for (key, value) in own {
             match metadata.get(key) {
@@ -315,16 +318,82 @@ pub fn merge_sharded(index_path: &Path) -> Result<Vec<u8>, CheckpointError> {
                 }
             }
         }
-        let st = safetensors::SafeTensors::deserialize(m).map_err(malformed)?;
-        sources.push((*file, Source::Bytes(st)));
+        sources.push((
+            *file,
+            Source::Bytes(safetensors::SafeTensors::deserialize(m).map_err(malformed)?),
+        ));
+        headers.push((n, header));
     }
     locate(&sources, Some(&weight_map))?;
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
-        sources.iter().flat_map(|(_, st)| st.tensors()).collect();
+    let failed = std::cell::RefCell::new(None);
+    let mut tensors = Vec::new();
+    for ((_, path, f, _), (n, header)) in opened.iter().zip(&headers) {
+        // Offsets in the header count from the end of the header (its 8-byte length first).
+        let data_start = 8 + *n as u64;
+        for (name, info) in header.tensors() {
+            let (begin, end) = info.data_offsets;
+            tensors.push((
+                name,
+                ShardTensor {
+                    file: f,
+                    path,
+                    start: data_start + begin as u64,
+                    len: end - begin,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    failed: &failed,
+                },
+            ));
+        }
+    }
     let metadata = (!metadata.is_empty())
         .then(|| metadata.into_iter().map(|(k, (v, _))| (k, v)).collect::<HashMap<_, _>>());
-    safetensors::serialize(views, metadata)
-        .map_err(|e| CheckpointError::Model(Gpt2Error::MalformedWeights(e.to_string())))
+    let image = safetensors::serialize(tensors, metadata)
+        .map_err(|e| CheckpointError::Model(Gpt2Error::MalformedWeights(e.to_string())))?;
+    if let Some((path, source)) = failed.into_inner() {
+        return Err(CheckpointError::Io { path, source });
+    }
+    Ok(image)
+}
+
+/// One tensor of a shard, read from its file when [`merge_sharded`]'s image is written. A
+/// read error (the header said the bytes are there) is kept in `failed` for the caller, with
+/// zeros in place so the image keeps its layout until it is discarded.
+struct ShardTensor<'a> {
+    file: &'a std::fs::File,
+    path: &'a Path,
+    start: u64,
+    len: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    failed: &'a std::cell::RefCell<Option<(PathBuf, std::io::Error)>>,
+}
+
+impl safetensors::View for ShardTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut buf = vec![0u8; self.len];
+        let mut f = self.file;
+        if let Err(e) = f.seek(SeekFrom::Start(self.start)).and_then(|_| f.read_exact(&mut buf)) {
+            let mut failed = self.failed.borrow_mut();
+            if failed.is_none() {
+                *failed = Some((self.path.to_path_buf(), e));
+            }
+        }
+        std::borrow::Cow::Owned(buf)
+    }
+
+    fn data_len(&self) -> usize {
+        self.len
+    }
 }
 
 /// Where a checkpoint file's tensors come from: a memory map of a file on disk, or bytes

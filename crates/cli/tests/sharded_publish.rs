@@ -3,8 +3,9 @@
 //! are the one file its unsharded save is, byte for byte (so the signed SHA-256 and the
 //! canonical weights hash the API computes are the unsharded model's), on-disk dtypes kept;
 //! and each inconsistent shard set is refused by the binary with exit code 9 and the file or
-//! tensor named, before the wallet, the API or the chain is touched. A tiny random Llama,
-//! written by the test itself.
+//! tensor named, before the wallet, the API or the chain is touched. End to end against the
+//! embedded server (anvil, Ocean v4, the API over HTTP), both layouts publish as the same
+//! weights hash. A tiny random Llama, written by the test itself.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -33,7 +34,9 @@ fn config_json() -> String {
 fn model_dir(write: impl FnOnce(&Path)) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("config.json"), config_json()).unwrap();
-    std::fs::write(d.path().join("tokenizer.json"), "{}").unwrap();
+    // The smallest tokenizer.json the API takes (it checks there is a model).
+    let tokenizer = r#"{"model": {"type": "BPE", "vocab": {}, "merges": []}}"#;
+    std::fs::write(d.path().join("tokenizer.json"), tokenizer).unwrap();
     write(d.path());
     d
 }
@@ -180,4 +183,45 @@ fn inconsistent_shard_sets_exit_9_naming_the_file_before_any_upload() {
     let (code, stderr) = publish(d.path());
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no-wallet.json"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_and_single_file_publish_as_the_same_model_end_to_end() {
+    use posthuman_chain::anvil::ANVIL_DEV_KEY_0;
+    use posthuman_functions::server::{ServerConfig, start};
+    let cfg = AnyConfig::from_json(&config_json()).unwrap();
+    let (single, _) = single_file(&cfg, DType::BF16);
+    let one = model_dir(|d| std::fs::write(d.join("model.safetensors"), &single).unwrap());
+    let three = model_dir(|d| shard(d, &single, 3));
+
+    let dir = tempfile::tempdir().unwrap();
+    // This test runs no job, so the queue's worker program is never started.
+    let mut server = ServerConfig::new(dir.path().join("server"), "/nonexistent/posthuman-worker");
+    let key: alloy_signer_local::PrivateKeySigner = ANVIL_DEV_KEY_0.parse().unwrap();
+    server.api.publishers = vec![key.address()];
+    let emb = start(&server).await.unwrap();
+    let app = posthuman_functions::api::router(emb.deps.clone(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut hashes = Vec::new();
+    for (d, symbol) in [(&one, "ONE"), (&three, "THREE")] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--api", &api, "--key-env", "SHARDS_TEST_KEY", "--json", "models", "publish"])
+            .arg(d.path())
+            .args(["--name", "Tiny Llama", "--symbol", symbol, "--price", "1"])
+            .env("SHARDS_TEST_KEY", ANVIL_DEV_KEY_0)
+            .env_remove("POSTHUMAN_RPC");
+        let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+        assert!(o.status.success(), "{symbol}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        hashes.push(v["weights_hash"].as_str().unwrap().to_string());
+    }
+    assert_eq!(hashes[0], hashes[1], "sharded and single-file weights hash differently");
+    let want = AnyWeights::from_safetensors_bytes(&single, &cfg).unwrap().hash().unwrap();
+    assert_eq!(serde_json::to_value(want).unwrap(), serde_json::Value::String(hashes[0].clone()));
+
+    emb.queue.shutdown().await;
+    emb.anvil.stop();
 }

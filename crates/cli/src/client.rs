@@ -273,6 +273,26 @@ impl ApiClient {
     }
 }
 
+/// The weights of the model directory `dir`: its shards assembled when it has a shard index
+/// (a shard set the loader would refuse is refused here, before anything is uploaded),
+/// else `model.safetensors` read by `read`.
+fn weights(
+    dir: &std::path::Path,
+    read: impl Fn(&str) -> Result<Vec<u8>, CliError>,
+) -> Result<Vec<u8>, CliError> {
+    use posthuman_gpt2::llama_weights::{CheckpointError, SAFE_WEIGHTS_INDEX_NAME, merge_sharded};
+    let index = dir.join(SAFE_WEIGHTS_INDEX_NAME);
+    if !index.is_file() {
+        return read(posthuman_gpt2::llama_weights::SAFE_WEIGHTS_NAME);
+    }
+    merge_sharded(&index).map_err(|e| match e {
+        CheckpointError::Io { path, source } => {
+            CliError::Io(format!("cannot read {} ({source})", path.display()))
+        }
+        e => CliError::Checkpoint(format!("sharded checkpoint in {}: {e}", dir.display())),
+    })
+}
+
 /// The three files of an HF-layout model directory, and the two optional ones that say how
 /// it is prompted (`tokenizer_config.json`: special tokens, chat template;
 /// `generation_config.json`: stop ids; `chat_template.jinja`), sent when the directory has
@@ -305,12 +325,17 @@ impl ModelFiles {
         Ok(self)
     }
 
+    /// Reads an HF-layout model directory. The weights are `model.safetensors`, or, when the
+    /// directory holds `model.safetensors.index.json`, its shards assembled into that one
+    /// file ([`posthuman_gpt2::llama_weights::merge_sharded`]: on-disk dtypes and bytes kept,
+    /// so the canonical weights hash is the unsharded checkpoint's) after the loader's
+    /// checks of the index against the shards.
     pub fn read(dir: &std::path::Path) -> Result<Self, CliError> {
         let read = |name: &str| {
             let p = dir.join(name);
             std::fs::read(&p).map_err(|e| {
                 CliError::Usage(format!(
-                    "cannot read {} ({e}): a model directory holds config.json, model.safetensors and tokenizer.json",
+                    "cannot read {} ({e}): a model directory holds config.json, model.safetensors (or model.safetensors.index.json and its shards) and tokenizer.json",
                     p.display()
                 ))
             })
@@ -325,7 +350,7 @@ impl ModelFiles {
         };
         Ok(ModelFiles {
             config: read("config.json")?,
-            weights: read("model.safetensors")?,
+            weights: weights(dir, read)?,
             tokenizer: read("tokenizer.json")?,
             adapter: None,
             tokenizer_config: optional("tokenizer_config.json")?,

@@ -25,6 +25,11 @@ pub enum CliError {
     /// A local file could not be read or written. Exit 8.
     #[error("{0}")]
     Io(String),
+    /// A model directory's weights are not a usable checkpoint (a sharded one's index and
+    /// shards disagree, a shard is missing or unnamed, a file is damaged): fix the files the
+    /// message names. Nothing was uploaded. Exit 9.
+    #[error("{0}")]
+    Checkpoint(String),
     /// A bug or an unexpected answer. Exit 1.
     #[error("internal error: {0}")]
     Internal(String),
@@ -42,6 +47,7 @@ impl CliError {
             CliError::JobFailed(_) => 6,
             CliError::VerificationFailed(_) => 7,
             CliError::Io(_) => 8,
+            CliError::Checkpoint(_) => 9,
         }
     }
 }

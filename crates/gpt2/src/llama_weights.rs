@@ -1,7 +1,8 @@
 //! Llama checkpoints in Hugging Face layout: strict loading of `model.safetensors` or a sharded
 //! `model.safetensors.index.json` + shards (memory-mapped, one typed error per way a checkpoint
 //! can be wrong, naming the tensor and file), f32/f16/bf16 on disk converted to f32, tied
-//! embeddings honoured; HF-layout f32 save; the canonical content hash.
+//! embeddings honoured; HF-layout f32 save; the canonical content hash; a sharded
+//! checkpoint assembled into its single file ([`merge_sharded`], for publishing).
 //!
 //! The hash is [`crate::weights_hash`] over the f32 values under HF names, so it does not depend
 //! on how the checkpoint is sharded, on tensor order, or on the on-disk dtype of values that are
@@ -61,6 +62,10 @@ pub enum CheckpointError {
     /// A shard holds a tensor the index does not list.
     #[error("tensor `{tensor}` in `{file}` is not listed in the index")]
     NotInIndex { tensor: String, file: String },
+    /// Two shards' `__metadata__` give one key different values, so no single file can
+    /// carry both (fix the shards' metadata).
+    #[error("metadata `{key}` differs between `{first}` and `{second}`")]
+    MetadataConflict { key: String, first: String, second: String },
     /// The same tensor is stored in two shards.
     #[error("tensor `{tensor}` is stored in both `{first}` and `{second}`")]
     DuplicateTensor { tensor: String, first: String, second: String },
@@ -213,6 +218,20 @@ pub fn load_safetensors(path: &Path, cfg: &Config) -> Result<LlamaWeights, Check
 /// Loads a sharded checkpoint from HF's `model.safetensors.index.json`; shards are looked up
 /// next to the index.
 pub fn load_sharded(index_path: &Path, cfg: &Config) -> Result<LlamaWeights, CheckpointError> {
+    let (weight_map, shards) = read_index(index_path)?;
+    load_files(cfg, &shards, Some(&weight_map))
+}
+
+/// An index's tensor → shard file name map.
+type WeightMap = BTreeMap<String, String>;
+/// A checkpoint's files as (file name, path).
+type ShardFiles = Vec<(String, PathBuf)>;
+
+/// Reads HF's shard index and checks it against the directory it is in: the weight map
+/// (tensor → shard file name), and every shard as (file name, path), sorted. Refuses a
+/// malformed index, a shard it names that is missing, and a `*.safetensors` file it does not
+/// name.
+fn read_index(index_path: &Path) -> Result<(WeightMap, ShardFiles), CheckpointError> {
     let bad =
         |reason: String| CheckpointError::MalformedIndex { path: index_path.to_path_buf(), reason };
     let text = std::fs::read_to_string(index_path).map_err(io(index_path))?;
@@ -246,8 +265,135 @@ pub fn load_sharded(index_path: &Path, cfg: &Config) -> Result<LlamaWeights, Che
     if let Some(extra) = safetensors_in(dir)?.into_iter().find(|f| !files.contains(f)) {
         return Err(CheckpointError::UnexpectedShard { file: extra });
     }
-    let shards: Vec<(String, PathBuf)> = files.iter().map(|f| (f.clone(), dir.join(f))).collect();
-    load_files(cfg, &shards, Some(&weight_map))
+    let shards = files.iter().map(|f| (f.clone(), dir.join(f))).collect();
+    Ok((weight_map, shards))
+}
+
+/// The single `model.safetensors` a sharded checkpoint stands for, assembled at the
+/// safetensors level (for uploading a sharded model where one file is taken): every tensor
+/// keeps its on-disk dtype and bytes, in safetensors' canonical order (by dtype, then name,
+/// as any single-file save writes it), under the shards' `__metadata__` (their union). So a
+/// checkpoint split into shards assembles to the bytes its single-file save has, and the
+/// canonical weights hash is the same.
+///
+/// The index and shards get the loader's checks that need no config ([`load_sharded`]'s
+/// errors: malformed index, missing or unnamed shard, tensor in the wrong shard or in none,
+/// tensor missing from the index, duplicate tensor); the config's checks are the loader's
+/// when the assembled file is loaded. Memory: the returned image and one tensor at a time.
+/// Headers are parsed from memory maps, but tensor bytes are read from the files into the
+/// image (mapped pages, once touched, would count against the process beside the image).
+pub fn merge_sharded(index_path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    let (weight_map, shards) = read_index(index_path)?;
+    let mut opened = Vec::with_capacity(shards.len());
+    for (file, path) in &shards {
+        let f = std::fs::File::open(path).map_err(io(path))?;
+        // SAFETY: only the header is read through the mapping, while `opened` lives; a file
+        // changed underneath gives a refused header or wrong bytes (caught by the content
+        // hash), not unsoundness we rely on.
+        let m = unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?;
+        opened.push((file.as_str(), path.as_path(), f, m));
+    }
+    let mut metadata: BTreeMap<String, (String, &str)> = BTreeMap::new();
+    let mut sources = Vec::with_capacity(opened.len());
+    let mut headers = Vec::with_capacity(opened.len());
+    for (file, _, _, m) in &opened {
+        let malformed = |e: safetensors::SafeTensorError| CheckpointError::MalformedFile {
+            file: file.to_string(),
+            reason: e.to_string(),
+        };
+        let (n, header) = safetensors::SafeTensors::read_metadata(m).map_err(malformed)?;
+        let own: BTreeMap<&String, &String> = header.metadata().iter().flatten().collect();
+        for (key, value) in own {
+            match metadata.get(key) {
+                Some((first, in_file)) if first != value => {
+                    return Err(CheckpointError::MetadataConflict {
+                        key: key.clone(),
+                        first: in_file.to_string(),
+                        second: file.to_string(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    metadata.insert(key.clone(), (value.clone(), *file));
+                }
+            }
+        }
+        sources.push((
+            *file,
+            Source::Bytes(safetensors::SafeTensors::deserialize(m).map_err(malformed)?),
+        ));
+        headers.push((n, header));
+    }
+    locate(&sources, Some(&weight_map))?;
+    let failed = std::cell::RefCell::new(None);
+    let mut tensors = Vec::new();
+    for ((_, path, f, _), (n, header)) in opened.iter().zip(&headers) {
+        // Offsets in the header count from the end of the header (its 8-byte length first).
+        let data_start = 8 + *n as u64;
+        for (name, info) in header.tensors() {
+            let (begin, end) = info.data_offsets;
+            tensors.push((
+                name,
+                ShardTensor {
+                    file: f,
+                    path,
+                    start: data_start + begin as u64,
+                    len: end - begin,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    failed: &failed,
+                },
+            ));
+        }
+    }
+    let metadata = (!metadata.is_empty())
+        .then(|| metadata.into_iter().map(|(k, (v, _))| (k, v)).collect::<HashMap<_, _>>());
+    let image = safetensors::serialize(tensors, metadata)
+        .map_err(|e| CheckpointError::Model(Gpt2Error::MalformedWeights(e.to_string())))?;
+    if let Some((path, source)) = failed.into_inner() {
+        return Err(CheckpointError::Io { path, source });
+    }
+    Ok(image)
+}
+
+/// One tensor of a shard, read from its file when [`merge_sharded`]'s image is written. A
+/// read error (the header said the bytes are there) is kept in `failed` for the caller, with
+/// zeros in place so the image keeps its layout until it is discarded.
+struct ShardTensor<'a> {
+    file: &'a std::fs::File,
+    path: &'a Path,
+    start: u64,
+    len: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    failed: &'a std::cell::RefCell<Option<(PathBuf, std::io::Error)>>,
+}
+
+impl safetensors::View for ShardTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut buf = vec![0u8; self.len];
+        let mut f = self.file;
+        if let Err(e) = f.seek(SeekFrom::Start(self.start)).and_then(|_| f.read_exact(&mut buf)) {
+            let mut failed = self.failed.borrow_mut();
+            if failed.is_none() {
+                *failed = Some((self.path.to_path_buf(), e));
+            }
+        }
+        std::borrow::Cow::Owned(buf)
+    }
+
+    fn data_len(&self) -> usize {
+        self.len
+    }
 }
 
 /// Where a checkpoint file's tensors come from: a memory map of a file on disk, or bytes
@@ -313,18 +459,18 @@ fn load_files(
     check_and_convert(cfg, maps, weight_map)
 }
 
-fn check_and_convert(
-    cfg: &Config,
-    maps: Vec<(&str, Source<'_>)>,
+/// Where each tensor is stored (headers only, in a deterministic order), checked against
+/// the other files and, for a sharded checkpoint, against the index.
+fn locate<'f>(
+    maps: &[(&'f str, Source<'_>)],
     weight_map: Option<&BTreeMap<String, String>>,
-) -> Result<LlamaWeights, CheckpointError> {
-    // Where each tensor is stored, headers only, in a deterministic order.
-    let mut found: BTreeMap<String, &str> = BTreeMap::new();
-    for (file, st) in &maps {
+) -> Result<BTreeMap<String, &'f str>, CheckpointError> {
+    let mut found: BTreeMap<String, &'f str> = BTreeMap::new();
+    for (file, st) in maps {
         let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
         names.sort();
         for name in names {
-            if let Some(first) = found.insert(name.clone(), file) {
+            if let Some(first) = found.insert(name.clone(), *file) {
                 return Err(CheckpointError::DuplicateTensor {
                     tensor: name,
                     first: first.to_string(),
@@ -356,6 +502,15 @@ fn check_and_convert(
             return Err(CheckpointError::NotInShard { tensor: tensor.clone(), file: file.clone() });
         }
     }
+    Ok(found)
+}
+
+fn check_and_convert(
+    cfg: &Config,
+    maps: Vec<(&str, Source<'_>)>,
+    weight_map: Option<&BTreeMap<String, String>>,
+) -> Result<LlamaWeights, CheckpointError> {
+    let found = locate(&maps, weight_map)?;
     let expected: HashMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
     let head_shape = vec![cfg.vocab_size, cfg.hidden_size];
     // Names and shapes first: a wrong checkpoint is refused before any value is converted.

@@ -9,7 +9,8 @@ use common::*;
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
 use posthuman_gpt2::llama::{Config, init_weights};
 use posthuman_gpt2::llama_weights::{
-    CheckpointError, LlamaWeights, load_checkpoint, load_safetensors, save_safetensors,
+    CheckpointError, LlamaWeights, load_checkpoint, load_safetensors, load_safetensors_bytes,
+    merge_sharded, save_safetensors,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -364,4 +365,131 @@ fn bad_files_and_indexes_are_refused_not_panicked_on() {
         // Any outcome but a panic: a flipped header byte may still parse (e.g. inside a name).
         let _ = load_safetensors(&path, &cfg);
     }
+}
+
+/// Writes `tensors` as safetensors with `meta` as `__metadata__` (what `transformers` writes:
+/// `format: pt`), through the safetensors crate itself.
+fn write_with_meta(path: &Path, tensors: &BTreeMap<String, Tensor>, meta: &[(&str, &str)]) {
+    let st = posthuman_gpt2::candle_core::safetensors::save(
+        &tensors.clone().into_iter().collect::<HashMap<_, _>>(),
+        path,
+    );
+    st.unwrap();
+    let plain = std::fs::read(path).unwrap();
+    let parsed = safetensors::SafeTensors::deserialize(&plain).unwrap();
+    let meta: HashMap<String, String> =
+        meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let bytes = safetensors::serialize(parsed.tensors(), (!meta.is_empty()).then_some(meta));
+    std::fs::write(path, bytes.unwrap()).unwrap();
+}
+
+#[test]
+fn merged_shards_are_the_single_file_byte_for_byte() {
+    let cfg = cfg(false);
+    let w = weights(&cfg, 16);
+    // Mixed on-disk dtypes: they must survive the merge unconverted.
+    let mut t = as_dtype(&w, DType::BF16);
+    for (k, v) in t.iter_mut() {
+        if k.contains("mlp") {
+            *v = w.get(k).unwrap().to_dtype(DType::F16).unwrap();
+        } else if k.ends_with("norm.weight") {
+            *v = w.get(k).unwrap().clone();
+        }
+    }
+    for meta in [&[][..], &[("format", "pt")][..]] {
+        let single = tempfile::tempdir().unwrap();
+        write_with_meta(&single.path().join("model.safetensors"), &t, meta);
+        let want = std::fs::read(single.path().join("model.safetensors")).unwrap();
+        for n in [2, 3] {
+            let d = tempfile::tempdir().unwrap();
+            write_sharded(d.path(), &t, n, |_| {});
+            for f in std::fs::read_dir(d.path()).unwrap() {
+                let f = f.unwrap().path();
+                if f.extension().is_some_and(|e| e == "safetensors") {
+                    let part = std::fs::read(&f).unwrap();
+                    let part: BTreeMap<String, Tensor> =
+                        posthuman_gpt2::candle_core::safetensors::load_buffer(&part, &Device::Cpu)
+                            .unwrap()
+                            .into_iter()
+                            .collect();
+                    write_with_meta(&f, &part, meta);
+                }
+            }
+            let merged = merge_sharded(&d.path().join("model.safetensors.index.json")).unwrap();
+            assert!(merged == want, "{n} shards, metadata {meta:?}: bytes differ");
+            let back = load_safetensors_bytes(&merged, &cfg).unwrap();
+            assert_eq!(
+                back.hash().unwrap(),
+                load_checkpoint(d.path(), &cfg).unwrap().hash().unwrap()
+            );
+            let (_, header) = safetensors::SafeTensors::read_metadata(&merged).unwrap();
+            let dtypes: BTreeMap<String, safetensors::Dtype> =
+                header.tensors().into_iter().map(|(k, i)| (k, i.dtype)).collect();
+            assert_eq!(dtypes["model.layers.0.mlp.up_proj.weight"], safetensors::Dtype::F16);
+            assert_eq!(dtypes["model.norm.weight"], safetensors::Dtype::F32);
+            assert_eq!(dtypes["model.embed_tokens.weight"], safetensors::Dtype::BF16);
+        }
+    }
+}
+
+#[test]
+fn merging_refuses_what_loading_refuses_and_conflicting_metadata() {
+    let cfg = cfg(false);
+    let w = weights(&cfg, 17);
+    let merge =
+        |d: &tempfile::TempDir| merge_sharded(&d.path().join("model.safetensors.index.json"));
+    let s2 = "model-00002-of-00003.safetensors";
+    let d = damaged(&w, |_| {}, |p| std::fs::remove_file(p.join(s2)).unwrap());
+    assert!(matches!(merge(&d), Err(CheckpointError::MissingShard { file }) if file == s2));
+    let d = damaged(
+        &w,
+        |_| {},
+        |p| {
+            std::fs::copy(p.join(s2), p.join("stray.safetensors")).unwrap();
+        },
+    );
+    assert!(matches!(merge(&d), Err(CheckpointError::UnexpectedShard { file })
+        if file == "stray.safetensors"));
+    let ghost = "model.layers.9.mlp.up_proj.weight";
+    let d = damaged(
+        &w,
+        |m| {
+            m.insert(ghost.into(), s2.into());
+        },
+        |_| {},
+    );
+    assert!(matches!(merge(&d), Err(CheckpointError::NotInShard { tensor, file })
+        if tensor == ghost && file == s2));
+    let d = damaged(
+        &w,
+        |_| {},
+        |p| {
+            std::fs::write(p.join("model.safetensors.index.json"), "{\"weight_map\": ").unwrap();
+        },
+    );
+    assert!(matches!(merge(&d), Err(CheckpointError::MalformedIndex { .. })));
+    let d = damaged(
+        &w,
+        |_| {},
+        |p| {
+            std::fs::write(p.join(s2), b"garbage").unwrap();
+        },
+    );
+    assert!(matches!(merge(&d), Err(CheckpointError::MalformedFile { file, .. }) if file == s2));
+
+    // Shards that disagree on a metadata key cannot become one file.
+    let d = tempfile::tempdir().unwrap();
+    write_sharded(d.path(), w.tensors(), 2, |_| {});
+    for (i, fmt) in [(1, "pt"), (2, "np")] {
+        let f = d.path().join(format!("model-0000{i}-of-00002.safetensors"));
+        let part: BTreeMap<String, Tensor> =
+            posthuman_gpt2::candle_core::safetensors::load(&f, &Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .collect();
+        write_with_meta(&f, &part, &[("format", fmt)]);
+    }
+    assert!(matches!(merge(&d), Err(CheckpointError::MetadataConflict { key, first, second })
+        if key == "format" && first == "model-00001-of-00002.safetensors"
+            && second == "model-00002-of-00002.safetensors"));
 }

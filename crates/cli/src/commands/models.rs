@@ -16,8 +16,11 @@ use crate::{Config, units};
 pub async fn run(cfg: &Config, out: &Out, cmd: ModelsCmd) -> Result<(), CliError> {
     match cmd {
         ModelsCmd::Publish(a) => {
+            // Local files first: a bad directory fails before the wallet, the API or the chain
+            // is touched.
+            let files = model_files(&a)?;
             let s = Session::open(cfg).await?;
-            let m = publish(&s, out, &a).await?;
+            let m = publish_files(&s, out, &a, files).await?;
             out.emit(&m, || card(&m));
         }
         ModelsCmd::List => {
@@ -75,10 +78,26 @@ pub async fn sell(s: &Session, a: &SellArgs) -> Result<ModelView, CliError> {
 
 /// Publishes a model directory with a geometric reward scheme.
 pub async fn publish(s: &Session, out: &Out, a: &PublishArgs) -> Result<ModelView, CliError> {
-    let mut files = ModelFiles::read(&a.dir)?;
-    if let Some(d) = &a.adapter {
-        files = files.with_adapter(d)?;
+    publish_files(s, out, a, model_files(a)?).await
+}
+
+/// The files `a` names, read (a sharded checkpoint checked and assembled) with no network
+/// call, so that bad input is refused before anything is uploaded.
+pub fn model_files(a: &PublishArgs) -> Result<ModelFiles, CliError> {
+    let files = ModelFiles::read(&a.dir)?;
+    match &a.adapter {
+        Some(d) => files.with_adapter(d),
+        None => Ok(files),
     }
+}
+
+/// Publishes `files` (read by [`model_files`] from `a.dir`) under `a`'s terms.
+pub async fn publish_files(
+    s: &Session,
+    out: &Out,
+    a: &PublishArgs,
+    files: ModelFiles,
+) -> Result<ModelView, CliError> {
     let total = units::parse("--reward-total", &a.reward_total)?;
     let total: u128 =
         total.try_into().map_err(|_| CliError::Usage("--reward-total is too large".into()))?;

@@ -63,7 +63,10 @@ async fn deploys_all_then_nothing_then_only_ours_on_an_existing_ocean() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("deploying ERC721Factory"), "no progress: {}", text(&out));
     let book = AddressBook::load(&first).unwrap();
-    assert_eq!((book.chain_id, book.operator), (31337, operator_key().address()));
+    assert_eq!(
+        (book.chain_id, book.operator),
+        (posthuman_chain::DEV_CHAIN_ID, operator_key().address())
+    );
     let mut chain = Chain::connect(&rpc, operator_key(), book.clone()).unwrap();
     for addr in [book.ocean, book.factory, book.fixed_rate, book.lineage, book.market] {
         assert!(has_code(&chain, addr).await, "{addr} has no code");
@@ -125,11 +128,11 @@ async fn refuses_what_it_cannot_deploy_or_must_not_overwrite() {
     let other = dir.path().join("other-chain.json");
     AddressBook { chain_id: 11155111, ..book.clone() }.save(&other).unwrap();
     let out = deployer(&rpc, Some(ANVIL_DEV_KEY_0), &["--out", path_str(&other)]);
-    refused(&out, "is for chain 11155111, the RPC URL's is 31337");
+    refused(&out, "is for chain 11155111, the RPC URL's is 8996");
     let ghost = dir.path().join("ghost.json");
     AddressBook { lineage: Address::repeat_byte(0x42), ..book.clone() }.save(&ghost).unwrap();
     let out = deployer(&rpc, Some(ANVIL_DEV_KEY_0), &["--out", path_str(&ghost)]);
-    refused(&out, "has no code on chain 31337");
+    refused(&out, "has no code on chain 8996");
     assert_eq!(AddressBook::load(&ghost).unwrap().market, book.market, "overwritten");
     // An Ocean book for another chain.
     let fresh = dir.path().join("fresh.json");

@@ -13,12 +13,11 @@
 // 3. Derek (infer on M1): `initializeCompute`, `orderAsset` (which buys the datatoken on M1's
 //    fixed-rate exchange and starts the order with the provider fee), `computeStart`,
 //    `computeStatus` until finished, `getComputeResult` (the completions).
-// 4. Elena (evaluate on M3, a derived model): if M3 is on sale on an Ocean exchange she buys
-//    and orders with `orderAsset`; otherwise (derived models sold only on Posthuman's
-//    PeerMarket, which ocean.js does not know) Charlie, who holds M3 datatokens from his
-//    training rewards, hands her some with ocean.js's `transfer` and she orders with
-//    `Datatoken.startOrder`. Either way with the quoted fee; she starts the job, follows it and
-//    reads the report.
+// 4. Elena (evaluate on M3, a derived model): Charlie, M3's trainer, puts two of the
+//    datatokens his training earned on sale on Ocean's own fixed-rate exchange (the CLI's
+//    `models sell`); ocean.js finds that exchange from the datatoken, and Elena buys and
+//    orders with `orderAsset` and the quoted fee, starts the job, follows it and reads the
+//    report.
 // 5. Refusals, each a paid order the API must not run: the same order again, a fee signed by
 //    someone other than the operator, a fee quoted for another job kind, and one quoted for
 //    another model.
@@ -37,7 +36,6 @@ import assert from 'node:assert/strict';
 import { ethers } from 'ethers';
 import {
   ConfigHelper, Datatoken, FixedRateExchange, LogLevel, LoggerInstance, Nft, ProviderInstance, approveWei, orderAsset,
-  transfer,
 } from '@oceanprotocol/lib';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -278,28 +276,31 @@ try {
   const kindOrder = await sent(await orderAsset(M1.asset, derek, config, m1dt, endpoint, undefined, undefined, evalFee, '0', 0, service(M1, 'infer').i));
   await refused('a fee quoted for another job kind', start(derek, M1, 'infer', kindOrder, { ...infer, salt: salt() }), 'payment_invalid', /quoted for another job/);
 
-  // 4. Elena: evaluation of M3, a derived model, bought on its Ocean exchange if it has one
-  // with supply; else two of the datatokens Charlie's training earned, handed over with
-  // ocean.js's transfer (a derived model sold only on Posthuman's PeerMarket).
+  // 4. Elena: evaluation of M3, a derived model, bought on its Ocean exchange: Charlie, its
+  // trainer, first puts two of the datatokens his training earned on sale there with the CLI
+  // (`models sell`: ModelLineage.openSale, the exchange's owner of record being him).
   const m3dtAddr = service(M3, 'evaluate').datatokenAddress;
   const m3dt = new Datatoken(elena, chainId, config);
+  const sell = spawnSync(
+    join(bin, 'posthuman'),
+    ['--api', base, '--key-env', 'POSTHUMAN_OCEAN_TEST_CHARLIE', '--yes', 'models', 'sell', M3.nft, '--price', '1.5', '--amount', '2'],
+    { cwd: root, encoding: 'utf8', env: { ...process.env, POSTHUMAN_OCEAN_TEST_CHARLIE: devKey('charlie') } },
+  );
+  assert.equal(sell.status, 0, `Charlie's models sell: ${sell.stdout} ${sell.stderr}`);
   const exchanges = await m3dt.getFixedRates(m3dtAddr);
-  const fre = exchanges.length > 0 ? new FixedRateExchange(config.fixedRateExchangeAddress, elena, chainId, config) : null;
-  const onSale = fre && Number((await fre.getExchange(exchanges[0].id)).dtSupply) >= 2;
-  log(`M3 (derived) on Ocean's contracts: ${exchanges.length} exchange(s)${onSale ? ' with supply: bought with orderAsset' : ''}`);
+  assert.equal(exchanges.length, 1, 'M3 has one Ocean exchange');
+  const fre = new FixedRateExchange(config.fixedRateExchangeAddress, elena, chainId, config);
+  const ex = await fre.getExchange(exchanges[0].id);
+  assert.equal(Number(ex.dtSupply), 2, 'the exchange sells the two datatokens Charlie deposited');
+  assert.equal(ex.exchangeOwner.toLowerCase(), charlie.address.toLowerCase(), 'Charlie owns the sale');
+  log(`M3 (derived) on sale on Ocean's exchange by its trainer: ${ex.dtSupply} datatokens at ${ex.fixedRate} OCEAN; Elena buys with orderAsset`);
   const royalty = BigInt((await m3dt.getPublishingMarketFee(m3dtAddr)).publishMarketFeeAmount);
   // startOrder also pulls the datatoken's royalty (publish-market fee) in OCEAN, which
   // orderAsset's own approval (the provider fee alone) does not cover.
   const approveFee = (f) => approveWei(elena, config, elena.address, token, m3dtAddr, (BigInt(f.providerFeeAmount) + royalty).toString(), true);
-  if (!onSale) {
-    log('no Ocean exchange sells M3: derived models are sold on PeerMarket only, which ocean.js cannot buy from; Charlie hands Elena two');
-    assert.ok(Number(await m3dt.balance(m3dtAddr, charlie.address)) >= 2, 'Charlie holds M3 datatokens');
-    await sent(await transfer(charlie, config, m3dtAddr, elena.address, '2'));
-  }
   const orderDirect = async (f, serviceIndex) => {
     await approveFee(f);
-    if (onSale) return sent(await orderAsset(M3.asset, elena, config, m3dt, endpoint, undefined, undefined, f, '0', 0, serviceIndex));
-    return sent(await m3dt.startOrder(m3dtAddr, elena.address, serviceIndex, f));
+    return sent(await orderAsset(M3.asset, elena, config, m3dt, endpoint, undefined, undefined, f, '0', 0, serviceIndex));
   };
   const evalM3 = await init(elena, M3, 'evaluate', evaluate);
   const m3order = await orderDirect(evalM3, service(M3, 'evaluate').i);

@@ -182,6 +182,10 @@ uint256 constant VAULT_SEED = 1;
 contract ModelLineage {
     /// ERC725Y key holding a model's canonical weights hash in its data NFT.
     bytes32 public constant WEIGHTS_HASH_KEY = keccak256("posthuman.weightsHash");
+    /// The same hash as text ("0x" + 64 lowercase hex digits), which Ocean's tools can read
+    /// (ocean.js decodes ERC725Y values as UTF-8). Written beside the raw commitment for
+    /// derived models, as a root's publisher writes it for roots; nothing here reads it.
+    bytes32 public constant WEIGHTS_HASH_HEX_KEY = keccak256("posthuman.weightsHashHex");
     uint256 public constant MAX_BENEFICIARIES = 16;
     uint256 public constant BPS = 10_000;
     /// Most derivations below a root (a root has depth 0).
@@ -478,6 +482,7 @@ contract ModelLineage {
         );
         creatingChild = false;
         IOceanNft(childNft).setNewData(WEIGHTS_HASH_KEY, abi.encodePacked(job.outputWeightsHash));
+        IOceanNft(childNft).setNewData(WEIGHTS_HASH_HEX_KEY, _hexText(job.outputWeightsHash));
         // Starts the datatoken's reentrancy guard (see the contract notes): `reuseOrder` is
         // the one `nonReentrant` function open to anyone. With an all-zero fee it transfers
         // nothing: the unsigned fee recovers to address 0, which is its fee address, and a
@@ -723,6 +728,19 @@ contract ModelLineage {
         who[n] = to;
         amount[n] = value;
         return n + 1;
+    }
+
+    /// "0x" + the 64 lowercase hex digits of `h`.
+    function _hexText(bytes32 h) private pure returns (bytes memory s) {
+        bytes16 digits = "0123456789abcdef";
+        s = new bytes(66);
+        s[0] = "0";
+        s[1] = "x";
+        for (uint256 i = 0; i < 32; i++) {
+            uint8 b = uint8(h[i]);
+            s[2 + 2 * i] = digits[b >> 4];
+            s[3 + 2 * i] = digits[b & 0x0f];
+        }
     }
 
     function _weightsHashOf(address nft) private view returns (bytes32 h) {

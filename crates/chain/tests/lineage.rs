@@ -82,6 +82,12 @@ async fn only_the_operator_records_and_a_job_records_once() {
     let nft = ERC721Template::new(child.nft, e.chain.provider());
     assert_eq!(nft.ownerOf(U256::from(1)).call().await.unwrap(), e.chain.book().lineage);
     assert_eq!(e.chain.weights_commitment(child.nft).await.unwrap(), Some(w));
+    // … and, as a root's publisher writes it, the same hash as text Ocean's tools decode.
+    let hex = e.chain.nft_data(child.nft, posthuman_chain::client::weights_hash_hex_key()).await;
+    assert_eq!(
+        String::from_utf8(hex.unwrap().to_vec()).unwrap(),
+        format!("{:#x}", alloy::primitives::B256::from(w.0))
+    );
     let dt = ERC20Template::new(child.datatoken, e.chain.provider().clone());
     assert!(dt.isMinter(e.chain.book().lineage).call().await.unwrap());
     for who in [e.chain.operator(), alice, bob] {

@@ -199,15 +199,18 @@ try {
     return { i, ...asset.ddo.services[i] };
   };
   // The weights commitment as Ocean's tools read an NFT's ERC725Y data: the raw 32 bytes
-  // under posthuman.weightsHash are not UTF-8 (getData throws), their hex text is. Roots only
-  // for now: a derived model's NFT is written by the lineage contract, which stores the raw key.
+  // under posthuman.weightsHash are not UTF-8 (getData throws), their hex text is, for a
+  // root (its publisher writes it) and a derived model (the lineage contract writes it).
   // (ocean.js hashes a key given as bytes: the ERC725Y key is keccak256 of the name.)
   const key = (name) => ethers.hexlify(ethers.toUtf8Bytes(name));
   await assert.rejects(nft.getData(M1.nft, key('posthuman.weightsHash')), 'the raw commitment is not text');
   const hexHash = await nft.getData(M1.nft, key('posthuman.weightsHashHex'));
   assert.equal(hexHash, M1.ddo.metadata.additionalInformation.weightsHash, 'getData decodes the weights hash');
   assert.equal(hexHash, m1.weights_hash, 'the demo\'s M1 weights');
-  log(`discovered M1 ${M1.ddo.id} and M3 ${M3.ddo.id} from their DDOs; M1's weights ${hexHash} read with Nft.getData`);
+  const m3Hash = await nft.getData(M3.nft, key('posthuman.weightsHashHex'));
+  assert.equal(m3Hash, M3.ddo.metadata.additionalInformation.weightsHash, 'a derived model\'s too');
+  assert.equal(m3Hash, m3.weights_hash, 'the demo\'s M3 weights');
+  log(`discovered M1 ${M1.ddo.id} and M3 ${M3.ddo.id} from their DDOs; their weights ${hexHash}, ${m3Hash} read with Nft.getData`);
 
   const env = (await ProviderInstance.getComputeEnvironments(endpoint))[0].id;
   const token = config.oceanTokenAddress;

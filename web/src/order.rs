@@ -834,6 +834,7 @@ mod tests {
             lineage: Address::repeat_byte(0x11),
             ocean: Some(Address::repeat_byte(0x0c)),
             fixed_rate: Address::repeat_byte(0x0f),
+            deployed_at_block: 0,
         }
     }
 

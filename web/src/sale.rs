@@ -95,6 +95,7 @@ mod tests {
             lineage: Address::repeat_byte(2),
             ocean: Some(Address::repeat_byte(3)),
             fixed_rate: Address::repeat_byte(4),
+            deployed_at_block: 0,
         };
         let (nft, dt) = (Address::repeat_byte(5), Address::repeat_byte(6));
         let txs = sale_txs(&book, nft, dt, "2", "10").unwrap();

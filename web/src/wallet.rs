@@ -110,6 +110,54 @@ pub fn add_params(chain_id: u64, rpc_url: Option<&str>) -> Option<Value> {
     }]))
 }
 
+/// One `RewardPaid(jobId, childDatatoken, beneficiary, amount)` event of the lineage
+/// contract: datatokens of a derived model minted to a trainer by its derivation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewardLog {
+    /// The lineage contract's job id of the derivation that paid it.
+    pub job_id: alloy::primitives::B256,
+    pub datatoken: Address,
+    pub amount: U256,
+}
+
+/// `eth_getLogs` params: every `RewardPaid` of `lineage` naming `beneficiary` (its third
+/// indexed topic), since the deployment's block.
+pub fn reward_logs_params(lineage: Address, beneficiary: Address, from_block: u64) -> Value {
+    let sig = alloy::primitives::keccak256("RewardPaid(bytes32,address,address,uint256)");
+    json!([{
+        "address": lineage.to_checksum(None),
+        "fromBlock": format!("0x{from_block:x}"),
+        "toBlock": "latest",
+        "topics": [sig.to_string(), null, null, beneficiary.into_word().to_string()],
+    }])
+}
+
+/// The events of an `eth_getLogs` answer to [`reward_logs_params`].
+pub fn parse_reward_logs(v: &Value) -> Result<Vec<RewardLog>, WalletError> {
+    let bad = |what: &str| WalletError::Other(format!("a reward event with {what}"));
+    let logs =
+        v.as_array().ok_or_else(|| WalletError::Other(format!("eth_getLogs answered {v}")))?;
+    logs.iter()
+        .map(|l| {
+            let topic = |i: usize| -> Result<alloy::primitives::B256, WalletError> {
+                l["topics"][i]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| bad("a bad topic"))
+            };
+            let data = l["data"].as_str().and_then(unhex).ok_or_else(|| bad("no data"))?;
+            if data.len() != 32 {
+                return Err(bad("data that is not one uint256"));
+            }
+            Ok(RewardLog {
+                job_id: topic(1)?,
+                datatoken: Address::from_word(topic(2)?),
+                amount: U256::from_be_slice(&data),
+            })
+        })
+        .collect()
+}
+
 /// The bytes of a node's `0x…` data answer (`None`: not `0x`-prefixed hex).
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     alloy::hex::decode(s.strip_prefix("0x")?).ok()
@@ -132,6 +180,32 @@ mod tests {
         assert_eq!(parse_balance(&json!(answer)).unwrap(), U256::from(1234u64));
         assert!(parse_balance(&json!("0x12")).is_err());
         assert!(parse_balance(&json!(null)).is_err());
+    }
+
+    #[test]
+    fn reward_events_are_asked_for_by_beneficiary_and_read() {
+        let lineage: Address = "0x00000000000000000000000000000000000000aa".parse().unwrap();
+        let me: Address = "0x00000000000000000000000000000000000000bb".parse().unwrap();
+        let p = reward_logs_params(lineage, me, 16);
+        assert_eq!(p[0]["fromBlock"], "0x10");
+        // keccak256("RewardPaid(bytes32,address,address,uint256)"), as the contract emits it.
+        let sig = p[0]["topics"][0].as_str().unwrap().to_string();
+        assert_eq!(sig.len(), 66);
+        assert_eq!(p[0]["topics"][3], format!("0x{:0>64}", "bb"));
+        let log = json!([{
+            "topics": [sig, format!("0x{:0>64}", "01"), format!("0x{:0>64}", "cc"), format!("0x{:0>64}", "bb")],
+            "data": format!("0x{:064x}", 5_000_000_000_000_000_000u128),
+        }]);
+        let got = parse_reward_logs(&log).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].datatoken,
+            "0x00000000000000000000000000000000000000cc".parse::<Address>().unwrap()
+        );
+        assert_eq!(got[0].amount, U256::from(5_000_000_000_000_000_000u128));
+        assert_eq!(got[0].job_id, alloy::primitives::B256::with_last_byte(1));
+        assert!(parse_reward_logs(&json!([{ "topics": [], "data": "0x" }])).is_err());
+        assert!(parse_reward_logs(&json!({})).is_err());
     }
 
     #[test]

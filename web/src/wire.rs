@@ -44,4 +44,7 @@ pub struct AddressBook {
     /// Ocean's fixed-rate exchange (datatokens are bought there).
     #[serde(default)]
     pub fixed_rate: Address,
+    /// The deployment's first block: event reads (the account's rewards) start there.
+    #[serde(default)]
+    pub deployed_at_block: u64,
 }

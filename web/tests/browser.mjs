@@ -731,7 +731,20 @@ try {
     assert.equal(onSale.price, (2n * 10n ** 18n).toString());
     assert.match(onSale.exchange_id, /^0x[0-9a-f]{64}$/);
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'model-lora.png'), fullPage: true });
-    log(`LoRA train ${loraId} ordered through the form: derived ${derived} "Browser LoRA" (BLORA), "LoRA r 4 (c_attn, c_proj)", put on sale by its trainer at 2 OCEAN`);
+    // His account page lists the reward this training earned: the lineage contract's
+    // RewardPaid event naming him, read through the wallet, with the model it minted.
+    await op.goto(`${base}/account`);
+    const rewardRow = (nft) => [...document.querySelectorAll('#rewards tr.reward')]
+      .find((r) => r.querySelector('a')?.getAttribute('href')?.toLowerCase() === `/models/${nft}`.toLowerCase());
+    await op.waitForFunction(rewardRow, derived, { timeout: 30_000 });
+    const [rewardText, rewardAmount] = await op.evaluate((nft) => {
+      const r = [...document.querySelectorAll('#rewards tr.reward')]
+        .find((x) => x.querySelector('a')?.getAttribute('href')?.toLowerCase() === `/models/${nft}`.toLowerCase());
+      return [r.innerText, r.dataset.amount];
+    }, derived);
+    assert.match(rewardText, /BLORA \(Browser LoRA\)/);
+    assert.ok(BigInt(rewardAmount) > 0n, `a reward minted: ${rewardAmount}`);
+    log(`LoRA train ${loraId} ordered through the form: derived ${derived} "Browser LoRA" (BLORA), "LoRA r 4 (c_attn, c_proj)", put on sale by its trainer at 2 OCEAN; his account page lists the reward (${rewardAmount} base units)`);
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
   }

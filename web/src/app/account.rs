@@ -1,6 +1,7 @@
 //! `/account`: the connected wallet's balances (OCEAN and the datatoken of every model in the
-//! catalogue, read with `eth_call` `balanceOf` through the wallet's own provider) and its
-//! jobs. The address is the wallet's, never typed.
+//! catalogue, read with `eth_call` `balanceOf` through the wallet's own provider), the rewards
+//! its trainings earned (the lineage contract's `RewardPaid` events naming it, read with
+//! `eth_getLogs` through the wallet) and its jobs. The address is the wallet's, never typed.
 
 use alloy::primitives::{Address, U256};
 use yew::prelude::*;
@@ -12,7 +13,9 @@ use crate::eip1193::Provider;
 use crate::format::tokens;
 use crate::net::get_all;
 use crate::route::Route;
-use crate::wallet::{balance_call, network_name, parse_balance, short_address};
+use crate::wallet::{
+    balance_call, network_name, parse_balance, parse_reward_logs, reward_logs_params, short_address,
+};
 use crate::wire::{ChainInfo, ModelView};
 
 #[function_component]
@@ -27,12 +30,15 @@ pub fn AccountPage() -> Html {
         };
     };
     let chain = wallet.as_ref().and_then(|w| w.chain_id);
+    let models = use_all_models();
     html! {
         <section id="account" data-account={account.to_checksum(None)}>
             <h1>{ "My account" }</h1>
             <p>{ "Address " }<code id="account-address">{ account.to_checksum(None) }</code></p>
             <h2>{ "Balances" }</h2>
-            <Balances {account} {provider} {chain} />
+            <Balances {account} provider={provider.clone()} {chain} models={models.clone()} />
+            <h2>{ "Rewards received" }</h2>
+            <Rewards {account} {provider} {chain} {models} />
             <h2>{ "My jobs" }</h2>
             <JobList consumer={account.to_checksum(None)} />
         </section>
@@ -48,6 +54,112 @@ struct BalancesProps {
     provider: Provider,
     /// The wallet's chain: balances are read again when it changes.
     chain: Option<u64>,
+    /// Every model of the catalogue.
+    models: Load<Vec<ModelView>>,
+}
+
+/// Every model of the catalogue, not only its first page.
+#[hook]
+fn use_all_models() -> Load<Vec<ModelView>> {
+    let models = use_state(|| Load::<Vec<ModelView>>::Loading);
+    {
+        let models = models.clone();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                models.set(match get_all::<ModelView>("/api/models", MAX_MODEL_PAGES).await {
+                    Ok(ms) => Load::Ready(ms),
+                    Err(e) => Load::Failed(e),
+                });
+            });
+            || ()
+        });
+    }
+    (*models).clone()
+}
+
+/// Rewards received: each derivation that minted the account datatokens, from the chain.
+#[function_component]
+fn Rewards(p: &BalancesProps) -> Html {
+    let chain = use_json::<ChainInfo>("/api/chain".into());
+    let rows = use_state(|| Load::<Vec<(String, Option<String>, String, U256)>>::Loading);
+    {
+        let rows = rows.clone();
+        let deps = (chain.clone(), p.models.clone(), p.account, p.provider.clone(), p.chain);
+        use_effect_with(deps, move |(chain, models, account, provider, on)| {
+            let current = std::rc::Rc::new(std::cell::Cell::new(true));
+            let flag = current.clone();
+            match (chain, models) {
+                (Load::Ready(c), _) if *on != Some(c.address_book.chain_id) => {
+                    rows.set(Load::Failed(
+                        "Switch your wallet to this storefront's network to read your rewards."
+                            .into(),
+                    ))
+                }
+                (Load::Ready(c), Load::Ready(ms)) => {
+                    let book = &c.address_book;
+                    let params = reward_logs_params(book.lineage, *account, book.deployed_at_block);
+                    let (provider, ms) = (provider.clone(), ms.clone());
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let got = match provider.request("eth_getLogs", params).await {
+                            Ok(v) => parse_reward_logs(&v).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let got = got.map(|logs| {
+                            logs.into_iter()
+                                .map(|r| {
+                                    let dt = r.datatoken.to_checksum(None);
+                                    let m = ms
+                                        .iter()
+                                        .find(|m| m.card.datatoken.eq_ignore_ascii_case(&dt));
+                                    let label = m.map_or_else(
+                                        || dt.clone(),
+                                        |m| format!("{} ({})", m.card.symbol, m.card.name),
+                                    );
+                                    (
+                                        label,
+                                        m.map(|m| m.card.nft.clone()),
+                                        r.job_id.to_string(),
+                                        r.amount,
+                                    )
+                                })
+                                .collect()
+                        });
+                        if flag.get() {
+                            rows.set(match got {
+                                Ok(rs) => Load::Ready(rs),
+                                Err(e) => Load::Failed(format!("could not read your rewards: {e}")),
+                            });
+                        }
+                    });
+                }
+                (Load::Failed(e), _) | (_, Load::Failed(e)) => rows.set(Load::Failed(e.clone())),
+                _ => {}
+            }
+            move || current.set(false)
+        });
+    }
+    show(&rows, |rs| {
+        if rs.is_empty() {
+            return html! { <p id="no-rewards">{ "None yet: training a model earns its new datatokens." }</p> };
+        }
+        html! {
+            <table id="rewards" aria-live="polite">
+                <thead><tr><th>{ "derived model" }</th><th>{ "derivation (job)" }</th><th>{ "datatokens" }</th></tr></thead>
+                <tbody>
+                { for rs.iter().map(|(label, nft, job, amount)| html! {
+                    <tr class="reward" data-amount={amount.to_string()}>
+                        <td>{ match nft {
+                            Some(nft) => html! { <Link to={Route::Model(nft.clone())}>{ label.clone() }</Link> },
+                            None => html! { label.clone() },
+                        } }</td>
+                        <td><code title={job.clone()}>{ format!("{}…", &job[..10]) }</code></td>
+                        <td>{ tokens(&amount.to_string()) }</td>
+                    </tr>
+                }) }
+                </tbody>
+            </table>
+        }
+    })
 }
 
 /// One token's row: what it is, and its balance (or why it could not be read).
@@ -62,21 +174,7 @@ struct Row {
 #[function_component]
 fn Balances(p: &BalancesProps) -> Html {
     let chain = use_json::<ChainInfo>("/api/chain".into());
-    // Every model of the catalogue, not only its first page.
-    let models = use_state(|| Load::<Vec<ModelView>>::Loading);
-    {
-        let models = models.clone();
-        use_effect_with((), move |_| {
-            wasm_bindgen_futures::spawn_local(async move {
-                models.set(match get_all::<ModelView>("/api/models", MAX_MODEL_PAGES).await {
-                    Ok(ms) => Load::Ready(ms),
-                    Err(e) => Load::Failed(e),
-                });
-            });
-            || ()
-        });
-    }
-    let models = (*models).clone();
+    let models = p.models.clone();
     let rows = use_state(|| Load::<Vec<Row>>::Loading);
     {
         let rows = rows.clone();

@@ -21,8 +21,11 @@ async fn chat_configs_are_validated_and_stored_beside_the_model() {
     let gc = br#"{"eos_token_id": [0]}"#;
 
     // Wrong types are refused, naming the part; nothing is published.
-    let bad: [(&str, &[u8]); 6] = [
+    let bad: [(&str, &[u8]); 8] = [
         ("chat_template", b"  "),
+        // Templates that do not parse (an unclosed block), from either place they live.
+        ("chat_template", b"{% for m in messages %}{{ m.content }}"),
+        ("tokenizer_config", br#"{"chat_template": "{{ messages[0].content "}"#),
         ("generation_config", br#"{"eos_token_id": "0"}"#),
         ("tokenizer_config", br#"{"add_bos_token": 1}"#),
         ("tokenizer_config", b"not json"),

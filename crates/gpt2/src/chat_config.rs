@@ -194,6 +194,20 @@ impl ChatConfig {
         Ok(self)
     }
 
+    /// Checks that the chat template parses as the worker's MiniJinja engine reads it: what
+    /// the API checks on publish, so a template that could never render is refused there
+    /// (naming the file it came from) instead of failing every chat job later. Unknown
+    /// functions and filters are not parse errors: they are resolved when rendering.
+    /// `file` names where the template came from (`tokenizer_config.json` or
+    /// `chat_template.jinja`).
+    pub fn check_template_syntax(&self, file: &'static str) -> Result<(), ChatConfigError> {
+        let Some(t) = &self.chat_template else { return Ok(()) };
+        let env = minijinja::Environment::new();
+        env.template_from_str(t)
+            .map(|_| ())
+            .map_err(|e| err(file, format!("`chat_template` does not parse: {e}")))
+    }
+
     /// Checks the special tokens and stop ids against a parsed `tokenizer.json` (its
     /// `model.vocab`, an object for BPE/WordPiece/WordLevel or a list for Unigram, and its
     /// `added_tokens`) without building the tokenizer: what the API can check on publish

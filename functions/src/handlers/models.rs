@@ -219,9 +219,15 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     let mut chat =
         ChatConfig::parse(up.tokenizer_config.as_deref(), up.generation_config.as_deref())
             .map_err(chat_error)?;
-    if let Some(t) = &up.chat_template {
-        chat = chat.with_template_file(t).map_err(chat_error)?;
-    }
+    let template_file = match &up.chat_template {
+        Some(t) => {
+            chat = chat.with_template_file(t).map_err(chat_error)?;
+            CHAT_TEMPLATE_FILE
+        }
+        None => TOKENIZER_CONFIG,
+    };
+    // A template that does not parse would fail every chat job: refused here, naming its part.
+    chat.check_template_syntax(template_file).map_err(chat_error)?;
     let tokenizer: serde_json::Value = serde_json::from_slice(&up.tokenizer)
         .map_err(|_| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
     chat.check_tokens(&tokenizer).map_err(chat_error)?;

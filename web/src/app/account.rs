@@ -11,7 +11,6 @@ use super::wallet::WalletHandle;
 use super::{Link, Load, show, use_json};
 use crate::eip1193::Provider;
 use crate::format::tokens;
-use crate::net::get_all;
 use crate::route::Route;
 use crate::wallet::{
     balance_call, network_name, parse_balance, parse_reward_logs, reward_logs_params, short_address,
@@ -30,7 +29,7 @@ pub fn AccountPage() -> Html {
         };
     };
     let chain = wallet.as_ref().and_then(|w| w.chain_id);
-    let models = use_all_models();
+    let models = super::use_all_models();
     html! {
         <section id="account" data-account={account.to_checksum(None)}>
             <h1>{ "My account" }</h1>
@@ -45,9 +44,6 @@ pub fn AccountPage() -> Html {
     }
 }
 
-/// Catalogue pages read for the balances (200 models each).
-const MAX_MODEL_PAGES: usize = 50;
-
 #[derive(Properties, PartialEq)]
 struct BalancesProps {
     account: Address,
@@ -56,25 +52,6 @@ struct BalancesProps {
     chain: Option<u64>,
     /// Every model of the catalogue.
     models: Load<Vec<ModelView>>,
-}
-
-/// Every model of the catalogue, not only its first page.
-#[hook]
-fn use_all_models() -> Load<Vec<ModelView>> {
-    let models = use_state(|| Load::<Vec<ModelView>>::Loading);
-    {
-        let models = models.clone();
-        use_effect_with((), move |_| {
-            wasm_bindgen_futures::spawn_local(async move {
-                models.set(match get_all::<ModelView>("/api/models", MAX_MODEL_PAGES).await {
-                    Ok(ms) => Load::Ready(ms),
-                    Err(e) => Load::Failed(e),
-                });
-            });
-            || ()
-        });
-    }
-    (*models).clone()
 }
 
 /// Rewards received: each derivation that minted the account datatokens, from the chain.

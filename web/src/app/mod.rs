@@ -61,6 +61,31 @@ where
 }
 
 /// Renders a [`Load`]: a spinner line, the error, or `ready(value)`.
+/// Catalogue pages read when a page needs every model (200 models each).
+const MAX_MODEL_PAGES: usize = 50;
+
+/// Every model of the catalogue, not only its first page: the account's balances and
+/// rewards, and the names in a model's lineage (an ancestor may be far down the catalogue).
+#[hook]
+pub fn use_all_models() -> Load<Vec<crate::wire::ModelView>> {
+    let models = use_state(|| Load::<Vec<crate::wire::ModelView>>::Loading);
+    {
+        let models = models.clone();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                let all =
+                    crate::net::get_all::<crate::wire::ModelView>("/api/models", MAX_MODEL_PAGES);
+                models.set(match all.await {
+                    Ok(ms) => Load::Ready(ms),
+                    Err(e) => Load::Failed(e),
+                });
+            });
+            || ()
+        });
+    }
+    (*models).clone()
+}
+
 pub fn show<T>(l: &Load<T>, ready: impl FnOnce(&T) -> Html) -> Html {
     match l {
         Load::Loading => html! { <p class="loading">{ "Loading…" }</p> },

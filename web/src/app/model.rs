@@ -75,7 +75,8 @@ fn lineage_tree(
 #[function_component]
 pub fn ModelPage(p: &ModelProps) -> Html {
     let model = use_json::<ModelView>(format!("/api/models/{}", p.nft));
-    let all = use_json::<Vec<ModelView>>("/api/models".into());
+    // Every page of the catalogue: the lineage's names may be far down it.
+    let all = super::use_all_models();
     let train = use_json::<Quote>(format!("/api/models/{}/quote?kind=train", p.nft));
     let infer = use_json::<Quote>(format!("/api/models/{}/quote?kind=infer", p.nft));
     let evaluate = use_json::<Quote>(format!("/api/models/{}/quote?kind=evaluate", p.nft));

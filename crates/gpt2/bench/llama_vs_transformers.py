@@ -22,14 +22,8 @@ import subprocess
 import sys
 import time
 
-SHAPES = {
-    "llama30m": dict(vocab_size=8192, hidden_size=512, intermediate_size=1376,
-                     num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
-                     tie_word_embeddings=False),
-    "smollm135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                       tie_word_embeddings=True),
-}
+# The same shapes as the training side (and as posthuman_gpt2::bench::llama_shape).
+from lora_vs_peft import SHAPES  # noqa: E402  (this script's directory is on sys.path)
 
 
 def torch_side(a):

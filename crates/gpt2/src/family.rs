@@ -567,16 +567,9 @@ impl AnyModel {
             // speed to spare and the memory to save). A LoRA step keeps little already (its
             // fused frozen ops), and on a GPU the whole graph keeps the speed.
             AnyModel::Llama(m) if !m.has_lora() && ids.device().is_cpu() => {
-                let mut first = grads.is_none();
+                let acc = grads.get_or_insert_with(|| Grads::zeros(opt));
                 let loss = m.loss_and_grads_checkpointed(ids, targets, |store| {
-                    if first {
-                        *grads =
-                            Some(Grads::from_store(opt, store).map_err(candle_core::Error::wrap)?);
-                        first = false;
-                    } else if let Some(acc) = grads.as_mut() {
-                        acc.accumulate(opt, store).map_err(candle_core::Error::wrap)?;
-                    }
-                    Ok(())
+                    acc.accumulate(opt, store).map_err(candle_core::Error::wrap)
                 })?;
                 Ok(loss)
             }

@@ -59,6 +59,7 @@
 //! ```
 
 mod backprop;
+pub mod bench;
 pub mod chat_config;
 mod config;
 mod error;

@@ -37,17 +37,6 @@ fn args() -> AnyResult<Args> {
     Ok(a)
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn tokens(rng: &mut SeededRng, b: usize, t: usize, vocab: usize) -> AnyResult<Tensor> {
     let v: Vec<u32> = (0..b * t).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
     Ok(Tensor::from_vec(v, (b, t), &Device::Cpu)?)
@@ -129,7 +118,7 @@ fn main() -> AnyResult<()> {
             phase[path] += (t2 - t1).as_secs_f64();
         }
     }
-    let train_rss = peak_rss_mib();
+    let train_rss = posthuman_gpt2::bench::peak_rss_mib();
     let train_tps = train_time.map(|t| (a.steps * batch * ctx) as f64 / t);
     let train_gflops = train_tps.map(|t| t * 3.0 * fwd_flops_per_token(&cfg, ctx) / 1e9);
 
@@ -179,7 +168,7 @@ fn main() -> AnyResult<()> {
         }
     }
     let gen_tps = (rounds * new_tokens) as f64 / t0.elapsed().as_secs_f64();
-    let rss = peak_rss_mib();
+    let rss = posthuman_gpt2::bench::peak_rss_mib();
 
     if a.json {
         println!(

@@ -55,37 +55,6 @@ fn args() -> AnyResult<Args> {
     Ok(a)
 }
 
-/// The same shapes as `lora-bench` (and the Python side).
-fn shape(name: &str) -> AnyResult<llama::Config> {
-    let mut c = match name {
-        "llama30m" => {
-            let mut c = llama::Config::tiny(8192, 512, 8, 8, 8);
-            c.intermediate_size = 1376;
-            c
-        }
-        "smollm135m" => {
-            let mut c = llama::Config::tiny(49152, 576, 30, 9, 3);
-            c.intermediate_size = 1536;
-            c.tie_word_embeddings = true;
-            c
-        }
-        other => return Err(format!("unknown shape {other}").into()),
-    };
-    c.max_position_embeddings = 2048;
-    Ok(c)
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn random_ids(rng: &mut SeededRng, n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
 }
@@ -94,7 +63,7 @@ fn main() -> AnyResult<()> {
     let a = args()?;
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { posthuman_gpt2::configure_threads(Some(a.threads)) };
-    let cfg = shape(&a.shape)?;
+    let cfg = posthuman_gpt2::bench::llama_shape(&a.shape)?;
     // Plain tensors, not variables: inference builds no graph, as the worker's model loads.
     let vm = llama::init_weights(&cfg, 1)?;
     let tensors: HashMap<String, Tensor> = vm
@@ -157,7 +126,7 @@ fn main() -> AnyResult<()> {
             "mode": a.mode,
             "shape": a.shape,
             "tok_per_s": tokens as f64 / secs,
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": posthuman_gpt2::bench::peak_rss_mib(),
             "check": check,
         })
     );

@@ -52,37 +52,6 @@ fn args() -> AnyResult<Args> {
     Ok(a)
 }
 
-/// The shapes: a ~30M-parameter Llama and SmolLM2-135M (random init either way).
-fn shape(name: &str) -> AnyResult<llama::Config> {
-    let mut c = match name {
-        "llama30m" => {
-            let mut c = llama::Config::tiny(8192, 512, 8, 8, 8);
-            c.intermediate_size = 1376;
-            c
-        }
-        "smollm135m" => {
-            let mut c = llama::Config::tiny(49152, 576, 30, 9, 3);
-            c.intermediate_size = 1536;
-            c.tie_word_embeddings = true;
-            c
-        }
-        other => return Err(format!("unknown shape {other}").into()),
-    };
-    c.max_position_embeddings = 2048;
-    Ok(c)
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 /// User + system CPU seconds of this process so far (getrusage): on a shared machine, tokens
 /// per CPU-second moves less with other people's load than tokens per wall second.
 fn cpu_secs() -> f64 {
@@ -114,7 +83,7 @@ fn main() -> AnyResult<()> {
     let a = args()?;
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { posthuman_gpt2::configure_threads(Some(a.threads)) };
-    let cfg = shape(&a.shape)?;
+    let cfg = posthuman_gpt2::bench::llama_shape(&a.shape)?;
     let vm = llama::init_weights(&cfg, 1)?;
     let mut rng = SeededRng::new(2);
     let batches: Vec<(Tensor, Tensor)> = (0..2)
@@ -190,7 +159,7 @@ fn main() -> AnyResult<()> {
             "trainable": trainable,
             "tok_per_s": (a.steps * a.batch * a.seq) as f64 / secs,
             "tok_per_cpu_s": (a.steps * a.batch * a.seq) as f64 / cpu,
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": posthuman_gpt2::bench::peak_rss_mib(),
             "checkpoint_bytes": weights + state,
             "loss": last,
         })

@@ -140,22 +140,15 @@ pub fn frozen_lora_linear(
         y = y.broadcast_add(&bias.detach())?;
     }
     let y = (y + (xa.matmul(&b.detach().t()?)? * scale)?)?;
-    if !(x.track_op() || a.track_op() || b.track_op()) {
-        return finish(y, dims, out);
-    }
-    let op = FrozenLoraGrad { w, xa, scale, y: std::sync::Mutex::new(Some(y)) };
-    let y = x2.apply_op3(a, b, op)?;
+    let y = if x.track_op() || a.track_op() || b.track_op() {
+        x2.apply_op3(a, b, FrozenLoraGrad { w, xa, scale, y: std::sync::Mutex::new(Some(y)) })?
+    } else {
+        y
+    };
     if let Some(last) = dims.last_mut() {
         *last = out;
     }
-    return y.reshape(dims);
-
-    fn finish(y: Tensor, mut dims: Vec<usize>, out: usize) -> Result<Tensor> {
-        if let Some(last) = dims.last_mut() {
-            *last = out;
-        }
-        y.reshape(dims)
-    }
+    y.reshape(dims)
 }
 
 /// The graph node of [`frozen_lora_linear`]: forwards the output computed outside the graph,
@@ -257,36 +250,15 @@ impl candle_core::CustomOp1 for FrozenSwiGluGrad {
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let d = grad.detach().matmul_last(&self.down)?;
-        let s = candle_nn_free_sigmoid(&self.g)?;
+        // x·wᵀ with w = each weight's transpose: the products back to the input width.
+        let back = |y: &Tensor, w: &Tensor| linear_no_bias(y, &w.t()?);
+        let d = back(&grad.detach(), &self.down)?;
+        let s = candle_nn::ops::sigmoid(&self.g)?;
         // silu'(g) = s·(1 + g·(1 − s))
         let dsilu = (&s * ((&self.g * (1.0 - &s)?)? + 1.0)?)?;
         let dg = ((&d * &self.u)? * dsilu)?;
         let du = (d * self.g.silu()?)?;
-        Ok(Some((dg.matmul_last(&self.gate)? + du.matmul_last(&self.up)?)?))
-    }
-}
-
-/// sigmoid(x) = 1 / (1 + exp(−x)) from candle primitives.
-fn candle_nn_free_sigmoid(x: &Tensor) -> Result<Tensor> {
-    (x.neg()?.exp()? + 1.0)?.recip()
-}
-
-/// x (…, n) · w (n, m) over the last dimension: the backward's products with HF-layout
-/// weights, which map the output width back to the input width.
-trait MatmulLast {
-    fn matmul_last(&self, w: &Tensor) -> Result<Tensor>;
-}
-
-impl MatmulLast for Tensor {
-    fn matmul_last(&self, w: &Tensor) -> Result<Tensor> {
-        let (n, m) = w.dims2()?;
-        let mut dims = self.dims().to_vec();
-        let y = self.reshape(((), n))?.matmul(w)?;
-        if let Some(last) = dims.last_mut() {
-            *last = m;
-        }
-        y.reshape(dims)
+        Ok(Some((back(&dg, &self.gate)? + back(&du, &self.up)?)?))
     }
 }
 

@@ -1,0 +1,37 @@
+//! What the benchmark binaries (`gpt2-bench`, `lora-bench`, `llama-bench`) share: the
+//! process's peak RSS, and the Llama shapes the side-by-side scripts in `bench/` measure
+//! (the Python side declares the same ones).
+
+use crate::llama;
+
+/// This process's peak resident set (`VmHWM`) in MiB; NaN where /proc is unavailable.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// The issues' benchmark shapes, random init: a ~30M-parameter Llama and SmolLM2-135M.
+pub fn llama_shape(name: &str) -> Result<llama::Config, String> {
+    let mut c = match name {
+        "llama30m" => {
+            let mut c = llama::Config::tiny(8192, 512, 8, 8, 8);
+            c.intermediate_size = 1376;
+            c
+        }
+        "smollm135m" => {
+            let mut c = llama::Config::tiny(49152, 576, 30, 9, 3);
+            c.intermediate_size = 1536;
+            c.tie_word_embeddings = true;
+            c
+        }
+        other => return Err(format!("unknown shape {other}")),
+    };
+    c.max_position_embeddings = 2048;
+    Ok(c)
+}

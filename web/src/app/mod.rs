@@ -64,8 +64,8 @@ where
 /// Catalogue pages read when a page needs every model (200 models each).
 const MAX_MODEL_PAGES: usize = 50;
 
-/// Every model of the catalogue, not only its first page: the account's balances and
-/// rewards, and the names in a model's lineage (an ancestor may be far down the catalogue).
+/// Every model of the catalogue, not only its first page (the account's balances and
+/// rewards name every model's datatoken).
 #[hook]
 pub fn use_all_models() -> Load<Vec<crate::wire::ModelView>> {
     let models = use_state(|| Load::<Vec<crate::wire::ModelView>>::Loading);

@@ -6,7 +6,6 @@ use yew::prelude::*;
 
 use std::collections::BTreeMap;
 
-use super::catalogue::names;
 use super::{Link, Load, show, use_json};
 use crate::format::{short, tokens, utc};
 use crate::route::Route;
@@ -72,22 +71,50 @@ fn lineage_tree(
     html! { <ul id="lineage" class="tree" aria-labelledby="lineage-title">{ below }</ul> }
 }
 
+/// The names of the models a lineage tree shows (ancestors and children), each read by its
+/// NFT: the catalogue's first page may hold none of them, and the whole catalogue is far
+/// more than a tree needs. A name not (yet) read shows as the short address.
+#[hook]
+fn use_names(nfts: Vec<String>) -> BTreeMap<String, String> {
+    let names = use_state(BTreeMap::new);
+    {
+        let names = names.clone();
+        use_effect_with(nfts, move |nfts| {
+            // Names read for a model no longer shown are dropped.
+            let current = std::rc::Rc::new(std::cell::Cell::new(true));
+            let (flag, nfts) = (current.clone(), nfts.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let mut got = BTreeMap::new();
+                for nft in nfts {
+                    let path = format!("/api/models/{nft}");
+                    if let Ok(m) = crate::net::get_json::<ModelView>(&path).await {
+                        got.insert(nft.to_lowercase(), m.card.name);
+                    }
+                }
+                if flag.get() {
+                    names.set(got);
+                }
+            });
+            move || current.set(false)
+        });
+    }
+    (*names).clone()
+}
+
 #[function_component]
 pub fn ModelPage(p: &ModelProps) -> Html {
     let model = use_json::<ModelView>(format!("/api/models/{}", p.nft));
-    // Every page of the catalogue: the lineage's names may be far down it.
-    let all = super::use_all_models();
     let train = use_json::<Quote>(format!("/api/models/{}/quote?kind=train", p.nft));
     let infer = use_json::<Quote>(format!("/api/models/{}/quote?kind=infer", p.nft));
     let evaluate = use_json::<Quote>(format!("/api/models/{}/quote?kind=evaluate", p.nft));
     let sale = use_state(super::sale::SaleForm::default);
     let wallet = use_context::<super::wallet::WalletHandle>();
     let chain = use_json::<crate::wire::ChainInfo>("/api/chain".into());
-    let catalogue: Vec<ModelView> = match &all {
-        Load::Ready(v) => v.clone(),
+    let shown: Vec<String> = match &model {
+        Load::Ready(m) => m.lineage.iter().chain(&m.children).cloned().collect(),
         _ => Vec::new(),
     };
-    let names = names(&catalogue);
+    let names = use_names(shown);
     let title = match &model {
         Load::Ready(m) => Some(format!("{} ({}) · Posthuman", m.card.name, m.card.symbol)),
         _ => None,

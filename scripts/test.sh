@@ -8,7 +8,7 @@ t0=$SECONDS
 stage() { printf '\n== %s (t=%ss)\n' "$1" "$((SECONDS - t0))"; }
 
 stage "setup"
-scripts/setup.sh
+scripts/setup.sh --storefront
 
 stage "format"
 cargo fmt --all -- --check

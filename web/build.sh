@@ -2,7 +2,7 @@
 # Builds the storefront into web/dist/ (index.html, style.css, the wasm-bindgen JS and the
 # wasm module), idempotently installing what it needs:
 # - Debian's wasm32 toolchain (rustc-web, cargo-web, rust-web-src, lld-22) through
-#   scripts/setup.sh: rustup here has no wasm32 std, so std is rebuilt from rust-web-src
+#   scripts/setup.sh --storefront: rustup here has no wasm32 std, so std is rebuilt from rust-web-src
 #   (web/.cargo/config.toml: build-std, the wasm-ld-22 linker);
 # - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock, installed once into
 #   ~/.cache/posthuman/tools (it must match the library byte for byte).
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 t0=$SECONDS
 
-scripts/setup.sh
+scripts/setup.sh --storefront
 
 tools="$POSTHUMAN_CACHE/tools"
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)

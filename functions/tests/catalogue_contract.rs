@@ -247,6 +247,32 @@ async fn children(cat: &dyn Catalogue) {
     assert_eq!(cat.children("../../etc", 10).await.unwrap(), Vec::<String>::new());
 }
 
+/// Default-name numbers: distinct among concurrent claimers, stable for a job, above the
+/// floor, per parent, and kept across a restart.
+async fn child_ordinals(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalogue>) {
+    let p = "0x00000000000000000000000000000000000000e0";
+    let claims = (0..8).map(|i| async move {
+        cat.claim_child_ordinal(p, &format!("j-sib-{i}"), 0).await.unwrap()
+    });
+    let mut got = futures::future::join_all(claims).await;
+    got.sort_unstable();
+    assert_eq!(got, (1..=8).collect::<Vec<u64>>(), "eight siblings, eight numbers");
+    // A job claims once: asking again (a retried completion) answers its number, not a new one.
+    let first = cat.claim_child_ordinal(p, "j-retry", 0).await.unwrap();
+    assert_eq!(first, 9);
+    assert_eq!(cat.claim_child_ordinal(p, "j-retry", 0).await.unwrap(), 9);
+    // Derivations published before numbers were kept are the floor.
+    assert_eq!(cat.claim_child_ordinal(p, "j-after-old", 20).await.unwrap(), 21);
+    assert_eq!(cat.claim_child_ordinal(p, "j-next", 3).await.unwrap(), 22);
+    // Another parent counts on its own; the parent's spelling does not matter.
+    let q = "0x00000000000000000000000000000000000000E1";
+    assert_eq!(cat.claim_child_ordinal(q, "j-other", 0).await.unwrap(), 1);
+    assert_eq!(cat.claim_child_ordinal(&q.to_lowercase(), "j-other-2", 0).await.unwrap(), 2);
+    let again = reopen();
+    assert_eq!(again.claim_child_ordinal(p, "j-retry", 0).await.unwrap(), 9);
+    assert_eq!(again.claim_child_ordinal(p, "j-after-restart", 0).await.unwrap(), 23);
+}
+
 async fn walk_jobs_after(
     cat: &dyn Catalogue,
     consumer: &str,
@@ -391,6 +417,7 @@ async fn contract_suite(cat: &dyn Catalogue, reopen: &dyn Fn() -> Arc<dyn Catalo
     assert!(!again.use_nonce(signer, "n-1").await.unwrap());
 
     children(cat).await;
+    child_ordinals(cat, reopen).await;
     let again = reopen();
     let root = "0x00000000000000000000000000000000000000d0";
     assert_eq!(again.children(root, 10).await.unwrap().len(), 2, "a restart keeps the index");

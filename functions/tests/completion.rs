@@ -227,3 +227,39 @@ async fn checkpoints_are_pruned_after_the_audit_window_only() {
     // Idempotent: nothing left to prune.
     assert_eq!(prune_checkpoints(&deps, window, now).await.unwrap(), 0);
 }
+
+/// Two train jobs of one parent that finish at once, both without names: each completion
+/// fixes its child's default name before either child is in the catalogue. Counting the
+/// published children gave both "m1 · fine-tune 1" / "M1-FT1"; they must differ, and a
+/// retried completion must get its own name back.
+#[tokio::test]
+async fn sibling_jobs_finishing_together_get_distinct_default_names() {
+    use posthuman_functions::handlers::complete::child_names;
+
+    let dir = tempfile::tempdir().unwrap();
+    let deps = deps(dir.path());
+    let parent = model();
+    deps.catalogue.put_model(&parent).await.unwrap();
+    let mut jobs = Vec::new();
+    for (i, id) in ["sib-a", "sib-b", "sib-c"].into_iter().enumerate() {
+        let mut job = queued_job(&deps, id, 10 + i as u8).await;
+        job.kind = JobKind::Train;
+        job.spec.params = JobParams::Train(posthuman_types::TrainParams::new(20, 3e-4, 4, 32));
+        deps.catalogue.put_job(&job).await.unwrap();
+        jobs.push(job);
+    }
+    let names = futures::future::join_all(jobs.iter().map(|j| child_names(&deps, &parent, j)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    let mut distinct = names.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "siblings share a default name: {names:?}");
+    let mut numbers: Vec<&str> = names.iter().map(|(n, _)| n.rsplit(' ').next().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, ["1", "2", "3"], "{names:?}");
+    assert!(names.iter().any(|(n, s)| n == "m1 · fine-tune 1" && s == "M1-FT1"), "{names:?}");
+    assert_eq!(child_names(&deps, &parent, &jobs[1]).await.unwrap(), names[1], "a retry");
+}

@@ -221,6 +221,18 @@ pub trait Catalogue: Send + Sync + Debug + 'static {
 
     /// Records a request nonce of `signer`; false if it was used before (a replay).
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError>;
+
+    /// The number of `job_id`'s derivation among `parent`'s, for its default name
+    /// ("‹parent› · fine-tune N"): above `floor` (the derivations the parent had before these
+    /// numbers were kept) and above every number claimed before, distinct across jobs even
+    /// when their completions run at once, and the same when the job claims again. A claim
+    /// whose job never derives leaves a gap, never a duplicate.
+    async fn claim_child_ordinal(
+        &self,
+        parent: &str,
+        job_id: &str,
+        floor: u64,
+    ) -> Result<u64, CatalogueError>;
 }
 
 /// Jobs on one model by kind (every phase).

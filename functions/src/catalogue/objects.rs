@@ -4,8 +4,9 @@
 //! index for per-model job lists), `model-index/<created_at>-<nft>` and
 //! `consumer-jobs/<consumer>/<newest-first created_at>-<id>` (empty index keys whose names
 //! sort in page order, so a page costs one LIST and one GET per record on it),
-//! `order-claims/<tx>/<gen>` and `order-claims/<tx>/<gen>-released`, `job-queued/<id>` and
-//! `nonces/<signer>/<nonce>`.
+//! `order-claims/<tx>/<gen>` and `order-claims/<tx>/<gen>-released`, `job-queued/<id>`,
+//! `nonces/<signer>/<nonce>`, and `child-ordinals/<parent>/<n>` (body: the job id) with
+//! `child-ordinal-of/<parent>/<job id>` (body: n) for derived models' default names.
 //!
 //! Nothing that decides who may use an order or where a job stands is ever read, changed and
 //! written back: S3 (and LocalStack) offer only a conditional *create* (`put_if_absent`,
@@ -596,5 +597,41 @@ impl Catalogue for ObjectCatalogue {
     async fn use_nonce(&self, signer: &str, nonce: &str) -> Result<bool, CatalogueError> {
         let key = self.key(&format!("nonces/{}/{}", segment(signer)?, segment(nonce)?));
         self.store.put_if_absent(&key, Bytes::from_static(b"1")).await.map_err(store_err)
+    }
+
+    /// Each number is an object created at most once (`child-ordinals/<parent>/<n>`), so two
+    /// completions that read the same highest number cannot both take the next; the loser
+    /// reads again. The job's own number is then recorded under `child-ordinal-of/`, so a
+    /// retried completion reads it back (a crash between the two writes costs a gap).
+    async fn claim_child_ordinal(
+        &self,
+        parent: &str,
+        job_id: &str,
+        floor: u64,
+    ) -> Result<u64, CatalogueError> {
+        let (parent, job) = (segment(parent)?, segment(job_id)?);
+        let mine = self.key(&format!("child-ordinal-of/{parent}/{job}"));
+        if let Some(n) = self.read::<u64>(&mine).await? {
+            return Ok(n);
+        }
+        let dir = self.key(&format!("child-ordinals/{parent}/"));
+        for _ in 0..16 {
+            let top = self
+                .store
+                .list(&dir)
+                .await
+                .map_err(store_err)?
+                .iter()
+                .filter_map(|k| k.strip_prefix(&dir)?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0);
+            let n = top.max(floor) + 1;
+            let key = format!("{dir}{}", generation(n));
+            if self.store.put_if_absent(&key, Bytes::from(job.clone())).await.map_err(store_err)? {
+                self.write(&mine, &n).await?;
+                return Ok(n);
+            }
+        }
+        Err(CatalogueError::Unavailable("a child number kept racing other completions".into()))
     }
 }

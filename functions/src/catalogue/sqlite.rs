@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS model_job_counts (model TEXT NOT NULL, kind TEXT NOT 
     n INTEGER NOT NULL, PRIMARY KEY (model, kind));
 CREATE TABLE IF NOT EXISTS orders (order_tx TEXT PRIMARY KEY, job_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (signer TEXT NOT NULL, nonce TEXT NOT NULL,
-    PRIMARY KEY (signer, nonce));";
+    PRIMARY KEY (signer, nonce));
+CREATE TABLE IF NOT EXISTS child_ordinals (parent TEXT NOT NULL, n INTEGER NOT NULL,
+    job_id TEXT NOT NULL, PRIMARY KEY (parent, n), UNIQUE (parent, job_id));";
 
 /// Schema version (`PRAGMA user_version`): 1 once `model_job_counts` holds every job.
 const VERSION: i64 = 1;
@@ -457,6 +459,53 @@ impl Catalogue for SqliteCatalogue {
                 )
                 .map_err(backend)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn claim_child_ordinal(
+        &self,
+        parent: &str,
+        job_id: &str,
+        floor: u64,
+    ) -> Result<u64, CatalogueError> {
+        let parent = parent.to_ascii_lowercase();
+        let id = job_id.to_string();
+        let floor = i64::try_from(floor).map_err(backend)?;
+        self.with(move |c| {
+            // IMMEDIATE: another process on this database (a second server) waits here
+            // instead of reading the same maximum.
+            let tx = rusqlite::Transaction::new_unchecked(c, TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let mine: Option<i64> = tx
+                .query_row(
+                    "SELECT n FROM child_ordinals WHERE parent = ?1 AND job_id = ?2",
+                    params![parent, id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let n = match mine {
+                Some(n) => n,
+                None => {
+                    let top: i64 = tx
+                        .query_row(
+                            "SELECT COALESCE(MAX(n), 0) FROM child_ordinals WHERE parent = ?1",
+                            params![parent],
+                            |r| r.get(0),
+                        )
+                        .map_err(backend)?;
+                    let n = top.max(floor) + 1;
+                    tx.execute(
+                        "INSERT INTO child_ordinals (parent, n, job_id) VALUES (?1, ?2, ?3)",
+                        params![parent, n, id],
+                    )
+                    .map_err(backend)?;
+                    n
+                }
+            };
+            tx.commit().map_err(backend)?;
+            u64::try_from(n).map_err(corrupt)
         })
         .await
     }

@@ -393,9 +393,12 @@ fn truncate(s: &str, max: usize) -> String {
 const MAX_COUNTED_CHILDREN: usize = 100_000;
 
 /// The derived model's name and datatoken symbol, the same on chain and in the catalogue: the
-/// trainer's (validated with the request), else "<parent name> · fine-tune N" (N counting the
-/// parent's derivations, this one included) and [`default_symbol`].
-async fn child_names(
+/// trainer's (validated with the request), else "<parent name> · fine-tune N" and
+/// [`default_symbol`], N being the job's number among the parent's derivations, claimed in
+/// the catalogue: counting the children already published gave two sibling jobs finishing
+/// at once the same N (a child enters the catalogue only at the end of its completion).
+/// Called once per job by the completion, which keeps the result; public for its tests.
+pub async fn child_names(
     deps: &Deps,
     parent: &ModelRecord,
     job: &JobRecord,
@@ -405,7 +408,10 @@ async fn child_names(
         _ => (None, None, false),
     };
     let n = if name.is_none() || symbol.is_none() {
-        deps.catalogue.children(&parent.card.nft, MAX_COUNTED_CHILDREN).await?.len() + 1
+        // Derivations made before numbers were claimed hold 1..=their count: claims start
+        // above them.
+        let before = deps.catalogue.children(&parent.card.nft, MAX_COUNTED_CHILDREN).await?.len();
+        deps.catalogue.claim_child_ordinal(&parent.card.nft, &job.job_id, before as u64).await?
     } else {
         0
     };
@@ -421,7 +427,7 @@ async fn child_names(
 /// symbol spells the path: AGPT-FT2-1 is the first derivation of AGPT's second); the parent's
 /// symbol reduced to the characters a symbol may hold. When that passes the symbol limit, the
 /// parent's first characters and the job id's last six keep it short and distinct.
-fn default_symbol(parent_symbol: &str, parent_is_root: bool, n: usize, job_id: &str) -> String {
+fn default_symbol(parent_symbol: &str, parent_is_root: bool, n: u64, job_id: &str) -> String {
     let mut stem: String =
         parent_symbol.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
     if stem.is_empty() {

@@ -3,7 +3,7 @@
 //! ids, balances, the provider's error codes in words). The browser side is
 //! [`crate::eip1193`]; this module is unit-tested natively.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::sol;
 use alloy::sol_types::SolCall;
 use serde_json::{Value, json};
@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 sol! {
     /// ERC-20 `balanceOf` (OCEAN and every datatoken).
     function balanceOf(address owner) external view returns (uint256);
+    /// The lineage contract's royalty vault of a derived model (zero when it has none): a
+    /// `RoyaltyPaid` event counts only from the vault the contract made for that model.
+    function royaltyVaultOf(address childNft) external view returns (address);
 }
 
 /// Why a wallet request failed, in words the page shows where it happened.
@@ -120,16 +123,116 @@ pub struct RewardLog {
     pub amount: U256,
 }
 
+/// `eth_getLogs` params since `from_block`: events of `address` (any contract when `None`)
+/// whose topics match `topics` (the event signature first; `None` matches anything).
+fn logs_params(address: Option<Address>, topics: &[Option<B256>], from_block: u64) -> Value {
+    let topics: Vec<Value> =
+        topics.iter().map(|t| t.map_or(Value::Null, |t| json!(t.to_string()))).collect();
+    let mut filter = json!({
+        "fromBlock": format!("0x{from_block:x}"),
+        "toBlock": "latest",
+        "topics": topics,
+    });
+    if let Some(a) = address {
+        filter["address"] = json!(a.to_checksum(None));
+    }
+    json!([filter])
+}
+
 /// `eth_getLogs` params: every `RewardPaid` of `lineage` naming `beneficiary` (its third
 /// indexed topic), since the deployment's block.
 pub fn reward_logs_params(lineage: Address, beneficiary: Address, from_block: u64) -> Value {
-    let sig = alloy::primitives::keccak256("RewardPaid(bytes32,address,address,uint256)");
-    json!([{
-        "address": lineage.to_checksum(None),
-        "fromBlock": format!("0x{from_block:x}"),
-        "toBlock": "latest",
-        "topics": [sig.to_string(), null, null, beneficiary.into_word().to_string()],
-    }])
+    let sig = keccak256("RewardPaid(bytes32,address,address,uint256)");
+    logs_params(Some(lineage), &[Some(sig), None, None, Some(beneficiary.into_word())], from_block)
+}
+
+/// `eth_getLogs` params: every ERC-20 `Transfer` to `account`, of any token, since the
+/// deployment's block. The tokens that emitted them are the only ones the account can hold
+/// (minting is a transfer from zero), so the account page reads those balances instead of
+/// one per catalogue model (a thousand wallet calls at a thousand models).
+pub fn received_logs_params(account: Address, from_block: u64) -> Value {
+    let sig = keccak256("Transfer(address,address,uint256)");
+    logs_params(None, &[Some(sig), None, Some(account.into_word())], from_block)
+}
+
+/// The distinct contracts that emitted the events of an `eth_getLogs` answer, in first-seen
+/// order.
+pub fn parse_log_emitters(v: &Value) -> Result<Vec<Address>, WalletError> {
+    let logs =
+        v.as_array().ok_or_else(|| WalletError::Other(format!("eth_getLogs answered {v}")))?;
+    let mut out: Vec<Address> = Vec::new();
+    for l in logs {
+        let a: Address = l["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| WalletError::Other(format!("an event without an address: {l}")))?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// One `RoyaltyPaid(childNft, beneficiary, ancestorNft, amount)` event of a royalty vault:
+/// OCEAN that orders of a derived model paid to one of its ancestors' trainers. Genuine only
+/// when `vault` is the lineage contract's `royaltyVaultOf(child)` ([`royalty_vault_call`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoyaltyLog {
+    pub vault: Address,
+    pub child: Address,
+    pub ancestor: Address,
+    pub amount: U256,
+}
+
+/// `eth_getLogs` params: every `RoyaltyPaid` naming `beneficiary`, from any contract (vaults
+/// are many; each is checked with [`royalty_vault_call`]).
+pub fn royalty_logs_params(beneficiary: Address, from_block: u64) -> Value {
+    let sig = keccak256("RoyaltyPaid(address,address,address,uint256)");
+    logs_params(None, &[Some(sig), None, Some(beneficiary.into_word())], from_block)
+}
+
+/// The events of an `eth_getLogs` answer to [`royalty_logs_params`].
+pub fn parse_royalty_logs(v: &Value) -> Result<Vec<RoyaltyLog>, WalletError> {
+    let bad = |what: &str| WalletError::Other(format!("a royalty event with {what}"));
+    let logs =
+        v.as_array().ok_or_else(|| WalletError::Other(format!("eth_getLogs answered {v}")))?;
+    logs.iter()
+        .map(|l| {
+            let topic = |i: usize| -> Result<B256, WalletError> {
+                l["topics"][i]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| bad("a bad topic"))
+            };
+            let data = l["data"].as_str().and_then(unhex).ok_or_else(|| bad("no data"))?;
+            if data.len() != 32 {
+                return Err(bad("data that is not one uint256"));
+            }
+            Ok(RoyaltyLog {
+                vault: l["address"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| bad("no address"))?,
+                child: Address::from_word(topic(1)?),
+                ancestor: Address::from_word(topic(3)?),
+                amount: U256::from_be_slice(&data),
+            })
+        })
+        .collect()
+}
+
+/// `eth_call` params asking `lineage` for `child`'s royalty vault.
+pub fn royalty_vault_call(lineage: Address, child: Address) -> Value {
+    crate::order::call_params(lineage, &royaltyVaultOfCall { childNft: child }.abi_encode())
+}
+
+/// The `eth_call` answer of [`royalty_vault_call`].
+pub fn parse_royalty_vault(v: &Value) -> Result<Address, WalletError> {
+    let s = v.as_str().ok_or_else(|| WalletError::Other(format!("royaltyVaultOf answered {v}")))?;
+    let bytes =
+        unhex(s).ok_or_else(|| WalletError::Other(format!("royaltyVaultOf answered {s}")))?;
+    royaltyVaultOfCall::abi_decode_returns(&bytes)
+        .map_err(|e| WalletError::Other(format!("royaltyVaultOf answered {s}: {e}")))
 }
 
 /// The events of an `eth_getLogs` answer to [`reward_logs_params`].
@@ -139,7 +242,7 @@ pub fn parse_reward_logs(v: &Value) -> Result<Vec<RewardLog>, WalletError> {
         v.as_array().ok_or_else(|| WalletError::Other(format!("eth_getLogs answered {v}")))?;
     logs.iter()
         .map(|l| {
-            let topic = |i: usize| -> Result<alloy::primitives::B256, WalletError> {
+            let topic = |i: usize| -> Result<B256, WalletError> {
                 l["topics"][i]
                     .as_str()
                     .and_then(|t| t.parse().ok())
@@ -206,6 +309,62 @@ mod tests {
         assert_eq!(got[0].job_id, alloy::primitives::B256::with_last_byte(1));
         assert!(parse_reward_logs(&json!([{ "topics": [], "data": "0x" }])).is_err());
         assert!(parse_reward_logs(&json!({})).is_err());
+    }
+
+    #[test]
+    fn received_tokens_and_royalties_are_read_from_logs() {
+        let me: Address = "0x00000000000000000000000000000000000000bb".parse().unwrap();
+        let p = received_logs_params(me, 7);
+        assert!(p[0].get("address").is_none(), "any token");
+        assert_eq!(p[0]["fromBlock"], "0x7");
+        // keccak256("Transfer(address,address,uint256)"), the ERC-20 event.
+        assert_eq!(
+            p[0]["topics"][0],
+            "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+        );
+        assert_eq!(p[0]["topics"][1], Value::Null);
+        assert_eq!(p[0]["topics"][2], format!("0x{:0>64}", "bb"));
+        let at =
+            |a: &str| json!({ "address": format!("0x{:0>40}", a), "topics": [], "data": "0x" });
+        let got = parse_log_emitters(&json!([at("aa"), at("cc"), at("aa")])).unwrap();
+        assert_eq!(got.len(), 2, "each token once");
+        assert_eq!(
+            got[0],
+            "0x00000000000000000000000000000000000000aa".parse::<Address>().unwrap()
+        );
+        assert!(parse_log_emitters(&json!([{ "topics": [] }])).is_err());
+
+        let p = royalty_logs_params(me, 7);
+        assert!(p[0].get("address").is_none(), "any vault");
+        assert_eq!(p[0]["topics"][2], format!("0x{:0>64}", "bb"));
+        let sig = p[0]["topics"][0].as_str().unwrap().to_string();
+        let log = json!([{
+            "address": format!("0x{:0>40}", "5a"),
+            "topics": [sig, format!("0x{:0>64}", "c3"), format!("0x{:0>64}", "bb"), format!("0x{:0>64}", "c2")],
+            "data": format!("0x{:064x}", 250_000_000_000_000_000u128),
+        }]);
+        let got = parse_royalty_logs(&log).unwrap();
+        assert_eq!(
+            got[0].vault,
+            "0x000000000000000000000000000000000000005a".parse::<Address>().unwrap()
+        );
+        assert_eq!(
+            got[0].child,
+            "0x00000000000000000000000000000000000000c3".parse::<Address>().unwrap()
+        );
+        assert_eq!(
+            got[0].ancestor,
+            "0x00000000000000000000000000000000000000c2".parse::<Address>().unwrap()
+        );
+        assert_eq!(got[0].amount, U256::from(250_000_000_000_000_000u128));
+        assert!(parse_royalty_logs(&json!([{ "topics": [], "data": "0x" }])).is_err());
+
+        let lineage: Address = "0x00000000000000000000000000000000000000ee".parse().unwrap();
+        let call = royalty_vault_call(lineage, got[0].child);
+        assert!(call[0]["data"].as_str().unwrap().ends_with("00c3"));
+        let answer = json!(format!("0x{:0>64}", "5a"));
+        assert_eq!(parse_royalty_vault(&answer).unwrap(), got[0].vault);
+        assert!(parse_royalty_vault(&json!("0x")).is_err());
     }
 
     #[test]

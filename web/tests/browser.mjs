@@ -424,9 +424,40 @@ try {
     assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${train.job_id}"]`).count(), 1, `Charlie's jobs still shown: ${await wp.locator('#account').innerText()}`);
     assert.equal(await wp.locator(`#account #jobs tr.job[data-job="${evaluation.job_id}"]`).count(), 0, "Elena's late list is not shown as Charlie's");
     await wp.unroute(elenasJobs);
+    // Charlie trained M3: his reward is the trainer's share of M1's scheme, in the CLI's words.
+    const rewardShares = () => wp.$$eval('#rewards tr.reward', (trs) => trs.map((t) => [t.querySelector('a')?.getAttribute('href'), t.querySelector('.share').textContent]));
+    await wp.waitForSelector('#rewards tr.reward');
+    assert.deepEqual(await rewardShares(), [[`/models/${m3.nft}`, 'trainer: 50%']], "Charlie's reward and its share");
+    await wp.waitForSelector('#no-royalties');
+    // Bob trained M2: the trainer of M2, one step up in M3's; and M3's orders paid him, as
+    // M2's trainer, a royalty out of M3's vault — the rows are the demo's own distributions.
+    const switchTo = async (who) => {
+      const a = summary.accounts.find((x) => x.name === who).address;
+      await wp.evaluate((a) => { const w = window.__wallets[0]; w.account = a; w.emit('accountsChanged', [a]); }, a);
+      await wp.waitForFunction((a) => document.querySelector('#account')?.dataset.account?.toLowerCase() === a.toLowerCase(), a);
+      return a;
+    };
+    const royaltyRows = async (n) => {
+      await wp.waitForFunction((n) => document.querySelectorAll('#royalties tr.royalty').length === n, n, { timeout: 30_000 });
+      return wp.$$eval('#royalties tr.royalty', (trs) => trs.map((t) => [t.dataset.model.toLowerCase(), t.querySelector('.share').textContent, t.dataset.amount]));
+    };
+    const nftOf = (label) => ({ M1: m1, M2: m2, M3: m3 })[label].nft.toLowerCase();
+    const paidTo = (who) => summary.royalties.filter((r) => r.to === who).map((r) => [nftOf(r.model), BigInt(r.amount).toString()]).sort();
+    await switchTo('bob');
+    await wp.waitForFunction(() => document.querySelectorAll('#rewards tr.reward').length === 2);
+    assert.deepEqual((await rewardShares()).sort(), [[`/models/${m2.nft}`, 'trainer: 50%'], [`/models/${m3.nft}`, 'trainer 1 step(s) up: 25%']].sort(), "Bob's rewards and their shares");
+    const bobs = await royaltyRows(paidTo('bob').length);
+    assert.ok(bobs.length > 0, 'the demo paid Bob royalties');
+    assert.deepEqual(bobs.map(([m, , a]) => [m, a]).sort(), paidTo('bob'), "Bob's royalties as the demo distributed them");
+    assert.ok(bobs.every(([m, share]) => m === m3.nft.toLowerCase() && share === "parent's trainer: 50%"), JSON.stringify(bobs));
+    // Alice published M1: every vault pays her the remainder.
+    await switchTo('alice');
+    const alices = await royaltyRows(paidTo('alice').length);
+    assert.deepEqual(alices.map(([m, , a]) => [m, a]).sort(), paidTo('alice'), "Alice's royalties as the demo distributed them");
+    assert.ok(alices.every(([, share]) => share === 'root owner: remainder'), JSON.stringify(alices));
     if (process.env.SCREENSHOTS) await wp.screenshot({ path: join(process.env.SCREENSHOTS, 'account.png'), fullPage: true });
     await ctx.close();
-    log('wallet: connect, address and network, balances as on chain, own jobs, live account change');
+    log('wallet: connect, address and network, balances as on chain, own jobs, live account change, rewards with shares, royalties');
 
     // Two wallets announced (EIP-6963), the chosen one on the wrong network: the page says
     // so, offers the switch, adds the chain (4902) with the API's RPC URL, and follows.
@@ -836,6 +867,28 @@ try {
     await sweepPages({ browser, base, shots, log, init: { script: injectWallet, arg: { rpcUrl, account: elena, authorised: true } } });
   }
   await catalogueAtScale({ browser, base, dataDir: opDir, log });
+  // "My account" at that scale: one eth_getLogs finds the tokens Elena ever received, and
+  // only their balances are read — not one wallet call per catalogue model (1,000 more).
+  {
+    const elena = (await (await fetch(`${base}/api/jobs/${evaluation.job_id}`)).json()).consumer;
+    const ctx = await browser.newContext();
+    await ctx.addInitScript(injectWallet, { rpcUrl, account: elena, authorised: true });
+    const ap = await ctx.newPage();
+    ap.on('pageerror', (e) => errors.push(String(e)));
+    const t1 = Date.now();
+    await ap.goto(`${base}/account`);
+    await ap.waitForSelector('#balances tr.balance', { timeout: 60_000 });
+    const ms = Date.now() - t1;
+    const rows = await ap.$$eval('#balances tr.balance', (trs) => trs.map((t) => [t.dataset.token, t.dataset.balance]));
+    for (const [t, b] of rows) assert.equal(b, await balanceOf(rpcUrl, t, elena), `balance of ${t}`);
+    const calls = await ap.evaluate(() => window.__walletCalls.map((c) => c.method));
+    const balanceCalls = calls.filter((m) => m === 'eth_call').length;
+    assert.equal(rows.length, 1 + 3, "OCEAN and the demo's three datatokens, none of the 1,000 she never received");
+    assert.ok(balanceCalls <= rows.length + 2, `${balanceCalls} eth_call for ${rows.length} balances`);
+    assert.equal(calls.filter((m) => m === 'eth_getLogs').length, 3, 'tokens received, rewards, royalties: one log query each');
+    await ctx.close();
+    log(`account page with the 1,000 scale models in the catalogue: ${rows.length} balances from ${balanceCalls} eth_call + 1 eth_getLogs through the wallet, in ${ms} ms`);
+  }
   assert.deepEqual(errors, [], 'no uncaught page errors');
   log(`all browser checks passed; screenshots of every page in ${shots}`);
 } catch (e) {

@@ -146,6 +146,58 @@ impl RewardScheme {
         Ok(self.split_amount(amount, depth.saturating_sub(1)))
     }
 
+    /// Which shares of one derivation's reward went to `me`, in words ("trainer: 50%",
+    /// "trainer 1 step(s) up: 25%", "root owner: remainder", joined by ", " when one account
+    /// holds several; empty when none). `trainers`: the trainers of the derived model and of
+    /// its ancestors below the root, the derived model's own first; `root_owner`: the root's
+    /// publisher. Mirrors [`RewardScheme::split`] (the contract merges repeated beneficiaries
+    /// into one mint, so one event can carry several shares). Shared by the CLI (from the
+    /// chain's lineage) and the storefront (from the catalogue's).
+    pub fn reward_shares_of<A: PartialEq>(&self, trainers: &[A], root_owner: &A, me: &A) -> String {
+        let mut parts = Vec::new();
+        for (i, bps) in self.shares_bps.iter().take(trainers.len()).enumerate() {
+            if trainers[i] == *me {
+                let who =
+                    if i == 0 { "trainer".to_string() } else { format!("trainer {i} step(s) up") };
+                parts.push(format!("{who}: {}%", f64::from(*bps) / 100.0));
+            }
+        }
+        if root_owner == me {
+            parts.push("root owner: remainder".into());
+        }
+        parts.join(", ")
+    }
+
+    /// Which share of a derived model's royalty the `ancestor` model's trainer holds, in
+    /// words ("parent's trainer: 50%", "trainer 2 steps up: 25%", "root owner: remainder").
+    /// `below_root`: the ancestors strictly between the derived model and its root, the
+    /// parent first. Mirrors [`RewardScheme::royalty_split`]: share i goes to the trainer
+    /// i + 1 steps up while the lineage below the root reaches; the root owner takes the rest.
+    pub fn royalty_share_of<A: PartialEq>(
+        &self,
+        below_root: &[A],
+        root: &A,
+        ancestor: &A,
+    ) -> String {
+        if ancestor == root {
+            return "root owner: remainder".into();
+        }
+        match below_root.iter().position(|m| m == ancestor) {
+            Some(i) => match self.shares_bps.get(i) {
+                Some(bps) => {
+                    let who = if i == 0 {
+                        "parent's trainer".to_string()
+                    } else {
+                        format!("trainer {} steps up", i + 1)
+                    };
+                    format!("{who}: {}%", f64::from(*bps) / 100.0)
+                }
+                None => "beyond the scheme's shares".into(),
+            },
+            None => "not an ancestor of this model".into(),
+        }
+    }
+
     fn split_amount(&self, total: u128, trainers: usize) -> (Vec<u128>, u128) {
         let paid: Vec<u128> = self
             .shares_bps
@@ -258,6 +310,33 @@ mod tests {
         let s: RewardScheme =
             serde_json::from_str(r#"{"total_reward":"100","shares_bps":[5000]}"#).unwrap();
         assert_eq!(s.royalty().unwrap(), 0);
+    }
+
+    /// The words for who got which share: one per position, several when one account
+    /// trained twice up the line, the remainder for the root's owner.
+    #[test]
+    fn names_the_shares_an_account_holds() {
+        let s = RewardScheme::geometric(0, 5000, 3);
+        // M3 (trained by c) over M2 (by b) over M1 (published by a).
+        let trainers = ["c", "b"];
+        assert_eq!(s.reward_shares_of(&trainers, &"a", &"c"), "trainer: 50%");
+        assert_eq!(s.reward_shares_of(&trainers, &"a", &"b"), "trainer 1 step(s) up: 25%");
+        assert_eq!(s.reward_shares_of(&trainers, &"a", &"a"), "root owner: remainder");
+        assert_eq!(
+            s.reward_shares_of(&["b", "b"], &"b", &"b"),
+            "trainer: 50%, trainer 1 step(s) up: 25%, root owner: remainder"
+        );
+        assert_eq!(s.reward_shares_of(&trainers, &"a", &"z"), "");
+        // Deeper than the scheme: the trainers beyond its shares get none.
+        assert_eq!(s.reward_shares_of(&["e", "d", "c", "b"], &"a", &"b"), "");
+        // Royalties of M3's orders: M2's trainer, then the root.
+        let below = ["m2"];
+        assert_eq!(s.royalty_share_of(&below, &"m1", &"m2"), "parent's trainer: 50%");
+        assert_eq!(s.royalty_share_of(&below, &"m1", &"m1"), "root owner: remainder");
+        assert_eq!(s.royalty_share_of(&["m3", "m2"], &"m1", &"m2"), "trainer 2 steps up: 25%");
+        assert_eq!(s.royalty_share_of(&below, &"m1", &"m9"), "not an ancestor of this model");
+        let one = RewardScheme::geometric(0, 5000, 1);
+        assert_eq!(one.royalty_share_of(&["m3", "m2"], &"m1", &"m2"), "beyond the scheme's shares");
     }
 
     #[test]

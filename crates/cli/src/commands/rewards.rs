@@ -134,25 +134,10 @@ pub async fn royalties(s: &Session) -> Result<Vec<Royalty>, CliError> {
 /// first) while the lineage below the root reaches; the root owner takes the remainder.
 pub fn royalty_share(line: &[LineageEntry], scheme: &RewardScheme, ancestor: Address) -> String {
     let Some(root) = line.last() else { return "unknown lineage".into() };
-    if ancestor == root.nft {
-        return "root owner: remainder".into();
-    }
     // Ancestors strictly between the model and its root, nearest first.
-    let below_root = line.get(1..line.len() - 1).unwrap_or_default();
-    match below_root.iter().position(|m| m.nft == ancestor) {
-        Some(i) => match scheme.shares_bps.get(i) {
-            Some(bps) => {
-                let who = if i == 0 {
-                    "parent's trainer".to_string()
-                } else {
-                    format!("trainer {} steps up", i + 1)
-                };
-                format!("{who}: {}%", f64::from(*bps) / 100.0)
-            }
-            None => "beyond the scheme's shares".into(),
-        },
-        None => "not an ancestor of this model".into(),
-    }
+    let below_root: Vec<Address> =
+        line.get(1..line.len() - 1).unwrap_or_default().iter().map(|m| m.nft).collect();
+    scheme.royalty_share_of(&below_root, &root.nft, &ancestor)
 }
 
 /// Every reward the session's wallet received, oldest first.
@@ -211,19 +196,8 @@ async fn share_of(
     let line = s.chain.lineage(child).await?; // child first, root last
     let Some(root) = line.last() else { return Ok("unknown lineage".into()) };
     let scheme = s.chain.scheme_of(root.nft).await?;
-    let trainers = line.len().saturating_sub(1);
-    let mut parts = Vec::new();
-    for (i, bps) in scheme.shares_bps.iter().take(trainers).enumerate() {
-        if line[i].trainer == me {
-            let who =
-                if i == 0 { "trainer".to_string() } else { format!("trainer {i} step(s) up") };
-            parts.push(format!("{who}: {}%", f64::from(*bps) / 100.0));
-        }
-    }
-    if root.trainer == me {
-        parts.push("root owner: remainder".into());
-    }
-    Ok(parts.join(", "))
+    let trainers: Vec<Address> = line[..line.len() - 1].iter().map(|m| m.trainer).collect();
+    Ok(scheme.reward_shares_of(&trainers, &root.trainer, &me))
 }
 
 #[cfg(test)]

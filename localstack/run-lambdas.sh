@@ -86,8 +86,10 @@ emu_port=$("$MOTO_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(
 setsid "$cargo_lambda" lambda watch --only-lambda-apis --invoke-address 127.0.0.1 \
   --invoke-port "$emu_port" >"$run_dir/cargo-lambda.log" 2>&1 </dev/null &
 pids+=($!)
+# Ready when it listens (any HTTP request outside /.rt and the Invoke API would queue an
+# event for its default function).
 for _ in $(seq 150); do
-  curl -s -o /dev/null "http://127.0.0.1:$emu_port/.rt/posthuman-api-lambda/2018-06-01/runtime/invocation/nonexistent/response" -X POST -d '{}' && break
+  (: <"/dev/tcp/127.0.0.1/$emu_port") 2>/dev/null && break
   sleep 0.2
 done
 

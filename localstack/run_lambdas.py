@@ -37,6 +37,7 @@ import datetime
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -293,6 +294,11 @@ def lambda_env(name, runtime_api, config, extra):
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 
 
+def apigw_domain():
+    """The HTTP API's default endpoint's host (the stack's ApiUrl output)."""
+    return f"{API_ID}.execute-api.{os.environ.get('AWS_REGION', 'us-east-1')}.amazonaws.com"
+
+
 def apigw_event(method, target, headers, body, source_ip="127.0.0.1"):
     """The event API Gateway's HTTP API sends a Lambda proxy integration (payload 2.0)."""
     path, _, query = target.partition("?")
@@ -304,7 +310,7 @@ def apigw_event(method, target, headers, body, source_ip="127.0.0.1"):
             cookies += [c.strip() for c in v.split(";") if c.strip()]
             continue
         lower[k] = f"{lower[k]},{v}" if k in lower else v
-    domain = f"{API_ID}.execute-api.{os.environ.get('AWS_REGION', 'us-east-1')}.amazonaws.com"
+    domain = apigw_domain()
     lower["host"] = domain
     lower["x-forwarded-for"] = source_ip
     lower["x-forwarded-port"] = "443"
@@ -539,11 +545,13 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
         "AWS::Batch::JobDefinition": batch.definition,
         "Parameter RpcUrl": rpc_url,
         "AWS::SecretsManager::Secret": secret_arn,
+        "AWS::ApiGatewayV2::Api.ApiEndpoint": f"https://{apigw_domain()}",
     })
     by_hand = {"POSTHUMAN_BUCKET": bucket, "POSTHUMAN_BATCH_QUEUE": batch.queue,
                "POSTHUMAN_BATCH_JOB_DEFINITION": batch.definition, "POSTHUMAN_RPC_URL": rpc_url,
                "POSTHUMAN_ADDRESS_BOOK_PARAM": template_param,
-               "POSTHUMAN_OPERATOR_KEY_SECRET": secret_arn}
+               "POSTHUMAN_OPERATOR_KEY_SECRET": secret_arn,
+               "POSTHUMAN_PUBLIC_API_URL": f"https://{apigw_domain()}"}
     twins = {"POSTHUMAN_S3_ENDPOINT": endpoint, "POSTHUMAN_SSM_ENDPOINT": endpoint,
              "POSTHUMAN_SECRETS_ENDPOINT": endpoint, "POSTHUMAN_BATCH_ENDPOINT": a.batch_endpoint,
              "POSTHUMAN_ADDRESS_BOOK_PARAM": book_param}
@@ -706,6 +714,15 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
           f"on chain: the trainer was paid {int(mine[0]['amount']) / 1e18 if mine else 0} "
           f"{mine[0]['symbol'] if mine else '?'} ({mine[0]['share'] if mine else '-'}) "
           "for the derivation")
+    # Both models are Ocean assets: their DDOs (set by the api function's publish and by
+    # job-done) name the Ocean Provider at the deployment's public API, which Ocean's clients
+    # reach (not the local default, which no one outside the function can).
+    ddos = ddos_on_chain(rpc_url)
+    provider = f"https://{apigw_domain()}/api/ocean"
+    for what, n in (("root", nft), ("derived", child or "")):
+        check(ddos.get(n.lower()) == [provider],
+              f"the {what} model's DDO on chain names the provider {ddos.get(n.lower())} "
+              f"(want {provider})")
     bal, _ = cli("buyer", "wallet", "balances")
     held = {t["symbol"]: int(t["amount"]) for t in bal.get("tokens", [])}
     check(mine and held.get(mine[0]["symbol"]) == int(mine[0]["amount"]),
@@ -795,6 +812,20 @@ def find_key(v, key):
         if r is not None:
             return r
     return None
+
+
+def ddos_on_chain(rpc_url):
+    """{nft: [serviceEndpoint, ...]} of every DDO set on the chain: the plain DDO JSON is in
+    the setMetaData / setChildMetaData calldata (flags 0: not compressed or encrypted)."""
+    out = {}
+    for n in range(int(rpc(rpc_url, "eth_blockNumber", []), 16) + 1):
+        for tx in rpc(rpc_url, "eth_getBlockByNumber", [hex(n), True])["transactions"]:
+            data = bytes.fromhex(tx["input"][2:])
+            m = re.search(rb'"nftAddress":"(0x[0-9a-fA-F]{40})"', data)
+            if m:
+                out[m.group(1).decode().lower()] = sorted(
+                    {e.decode() for e in re.findall(rb'"serviceEndpoint":"([^"]*)"', data)})
+    return out
 
 
 def release_bootstrap(release_dir, name, work):

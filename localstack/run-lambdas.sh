@@ -94,7 +94,7 @@ for _ in $(seq 150); do
 done
 
 rc=0
-"$MOTO_VENV/bin/python" -W ignore localstack/run_lambdas.py --bin-dir "$bin" --image "$image" \
+PYTHONDONTWRITEBYTECODE=1 "$MOTO_VENV/bin/python" -W ignore localstack/run_lambdas.py --bin-dir "$bin" --image "$image" \
   --emulator-port "$emu_port" --cargo-lambda "$cargo_lambda" --batch-endpoint "$batch_endpoint" \
   --anvil "$anvil" --work "$run_dir" --release-dir "$CARGO_TARGET_DIR" || rc=$?
 if [ $rc != 0 ]; then

@@ -40,16 +40,19 @@ done
 anvil=${POSTHUMAN_ANVIL:-$PWD/contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}
 [[ -x $anvil ]] || { echo "no anvil at $anvil: npm ci --prefix contracts (scripts/setup.sh)" >&2; exit 1; }
 
-# cargo-lambda, pinned, in deploy.sh's venv. Only the emulator is used here, which needs no
-# zig: when the venv is missing this installs cargo-lambda alone (deploy.sh, whose pin also
-# has ziglang, then rebuilds the venv once).
+# cargo-lambda, pinned, in deploy.sh's venv and with deploy.sh's pin (read from it, so both
+# keep one venv). Only its emulator is used here, but cargo-lambda's PyPI package depends on
+# ziglang anyway (unpinned, it would pull another version), so the pin is deploy.sh's whole.
+lambda_pin=$(sed -n 's/^lambda_pin="\(.*\)"$/\1/p' scripts/deploy.sh)
+[[ $lambda_pin == *cargo-lambda==* ]] || { echo "no lambda_pin in scripts/deploy.sh" >&2; exit 1; }
 lambda_venv=$POSTHUMAN_CACHE/venvs/cargo-lambda
 cargo_lambda=$lambda_venv/bin/cargo-lambda
-if ! "$cargo_lambda" lambda --version 2>/dev/null | grep -q ' 1\.9\.2'; then
+if [[ ! -x $cargo_lambda || $(cat "$lambda_venv/.posthuman-pin" 2>/dev/null) != "$lambda_pin" ]]; then
   rm -rf "$lambda_venv"
   python3 -m venv "$lambda_venv"
-  "$lambda_venv/bin/pip" install -q --disable-pip-version-check cargo-lambda==1.9.2
-  echo "cargo-lambda==1.9.2" >"$lambda_venv/.posthuman-pin"
+  # shellcheck disable=SC2086 # the pin is several requirement specifiers
+  "$lambda_venv/bin/pip" install -q --disable-pip-version-check $lambda_pin
+  echo "$lambda_pin" >"$lambda_venv/.posthuman-pin"
 fi
 
 if [ -z "$image" ]; then

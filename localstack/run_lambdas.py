@@ -600,6 +600,9 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
         r = apigw_response(*emulator.invoke(api.name, apigw_event("GET", "/api/models", [], b"")))
         warm.append(time.monotonic() - t0)
         check(r[0] == 200, "GET /api/models (warm): 200") if r[0] != 200 else None
+    # The target is 150 ms; this bound only catches a cold start that waits on
+    # something (a credential or endpoint lookup timing out), not this host's speed.
+    check(statistics.median(cold) < 1.0, "the api function answers its first request within 1 s")
     print(f"  cold start {', '.join(f'{c * 1000:.0f}' for c in cold)} ms "
           f"(median {statistics.median(cold) * 1000:.0f} ms); warm median "
           f"{statistics.median(warm) * 1000:.1f} ms")

@@ -236,9 +236,9 @@ class Emulator:
 class Function:
     """One Lambda function's execution environment: its bootstrap as a process."""
 
-    def __init__(self, procs, name, binary, env, log_dir):
+    def __init__(self, procs, name, binary, env, log_dir, log_name=None):
         self.procs, self.name, self.binary, self.env = procs, name, binary, env
-        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self.log_path = os.path.join(log_dir, f"{log_name or name}.log")
         self.proc = None
 
     def spawn(self):
@@ -675,6 +675,23 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
         json.dump(event, f, default=str)
 
     print("5. job-done gets the event (cargo lambda invoke)")
+    # First a job-done whose secret holds a key the lineage contract does not obey (a
+    # deployment whose contracts were deployed by another key, never handed over with
+    # setOperator): it must refuse to start, not take events it can only fail on chain.
+    stranger = boto3.client("secretsmanager", **kw).create_secret(
+        Name=f"posthuman-operator-{run_id}-stranger", SecretString=os.urandom(32).hex())["ARN"]
+    wrong = Function(procs, done.name, done.binary,
+                     dict(done.env, POSTHUMAN_OPERATOR_KEY_SECRET=stranger), a.work,
+                     log_name="job-done-wrong-key")
+    p = wrong.spawn()
+    try:
+        p.wait(15)
+    except subprocess.TimeoutExpired:
+        pass
+    check(not wrong.alive() and "setOperator" in wrong.log_tail(),
+          "job-done with a key that is not the lineage contract's operator fails its cold start: "
+          + (wrong.log_tail(3).strip().splitlines() or ["(still running)"])[-1][-240:])
+    wrong.stop()
     t = time.monotonic()
     done.spawn()
 

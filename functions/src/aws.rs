@@ -212,6 +212,27 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
     }))
 }
 
+/// Checks that the operator key is the one the lineage contract obeys now. The stack
+/// generates the key into Secrets Manager while the contracts' deployer becomes their
+/// operator; until the owner hands the role over (`setOperator`), every derivation the key
+/// sends reverts, so job-done refuses to start instead (its events wait in Lambda's retries
+/// and the sweep redelivers the finished jobs once the keys agree). One `eth_call`.
+pub async fn check_lineage_operator(deps: &Deps, secret: &str) -> Result<(), String> {
+    let obeyed = deps.chain.lineage_operator().await.map_err(|e| {
+        format!("reading the lineage contract's operator (is the address book this chain's?): {e}")
+    })?;
+    let key = deps.operator.address();
+    if obeyed != key {
+        return Err(format!(
+            "the operator key in secret {secret} is {key}, but the lineage contract {} obeys \
+             {obeyed}: its owner must call setOperator({key}), or the secret must hold the \
+             key of {obeyed}",
+            deps.chain.book().lineage
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -798,7 +798,8 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
           f"largest event {big} B fits Lambda's {LAMBDA_SYNC_PAYLOAD_MAX} B invocation limit")
     for name in ("posthuman-api-lambda", "posthuman-job-done-lambda"):
         raw, zipped = file_sizes(binp(name))
-        print(f"  bundle {name}: debug binary {raw / 1e6:.1f} MB ({zipped / 1e6:.1f} MB zipped)")
+        print(f"  bundle {name}: the binary run here ({binp(name)}) {raw / 1e6:.1f} MB "
+              f"({zipped / 1e6:.1f} MB zipped)")
         rel = release_bootstrap(a.release_dir, name, a.work)
         if rel:
             raw, zipped = file_sizes(rel[1])
@@ -806,7 +807,7 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
         else:
             print(f"  bundle {name}: no release bootstrap in the cache (cargo lambda build "
                   "--release, deploy.sh step 2, makes one)")
-    print(f"  api cold start (spawn -> first response, debug build): "
+    print(f"  api cold start (spawn -> first response, the binary in {a.bin_dir}): "
           f"{', '.join(f'{c * 1000:.0f}' for c in cold)} ms; warm GET /api/models median "
           f"{statistics.median(warm) * 1000:.1f} ms")
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())

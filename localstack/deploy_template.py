@@ -97,6 +97,10 @@ SUBSTITUTED = {
     # The HTTP API is skipped: its invoke permissions name a placeholder API id.
     ("HttpApiDefaultRouteApiIntegrationPermission87FFCA32", "HttpApiF5A9A8A7"): "placeholder",
     ("HttpApiPOSTapimodelsApiPublishIntegrationPermission7BF95330", "HttpApiF5A9A8A7"): "placeholder",
+    # ... and the functions' POSTHUMAN_PUBLIC_API_URL (its ApiEndpoint) a placeholder endpoint.
+    ("ApiFnE0725F78", "HttpApiF5A9A8A7"): "placeholder endpoint",
+    ("ApiPublishFn39C480C0", "HttpApiF5A9A8A7"): "placeholder endpoint",
+    ("JobDoneFnC6B1D17C", "HttpApiF5A9A8A7"): "placeholder endpoint",
     # LocalStack stack: policies naming resources that live in moto (or are skipped).
     ("StorefrontBucketPolicy6C3C1F38", "Storefront6CE586AA"): "placeholder",
     ("JobDoneDlqPolicyA7901017", "BatchJobDone3CAE7A6F"): "placeholder rule ARN",
@@ -111,6 +115,8 @@ PATCHED = {
     ("WorkerJobAE811AD5", "timeout"): "a copy of Timeout (moto reads the lower-case key)",
 }
 
+# The skipped HTTP API's endpoint, as the functions' environment names it.
+PLACEHOLDER_API_URL = f"https://a1b2c3d4e5.execute-api.{REGION}.amazonaws.com"
 PUBLISHED_SHA256: dict[str, str] = {}  # asset object key -> base64 SHA-256 (Lambda's CodeSha256)
 CATALOG_GAPS: list[str] = []  # instance types the template names that moto's catalog lacks
 
@@ -177,15 +183,19 @@ def logical_refs(obj):
 
 
 def replace_refs(obj, logical_id: str, value):
-    """obj with every Ref/GetAtt of logical_id replaced by value."""
+    """obj with every Ref/GetAtt of logical_id replaced by value (a dict: one value per
+    attribute, "Ref" for the Ref)."""
+    def pick(attr):
+        return value.get(attr, value["Ref"]) if isinstance(value, dict) else value
+
     if isinstance(obj, dict):
         if obj.get("Ref") == logical_id and len(obj) == 1:
-            return value
+            return pick("Ref")
         att = obj.get("Fn::GetAtt")
         if att is not None and len(obj) == 1:
-            target = att[0] if isinstance(att, list) else att.split(".")[0]
+            target, attr = att if isinstance(att, list) else att.split(".", 1)
             if target == logical_id:
-                return value
+                return pick(attr)
         return {k: replace_refs(v, logical_id, value) for k, v in obj.items()}
     if isinstance(obj, list):
         return [replace_refs(x, logical_id, value) for x in obj]
@@ -397,7 +407,7 @@ def main() -> None:
 
         moto_values = {
             "OperatorKeyD7C0C4F2": secret_arn,
-            "HttpApiF5A9A8A7": "a1b2c3d4e5",
+            "HttpApiF5A9A8A7": {"Ref": "a1b2c3d4e5", "ApiEndpoint": PLACEHOLDER_API_URL},
         }
         moto_template = sub_template(template, in_moto, moto_values, used)
         n_getatt = batch_getatt_to_ref(moto_template)
@@ -524,6 +534,8 @@ def assert_moto(m, template, ids, stack, secret_arn) -> int:
         ok(fenv.get("POSTHUMAN_OPERATOR_KEY_SECRET") == secret_arn, f"{lid}: the secret's ARN only: {fenv}")
         ok(fenv.get("POSTHUMAN_ADDRESS_BOOK_PARAM") == ADDRESS_BOOK_PARAM, f"{lid}: address book by name")
         ok("POSTHUMAN_ADDRESS_BOOK" not in fenv, f"{lid}: no address book baked in")
+        ok(fenv.get("POSTHUMAN_PUBLIC_API_URL") == PLACEHOLDER_API_URL,
+           f"{lid}: the HTTP API's endpoint for DDOs: {fenv.get('POSTHUMAN_PUBLIC_API_URL')}")
         for k, v in fenv.items():
             ok(not any(s in k.upper() for s in ("PRIVATE", "PASSWORD", "MNEMONIC")) and not
                (len(v) == 64 and all(ch in "0123456789abcdef" for ch in v.lower().removeprefix("0x"))),

@@ -49,10 +49,9 @@ if [ -z "$image" ]; then
 fi
 t1=$SECONDS
 
-# moto's Batch runs job containers through a Docker API: podman's, on a private socket, with
-# localstack/podman-containers.conf (runc and the rlimits it needs). A moto server of our own
-# (the twins' keeps use_docker off for the other tests), on the host network so the job's
-# container reaches LocalStack at 127.0.0.1. Both die with this script.
+# moto's Batch runs job containers through podman's Docker API (localstack/docker-batch.sh);
+# both die with this script.
+. localstack/docker-batch.sh
 MOTO_VENV="$POSTHUMAN_CACHE/venvs/moto-5.2.5"
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-batch.XXXXXX")
 pids=()
@@ -62,24 +61,13 @@ cleanup() {
   rm -rf "$run_dir"
 }
 trap cleanup EXIT
-CONTAINERS_CONF="$PWD/localstack/podman-containers.conf" setsid podman system service --time=0 \
-  "unix://$run_dir/podman.sock" >"$run_dir/podman.log" 2>&1 </dev/null &
-pids+=($!)
-moto_port=$("$MOTO_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-DOCKER_HOST="unix://$run_dir/podman.sock" MOTO_DOCKER_NETWORK_MODE=host \
-  setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$run_dir/moto.log" 2>&1 </dev/null &
-pids+=($!)
-for _ in $(seq 100); do
-  [ -S "$run_dir/podman.sock" ] && curl -sf -o /dev/null "http://127.0.0.1:$moto_port/moto-api/data.json" && break
-  sleep 0.2
-done
+start_docker_batch "$run_dir"
 
 rc=0
 "$MOTO_VENV/bin/python" -W ignore localstack/run_worker_image.py --image "$image" \
-  --batch-endpoint "http://127.0.0.1:$moto_port" || rc=$?
+  --batch-endpoint "$batch_endpoint" || rc=$?
 if [ $rc != 0 ]; then
-  echo "--- moto (Batch) log:" >&2; grep -v ' HTTP/1.1" ' "$run_dir/moto.log" | tail -30 >&2
-  echo "--- podman API service log:" >&2; tail -20 "$run_dir/podman.log" >&2
+  docker_batch_logs "$run_dir"
   exit $rc
 fi
 if [ "${built_test_image:-}" = --debug ]; then

@@ -85,6 +85,30 @@ def job_definition(template_path):
     return cp["Command"], env
 
 
+def worker_job(template_path, bucket, endpoint, region):
+    """The job definition's command and environment as a job on this host runs them: the
+    template's (`job_definition`), with POSTHUMAN_REQUIRE_GPU dropped (the CPU image: with it
+    the worker exits 19, as it must on a GPU queue without a GPU) and the twins' endpoint,
+    path-style addressing and credentials standing in for the real S3 the job role reaches."""
+    command, job_env = job_definition(template_path)
+    job_env.pop("POSTHUMAN_REQUIRE_GPU", None)
+    job_env.update({
+        "POSTHUMAN_S3_BUCKET": bucket,
+        "AWS_REGION": region,
+        "POSTHUMAN_S3_ENDPOINT": endpoint,
+        "POSTHUMAN_S3_PATH_STYLE": "true",
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+        "POSTHUMAN_THREADS": "2",
+    })
+    # The template's own values must be literal: one that CloudFormation resolves at deploy time
+    # (a Ref, a GetAtt) and this test does not stand in for above would be passed as garbage.
+    unresolved = {k: v for k, v in job_env.items() if not isinstance(v, str)}
+    if unresolved:
+        sys.exit(f"job definition environment not resolvable here: {unresolved}")
+    return command, job_env
+
+
 def put_job(s3, bucket, job_id, model_prefix, dataset, salt):
     """What functions/src/handlers/jobs.rs `enqueue` writes for a paid train job."""
     spec = {
@@ -243,22 +267,7 @@ def main():
             with open(os.path.join(model_dir, n), "rb") as f:
                 s3.put_object(Bucket=bucket, Key=f"{model_prefix}/{n}", Body=f.read())
 
-    command, job_env = job_definition(a.template)
-    job_env.pop("POSTHUMAN_REQUIRE_GPU", None)
-    job_env.update({
-        "POSTHUMAN_S3_BUCKET": bucket,
-        "AWS_REGION": region,
-        "POSTHUMAN_S3_ENDPOINT": endpoint,
-        "POSTHUMAN_S3_PATH_STYLE": "true",
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
-        "POSTHUMAN_THREADS": "2",
-    })
-    # The template's own values must be literal: one that CloudFormation resolves at deploy time
-    # (a Ref, a GetAtt) and this test does not stand in for above would be passed as garbage.
-    unresolved = {k: v for k, v in job_env.items() if not isinstance(v, str)}
-    if unresolved:
-        sys.exit(f"job definition environment not resolvable here: {unresolved}")
+    command, job_env = worker_job(a.template, bucket, endpoint, region)
 
     def run_job(spec_key):
         args = [spec_key if c == "Ref::spec_key" else c for c in command]

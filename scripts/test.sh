@@ -57,6 +57,14 @@ grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '
 stage "worker container image (podman + runc) runs jobs against LocalStack's S3"
 localstack/run-worker-image.sh --binary "$CARGO_TARGET_DIR/debug/posthuman-worker"
 
+# The real Lambda binaries (the tests' debug builds) under cargo-lambda's Runtime API emulator,
+# fed API Gateway v2 events by the CLI and EventBridge's Batch event: publish -> order ->
+# submit -> moto's Batch runs the worker image -> job-done -> the derived model on chain with
+# its reward. Prints the api function's cold start and the bundle sizes. Skips loudly only if
+# podman cannot run containers. ~25 s warm.
+stage "Lambda binaries under the Runtime API emulator: the story against the twins and anvil"
+localstack/run-lambdas.sh
+
 stage "Ocean's DDO validator (@oceanprotocol/ddo-js) on the DDOs models carry"
 tests/ocean/validate-ddo.sh
 

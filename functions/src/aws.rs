@@ -36,12 +36,17 @@ pub struct AwsConfig {
 
 impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
-    /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, ADDRESS_BOOK,
-    /// ADDRESS_BOOK_PARAM, SSM_ENDPOINT, OPERATOR_KEY_SECRET, SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS,
-    /// SPOOL_DIR, AWS_REGION.
+    /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, PUBLIC_API_URL (required on
+    /// Lambda), ADDRESS_BOOK, ADDRESS_BOOK_PARAM, SSM_ENDPOINT, OPERATOR_KEY_SECRET,
+    /// SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, SPOOL_DIR, AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
-        let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
-        let opt = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`AwsConfig::from_env`] over any source of variables (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let var = |k: &str| get(k).ok_or_else(|| format!("{k} is not set"));
+        let opt = |k: &str| get(k).filter(|v| !v.is_empty());
         let region = opt("AWS_REGION").unwrap_or_else(|| "us-east-1".into());
         Ok(AwsConfig {
             s3: S3Config {
@@ -71,10 +76,11 @@ impl AwsConfig {
                 .transpose()?,
             api: ApiConfig {
                 public_rpc_url: opt("POSTHUMAN_PUBLIC_RPC_URL"),
-                // The API's own URL, written into every model's DDO (unset: the default,
-                // which no Ocean client outside this host can reach).
-                public_api_url: opt("POSTHUMAN_PUBLIC_API_URL")
-                    .unwrap_or_else(|| posthuman_types::DEFAULT_API_URL.to_string()),
+                // The API's own URL, written into every model's DDO.
+                public_api_url: public_api_url(
+                    opt("POSTHUMAN_PUBLIC_API_URL"),
+                    opt("AWS_LAMBDA_RUNTIME_API").is_some(),
+                )?,
                 // Uploads' files while they are checked (default: the temp dir, /tmp on
                 // Lambda).
                 spool_dir: opt("POSTHUMAN_SPOOL_DIR").map(std::path::PathBuf::from),
@@ -93,6 +99,27 @@ impl AwsConfig {
             },
         })
     }
+}
+
+/// The API's public URL (`POSTHUMAN_PUBLIC_API_URL`, the stack passes the HTTP API's
+/// endpoint). Required on Lambda (`AWS_LAMBDA_RUNTIME_API` set): there the local default is a
+/// loopback address that no Ocean client reaching a model's DDO could call, so a function
+/// without it fails its cold start instead of publishing DDOs naming that address.
+fn public_api_url(value: Option<String>, on_lambda: bool) -> Result<String, String> {
+    let Some(url) = value else {
+        if on_lambda {
+            return Err("POSTHUMAN_PUBLIC_API_URL is not set: every model's DDO names the Ocean \
+                        Provider under the API's public URL (the stack passes the HTTP API's \
+                        endpoint)"
+                .into());
+        }
+        return Ok(posthuman_types::DEFAULT_API_URL.to_string());
+    };
+    let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    if host.is_none_or(|h| h.trim_end_matches('/').is_empty()) {
+        return Err(format!("POSTHUMAN_PUBLIC_API_URL {url:?} is not an http(s):// URL"));
+    }
+    Ok(url)
 }
 
 /// Parses `POSTHUMAN_MIN_CONFIRMATIONS` (a cold start with a bad value fails at once rather
@@ -185,9 +212,71 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
     }))
 }
 
+/// Checks that the operator key is the one the lineage contract obeys now. The stack
+/// generates the key into Secrets Manager while the contracts' deployer becomes their
+/// operator; until the owner hands the role over (`setOperator`), every derivation the key
+/// sends reverts, so job-done refuses to start instead (its events wait in Lambda's retries
+/// and the sweep redelivers the finished jobs once the keys agree). One `eth_call`.
+pub async fn check_lineage_operator(deps: &Deps, secret: &str) -> Result<(), String> {
+    let obeyed = deps.chain.lineage_operator().await.map_err(|e| {
+        format!("reading the lineage contract's operator (is the address book this chain's?): {e}")
+    })?;
+    let key = deps.operator.address();
+    if obeyed != key {
+        return Err(format!(
+            "the operator key in secret {secret} is {key}, but the lineage contract {} obeys \
+             {obeyed}: its owner must call setOperator({key}), or the secret must hold the \
+             key of {obeyed}",
+            deps.chain.book().lineage
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the stack sets on every function (`infra/`), as a lookup.
+    fn stack_env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut m: std::collections::HashMap<String, String> = [
+            ("POSTHUMAN_BUCKET", "data"),
+            ("POSTHUMAN_BATCH_QUEUE", "arn:aws:batch:us-east-1:1:job-queue/q"),
+            ("POSTHUMAN_BATCH_JOB_DEFINITION", "arn:aws:batch:us-east-1:1:job-definition/w:1"),
+            ("POSTHUMAN_RPC_URL", "https://rpc.example.org"),
+            ("POSTHUMAN_ADDRESS_BOOK_PARAM", "/posthuman/address-book"),
+            ("POSTHUMAN_OPERATOR_KEY_SECRET", "arn:aws:secretsmanager:us-east-1:1:secret:k"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        m.retain(|_, v| !v.is_empty());
+        move |k| m.get(k).cloned()
+    }
+
+    /// Every model's DDO names its Ocean Provider under the public API URL. On Lambda the
+    /// local default is a loopback address nobody can reach, so a function without the URL
+    /// refuses to start rather than publish DDOs naming it.
+    #[test]
+    fn on_lambda_the_public_api_url_is_required() {
+        const RT: (&str, &str) = ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001");
+        let url = "https://abc123.execute-api.us-east-1.amazonaws.com";
+        let e = AwsConfig::from_lookup(stack_env(&[RT])).unwrap_err();
+        assert!(e.contains("POSTHUMAN_PUBLIC_API_URL"), "{e}");
+        let c =
+            AwsConfig::from_lookup(stack_env(&[RT, ("POSTHUMAN_PUBLIC_API_URL", url)])).unwrap();
+        assert_eq!(c.api.public_api_url, url);
+        for bad in ["abc123.execute-api.us-east-1.amazonaws.com", "ftp://x", "https://"] {
+            let e = AwsConfig::from_lookup(stack_env(&[RT, ("POSTHUMAN_PUBLIC_API_URL", bad)]))
+                .unwrap_err();
+            assert!(e.contains("POSTHUMAN_PUBLIC_API_URL"), "{bad}: {e}");
+        }
+        // Off Lambda (a local run of the functions' wiring) the default still applies.
+        let c = AwsConfig::from_lookup(stack_env(&[])).unwrap();
+        assert_eq!(c.api.public_api_url, posthuman_types::DEFAULT_API_URL);
+        assert_eq!(c.address_book, AddressBookSource::Parameter("/posthuman/address-book".into()));
+    }
 
     #[test]
     fn min_confirmations_are_validated_at_cold_start() {

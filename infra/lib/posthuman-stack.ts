@@ -387,6 +387,12 @@ export class PosthumanStack extends Stack {
         payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
       }),
     });
+    // The API's public URL: every model's DDO (written by publishing and by job-done) names
+    // its Ocean Provider under it, for Ocean's clients to call. The API resource itself does
+    // not reference the functions (its integrations and routes do), so this is no cycle.
+    for (const fn of [api, publish, jobDone]) {
+      fn.addEnvironment("POSTHUMAN_PUBLIC_API_URL", httpApi.apiEndpoint);
+    }
     // Access logs of the API: who called which route, the status and latency; no headers or
     // bodies (signatures, datasets), so nothing secret reaches the log.
     const apiLogs = new logs.LogGroup(this, "ApiAccessLogs", { retention: logs.RetentionDays.ONE_MONTH });

@@ -322,6 +322,10 @@ test("both Lambdas get the variables functions/src/aws.rs reads, and only the ke
     assert.ok(!("POSTHUMAN_OPERATOR_KEY" in vars), "the operator key is in the environment");
     assert.doesNotMatch(JSON.stringify(vars), /resolve:secretsmanager/);
     assert.match(JSON.stringify(vars.POSTHUMAN_OPERATOR_KEY_SECRET), /OperatorKey/);
+    // Every model's DDO names the Ocean Provider at this URL (set by publish and by job-done):
+    // the HTTP API's own endpoint, not the functions' local default, which nobody can reach.
+    const url = JSON.stringify(vars.POSTHUMAN_PUBLIC_API_URL);
+    assert.match(url ?? "", /"HttpApi[0-9A-F]*","ApiEndpoint"/, `POSTHUMAN_PUBLIC_API_URL ${url}`);
   }
   // Each function's role may read that secret (GetSecretValue), scoped to it.
   const policies = t.findResources("AWS::IAM::Policy");

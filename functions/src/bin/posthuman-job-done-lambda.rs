@@ -24,7 +24,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .without_time()
         .init();
-    let deps = aws::deps(aws::AwsConfig::from_env()?).await?;
+    let cfg = aws::AwsConfig::from_env()?;
+    let secret = cfg.operator_key_secret.clone();
+    let deps = aws::deps(cfg).await?;
+    // Every completion sends the operator's transactions: a key the lineage contract does not
+    // obey fails here, once, naming the fix (not on every event, as a revert).
+    aws::check_lineage_operator(&deps, &secret).await?;
     lambda_runtime::run(service_fn(|ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
         async move {

@@ -32,6 +32,7 @@ pub mod chart;
 pub mod checks;
 pub mod eip1193;
 pub mod format;
+pub mod market;
 pub mod net;
 pub mod order;
 pub mod publish;

@@ -835,6 +835,7 @@ mod tests {
             ocean: Some(Address::repeat_byte(0x0c)),
             fixed_rate: Address::repeat_byte(0x0f),
             deployed_at_block: 0,
+            market: None,
         }
     }
 

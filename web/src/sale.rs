@@ -96,6 +96,7 @@ mod tests {
             ocean: Some(Address::repeat_byte(3)),
             fixed_rate: Address::repeat_byte(4),
             deployed_at_block: 0,
+            market: None,
         };
         let (nft, dt) = (Address::repeat_byte(5), Address::repeat_byte(6));
         let txs = sale_txs(&book, nft, dt, "2", "10").unwrap();

@@ -125,7 +125,11 @@ pub struct RewardLog {
 
 /// `eth_getLogs` params since `from_block`: events of `address` (any contract when `None`)
 /// whose topics match `topics` (the event signature first; `None` matches anything).
-fn logs_params(address: Option<Address>, topics: &[Option<B256>], from_block: u64) -> Value {
+pub(crate) fn logs_params(
+    address: Option<Address>,
+    topics: &[Option<B256>],
+    from_block: u64,
+) -> Value {
     let topics: Vec<Value> =
         topics.iter().map(|t| t.map_or(Value::Null, |t| json!(t.to_string()))).collect();
     let mut filter = json!({

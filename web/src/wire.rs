@@ -47,4 +47,8 @@ pub struct AddressBook {
     /// The deployment's first block: event reads (the account's rewards) start there.
     #[serde(default)]
     pub deployed_at_block: u64,
+    /// The peer market (`PeerMarket`): holders resell datatokens there (`None`: an address
+    /// book without one, then the model page offers no resale).
+    #[serde(default)]
+    pub market: Option<Address>,
 }

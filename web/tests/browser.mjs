@@ -776,6 +776,56 @@ try {
     assert.match(rewardText, /BLORA \(Browser LoRA\)/);
     assert.ok(BigInt(rewardAmount) > 0n, `a reward minted: ${rewardAmount}`);
     log(`LoRA train ${loraId} ordered through the form: derived ${derived} "Browser LoRA" (BLORA), "LoRA r 4 (c_attn, c_proj)", put on sale by its trainer at 2 OCEAN; his account page lists the reward (${rewardAmount} base units)`);
+    // Resale by holders (the peer market), through the UI alone: the trainer offers 5 of his
+    // reward tokens at 1.5 OCEAN; another wallet buys 2 of them; the trainer withdraws the rest.
+    {
+      const e18 = 10n ** 18n;
+      await op.goto(`${base}/models/${derived}`);
+      await op.waitForSelector('#resale #no-offers');
+      const before = await sent();
+      await op.fill('#resale-price', '1.5');
+      await op.fill('#resale-amount', '1000');
+      await op.click('#resale-offer');
+      await op.waitForFunction(() => document.querySelector('#resale-status.error'));
+      assert.match(await op.textContent('#resale-status'), /^Stopped: Insufficient balance: this needs 1,?000(\.0+)? datatokens and your wallet holds [0-9.,]+\.$/);
+      assert.equal(await sent(), before, 'nothing sent for an offer over the balance');
+      await op.fill('#resale-amount', '5');
+      await op.click('#resale-offer');
+      await op.waitForFunction(() => !document.querySelector('#resale-status').textContent.includes('1,000'));
+      await op.waitForFunction(() => /^(Offered|Stopped)/.test(document.querySelector('#resale-status')?.textContent ?? ''), null, { timeout: 60_000 });
+      assert.equal(await op.locator('#resale-status.error').count(), 0, await op.textContent('#resale-status'));
+      await op.waitForSelector('#offers tr.offer .withdraw');
+      const offerRow = () => op.$$eval('#offers tr.offer', (trs) => trs.map((t) => [t.dataset.seller.toLowerCase(), t.dataset.remaining]));
+      assert.deepEqual(await offerRow(), [[buyer.toLowerCase(), (5n * e18).toString()]]);
+      // Another wallet (anvil's account 6, funded with OCEAN by Elena for the test) buys 2.
+      const second = (await rpc(rpcUrl, 'eth_accounts'))[6];
+      await rpc(rpcUrl, 'anvil_impersonateAccount', [elena]);
+      const pad = (h) => h.replace(/^0x/, '').padStart(64, '0');
+      await mined(rpcUrl, await rpc(rpcUrl, 'eth_sendTransaction', [{ from: elena, to: book.ocean, data: '0xa9059cbb' + pad(second) + pad((10n * e18).toString(16)) }]));
+      await rpc(rpcUrl, 'anvil_stopImpersonatingAccount', [elena]);
+      const sellerOcean = BigInt(await balanceOf(rpcUrl, book.ocean, buyer));
+      const bctx = await browser.newContext();
+      await bctx.addInitScript(injectWallet, { rpcUrl, account: second, authorised: true });
+      const bp = await bctx.newPage();
+      bp.on('pageerror', (e) => errors.push(String(e)));
+      await bp.goto(`${base}/models/${derived}`);
+      await bp.waitForSelector('#offers tr.offer .buy');
+      await bp.fill('#resale-buy', '2');
+      await bp.click('#offers tr.offer .buy');
+      await bp.waitForFunction(() => /^(Bought|Stopped)/.test(document.querySelector('#resale-status')?.textContent ?? ''), null, { timeout: 60_000 });
+      assert.equal(await bp.locator('#resale-status.error').count(), 0, await bp.textContent('#resale-status'));
+      assert.equal(await balanceOf(rpcUrl, named.datatoken, second), (2n * e18).toString(), 'the buyer holds the 2 datatokens');
+      assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, buyer)) - sellerOcean, 3n * e18, 'the seller got 2 × 1.5 OCEAN');
+      await bp.waitForFunction(() => document.querySelector('#offers tr.offer')?.dataset.remaining === (3n * 10n ** 18n).toString());
+      await bctx.close();
+      // The seller withdraws what is left.
+      await op.reload();
+      await op.waitForSelector('#offers tr.offer .withdraw');
+      await op.click('#offers tr.offer .withdraw');
+      await op.waitForSelector('#resale #no-offers', { timeout: 60_000 });
+      assert.equal(await op.textContent('#resale-status'), 'Withdrawn.');
+      log('resale: an offer over the balance refused before sending; 5 BLORA offered at 1.5 OCEAN, 2 bought by another wallet (3 OCEAN to the seller), the rest withdrawn — all from the model page');
+    }
     await ctx.close();
     log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
   }

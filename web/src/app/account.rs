@@ -21,7 +21,7 @@ use crate::wallet::{
     parse_royalty_logs, parse_royalty_vault, received_logs_params, reward_logs_params,
     royalty_logs_params, royalty_vault_call, short_address,
 };
-use crate::wire::{ChainInfo, ModelView};
+use crate::wire::{AddressBook, ChainInfo, ModelView};
 
 #[function_component]
 pub fn AccountPage() -> Html {
@@ -40,12 +40,7 @@ pub fn AccountPage() -> Html {
         <section id="account" data-account={account.to_checksum(None)}>
             <h1>{ "My account" }</h1>
             <p>{ "Address " }<code id="account-address">{ account.to_checksum(None) }</code></p>
-            <h2>{ "Balances" }</h2>
-            <Balances {account} provider={provider.clone()} {chain} models={models.clone()} />
-            <h2>{ "Rewards received" }</h2>
-            <Rewards {account} provider={provider.clone()} {chain} models={models.clone()} />
-            <h2>{ "Lineage royalties received" }</h2>
-            <Royalties {account} {provider} {chain} {models} />
+            <Holdings {account} {provider} {chain} {models} />
             <h2>{ "My jobs" }</h2>
             <JobList consumer={account.to_checksum(None)} />
         </section>
@@ -53,100 +48,191 @@ pub fn AccountPage() -> Html {
 }
 
 #[derive(Properties, PartialEq)]
-struct BalancesProps {
+struct HoldingsProps {
     account: Address,
     provider: Provider,
-    /// The wallet's chain: balances are read again when it changes.
+    /// The wallet's chain: everything is read again when it changes.
     chain: Option<u64>,
     /// Every model of the catalogue.
     models: Load<Vec<ModelView>>,
 }
 
-/// Rewards received: each derivation that minted the account datatokens, from the chain.
+/// What the account holds and earned, read through the wallet in one pass (one component
+/// and one effect for the three tables: each component type costs the module kilobytes).
+#[derive(Clone, PartialEq)]
+struct Earned {
+    balances: Vec<Row>,
+    rewards: Result<Vec<RewardRow>, String>,
+    royalties: Result<Vec<RoyaltyRow>, String>,
+}
+
+/// Balances, rewards received and lineage royalties received.
 #[function_component]
-fn Rewards(p: &BalancesProps) -> Html {
+fn Holdings(p: &HoldingsProps) -> Html {
     let chain = use_json::<ChainInfo>("/api/chain".into());
-    let rows = use_state(|| Load::<Vec<RewardRow>>::Loading);
+    let state = use_state(|| Load::<Earned>::Loading);
     {
-        let rows = rows.clone();
+        let state = state.clone();
         let deps = (chain.clone(), p.models.clone(), p.account, p.provider.clone(), p.chain);
         use_effect_with(deps, move |(chain, models, account, provider, on)| {
+            // What was read for an account (or network) no longer shown is dropped.
             let current = std::rc::Rc::new(std::cell::Cell::new(true));
             let flag = current.clone();
             match (chain, models) {
+                // On another network the same addresses are other contracts (or none):
+                // their numbers would mean nothing.
                 (Load::Ready(c), _) if *on != Some(c.address_book.chain_id) => {
-                    rows.set(Load::Failed(
-                        "Switch your wallet to this storefront's network to read your rewards."
-                            .into(),
-                    ))
+                    state.set(Load::Failed(format!(
+                        "Your wallet is on {}: switch to {} (top of the page) to read your balances.",
+                        on.map(network_name).unwrap_or_else(|| "an unknown network".into()),
+                        network_name(c.address_book.chain_id)
+                    )))
                 }
                 (Load::Ready(c), Load::Ready(ms)) => {
-                    let book = &c.address_book;
-                    let params = reward_logs_params(book.lineage, *account, book.deployed_at_block);
-                    let (provider, ms, account) = (provider.clone(), ms.clone(), *account);
+                    state.set(Load::Loading);
+                    let (book, ms, account, provider) =
+                        (c.address_book.clone(), ms.clone(), *account, provider.clone());
                     wasm_bindgen_futures::spawn_local(async move {
-                        let got = match provider.request("eth_getLogs", params).await {
-                            Ok(v) => parse_reward_logs(&v).map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let got = got.map(|logs| {
-                            logs.into_iter()
-                                .map(|r| {
-                                    let dt = r.datatoken.to_checksum(None);
-                                    let m = ms
-                                        .iter()
-                                        .find(|m| m.card.datatoken.eq_ignore_ascii_case(&dt));
-                                    let label = m.map_or_else(
-                                        || dt.clone(),
-                                        |m| format!("{} ({})", m.card.symbol, m.card.name),
-                                    );
-                                    RewardRow {
-                                        label,
-                                        model: m.map(|m| m.card.nft.clone()),
-                                        share: m.map_or_else(
-                                            || "unknown model".into(),
-                                            |m| reward_share(&ms, m, &account),
-                                        ),
-                                        job: r.job_id.to_string(),
-                                        amount: r.amount,
-                                    }
-                                })
-                                .collect()
-                        });
+                        let got = earned(&provider, &book, &ms, account).await;
                         if flag.get() {
-                            rows.set(match got {
-                                Ok(rs) => Load::Ready(rs),
-                                Err(e) => Load::Failed(format!("could not read your rewards: {e}")),
+                            state.set(match got {
+                                Ok(e) => Load::Ready(e),
+                                Err(e) => Load::Failed(format!("could not read your tokens: {e}")),
                             });
                         }
                     });
                 }
-                (Load::Failed(e), _) | (_, Load::Failed(e)) => rows.set(Load::Failed(e.clone())),
+                (Load::Failed(e), _) | (_, Load::Failed(e)) => state.set(Load::Failed(e.clone())),
                 _ => {}
             }
             move || current.set(false)
         });
     }
-    show(&rows, |rs| {
-        if rs.is_empty() {
-            return html! { <p id="no-rewards">{ "None yet: training a model earns its new datatokens." }</p> };
-        }
-        html! {
-            <table id="rewards" aria-live="polite">
-                <thead><tr><th>{ "derived model" }</th><th>{ "your share" }</th><th>{ "derivation (job)" }</th><th>{ "datatokens" }</th></tr></thead>
+    let failed = |what: &str, e: &String| html! { <p class="error">{ format!("could not read your {what}: {e}") }</p> };
+    show(&state, |e| {
+        html! { <>
+            <h2>{ "Balances" }</h2>
+            <table id="balances" aria-live="polite">
+                <thead><tr><th>{ "token" }</th><th>{ "address" }</th><th>{ "balance" }</th></tr></thead>
                 <tbody>
-                { for rs.iter().map(|r| html! {
-                    <tr class="reward" data-amount={r.amount.to_string()}>
+                { for e.balances.iter().map(|r| html! {
+                    <tr class="balance" data-token={r.token.to_checksum(None)} data-balance={r.balance.as_ref().map(|b| b.to_string()).unwrap_or_default()}>
                         <td>{ model_link(&r.label, r.model.as_ref()) }</td>
-                        <td class="share">{ r.share.clone() }</td>
-                        <td><code title={r.job.clone()}>{ format!("{}…", &r.job[..10]) }</code></td>
-                        <td>{ tokens(&r.amount.to_string()) }</td>
+                        <td><code title={r.token.to_checksum(None)}>{ short_address(&r.token) }</code></td>
+                        <td>{ match &r.balance {
+                            Ok(b) => html! { tokens(&b.to_string()) },
+                            Err(e) => html! { <span class="error">{ format!("could not read: {e}") }</span> },
+                        } }</td>
                     </tr>
                 }) }
                 </tbody>
             </table>
-        }
+            <h2>{ "Rewards received" }</h2>
+            { match &e.rewards {
+                Err(err) => failed("rewards", err),
+                Ok(rs) if rs.is_empty() => html! { <p id="no-rewards">{ "None yet: training a model earns its new datatokens." }</p> },
+                Ok(rs) => html! {
+                    <table id="rewards" aria-live="polite">
+                        <thead><tr><th>{ "derived model" }</th><th>{ "your share" }</th><th>{ "derivation (job)" }</th><th>{ "datatokens" }</th></tr></thead>
+                        <tbody>
+                        { for rs.iter().map(|r| html! {
+                            <tr class="reward" data-amount={r.amount.to_string()}>
+                                <td>{ model_link(&r.label, r.model.as_ref()) }</td>
+                                <td class="share">{ r.share.clone() }</td>
+                                <td><code title={r.job.clone()}>{ format!("{}…", &r.job[..10]) }</code></td>
+                                <td>{ tokens(&r.amount.to_string()) }</td>
+                            </tr>
+                        }) }
+                        </tbody>
+                    </table>
+                },
+            } }
+            <h2>{ "Lineage royalties received" }</h2>
+            { match &e.royalties {
+                Err(err) => failed("royalties", err),
+                Ok(rs) if rs.is_empty() => html! { <p id="no-royalties">{ "None yet: orders of models derived from yours pay you a share of their royalty." }</p> },
+                Ok(rs) => html! {
+                    <table id="royalties" aria-live="polite">
+                        <thead><tr><th>{ "paid by orders of" }</th><th>{ "your share" }</th><th>{ "OCEAN" }</th></tr></thead>
+                        <tbody>
+                        { for rs.iter().map(|r| html! {
+                            <tr class="royalty" data-amount={r.amount.to_string()} data-model={r.model.clone().unwrap_or_default()}>
+                                <td>{ model_link(&r.label, r.model.as_ref()) }</td>
+                                <td class="share">{ r.share.clone() }</td>
+                                <td>{ tokens(&r.amount.to_string()) }</td>
+                            </tr>
+                        }) }
+                        </tbody>
+                    </table>
+                },
+            } }
+        </> }
     })
+}
+
+/// The catalogue's label of a model (symbol and name), or the bare address.
+fn label_of(m: Option<&ModelView>, addr: String) -> String {
+    m.map_or(addr, |m| format!("{} ({})", m.card.symbol, m.card.name))
+}
+
+/// Everything [`Holdings`] shows: the balances of OCEAN and of every catalogue datatoken the
+/// account ever received (the tokens of the `Transfer` events naming it: one log query, then
+/// a balance call each, not one per catalogue model), then rewards and royalties (their own
+/// failures are shown in their place).
+async fn earned(
+    provider: &Provider,
+    book: &AddressBook,
+    ms: &[ModelView],
+    account: Address,
+) -> Result<Earned, String> {
+    let err = |e: crate::wallet::WalletError| e.to_string();
+    let from = book.deployed_at_block;
+    let got = parse_log_emitters(
+        &provider.request("eth_getLogs", received_logs_params(account, from)).await.map_err(err)?,
+    )
+    .map_err(err)?;
+    let mut tokens: Vec<(String, Option<String>, Address)> = Vec::new();
+    if let Some(ocean) = book.ocean {
+        tokens.push(("OCEAN".into(), None, ocean));
+    }
+    for m in ms {
+        if let Ok(dt) = m.card.datatoken.parse::<Address>()
+            && got.contains(&dt)
+        {
+            tokens.push((label_of(Some(m), String::new()), Some(m.card.nft.clone()), dt));
+        }
+    }
+    let mut balances = Vec::new();
+    for (label, model, token) in tokens {
+        let balance = match provider.request("eth_call", balance_call(token, account)).await {
+            Ok(v) => parse_balance(&v).map_err(err),
+            Err(e) => Err(e.to_string()),
+        };
+        balances.push(Row { label, model, token, balance });
+    }
+    let rewards = async {
+        let params = reward_logs_params(book.lineage, account, from);
+        let logs = parse_reward_logs(&provider.request("eth_getLogs", params).await.map_err(err)?)
+            .map_err(err)?;
+        Ok(logs
+            .into_iter()
+            .map(|r| {
+                let dt = r.datatoken.to_checksum(None);
+                let m = ms.iter().find(|m| m.card.datatoken.eq_ignore_ascii_case(&dt));
+                RewardRow {
+                    label: label_of(m, dt),
+                    model: m.map(|m| m.card.nft.clone()),
+                    share: m
+                        .map_or_else(|| "unknown model".into(), |m| reward_share(ms, m, &account)),
+                    job: r.job_id.to_string(),
+                    amount: r.amount,
+                }
+            })
+            .collect())
+    }
+    .await;
+    let royalties = royalties(provider, royalty_logs_params(account, from), book.lineage, ms).await;
+    Ok(Earned { balances, rewards, royalties })
 }
 
 /// One reward: the derived model it minted, the share(s) of its scheme it paid this account.
@@ -210,68 +296,6 @@ struct RoyaltyRow {
     amount: U256,
 }
 
-/// Lineage royalties received: `RoyaltyPaid` events naming the account, each from the vault
-/// the lineage contract made for its model (an event from any other contract is not shown).
-#[function_component]
-fn Royalties(p: &BalancesProps) -> Html {
-    let chain = use_json::<ChainInfo>("/api/chain".into());
-    let rows = use_state(|| Load::<Vec<RoyaltyRow>>::Loading);
-    {
-        let rows = rows.clone();
-        let deps = (chain.clone(), p.models.clone(), p.account, p.provider.clone(), p.chain);
-        use_effect_with(deps, move |(chain, models, account, provider, on)| {
-            let current = std::rc::Rc::new(std::cell::Cell::new(true));
-            let flag = current.clone();
-            match (chain, models) {
-                (Load::Ready(c), _) if *on != Some(c.address_book.chain_id) => {
-                    rows.set(Load::Failed(
-                        "Switch your wallet to this storefront's network to read your royalties."
-                            .into(),
-                    ))
-                }
-                (Load::Ready(c), Load::Ready(ms)) => {
-                    let book = &c.address_book;
-                    let params = royalty_logs_params(*account, book.deployed_at_block);
-                    let (provider, ms, lineage) = (provider.clone(), ms.clone(), book.lineage);
-                    wasm_bindgen_futures::spawn_local(async move {
-                        let got = royalties(&provider, params, lineage, &ms).await;
-                        if flag.get() {
-                            rows.set(match got {
-                                Ok(rs) => Load::Ready(rs),
-                                Err(e) => {
-                                    Load::Failed(format!("could not read your royalties: {e}"))
-                                }
-                            });
-                        }
-                    });
-                }
-                (Load::Failed(e), _) | (_, Load::Failed(e)) => rows.set(Load::Failed(e.clone())),
-                _ => {}
-            }
-            move || current.set(false)
-        });
-    }
-    show(&rows, |rs| {
-        if rs.is_empty() {
-            return html! { <p id="no-royalties">{ "None yet: orders of models derived from yours pay you a share of their royalty." }</p> };
-        }
-        html! {
-            <table id="royalties" aria-live="polite">
-                <thead><tr><th>{ "paid by orders of" }</th><th>{ "your share" }</th><th>{ "OCEAN" }</th></tr></thead>
-                <tbody>
-                { for rs.iter().map(|r| html! {
-                    <tr class="royalty" data-amount={r.amount.to_string()} data-model={r.model.clone().unwrap_or_default()}>
-                        <td>{ model_link(&r.label, r.model.as_ref()) }</td>
-                        <td class="share">{ r.share.clone() }</td>
-                        <td>{ tokens(&r.amount.to_string()) }</td>
-                    </tr>
-                }) }
-                </tbody>
-            </table>
-        }
-    })
-}
-
 /// The royalty events naming the account, kept only where their vault is the one the
 /// lineage contract made for that model (one `royaltyVaultOf` call per model paid by).
 async fn royalties(
@@ -305,8 +329,7 @@ async fn royalties(
         let child = l.child.to_checksum(None);
         let m = ms.iter().find(|m| m.card.nft.eq_ignore_ascii_case(&child));
         out.push(RoyaltyRow {
-            label: m
-                .map_or_else(|| child.clone(), |m| format!("{} ({})", m.card.symbol, m.card.name)),
+            label: label_of(m, child.clone()),
             model: m.map(|m| m.card.nft.clone()),
             share: m.map_or_else(|| "unknown model".into(), |m| royalty_share(ms, m, &l.ancestor)),
             amount: l.amount,
@@ -322,110 +345,4 @@ struct Row {
     model: Option<String>,
     token: Address,
     balance: Result<U256, String>,
-}
-
-#[function_component]
-fn Balances(p: &BalancesProps) -> Html {
-    let chain = use_json::<ChainInfo>("/api/chain".into());
-    let models = p.models.clone();
-    let rows = use_state(|| Load::<Vec<Row>>::Loading);
-    {
-        let rows = rows.clone();
-        let deps = (chain.clone(), models.clone(), p.account, p.provider.clone(), p.chain);
-        use_effect_with(deps, move |(chain, models, account, provider, on)| {
-            // Balances read for an account (or network) no longer shown are dropped.
-            let current = std::rc::Rc::new(std::cell::Cell::new(true));
-            let flag = current.clone();
-            let mut tokens: Vec<(String, Option<String>, Address)> = Vec::new();
-            let mut received = None;
-            match (chain, models) {
-                // On another network the same addresses are other contracts (or none):
-                // their numbers would mean nothing.
-                (Load::Ready(c), _) if *on != Some(c.address_book.chain_id) => {
-                    rows.set(Load::Failed(format!(
-                        "Your wallet is on {}: switch to {} (top of the page) to read your balances.",
-                        on.map(network_name).unwrap_or_else(|| "an unknown network".into()),
-                        network_name(c.address_book.chain_id)
-                    )))
-                }
-                (Load::Ready(c), Load::Ready(ms)) => {
-                    if let Some(ocean) = c.address_book.ocean {
-                        tokens.push(("OCEAN".into(), None, ocean));
-                    }
-                    received = Some((c.address_book.deployed_at_block, ms.clone()));
-                }
-                (Load::Failed(e), _) | (_, Load::Failed(e)) => rows.set(Load::Failed(e.clone())),
-                _ => {}
-            }
-            if let Some((from_block, ms)) = received {
-                rows.set(Load::Loading);
-                let (account, provider) = (*account, provider.clone());
-                wasm_bindgen_futures::spawn_local(async move {
-                    // The catalogue's datatokens this account ever received, in catalogue
-                    // order: one log query instead of a balance call per model.
-                    let got = match provider
-                        .request("eth_getLogs", received_logs_params(account, from_block))
-                        .await
-                    {
-                        Ok(v) => parse_log_emitters(&v).map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let got = match got {
-                        Ok(got) => got,
-                        Err(e) => {
-                            if flag.get() {
-                                rows.set(Load::Failed(format!("could not read your tokens: {e}")));
-                            }
-                            return;
-                        }
-                    };
-                    for m in &ms {
-                        if let Ok(dt) = m.card.datatoken.parse::<Address>()
-                            && got.contains(&dt)
-                        {
-                            let label = format!("{} ({})", m.card.symbol, m.card.name);
-                            tokens.push((label, Some(m.card.nft.clone()), dt));
-                        }
-                    }
-                    let mut out = Vec::new();
-                    for (label, model, token) in tokens {
-                        let balance = match provider
-                            .request("eth_call", balance_call(token, account))
-                            .await
-                        {
-                            Ok(v) => parse_balance(&v).map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        out.push(Row { label, model, token, balance });
-                    }
-                    if flag.get() {
-                        rows.set(Load::Ready(out));
-                    }
-                });
-            }
-            move || current.set(false)
-        });
-    }
-    show(&rows, |rs| {
-        html! {
-            <table id="balances" aria-live="polite">
-                <thead><tr><th>{ "token" }</th><th>{ "address" }</th><th>{ "balance" }</th></tr></thead>
-                <tbody>
-                { for rs.iter().map(|r| html! {
-                    <tr class="balance" data-token={r.token.to_checksum(None)} data-balance={r.balance.as_ref().map(|b| b.to_string()).unwrap_or_default()}>
-                        <td>{ match &r.model {
-                            Some(nft) => html! { <Link to={Route::Model(nft.clone())}>{ r.label.clone() }</Link> },
-                            None => html! { r.label.clone() },
-                        } }</td>
-                        <td><code title={r.token.to_checksum(None)}>{ short_address(&r.token) }</code></td>
-                        <td>{ match &r.balance {
-                            Ok(b) => html! { tokens(&b.to_string()) },
-                            Err(e) => html! { <span class="error">{ format!("could not read: {e}") }</span> },
-                        } }</td>
-                    </tr>
-                }) }
-                </tbody>
-            </table>
-        }
-    })
 }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod order;
 pub mod publish;
 pub mod receipt;
+pub mod resale;
 pub mod sale;
 pub mod wallet;
 

@@ -115,6 +115,10 @@ pub fn ModelPage(p: &ModelProps) -> Html {
         _ => Vec::new(),
     };
     let names = use_names(shown);
+    let resale = super::resale::use_resale(match &model {
+        Load::Ready(m) => Some((m.card.datatoken.clone(), m.card.symbol.clone())),
+        _ => None,
+    });
     let title = match &model {
         Load::Ready(m) => Some(format!("{} ({}) · Posthuman", m.card.name, m.card.symbol)),
         _ => None,
@@ -165,6 +169,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     { quote_row(JobKind::Evaluate, &evaluate) }
                 </table>
                 { super::sale::sale_form(&sale, wallet.as_ref(), &chain, c) }
+                { resale.clone() }
                 <super::order::OrderPanel nft={c.nft.clone()} n_positions={Some(m.n_positions)} architecture={c.architecture.clone()} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>

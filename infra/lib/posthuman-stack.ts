@@ -93,6 +93,9 @@ export class PosthumanStack extends Stack {
       lifecycleRules: [
         { abortIncompleteMultipartUploadAfter: Duration.days(1) },
         { noncurrentVersionExpiration: Duration.days(90) },
+        // Direct uploads (functions/src/uploads.rs) never used: their URLs expire after
+        // 15 minutes, what they staged goes after a day (the API sweeps them locally).
+        { prefix: "uploads/", expiration: Duration.days(1) },
       ],
       removalPolicy: RemovalPolicy.RETAIN,
       serverAccessLogsBucket: accessLogs,

@@ -141,6 +141,12 @@ test("access is logged and logs expire: S3 server access logs, VPC flow logs, Cl
     resources[logsId].Properties.LifecycleConfiguration.Rules.some((r: any) => r.ExpirationInDays > 0),
     "access logs are kept forever",
   );
+  assert.ok(
+    resources[bucketId("DataBucket")].Properties.LifecycleConfiguration.Rules.some(
+      (r: any) => r.Prefix === "uploads/" && r.ExpirationInDays === 1,
+    ),
+    "unused direct uploads are kept forever",
+  );
   t.hasResourceProperties("AWS::EC2::FlowLog", { ResourceType: "VPC", TrafficType: "ALL", LogDestinationType: "s3" });
   // The flow logs' delivery grant is the stack's own (one AWS added would not survive an update).
   const policy = Object.values(t.findResources("AWS::S3::BucketPolicy")).find(

@@ -337,10 +337,17 @@ export class PosthumanStack extends Stack {
     grantObjects(api, data, ["s3:PutObject"], ["jobs/*/dataset.txt"]);
     grantObjects(api, data, ["s3:GetObject"], ["jobs/*/public/*", "jobs/*/private/config.json"]);
     grantList(api, data, ["state/*"]);
-    // Publishing: the catalogue (records, request nonces) and the model's files.
-    grantObjects(publish, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
+    // Direct uploads (functions/src/uploads.rs): the API writes each upload's manifest and
+    // presigns its PUTs with its own role (so that role must may put there), checks what
+    // arrived (listing, so a missing file is a 404, not a 403) and, for a submit, reads the
+    // dataset back and deletes what it used.
+    grantObjects(api, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["uploads/*"]);
+    grantList(api, data, ["uploads/*"]);
+    // Publishing: the catalogue (records, request nonces) and the model's files, read from
+    // the direct upload that staged them.
+    grantObjects(publish, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*", "uploads/*"]);
     grantObjects(publish, data, ["s3:GetObject", "s3:PutObject"], ["models/*"]);
-    grantList(publish, data, ["state/*"]);
+    grantList(publish, data, ["state/*", "uploads/*"]);
     // Completion: the catalogue, the job's spec, and its public outputs (receipts, attestations).
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
     grantObjects(jobDone, data, ["s3:GetObject"], ["jobs/*/spec.json"]);

@@ -490,9 +490,12 @@ test("the worker's Batch role reads models and its job's inputs, writes only its
 
 test("each Lambda reaches only the prefixes its handlers use", () => {
   const api = s3Access(lambdaRole("posthuman-api-lambda"));
-  assertWithin("api writes", api.write, ["state/*", "models/*", "jobs/*/dataset.txt", "jobs/*/spec.json"]);
+  // uploads/*: direct uploads' manifests, staged files and the PUTs the api role presigns.
+  assertWithin("api writes", api.write, ["state/*", "models/*", "jobs/*/dataset.txt", "jobs/*/spec.json", "uploads/*"]);
+  assert.ok(api.write.has("uploads/*") && api.read.has("uploads/*"), "the api stages and checks direct uploads");
   assertWithin("api reads", api.read, [
     "state/*",
+    "uploads/*",
     "models/*",
     "jobs/*/spec.json",
     "jobs/*/public/*",
@@ -500,8 +503,9 @@ test("each Lambda reaches only the prefixes its handlers use", () => {
   ]);
   const publish = s3Access(lambdaRole("publish"));
   assert.ok(publish.write.size > 0, "publishing stores the model");
-  assertWithin("publish writes", publish.write, ["state/*", "models/*"]);
-  assertWithin("publish reads", publish.read, ["state/*", "models/*"]);
+  assertWithin("publish writes", publish.write, ["state/*", "models/*", "uploads/*"]);
+  assertWithin("publish reads", publish.read, ["state/*", "models/*", "uploads/*"]);
+  assert.ok(publish.read.has("uploads/*"), "publishing reads the direct upload's files");
   const done = s3Access(lambdaRole("posthuman-job-done-lambda"));
   assertWithin("job-done writes", done.write, ["state/*", "jobs/*/public/*"]);
   assertWithin("job-done reads", done.read, ["state/*", "jobs/*/spec.json", "jobs/*/public/*"]);

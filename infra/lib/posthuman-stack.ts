@@ -328,6 +328,9 @@ export class PosthumanStack extends Stack {
     // The api bundle again, behind POST /api/models only (publishing). One at a time: a
     // second concurrent publish is throttled rather than racing the first for a nonce.
     const publish = rustFn("ApiPublishFn", "posthuman-api-lambda", Duration.seconds(29), txSenders.valueAsNumber);
+    // A publish reads its direct upload's weights (up to 1 GiB, an adapter as much again)
+    // into the spool dir, /tmp: more than Lambda's default 512 MiB of it.
+    (publish.node.defaultChild as lambda.CfnFunction).ephemeralStorage = { size: 3072 };
     // EventBridge invokes job-done asynchronously: a throttled event waits in Lambda's queue.
     const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5), txSenders.valueAsNumber);
     // The API: the catalogue, published models, a job's dataset and spec, public outputs, and

@@ -530,6 +530,8 @@ test("the functions that send the operator's transactions run one at a time (res
   assert.deepEqual(publish.props.ReservedConcurrentExecutions, reserved);
   assert.equal(api.props.ReservedConcurrentExecutions, undefined);
   assert.deepEqual(publish.props.Code, api.props.Code, "the publish function runs the api bundle");
+  // It spools a direct upload's weights (up to 1 GiB, plus an adapter) in /tmp.
+  assert.ok(publish.props.EphemeralStorage?.Size >= 2 * 1024 + 512, "no room in /tmp for 1 GiB of weights and an adapter");
   // The route: POST /api/models goes to the publish function, everything else to the api one.
   const routes = Object.values(t.findResources("AWS::ApiGatewayV2::Route")) as any[];
   const integrations = t.findResources("AWS::ApiGatewayV2::Integration");

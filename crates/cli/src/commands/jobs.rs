@@ -342,7 +342,7 @@ pub async fn order_and_submit(
         // Quoted for exactly this dataset.
         quoted_dataset_bytes: None,
     };
-    let bar = out.bar(0, "dataset");
+    let bar = out.bytes_bar("dataset");
     let sub = s.api.submit(&s.signer, &s.domain(), &req, dataset, &bar).await;
     bar.finish_and_clear();
     let sub = sub?;

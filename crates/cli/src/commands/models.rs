@@ -119,7 +119,7 @@ pub async fn publish_files(
         nonce: nonce(),
         expires_at: expiry(),
     };
-    let bar = out.bar(0, "upload");
+    let bar = out.bytes_bar("upload");
     bar.set_message(format!("{} ({} MB of weights)", a.name, files.weights.len() >> 20));
     let r = s.api.publish(&s.signer, &s.domain(), &req, files, &bar).await;
     bar.finish_and_clear();

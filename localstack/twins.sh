@@ -98,9 +98,11 @@ start() {
     while [[ $moto_port == "$ls_port" ]]; do moto_port=$(free_port); done
     rm -rf "$STATE/localstack-fs"
     mkdir -p "$STATE/localstack-fs"
+    # S3_SKIP_SIGNATURE_VALIDATION=0: S3 checks request signatures as AWS does, so presigned
+    # upload URLs are refused once expired or altered (functions/tests/upload_contract.rs).
     # setsid: each twin leads its own process group, so stop can kill it with its children.
     GATEWAY_LISTEN=127.0.0.1:$ls_port LOCALSTACK_HOST=127.0.0.1:$ls_port \
-        SQS_ENDPOINT_STRATEGY=path FILESYSTEM_ROOT=$STATE/localstack-fs DISABLE_EVENTS=1 \
+        S3_SKIP_SIGNATURE_VALIDATION=0 SQS_ENDPOINT_STRATEGY=path FILESYSTEM_ROOT=$STATE/localstack-fs DISABLE_EVENTS=1 \
         DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 OVERRIDE_IN_DOCKER=0 \
         CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0 CFN_IGNORE_UNSUPPORTED_TYPE_CREATE=$LS_CFN_TYPES \
         setsid "$LS_VENV/bin/python" -m localstack.runtime.main \

@@ -6,9 +6,6 @@
 //! status and a JSON body. The route table [`routes`] is the single list the router is built
 //! from, and a test checks that each entry is described in `openapi.json`.
 
-use posthuman_gpt2::chat_config::{
-    MAX_CHAT_TEMPLATE_BYTES, MAX_GENERATION_CONFIG_BYTES, MAX_TOKENIZER_CONFIG_BYTES,
-};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,14 +25,20 @@ use crate::error::ApiError;
 use crate::handlers::views::Paged;
 use crate::handlers::{jobs, lists, models, ocean};
 use crate::spool::{SpoolWriter, Spooled};
+use crate::uploads::{self, Fetched, Keep, UploadPurpose};
 
 /// The OpenAPI description served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 type Shared = Arc<Deps>;
 
-/// The routes that take file uploads (multipart): they get upload slots and a body deadline.
-const UPLOAD_ROUTES: [&str; 2] = ["/api/models", "/api/jobs"];
+/// The routes that take file uploads (multipart, or a direct upload's PUT): they get upload
+/// slots and a body deadline.
+const UPLOAD_ROUTES: [(Method, &str); 3] = [
+    (Method::POST, "/api/models"),
+    (Method::POST, "/api/jobs"),
+    (Method::PUT, "/api/uploads/{upload_id}/{file}"),
+];
 
 /// Every route: method, path (axum syntax, same as OpenAPI's), handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
@@ -53,6 +56,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::POST, "/api/models/{nft}/featured", post(feature_evaluations)),
         (Method::POST, "/api/models/{nft}/sale", post(sync_sale)),
         (Method::POST, "/api/jobs", post(submit_job)),
+        (Method::POST, "/api/uploads", post(create_upload)),
+        (Method::PUT, "/api/uploads/{upload_id}/{file}", axum::routing::put(put_upload)),
         (Method::GET, "/api/jobs", get(list_jobs)),
         (Method::GET, "/api/jobs/{job_id}", get(job_status)),
         (Method::GET, "/api/jobs/{job_id}/result", get(job_result)),
@@ -78,7 +83,7 @@ pub fn router(deps: Shared, static_dir: Option<&std::path::Path>) -> Router {
     let body_deadline = std::time::Duration::from_secs(limits.upload_timeout_secs.max(1));
     let mut r: Router<Shared> = Router::new();
     for (method, path, mr) in routes() {
-        let mr = if method == Method::POST && UPLOAD_ROUTES.contains(&path) {
+        let mr = if UPLOAD_ROUTES.iter().any(|(m, p)| *m == method && *p == path) {
             mr.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_deadline))
                 .layer(axum::middleware::from_fn_with_state(slots.clone(), upload_slot))
         } else {
@@ -131,15 +136,6 @@ async fn openapi() -> Response {
 
 /// The parts every upload signs: they come first, and are small.
 const SIGNED_PARTS: [&str; 2] = ["request", "signature"];
-
-/// Where a part goes while it arrives.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    /// Small parts (the signed request, a config): in memory, up to their cap.
-    Memory,
-    /// Files (weights, a dataset): streamed to a spool file, hashed on the way.
-    Spool,
-}
 
 /// An upload part as read.
 enum Part {
@@ -283,24 +279,131 @@ fn multipart(
     r.map_err(|e| ApiError::bad(format!("expected multipart/form-data: {}", e.body_text())))
 }
 
+/// Whether a publish or submit is the JSON form (the signed request as the body, the
+/// signature and the upload id in headers) rather than multipart.
+fn is_json(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// The JSON form's signed request (the body, up to its cap), signature and upload id.
+async fn signed_json(
+    d: &Deps,
+    req: axum::extract::Request,
+) -> Result<(Bytes, String, Option<String>), ApiError> {
+    let (parts, body) = req.into_parts();
+    let header = |name: &str| {
+        parts.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string())
+    };
+    let signature = header(SIGNATURE_HEADER)
+        .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
+    let cap = d.cfg.limits.max_request_bytes;
+    let request = axum::body::to_bytes(body, usize::try_from(cap).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| ApiError::TooLarge { what: "request body".into(), limit: cap })?;
+    Ok((request, signature, header(uploads::UPLOAD_HEADER)))
+}
+
+/// Runs `use_files` on a claimed upload's files, then consumes the upload if it succeeded
+/// or releases it for another try if not.
+async fn with_upload<T>(
+    d: &Deps,
+    claimed: uploads::Claimed,
+    use_files: impl AsyncFnOnce(std::collections::BTreeMap<String, Fetched>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let r = match claimed.fetch(d).await {
+        Ok(files) => use_files(files).await,
+        Err(e) => Err(e),
+    };
+    claimed.finish(d, r.is_ok()).await;
+    r
+}
+
+fn fetched_bytes(
+    files: &mut std::collections::BTreeMap<String, Fetched>,
+    name: &str,
+) -> Option<Bytes> {
+    match files.remove(name) {
+        Some(Fetched::Memory(b)) => Some(b),
+        _ => None,
+    }
+}
+
+fn fetched_file(
+    files: &mut std::collections::BTreeMap<String, Fetched>,
+    name: &str,
+) -> Option<Spooled> {
+    match files.remove(name) {
+        Some(Fetched::Spooled(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// `POST /api/models` with the files staged by a direct upload ([`crate::uploads`]).
+async fn publish_uploaded(
+    d: &Deps,
+    req: axum::extract::Request,
+) -> Result<crate::handlers::views::ModelView, ApiError> {
+    let (request, signature, upload) = signed_json(d, req).await?;
+    let upload = upload.ok_or_else(|| {
+        ApiError::bad(format!(
+            "a JSON publish names its files' upload in {}",
+            uploads::UPLOAD_HEADER
+        ))
+    })?;
+    crate::handlers::precheck::may_publish(d, &request, &signature).await?;
+    let signer = crate::auth::recover_request(
+        &crate::auth::domain(d),
+        posthuman_receipts::request::PUBLISH_MODEL,
+        &request,
+        &signature,
+    )?;
+    let claimed = uploads::claim(d, &upload, signer, UploadPurpose::Model).await?;
+    with_upload(d, claimed, async |mut f| {
+        let missing = |n: &str| ApiError::bad(format!("the upload has no file {n:?}"));
+        let adapter = match (
+            fetched_bytes(&mut f, "adapter_config"),
+            fetched_file(&mut f, "adapter_weights"),
+        ) {
+            (Some(c), Some(w)) => Some((c, w)),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::bad(
+                    "an adapter needs both adapter_config and adapter_weights",
+                ));
+            }
+        };
+        let up = models::PublishUpload {
+            request,
+            signature,
+            config: fetched_bytes(&mut f, "config").ok_or_else(|| missing("config"))?,
+            weights: fetched_file(&mut f, "weights").ok_or_else(|| missing("weights"))?,
+            tokenizer: fetched_bytes(&mut f, "tokenizer").ok_or_else(|| missing("tokenizer"))?,
+            adapter,
+            tokenizer_config: fetched_bytes(&mut f, "tokenizer_config"),
+            generation_config: fetched_bytes(&mut f, "generation_config"),
+            chat_template: fetched_bytes(&mut f, "chat_template"),
+        };
+        models::publish_model(d, up).await
+    })
+    .await
+}
+
 async fn publish_model(
     State(d): State<Shared>,
-    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<crate::handlers::views::ModelView>), ApiError> {
+    use axum::extract::FromRequest;
+    if is_json(&req) {
+        return Ok((StatusCode::CREATED, Json(publish_uploaded(&d, req).await?)));
+    }
+    let mp = Multipart::from_request(req, &d).await;
     let l = &d.cfg.limits;
-    let caps = [
-        ("request", l.max_request_bytes, Keep::Memory),
-        ("signature", 256, Keep::Memory),
-        ("config", l.max_config_bytes, Keep::Memory),
-        ("weights", l.max_weights_bytes, Keep::Spool),
-        ("tokenizer", l.max_tokenizer_bytes, Keep::Memory),
-        // Optional: a PEFT LoRA adapter over the weights (adapter ≤ the weights' cap).
-        ("adapter_config", l.max_config_bytes, Keep::Memory),
-        ("adapter_weights", l.max_weights_bytes, Keep::Spool),
-        ("tokenizer_config", MAX_TOKENIZER_CONFIG_BYTES, Keep::Memory),
-        ("generation_config", MAX_GENERATION_CONFIG_BYTES, Keep::Memory),
-        ("chat_template", MAX_CHAT_TEMPLATE_BYTES as u64, Keep::Memory),
-    ];
+    let mut caps =
+        vec![("request", l.max_request_bytes, Keep::Memory), ("signature", 256, Keep::Memory)];
+    caps.extend(uploads::publish_files(l));
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_publish(&d, &request, &signature).await
     };
@@ -441,16 +544,44 @@ async fn quote(
     Ok(Json(models::quote(&d, &nft, terms).await?))
 }
 
+/// `POST /api/jobs` in the JSON form: the dataset, if any, from a direct upload.
+async fn submit_uploaded(
+    d: &Deps,
+    req: axum::extract::Request,
+) -> Result<crate::handlers::views::SubmittedView, ApiError> {
+    let (request, signature, upload) = signed_json(d, req).await?;
+    crate::handlers::precheck::may_submit(d, &request, &signature).await?;
+    let Some(upload) = upload else {
+        let up = jobs::JobUpload { request, signature, dataset: None };
+        return jobs::submit_job(d, up).await;
+    };
+    let signer = crate::auth::recover_request(
+        &crate::auth::domain(d),
+        posthuman_receipts::request::SUBMIT_JOB,
+        &request,
+        &signature,
+    )?;
+    let claimed = uploads::claim(d, &upload, signer, UploadPurpose::Dataset).await?;
+    with_upload(d, claimed, async |mut f| {
+        let up = jobs::JobUpload { request, signature, dataset: fetched_file(&mut f, "dataset") };
+        jobs::submit_job(d, up).await
+    })
+    .await
+}
+
 async fn submit_job(
     State(d): State<Shared>,
-    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<crate::handlers::views::SubmittedView>), ApiError> {
+    use axum::extract::FromRequest;
+    if is_json(&req) {
+        return Ok((StatusCode::ACCEPTED, Json(submit_uploaded(&d, req).await?)));
+    }
+    let mp = Multipart::from_request(req, &d).await;
     let l = &d.cfg.limits;
-    let caps = [
-        ("request", l.max_request_bytes, Keep::Memory),
-        ("signature", 256, Keep::Memory),
-        ("dataset", l.max_dataset_bytes, Keep::Spool),
-    ];
+    let mut caps =
+        vec![("request", l.max_request_bytes, Keep::Memory), ("signature", 256, Keep::Memory)];
+    caps.extend(uploads::submit_files(l));
     let may = async |request: Bytes, signature: String| {
         crate::handlers::precheck::may_submit(&d, &request, &signature).await
     };
@@ -461,6 +592,41 @@ async fn submit_job(
         dataset: take_file(&mut p, "dataset"),
     };
     Ok((StatusCode::ACCEPTED, Json(jobs::submit_job(&d, up).await?)))
+}
+
+/// `POST /api/uploads`: the signed declaration as the body, its signature in a header.
+async fn create_upload(
+    State(d): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<(StatusCode, Json<uploads::UploadGrant>), ApiError> {
+    let sig = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
+    let cap = d.cfg.limits.max_request_bytes;
+    let body = axum::body::to_bytes(body, usize::try_from(cap).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| ApiError::TooLarge { what: "request body".into(), limit: cap })?;
+    Ok((StatusCode::CREATED, Json(uploads::create_upload(&d, &body, sig).await?)))
+}
+
+/// `PUT /api/uploads/{upload_id}/{file}`: a direct upload's file, where this server hosts
+/// them (the embedded default; on AWS the files go to S3 and this is a 404).
+async fn put_upload(
+    State(d): State<Shared>,
+    Path((upload_id, file)): Path<(String, String)>,
+    q: Result<Query<uploads::PutQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Body,
+) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::from(uploads::UploadError::BadToken(format!(
+            "not an upload URL: {}",
+            e.body_text()
+        )))
+    })?;
+    d.uploads.receive(&upload_id, &file, &q, body).await?;
+    Ok(StatusCode::OK)
 }
 
 #[derive(Deserialize)]

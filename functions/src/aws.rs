@@ -180,8 +180,10 @@ pub async fn address_book_from_ssm(
 
 /// Builds the handlers' dependencies over AWS services.
 pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(S3Store::new(cfg.s3).await.map_err(|e| e.to_string())?);
+    let s3 = S3Store::new(cfg.s3).await.map_err(|e| e.to_string())?;
+    // Clients PUT their files straight to the bucket (API Gateway takes at most 6 MB).
+    let uploads = Arc::new(crate::uploads::S3Uploads::new(&s3));
+    let store: Arc<dyn ObjectStore> = Arc::new(s3);
     let book = match &cfg.address_book {
         AddressBookSource::Inline(json) => parse_address_book(json, "POSTHUMAN_ADDRESS_BOOK")?,
         AddressBookSource::Parameter(name) => {
@@ -204,6 +206,7 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
     Ok(Arc::new(Deps {
         catalogue: Arc::new(ObjectCatalogue::new(store.clone(), "state")),
         store,
+        uploads,
         queue: Arc::new(BatchQueue::new(cfg.batch).await),
         chain: Arc::new(chain),
         operator,

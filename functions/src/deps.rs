@@ -87,6 +87,8 @@ pub struct ApiConfig {
     /// (`handlers::ocean::provider_url`, this plus `/api/ocean`) as its compute services'
     /// `serviceEndpoint` (where Ocean clients order jobs).
     pub public_api_url: String,
+    /// How long a direct upload's URLs and id stay valid (`crate::uploads`).
+    pub upload_validity_secs: u64,
 }
 
 impl ApiConfig {
@@ -107,6 +109,7 @@ impl Default for ApiConfig {
             rates: posthuman_types::pricing::Rates::default(),
             spool_dir: None,
             public_api_url: posthuman_types::DEFAULT_API_URL.to_string(),
+            upload_validity_secs: crate::uploads::UPLOAD_VALIDITY_SECS,
         }
     }
 }
@@ -117,6 +120,9 @@ pub struct Deps {
     pub store: Arc<dyn ObjectStore>,
     pub queue: Arc<dyn JobQueue>,
     pub catalogue: Arc<dyn Catalogue>,
+    /// Where clients send files directly (`crate::uploads`): S3 presigned PUTs on AWS, this
+    /// server's own upload route in the embedded default.
+    pub uploads: Arc<dyn crate::uploads::DirectUploads>,
     pub chain: Arc<Chain>,
     /// The operator key: signs provider fees (through `chain`) and receipts.
     pub operator: PrivateKeySigner,

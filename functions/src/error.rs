@@ -49,6 +49,10 @@ pub enum ApiError {
     /// logged, never returned.
     #[error("unavailable: {backend}: {detail}")]
     Unavailable { backend: &'static str, detail: String },
+    /// A direct upload cannot be used (unknown, expired, another account's, used, a file
+    /// missing or not as declared): each its own status and code ([`crate::uploads`]).
+    #[error(transparent)]
+    Upload(#[from] crate::uploads::UploadError),
     /// A bug or an unexpected backend failure; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -88,6 +92,16 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotReady(_) => StatusCode::ACCEPTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upload(u) => {
+                use crate::uploads::UploadError as U;
+                match u {
+                    U::Unknown(_) => StatusCode::NOT_FOUND,
+                    U::Expired { .. } => StatusCode::GONE,
+                    U::Foreign(_) | U::BadToken(_) => StatusCode::FORBIDDEN,
+                    U::Used(_) | U::Missing { .. } => StatusCode::CONFLICT,
+                    U::Purpose { .. } | U::Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                }
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,6 +120,19 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Upload(u) => {
+                use crate::uploads::UploadError as U;
+                match u {
+                    U::Unknown(_) => "upload_unknown",
+                    U::Expired { .. } => "upload_expired",
+                    U::Foreign(_) => "upload_foreign",
+                    U::Used(_) => "upload_used",
+                    U::Purpose { .. } => "upload_purpose",
+                    U::Missing { .. } => "upload_missing",
+                    U::Mismatch { .. } => "upload_mismatch",
+                    U::BadToken(_) => "upload_url_refused",
+                }
+            }
             ApiError::Internal(_) => "internal",
         }
     }

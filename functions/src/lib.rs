@@ -38,3 +38,4 @@ pub mod secrets;
 pub mod server;
 pub mod spool;
 pub mod sweep;
+pub mod uploads;

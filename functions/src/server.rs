@@ -223,8 +223,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
         concurrency: cfg.concurrency,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
     })?;
+    // The server hosts its clients' direct uploads itself.
+    let uploads = Arc::new(crate::uploads::LocalUploads::new(
+        store.clone(),
+        crate::uploads::local_secret(&operator),
+        cfg.api.spool_dir(),
+    ));
     let deps = Arc::new(Deps {
         store,
+        uploads,
         queue: Arc::new(queue.clone()),
         catalogue,
         chain,
@@ -293,7 +300,10 @@ pub async fn serve(
     // Paid jobs a crash left between the order claim and the queue; the local queue delivers
     // its own completions until they land, so the sweep does not redeliver them.
     let sweeper = crate::sweep::spawn_periodic(embedded.deps.clone(), SweepPolicy::default());
+    // Direct uploads never used: their staged files go once they expired.
+    let upload_sweeper = crate::uploads::spawn_periodic(embedded.deps.clone());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    upload_sweeper.abort();
     pruner.abort();
     sweeper.abort();
     embedded.queue.shutdown().await;

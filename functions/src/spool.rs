@@ -63,6 +63,48 @@ impl Spooled {
     }
 }
 
+impl Spooled {
+    /// Fetches the object at `key` into a fresh spool file and hashes it there in bounded
+    /// reads (a staged direct upload, `crate::uploads`): the caller compares length and hash
+    /// with what was declared, so what is used is what was checked.
+    pub async fn from_store(
+        store: &dyn posthuman_store::ObjectStore,
+        key: &str,
+        dir: &Path,
+    ) -> Result<Self, ApiError> {
+        let mut out = SpoolWriter::create(dir).await?.finish().await?;
+        store.get_to_file(key, &out.path).await?;
+        let path = out.path.clone();
+        let (len, sha256, utf8) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            // The store replaced the file: keep it owner-only like every spool file.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            let mut f = std::fs::File::open(&path)?;
+            let (mut hasher, mut check, mut len) = (Sha256::new(), Utf8Check::default(), 0u64);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                check.feed(&buf[..n]);
+                len += n as u64;
+            }
+            Ok::<_, std::io::Error>((len, Hash32(hasher.finalize().into()), check.finish()))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| spool_err("reading", &out.path, e))?;
+        (out.len, out.sha256, out.utf8) = (len, sha256, utf8);
+        Ok(out)
+    }
+}
+
 impl Drop for Spooled {
     fn drop(&mut self) {
         // Best effort: the only failure left is a file someone else already removed.

@@ -171,12 +171,18 @@ async fn hostile_requests_get_clear_4xx_and_spend_nothing() {
         let got = submit(&env, &bob, &serde_json::to_vec(&v).unwrap(), Some(&data)).await;
         check(what, got, code, status);
     }
-    // Not multipart at all.
+    // Neither multipart nor the JSON form (which names its files' direct upload).
+    let req = axum::http::Request::post("/api/jobs")
+        .header("content-type", "text/plain")
+        .body(axum::body::Body::from("{}"))
+        .unwrap();
+    check("not multipart", env.call(req).await, StatusCode::BAD_REQUEST, "bad_request");
+    // The JSON form without its signature header.
     let req = axum::http::Request::post("/api/jobs")
         .header("content-type", "application/json")
         .body(axum::body::Body::from("{}"))
         .unwrap();
-    check("not multipart", env.call(req).await, StatusCode::BAD_REQUEST, "bad_request");
+    check("unsigned JSON", env.call(req).await, StatusCode::UNAUTHORIZED, "unauthorized");
     // Oversized upload (the test caps datasets at 4 KiB).
     let big = vec![b'a'; 8192];
     let r = job_request(&nft, &bob_order, bob.address(), &train(1e-3), Some(&big), &nonce());

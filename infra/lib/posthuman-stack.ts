@@ -93,6 +93,9 @@ export class PosthumanStack extends Stack {
       lifecycleRules: [
         { abortIncompleteMultipartUploadAfter: Duration.days(1) },
         { noncurrentVersionExpiration: Duration.days(90) },
+        // Direct uploads (functions/src/uploads.rs) never used: their URLs expire after
+        // 15 minutes, what they staged goes after a day (the API sweeps them locally).
+        { prefix: "uploads/", expiration: Duration.days(1) },
       ],
       removalPolicy: RemovalPolicy.RETAIN,
       serverAccessLogsBucket: accessLogs,
@@ -325,6 +328,9 @@ export class PosthumanStack extends Stack {
     // The api bundle again, behind POST /api/models only (publishing). One at a time: a
     // second concurrent publish is throttled rather than racing the first for a nonce.
     const publish = rustFn("ApiPublishFn", "posthuman-api-lambda", Duration.seconds(29), txSenders.valueAsNumber);
+    // A publish reads its direct upload's weights (up to 1 GiB, an adapter as much again)
+    // into the spool dir, /tmp: more than Lambda's default 512 MiB of it.
+    (publish.node.defaultChild as lambda.CfnFunction).ephemeralStorage = { size: 3072 };
     // EventBridge invokes job-done asynchronously: a throttled event waits in Lambda's queue.
     const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5), txSenders.valueAsNumber);
     // The API: the catalogue, published models, a job's dataset and spec, public outputs, and
@@ -334,10 +340,17 @@ export class PosthumanStack extends Stack {
     grantObjects(api, data, ["s3:PutObject"], ["jobs/*/dataset.txt"]);
     grantObjects(api, data, ["s3:GetObject"], ["jobs/*/public/*", "jobs/*/private/config.json"]);
     grantList(api, data, ["state/*"]);
-    // Publishing: the catalogue (records, request nonces) and the model's files.
-    grantObjects(publish, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
+    // Direct uploads (functions/src/uploads.rs): the API writes each upload's manifest and
+    // presigns its PUTs with its own role (so that role must may put there), checks what
+    // arrived (listing, so a missing file is a 404, not a 403) and, for a submit, reads the
+    // dataset back and deletes what it used.
+    grantObjects(api, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["uploads/*"]);
+    grantList(api, data, ["uploads/*"]);
+    // Publishing: the catalogue (records, request nonces) and the model's files, read from
+    // the direct upload that staged them.
+    grantObjects(publish, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*", "uploads/*"]);
     grantObjects(publish, data, ["s3:GetObject", "s3:PutObject"], ["models/*"]);
-    grantList(publish, data, ["state/*"]);
+    grantList(publish, data, ["state/*", "uploads/*"]);
     // Completion: the catalogue, the job's spec, and its public outputs (receipts, attestations).
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
     grantObjects(jobDone, data, ["s3:GetObject"], ["jobs/*/spec.json"]);

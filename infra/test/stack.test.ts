@@ -141,6 +141,12 @@ test("access is logged and logs expire: S3 server access logs, VPC flow logs, Cl
     resources[logsId].Properties.LifecycleConfiguration.Rules.some((r: any) => r.ExpirationInDays > 0),
     "access logs are kept forever",
   );
+  assert.ok(
+    resources[bucketId("DataBucket")].Properties.LifecycleConfiguration.Rules.some(
+      (r: any) => r.Prefix === "uploads/" && r.ExpirationInDays === 1,
+    ),
+    "unused direct uploads are kept forever",
+  );
   t.hasResourceProperties("AWS::EC2::FlowLog", { ResourceType: "VPC", TrafficType: "ALL", LogDestinationType: "s3" });
   // The flow logs' delivery grant is the stack's own (one AWS added would not survive an update).
   const policy = Object.values(t.findResources("AWS::S3::BucketPolicy")).find(
@@ -488,9 +494,12 @@ test("the worker's Batch role reads models and its job's inputs, writes only its
 
 test("each Lambda reaches only the prefixes its handlers use", () => {
   const api = s3Access(lambdaRole("posthuman-api-lambda"));
-  assertWithin("api writes", api.write, ["state/*", "models/*", "jobs/*/dataset.txt", "jobs/*/spec.json"]);
+  // uploads/*: direct uploads' manifests, staged files and the PUTs the api role presigns.
+  assertWithin("api writes", api.write, ["state/*", "models/*", "jobs/*/dataset.txt", "jobs/*/spec.json", "uploads/*"]);
+  assert.ok(api.write.has("uploads/*") && api.read.has("uploads/*"), "the api stages and checks direct uploads");
   assertWithin("api reads", api.read, [
     "state/*",
+    "uploads/*",
     "models/*",
     "jobs/*/spec.json",
     "jobs/*/public/*",
@@ -498,8 +507,9 @@ test("each Lambda reaches only the prefixes its handlers use", () => {
   ]);
   const publish = s3Access(lambdaRole("publish"));
   assert.ok(publish.write.size > 0, "publishing stores the model");
-  assertWithin("publish writes", publish.write, ["state/*", "models/*"]);
-  assertWithin("publish reads", publish.read, ["state/*", "models/*"]);
+  assertWithin("publish writes", publish.write, ["state/*", "models/*", "uploads/*"]);
+  assertWithin("publish reads", publish.read, ["state/*", "models/*", "uploads/*"]);
+  assert.ok(publish.read.has("uploads/*"), "publishing reads the direct upload's files");
   const done = s3Access(lambdaRole("posthuman-job-done-lambda"));
   assertWithin("job-done writes", done.write, ["state/*", "jobs/*/public/*"]);
   assertWithin("job-done reads", done.read, ["state/*", "jobs/*/spec.json", "jobs/*/public/*"]);
@@ -524,6 +534,8 @@ test("the functions that send the operator's transactions run one at a time (res
   assert.deepEqual(publish.props.ReservedConcurrentExecutions, reserved);
   assert.equal(api.props.ReservedConcurrentExecutions, undefined);
   assert.deepEqual(publish.props.Code, api.props.Code, "the publish function runs the api bundle");
+  // It spools a direct upload's weights (up to 1 GiB, plus an adapter) in /tmp.
+  assert.ok(publish.props.EphemeralStorage?.Size >= 2 * 1024 + 512, "no room in /tmp for 1 GiB of weights and an adapter");
   // The route: POST /api/models goes to the publish function, everything else to the api one.
   const routes = Object.values(t.findResources("AWS::ApiGatewayV2::Route")) as any[];
   const integrations = t.findResources("AWS::ApiGatewayV2::Integration");

@@ -8,11 +8,16 @@ use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
 use posthuman_functions::handlers::models::{PublishRequest, Quote};
 use posthuman_functions::handlers::pricing::QuoteTerms;
 use posthuman_functions::handlers::views::{JobView, ModelView, SubmittedView};
+use posthuman_functions::uploads::{
+    DeclaredFile, UPLOAD_HEADER, UploadGrant, UploadPurpose, UploadRequest,
+};
 use posthuman_receipts::ReceiptDomain;
-use posthuman_receipts::request::{PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest};
-use posthuman_types::JobKind;
-use reqwest::multipart::{Form, Part};
+use posthuman_receipts::request::{
+    CREATE_UPLOAD, PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest,
+};
+use posthuman_types::{Hash32, JobKind};
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::error::CliError;
 
@@ -187,53 +192,173 @@ impl ApiClient {
         .await
     }
 
-    /// Publishes a model directory's three files under a signed request.
+    /// Stages `files` with a direct upload (the API's `POST /api/uploads`, then a PUT of each
+    /// file where it says: S3 on AWS, the server itself in the embedded default), advancing
+    /// `bar` by the bytes sent. Returns the upload id a publish or submit then names.
+    pub async fn upload(
+        &self,
+        signer: &PrivateKeySigner,
+        domain: &ReceiptDomain,
+        purpose: UploadPurpose,
+        files: Vec<(&str, Vec<u8>)>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<String, CliError> {
+        let req = UploadRequest {
+            purpose,
+            owner: format!("{:#x}", signer.address()),
+            files: files
+                .iter()
+                .map(|(name, b)| DeclaredFile {
+                    name: (*name).to_string(),
+                    bytes: b.len() as u64,
+                    sha256: Hash32(Sha256::digest(b).into()),
+                })
+                .collect(),
+            nonce: nonce(),
+            expires_at: expiry(),
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| CliError::Internal(e.to_string()))?;
+        let signature = sign(signer, domain, CREATE_UPLOAD, &body)?;
+        let grant: UploadGrant = self
+            .decode(
+                self.http
+                    .post(format!("{}/api/uploads", self.base))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header("x-posthuman-signature", signature)
+                    .body(body),
+            )
+            .await?;
+        bar.set_length(files.iter().map(|(_, b)| b.len() as u64).sum::<u64>().max(1));
+        let mut files: std::collections::HashMap<&str, Vec<u8>> = files.into_iter().collect();
+        for t in grant.files {
+            let data = files.remove(t.name.as_str()).ok_or_else(|| {
+                CliError::Internal(format!("the API granted an undeclared file {:?}", t.name))
+            })?;
+            self.put_file(&t, bytes::Bytes::from(data), bar).await?;
+        }
+        if let Some(name) = files.keys().next() {
+            return Err(CliError::Internal(format!("the API gave no URL for {name:?}")));
+        }
+        Ok(grant.upload_id)
+    }
+
+    /// Sends one staged file as `t` says, in chunks that advance `bar`.
+    async fn put_file(
+        &self,
+        t: &posthuman_functions::uploads::PutTarget,
+        data: bytes::Bytes,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<(), CliError> {
+        const CHUNK: usize = 256 << 10;
+        let method = reqwest::Method::from_bytes(t.method.as_bytes())
+            .map_err(|_| CliError::Internal(format!("the API asked for method {:?}", t.method)))?;
+        let len = data.len();
+        let pb = bar.clone();
+        let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+            let c = data.slice(i * CHUNK..((i + 1) * CHUNK).min(len));
+            pb.inc(c.len() as u64);
+            Ok::<_, std::io::Error>(c)
+        });
+        // The embedded server's URLs are relative to the API's base; S3's are absolute.
+        let url =
+            if t.url.starts_with('/') { format!("{}{}", self.base, t.url) } else { t.url.clone() };
+        let mut r = self.http.request(method, &url);
+        for (k, v) in &t.headers {
+            // The body's length is ours to send (and is what the URL was signed for).
+            if k != "content-length" && k != "host" {
+                r = r.header(k, v);
+            }
+        }
+        // An explicit length: S3 takes no chunked PUT, and the URL is signed for it.
+        let resp = r
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .map_err(|e| CliError::Unavailable(format!("uploading {}: {e}", t.name)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let detail: String = body.chars().take(300).collect();
+        let msg = format!("uploading {} was refused (HTTP {}): {detail}", t.name, status.as_u16());
+        Err(if status.is_client_error() {
+            CliError::Rejected(msg)
+        } else {
+            CliError::Unavailable(msg)
+        })
+    }
+
+    /// A signed JSON request with its files' upload, if any.
+    async fn post_signed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        signature: String,
+        upload: Option<String>,
+    ) -> Result<T, CliError> {
+        let mut r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("x-posthuman-signature", signature);
+        if let Some(id) = upload {
+            r = r.header(UPLOAD_HEADER, id);
+        }
+        self.decode(r.body(body)).await
+    }
+
+    /// Publishes a model directory's files under a signed request: the files go by a direct
+    /// upload (progress on `bar`), the publish names it.
     pub async fn publish(
         &self,
         signer: &PrivateKeySigner,
         domain: &ReceiptDomain,
         req: &PublishRequest,
         files: ModelFiles,
+        bar: &indicatif::ProgressBar,
     ) -> Result<ModelView, CliError> {
         let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
         let signature = sign(signer, domain, PUBLISH_MODEL, &body)?;
-        let mut form = Form::new()
-            .part("request", Part::bytes(body))
-            .text("signature", signature)
-            .part("config", Part::bytes(files.config))
-            .part("weights", Part::bytes(files.weights))
-            .part("tokenizer", Part::bytes(files.tokenizer));
-        if let Some(b) = files.tokenizer_config {
-            form = form.part("tokenizer_config", Part::bytes(b));
-        }
-        if let Some(b) = files.generation_config {
-            form = form.part("generation_config", Part::bytes(b));
-        }
-        if let Some(b) = files.chat_template {
-            form = form.part("chat_template", Part::bytes(b));
-        }
+        let mut parts = vec![
+            ("config", files.config),
+            ("weights", files.weights),
+            ("tokenizer", files.tokenizer),
+        ];
+        let optional = [
+            ("tokenizer_config", files.tokenizer_config),
+            ("generation_config", files.generation_config),
+            ("chat_template", files.chat_template),
+        ];
+        parts.extend(optional.into_iter().filter_map(|(n, b)| Some((n, b?))));
         if let Some((c, w)) = files.adapter {
-            form =
-                form.part("adapter_config", Part::bytes(c)).part("adapter_weights", Part::bytes(w));
+            parts.extend([("adapter_config", c), ("adapter_weights", w)]);
         }
-        self.decode(self.http.post(format!("{}/api/models", self.base)).multipart(form)).await
+        let upload = self.upload(signer, domain, UploadPurpose::Model, parts, bar).await?;
+        self.post_signed("/api/models", body, signature, Some(upload)).await
     }
 
-    /// Submits a paid job under a signed request, with its dataset if any.
+    /// Submits a paid job under a signed request, with its dataset, if any, by a direct
+    /// upload (progress on `bar`).
     pub async fn submit(
         &self,
         signer: &PrivateKeySigner,
         domain: &ReceiptDomain,
         req: &JobRequest,
         dataset: Option<Vec<u8>>,
+        bar: &indicatif::ProgressBar,
     ) -> Result<SubmittedView, CliError> {
         let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
         let signature = sign(signer, domain, SUBMIT_JOB, &body)?;
-        let mut form = Form::new().part("request", Part::bytes(body)).text("signature", signature);
-        if let Some(d) = dataset {
-            form = form.part("dataset", Part::bytes(d));
-        }
-        self.decode(self.http.post(format!("{}/api/jobs", self.base)).multipart(form)).await
+        let upload = match dataset {
+            Some(d) => Some(
+                self.upload(signer, domain, UploadPurpose::Dataset, vec![("dataset", d)], bar)
+                    .await?,
+            ),
+            None => None,
+        };
+        self.post_signed("/api/jobs", body, signature, upload).await
     }
 
     /// A job's operator-signed receipt (public).

@@ -58,6 +58,18 @@ impl Out {
         pb
     }
 
+    /// A progress bar over bytes sent (an upload), hidden in JSON and quiet modes; its
+    /// length is set once the total is known.
+    pub fn bytes_bar(&self, what: &str) -> ProgressBar {
+        let pb = self.bar(0, what);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {prefix:<10} [{bar:30}] {bytes}/{total_bytes} {msg} ({bytes_per_sec}, eta {eta})",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb
+    }
+
     /// A spinner for work of unknown length.
     pub fn spinner(&self, what: &str) -> ProgressBar {
         if self.json || self.quiet {

@@ -54,6 +54,9 @@ pub const READ_RESULT: &str = "read-result";
 /// Featuring evaluations on a model's card (`POST /api/models/{nft}/featured`): the body is
 /// the request JSON.
 pub const FEATURE_EVALUATIONS: &str = "feature-evaluations";
+/// Staging files for a direct upload (`POST /api/uploads`): the body is the upload request
+/// JSON (purpose, each file's name, length and SHA-256).
+pub const CREATE_UPLOAD: &str = "create-upload";
 
 sol! {
     /// The EIP-712 struct of a signed API request. Its type string is

@@ -90,8 +90,15 @@ pub fn offline_deps(dir: &std::path::Path) -> posthuman_functions::deps::Deps {
         max_attempts: 1,
     })
     .unwrap();
+    let store: Arc<dyn posthuman_store::ObjectStore> =
+        Arc::new(LocalStore::new(store_root).unwrap());
     Deps {
-        store: Arc::new(LocalStore::new(store_root).unwrap()),
+        uploads: Arc::new(posthuman_functions::uploads::LocalUploads::new(
+            store.clone(),
+            [7; 32],
+            dir.to_path_buf(),
+        )),
+        store,
         queue: Arc::new(queue),
         catalogue: Arc::new(SqliteCatalogue::open(&dir.join("catalogue.sqlite")).unwrap()),
         chain: Arc::new(chain),

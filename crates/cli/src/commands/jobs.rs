@@ -342,7 +342,10 @@ pub async fn order_and_submit(
         // Quoted for exactly this dataset.
         quoted_dataset_bytes: None,
     };
-    let sub = s.api.submit(&s.signer, &s.domain(), &req, dataset).await?;
+    let bar = out.bytes_bar("dataset");
+    let sub = s.api.submit(&s.signer, &s.domain(), &req, dataset, &bar).await;
+    bar.finish_and_clear();
+    let sub = sub?;
     out.say(format!("{kind} job {} submitted (order {})", sub.job_id, order.tx_hash));
     out.say(format!(
         "salt {salt}: keep this salt to prove your data later \

@@ -119,13 +119,10 @@ pub async fn publish_files(
         nonce: nonce(),
         expires_at: expiry(),
     };
-    let sp = out.spinner(&format!(
-        "publishing {} ({} MB of weights)",
-        a.name,
-        files.weights.len() >> 20
-    ));
-    let r = s.api.publish(&s.signer, &s.domain(), &req, files).await;
-    sp.finish_and_clear();
+    let bar = out.bytes_bar("upload");
+    bar.set_message(format!("{} ({} MB of weights)", a.name, files.weights.len() >> 20));
+    let r = s.api.publish(&s.signer, &s.domain(), &req, files, &bar).await;
+    bar.finish_and_clear();
     r
 }
 

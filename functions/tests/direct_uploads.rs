@@ -1,0 +1,312 @@
+//! Direct uploads through the API (issue 17): files are declared with `POST /api/uploads`,
+//! sent to the URLs it answers (here the embedded server's own PUT route, through the real
+//! router), and a publish or submit names the upload instead of carrying the files. Each
+//! refusal has its own status and error code: an oversize declaration, a file the purpose
+//! does not take, a stranger staging weights, an unknown, expired, foreign, reused or
+//! wrong-purpose upload, a file that never arrived, one tampered with after its PUT, and
+//! PUTs with a forged token, a longer body or other bytes. Unused uploads are swept.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
+
+mod common;
+mod harness;
+
+use alloy::signers::local::PrivateKeySigner;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use harness::*;
+use posthuman_receipts::request::{CREATE_UPLOAD, PUBLISH_MODEL, SUBMIT_JOB};
+use posthuman_types::{JobParams, RewardScheme, TrainParams};
+use serde_json::{Value, json};
+
+/// Declares `files` for `purpose` signed by `who`; returns the answer.
+async fn declare(
+    env: &Env,
+    who: &PrivateKeySigner,
+    purpose: &str,
+    files: &[(&str, &[u8])],
+    nonce: &str,
+) -> (StatusCode, Value) {
+    let decl: Vec<Value> =
+        files.iter().map(|(n, b)| json!({"name": n, "bytes": b.len(), "sha256": sha(b)})).collect();
+    declare_raw(env, who, json!({"purpose": purpose, "files": decl}), nonce).await
+}
+
+async fn declare_raw(
+    env: &Env,
+    who: &PrivateKeySigner,
+    mut body: Value,
+    nonce: &str,
+) -> (StatusCode, Value) {
+    body["owner"] = json!(format!("{:#x}", who.address()));
+    body["nonce"] = json!(nonce);
+    body["expires_at"] = json!(now() + 600);
+    let body = serde_json::to_vec(&body).unwrap();
+    let sig = sign_typed(env, who, CREATE_UPLOAD, &body);
+    let req = Request::post("/api/uploads")
+        .header("content-type", "application/json")
+        .header("x-posthuman-signature", sig)
+        .body(Body::from(body))
+        .unwrap();
+    env.call(req).await
+}
+
+/// PUTs `bytes` to the granted URL of `name` (its path and query, through the router).
+async fn put(env: &Env, grant: &Value, name: &str, bytes: &[u8]) -> (StatusCode, Value) {
+    let t = grant["files"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap();
+    put_url(env, t["url"].as_str().unwrap(), bytes).await
+}
+
+async fn put_url(env: &Env, url: &str, bytes: &[u8]) -> (StatusCode, Value) {
+    // The embedded server's upload URLs are relative to the API's base.
+    assert!(url.starts_with("/api/uploads/"), "{url}");
+    let req = Request::put(url)
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(bytes.to_vec()))
+        .unwrap();
+    env.call(req).await
+}
+
+/// Uploads a model's three files as `who`; returns the upload id.
+async fn upload_model(
+    env: &Env,
+    who: &PrivateKeySigner,
+    files: &ModelFiles,
+    nonce: &str,
+) -> String {
+    let parts: [(&str, &[u8]); 3] =
+        [("config", &files.config), ("weights", &files.weights), ("tokenizer", &files.tokenizer)];
+    let (st, grant) = declare(env, who, "model", &parts, nonce).await;
+    assert_eq!(st, StatusCode::CREATED, "{grant}");
+    for (name, b) in parts {
+        let (st, body) = put(env, &grant, name, b).await;
+        assert_eq!(st, StatusCode::OK, "{name}: {body}");
+    }
+    grant["upload_id"].as_str().unwrap().to_string()
+}
+
+/// A signed JSON request naming `upload` (if any).
+async fn post_json(
+    env: &Env,
+    path: &str,
+    who: &PrivateKeySigner,
+    action: &str,
+    body: &[u8],
+    upload: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::post(path)
+        .header("content-type", "application/json")
+        .header("x-posthuman-signature", sign_typed(env, who, action, body));
+    if let Some(id) = upload {
+        req = req.header("x-posthuman-upload", id);
+    }
+    env.call(req.body(Body::from(body.to_vec())).unwrap()).await
+}
+
+fn publish_request(who: &PrivateKeySigner, files: &ModelFiles, nonce: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "name": "Tiny GPT", "symbol": "TINY", "description": "uploaded directly",
+        "owner": format!("{:#x}", who.address()),
+        "price": (2 * WEI).to_string(),
+        "reward_scheme": RewardScheme::geometric(1000 * WEI, 5000, 3),
+        "weights_sha256": sha(&files.weights),
+        "nonce": nonce, "expires_at": now() + 600,
+    }))
+    .unwrap()
+}
+
+async fn publish_upload(
+    env: &Env,
+    who: &PrivateKeySigner,
+    files: &ModelFiles,
+    upload: &str,
+    nonce: &str,
+) -> (StatusCode, Value) {
+    let body = publish_request(who, files, nonce);
+    post_json(env, "/api/models", who, PUBLISH_MODEL, &body, Some(upload)).await
+}
+
+fn code(b: &Value) -> &str {
+    b["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn publish_and_submit_take_their_files_from_a_direct_upload() {
+    let mut env = env(sleeper(), |_| {}).await;
+    let op = env.operator.clone();
+    let files = tiny_model_unrunnable(11);
+
+    // Publish: the files go by upload, the publish names it.
+    let id = upload_model(&env, &op, &files, "up-1").await;
+    let (st, model) = publish_upload(&env, &op, &files, &id, "pub-1").await;
+    assert_eq!(st, StatusCode::CREATED, "{model}");
+    let nft = model["nft"].as_str().unwrap().to_string();
+    // The staged files are gone once used; the model's are stored.
+    let staged = env.emb.deps.store.list(&format!("uploads/{id}/files/")).await.unwrap();
+    assert!(staged.is_empty(), "{staged:?}");
+    // Used once: the same upload again (a new, valid publish request) is refused.
+    let (st, b) = publish_upload(&env, &op, &files, &id, "pub-2").await;
+    assert_eq!((st, code(&b)), (StatusCode::CONFLICT, "upload_used"), "{b}");
+
+    // Submit: the buyer's dataset goes by upload; the paid job is queued.
+    let buyer = env.wallet(100).await;
+    let data = corpus().into_bytes();
+    env.buy(&buyer, &model, 3).await;
+    let mut train = TrainParams::new(2, 1e-2, 2, 16);
+    train.checkpoint_every = 1;
+    let params = JobParams::Train(train);
+    let order = env.order(&nft, &params, data.len(), &buyer, buyer.address()).await;
+    let (st, grant) = declare(&env, &buyer, "dataset", &[("dataset", &data)], "up-2").await;
+    assert_eq!(st, StatusCode::CREATED, "{grant}");
+    let (st, b) = put(&env, &grant, "dataset", &data).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let up = grant["upload_id"].as_str().unwrap();
+    // Another account cannot use the buyer's upload (its request is valid in every other way).
+    let stranger = env.wallet(0).await;
+    let req = job_request(&nft, &order, stranger.address(), &params, Some(&data), "sub-x");
+    let (st, b) = post_json(&env, "/api/jobs", &stranger, SUBMIT_JOB, &req, Some(up)).await;
+    assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "upload_foreign"), "{b}");
+    // Nor can the operator, for a publish.
+    let (st, b) = publish_upload(&env, &op, &files, up, "pub-3").await;
+    assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "upload_foreign"), "{b}");
+    let req = job_request(&nft, &order, buyer.address(), &params, Some(&data), "sub-1");
+    let (st, sub) = post_json(&env, "/api/jobs", &buyer, SUBMIT_JOB, &req, Some(up)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{sub}");
+    let (st, job) = env.get(&format!("/api/jobs/{}", sub["job_id"].as_str().unwrap())).await;
+    assert_eq!(st, StatusCode::OK, "{job}");
+    let stored = env
+        .emb
+        .deps
+        .store
+        .get(&format!("jobs/{}/dataset.txt", sub["job_id"].as_str().unwrap()), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(&stored[..], &data[..]);
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_own_status_and_code() {
+    let mut env = env(sleeper(), |_| {}).await;
+    let op = env.operator.clone();
+    let files = tiny_model_unrunnable(12);
+    let limits = env.emb.deps.cfg.limits.clone();
+
+    // Declarations: over the part's cap (the multipart route's own), a file the purpose
+    // does not take, the same file twice, a stranger staging weights.
+    let decl = |name: &str, bytes: u64| json!({"name": name, "bytes": bytes, "sha256": sha(b"x")});
+    let over =
+        json!({"purpose": "model", "files": [decl("weights", limits.max_weights_bytes + 1)]});
+    let (st, b) = declare_raw(&env, &op, over, "d-1").await;
+    assert_eq!((st, code(&b)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"), "{b}");
+    let over =
+        json!({"purpose": "dataset", "files": [decl("dataset", limits.max_dataset_bytes + 1)]});
+    let (st, b) = declare_raw(&env, &op, over, "d-2").await;
+    assert_eq!((st, code(&b)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"), "{b}");
+    let at_cap =
+        json!({"purpose": "dataset", "files": [decl("dataset", limits.max_dataset_bytes)]});
+    let (st, b) = declare_raw(&env, &op, at_cap, "d-3").await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    for (i, files) in [
+        json!([decl("dataset", 5)]),
+        json!([decl("../weights", 5)]),
+        json!([decl("config", 5), decl("config", 5)]),
+        json!([]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (st, b) =
+            declare_raw(&env, &op, json!({"purpose": "model", "files": files}), &format!("d-b{i}"))
+                .await;
+        assert_eq!((st, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid"), "{b}");
+    }
+    let stranger = env.wallet(0).await;
+    let (st, b) = declare(&env, &stranger, "model", &[("config", &files.config)], "d-4").await;
+    assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "forbidden"), "{b}");
+    // A declaration's nonce is used once, like every signed request's.
+    let (st, b) = declare(&env, &op, "model", &[("config", &files.config)], "d-3").await;
+    assert_eq!((st, code(&b)), (StatusCode::CONFLICT, "conflict"), "{b}");
+
+    // PUTs: a forged token, a longer body, other bytes of the same length.
+    let parts: [(&str, &[u8]); 3] =
+        [("config", &files.config), ("weights", &files.weights), ("tokenizer", &files.tokenizer)];
+    let (st, grant) = declare(&env, &op, "model", &parts, "d-5").await;
+    assert_eq!(st, StatusCode::CREATED, "{grant}");
+    let url = grant["files"][0]["url"].as_str().unwrap().to_string();
+    let forged =
+        format!("{}{}", &url[..url.len() - 4], if url.ends_with("0000") { "1111" } else { "0000" });
+    let (st, b) = put_url(&env, &forged, &files.config).await;
+    assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "upload_url_refused"), "{b}");
+    let (st, b) = put_url(&env, &url.replace("bytes=", "bytes=1"), &files.config).await;
+    assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "upload_url_refused"), "{b}");
+    let longer = [files.config.as_slice(), b" "].concat();
+    let (st, b) = put(&env, &grant, "config", &longer).await;
+    assert_eq!((st, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "upload_mismatch"), "{b}");
+    let mut other = files.config.clone();
+    other[0] ^= 1;
+    let (st, b) = put(&env, &grant, "config", &other).await;
+    assert_eq!((st, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "upload_mismatch"), "{b}");
+
+    // Use: files that never arrived (all refused so far, or never sent).
+    let id = grant["upload_id"].as_str().unwrap().to_string();
+    let (st, b) = publish_upload(&env, &op, &files, &id, "p-1").await;
+    assert_eq!((st, code(&b)), (StatusCode::CONFLICT, "upload_missing"), "{b}");
+    for (name, bytes) in parts {
+        assert_eq!(put(&env, &grant, name, bytes).await.0, StatusCode::OK);
+    }
+    // A staged file changed after its PUT (same length) is caught when it is read back.
+    let key = format!("uploads/{id}/files/config");
+    env.emb.deps.store.put(&key, other.clone().into()).await.unwrap();
+    let (st, b) = publish_upload(&env, &op, &files, &id, "p-2").await;
+    assert_eq!((st, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "upload_mismatch"), "{b}");
+    // A failed use releases the upload: put right, the same upload publishes.
+    env.emb.deps.store.put(&key, files.config.clone().into()).await.unwrap();
+    let (st, b) = publish_upload(&env, &op, &files, &id, "p-3").await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+
+    // Unknown ids (well-formed or not), and a publish naming none.
+    for bad in [format!("u-{}", "0".repeat(32)), "u-../../models".into(), "x".into()] {
+        let (st, b) = publish_upload(&env, &op, &files, &bad, "p-4").await;
+        assert_eq!((st, code(&b)), (StatusCode::NOT_FOUND, "upload_unknown"), "{bad}: {b}");
+    }
+    let body = publish_request(&op, &files, "p-5");
+    let (st, b) = post_json(&env, "/api/models", &op, PUBLISH_MODEL, &body, None).await;
+    assert_eq!((st, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"), "{b}");
+
+    // The wrong purpose: a dataset upload named by a publish.
+    let (st, grant) = declare(&env, &op, "dataset", &[("dataset", b"hello")], "d-6").await;
+    assert_eq!(st, StatusCode::CREATED, "{grant}");
+    let ds = grant["upload_id"].as_str().unwrap();
+    let (st, b) = publish_upload(&env, &op, &files, ds, "p-6").await;
+    assert_eq!((st, code(&b)), (StatusCode::UNPROCESSABLE_ENTITY, "upload_purpose"), "{b}");
+
+    // Never used: the sweep leaves it while it may still be used, then deletes it.
+    let swept = posthuman_functions::uploads::sweep_uploads(&env.emb.deps, now()).await.unwrap();
+    assert_eq!(swept, 0);
+    let later = now() + 3 * 24 * 3600;
+    let swept = posthuman_functions::uploads::sweep_uploads(&env.emb.deps, later).await.unwrap();
+    assert!(swept >= 3, "{swept}");
+    assert!(env.emb.deps.store.list("uploads/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_refused_at_its_put_and_at_its_use() {
+    let env = env(sleeper(), |c| c.api.upload_validity_secs = 1).await;
+    let op = env.operator.clone();
+    let files = tiny_model_unrunnable(13);
+    let parts: [(&str, &[u8]); 3] =
+        [("config", &files.config), ("weights", &files.weights), ("tokenizer", &files.tokenizer)];
+    let (st, grant) = declare(&env, &op, "model", &parts, "e-1").await;
+    assert_eq!(st, StatusCode::CREATED, "{grant}");
+    for (name, bytes) in parts {
+        assert_eq!(put(&env, &grant, name, bytes).await.0, StatusCode::OK, "{name}");
+    }
+    let id = grant["upload_id"].as_str().unwrap();
+    let (st, grant2) = declare(&env, &op, "model", &parts, "e-2").await;
+    assert_eq!(st, StatusCode::CREATED, "{grant2}");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (st, b) = put(&env, &grant2, "config", &files.config).await;
+    assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "upload_url_refused"), "{b}");
+    let (st, b) = publish_upload(&env, &op, &files, id, "e-3").await;
+    assert_eq!((st, code(&b)), (StatusCode::GONE, "upload_expired"), "{b}");
+}

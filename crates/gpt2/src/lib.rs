@@ -33,13 +33,6 @@
 //! independent of the thread count (gemm splits work over output tiles only), so training
 //! is bit-identical across runs and across 1 or 2 threads.
 //!
-//! BLAS: where a system `cblas_sgemm` loads at run time ([`ops::blas`]: Debian's
-//! `libopenblas0-pthread` by default, `POSTHUMAN_BLAS=PATH` for another, `=off` for none), the
-//! large CPU f32 products (the Llama linears and their backward, the fused lm-head loss,
-//! GPT-2's fused linears) go through it, single-threaded per call with their rows split over
-//! rayon's pool; without one they run on the `gemm` crate. The two differ in the last bits,
-//! so a weight hash is reproducible per machine setup, not across the two.
-//!
 //! Threads: matmuls and the fused kernels run on rayon's pool (`RAYON_NUM_THREADS`; without
 //! it [`configure_threads`] sizes the pool to candle's count of physical cores). candle's own elementwise ops (residual adds, gradient
 //! accumulation inside `backward`) use a second, spin-waiting pool sized by

@@ -1,17 +1,232 @@
-//! f32 GEMM throughput at the Llama benches' shapes: candle's matmul (the `gemm` crate)
-//! beside a system BLAS's `cblas_sgemm` (OpenBLAS by default, `--blas PATH` more, e.g. MKL's
-//! `libmkl_rt.so.2`), on the same buffers with the same thread count. Each repetition times
-//! every implementation once per shape, interleaved, so load from other processes hits all
-//! alike; the table gives min and median GFLOP/s over the repetitions.
+//! f32 GEMM throughput at the Llama benches' shapes: candle's matmul (the `gemm` crate, what
+//! the model runs) beside a system BLAS's `cblas_sgemm`, loaded at run time: Debian's OpenBLAS
+//! (`libopenblas0-pthread`, `libopenblas.so.0`) by default, more with `--blas PATH` (MKL's
+//! `libmkl_rt.so`, numpy's bundled ILP64 `libscipy_openblas64_*.so`). Each BLAS runs twice:
+//! with its own thread pool, and single-threaded on fixed 128-row blocks split over rayon's
+//! pool (`/rayon`), the form a model integration would need (see `ROW_BLOCK`). Each
+//! repetition times every implementation once per shape, interleaved, so load from other
+//! processes hits all alike; the table gives best and median GFLOP/s and their ratios to
+//! candle's.
 //!
 //! `gemm-bench [--shape llama30m|smollm135m] [--tokens 1024] [--reps 7] [--threads 2]
 //! [--blas PATH]...`
+//!
+//! Measured on the 2-core AMD EPYC (AVX2) dev host, llama30m: candle, OpenBLAS 0.3.21 and
+//! 0.3.31 and MKL 2026.2 all reach 85–93 GFLOP/s best on the decoder's products (ratios
+//! 0.95–1.1), 1.1–1.2x only on the lm head and q/o weight gradients; OpenBLAS is 3–5x slower
+//! on one-row (decoding) products. Wired into the model (commit df847d5), eval and training
+//! ran no faster, so the model stays on the `gemm` crate.
 
 use posthuman_gpt2::candle_core::{Device, Tensor};
-use posthuman_gpt2::ops::blas::{Blas, DEFAULT_LIB};
+use std::ffi::c_int;
 use std::time::Instant;
 
+const DEFAULT_LIB: &str = "libopenblas.so.0";
+
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const ROW_MAJOR: c_int = 101;
+const NO_TRANS: c_int = 111;
+const TRANS: c_int = 112;
+
+type SgemmFn = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const f32,
+    c_int,
+    *const f32,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
+
+/// The ILP64 form (64-bit ints), as the `scipy-openblas64` wheel numpy bundles exports it.
+type Sgemm64Fn = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    i64,
+    i64,
+    i64,
+    f32,
+    *const f32,
+    i64,
+    *const f32,
+    i64,
+    f32,
+    *mut f32,
+    i64,
+);
+
+#[derive(Clone, Copy)]
+enum Sgemm {
+    Lp64(SgemmFn),
+    Ilp64(Sgemm64Fn),
+}
+
+/// A loaded `cblas_sgemm` (the library stays loaded for the process's life).
+pub struct Blas {
+    sgemm: Sgemm,
+    /// Split each product's rows over rayon's pool, the BLAS single-threaded, instead of
+    /// letting the BLAS's own pool run it.
+    pub split: bool,
+    /// Where it was loaded from, for logs and bench tables.
+    pub path: String,
+    _lib: libloading::Library,
+}
+
+/// Rows of dst per sgemm call in the rayon split. A fixed size, not one block per thread:
+/// OpenBLAS's result bits depend on how many rows a call has (measured: a 256-row product
+/// differs from its two 128-row halves in the last bits), so a split by thread count would
+/// make training weights depend on the thread count.
+const ROW_BLOCK: usize = 128;
+
+impl Blas {
+    /// Loads `cblas_sgemm` from `path` and sets its pool to `threads` where the library
+    /// exports a setter (OpenBLAS, MKL).
+    pub fn load(path: &str, threads: usize, split: bool) -> std::result::Result<Self, String> {
+        // SAFETY: loading a BLAS runs only its initialisers, which touch no Rust state.
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())?;
+        // SAFETY: each symbol has the C signature of its type: CBLAS's (LP64: Debian's
+        // OpenBLAS, MKL's mkl_rt, `scipy-openblas32` with its `scipy_` prefix) or the ILP64
+        // one of `scipy-openblas64`.
+        let sgemm = unsafe {
+            if let Ok(f) = lib.get::<SgemmFn>(b"cblas_sgemm\0") {
+                Sgemm::Lp64(*f)
+            } else if let Ok(f) = lib.get::<SgemmFn>(b"scipy_cblas_sgemm\0") {
+                Sgemm::Lp64(*f)
+            } else {
+                Sgemm::Ilp64(
+                    *lib.get::<Sgemm64Fn>(b"scipy_cblas_sgemm64_\0").map_err(|e| e.to_string())?,
+                )
+            }
+        };
+        let n = if split { 1 } else { threads.max(1) as c_int };
+        // SAFETY: both setters are `void f(int)` (mkl_service.h, cblas.h of OpenBLAS).
+        unsafe {
+            for name in [
+                &b"openblas_set_num_threads\0"[..],
+                b"scipy_openblas_set_num_threads\0",
+                b"scipy_openblas_set_num_threads64_\0",
+                b"MKL_Set_Num_Threads\0",
+            ] {
+                if let Ok(f) = lib.get::<unsafe extern "C" fn(c_int)>(name) {
+                    f(n);
+                    break;
+                }
+            }
+        }
+        Ok(Self { sgemm, split, path: path.to_string(), _lib: lib })
+    }
+
+    /// dst (m×n, row stride ldc) = op(a) · op(b) (+ dst when `accumulate`), all row-major:
+    /// op(a) is a (m×k, row stride lda) or, when `ta`, the transpose of a (k×m, row stride lda);
+    /// likewise b.
+    ///
+    /// # Safety
+    /// Every element op(a), op(b) and dst address under these strides must be in bounds, and
+    /// dst must not alias a or b.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn sgemm(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: *const f32,
+        lda: usize,
+        ta: bool,
+        b: *const f32,
+        ldb: usize,
+        tb: bool,
+        dst: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        if self.split && m > ROW_BLOCK {
+            // Row blocks of dst: op(a)'s rows start r0 rows down (r0 columns across when
+            // transposed); b is shared. Pointers cross threads as addresses.
+            let (a, b, dst) = (a as usize, b as usize, dst as usize);
+            let step = ROW_BLOCK;
+            rayon::scope(|s| {
+                for r0 in (0..m).step_by(step) {
+                    let rows = step.min(m - r0);
+                    s.spawn(move |_| {
+                        let a = a as *const f32;
+                        let a = if ta { a.wrapping_add(r0) } else { a.wrapping_add(r0 * lda) };
+                        // SAFETY: a sub-block of the caller's checked extents; the blocks of
+                        // dst are disjoint.
+                        unsafe {
+                            self.sgemm_one(
+                                (rows, n, k),
+                                a,
+                                lda,
+                                ta,
+                                b as *const f32,
+                                ldb,
+                                tb,
+                                (dst as *mut f32).wrapping_add(r0 * ldc),
+                                ldc,
+                                accumulate,
+                            );
+                        }
+                    });
+                }
+            });
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.sgemm_one((m, n, k), a, lda, ta, b, ldb, tb, dst, ldc, accumulate) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sgemm_one(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: *const f32,
+        lda: usize,
+        ta: bool,
+        b: *const f32,
+        ldb: usize,
+        tb: bool,
+        dst: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let t = |x: bool| if x { TRANS } else { NO_TRANS };
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        let (m, n, k) = (m as i64, n as i64, k as i64);
+        let (lda, ldb, ldc) = (lda as i64, ldb as i64, ldc as i64);
+        // SAFETY: forwarded from the caller (extents below 2³¹ in the LP64 form: the callers'
+        // matrices are far smaller).
+        unsafe {
+            match self.sgemm {
+                Sgemm::Lp64(f) => f(
+                    ROW_MAJOR,
+                    t(ta),
+                    t(tb),
+                    m as c_int,
+                    n as c_int,
+                    k as c_int,
+                    1.0,
+                    a,
+                    lda as c_int,
+                    b,
+                    ldb as c_int,
+                    beta,
+                    dst,
+                    ldc as c_int,
+                ),
+                Sgemm::Ilp64(f) => {
+                    f(ROW_MAJOR, t(ta), t(tb), m, n, k, 1.0, a, lda, b, ldb, beta, dst, ldc)
+                }
+            }
+        }
+    }
+}
 
 /// One product as the model runs it: dst (m×n) = op(a) · op(b).
 struct Case {

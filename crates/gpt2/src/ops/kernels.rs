@@ -120,35 +120,6 @@ pub(crate) fn matmul(
     }
     // Small products (decoding one token) lose more to waking threads than they gain.
     let parallel = parallel && m * n * k >= 1 << 20;
-    // The system BLAS only on the calling thread (the fused kernels' per-head products run
-    // inside rayon tasks, where its own pool would oversubscribe the cores).
-    if parallel && let Some(bl) = super::blas::for_product(m, n, k) {
-        // (leading dimension, transposed) as CBLAS takes a row-major operand.
-        let op = |x: &Mat| match (x.rs, x.cs) {
-            (rs, 1) if rs >= x.cols => Some((rs, false)),
-            (1, cs) if cs >= x.rows => Some((cs, true)),
-            _ => None,
-        };
-        if let (Some((lda, ta)), Some((ldb, tb))) = (op(&a), op(&b)) {
-            // SAFETY: the extents of a, b and dst were bounds-checked above (a row-major
-            // operand with row stride ld, or the transpose of one); dst cannot alias a or b.
-            unsafe {
-                bl.sgemm(
-                    (m, n, k),
-                    a.data.as_ptr(),
-                    lda,
-                    ta,
-                    b.data.as_ptr(),
-                    ldb,
-                    tb,
-                    dst.as_mut_ptr(),
-                    dst_rs,
-                    accumulate,
-                );
-            }
-            return Ok(());
-        }
-    }
     // SAFETY: every index gemm touches, (i*rs + j*cs) for i < rows, j < cols of each operand and
     // of dst, was bounds-checked above; dst is exclusively borrowed and cannot alias a or b.
     unsafe {

@@ -41,7 +41,7 @@ pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if dims.last() != Some(&inp) {
         bail!("linear: input {:?} does not end in {inp}", x.dims());
     }
-    let y = super::blas::matmul(&x.reshape(((), inp))?, &w.t()?)?;
+    let y = x.reshape(((), inp))?.matmul(&w.t()?)?;
     if let Some(last) = dims.last_mut() {
         *last = out;
     }
@@ -66,7 +66,7 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     let x2 = x.reshape(((), inp))?;
     let w = w.detach();
-    let y = super::blas::matmul(&x2.detach(), &w.t()?)?;
+    let y = x2.detach().matmul(&w.t()?)?;
     let y = x2.apply_op2(&y, FrozenLinearGrad { w })?;
     if let Some(last) = dims.last_mut() {
         *last = out;
@@ -103,7 +103,7 @@ impl candle_core::CustomOp2 for FrozenLinearGrad {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(super::blas::matmul(grad, &self.w)?), None))
+        Ok((Some(grad.matmul(&self.w)?), None))
     }
 }
 
@@ -135,7 +135,7 @@ pub fn frozen_lora_linear(
     let x2 = x.reshape(((), inp))?;
     let (xd, w) = (x2.detach(), w.detach());
     let xa = xd.matmul(&a.detach().t()?)?;
-    let mut y = super::blas::matmul(&xd, &w.t()?)?;
+    let mut y = xd.matmul(&w.t()?)?;
     if let Some(bias) = bias {
         y = y.broadcast_add(&bias.detach())?;
     }
@@ -197,7 +197,7 @@ impl candle_core::CustomOp3 for FrozenLoraGrad {
         let d = gs.matmul(&b)?;
         let da = d.t()?.matmul(&x)?;
         let db = gs.t()?.matmul(&self.xa)?;
-        let dx = (super::blas::matmul(&grad.detach(), &self.w)? + d.matmul(&a)?)?;
+        let dx = (grad.detach().matmul(&self.w)? + d.matmul(&a)?)?;
         Ok((Some(dx), Some(da), Some(db)))
     }
 }

@@ -6,7 +6,6 @@
 //! gradients) only when their input is part of a graph (`Tensor::track_op`).
 
 pub(crate) mod attention;
-pub mod blas;
 pub(crate) mod kernels;
 pub(crate) mod linear;
 pub mod llama;

@@ -11,11 +11,13 @@
 //! `gemm-bench [--shape llama30m|smollm135m] [--tokens 1024] [--reps 7] [--threads 2]
 //! [--blas PATH]...`
 //!
-//! Measured on the 2-core AMD EPYC (AVX2) dev host, llama30m: candle, OpenBLAS 0.3.21 and
-//! 0.3.31 and MKL 2026.2 all reach 85–93 GFLOP/s best on the decoder's products (ratios
-//! 0.95–1.1), 1.1–1.2x only on the lm head and q/o weight gradients; OpenBLAS is 3–5x slower
-//! on one-row (decoding) products. Wired into the model (commit df847d5), eval and training
-//! ran no faster, so the model stays on the `gemm` crate.
+//! Measured on the 2-core AMD EPYC (AVX2) dev host, shared with other builds (load 2-5):
+//! in the `/rayon` form, Debian's OpenBLAS 0.3.21 and MKL 2026.2 match the gemm crate within
+//! about ±10% on the decoder's products of llama30m and SmolLM2-135M (best of interleaved reps;
+//! 85-170 GFLOP/s as the load allowed), 1.2-1.4x only on llama30m's lm head; with their own
+//! pools they stayed near 90 GFLOP/s, and OpenBLAS is 3-5x slower on one-row (decoding)
+//! products. Wired into the model (commit df847d5), eval and training ran no faster, so the
+//! model stays on the `gemm` crate.
 
 use posthuman_gpt2::candle_core::{Device, Tensor};
 use std::ffi::c_int;

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Llama-shape inference side by side: PyTorch + transformers vs this crate (the
 model-families issue's targets: perplexity evaluation >= 1.5x, batch-1 generation >= 2x HF
-`generate`, on 2 CPU threads).
+`generate`, on 2 CPU threads). `--rounds N` repeats every side N times, interleaved, and
+reports the median (best): on a shared host one run's ratio can be off by half.
 
 Run from the repository root, after `cargo build --release -p posthuman-gpt2 --bin llama-bench`:
 
     VENV=$(batch-worker/bench/setup-venv.sh)
     "$VENV/bin/python" crates/gpt2/bench/llama_vs_transformers.py [--shape llama30m|smollm135m]
         [--steps 3] [--batch 4] [--seq 256] [--prompt 16] [--new 200] [--threads 2]
+        [--rounds 1]
 
 Each side runs in its own process (peak RSS is per process): the same shape with random init
 (the two sides' weights differ: speed and memory do not depend on the values), the same
@@ -75,6 +77,7 @@ def main():
     p.add_argument("--shape", default="llama30m", choices=SHAPES)
     for k, v in [("steps", 3), ("batch", 4), ("seq", 256), ("prompt", 16), ("new", 200), ("threads", 2)]:
         p.add_argument(f"--{k}", type=int, default=v)
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--torch-only", choices=["eval", "gen"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.torch_only:
@@ -82,19 +85,31 @@ def main():
     common = ["--shape", a.shape, "--steps", str(a.steps), "--batch", str(a.batch), "--seq",
               str(a.seq), "--prompt", str(a.prompt), "--new", str(a.new), "--threads", str(a.threads)]
     target = os.environ.get("CARGO_TARGET_DIR", "target")
-    rows = []
-    for mode in ("eval", "gen"):
-        rows.append(json.loads(subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)))
-        rows.append(json.loads(subprocess.check_output(
-            [os.path.join(target, "release", "llama-bench"), "--mode", mode] + common)))
-    ref = {r["mode"]: r for r in rows if r["side"].startswith("torch")}
+    bench = os.path.join(target, "release", "llama-bench")
+    # Every side once per round, interleaved, so load from other processes hits all alike.
+    runs = {}
+    for _ in range(a.rounds):
+        for mode in ("eval", "gen"):
+            out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
+            runs.setdefault((mode, "torch"), []).append(json.loads(out))
+            out = subprocess.check_output([bench, "--mode", mode] + common)
+            runs.setdefault((mode, "candle"), []).append(json.loads(out))
     print(f"{a.shape}, {a.threads} threads: eval = perplexity of a {a.batch}x{a.seq} batch, "
-          f"{a.steps} timed passes; gen = batch-1 greedy, {a.prompt}-token prompt, {a.new} new tokens")
-    print(f"{'side':<14}{'tok/s':>9}{'x torch':>9}{'peak RSS MiB':>14}{'x torch':>9}")
-    for r in rows:
-        t = ref[r["mode"]]
-        print(f"{r['side']:<14}{r['tok_per_s']:>9.0f}{r['tok_per_s'] / t['tok_per_s']:>9.2f}"
-              f"{r['peak_rss_mib']:>14.0f}{r['peak_rss_mib'] / t['peak_rss_mib']:>9.2f}")
+          f"{a.steps} timed passes; gen = batch-1 greedy, {a.prompt}-token prompt, {a.new} new tokens; "
+          f"median (best) of {a.rounds} interleaved round(s)")
+    print(f"{'side':<22}{'tok/s':>14}{'x torch':>14}{'peak RSS MiB':>14}{'x torch':>9}")
+    for (mode, label), rs in runs.items():
+        t = runs[(mode, "torch")]
+        med, best = median(rs, "tok_per_s"), max(r["tok_per_s"] for r in rs)
+        tmed, tbest = median(t, "tok_per_s"), max(r["tok_per_s"] for r in t)
+        rss, trss = median(rs, "peak_rss_mib"), median(t, "peak_rss_mib")
+        print(f"{mode + ' ' + label:<22}{f'{med:.0f} ({best:.0f})':>14}"
+              f"{f'{med / tmed:.2f} ({best / tbest:.2f})':>14}{rss:>14.0f}{rss / trss:>9.2f}")
+
+
+def median(rows, key):
+    v = sorted(r[key] for r in rows)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ Run from the repository root, after `cargo build --release -p posthuman-gpt2 --b
 
     VENV=$(batch-worker/bench/setup-venv.sh)
     "$VENV/bin/python" crates/gpt2/bench/lora_vs_peft.py [--shape llama30m|smollm135m]
-        [--r 8] [--steps 5] [--batch 4] [--seq 256] [--threads 2]
+        [--r 8] [--steps 5] [--batch 4] [--seq 256] [--threads 2] [--rounds 1]
 
 Each side runs in its own process (peak RSS is per process). The same shape, random init,
 LoRA r on q/k/v/o_proj (alpha 2r, dropout 0) or every weight, AdamW, one warm-up step then
 `steps` timed. Prints a table with each candle row's ratios against the PyTorch row of the same
-method; one run, so read small ratios with care.
+method. `--rounds N` repeats every side N times, interleaved, and reports the median (best):
+on a shared host one run's ratio can be off by half.
 """
 import argparse
 import json
@@ -86,6 +87,7 @@ def main():
     p.add_argument("--shape", default="llama30m", choices=SHAPES)
     for k, v in [("r", 8), ("steps", 5), ("batch", 4), ("seq", 256), ("threads", 2)]:
         p.add_argument(f"--{k}", type=int, default=v)
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--torch-only", choices=["lora", "full"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.torch_only:
@@ -93,24 +95,38 @@ def main():
     common = ["--shape", a.shape, "--r", str(a.r), "--steps", str(a.steps), "--batch",
               str(a.batch), "--seq", str(a.seq), "--threads", str(a.threads)]
     target = os.environ.get("CARGO_TARGET_DIR", "target")
-    rows = []
-    for mode in ("lora", "full"):
-        torch_out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
-        ours = subprocess.check_output([os.path.join(target, "release", "lora-bench"), "--mode", mode] + common)
-        rows += [json.loads(torch_out), dict(json.loads(ours), mode=mode)]
-    ref = {r["mode"]: r for r in rows if r["side"].startswith("torch")}
-    print(f"{a.shape} ({rows[0]['params'] / 1e6:.1f}M params), LoRA r={a.r} on q/k/v/o or full, "
+    bench = os.path.join(target, "release", "lora-bench")
+    # Every side once per round, interleaved, so load from other processes hits all alike.
+    runs = {}
+    for _ in range(a.rounds):
+        for mode in ("lora", "full"):
+            out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
+            runs.setdefault((mode, "torch"), []).append(json.loads(out))
+            out = subprocess.check_output([bench, "--mode", mode] + common)
+            runs.setdefault((mode, "candle"), []).append(json.loads(out))
+    first = runs[("lora", "torch")][0]
+    print(f"{a.shape} ({first['params'] / 1e6:.1f}M params), LoRA r={a.r} on q/k/v/o or full, "
           f"batch {a.batch}x{a.seq}, {a.threads} threads, {a.steps} timed steps; "
-          f"x torch = against the PyTorch row of the same method")
-    print(f"{'side':<18}{'trainable':>11}{'tok/s':>8}{'x torch':>8}{'tok/cpu-s':>11}{'x torch':>8}"
+          f"x torch = against the PyTorch row of the same method; median (best) of {a.rounds} "
+          f"interleaved round(s)")
+    print(f"{'side':<22}{'trainable':>11}{'tok/s':>12}{'x torch':>13}{'tok/cpu-s':>11}{'x torch':>8}"
           f"{'peak RSS MiB':>14}{'x torch':>8}{'ckpt MiB':>10}{'loss':>8}")
-    for r in rows:
-        t = ref[r["mode"]]
-        print(f"{r['side']:<18}{r['trainable']:>11}{r['tok_per_s']:>8.0f}"
-              f"{r['tok_per_s'] / t['tok_per_s']:>8.2f}{r['tok_per_cpu_s']:>11.0f}"
-              f"{r['tok_per_cpu_s'] / t['tok_per_cpu_s']:>8.2f}{r['peak_rss_mib']:>14.0f}"
-              f"{r['peak_rss_mib'] / t['peak_rss_mib']:>8.2f}"
-              f"{r['checkpoint_bytes'] / 2**20:>10.2f}{r['loss']:>8.3f}")
+    for (mode, label), rs in runs.items():
+        t = runs[(mode, "torch")]
+        r = rs[0]
+        med, best = median(rs, "tok_per_s"), max(x["tok_per_s"] for x in rs)
+        tmed, tbest = median(t, "tok_per_s"), max(x["tok_per_s"] for x in t)
+        cpu, tcpu = median(rs, "tok_per_cpu_s"), median(t, "tok_per_cpu_s")
+        rss, trss = median(rs, "peak_rss_mib"), median(t, "peak_rss_mib")
+        name = f"{label} {mode}" if label != "torch" else r["side"]
+        print(f"{name:<22}{r['trainable']:>11}{f'{med:.0f} ({best:.0f})':>12}"
+              f"{f'{med / tmed:.2f} ({best / tbest:.2f})':>13}{cpu:>11.0f}{cpu / tcpu:>8.2f}"
+              f"{rss:>14.0f}{rss / trss:>8.2f}{r['checkpoint_bytes'] / 2**20:>10.2f}{r['loss']:>8.3f}")
+
+
+def median(rows, key):
+    v = sorted(r[key] for r in rows)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 if __name__ == "__main__":

@@ -12,6 +12,20 @@ cd "$(dirname "$0")/.."
 t0=$SECONDS
 . scripts/cuda-env.sh
 
-cargo clippy --locked -p posthuman-gpt2 -p posthuman-worker --features cuda --all-targets \
-  -- -D warnings
-echo "cuda-check: the cuda build compiles ($((SECONDS - t0)) s)"
+# Diagnostics go to stderr as usual; stdout's JSON names candle-kernels' build dir (OUT_DIR).
+kernels_out=$(cargo clippy --locked -p posthuman-gpt2 -p posthuman-worker --features cuda \
+  --all-targets --message-format=json-render-diagnostics -- -D warnings |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "build-script-executed" and "candle-kernels" in m["package_id"]:
+        print(m["out_dir"])
+' | tail -1)
+# The kernels must be PTX for the compute capability asked for (what the V100 can JIT): a
+# toolkit or flag that silently built for another target would only fail on the GPU host.
+ptx=("$kernels_out"/*.ptx)
+[ -e "${ptx[0]}" ] || { echo "cuda-check: no PTX in candle-kernels' OUT_DIR ($kernels_out)" >&2; exit 1; }
+wrong=$(grep -L "^\.target sm_$CUDA_COMPUTE_CAP" "${ptx[@]}" || true)
+[ -z "$wrong" ] || { echo "cuda-check: PTX not for sm_$CUDA_COMPUTE_CAP: $wrong" >&2; exit 1; }
+echo "cuda-check: the cuda build compiles; ${#ptx[@]} PTX files, $(grep -h -m1 '^\.version' "${ptx[0]}"), all .target sm_$CUDA_COMPUTE_CAP ($((SECONDS - t0)) s)"

@@ -27,12 +27,17 @@ nvidia_cuda_cccl_cu12-12.4.127.post1-py3-none-manylinux2014_x86_64.whl 2027fa5fc
 CUDA_ROOT_DIR="$POSTHUMAN_CACHE/cuda/$cuda_release_pin"
 
 cuda_assemble() { # builds the toolkit in $1 (a fresh directory); returns non-zero on any failure
-  local root=$1 dl=$1.download name sum src
+  local root=$1 dl=$1.download name sum src pip=(python3 -m pip)
   mkdir -p "$dl" "$root/bin/crt" "$root/nvvm/bin" "$root/include" "$root/lib64"
+  # pip only downloads here (no install); a python3 without pip gets a throwaway venv's.
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m venv "$dl/venv" || return 1
+    pip=("$dl/venv/bin/python" -m pip)
+  fi
   while read -r name sum src; do
     case $src in
       deb:*) curl -sSfL --retry 3 -o "$dl/$name" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}/${src#deb:}" || return 1 ;;
-      pip:*) python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: \
+      pip:*) "${pip[@]}" download -q --disable-pip-version-check --no-deps --only-binary :all: \
                -d "$dl" "${src#pip:}" || return 1 ;;
     esac
     echo "$sum  $dl/$name" | sha256sum -c --quiet - || return 1

@@ -60,6 +60,9 @@ cuda_assemble() { # builds the toolkit in $1 (a fresh directory); returns non-ze
   cp "$w"/nvidia/cuda_runtime/lib/libcudart.so.12 "$root/lib64/" || return 1
   find "$root/include" -name __init__.py -delete
   ln -s libcudart.so.12 "$root/lib64/libcudart.so"
+  # Where scripts/gpu-bundle.sh puts its link stubs. cudarc's build script adds only the
+  # search dirs that exist when it runs, and does not rerun when one appears later.
+  mkdir -p "$root/lib64/stubs"
   ln -s lib64 "$root/lib"
   chmod +x "$root"/bin/* "$root/nvvm/bin/cicc"
   # nvcc reads nvcc.profile beside itself: NVIDIA's own, relative to the root (Debian's names

@@ -27,7 +27,7 @@ nvidia_cuda_cccl_cu12-12.4.127.post1-py3-none-manylinux2014_x86_64.whl 2027fa5fc
 CUDA_ROOT_DIR="$POSTHUMAN_CACHE/cuda/$cuda_release_pin"
 
 cuda_assemble() { # builds the toolkit in $1 (a fresh directory); returns non-zero on any failure
-  local root=$1 dl=$1.download name sum src pip=(python3 -m pip)
+  local root=$1 dl=$1.download name sum src f pip=(python3 -m pip)
   mkdir -p "$dl" "$root/bin/crt" "$root/nvvm/bin" "$root/include" "$root/lib64"
   # pip only downloads here (no install); a python3 without pip gets a throwaway venv's.
   if ! python3 -m pip --version >/dev/null 2>&1; then
@@ -80,20 +80,28 @@ EOF
   rm -rf "$dl"
 }
 
-if [ "$(cat "$CUDA_ROOT_DIR/.posthuman-pin" 2>/dev/null)" != "$cuda_files" ]; then
+# The stamp: the pinned files and the recipe, so a change to either reassembles the toolkit.
+cuda_stamp="$cuda_files
+recipe $(declare -f cuda_assemble | sha256sum | cut -c1-16)"
+# One assembler at a time (cuda-check and gpu-bundle may start together on a cold cache).
+mkdir -p "$POSTHUMAN_CACHE/cuda"
+exec {cuda_lock}>"$POSTHUMAN_CACHE/cuda/.lock"
+flock "$cuda_lock"
+if [ "$(cat "$CUDA_ROOT_DIR/.posthuman-pin" 2>/dev/null)" != "$cuda_stamp" ]; then
   echo "cuda-env: assembling CUDA $cuda_release_pin into $CUDA_ROOT_DIR" >&2
   cuda_t0=$SECONDS
   rm -rf "$CUDA_ROOT_DIR" "$CUDA_ROOT_DIR.tmp" "$CUDA_ROOT_DIR.tmp.download"
-  mkdir -p "$POSTHUMAN_CACHE/cuda"
   if ! cuda_assemble "$CUDA_ROOT_DIR.tmp"; then
     rm -rf "$CUDA_ROOT_DIR.tmp" "$CUDA_ROOT_DIR.tmp.download"
+    exec {cuda_lock}>&-
     echo "cuda-env: could not assemble CUDA $cuda_release_pin" >&2
     return 1
   fi
-  echo "$cuda_files" >"$CUDA_ROOT_DIR.tmp/.posthuman-pin"
+  echo "$cuda_stamp" >"$CUDA_ROOT_DIR.tmp/.posthuman-pin"
   mv "$CUDA_ROOT_DIR.tmp" "$CUDA_ROOT_DIR"
   echo "cuda-env: CUDA $cuda_release_pin assembled in $((SECONDS - cuda_t0)) s ($(du -sh "$CUDA_ROOT_DIR" | cut -f1))" >&2
 fi
+exec {cuda_lock}>&-
 
 # cudarc reads the CUDA version from CUDARC_CUDA_VERSION (else `nvcc --version`); both are
 # taken from the nvcc that will compile, so they cannot disagree.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the GPU (`cuda` feature) test binaries and worker HERE, on a machine with no GPU and no
 # NVIDIA driver, and packs them into one archive that scripts/gpu-run.sh runs on a GPU host
-# (which needs neither Rust nor the repository's build cache: only the driver and CUDA 13's
-# cuBLAS, cuRAND, NVRTC and runtime libraries, as a PyTorch cu13 install carries them).
+# (which needs neither Rust nor the repository's build cache: only the driver, >= 550, and CUDA
+# 12's cuBLAS, cuRAND, NVRTC and runtime libraries, as a PyTorch cu12x install or the CUDA
+# worker image carries them). Built with CUDA 12.4 for compute capability 7.0 (scripts/
+# cuda-env.sh): PTX that the driver JIT-compiles for the V100, the A10G, the L4 and newer.
 #
 #   scripts/gpu-bundle.sh [ARCHIVE]     (default: $POSTHUMAN_CACHE/gpu-bundle.tar.xz)
 #
@@ -11,8 +13,8 @@
 # real library's SONAME and an empty function for every symbol cudarc declares for it. The
 # binary records only the SONAME; on the GPU host the dynamic loader binds every symbol to the
 # real library at start (Rust links with -z now), so a missing one fails loudly there, before
-# any test runs. The CUDA runtime (libcudart, used by candle-kernels' static MoE kernels) is
-# the real one from the toolkit wheels.
+# any test runs. The CUDA runtime (libcudart.so.12, used by candle-kernels' static MoE kernels)
+# is the real one from the toolkit's nvidia-cuda-runtime-cu12 wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -21,11 +23,15 @@ archive="${1:-$POSTHUMAN_CACHE/gpu-bundle.tar.xz}"
 # A target dir of its own: building the worker with `cuda` where the CPU build lives would put
 # a binary that needs libcuda where the demo and the tests run the worker.
 export CARGO_TARGET_DIR="$POSTHUMAN_CACHE/target-cuda"
+# The copies are stripped of debug info below anyway: not generating it saves gigabytes of this
+# target dir and minutes of linking.
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 t0=$SECONDS
 
-# cudarc's build script searches $CUDA_HOME/lib for the link inputs.
-lib="$CUDA_HOME/lib"
-ln -sfn libcudart.so.13 "$lib/libcudart.so"
+# cudarc's build script searches $CUDA_HOME/lib64 and lib64/stubs for the link inputs: the
+# stubs go where a CUDA toolkit keeps its libcuda stub (lib64 has the real libcudart.so).
+lib="$CUDA_HOME/lib64/stubs"
+mkdir -p "$lib"
 cudarc_version=$(awk '/^name = "cudarc"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
 cudarc_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$cudarc_version"/src | head -1)
 [ -d "$cudarc_src" ] || { echo "gpu-bundle: cudarc $cudarc_version sources not found" >&2; exit 1; }
@@ -38,10 +44,10 @@ stub() { # stub NAME SONAME BINDINGS
   echo "gpu-bundle: stub lib$1.so ($2, $(wc -l <"$c") symbols)"
 }
 stub cuda libcuda.so.1 driver/sys/mod.rs
-stub nvrtc libnvrtc.so.13 nvrtc/sys/mod.rs
+stub nvrtc libnvrtc.so.12 nvrtc/sys/mod.rs
 stub curand libcurand.so.10 curand/sys/mod.rs
-stub cublas libcublas.so.13 cublas/sys/mod.rs
-stub cublasLt libcublasLt.so.13 cublaslt/sys/mod.rs
+stub cublas libcublas.so.12 cublas/sys/mod.rs
+stub cublasLt libcublasLt.so.12 cublaslt/sys/mod.rs
 
 # What runs on the GPU host: the GPU smoke test, the worker's job and CLI tests and its unit
 # tests (which then run on the GPU), and the worker binaries (the CLI tests find the worker

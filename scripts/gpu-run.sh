@@ -12,9 +12,10 @@
 #   scripts/gpu-run.sh ARCHIVE [OUT_DIR]   (env: GPU_BENCH=0 skips the benchmark; GPU_BENCH_ROUNDS=2,
 #                                           TRAIN_STEPS=20)
 #
-# Needs the NVIDIA driver and CUDA 13's cuBLAS, cuRAND, NVRTC and runtime libraries: on the
-# loader's path, or found under /usr/local, /usr/lib or /opt (a PyTorch cu13 install's
-# nvidia/cu13/lib does). Exits non-zero if any test fails.
+# Needs the NVIDIA driver (>= 550: the kernels are CUDA 12.4 PTX for compute capability 7.0,
+# JIT-compiled at first use) and CUDA 12's cuBLAS, cuRAND, NVRTC and runtime libraries: on the
+# loader's path, or found under /usr/local, /usr/lib or /opt (a PyTorch cu12x install's
+# nvidia/*/lib directories do). Exits non-zero if any test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 archive=$1
@@ -24,7 +25,7 @@ t0=$SECONDS
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
 
 dirs=""
-for so in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
+for so in libcuda.so.1 libcudart.so.12 libcublas.so.12 libcublasLt.so.12 libcurand.so.10 libnvrtc.so.12; do
   if ldconfig -p | grep -q "^[[:space:]]*$so "; then continue; fi
   f=$(find /usr/local /usr/lib /opt -name "$so" -print -quit 2>/dev/null)
   [ -n "$f" ] || { echo "gpu-run: warning: $so not found" >&2; continue; }

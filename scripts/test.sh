@@ -33,8 +33,9 @@ localstack/deploy-template.sh
 stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The GPU build (the production target on Batch) with nvcc from NVIDIA's PyPI wheels: compiles
-# candle's kernels to PTX and type-checks the cuda-gated code; no GPU needed (~7 min cold).
+# The GPU build (the production target on Batch, CUDA 12.4 for compute 7.0: scripts/cuda-env.sh)
+# compiles candle's kernels to PTX and type-checks the cuda-gated code; no GPU needed (12.5 min
+# cold on 2 busy cores on 2026-12-07, seconds warm).
 stage "clippy, cuda feature (GPU build compiles)"
 scripts/cuda-check.sh
 

@@ -197,7 +197,28 @@ pub fn royalty_logs_params(beneficiary: Address, from_block: u64) -> Value {
 
 /// The events of an `eth_getLogs` answer to [`royalty_logs_params`].
 pub fn parse_royalty_logs(v: &Value) -> Result<Vec<RoyaltyLog>, WalletError> {
-    let bad = |what: &str| WalletError::Other(format!("a royalty event with {what}"));
+    parse_amount_logs(v, "royalty", |l, topic, amount| {
+        Ok(RoyaltyLog {
+            vault: l["address"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| WalletError::Other("a royalty event with no address".into()))?,
+            child: Address::from_word(topic(1)?),
+            ancestor: Address::from_word(topic(3)?),
+            amount,
+        })
+    })
+}
+
+/// The events of an `eth_getLogs` answer whose data is one uint256 (an amount), each made
+/// into a `T` by `make` from the log, its topics (by index) and that amount; `what` names the
+/// event in errors.
+fn parse_amount_logs<T>(
+    v: &Value,
+    what: &str,
+    make: impl Fn(&Value, &dyn Fn(usize) -> Result<B256, WalletError>, U256) -> Result<T, WalletError>,
+) -> Result<Vec<T>, WalletError> {
+    let bad = |e: &str| WalletError::Other(format!("a {what} event with {e}"));
     let logs =
         v.as_array().ok_or_else(|| WalletError::Other(format!("eth_getLogs answered {v}")))?;
     logs.iter()
@@ -212,15 +233,7 @@ pub fn parse_royalty_logs(v: &Value) -> Result<Vec<RoyaltyLog>, WalletError> {
             if data.len() != 32 {
                 return Err(bad("data that is not one uint256"));
             }
-            Ok(RoyaltyLog {
-                vault: l["address"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| bad("no address"))?,
-                child: Address::from_word(topic(1)?),
-                ancestor: Address::from_word(topic(3)?),
-                amount: U256::from_be_slice(&data),
-            })
+            make(l, &topic, U256::from_be_slice(&data))
         })
         .collect()
 }
@@ -241,28 +254,9 @@ pub fn parse_royalty_vault(v: &Value) -> Result<Address, WalletError> {
 
 /// The events of an `eth_getLogs` answer to [`reward_logs_params`].
 pub fn parse_reward_logs(v: &Value) -> Result<Vec<RewardLog>, WalletError> {
-    let bad = |what: &str| WalletError::Other(format!("a reward event with {what}"));
-    let logs =
-        v.as_array().ok_or_else(|| WalletError::Other(format!("eth_getLogs answered {v}")))?;
-    logs.iter()
-        .map(|l| {
-            let topic = |i: usize| -> Result<B256, WalletError> {
-                l["topics"][i]
-                    .as_str()
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| bad("a bad topic"))
-            };
-            let data = l["data"].as_str().and_then(unhex).ok_or_else(|| bad("no data"))?;
-            if data.len() != 32 {
-                return Err(bad("data that is not one uint256"));
-            }
-            Ok(RewardLog {
-                job_id: topic(1)?,
-                datatoken: Address::from_word(topic(2)?),
-                amount: U256::from_be_slice(&data),
-            })
-        })
-        .collect()
+    parse_amount_logs(v, "reward", |_, topic, amount| {
+        Ok(RewardLog { job_id: topic(1)?, datatoken: Address::from_word(topic(2)?), amount })
+    })
 }
 
 /// The bytes of a node's `0x…` data answer (`None`: not `0x`-prefixed hex).

@@ -166,3 +166,60 @@ async fn refuses_what_it_cannot_deploy_or_must_not_overwrite() {
         .unwrap();
     assert!(out.status.success() && text(&out).contains("already deployed"), "{}", text(&out));
 }
+
+/// `--operator-env`: the runtime operator's key (the stack's secret) takes the lineage
+/// contract's operator role from the deployer, and the book names it; a rerun sends nothing;
+/// an operator with no ether is warned about; only the contract's owner can hand it over.
+/// Without this step a deployment's job-done function holds a key the contract does not obey.
+#[tokio::test]
+async fn the_runtime_operator_takes_the_role_from_the_deployer() {
+    const OP_VAR: &str = "POSTHUMAN_TEST_OPERATOR_KEY";
+    let anvil = start_anvil(&AnvilConfig::default());
+    let rpc = anvil.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("address-book.json");
+    let op = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x42)).unwrap();
+    let op_hex = format!("0x{}", alloy::hex::encode(op.to_bytes()));
+    let run = |key: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_posthuman-deploy-contracts"));
+        cmd.args(["--rpc-url", &rpc, "--key-env", KEY_VAR, "--operator-env", OP_VAR])
+            .args(["--out", path_str(&path)])
+            .env(KEY_VAR, key)
+            .env(OP_VAR, &op_hex);
+        let out = cmd.output().unwrap();
+        assert!(!text(&out).contains(&op_hex[2..]), "the operator key was printed");
+        out
+    };
+    let out = run(ANVIL_DEV_KEY_0);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("to {}", op.address())), "{}", text(&out));
+    assert!(text(&out).contains("holds no ether"), "{}", text(&out));
+    let book = AddressBook::load(&path).unwrap();
+    assert_eq!(book.operator, op.address(), "the book names the runtime operator");
+    let owner: PrivateKeySigner = ANVIL_DEV_KEY_0.parse().unwrap();
+    let chain = Chain::connect(&rpc, owner.clone(), book).unwrap();
+    assert_eq!(chain.lineage_operator().await.unwrap(), op.address());
+    assert_eq!(chain.lineage_owner().await.unwrap(), owner.address(), "the deployer stays owner");
+
+    // Again: nothing sent.
+    let before = chain.provider().get_transaction_count(owner.address()).await.unwrap();
+    let out = run(ANVIL_DEV_KEY_0);
+    assert!(out.status.success() && text(&out).contains("already the lineage"), "{}", text(&out));
+    assert_eq!(chain.provider().get_transaction_count(owner.address()).await.unwrap(), before);
+
+    // A key that is not the owner's cannot take the role back for another operator.
+    let other = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x43)).unwrap();
+    let other_hex = format!("0x{}", alloy::hex::encode(other.to_bytes()));
+    // (the deployer check passes: the book's contracts exist; the owner check refuses)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_posthuman-deploy-contracts"));
+    let out = cmd
+        .args(["--rpc-url", &rpc, "--key-env", KEY_VAR, "--operator-env", OP_VAR])
+        .args(["--out", path_str(&path)])
+        .env(KEY_VAR, "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+        .env(OP_VAR, &other_hex)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("only the owner"), "{}", text(&out));
+    assert_eq!(chain.lineage_operator().await.unwrap(), op.address());
+}

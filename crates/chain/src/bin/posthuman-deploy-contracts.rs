@@ -6,13 +6,22 @@
 //! The deployer key comes from the environment variable `--key-env` names, never from the
 //! command line (which other users and shell history can read), and is never printed; nor is
 //! the RPC URL (it may carry an API key; `$POSTHUMAN_RPC_URL` keeps it out of the arguments).
+//!
+//! `--operator-env VAR` hands the lineage contract's operator role to the key in `$VAR` (the
+//! one the deployed functions sign and send with, which the stack keeps in Secrets Manager):
+//! `setOperator` sent by the deployer as the contract's owner, and the book names that
+//! operator. Without it the deployer stays the operator, and a deployment whose functions hold
+//! another key cannot complete a job (job-done refuses to start). Idempotent too.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use posthuman_chain::alloy::primitives::Address;
 use posthuman_chain::alloy::signers::local::PrivateKeySigner;
-use posthuman_chain::{ContractsDeployment, DeployOutcome, OceanBook, deploy_contracts};
+use posthuman_chain::{
+    AddressBook, Chain, ContractsDeployment, DeployOutcome, OceanBook, deploy_contracts,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Deploy Posthuman's contracts to a chain and write the address book")]
@@ -32,6 +41,19 @@ struct Args {
     /// only ModelLineage and PeerMarket on top of it.
     #[arg(long, value_name = "FILE")]
     ocean_book: Option<PathBuf>,
+    /// Name of the environment variable holding the runtime operator's hex private key: the
+    /// lineage contract's operator role is handed to it and the book names it.
+    #[arg(long, value_name = "VAR")]
+    operator_env: Option<String>,
+}
+
+/// The key in environment variable `var`, never echoed (not even in a parse error).
+fn key_from(var: &str, flag: &str) -> anyhow::Result<PrivateKeySigner> {
+    let key = std::env::var(var)
+        .with_context(|| format!("{flag} {var}: that environment variable is not set"))?;
+    key.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("${var} is not a hex private key (32 bytes, optional 0x)"))
 }
 
 /// The arguments checked before anything touches the chain.
@@ -43,13 +65,8 @@ fn config(args: Args) -> anyhow::Result<ContractsDeployment> {
     {
         bail!("--rpc-url is not an http(s):// URL");
     }
-    let key = std::env::var(&args.key_env).with_context(|| {
-        format!("--key-env {}: that environment variable is not set", args.key_env)
-    })?;
     // The parse error is not shown either: it could quote part of the key.
-    let deployer: PrivateKeySigner = key.trim().parse().map_err(|_| {
-        anyhow::anyhow!("${} is not a hex private key (32 bytes, optional 0x)", args.key_env)
-    })?;
+    let deployer = key_from(&args.key_env, "--key-env")?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -64,13 +81,53 @@ fn config(args: Args) -> anyhow::Result<ContractsDeployment> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let cfg = config(Args::parse())?;
+    let args = Args::parse();
+    let operator =
+        args.operator_env.as_deref().map(|v| key_from(v, "--operator-env")).transpose()?;
+    let cfg = config(args)?;
     println!("deployer {}", cfg.deployer.address());
     let outcome = deploy_contracts(&cfg, &mut |line| println!("{line}")).await?;
-    let book = match outcome {
+    let mut book = match outcome {
         DeployOutcome::AlreadyDeployed(book) => book,
         DeployOutcome::Deployed { book, .. } => book,
     };
+    if let Some(op) = operator {
+        hand_over(&cfg, &mut book, op.address()).await?;
+    }
     println!("{}", serde_json::to_string_pretty(&book)?);
+    Ok(())
+}
+
+/// Makes `op` the lineage contract's operator (sent by the deployer, its owner) unless it is
+/// already, and the book's `operator`; warns when `op` has no ether for the gas it will pay.
+async fn hand_over(
+    cfg: &ContractsDeployment,
+    book: &mut AddressBook,
+    op: Address,
+) -> anyhow::Result<()> {
+    let me = cfg.deployer.address();
+    let chain = Chain::connect(&cfg.rpc_url, cfg.deployer.clone(), book.clone())?;
+    let current = chain.lineage_operator().await?;
+    if current == op {
+        println!("operator {op}: already the lineage contract's operator");
+    } else {
+        let owner = chain.lineage_owner().await?;
+        if owner != me {
+            bail!(
+                "the lineage contract's owner is {owner}, not the deployer {me}: only the owner can hand the operator role from {current} to {op}"
+            );
+        }
+        chain.set_lineage_operator(me, op).await?;
+        println!("operator: handed from {current} to {op} (setOperator, sent by the owner)");
+    }
+    if book.operator != op {
+        book.operator = op;
+        book.save(&cfg.out)?;
+    }
+    if chain.eth_balance(op).await?.is_zero() {
+        println!(
+            "warning: the operator {op} holds no ether: fund it, it pays the gas of every job's completion"
+        );
+    }
     Ok(())
 }

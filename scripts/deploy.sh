@@ -15,6 +15,9 @@
 #   7 cdk deploy      the aws-cdk CLI pinned in infra/package-lock.json (bootstraps if needed)
 #   8 image push      to the stack's WorkerRepository (ECR login); before step 7 when the stack
 #                     exists, after it on the first deploy (the repository is the stack's)
+#   9 operator        the lineage contract's operator role handed from the deployer to the key
+#                     the stack generated (Secrets Manager), the book in SSM naming it
+#                     (posthuman-deploy-contracts --operator-env); a no-op once done
 #
 # Inputs (flag, or environment variable):
 #   --region R           AWS_REGION / AWS_DEFAULT_REGION
@@ -27,7 +30,8 @@
 #   --ocean-book FILE    when contracts are deployed: reuse the Ocean v4 deployment this book
 #                        names on that chain (deploys only ModelLineage + PeerMarket)
 #   --address-book-param NAME   SSM parameter (default /posthuman/address-book)
-#   POSTHUMAN_DEPLOYER_KEY      hex key paying for a contract deployment (only when one is needed)
+#   POSTHUMAN_DEPLOYER_KEY      hex key paying for a contract deployment, and the contracts'
+#                               owner, which hands the operator role over (step 9)
 #   POSTHUMAN_CONTAINER_TOOL    docker (default when present) or podman
 #   POSTHUMAN_LAMBDA_DIR, POSTHUMAN_STOREFRONT_DIR   prebuilt bundles / storefront: skip steps 2 / 3
 set -euo pipefail
@@ -138,7 +142,7 @@ step_no=0
 step() {
     step_no=$((step_no + 1))
     echo
-    echo "[$step_no/8] $1"
+    echo "[$step_no/9] $1"
     [[ $# -lt 2 ]] || echo "      $2"
 }
 # Runs a command, or prints it exactly (shell-quoted) under --dry-run.
@@ -348,9 +352,43 @@ else
     echo "    pushed before the deploy"
 fi
 
+# --- 9. Operator hand-over ---------------------------------------------------------------------
+# The stack generates the key its functions sign and send with; the contracts' deployer is their
+# operator until it hands the role over (as the lineage contract's owner). Until then job-done
+# refuses its cold start and no job can complete. The key goes from Secrets Manager into this
+# process's environment only (never an argument, never printed).
+step "operator" "the lineage contract's operator role to the stack's generated key; the book in SSM names it"
+secret_cmd="aws cloudformation describe-stack-resources --stack-name $stack --query \"StackResources[?starts_with(LogicalResourceId, 'OperatorKey')].PhysicalResourceId\" --output text"
+op_args=(--key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out "$book_out")
+op_cmd="cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- $(printf '%q ' "${op_args[@]}" | sed 's/ $//')"
+if [[ $dry_run == 1 ]]; then
+    ask "$secret_cmd   # the stack's OperatorKey secret" || true
+    echo "    its value into POSTHUMAN_OPERATOR_KEY (never printed): aws secretsmanager get-secret-value --secret-id <that ARN> --query SecretString --output text"
+    echo "    \$ $op_cmd"
+    echo "    if that changed the book's operator:"
+    run aws ssm put-parameter --name "$book_param" --type String --overwrite --value "file://$book_out"
+else
+    secret_arn=$(bash -c "$secret_cmd") || die "cannot list the stack's resources to find its OperatorKey secret"
+    [[ $secret_arn == arn:* && $secret_arn != *[[:space:]]* ]] || die "the stack $stack has no single OperatorKey secret (found '$secret_arn')"
+    [[ -n ${POSTHUMAN_DEPLOYER_KEY:-} ]] || die "handing the operator role to the stack's key needs POSTHUMAN_DEPLOYER_KEY (the contracts' owner)"
+    POSTHUMAN_OPERATOR_KEY=$(aws secretsmanager get-secret-value --secret-id "$secret_arn" --query SecretString --output text) ||
+        die "cannot read the operator key secret $secret_arn"
+    export POSTHUMAN_OPERATOR_KEY
+    before=$(sha256sum "$book_out")
+    echo "    \$ $op_cmd" >&2
+    cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- "${op_args[@]}" ||
+        die "the operator hand-over failed (the stack's functions cannot complete jobs until it is done; rerun)"
+    unset POSTHUMAN_OPERATOR_KEY
+    if [[ $(sha256sum "$book_out") != "$before" ]]; then
+        run aws ssm put-parameter --name "$book_param" --type String --overwrite --value "file://$book_out" >/dev/null
+    else
+        echo "    the book already names the stack's operator"
+    fi
+fi
+
 echo
 if [[ $dry_run == 1 ]]; then
-    echo "deploy: dry run done: 8 steps printed, nothing run"
+    echo "deploy: dry run done: 9 steps printed, nothing run"
 else
     echo "deploy: done; outputs (ApiUrl, StorefrontUrl, WorkerRepository, ...) in $work/outputs.json"
 fi

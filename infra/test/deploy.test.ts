@@ -11,6 +11,8 @@ import * as path from "path";
 const root = path.join(__dirname, "../../..");
 const script = path.join(root, "scripts/deploy.sh");
 const RPC_SECRET = "k3y-in-the-url-0123456789";
+/** The operator key the stack generated (the stand-in Secrets Manager's value): never printed. */
+const OPERATOR_KEY = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
 /** Tools a real deploy calls; under --dry-run none may run. Each stand-in logs its call and fails. */
 const TOOLS = ["aws", "cargo", "docker", "podman", "npm", "npx", "node", "curl", "python3", "pip", "web-build"];
@@ -64,15 +66,15 @@ function deploy(args: string[], env: Record<string, string | undefined> = {}, st
   return deployIn(sandbox(stubs), args, env);
 }
 
-test("deploy --dry-run prints the eight steps in order with their commands, and runs nothing", () => {
+test("deploy --dry-run prints the nine steps in order with their commands, and runs nothing", () => {
   const r = deploy(["--dry-run", "--image-tag", "abcdef1", "--gpu-family", "g5"]);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.called, "", "the dry run called a tool");
   assert.deepEqual(r.cacheEntries, [], "the dry run wrote to the build cache");
-  const steps = ["preflight", "lambda bundles", "storefront", "worker image", "contracts", "address book", "cdk deploy", "image push"];
+  const steps = ["preflight", "lambda bundles", "storefront", "worker image", "contracts", "address book", "cdk deploy", "image push", "operator"];
   let at = 0;
   for (const [i, name] of steps.entries()) {
-    const header = `[${i + 1}/8] ${name}`;
+    const header = `[${i + 1}/9] ${name}`;
     const found = r.stdout.indexOf(header, at);
     assert.ok(found >= at, `no "${header}" after position ${at} in:\n${r.stdout}`);
     at = found;
@@ -80,8 +82,8 @@ test("deploy --dry-run prints the eight steps in order with their commands, and 
   // What each step would run, in the step it belongs to.
   const section = (name: string) => {
     const i = steps.indexOf(name);
-    const start = r.stdout.indexOf(`[${i + 1}/8] ${name}`);
-    const end = i + 1 < steps.length ? r.stdout.indexOf(`[${i + 2}/8]`) : r.stdout.length;
+    const start = r.stdout.indexOf(`[${i + 1}/9] ${name}`);
+    const end = i + 1 < steps.length ? r.stdout.indexOf(`[${i + 2}/9]`) : r.stdout.length;
     return r.stdout.slice(start, end);
   };
   assert.match(section("preflight"), /aws sts get-caller-identity/);
@@ -104,6 +106,13 @@ test("deploy --dry-run prints the eight steps in order with their commands, and 
   const push = section("image push");
   assert.match(push, /aws ecr get-login-password --region eu-west-1 \| docker login --username AWS --password-stdin 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com/);
   assert.match(push, /\$ docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/.*:abcdef1/);
+  // The operator hand-over: the stack's secret found by its logical id, its value read into the
+  // environment, the deployer's binary run with both keys' variable names only.
+  const op = section("operator");
+  assert.match(op, /aws cloudformation describe-stack-resources --stack-name Posthuman .*starts_with\(LogicalResourceId, 'OperatorKey'\)/);
+  assert.match(op, /aws secretsmanager get-secret-value --secret-id/);
+  assert.match(op, /\$ cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out \S+\/address-book\.json\n/);
+  assert.match(op, /\$ aws ssm put-parameter --name \/posthuman\/address-book /);
   // Secrets stay out of the plan: the RPC URL (it may carry an API key) and the deployer key.
   for (const out of [r.stdout, r.stderr]) {
     assert.ok(!out.includes(RPC_SECRET), "the RPC URL's key is printed");
@@ -118,7 +127,9 @@ test("deploy --dry-run with --address-book uses that book instead of deploying c
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.called, "");
   assert.match(r.stdout, new RegExp(`\\$ cp ${book.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} `));
-  assert.doesNotMatch(r.stdout, /posthuman-deploy-contracts/);
+  // The deployer's binary runs only to hand the operator role over (step 9), not to deploy.
+  assert.doesNotMatch(r.stdout, /posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out/);
+  assert.match(r.stdout, /posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out/);
 });
 
 test("deploy --dry-run with --ocean-book deploys only ours on that Ocean", () => {
@@ -171,10 +182,26 @@ case "$1 $2" in
   esac ;;
 "ecr describe-images") grep -qx "$6" $STATE/pushed 2>/dev/null || exit 254 ;;
 "ecr get-login-password") echo not-a-password ;;
+"cloudformation describe-stack-resources") [ -f $STATE/stack ] && echo arn:aws:secretsmanager:eu-west-1:123456789012:secret:OperatorKey9F2B-Ab12Cd || exit 254 ;;
+"secretsmanager get-secret-value") echo ${OPERATOR_KEY} ;;
+*) exit 97 ;;
+esac`;
+/** The contract deployer's stand-in: the operator hand-over (--operator-env) writes the
+ *  operator's address into the book when it is not there yet and records which key it saw; a
+ *  plain deployment fails (tests that deploy contracts give their own). The binary itself is
+ *  tested on anvil in crates/chain/tests/deploy_contracts.rs. */
+const OPERATOR = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+const CARGO_OPERATOR = `case "$*" in
+*--operator-env*)
+  out=""; while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+  echo "$POSTHUMAN_OPERATOR_KEY" >$STATE/operator-key
+  python3 -c 'import json,sys; p=sys.argv[1]; b=json.load(open(p))
+if b.get("operator") != sys.argv[2]: b["operator"]=sys.argv[2]; json.dump(b, open(p, "w"))' "$out" ${OPERATOR} ;;
 *) exit 97 ;;
 esac`;
 const STUBS: Record<string, string> = {
   aws: AWS_STUB,
+  cargo: CARGO_OPERATOR,
   // The first deploy creates the stack (and its repository); bootstrap creates CDKToolkit.
   npx: `case "$*" in *"cdk deploy"*) touch $STATE/stack ;; *"cdk bootstrap"*) touch $STATE/bootstrapped ;; esac`,
   npm: "exit 0",
@@ -230,7 +257,19 @@ test("the first deploy: book to SSM, bootstrap, cdk deploy, then the image push 
     new RegExp(`^npx --no-install cdk deploy Posthuman .*-c workerImageTag=abcdef1 .*--parameters RpcUrl=https://rpc\\.example\\.org/v3/${RPC_SECRET}$`),
     /^docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/posthuman-worker-repo:abcdef1$/,
   );
-  assert.ok(!calls.some((c) => c.startsWith("cargo ")), "built Lambda bundles although POSTHUMAN_LAMBDA_DIR had them");
+  assert.ok(!calls.some((c) => c.startsWith("cargo lambda")), "built Lambda bundles although POSTHUMAN_LAMBDA_DIR had them");
+  // Then the operator role goes to the stack's key, and SSM's book names it.
+  assertOrder(
+    calls,
+    /^docker push /,
+    /^aws cloudformation describe-stack-resources --stack-name Posthuman /,
+    /^aws secretsmanager get-secret-value --secret-id arn:aws:secretsmanager:\S+:secret:OperatorKey/,
+    /^cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out \S+$/,
+    /^aws ssm put-parameter --name \/posthuman\/address-book /,
+  );
+  assert.equal(fs.readFileSync(path.join(sb.state, "operator-key"), "utf8").trim(), OPERATOR_KEY, "the deployer got the secret's key in its environment");
+  assert.equal(JSON.parse(fs.readFileSync(path.join(sb.state, "ssm"), "utf8")).operator, OPERATOR);
+  assert.ok(!(r.stdout + r.stderr + r.called).includes(OPERATOR_KEY), "the operator key is printed or passed as an argument");
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(sb.state, "ssm"), "utf8")).chain_id, 11155111);
   assert.ok(!(r.stdout + r.stderr).includes(RPC_SECRET), "the RPC URL's key is printed");
   assert.ok(!(r.stdout + r.stderr).includes("not-a-password"), "the ECR password is printed");
@@ -240,7 +279,7 @@ test("the first deploy: book to SSM, bootstrap, cdk deploy, then the image push 
   const again = deployIn(sb, ["--image-tag", "abcdef1"], env);
   assert.equal(again.status, 0, again.stdout + again.stderr);
   const rerun = callList(again.called);
-  for (const not of [/^aws ssm put-parameter/, /^docker build/, /^docker push/, /cdk bootstrap/, /posthuman-deploy-contracts/]) {
+  for (const not of [/^aws ssm put-parameter/, /^docker build/, /^docker push/, /cdk bootstrap/, /posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out/]) {
     assert.ok(!rerun.some((c) => not.test(c)), `the rerun ran ${not}:\n${rerun.join("\n")}`);
   }
   assertOrder(rerun, /^aws ssm get-parameter/, /^npx --no-install cdk deploy Posthuman /);
@@ -275,7 +314,11 @@ test("with no book for the chain anywhere, a real deploy runs the contract deplo
 test("with no book for the chain anywhere, a real deploy deploys the contracts, writes their book to SSM, then deploys the stack", () => {
   // The deployer's stand-in writes a book to its --out (the binary itself is tested on anvil in
   // crates/chain/tests/deploy_contracts.rs) and records the RPC URL it found in its environment.
-  const cargo = `out=""; ocean=""
+  const cargo = `if echo "$*" | grep -q -- --operator-env; then
+${CARGO_OPERATOR}
+exit 0
+fi
+out=""; ocean=""
 while [ $# -gt 0 ]; do case $1 in --out) out=$2 ;; --ocean-book) ocean=$2 ;; esac; shift; done
 echo "$POSTHUMAN_RPC_URL" >$STATE/deployer-rpc
 echo "$ocean" >$STATE/deployer-ocean
@@ -303,7 +346,7 @@ printf '{"chain_id": 11155111, "lineage": "0x00000000000000000000000000000000000
   // A rerun finds the deployed book in SSM: the deployer does not run again.
   const again = deployIn(sb, ["--image-tag", "abcdef1"], env);
   assert.equal(again.status, 0, again.stdout + again.stderr);
-  assert.doesNotMatch(again.called, /posthuman-deploy-contracts|ssm put-parameter/);
+  assert.doesNotMatch(again.called, /posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out|ssm put-parameter/);
 });
 
 test("a real deploy first checks that the credentials are for --account, and stops if not", () => {

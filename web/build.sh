@@ -6,7 +6,8 @@
 #   (web/.cargo/config.toml: build-std, the wasm-ld-22 linker);
 # - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock, installed once into
 #   ~/.cache/posthuman/tools (it must match the library byte for byte).
-# Build outputs live in ~/.cache/posthuman/target-wasm, outside the checkout.
+# Build outputs live in ~/.cache/posthuman/target-wasm (or $POSTHUMAN_WASM_TARGET), outside the
+# checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -36,7 +37,9 @@ export CARGO_PROFILE_RELEASE_LTO=true
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 export CARGO_PROFILE_RELEASE_PANIC=abort
 export CARGO_PROFILE_RELEASE_DEBUG=false
-target="$POSTHUMAN_CACHE/target-wasm"
+# POSTHUMAN_WASM_TARGET: a private wasm target dir, for parallel worktrees (two builds sharing
+# one overwrite each other's module).
+target="${POSTHUMAN_WASM_TARGET:-$POSTHUMAN_CACHE/target-wasm}"
 (
   cd web
   # Debian's toolchain by full path (rustup's proxies come first on PATH); RUSTC_BOOTSTRAP

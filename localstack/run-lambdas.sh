@@ -55,33 +55,15 @@ if [[ ! -x $cargo_lambda || $(cat "$lambda_venv/.posthuman-pin" 2>/dev/null) != 
   echo "$lambda_pin" >"$lambda_venv/.posthuman-pin"
 fi
 
+. localstack/docker-batch.sh
 if [ -z "$image" ]; then
-  rc=0
-  out=$(batch-worker/image/build.sh --debug --binary "$bin/posthuman-worker") || rc=$?
-  if [ $rc = 3 ]; then
-    msg="podman cannot run containers on this machine (see above): the Lambdas' story (its Batch job runs the worker image) was NOT run"
-    if [ "${POSTHUMAN_REQUIRE_CONTAINERS:-0}" = 1 ]; then echo "lambdas: $msg" >&2; exit 1; fi
-    printf '\n*** SKIPPED: %s ***\n\n' "$msg" >&2
-    exit 0
-  fi
-  [ $rc = 0 ] || exit $rc
-  image=$(sed -n 's/^image=\([^ ]*\) .*/\1/p' <<<"$out" | tail -1)
+  build_test_image "the Lambdas' story (its Batch job runs the worker image)" \
+    --debug --binary "$bin/posthuman-worker"
   built_test_image=1
-  echo "worker image: $out"
 fi
 t1=$SECONDS
-
-. localstack/docker-batch.sh
 MOTO_VENV="$POSTHUMAN_CACHE/venvs/moto-5.2.5"
-run_dir=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-lambdas.XXXXXX")
-pids=()
-cleanup() {
-  local p
-  for p in ${pids[@]+"${pids[@]}"}; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  rm -rf "$run_dir"
-}
-trap cleanup EXIT
-start_docker_batch "$run_dir"
+docker_batch_session lambdas
 
 # The Runtime API emulator (no compiling: --only-lambda-apis). It names functions after the
 # workspace's binaries; each function process polls /.rt/<binary>/2018-06-01/runtime/...
@@ -105,11 +87,5 @@ if [ $rc != 0 ]; then
   docker_batch_logs "$run_dir"
   exit $rc
 fi
-if [ "${built_test_image:-0}" = 1 ]; then
-  # As run-worker-image.sh: keep :debug, drop the commit tags of a test image.
-  id=$(podman image inspect --format '{{.Id}}' "$image")
-  for t in $(podman image inspect --format '{{join .RepoTags " "}}' "$id"); do
-    case $t in *:debug) ;; *) podman untag "$id" "$t" ;; esac
-  done
-fi
+if [ "${built_test_image:-0}" = 1 ]; then drop_test_tags "$image"; fi
 echo "lambdas: image $((t1 - t0))s, story $((SECONDS - t1))s"

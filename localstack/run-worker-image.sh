@@ -33,35 +33,17 @@ done
 : "${POSTHUMAN_S3_ENDPOINT:?no S3 twin: run under eval \"\$(localstack/twins.sh start)\"}"
 t0=$SECONDS
 
-if [ -z "$image" ]; then
-  rc=0
-  out=$(batch-worker/image/build.sh "${build_args[@]}") || rc=$?
-  if [ $rc = 3 ]; then
-    msg="podman cannot run containers on this machine (see above): the worker image was NOT built or run"
-    if [ "${POSTHUMAN_REQUIRE_CONTAINERS:-0}" = 1 ]; then echo "worker image: $msg" >&2; exit 1; fi
-    printf '\n*** SKIPPED: %s ***\n\n' "$msg" >&2
-    exit 0
-  fi
-  [ $rc = 0 ] || exit $rc
-  image=$(sed -n 's/^image=\([^ ]*\) .*/\1/p' <<<"$out" | tail -1)
-  built_test_image=${build_args[0]:-}
-  echo "worker image: $out (build ${SECONDS}s)"
-fi
-t1=$SECONDS
-
 # moto's Batch runs job containers through podman's Docker API (localstack/docker-batch.sh);
 # both die with this script.
 . localstack/docker-batch.sh
+if [ -z "$image" ]; then
+  build_test_image "the worker image" "${build_args[@]}"
+  built_test_image=${build_args[0]:-}
+  echo "worker image: built in ${SECONDS}s"
+fi
+t1=$SECONDS
 MOTO_VENV="$POSTHUMAN_CACHE/venvs/moto-5.2.5"
-run_dir=$(mktemp -d "${TMPDIR:-/tmp}/posthuman-batch.XXXXXX")
-pids=()
-cleanup() {
-  local p
-  for p in ${pids[@]+"${pids[@]}"}; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  rm -rf "$run_dir"
-}
-trap cleanup EXIT
-start_docker_batch "$run_dir"
+docker_batch_session batch
 
 rc=0
 "$MOTO_VENV/bin/python" -W ignore localstack/run_worker_image.py --image "$image" \
@@ -70,12 +52,5 @@ if [ $rc != 0 ]; then
   docker_batch_logs "$run_dir"
   exit $rc
 fi
-if [ "${built_test_image:-}" = --debug ]; then
-  # A test image: drop its commit tags (short and full), keep :debug, so one a commit does not
-  # pile up; the next build removes this one when it replaces :debug.
-  id=$(podman image inspect --format '{{.Id}}' "$image")
-  for t in $(podman image inspect --format '{{join .RepoTags " "}}' "$id"); do
-    case $t in *:debug) ;; *) podman untag "$id" "$t" ;; esac
-  done
-fi
+if [ "${built_test_image:-}" = --debug ]; then drop_test_tags "$image"; fi
 echo "worker image: build $((t1 - t0))s, jobs $((SECONDS - t1))s"

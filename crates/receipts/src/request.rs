@@ -163,8 +163,12 @@ impl SignableRequest {
         domain: &ReceiptDomain,
         signature: &str,
     ) -> Result<Address, RequestError> {
-        let sig = parse_signature(signature.trim())
-            .map_err(|e| RequestError::MalformedSignature(e.to_string()))?;
+        // parse_signature only refuses malformed text; its reason is passed on as is, not
+        // behind a second "malformed signature:" prefix.
+        let sig = parse_signature(signature.trim()).map_err(|e| match e {
+            crate::ReceiptError::MalformedSignature(why) => RequestError::MalformedSignature(why),
+            other => RequestError::MalformedSignature(other.to_string()),
+        })?;
         sig.recover_address_from_prehash(&self.signing_hash(domain))
             .map_err(|e| RequestError::MalformedSignature(format!("no public key recovers: {e}")))
     }
@@ -235,7 +239,11 @@ mod tests {
         for (dom, other) in others {
             assert_ne!(other.recover(&dom, &sig).unwrap(), key.address(), "{other:?} {dom:?}");
         }
-        assert!(matches!(req.recover(&d, "0x1234"), Err(RequestError::MalformedSignature(_))));
+        let err = req.recover(&d, "0x1234").unwrap_err();
+        assert!(matches!(err, RequestError::MalformedSignature(_)));
+        // Said once: the 401 a client reads is this text.
+        let text = err.to_string();
+        assert_eq!(text.matches("malformed signature").count(), 1, "{text}");
         assert!(matches!(
             SignableRequest::of_json_body(SUBMIT_JOB, br#"{"nonce":"n"}"#),
             Err(RequestError::MissingField(_))

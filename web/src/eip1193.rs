@@ -43,12 +43,13 @@ fn to_value(v: &JsValue) -> Value {
 }
 
 impl Provider {
-    /// `request({method, params})`.
-    pub async fn request(&self, method: &str, params: Value) -> Result<Value, WalletError> {
+    /// `request({method, params})`, `params` being the JSON text of the params array (the
+    /// builders in [`crate::wallet`], [`crate::order`] and [`crate::market`] write it).
+    pub async fn request(&self, method: &str, params: &str) -> Result<Value, WalletError> {
         let f: js_sys::Function =
             get(&self.obj, "request").dyn_into().map_err(|_| WalletError::NoProvider)?;
-        let body = serde_json::json!({ "method": method, "params": params });
-        let arg = js_sys::JSON::parse(&body.to_string())
+        let body = format!(r#"{{"method":{},"params":{params}}}"#, crate::wallet::json_str(method));
+        let arg = js_sys::JSON::parse(&body)
             .map_err(|_| WalletError::Other("unencodable request".into()))?;
         let promise: js_sys::Promise =
             f.call1(&self.obj, &arg).map_err(|e| error(&e))?.dyn_into().map_err(|_| {

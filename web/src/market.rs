@@ -44,7 +44,7 @@ pub fn cost(amount: u128, price: u128) -> Option<u128> {
 
 /// `eth_getLogs` params: every offer ever made for `token` on `market` (its third indexed
 /// topic), since the deployment's block.
-pub fn offers_logs_params(market: Address, token: Address, from_block: u64) -> Value {
+pub fn offers_logs_params(market: Address, token: Address, from_block: u64) -> String {
     let sig = keccak256("OfferCreated(uint256,address,address,uint256,uint256)");
     crate::wallet::logs_params(
         Some(market),
@@ -70,7 +70,7 @@ pub fn parse_offer_ids(v: &Value) -> Result<Vec<u64>, String> {
 }
 
 /// `eth_call` params reading offer `id`.
-pub fn offer_call(market: Address, id: u64) -> Value {
+pub fn offer_call(market: Address, id: u64) -> String {
     call_params(market, &offerCall { offerId: U256::from(id) }.abi_encode())
 }
 
@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn offers_are_read_from_their_events_and_state() {
         let (market, token) = (Address::repeat_byte(1), Address::repeat_byte(2));
-        let p = offers_logs_params(market, token, 5);
+        let p: Value = serde_json::from_str(&offers_logs_params(market, token, 5)).unwrap();
         assert_eq!(p[0]["topics"][3], format!("0x{:0>64}", "02".repeat(20)));
         let ids = parse_offer_ids(
             &json!([{ "topics": [p[0]["topics"][0], format!("0x{:0>64}", "0c")] }]),
@@ -237,7 +237,7 @@ mod tests {
         assert!(parse_offer(12, &json!("0x12")).is_err());
         let huge = json!(format!("0x{}", "ff".repeat(160)));
         assert!(parse_offer(12, &huge).unwrap_err().contains("128 bits"));
-        let call = offer_call(market, 12);
+        let call: Value = serde_json::from_str(&offer_call(market, 12)).unwrap();
         assert!(call[0]["data"].as_str().unwrap().ends_with("0c"));
     }
 }

@@ -95,17 +95,18 @@ pub async fn get_all<T: DeserializeOwned>(path: &str, max_pages: usize) -> Resul
 
 /// `GET` an API path (same origin) and parse its JSON; an error answer becomes its message.
 pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
+    let text = get_text(path).await?;
+    serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))
+}
+
+/// `GET` an API path and return its body text (the receipt is parsed by the view, so that a
+/// malformed one is reported as such); an error answer becomes its message.
+pub async fn get_text(path: &str) -> Result<String, String> {
     let (status, text) = send("GET", path, None).await?;
     if !(200..300).contains(&status) {
         return Err(api_error(path, status, &text));
     }
-    serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))
-}
-
-/// `GET` an API path and return its raw JSON (the receipt is parsed by the view, so that a
-/// malformed one is reported as such).
-pub async fn get_value(path: &str) -> Result<Value, String> {
-    get_json(path).await
+    Ok(text)
 }
 
 /// Waits `ms` milliseconds (polling).

@@ -31,7 +31,8 @@ use posthuman_types::{
     TrainParams,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::wire::{AddressBook, Quote};
 
@@ -124,8 +125,26 @@ fn default_lora_targets(architecture: &str) -> Vec<String> {
     picks.iter().map(|s| s.to_string()).collect()
 }
 
-fn num<T: std::str::FromStr>(field: &'static str, s: &str) -> Result<T, SpecError> {
-    s.trim().parse().map_err(|_| SpecError { field, reason: format!("{s:?} is not a number") })
+/// A number typed in the form, in JSON's number syntax (`100`, `0.0003`, `3e-4`; a leading
+/// `+` and a bare leading or trailing `.` are completed first, as `str::parse` took them),
+/// read by serde_json's parser. Not `str::parse`: `f64`'s `FromStr` is core's own float
+/// parser, which brought a 10 KB table of powers of five into the wasm beside the parser
+/// serde_json carries anyway (13 KB gzipped, 2026-12-07), for the five decimals this form
+/// takes.
+fn num<T: DeserializeOwned>(field: &'static str, s: &str) -> Result<T, SpecError> {
+    let not_a_number = || SpecError { field, reason: format!("{s:?} is not a number") };
+    let t = s.trim();
+    let (sign, digits) = match t.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", t.strip_prefix('+').unwrap_or(t)),
+    };
+    if digits.starts_with(['+', '-']) {
+        return Err(not_a_number());
+    }
+    let bare = digits.len() > 1 && !digits.starts_with(['e', 'E']);
+    let lead = if bare && digits.starts_with('.') { "0" } else { "" };
+    let trail = if bare && digits.ends_with('.') { "0" } else { "" };
+    serde_json::from_str(&format!("{sign}{lead}{digits}{trail}")).map_err(|_| not_a_number())
 }
 
 impl OrderForm {
@@ -399,15 +418,26 @@ pub struct Tx {
 }
 
 impl Tx {
-    /// `eth_sendTransaction` params from `from`.
-    pub fn params(&self, from: Address) -> Value {
-        json!([{ "from": from, "to": self.to, "data": hex::encode_prefixed(&self.data) }])
+    /// `eth_sendTransaction` params from `from` (JSON text, as [`crate::wallet`] writes
+    /// params).
+    pub fn params(&self, from: Address) -> String {
+        format!(
+            r#"[{{"from":"{from:#x}","to":"{:#x}","data":"{}"}}]"#,
+            self.to,
+            hex::encode_prefixed(&self.data)
+        )
     }
 }
 
 /// `eth_call` params.
-pub fn call_params(to: Address, data: &[u8]) -> Value {
-    json!([{ "to": to, "data": hex::encode_prefixed(data) }, "latest"])
+pub fn call_params(to: Address, data: &[u8]) -> String {
+    format!(r#"[{{"to":"{to:#x}","data":"{}"}},"latest"]"#, hex::encode_prefixed(data))
+}
+
+/// `eth_signTypedData_v4` params: the signer, then the typed data as a JSON string (as
+/// wallets expect it).
+pub fn sign_params(signer: Address, typed_data: &str) -> String {
+    format!(r#"["{signer:#x}",{}]"#, crate::wallet::json_str(typed_data))
 }
 
 fn unhex(v: &Value) -> Result<Vec<u8>, String> {
@@ -417,7 +447,7 @@ fn unhex(v: &Value) -> Result<Vec<u8>, String> {
 
 /// `calcBaseInGivenOutDT(exchange, 1 datatoken, 0)`: the call and the reading of its answer
 /// (the OCEAN one datatoken costs now, fees included).
-pub fn cost_call(book: &AddressBook, exchange: B256) -> Value {
+pub fn cost_call(book: &AddressBook, exchange: B256) -> String {
     let data = calcBaseInGivenOutDTCall {
         exchangeId: exchange,
         datatokenAmount: U256::from(ONE_DATATOKEN),
@@ -434,7 +464,7 @@ pub fn parse_cost(v: &Value) -> Result<U256, String> {
 }
 
 /// `getPublishingMarketFee()` of a datatoken: `(collector, token, amount)`.
-pub fn market_fee_call(datatoken: Address) -> Value {
+pub fn market_fee_call(datatoken: Address) -> String {
     call_params(datatoken, &getPublishingMarketFeeCall {}.abi_encode())
 }
 
@@ -595,17 +625,15 @@ pub fn nonce_of(r: &[u8; 16]) -> String {
 }
 
 /// The typed data the wallet signs for a job request body (`eth_signTypedData_v4`'s second
-/// param, as a JSON string as wallets expect).
-pub fn submit_typed_data(domain: &ReceiptDomain, body: &[u8]) -> Result<Value, String> {
+/// param, as JSON text: [`sign_params`] quotes it).
+pub fn submit_typed_data(domain: &ReceiptDomain, body: &[u8]) -> Result<String, String> {
     let req = SignableRequest::of_json_body(SUBMIT_JOB, body).map_err(|e| e.to_string())?;
-    Ok(Value::String(req.typed_data(domain).to_string()))
+    Ok(req.typed_data(domain).to_string())
 }
 
 /// The typed data of a result read of `job_id` until `expires_at`.
-pub fn read_typed_data(domain: &ReceiptDomain, job_id: &str, expires_at: u64) -> Value {
-    Value::String(
-        SignableRequest::read(READ_RESULT, job_id, expires_at).typed_data(domain).to_string(),
-    )
+pub fn read_typed_data(domain: &ReceiptDomain, job_id: &str, expires_at: u64) -> String {
+    SignableRequest::read(READ_RESULT, job_id, expires_at).typed_data(domain).to_string()
 }
 
 /// The headers of a signed result read.
@@ -678,6 +706,7 @@ mod tests {
     }
 
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_form_is_bounded_as_the_api_bounds_it() {
@@ -702,6 +731,40 @@ mod tests {
         assert!(t.params(Some(128)).is_ok());
         t.learning_rate = "1".into();
         assert_eq!(t.params(Some(128)).unwrap_err().field, "learning_rate");
+    }
+
+    /// Numbers are read in JSON's syntax (serde_json's parser, not `str::parse`), completed
+    /// where `str::parse` was lenient, and anything else is the field's "not a number".
+    #[test]
+    fn form_numbers_are_read_as_str_parse_read_them() {
+        let f = |s: &str| num::<f64>("x", s);
+        for (text, want) in [
+            ("0.0003", 3e-4),
+            ("3e-4", 3e-4),
+            (" 3E-4 ", 3e-4),
+            ("+2.5", 2.5),
+            (".5", 0.5),
+            ("-.5", -0.5),
+            ("5.", 5.0),
+            ("1", 1.0),
+            ("0.1", 0.1),
+            ("1.7976931348623157e308", f64::MAX),
+        ] {
+            assert_eq!(f(text), Ok(want), "{text:?}");
+            assert_eq!(text.trim().parse::<f64>(), Ok(want), "as str::parse read {text:?}");
+        }
+        for bad in [
+            "", "ten", "1,5", "0x10", "--1", "1e", "e5", ".", "-.", "+-1", ".e1", "1e400", "inf",
+            "NaN",
+        ] {
+            let e = f(bad).unwrap_err();
+            assert_eq!((e.field, e.reason), ("x", format!("{bad:?} is not a number")));
+        }
+        assert_eq!(num::<u32>("n", " 100 "), Ok(100));
+        assert_eq!(num::<u32>("n", "+7"), Ok(7));
+        for bad in ["-1", "1.5", "1e2", "4294967296", "0x1"] {
+            assert!(num::<u32>("n", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -820,7 +883,10 @@ mod tests {
         ));
         let d = ReceiptDomain::new(31337, Address::repeat_byte(1));
         let td = read_typed_data(&d, "j-1", 100);
-        let v: Value = serde_json::from_str(td.as_str().unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&td).unwrap();
+        // Signed as `[signer, typed data as a JSON string]`, the text intact.
+        let p: Value = serde_json::from_str(&sign_params(Address::repeat_byte(2), &td)).unwrap();
+        assert_eq!(p, json!([format!("0x{}", "02".repeat(20)), td]));
         assert_eq!(v["message"]["action"], "read-result");
         assert_eq!(v["domain"]["chainId"], 31337);
         assert!(submit_typed_data(&d, b"{}").is_err());
@@ -952,7 +1018,12 @@ mod tests {
         let order = startOrderCall::abi_decode(&txs[3].data).unwrap();
         assert_eq!((order.consumer, order.serviceIndex), (me, U256::from(1u64)));
         assert_eq!(order._providerFee, fee);
-        assert_eq!(txs[0].params(me)[0]["from"], json!(me));
+        let p: Value = serde_json::from_str(&txs[0].params(me)).unwrap();
+        assert_eq!(p[0]["from"].as_str().unwrap().parse::<Address>().unwrap(), me);
+        assert_eq!(p[0]["to"].as_str().unwrap().parse::<Address>().unwrap(), txs[0].to);
+        assert_eq!(p[0]["data"], hex::encode_prefixed(&txs[0].data));
+        let c: Value = serde_json::from_str(&call_params(me, &[1, 2])).unwrap();
+        assert_eq!(c, json!([{ "to": format!("{me:#x}"), "data": "0x0102" }, "latest"]));
         // Holding a datatoken: no purchase; a royalty in OCEAN is approved with the fee.
         let royalty = (Address::repeat_byte(0x44), b.ocean.unwrap(), U256::from(7u64));
         let holder = ChainState {

@@ -292,10 +292,11 @@ impl PublishForm {
 }
 
 /// The typed data the wallet signs for a publish request body (`eth_signTypedData_v4`'s
-/// second param, a JSON string), exactly the CLI's `publish-model` signature.
-pub fn publish_typed_data(domain: &ReceiptDomain, body: &[u8]) -> Result<Value, String> {
+/// second param, as JSON text: `order::sign_params` quotes it), exactly the CLI's
+/// `publish-model` signature.
+pub fn publish_typed_data(domain: &ReceiptDomain, body: &[u8]) -> Result<String, String> {
     let req = SignableRequest::of_json_body(PUBLISH_MODEL, body).map_err(|e| e.to_string())?;
-    Ok(Value::String(req.typed_data(domain).to_string()))
+    Ok(req.typed_data(domain).to_string())
 }
 
 #[cfg(test)]
@@ -403,6 +404,6 @@ mod tests {
         let domain = ReceiptDomain::new(31337, alloy::primitives::Address::ZERO);
         let body = serde_json::to_vec(&r).unwrap();
         let td = publish_typed_data(&domain, &body).unwrap();
-        assert!(td.as_str().unwrap().contains("publish-model"));
+        assert!(td.contains("publish-model"));
     }
 }

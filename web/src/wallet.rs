@@ -2,11 +2,16 @@
 //! bodies for `balanceOf`, the chain to switch to or add) and how it reads the answers (chain
 //! ids, balances, the provider's error codes in words). The browser side is
 //! [`crate::eip1193`]; this module is unit-tested natively.
+//!
+//! Request params are written as JSON text directly (`format!` over addresses, hex and
+//! numbers, which need no escaping; [`json_str`] for any other string): building them as
+//! `serde_json::Value`s (`json!`) cost the storefront's wasm ~10 KB of map and serializer
+//! code. Answers are still read as `Value`s (the receipt checks' RPC reads them so anyway).
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::sol;
 use alloy::sol_types::SolCall;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 sol! {
     /// ERC-20 `balanceOf` (OCEAN and every datatoken).
@@ -83,8 +88,13 @@ pub fn network_name(chain_id: u64) -> String {
     }
 }
 
+/// `s` as a JSON string literal (quoted and escaped as serde_json escapes).
+pub fn json_str(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
 /// `eth_call` params reading `owner`'s balance of the ERC-20 `token`.
-pub fn balance_call(token: Address, owner: Address) -> Value {
+pub fn balance_call(token: Address, owner: Address) -> String {
     crate::order::call_params(token, &balanceOfCall { owner }.abi_encode())
 }
 
@@ -97,20 +107,19 @@ pub fn parse_balance(v: &Value) -> Result<U256, WalletError> {
 }
 
 /// `wallet_switchEthereumChain` params.
-pub fn switch_params(chain_id: u64) -> Value {
-    json!([{ "chainId": format!("0x{chain_id:x}") }])
+pub fn switch_params(chain_id: u64) -> String {
+    format!(r#"[{{"chainId":"0x{chain_id:x}"}}]"#)
 }
 
 /// `wallet_addEthereumChain` params, or `None` when the deployment publishes no RPC (then
 /// the wallet cannot be told where the chain is; the page says so).
-pub fn add_params(chain_id: u64, rpc_url: Option<&str>) -> Option<Value> {
+pub fn add_params(chain_id: u64, rpc_url: Option<&str>) -> Option<String> {
     let rpc = rpc_url?;
-    Some(json!([{
-        "chainId": format!("0x{chain_id:x}"),
-        "chainName": format!("Posthuman ({})", network_name(chain_id)),
-        "nativeCurrency": { "name": "Ether", "symbol": "ETH", "decimals": 18 },
-        "rpcUrls": [rpc],
-    }]))
+    let name = json_str(&format!("Posthuman ({})", network_name(chain_id)));
+    Some(format!(
+        r#"[{{"chainId":"0x{chain_id:x}","chainName":{name},"nativeCurrency":{{"name":"Ether","symbol":"ETH","decimals":18}},"rpcUrls":[{}]}}]"#,
+        json_str(rpc)
+    ))
 }
 
 /// One `RewardPaid(jobId, childDatatoken, beneficiary, amount)` event of the lineage
@@ -129,23 +138,19 @@ pub(crate) fn logs_params(
     address: Option<Address>,
     topics: &[Option<B256>],
     from_block: u64,
-) -> Value {
-    let topics: Vec<Value> =
-        topics.iter().map(|t| t.map_or(Value::Null, |t| json!(t.to_string()))).collect();
-    let mut filter = json!({
-        "fromBlock": format!("0x{from_block:x}"),
-        "toBlock": "latest",
-        "topics": topics,
-    });
-    if let Some(a) = address {
-        filter["address"] = json!(a.to_checksum(None));
-    }
-    json!([filter])
+) -> String {
+    let topics: Vec<String> =
+        topics.iter().map(|t| t.map_or_else(|| "null".into(), |t| format!(r#""{t}""#))).collect();
+    let address = address.map(|a| format!(r#","address":"{a:#x}""#)).unwrap_or_default();
+    format!(
+        r#"[{{"fromBlock":"0x{from_block:x}","toBlock":"latest","topics":[{}]{address}}}]"#,
+        topics.join(",")
+    )
 }
 
 /// `eth_getLogs` params: every `RewardPaid` of `lineage` naming `beneficiary` (its third
 /// indexed topic), since the deployment's block.
-pub fn reward_logs_params(lineage: Address, beneficiary: Address, from_block: u64) -> Value {
+pub fn reward_logs_params(lineage: Address, beneficiary: Address, from_block: u64) -> String {
     let sig = keccak256("RewardPaid(bytes32,address,address,uint256)");
     logs_params(Some(lineage), &[Some(sig), None, None, Some(beneficiary.into_word())], from_block)
 }
@@ -154,7 +159,7 @@ pub fn reward_logs_params(lineage: Address, beneficiary: Address, from_block: u6
 /// deployment's block. The tokens that emitted them are the only ones the account can hold
 /// (minting is a transfer from zero), so the account page reads those balances instead of
 /// one per catalogue model (a thousand wallet calls at a thousand models).
-pub fn received_logs_params(account: Address, from_block: u64) -> Value {
+pub fn received_logs_params(account: Address, from_block: u64) -> String {
     let sig = keccak256("Transfer(address,address,uint256)");
     logs_params(None, &[Some(sig), None, Some(account.into_word())], from_block)
 }
@@ -190,7 +195,7 @@ pub struct RoyaltyLog {
 
 /// `eth_getLogs` params: every `RoyaltyPaid` naming `beneficiary`, from any contract (vaults
 /// are many; each is checked with [`royalty_vault_call`]).
-pub fn royalty_logs_params(beneficiary: Address, from_block: u64) -> Value {
+pub fn royalty_logs_params(beneficiary: Address, from_block: u64) -> String {
     let sig = keccak256("RoyaltyPaid(address,address,address,uint256)");
     logs_params(None, &[Some(sig), None, Some(beneficiary.into_word())], from_block)
 }
@@ -239,7 +244,7 @@ fn parse_amount_logs<T>(
 }
 
 /// `eth_call` params asking `lineage` for `child`'s royalty vault.
-pub fn royalty_vault_call(lineage: Address, child: Address) -> Value {
+pub fn royalty_vault_call(lineage: Address, child: Address) -> String {
     crate::order::call_params(lineage, &royaltyVaultOfCall { childNft: child }.abi_encode())
 }
 
@@ -267,12 +272,13 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn balance_of_is_encoded_and_decoded_as_erc20() {
         let token: Address = "0x00000000000000000000000000000000000000aa".parse().unwrap();
         let owner: Address = "0x00000000000000000000000000000000000000bb".parse().unwrap();
-        let p = balance_call(token, owner);
+        let p = parsed(balance_call(token, owner));
         let data = p[0]["data"].as_str().unwrap();
         // selector of balanceOf(address), then the owner left-padded to 32 bytes.
         assert_eq!(&data[..10], "0x70a08231");
@@ -287,7 +293,7 @@ mod tests {
     fn reward_events_are_asked_for_by_beneficiary_and_read() {
         let lineage: Address = "0x00000000000000000000000000000000000000aa".parse().unwrap();
         let me: Address = "0x00000000000000000000000000000000000000bb".parse().unwrap();
-        let p = reward_logs_params(lineage, me, 16);
+        let p = parsed(reward_logs_params(lineage, me, 16));
         assert_eq!(p[0]["fromBlock"], "0x10");
         // keccak256("RewardPaid(bytes32,address,address,uint256)"), as the contract emits it.
         let sig = p[0]["topics"][0].as_str().unwrap().to_string();
@@ -312,7 +318,7 @@ mod tests {
     #[test]
     fn received_tokens_and_royalties_are_read_from_logs() {
         let me: Address = "0x00000000000000000000000000000000000000bb".parse().unwrap();
-        let p = received_logs_params(me, 7);
+        let p = parsed(received_logs_params(me, 7));
         assert!(p[0].get("address").is_none(), "any token");
         assert_eq!(p[0]["fromBlock"], "0x7");
         // keccak256("Transfer(address,address,uint256)"), the ERC-20 event.
@@ -332,7 +338,7 @@ mod tests {
         );
         assert!(parse_log_emitters(&json!([{ "topics": [] }])).is_err());
 
-        let p = royalty_logs_params(me, 7);
+        let p = parsed(royalty_logs_params(me, 7));
         assert!(p[0].get("address").is_none(), "any vault");
         assert_eq!(p[0]["topics"][2], format!("0x{:0>64}", "bb"));
         let sig = p[0]["topics"][0].as_str().unwrap().to_string();
@@ -358,7 +364,7 @@ mod tests {
         assert!(parse_royalty_logs(&json!([{ "topics": [], "data": "0x" }])).is_err());
 
         let lineage: Address = "0x00000000000000000000000000000000000000ee".parse().unwrap();
-        let call = royalty_vault_call(lineage, got[0].child);
+        let call = parsed(royalty_vault_call(lineage, got[0].child));
         assert!(call[0]["data"].as_str().unwrap().ends_with("00c3"));
         let answer = json!(format!("0x{:0>64}", "5a"));
         assert_eq!(parse_royalty_vault(&answer).unwrap(), got[0].vault);
@@ -375,8 +381,24 @@ mod tests {
         assert_eq!(WalletError::from_code(Some(4001), "x"), WalletError::Rejected);
         assert_eq!(WalletError::from_code(Some(4902), "x"), WalletError::UnknownChain);
         assert_eq!(WalletError::from_code(None, "boom").to_string(), "the wallet answered: boom");
-        assert_eq!(switch_params(31337), json!([{ "chainId": "0x7a69" }]));
+        assert_eq!(parsed(switch_params(31337)), json!([{ "chainId": "0x7a69" }]));
         assert_eq!(add_params(1, None), None);
-        assert_eq!(add_params(31337, Some("http://x")).unwrap()[0]["rpcUrls"], json!(["http://x"]));
+        // The RPC URL comes from the API: quoted and escaped, never spliced in raw.
+        let url = r#"http://x/"],"evil":["\"#;
+        assert_eq!(
+            parsed(add_params(31337, Some(url)).unwrap()),
+            json!([{
+                "chainId": "0x7a69",
+                "chainName": "Posthuman (local anvil (31337))",
+                "nativeCurrency": { "name": "Ether", "symbol": "ETH", "decimals": 18 },
+                "rpcUrls": [url],
+            }])
+        );
+        assert_eq!(json_str("a\"b\n"), r#""a\"b\n""#);
+    }
+
+    /// The params are JSON text; parsed here to assert on them.
+    fn parsed(params: String) -> Value {
+        serde_json::from_str(&params).unwrap_or_else(|e| panic!("{params}: {e}"))
     }
 }

@@ -166,24 +166,48 @@ pub struct EvalReport {
 /// so a report written either way is read as unbounded rather than refused. [`option`] does
 /// the same for an `Option<f64>` (a missing field or `None` stays `None`).
 pub mod unbounded {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::Serializer;
+    use serde::de::{Deserializer, Error, Visitor};
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Wire {
-        Number(f64),
-        Text(String),
-    }
+    /// The wire forms, read by one visitor: `#[serde(untagged)]` over `f64 | String` would
+    /// buffer every value into serde's private `Content` first, and that buffering was the
+    /// last thing keeping serde's `Content` code in the storefront's wasm. `None` is `null`.
+    struct Wire;
 
-    fn decode<E: serde::de::Error>(w: Option<Wire>) -> Result<f64, E> {
-        match w {
-            Some(Wire::Number(x)) => Ok(x),
-            None => Ok(f64::INFINITY),
-            Some(Wire::Text(t)) if t == "inf" => Ok(f64::INFINITY),
-            Some(Wire::Text(t)) => {
-                Err(E::custom(format!("expected a number or \"inf\", not {t:?}")))
+    impl<'de> Visitor<'de> for Wire {
+        type Value = Option<f64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number, \"inf\" or null")
+        }
+        fn visit_f64<E: Error>(self, x: f64) -> Result<Self::Value, E> {
+            Ok(Some(x))
+        }
+        fn visit_u64<E: Error>(self, x: u64) -> Result<Self::Value, E> {
+            Ok(Some(x as f64))
+        }
+        fn visit_i64<E: Error>(self, x: i64) -> Result<Self::Value, E> {
+            Ok(Some(x as f64))
+        }
+        fn visit_str<E: Error>(self, t: &str) -> Result<Self::Value, E> {
+            match t {
+                "inf" => Ok(Some(f64::INFINITY)),
+                _ => Err(E::custom(format!("expected a number or \"inf\", not {t:?}"))),
             }
         }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        d.deserialize_option(Wire)
     }
 
     pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -191,12 +215,12 @@ pub mod unbounded {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        decode(Option::<Wire>::deserialize(d)?)
+        Ok(read(d)?.unwrap_or(f64::INFINITY))
     }
 
     /// The same for `Option<f64>`: `Some(+∞)` is written `"inf"`, `None` is `null`.
     pub mod option {
-        use serde::{Deserialize, Deserializer, Serializer};
+        use serde::{Deserializer, Serializer};
 
         pub fn serialize<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
             match x {
@@ -206,10 +230,47 @@ pub mod unbounded {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-            match Option::<super::Wire>::deserialize(d)? {
-                None => Ok(None),
-                w => super::decode(w).map(Some),
-            }
+            super::read(d)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Ppl {
+            #[serde(with = "super")]
+            x: f64,
+            #[serde(default, with = "super::option")]
+            y: Option<f64>,
+        }
+
+        fn read(s: &str) -> Result<Ppl, String> {
+            serde_json::from_str(s).map_err(|e| e.to_string())
+        }
+
+        /// Every form the wire may carry, as the untagged `f64 | String` enum read them.
+        #[test]
+        fn numbers_inf_and_null_are_read_and_anything_else_refused() {
+            let p = |x, y| Ppl { x, y };
+            assert_eq!(read(r#"{"x": 40.5, "y": 2}"#), Ok(p(40.5, Some(2.0))));
+            assert_eq!(read(r#"{"x": -3, "y": null}"#), Ok(p(-3.0, None)));
+            assert_eq!(read(r#"{"x": "inf"}"#), Ok(p(f64::INFINITY, None)));
+            assert_eq!(
+                read(r#"{"x": null, "y": "inf"}"#),
+                Ok(p(f64::INFINITY, Some(f64::INFINITY)))
+            );
+            assert_eq!(read(r#"{"x": 1e308, "y": 0.1}"#), Ok(p(1e308, Some(0.1))));
+            let e = read(r#"{"x": "nan"}"#).unwrap_err();
+            assert!(e.contains(r#"expected a number or "inf", not "nan""#), "{e}");
+            assert!(read(r#"{"x": true}"#).is_err());
+            assert!(read(r#"{"x": [1]}"#).is_err());
+            assert!(read(r#"{"y": 1}"#).is_err(), "x has no default");
+            // Written back: finite as numbers, +∞ as "inf", None as null.
+            let s = serde_json::to_string(&p(f64::INFINITY, Some(1.5))).unwrap();
+            assert_eq!(s, r#"{"x":"inf","y":1.5}"#);
+            assert_eq!(serde_json::to_string(&p(2.0, None)).unwrap(), r#"{"x":2.0,"y":null}"#);
         }
     }
 }

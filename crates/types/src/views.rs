@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::pricing::{ComputeEstimate, PriceBreakdown};
 use crate::{Budget, Hash32, JobKind, JobParams, JobProgress, ModelCard};
 
+mod flat;
+
 /// Job counts by kind.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobCounts {
@@ -42,7 +44,11 @@ pub struct EvaluationView {
 }
 
 /// A catalogue entry (`GET /api/models` items and `GET /api/models/{nft}`).
+///
+/// Written with the card's fields flattened in; read through a flat twin that names them
+/// inline (`views/flat.rs`: the same JSON, without serde's flatten buffering).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "flat::FlatModelView")]
 pub struct ModelView {
     #[serde(flatten)]
     pub card: ModelCard,
@@ -91,7 +97,11 @@ pub struct ChildAsset {
 }
 
 /// A job's public status (`GET /api/jobs/{id}` and the items of `GET /api/jobs?consumer=`).
+///
+/// Written with the state's tag and fields flattened in; read through a flat twin
+/// (`views/flat.rs`: the same JSON, without serde's flatten buffering).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "flat::FlatJobView")]
 pub struct JobView {
     pub job_id: String,
     pub kind: JobKind,
@@ -293,6 +303,213 @@ mod tests {
         v.state =
             JobStateView::Failed { reason: "x".into(), exit_code: None, order_reusable: false };
         assert!(!v.in_flight());
+    }
+
+    /// The declarations as they were before `views/flat.rs`: serde's own flatten reading,
+    /// the reference the flat twins must agree with.
+    mod flattened {
+        use super::super::*;
+
+        #[derive(Debug, PartialEq, Deserialize)]
+        pub struct ModelView {
+            #[serde(flatten)]
+            pub card: ModelCard,
+            pub lineage: Vec<String>,
+            pub children: Vec<String>,
+            pub source_job: Option<String>,
+            pub receipt_hash: Option<Hash32>,
+            pub jobs: JobCounts,
+            pub evaluations: Vec<EvaluationView>,
+            pub receipts: Vec<Hash32>,
+            pub created_at: u64,
+            pub n_positions: u32,
+        }
+
+        #[derive(Debug, PartialEq, Deserialize)]
+        pub struct JobView {
+            pub job_id: String,
+            pub kind: JobKind,
+            pub model: String,
+            pub consumer: String,
+            pub order_tx: String,
+            #[serde(flatten)]
+            pub state: JobStateView,
+            pub progress: Option<JobProgress>,
+            pub derived_model: Option<ChildAsset>,
+            pub completed: bool,
+            pub receipt_hash: Option<Hash32>,
+            pub created_at: u64,
+            pub updated_at: u64,
+        }
+    }
+
+    fn model_view(derived: bool) -> ModelView {
+        let h = |b| Hash32([b; 32]);
+        ModelView {
+            card: ModelCard {
+                nft: "0x01".into(),
+                datatoken: "0x02".into(),
+                name: "M2 · fine-tune \"1\"".into(),
+                symbol: "M2-1".into(),
+                description: "a\nb".into(),
+                owner: "0x03".into(),
+                weights_hash: h(4),
+                parent: derived.then(|| "0x05".into()),
+                trainer: derived.then(|| "0x06".into()),
+                architecture: "gpt2 4L/256d/4h ctx256 vocab8000".into(),
+                parameters: 3_300_000,
+                exchange_id: derived.then(|| h(7)),
+                price: derived.then(|| "1500000000000000000".into()),
+                reward_scheme: crate::RewardScheme::geometric(10, 5000, 2).with_royalty(3),
+                lora: derived.then(|| crate::LoraOutput {
+                    r: 8,
+                    lora_alpha: 16.0,
+                    lora_dropout: 0.05,
+                    target_modules: vec!["c_attn".into(), "c_fc".into()],
+                    targeted_layers: 8,
+                    adapter_params: 65_536,
+                    adapter_hash: h(8),
+                    adapter_bytes: 262_144,
+                    checkpoint_bytes: 786_432,
+                }),
+            },
+            lineage: if derived { vec!["0x05".into()] } else { vec![] },
+            children: vec!["0x09".into()],
+            source_job: derived.then(|| "j-1".into()),
+            receipt_hash: derived.then(|| h(10)),
+            jobs: JobCounts { train: 1, infer: 2, evaluate: 3 },
+            evaluations: vec![EvaluationView {
+                job_id: "j-2".into(),
+                perplexity: if derived { 40.5 } else { f64::INFINITY },
+                receipt_hash: Some(h(11)),
+                evaluator: "0x0c".into(),
+                dataset_commitment: None,
+                context_len: Some(128),
+                stride: None,
+                featured: derived,
+            }],
+            receipts: vec![h(12), h(13)],
+            created_at: 1_700_000_000,
+            n_positions: 256,
+        }
+    }
+
+    /// Read as serde's flatten read it, written as before (`Serialize` is unchanged), and the
+    /// text read back is the text written: the wire format the API, CLI and JS tests read.
+    #[test]
+    fn a_model_view_reads_as_the_flattened_declaration_read_it() {
+        for derived in [false, true] {
+            let v = model_view(derived);
+            let text = serde_json::to_string(&v).unwrap();
+            let back: ModelView = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, v);
+            assert_eq!(serde_json::to_string(&back).unwrap(), text, "byte-identical");
+            let old: flattened::ModelView = serde_json::from_str(&text).unwrap();
+            assert_eq!(old.card, back.card);
+            assert_eq!(format!("{:?}", old.evaluations), format!("{:?}", back.evaluations));
+        }
+        // The card's fields sit beside the view's own, in declaration order.
+        let text = serde_json::to_string(&model_view(false)).unwrap();
+        assert!(text.starts_with(r#"{"nft":"0x01","datatoken":"0x02","name":"#), "{text}");
+        assert!(text.contains(r#""royalty":"3"},"lineage":[],"children":["0x09"],"#), "{text}");
+        assert!(!text.contains("lora"), "None is skipped: {text}");
+        assert!(text.contains(r#""perplexity":"inf""#), "{text}");
+
+        // What older APIs omit takes the card's defaults; unknown fields are ignored; what
+        // is required stays required, with serde's words.
+        let mut j = serde_json::to_value(model_view(true)).unwrap();
+        let o = j.as_object_mut().unwrap();
+        for k in ["parent", "trainer", "exchange_id", "price", "lora"] {
+            o.remove(k);
+        }
+        o.insert("a_field_from_a_newer_api".into(), true.into());
+        let text = j.to_string();
+        let new: ModelView = serde_json::from_str(&text).unwrap();
+        let old: flattened::ModelView = serde_json::from_str(&text).unwrap();
+        assert_eq!((&new.card.parent, &new.card.lora), (&None, &None));
+        assert_eq!(new.card, old.card);
+        assert_eq!((new.lineage, new.n_positions), (old.lineage, old.n_positions));
+        for k in ["nft", "reward_scheme", "n_positions", "jobs"] {
+            let mut j = serde_json::to_value(model_view(true)).unwrap();
+            j.as_object_mut().unwrap().remove(k);
+            let e = serde_json::from_str::<ModelView>(&j.to_string()).unwrap_err();
+            assert!(e.to_string().contains(&format!("missing field `{k}`")), "{e}");
+            assert!(serde_json::from_str::<flattened::ModelView>(&j.to_string()).is_err());
+        }
+        let mut j = serde_json::to_value(model_view(true)).unwrap();
+        j["parameters"] = "many".into();
+        assert!(serde_json::from_str::<ModelView>(&j.to_string()).is_err());
+    }
+
+    #[test]
+    fn a_job_view_reads_as_the_flattened_declaration_read_it_in_every_state() {
+        let states = [
+            JobStateView::Queued,
+            JobStateView::Running,
+            JobStateView::Succeeded,
+            JobStateView::Failed { reason: "oom".into(), exit_code: Some(3), order_reusable: true },
+            JobStateView::Failed { reason: "x".into(), exit_code: None, order_reusable: false },
+        ];
+        for state in states {
+            let v = JobView {
+                job_id: "j-1".into(),
+                kind: JobKind::Evaluate,
+                model: "0x01".into(),
+                consumer: "0x02".into(),
+                order_tx: "0x03".into(),
+                state,
+                progress: Some(JobProgress {
+                    kind: JobKind::Evaluate,
+                    phase: "evaluating".into(),
+                    done: 3,
+                    total: 10,
+                    loss: None,
+                    tokens_per_sec: 100.5,
+                    elapsed_secs: 1.0,
+                    eta_secs: Some(2.0),
+                }),
+                derived_model: Some(ChildAsset {
+                    nft: "0x04".into(),
+                    datatoken: "0x05".into(),
+                    exchange_id: Some(Hash32([6; 32])),
+                }),
+                completed: true,
+                receipt_hash: Some(Hash32([7; 32])),
+                created_at: 1,
+                updated_at: 2,
+            };
+            let text = serde_json::to_string(&v).unwrap();
+            let back: JobView = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, v);
+            assert_eq!(serde_json::to_string(&back).unwrap(), text, "byte-identical");
+            let old: flattened::JobView = serde_json::from_str(&text).unwrap();
+            assert_eq!(old.state, back.state);
+        }
+        let failed = r#"{"job_id":"j","kind":"train","model":"m","consumer":"c","order_tx":"t",
+            "state":"failed","reason":"r","order_reusable":false,"progress":null,
+            "derived_model":null,"completed":true,"receipt_hash":null,"created_at":1,"updated_at":2}"#;
+        let text =
+            serde_json::to_string(&serde_json::from_str::<JobView>(failed).unwrap()).unwrap();
+        assert!(text.contains(r#""order_tx":"t","state":"failed","reason":"r","exit_code":null,"order_reusable":false,"progress":null"#), "{text}");
+        // A state's fields are required where the state has them and ignored elsewhere, an
+        // unknown state is refused: as the flattened enum read them.
+        let with = |from: &str, to: &str| failed.replace(from, to);
+        let cases = [
+            (with(r#""reason":"r","#, ""), false),
+            (with(r#""order_reusable":false,"#, ""), false),
+            (with(r#""state":"failed""#, r#""state":"running""#), true),
+            (with(r#""state":"failed""#, r#""state":"lost""#), false),
+            (with(r#""state":"failed","#, ""), false),
+            (with(r#""reason":"r""#, r#""reason":7"#), false),
+        ];
+        for (doc, ok) in cases {
+            let new = serde_json::from_str::<JobView>(&doc);
+            let old = serde_json::from_str::<flattened::JobView>(&doc);
+            assert_eq!((new.is_ok(), old.is_ok()), (ok, ok), "{doc}");
+            if let (Ok(n), Ok(o)) = (new, old) {
+                assert_eq!(n.state, o.state);
+            }
+        }
     }
 
     #[test]

@@ -188,7 +188,10 @@ async fn earned(
     let err = |e: crate::wallet::WalletError| e.to_string();
     let from = book.deployed_at_block;
     let got = parse_log_emitters(
-        &provider.request("eth_getLogs", received_logs_params(account, from)).await.map_err(err)?,
+        &provider
+            .request("eth_getLogs", &received_logs_params(account, from))
+            .await
+            .map_err(err)?,
     )
     .map_err(err)?;
     let mut tokens: Vec<(String, Option<String>, Address)> = Vec::new();
@@ -204,7 +207,7 @@ async fn earned(
     }
     let mut balances = Vec::new();
     for (label, model, token) in tokens {
-        let balance = match provider.request("eth_call", balance_call(token, account)).await {
+        let balance = match provider.request("eth_call", &balance_call(token, account)).await {
             Ok(v) => parse_balance(&v).map_err(err),
             Err(e) => Err(e.to_string()),
         };
@@ -212,7 +215,7 @@ async fn earned(
     }
     let rewards = async {
         let params = reward_logs_params(book.lineage, account, from);
-        let logs = parse_reward_logs(&provider.request("eth_getLogs", params).await.map_err(err)?)
+        let logs = parse_reward_logs(&provider.request("eth_getLogs", &params).await.map_err(err)?)
             .map_err(err)?;
         Ok(logs
             .into_iter()
@@ -300,12 +303,12 @@ struct RoyaltyRow {
 /// lineage contract made for that model (one `royaltyVaultOf` call per model paid by).
 async fn royalties(
     provider: &Provider,
-    params: serde_json::Value,
+    params: String,
     lineage: Address,
     ms: &[ModelView],
 ) -> Result<Vec<RoyaltyRow>, String> {
     let logs = parse_royalty_logs(
-        &provider.request("eth_getLogs", params).await.map_err(|e| e.to_string())?,
+        &provider.request("eth_getLogs", &params).await.map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
     let mut vaults: Vec<(Address, Address)> = Vec::new();
@@ -315,7 +318,7 @@ async fn royalties(
             Some((_, v)) => *v,
             None => {
                 let v = provider
-                    .request("eth_call", royalty_vault_call(lineage, l.child))
+                    .request("eth_call", &royalty_vault_call(lineage, l.child))
                     .await
                     .map_err(|e| e.to_string())?;
                 let v = parse_royalty_vault(&v).map_err(|e| e.to_string())?;

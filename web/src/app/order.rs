@@ -13,7 +13,7 @@ use alloy::primitives::{Address, U256};
 use posthuman_receipts::ReceiptDomain;
 use posthuman_types::pricing::Ocean;
 use posthuman_types::{Hash32, JobKind, JobProgress};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
@@ -28,7 +28,7 @@ use crate::net::{self, answer, sleep};
 use crate::order::{
     ChainState, JobRequest, OrderForm, QuoteTerms, REQUEST_VALIDITY_SECS, check_dataset, check_fee,
     completions, cost_call, evaluation, lora_modules, loss_curve, market_fee_call, nonce_of,
-    parse_cost, parse_market_fee, parse_receipt, plan, read_headers, read_typed_data,
+    parse_cost, parse_market_fee, parse_receipt, plan, read_headers, read_typed_data, sign_params,
     submit_typed_data, train_method,
 };
 use crate::route::Route;
@@ -105,7 +105,7 @@ async fn get_quote(nft: &str, terms: &QuoteTerms) -> Result<Quote, String> {
 }
 
 /// A wallet request; its refusal in words.
-pub(super) async fn ask(p: &Provider, method: &str, params: Value) -> Result<Value, String> {
+pub(super) async fn ask(p: &Provider, method: &str, params: &str) -> Result<Value, String> {
     p.request(method, params).await.map_err(|e| match e {
         WalletError::Rejected => "you rejected the request in your wallet".to_string(),
         e => e.to_string(),
@@ -113,13 +113,14 @@ pub(super) async fn ask(p: &Provider, method: &str, params: Value) -> Result<Val
 }
 
 async fn balance(p: &Provider, token: Address, owner: Address) -> Result<U256, String> {
-    parse_balance(&ask(p, "eth_call", balance_call(token, owner)).await?).map_err(|e| e.to_string())
+    parse_balance(&ask(p, "eth_call", &balance_call(token, owner)).await?)
+        .map_err(|e| e.to_string())
 }
 
 /// Waits for a sent transaction's receipt (through the wallet's node); its block.
 pub(super) async fn mined(p: &Provider, hash: &Value) -> Result<u64, String> {
     for _ in 0..600 {
-        let r = ask(p, "eth_getTransactionReceipt", json!([hash])).await?;
+        let r = ask(p, "eth_getTransactionReceipt", &format!("[{hash}]")).await?;
         if let Some(r) = parse_receipt(&r) {
             return r;
         }
@@ -162,18 +163,18 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         ocean: balance(p, ocean, me).await?,
         cost: match o.quote.exchange_id {
             Some(x) => Some(parse_cost(
-                &ask(p, "eth_call", cost_call(book, alloy::primitives::B256::from(x.0))).await?,
+                &ask(p, "eth_call", &cost_call(book, alloy::primitives::B256::from(x.0))).await?,
             )?),
             None => None,
         },
-        royalty: parse_market_fee(&ask(p, "eth_call", market_fee_call(datatoken)).await?)?,
+        royalty: parse_market_fee(&ask(p, "eth_call", &market_fee_call(datatoken)).await?)?,
     };
     let txs = plan(&o.quote, book, &fee, me, &state)?;
     let n = txs.len();
     let mut order = None;
     for (i, tx) in txs.iter().enumerate() {
         o.say.emit(format!("Step {} of {n}: {}. Confirm in your wallet…", i + 1, tx.words));
-        let sent = ask(p, "eth_sendTransaction", tx.params(me)).await.map_err(|e| {
+        let sent = ask(p, "eth_sendTransaction", &tx.params(me)).await.map_err(|e| {
             let before = if i == 0 {
                 "nothing was sent".to_string()
             } else {
@@ -191,7 +192,7 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     let unused = |e: String| format!("{e}. Your order {tx} is paid but no job uses it yet.");
     let need = o.chain.min_confirmations;
     loop {
-        let head = parse_quantity(&ask(p, "eth_blockNumber", json!([])).await?).unwrap_or(0);
+        let head = parse_quantity(&ask(p, "eth_blockNumber", "[]").await?).unwrap_or(0);
         let have = head.saturating_sub(block) + 1;
         if have >= need {
             break;
@@ -215,13 +216,9 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     o.say.emit(
         "Order placed. Sign the job request in your wallet (a signature, no transaction)…".into(),
     );
-    let sig = ask(
-        p,
-        "eth_signTypedData_v4",
-        json!([format!("{me:#x}"), submit_typed_data(&domain, &body)?]),
-    )
-    .await
-    .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
+    let sig = ask(p, "eth_signTypedData_v4", &sign_params(me, &submit_typed_data(&domain, &body)?))
+        .await
+        .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
     for _ in 0..120 {
         let form = web_sys::FormData::new().map_err(|_| "no FormData")?;
@@ -299,7 +296,7 @@ pub(super) async fn signed_read(
     let sig = ask(
         provider,
         "eth_signTypedData_v4",
-        json!([format!("{account:#x}"), read_typed_data(&domain, id, expires)]),
+        &sign_params(account, &read_typed_data(&domain, id, expires)),
     )
     .await
     .map_err(|e| format!("The result was not read: {e}"))?;

@@ -10,7 +10,6 @@ use std::rc::Rc;
 
 use posthuman_receipts::ReceiptDomain;
 use posthuman_types::{Hash32, SpecError};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
@@ -19,7 +18,7 @@ use super::order::{ask, blob, now_secs, random};
 use super::wallet::WalletHandle;
 use super::{Load, Navigator, use_json};
 use crate::net::{self, answer};
-use crate::order::{REQUEST_VALIDITY_SECS, nonce_of};
+use crate::order::{REQUEST_VALIDITY_SECS, nonce_of, sign_params};
 use crate::publish::{
     FILES, PublishForm, check_config, check_header, check_size, check_tokenizer, header_len,
     publish_typed_data,
@@ -240,7 +239,7 @@ pub fn PublishPage() -> Html {
                     let sig = ask(
                         &provider,
                         "eth_signTypedData_v4",
-                        json!([format!("{me:#x}"), publish_typed_data(&domain, &body)?]),
+                        &sign_params(me, &publish_typed_data(&domain, &body)?),
                     )
                     .await
                     .map_err(|e| format!("Not published: {e}; nothing was uploaded."))?;

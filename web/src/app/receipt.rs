@@ -4,14 +4,13 @@
 
 use posthuman_receipts::{Address, RpcFacts, SignedReceipt};
 use posthuman_types::JobKind;
-use serde_json::Value;
 use yew::prelude::*;
 
 use super::{Link, Load};
 use crate::checks::{
     CheckRow, Field, Group, Status, all_pass, check_rows, deployment_rows, receipt_fields,
 };
-use crate::net::{BrowserRpc, get_json, get_value};
+use crate::net::{BrowserRpc, get_json, get_text};
 use crate::route::Route;
 use crate::verify::{Deployment, Evidence, read_deployment, verify};
 use crate::wire::{ChainInfo, JobView, ModelView};
@@ -28,8 +27,10 @@ pub struct Checked {
     pub report_checked: bool,
 }
 
-fn parse_receipt(id: &str, v: Value) -> Result<SignedReceipt, String> {
-    serde_json::from_value(v).map_err(|e| format!("the receipt of job {id} is malformed: {e}"))
+/// Parsed from the text, not through a `serde_json::Value`: reading a receipt from a `Value`
+/// instantiated a second deserializer for every receipt type (a map and an array form each).
+fn parse_receipt(id: &str, text: &str) -> Result<SignedReceipt, String> {
+    serde_json::from_str(text).map_err(|e| format!("the receipt of job {id} is malformed: {e}"))
 }
 
 fn address(what: &str, s: &str) -> Result<Address, String> {
@@ -44,7 +45,7 @@ async fn check(
 ) -> Result<Checked, String> {
     step.emit("fetching the receipt and the deployment's address book".into());
     let chain: ChainInfo = get_json("/api/chain").await?;
-    let signed = parse_receipt(&id, get_value(&format!("/api/jobs/{id}/receipt")).await?)?;
+    let signed = parse_receipt(&id, &get_text(&format!("/api/jobs/{id}/receipt")).await?)?;
     let mut ev = Evidence { eval_report: report.clone(), ..Evidence::default() };
     if signed.body.kind == JobKind::Train {
         step.emit("collecting the receipts along the derived model's lineage".into());
@@ -57,7 +58,7 @@ async fn check(
                 if let Some(src) = m.source_job.as_ref().filter(|s| **s != id) {
                     ev.lineage_receipts.push(parse_receipt(
                         src,
-                        get_value(&format!("/api/jobs/{src}/receipt")).await?,
+                        &get_text(&format!("/api/jobs/{src}/receipt")).await?,
                     )?);
                 }
                 cursor = m.card.parent;

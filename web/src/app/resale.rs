@@ -38,10 +38,10 @@ async fn offers(
     from: u64,
 ) -> Result<Vec<Listing>, String> {
     let ids =
-        parse_offer_ids(&ask(p, "eth_getLogs", offers_logs_params(market, token, from)).await?)?;
+        parse_offer_ids(&ask(p, "eth_getLogs", &offers_logs_params(market, token, from)).await?)?;
     let mut out = Vec::new();
     for id in ids {
-        out.extend(parse_offer(id, &ask(p, "eth_call", offer_call(market, id)).await?)?);
+        out.extend(parse_offer(id, &ask(p, "eth_call", &offer_call(market, id)).await?)?);
     }
     Ok(out)
 }
@@ -56,7 +56,7 @@ async fn send(
     let n = txs.len();
     for (i, tx) in txs.iter().enumerate() {
         say(format!("Step {} of {n}: {}. Confirm in your wallet…", i + 1, tx.words), false);
-        mined(p, &ask(p, "eth_sendTransaction", tx.params(me)).await?)
+        mined(p, &ask(p, "eth_sendTransaction", &tx.params(me)).await?)
             .await
             .map_err(|e| format!("step {} of {n}: {e}", i + 1))?;
     }
@@ -76,7 +76,7 @@ async fn holds(
     need: u128,
     what: &str,
 ) -> Result<(), String> {
-    let have = parse_balance(&ask(p, "eth_call", balance_call(token, me)).await?)
+    let have = parse_balance(&ask(p, "eth_call", &balance_call(token, me)).await?)
         .map_err(|e| e.to_string())?;
     if have < U256::from(need) {
         return Err(format!(

@@ -91,7 +91,7 @@ pub fn sale_form(
                         );
                         mined(
                             &provider,
-                            &ask(&provider, "eth_sendTransaction", tx.params(me)).await?,
+                            &ask(&provider, "eth_sendTransaction", &tx.params(me)).await?,
                         )
                         .await?;
                     }

@@ -5,7 +5,6 @@
 use std::rc::Rc;
 
 use alloy::primitives::Address;
-use serde_json::json;
 use yew::prelude::*;
 
 use super::{Load, use_json};
@@ -117,9 +116,9 @@ pub fn use_wallet() -> WalletHandle {
         use_effect_with(w.provider().cloned(), move |p| {
             if let Some(p) = p.clone() {
                 wasm_bindgen_futures::spawn_local(async move {
-                    let Ok(accounts) = p.request("eth_accounts", json!([])).await else { return };
+                    let Ok(accounts) = p.request("eth_accounts", "[]").await else { return };
                     if let Some(a) = first_account(&accounts) {
-                        let chain = p.request("eth_chainId", json!([])).await.ok();
+                        let chain = p.request("eth_chainId", "[]").await.ok();
                         w2.dispatch(Action::Connected(a, chain.as_ref().and_then(parse_quantity)));
                     }
                 });
@@ -149,10 +148,10 @@ pub fn use_wallet() -> WalletHandle {
 }
 
 async fn connect(p: &Provider) -> Result<(Address, Option<u64>), WalletError> {
-    let accounts = p.request("eth_requestAccounts", json!([])).await?;
+    let accounts = p.request("eth_requestAccounts", "[]").await?;
     let account = first_account(&accounts)
         .ok_or_else(|| WalletError::Other("the wallet shared no account".into()))?;
-    let chain = parse_quantity(&p.request("eth_chainId", json!([])).await?);
+    let chain = parse_quantity(&p.request("eth_chainId", "[]").await?);
     Ok((account, chain))
 }
 
@@ -160,7 +159,7 @@ async fn connect(p: &Provider) -> Result<(Address, Option<u64>), WalletError> {
 /// not know it (4902). Returns the chain the wallet is on afterwards.
 async fn switch(p: &Provider, chain: &ChainInfo) -> Result<Option<u64>, String> {
     let id = chain.address_book.chain_id;
-    match p.request("wallet_switchEthereumChain", switch_params(id)).await {
+    match p.request("wallet_switchEthereumChain", &switch_params(id)).await {
         Ok(_) => {}
         Err(WalletError::UnknownChain) => {
             let Some(params) = add_params(id, chain.rpc_url.as_deref()) else {
@@ -170,17 +169,17 @@ async fn switch(p: &Provider, chain: &ChainInfo) -> Result<Option<u64>, String> 
                     network_name(id)
                 ));
             };
-            p.request("wallet_addEthereumChain", params)
+            p.request("wallet_addEthereumChain", &params)
                 .await
                 .map_err(|e| format!("Could not add the network: {e}."))?;
             // Some wallets switch on add, others only add: ask again (a no-op if switched).
-            p.request("wallet_switchEthereumChain", switch_params(id))
+            p.request("wallet_switchEthereumChain", &switch_params(id))
                 .await
                 .map_err(|e| format!("Could not switch network: {e}."))?;
         }
         Err(e) => return Err(format!("Could not switch network: {e}.")),
     }
-    Ok(parse_quantity(&p.request("eth_chainId", json!([])).await.map_err(|e| e.to_string())?))
+    Ok(parse_quantity(&p.request("eth_chainId", "[]").await.map_err(|e| e.to_string())?))
 }
 
 /// The header control: pick a wallet (when several), connect, the short address and the

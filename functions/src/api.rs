@@ -54,6 +54,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/models/{nft}/quote", get(quote_default)),
         (Method::POST, "/api/models/{nft}/quote", post(quote)),
         (Method::POST, "/api/models/{nft}/featured", post(feature_evaluations)),
+        (Method::POST, "/api/models/{nft}/card", post(edit_card)),
         (Method::POST, "/api/models/{nft}/sale", post(sync_sale)),
         (Method::POST, "/api/jobs", post(submit_job)),
         (Method::POST, "/api/uploads", post(create_upload)),
@@ -489,6 +490,25 @@ async fn feature_evaluations(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
     Ok(Json(crate::handlers::featured::feature_evaluations(&d, &nft, &body, sig).await?))
+}
+
+/// `POST /api/models/{nft}/card`: the signed edit as the body (read up to the signed-request
+/// cap, not the uploads' limit the router allows), its signature in a header.
+async fn edit_card(
+    State(d): State<Shared>,
+    Path(nft): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+    let sig = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
+    let cap = d.cfg.limits.max_request_bytes;
+    let body = axum::body::to_bytes(body, usize::try_from(cap).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| ApiError::TooLarge { what: "request body".into(), limit: cap })?;
+    Ok(Json(crate::handlers::card::edit_card(&d, &nft, &body, sig).await?))
 }
 
 async fn sync_sale(

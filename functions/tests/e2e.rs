@@ -148,6 +148,41 @@ async fn publish_train_derive_reward_infer_evaluate() {
 
     assert_eq!(d2["metadata"]["name"], "Bob's WikiText GPT");
 
+    // Bob, M2's trainer, edits its card: the catalogue and M2's DDO follow, sent by the
+    // operator through the lineage contract's setChildMetaData (M2's NFT emits
+    // MetadataUpdated). M1's owner may not edit Bob's model.
+    let edit = serde_json::json!({"description": "not mine"});
+    let (st, b) = edit_card(&env, &m2_nft, &operator, edit, "m2-x").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    let text = "Alice's GPT fine-tuned on a WikiText-2 slice, 6 steps";
+    let edit = serde_json::json!({"description": text, "tags": ["wikitext"]});
+    let (st, edited) = edit_card(&env, &m2_nft, &bob, edit, "m2-e").await;
+    assert_eq!(st, StatusCode::OK, "{edited}");
+    assert_eq!(
+        (edited["description"].as_str(), edited["name"].as_str()),
+        (Some(text), Some("Bob's WikiText GPT"))
+    );
+    let versions = ddo_versions(&env, &m2_nft).await;
+    assert_eq!(versions.len(), 2, "MetadataCreated, then one MetadataUpdated");
+    let (d2e, tx) = &versions[1];
+    assert_eq!(d2e["metadata"]["description"], text);
+    assert_eq!(
+        d2e["metadata"]["tags"],
+        serde_json::json!(["posthuman", "gpt2", "compute-to-data", "derived", "wikitext"])
+    );
+    assert_eq!(d2e["metadata"]["created"], d2["metadata"]["created"], "created unchanged");
+    assert!(d2e["metadata"]["updated"].as_str() >= d2["metadata"]["updated"].as_str());
+    assert_eq!(d2e["metadata"]["additionalInformation"], d2["metadata"]["additionalInformation"]);
+    assert_eq!(d2e["services"], d2["services"]);
+    eprintln!(
+        "card edit of a derived model: setChildMetaData update used {} gas",
+        gas_of(&env, *tx).await
+    );
+    if let Some(dir) = std::env::var_os("POSTHUMAN_DDO_OUT") {
+        let path = std::path::Path::new(&dir).join("api-derived-edited.json");
+        std::fs::write(path, serde_json::to_vec_pretty(d2e).unwrap()).unwrap();
+    }
+
     // Bob puts 5 of his M2 datatokens on sale at 2 OCEAN on Ocean's exchange (with his own
     // key, on chain); the API's card follows the chain; Derek buys through the exchange.
     let m2_addr: Address = m2_nft.parse().unwrap();

@@ -17,7 +17,9 @@
 //    datatokens his training earned on sale on Ocean's own fixed-rate exchange (the CLI's
 //    `models sell`); ocean.js finds that exchange from the datatoken, and Elena buys and
 //    orders with `orderAsset` and the quoted fee, starts the job, follows it and reads the
-//    report.
+//    report. Charlie then edits M3's card (`models edit`): ocean.js reads the DDO again as an
+//    indexer does, from M3's `MetadataUpdated` event (hash-checked, `getMetaData` active),
+//    and Ocean's validator (ddo-js) accepts it.
 // 5. Refusals, each a paid order the API must not run: the same order again, a fee signed by
 //    someone other than the operator, a fee quoted for another job kind, and one quoted for
 //    another model.
@@ -37,6 +39,7 @@ import { ethers } from 'ethers';
 import {
   ConfigHelper, Datatoken, FixedRateExchange, LogLevel, LoggerInstance, Nft, ProviderInstance, approveWei, orderAsset,
 } from '@oceanprotocol/lib';
+import { validateDDO } from '@oceanprotocol/ddo-js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cache = process.env.POSTHUMAN_CACHE ?? join(process.env.HOME, '.cache/posthuman');
@@ -110,6 +113,22 @@ async function ddosOnChain(provider) {
     assert.equal('0x' + createHash('sha256').update(bytes).digest('hex'), ev.args.metaDataHash, 'metaDataHash');
     return { nft: l.address, ddo: JSON.parse(Buffer.from(bytes).toString('utf8')) };
   });
+}
+
+/// The DDO `address` carries now, as an indexer follows it: its `MetadataCreated` event, then
+/// each `MetadataUpdated`, the last one winning, each checked against its hash.
+async function latestDdo(provider, address) {
+  const iface = new ethers.Interface(new Nft(null, 'development').getDefaultAbi());
+  const topics = [[iface.getEvent('MetadataCreated').topicHash, iface.getEvent('MetadataUpdated').topicHash]];
+  const logs = await provider.getLogs({ address, topics, fromBlock: 0 });
+  const versions = logs.map((l) => {
+    const ev = iface.parseLog(l);
+    const bytes = ethers.getBytes(ev.args.data);
+    assert.equal('0x' + createHash('sha256').update(bytes).digest('hex'), ev.args.metaDataHash, 'metaDataHash');
+    return { event: ev.name, ddo: JSON.parse(Buffer.from(bytes).toString('utf8')) };
+  });
+  assert.equal(versions[0]?.event, 'MetadataCreated', 'created first');
+  return { versions, ddo: versions[versions.length - 1].ddo };
 }
 
 /// The receipt's transaction hash of an ocean.js call that sent one.
@@ -297,6 +316,27 @@ try {
   assert.equal(Number(ex.dtSupply), 2, 'the exchange sells the two datatokens Charlie deposited');
   assert.equal(ex.exchangeOwner.toLowerCase(), charlie.address.toLowerCase(), 'Charlie owns the sale');
   log(`M3 (derived) on sale on Ocean's exchange by its trainer: ${ex.dtSupply} datatokens at ${ex.fixedRate} OCEAN; Elena buys with orderAsset`);
+  // Charlie edits M3's card with the CLI; the DDO Ocean's tools read follows.
+  const described = 'M1 fine-tuned twice on WikiText-2; sold by its trainer on Ocean\'s exchange';
+  const edit = spawnSync(
+    join(bin, 'posthuman'),
+    ['--api', base, '--key-env', 'POSTHUMAN_OCEAN_TEST_CHARLIE', 'models', 'edit', M3.nft, '--description', described, '--tags', 'wikitext,tiny'],
+    { cwd: root, encoding: 'utf8', env: { ...process.env, POSTHUMAN_OCEAN_TEST_CHARLIE: devKey('charlie') } },
+  );
+  assert.equal(edit.status, 0, `Charlie's models edit: ${edit.stdout} ${edit.stderr}`);
+  const m3now = await latestDdo(provider, M3.nft);
+  assert.deepEqual(m3now.versions.map((v) => v.event), ['MetadataCreated', 'MetadataUpdated'], 'one update');
+  assert.equal(m3now.ddo.metadata.description, described, 'the new description');
+  assert.deepEqual(m3now.ddo.metadata.tags, ['posthuman', M3.ddo.metadata.tags[1], 'compute-to-data', 'derived', 'wikitext', 'tiny']);
+  assert.equal(m3now.ddo.metadata.created, M3.ddo.metadata.created, 'created unchanged');
+  assert.ok(m3now.ddo.metadata.updated >= M3.ddo.metadata.created, 'updated moved on');
+  assert.equal(m3now.ddo.id, M3.ddo.id, 'the same asset');
+  assert.deepEqual(m3now.ddo.services, M3.ddo.services, 'the same services');
+  const md3 = await nft.getMetadata(M3.nft);
+  assert.ok(md3[3] && Number(md3[2]) === 0, 'getMetaData: still active');
+  const [valid, errors] = await validateDDO(m3now.ddo);
+  assert.ok(valid, `ddo-js refuses the updated DDO: ${JSON.stringify(errors).slice(0, 300)}`);
+  log(`Charlie edited M3's card: MetadataUpdated read and hash-checked by ocean.js's ABI, the updated DDO valid for ddo-js (updated ${m3now.ddo.metadata.updated})`);
   const royalty = BigInt((await m3dt.getPublishingMarketFee(m3dtAddr)).publishMarketFeeAmount);
   // startOrder also pulls the datatoken's royalty (publish-market fee) in OCEAN, which
   // orderAsset's own approval (the provider fee alone) does not cover.

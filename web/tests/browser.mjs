@@ -18,7 +18,9 @@
 // - a LoRA train order from the same form (method, rank, alpha, dropout, the GPT-2 family's
 //   modules; an out-of-bounds rank refused before any quote; the model named in the form):
 //   its derived model's page says "LoRA r 4 (c_attn, c_proj) over M1", and its trainer puts
-//   datatokens on sale on Ocean's exchange from that page;
+//   datatokens on sale on Ocean's exchange from that page, and edits its card there
+//   (keyboard only; a bad tag refused in words before the wallet is asked; the DDO re-set on
+//   chain);
 // - publishing (an allowed publisher's wallet): files refused in the page (unsupported
 //   model_type, unreadable safetensors header), a declined signature, then the three files
 //   signed (eth_signTypedData_v4), uploaded with a progress bar, the model's page and the
@@ -761,6 +763,38 @@ try {
     const onSale = await (await fetch(`${base}/api/models/${derived}`)).json();
     assert.equal(onSale.price, (2n * 10n ** 18n).toString());
     assert.match(onSale.exchange_id, /^0x[0-9a-f]{64}$/);
+    // And edits its card, by keyboard: a tag the API would refuse is refused in the page
+    // first (nothing signed), then the description and tags are saved and the model's DDO on
+    // chain carries them (a MetadataUpdated log of its NFT holding the new text).
+    const signs = () => op.evaluate(() => window.__walletCalls.filter((c) => c.method === 'eth_signTypedData_v4').length);
+    const signedBefore = await signs();
+    await op.focus('#card-tags');
+    await op.keyboard.press('Control+A');
+    await op.keyboard.type('Not_a_tag');
+    await op.keyboard.press('Enter');
+    await op.waitForSelector('#card-status.error');
+    assert.match(await op.textContent('#card-status'), /^Not saved: the tags "Not_a_tag": 1\.\.=32 of lowercase a-z, 0-9 and inner hyphens\.$/);
+    assert.equal(await signs(), signedBefore, 'nothing signed for a refused edit');
+    const described = 'A LoRA of M1, trained from the storefront.\nSecond line.';
+    await op.focus('#card-description');
+    await op.keyboard.press('Control+A');
+    await op.keyboard.type(described);
+    await op.focus('#card-tags');
+    await op.keyboard.press('Control+A');
+    await op.keyboard.type('browser, lora-test');
+    await op.keyboard.press('Enter');
+    await op.waitForFunction(() => /^Saved|^Not saved/.test(document.querySelector('#card-status')?.textContent ?? ''), null, { timeout: 60_000 });
+    assert.equal(await op.locator('#card-status.error').count(), 0, await op.textContent('#card-status'));
+    const edited = await (await fetch(`${base}/api/models/${derived}`)).json();
+    assert.deepEqual([edited.description, edited.tags, edited.name], [described, ['browser', 'lora-test'], 'Browser LoRA']);
+    const ddoLogs = await rpc(rpcUrl, 'eth_getLogs', [{ address: derived, fromBlock: '0x0' }]);
+    const textHex = Buffer.from(JSON.stringify(described).slice(1, -1)).toString('hex');
+    assert.equal(ddoLogs.filter((l) => l.data.includes(textHex)).length, 1, 'one DDO on chain with the new description');
+    await op.reload();
+    await op.waitForSelector('#model #tags');
+    assert.equal(await op.textContent('#model #tags'), 'browser, lora-test');
+    assert.equal(await op.inputValue('#card-description'), described, 'the form shows the card as it is now');
+    log('the trainer edited his model\'s card by keyboard (a bad tag refused before signing); the API card and the DDO on chain carry it');
     if (process.env.SCREENSHOTS) await op.screenshot({ path: join(process.env.SCREENSHOTS, 'model-lora.png'), fullPage: true });
     // His account page lists the reward this training earned: the lineage contract's
     // RewardPaid event naming him, read through the wallet, with the model it minted.

@@ -162,6 +162,13 @@ async fn root_and_derived_models_carry_their_ddo_on_chain() {
         root.nft.to_checksum(None)
     );
     write_out("derived.json", &child_json);
+    // And a derived model's card change: the lineage contract forwards the update too.
+    let mut child_changed = child_ddo.clone();
+    child_changed.description = "M2, described by its trainer".into();
+    child_changed.tags.push("wikitext".into());
+    child_changed.updated += 60;
+    let child_upd = e.chain.set_child_metadata(&child_changed).await.unwrap();
+    check_on_chain(&e.chain, &child_upd, &child_changed, true).await;
     let intruder_key =
         alloy::signers::local::PrivateKeySigner::from_bytes(&B256::repeat_byte(9)).unwrap();
     e.chain.send_eth(intruder_key.address(), alloy::primitives::U256::from(ONE)).await.unwrap();
@@ -181,6 +188,7 @@ async fn root_and_derived_models_carry_their_ddo_on_chain() {
         ("setMetaData root (owner)", set.gas_used, root_ddo.encode().0.len()),
         ("setMetaData root update", upd.gas_used, changed.encode().0.len()),
         ("setChildMetaData derived (operator)", child_set.gas_used, child_ddo.encode().0.len()),
+        ("setChildMetaData derived update", child_upd.gas_used, child_changed.encode().0.len()),
     ] {
         println!(
             "| {name:<36} | {gas:>9} | {:.3} ({bytes} B DDO; target <= 0.150 of 1,073,458 = {target})",

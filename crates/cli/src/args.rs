@@ -96,6 +96,23 @@ pub enum ModelsCmd {
     /// Put datatokens of a model you trained on sale on Ocean's fixed-rate exchange (any
     /// Ocean client can then buy them), or change its price, or close the sale.
     Sell(SellArgs),
+    /// Edit the card of a model you own (a root you published, a derived model you
+    /// trained): its description and your tags. The model's Ocean DDO on chain follows.
+    Edit(EditArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["description", "tags"])))]
+pub struct EditArgs {
+    /// The model (its NFT).
+    pub nft: String,
+    /// The new description (at most 2048 bytes, no control characters but line breaks).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Your tags, replacing the ones you set before, separated by commas or spaces ("" removes
+    /// them): lowercase a-z, 0-9 and inner hyphens, at most 8 (the fixed tags stay).
+    #[arg(long)]
+    pub tags: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use posthuman_functions::uploads::{
 };
 use posthuman_receipts::ReceiptDomain;
 use posthuman_receipts::request::{
-    CREATE_UPLOAD, PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest,
+    CREATE_UPLOAD, EDIT_CARD, PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest,
 };
 use posthuman_types::{Hash32, JobKind};
 use serde::de::DeserializeOwned;
@@ -337,6 +337,18 @@ impl ApiClient {
         }
         let upload = self.upload(signer, domain, UploadPurpose::Model, parts, bar).await?;
         self.post_signed("/api/models", body, signature, Some(upload)).await
+    }
+
+    /// Edits a model's card under a signed request (`POST /api/models/{nft}/card`).
+    pub async fn edit_card(
+        &self,
+        signer: &PrivateKeySigner,
+        domain: &ReceiptDomain,
+        req: &posthuman_types::card::CardEdit,
+    ) -> Result<ModelView, CliError> {
+        let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
+        let signature = sign(signer, domain, EDIT_CARD, &body)?;
+        self.post_signed(&format!("/api/models/{}/card", req.model), body, signature, None).await
     }
 
     /// Submits a paid job under a signed request, with its dataset, if any, by a direct

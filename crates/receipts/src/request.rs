@@ -57,6 +57,9 @@ pub const FEATURE_EVALUATIONS: &str = "feature-evaluations";
 /// Staging files for a direct upload (`POST /api/uploads`): the body is the upload request
 /// JSON (purpose, each file's name, length and SHA-256).
 pub const CREATE_UPLOAD: &str = "create-upload";
+/// Editing a model's card (`POST /api/models/{nft}/card`): the body is the edit JSON
+/// (`posthuman_types::card::CardEdit`).
+pub const EDIT_CARD: &str = "edit-card";
 
 sol! {
     /// The EIP-712 struct of a signed API request. Its type string is

@@ -9,6 +9,7 @@
 //! - [`job`]: the job spec the handlers queue and the worker runs, with its validated bounds.
 //! - [`outputs`]: what a job may publish (the public allowlist) and its live progress.
 //! - [`model`]: reward schemes and the public model card.
+//! - [`card`]: what a model's owner may edit on its card (description, tags) and the bounds.
 //! - [`exit`]: the worker's exit codes and which are the buyer's fault (retries, orders).
 //! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
 //! - [`views`]: the API's public views (models, jobs, quotes), as the API writes them and its
@@ -22,6 +23,7 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
 /// The API the CLI talks to by default: the embedded server above.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 
+pub mod card;
 pub mod exit;
 pub mod hash;
 pub mod job;

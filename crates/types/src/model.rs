@@ -247,9 +247,23 @@ pub struct ModelCard {
     /// absent for published models and full fine-tunes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<crate::LoraOutput>,
+    /// Tags the owner added (`crate::card`); the DDO lists them after the fixed ones.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl ModelCard {
+    /// The model family: the architecture line's first word (`gpt2`, `llama`, …).
+    pub fn family(&self) -> &str {
+        self.architecture.split_whitespace().next().unwrap_or("unknown")
+    }
+
+    /// Who may change the card: a derived model's trainer, else the root's owner of record
+    /// (the publisher; the operator only holds the NFT in custody).
+    pub fn owner_of_record(&self) -> &str {
+        self.trainer.as_deref().unwrap_or(&self.owner)
+    }
+
     /// How the model came to be, in a few words: "LoRA r 8 (c_attn, c_fc) over 0x…",
     /// "full fine-tune of 0x…", "published with a LoRA adapter merged (…)", or "published".
     pub fn derivation(&self) -> String {

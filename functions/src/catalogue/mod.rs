@@ -47,6 +47,14 @@ pub struct ModelRecord {
     /// the card lists them first and marks them; every other evaluation is only its buyer's.
     #[serde(default)]
     pub featured: Vec<String>,
+    /// Unix seconds of the card's last edit: the DDO's `updated` (`None`: never edited, the
+    /// DDO's `updated` is `created_at`).
+    #[serde(default)]
+    pub card_updated_at: Option<u64>,
+    /// The card was edited and its DDO may not be on chain yet: the next edit sends it even if
+    /// it changes nothing (`handlers::card`), so a failure between the two heals on retry.
+    #[serde(default)]
+    pub ddo_pending: bool,
 }
 
 /// Where a job stands, as the API tracks it.

@@ -366,6 +366,7 @@ async fn derive_model(
             price: None,
             reward_scheme: parent.card.reward_scheme.clone(),
             lora,
+            tags: vec![],
         },
         storage_prefix: job.spec.private_prefix.clone(),
         created_at: job.created_at.max(parent.created_at + 1),
@@ -373,11 +374,13 @@ async fn derive_model(
         receipt_hash: Some(receipt_hash),
         n_positions: parent.n_positions,
         featured: vec![],
+        card_updated_at: None,
+        ddo_pending: false,
     };
     // The child's DDO, once (a resumed completion finds it set): the lineage contract owns
     // the NFT and forwards the operator's setMetaData.
     if !chain.metadata(child_nft).await.map_err(chain_err)?.has_metadata {
-        let ddo = super::models::model_ddo(deps, &child.card, child.created_at)?;
+        let ddo = super::models::model_ddo(deps, &child)?;
         chain.set_child_metadata(&ddo).await.map_err(chain_err)?;
     }
     deps.catalogue.put_model(&child).await?;

@@ -44,11 +44,12 @@ pub async fn feature_evaluations(
         serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request: {e}")))?;
     auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
+    let _turn = super::card::record_turn().await;
     let mut model = find_model(deps, nft).await?;
     if req.model.to_ascii_lowercase() != model.card.nft {
         return Err(ApiError::bad("the signed request names another model than the URL"));
     }
-    let owner = model.card.trainer.clone().unwrap_or_else(|| model.card.owner.clone());
+    let owner = model.card.owner_of_record().to_string();
     if lower(signer) != owner.to_ascii_lowercase() {
         return Err(ApiError::Forbidden(format!(
             "only the model's owner ({owner}) may feature its evaluations"

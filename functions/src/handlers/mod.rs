@@ -7,6 +7,7 @@
 //! - [`sale`]: a derived model's card follows its sale on Ocean's exchange (opened by its
 //!   trainer on chain).
 //! - [`featured`]: the owner features buyers' evaluations on the model's card.
+//! - [`card`]: the owner edits the card (description, tags); the model's DDO on chain follows.
 //! - [`jobs`]: submit a paid job, its status with live progress, its public results.
 //! - [`lists`]: a buyer's jobs, one page at a time, through the catalogue's index.
 //! - [`complete`]: the completion of a job (local queue callback / Batch event): receipts,
@@ -18,6 +19,7 @@
 //!
 //! [`Deps`]: crate::deps::Deps
 
+pub mod card;
 pub mod complete;
 pub mod featured;
 pub mod jobs;

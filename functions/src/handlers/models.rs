@@ -179,9 +179,8 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     auth::check_nonce(&req.nonce)?;
     check_text("name", &req.name, 64)?;
     check_text("symbol", &req.symbol, 16)?;
-    if req.description.len() > 2048 {
-        return Err(invalid("description", "at most 2048 bytes"));
-    }
+    posthuman_types::card::check_description(&req.description)
+        .map_err(super::card::card_invalid)?;
     let price: U256 =
         req.price.parse().map_err(|_| invalid("price", "a decimal integer (OCEAN base units)"))?;
     if price.is_zero() {
@@ -335,6 +334,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             price: Some(price.to_string()),
             reward_scheme: req.reward_scheme,
             lora: checked.merged.as_ref().map(|m| m.adapter.clone()),
+            tags: vec![],
         },
         storage_prefix: prefix,
         created_at: now_secs(),
@@ -342,10 +342,12 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         receipt_hash: None,
         n_positions: u32::try_from(c.context()).unwrap_or(u32::MAX),
         featured: vec![],
+        card_updated_at: None,
+        ddo_pending: false,
     };
     // Ocean's publish flow: the DDO on the NFT (the operator holds it), so Ocean's indexers
     // list the model.
-    let ddo = model_ddo(deps, &record.card, record.created_at)?;
+    let ddo = model_ddo(deps, &record)?;
     deps.chain.set_metadata(operator, &ddo).await.map_err(chain_err)?;
     deps.catalogue.put_model(&record).await?;
     Ok(views::model_view(&record, vec![], &[]))
@@ -354,17 +356,18 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
 /// What every model's DDO says it may be used under: only through paid compute jobs.
 pub const MODEL_LICENSE: &str = "proprietary: compute-to-data only";
 
-/// A model's Ocean DDO from its catalogue card: public facts only (never its storage prefix),
-/// its services served at the API's public URL. `created` is the catalogue's date.
-pub(crate) fn model_ddo(deps: &Deps, card: &ModelCard, created: u64) -> Result<ModelDdo, ApiError> {
+/// A model's Ocean DDO from its catalogue record: public facts only (never its storage
+/// prefix), its services served at the API's public URL; `created` is the catalogue's date,
+/// `updated` the card's last edit. The tags are the fixed ones, then the owner's.
+pub(crate) fn model_ddo(deps: &Deps, record: &ModelRecord) -> Result<ModelDdo, ApiError> {
+    let card = &record.card;
     let addr = |what: &str, s: &str| {
         s.parse::<Address>().map_err(|e| ApiError::Internal(format!("model {what} {s}: {e}")))
     };
-    let family = card.architecture.split_whitespace().next().unwrap_or("unknown").to_string();
-    let mut tags = vec!["posthuman".to_string(), family.clone(), "compute-to-data".to_string()];
-    if card.parent.is_some() {
-        tags.push("derived".into());
-    }
+    let family = card.family().to_string();
+    let mut tags = posthuman_types::card::fixed_tags(card);
+    tags.extend(card.tags.iter().cloned());
+    let created = record.created_at;
     Ok(ModelDdo {
         chain_id: deps.chain.book().chain_id,
         nft: addr("nft", &card.nft)?,
@@ -382,7 +385,7 @@ pub(crate) fn model_ddo(deps: &Deps, card: &ModelCard, created: u64) -> Result<M
         // The Ocean Provider facade: what ocean.js calls the node URI.
         service_endpoint: super::ocean::provider_url(&deps.cfg.public_api_url),
         created,
-        updated: created,
+        updated: record.card_updated_at.unwrap_or(created).max(created),
     })
 }
 

@@ -152,6 +152,7 @@ mod tests {
                 price: None,
                 reward_scheme: RewardScheme::geometric(1000, 5000, 3),
                 lora: None,
+                tags: vec![],
             },
             storage_prefix: "models/m".into(),
             created_at: 1,
@@ -159,6 +160,8 @@ mod tests {
             receipt_hash: None,
             n_positions: 64,
             featured: featured.iter().map(|s| s.to_string()).collect(),
+            card_updated_at: None,
+            ddo_pending: false,
         }
     }
 

@@ -128,6 +128,7 @@ pub fn model_record() -> posthuman_functions::catalogue::ModelRecord {
             price: None,
             reward_scheme: RewardScheme::geometric(1000, 5000, 3),
             lora: None,
+            tags: vec![],
         },
         storage_prefix: "models/m1".into(),
         created_at: 1,
@@ -135,6 +136,8 @@ pub fn model_record() -> posthuman_functions::catalogue::ModelRecord {
         receipt_hash: None,
         n_positions: 64,
         featured: vec![],
+        card_updated_at: None,
+        ddo_pending: false,
     }
 }
 

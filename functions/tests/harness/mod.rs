@@ -513,3 +513,78 @@ pub async fn ddo_on_chain(env: &Env, nft: &str) -> serde_json::Value {
     }
     ddo
 }
+
+/// Every DDO `nft` was given on chain, oldest first: `MetadataCreated` then each
+/// `MetadataUpdated` (Ocean's indexers read both), each checked against its `metaDataHash`
+/// (SHA-256 of the bytes), active and plain JSON, with the transaction that set it.
+pub async fn ddo_versions(env: &Env, nft: &str) -> Vec<(serde_json::Value, B256)> {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    use posthuman_chain::bindings::ERC721Template::{MetadataCreated, MetadataUpdated};
+    let nft: Address = nft.parse().unwrap();
+    let filter = alloy::rpc::types::Filter::new()
+        .address(nft)
+        .event_signature(vec![MetadataCreated::SIGNATURE_HASH, MetadataUpdated::SIGNATURE_HASH])
+        .from_block(0);
+    let logs = env.chain.provider().get_logs(&filter).await.unwrap();
+    let mut out = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        let (state, flags, data, hash) = if i == 0 {
+            let e = log.log_decode::<MetadataCreated>().expect("the first is MetadataCreated");
+            let e = e.inner.data;
+            (e.state, e.flags, e.data, e.metaDataHash)
+        } else {
+            let e = log.log_decode::<MetadataUpdated>().expect("later ones are MetadataUpdated");
+            let e = e.inner.data;
+            (e.state, e.flags, e.data, e.metaDataHash)
+        };
+        assert_eq!(hash.0, <[u8; 32]>::from(Sha256::digest(&data)), "hash of DDO {i}");
+        assert_eq!((state, flags.as_ref()), (0, &[0u8][..]), "active, plain JSON");
+        let ddo: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        out.push((ddo, log.transaction_hash.unwrap()));
+    }
+    out
+}
+
+/// Gas used by transaction `tx`.
+pub async fn gas_of(env: &Env, tx: B256) -> u64 {
+    use alloy::providers::Provider;
+    env.chain.provider().get_transaction_receipt(tx).await.unwrap().unwrap().gas_used
+}
+
+/// A card edit (`POST /api/models/{nft}/card`) of `fields` (description, tags, or anything
+/// else to see it refused) signed by `who` for `action` with `nonce`, expiring in 10 minutes.
+pub async fn edit_card(
+    env: &Env,
+    nft: &str,
+    who: &PrivateKeySigner,
+    fields: serde_json::Value,
+    nonce: &str,
+) -> (StatusCode, serde_json::Value) {
+    edit_card_as(env, nft, who, posthuman_receipts::request::EDIT_CARD, fields, nonce, now() + 600)
+        .await
+}
+
+/// [`edit_card`] with the action and expiry chosen.
+pub async fn edit_card_as(
+    env: &Env,
+    nft: &str,
+    who: &PrivateKeySigner,
+    action: &str,
+    fields: serde_json::Value,
+    nonce: &str,
+    expires_at: u64,
+) -> (StatusCode, serde_json::Value) {
+    let mut body = serde_json::json!({ "model": nft, "nonce": nonce, "expires_at": expires_at });
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let body = serde_json::to_vec(&body).unwrap();
+    let sig = sign_typed(env, who, action, &body);
+    let req = Request::post(format!("/api/models/{nft}/card"))
+        .header("content-type", "application/json")
+        .header("x-posthuman-signature", sig)
+        .body(Body::from(body))
+        .unwrap();
+    env.call(req).await
+}

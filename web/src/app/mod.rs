@@ -8,8 +8,10 @@
 //! - [`order`]: the model page's order panel (quote, wallet transactions, signed submit,
 //!   live progress, signed result read).
 //! - [`sale`]: a derived model's page, to its trainer: put its datatokens on sale.
+//! - [`card_edit`]: a model's page, to its owner of record: edit the description and tags.
 
 pub mod account;
+pub mod card_edit;
 pub mod catalogue;
 pub mod chart;
 pub mod jobs;

@@ -108,6 +108,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
     let infer = use_json::<Quote>(format!("/api/models/{}/quote?kind=infer", p.nft));
     let evaluate = use_json::<Quote>(format!("/api/models/{}/quote?kind=evaluate", p.nft));
     let sale = use_state(super::sale::SaleForm::default);
+    let edit = use_state(super::card_edit::CardForm::default);
     let wallet = use_context::<super::wallet::WalletHandle>();
     let chain = use_json::<crate::wire::ChainInfo>("/api/chain".into());
     let shown: Vec<String> = match &model {
@@ -137,7 +138,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
         html! {
             <section id="model" data-nft={c.nft.clone()}>
                 <h1>{ format!("{} ({})", c.name, c.symbol) }</h1>
-                <p>{ c.description.clone() }</p>
+                <p id="description" class="description">{ c.description.clone() }</p>
                 <h2 id="lineage-title">{ "Lineage" }</h2>
                 { lineage_tree(&line, &c.name, &children, &names) }
                 if let Some(job) = &m.source_job {
@@ -160,8 +161,10 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                         tokens(&c.reward_scheme.total_reward), c.reward_scheme.shares_bps) }</td></tr>
                     <tr><th>{ "lineage royalty" }</th><td>{ format!("{} OCEAN per order of a derived model, to its ancestors by the same shares",
                         tokens(&c.reward_scheme.royalty)) }</td></tr>
+                    if !c.tags.is_empty() { <tr><th>{ "tags" }</th><td id="tags">{ c.tags.join(", ") }</td></tr> }
                     <tr><th>{ "published" }</th><td>{ utc(m.created_at) }</td></tr>
                 </table>
+                { super::card_edit::card_form(&edit, wallet.as_ref(), &chain, c) }
                 <h2>{ "Quotes" }</h2>
                 <table class="quotes">
                     { quote_row(JobKind::Train, &train) }

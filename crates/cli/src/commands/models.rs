@@ -6,7 +6,7 @@ use posthuman_types::{Hash32, RewardScheme};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::args::{ModelsCmd, PublishArgs, SellArgs};
+use crate::args::{EditArgs, ModelsCmd, PublishArgs, SellArgs};
 use crate::client::{ApiClient, ModelFiles, expiry, nonce};
 use crate::error::CliError;
 use crate::output::Out;
@@ -50,8 +50,30 @@ pub async fn run(cfg: &Config, out: &Out, cmd: ModelsCmd) -> Result<(), CliError
                 None => format!("{} ({}) is not on sale", m.card.name, m.card.symbol),
             });
         }
+        ModelsCmd::Edit(a) => {
+            let s = Session::open(cfg).await?;
+            let m = edit(&s, &a).await?;
+            out.emit(&m, || format!("card updated (its DDO on chain too)\n{}", card(&m)));
+        }
     }
     Ok(())
+}
+
+/// Edits a model's card under a request signed with the wallet: checked first against the
+/// card as the API shows it, with the API's own rules, so bad input is refused (exit 2)
+/// before anything is signed or sent.
+pub async fn edit(s: &Session, a: &EditArgs) -> Result<ModelView, CliError> {
+    let nft = crate::session::address("the model", &a.nft)?;
+    let req = posthuman_types::card::CardEdit {
+        model: format!("{nft:#x}"),
+        description: a.description.clone(),
+        tags: a.tags.as_deref().map(posthuman_types::card::split_tags),
+        nonce: nonce(),
+        expires_at: expiry(),
+    };
+    let current = s.api.model(&req.model).await?;
+    req.apply(&current.card).map_err(|e| CliError::Usage(format!("--{e}")))?;
+    s.api.edit_card(&s.signer, &s.domain(), &req).await
 }
 
 /// Opens, re-prices or closes the sale of a derived model's datatokens on Ocean's exchange,
@@ -218,6 +240,9 @@ pub fn card(m: &ModelView) -> String {
     }
     let shares: Vec<String> =
         c.reward_scheme.shares_bps.iter().map(|b| format!("{}%", f64::from(*b) / 100.0)).collect();
+    if !c.tags.is_empty() {
+        s.push_str(&format!("  tags       {}\n", c.tags.join(", ")));
+    }
     s.push_str(&format!(
         "  rewards    {} per derivation, shares {}\n  jobs       train {} / infer {} / evaluate {}\n",
         c.reward_scheme.total_reward.parse().map(units::show).unwrap_or_default(),

@@ -38,6 +38,8 @@ pub(super) struct FlatModelView {
     reward_scheme: RewardScheme,
     #[serde(default)]
     lora: Option<LoraOutput>,
+    #[serde(default)]
+    tags: Vec<String>,
     lineage: Vec<String>,
     children: Vec<String>,
     source_job: Option<String>,
@@ -68,6 +70,7 @@ impl From<FlatModelView> for ModelView {
                 price: f.price,
                 reward_scheme: f.reward_scheme,
                 lora: f.lora,
+                tags: f.tags,
             },
             lineage: f.lineage,
             children: f.children,

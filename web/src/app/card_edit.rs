@@ -10,7 +10,6 @@ use posthuman_receipts::ReceiptDomain;
 use posthuman_receipts::request::{EDIT_CARD, SignableRequest};
 use posthuman_types::ModelCard;
 use posthuman_types::card::{CardEdit, MAX_DESCRIPTION_BYTES, MAX_TAGS, split_tags};
-use serde_json::json;
 use wasm_bindgen::JsValue;
 use yew::prelude::*;
 
@@ -105,9 +104,8 @@ pub fn card_form(
                         "Sign the edit in your wallet (a signature, no transaction)…".into(),
                         false,
                     );
-                    let sig =
-                        ask(&provider, "eth_signTypedData_v4", json!([format!("{me:#x}"), typed]))
-                            .await?;
+                    let params = crate::order::sign_params(me, &typed);
+                    let sig = ask(&provider, "eth_signTypedData_v4", &params).await?;
                     let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
                     say("Saving the card; the API sets the model's DDO on chain…".into(), false);
                     let path = format!("/api/models/{}/card", edit.model);

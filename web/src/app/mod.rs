@@ -8,6 +8,8 @@
 //! - [`order`]: the model page's order panel (quote, wallet transactions, signed submit,
 //!   live progress, signed result read).
 //! - [`sale`]: a derived model's page, to its trainer: put its datatokens on sale.
+//! - [`upload`]: a direct upload from the page (hash, signed declaration, PUTs with
+//!   progress), for publishing and for a job's dataset.
 
 pub mod account;
 pub mod catalogue;
@@ -19,6 +21,7 @@ pub mod publish;
 pub mod receipt;
 pub mod resale;
 pub mod sale;
+pub mod upload;
 pub mod wallet;
 
 use serde::de::DeserializeOwned;

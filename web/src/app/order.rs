@@ -165,7 +165,8 @@ async fn upload_dataset(o: &Order, d: &[u8]) -> Result<String, String> {
         f.sha256.short()
     ));
     let grant =
-        declare(&o.provider, o.account, &domain, UploadPurpose::Dataset, &[f.clone()]).await?;
+        declare(&o.provider, o.account, &domain, UploadPurpose::Dataset, std::slice::from_ref(&f))
+            .await?;
     let say = o.say.clone();
     let total = f.bytes as f64;
     let progress = std::rc::Rc::new(move |sent: f64| {
@@ -281,20 +282,20 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         // The upload ran out while the order was being paid and confirmed: send the dataset
         // once more (another signature) rather than leave a paid order unused.
         let error = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or_default();
-        if (error == code::EXPIRED || error == code::UNKNOWN) && !uploaded_again {
-            if let Some((_, d)) = &o.dataset {
-                uploaded_again = true;
-                o.say.emit(
-                    "Your dataset's upload expired while the order was paid; sending it again…"
-                        .into(),
-                );
-                upload = Some(
-                    upload_dataset(o, d)
-                        .await
-                        .map_err(|e| unused(format!("The job was not submitted: {e}")))?,
-                );
-                continue;
-            }
+        if (error == code::EXPIRED || error == code::UNKNOWN)
+            && !uploaded_again
+            && let Some((_, d)) = &o.dataset
+        {
+            uploaded_again = true;
+            o.say.emit(
+                "Your dataset's upload expired while the order was paid; sending it again…".into(),
+            );
+            upload = Some(
+                upload_dataset(o, d)
+                    .await
+                    .map_err(|e| unused(format!("The job was not submitted: {e}")))?,
+            );
+            continue;
         }
         if (400..500).contains(&status) {
             return Err(unused(format!("The API refused the job: {}", api_refusal(status, &text))));

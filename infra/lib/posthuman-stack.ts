@@ -619,15 +619,10 @@ export class PosthumanStack extends Stack {
 /**
  * The request headers a storefront's presigned PUT to the data bucket sends (the bucket's
  * CORS allows these): the URL signs the exact length and the SHA-256 checksum
- * (`S3Uploads::presign`); the browser adds a content type; the SDK may name the checksum's
- * algorithm.
+ * (`S3Uploads::presign`: X-Amz-SignedHeaders=content-length;host;x-amz-checksum-sha256, seen
+ * on LocalStack 2026-12-07), and the browser adds the file's content type.
  */
-export const UPLOAD_CORS_HEADERS = [
-  "content-type",
-  "content-length",
-  "x-amz-checksum-sha256",
-  "x-amz-sdk-checksum-algorithm",
-];
+export const UPLOAD_CORS_HEADERS = ["content-type", "content-length", "x-amz-checksum-sha256"];
 
 /**
  * The compute environment's instance types for a GPU family (context `gpuFamily`). p3 (one

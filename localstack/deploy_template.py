@@ -103,6 +103,9 @@ SUBSTITUTED = {
     ("JobDoneFnC6B1D17C", "HttpApiF5A9A8A7"): "placeholder endpoint",
     # LocalStack stack: policies naming resources that live in moto (or are skipped).
     ("StorefrontBucketPolicy6C3C1F38", "Storefront6CE586AA"): "placeholder",
+    # The data bucket's CORS admits the (skipped) distribution's origin: a placeholder
+    # domain, in both stacks that deploy the bucket.
+    ("DataBucketE3889A50", "Storefront6CE586AA"): "placeholder domain",
     ("JobDoneDlqPolicyA7901017", "BatchJobDone3CAE7A6F"): "placeholder rule ARN",
 }
 
@@ -117,6 +120,11 @@ PATCHED = {
 
 # The skipped HTTP API's endpoint, as the functions' environment names it.
 PLACEHOLDER_API_URL = f"https://a1b2c3d4e5.execute-api.{REGION}.amazonaws.com"
+# The skipped distribution: its id (the storefront bucket's OAC condition) and its domain
+# (the data bucket's CORS origin).
+PLACEHOLDER_DISTRIBUTION = {"Ref": "EDFDVBD6EXAMPLE", "DomainName": "d111111abcdef8.cloudfront.net"}
+# The template's conditions as the default parameters decide them (StorefrontOrigin empty).
+DEFAULT_CONDITIONS = {"HasStorefrontOrigin": False}
 PUBLISHED_SHA256: dict[str, str] = {}  # asset object key -> base64 SHA-256 (Lambda's CodeSha256)
 CATALOG_GAPS: list[str] = []  # instance types the template names that moto's catalog lacks
 
@@ -199,6 +207,20 @@ def replace_refs(obj, logical_id: str, value):
         return {k: replace_refs(v, logical_id, value) for k, v in obj.items()}
     if isinstance(obj, list):
         return [replace_refs(x, logical_id, value) for x in obj]
+    return obj
+
+
+def resolve_conditions(obj, conditions=DEFAULT_CONDITIONS):
+    """obj with every Fn::If decided by `conditions` (a list element that comes out
+    AWS::NoValue is dropped, as CloudFormation drops it)."""
+    no_value = {"Ref": "AWS::NoValue"}
+    if isinstance(obj, dict):
+        cond = obj.get("Fn::If")
+        if cond is not None and len(obj) == 1:
+            return resolve_conditions(cond[1] if conditions[cond[0]] else cond[2], conditions)
+        return {k: resolve_conditions(v, conditions) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [x for x in (resolve_conditions(x, conditions) for x in obj) if x != no_value]
     return obj
 
 
@@ -380,7 +402,7 @@ def main() -> None:
         # --- LocalStack stack: the secret, bucket and queue policies (with their targets).
         ls_account = ls["sts"].get_caller_identity()["Account"]
         ls_values = {
-            "Storefront6CE586AA": "EDFDVBD6EXAMPLE",  # the distribution id in the OAC condition
+            "Storefront6CE586AA": PLACEHOLDER_DISTRIBUTION,
             # The DLQ policy names the rule's ARN; the rule is in moto's stack, whose name is
             # derived from the stack name and logical id. The condition is asserted below.
             "BatchJobDone3CAE7A6F": f"arn:aws:events:{REGION}:{ls_account}:rule/placeholder",
@@ -388,7 +410,9 @@ def main() -> None:
         ls_template = sub_template(template, in_ls, ls_values, used)
         ls_template.pop("Rules", None)  # the bootstrap check: LocalStack's account has no CDK bootstrap
         ls_template["Parameters"] = {}
+        # Decided here as the default parameters decide them (LocalStack's stack takes none).
         ls_template.pop("Conditions", None)
+        ls_template["Resources"] = resolve_conditions(ls_template["Resources"])
         ls_stack = f"posthuman-{int(time.time() * 1000)}"
         ls["cloudformation"].create_stack(StackName=ls_stack, TemplateBody=json.dumps(ls_template))
         wait_stack(ls["cloudformation"], ls_stack)
@@ -406,6 +430,7 @@ def main() -> None:
         )
 
         moto_values = {
+            "Storefront6CE586AA": PLACEHOLDER_DISTRIBUTION,
             "OperatorKeyD7C0C4F2": secret_arn,
             "HttpApiF5A9A8A7": {"Ref": "a1b2c3d4e5", "ApiEndpoint": PLACEHOLDER_API_URL},
         }
@@ -626,7 +651,7 @@ def assert_moto(m, template, ids, stack, secret_arn) -> int:
 # covered by the synth tests (infra/test/stack.test.ts) only.
 BUCKET_PROPS_APPLIED = {
     "moto": {"BucketEncryption", "Tags"},
-    "LocalStack": {"BucketEncryption", "VersioningConfiguration", "Tags"},
+    "LocalStack": {"BucketEncryption", "VersioningConfiguration", "CorsConfiguration", "Tags"},
 }
 
 
@@ -663,6 +688,11 @@ def bucket_property(s3, bucket: str, prop: str, ids: dict[str, str]):
         if prop == "OwnershipControls":
             rules = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
             return {"Rules": [{"ObjectOwnership": r["ObjectOwnership"]} for r in rules]}
+        if prop == "CorsConfiguration":
+            rules = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+            keys = {"AllowedOrigins": "AllowedOrigins", "AllowedMethods": "AllowedMethods",
+                    "AllowedHeaders": "AllowedHeaders", "ExposeHeaders": "ExposedHeaders", "MaxAgeSeconds": "MaxAge"}
+            return {"CorsRules": [{keys[k]: v for k, v in r.items() if k in keys} for r in rules]}
         if prop == "Tags":
             tags = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
             return [{"Key": t["Key"], "Value": t["Value"]} for t in tags if not t["Key"].startswith("aws:")]
@@ -679,8 +709,11 @@ def assert_buckets(emulator: str, s3, template: dict, ids: dict[str, str]) -> in
     applied = BUCKET_PROPS_APPLIED[emulator]
     for lid in by_type(template, "AWS::S3::Bucket"):
         for prop, want in template["Resources"][lid]["Properties"].items():
-            # The one reference among bucket properties: the access-log bucket's name.
+            # The references among bucket properties: the access-log bucket's name, and the
+            # storefront's origin in the data bucket's CORS (the placeholder distribution's,
+            # the deploy's StorefrontOrigin left out as by default).
             want = replace_refs(want, "AccessLogs8B620ECA", ids["AccessLogs8B620ECA"])
+            want = join_strings(resolve_conditions(replace_refs(want, "Storefront6CE586AA", PLACEHOLDER_DISTRIBUTION)))
             got = bucket_property(s3, ids[lid], prop, ids)
             if got == want:
                 pass  # deployed as the template says (for some, S3's default says the same)
@@ -692,6 +725,18 @@ def assert_buckets(emulator: str, s3, template: dict, ids: dict[str, str]) -> in
                 NOT_APPLIED.setdefault(prop, set()).add(emulator)
             n += 1
     return n
+
+
+def join_strings(obj):
+    """obj with every Fn::Join of plain strings joined."""
+    if isinstance(obj, dict):
+        j = obj.get("Fn::Join")
+        if j is not None and len(obj) == 1 and all(isinstance(x, str) for x in j[1]):
+            return j[0].join(j[1])
+        return {k: join_strings(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_strings(x) for x in obj]
+    return obj
 
 
 def default_bucket_property(prop: str):

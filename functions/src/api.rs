@@ -57,6 +57,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::POST, "/api/models/{nft}/card", post(edit_card)),
         (Method::POST, "/api/models/{nft}/sale", post(sync_sale)),
         (Method::POST, "/api/jobs", post(submit_job)),
+        (Method::GET, "/api/uploads", get(upload_limits)),
         (Method::POST, "/api/uploads", post(create_upload)),
         (Method::PUT, "/api/uploads/{upload_id}/{file}", axum::routing::put(put_upload)),
         (Method::GET, "/api/jobs", get(list_jobs)),
@@ -612,6 +613,11 @@ async fn submit_job(
         dataset: take_file(&mut p, "dataset"),
     };
     Ok((StatusCode::ACCEPTED, Json(jobs::submit_job(&d, up).await?)))
+}
+
+/// `GET /api/uploads`: the files each upload purpose takes and their caps.
+async fn upload_limits(State(d): State<Shared>) -> Json<uploads::UploadLimits> {
+    Json(uploads::upload_limits(&d.cfg))
 }
 
 /// `POST /api/uploads`: the signed declaration as the body, its signature in a header.

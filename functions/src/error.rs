@@ -117,20 +117,21 @@ impl ApiError {
             ApiError::TooEarly { .. } => "too_early",
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::TooLarge { .. } => "too_large",
+            ApiError::TooLarge { .. } => posthuman_types::uploads::code::TOO_LARGE,
             ApiError::NotReady(_) => "not_ready",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Upload(u) => {
                 use crate::uploads::UploadError as U;
+                use posthuman_types::uploads::code;
                 match u {
-                    U::Unknown(_) => "upload_unknown",
-                    U::Expired { .. } => "upload_expired",
-                    U::Foreign(_) => "upload_foreign",
-                    U::Used(_) => "upload_used",
-                    U::Purpose { .. } => "upload_purpose",
-                    U::Missing { .. } => "upload_missing",
-                    U::Mismatch { .. } => "upload_mismatch",
-                    U::BadToken(_) => "upload_url_refused",
+                    U::Unknown(_) => code::UNKNOWN,
+                    U::Expired { .. } => code::EXPIRED,
+                    U::Foreign(_) => code::FOREIGN,
+                    U::Used(_) => code::USED,
+                    U::Purpose { .. } => code::PURPOSE,
+                    U::Missing { .. } => code::MISSING,
+                    U::Mismatch { .. } => code::MISMATCH,
+                    U::BadToken(_) => code::URL_REFUSED,
                 }
             }
             ApiError::Internal(_) => "internal",

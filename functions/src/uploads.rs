@@ -53,71 +53,23 @@ use crate::deps::{Deps, Limits};
 use crate::error::ApiError;
 use crate::spool::{SpoolWriter, Spooled};
 
+// The wire types live in `posthuman-types` (the CLI and the storefront's wasm read the same
+// definitions); re-exported so handlers and tests keep naming them from here.
+pub use posthuman_types::uploads::{
+    DeclaredFile, FileCap, PutTarget, UPLOAD_HEADER, UploadGrant, UploadLimits, UploadPurpose,
+    UploadRequest,
+};
+
 /// How long an upload's URLs (and the upload id) stay valid by default
 /// (`ApiConfig::upload_validity_secs`).
 pub const UPLOAD_VALIDITY_SECS: u64 = 15 * 60;
 /// How long after its expiry an upload's manifest is kept (so a late use is told
 /// `upload_expired` or `upload_used`, not `upload_unknown`) before the sweep deletes it.
 pub const UPLOAD_RETENTION_SECS: u64 = 24 * 3600;
-/// The request header naming the upload a publish or submit takes its files from.
-pub const UPLOAD_HEADER: &str = "x-posthuman-upload";
 /// Where staged uploads live in the object store (private; `uploads/<id>/…`).
 pub const STAGING_PREFIX: &str = "uploads/";
 /// Files one upload may declare (a publish has at most eight).
 const MAX_FILES: usize = 8;
-
-/// What the files are for: each purpose allows the file parts its route takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UploadPurpose {
-    /// A publish's files (`POST /api/models`).
-    Model,
-    /// A submit's dataset (`POST /api/jobs`).
-    Dataset,
-}
-
-/// One file as the client declares it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeclaredFile {
-    /// The multipart part it replaces (`weights`, `config`, `dataset`, …).
-    pub name: String,
-    /// Its exact length.
-    pub bytes: u64,
-    /// SHA-256 of its bytes.
-    pub sha256: Hash32,
-}
-
-/// The signed body of `POST /api/uploads`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UploadRequest {
-    pub purpose: UploadPurpose,
-    /// The uploader: must sign the request (and, for a model, be an allowed publisher).
-    pub owner: String,
-    pub files: Vec<DeclaredFile>,
-    pub nonce: String,
-    pub expires_at: u64,
-}
-
-/// How to send one file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutTarget {
-    pub name: String,
-    pub url: String,
-    pub method: String,
-    /// Headers to send exactly as given (besides the body's `Content-Length`).
-    pub headers: BTreeMap<String, String>,
-}
-
-/// The answer to `POST /api/uploads`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadGrant {
-    pub upload_id: String,
-    /// Unix seconds: the URLs and the id are refused after this.
-    pub expires_at: u64,
-    pub files: Vec<PutTarget>,
-}
 
 /// Why a staged upload cannot be used: each its own status and error code.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +127,20 @@ pub fn publish_files(l: &Limits) -> [(&'static str, u64, Keep); 8] {
 /// A submit's file parts with their caps.
 pub fn submit_files(l: &Limits) -> [(&'static str, u64, Keep); 1] {
     [("dataset", l.max_dataset_bytes, Keep::Spool)]
+}
+
+/// `GET /api/uploads`: the files each purpose takes with this deployment's caps, so a client
+/// refuses an oversize file before anything is signed (the same lists [`create_upload`]
+/// checks declarations against).
+pub fn upload_limits(cfg: &crate::deps::ApiConfig) -> UploadLimits {
+    let caps = |files: &[(&'static str, u64, Keep)]| {
+        files.iter().map(|&(name, max_bytes, _)| FileCap { name: name.into(), max_bytes }).collect()
+    };
+    UploadLimits {
+        model: caps(&publish_files(&cfg.limits)),
+        dataset: caps(&submit_files(&cfg.limits)),
+        validity_secs: cfg.upload_validity_secs,
+    }
 }
 
 fn files_for(purpose: UploadPurpose, l: &Limits) -> Vec<(&'static str, u64, Keep)> {

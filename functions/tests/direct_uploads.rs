@@ -5,6 +5,7 @@
 //! does not take, a stranger staging weights, an unknown, expired, foreign, reused or
 //! wrong-purpose upload, a file that never arrived, one tampered with after its PUT, and
 //! PUTs with a forged token, a longer body or other bytes. Unused uploads are swept.
+//! `GET /api/uploads` answers the caps the declarations are checked against.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
 
@@ -16,6 +17,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use harness::*;
 use posthuman_receipts::request::{CREATE_UPLOAD, PUBLISH_MODEL, SUBMIT_JOB};
+use posthuman_types::uploads::UploadPurpose;
 use posthuman_types::{JobParams, RewardScheme, TrainParams};
 use serde_json::{Value, json};
 
@@ -309,4 +311,45 @@ async fn an_expired_upload_is_refused_at_its_put_and_at_its_use() {
     assert_eq!((st, code(&b)), (StatusCode::FORBIDDEN, "upload_url_refused"), "{b}");
     let (st, b) = publish_upload(&env, &op, &files, id, "e-3").await;
     assert_eq!((st, code(&b)), (StatusCode::GONE, "upload_expired"), "{b}");
+}
+
+#[tokio::test]
+async fn the_caps_the_api_answers_are_the_ones_it_enforces() {
+    // An operator's own caps (as `--max-dataset-bytes` sets them), not the defaults.
+    let env = env(sleeper(), |c| {
+        c.api.limits.max_dataset_bytes = 16384;
+        c.api.upload_validity_secs = 120;
+    })
+    .await;
+    let (st, caps) = env.get("/api/uploads").await;
+    assert_eq!(st, StatusCode::OK, "{caps}");
+    let limits: posthuman_types::uploads::UploadLimits =
+        serde_json::from_value(caps.clone()).unwrap();
+    let l = &env.emb.deps.cfg.limits;
+    assert_eq!(limits.validity_secs, 120);
+    assert_eq!(limits.dataset.len(), 1);
+    assert_eq!(limits.cap(UploadPurpose::Dataset, "dataset"), Some(16384));
+    let names: Vec<&str> = limits.model.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "config",
+            "weights",
+            "tokenizer",
+            "adapter_config",
+            "adapter_weights",
+            "tokenizer_config",
+            "generation_config",
+            "chat_template"
+        ]
+    );
+    assert_eq!(limits.cap(UploadPurpose::Model, "weights"), Some(l.max_weights_bytes));
+    assert_eq!(limits.cap(UploadPurpose::Model, "config"), Some(l.max_config_bytes));
+    // At the cap a declaration is granted; one byte over, refused: the answer is the rule.
+    let buyer = env.operator.clone();
+    let decl = |bytes: u64| json!({"purpose": "dataset", "files": [{"name": "dataset", "bytes": bytes, "sha256": sha(b"x")}]});
+    let (st, b) = declare_raw(&env, &buyer, decl(16384), "cap-1").await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let (st, b) = declare_raw(&env, &buyer, decl(16385), "cap-2").await;
+    assert_eq!((st, code(&b)), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"), "{b}");
 }

@@ -587,6 +587,27 @@ export class PosthumanStack extends Stack {
       Aws.NO_VALUE,
     );
 
+    // Direct uploads (functions/src/uploads.rs): the storefront PUTs publish files and
+    // datasets straight to presigned S3 URLs on the data bucket — cross-origin requests the
+    // browser sends only when the bucket's CORS admits the page's origin: the CloudFront
+    // storefront always, and the StorefrontOrigin above when the deploy names one. Only PUT,
+    // only the headers a presigned PUT carries (its signed length and SHA-256 checksum), and
+    // ETag exposed. CORS grants nothing by itself: the presigned URL is the authorisation;
+    // what CORS decides is whether a page of that origin may send it and read the answer.
+    const uploadRule = (origin: string) => ({
+      AllowedOrigins: [origin],
+      AllowedMethods: ["PUT"],
+      AllowedHeaders: UPLOAD_CORS_HEADERS,
+      ExposedHeaders: ["ETag"],
+      MaxAge: 600,
+    });
+    (data.node.defaultChild as s3.CfnBucket).addPropertyOverride("CorsConfiguration", {
+      CorsRules: [
+        uploadRule(`https://${storefront.distributionDomainName}`),
+        Fn.conditionIf(hasOrigin.logicalId, uploadRule(storefrontOrigin.valueAsString), Aws.NO_VALUE),
+      ],
+    });
+
     new CfnOutput(this, "StorefrontUrl", { value: `https://${storefront.distributionDomainName}` });
     new CfnOutput(this, "ApiUrl", { value: httpApi.apiEndpoint });
     new CfnOutput(this, "BucketName", { value: data.bucketName });
@@ -594,6 +615,14 @@ export class PosthumanStack extends Stack {
     new CfnOutput(this, "JobQueueArn", { value: queue.jobQueueArn });
   }
 }
+
+/**
+ * The request headers a storefront's presigned PUT to the data bucket sends (the bucket's
+ * CORS allows these): the URL signs the exact length and the SHA-256 checksum
+ * (`S3Uploads::presign`: X-Amz-SignedHeaders=content-length;host;x-amz-checksum-sha256, seen
+ * on LocalStack 2026-12-07), and the browser adds the file's content type.
+ */
+export const UPLOAD_CORS_HEADERS = ["content-type", "content-length", "x-amz-checksum-sha256"];
 
 /**
  * The compute environment's instance types for a GPU family (context `gpuFamily`). p3 (one

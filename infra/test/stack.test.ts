@@ -642,6 +642,36 @@ test("CORS on the HTTP API admits the storefront origin the deploy names, with t
   for (const bad of ["*", "https://shop.example.com/", "shop.example.com"]) assert.ok(!pattern.test(bad), bad);
 });
 
+test("the data bucket's CORS lets the storefront PUT direct uploads (CloudFront's origin, and the deploy's)", () => {
+  const buckets = Object.values(t.findResources("AWS::S3::Bucket")) as any[];
+  const withCors = buckets.filter((b) => b.Properties.CorsConfiguration);
+  // Only the data bucket (where uploads/ lives): not the storefront's, not the logs'.
+  assert.equal(withCors.length, 1);
+  const data = withCors[0];
+  assert.deepEqual(data.Properties.VersioningConfiguration, { Status: "Enabled" }, "the data bucket");
+  const rules = data.Properties.CorsConfiguration.CorsRules;
+  assert.equal(rules.length, 2);
+  const [cloudfront, conditional] = rules;
+  // The CloudFront storefront's own origin, always.
+  const distId = Object.keys(t.findResources("AWS::CloudFront::Distribution"))[0];
+  assert.deepEqual(cloudfront.AllowedOrigins, [
+    { "Fn::Join": ["", ["https://", { "Fn::GetAtt": [distId, "DomainName"] }]] },
+  ]);
+  // The deploy's StorefrontOrigin, under the same condition as the HTTP API's CORS.
+  const [cond, rule, none] = conditional["Fn::If"];
+  assert.equal(cond, "HasStorefrontOrigin");
+  assert.deepEqual(none, { Ref: "AWS::NoValue" });
+  assert.deepEqual(rule.AllowedOrigins, [{ Ref: "StorefrontOrigin" }]);
+  for (const r of [cloudfront, rule]) {
+    assert.deepEqual(r.AllowedMethods, ["PUT"], "uploads only PUT");
+    for (const h of ["content-length", "x-amz-checksum-sha256", "content-type"]) {
+      assert.ok(r.AllowedHeaders.includes(h), `${h} not allowed`);
+    }
+    assert.ok(!r.AllowedHeaders.includes("*"), "no wildcard header");
+    assert.deepEqual(r.ExposedHeaders, ["ETag"]);
+  }
+});
+
 // --- A completion is never lost (issue 13 §5). ---
 
 test("job-done sends an event it failed on, after Lambda's retries, to a dead-letter queue, and a schedule sweeps stuck jobs through it", () => {

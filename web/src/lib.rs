@@ -19,6 +19,8 @@
 //! - [`order`]: ordering a job: the bounded form, the quote's fee check, the order's
 //!   transactions (`sol!`), the signed job request and result read.
 //! - [`sale`]: a derived model's trainer puts its datatokens on sale (`openSale`).
+//! - [`upload`]: direct uploads (a publish's files, a job's dataset): the folder pick, the
+//!   API's caps, the signed declaration, every refusal in words.
 //!
 //! Browser side: [`net`] (`fetch` for the API and JSON-RPC), [`eip1193`] (the user's
 //! wallet: `window.ethereum` or EIP-6963 discovery) and [`app`] (Yew components,
@@ -38,6 +40,7 @@ pub mod order;
 pub mod publish;
 pub mod route;
 pub mod sale;
+pub mod upload;
 pub mod verify;
 pub mod wallet;
 pub mod wire;

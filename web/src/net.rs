@@ -149,31 +149,38 @@ pub async fn request(
     Ok((resp.status(), text.as_string().unwrap_or_default()))
 }
 
-/// `POST`s a multipart form with `XMLHttpRequest`, as `fetch` reports no upload progress:
-/// every upload progress event tells `progress` (bytes sent, bytes in all). Returns the
-/// status and the body text.
-pub async fn upload(
-    path: &str,
-    form: &web_sys::FormData,
-    progress: impl Fn(f64, f64) + 'static,
+/// Sends `body` with `XMLHttpRequest` (a direct upload's PUT), as `fetch` reports no upload
+/// progress: every upload progress event tells `progress` the bytes sent. `headers` are sent
+/// as given, except those the browser sets itself (`content-length`, `host`). Returns the
+/// status and the body text; a request that got no answer at all (network down, or a
+/// cross-origin PUT the bucket's CORS does not allow) is an error.
+pub async fn send_blob(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &web_sys::Blob,
+    progress: impl Fn(f64) + 'static,
 ) -> Result<(u16, String), String> {
     let xhr = web_sys::XmlHttpRequest::new().map_err(js)?;
-    xhr.open_with_async("POST", path, true).map_err(js)?;
+    xhr.open_with_async(method, url, true).map_err(js)?;
+    for &(k, v) in headers {
+        if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("host") {
+            xhr.set_request_header(k, v).map_err(js)?;
+        }
+    }
     let on_progress = wasm_bindgen::closure::Closure::<dyn Fn(web_sys::ProgressEvent)>::new(
-        move |e: web_sys::ProgressEvent| {
-            if e.length_computable() {
-                progress(e.loaded(), e.total())
-            }
-        },
+        move |e: web_sys::ProgressEvent| progress(e.loaded()),
     );
     xhr.upload().map_err(js)?.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
     let done = js_sys::Promise::new(&mut |resolve, _| xhr.set_onloadend(Some(&resolve)));
-    xhr.send_with_opt_form_data(Some(form)).map_err(js)?;
+    xhr.send_with_opt_blob(Some(body)).map_err(js)?;
     JsFuture::from(done).await.map_err(js)?;
     // The listener lives until the request has ended.
     drop(on_progress);
     match xhr.status().map_err(js)? {
-        0 => Err(format!("{path}: the upload did not reach the API (network error)")),
+        0 => {
+            Err("no answer (the network failed, or the storage refused this site's origin)".into())
+        }
         status => Ok((status, xhr.response_text().map_err(js)?.unwrap_or_default())),
     }
 }

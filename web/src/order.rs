@@ -15,8 +15,9 @@
 //! 3. `startOrder(consumer, serviceIndex, providerFee, zero consume-market fee)` on the
 //!    datatoken, with the quote's operator-signed provider fee;
 //! 4. the job request (`posthuman-functions`' `JobRequest`) signed as EIP-712 typed data
-//!    (`eth_signTypedData_v4`, [`SignableRequest::typed_data`]) and posted as multipart:
-//!    `request`, `signature`, then `dataset`.
+//!    (`eth_signTypedData_v4`, [`SignableRequest::typed_data`]) and posted as the JSON body,
+//!    the signature in a header and the dataset, if any, named by its direct upload
+//!    ([`crate::upload`], sent before step 1).
 
 use alloy::hex;
 use alloy::primitives::{Address, B256, Bytes, U256};

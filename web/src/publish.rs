@@ -1,7 +1,7 @@
-//! Publishing a model from the browser, as plain data: the three files checked before any
-//! upload (sizes within the API's limits, `config.json` a JSON object with a `model_type`
-//! the worker runs, `tokenizer.json` a tokenizers file, `model.safetensors` with a readable
-//! header whose tensors cover the file exactly), the form's values → the signed
+//! Publishing a model from the browser, as plain data: the files checked before any
+//! upload (sizes within the API's caps, which `GET /api/uploads` answers; `config.json` a
+//! JSON object with a `model_type` the worker runs, `tokenizer.json` a tokenizers file,
+//! `model.safetensors` with a readable header whose tensors cover the file exactly), the form's values → the signed
 //! `PublishRequest` (the API's fields, the CLI's reward scheme), and the typed data the
 //! wallet signs for it (`publish-model`, as `posthuman models publish` signs). The browser
 //! side is [`crate::app::publish`]; this module is unit-tested natively.
@@ -16,22 +16,10 @@ use posthuman_types::{Hash32, RewardScheme, SpecError};
 use serde::Serialize;
 use serde_json::Value;
 
-/// The API's default upload limits (`posthuman-functions`' `Limits::default`): an operator
-/// may set others, and then its refusal is shown in words.
-pub const MAX_CONFIG_BYTES: u64 = 64 << 10;
-pub const MAX_WEIGHTS_BYTES: u64 = 1 << 30;
-pub const MAX_TOKENIZER_BYTES: u64 = 32 << 20;
 /// safetensors' own cap on its JSON header.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// The `model_type`s the worker runs (`posthuman_gpt2::family::SUPPORTED`).
 pub const MODEL_TYPES: [&str; 5] = ["gpt2", "llama", "mistral", "qwen2", "qwen3"];
-
-/// The three files, in the order the API takes them: (multipart part, file name, limit).
-pub const FILES: [(&str, &str, u64); 3] = [
-    ("config", "config.json", MAX_CONFIG_BYTES),
-    ("weights", "model.safetensors", MAX_WEIGHTS_BYTES),
-    ("tokenizer", "tokenizer.json", MAX_TOKENIZER_BYTES),
-];
 
 fn bad(field: &'static str, reason: impl Into<String>) -> SpecError {
     SpecError { field, reason: reason.into() }
@@ -354,7 +342,7 @@ mod tests {
         assert!(check_tokenizer(br#"{"vocab":{}}"#).is_err());
         assert!(check_size("weights", "model.safetensors", 0, 10).is_err());
         assert_eq!(
-            check_size("config", "config.json", 70_000, MAX_CONFIG_BYTES).unwrap_err().to_string(),
+            check_size("config", "config.json", 70_000, 64 << 10).unwrap_err().to_string(),
             "config: config.json is 70000 bytes, over the API's limit of 65536"
         );
     }

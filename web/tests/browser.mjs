@@ -22,9 +22,12 @@
 //   (keyboard only; a bad tag refused in words before the wallet is asked; the DDO re-set on
 //   chain);
 // - publishing (an allowed publisher's wallet): files refused in the page (unsupported
-//   model_type, unreadable safetensors header), a declined signature, then the three files
-//   signed (eth_signTypedData_v4), uploaded with a progress bar, the model's page and the
-//   catalogue listing it;
+//   model_type, unreadable safetensors header, a folder lacking files, a config over the
+//   API's cap), a declined signature, weights altered on their way refused by the API
+//   (upload_mismatch) in words, then the model's folder signed (eth_signTypedData_v4: the
+//   request and the upload) and sent by direct upload (POST /api/uploads, a PUT per file, a
+//   JSON publish; no multipart) with a progress bar, the model's page and the catalogue
+//   listing it; datasets of the orders go by direct upload too;
 // - the lineage tree (M1 → M2 → M3, each node a link, the current one marked), a model's
 //   evaluations, page titles per route, a finished train job's loss drawn on its page;
 // - every page at desktop width and at 390 px (tests/pages.mjs): an axe-core scan with no
@@ -38,9 +41,9 @@
 // first failed expectation.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync, statSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, readdirSync, statSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { join, resolve, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
@@ -162,6 +165,35 @@ async function mined(rpcUrl, hash) {
     await new Promise((ok) => setTimeout(ok, 100));
   }
   throw new Error(`${hash} not mined`);
+}
+
+/// Records a page's file transfers: `POST /api/uploads`, the PUTs, and the publishes and
+/// submits (method, path, content type), in order (not the reads, `GET /api/uploads` among
+/// them).
+function watchTransfers(page) {
+  const seen = [];
+  page.on('request', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (r.method() !== 'GET' && (path.startsWith('/api/uploads') || path === '/api/models' || path === '/api/jobs')) {
+      seen.push({ method: r.method(), path, type: r.headers()['content-type'] ?? '' });
+    }
+  });
+  return seen;
+}
+
+/// The transfers seen are one direct upload of `files` then its use by `route`: the signed
+/// declaration, a PUT per file to the URL it answered, a JSON publish or submit; nothing
+/// multipart anywhere (behind API Gateway a request body is at most 6 MB).
+function assertDirectUpload(seen, files, route) {
+  const what = JSON.stringify(seen);
+  assert.deepEqual(seen.filter((s) => s.method === 'POST' && s.path === '/api/uploads').length, 1, `one declaration: ${what}`);
+  const puts = seen.filter((s) => s.method === 'PUT').map((s) => s.path.match(/^\/api\/uploads\/u-[0-9a-f]{32}\/([a-z_]+)$/)?.[1]);
+  assert.deepEqual(puts.sort(), [...files].sort(), `a PUT per file: ${what}`);
+  const used = seen.filter((s) => s.path === route);
+  assert.equal(used.length, 1, `one ${route}: ${what}`);
+  assert.match(used[0].type, /^application\/json/, `${route} as JSON naming the upload: ${what}`);
+  assert.ok(!seen.some((s) => s.type.startsWith('multipart/')), `no multipart request: ${what}`);
+  assert.ok(seen.indexOf(used[0]) > seen.findLastIndex((s) => s.method === 'PUT'), `the files before the ${route}: ${what}`);
 }
 
 /// anvil's dev account #0 (its default mnemonic), the publisher of the browser's publish.
@@ -530,6 +562,8 @@ try {
     op.on('pageerror', (e) => errors.push(String(e)));
     const quotes = [];
     op.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/quote')) quotes.push(r.postData()); });
+    // The dataset's way (issue 17): POST /api/uploads, its PUT, then a JSON submit naming it.
+    const transfers = watchTransfers(op);
     await op.goto(`${base}/models/${m1.nft}`);
     await op.click('#connect');
     await op.waitForSelector('#wallet-address');
@@ -638,8 +672,12 @@ try {
     // The result is the buyer's alone: the API refuses the same read unsigned.
     assert.equal((await fetch(`${base}/api/jobs/${jobId}/result`)).status, 401);
     // A second order from the same page: an evaluation with a dataset from the file picker
-    // (uploaded as the multipart's third part), its perplexity read with a signed request.
+    // (sent by direct upload before anything is paid), its perplexity read with a signed request.
     await op.selectOption('#order-kind', 'evaluate');
+    // The API's dataset cap (GET /api/uploads: the server's --max-dataset-bytes), beside the input.
+    await op.waitForFunction(() => document.querySelector('#order-dataset-cap')?.textContent !== '');
+    assert.equal(await op.textContent('#order-dataset-cap'), "at most 16 KiB (the API's limit)");
+    transfers.length = 0;
     const evalText = readFileSync(join(root, 'data/wikitext-2/valid.txt'), 'utf8').slice(0, 4000);
     await op.setInputFiles('#order-dataset', { name: 'valid.txt', mimeType: 'text/plain', buffer: Buffer.from(evalText) });
     await op.fill('#order-context', '32');
@@ -652,6 +690,8 @@ try {
     assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
     const evalId = (await op.textContent('#order-job a')).trim();
     assert.notEqual(evalId, jobId);
+    assertDirectUpload(transfers, ['dataset'], '/api/jobs');
+    assert.equal(await op.locator('#order-plan-upload').count(), 1, 'the dataset upload described before confirming');
     const evalReport = JSON.parse(readFileSync(stored(store, 'report.json', evalId), 'utf8'));
     assert.equal(await op.textContent('#order-result .perplexity'), `Perplexity ${evalReport.perplexity.toFixed(3)}`);
     assert.equal(evalReport.tokens_scored > 0, true);
@@ -684,9 +724,11 @@ try {
     await op.fill('#order-batch', '2');
     await op.click('#order-quote');
     await op.waitForSelector('#order-confirm');
+    transfers.length = 0;
     await op.click('#order-confirm');
     await op.waitForSelector('#loss-curve[data-source="metrics"], #order-status.error', { timeout: 300_000 });
     assert.equal(await op.locator('#order-status.error').count(), 0, await op.textContent('#order-status'));
+    assertDirectUpload(transfers, ['dataset'], '/api/jobs');
     const trainId = (await op.textContent('#order-job a')).trim();
     const metrics = JSON.parse(readFileSync(stored(store, 'metrics.json', trainId), 'utf8'));
     assert.ok(metrics.loss_curve.length >= 2, 'the worker logged a curve');
@@ -861,13 +903,16 @@ try {
       log('resale: an offer over the balance refused before sending; 5 BLORA offered at 1.5 OCEAN, 2 bought by another wallet (3 OCEAN to the seller), the rest withdrawn — all from the model page');
     }
     await ctx.close();
-    log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points)`);
+    log(`order: over-bound, over-context and non-UTF-8 refused before a quote, the API's refusal of a quote (a dataset over the operator's cap), quote shown, wrong network, insufficient balance and a rejection said, infer job ${jobId} ordered, run and read in ${((Date.now() - t1) / 1000).toFixed(1)} s: ${JSON.stringify(texts[0][1]).slice(0, 60)}; then evaluate job ${evalId}, evaluate ${baseId} against a baseline (two bars), train ${trainId} (loss curve of ${metrics.loss_curve.length} points), their datasets by direct upload`);
   }
   // Publishing in the browser (the owner's view): an allowed publisher (anvil's dev account
-  // #0, `--publisher` of the server) picks the files of Alice's untrained init model
-  // (another weights hash than M1), sees them checked in the page, signs the request with
-  // eth_signTypedData_v4 (anvil signs, as for the buyer) and uploads with a progress bar; the
-  // model's page opens and the catalogue lists it.
+  // #0, `--publisher` of the server) picks the folder of Alice's untrained init model
+  // (another weights hash than M1), sees its files checked in the page, signs the request
+  // and the files' upload with eth_signTypedData_v4 (anvil signs, as for the buyer), and the
+  // files go by direct upload (POST /api/uploads, a PUT each) with a progress bar; the
+  // model's page opens and the catalogue lists it. Refused before anything is signed: a
+  // folder lacking files, a file over the API's cap; refused by the API, in words: a file
+  // altered on its way (upload_mismatch).
   {
     const [publisher] = await rpc(rpcUrl, 'eth_accounts');
     assert.equal(publisher.toLowerCase(), ANVIL_DEV0.toLowerCase(), 'the publisher the server allows');
@@ -877,6 +922,8 @@ try {
     pp.on('pageerror', (e) => errors.push(String(e)));
     const posts = [];
     pp.on('request', (r) => { if (r.method() === 'POST' && new URL(r.url()).pathname === '/api/models') posts.push(r.url()); });
+    const transfers = watchTransfers(pp);
+    const signatures = () => pp.evaluate(() => window.__walletCalls.filter((c) => c.method === 'eth_signTypedData_v4').length);
     await pp.goto(`${base}/`);
     await pp.click('header nav a[href="/publish"]');
     await pp.waitForSelector('#publish-form');
@@ -900,9 +947,45 @@ try {
     await pp.click('#publish-submit');
     await pp.waitForSelector('#publish-status.error');
     assert.match(await pp.textContent('#publish-status'), /^Not published: config: model_type `bert` is not supported .*Nothing was uploaded\.$/);
-    await pp.setInputFiles('#publish-config', join(dir, 'config.json'));
+    // A folder without the weights (a sharded checkpoint's index instead) nor a tokenizer:
+    // what it lacks is said as it is picked, and nothing is signed.
+    const partial = join(tmp, 'partial-model');
+    mkdirSync(partial);
+    copyFileSync(join(dir, 'config.json'), join(partial, 'config.json'));
+    writeFileSync(join(partial, 'model.safetensors.index.json'), '{"weight_map":{}}');
+    writeFileSync(join(partial, 'README.md'), 'not sent');
+    await pp.setInputFiles('#publish-folder', partial);
+    await pp.waitForSelector('#publish-folder-status.error');
+    assert.equal(await pp.textContent('#publish-folder-status'),
+      'From partial-model: config.json. Missing: model.safetensors, tokenizer.json (the folder holds a sharded checkpoint (model.safetensors.index.json): ' +
+      'the API takes one model.safetensors; merge the shards first (`posthuman models publish` does)). Nothing is signed or uploaded without them.');
+    await pp.waitForSelector('#publish-config-check[data-ok="true"]');
+    await pp.click('#publish-submit');
+    await pp.waitForFunction(() => document.querySelector('#publish-status.error')?.textContent.startsWith('Pick'));
+    assert.equal(await pp.textContent('#publish-status'), 'Pick the model\'s model.safetensors.');
+    // The API's caps (GET /api/uploads) are shown beside the inputs, and a file over one is
+    // refused as it is picked, and again before anything is signed.
+    const caps = await (await fetch(`${base}/api/uploads`)).json();
+    assert.deepEqual(caps.model.slice(0, 3).map((c) => c.name), ['config', 'weights', 'tokenizer']);
+    assert.equal(await pp.textContent('#publish-config-cap'), 'at most 64 KiB');
+    assert.equal(await pp.textContent('#publish-weights-cap'), 'at most 1 GiB');
+    assert.match(await pp.textContent('#publish-limits'), /^The API's upload limits: config\.json ≤ 64 KiB, model\.safetensors ≤ 1 GiB, tokenizer\.json ≤ 32 MiB, /);
+    const bigConfig = JSON.stringify({ model_type: 'gpt2', padding: 'x'.repeat(70_000) });
+    await pp.setInputFiles('#publish-config', { name: 'config.json', mimeType: 'application/json', buffer: Buffer.from(bigConfig) });
+    await pp.waitForSelector('#publish-config-check[data-ok="false"]');
+    assert.equal(await pp.textContent('#publish-config-check'), `config: config.json is ${bigConfig.length} bytes, over the API's limit of 65536`);
     await pp.setInputFiles('#publish-weights', weights);
     await pp.setInputFiles('#publish-tokenizer', join(dir, 'tokenizer.json'));
+    for (const f of ['weights', 'tokenizer']) await pp.waitForSelector(`#publish-${f}-check[data-ok="true"]`);
+    await pp.click('#publish-submit');
+    await pp.waitForFunction(() => document.querySelector('#publish-status.error')?.textContent.includes('over the API'));
+    assert.equal(await pp.textContent('#publish-status'), `Not published: config: config.json is ${bigConfig.length} bytes, over the API's limit of 65536. Nothing was uploaded.`);
+    assert.equal(await signatures(), 0, 'nothing signed for files the API would refuse');
+    assert.deepEqual(transfers, [], 'nothing declared or uploaded');
+    // The model's folder: its files taken by name, each checked.
+    await pp.setInputFiles('#publish-folder', dir);
+    await pp.waitForSelector('#publish-folder-status:not(.error)');
+    assert.match(await pp.textContent('#publish-folder-status'), new RegExp(`^From ${basename(dir)}: config\\.json, model\\.safetensors, tokenizer\\.json[,.]`));
     for (const f of ['config', 'weights', 'tokenizer']) await pp.waitForSelector(`#publish-${f}-check[data-ok="true"]`);
     assert.match(await pp.textContent('#publish-config-check'), /^✓ config\.json: model_type gpt2, \d+ bytes$/);
     assert.match(await pp.textContent('#publish-weights-check'), /^✓ model\.safetensors: \d+ tensors, \d+ parameters, \d+ bytes$/);
@@ -913,6 +996,28 @@ try {
     await pp.waitForSelector('#publish-status.error');
     assert.equal(await pp.textContent('#publish-status'), 'Not published: you rejected the request in your wallet; nothing was uploaded.');
     assert.deepEqual(posts, [], 'nothing uploaded without a signature');
+    assert.deepEqual(transfers, [], 'nothing declared without a signature');
+    // The weights altered on their way to the store (same length, other bytes): the store
+    // refuses the PUT (upload_mismatch), and the page says so in words; nothing is published.
+    const weightsPut = (url) => /^\/api\/uploads\/u-[0-9a-f]{32}\/weights$/.test(url.pathname);
+    // (Chromium hands the test no body for a file picked from disk: the body sent instead
+    // is the file's own bytes, its last one flipped.)
+    let tampered = 0;
+    await pp.route(weightsPut, async (route) => {
+      const body = readFileSync(weights);
+      body[body.length - 1] ^= 0xff;
+      tampered += 1;
+      await route.continue({ postData: body });
+    });
+    await pp.click('#publish-submit');
+    await pp.waitForSelector('#publish-status.error', { timeout: 60_000 });
+    assert.match(await pp.textContent('#publish-status'),
+      /^Not published: Uploading weights was refused: a file that arrived is not the one declared \(was it changed while uploading\?\): pick it again\. The API said: .*SHA-256.* \(upload_mismatch\)$/);
+    await pp.unroute(weightsPut);
+    assert.equal(tampered, 1, 'the weights\' PUT was altered once');
+    assert.deepEqual(posts, [], 'no publish after a refused upload');
+    assert.equal(await signatures(), 1 + 2, 'the declined one, then the request and the upload');
+    transfers.length = 0;
     // The upload's progress, as the bar showed it (the page navigates away once published).
     await pp.evaluate(() => {
       window.__progress = [];
@@ -933,15 +1038,18 @@ try {
     const seen = await pp.evaluate(() => window.__progress);
     const size = statSync(weights).size;
     assert.ok(seen.some(([sent, total]) => sent === total && total > size), `the bar reached the whole upload: ${JSON.stringify(seen.slice(-3))}`);
-    assert.equal(posts.length, 1, 'one upload');
+    assert.equal(posts.length, 1, 'one publish');
+    const sent = transfers.filter((t) => t.method === 'PUT').map((t) => t.path.split('/').at(-1));
+    assert.ok(['config', 'weights', 'tokenizer'].every((f) => sent.includes(f)), JSON.stringify(sent));
+    assertDirectUpload(transfers, sent, '/api/models');
     const methods = await pp.evaluate(() => window.__walletCalls.map((c) => c.method));
-    assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 2, 'the declined signature, then the signed request');
+    assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 1 + 2 + 2, 'the declined signature, the refused upload\'s two, then the request and the upload');
     assert.equal(methods.filter((m) => m === 'eth_sendTransaction').length, 0, 'publishing sends no transaction from the wallet');
     await pp.click('header nav a[href="/"]');
     await pp.waitForSelector(`#catalogue tr.model[data-nft="${nft}"]`);
     if (process.env.SCREENSHOTS) await pp.screenshot({ path: join(process.env.SCREENSHOTS, 'published.png'), fullPage: true });
     await ctx.close();
-    log(`publish: bad config and weights refused in the page, a declined signature said, ${nft} published from the browser (${size} bytes of weights) and listed`);
+    log(`publish: bad config and weights, a folder lacking files and a config over the API's cap refused in the page before signing, a declined signature said, altered weights refused by the API (upload_mismatch) in words, then ${nft} published from the model's folder by direct upload (${sent.length} PUTs, ${size} bytes of weights, a JSON publish, no multipart) and listed`);
   }
   // Every page at desktop and phone width (axe-core, a screenshot each, nothing wider than
   // 390 px), with Elena's wallet connected; then the catalogue with 1,000 more models.

@@ -14,6 +14,8 @@
 //! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
 //! - [`views`]: the API's public views (models, jobs, quotes), as the API writes them and its
 //!   clients read them.
+//! - [`uploads`]: direct uploads (declare the files, PUT each where the API says, name the
+//!   upload on the publish or submit) and the caps the API takes them under.
 //!
 //! Validation lives here too (pure functions, no I/O), so the API rejects a bad spec with the
 //! very same rule the worker would apply.
@@ -30,6 +32,7 @@ pub mod job;
 pub mod model;
 pub mod outputs;
 pub mod pricing;
+pub mod uploads;
 pub mod views;
 
 pub use hash::Hash32;

@@ -9,6 +9,8 @@
 //!   live progress, signed result read).
 //! - [`sale`]: a derived model's page, to its trainer: put its datatokens on sale.
 //! - [`card_edit`]: a model's page, to its owner of record: edit the description and tags.
+//! - [`upload`]: a direct upload from the page (hash, signed declaration, PUTs with
+//!   progress), for publishing and for a job's dataset.
 
 pub mod account;
 pub mod card_edit;
@@ -21,6 +23,7 @@ pub mod publish;
 pub mod receipt;
 pub mod resale;
 pub mod sale;
+pub mod upload;
 pub mod wallet;
 
 use serde::de::DeserializeOwned;

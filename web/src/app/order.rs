@@ -4,7 +4,8 @@
 //! the API needs, the signed job request (`eth_signTypedData_v4`) → the job followed live →
 //! for infer and evaluate, the result read with a signed request. The plan and every
 //! transaction are described in words before the wallet asks; every refusal is said in the
-//! `aria-live` status where it happened. The encoding lives in [`crate::order`].
+//! `aria-live` status where it happened. A dataset goes by direct upload before anything is
+//! paid ([`super::upload`]); the submit names it. The encoding lives in [`crate::order`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,6 +21,7 @@ use wasm_bindgen_futures::JsFuture;
 use yew::prelude::*;
 
 use super::chart::{loss_chart, perplexity_chart};
+use super::upload::{declare, in_memory, send};
 use super::wallet::WalletHandle;
 use super::{Link, Load, use_json};
 use crate::eip1193::Provider;
@@ -32,8 +34,11 @@ use crate::order::{
     submit_typed_data, train_method,
 };
 use crate::route::Route;
+use crate::upload::{
+    UPLOAD_HEADER, UploadLimits, UploadPurpose, api_refusal, check_files, code, size,
+};
 use crate::wallet::{WalletError, balance_call, network_name, parse_balance, parse_quantity};
-use crate::wire::{ChainInfo, JobStateView, JobView, Quote, SubmittedView};
+use crate::wire::{ChainInfo, ErrorBody, JobStateView, JobView, Quote, SubmittedView};
 
 #[derive(Properties, PartialEq)]
 pub struct OrderProps {
@@ -90,12 +95,6 @@ async fn file_bytes(f: &web_sys::File) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-pub(super) fn blob(bytes: &[u8]) -> Result<web_sys::Blob, String> {
-    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
-    web_sys::Blob::new_with_u8_array_sequence(&parts)
-        .map_err(|_| "could not build the upload".into())
-}
-
 async fn get_quote(nft: &str, terms: &QuoteTerms) -> Result<Quote, String> {
     let path = format!("/api/models/{nft}/quote");
     let body = serde_json::to_string(terms).map_err(|e| e.to_string())?;
@@ -144,10 +143,41 @@ struct Order {
     account: Address,
     provider: Provider,
     dataset: Option<Dataset>,
+    /// The API's upload caps (`GET /api/uploads`), when read.
+    limits: Option<UploadLimits>,
     terms: QuoteTerms,
     say: Callback<String>,
     /// Told the `startOrder` transaction once it is mined (from then on the order is paid).
     placed: Callback<String>,
+}
+
+/// Sends the dataset by direct upload (a `create-upload` signature, then its PUT); the
+/// upload id the submit names.
+async fn upload_dataset(o: &Order, d: &[u8]) -> Result<String, String> {
+    let f = in_memory("dataset", d)?;
+    if let Some(l) = &o.limits {
+        check_files(l, UploadPurpose::Dataset, &[("dataset", f.bytes)])?;
+    }
+    let book = &o.chain.address_book;
+    let domain = ReceiptDomain::new(book.chain_id, book.lineage);
+    o.say.emit(format!(
+        "Sign the upload of your dataset ({}, SHA-256 {}) in your wallet (a signature, no transaction)…",
+        size(f.bytes),
+        f.sha256.short()
+    ));
+    let grant =
+        declare(&o.provider, o.account, &domain, UploadPurpose::Dataset, std::slice::from_ref(&f))
+            .await?;
+    let say = o.say.clone();
+    let total = f.bytes as f64;
+    let progress = std::rc::Rc::new(move |sent: f64| {
+        say.emit(format!(
+            "Uploading your dataset: {:.0}% of {total:.0} bytes…",
+            100.0 * sent / total.max(1.0)
+        ))
+    });
+    send(&grant, &[f], progress).await?;
+    Ok(grant.upload_id)
 }
 
 /// The transactions, then the signed submit. Returns the job id and the salt.
@@ -170,6 +200,17 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         royalty: parse_market_fee(&ask(p, "eth_call", &market_fee_call(datatoken)).await?)?,
     };
     let txs = plan(&o.quote, book, &fee, me, &state)?;
+    // The dataset goes once the plan holds (balances checked) and before anything is paid:
+    // a refused or failed upload costs nothing. The grant outlives the transactions
+    // (`validity_secs`, 15 minutes by default); the submit sends it again if not.
+    let mut upload = match &o.dataset {
+        Some((_, d)) => Some(
+            upload_dataset(o, d)
+                .await
+                .map_err(|e| format!("Not ordered: {e}. Nothing was paid."))?,
+        ),
+        None => None,
+    };
     let n = txs.len();
     let mut order = None;
     for (i, tx) in txs.iter().enumerate() {
@@ -211,31 +252,50 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         nonce: nonce_of(&random::<16>()?),
         expires_at: now_secs() + REQUEST_VALIDITY_SECS,
     };
-    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    let body = serde_json::to_string(&req).map_err(|e| e.to_string())?;
     let domain = ReceiptDomain::new(book.chain_id, book.lineage);
     o.say.emit(
         "Order placed. Sign the job request in your wallet (a signature, no transaction)…".into(),
     );
-    let sig = ask(p, "eth_signTypedData_v4", &sign_params(me, &submit_typed_data(&domain, &body)?))
+    let sig = ask(p, "eth_signTypedData_v4", &sign_params(me, &submit_typed_data(&domain, body.as_bytes())?))
         .await
         .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
+    let mut uploaded_again = false;
     for _ in 0..120 {
-        let form = web_sys::FormData::new().map_err(|_| "no FormData")?;
-        form.append_with_blob("request", &blob(&body)?)
-            .map_err(|_| "could not build the upload")?;
-        form.append_with_str("signature", &sig).map_err(|_| "could not build the upload")?;
-        if let Some((name, d)) = &o.dataset {
-            form.append_with_blob_and_filename("dataset", &blob(d)?, name)
-                .map_err(|_| "could not build the upload")?;
+        let mut headers = vec![("x-posthuman-signature", sig.clone())];
+        if let Some(id) = &upload {
+            headers.push((UPLOAD_HEADER, id.clone()));
         }
         o.say.emit("Submitting the job…".into());
         let (status, text) =
-            net::request("POST", "/api/jobs", Some(&form.into()), &[], false).await?;
+            net::request("POST", "/api/jobs", Some(&JsValue::from_str(&body)), &headers, true)
+                .await?;
         // 425: the order has fewer confirmations than the API needs; resend unchanged.
         if status == 425 {
             sleep(1000).await;
             continue;
+        }
+        // The upload ran out while the order was being paid and confirmed: send the dataset
+        // once more (another signature) rather than leave a paid order unused.
+        let error = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or_default();
+        if (error == code::EXPIRED || error == code::UNKNOWN)
+            && !uploaded_again
+            && let Some((_, d)) = &o.dataset
+        {
+            uploaded_again = true;
+            o.say.emit(
+                "Your dataset's upload expired while the order was paid; sending it again…".into(),
+            );
+            upload = Some(
+                upload_dataset(o, d)
+                    .await
+                    .map_err(|e| unused(format!("The job was not submitted: {e}")))?,
+            );
+            continue;
+        }
+        if (400..500).contains(&status) {
+            return Err(unused(format!("The API refused the job: {}", api_refusal(status, &text))));
         }
         let s: SubmittedView = answer("/api/jobs", status, &text)
             .map_err(|e| unused(format!("The API refused the job: {e}")))?;
@@ -358,6 +418,9 @@ fn quote_table(q: &Quote, terms: Option<&QuoteTerms>) -> Html {
             e.tokens, e.flops, e.checkpoint_bytes, e.seconds_gpu, e.seconds_cpu, q.budget.max_seconds, utc(q.expires_at)) }</p>
         <p>{ "When you confirm, your wallet will ask you, one at a time:" }</p>
         <ol id="order-plan">
+            if q.kind != JobKind::Infer {
+                <li id="order-plan-upload">{ "sign the upload of your dataset (its size and SHA-256; a signature, no transaction); it then goes straight to the operator's private store, before anything is paid;" }</li>
+            }
             <li>{ match &q.price {
                 Some(p) => format!("only if you hold no datatoken of this model: allow the exchange to take about {} OCEAN, then buy one datatoken with it;", tokens(p)),
                 None => "(this model is not on sale: you need a datatoken already);".into(),
@@ -378,6 +441,8 @@ fn quote_table(q: &Quote, terms: Option<&QuoteTerms>) -> Html {
 pub fn OrderPanel(p: &OrderProps) -> Html {
     let wallet = use_context::<WalletHandle>();
     let chain = use_json::<ChainInfo>("/api/chain".into());
+    // The API's upload caps (named apart from `job::limits`, the parameters' bounds).
+    let caps = use_json::<UploadLimits>("/api/uploads".into());
     let form = use_state(|| {
         OrderForm::new(JobKind::Infer)
             .within_context(p.n_positions)
@@ -510,6 +575,10 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
     let onconfirm = {
         let (data, update, nft, wallet, chain) =
             (data.clone(), update.clone(), p.nft.clone(), wallet.clone(), chain.clone());
+        let limits = match &caps {
+            Load::Ready(l) => Some(l.clone()),
+            _ => None,
+        };
         let latest = latest.clone();
         Callback::from(move |_: MouseEvent| {
             let fail = |m: String| update(&|p: &mut Panel| (p.status, p.error) = (m.clone(), true));
@@ -546,7 +615,7 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                     update(&|p: &mut Panel| (p.status, p.error) = (m.clone(), false))
                 })
             };
-            let (update, nft) = (update.clone(), nft.clone());
+            let (update, nft, limits) = (update.clone(), nft.clone(), limits.clone());
             wasm_bindgen_futures::spawn_local(async move {
                 let run = async {
                     let dataset = match (terms.params.kind(), picked) {
@@ -560,8 +629,18 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                             update(&|p: &mut Panel| p.order_tx = Some(tx.clone()))
                         })
                     };
-                    let o =
-                        Order { nft, quote, chain, account, provider, dataset, terms, say, placed };
+                    let o = Order {
+                        nft,
+                        quote,
+                        chain,
+                        account,
+                        provider,
+                        dataset,
+                        limits,
+                        terms,
+                        say,
+                        placed,
+                    };
                     let (id, salt) = place(&o).await?;
                     update(&|p: &mut Panel| (p.job, p.salt) = (Some(id.clone()), Some(salt)));
                     let seen = {
@@ -668,7 +747,13 @@ pub fn OrderPanel(p: &OrderProps) -> Html {
                     { input("order-temperature", "Temperature", &form.temperature, set(|f, v| f.temperature = v), "0 (greedy) to 5".into()) }
                 } else {
                     <p><label for="order-dataset">{ "Dataset (UTF-8 text file)" }</label>{ " " }
-                       <input type="file" id="order-dataset" accept=".txt,text/plain" onchange={onfile} /></p>
+                       <input type="file" id="order-dataset" accept=".txt,text/plain" onchange={onfile} aria-describedby="order-dataset-cap" />
+                       { " " }<small id="order-dataset-cap">{ match &caps {
+                           Load::Ready(l) => l.cap(UploadPurpose::Dataset, "dataset")
+                               .map(|c| format!("at most {} (the API's limit)", size(c))).unwrap_or_default(),
+                           Load::Failed(e) => format!("the API's upload limits could not be read: {e}"),
+                           Load::Loading => String::new(),
+                       } }</small></p>
                     { input("order-context", "Context (tokens)", &form.context, set(|f, v| f.context = v), lim(&limits::MIN_CONTEXT.to_string(), "the model's context".into())) }
                     if kind == JobKind::Evaluate {
                         { input("order-stride", "Stride", &form.stride, set(|f, v| f.stride = v), "1..=context".into()) }

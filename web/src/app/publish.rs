@@ -1,40 +1,54 @@
-//! Publishing a model, the owner's view: pick the three files (each checked in the page as
-//! soon as it is picked: size, config, safetensors header, tokenizer), set the listing
-//! (name, symbol, description, price) and the reward scheme, sign the request with the
-//! wallet (`eth_signTypedData_v4`, the CLI's `publish-model` typed data), upload with a
-//! progress bar (`XMLHttpRequest`'s upload events), then go to the new model's page. The
-//! checks and the request live in [`crate::publish`].
+//! Publishing a model, the owner's view: pick the model's folder (`webkitdirectory`: its
+//! files are taken by name, and those missing are said before anything is signed) or its
+//! files one by one, each checked in the page as soon as it is picked (size against the
+//! API's caps from `GET /api/uploads`, config, safetensors header, tokenizer); set the
+//! listing (name, symbol, description, price) and the reward scheme; the wallet signs the
+//! publish request and the files' declaration (two signatures, no transaction); the files
+//! go by direct upload ([`super::upload`]: S3 presigned PUTs on AWS) with a progress bar;
+//! the publish names the upload; then the new model's page. The checks and the request live
+//! in [`crate::publish`] and [`crate::upload`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use posthuman_receipts::ReceiptDomain;
-use posthuman_types::{Hash32, SpecError};
-use sha2::{Digest, Sha256};
-use wasm_bindgen_futures::JsFuture;
+use posthuman_types::SpecError;
+use wasm_bindgen::JsValue;
 use yew::prelude::*;
 
-use super::order::{ask, blob, now_secs, random};
+use super::order::{ask, now_secs, random};
+use super::upload::{Outgoing, declare, read, send, sha256_of};
 use super::wallet::WalletHandle;
 use super::{Load, Navigator, use_json};
 use crate::net::{self, answer};
 use crate::order::{REQUEST_VALIDITY_SECS, nonce_of, sign_params};
 use crate::publish::{
-    FILES, PublishForm, check_config, check_header, check_size, check_tokenizer, header_len,
+    PublishForm, check_config, check_header, check_size, check_tokenizer, header_len,
     publish_typed_data,
 };
 use crate::route::Route;
+use crate::upload::{
+    MODEL_FILES, UPLOAD_HEADER, UploadLimits, UploadPurpose, api_refusal, check_files, file_name,
+    limits_words, pick_folder, size,
+};
 use crate::wallet::network_name;
 use crate::wire::{ChainInfo, ModelView};
 
-/// Bytes hashed per read: the weights are never whole in the page's memory.
-const CHUNK: u64 = 8 << 20;
+/// The picked files, in [`MODEL_FILES`]' slots (arrays, not maps: a map of each kind put
+/// ~10 KB of B-tree code in the wasm).
+type Picked = [Option<web_sys::File>; MODEL_FILES.len()];
+
+/// A picked file's check: `None` while it runs, then what it found or why it refused.
+type Check = Option<Result<String, String>>;
 
 /// What the page shows.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct View {
-    /// Per file (config, weights, tokenizer): what the check found, or why it refused.
-    checks: [Option<Result<String, String>>; 3],
+    /// Per [`MODEL_FILES`] slot: its check, when a file is picked for it.
+    checks: [Option<Check>; MODEL_FILES.len()],
+    /// The last folder picked, in words (which files it gave, which it lacks); and whether
+    /// it lacks any.
+    folder: Option<(String, bool)>,
     status: String,
     error: bool,
     busy: bool,
@@ -44,51 +58,51 @@ struct View {
     processing: bool,
 }
 
-async fn read(f: &web_sys::File, start: u64, end: u64) -> Result<Vec<u8>, String> {
-    let part = f
-        .slice_with_f64_and_f64(start as f64, end as f64)
-        .map_err(|_| format!("could not read {}", f.name()))?;
-    let buf = JsFuture::from(part.array_buffer())
-        .await
-        .map_err(|_| format!("could not read {}", f.name()))?;
-    Ok(js_sys::Uint8Array::new(&buf).to_vec())
-}
-
-/// Checks file `i` of [`FILES`] as the API will; what it found, in words.
-async fn check_file(i: usize, f: &web_sys::File) -> Result<String, String> {
-    let (field, _, max) = FILES[i];
-    let (name, len) = (f.name(), f.size() as u64);
+/// Checks the picked file declared as `name` as the API will (`cap`: the API's, when known);
+/// what it found, in words.
+async fn check_file(
+    name: &'static str,
+    f: &web_sys::File,
+    cap: Option<u64>,
+) -> Result<String, String> {
+    let (file, len) = (f.name(), f.size() as u64);
     let words = |e: SpecError| e.to_string();
-    check_size(field, &name, len, max).map_err(words)?;
-    match i {
-        0 => {
+    check_size(name, &file, len, cap.unwrap_or(u64::MAX)).map_err(words)?;
+    match name {
+        "config" => {
             let t = check_config(&read(f, 0, len).await?).map_err(words)?;
-            Ok(format!("{name}: model_type {t}, {len} bytes"))
+            Ok(format!("{file}: model_type {t}, {len} bytes"))
         }
-        1 => {
+        "weights" | "adapter_weights" => {
             let n = header_len(&read(f, 0, 8).await?, len).map_err(words)?;
             let h = check_header(&read(f, 8, 8 + n).await?, n, len).map_err(words)?;
-            Ok(format!("{name}: {} tensors, {} parameters, {len} bytes", h.tensors, h.elements))
+            Ok(format!("{file}: {} tensors, {} parameters, {len} bytes", h.tensors, h.elements))
         }
-        _ => {
+        "tokenizer" => {
             check_tokenizer(&read(f, 0, len).await?).map_err(words)?;
-            Ok(format!("{name}: a tokenizers file, {len} bytes"))
+            Ok(format!("{file}: a tokenizers file, {len} bytes"))
         }
+        _ => Ok(format!("{file}: {len} bytes")),
     }
 }
 
-/// SHA-256 of the weights, a chunk at a time (`progress`: the share hashed).
-async fn weights_sha256(f: &web_sys::File, progress: impl Fn(f64)) -> Result<Hash32, String> {
-    let len = f.size() as u64;
-    let mut h = Sha256::new();
-    let mut at = 0;
-    while at < len {
-        let end = (at + CHUNK).min(len);
-        h.update(read(f, at, end).await?);
-        at = end;
-        progress(at as f64 / len as f64);
-    }
-    Ok(Hash32(h.finalize().into()))
+/// The files of an input's pick (a folder's, or one file's).
+fn input_files(e: &Event) -> Vec<web_sys::File> {
+    let Some(list) = e.target_dyn_into::<web_sys::HtmlInputElement>().and_then(|x| x.files())
+    else {
+        return vec![];
+    };
+    (0..list.length()).filter_map(|i| list.get(i)).collect()
+}
+
+/// A picked file's path inside the picked folder (`folder/config.json`; its bare name when
+/// picked alone). `webkitRelativePath` is in every browser but not in `web-sys`.
+fn relative_path(f: &web_sys::File) -> String {
+    js_sys::Reflect::get(f, &JsValue::from_str("webkitRelativePath"))
+        .ok()
+        .and_then(|v| v.as_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| f.name())
 }
 
 fn field(
@@ -115,8 +129,9 @@ pub fn PublishPage() -> Html {
     let wallet = use_context::<WalletHandle>();
     let nav = use_context::<Navigator>();
     let chain = use_json::<ChainInfo>("/api/chain".into());
+    let limits = use_json::<UploadLimits>("/api/uploads".into());
     let form = use_state(PublishForm::default);
-    let files: Rc<RefCell<[Option<web_sys::File>; 3]>> = use_mut_ref(Default::default);
+    let files: Rc<RefCell<Picked>> = use_mut_ref(Default::default);
     let view = use_state(View::default);
     // The latest view for async flows (a handle's deref is the state at its render).
     let latest = use_mut_ref(View::default);
@@ -130,6 +145,10 @@ pub fn PublishPage() -> Html {
             view.set(v);
         })
     };
+    let caps = match &limits {
+        Load::Ready(l) => Some(l.clone()),
+        _ => None,
+    };
     let set = |f: fn(&mut PublishForm, String)| {
         let form = form.clone();
         Callback::from(move |v: String| {
@@ -138,30 +157,62 @@ pub fn PublishPage() -> Html {
             form.set(x);
         })
     };
-    let onfile = |i: usize| {
-        let (files, update) = (files.clone(), update.clone());
-        Callback::from(move |e: Event| {
-            let f = e
-                .target_dyn_into::<web_sys::HtmlInputElement>()
-                .and_then(|x| x.files())
-                .and_then(|fs| fs.get(0));
+    // Takes `f` as the file of slot `i` (none: unpicks it) and checks it.
+    let take = {
+        let (files, update, caps) = (files.clone(), update.clone(), caps.clone());
+        Rc::new(move |i: usize, f: Option<web_sys::File>| {
             files.borrow_mut()[i] = f.clone();
             update(&|v: &mut View| {
-                v.checks[i] = None;
+                v.checks[i] = f.as_ref().map(|_| None);
                 // A refusal about the files is answered by picking another one.
                 if v.error && !v.busy {
                     (v.status, v.error) = (String::new(), false);
                 }
             });
             let (files, update) = (files.clone(), update.clone());
+            let name = MODEL_FILES[i].1;
+            let cap = caps.as_ref().and_then(|l| l.cap(UploadPurpose::Model, name));
             wasm_bindgen_futures::spawn_local(async move {
                 let Some(f) = f else { return };
-                let r = check_file(i, &f).await;
+                let r = check_file(name, &f, cap).await;
                 // Another file picked meanwhile has its own check: this one is stale.
                 if files.borrow()[i].as_ref() == Some(&f) {
-                    update(&|v: &mut View| v.checks[i] = Some(r.clone()));
+                    update(&|v: &mut View| v.checks[i] = Some(Some(r.clone())));
                 }
             });
+        })
+    };
+    let onfile = |i: usize| {
+        let take = take.clone();
+        Callback::from(move |e: Event| take(i, input_files(&e).into_iter().next()))
+    };
+    let onfolder = {
+        let (take, update) = (take.clone(), update.clone());
+        Callback::from(move |e: Event| {
+            let picked = input_files(&e);
+            if picked.is_empty() {
+                return;
+            }
+            let paths: Vec<String> = picked.iter().map(relative_path).collect();
+            let folder = paths[0].split_once('/').map_or("the folder", |(d, _)| d).to_string();
+            let pick = pick_folder(&paths);
+            // The folder replaces every earlier pick: what it lacks is said, not kept.
+            for slot in 0..MODEL_FILES.len() {
+                let f =
+                    pick.found.iter().find(|(s, _)| *s == slot).map(|&(_, i)| picked[i].clone());
+                take(slot, f);
+            }
+            let found: Vec<&str> = pick.found.iter().map(|&(s, _)| MODEL_FILES[s].0).collect();
+            let mut words = format!("From {folder}: {}.", found.join(", "));
+            if !pick.missing.is_empty() {
+                words += &format!(" Missing: {}", pick.missing.join(", "));
+                if let Some(n) = &pick.note {
+                    words += &format!(" ({n})");
+                }
+                words += ". Nothing is signed or uploaded without them.";
+            }
+            let lacks = !pick.missing.is_empty();
+            update(&|v: &mut View| v.folder = Some((words.clone(), lacks)));
         })
     };
     let onsubmit = {
@@ -177,19 +228,31 @@ pub fn PublishPage() -> Html {
             }
             let picked = files.borrow().clone();
             let checks = latest.borrow().checks.clone();
-            for (i, (_, name, _)) in FILES.iter().enumerate() {
+            for (i, (file, _, required)) in MODEL_FILES.into_iter().enumerate() {
                 match (&picked[i], &checks[i]) {
-                    (None, _) => return fail(format!("Pick the model's {name}.")),
-                    (Some(_), None) => {
-                        return fail(format!("{name} is still being checked; try again."));
+                    (None, _) if required => return fail(format!("Pick the model's {file}.")),
+                    (Some(_), Some(None)) => {
+                        return fail(format!("{file} is still being checked; try again."));
                     }
-                    (Some(_), Some(Err(e))) => {
+                    (Some(_), Some(Some(Err(e)))) => {
                         return fail(format!("Not published: {e}. Nothing was uploaded."));
                     }
                     _ => {}
                 }
             }
-            let [Some(config), Some(weights), Some(tokenizer)] = picked else { return };
+            let Some(limits) = caps.clone() else {
+                return fail(
+                    "The API's upload limits are not known yet; try again in a moment.".into(),
+                );
+            };
+            let sizes: Vec<(&str, u64)> = MODEL_FILES
+                .iter()
+                .zip(&picked)
+                .filter_map(|((_, n, _), f)| Some((*n, f.as_ref()?.size() as u64)))
+                .collect();
+            if let Err(e) = check_files(&limits, UploadPurpose::Model, &sizes) {
+                return fail(format!("Not published: {e}. Nothing was signed or uploaded."));
+            }
             let Load::Ready(chain) = chain.clone() else {
                 return fail(
                     "The deployment's chain is not known yet; try again in a moment.".into(),
@@ -219,47 +282,55 @@ pub fn PublishPage() -> Html {
             let (form, update, nav) = ((*form).clone(), update.clone(), nav.clone());
             wasm_bindgen_futures::spawn_local(async move {
                 let run = async {
-                    let sha = weights_sha256(&weights, |x| {
-                        say(format!("Hashing the weights: {:.0}%…", x * 100.0))
-                    })
-                    .await?;
+                    // In the API's order; each file's SHA-256 goes into the declaration.
+                    let total: u64 = sizes.iter().map(|s| s.1).sum();
+                    let mut out = Vec::new();
+                    let mut hashed = 0;
+                    for ((_, name, _), f) in MODEL_FILES.into_iter().zip(&picked) {
+                        let Some(f) = f else { continue };
+                        let sha = sha256_of(f, |at| {
+                            let pct = 100.0 * (hashed + at) as f64 / total.max(1) as f64;
+                            say(format!("Hashing the files: {pct:.0}%…"))
+                        })
+                        .await?;
+                        hashed += f.size() as u64;
+                        let bytes = f.size() as u64;
+                        out.push(Outgoing { name, blob: (**f).clone(), bytes, sha256: sha });
+                    }
+                    let weights = out.iter().find(|o| o.name == "weights").map(|o| o.sha256);
                     let req = form
                         .request(
                             &format!("{me:#x}"),
-                            sha,
+                            weights.ok_or("no weights")?,
                             nonce_of(&random::<16>()?),
                             now_secs() + REQUEST_VALIDITY_SECS,
                         )
                         .map_err(|e| format!("Not published: {e}."))?;
-                    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+                    let body = serde_json::to_string(&req).map_err(|e| e.to_string())?;
                     let book = &chain.address_book;
                     let domain = ReceiptDomain::new(book.chain_id, book.lineage);
-                    say("Sign the publish request in your wallet (a signature, no transaction)…"
-                        .into());
+                    say("Signature 1 of 2: sign the publish request in your wallet (a signature, no transaction)…".into());
                     let sig = ask(
                         &provider,
                         "eth_signTypedData_v4",
-                        &sign_params(me, &publish_typed_data(&domain, &body)?),
+                        &sign_params(me, &publish_typed_data(&domain, body.as_bytes())?),
                     )
                     .await
                     .map_err(|e| format!("Not published: {e}; nothing was uploaded."))?;
-                    let sig = sig.as_str().ok_or("the wallet returned no signature")?;
-                    // The CLI's parts in the CLI's order: the API checks the signed request
-                    // before it reads the files.
-                    let built = || -> Result<web_sys::FormData, wasm_bindgen::JsValue> {
-                        let f = web_sys::FormData::new()?;
-                        f.append_with_blob("request", &blob(&body).map_err(|_| "blob")?)?;
-                        f.append_with_str("signature", sig)?;
-                        f.append_with_blob_and_filename("config", &config, "config.json")?;
-                        f.append_with_blob_and_filename("weights", &weights, "model.safetensors")?;
-                        f.append_with_blob_and_filename("tokenizer", &tokenizer, "tokenizer.json")?;
-                        Ok(f)
-                    };
-                    let data = built().map_err(|_| "could not build the upload".to_string())?;
-                    say("Uploading the files…".into());
+                    let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
+                    say(format!(
+                        "Signature 2 of 2: sign the upload of {} files ({}, each with its SHA-256) in your wallet (a signature, no transaction)…",
+                        out.len(),
+                        size(total)
+                    ));
+                    let grant =
+                        declare(&provider, me, &domain, UploadPurpose::Model, &out)
+                            .await
+                            .map_err(|e| format!("Not published: {e}; nothing was uploaded."))?;
                     let progress = {
                         let update = update.clone();
-                        move |sent: f64, total: f64| {
+                        Rc::new(move |sent: f64| {
+                            let total = total as f64;
                             update(&|v: &mut View| {
                                 v.sent = Some((sent, total));
                                 v.processing = sent >= total;
@@ -273,9 +344,25 @@ pub fn PublishPage() -> Html {
                                     )
                                 };
                             })
-                        }
+                        })
                     };
-                    let (status, text) = net::upload("/api/models", &data, progress).await?;
+                    send(&grant, &out, progress)
+                        .await
+                        .map_err(|e| format!("Not published: {e}"))?;
+                    let (status, text) = net::request(
+                        "POST",
+                        "/api/models",
+                        Some(&JsValue::from_str(&body)),
+                        &[("x-posthuman-signature", sig), (UPLOAD_HEADER, grant.upload_id.clone())],
+                        true,
+                    )
+                    .await?;
+                    if (400..500).contains(&status) {
+                        return Err(format!(
+                            "The API refused the model: {}",
+                            api_refusal(status, &text)
+                        ));
+                    }
                     let m: ModelView = answer("/api/models", status, &text)
                         .map_err(|e| format!("The API refused the model: {e}"))?;
                     Ok(m)
@@ -305,30 +392,56 @@ pub fn PublishPage() -> Html {
             });
         })
     };
+    let cap_words = |name: &str| match &limits {
+        Load::Ready(l) => l.cap(UploadPurpose::Model, name).map(|c| format!("at most {}", size(c))),
+        Load::Failed(e) => Some(format!("the API's limits could not be read: {e}")),
+        Load::Loading => None,
+    };
+    let status_of = |i: usize| match &view.checks[i] {
+        None | Some(None) => ("check", String::new(), None),
+        Some(Some(Ok(w))) => ("check ok", format!("✓ {w}"), Some("true")),
+        Some(Some(Err(e))) => ("check error", e.clone(), Some("false")),
+    };
     let file_input = |i: usize, id: &'static str, accept: &'static str| {
-        let (_, name, _) = FILES[i];
-        let (class, words) = match &view.checks[i] {
-            None => ("check", String::new()),
-            Some(Ok(w)) => ("check ok", format!("✓ {w}")),
-            Some(Err(e)) => ("check error", e.clone()),
-        };
+        let name = MODEL_FILES[i].1;
+        let (class, words, ok) = status_of(i);
         html! {
-            <p><label for={id}>{ name }</label>{ " " }
-               <input type="file" id={id} {accept} onchange={onfile(i)} aria-describedby={format!("{id}-check")} />
-               { " " }<span id={format!("{id}-check")} {class} role="status" aria-live="polite"
-                  data-ok={view.checks[i].as_ref().map(|r| r.is_ok().to_string())}>{ words }</span></p>
+            <p><label for={id}>{ file_name(name) }</label>{ " " }
+               <input type="file" id={id} {accept} onchange={onfile(i)} aria-describedby={format!("{id}-cap {id}-check")} />
+               { " " }<small id={format!("{id}-cap")} class="cap">{ cap_words(name).unwrap_or_default() }</small>
+               { " " }<span id={format!("{id}-check")} {class} role="status" aria-live="polite" data-ok={ok}>{ words }</span></p>
         }
     };
+    // The optional files a folder gave (the inputs above take the three required ones).
+    let extras: Vec<usize> =
+        (0..MODEL_FILES.len()).filter(|&i| !MODEL_FILES[i].2 && view.checks[i].is_some()).collect();
     html! {
         <section id="publish" aria-labelledby="publish-title">
             <h1 id="publish-title">{ "Publish a model" }</h1>
-            <p>{ "The API lists models from its allowed publishers (by default its operator). Your wallet signs the request (a signature, no transaction); the operator puts the model on chain, with its datatoken on sale at your price, and you are its owner of record, paid the remainder of every derivation's reward." }</p>
+            <p>{ "The API lists models from its allowed publishers (by default its operator). Your wallet signs two things, and sends no transaction: the publish request, then the upload of the files (their names, sizes and SHA-256). The files then go straight to the operator's private store; the operator puts the model on chain, with its datatoken on sale at your price, and you are its owner of record, paid the remainder of every derivation's reward." }</p>
             <form id="publish-form" {onsubmit}>
                 <fieldset>
-                    <legend>{ "The model's files (checked here before anything is uploaded)" }</legend>
+                    <legend>{ "The model's files (checked here before anything is signed or uploaded)" }</legend>
+                    <p><label for="publish-folder">{ "The model's folder" }</label>{ " " }
+                       <input type="file" id="publish-folder" webkitdirectory=true multiple=true onchange={onfolder} aria-describedby="publish-folder-help publish-folder-status" />
+                       { " " }<small id="publish-folder-help">{ "HF layout: config.json, model.safetensors, tokenizer.json; tokenizer_config.json, generation_config.json, chat_template.jinja and a LoRA adapter's two files are sent when there. Or pick the files one by one below." }</small></p>
+                    <p id="publish-folder-status" role="status" aria-live="polite"
+                       class={if view.folder.as_ref().is_some_and(|f| f.1) { "error" } else { "" }}>
+                       { view.folder.as_ref().map(|f| f.0.clone()).unwrap_or_default() }</p>
                     { file_input(0, "publish-config", ".json,application/json") }
                     { file_input(1, "publish-weights", ".safetensors") }
                     { file_input(2, "publish-tokenizer", ".json,application/json") }
+                    if !extras.is_empty() {
+                        <ul id="publish-extras">
+                            { for extras.iter().map(|&i| { let (class, words, ok) = status_of(i); html! {
+                                <li class={class} data-file={MODEL_FILES[i].1} data-ok={ok}>{ words }</li> } }) }
+                        </ul>
+                    }
+                    <p id="publish-limits"><small>{ match &limits {
+                        Load::Ready(l) => format!("The API's upload limits: {}.", limits_words(l, UploadPurpose::Model)),
+                        Load::Failed(e) => format!("The API's upload limits could not be read: {e}"),
+                        Load::Loading => "Reading the API's upload limits…".into(),
+                    } }</small></p>
                 </fieldset>
                 <fieldset>
                     <legend>{ "The listing" }</legend>

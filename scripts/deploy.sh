@@ -17,7 +17,9 @@
 #                     exists, after it on the first deploy (the repository is the stack's)
 #   9 operator        the lineage contract's operator role handed from the deployer to the key
 #                     the stack generated (Secrets Manager), the book in SSM naming it
-#                     (posthuman-deploy-contracts --operator-env); a no-op once done
+#                     (posthuman-deploy-contracts --operator-env), and the operator topped
+#                     up to --operator-eth of the chain's coin from the deployer (it pays the
+#                     gas of every job's completion); a no-op once done
 #
 # Inputs (flag, or environment variable):
 #   --region R           AWS_REGION / AWS_DEFAULT_REGION
@@ -30,6 +32,9 @@
 #   --ocean-book FILE    when contracts are deployed: reuse the Ocean v4 deployment this book
 #                        names on that chain (deploys only ModelLineage + PeerMarket)
 #   --address-book-param NAME   SSM parameter (default /posthuman/address-book)
+#   --operator-eth E     POSTHUMAN_OPERATOR_ETH: the least the operator holds after step 9, in
+#                        ether (default 0.05; the deployer sends the shortfall; 0 sends nothing
+#                        and only warns when it holds none)
 #   POSTHUMAN_DEPLOYER_KEY      hex key paying for a contract deployment, and the contracts'
 #                               owner, which hands the operator role over (step 9)
 #   POSTHUMAN_CONTAINER_TOOL    docker (default when present) or podman
@@ -51,6 +56,7 @@ allow_dirty=0
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
 account=${POSTHUMAN_AWS_ACCOUNT:-}
 rpc_url=${POSTHUMAN_RPC_URL:-}
+operator_eth=${POSTHUMAN_OPERATOR_ETH:-0.05}
 image_tag=""
 gpu_family=p3
 book_file=""
@@ -69,6 +75,7 @@ while [[ $# -gt 0 ]]; do
     --address-book) book_file=${2:?--address-book needs a file}; shift ;;
     --ocean-book) ocean_book=${2:?--ocean-book needs a file}; shift ;;
     --address-book-param) book_param=${2:?--address-book-param needs a name}; shift ;;
+    --operator-eth) operator_eth=${2:?--operator-eth needs an amount of ether}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -93,6 +100,7 @@ if [[ -z $image_tag ]]; then
 fi
 [[ $image_tag =~ ^[0-9a-f]{7,40}$ ]] || die "image tag '$image_tag' is not a git commit (7 to 40 lowercase hex digits; the repository's tags are immutable)"
 case $gpu_family in p3 | g5 | g6) ;; *) die "gpu family '$gpu_family': one of p3, g5, g6" ;; esac
+[[ $operator_eth =~ ^[0-9]+(\.[0-9]{1,18})?$ ]] || die "--operator-eth '$operator_eth': an amount of ether such as 0.05 (0: send nothing)"
 [[ $book_param =~ ^/[A-Za-z0-9_./-]+$ ]] || die "address book parameter '$book_param' is not an SSM parameter path (/a/b)"
 if [[ -n $book_file ]]; then
     [[ -f $book_file ]] || die "--address-book $book_file: no such file"
@@ -360,6 +368,8 @@ fi
 step "operator" "the lineage contract's operator role to the stack's generated key; the book in SSM names it"
 secret_cmd="aws cloudformation describe-stack-resources --stack-name $stack --query \"StackResources[?starts_with(LogicalResourceId, 'OperatorKey')].PhysicalResourceId\" --output text"
 op_args=(--key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out "$book_out")
+# Zero in any spelling (0, 0.0, 00.000) sends nothing.
+[[ $operator_eth =~ ^0*(\.0*)?$ ]] || op_args+=(--fund-operator "$operator_eth")
 op_cmd="cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- $(printf '%q ' "${op_args[@]}" | sed 's/ $//')"
 if [[ $dry_run == 1 ]]; then
     ask "$secret_cmd   # the stack's OperatorKey secret" || true

@@ -111,7 +111,8 @@ test("deploy --dry-run prints the nine steps in order with their commands, and r
   const op = section("operator");
   assert.match(op, /aws cloudformation describe-stack-resources --stack-name Posthuman .*starts_with\(LogicalResourceId, 'OperatorKey'\)/);
   assert.match(op, /aws secretsmanager get-secret-value --secret-id/);
-  assert.match(op, /\$ cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out \S+\/address-book\.json\n/);
+  // ...and tops the operator up to 0.05 ETH by default: it pays every completion's gas.
+  assert.match(op, /\$ cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out \S+\/address-book\.json --fund-operator 0\.05\n/);
   assert.match(op, /\$ aws ssm put-parameter --name \/posthuman\/address-book /);
   // Secrets stay out of the plan: the RPC URL (it may carry an API key) and the deployer key.
   for (const out of [r.stdout, r.stderr]) {
@@ -130,6 +131,25 @@ test("deploy --dry-run with --address-book uses that book instead of deploying c
   // The deployer's binary runs only to hand the operator role over (step 9), not to deploy.
   assert.doesNotMatch(r.stdout, /posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --out/);
   assert.match(r.stdout, /posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out/);
+});
+
+test("deploy --operator-eth sets the operator's top-up; 0 sends nothing; a non-amount is refused before anything runs", () => {
+  const withEth = (v: string) => deploy(["--dry-run", "--image-tag", "abcdef1", "--operator-eth", v]);
+  let r = withEth("1.5");
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /--operator-env POSTHUMAN_OPERATOR_KEY --out \S+ --fund-operator 1\.5\n/);
+  for (const zero of ["0", "0.0", "00.000"]) {
+    r = withEth(zero);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /--operator-env POSTHUMAN_OPERATOR_KEY --out \S+\n/);
+    assert.doesNotMatch(r.stdout, /--fund-operator/);
+  }
+  for (const bad of ["-1", "lots", "1e3", "0.1234567890123456789"]) {
+    r = withEth(bad);
+    assert.notEqual(r.status, 0, `--operator-eth ${bad} accepted`);
+    assert.match(r.stderr, /--operator-eth .*an amount of ether/);
+    assert.equal(r.called, "");
+  }
 });
 
 test("deploy --dry-run with --ocean-book deploys only ours on that Ocean", () => {
@@ -264,7 +284,7 @@ test("the first deploy: book to SSM, bootstrap, cdk deploy, then the image push 
     /^docker push /,
     /^aws cloudformation describe-stack-resources --stack-name Posthuman /,
     /^aws secretsmanager get-secret-value --secret-id arn:aws:secretsmanager:\S+:secret:OperatorKey/,
-    /^cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out \S+$/,
+    /^cargo run --release -q -p posthuman-chain --bin posthuman-deploy-contracts -- --key-env POSTHUMAN_DEPLOYER_KEY --operator-env POSTHUMAN_OPERATOR_KEY --out \S+ --fund-operator 0\.05$/,
     /^aws ssm put-parameter --name \/posthuman\/address-book /,
   );
   assert.equal(fs.readFileSync(path.join(sb.state, "operator-key"), "utf8").trim(), OPERATOR_KEY, "the deployer got the secret's key in its environment");

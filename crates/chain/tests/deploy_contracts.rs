@@ -207,6 +207,31 @@ async fn the_runtime_operator_takes_the_role_from_the_deployer() {
     assert!(out.status.success() && text(&out).contains("already the lineage"), "{}", text(&out));
     assert_eq!(chain.provider().get_transaction_count(owner.address()).await.unwrap(), before);
 
+    // --fund-operator: the deployer sends the shortfall once; a rerun sends nothing.
+    let fund = |amount: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_posthuman-deploy-contracts"));
+        cmd.args(["--rpc-url", &rpc, "--key-env", KEY_VAR, "--operator-env", OP_VAR])
+            .args(["--out", path_str(&path), "--fund-operator", amount])
+            .env(KEY_VAR, ANVIL_DEV_KEY_0)
+            .env(OP_VAR, &op_hex);
+        cmd.output().unwrap()
+    };
+    let out = fund("0.25");
+    assert!(out.status.success() && text(&out).contains("funded with 0.25"), "{}", text(&out));
+    assert!(!text(&out).contains("holds no ether"), "{}", text(&out));
+    let quarter = alloy::primitives::U256::from(250_000_000_000_000_000u64);
+    assert_eq!(chain.eth_balance(op.address()).await.unwrap(), quarter);
+    let before = chain.provider().get_transaction_count(owner.address()).await.unwrap();
+    let out = fund("0.25");
+    assert!(out.status.success() && text(&out).contains("no top-up needed"), "{}", text(&out));
+    assert_eq!(chain.provider().get_transaction_count(owner.address()).await.unwrap(), before);
+    for bad in ["0", "-1", "lots"] {
+        let out = fund(bad);
+        assert!(!out.status.success(), "--fund-operator {bad}: {}", text(&out));
+        assert!(text(&out).contains("--fund-operator"), "{}", text(&out));
+    }
+    assert_eq!(chain.eth_balance(op.address()).await.unwrap(), quarter, "bad amounts send nothing");
+
     // A key that is not the owner's cannot take the role back for another operator.
     let other = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x43)).unwrap();
     let other_hex = format!("0x{}", alloy::hex::encode(other.to_bytes()));

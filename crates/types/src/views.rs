@@ -412,7 +412,10 @@ mod tests {
         // The card's fields sit beside the view's own, in declaration order.
         let text = serde_json::to_string(&model_view(false)).unwrap();
         assert!(text.starts_with(r#"{"nft":"0x01","datatoken":"0x02","name":"#), "{text}");
-        assert!(text.contains(r#""royalty":"3"},"tags":[],"lineage":[],"children":["0x09"],"#), "{text}");
+        assert!(
+            text.contains(r#""royalty":"3"},"tags":[],"lineage":[],"children":["0x09"],"#),
+            "{text}"
+        );
         assert!(!text.contains("lora"), "None is skipped: {text}");
         assert!(text.contains(r#""perplexity":"inf""#), "{text}");
 

@@ -257,9 +257,13 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     o.say.emit(
         "Order placed. Sign the job request in your wallet (a signature, no transaction)…".into(),
     );
-    let sig = ask(p, "eth_signTypedData_v4", &sign_params(me, &submit_typed_data(&domain, body.as_bytes())?))
-        .await
-        .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
+    let sig = ask(
+        p,
+        "eth_signTypedData_v4",
+        &sign_params(me, &submit_typed_data(&domain, body.as_bytes())?),
+    )
+    .await
+    .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
     let mut uploaded_again = false;
     for _ in 0..120 {

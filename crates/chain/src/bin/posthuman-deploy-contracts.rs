@@ -12,12 +12,18 @@
 //! `setOperator` sent by the deployer as the contract's owner, and the book names that
 //! operator. Without it the deployer stays the operator, and a deployment whose functions hold
 //! another key cannot complete a job (job-done refuses to start). Idempotent too.
+//!
+//! `--fund-operator ETH` (with `--operator-env`) tops that operator up to at least ETH of the
+//! chain's coin, sent by the deployer: it pays the gas of every job's completion, and an
+//! operator with none leaves every finished job uncompleted. Only the shortfall is sent, so
+//! a rerun with enough already there sends nothing.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use posthuman_chain::alloy::primitives::Address;
+use posthuman_chain::alloy::primitives::utils::format_ether;
+use posthuman_chain::alloy::primitives::{Address, U256};
 use posthuman_chain::alloy::signers::local::PrivateKeySigner;
 use posthuman_chain::{
     AddressBook, Chain, ContractsDeployment, DeployOutcome, OceanBook, deploy_contracts,
@@ -45,6 +51,20 @@ struct Args {
     /// lineage contract's operator role is handed to it and the book names it.
     #[arg(long, value_name = "VAR")]
     operator_env: Option<String>,
+    /// With --operator-env: the least the operator should hold, in ether (e.g. 0.05); the
+    /// deployer sends the shortfall.
+    #[arg(long, value_name = "ETH", requires = "operator_env", value_parser = parse_ether)]
+    fund_operator: Option<U256>,
+}
+
+/// A positive amount of ether, as `0.05` or `1`.
+fn parse_ether(s: &str) -> Result<U256, String> {
+    let wei = posthuman_chain::alloy::primitives::utils::parse_ether(s.trim())
+        .map_err(|e| format!("{s:?} is not an amount of ether: {e}"))?;
+    if wei.is_zero() {
+        return Err("the amount must be more than 0 (leave the flag out to send nothing)".into());
+    }
+    Ok(wei)
 }
 
 /// The key in environment variable `var`, never echoed (not even in a parse error).
@@ -84,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let operator =
         args.operator_env.as_deref().map(|v| key_from(v, "--operator-env")).transpose()?;
+    let fund = args.fund_operator;
     let cfg = config(args)?;
     println!("deployer {}", cfg.deployer.address());
     let outcome = deploy_contracts(&cfg, &mut |line| println!("{line}")).await?;
@@ -92,18 +113,20 @@ async fn main() -> anyhow::Result<()> {
         DeployOutcome::Deployed { book, .. } => book,
     };
     if let Some(op) = operator {
-        hand_over(&cfg, &mut book, op.address()).await?;
+        hand_over(&cfg, &mut book, op.address(), fund).await?;
     }
     println!("{}", serde_json::to_string_pretty(&book)?);
     Ok(())
 }
 
 /// Makes `op` the lineage contract's operator (sent by the deployer, its owner) unless it is
-/// already, and the book's `operator`; warns when `op` has no ether for the gas it will pay.
+/// already, and the book's `operator`; tops it up to `fund` wei when given, else warns when
+/// it has no ether for the gas it will pay.
 async fn hand_over(
     cfg: &ContractsDeployment,
     book: &mut AddressBook,
     op: Address,
+    fund: Option<U256>,
 ) -> anyhow::Result<()> {
     let me = cfg.deployer.address();
     let chain = Chain::connect(&cfg.rpc_url, cfg.deployer.clone(), book.clone())?;
@@ -124,7 +147,28 @@ async fn hand_over(
         book.operator = op;
         book.save(&cfg.out)?;
     }
-    if chain.eth_balance(op).await?.is_zero() {
+    let balance = chain.eth_balance(op).await?;
+    if let Some(want) = fund {
+        if balance >= want {
+            println!("operator {op}: holds {} ETH, no top-up needed", format_ether(balance));
+        } else {
+            let short = want - balance;
+            let have = chain.eth_balance(me).await?;
+            if have <= short {
+                bail!(
+                    "the deployer {me} holds {} ETH: not enough to send the operator the {} ETH it lacks",
+                    format_ether(have),
+                    format_ether(short)
+                );
+            }
+            let tx = chain.send_eth(op, short).await?;
+            println!(
+                "operator {op}: funded with {} ETH up to {} ETH (tx {tx})",
+                format_ether(short),
+                format_ether(want)
+            );
+        }
+    } else if balance.is_zero() {
         println!(
             "warning: the operator {op} holds no ether: fund it, it pays the gas of every job's completion"
         );

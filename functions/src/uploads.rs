@@ -67,7 +67,7 @@ pub const STAGING_PREFIX: &str = "uploads/";
 const MAX_FILES: usize = 8;
 
 /// What the files are for: each purpose allows the file parts its route takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UploadPurpose {
     /// A publish's files (`POST /api/models`).
@@ -77,44 +77,52 @@ pub enum UploadPurpose {
 }
 
 /// One file as the client declares it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredFile {
-    /// The multipart part it replaces (`weights`, `config`, `dataset`, …).
+    /// The multipart part it replaces: a model upload's `config`, `weights`, `tokenizer`,
+    /// `adapter_config`, `adapter_weights`, `tokenizer_config`, `generation_config`,
+    /// `chat_template`; a dataset upload's `dataset`.
     pub name: String,
-    /// Its exact length.
+    /// Its exact length: at most that part's cap on the multipart route (413 `too_large`
+    /// otherwise).
     pub bytes: u64,
     /// SHA-256 of its bytes.
     pub sha256: Hash32,
 }
 
-/// The signed body of `POST /api/uploads`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The signed body of `POST /api/uploads` (action `create-upload`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
     pub purpose: UploadPurpose,
     /// The uploader: must sign the request (and, for a model, be an allowed publisher).
     pub owner: String,
+    #[schema(min_items = 1, max_items = 8)]
     pub files: Vec<DeclaredFile>,
     pub nonce: String,
     pub expires_at: u64,
 }
 
 /// How to send one file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PutTarget {
     pub name: String,
+    /// Absolute (S3), or relative to the API's base URL (the embedded server's own route).
     pub url: String,
+    /// `PUT`.
     pub method: String,
-    /// Headers to send exactly as given (besides the body's `Content-Length`).
+    /// Headers to send exactly as given (S3: the signed `x-amz-checksum-sha256`); the body's
+    /// `Content-Length` must be the declared length.
     pub headers: BTreeMap<String, String>,
 }
 
 /// The answer to `POST /api/uploads`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UploadGrant {
+    /// `u-` and 32 hex digits; bound to the signer and the purpose.
     pub upload_id: String,
-    /// Unix seconds: the URLs and the id are refused after this.
+    /// Unix seconds (15 minutes ahead by default): the URLs and the id are refused after this.
     pub expires_at: u64,
     pub files: Vec<PutTarget>,
 }
@@ -263,11 +271,17 @@ pub trait DirectUploads: Send + Sync + std::fmt::Debug + 'static {
 
 /// The query of a [`LocalUploads`] URL: what was declared, the expiry, and the token over
 /// them all.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
+    /// The declared length.
     pub bytes: u64,
+    /// The declared SHA-256.
     pub sha256: Hash32,
+    /// Unix seconds: the URL is refused after this.
     pub expires: u64,
+    /// HMAC-SHA256 under a per-server secret over the upload id, file, length, hash and
+    /// expiry.
     pub token: String,
 }
 

@@ -4,7 +4,8 @@
 //! caps, file parts spooled to disk as they arrive, path and query values, signature
 //! headers); [`ApiError`] turns failures back into a
 //! status and a JSON body. The route table [`routes`] is the single list the router is built
-//! from, and a test checks that each entry is described in `openapi.json`.
+//! from and the OpenAPI document is generated from ([`crate::openapi`]): each handler's
+//! `#[utoipa::path]` names its method, path, parameters, body and statuses.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,20 +15,29 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use bytes::{Bytes, BytesMut};
 use posthuman_types::JobKind;
+use posthuman_types::card::CardEdit;
+use posthuman_types::requests::{FeatureRequest, JobRequest, PublishRequest};
+use posthuman_types::views::{
+    ErrorBody, Health, JobResult, JobView, ModelView, PricingView, Quote, QuoteTerms, SubmittedView,
+};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::catalogue::{Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::deps::Deps;
 use crate::error::ApiError;
 use crate::handlers::views::Paged;
 use crate::handlers::{jobs, lists, models, ocean};
+use crate::openapi::{PublishForm, RouteDoc, SubmitForm, route_doc};
 use crate::spool::{SpoolWriter, Spooled};
-use crate::uploads::{self, Fetched, Keep, UploadPurpose};
+use crate::uploads::{self, Fetched, Keep, UploadGrant, UploadLimits, UploadPurpose, UploadRequest};
 
-/// The OpenAPI description served at `/api/openapi.json`.
+/// The OpenAPI description served at `/api/openapi.json`: the committed `openapi.json`, which
+/// `tests/openapi.rs` keeps equal to [`crate::openapi::document`] (served as a constant, so
+/// a cold start does not generate it).
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 type Shared = Arc<Deps>;
@@ -40,38 +50,74 @@ const UPLOAD_ROUTES: [(Method, &str); 3] = [
     (Method::PUT, "/api/uploads/{upload_id}/{file}"),
 ];
 
-/// Every route: method, path (axum syntax, same as OpenAPI's), handler.
-pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
+/// One route: its method and path (axum's syntax, which is OpenAPI's), its handler, and its
+/// OpenAPI operation.
+pub struct Route {
+    pub method: Method,
+    pub path: String,
+    pub handler: MethodRouter<Shared>,
+    /// The operation and the schemas it names ([`crate::openapi::document`]).
+    pub doc: RouteDoc,
+}
+
+/// The route of `handler`, whose `#[utoipa::path]` generated `P` (the value `__path_<fn>`):
+/// the method and path are read from that attribute, so they are written once.
+fn route<P, H, T>(_: P, handler: H) -> Route
+where
+    P: utoipa::Path + utoipa::__dev::SchemaReferences,
+    H: axum::handler::Handler<T, Shared>,
+    T: 'static,
+{
+    use utoipa::openapi::HttpMethod as M;
+    let method = match P::methods().as_slice() {
+        [M::Get] => Method::GET,
+        [M::Post] => Method::POST,
+        [M::Put] => Method::PUT,
+        [M::Delete] => Method::DELETE,
+        [M::Patch] => Method::PATCH,
+        _ => panic!("route {}: one method of GET, POST, PUT, DELETE, PATCH", P::path()),
+    };
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    Route {
+        method,
+        path: P::path(),
+        handler: axum::routing::on(filter, handler),
+        doc: route_doc::<P>,
+    }
+}
+
+/// Every route, in the order the OpenAPI document lists them.
+pub fn routes() -> Vec<Route> {
     vec![
-        (Method::GET, "/api/health", get(health)),
-        (Method::GET, "/api/openapi.json", get(openapi)),
-        (Method::GET, "/api/chain", get(chain_info)),
-        (Method::GET, "/api/pricing", get(pricing)),
-        (Method::GET, "/api/ocean/address.json", get(ocean_address_file)),
-        (Method::GET, "/api/models", get(list_models)),
-        (Method::POST, "/api/models", post(publish_model)),
-        (Method::GET, "/api/models/{nft}", get(get_model)),
-        (Method::GET, "/api/models/{nft}/quote", get(quote_default)),
-        (Method::POST, "/api/models/{nft}/quote", post(quote)),
-        (Method::POST, "/api/models/{nft}/featured", post(feature_evaluations)),
-        (Method::POST, "/api/models/{nft}/card", post(edit_card)),
-        (Method::POST, "/api/models/{nft}/sale", post(sync_sale)),
-        (Method::POST, "/api/jobs", post(submit_job)),
-        (Method::GET, "/api/uploads", get(upload_limits)),
-        (Method::POST, "/api/uploads", post(create_upload)),
-        (Method::PUT, "/api/uploads/{upload_id}/{file}", axum::routing::put(put_upload)),
-        (Method::GET, "/api/jobs", get(list_jobs)),
-        (Method::GET, "/api/jobs/{job_id}", get(job_status)),
-        (Method::GET, "/api/jobs/{job_id}/result", get(job_result)),
-        (Method::GET, "/api/jobs/{job_id}/receipt", get(job_receipt)),
+        route(__path_health, health),
+        route(__path_openapi, openapi),
+        route(__path_chain_info, chain_info),
+        route(__path_pricing, pricing),
+        route(__path_ocean_address_file, ocean_address_file),
+        route(__path_list_models, list_models),
+        route(__path_publish_model, publish_model),
+        route(__path_get_model, get_model),
+        route(__path_quote_default, quote_default),
+        route(__path_quote, quote),
+        route(__path_feature_evaluations, feature_evaluations),
+        route(__path_edit_card, edit_card),
+        route(__path_sync_sale, sync_sale),
+        route(__path_submit_job, submit_job),
+        route(__path_upload_limits, upload_limits),
+        route(__path_create_upload, create_upload),
+        route(__path_put_upload, put_upload),
+        route(__path_list_jobs, list_jobs),
+        route(__path_job_status, job_status),
+        route(__path_job_result, job_result),
+        route(__path_job_receipt, job_receipt),
         // The Ocean Provider facade (handlers::ocean): ocean.js's ProviderInstance.
-        (Method::GET, "/api/ocean", get(ocean_root)),
-        (Method::GET, "/api/ocean/nonce", get(ocean_nonce)),
-        (Method::GET, "/api/ocean/computeEnvironments", get(ocean_environments)),
-        (Method::POST, "/api/ocean/initializeCompute", post(ocean_initialize_compute)),
-        (Method::POST, "/api/ocean/compute", post(ocean_compute_start)),
-        (Method::GET, "/api/ocean/compute", get(ocean_compute_status)),
-        (Method::GET, "/api/ocean/computeResult", get(ocean_compute_result)),
+        route(__path_ocean_root, ocean_root),
+        route(__path_ocean_nonce, ocean_nonce),
+        route(__path_ocean_environments, ocean_environments),
+        route(__path_ocean_initialize_compute, ocean_initialize_compute),
+        route(__path_ocean_compute_start, ocean_compute_start),
+        route(__path_ocean_compute_status, ocean_compute_status),
+        route(__path_ocean_compute_result, ocean_compute_result),
     ]
 }
 
@@ -84,14 +130,15 @@ pub fn router(deps: Shared, static_dir: Option<&std::path::Path>) -> Router {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads.max(1)));
     let body_deadline = std::time::Duration::from_secs(limits.upload_timeout_secs.max(1));
     let mut r: Router<Shared> = Router::new();
-    for (method, path, mr) in routes() {
-        let mr = if UPLOAD_ROUTES.iter().any(|(m, p)| *m == method && *p == path) {
-            mr.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_deadline))
+    for Route { method, path, handler, .. } in routes() {
+        let handler = if UPLOAD_ROUTES.iter().any(|(m, p)| *m == method && *p == path) {
+            handler
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_deadline))
                 .layer(axum::middleware::from_fn_with_state(slots.clone(), upload_slot))
         } else {
-            mr
+            handler
         };
-        r = r.route(path, mr);
+        r = r.route(&path, handler);
     }
     let r = match static_dir {
         Some(dir) => {
@@ -107,31 +154,58 @@ pub fn router(deps: Shared, static_dir: Option<&std::path::Path>) -> Router {
 async fn no_route() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(crate::error::ErrorBody {
-            error: "no_route".into(),
-            message: "no such API route".into(),
-        }),
+        Json(ErrorBody { error: "no_route".into(), message: "no such API route".into() }),
     )
         .into_response()
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// Liveness: the server is up, and its version.
+#[utoipa::path(
+    get, path = "/api/health",
+    responses((status = 200, description = "Up.", body = Health))
+)]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
+/// The chain (RPC endpoint) and the deployment's address book (Ocean v4 contracts,
+/// ModelLineage, PeerMarket), for clients that send their own transactions.
+#[utoipa::path(
+    get, path = "/api/chain",
+    responses((status = 200, description = "Where the chain is and what is deployed on it.", body = models::ChainInfo))
+)]
 async fn chain_info(State(d): State<Shared>) -> Json<models::ChainInfo> {
     Json(models::chain_info(&d))
 }
 
-/// The deployment as Ocean's `address.json` (see `AddressBook::ocean_address_file`).
+/// The deployment in the format of Ocean's own `address.json`.
+///
+/// For ocean.js's `ConfigHelper` (`ADDRESS_FILE`): Ocean's contracts under Ocean's key names,
+/// plus ModelLineage and PeerMarket, under Ocean's network name for the chain id
+/// (`development` for a local chain) — see `AddressBook::ocean_address_file`.
+#[utoipa::path(
+    get, path = "/api/ocean/address.json",
+    responses((status = 200, description = "One network's addresses (`@oceanprotocol/contracts` `addresses/address.json` shape).", body = Object))
+)]
 async fn ocean_address_file(State(d): State<Shared>) -> Json<serde_json::Value> {
     Json(d.chain.book().ocean_address_file())
 }
 
-async fn pricing(State(d): State<Shared>) -> Json<crate::handlers::pricing::PricingView> {
+/// The operator's published rates (OCEAN base units as decimal strings) and the formulas
+/// every quote applies.
+#[utoipa::path(
+    get, path = "/api/pricing",
+    responses((status = 200, description = "Rates and formulas.", body = PricingView))
+)]
+async fn pricing(State(d): State<Shared>) -> Json<PricingView> {
     Json(crate::handlers::pricing::pricing_view(&d))
 }
 
+/// This document (OpenAPI 3.1, JSON).
+#[utoipa::path(
+    get, path = "/api/openapi.json",
+    responses((status = 200, description = "This document.", content_type = "application/json"))
+)]
 async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -344,10 +418,7 @@ fn fetched_file(
 }
 
 /// `POST /api/models` with the files staged by a direct upload ([`crate::uploads`]).
-async fn publish_uploaded(
-    d: &Deps,
-    req: axum::extract::Request,
-) -> Result<crate::handlers::views::ModelView, ApiError> {
+async fn publish_uploaded(d: &Deps, req: axum::extract::Request) -> Result<ModelView, ApiError> {
     let (request, signature, upload) = signed_json(d, req).await?;
     let upload = upload.ok_or_else(|| {
         ApiError::bad(format!(
@@ -393,10 +464,42 @@ async fn publish_uploaded(
     .await
 }
 
+/// Publish a root model (allowed publishers only).
+///
+/// The weights go to the private store; the asset (data NFT + datatoken + weights commitment
+/// + fixed-rate exchange) is created on chain and registered as a lineage root with its
+/// reward scheme. Two forms: multipart (the signed parts first, then the files), or JSON (the
+/// signed request as the body, its files from a direct upload named in `x-posthuman-upload`).
+///
+/// Errors naming a direct upload (JSON form): 404 `upload_unknown` (no such upload), 410
+/// `upload_expired`, 403 `upload_foreign` (staged by another account), 409 `upload_used`
+/// (already used by a successful request, or in use), 422 `upload_purpose` (staged for the
+/// other route), 409 `upload_missing` (a declared file has not arrived), 422
+/// `upload_mismatch` (a staged file's length or SHA-256 is not the declared one). A failed
+/// request releases its upload for another try; a successful one consumes it.
+#[utoipa::path(
+    post, path = "/api/models", params(JsonFormHeaders),
+    request_body(content(
+        (PublishForm = "multipart/form-data"),
+        (PublishRequest = "application/json"),
+    )),
+    responses(
+        (status = 201, description = "Published: the model's card.", body = ModelView),
+        (status = 400, description = "`bad_request`: malformed body, part or JSON; a file part before the signed ones."),
+        (status = 401, description = "`unauthorized`: the signature is missing, malformed, expired, or not the owner's."),
+        (status = 403, description = "`forbidden`: not an allowed publisher; `upload_foreign`."),
+        (status = 404, description = "`upload_unknown`."),
+        (status = 409, description = "`conflict`: the nonce was used; `upload_used`, `upload_missing`."),
+        (status = 410, description = "`upload_expired`."),
+        (status = 413, description = "`too_large`: a part over its cap."),
+        (status = 422, description = "`invalid`: a field out of bounds (config, scheme, price, names); the files do not match the signed hashes; `upload_purpose`, `upload_mismatch`."),
+        (status = 503, description = "`unavailable`: every upload slot is busy, or a backend (chain, store); retry later."),
+    )
+)]
 async fn publish_model(
     State(d): State<Shared>,
     req: axum::extract::Request,
-) -> Result<(StatusCode, Json<crate::handlers::views::ModelView>), ApiError> {
+) -> Result<(StatusCode, Json<ModelView>), ApiError> {
     use axum::extract::FromRequest;
     if is_json(&req) {
         return Ok((StatusCode::CREATED, Json(publish_uploaded(&d, req).await?)));
@@ -437,9 +540,14 @@ async fn publish_model(
 pub const NEXT_CURSOR_HEADER: &str = "x-posthuman-next-cursor";
 
 /// `limit` and `cursor` of a list request: both optional, both checked (a 400 otherwise).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Records per page (1..=200, default 50); anything else is a 400.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Opaque: the `x-posthuman-next-cursor` header of the previous page; one this API did not
+    /// hand out is a 400.
     cursor: Option<String>,
 }
 
@@ -471,6 +579,20 @@ fn paged<T: serde::Serialize>(p: Paged<T>) -> Response {
     r
 }
 
+/// The catalogue, one page, oldest first.
+///
+/// Models with metadata, price, lineage, evaluations, receipts and job counts (never weights
+/// or storage keys). The body is a JSON array; follow `x-posthuman-next-cursor` for more.
+#[utoipa::path(
+    get, path = "/api/models", params(PageQuery),
+    responses(
+        (status = 200, description = "One page of models.", body = Vec<ModelView>, headers(
+            ("x-posthuman-next-cursor" = String, description = "The cursor of the next page; absent on the last page.")
+        )),
+        (status = 400, description = "`bad_request`: a limit or cursor this API does not take."),
+        (status = 503, description = "`unavailable`: the catalogue; retry later."),
+    )
+)]
 async fn list_models(
     State(d): State<Shared>,
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
@@ -480,12 +602,30 @@ async fn list_models(
     Ok(paged(models::list_models(&d, after.as_ref(), limit).await?))
 }
 
+/// The model's owner features buyers' evaluations on its card.
+///
+/// The owner is a root's owner, or a derived model's trainer. Featured evaluations are listed
+/// first and marked endorsed; the list replaces the previous one (empty: nothing featured).
+#[utoipa::path(
+    post, path = "/api/models/{nft}/featured", params(("nft" = String, Path, description = "The model's data NFT address (0x…)."), SignatureHeader),
+    request_body = FeatureRequest,
+    responses(
+        (status = 200, description = "The model's card.", body = ModelView),
+        (status = 400, description = "`bad_request`: not the request's JSON."),
+        (status = 401, description = "`unauthorized`: the signature is missing, malformed or expired."),
+        (status = 403, description = "`forbidden`: the signer is not the model's owner."),
+        (status = 404, description = "`not_found`: no such model."),
+        (status = 409, description = "`conflict`: the nonce was used."),
+        (status = 422, description = "`invalid`: more than 16 jobs, a job twice, or one that is not a succeeded evaluation of this model."),
+        (status = 503, description = "`unavailable`: the catalogue; retry later."),
+    )
+)]
 async fn feature_evaluations(
     State(d): State<Shared>,
     Path(nft): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+) -> Result<Json<ModelView>, ApiError> {
     let sig = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -493,18 +633,41 @@ async fn feature_evaluations(
     Ok(Json(crate::handlers::featured::feature_evaluations(&d, &nft, &body, sig).await?))
 }
 
-/// `POST /api/models/{nft}/card`: the signed edit as the body (read up to the signed-request
-/// cap, not the uploads' limit the router allows), its signature in a header.
+/// The model's owner of record edits its card.
+///
+/// A root's publisher or a derived model's trainer changes the description and the tags they
+/// add (the name and symbol live in the NFT and datatoken; hashes and lineage are not
+/// editable). The catalogue card changes and the model's Ocean DDO is set again on chain
+/// (`setMetaData` through the NFT's holder for a root, `ModelLineage.setChildMetaData` for a
+/// derived model: the NFT emits `MetadataUpdated`, `created` kept, `updated` the edit's time).
+/// An edit that changes nothing sends no transaction; one after a failed DDO update sends it
+/// again.
+#[utoipa::path(
+    post, path = "/api/models/{nft}/card", params(("nft" = String, Path, description = "The model's data NFT address (0x…)."), SignatureHeader),
+    request_body = CardEdit,
+    responses(
+        (status = 200, description = "The model's card.", body = ModelView),
+        (status = 400, description = "`bad_request`: not the edit's JSON (unknown fields are refused)."),
+        (status = 401, description = "`unauthorized`: the signature is missing, malformed or expired."),
+        (status = 403, description = "`forbidden`: the signer is not the model's owner of record."),
+        (status = 404, description = "`not_found`: no such model."),
+        (status = 409, description = "`conflict`: the nonce was used."),
+        (status = 413, description = "`too_large`: the body over the signed-request cap."),
+        (status = 422, description = "`invalid`: a field out of its bounds, or one that is not editable (the message names it)."),
+        (status = 503, description = "`unavailable`: chain or catalogue; retry later."),
+    )
+)]
 async fn edit_card(
     State(d): State<Shared>,
     Path(nft): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+) -> Result<Json<ModelView>, ApiError> {
     let sig = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::Unauthorized(format!("missing header {SIGNATURE_HEADER}")))?;
+    // Read up to the signed-request cap, not the uploads' limit the router allows.
     let cap = d.cfg.limits.max_request_bytes;
     let body = axum::body::to_bytes(body, usize::try_from(cap).unwrap_or(usize::MAX))
         .await
@@ -512,22 +675,47 @@ async fn edit_card(
     Ok(Json(crate::handlers::card::edit_card(&d, &nft, &body, sig).await?))
 }
 
+/// Syncs a derived model's card with its sale on Ocean's FixedRateExchange.
+///
+/// Its trainer opens or closes the sale on chain (`ModelLineage.openSale` / `closeSale`); no
+/// body, nothing signed: the API reads the exchange.
+#[utoipa::path(
+    post, path = "/api/models/{nft}/sale", params(("nft" = String, Path, description = "The model's data NFT address (0x…).")),
+    responses(
+        (status = 200, description = "The model's card, with `exchange_id` and `price` while the sale is open.", body = ModelView),
+        (status = 404, description = "`not_found`: no such model."),
+        (status = 409, description = "`conflict`: a root model (its sale is set at publication)."),
+        (status = 503, description = "`unavailable`: chain or catalogue; retry later."),
+    )
+)]
 async fn sync_sale(
     State(d): State<Shared>,
     Path(nft): Path<String>,
-) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+) -> Result<Json<ModelView>, ApiError> {
     Ok(Json(crate::handlers::sale::sync_sale(&d, &nft).await?))
 }
 
+/// One model's card.
+#[utoipa::path(
+    get, path = "/api/models/{nft}", params(("nft" = String, Path, description = "The model's data NFT address (0x…).")),
+    responses(
+        (status = 200, description = "The model.", body = ModelView),
+        (status = 404, description = "`not_found`: no such model."),
+        (status = 503, description = "`unavailable`: the catalogue; retry later."),
+    )
+)]
 async fn get_model(
     State(d): State<Shared>,
     Path(nft): Path<String>,
-) -> Result<Json<crate::handlers::views::ModelView>, ApiError> {
+) -> Result<Json<ModelView>, ApiError> {
     Ok(Json(models::get_model(&d, &nft).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct QuoteQuery {
+    /// The job kind whose default terms to quote (default `train`).
+    #[param(value_type = Option<JobKind>)]
     kind: Option<String>,
 }
 
@@ -543,33 +731,54 @@ fn parse_kind(s: Option<&str>) -> Result<JobKind, ApiError> {
     }
 }
 
+/// The quote for a kind's default terms (the storefront's price list); its fee pays for
+/// exactly those terms.
+#[utoipa::path(
+    get, path = "/api/models/{nft}/quote", params(("nft" = String, Path, description = "The model's data NFT address (0x…)."), QuoteQuery),
+    responses(
+        (status = 200, description = "The quote.", body = Quote),
+        (status = 400, description = "`bad_request`: a malformed query."),
+        (status = 404, description = "`not_found`: no such model."),
+        (status = 422, description = "`invalid`: `kind` is not train, infer or evaluate."),
+        (status = 503, description = "`unavailable`: chain or catalogue; retry later."),
+    )
+)]
 async fn quote_default(
     State(d): State<Shared>,
     Path(nft): Path<String>,
     q: Result<Query<QuoteQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<models::Quote>, ApiError> {
+) -> Result<Json<Quote>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let kind = parse_kind(q.kind.as_deref())?;
     Ok(Json(models::quote_default(&d, &nft, kind).await?))
 }
 
+/// Price a job's terms by their compute.
+///
+/// Tokens, FLOPs and checkpoint bytes at the operator's rates; the operator-signed provider
+/// fee (OCEAN, the total) binds chain, deployment, model, kind and the terms' hash.
+#[utoipa::path(
+    post, path = "/api/models/{nft}/quote", params(("nft" = String, Path, description = "The model's data NFT address (0x…).")),
+    request_body = QuoteTerms,
+    responses(
+        (status = 200, description = "The quote.", body = Quote),
+        (status = 400, description = "`bad_request`: not the terms' JSON (unknown fields are refused)."),
+        (status = 404, description = "`not_found`: no such model."),
+        (status = 422, description = "`invalid`: parameters out of bounds for this model."),
+        (status = 503, description = "`unavailable`: chain or catalogue; retry later."),
+    )
+)]
 async fn quote(
     State(d): State<Shared>,
     Path(nft): Path<String>,
-    body: Result<
-        Json<crate::handlers::pricing::QuoteTerms>,
-        axum::extract::rejection::JsonRejection,
-    >,
-) -> Result<Json<models::Quote>, ApiError> {
+    body: Result<Json<QuoteTerms>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Quote>, ApiError> {
     let Json(terms) = body.map_err(|e| ApiError::bad(e.body_text()))?;
     Ok(Json(models::quote(&d, &nft, terms).await?))
 }
 
 /// `POST /api/jobs` in the JSON form: the dataset, if any, from a direct upload.
-async fn submit_uploaded(
-    d: &Deps,
-    req: axum::extract::Request,
-) -> Result<crate::handlers::views::SubmittedView, ApiError> {
+async fn submit_uploaded(d: &Deps, req: axum::extract::Request) -> Result<SubmittedView, ApiError> {
     let (request, signature, upload) = signed_json(d, req).await?;
     crate::handlers::precheck::may_submit(d, &request, &signature).await?;
     let Some(upload) = upload else {
@@ -590,10 +799,40 @@ async fn submit_uploaded(
     .await
 }
 
+/// Submit a paid job (train, infer, evaluate).
+///
+/// The order is checked on chain (exists, mined, right datatoken and service, consumer =
+/// signer, provider fee ours and unexpired, never used) and claimed for this job exactly
+/// once; then the job is queued. An order with fewer confirmations than `GET /api/chain`'s
+/// `min_confirmations` (or not mined yet) is answered 425 `too_early`: nothing is claimed and
+/// the nonce is not spent, so the same signed request is resent unchanged once the order is
+/// deep enough. Two forms, as for a publish; errors naming a direct upload are those of
+/// `POST /api/models`.
+#[utoipa::path(
+    post, path = "/api/jobs", params(JsonFormHeaders),
+    request_body(content(
+        (SubmitForm = "multipart/form-data"),
+        (JobRequest = "application/json"),
+    )),
+    responses(
+        (status = 202, description = "Queued: where to follow the job.", body = SubmittedView),
+        (status = 400, description = "`bad_request`: malformed body, part or JSON; a file part before the signed ones."),
+        (status = 401, description = "`unauthorized`: the signature is missing, malformed, expired, or not the consumer's."),
+        (status = 402, description = "`payment_invalid`: the order does not pay for this job (the message names the failed check)."),
+        (status = 403, description = "`upload_foreign`."),
+        (status = 404, description = "`not_found`: no such model; `upload_unknown`."),
+        (status = 409, description = "`conflict`: the nonce or the order was used; `upload_used`, `upload_missing`."),
+        (status = 410, description = "`upload_expired`."),
+        (status = 413, description = "`too_large`: the dataset over its cap."),
+        (status = 422, description = "`invalid`: parameters out of bounds; the dataset does not match its signed hash; `upload_purpose`, `upload_mismatch`."),
+        (status = 425, description = "`too_early`: the order is not final yet; resend unchanged later."),
+        (status = 503, description = "`unavailable`: every upload slot is busy, or a backend (chain, queue, store); retry later."),
+    )
+)]
 async fn submit_job(
     State(d): State<Shared>,
     req: axum::extract::Request,
-) -> Result<(StatusCode, Json<crate::handlers::views::SubmittedView>), ApiError> {
+) -> Result<(StatusCode, Json<SubmittedView>), ApiError> {
     use axum::extract::FromRequest;
     if is_json(&req) {
         return Ok((StatusCode::ACCEPTED, Json(submit_uploaded(&d, req).await?)));
@@ -615,17 +854,41 @@ async fn submit_job(
     Ok((StatusCode::ACCEPTED, Json(jobs::submit_job(&d, up).await?)))
 }
 
-/// `GET /api/uploads`: the files each upload purpose takes and their caps.
-async fn upload_limits(State(d): State<Shared>) -> Json<uploads::UploadLimits> {
+/// The files each upload purpose takes, and this deployment's caps on them.
+///
+/// A client refuses an oversize file before anything is signed.
+#[utoipa::path(
+    get, path = "/api/uploads",
+    responses((status = 200, description = "The caps.", body = UploadLimits))
+)]
+async fn upload_limits(State(d): State<Shared>) -> Json<UploadLimits> {
     Json(uploads::upload_limits(&d.cfg))
 }
 
-/// `POST /api/uploads`: the signed declaration as the body, its signature in a header.
+/// Declare a direct upload.
+///
+/// Each file's name, exact length and SHA-256; answers where to PUT each (an S3 presigned URL
+/// on AWS, this server's own upload route in the embedded default), signed for exactly that
+/// length and content. The signed declaration is the body, its signature in a header.
+#[utoipa::path(
+    post, path = "/api/uploads", params(SignatureHeader),
+    request_body = UploadRequest,
+    responses(
+        (status = 201, description = "Where to send each file.", body = UploadGrant),
+        (status = 400, description = "`bad_request`: not the request's JSON."),
+        (status = 401, description = "`unauthorized`: the signature is missing, malformed, expired, or not the owner's."),
+        (status = 403, description = "`forbidden`: a model upload by someone who may not publish."),
+        (status = 409, description = "`conflict`: the nonce was used."),
+        (status = 413, description = "`too_large`: a declared file over its part's cap."),
+        (status = 422, description = "`invalid`: no files, too many, a name the purpose does not take, or one twice."),
+        (status = 503, description = "`unavailable`: the object store; retry later."),
+    )
+)]
 async fn create_upload(
     State(d): State<Shared>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<(StatusCode, Json<uploads::UploadGrant>), ApiError> {
+) -> Result<(StatusCode, Json<UploadGrant>), ApiError> {
     let sig = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -637,8 +900,27 @@ async fn create_upload(
     Ok((StatusCode::CREATED, Json(uploads::create_upload(&d, &body, sig).await?)))
 }
 
-/// `PUT /api/uploads/{upload_id}/{file}`: a direct upload's file, where this server hosts
-/// them (the embedded default; on AWS the files go to S3 and this is a 404).
+/// A direct upload's file, where this server hosts uploads itself.
+///
+/// The embedded default; on AWS the files go to S3 and this is a 404. Use the URL
+/// `POST /api/uploads` answered, as is.
+#[utoipa::path(
+    put, path = "/api/uploads/{upload_id}/{file}",
+    params(
+        ("upload_id" = String, Path, description = "The upload."),
+        ("file" = String, Path, description = "The declared file's name."),
+        uploads::PutQuery,
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored."),
+        (status = 403, description = "`upload_url_refused`: a token that does not match the URL, or an expired URL."),
+        (status = 404, description = "`upload_unknown`; or this server does not host uploads (AWS)."),
+        (status = 413, description = "`too_large`: a body over the declared length."),
+        (status = 422, description = "`upload_mismatch`: a body longer or shorter than declared, or whose SHA-256 is not the declared one (nothing is stored)."),
+        (status = 503, description = "`unavailable`: every upload slot is busy; retry later."),
+    )
+)]
 async fn put_upload(
     State(d): State<Shared>,
     Path((upload_id, file)): Path<(String, String)>,
@@ -655,13 +937,34 @@ async fn put_upload(
     Ok(StatusCode::OK)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
+    /// The buyer's 0x address.
     consumer: String,
+    /// Records per page (1..=200, default 50); anything else is a 400.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Opaque: the `x-posthuman-next-cursor` header of the previous page; one this API did not
+    /// hand out is a 400.
     cursor: Option<String>,
 }
 
+/// A buyer's jobs, one page, newest first.
+///
+/// Public job views as `GET /api/jobs/{job_id}`, except that a live job shows as running only
+/// once its worker wrote progress (a list never asks the queue). The body is a JSON array;
+/// follow `x-posthuman-next-cursor` for more.
+#[utoipa::path(
+    get, path = "/api/jobs", params(JobsQuery),
+    responses(
+        (status = 200, description = "One page of job views.", body = Vec<JobView>, headers(
+            ("x-posthuman-next-cursor" = String, description = "The cursor of the next page; absent on the last page.")
+        )),
+        (status = 400, description = "`bad_request`: a missing or malformed consumer, limit or cursor."),
+        (status = 503, description = "`unavailable`: the catalogue; retry later."),
+    )
+)]
 async fn list_jobs(
     State(d): State<Shared>,
     q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
@@ -671,6 +974,16 @@ async fn list_jobs(
     Ok(paged(lists::jobs_of(&d, &q.consumer, after.as_ref(), limit).await?))
 }
 
+/// A job's operator-signed EIP-712 receipt (public: hashes only), for anyone to verify
+/// against the chain.
+#[utoipa::path(
+    get, path = "/api/jobs/{job_id}/receipt", params(("job_id" = String, Path, description = "The job id (as `POST /api/jobs` answered).")),
+    responses(
+        (status = 200, description = "The signed receipt: `{body, signer, domain, signature}`.", body = Object),
+        (status = 404, description = "`not_found`: no such job, or no receipt yet."),
+        (status = 503, description = "`unavailable`: catalogue or store; retry later."),
+    )
+)]
 async fn job_receipt(
     State(d): State<Shared>,
     Path(id): Path<String>,
@@ -678,14 +991,24 @@ async fn job_receipt(
     Ok(Json(jobs::job_receipt(&d, &id).await?))
 }
 
+/// A job's status, with live progress and, for a train job, the derived model.
+#[utoipa::path(
+    get, path = "/api/jobs/{job_id}", params(("job_id" = String, Path, description = "The job id (as `POST /api/jobs` answered).")),
+    responses(
+        (status = 200, description = "The job.", body = JobView),
+        (status = 404, description = "`not_found`: no such job."),
+        (status = 503, description = "`unavailable`: catalogue or queue; retry later."),
+    )
+)]
 async fn job_status(
     State(d): State<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<crate::handlers::views::JobView>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     Ok(Json(jobs::job_status(&d, &id).await?))
 }
 
-/// Header carrying the buyer's typed `read-result` signature ([`crate::auth::recover_read`]).
+/// Header carrying a request's signature: the typed `read-result` signature of a result read
+/// ([`crate::auth::recover_read`]), or the signature of a JSON body.
 pub const SIGNATURE_HEADER: &str = "x-posthuman-signature";
 /// Header carrying the expiry that message names.
 pub const EXPIRES_HEADER: &str = "x-posthuman-expires";
@@ -693,11 +1016,72 @@ pub const EXPIRES_HEADER: &str = "x-posthuman-expires";
 /// another chain or deployment, or tampered) is a 401; a reader who is not the buyer, a 403.
 pub const READER_HEADER: &str = "x-posthuman-reader";
 
+// The signed-request headers as the OpenAPI document lists them (`params(…)` of a route).
+// Their names are the constants above; `tests/openapi.rs` checks that they agree.
+
+/// The signature of a JSON body.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents headers the handlers read by name.
+struct SignatureHeader {
+    /// EIP-712 `PosthumanRequest{action, bodyHash: keccak256(body), expiresAt, nonce}` under
+    /// the deployment's domain, 0x-hex.
+    #[param(rename = "x-posthuman-signature")]
+    signature: String,
+}
+
+/// The headers of a publish's or submit's JSON form.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents headers the handlers read by name.
+struct JsonFormHeaders {
+    /// The JSON form only (required there): EIP-712 `PosthumanRequest{action, bodyHash:
+    /// keccak256(body), expiresAt, nonce}` under the deployment's domain (action
+    /// `publish-model` or `submit-job`).
+    #[param(rename = "x-posthuman-signature")]
+    signature: Option<String>,
+    /// The JSON form only: the direct upload (`POST /api/uploads`) holding this request's
+    /// files, in place of the multipart file parts. Required for a publish; a submit without
+    /// a dataset names none.
+    #[param(rename = "x-posthuman-upload")]
+    upload: Option<String>,
+}
+
+/// The headers of a result read.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documents headers the handlers read by name.
+struct ReadHeaders {
+    /// EIP-712 `PosthumanRequest{action: read-result, bodyHash: keccak256(job_id),
+    /// expiresAt: expires, nonce: ""}` under the deployment's domain.
+    #[param(rename = "x-posthuman-signature")]
+    signature: String,
+    /// The expiry the signature names (unix seconds).
+    #[param(rename = "x-posthuman-expires")]
+    expires: u64,
+    /// The reader's 0x address: 401 if the signature does not recover to it (signed for
+    /// another chain or deployment), 403 if the reader is not the job's buyer.
+    #[param(rename = "x-posthuman-reader")]
+    reader: String,
+}
+
+/// A job's public outputs (metrics, completions, report, error, signed receipt), only to
+/// its buyer.
+#[utoipa::path(
+    get, path = "/api/jobs/{job_id}/result", params(("job_id" = String, Path, description = "The job id (as `POST /api/jobs` answered)."), ReadHeaders),
+    responses(
+        (status = 200, description = "The results written so far.", body = JobResult),
+        (status = 401, description = "`unauthorized`: a header is missing, the signature is malformed or expired, or it does not recover to the reader (signed for another chain or deployment)."),
+        (status = 403, description = "`forbidden`: the reader is not the job's buyer."),
+        (status = 404, description = "`not_found`: no such job."),
+        (status = 503, description = "`unavailable`: catalogue or store; retry later."),
+    )
+)]
 async fn job_result(
     State(d): State<Shared>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<jobs::JobResult>, ApiError> {
+) -> Result<Json<JobResult>, ApiError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -713,14 +1097,37 @@ async fn job_result(
     Ok(Json(jobs::job_result(&d, &id, reader, &sig, expires).await?))
 }
 
+/// Ocean Provider root document (the DDO services' `serviceEndpoint`, ocean.js's node URI).
+///
+/// `chainIds`, `providerAddress`, and `serviceEndpoints` naming each Ocean route relative to
+/// this URL (nonce, computeEnvironments, initializeCompute, computeStart and computeStatus at
+/// `compute`, computeResult). The Ocean routes map a dataset DID to the model, a `serviceId`
+/// (train, infer, evaluate) to the job kind, and the dataset's `userdata` {params,
+/// dataset_bytes, dataset, salt} to the job's terms, data and salt.
+#[utoipa::path(
+    get, path = "/api/ocean",
+    responses((status = 200, description = "Ocean's provider info.", body = Object))
+)]
 async fn ocean_root(State(d): State<Shared>) -> Json<serde_json::Value> {
     Json(ocean::root(&d))
 }
 
+/// Ocean nonce: the provider's clock in microseconds; a signed Ocean request uses it plus one.
+#[utoipa::path(
+    get, path = "/api/ocean/nonce",
+    params(("userAddress" = Option<String>, Query, description = "The signer (any address: nonces are single-use per signer, not counters).")),
+    responses((status = 200, description = "`{nonce}`.", body = Object))
+)]
 async fn ocean_nonce() -> Json<serde_json::Value> {
     Json(ocean::nonce())
 }
 
+/// Ocean compute environments: the one environment `posthuman`, paid per job in OCEAN
+/// through the order's provider fee.
+#[utoipa::path(
+    get, path = "/api/ocean/computeEnvironments",
+    responses((status = 200, description = "The environments.", body = Vec<Object>))
+)]
 async fn ocean_environments(State(d): State<Shared>) -> Json<serde_json::Value> {
     Json(ocean::environments(&d))
 }
@@ -736,6 +1143,25 @@ async fn ocean_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("request: {e}")))
 }
 
+/// Ocean initializeCompute: the quote of `POST /api/models/{nft}/quote` for `datasets[0]`.
+///
+/// `documentId` = the model's DID, `serviceId` = the job kind, `userdata` = {params,
+/// dataset_bytes} or none for the kind's default terms; answers its provider fee in Ocean's
+/// `ProviderFees` shape (camelCase, numeric v) for `startOrder` / `orderAsset`, and the full
+/// quote as `quote`. Exactly one dataset; no algorithm DID, container or file (the service is
+/// the algorithm).
+#[utoipa::path(
+    post, path = "/api/ocean/initializeCompute",
+    request_body = ocean::InitializeCompute,
+    responses(
+        (status = 200, description = "`{datasets: [{datatoken, providerFee, serviceIndex, quote}]}`.", body = Object),
+        (status = 400, description = "`bad_request`: not the request's JSON."),
+        (status = 404, description = "`not_found`: no model with that DID."),
+        (status = 413, description = "`too_large`: the body over its cap."),
+        (status = 422, description = "`invalid`: not one dataset, an unknown service, parameters out of bounds."),
+        (status = 503, description = "`unavailable`: chain or catalogue; retry later."),
+    )
+)]
 async fn ocean_initialize_compute(
     State(d): State<Shared>,
     body: axum::body::Body,
@@ -744,6 +1170,28 @@ async fn ocean_initialize_compute(
     Ok(Json(ocean::initialize_compute(&d, body).await?))
 }
 
+/// Ocean computeStart: runs the job the order in `datasets[0].transferTxId` paid for.
+///
+/// Through the same checks as `POST /api/jobs` (order, fee bound to this model, kind and
+/// terms, dataset, single-use nonce). `userdata` carries `params` (or none: the kind's
+/// default terms), `dataset` (train/evaluate text, inline), `dataset_bytes` (the quoted length
+/// if the dataset is shorter) and `salt` (required: 32 random bytes the buyer keeps).
+#[utoipa::path(
+    post, path = "/api/ocean/compute",
+    request_body = ocean::ComputeStart,
+    responses(
+        (status = 200, description = "`[ComputeJob]`: the started job, Ocean's way.", body = Vec<Object>),
+        (status = 400, description = "`bad_request`: not the request's JSON."),
+        (status = 401, description = "`unauthorized`: the signature or nonce is refused."),
+        (status = 402, description = "`payment_invalid`: the order does not pay for this job."),
+        (status = 404, description = "`not_found`: no model with that DID."),
+        (status = 409, description = "`conflict`: the nonce or the order was used."),
+        (status = 413, description = "`too_large`: the body over its cap."),
+        (status = 422, description = "`invalid`: parameters, dataset or salt refused."),
+        (status = 425, description = "`too_early`: the order is not final yet; resend later."),
+        (status = 503, description = "`unavailable`: chain, queue or store; retry later."),
+    )
+)]
 async fn ocean_compute_start(
     State(d): State<Shared>,
     body: axum::body::Body,
@@ -754,14 +1202,31 @@ async fn ocean_compute_start(
     Ok(Json(ocean::compute_start(&d, body).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 struct OceanStatusQuery {
+    /// The buyer.
     consumer_address: String,
+    /// One job.
     job_id: Option<String>,
+    /// The order transaction.
     agreement_id: Option<String>,
 }
 
+/// Ocean computeStatus: the consumer's jobs as Ocean ComputeJobs.
+///
+/// Status 0 started, 40 running, 60 publishing results, 70 finished, 41 failed; results: the
+/// public outputs by fixed index; our job view as `posthuman`.
+#[utoipa::path(
+    get, path = "/api/ocean/compute", params(OceanStatusQuery),
+    responses(
+        (status = 200, description = "`[ComputeJob]`.", body = Vec<Object>),
+        (status = 400, description = "`bad_request`: a malformed query."),
+        (status = 404, description = "`not_found`: no such job."),
+        (status = 503, description = "`unavailable`: the catalogue; retry later."),
+    )
+)]
 async fn ocean_compute_status(
     State(d): State<Shared>,
     q: Result<Query<OceanStatusQuery>, axum::extract::rejection::QueryRejection>,
@@ -776,6 +1241,21 @@ async fn ocean_compute_status(
     Ok(Json(status.await?))
 }
 
+/// Ocean computeResult: one public output of a job, byte for byte, only to its buyer.
+///
+/// Metrics, completions, report, error, receipt, attestations; never weights.
+#[utoipa::path(
+    get, path = "/api/ocean/computeResult", params(ocean::ResultQuery),
+    responses(
+        (status = 200, description = "The output file.", body = Object),
+        (status = 400, description = "`bad_request`: a malformed query, or no result at that index."),
+        (status = 401, description = "`unauthorized`: the signature or nonce is refused."),
+        (status = 403, description = "`forbidden`: not the job's buyer."),
+        (status = 404, description = "`not_found`: no such job or output."),
+        (status = 409, description = "`conflict`: the nonce was used."),
+        (status = 503, description = "`unavailable`: catalogue or store; retry later."),
+    )
+)]
 async fn ocean_compute_result(
     State(d): State<Shared>,
     q: Result<Query<ocean::ResultQuery>, axum::extract::rejection::QueryRejection>,

@@ -14,7 +14,9 @@
 //! - [`handlers`]: plain async fns (publish, catalogue, quote, submit, status, result,
 //!   completion).
 //! - [`error`]: [`error::ApiError`], translated once into status + JSON.
-//! - [`api`]: the one axum router (embedded server and `lambda_http`) and its OpenAPI file.
+//! - [`api`]: the one axum router (embedded server and `lambda_http`), built from one route
+//!   table.
+//! - [`openapi`]: the OpenAPI document, generated from that table and the wire types.
 //! - [`spool`]: upload files streamed to disk as they arrive (hashed, capped, removed on
 //!   every path), so an upload costs a chunk of memory rather than its size.
 //! - [`prune`]: checkpoint retention — a finished train job's checkpoints are pruned after
@@ -32,6 +34,7 @@ pub mod catalogue;
 pub mod deps;
 pub mod error;
 pub mod handlers;
+pub mod openapi;
 pub mod prune;
 pub mod queue;
 pub mod secrets;

@@ -229,11 +229,17 @@ pub trait DirectUploads: Send + Sync + std::fmt::Debug + 'static {
 
 /// The query of a [`LocalUploads`] URL: what was declared, the expiry, and the token over
 /// them all.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
+    /// The declared length.
     pub bytes: u64,
+    /// The declared SHA-256.
     pub sha256: Hash32,
+    /// Unix seconds: the URL is refused after this.
     pub expires: u64,
+    /// HMAC-SHA256 under a per-server secret over the upload id, file, length, hash and
+    /// expiry.
     pub token: String,
 }
 

@@ -334,17 +334,19 @@ fn every_route_is_in_the_openapi_description() {
     let doc: serde_json::Value = serde_json::from_str(posthuman_functions::api::OPENAPI).unwrap();
     let paths = doc["paths"].as_object().unwrap();
     let routes = posthuman_functions::api::routes();
-    for (method, path, _) in &routes {
-        let m = method.as_str().to_ascii_lowercase();
+    for r in &routes {
+        let m = r.method.as_str().to_ascii_lowercase();
         assert!(
-            paths.get(*path).and_then(|p| p.get(&m)).is_some(),
-            "{method} {path} is not in openapi.json"
+            paths.get(&r.path).and_then(|p| p.get(&m)).is_some(),
+            "{} {} is not in openapi.json",
+            r.method,
+            r.path
         );
     }
     // And the description names no route the router lacks.
     let described: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(described, routes.len());
-    assert!(routes.iter().any(|(m, p, _)| *m == Method::POST && *p == "/api/jobs"));
+    assert!(routes.iter().any(|r| r.method == Method::POST && r.path == "/api/jobs"));
 }
 
 #[tokio::test]

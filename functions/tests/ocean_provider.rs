@@ -146,7 +146,7 @@ async fn the_root_document_names_the_routes_ocean_js_discovers() {
         let path = format!("/api/ocean/{}", eps[name][1].as_str().unwrap());
         let listed = posthuman_functions::api::routes()
             .into_iter()
-            .any(|(m, p, _)| m.as_str() == method && p == path);
+            .any(|r| r.method.as_str() == method && r.path == path);
         assert!(listed, "{name}: {method} {path} is not routed");
     }
     let before = now_micros();

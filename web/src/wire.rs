@@ -1,9 +1,9 @@
 //! What the storefront reads from the API. The API's views (models, jobs, quotes, errors)
 //! are `posthuman_types::views`, the very definitions the API serialises, re-exported here;
-//! only `GET /api/chain` is declared here, because the API's `AddressBook` lives in
-//! `posthuman-chain`, which does not build for wasm32: these are the fields the storefront
-//! uses of it (serde ignores the rest, so the API may grow without breaking deployed
-//! storefronts).
+//! only the address book in `GET /api/chain` is declared here, because the API's
+//! `AddressBook` lives in `posthuman-chain`, which does not build for wasm32: these are the
+//! fields the storefront uses of it (serde ignores the rest, so the API may grow without
+//! breaking deployed storefronts).
 
 use posthuman_receipts::Address;
 use serde::Deserialize;
@@ -19,17 +19,9 @@ pub use posthuman_types::views::{
 /// (about 9 KB of code, 2026-12-07).
 pub type Quote = posthuman_types::views::Quote<serde::de::IgnoredAny>;
 
-/// `GET /api/chain`: where the chain is and the deployment's address book.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct ChainInfo {
-    /// `None` when the operator publishes no public RPC (its own may carry a provider key).
-    pub rpc_url: Option<String>,
-    pub address_book: AddressBook,
-    /// Confirmations an order needs before the API accepts a job paid with it (older
-    /// servers omit it: 0).
-    #[serde(default)]
-    pub min_confirmations: u64,
-}
+/// `GET /api/chain`: where the chain is and the deployment's address book (the API's
+/// definition, read with the storefront's own [`AddressBook`]).
+pub type ChainInfo = posthuman_types::views::ChainInfo<AddressBook>;
 
 /// The parts of the address book the storefront uses.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -20,23 +20,41 @@ use crate::client::{build_provider, send};
 
 /// Where every contract of a deployment lives (JSON on disk).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddressBook {
+    /// The chain's EIP-155 id.
     pub chain_id: u64,
     /// The operator key's address at deployment: signs provider fees, is the lineage
     /// contract's first operator and its owner (who may rotate the operator later).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub operator: Address,
+    /// The OCEAN token (every provider fee and price is paid in it).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub ocean: Address,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub opf_collector: Address,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub router: Address,
+    /// Ocean's FixedRateExchange (datatokens are bought there).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub fixed_rate: Address,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub dispenser: Address,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub erc20_template: Address,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub erc721_template: Address,
+    /// Ocean's ERC721Factory (data NFTs and datatokens).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub factory: Address,
+    /// `ModelLineage`: lineage, rewards and royalties; the verifying contract of receipts
+    /// and signed requests.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub lineage: Address,
     /// The peer-to-peer fixed-price market (paid in OCEAN). Books written before it existed
     /// parse with the zero address.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub market: Address,
     /// Block of the last deployment transaction (indexers start here).
     pub deployed_at_block: u64,

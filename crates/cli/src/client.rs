@@ -4,10 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy::signers::local::PrivateKeySigner;
-use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
-use posthuman_functions::handlers::models::{PublishRequest, Quote};
-use posthuman_functions::handlers::pricing::QuoteTerms;
-use posthuman_functions::handlers::views::{JobView, ModelView, SubmittedView};
+// The direct-upload types still live in the API crate (moving to posthuman_types::uploads).
 use posthuman_functions::uploads::{
     DeclaredFile, UPLOAD_HEADER, UploadGrant, UploadPurpose, UploadRequest,
 };
@@ -15,6 +12,8 @@ use posthuman_receipts::ReceiptDomain;
 use posthuman_receipts::request::{
     CREATE_UPLOAD, EDIT_CARD, PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest,
 };
+use posthuman_types::requests::{JobRequest, PublishRequest};
+use posthuman_types::views::{JobResult, JobView, ModelView, Quote, QuoteTerms, SubmittedView};
 use posthuman_types::{Hash32, JobKind};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};

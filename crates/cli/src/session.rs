@@ -13,7 +13,7 @@ use crate::client::ApiClient;
 use crate::error::CliError;
 
 /// What `GET /api/chain` answers: where the chain is and what is deployed on it.
-pub use posthuman_functions::handlers::models::ChainInfo;
+pub type ChainInfo = posthuman_types::views::ChainInfo<AddressBook>;
 
 /// One user at one deployment.
 #[derive(Clone, Debug)]

@@ -25,13 +25,21 @@ pub const EDITABLE: [&str; 2] = ["description", "tags"];
 /// The signed body of a card edit. A field left out keeps its value; `tags` replaces the
 /// owner's tags as a whole (`[]` removes them all).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CardEdit {
     /// The model's NFT, as in the URL (a signature for one model is no use on another).
     pub model: String,
+    /// At most 2,048 bytes of UTF-8, no control characters but line breaks, no bidirectional
+    /// controls; left out: unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
     pub description: Option<String>,
+    /// Replaces the owner's tags: at most 8, lowercase letters, digits and inner hyphens (2 to
+    /// 32 characters), none of the fixed ones (posthuman, the family, compute-to-data,
+    /// derived), none twice; left out: unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
     pub tags: Option<Vec<String>>,
     pub nonce: String,
     pub expires_at: u64,

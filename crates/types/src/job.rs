@@ -71,6 +71,7 @@ pub mod limits {
 
 /// What a job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Train,
@@ -128,6 +129,7 @@ pub struct JobSpec {
 
 /// What a paid job may consume: the compute its provider fee paid for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Tokens the model processes (forward passes; training counts each micro-batch token).
@@ -142,6 +144,7 @@ pub struct Budget {
 
 /// Kind-specific parameters, tagged by kind on the wire.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobParams {
     Train(TrainParams),
@@ -170,6 +173,7 @@ impl JobParams {
 
 /// Fine-tuning hyperparameters (AdamW, linear warmup then cosine decay to `min_lr_ratio`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
     /// Optimizer steps.
@@ -229,6 +233,7 @@ pub struct TrainParams {
 
 /// A LoRA fine-tune's adapter, in PEFT's vocabulary (`adapter_config.json`'s keys).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoraParams {
     /// The adapter's rank.
@@ -349,6 +354,7 @@ impl TrainParams {
 
 /// Sampling settings; `temperature == 0` means greedy decoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Sampling {
     #[serde(default)]
@@ -374,6 +380,7 @@ pub const CHAT_ROLES: &[&str] = &["system", "user", "assistant"];
 
 /// One turn of a chat, rendered into a prompt by the model's chat template.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     /// One of [`CHAT_ROLES`].
@@ -389,6 +396,7 @@ impl ChatMessage {
 
 /// Text generation from a batch of prompts, or from one chat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InferParams {
     /// Raw prompts, each generated independently. Empty when `messages` is given.
@@ -410,6 +418,7 @@ pub struct InferParams {
 /// Sliding-window perplexity (the Hugging Face method: windows of `context_len` tokens
 /// advanced by `stride`, scoring only the tokens not scored by the previous window).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EvalParams {
     pub context_len: u32,
@@ -424,6 +433,7 @@ pub struct EvalParams {
 
 /// A reference perplexity, named by what produced it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
     pub label: String,

@@ -2,8 +2,9 @@
 //!
 //! This crate sits at the bottom of the dependency graph: the Lambda handlers and the embedded
 //! server (`functions/`), the batch worker (`batch-worker/`), the CLI and the Yew storefront
-//! (`web/`) all speak these types. It depends on `serde` alone so that it builds for
-//! `wasm32-unknown-unknown` unchanged.
+//! (`web/`) all speak these types. It depends on `serde` and `serde_json` alone so that it
+//! builds for `wasm32-unknown-unknown` unchanged; the feature `openapi` adds the JSON Schemas
+//! (`utoipa`) the API's OpenAPI document is generated from, and only the API turns it on.
 //!
 //! - [`hash`]: 32-byte content hashes (weights, datasets, receipts) as `0x…` hex.
 //! - [`job`]: the job spec the handlers queue and the worker runs, with its validated bounds.
@@ -12,8 +13,10 @@
 //! - [`card`]: what a model's owner may edit on its card (description, tags) and the bounds.
 //! - [`exit`]: the worker's exit codes and which are the buyer's fault (retries, orders).
 //! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
-//! - [`views`]: the API's public views (models, jobs, quotes), as the API writes them and its
-//!   clients read them.
+//! - [`views`]: the API's public views (models, jobs, quotes, results, the chain, errors), as
+//!   the API writes them and its clients read them.
+//! - [`requests`]: the signed requests clients send (publish, submit, feature).
+//! - [`ocean`]: the Ocean Provider requests of the API's Ocean facade (ocean.js's shapes).
 //! - [`uploads`]: direct uploads (declare the files, PUT each where the API says, name the
 //!   upload on the publish or submit) and the caps the API takes them under.
 //!
@@ -30,8 +33,12 @@ pub mod exit;
 pub mod hash;
 pub mod job;
 pub mod model;
+pub mod ocean;
 pub mod outputs;
 pub mod pricing;
+pub mod requests;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod uploads;
 pub mod views;
 

@@ -40,6 +40,7 @@ pub fn sale_float(amount: u128) -> u128 {
 /// OCEAN into that model's vault, which pays its ancestors (`shares_bps[0]` to the parent's
 /// trainer, `shares_bps[1]` to the grandparent's, …, the rest to the root owner).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RewardScheme {
     /// Child datatokens minted per derivation, in base units (wei), as a decimal string so
     /// that JavaScript and JSON number limits never truncate it.
@@ -217,6 +218,7 @@ fn mul_div(a: u128, b: u128, d: u128) -> u128 {
 
 /// What the catalogue shows about a model. Never weights, never private storage keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelCard {
     /// The data NFT address (the model's identity on chain), `0x…`.
     pub nft: String,

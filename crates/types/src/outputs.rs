@@ -10,6 +10,7 @@ use crate::{Hash32, JobKind};
 
 /// Live progress, rewritten by the worker as it goes (`progress.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobProgress {
     pub kind: JobKind,
     /// What the worker is doing: `loading`, `training`, `evaluating`, `generating`, `saving`.
@@ -53,6 +54,7 @@ impl JobStatus {
 /// One committed training checkpoint: the state after optimizer step `step`, as a leaf of the
 /// checkpoint Merkle tree a train receipt commits to (the worker's `merkle` module hashes it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoint {
     pub step: u32,
     /// Canonical weights hash.
@@ -63,6 +65,7 @@ pub struct Checkpoint {
 
 /// Result of a train job (`metrics.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrainMetrics {
     pub steps: u32,
     pub tokens_trained: u64,
@@ -92,6 +95,7 @@ pub struct TrainMetrics {
 
 /// What a LoRA train job made: the adapter PEFT loads, described without its values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoraOutput {
     pub r: u32,
     pub lora_alpha: f64,
@@ -113,6 +117,7 @@ pub struct LoraOutput {
 
 /// Why generation stopped for one prompt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// `max_new_tokens` reached.
@@ -127,6 +132,7 @@ pub enum StopReason {
 
 /// One generated completion.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Completion {
     pub prompt: String,
     pub text: String,
@@ -137,6 +143,7 @@ pub struct Completion {
 
 /// Result of an evaluate job (`report.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvalReport {
     pub weights_hash: Hash32,
     pub dataset_hash: Hash32,

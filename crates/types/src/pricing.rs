@@ -111,6 +111,7 @@ pub struct ModelShape {
 
 /// Where a deployment's worker runs; its FLOP rate sets the wall-clock limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Device {
     Gpu,
@@ -120,6 +121,7 @@ pub enum Device {
 /// The fixed fee per job kind: the completion's gas (a train job's completion sends
 /// `commitTraining` + `createChild` + `recordDerivation`; other kinds commit a receipt).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KindFees {
     pub train: Ocean,
@@ -139,6 +141,7 @@ impl KindFees {
 
 /// The operator's published rates (`GET /api/pricing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rates {
     /// OCEAN base units per TFLOP (10¹² floating-point operations).
@@ -232,6 +235,7 @@ impl Rates {
 
 /// What one job computes (each an upper bound of what the worker does).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ComputeEstimate {
     /// Tokens through the model (training counts every micro-batch token).
@@ -260,6 +264,7 @@ impl ComputeEstimate {
 
 /// One component of a price.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PriceLine {
     pub label: String,
@@ -270,6 +275,7 @@ pub struct PriceLine {
 
 /// A price: its lines and their total (what the provider fee must be).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PriceBreakdown {
     pub lines: Vec<PriceLine>,

@@ -39,6 +39,7 @@ pub mod code {
 
 /// What the files are for: each purpose allows the file parts its route takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UploadPurpose {
     /// A publish's files (`POST /api/models`).
@@ -49,23 +50,28 @@ pub enum UploadPurpose {
 
 /// One file as the client declares it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredFile {
-    /// The multipart part it replaces (`weights`, `config`, `dataset`, …).
+    /// The multipart part it replaces: a model upload's `config`, `weights`, `tokenizer`,
+    /// `adapter_config`, `adapter_weights`, `tokenizer_config`, `generation_config`,
+    /// `chat_template`; a dataset upload's `dataset`.
     pub name: String,
-    /// Its exact length.
+    /// Its exact length: at most that part's cap (413 `too_large` otherwise).
     pub bytes: u64,
     /// SHA-256 of its bytes.
     pub sha256: Hash32,
 }
 
-/// The signed body of `POST /api/uploads`.
+/// The signed body of `POST /api/uploads` (action `create-upload`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
     pub purpose: UploadPurpose,
     /// The uploader: must sign the request (and, for a model, be an allowed publisher).
     pub owner: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 8))]
     pub files: Vec<DeclaredFile>,
     pub nonce: String,
     pub expires_at: u64,
@@ -73,6 +79,7 @@ pub struct UploadRequest {
 
 /// How to send one file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PutTarget {
     pub name: String,
     /// Absolute (S3), or relative to the API's base URL (the embedded server's own route).
@@ -84,15 +91,17 @@ pub struct PutTarget {
 
 /// The answer to `POST /api/uploads`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadGrant {
     pub upload_id: String,
-    /// Unix seconds: the URLs and the id are refused after this.
+    /// Unix seconds (15 minutes ahead by default): the URLs and the id are refused after this.
     pub expires_at: u64,
     pub files: Vec<PutTarget>,
 }
 
 /// One file an upload of some purpose may declare, and its cap.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileCap {
     /// The declared name (the multipart part it replaces).
     pub name: String,
@@ -103,6 +112,7 @@ pub struct FileCap {
 /// The answer to `GET /api/uploads`: the files each purpose takes with this deployment's
 /// caps (an operator may set other caps than the defaults), and how long a grant is valid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadLimits {
     /// A publish's files, in the order the API lists them.
     pub model: Vec<FileCap>,

@@ -18,6 +18,7 @@ mod flat;
 
 /// Job counts by kind.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
     pub train: u64,
     pub infer: u64,
@@ -27,10 +28,12 @@ pub struct JobCounts {
 /// An evaluation shown on a model's card, labelled with who ran it on what: any buyer may
 /// evaluate a model, so only `featured` ones are endorsed by its owner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvaluationView {
     pub job_id: String,
     /// `"inf"` on the wire when unbounded.
     #[serde(with = "crate::outputs::unbounded")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::unbounded))]
     pub perplexity: f64,
     pub receipt_hash: Option<Hash32>,
     /// The buyer who ran it (the job's consumer).
@@ -49,6 +52,7 @@ pub struct EvaluationView {
 /// inline (`views/flat.rs`: the same JSON, without serde's flatten buffering).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "flat::FlatModelView")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelView {
     #[serde(flatten)]
     pub card: ModelCard,
@@ -72,6 +76,7 @@ pub struct ModelView {
 
 /// Where a job stands, for its buyer's progress view.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum JobStateView {
     Queued,
@@ -89,6 +94,7 @@ pub enum JobStateView {
 
 /// A derived model created by a train job's completion.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChildAsset {
     pub nft: String,
     pub datatoken: String,
@@ -102,6 +108,7 @@ pub struct ChildAsset {
 /// (`views/flat.rs`: the same JSON, without serde's flatten buffering).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "flat::FlatJobView")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub job_id: String,
     pub kind: JobKind,
@@ -134,6 +141,7 @@ impl JobView {
 
 /// What `POST /api/jobs` answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmittedView {
     pub job_id: String,
     pub status_url: String,
@@ -141,6 +149,7 @@ pub struct SubmittedView {
 
 /// What a quote prices (the body of `POST /api/models/{nft}/quote`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuoteTerms {
     pub params: JobParams,
@@ -187,6 +196,7 @@ impl QuoteTerms {
 
 /// A provider fee as `startOrder` takes it (amounts and words as decimal / `0x` strings).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderFeeView {
     pub provider_fee_address: String,
     pub provider_fee_token: String,
@@ -206,6 +216,7 @@ pub struct ProviderFeeView {
 /// that checks the fee against the terms it asked for itself (the storefront) may read
 /// them as `serde::de::IgnoredAny`, which skips them without parsing job parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quote<Terms = QuoteTerms> {
     pub model: String,
     pub datatoken: String,
@@ -236,6 +247,7 @@ pub struct Quote<Terms = QuoteTerms> {
 
 /// The royalty every order of a datatoken pays (Ocean's publish-market fee).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoyaltyLine {
     pub label: String,
     pub token: String,
@@ -246,11 +258,82 @@ pub struct RoyaltyLine {
 
 /// The JSON body of every error response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable machine-readable code (`bad_request`, `payment_invalid`, …).
     pub error: String,
     /// A human-readable sentence.
     pub message: String,
+}
+
+/// The public results of a job (`GET /api/jobs/{job_id}/result`), only to its buyer. Each
+/// output is the JSON the worker (or, for the receipt, the operator) wrote, absent until
+/// written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobResult {
+    pub job: JobView,
+    /// Train: `metrics.json` (a `TrainMetrics`: loss curve, hashes).
+    pub metrics: Option<serde_json::Value>,
+    /// Infer: `completions.json` (`Completion`s: text and token counts).
+    pub completions: Option<serde_json::Value>,
+    /// Evaluate: `report.json` (an `EvalReport`).
+    pub report: Option<serde_json::Value>,
+    /// Failed jobs: the worker's `error.json` (class, exit code, public message).
+    pub error: Option<serde_json::Value>,
+    /// The operator-signed EIP-712 receipt.
+    pub receipt: Option<serde_json::Value>,
+    /// Infer: one operator-signed attestation per completion.
+    #[serde(default)]
+    pub attestations: Option<serde_json::Value>,
+    /// Evaluate: `report.json` byte for byte (UTF-8), so the buyer can check it against the
+    /// output hash the receipt commits to (a re-serialised JSON value would not match).
+    #[serde(default)]
+    pub report_text: Option<String>,
+}
+
+/// `GET /api/chain`: where clients find the chain and the deployment's contracts, for
+/// clients that send their own transactions.
+///
+/// `Book` is the address book as a reader takes it: the API and the CLI use
+/// `posthuman_chain::AddressBook` (every contract, as `alloy` addresses); the storefront,
+/// which cannot link `posthuman-chain` in wasm32, reads the fields it uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChainInfo<Book> {
+    /// The RPC clients should use: the configured public URL, or the operator's own when it
+    /// is a bare loopback endpoint (the embedded default's anvil); `null` otherwise, since an
+    /// operator's provider URL may carry its key. Clients then need their own RPC.
+    pub rpc_url: Option<String>,
+    /// The deployment: Ocean v4 contracts, `ModelLineage`, `PeerMarket`, the operator.
+    pub address_book: Book,
+    /// Confirmations an order needs before a job submitted with it is accepted (0 on a
+    /// local dev chain, 3 by default elsewhere; a submit sooner gets 425 and may be resent
+    /// unchanged). Older servers omit it: 0.
+    #[serde(default)]
+    pub min_confirmations: u64,
+}
+
+/// `GET /api/pricing`: the operator's published rates and the formulas every quote applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PricingView {
+    pub rates: crate::pricing::Rates,
+    /// The fee token (OCEAN) every provider fee is paid in.
+    pub token: String,
+    /// `(name, formula)` pairs, in words.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
+    pub formulas: Vec<(String, String)>,
+}
+
+/// `GET /api/health`: the server is up, and which version it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: String,
+    /// The server's crate version.
+    pub version: String,
 }
 
 #[cfg(test)]

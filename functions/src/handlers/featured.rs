@@ -10,7 +10,6 @@
 
 use posthuman_receipts::request::FEATURE_EVALUATIONS;
 use posthuman_types::JobKind;
-use serde::Deserialize;
 
 use super::models::{find_model, lower};
 use super::views::ModelView;
@@ -22,15 +21,8 @@ use crate::error::ApiError;
 /// The most evaluations a card features.
 pub const MAX_FEATURED: usize = 16;
 
-/// The signed body.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureRequest {
-    pub model: String,
-    pub job_ids: Vec<String>,
-    pub nonce: String,
-    pub expires_at: u64,
-}
+/// The signed body (`posthuman_types::requests`).
+pub use posthuman_types::requests::FeatureRequest;
 
 /// Checks the owner's signed request and stores the featured list; returns the new card.
 pub async fn feature_evaluations(

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use posthuman_chain::{
     ChainError, Claim, MemorySpentOrders, OrderId, OrderQuery, OrderVerdict, Rejection, SpentOrders,
 };
-use posthuman_types::{Hash32, JobKind, JobParams, JobProgress, JobSpec};
-use serde::{Deserialize, Serialize};
+use posthuman_types::{Hash32, JobKind, JobProgress, JobSpec};
 
 use super::chain_err;
 use super::models::{find_model, lower};
@@ -21,33 +20,8 @@ use crate::error::ApiError;
 use crate::queue::{QueueState, spec_key};
 use crate::spool::Spooled;
 
-/// The signed JSON part of a job request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    /// The model's NFT.
-    pub model: String,
-    /// The `startOrder` transaction that pays for this job.
-    pub order_tx: String,
-    /// The buyer: must sign this request and be the order's consumer.
-    pub consumer: String,
-    /// Kind-tagged parameters (`{"kind":"train", …}`).
-    pub params: JobParams,
-    /// SHA-256 of the dataset part (train and evaluate): binds the upload to the signature.
-    #[serde(default)]
-    pub dataset_sha256: Option<Hash32>,
-    /// 32 random bytes the buyer chose and keeps (required): public outputs name the dataset
-    /// and prompts only salted with it (`posthuman_receipts::salted_hash`), so a public
-    /// receipt confirms no guessed input; the buyer proves the binding with it
-    /// (`posthuman verify --salt`). Stored in the private spec only.
-    pub salt: Hash32,
-    pub nonce: String,
-    pub expires_at: u64,
-    /// The dataset length the order's provider fee was quoted for, when the dataset sent is
-    /// shorter (absent: the quote was for exactly this dataset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quoted_dataset_bytes: Option<u64>,
-}
+/// The signed JSON part of a job request (its shape is `posthuman_types`, which clients share).
+pub use posthuman_types::requests::JobRequest;
 
 /// A submit upload: the signed request and the dataset, if any, spooled to disk (its hash
 /// and UTF-8 check made as it arrived).
@@ -324,28 +298,8 @@ pub async fn job_receipt(deps: &Deps, job_id: &str) -> Result<serde_json::Value,
     serde_json::from_slice(&b).map_err(|e| ApiError::Internal(format!("stored receipt: {e}")))
 }
 
-/// The public results of a job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobResult {
-    pub job: JobView,
-    /// Train: `metrics.json` (loss curve, hashes).
-    pub metrics: Option<serde_json::Value>,
-    /// Infer: `completions.json`.
-    pub completions: Option<serde_json::Value>,
-    /// Evaluate: `report.json`.
-    pub report: Option<serde_json::Value>,
-    /// Failed jobs: the worker's `error.json`.
-    pub error: Option<serde_json::Value>,
-    /// The operator-signed receipt.
-    pub receipt: Option<serde_json::Value>,
-    /// Infer: one operator-signed attestation per completion.
-    #[serde(default)]
-    pub attestations: Option<serde_json::Value>,
-    /// Evaluate: `report.json` byte for byte (UTF-8), so the buyer can check it against the
-    /// output hash the receipt commits to (a re-serialised JSON value would not match).
-    #[serde(default)]
-    pub report_text: Option<String>,
-}
+/// The public results of a job (`posthuman_types::views`, which clients read).
+pub use posthuman_types::views::JobResult;
 
 /// `GET /jobs/{id}/result`: the public outputs, only to the buyer (a typed `read-result`
 /// signature, [`auth::recover_read`]).

@@ -10,8 +10,7 @@ use posthuman_gpt2::chat_config::{
 use posthuman_gpt2::family::{AnyConfig, AnyWeights, FamilyError, check_safetensors_file};
 use posthuman_gpt2::llama_weights::CheckpointError;
 use posthuman_gpt2::lora::LoraAdapter;
-use posthuman_types::{Hash32, JobKind, LoraOutput, ModelCard, RewardScheme};
-use serde::{Deserialize, Serialize};
+use posthuman_types::{Hash32, JobKind, LoraOutput, ModelCard};
 use sha2::{Digest, Sha256};
 
 use super::chain_err;
@@ -25,28 +24,9 @@ use crate::deps::{Deps, keys, service_index};
 use crate::error::ApiError;
 use crate::spool::Spooled;
 
-/// The signed JSON part of a publish request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRequest {
-    pub name: String,
-    pub symbol: String,
-    #[serde(default)]
-    pub description: String,
-    /// The publisher (must sign the request and be an allowed publisher).
-    pub owner: String,
-    /// OCEAN base units per whole datatoken on the fixed-rate exchange.
-    pub price: String,
-    pub reward_scheme: RewardScheme,
-    /// SHA-256 of the uploaded `model.safetensors` bytes: binds the file to the signature.
-    pub weights_sha256: Hash32,
-    /// SHA-256 of an uploaded PEFT `adapter_model.safetensors`, when the model is published
-    /// as base weights plus a LoRA adapter (the listed model is the merge).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adapter_sha256: Option<Hash32>,
-    pub nonce: String,
-    pub expires_at: u64,
-}
+/// The signed JSON part of a publish request (its shape is `posthuman_types`, which clients
+/// share).
+pub use posthuman_types::requests::PublishRequest;
 
 /// A publish upload: the signed request and the three model files, plus the two optional
 /// HF files that say how the model is prompted (stop ids, BOS, chat template). The weights
@@ -540,19 +520,8 @@ pub(crate) async fn quote_model(
     })
 }
 
-/// `GET /api/chain`: where clients find the chain and the deployment's contracts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChainInfo {
-    /// The RPC clients should use: the configured public URL, or the operator's own when it
-    /// is a bare loopback endpoint (the embedded default's anvil); `null` otherwise, since an
-    /// operator's provider URL may carry its key. Clients then need their own RPC.
-    pub rpc_url: Option<String>,
-    pub address_book: posthuman_chain::AddressBook,
-    /// Confirmations an order needs before a job submitted with it is accepted (a submit
-    /// sooner gets 425 and may be resent unchanged). Older servers omit it: 0.
-    #[serde(default)]
-    pub min_confirmations: u64,
-}
+/// `GET /api/chain` with the whole address book (`posthuman_types::views::ChainInfo`).
+pub type ChainInfo = posthuman_types::views::ChainInfo<posthuman_chain::AddressBook>;
 
 pub fn chain_info(deps: &Deps) -> ChainInfo {
     let own = deps.chain.rpc_url();

@@ -47,8 +47,7 @@
 use alloy::primitives::Address;
 use bytes::Bytes;
 use posthuman_chain::ddo;
-use posthuman_types::{Hash32, JobKind, JobParams};
-use serde::Deserialize;
+use posthuman_types::JobKind;
 use serde_json::{Value, json};
 
 use super::jobs::{self, JobRequest, find_job, public_output};
@@ -130,80 +129,10 @@ pub fn environments(deps: &Deps) -> Value {
     }])
 }
 
-/// An Ocean `ComputeAsset`: here, the model and the service (job kind) of one job.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComputeAsset {
-    pub document_id: String,
-    pub service_id: String,
-    #[serde(default)]
-    pub transfer_tx_id: Option<String>,
-    #[serde(default)]
-    pub userdata: Option<Userdata>,
-    #[serde(default)]
-    pub file_object: Option<Value>,
-}
-
-/// What a job's `userdata` carries (see the module docs); unknown keys are refused, so a
-/// misspelt parameter is an error rather than a silently different job.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Userdata {
-    #[serde(default)]
-    pub params: Option<JobParams>,
-    #[serde(default)]
-    pub dataset_bytes: Option<u64>,
-    #[serde(default)]
-    pub dataset: Option<String>,
-    #[serde(default)]
-    pub salt: Option<Hash32>,
-}
-
-/// The `payment` ocean.js sends: only the chain and the fee token are checked.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Payment {
-    #[serde(default)]
-    pub chain_id: Option<u64>,
-    #[serde(default)]
-    pub token: Option<String>,
-}
-
-/// The body of `initializeCompute` (ocean.js 8.6.2); other fields are ignored.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InitializeCompute {
-    pub datasets: Vec<ComputeAsset>,
-    #[serde(default)]
-    pub algorithm: Option<Value>,
-    #[serde(default)]
-    pub environment: Option<String>,
-    #[serde(default)]
-    pub payment: Option<Payment>,
-}
-
-/// The body of `computeStart` (ocean.js 8.6.2); other fields are ignored.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComputeStart {
-    pub consumer_address: String,
-    pub signature: String,
-    /// A string from ocean.js; a number is taken too.
-    pub nonce: Value,
-    #[serde(default)]
-    pub datasets: Vec<ComputeAsset>,
-    /// The older single-dataset field (ocean.js still sends it beside `datasets`).
-    #[serde(default)]
-    pub dataset: Option<ComputeAsset>,
-    #[serde(default)]
-    pub algorithm: Option<Value>,
-    #[serde(default)]
-    pub environment: Option<String>,
-    #[serde(default)]
-    pub chain_id: Option<u64>,
-    #[serde(default)]
-    pub payment: Option<Payment>,
-}
+// Ocean's request shapes, as ocean.js sends them (`posthuman_types::ocean`).
+pub use posthuman_types::ocean::{
+    ComputeAsset, ComputeStart, InitializeCompute, Payment, Userdata,
+};
 
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::Invalid { field: field.into(), reason: reason.into() }
@@ -524,16 +453,7 @@ async fn compute_job(deps: &Deps, j: &JobRecord) -> Result<Value, ApiError> {
     }))
 }
 
-/// What `GET /api/ocean/computeResult` is asked.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResultQuery {
-    pub consumer_address: String,
-    pub job_id: String,
-    pub index: usize,
-    pub nonce: String,
-    pub signature: String,
-}
+pub use posthuman_types::ocean::ResultQuery;
 
 /// `GET /api/ocean/computeResult`: one public output of a job, byte for byte, to its buyer
 /// (signed the Ocean way, with a fresh nonce that this read spends).
@@ -575,7 +495,7 @@ mod tests {
 
     #[test]
     fn userdata_terms_follow_the_service() {
-        let infer = JobParams::Infer(posthuman_types::InferParams {
+        let infer = posthuman_types::JobParams::Infer(posthuman_types::InferParams {
             prompts: vec!["hi".into()],
             max_new_tokens: 4,
             sampling: Default::default(),

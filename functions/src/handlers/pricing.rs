@@ -201,14 +201,7 @@ pub async fn check_fee(
 }
 
 /// `GET /api/pricing`: the operator's rates and the formulas the quote applies.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PricingView {
-    pub rates: Rates,
-    /// The fee token (OCEAN) every provider fee is paid in.
-    pub token: String,
-    /// `(name, formula)` pairs, in words.
-    pub formulas: Vec<(String, String)>,
-}
+pub use posthuman_types::views::PricingView;
 
 pub fn pricing_view(deps: &Deps) -> PricingView {
     PricingView {

@@ -5,12 +5,10 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{B256, Bytes, U256};
 use posthuman_chain::ProviderFee;
-use posthuman_functions::handlers::jobs::{JobRequest, JobResult};
-use posthuman_functions::handlers::models::Quote;
-use posthuman_functions::handlers::pricing::QuoteTerms;
-use posthuman_functions::handlers::views::{JobStateView, JobView};
 use posthuman_receipts::FeeBinding;
 use posthuman_types::pricing::Ocean;
+use posthuman_types::requests::JobRequest;
+use posthuman_types::views::{JobResult, JobStateView, JobView, Quote, QuoteTerms};
 use posthuman_types::{
     EvalParams, Hash32, InferParams, JobKind, JobParams, Sampling, TrainParams, job::Baseline,
 };

@@ -1,7 +1,7 @@
 //! `posthuman models …`: publish an HF-layout directory, browse the catalogue and lineage.
 
-use posthuman_functions::handlers::models::PublishRequest;
-use posthuman_functions::handlers::views::ModelView;
+use posthuman_types::requests::PublishRequest;
+use posthuman_types::views::ModelView;
 use posthuman_types::{Hash32, RewardScheme};
 use serde::Serialize;
 use sha2::{Digest, Sha256};

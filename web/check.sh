@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 web/build.sh
 # The binaries the test runs (already built by the workspace tests; this only checks).
-cargo build --locked -q -p posthuman-cli -p posthuman-worker -p posthuman-functions --bins
+cargo build --locked -q -p posthuman-demo -p posthuman-worker -p posthuman-functions --bins
 # playwright-core only (never `playwright install`: the browser is Debian's chromium).
 stamp=web/node_modules/.posthuman-lock.sha256
 want=$(sha256sum web/package-lock.json | cut -d' ' -f1)

@@ -1,7 +1,7 @@
 //! Checkpoint retention: a train job's checkpoints (weights + both AdamW moments, ≈ 3× the
 //! model each) are kept for the operator's audit window after the job finishes, then pruned.
 //!
-//! Within the window `posthuman verify JOB --audit` re-runs segments from the stored
+//! Within the window `posthuman-operator audit JOB` re-runs segments from the stored
 //! checkpoints; after it only the committed hashes remain (receipt, Merkle root, metrics),
 //! which still verify everything but a replay. Pruning first writes a marker,
 //! [`PrunedMarker`] at [`pruned_marker_key`], so an audit that finds a checkpoint missing can

@@ -3,7 +3,7 @@
 // with no Posthuman code and no Posthuman route — only Ocean's contracts (through ocean.js's
 // classes) and the Ocean Provider API (`ProviderInstance`) found in the assets' DDOs.
 //
-// 1. The tiny demo into a temp data dir (`posthuman demo`): M1 published, M2 and M3 derived
+// 1. The tiny demo into a temp data dir (`posthuman-demo`): M1 published, M2 and M3 derived
 //    by train jobs, each with its DDO set on chain. Its server is gone afterwards, so the data
 //    dir is served again by `posthuman-server` on the port the DDOs name (their
 //    `serviceEndpoint`, read from the chain first).
@@ -61,8 +61,8 @@ const tmp = mkdtempSync(join(tmpdir(), 'posthuman-ocean-'));
 const demoDir = join(tmp, 'demo');
 log(`tiny demo into ${demoDir}`);
 const demo = spawnSync(
-  join(bin, 'posthuman'),
-  ['--json', 'demo', '--size', 'tiny', '--data-dir', demoDir, '--wikitext', join(root, 'data/wikitext-2')],
+  join(bin, 'posthuman-demo'),
+  ['--json', '--size', 'tiny', '--data-dir', demoDir, '--wikitext', join(root, 'data/wikitext-2')],
   { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 },
 );
 if (demo.status !== 0) {

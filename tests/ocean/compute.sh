@@ -8,9 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
 bin=${POSTHUMAN_BIN_DIR:-$CARGO_TARGET_DIR/debug}
-for b in posthuman posthuman-worker posthuman-server; do
+for b in posthuman posthuman-demo posthuman-worker posthuman-server; do
   [[ -x $bin/$b ]] || {
-    echo "no $bin/$b: cargo build -p posthuman-cli -p posthuman-worker -p posthuman-functions --bins" >&2
+    echo "no $bin/$b: cargo build -p posthuman-cli -p posthuman-demo -p posthuman-worker -p posthuman-functions --bins" >&2
     exit 1
   }
 done

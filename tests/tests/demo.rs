@@ -1,36 +1,52 @@
 //! The README's main command, in its tiny size: every step of the story runs for real
 //! (anvil, Ocean v4, the lineage contract, the API over HTTP, the worker as processes), and
 //! its summary is asserted — balances equal the scheme's amounts exactly, the lineage is
-//! M1 → M2 → M3, every receipt verifies, and M3's perplexity beats M1's.
+//! M1 → M2 → M3, every receipt verifies, and M3's perplexity beats M1's. The operator's
+//! audit runs as its own binary (`posthuman-operator audit`) over the deployment it left.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns may unwrap too
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use alloy::primitives::U256;
 use posthuman_chain::AddressBook;
-use posthuman_cli::args::DemoSize;
-use posthuman_cli::commands::audit::audit_job;
-use posthuman_cli::demo::{DemoFamily, DemoOptions, Sizes, play};
 use posthuman_cli::output::Out;
+use posthuman_demo::{DemoFamily, DemoOptions, DemoSize, Sizes, play};
 use posthuman_functions::queue::WorkerCommand;
+use posthuman_functions::server::{ServerConfig, start};
+use posthuman_operator::audit::audit_job;
 use posthuman_receipts::{AuditPolicy, ReceiptDomain};
 use posthuman_store::{LocalStore, ObjectStore};
 use posthuman_types::JobSpec;
 
-/// The worker binary cargo built for this workspace (`cargo test --workspace` builds it,
-/// since the worker crate has integration tests).
-fn worker() -> WorkerCommand {
+/// A binary cargo built for this workspace (`cargo test --workspace` builds the binaries of
+/// every crate with integration tests, the worker's and the operator's among them).
+fn built(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir =
         exe.parent().and_then(|d| d.parent()).expect("target/PROFILE/deps").to_path_buf();
-    let program = profile_dir.join("posthuman-worker");
+    let program = profile_dir.join(name);
     assert!(
         program.is_file(),
-        "{} is missing: run `cargo build -p posthuman-worker` (scripts/test.sh builds it)",
+        "{} is missing: run `cargo build -p posthuman-worker -p posthuman-operator` \
+         (scripts/test.sh builds them)",
         program.display()
     );
-    WorkerCommand { program, args: vec![] }
+    program
+}
+
+fn worker() -> WorkerCommand {
+    WorkerCommand { program: built("posthuman-worker"), args: vec![] }
+}
+
+/// `posthuman-operator audit JOB --json` over the operator's data dir, the chain found through
+/// the API at `api`.
+async fn operator_audit(op: &Path, job: &str, api: &str) -> Output {
+    let mut cmd = Command::new(built("posthuman-operator"));
+    cmd.args(["audit", job, "--json", "--api", api, "--data-dir"]).arg(op);
+    cmd.env_remove("POSTHUMAN_RPC");
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
 fn wikitext() -> PathBuf {
@@ -101,12 +117,25 @@ async fn the_whole_story_adds_up() {
     assert_eq!(paid("M3", "charlie"), U256::ZERO, "a model's own trainer is no ancestor");
     assert!(s.audits.iter().all(|a| a.passed && a.segments >= 1), "{:?}", s.audits);
 
+    // The operator's tool audits the same job over the deployment the demo left, the server
+    // serving it again (anvil reloads the saved chain), as an operator runs it.
+    let op = dir.path().join("demo/operator");
+    let job = &s.audits[0].job_id;
+    let emb = start(&ServerConfig::new(&op, worker().program)).await.unwrap();
+    let app = posthuman_functions::api::router(emb.deps.clone(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let o = operator_audit(&op, job, &api).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["job_id"], job.as_str());
+    assert!(!rep["results"].as_array().unwrap().is_empty(), "{rep}");
+
     // The audit is real: swap the weights of the checkpoint the final segment starts from
     // (an operator covering up skipped or different training) and it no longer passes.
-    let op = dir.path().join("demo/operator");
     let book = AddressBook::load(&op.join("chain/address-book.json")).unwrap();
     let store = LocalStore::new(op.join("store")).unwrap();
-    let job = &s.audits[0].job_id;
     let spec: JobSpec = serde_json::from_slice(
         &store.get(&posthuman_functions::queue::spec_key(job), 1 << 20).await.unwrap(),
     )
@@ -128,6 +157,11 @@ async fn the_whole_story_adds_up() {
     let rep =
         audit_job(&store, job, book.operator, &domain, &AuditPolicy::default()).await.unwrap();
     assert!(!rep.passed(), "a tampered checkpoint must fail the audit: {rep:?}");
+    let o = operator_audit(&op, job, &api).await;
+    assert_eq!(o.status.code(), Some(7), "a failed audit exits 7");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did not reproduce"));
+    emb.queue.shutdown().await;
+    emb.anvil.stop();
     assert_eq!(s.jobs.len(), 6, "2 train, 1 infer, 3 evaluate");
     assert!(!s.generated.trim().is_empty());
 }

@@ -36,7 +36,7 @@
 //   then the catalogue with 1,000 more models (written into the API's SQLite catalogue): its
 //   first render timed (target ≤ 1 s) and every model reachable, a page at a time.
 //
-// Usage: node web/tests/browser.mjs (after web/build.sh and a debug build of posthuman,
+// Usage: node web/tests/browser.mjs (after web/build.sh and a debug build of posthuman-demo,
 // posthuman-worker and posthuman-server in $CARGO_TARGET_DIR/debug). Exits non-zero on the
 // first failed expectation.
 
@@ -204,8 +204,8 @@ const tmp = mkdtempSync(join(tmpdir(), 'posthuman-web-'));
 const demoDir = join(tmp, 'demo');
 log(`tiny demo into ${demoDir}`);
 const demo = spawnSync(
-  join(bin, 'posthuman'),
-  ['--json', 'demo', '--size', 'tiny', '--data-dir', demoDir, '--wikitext', join(root, 'data/wikitext-2')],
+  join(bin, 'posthuman-demo'),
+  ['--json', '--size', 'tiny', '--data-dir', demoDir, '--wikitext', join(root, 'data/wikitext-2')],
   { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 },
 );
 if (demo.status !== 0) {

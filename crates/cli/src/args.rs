@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// posthuman: buy compute on private transformer models, train, infer, evaluate, verify.
 #[derive(Debug, Parser)]
@@ -61,10 +61,8 @@ pub enum Command {
     Jobs(JobsCmd),
     /// Where each of your datatokens came from (derivation rewards by scheme share).
     Rewards,
-    /// Verify a job's receipt publicly, or audit its training (`--audit`, needs the weights).
+    /// Verify a job's receipt, its lineage and the order that paid for it, on chain.
     Verify(VerifyArgs),
-    /// Play the whole Alice → Elena story on a fresh embedded deployment.
-    Demo(DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,11 +321,12 @@ pub struct LoraArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     pub job: String,
-    /// Re-run sampled training segments (operator/auditor only: needs the private store).
-    #[arg(long)]
+    /// Moved: the proof-of-learning audit needs the private store, so it is operator tooling
+    /// (`posthuman-operator audit`). Kept, hidden, so the old command says where it went.
+    #[arg(long, hide = true)]
     pub audit: bool,
-    /// The operator's data dir (for --audit on the embedded default).
-    #[arg(long)]
+    /// Moved with `--audit`.
+    #[arg(long, hide = true, requires = "audit")]
     pub data_dir: Option<PathBuf>,
     /// The salt printed when the job was submitted: with --data or --prompt, checks that the
     /// receipt commits to that input. Without it the data binding is not checked (the
@@ -343,44 +342,6 @@ pub struct VerifyArgs {
     /// The messages of a chat infer job as ROLE:CONTENT, in order (repeat; with --salt).
     #[arg(long = "message", requires = "salt", conflicts_with_all = ["prompts", "data"], value_parser = parse_message)]
     pub messages: Vec<posthuman_types::ChatMessage>,
-}
-
-/// How big the demo's models and jobs are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DemoSize {
-    /// The README's demo: a base model that learns something in about a minute.
-    Full,
-    /// A seconds-long run for CI (tiny model, few steps).
-    Tiny,
-}
-
-/// The demo base model's family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DemoFamily {
-    /// GPT-2 (learned positions, LayerNorm, GELU MLP).
-    Gpt2,
-    /// Llama (RoPE, RMSNorm, SiLU-gated MLP, grouped-query attention, tied embeddings as
-    /// SmolLM2 ships them).
-    Llama,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// A fresh directory for the demo's chain, store and keys (default: a temporary one).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DemoSize::Full)]
-    pub size: DemoSize,
-    /// WikiText-2 directory (valid.txt, test.txt).
-    #[arg(long, default_value = "data/wikitext-2")]
-    pub wikitext: PathBuf,
-    /// Make M2 and M3 as LoRA derivations of this rank (adapters on c_attn and c_fc)
-    /// instead of full fine-tunes.
-    #[arg(long)]
-    pub lora_rank: Option<u32>,
-    /// The family of Alice's base model (and so of M2 and M3).
-    #[arg(long, value_enum, default_value_t = DemoFamily::Gpt2)]
-    pub family: DemoFamily,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The `posthuman` command line, as a library so the demo and the tests drive the very
-//! commands users type.
+//! The `posthuman` command line, as a library so the demo (`posthuman-demo`) and the tests
+//! drive the very commands users type. It links neither the worker nor the server: operator
+//! tooling that needs the private store is `posthuman-operator`.
 //!
 //! - [`args`]: clap definitions, parsed once in `main`.
 //! - [`Config`]: the flags and environment resolved once (wallet, API, chain endpoint).
@@ -7,13 +8,11 @@
 //! - [`client`]: the typed HTTP client of the API (signed requests, error translation).
 //! - [`commands`]: one module per command group (wallet, models, market, jobs, rewards,
 //!   verify); each function returns a serialisable outcome and prints it.
-//! - [`demo`]: the Alice → Elena story on a fresh embedded deployment.
 //! - [`error`]: [`CliError`] with its documented exit codes.
 
 pub mod args;
 pub mod client;
 pub mod commands;
-pub mod demo;
 pub mod error;
 pub mod output;
 pub mod session;
@@ -73,6 +72,5 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Jobs(c) => commands::jobs::run(&cfg, &out, c).await,
         Command::Rewards => commands::rewards::run(&cfg, &out).await,
         Command::Verify(a) => commands::verify::run(&cfg, &out, a).await,
-        Command::Demo(a) => demo::run(&out, a).await,
     }
 }

@@ -4,9 +4,6 @@ use clap::Parser;
 
 fn main() {
     let cli = posthuman_cli::args::Cli::parse();
-    // SAFETY: single-threaded here, before the runtime and any compute pool start (`verify
-    // --audit` re-runs training segments in this process).
-    unsafe { posthuman_gpt2::configure_threads(None) };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! The `posthuman` binary against a real embedded server (anvil, Ocean v4, the API over
 //! HTTP): wallets, the chain discovery at `/api/chain`, JSON output, and the documented exit
 //! codes for wrong passwords, refused requests and unreachable APIs. Jobs and trades run in
-//! the workspace's demo test (`tests/tests/demo.rs`), which drives the same functions.
+//! the workspace's demo test (`tests/tests/demo.rs`), whose `posthuman-demo` drives the same
+//! functions.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns may unwrap too
 

@@ -41,8 +41,9 @@ struct Args {
     /// shows them); default: the demo rates, wall-clock limits at the CPU's rate.
     #[arg(long, env = "POSTHUMAN_RATES_FILE")]
     rates: Option<PathBuf>,
-    /// Seconds a finished train job's checkpoints are kept for `verify --audit` before they
-    /// are pruned (default 30 days; the AWS stack's S3 lifecycle rule uses the same window).
+    /// Seconds a finished train job's checkpoints are kept for `posthuman-operator audit`
+    /// before they are pruned (default 30 days; the AWS stack's S3 lifecycle rule uses the
+    /// same window).
     #[arg(long, env = "POSTHUMAN_AUDIT_WINDOW_SECS", default_value_t = posthuman_functions::prune::DEFAULT_AUDIT_WINDOW_SECS)]
     audit_window_secs: u64,
     /// Confirmations an order needs before it pays for a job (default: 0 on the local anvil,

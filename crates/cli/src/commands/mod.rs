@@ -2,7 +2,6 @@
 //! an outcome through [`crate::output::Out`]; the functions they call are public so the demo
 //! drives exactly what users type.
 
-pub mod audit;
 pub mod jobs;
 pub mod market;
 pub mod models;

@@ -90,40 +90,11 @@ fn input_of(a: &VerifyArgs) -> Result<Option<Input>, CliError> {
 }
 
 pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError> {
-    let s = Session::open(cfg).await?;
     if a.audit {
-        let dir = a.data_dir.ok_or_else(|| {
-            CliError::Usage("--audit re-runs training from the operator's private store: pass --data-dir (the server's data dir)".into())
-        })?;
-        let store = posthuman_store::LocalStore::new(dir.join("store"))
-            .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
-        let book = s.chain.book();
-        let domain = ReceiptDomain::new(book.chain_id, book.lineage);
-        let policy = posthuman_receipts::AuditPolicy::default();
-        let operator = super::audit::operator_of_commitment(&s.chain, &a.job).await?;
-        let rep = super::audit::audit_job(&store, &a.job, operator, &domain, &policy).await?;
-        out.emit(&rep, || {
-            format!(
-                "audit of {}: {} — {} segment(s) re-run ({} of {} steps, {:.1}% of the training compute)",
-                rep.job_id,
-                if rep.passed() { "every audited segment reproduced bit for bit" } else { "FAILED" },
-                rep.results.len(),
-                rep.audit_steps,
-                rep.total_steps,
-                rep.cost_ratio * 100.0
-            )
-        });
-        return if rep.passed() {
-            Ok(())
-        } else {
-            let bad: Vec<String> = rep.failures().map(|r| format!("segment {}", r.index)).collect();
-            Err(CliError::VerificationFailed(format!(
-                "audit: {} did not reproduce",
-                bad.join(", ")
-            )))
-        };
+        return Err(audit_moved(&a));
     }
     let input = input_of(&a)?;
+    let s = Session::open(cfg).await?;
     let v = verify_input(&s, &a.job, input.as_ref()).await?;
     out.emit(&v, || {
         let mut t = v.report.to_string();
@@ -138,6 +109,18 @@ pub async fn run(cfg: &Config, out: &Out, a: VerifyArgs) -> Result<(), CliError>
         t
     });
     if v.passed { Ok(()) } else { Err(CliError::VerificationFailed(v.failures.join("; "))) }
+}
+
+/// `verify --audit` was the proof-of-learning audit; it re-runs training from the private
+/// store, which no user holds, so it moved to the operator's tool. Say so, with the command.
+fn audit_moved(a: &VerifyArgs) -> CliError {
+    let dir = a.data_dir.as_ref().map_or("DIR".into(), |d| d.display().to_string());
+    CliError::Usage(format!(
+        "the audit re-runs training from the operator's private store, so it is operator \
+         tooling now: `posthuman-operator audit {} --data-dir {dir}`; `posthuman verify {}` \
+         checks the receipt, lineage and order on chain",
+        a.job, a.job
+    ))
 }
 
 fn parse(job_id: &str, v: serde_json::Value) -> Result<SignedReceipt, CliError> {
@@ -262,6 +245,26 @@ pub async fn verify_input(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17: the audit moved to operator tooling; the old command says where, before it
+    /// needs a wallet or an API, and names the same job and data dir.
+    #[tokio::test]
+    async fn verify_audit_says_where_the_audit_went() {
+        use clap::Parser;
+        let parse = |args: &[&str]| crate::args::Cli::try_parse_from(args);
+        let cli = parse(&["posthuman", "verify", "job-7", "--audit", "--data-dir", "/srv/ph"])
+            .expect("still parses");
+        let cfg = crate::Config::from_cli(&cli);
+        let crate::args::Command::Verify(a) = cli.command else { panic!("not verify") };
+        let err = run(&cfg, &Out::quiet(), a).await.expect_err("refused");
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("posthuman-operator audit job-7 --data-dir /srv/ph"), "{msg}");
+        assert!(
+            parse(&["posthuman", "verify", "job-7", "--data-dir", "/srv/ph"]).is_err(),
+            "--data-dir belonged to --audit only"
+        );
+    }
 
     /// The salt is what makes the binding checkable: the same input under another salt (or
     /// another input under the same salt) names another hash.

@@ -1,12 +1,12 @@
-//! `posthuman verify JOB --audit --data-dir DIR`: a proof-of-learning audit (Jia et al.,
-//! 2021) run by whoever holds the weights — the operator, or an auditor it admits to its
-//! store. The receipt's committed checkpoint tree is sampled (final segment, largest
-//! updates, seeded random ones, within a compute budget); each sampled segment is re-run
-//! with the worker's own train loop from the stored start checkpoint, with the parameters,
-//! dataset and input weights the receipt commits to, and must reproduce the committed end
-//! checkpoint (weights and optimizer state) bit for bit.
+//! The proof-of-learning audit (Jia et al., 2021), run by whoever holds the weights — the
+//! operator, or an auditor it admits to its store. The receipt's committed checkpoint tree is
+//! sampled (final segment, largest updates, seeded random ones, within a compute budget);
+//! each sampled segment is re-run with the worker's own train loop from the stored start
+//! checkpoint, with the parameters, dataset and input weights the receipt commits to, and
+//! must reproduce the committed end checkpoint (weights and optimizer state) bit for bit.
 
 use bytes::Bytes;
+use posthuman_functions::prune::{PrunedMarker, pruned_marker_key};
 use posthuman_receipts::{
     AuditPolicy, AuditReport, ReceiptDomain, Replay, Segment, SignedReceipt, VerifiedReceipt,
     audit_async, json_hash, plan_audit, receipt_params,
@@ -19,21 +19,21 @@ use posthuman_worker::train;
 use posthuman_worker::train::checkpoint::{self, CheckpointState, fingerprint};
 use posthuman_worker::train::method::Method;
 
-use crate::error::CliError;
+use crate::error::AuditError;
 
-fn fail(e: impl std::fmt::Display) -> CliError {
-    CliError::VerificationFailed(e.to_string())
+fn fail(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Failed(e.to_string())
 }
 
-fn io(e: impl std::fmt::Display) -> CliError {
-    CliError::Io(format!("the operator's store: {e}"))
+fn io(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Store(e.to_string())
 }
 
 fn ckpt(prefix: &str, step: u32, file: &str) -> String {
     join(&format!("{prefix}/checkpoints/step-{step:06}"), file)
 }
 
-/// Where the embedded default keeps a job's spec and public outputs.
+/// Where the queue keeps a job's spec (the embedded default's and the AWS stack's layout).
 fn spec_key(job_id: &str) -> String {
     posthuman_functions::queue::spec_key(job_id)
 }
@@ -44,7 +44,7 @@ fn spec_key(job_id: &str) -> String {
 pub async fn operator_of_commitment(
     chain: &posthuman_chain::Chain,
     job_id: &str,
-) -> Result<alloy::primitives::Address, CliError> {
+) -> Result<alloy::primitives::Address, AuditError> {
     let c = chain.commitment(posthuman_receipts::canonical::job_id_hash(job_id)).await?;
     if c.state == posthuman_chain::lineage::JobState::Unknown {
         return Err(fail(format!("job {job_id} has no training commitment on chain")));
@@ -62,26 +62,20 @@ pub async fn audit_job(
     operator: alloy::primitives::Address,
     domain: &ReceiptDomain,
     policy: &AuditPolicy,
-) -> Result<AuditReport, CliError> {
+) -> Result<AuditReport, AuditError> {
     let spec: JobSpec =
         serde_json::from_slice(&store.get(&spec_key(job_id), 1 << 20).await.map_err(io)?)
             .map_err(fail)?;
     let JobParams::Train(p) = &spec.params else {
-        return Err(CliError::Usage(format!("job {job_id} is not a train job: nothing to audit")));
+        return Err(AuditError::NotATrainJob(job_id.to_string()));
     };
     // Past the operator's audit window the checkpoints are gone: say so, with the dates,
     // rather than failing on the first missing object.
-    let marker = posthuman_functions::prune::pruned_marker_key(&spec.private_prefix);
+    let marker = pruned_marker_key(&spec.private_prefix);
     if store.head(&marker).await.map_err(io)?.is_some() {
         let b = store.get(&marker, 1 << 16).await.map_err(io)?;
-        let m: posthuman_functions::prune::PrunedMarker =
-            serde_json::from_slice(&b).map_err(fail)?;
-        return Err(CliError::Unavailable(format!(
-            "job {job_id}'s checkpoints were pruned at {} (unix s), past the operator's audit \
-             window of {} s after the job finished at {}; the receipt still verifies, but no \
-             segment can be replayed",
-            m.pruned_at, m.audit_window_secs, m.finished_at
-        )));
+        let m: PrunedMarker = serde_json::from_slice(&b).map_err(fail)?;
+        return Err(AuditError::Pruned(m));
     }
     let public = |name: &str| format!("{}/{name}", spec.public_prefix);
     let signed: SignedReceipt =
@@ -146,7 +140,7 @@ async fn replay_segment(
     fp: Hash32,
     input_hash: Hash32,
     seg: &Segment,
-) -> Result<Replay, CliError> {
+) -> Result<Replay, AuditError> {
     let prefix = format!("audits/{}/segment-{}", spec.job_id, seg.index);
     for k in store.list(&prefix).await.map_err(io)? {
         store.delete(&k).await.map_err(io)?;
@@ -190,7 +184,6 @@ async fn replay_segment(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use posthuman_functions::prune::{PrunedMarker, pruned_marker_key};
     use posthuman_store::LocalStore;
 
     /// Issue 13 §3: after the operator's audit window the checkpoints are pruned; an audit
@@ -225,11 +218,10 @@ mod tests {
         let domain = ReceiptDomain::new(31337, zero);
         let err =
             audit_job(&store, "job-old", zero, &domain, &AuditPolicy::default()).await.unwrap_err();
-        match err {
-            CliError::Unavailable(msg) => {
-                assert!(msg.contains("pruned") && msg.contains("86400"), "{msg}");
-            }
-            other => panic!("not a clear 'pruned' answer: {other:?}"),
-        }
+        let AuditError::Pruned(m) = &err else { panic!("not a clear 'pruned' answer: {err:?}") };
+        assert_eq!(m, &marker);
+        let msg = err.to_string();
+        assert!(msg.contains("pruned") && msg.contains("86400"), "{msg}");
+        assert_eq!(err.exit_code(), 4, "unavailable, as the CLI's documented codes say");
     }
 }

@@ -11,8 +11,8 @@ use posthuman_types::Hash32;
 use posthuman_types::pricing::Ocean;
 use serde::Serialize;
 
-use crate::commands::rewards::Reward;
-use crate::units;
+use posthuman_cli::commands::rewards::Reward;
+use posthuman_cli::units;
 
 /// One model of the lineage.
 #[derive(Clone, Debug, Serialize)]

@@ -13,17 +13,19 @@ use posthuman_types::{
     EvalParams, InferParams, JobParams, RewardScheme, Sampling, TrainParams, job::Baseline,
 };
 
-use super::summary::{Account, AuditLine, JobLine, ModelLine, RoyaltyLine, Summary};
-use super::{DemoFamily, DemoOptions, base};
-use crate::args::PublishArgs;
-use crate::client::ApiClient;
-use crate::commands::jobs::Consent;
-use crate::commands::{jobs, market, models, rewards, verify};
-use crate::error::CliError;
-use crate::output::Out;
-use crate::session::Session;
-use crate::units;
+use posthuman_cli::args::PublishArgs;
+use posthuman_cli::client::ApiClient;
+use posthuman_cli::commands::jobs::Consent;
+use posthuman_cli::commands::{jobs, market, models, rewards, verify};
+use posthuman_cli::error::CliError;
+use posthuman_cli::output::Out;
+use posthuman_cli::session::{self, Session};
+use posthuman_cli::units;
+use posthuman_operator::audit::{audit_job, operator_of_commitment};
 use posthuman_types::pricing::Ocean;
+
+use crate::summary::{Account, AuditLine, JobLine, ModelLine, RoyaltyLine, Summary};
+use crate::{DemoFamily, DemoOptions, audit_err, base};
 
 /// Reward per derivation (whole datatokens) and the geometric scheme's first share.
 const REWARD_TOTAL: &str = "100";
@@ -234,7 +236,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     mark("training: Bob → M2 (paid job, publication, rewards)", &mut timings);
 
     // 5. Bob offers M2 datatokens for sale; Charlie buys from him and trains → M3.
-    let m2_dt: Address = crate::session::address("datatoken", &m2.card.datatoken)?;
+    let m2_dt: Address = session::address("datatoken", &m2.card.datatoken)?;
     let offer =
         market::sell(&bob.s, m2_dt, units::parse("price", "3")?, one * U256::from(5)).await?;
     let m2_offer: U256 = offer.offer_id.parse().map_err(err)?;
@@ -258,7 +260,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     mark("training: Charlie → M3 (paid job, publication, rewards)", &mut timings);
 
     // Charlie offers M3 for sale: Derek and Elena buy from him.
-    let m3_dt: Address = crate::session::address("datatoken", &m3.card.datatoken)?;
+    let m3_dt: Address = session::address("datatoken", &m3.card.datatoken)?;
     let offer =
         market::sell(&charlie.s, m3_dt, units::parse("price", "4")?, one * U256::from(5)).await?;
     let m3_offer: U256 = offer.offer_id.parse().map_err(err)?;
@@ -340,9 +342,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     // (Derek's inference, Elena's evaluation) paid Alice's royalty into the model's vault.
     // Anyone may pay a vault out; Derek does, and every wei is checked against the scheme.
     let labels = [
-        (crate::session::address("nft", &m1.card.nft)?, "M1"),
-        (crate::session::address("nft", &m2.card.nft)?, "M2"),
-        (crate::session::address("nft", &m3.card.nft)?, "M3"),
+        (session::address("nft", &m1.card.nft)?, "M1"),
+        (session::address("nft", &m2.card.nft)?, "M2"),
+        (session::address("nft", &m3.card.nft)?, "M3"),
     ];
     let mut royalties = Vec::new();
     for (i, depth) in [(1usize, 1usize), (2, 2)] {
@@ -386,7 +388,7 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     for p in &people {
         let mut held = BTreeMap::new();
         for (label, m) in ["M1", "M2", "M3"].iter().zip(&models_now) {
-            let dt = crate::session::address("datatoken", &m.card.datatoken)?;
+            let dt = session::address("datatoken", &m.card.datatoken)?;
             held.insert(label.to_string(), p.s.chain.balance_of(dt, p.s.me()).await?);
         }
         let expected = ["M1", "M2", "M3"]
@@ -420,9 +422,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let mut audits = Vec::new();
     for j in job_lines.iter().filter(|j| j.kind == "train") {
         let operator =
-            crate::commands::audit::operator_of_commitment(&emb.deps.chain, &j.job_id).await?;
-        let rep = crate::commands::audit::audit_job(&store, &j.job_id, operator, &domain, &policy)
-            .await?;
+            operator_of_commitment(&emb.deps.chain, &j.job_id).await.map_err(audit_err)?;
+        let rep =
+            audit_job(&store, &j.job_id, operator, &domain, &policy).await.map_err(audit_err)?;
         audits.push(AuditLine {
             trainer: j.buyer.clone(),
             job_id: j.job_id.clone(),

@@ -12,9 +12,10 @@ use posthuman_worker::setup::{
 use posthuman_worker::tokenizer::train_bpe;
 use posthuman_worker::{JobOutcome, WorkerConfig, runner};
 
-use super::{DemoFamily, Sizes};
-use crate::error::CliError;
-use crate::output::Out;
+use posthuman_cli::error::CliError;
+use posthuman_cli::output::Out;
+
+use crate::{DemoFamily, Sizes};
 
 fn worker_err(e: posthuman_worker::WorkerError) -> CliError {
     CliError::Internal(format!("base model: {e}"))

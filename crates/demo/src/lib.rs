@@ -1,4 +1,4 @@
-//! `posthuman demo`: the seed's story, every step real, on a fresh embedded deployment.
+//! `posthuman-demo`: the seed's story, every step real, on a fresh embedded deployment.
 //!
 //! 1. start the embedded default (anvil + Ocean v4 + ModelLineage, API server, local queue);
 //! 2. fund Alice, Bob, Charlie, Derek and Elena with test OCEAN;
@@ -10,9 +10,16 @@
 //! 8. the summary: lineage, balances and where they came from, perplexities, Derek's text,
 //!    every receipt verified — and [`Summary::check`] asserts it all adds up exactly.
 //!
-//! Users act only through the functions users call (`commands::*`), over HTTP and their own
-//! chain transactions; the operator's side is the embedded server.
+//! Users act only through the functions users call (`posthuman_cli::commands::*`), over HTTP
+//! and their own chain transactions; the operator's side is the embedded server (and its
+//! audit, `posthuman_operator`). It is its own crate and binary because it links everything
+//! — server, worker, chain — which the user CLI `posthuman` must not.
+//!
+//! Modules: [`args`] (flags, parsed once in `main`); `base` (Alice's own tokenizer and base
+//! model); `story` ([`play`]: the steps, timed); `summary` ([`Summary`]: what happened, and
+//! [`Summary::check`]).
 
+pub mod args;
 mod base;
 mod story;
 mod summary;
@@ -22,11 +29,12 @@ use std::path::PathBuf;
 pub use story::play;
 pub use summary::Summary;
 
-pub use crate::args::DemoFamily;
-use crate::args::{DemoArgs, DemoSize};
-use crate::error::CliError;
-use crate::output::Out;
+use crate::args::DemoArgs;
+pub use crate::args::{DemoFamily, DemoSize};
+use posthuman_cli::error::CliError;
+use posthuman_cli::output::Out;
 use posthuman_functions::queue::WorkerCommand;
+use posthuman_operator::AuditError;
 
 /// Model and job sizes of a demo run.
 #[derive(Clone, Debug)]
@@ -128,8 +136,23 @@ pub fn default_worker() -> Result<WorkerCommand, CliError> {
     )))
 }
 
-/// `posthuman demo`.
-pub async fn run(out: &Out, a: DemoArgs) -> Result<(), CliError> {
+/// The operator's audit fails the demo as the CLI's errors do, class for class (the same
+/// exit codes `posthuman verify --audit` had).
+fn audit_err(e: AuditError) -> CliError {
+    match e {
+        AuditError::Usage(_) | AuditError::NotATrainJob(_) => CliError::Usage(e.to_string()),
+        AuditError::Pruned(_) => CliError::Unavailable(e.to_string()),
+        AuditError::Unavailable(m) => CliError::Unavailable(m),
+        AuditError::Chain(c) => c.into(),
+        AuditError::Failed(m) => CliError::VerificationFailed(m),
+        AuditError::Store(_) => CliError::Io(e.to_string()),
+    }
+}
+
+/// `posthuman-demo`: plays the story, prints the summary (JSON with `--json`), checks it.
+pub async fn run(a: DemoArgs) -> Result<(), CliError> {
+    let out = Out::new(a.json);
+    let out = &out;
     let opts = DemoOptions {
         data_dir: a.data_dir,
         sizes: Sizes::of(a.size),

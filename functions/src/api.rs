@@ -33,7 +33,9 @@ use crate::handlers::views::Paged;
 use crate::handlers::{jobs, lists, models, ocean};
 use crate::openapi::{PublishForm, RouteDoc, SubmitForm, route_doc};
 use crate::spool::{SpoolWriter, Spooled};
-use crate::uploads::{self, Fetched, Keep, UploadGrant, UploadLimits, UploadPurpose, UploadRequest};
+use crate::uploads::{
+    self, Fetched, Keep, UploadGrant, UploadLimits, UploadPurpose, UploadRequest,
+};
 
 /// The OpenAPI description served at `/api/openapi.json`: the committed `openapi.json`, which
 /// `tests/openapi.rs` keeps equal to [`crate::openapi::document`] (served as a constant, so

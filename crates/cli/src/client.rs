@@ -4,15 +4,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy::signers::local::PrivateKeySigner;
-// The direct-upload types still live in the API crate (moving to posthuman_types::uploads).
-use posthuman_functions::uploads::{
-    DeclaredFile, UPLOAD_HEADER, UploadGrant, UploadPurpose, UploadRequest,
-};
 use posthuman_receipts::ReceiptDomain;
 use posthuman_receipts::request::{
     CREATE_UPLOAD, EDIT_CARD, PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest,
 };
 use posthuman_types::requests::{JobRequest, PublishRequest};
+use posthuman_types::uploads::{
+    DeclaredFile, PutTarget, UPLOAD_HEADER, UploadGrant, UploadPurpose, UploadRequest,
+};
 use posthuman_types::views::{JobResult, JobView, ModelView, Quote, QuoteTerms, SubmittedView};
 use posthuman_types::{Hash32, JobKind};
 use serde::de::DeserializeOwned;
@@ -244,7 +243,7 @@ impl ApiClient {
     /// Sends one staged file as `t` says, in chunks that advance `bar`.
     async fn put_file(
         &self,
-        t: &posthuman_functions::uploads::PutTarget,
+        t: &PutTarget,
         data: bytes::Bytes,
         bar: &indicatif::ProgressBar,
     ) -> Result<(), CliError> {

@@ -1,6 +1,7 @@
 //! What the users' `posthuman` binary links, read from `cargo metadata`'s resolved graph: not
 //! the worker's training code, nor the demo or the operator's tooling that bring it (issue 17:
-//! the demo and the audit moved out so the CLI links neither the server nor the worker).
+//! the demo and the audit moved out, and the wire types into posthuman-types, so the CLI links
+//! neither the server nor the worker).
 
 #![allow(clippy::unwrap_used)] // a test: a failed step is the failure
 
@@ -8,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 /// Crates `posthuman-cli` must never depend on, directly or not, in its normal (linked)
-/// dependencies: the worker (candle training, tokenizers' trainer, chat templates), and the
-/// crates that exist to link it.
-const NEVER: [&str; 3] = ["posthuman-worker", "posthuman-demo", "posthuman-operator"];
+/// dependencies: the worker (candle training, tokenizers' trainer, chat templates), the
+/// server (axum, the AWS SDKs, SQLite), and the crates that exist to link them.
+const NEVER: [&str; 4] =
+    ["posthuman-worker", "posthuman-functions", "posthuman-demo", "posthuman-operator"];
 
 /// Crates the CLI itself must not name: it reads no operator store.
 const NOT_DIRECT: [&str; 1] = ["posthuman-store"];

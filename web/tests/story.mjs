@@ -3,15 +3,17 @@
 // Ocean v4, the lineage contract, the local queue running real train/infer/evaluate jobs).
 // Five wallets, each one of anvil's unlocked dev accounts behind an injected EIP-1193
 // provider (lib.mjs: anvil signs their transactions and typed data):
-//   Alice publishes M1 from a model folder (the publish page, direct upload);
+//   Alice publishes M1, her base model trained on her machine, from its folder (the publish
+//   page, direct upload), with the demo's price and reward scheme;
 //   Bob buys an M1 datatoken and trains → M2 (named by him), rewarded by M1's scheme;
 //   Bob offers M2 datatokens on the peer market; Charlie buys one there and trains → M3;
 //   Charlie offers M3; Derek buys one, runs inference and reads the generated text;
-//   Elena buys one, evaluates M3 and reads the report;
+//   Elena evaluates M1 (bought on Ocean's exchange by the order), M2 and M3 (bought on the
+//   peer market), M1 the baseline, and reads each report;
 //   anyone (a browser with no wallet) opens Charlie's train receipt: every check passes.
 // The only steps outside the UI are the setup the CLI demo does too (OCEAN for the five, sent
-// by the operator, who holds the test OCEAN) and the model folder Alice brings (a tiny GPT-2
-// made by `posthuman-worker train-tokenizer` + `init-model`, the demo's --size tiny shape).
+// by the operator, who holds the test OCEAN) and the model Alice brings (a tiny GPT-2 of the
+// demo's --size tiny shape, trained by `posthuman-worker` run locally, as the demo does).
 // At the end the datatoken balances on chain (eth_call) equal the demo's ledger
 // (crates/cli/src/demo/story.rs): +1 per purchase, -1 per order, the order's datatoken less
 // Ocean's community fee to the model's payment collector, and each derivation's reward split
@@ -24,7 +26,7 @@
 // expectation, keeping its temp dir.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -42,22 +44,32 @@ const shots = join(process.env.SCREENSHOTS ?? cache, 'story-shots');
 rmSync(shots, { recursive: true, force: true });
 mkdirSync(shots, { recursive: true });
 
-// Alice's model folder: a tokenizer trained on the first 40 KB of WikiText-2's valid split and
-// a random-init GPT-2 of the tiny demo's shape (config.json, model.safetensors, tokenizer.json).
+// Alice's model folder, made on her own machine as the demo's step 3 does (demo/base.rs): a
+// tokenizer trained on the first 40 KB of WikiText-2's valid split, a GPT-2 of the tiny demo's
+// shape initialised, then trained 30 steps on the same text by the worker run locally; the
+// trained config.json, model.safetensors and tokenizer.json are the folder she publishes.
 const valid = readFileSync(join(root, 'data/wikitext-2/valid.txt'), 'utf8');
-const corpus = join(tmp, 'corpus.txt');
-writeFileSync(corpus, valid.slice(0, TINY.base_bytes));
-const modelDir = join(tmp, 'alice-model');
+const ws = join(tmp, 'alice');
+mkdirSync(join(ws, 'base'), { recursive: true });
+writeFileSync(join(ws, 'base/corpus.txt'), valid.slice(0, TINY.base_bytes));
+const spec = {
+  job_id: 'alice-base', model_prefix: 'base/init', dataset_key: 'base/corpus.txt', private_prefix: 'base/trained', public_prefix: 'base/public',
+  params: { kind: 'train', steps: 30, learning_rate: 5e-3, warmup_steps: 3, batch_size: TINY.batch, context_len: TINY.context, checkpoint_every: 30, seed: 1 },
+};
+writeFileSync(join(tmp, 'base-spec.json'), JSON.stringify(spec));
 for (const args of [
-  ['train-tokenizer', '--corpus', corpus, '--vocab-size', String(TINY.vocab), '--out', join(tmp, 'tokenizer.json')],
+  ['train-tokenizer', '--corpus', join(ws, 'base/corpus.txt'), '--vocab-size', String(TINY.vocab), '--out', join(tmp, 'tokenizer.json')],
   ['init-model', '--tokenizer', join(tmp, 'tokenizer.json'), '--n-layer', String(TINY.n_layer), '--n-embd', String(TINY.n_embd),
-    '--n-head', String(TINY.n_head), '--n-positions', String(TINY.context), '--seed', '1', '--out', modelDir],
+    '--n-head', String(TINY.n_head), '--n-positions', String(TINY.context), '--seed', '1', '--out', join(ws, 'base/init')],
+  ['run', '--spec', join(tmp, 'base-spec.json'), '--store', ws],
 ]) {
   const r = spawnSync(join(bin, 'posthuman-worker'), args, { encoding: 'utf8' });
   assert.equal(r.status, 0, `posthuman-worker ${args[0]}: ${r.stdout}${r.stderr}`);
 }
-rmSync(join(modelDir, '_COMPLETE'), { force: true }); // the worker's marker, not a model file
-log(`Alice's model folder: ${modelDir}`);
+const modelDir = join(tmp, 'alice-model');
+mkdirSync(modelDir);
+for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) copyFileSync(join(ws, 'base/trained', f), join(modelDir, f));
+log(`Alice trained her base model (30 steps) into ${modelDir}`);
 
 // A fresh deployment. Alice (anvil's dev account #0) is the allowed publisher.
 const dataDir = join(tmp, 'operator');
@@ -224,20 +236,45 @@ try {
   await snap(derek, 'order-infer-m3');
   log(`Derek bought an M3 from Charlie (4 OCEAN) and ran ${inferId}: ${JSON.stringify(generated).slice(0, 60)}`);
 
-  // 5. Elena buys an M3 from Charlie's offer, evaluates it on WikiText-2 test text and reads
-  //    the report.
+  // 5. Elena evaluates M1, M2 and M3 on WikiText-2 test text, M1's perplexity the baseline of
+  //    the other two, as the demo does: M1's datatoken bought by the order itself (the
+  //    exchange), M2's and M3's on the peer market from Bob's and Charlie's offers.
   const elena = await walletPage('elena');
-  await buyOffer(elena, m3, '1');
   const test = readFileSync(join(root, 'data/wikitext-2/test.txt'), 'utf8').slice(0, TINY.eval_bytes);
-  const evalId = await order(elena, 'evaluate', async () => {
-    await elena.setInputFiles('#order-dataset', { name: 'test.txt', mimeType: 'text/plain', buffer: Buffer.from(test) });
-    await elena.fill('#order-context', String(TINY.context));
-    await elena.fill('#order-stride', String(TINY.context / 2));
-  }, '#order-result[data-state="done"] .perplexity');
-  const report = JSON.parse(readFileSync(stored(join(dataDir, 'store'), 'report.json', evalId), 'utf8'));
-  assert.equal(await text(elena, '#order-result .perplexity'), `Perplexity ${report.perplexity.toFixed(3)}`);
-  await snap(elena, 'order-evaluate-m3');
-  log(`Elena evaluated M3 (${evalId}): perplexity ${report.perplexity.toFixed(3)}`);
+  const evals = [];
+  let baseline = null;
+  for (const [label, nft] of [['M1', m1], ['M2', m2], ['M3', m3]]) {
+    if (label !== 'M1') {
+      const seller = label === 'M2' ? who.bob : who.charlie;
+      const before = BigInt(await balanceOf(rpcUrl, book.ocean, seller));
+      await buyOffer(elena, nft, '1');
+      assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, seller)) - before, (label === 'M2' ? 3n : 4n) * e18, `${label}'s seller got its price exactly`);
+    } else {
+      await elena.goto(`${base}/models/${nft}`);
+    }
+    await elena.waitForSelector('#order-kind');
+    const id = await order(elena, 'evaluate', async () => {
+      await elena.setInputFiles('#order-dataset', { name: 'test.txt', mimeType: 'text/plain', buffer: Buffer.from(test) });
+      await elena.fill('#order-context', String(TINY.context));
+      await elena.fill('#order-stride', String(TINY.context / 2));
+      if (baseline) {
+        await elena.fill('#order-baseline-label', baseline.label);
+        await elena.fill('#order-baseline-ppl', String(baseline.perplexity));
+      }
+    }, '#order-result[data-state="done"] .perplexity');
+    const report = JSON.parse(readFileSync(stored(join(dataDir, 'store'), 'report.json', id), 'utf8'));
+    assert.equal(await text(elena, '#order-result .perplexity'), `Perplexity ${report.perplexity.toFixed(3)}`);
+    if (baseline) {
+      assert.deepEqual([report.baseline_label, report.baseline_perplexity], [baseline.label, baseline.perplexity]);
+      assert.equal(await elena.getAttribute('#order-result #perplexity-chart', 'data-bars'), '2');
+    } else {
+      baseline = { label: 'M1', perplexity: report.perplexity };
+    }
+    await snap(elena, `order-evaluate-${label.toLowerCase()}`);
+    evals.push([label, id, report.perplexity]);
+  }
+  const evalId = evals[2][1];
+  log(`Elena evaluated ${evals.map(([l, id, p]) => `${l} (${id}): ${p.toFixed(3)}`).join(', ')}; M1 the baseline`);
 
   // 6. Anyone, with no wallet: the receipt of Charlie's training verifies in the browser.
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -274,8 +311,8 @@ try {
   const [[bobM2], aliceM2] = split(1);
   const [[charlieM3, bobM3], aliceM3] = split(2);
   const want = {
-    alice: { M1: pay, M2: aliceM2, M3: aliceM3 },
-    bob: { M1: 0n, M2: bobM2 - 1n * e18 + pay, M3: bobM3 }, // bought+spent M1; sold 1 M2, paid by Charlie's order
+    alice: { M1: 2n * pay, M2: aliceM2, M3: aliceM3 }, // Bob's and Elena's orders of M1
+    bob: { M1: 0n, M2: bobM2 - 2n * e18 + 2n * pay, M3: bobM3 }, // bought+spent M1; sold 2 M2; Charlie's and Elena's orders
     charlie: { M1: 0n, M2: 0n, M3: charlieM3 - 2n * e18 + 2n * pay }, // sold 2 M3; Derek's and Elena's orders
     derek: { M1: 0n, M2: 0n, M3: 0n },
     elena: { M1: 0n, M2: 0n, M3: 0n },

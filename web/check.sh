@@ -2,7 +2,8 @@
 # The storefront's checks beyond `cargo test -p posthuman-web` (scripts/test.sh runs this after
 # the Rust tests): builds the wasm (web/build.sh), then the browser test — the tiny demo into a
 # data dir, `posthuman-server --static-dir web/dist` over it, and headless Chromium driving the
-# receipt view (web/tests/browser.mjs).
+# receipt view (web/tests/browser.mjs); then the whole story through the UI alone on a fresh
+# deployment (web/tests/story.mjs), its wall time printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -18,3 +19,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 node web/tests/browser.mjs
+t_story=$SECONDS
+node web/tests/story.mjs
+echo "web/check.sh: the browser story (web/tests/story.mjs) took $((SECONDS - t_story)) s wall time"

@@ -40,164 +40,18 @@
 // posthuman-worker and posthuman-server in $CARGO_TARGET_DIR/debug). Exits non-zero on the
 // first failed expectation.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, readdirSync, statSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, statSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname, basename } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, dirname, basename } from 'node:path';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
 import { sweepPages, catalogueAtScale } from './pages.mjs';
+import {
+  root, cache, bin, logger, files, stored, injectWallet, balanceOf, rpc, mined, watchTransfers,
+  assertDirectUpload, ANVIL_DEV0, startServer, stopServer, launchBrowser,
+} from './lib.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const cache = process.env.POSTHUMAN_CACHE ?? join(process.env.HOME, '.cache/posthuman');
-// POSTHUMAN_BIN_DIR: binaries elsewhere (a copy, when other builds share the target dir).
-const bin = process.env.POSTHUMAN_BIN_DIR ?? join(process.env.CARGO_TARGET_DIR ?? join(cache, 'target'), 'debug');
-const dist = join(root, 'web/dist');
-const t0 = Date.now();
-const log = (m) => console.log(`[browser ${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
-
-function files(dir, name, out = []) {
-  for (const e of readdirSync(dir)) {
-    const p = join(dir, e);
-    if (statSync(p).isDirectory()) files(p, name, out);
-    else if (e === name) out.push(p);
-  }
-  return out;
-}
-
-/// The stored public file `name` of job `id` in the operator's store.
-function stored(store, name, id) {
-  const hit = files(store, name).find((p) => {
-    const r = files(dirname(p), 'receipt.json')[0];
-    return r && JSON.parse(readFileSync(r, 'utf8')).body?.job_id === id;
-  });
-  assert.ok(hit, `no stored ${name} for job ${id} under ${store}`);
-  return hit;
-}
-
-// An EIP-1193 wallet injected before the app loads (RECIPES §9): accounts are the test's,
-// every other request goes to the demo's anvil, as a real wallet forwards to its node.
-// `chain` starts the wallet on another network (wrong-network case): it then answers 4902 to
-// the first switch, until the storefront adds the chain. `announce`: EIP-6963 names instead
-// of `window.ethereum`. `authorised`: the site was connected before (a reload reconnects).
-function injectWallet({ rpcUrl, account, chain, announce, authorised: before }) {
-  if (before) sessionStorage.setItem('wallet-ok-injected', '1');
-  const calls = (window.__walletCalls = []);
-  const wallets = (window.__wallets = []);
-  const make = (name) => {
-    const listeners = {};
-    let chainId = chain ?? null; // null: the node's own
-    const known = new Set();
-    const authorised = () => sessionStorage.getItem(`wallet-ok-${name}`) === '1';
-    const w = {
-      async request({ method, params = [] }) {
-        calls.push({ wallet: name, method, params });
-        // The test makes the person decline the next request of this method (4001).
-        if (w.reject === method) {
-          w.reject = null;
-          throw Object.assign(new Error('User rejected the request.'), { code: 4001 });
-        }
-        if (method === 'eth_requestAccounts') {
-          sessionStorage.setItem(`wallet-ok-${name}`, '1');
-          return [w.account];
-        }
-        if (method === 'eth_accounts') return authorised() ? [w.account] : [];
-        if (method === 'eth_chainId' && chainId) return chainId;
-        if (method === 'wallet_addEthereumChain') { known.add(params[0].chainId); w.added = params[0]; return null; }
-        if (method === 'wallet_switchEthereumChain') {
-          if (chainId && !known.has(params[0].chainId)) throw Object.assign(new Error('Unrecognized chain'), { code: 4902 });
-          chainId = params[0].chainId;
-          setTimeout(() => w.emit('chainChanged', chainId), 0);
-          return null;
-        }
-        const r = await fetch(rpcUrl, {
-          method: 'POST', headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ jsonrpc: '2.0', id: calls.length, method, params }),
-        });
-        const j = await r.json();
-        if (j.error) throw Object.assign(new Error(j.error.message), { code: j.error.code });
-        return j.result;
-      },
-      on(ev, f) { (listeners[ev] ??= []).push(f); },
-      removeListener(ev, f) { listeners[ev] = (listeners[ev] ?? []).filter((g) => g !== f); },
-      emit(ev, v) { for (const f of listeners[ev] ?? []) f(v); },
-      account,
-    };
-    wallets.push(w);
-    return w;
-  };
-  if (!announce) {
-    window.ethereum = make('injected');
-    return;
-  }
-  const announced = announce.map((name, i) => ({ info: { uuid: `uuid-${i}`, name, icon: '', rdns: `test.${i}` }, provider: make(name) }));
-  const fire = () => announced.forEach((d) => window.dispatchEvent(new CustomEvent('eip6963:announceProvider', { detail: Object.freeze(d) })));
-  window.addEventListener('eip6963:requestProvider', fire);
-  fire();
-}
-
-/// `balanceOf(owner)` of an ERC-20, asked of the node directly (not through the page).
-async function balanceOf(rpcUrl, token, owner) {
-  const data = '0x70a08231' + owner.slice(2).toLowerCase().padStart(64, '0');
-  const r = await fetch(rpcUrl, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_call', params: [{ to: token, data }, 'latest'] }),
-  });
-  return BigInt((await r.json()).result).toString();
-}
-
-/// A JSON-RPC call to the node, from the test itself (setup and on-chain assertions).
-async function rpc(rpcUrl, method, params = []) {
-  const r = await fetch(rpcUrl, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-  });
-  const j = await r.json();
-  if (j.error) throw new Error(`${method}: ${j.error.message}`);
-  return j.result;
-}
-
-async function mined(rpcUrl, hash) {
-  for (let i = 0; i < 100; i++) {
-    const r = await rpc(rpcUrl, 'eth_getTransactionReceipt', [hash]);
-    if (r) { assert.equal(r.status, '0x1', `${hash} reverted`); return r; }
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
-  throw new Error(`${hash} not mined`);
-}
-
-/// Records a page's file transfers: `POST /api/uploads`, the PUTs, and the publishes and
-/// submits (method, path, content type), in order (not the reads, `GET /api/uploads` among
-/// them).
-function watchTransfers(page) {
-  const seen = [];
-  page.on('request', (r) => {
-    const path = new URL(r.url()).pathname;
-    if (r.method() !== 'GET' && (path.startsWith('/api/uploads') || path === '/api/models' || path === '/api/jobs')) {
-      seen.push({ method: r.method(), path, type: r.headers()['content-type'] ?? '' });
-    }
-  });
-  return seen;
-}
-
-/// The transfers seen are one direct upload of `files` then its use by `route`: the signed
-/// declaration, a PUT per file to the URL it answered, a JSON publish or submit; nothing
-/// multipart anywhere (behind API Gateway a request body is at most 6 MB).
-function assertDirectUpload(seen, files, route) {
-  const what = JSON.stringify(seen);
-  assert.deepEqual(seen.filter((s) => s.method === 'POST' && s.path === '/api/uploads').length, 1, `one declaration: ${what}`);
-  const puts = seen.filter((s) => s.method === 'PUT').map((s) => s.path.match(/^\/api\/uploads\/u-[0-9a-f]{32}\/([a-z_]+)$/)?.[1]);
-  assert.deepEqual(puts.sort(), [...files].sort(), `a PUT per file: ${what}`);
-  const used = seen.filter((s) => s.path === route);
-  assert.equal(used.length, 1, `one ${route}: ${what}`);
-  assert.match(used[0].type, /^application\/json/, `${route} as JSON naming the upload: ${what}`);
-  assert.ok(!seen.some((s) => s.type.startsWith('multipart/')), `no multipart request: ${what}`);
-  assert.ok(seen.indexOf(used[0]) > seen.findLastIndex((s) => s.method === 'PUT'), `the files before the ${route}: ${what}`);
-}
-
-/// anvil's dev account #0 (its default mnemonic), the publisher of the browser's publish.
-const ANVIL_DEV0 = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
+const log = logger('browser');
 
 // 1. A real deployment with finished jobs: the tiny demo, kept in a data dir.
 const tmp = mkdtempSync(join(tmpdir(), 'posthuman-web-'));
@@ -224,33 +78,13 @@ log(`demo done: train ${train.job_id}, evaluate ${evaluation.job_id}`);
 // 2. Serve the same data dir again (anvil reloads its saved state), with the storefront.
 const opDir = join(demoDir, 'operator');
 const store = join(opDir, 'store');
-const server = spawn(
-  join(bin, 'posthuman-server'),
-  // A 16 KiB dataset cap (the API's, below the worker's): a dataset over it is a refusal only
-  // the API can give, which the order panel must say in words. The publisher the browser
-  // publishes as: anvil's dev account #0 (its key is anvil's, so anvil signs its typed data).
-  ['--data-dir', opDir, '--listen', '127.0.0.1:0', '--static-dir', dist, '--worker', join(bin, 'posthuman-worker'),
-    '--max-dataset-bytes', '16384', '--publisher', ANVIL_DEV0],
-  { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
-);
-const base = await new Promise((ok, fail) => {
-  let out = '';
-  server.stdout.on('data', (d) => {
-    out += d;
-    const m = out.match(/listening on (http:\/\/\S+)/);
-    if (m) ok(m[1]);
-  });
-  server.on('exit', (c) => fail(new Error(`posthuman-server exited (${c}) before listening`)));
-});
+// A 16 KiB dataset cap (the API's, below the worker's): a dataset over it is a refusal only
+// the API can give, which the order panel must say in words. The publisher the browser
+// publishes as: anvil's dev account #0 (its key is anvil's, so anvil signs its typed data).
+const { server, base } = await startServer(opDir, ['--max-dataset-bytes', '16384', '--publisher', ANVIL_DEV0]);
 log(`server at ${base}`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launchBrowser();
 let failed = false;
 try {
   const page = await (await browser.newContext()).newPage();
@@ -1028,7 +862,9 @@ try {
     });
     await pp.click('#publish-submit');
     await pp.waitForFunction(() => location.pathname.startsWith('/models/') || document.querySelector('#publish-status.error'), null, { timeout: 120_000 });
-    assert.match(new URL(pp.url()).pathname, /^\/models\/0x[0-9a-f]{40}$/, await pp.locator('#publish-status').textContent().catch(() => ''));
+    // The message is read even on success, when the page has left the form: at most 1 s (the
+    // default 30 s wait for a #publish-status that is gone was most of a publish's time).
+    assert.match(new URL(pp.url()).pathname, /^\/models\/0x[0-9a-f]{40}$/, await pp.locator('#publish-status').textContent({ timeout: 1000 }).catch(() => ''));
     const nft = new URL(pp.url()).pathname.split('/')[2];
     await pp.waitForSelector(`#model[data-nft="${nft}"]`);
     const card = await (await fetch(`${base}/api/models/${nft}`)).json();
@@ -1088,8 +924,7 @@ try {
   console.error(e);
 } finally {
   await browser.close();
-  server.kill('SIGINT');
-  await new Promise((ok) => server.on('exit', ok));
+  await stopServer(server);
   if (!failed) rmSync(tmp, { recursive: true, force: true });
   else console.error(`kept ${tmp} for inspection`);
 }

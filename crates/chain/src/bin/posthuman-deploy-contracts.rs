@@ -53,12 +53,17 @@ struct Args {
     operator_env: Option<String>,
     /// With --operator-env: the least the operator should hold, in ether (e.g. 0.05); the
     /// deployer sends the shortfall.
-    #[arg(long, value_name = "ETH", requires = "operator_env", value_parser = parse_ether)]
+    #[arg(long, value_name = "ETH", requires = "operator_env", value_parser = parse_ether,
+        allow_hyphen_values = true)]
     fund_operator: Option<U256>,
 }
 
 /// A positive amount of ether, as `0.05` or `1`.
 fn parse_ether(s: &str) -> Result<U256, String> {
+    // Refused here, not left to the units parser: a negative amount must never wrap around.
+    if s.trim().starts_with('-') {
+        return Err(format!("{s:?} is negative: an amount of ether such as 0.05"));
+    }
     let wei = posthuman_chain::alloy::primitives::utils::parse_ether(s.trim())
         .map_err(|e| format!("{s:?} is not an amount of ether: {e}"))?;
     if wei.is_zero() {

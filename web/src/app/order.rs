@@ -257,9 +257,13 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
     o.say.emit(
         "Order placed. Sign the job request in your wallet (a signature, no transaction)…".into(),
     );
-    let sig = ask(p, "eth_signTypedData_v4", &sign_params(me, &submit_typed_data(&domain, body.as_bytes())?))
-        .await
-        .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
+    let sig = ask(
+        p,
+        "eth_signTypedData_v4",
+        &sign_params(me, &submit_typed_data(&domain, body.as_bytes())?),
+    )
+    .await
+    .map_err(|e| unused(format!("The job was not submitted: {e}")))?;
     let sig = sig.as_str().ok_or("the wallet returned no signature")?.to_string();
     let mut uploaded_again = false;
     for _ in 0..120 {
@@ -278,7 +282,9 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         }
         // The upload ran out while the order was being paid and confirmed: send the dataset
         // once more (another signature) rather than leave a paid order unused.
-        let error = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or_default();
+        let error = posthuman_receipts::json::from_str::<ErrorBody>(&text)
+            .map(|e| e.error)
+            .unwrap_or_default();
         if (error == code::EXPIRED || error == code::UNKNOWN)
             && !uploaded_again
             && let Some((_, d)) = &o.dataset

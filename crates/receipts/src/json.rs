@@ -17,3 +17,8 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
     de.end()?;
     Ok(value)
 }
+
+/// `serde_json::from_value` without the array form of structs (as [`from_str`]).
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> serde_json::Result<T> {
+    T::deserialize(MapStructs(value))
+}

@@ -60,3 +60,23 @@ fn evaluation_reports_read_the_same_bounded_or_not() {
     same::<EvalReport>(&report.replace(r#""stride":32,"#, ""));
     same::<serde_json::Value>(&report);
 }
+
+#[test]
+fn values_read_the_same_through_from_value() {
+    let v = serde_json::to_value(train_params()).unwrap();
+    let ours: posthuman_types::TrainParams = json::from_value(v.clone()).unwrap();
+    assert_eq!(ours, serde_json::from_value(v.clone()).unwrap());
+    let mut extra = v.clone();
+    extra["surprise"] = 1.into();
+    assert_eq!(
+        json::from_value::<posthuman_types::TrainParams>(extra.clone()).unwrap_err().to_string(),
+        serde_json::from_value::<posthuman_types::TrainParams>(extra).unwrap_err().to_string()
+    );
+    // A train receipt's params read back as TrainParams through it.
+    let r = receipt_with("job-1", JobParams::Train(train_params()), |_| {});
+    assert_eq!(r.train_params().unwrap(), train_params());
+    // The one difference: a struct as an array of its fields.
+    let arr = serde_json::json!([1, 2, 3]);
+    assert!(serde_json::from_value::<posthuman_types::views::JobCounts>(arr.clone()).is_ok());
+    assert!(json::from_value::<posthuman_types::views::JobCounts>(arr).is_err());
+}

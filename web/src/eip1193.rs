@@ -38,7 +38,7 @@ fn to_value(v: &JsValue) -> Value {
     js_sys::JSON::stringify(v)
         .ok()
         .and_then(|s| s.as_string())
-        .and_then(|s| serde_json::from_str(&s).ok())
+        .and_then(|s| posthuman_receipts::json::from_str(&s).ok())
         .unwrap_or(Value::Null)
 }
 

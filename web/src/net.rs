@@ -54,7 +54,7 @@ async fn send(method: &str, url: &str, body: Option<&str>) -> Result<(u16, Strin
 pub const NEXT_CURSOR: &str = "x-posthuman-next-cursor";
 
 fn api_error(path: &str, status: u16, text: &str) -> String {
-    match serde_json::from_str::<ErrorBody>(text) {
+    match posthuman_receipts::json::from_str::<ErrorBody>(text) {
         Ok(e) => format!("{path}: {} ({})", e.message, e.error),
         Err(_) => format!("{path}: HTTP {status}"),
     }
@@ -66,8 +66,8 @@ pub async fn get_page<T: DeserializeOwned>(path: &str) -> Result<(Vec<T>, Option
     if !(200..300).contains(&status) {
         return Err(api_error(path, status, &text));
     }
-    let items =
-        serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))?;
+    let items = posthuman_receipts::json::from_str(&text)
+        .map_err(|e| format!("{path}: unexpected answer: {e}"))?;
     Ok((items, next))
 }
 
@@ -96,7 +96,7 @@ pub async fn get_all<T: DeserializeOwned>(path: &str, max_pages: usize) -> Resul
 /// `GET` an API path (same origin) and parse its JSON; an error answer becomes its message.
 pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, String> {
     let text = get_text(path).await?;
-    serde_json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))
+    posthuman_receipts::json::from_str(&text).map_err(|e| format!("{path}: unexpected answer: {e}"))
 }
 
 /// `GET` an API path and return its body text (the receipt is parsed by the view, so that a
@@ -190,7 +190,7 @@ pub fn answer<T: DeserializeOwned>(path: &str, status: u16, text: &str) -> Resul
     if !(200..300).contains(&status) {
         return Err(api_error(path, status, text));
     }
-    serde_json::from_str(text).map_err(|e| format!("{path}: unexpected answer: {e}"))
+    posthuman_receipts::json::from_str(text).map_err(|e| format!("{path}: unexpected answer: {e}"))
 }
 
 /// JSON-RPC to the chain's node over `fetch`.
@@ -208,7 +208,7 @@ impl JsonRpc for BrowserRpc {
         if !(200..300).contains(&status) {
             return Err(FactsError(format!("the chain's node answered HTTP {status}")));
         }
-        serde_json::from_str(&text)
+        posthuman_receipts::json::from_str(&text)
             .map_err(|e| FactsError(format!("the chain's node answered non-JSON: {e}")))
     }
 }

@@ -145,7 +145,8 @@ fn num<T: DeserializeOwned>(field: &'static str, s: &str) -> Result<T, SpecError
     let bare = digits.len() > 1 && !digits.starts_with(['e', 'E']);
     let lead = if bare && digits.starts_with('.') { "0" } else { "" };
     let trail = if bare && digits.ends_with('.') { "0" } else { "" };
-    serde_json::from_str(&format!("{sign}{lead}{digits}{trail}")).map_err(|_| not_a_number())
+    posthuman_receipts::json::from_str(&format!("{sign}{lead}{digits}{trail}"))
+        .map_err(|_| not_a_number())
 }
 
 impl OrderForm {

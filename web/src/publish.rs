@@ -41,7 +41,7 @@ pub fn check_size(field: &'static str, name: &str, len: u64, max: u64) -> Result
 /// (~27 KB of it on 2026-12-07).
 fn json_text<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
+    posthuman_receipts::json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// `config.json`: a JSON object whose `model_type` the worker runs; returns that type.

@@ -196,7 +196,7 @@ pub fn refusal(error: &str, message: &str) -> String {
 
 /// An API answer that is not a 2xx, in words ([`refusal`] for its error code).
 pub fn api_refusal(status: u16, text: &str) -> String {
-    match serde_json::from_str::<ErrorBody>(text) {
+    match posthuman_receipts::json::from_str::<ErrorBody>(text) {
         Ok(e) => refusal(&e.error, &e.message),
         Err(_) => format!("HTTP {status}"),
     }

@@ -19,6 +19,7 @@
 //!   serialisable snapshot of such facts.
 //! - [`request`]: the EIP-712 struct of signed API requests (submit, publish, reads), signed
 //!   by the CLI and the storefront and checked by the API, under the same domain.
+//! - [`json`]: JSON text read without serde's array form of structs (the storefront's size).
 //! - [`report`]: verification reports: named checks with pass / fail (reason) / skipped.
 //! - [`verify`]: public verification against [`ChainFacts`].
 //! - [`merkle`]: the worker's checkpoint Merkle tree (the very source file of
@@ -44,6 +45,7 @@ pub mod chain_facts;
 pub mod facts;
 pub mod fee_binding;
 pub mod gather;
+pub mod json;
 pub mod receipt;
 pub mod report;
 pub mod request;

@@ -232,7 +232,7 @@ impl Receipt {
             }
             other => other.clone(),
         };
-        serde_json::from_value(p).map_err(|e| inconsistent("params", e.to_string()))
+        crate::json::from_value(p).map_err(|e| inconsistent("params", e.to_string()))
     }
 
     /// Checks what a receipt must satisfy before it is signed and after it is verified:

@@ -113,7 +113,7 @@ impl SignableRequest {
         // From text, not `from_slice`: one serde_json reader type in the storefront's wasm.
         let v: serde_json::Value = std::str::from_utf8(body)
             .ok()
-            .and_then(|text| serde_json::from_str(text).ok())
+            .and_then(|text| crate::json::from_str(text).ok())
             .ok_or(RequestError::MissingField("JSON object"))?;
         let nonce = v
             .get("nonce")

@@ -119,7 +119,7 @@ impl<T: JsonRpc> RpcFacts<T> {
     ) -> Result<Result<Bytes, NodeError>, FactsError> {
         let params = json!([{"to": to, "data": Bytes::from(data)}, "latest"]);
         Ok(match self.call("eth_call", params).await? {
-            Ok(v) => Ok(serde_json::from_value::<Bytes>(v).map_err(|e| bad("eth_call", e))?),
+            Ok(v) => Ok(crate::json::from_value::<Bytes>(v).map_err(|e| bad("eth_call", e))?),
             Err(e) => Err(e),
         })
     }
@@ -198,7 +198,7 @@ impl<T: JsonRpc> RpcFacts<T> {
             return Ok(None);
         }
         let logs: Vec<RawLog> =
-            serde_json::from_value(r.get("logs").cloned().unwrap_or(Value::Null))
+            crate::json::from_value(r.get("logs").cloned().unwrap_or(Value::Null))
                 .map_err(|e| bad(what, e))?;
         Ok(Some(orders_in(&logs, block)))
     }

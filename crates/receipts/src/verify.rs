@@ -381,7 +381,7 @@ pub async fn verify_evaluation(
     // other JSON from text, and a second reader type doubles serde_json's code in its wasm.
     let parsed = std::str::from_utf8(report_bytes)
         .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str::<EvalReport>(text).map_err(|e| e.to_string()));
+        .and_then(|text| crate::json::from_str::<EvalReport>(text).map_err(|e| e.to_string()));
     let report = match parsed {
         Ok(rp) => Some(rp),
         Err(e) => {

@@ -11,6 +11,8 @@
 //! - [`outputs`]: what a job may publish (the public allowlist) and its live progress.
 //! - [`model`]: reward schemes and the public model card.
 //! - [`card`]: what a model's owner may edit on its card (description, tags) and the bounds.
+//! - [`de`]: reading structs as maps only (serde's array form of structs left out of the
+//!   storefront's wasm).
 //! - [`exit`]: the worker's exit codes and which are the buyer's fault (retries, orders).
 //! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
 //! - [`views`]: the API's public views (models, jobs, quotes, results, the chain, errors), as
@@ -29,6 +31,7 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 
 pub mod card;
+pub mod de;
 pub mod exit;
 pub mod hash;
 pub mod job;

@@ -145,6 +145,8 @@ mod tests {
     {
         assert_eq!(serde_json::to_string(v).unwrap(), json);
         assert_eq!(&serde_json::from_str::<T>(json).unwrap(), v);
+        // The storefront's reader (`de::MapStructs`) too.
+        assert_eq!(&crate::de::tests::read::<T>(json).unwrap(), v);
     }
 
     fn sha(b: u8) -> Hash32 {

@@ -339,6 +339,7 @@ pub struct Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::de::tests::same;
 
     #[test]
     fn a_job_view_as_the_api_writes_it_parses_and_unknown_fields_are_ignored() {
@@ -485,6 +486,7 @@ mod tests {
         for derived in [false, true] {
             let v = model_view(derived);
             let text = serde_json::to_string(&v).unwrap();
+            same::<ModelView>(&text);
             let back: ModelView = serde_json::from_str(&text).unwrap();
             assert_eq!(back, v);
             assert_eq!(serde_json::to_string(&back).unwrap(), text, "byte-identical");
@@ -511,6 +513,7 @@ mod tests {
         }
         o.insert("a_field_from_a_newer_api".into(), true.into());
         let text = j.to_string();
+        same::<ModelView>(&text);
         let new: ModelView = serde_json::from_str(&text).unwrap();
         let old: flattened::ModelView = serde_json::from_str(&text).unwrap();
         assert_eq!((&new.card.parent, &new.card.lora), (&None, &None));
@@ -519,12 +522,14 @@ mod tests {
         for k in ["nft", "reward_scheme", "n_positions", "jobs"] {
             let mut j = serde_json::to_value(model_view(true)).unwrap();
             j.as_object_mut().unwrap().remove(k);
+            same::<ModelView>(&j.to_string());
             let e = serde_json::from_str::<ModelView>(&j.to_string()).unwrap_err();
             assert!(e.to_string().contains(&format!("missing field `{k}`")), "{e}");
             assert!(serde_json::from_str::<flattened::ModelView>(&j.to_string()).is_err());
         }
         let mut j = serde_json::to_value(model_view(true)).unwrap();
         j["parameters"] = "many".into();
+        same::<ModelView>(&j.to_string());
         assert!(serde_json::from_str::<ModelView>(&j.to_string()).is_err());
     }
 
@@ -566,6 +571,7 @@ mod tests {
                 updated_at: 2,
             };
             let text = serde_json::to_string(&v).unwrap();
+            same::<JobView>(&text);
             let back: JobView = serde_json::from_str(&text).unwrap();
             assert_eq!(back, v);
             assert_eq!(serde_json::to_string(&back).unwrap(), text, "byte-identical");
@@ -590,6 +596,7 @@ mod tests {
             (with(r#""reason":"r""#, r#""reason":7"#), false),
         ];
         for (doc, ok) in cases {
+            same::<JobView>(&doc);
             let new = serde_json::from_str::<JobView>(&doc);
             let old = serde_json::from_str::<flattened::JobView>(&doc);
             assert_eq!((new.is_ok(), old.is_ok()), (ok, ok), "{doc}");
@@ -609,5 +616,31 @@ mod tests {
         assert_eq!(terms.params.kind(), JobKind::Infer);
         body["surprise"] = 1.into();
         assert!(serde_json::from_value::<QuoteTerms>(body).is_err());
+    }
+    /// A quote as the API writes it reads the same through `de::MapStructs` (the storefront's
+    /// reader), with its terms parsed or skipped.
+    #[test]
+    fn a_quote_reads_the_same_through_map_structs() {
+        let h = "0x".to_string() + &"ab".repeat(32);
+        let quote = format!(
+            r#"{{"model":"0x01","datatoken":"0x02","kind":"infer","service_index":0,
+            "datatokens":"1000000000000000000","price":null,"exchange_id":"{h}",
+            "terms":{{"params":{{"kind":"infer","prompts":["a"],"max_new_tokens":1}},"dataset_bytes":0}},
+            "estimate":{{"tokens":1,"flops":2,"checkpoint_bytes":0,"seconds_gpu":1,"seconds_cpu":3}},
+            "breakdown":{{"lines":[{{"label":"compute","formula":"1 s × 2","amount":"2"}}],"total":"2"}},
+            "budget":{{"tokens":1,"flops":2,"checkpoint_bytes":0,"max_seconds":60}},
+            "royalty":{{"label":"royalty","token":"0x03","amount":"0","recipient":"0x04"}},
+            "provider_fee":{{"provider_fee_address":"0x05","provider_fee_token":"0x06",
+              "provider_fee_amount":"2","v":27,"r":"0x07","s":"0x08","valid_until":9,
+              "provider_data":"0x09"}},
+            "expires_at":10}}"#
+        );
+        let q: Quote = serde_json::from_str(&quote).unwrap();
+        assert_eq!(q.breakdown.total.0, 2);
+        same::<Quote>(&quote);
+        same::<Quote<serde::de::IgnoredAny>>(&quote);
+        same::<Quote>(&quote.replace(r#""total":"2""#, r#""total":"2","x":1"#));
+        same::<Quote>(&quote.replace(r#""v":27"#, r#""v":270"#));
+        same::<ErrorBody>(r#"{"error":"too_large","message":"m"}"#);
     }
 }

@@ -282,7 +282,9 @@ async fn place(o: &Order) -> Result<(String, Hash32), String> {
         }
         // The upload ran out while the order was being paid and confirmed: send the dataset
         // once more (another signature) rather than leave a paid order unused.
-        let error = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or_default();
+        let error = posthuman_receipts::json::from_str::<ErrorBody>(&text)
+            .map(|e| e.error)
+            .unwrap_or_default();
         if (error == code::EXPIRED || error == code::UNKNOWN)
             && !uploaded_again
             && let Some((_, d)) = &o.dataset

@@ -30,7 +30,8 @@ pub struct Checked {
 /// Parsed from the text, not through a `serde_json::Value`: reading a receipt from a `Value`
 /// instantiated a second deserializer for every receipt type (a map and an array form each).
 fn parse_receipt(id: &str, text: &str) -> Result<SignedReceipt, String> {
-    serde_json::from_str(text).map_err(|e| format!("the receipt of job {id} is malformed: {e}"))
+    posthuman_receipts::json::from_str(text)
+        .map_err(|e| format!("the receipt of job {id} is malformed: {e}"))
 }
 
 fn address(what: &str, s: &str) -> Result<Address, String> {

@@ -103,7 +103,8 @@ pub(super) async fn declare(
     if !(200..300).contains(&status) {
         return Err(format!("the API refused the upload: {}", api_refusal(status, &text)));
     }
-    serde_json::from_str(&text).map_err(|e| format!("/api/uploads: unexpected answer: {e}"))
+    posthuman_receipts::json::from_str(&text)
+        .map_err(|e| format!("/api/uploads: unexpected answer: {e}"))
 }
 
 /// Sends every file as `grant` says, one after another; `progress` is told the bytes sent of

@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 web/build.sh
+# Issue 14's budget: the module a storefront visitor downloads stays within 400 KB gzipped.
+# A build over it fails here, with the figure, rather than being found in a later review.
+budget=400000
+gz=$(gzip -9c web/dist/posthuman_web_bg.wasm | wc -c)
+if [ "$gz" -gt "$budget" ]; then
+  echo "check.sh: the storefront's wasm is $gz bytes gzipped, over the $budget budget (web/README.md: where the bytes go)" >&2
+  exit 1
+fi
+echo "check.sh: wasm $gz bytes gzipped (budget $budget)"
 # The binaries the test runs (already built by the workspace tests; this only checks).
 cargo build --locked -q -p posthuman-demo -p posthuman-worker -p posthuman-functions --bins
 # playwright-core only (never `playwright install`: the browser is Debian's chromium).

@@ -627,6 +627,8 @@ try {
     await op.goto(`${base}/models/${derived}`);
     await op.waitForSelector('#model #derivation');
     assert.equal(await op.textContent('#model #derivation'), `LoRA r 4 (c_attn, c_proj) over ${model.nft}`);
+    // The card names the licence the DDO declares (one constant for both).
+    assert.equal(await op.textContent('#model #licence'), 'proprietary: compute-to-data only (use through paid jobs; the weights are never downloaded)');
     const named = await (await fetch(`${base}/api/models/${derived}`)).json();
     assert.deepEqual([named.name, named.symbol, named.price], ['Browser LoRA', 'BLORA', null]);
     // Its trainer (this wallet) puts 3 of his reward datatokens on sale at 2 OCEAN from the

@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Hash32;
 
+/// What every model may be used under, on its card, its DDO and the storefront's model page:
+/// only through paid compute jobs (the weights never leave the operator's storage).
+pub const MODEL_LICENSE: &str = "proprietary: compute-to-data only";
+
 /// Most beneficiaries a scheme may name; bounds the lineage contract's gas per derivation.
 pub const MAX_BENEFICIARIES: usize = 16;
 /// Basis points in a whole.

@@ -333,8 +333,9 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     Ok(views::model_view(&record, vec![], &[]))
 }
 
-/// What every model's DDO says it may be used under: only through paid compute jobs.
-pub const MODEL_LICENSE: &str = "proprietary: compute-to-data only";
+/// What every model's DDO says it may be used under (one definition, shown by the storefront
+/// too).
+pub use posthuman_types::model::MODEL_LICENSE;
 
 /// A model's Ocean DDO from its catalogue record: public facts only (never its storage
 /// prefix), its services served at the API's public URL; `created` is the catalogue's date,

@@ -6,10 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns may unwrap too
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-use posthuman_functions::server::{ServerConfig, start};
+use posthuman_functions::server::ServerConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_posthuman");
 const PASSWORD: &str = "correct horse battery staple";
@@ -31,11 +33,7 @@ async fn wallets_catalogue_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     // This test runs no job, so the queue's worker program is never started.
     let cfg = ServerConfig::new(dir.path().join("server"), "/nonexistent/posthuman-worker");
-    let emb = start(&cfg).await.unwrap();
-    let app = posthuman_functions::api::router(emb.deps.clone(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (emb, api) = common::serve(&cfg).await;
     let wallet = dir.path().join("alice.json");
 
     // Create: an encrypted keystore, owner-only.

@@ -5,10 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
 
+mod common;
+
 use std::process::{Command, Output};
 
 use alloy::signers::local::PrivateKeySigner;
-use posthuman_functions::server::{ServerConfig, start};
+use posthuman_functions::server::ServerConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_posthuman");
 
@@ -43,11 +45,7 @@ fn model_dir(dir: &std::path::Path) {
 async fn the_owner_edits_a_card_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ServerConfig::new(dir.path().join("server"), "/nonexistent/posthuman-worker");
-    let emb = start(&cfg).await.unwrap();
-    let app = posthuman_functions::api::router(emb.deps.clone(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (emb, api) = common::serve(&cfg).await;
     // The operator is the only publisher of this deployment.
     let op = std::fs::read_to_string(dir.path().join("server/operator.key")).unwrap();
     let op = op.trim();

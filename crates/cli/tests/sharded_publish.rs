@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Command;
@@ -188,7 +190,7 @@ fn inconsistent_shard_sets_exit_9_naming_the_file_before_any_upload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_and_single_file_publish_as_the_same_model_end_to_end() {
     use posthuman_chain::anvil::ANVIL_DEV_KEY_0;
-    use posthuman_functions::server::{ServerConfig, start};
+    use posthuman_functions::server::ServerConfig;
     let cfg = AnyConfig::from_json(&config_json()).unwrap();
     let (single, _) = single_file(&cfg, DType::BF16);
     let one = model_dir(|d| std::fs::write(d.join("model.safetensors"), &single).unwrap());
@@ -199,11 +201,7 @@ async fn sharded_and_single_file_publish_as_the_same_model_end_to_end() {
     let mut server = ServerConfig::new(dir.path().join("server"), "/nonexistent/posthuman-worker");
     let key: alloy_signer_local::PrivateKeySigner = ANVIL_DEV_KEY_0.parse().unwrap();
     server.api.publishers = vec![key.address()];
-    let emb = start(&server).await.unwrap();
-    let app = posthuman_functions::api::router(emb.deps.clone(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (emb, api) = common::serve(&server).await;
 
     let mut hashes = Vec::new();
     for (d, symbol) in [(&one, "ONE"), (&three, "THREE")] {

@@ -35,15 +35,6 @@ use crate::catalogue::{ModelRecord, now_secs};
 use crate::deps::Deps;
 use crate::error::ApiError;
 
-/// One writer of model records at a time in this process: edits, featurings and sale syncs
-/// read a record, change it and write it whole, so two at once would lose one's change.
-static RECORD_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Holds the process's turn to read-modify-write a model record.
-pub(crate) async fn record_turn() -> tokio::sync::MutexGuard<'static, ()> {
-    RECORD_WRITES.lock().await
-}
-
 /// A refused field as the API's 422.
 pub(crate) fn card_invalid(e: CardError) -> ApiError {
     ApiError::Invalid { field: e.field, reason: e.reason }
@@ -81,7 +72,7 @@ pub async fn edit_card(
     let req = parse_edit(body)?;
     auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
-    let _turn = record_turn().await;
+    let _turn = super::record_turn().await;
     let mut model = find_model(deps, nft).await?;
     if req.model.to_ascii_lowercase() != model.card.nft {
         return Err(ApiError::bad("the signed request names another model than the URL"));

@@ -36,7 +36,7 @@ pub async fn feature_evaluations(
         serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request: {e}")))?;
     auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
-    let _turn = super::card::record_turn().await;
+    let _turn = super::record_turn().await;
     let mut model = find_model(deps, nft).await?;
     if req.model.to_ascii_lowercase() != model.card.nft {
         return Err(ApiError::bad("the signed request names another model than the URL"));

@@ -33,6 +33,18 @@ pub mod views;
 
 use crate::error::ApiError;
 
+/// One writer of model records at a time in this process: card edits, featurings and sale
+/// syncs each read a record, change it and write it whole, so two at once would lose one's
+/// change. Shared by the three handlers, so it lives beside them rather than in one of them.
+/// (Across processes the catalogue has no compare-and-swap yet; on AWS the one API function
+/// that sends transactions runs one instance at a time.)
+static RECORD_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Holds the process's turn to read-modify-write a model record.
+pub(crate) async fn record_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    RECORD_WRITES.lock().await
+}
+
 /// Maps a chain failure to the API: RPC trouble is transient, the rest is ours.
 pub(crate) fn chain_err(e: posthuman_chain::ChainError) -> ApiError {
     match e {

@@ -16,7 +16,7 @@ use posthuman_types::Hash32;
 /// while the sale is open, neither once it is closed. A published model's exchange is fixed
 /// at publication, so only derived models are synced.
 pub async fn sync_sale(deps: &Deps, nft: &str) -> Result<ModelView, ApiError> {
-    let _turn = super::card::record_turn().await;
+    let _turn = super::record_turn().await;
     let mut m = find_model(deps, nft).await?;
     if m.card.parent.is_none() {
         return Err(ApiError::Conflict(format!(

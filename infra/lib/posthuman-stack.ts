@@ -325,8 +325,8 @@ export class PosthumanStack extends Stack {
       });
     };
     const api = rustFn("ApiFn", "posthuman-api-lambda", Duration.seconds(29));
-    // The api bundle again, behind POST /api/models only (publishing). One at a time: a
-    // second concurrent publish is throttled rather than racing the first for a nonce.
+    // The api bundle again, behind the routes that send transactions (publishing, card edits).
+    // One at a time: a second concurrent one is throttled rather than racing for a nonce.
     const publish = rustFn("ApiPublishFn", "posthuman-api-lambda", Duration.seconds(29), txSenders.valueAsNumber);
     // A publish reads its direct upload's weights (up to 1 GiB, an adapter as much again)
     // into the spool dir, /tmp: more than Lambda's default 512 MiB of it.
@@ -393,13 +393,15 @@ export class PosthumanStack extends Stack {
         payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
       }),
     });
-    httpApi.addRoutes({
-      path: "/api/models",
-      methods: [apigw.HttpMethod.POST],
-      integration: new HttpLambdaIntegration("ApiPublishIntegration", publish, {
-        payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
-      }),
+    // The routes that send the operator's transactions go to the reserved-concurrency publish
+    // function: publishing, and a card edit (it re-sets the model's DDO with setMetaData /
+    // setChildMetaData). From the unreserved api function they would race it for the nonce.
+    const txIntegration = new HttpLambdaIntegration("ApiPublishIntegration", publish, {
+      payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
     });
+    for (const path of ["/api/models", "/api/models/{nft}/card"]) {
+      httpApi.addRoutes({ path, methods: [apigw.HttpMethod.POST], integration: txIntegration });
+    }
     // The API's public URL: every model's DDO (written by publishing and by job-done) names
     // its Ocean Provider under it, for Ocean's clients to call. The API resource itself does
     // not reference the functions (its integrations and routes do), so this is no cycle.

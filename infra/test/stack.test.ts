@@ -546,6 +546,10 @@ test("the functions that send the operator's transactions run one at a time (res
     return JSON.stringify(integrations[integrationId].Properties.IntegrationUri);
   };
   assert.match(target("POST /api/models"), new RegExp(publish.logicalId));
+  // A card edit re-sets the model's DDO with the operator's key (setMetaData /
+  // setChildMetaData): a transaction, so it queues with publishing rather than racing it for
+  // the operator's nonce from the unreserved api function.
+  assert.match(target("POST /api/models/{nft}/card"), new RegExp(publish.logicalId));
   assert.match(target("$default"), new RegExp(api.logicalId));
   // Publishing submits no Batch job.
   assert.ok(

@@ -57,7 +57,7 @@ ADDRESS_BOOK_PARAM = "/posthuman/address-book"
 SKIPPED = {
     "AWS::ApiGatewayV2::Api": (1, "no emulator here: moto has no CloudFormation model, LocalStack's is paid"),
     "AWS::ApiGatewayV2::Integration": (2, "as ApiGatewayV2::Api"),
-    "AWS::ApiGatewayV2::Route": (2, "as ApiGatewayV2::Api"),
+    "AWS::ApiGatewayV2::Route": (3, "as ApiGatewayV2::Api"),
     "AWS::ApiGatewayV2::Stage": (1, "as ApiGatewayV2::Api"),
     "AWS::CloudFront::Distribution": (1, "no emulator here: moto has no CloudFormation model, LocalStack's is paid"),
     "AWS::CloudFront::Function": (1, "as CloudFront::Distribution"),

@@ -97,6 +97,7 @@ SUBSTITUTED = {
     # The HTTP API is skipped: its invoke permissions name a placeholder API id.
     ("HttpApiDefaultRouteApiIntegrationPermission87FFCA32", "HttpApiF5A9A8A7"): "placeholder",
     ("HttpApiPOSTapimodelsApiPublishIntegrationPermission7BF95330", "HttpApiF5A9A8A7"): "placeholder",
+    ("HttpApiPOSTapimodelsnftcardApiPublishIntegrationPermissionB4962ACE", "HttpApiF5A9A8A7"): "placeholder",
     # ... and the functions' POSTHUMAN_PUBLIC_API_URL (its ApiEndpoint) a placeholder endpoint.
     ("ApiFnE0725F78", "HttpApiF5A9A8A7"): "placeholder endpoint",
     ("ApiPublishFn39C480C0", "HttpApiF5A9A8A7"): "placeholder endpoint",

@@ -19,3 +19,4 @@ if [[ ! -x $venv/bin/openapi-spec-validator || $(cat "$venv/.posthuman-pin" 2>/d
 fi
 file=${1:-functions/openapi.json}
 "$venv/bin/openapi-spec-validator" --schema 3.1 "$file"
+"$venv/bin/python" functions/check-openapi-examples.py "$file"

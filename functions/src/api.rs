@@ -71,15 +71,15 @@ where
     T: 'static,
 {
     use utoipa::openapi::HttpMethod as M;
-    let method = match P::methods().as_slice() {
-        [M::Get] => Method::GET,
-        [M::Post] => Method::POST,
-        [M::Put] => Method::PUT,
-        [M::Delete] => Method::DELETE,
-        [M::Patch] => Method::PATCH,
+    // One match gives both forms: the method the document states and axum's filter.
+    let (method, filter) = match P::methods().as_slice() {
+        [M::Get] => (Method::GET, MethodFilter::GET),
+        [M::Post] => (Method::POST, MethodFilter::POST),
+        [M::Put] => (Method::PUT, MethodFilter::PUT),
+        [M::Delete] => (Method::DELETE, MethodFilter::DELETE),
+        [M::Patch] => (Method::PATCH, MethodFilter::PATCH),
         _ => panic!("route {}: one method of GET, POST, PUT, DELETE, PATCH", P::path()),
     };
-    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
     Route {
         method,
         path: P::path(),
@@ -913,7 +913,7 @@ async fn create_upload(
         ("file" = String, Path, description = "The declared file's name."),
         uploads::PutQuery,
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = crate::openapi::Octets, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "Stored."),
         (status = 403, description = "`upload_url_refused`: a token that does not match the URL, or an expired URL."),

@@ -25,8 +25,12 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use posthuman_chain::AddressBook;
-use posthuman_types::requests::{JobRequest, PublishRequest};
-use posthuman_types::views::ErrorBody;
+use posthuman_types::card::CardEdit;
+use posthuman_types::requests::{FeatureRequest, JobRequest, PublishRequest};
+use posthuman_types::uploads::UploadRequest;
+use posthuman_types::views::{ErrorBody, QuoteTerms};
+use serde_json::{Value, json};
+use utoipa::openapi::example::ExampleBuilder;
 
 /// The API's version as the document states it: the API's, not the crate's (a checkout may
 /// build its crates under another version; the committed document must not change with it).
@@ -96,6 +100,12 @@ pub struct PublishForm {
     chat_template: Option<String>,
 }
 
+/// A body of raw bytes (a direct upload's file): a string of octets, not an array of numbers.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Describes the body; the handler streams it.
+pub struct Octets(Vec<u8>);
+
 /// The multipart form of `POST /api/jobs`. The signed parts come first.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes the form; the handler reads it part by part.
@@ -136,7 +146,223 @@ pub fn document() -> OpenApi {
         .components(Some(components.build()))
         .build();
     add_error_bodies(&mut doc);
+    inline_closed_tagged_variants(&mut doc);
+    add_request_examples(&mut doc);
     doc
+}
+
+/// serde's internally tagged enums (`JobParams`: `{"kind": "train", …}`) come out of utoipa
+/// as `oneOf` of `allOf: [$ref Variant, {kind}]`. When the variant refuses unknown fields
+/// (`additionalProperties: false`, from `deny_unknown_fields`), that `allOf` refuses every
+/// body: the variant's schema rejects `kind` and the tag's object requires it, although
+/// serde takes the tag out before the variant reads the rest. Each such branch becomes one
+/// closed object, the variant's properties plus the tag, which is what the server accepts.
+fn inline_closed_tagged_variants(doc: &mut OpenApi) {
+    let Some(components) = doc.components.as_mut() else { return };
+    let as_json: Vec<(String, Value)> = components
+        .schemas
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+        .collect();
+    let lookup = |name: &str| as_json.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    for (name, schema) in &as_json {
+        let Some(branches) = schema["oneOf"].as_array() else { continue };
+        let mut changed = false;
+        let mut out = Vec::with_capacity(branches.len());
+        for branch in branches {
+            match merge_tagged_branch(branch, &lookup) {
+                Some(merged) => {
+                    out.push(merged);
+                    changed = true;
+                }
+                None => out.push(branch.clone()),
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let mut patched = schema.clone();
+        patched["oneOf"] = Value::Array(out);
+        if let Ok(s) = serde_json::from_value::<RefOr<Schema>>(patched) {
+            components.schemas.insert(name.clone(), s);
+        }
+    }
+}
+
+/// `allOf: [{$ref: V}, {type: object, required: [tag], properties: {tag}}]` with V closed →
+/// V's object with the tag added; anything else → `None` (left as it is).
+fn merge_tagged_branch<'a>(
+    branch: &Value,
+    lookup: &impl Fn(&str) -> Option<&'a Value>,
+) -> Option<Value> {
+    let [variant, tag] = branch["allOf"].as_array()?.as_slice() else { return None };
+    let target = variant["$ref"].as_str()?.strip_prefix("#/components/schemas/")?;
+    let mut merged = lookup(target)?.clone();
+    if merged["additionalProperties"] != Value::Bool(false) {
+        return None;
+    }
+    let tag_props = tag["properties"].as_object()?;
+    let props = merged["properties"].as_object_mut()?;
+    for (k, v) in tag_props {
+        props.insert(k.clone(), v.clone());
+    }
+    let required = merged["required"].as_array().cloned().unwrap_or_default();
+    let mut required: Vec<Value> =
+        tag["required"].as_array()?.iter().cloned().chain(required).collect();
+    required.dedup();
+    merged["required"] = Value::Array(required);
+    merged["title"] = Value::String(target.to_string());
+    Some(merged)
+}
+
+/// One example of a JSON request body: the schema it is an instance of, its name and summary
+/// in the document, the body, and the check that the server's own type reads it.
+pub struct RequestExample {
+    pub schema: &'static str,
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub body: Value,
+    /// Deserializes `body` into the Rust type the handler reads (`Err`: serde's message).
+    pub parse: fn(&Value) -> Result<(), String>,
+}
+
+fn parses<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), String> {
+    serde_json::from_value::<T>(v.clone()).map(drop).map_err(|e| e.to_string())
+}
+
+/// The request bodies the document shows as examples. They are real requests: the server's
+/// types read each one (`tests/openapi.rs`), and `functions/check-openapi.sh` validates each
+/// against its schema in the document, so a schema that refuses what the server accepts (or
+/// the reverse, for these bodies) fails a test.
+pub fn request_examples() -> Vec<RequestExample> {
+    const NFT: &str = "0x5fbdb2315678afecb367f032d93f642f64180aa3";
+    const ALICE: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+    const BOB: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
+    const TX: &str = "0x8f3c0a6b1d2e4f5061728394a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e";
+    const SHA: &str = "0x2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    const SALT: &str = "0x9a3b7c1d5e2f4a6b8c0d1e3f5a7b9c2d4e6f8a0b1c3d5e7f9a2b4c6d8e0f1a3b";
+    let job = |params: Value, dataset: bool| {
+        let mut body = json!({
+            "model": NFT, "order_tx": TX, "consumer": BOB, "params": params,
+            "salt": SALT, "nonce": "d41d8cd98f00b204", "expires_at": 1_796_000_000u64,
+        });
+        if dataset {
+            body["dataset_sha256"] = json!(SHA);
+        }
+        body
+    };
+    let train = json!({"kind": "train", "steps": 200, "learning_rate": 3e-4, "warmup_steps": 20,
+        "batch_size": 8, "context_len": 256, "seed": 7,
+        "name": "M1 · fine-tune 2", "symbol": "M1FT2"});
+    let lora = json!({"kind": "train", "steps": 200, "learning_rate": 2e-4, "batch_size": 8,
+        "context_len": 256, "lora": {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}});
+    let infer = json!({"kind": "infer", "max_new_tokens": 64,
+        "messages": [{"role": "user", "content": "Write a haiku about private weights."}],
+        "sampling": {"temperature": 0.7, "top_p": 0.9, "seed": 1}});
+    let evaluate = json!({"kind": "evaluate", "context_len": 256, "stride": 128,
+        "baseline": {"label": "M1", "perplexity": 41.3}});
+    vec![
+        RequestExample {
+            schema: "PublishRequest",
+            name: "publish",
+            summary: "A base model whose trainers share 1,000 datatokens per derivation",
+            body: json!({"name": "Posthuman base", "symbol": "PHBASE",
+                "description": "A small Llama-shape model trained on WikiText-2.",
+                "owner": ALICE, "price": "2000000000000000000",
+                "reward_scheme": {"total_reward": "1000000000000000000000",
+                    "shares_bps": [7000, 3000], "royalty": "1000000000000000000"},
+                "weights_sha256": SHA, "nonce": "5f4dcc3b5aa765d6", "expires_at": 1_796_000_000u64}),
+            parse: parses::<PublishRequest>,
+        },
+        RequestExample {
+            schema: "JobRequest",
+            name: "train",
+            summary: "Full fine-tuning that names its derived model",
+            body: job(train.clone(), true),
+            parse: parses::<JobRequest>,
+        },
+        RequestExample {
+            schema: "JobRequest",
+            name: "train-lora",
+            summary: "LoRA r 8 on the attention projections",
+            body: job(lora.clone(), true),
+            parse: parses::<JobRequest>,
+        },
+        RequestExample {
+            schema: "JobRequest",
+            name: "infer",
+            summary: "Chat inference (the model's chat template renders the messages)",
+            body: job(infer.clone(), false),
+            parse: parses::<JobRequest>,
+        },
+        RequestExample {
+            schema: "JobRequest",
+            name: "evaluate",
+            summary: "Perplexity against a baseline",
+            body: job(evaluate.clone(), true),
+            parse: parses::<JobRequest>,
+        },
+        RequestExample {
+            schema: "QuoteTerms",
+            name: "train",
+            summary: "The price of a train job on a 1 MiB dataset",
+            body: json!({"params": train, "dataset_bytes": 1_048_576}),
+            parse: parses::<QuoteTerms>,
+        },
+        RequestExample {
+            schema: "QuoteTerms",
+            name: "infer",
+            summary: "The price of an infer job",
+            body: json!({"params": infer}),
+            parse: parses::<QuoteTerms>,
+        },
+        RequestExample {
+            schema: "FeatureRequest",
+            name: "feature",
+            summary: "Feature two evaluations on the card",
+            body: json!({"model": NFT, "job_ids": ["j-6f2d64e6a1b2c3d4", "j-b9dba0ef5e6f7a8b"],
+                "nonce": "0cc175b9c0f1b6a8", "expires_at": 1_796_000_000u64}),
+            parse: parses::<FeatureRequest>,
+        },
+        RequestExample {
+            schema: "CardEdit",
+            name: "edit",
+            summary: "A new description and two tags",
+            body: json!({"model": NFT, "description": "Fine-tuned on legal English.",
+                "tags": ["legal", "english"], "nonce": "92eb5ffee6ae2fec", "expires_at": 1_796_000_000u64}),
+            parse: parses::<CardEdit>,
+        },
+        RequestExample {
+            schema: "UploadRequest",
+            name: "dataset",
+            summary: "A dataset to upload straight to storage",
+            body: json!({"purpose": "dataset", "owner": BOB,
+                "files": [{"name": "dataset", "bytes": 1_048_576, "sha256": SHA}],
+                "nonce": "4a8a08f09d37b737", "expires_at": 1_796_000_000u64}),
+            parse: parses::<UploadRequest>,
+        },
+    ]
+}
+
+/// Puts [`request_examples`] on the JSON request bodies whose schema they are instances of.
+fn add_request_examples(doc: &mut OpenApi) {
+    let examples = request_examples();
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            let Some(RefOr::T(body)) = op.request_body.as_mut() else { continue };
+            let Some(RefOr::T(content)) = body.content.get_mut("application/json") else {
+                continue;
+            };
+            let Some(RefOr::Ref(r)) = &content.schema else { continue };
+            let name = r.ref_location.trim_start_matches("#/components/schemas/").to_string();
+            for e in examples.iter().filter(|e| e.schema == name) {
+                let example =
+                    ExampleBuilder::new().summary(e.summary).value(Some(e.body.clone())).build();
+                content.examples.insert(e.name.to_string(), RefOr::T(example));
+            }
+        }
+    }
 }
 
 /// The document as committed and served: pretty JSON, one trailing newline.

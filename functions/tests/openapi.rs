@@ -213,3 +213,23 @@ fn the_multipart_forms_list_the_parts_the_handlers_read() {
     assert_eq!(props, want);
     assert_eq!(required, signed.into_iter().collect());
 }
+
+/// The document's request examples are requests the server reads (their schemas' check is
+/// `functions/check-openapi.sh`), and every JSON request body of our own API shows one.
+#[test]
+fn every_request_example_is_a_request_the_server_reads() {
+    for e in openapi::request_examples() {
+        if let Err(why) = (e.parse)(&e.body) {
+            panic!("example {} of {}: the server refuses it: {why}", e.name, e.schema);
+        }
+    }
+    let doc = doc();
+    for (method, path, op) in operations(&doc) {
+        let Some(json) = op["requestBody"]["content"].get("application/json") else { continue };
+        if path.starts_with("/api/ocean/") {
+            continue; // Ocean's own wire format (ocean.js writes it), exercised by tests/ocean.
+        }
+        let examples = json["examples"].as_object().map(|m| m.len()).unwrap_or(0);
+        assert!(examples > 0, "{method} {path}: its JSON body has no example");
+    }
+}

@@ -58,15 +58,53 @@ fn err(e: impl std::fmt::Display) -> CliError {
     CliError::Internal(e.to_string())
 }
 
-fn read_text(path: &std::path::Path, bytes: usize, skip: usize) -> Result<String, CliError> {
+/// The demo's text, read once before anything starts: Alice's corpus, Bob's and Charlie's
+/// datasets (consecutive slices of `valid.txt`) and Elena's evaluation text (`test.txt`).
+struct Corpus {
+    base: String,
+    bob: String,
+    charlie: String,
+    test: Vec<u8>,
+}
+
+impl Corpus {
+    /// Refuses (a usage error, naming the file and `--wikitext`) a missing or unreadable file,
+    /// and one too short to give every slice text: the story would otherwise fail minutes in,
+    /// after the chain is up, or with the API's refusal of an empty dataset.
+    fn read(dir: &std::path::Path, z: &crate::Sizes) -> Result<Corpus, CliError> {
+        let valid = read_file(&dir.join("valid.txt"), z.base_bytes + 2 * z.ft_bytes)?;
+        let test = read_file(&dir.join("test.txt"), z.eval_bytes)?;
+        Ok(Corpus {
+            base: slice(&valid, z.base_bytes, 0),
+            bob: slice(&valid, z.ft_bytes, z.base_bytes),
+            charlie: slice(&valid, z.ft_bytes, z.base_bytes + z.ft_bytes),
+            test: slice(&test, z.eval_bytes, 0).into_bytes(),
+        })
+    }
+}
+
+/// A UTF-8 text file of at least `need` bytes.
+fn read_file(path: &std::path::Path, need: usize) -> Result<String, CliError> {
     let all = std::fs::read_to_string(path).map_err(|e| {
         CliError::Usage(format!("cannot read {} ({e}): pass --wikitext DIR", path.display()))
     })?;
-    // Cut on line boundaries so every slice is whole sentences of UTF-8.
+    if all.len() < need {
+        return Err(CliError::Usage(format!(
+            "{} holds {} bytes; this demo size reads {need}: pass --wikitext DIR with WikiText-2",
+            path.display(),
+            all.len()
+        )));
+    }
+    Ok(all)
+}
+
+/// `bytes` of `all` from `skip`, cut on line boundaries so every slice is whole sentences of
+/// UTF-8.
+fn slice(all: &str, bytes: usize, skip: usize) -> String {
     let start = all[..skip.min(all.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let rest = &all[start..];
     let end = rest[..bytes.min(rest.len())].rfind('\n').map(|i| i + 1).unwrap_or(rest.len());
-    Ok(rest[..end].to_string())
+    rest[..end].to_string()
 }
 
 /// Runs the whole story and returns its summary (not yet checked).
@@ -92,6 +130,8 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
             dir.display()
         )));
     }
+    let Corpus { base: corpus, bob: bob_data, charlie: charlie_data, test } =
+        Corpus::read(&o.wikitext, z)?;
 
     // 1. The embedded default.
     let sp = out.spinner("starting anvil, deploying Ocean v4 + ModelLineage, starting the API");
@@ -151,8 +191,6 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     mark("chain: funding 5 accounts", &mut timings);
 
     // 3. Alice's base model, trained on her machine, published as M1.
-    let valid = o.wikitext.join("valid.txt");
-    let corpus = read_text(&valid, z.base_bytes, 0)?;
     out.say("Alice trains a tokenizer and a base GPT-2 on WikiText-2 (her own machine)");
     let (export, base_metrics) =
         base::train_base(out, &dir.join("alice"), &corpus, z, o.family).await?;
@@ -220,7 +258,6 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     // 4. Bob buys an M1 datatoken and trains on his slice → M2.
     market::buy(&bob.s, market::exchange_of(&bob.s, &m1.card.nft).await?, one).await?;
     ledger.add("bob", "M1", one);
-    let bob_data = read_text(&valid, z.ft_bytes, z.base_bytes)?;
     let (r, fee, input) = train(bob, out, &m1, train_params(2), bob_data).await?;
     inputs.insert(r.job.job_id.clone(), input);
     ledger.sub("bob", "M1", one);
@@ -244,7 +281,6 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
         .await?;
     ledger.sub("bob", "M2", one);
     ledger.add("charlie", "M2", one);
-    let charlie_data = read_text(&valid, z.ft_bytes, z.base_bytes + z.ft_bytes)?;
     let (r, fee, input) = train(charlie, out, &m2, train_params(3), charlie_data).await?;
     inputs.insert(r.job.job_id.clone(), input);
     ledger.sub("charlie", "M2", one);
@@ -294,7 +330,6 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     mark("inference: Derek on M3", &mut timings);
 
     // 7. Elena: perplexity of M1, M2 and M3 on WikiText-2 test text; M1 is the baseline.
-    let test = read_text(&o.wikitext.join("test.txt"), z.eval_bytes, 0)?.into_bytes();
     market::buy(&elena.s, market::exchange_of(&elena.s, &m1.card.nft).await?, one).await?;
     market::buy_offer(&elena.s, m2_offer, one, &market::Wanted { token: m2_dt, max_cost: None })
         .await?;

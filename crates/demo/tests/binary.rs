@@ -41,3 +41,31 @@ fn a_used_data_dir_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not fresh"), "{o:?}");
 }
+
+/// A WikiText directory without the demo's files, or with too little text, is refused before
+/// anything starts (it used to be read after the chain was up and five accounts funded, and a
+/// short `valid.txt` ended in the API's refusal of an empty dataset, exit 3).
+#[test]
+fn a_wrong_wikitext_dir_is_refused_before_anything_starts() {
+    let line =
+        "The tower is 324 metres tall , about the same height as an 81 @-@ storey building .\n";
+    for (valid_bytes, named) in [(100, "valid.txt"), (70_000, "test.txt")] {
+        let data = tempfile::tempdir().unwrap();
+        let wikitext = tempfile::tempdir().unwrap();
+        let text = line.repeat(valid_bytes / line.len() + 1);
+        std::fs::write(wikitext.path().join("valid.txt"), text).unwrap();
+        let o = demo(&[
+            "--size",
+            "tiny",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--wikitext",
+            wikitext.path().to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(named) && err.contains("--wikitext"), "{named}: {err}");
+        let left: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
+        assert!(left.is_empty(), "nothing may start: the data dir holds {left:?}");
+    }
+}

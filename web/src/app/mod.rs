@@ -8,6 +8,7 @@
 //! - [`order`]: the model page's order panel (quote, wallet transactions, signed submit,
 //!   live progress, signed result read).
 //! - [`sale`]: a derived model's page, to its trainer: put its datatokens on sale.
+//! - [`royalty`]: a derived model's page: the OCEAN waiting in its royalty vault, paid out.
 //! - [`card_edit`]: a model's page, to its owner of record: edit the description and tags.
 //! - [`upload`]: a direct upload from the page (hash, signed declaration, PUTs with
 //!   progress), for publishing and for a job's dataset.
@@ -22,6 +23,7 @@ pub mod order;
 pub mod publish;
 pub mod receipt;
 pub mod resale;
+pub mod royalty;
 pub mod sale;
 pub mod upload;
 pub mod wallet;

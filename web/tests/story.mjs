@@ -39,6 +39,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { root, cache, bin, logger, stored, injectWallet, balanceOf, rpc, mined, startServer, stopServer, launchBrowser } from './lib.mjs';
+import { axeViolations } from './pages.mjs';
 
 const log = logger('story');
 const t0 = Date.now();
@@ -333,6 +334,8 @@ try {
   await snap(derek, 'royalty-paid-m2');
   assert.deepEqual(await payOut(derek, m3, 2n * royalty), [[lc(who.bob), m2, m3ToBob.toString()], [lc(who.alice), m1, m3ToAlice.toString()]]);
   await snap(derek, 'royalty-paid-m3');
+  // The section after a payout (its button, status and table) passes axe as every page does.
+  assert.deepEqual(await axeViolations(derek), [], 'no serious or critical axe violation on the paid-out model page');
   await alice.click('header nav a[href="/account"]');
   await alice.waitForSelector('#royalties tr.royalty');
   const received = await alice.$$eval('#royalties tr.royalty', (trs) => trs.map((t) => [t.dataset.model, t.dataset.amount]));

@@ -19,6 +19,7 @@
 //! - [`order`]: ordering a job: the bounded form, the quote's fee check, the order's
 //!   transactions (`sol!`), the signed job request and result read.
 //! - [`sale`]: a derived model's trainer puts its datatokens on sale (`openSale`).
+//! - [`royalty`]: anyone pays out a derived model's royalty vault (`distribute()`).
 //! - [`upload`]: direct uploads (a publish's files, a job's dataset): the folder pick, the
 //!   API's caps, the signed declaration, every refusal in words.
 //!
@@ -39,6 +40,7 @@ pub mod net;
 pub mod order;
 pub mod publish;
 pub mod route;
+pub mod royalty;
 pub mod sale;
 pub mod upload;
 pub mod verify;

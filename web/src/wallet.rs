@@ -189,6 +189,8 @@ pub fn parse_log_emitters(v: &Value) -> Result<Vec<Address>, WalletError> {
 pub struct RoyaltyLog {
     pub vault: Address,
     pub child: Address,
+    /// Who was paid: the trainer of `ancestor` (its owner of record, for the root).
+    pub beneficiary: Address,
     pub ancestor: Address,
     pub amount: U256,
 }
@@ -196,8 +198,16 @@ pub struct RoyaltyLog {
 /// `eth_getLogs` params: every `RoyaltyPaid` naming `beneficiary`, from any contract (vaults
 /// are many; each is checked with [`royalty_vault_call`]).
 pub fn royalty_logs_params(beneficiary: Address, from_block: u64) -> String {
-    let sig = keccak256("RoyaltyPaid(address,address,address,uint256)");
-    logs_params(None, &[Some(sig), None, Some(beneficiary.into_word())], from_block)
+    logs_params(
+        None,
+        &[Some(royalty_paid_topic()), None, Some(beneficiary.into_word())],
+        from_block,
+    )
+}
+
+/// The topic of `RoyaltyVault.RoyaltyPaid(address,address,address,uint256)`.
+pub fn royalty_paid_topic() -> B256 {
+    keccak256("RoyaltyPaid(address,address,address,uint256)")
 }
 
 /// The events of an `eth_getLogs` answer to [`royalty_logs_params`].
@@ -209,6 +219,7 @@ pub fn parse_royalty_logs(v: &Value) -> Result<Vec<RoyaltyLog>, WalletError> {
                 .and_then(|a| a.parse().ok())
                 .ok_or_else(|| WalletError::Other("a royalty event with no address".into()))?,
             child: Address::from_word(topic(1)?),
+            beneficiary: Address::from_word(topic(2)?),
             ancestor: Address::from_word(topic(3)?),
             amount,
         })
@@ -360,6 +371,7 @@ mod tests {
             got[0].ancestor,
             "0x00000000000000000000000000000000000000c2".parse::<Address>().unwrap()
         );
+        assert_eq!(got[0].beneficiary, me);
         assert_eq!(got[0].amount, U256::from(250_000_000_000_000_000u128));
         assert!(parse_royalty_logs(&json!([{ "topics": [], "data": "0x" }])).is_err());
 

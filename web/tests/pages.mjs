@@ -62,7 +62,7 @@ export async function pagesOf(base) {
 }
 
 /// Serious and critical axe-core violations on the page as it is now.
-async function axeViolations(page) {
+export async function axeViolations(page) {
   if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.addScriptTag({ content: axeSource });
   const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
   return r.violations

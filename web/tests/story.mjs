@@ -10,6 +10,8 @@
 //   Charlie offers M3; Derek buys one, runs inference and reads the generated text;
 //   Elena evaluates M1 (bought on Ocean's exchange by the order), M2 and M3 (bought on the
 //   peer market), M1 the baseline, and reads each report;
+//   Derek pays out M2's and M3's royalty vaults with "Pay out royalties" on their pages, and
+//   Alice finds the royalties on her account page;
 //   anyone (a browser with no wallet) opens Charlie's train receipt: every check passes.
 // The only steps outside the UI are the setup the CLI demo does too (OCEAN for the five, sent
 // by the operator, who holds the test OCEAN) and the model Alice brings (a tiny GPT-2 of the
@@ -18,6 +20,12 @@
 // (crates/cli/src/demo/story.rs): +1 per purchase, -1 per order, the order's datatoken less
 // Ocean's community fee to the model's payment collector, and each derivation's reward split
 // by M1's scheme (RewardScheme::split); the peer market's OCEAN moves exactly price × amount.
+// And every person's OCEAN (gas is paid in ETH, so OCEAN is exact) equals the 1,000 the
+// operator sent, less what each paid — M1 on Ocean's exchange (Alice's price plus the
+// exchange's fees, by the exchange's own formula), each order's compute fee (the quote the
+// page showed and the wallet paid) and, for a derived model, the root's royalty, the peer
+// market's prices — plus what each was paid: peer-market sales and the royalties the two
+// vaults paid out by RewardScheme::royalty_split.
 // Every page visited is saved at desktop width and at 390 px ($SCREENSHOTS/story-shots, else
 // $POSTHUMAN_CACHE/story-shots).
 //
@@ -31,12 +39,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { root, cache, bin, logger, stored, injectWallet, balanceOf, rpc, mined, startServer, stopServer, launchBrowser } from './lib.mjs';
+import { axeViolations } from './pages.mjs';
 
 const log = logger('story');
 const t0 = Date.now();
 const e18 = 10n ** 18n;
 const pad = (h) => h.replace(/^0x/, '').padStart(64, '0');
 // The demo's tiny sizes (crates/cli/src/demo/mod.rs, Sizes::of(Tiny)).
+// Peer-market prices (OCEAN per datatoken): Bob's M2 offer, Charlie's M3 offer.
+const PEER = { M2: 3n, M3: 4n };
 const TINY = { vocab: 320, n_layer: 1, n_embd: 32, n_head: 2, context: 32, base_bytes: 40_000, ft_steps: 12, batch: 4, ft_bytes: 12_000, eval_bytes: 20_000, infer_tokens: 12 };
 
 const tmp = mkdtempSync(join(tmpdir(), 'posthuman-story-'));
@@ -118,6 +129,15 @@ async function walletPage(name) {
 }
 const api = async (path) => (await fetch(`${base}${path}`)).json();
 const text = (page, sel) => page.textContent(sel);
+/// "1.25 OCEAN" (the page's exact rendering, every significant decimal) in base units.
+const oceanOf = (s) => {
+  const m = s.trim().match(/^(\d+)(?:\.(\d{1,18}))? OCEAN$/);
+  assert.ok(m, `not an OCEAN amount: ${JSON.stringify(s)}`);
+  return BigInt(m[1]) * e18 + BigInt((m[2] ?? '').padEnd(18, '0'));
+};
+/// The compute fee of each order, by job id: the quote's total as the page showed it before
+/// the buyer confirmed (the fee the wallet then paid to the operator inside startOrder).
+const feeOf = new Map();
 /// Orders a job from the model page already open, the form filled by `fill`; resolves once
 /// the result is shown (`done`: its selector), failing with the page's words otherwise.
 async function order(page, kind, fill, done) {
@@ -126,10 +146,13 @@ async function order(page, kind, fill, done) {
   await page.click('#order-quote');
   await page.waitForSelector('#order-confirm, #order-status.error');
   assert.equal(await page.locator('#order-status.error').count(), 0, await text(page, '#order-status'));
+  const fee = oceanOf(await text(page, '#quote-total td:last-child'));
   await page.click('#order-confirm');
   await page.waitForSelector(`${done}, #order-status.error`, { timeout: 300_000 });
   assert.equal(await page.locator('#order-status.error').count(), 0, await text(page, '#order-status'));
-  return (await text(page, '#order-job a')).trim();
+  const id = (await text(page, '#order-job a')).trim();
+  feeOf.set(id, fee);
+  return id;
 }
 /// A train order; returns [job id, the derived model's NFT].
 async function train(page, parent, dataset, name, symbol) {
@@ -157,6 +180,19 @@ async function offer(page, nft, price, amount) {
   await page.waitForFunction(() => /^(Offered|Stopped)/.test(document.querySelector('#resale-status')?.textContent ?? ''), null, { timeout: 60_000 });
   assert.equal(await page.locator('#resale-status.error').count(), 0, await text(page, '#resale-status'));
   await page.waitForSelector('#offers tr.offer');
+}
+/// Pays out the royalty vault of derived model `nft` from its page ("Pay out royalties");
+/// checks it held exactly `held` and returns the payouts the page lists, [beneficiary,
+/// ancestor, amount] each.
+async function payOut(page, nft, held) {
+  await page.goto(`${base}/models/${nft}`);
+  await page.waitForSelector('#royalty-pending');
+  assert.equal(BigInt(await page.getAttribute('#royalty-pending', 'data-amount')), held, `${nft}'s vault`);
+  await page.click('#royalty-pay');
+  await page.waitForFunction(() => /^(Paid out|Not paid out)/.test(document.querySelector('#royalty-status')?.textContent ?? ''), null, { timeout: 60_000 });
+  assert.equal(await page.locator('#royalty-status.error').count(), 0, await text(page, '#royalty-status'));
+  await page.waitForSelector('#royalty-pending[data-amount="0"]');
+  return page.$$eval('#royalty-paid tr.payout', (trs) => trs.map((t) => [t.dataset.beneficiary, t.dataset.ancestor, t.dataset.amount]));
 }
 /// Buys `amount` datatokens of the model's only offer from its page.
 async function buyOffer(page, nft, amount) {
@@ -208,12 +244,12 @@ try {
   log(`Bob trained ${bobJob} → M2 ${m2}; his reward is on his account page`);
 
   // 3. Bob offers 5 M2 at 3 OCEAN on the peer market; Charlie buys one and trains → M3.
-  await offer(bob, m2, '3', '5');
+  await offer(bob, m2, String(PEER.M2), '5');
   await snap(bob, 'resale-offer-m2');
   const charlie = await walletPage('charlie');
   const bobOcean = BigInt(await balanceOf(rpcUrl, book.ocean, who.bob));
   await buyOffer(charlie, m2, '1');
-  assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, who.bob)) - bobOcean, 3n * e18, 'the seller got exactly 1 × 3 OCEAN');
+  assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, who.bob)) - bobOcean, PEER.M2 * e18, 'the seller got exactly 1 × 3 OCEAN');
   await snap(charlie, 'resale-bought-m2');
   const off = TINY.base_bytes + TINY.ft_bytes;
   const [charlieJob, m3] = await train(charlie, m2, valid.slice(off, off + TINY.ft_bytes), 'M1 · fine-tune 2 by Charlie', 'M3');
@@ -221,11 +257,11 @@ try {
   log(`Charlie bought an M2 from Bob's offer (3 OCEAN to Bob) and trained ${charlieJob} → M3 ${m3}`);
 
   // 4. Charlie offers 5 M3 at 4 OCEAN; Derek buys one and runs inference, reading the text.
-  await offer(charlie, m3, '4', '5');
+  await offer(charlie, m3, String(PEER.M3), '5');
   const derek = await walletPage('derek');
   const charlieOcean = BigInt(await balanceOf(rpcUrl, book.ocean, who.charlie));
   await buyOffer(derek, m3, '1');
-  assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, who.charlie)) - charlieOcean, 4n * e18, 'Charlie got exactly 4 OCEAN');
+  assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, who.charlie)) - charlieOcean, PEER.M3 * e18, 'Charlie got exactly 4 OCEAN');
   const inferId = await order(derek, 'infer', async () => {
     await derek.fill('#order-prompt', 'The history of the');
     await derek.fill('#order-max-tokens', String(TINY.infer_tokens));
@@ -251,7 +287,7 @@ try {
       const seller = label === 'M2' ? who.bob : who.charlie;
       const before = BigInt(await balanceOf(rpcUrl, book.ocean, seller));
       await buyOffer(elena, nft, '1');
-      assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, seller)) - before, (label === 'M2' ? 3n : 4n) * e18, `${label}'s seller got its price exactly`);
+      assert.equal(BigInt(await balanceOf(rpcUrl, book.ocean, seller)) - before, PEER[label] * e18, `${label}'s seller got its price exactly`);
     } else {
       await elena.goto(`${base}/models/${nft}`);
     }
@@ -279,7 +315,35 @@ try {
   const evalId = evals[2][1];
   log(`Elena evaluated ${evals.map(([l, id, p]) => `${l} (${id}): ${p.toFixed(3)}`).join(', ')}; M1 the baseline`);
 
-  // 6. Anyone, with no wallet: the receipt of Charlie's training verifies in the browser.
+  // 6. Royalties: two orders of M2 (Charlie's training, Elena's evaluation) and two of M3
+  //    (Derek's inference, Elena's evaluation) each paid M1's royalty into the model's vault.
+  //    Derek (anyone may) pays both vaults out from the models' pages; the page lists who
+  //    received what, as RewardScheme::royalty_split says (M2: all to M1's owner, Alice; M3:
+  //    50 % to M2's trainer, Bob, the remainder to Alice). Alice sees them on her account.
+  const scheme = card1.reward_scheme;
+  const royalty = BigInt(scheme.royalty);
+  assert.equal(royalty, e18 / 2n, 'the 0.5 OCEAN Alice set');
+  const royaltySplit = (depth, amount) => { // RewardScheme::royalty_split (ModelLineage.royaltySplit)
+    const paid = scheme.shares_bps.slice(0, depth - 1).map((b) => (amount / 10000n) * BigInt(b) + (amount % 10000n) * BigInt(b) / 10000n);
+    return [paid, amount - paid.reduce((a, b) => a + b, 0n)];
+  };
+  const [[], m2ToAlice] = royaltySplit(1, 2n * royalty);
+  const [[m3ToBob], m3ToAlice] = royaltySplit(2, 2n * royalty);
+  const lc = (a) => a.toLowerCase();
+  assert.deepEqual(await payOut(derek, m2, 2n * royalty), [[lc(who.alice), m1, m2ToAlice.toString()]]);
+  await snap(derek, 'royalty-paid-m2');
+  assert.deepEqual(await payOut(derek, m3, 2n * royalty), [[lc(who.bob), m2, m3ToBob.toString()], [lc(who.alice), m1, m3ToAlice.toString()]]);
+  await snap(derek, 'royalty-paid-m3');
+  // The section after a payout (its button, status and table) passes axe as every page does.
+  assert.deepEqual(await axeViolations(derek), [], 'no serious or critical axe violation on the paid-out model page');
+  await alice.click('header nav a[href="/account"]');
+  await alice.waitForSelector('#royalties tr.royalty');
+  const received = await alice.$$eval('#royalties tr.royalty', (trs) => trs.map((t) => [t.dataset.model, t.dataset.amount]));
+  assert.deepEqual(received, [[m2, m2ToAlice.toString()], [m3, m3ToAlice.toString()]], 'Alice\'s account lists both royalties');
+  await snap(alice, 'account-alice-royalties');
+  log(`Derek paid out the vaults: M2 ${m2ToAlice} to Alice; M3 ${m3ToBob} to Bob, ${m3ToAlice} to Alice`);
+
+  // 7. Anyone, with no wallet: the receipt of Charlie's training verifies in the browser.
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const anyone = await ctx.newPage();
   anyone.on('pageerror', (e) => errors.push(`anyone: ${e}`));
@@ -301,9 +365,8 @@ try {
   }
   log('the receipts of Charlie\'s train, Derek\'s inference and Elena\'s evaluation pass every check in the browser');
 
-  // 7. On chain, as the demo's ledger says (crates/cli/src/demo/story.rs).
+  // 8. On chain, as the demo's ledger says (crates/cli/src/demo/story.rs).
   const opcFee = BigInt(await rpc(rpcUrl, 'eth_call', [{ to: book.router, data: '0x7d28354d' /* getOPCConsumeFee() */ }, 'latest']));
-  const scheme = card1.reward_scheme;
   assert.deepEqual([scheme.total_reward, scheme.shares_bps], [(100n * e18).toString(), [5000, 2500, 1250, 625]]);
   const split = (n) => { // RewardScheme::split
     const total = BigInt(scheme.total_reward);
@@ -330,8 +393,32 @@ try {
   // The peer market escrows nothing (contracts/src/PeerMarket.sol): the offers' unsold rest stays
   // with the sellers, as the demo's ledger has it.
   assert.equal(show(got), show(want), `datatoken balances on chain\n got ${show(got)}\nwant ${show(want)}`);
-  assert.deepEqual(errors, [], 'no uncaught page errors');
   log(`balances on chain as the demo's ledger (opc fee ${opcFee}): ${show(got)}`);
+
+  // OCEAN, exactly. M1 on Ocean's exchange costs Alice's price plus the exchange's fees
+  // (FixedRateExchange.calcBaseInGivenOutDT: price × fee / 1e18 for Ocean's and the
+  // publish market's; getFeesInfo gives both rates).
+  const selector = async (sig) => (await rpc(rpcUrl, 'web3_sha3', ['0x' + Buffer.from(sig).toString('hex')])).slice(0, 10);
+  const feesInfo = await rpc(rpcUrl, 'eth_call', [{ to: book.fixed_rate, data: (await selector('getFeesInfo(bytes32)')) + pad(card1.exchange_id) }, 'latest']);
+  const word = (i) => BigInt('0x' + feesInfo.slice(2 + 64 * i, 2 + 64 * (i + 1)));
+  const [marketFee, swapFee] = [word(0), word(2)];
+  const price = BigInt(card1.price);
+  const m1Cost = price + (price * swapFee) / e18 + (price * marketFee) / e18;
+  const fee = (id) => { assert.ok(feeOf.has(id), `no quote seen for ${id}`); return feeOf.get(id); };
+  const [e1, e2, e3] = evals.map(([, id]) => id);
+  const start = 1000n * e18;
+  const wantOcean = {
+    alice: start + m2ToAlice + m3ToAlice, // the royalties both vaults paid her
+    bob: start - m1Cost - fee(bobJob) + 2n * PEER.M2 * e18 + m3ToBob, // M1 bought, trained; 2 M2 sold; M3's royalty share
+    charlie: start - PEER.M2 * e18 - fee(charlieJob) - royalty + 2n * PEER.M3 * e18, // bought M2, trained it; 2 M3 sold
+    derek: start - PEER.M3 * e18 - fee(inferId) - royalty, // bought M3, ran inference on it
+    elena: start - m1Cost - fee(e1) - PEER.M2 * e18 - fee(e2) - royalty - PEER.M3 * e18 - fee(e3) - royalty,
+  };
+  const gotOcean = {};
+  for (const n of names) gotOcean[n] = BigInt(await balanceOf(rpcUrl, book.ocean, who[n]));
+  assert.equal(show(gotOcean), show(wantOcean), `OCEAN balances on chain\n got ${show(gotOcean)}\nwant ${show(wantOcean)}`);
+  assert.deepEqual(errors, [], 'no uncaught page errors');
+  log(`OCEAN on chain as expected (M1 on the exchange ${m1Cost}, fees ${show(Object.fromEntries(feeOf))}): ${show(gotOcean)}`);
   log(`the whole story through the UI passed in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${shot * 2} screenshots in ${shots}`);
 } catch (e) {
   failed = true;

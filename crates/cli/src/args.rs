@@ -97,6 +97,19 @@ pub enum ModelsCmd {
     /// Edit the card of a model you own (a root you published, a derived model you
     /// trained): its description and your tags. The model's Ocean DDO on chain follows.
     Edit(EditArgs),
+    /// The lineage royalty waiting in a derived model's vault (OCEAN its orders paid for
+    /// its ancestors); with --distribute, pay it out to them by the root's scheme (anyone
+    /// may: the vault's `distribute()`, your wallet pays the gas).
+    Royalties(RoyaltiesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoyaltiesArgs {
+    /// The derived model (its NFT).
+    pub nft: String,
+    /// Pay the vault out now (one transaction; none is sent when nothing is waiting).
+    #[arg(long)]
+    pub distribute: bool,
 }
 
 #[derive(Debug, Args)]
@@ -414,5 +427,26 @@ mod tests {
         assert!(sell(&["--close"]).is_ok());
         assert!(sell(&[]).is_err(), "a price or --close is required");
         assert!(sell(&["--close", "--price", "1"]).is_err(), "not both");
+    }
+
+    /// Issue 14: anyone pays out a derived model's royalty vault.
+    #[test]
+    fn royalties_shows_a_vault_and_distributes_on_request() {
+        let parse = |extra: &[&str]| {
+            let mut all = vec!["posthuman", "models", "royalties"];
+            all.extend_from_slice(extra);
+            Cli::try_parse_from(all)
+        };
+        let Command::Models(ModelsCmd::Royalties(a)) = parse(&["0xabc"]).unwrap().command else {
+            panic!("not royalties")
+        };
+        assert_eq!((a.nft.as_str(), a.distribute), ("0xabc", false));
+        let Command::Models(ModelsCmd::Royalties(a)) =
+            parse(&["0xabc", "--distribute"]).unwrap().command
+        else {
+            panic!("not royalties")
+        };
+        assert!(a.distribute);
+        assert!(parse(&[]).is_err(), "the model is required");
     }
 }

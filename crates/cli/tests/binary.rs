@@ -75,6 +75,12 @@ async fn wallets_catalogue_and_exit_codes() {
     assert_eq!(o.status.code(), Some(4));
     let o = posthuman(&api, &wallet, &["models", "show", "0xnot-an-nft"]).await;
     assert!(matches!(o.status.code(), Some(3)), "{}", String::from_utf8_lossy(&o.stderr));
+    // A royalty vault only a derived model has: any other address is a usage error (2),
+    // found on chain through the API's /api/chain.
+    let nobody = "0x00000000000000000000000000000000000000aa";
+    let o = posthuman(&api, &wallet, &["models", "royalties", nobody, "--distribute"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a derived model"));
 
     emb.queue.shutdown().await;
     emb.anvil.stop();

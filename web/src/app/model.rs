@@ -116,6 +116,13 @@ pub fn ModelPage(p: &ModelProps) -> Html {
         _ => Vec::new(),
     };
     let names = use_names(shown);
+    let royalty = super::royalty::use_royalties(
+        match &model {
+            Load::Ready(m) if m.card.parent.is_some() => Some(m.card.nft.clone()),
+            _ => None,
+        },
+        names.clone(),
+    );
     let resale = super::resale::use_resale(match &model {
         Load::Ready(m) => Some((m.card.datatoken.clone(), m.card.symbol.clone())),
         _ => None,
@@ -174,6 +181,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                 </table>
                 { super::sale::sale_form(&sale, wallet.as_ref(), &chain, c) }
                 { resale.clone() }
+                { royalty.clone() }
                 <super::order::OrderPanel nft={c.nft.clone()} n_positions={Some(m.n_positions)} architecture={c.architecture.clone()} />
                 <p><small>{ "Or order with the CLI: " }<code>{ format!("posthuman jobs train {} --data my.txt", c.nft) }</code></small></p>
                 <h2>{ "Evaluations" }</h2>

@@ -6,5 +6,6 @@ pub mod jobs;
 pub mod market;
 pub mod models;
 pub mod rewards;
+pub mod royalties;
 pub mod verify;
 pub mod wallet;

@@ -55,6 +55,11 @@ pub async fn run(cfg: &Config, out: &Out, cmd: ModelsCmd) -> Result<(), CliError
             let m = edit(&s, &a).await?;
             out.emit(&m, || format!("card updated (its DDO on chain too)\n{}", card(&m)));
         }
+        ModelsCmd::Royalties(a) => {
+            let s = Session::open(cfg).await?;
+            let v = super::royalties::vault(&s, &a).await?;
+            out.emit(&v, || super::royalties::human(&v, a.distribute));
+        }
     }
     Ok(())
 }

@@ -34,8 +34,10 @@ import http.server
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -48,9 +50,10 @@ import deploy_template as dt  # noqa: E402  (the template helpers: one definitio
 
 import boto3  # noqa: E402
 
+WORK: Path  # the run's scratch dir (set in main)
+
 DATA = "DataBucketE3889A50"
 ACCESS_LOGS = "AccessLogs8B620ECA"
-WORK = Path(os.environ.get("POSTHUMAN_CORS_WORK", "/tmp/posthuman-browser-cors"))
 
 # What LocalStack 2026.3.0's S3 CORS handler (localstack/services/s3/cors.py) does otherwise
 # than S3, read from its code and seen here; none changes this test's outcome.
@@ -156,6 +159,8 @@ def main() -> None:
     lk = dict(endpoint_url=endpoint, region_name=dt.REGION, aws_access_key_id="test", aws_secret_access_key="test")
     ls = {svc: boto3.client(svc, **lk) for svc in ("cloudformation", "s3")}
 
+    global WORK
+    WORK = Path(tempfile.mkdtemp(prefix="posthuman-browser-cors-"))  # this run's files only
     allowed_srv, allowed_port = serve()
     foreign_srv, foreign_port = serve()
     allowed, foreign = f"http://localhost:{allowed_port}", f"http://localhost:{foreign_port}"
@@ -169,7 +174,6 @@ def main() -> None:
         check(all(r["AllowedMethods"] == ["PUT"] and r.get("ExposeHeaders") == ["ETag"] for r in rules),
               f"PUT only, ETag exposed: {rules}")
 
-        WORK.mkdir(parents=True, exist_ok=True)
         # An odd length over one MiB: nothing lines up with a buffer size by chance.
         body = secrets.token_bytes((1 << 20) + 4097)
         path = WORK / "weights.bin"
@@ -248,8 +252,7 @@ def main() -> None:
     finally:
         allowed_srv.shutdown()
         foreign_srv.shutdown()
-        for p in ("weights.bin", "tampered.bin", "cases.json"):
-            (WORK / p).unlink(missing_ok=True)
+        shutil.rmtree(WORK, ignore_errors=True)
 
     print(f"browser-cors: {n} assertions passed in {time.monotonic() - t0:.1f} s: the template's data bucket "
           f"(LocalStack CloudFormation, StorefrontOrigin={allowed}) took a {len(body)}-byte PUT from headless "

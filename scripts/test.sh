@@ -71,6 +71,13 @@ localstack/run-worker-image.sh --binary "$CARGO_TARGET_DIR/debug/posthuman-worke
 stage "Lambda binaries under the Runtime API emulator: the story against the twins and anvil"
 localstack/run-lambdas.sh
 
+# A storefront's direct upload in headless Chromium, through the data bucket's CORS as the
+# template deploys it (LocalStack's CloudFormation), with a URL from the AWS presigner (the
+# `presign_put` example the tests built): the allowed origin's PUT arrives byte-exact, a foreign
+# origin's is refused at the preflight. ~10 s.
+stage "browser PUT through the data bucket's CORS (LocalStack, headless Chromium, AWS presigner)"
+localstack/browser-cors.sh
+
 stage "Ocean's DDO validator (@oceanprotocol/ddo-js) on the DDOs models carry"
 tests/ocean/validate-ddo.sh
 

@@ -95,7 +95,7 @@ async fn s3() -> Option<Fixture> {
     };
     // Probe: the right body to a URL whose signature was altered.
     let f = declared("dataset", b"probe");
-    let t = fx.uploads.presign(&upload_id(), &f, now() + 600).await.unwrap();
+    let t = fx.uploads.presign(&upload_id(), &f, now() + 600).await.unwrap().target;
     let st = send(&fx, &tampered(&t), b"probe".to_vec()).await;
     fx.checks_signatures = !(200..300).contains(&st);
     Some(fx)
@@ -146,7 +146,7 @@ async fn declared_file_arrives_and_checks_out(fx: &Fixture) {
     let id = upload_id();
     let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let f = declared("weights", &data);
-    let t = fx.uploads.presign(&id, &f, now() + 600).await.unwrap();
+    let t = fx.uploads.presign(&id, &f, now() + 600).await.unwrap().target;
     assert_eq!(t.method, "PUT");
     if let Some(at) = t.url.find("X-Amz-SignedHeaders=") {
         // S3: the signature covers the exact length and the checksum, not just the key.
@@ -173,7 +173,7 @@ async fn other_bytes_are_refused(fx: &Fixture) {
     let id = upload_id();
     let data = b"the declared dataset\n".to_vec();
     let f = declared("dataset", &data);
-    let t = fx.uploads.presign(&id, &f, now() + 600).await.unwrap();
+    let t = fx.uploads.presign(&id, &f, now() + 600).await.unwrap().target;
     let mut same_len = data.clone();
     same_len[3] ^= 0x20;
     let longer = [data.as_slice(), b"and more"].concat();
@@ -196,7 +196,7 @@ async fn an_expired_url_is_refused(fx: &Fixture) {
     let id = upload_id();
     let data = b"late".to_vec();
     let f = declared("dataset", &data);
-    let t = fx.uploads.presign(&id, &f, now() + 1).await.unwrap();
+    let t = fx.uploads.presign(&id, &f, now() + 1).await.unwrap().target;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let st = send(fx, &t, data).await;
     assert!((400..500).contains(&st), "expired URL: {st}");
@@ -210,7 +210,7 @@ async fn a_tampered_url_is_refused(fx: &Fixture) {
     let id = upload_id();
     let data = b"declared".to_vec();
     let f = declared("dataset", &data);
-    let t = fx.uploads.presign(&id, &f, now() + 600).await.unwrap();
+    let t = fx.uploads.presign(&id, &f, now() + 600).await.unwrap().target;
     let st = send(fx, &tampered(&t), data.clone()).await;
     assert!((400..500).contains(&st), "tampered URL: {st}");
     // Nor may the client drop a header the URL was signed with (S3: the checksum).

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::{Region, SharedCredentialsProvider};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -48,6 +48,9 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     part_size: usize,
+    /// The provider the client's credentials come from, when [`S3Store::new`] built it (the
+    /// client's config no longer tells): presigners read their expiry.
+    credentials: Option<SharedCredentialsProvider>,
 }
 
 impl S3Store {
@@ -65,12 +68,19 @@ impl S3Store {
         if let Some(url) = &cfg.endpoint_url {
             b = b.endpoint_url(url);
         }
-        Ok(Self::from_client(Client::from_conf(b.build()), cfg.bucket))
+        let credentials = sdk.credentials_provider();
+        Ok(Self { credentials, ..Self::from_client(Client::from_conf(b.build()), cfg.bucket) })
     }
 
     /// Wraps an already configured client (tests use static credentials this way).
     pub fn from_client(client: Client, bucket: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into(), part_size: DEFAULT_PART_SIZE }
+        Self { client, bucket: bucket.into(), part_size: DEFAULT_PART_SIZE, credentials: None }
+    }
+
+    /// The credentials provider the client signs with: the default chain's for a store from
+    /// [`S3Store::new`], `None` for one from [`S3Store::from_client`].
+    pub fn credentials_provider(&self) -> Option<&SharedCredentialsProvider> {
+        self.credentials.as_ref()
     }
 
     /// Sets the multipart part size (clamped to S3's 5 MiB minimum). Bodies up to one part

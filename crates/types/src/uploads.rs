@@ -95,6 +95,8 @@ pub struct PutTarget {
 pub struct UploadGrant {
     pub upload_id: String,
     /// Unix seconds (15 minutes ahead by default): the URLs and the id are refused after this.
+    /// Sooner when the API's temporary AWS credentials expire first: a presigned URL dies
+    /// with the credentials that signed it, so each ends a minute before them.
     pub expires_at: u64,
     pub files: Vec<PutTarget>,
 }

@@ -18,7 +18,8 @@
 //! - [`S3Uploads`] (AWS): an S3 presigned PUT whose signature covers the exact
 //!   `Content-Length` and the `x-amz-checksum-sha256` header, so S3 itself refuses a body of
 //!   another length or content, and the URL after its expiry. Checked with a HEAD in
-//!   checksum mode.
+//!   checksum mode. A URL ends before the credentials that signed it (temporary ones die
+//!   with their session token), and the grant's `expires_at` is the real expiry (`s3.rs`).
 //! - [`LocalUploads`] (the embedded server): the server hosts the PUT itself
 //!   (`PUT /api/uploads/{upload_id}/{file}`) under an HMAC token from a per-server secret that
 //!   covers the same length, hash and expiry; the body streams to a spool file with the same
@@ -52,6 +53,9 @@ use crate::catalogue::now_secs;
 use crate::deps::{Deps, Limits};
 use crate::error::ApiError;
 use crate::spool::{SpoolWriter, Spooled};
+
+mod s3;
+pub use s3::{CREDENTIALS_MARGIN_SECS, MIN_URL_SECS, S3Uploads, cap_expiry};
 
 // The wire types live in `posthuman-types` (the CLI and the storefront's wasm read the same
 // definitions); re-exported so handlers and tests keep naming them from here.
@@ -201,17 +205,27 @@ pub enum Staged {
     Differs(String),
 }
 
+/// A presigned [`PutTarget`] and when it stops working.
+#[derive(Clone, Debug)]
+pub struct Presigned {
+    pub target: PutTarget,
+    /// Unix seconds: the asked expiry, or sooner where the URL cannot live that long (an S3
+    /// URL dies with the temporary credentials that signed it: [`S3Uploads`]).
+    pub expires_at: u64,
+}
+
 /// Where a client's files go, and how the API checks they arrived. See the module docs.
 #[async_trait::async_trait]
 pub trait DirectUploads: Send + Sync + std::fmt::Debug + 'static {
-    /// How to send `file` of upload `upload_id` until `expires_at` (unix seconds): a
-    /// request the store refuses with any other length or content, or after `expires_at`.
+    /// How to send `file` of upload `upload_id` until `expires_at` (unix seconds) at the
+    /// latest: a request the store refuses with any other length or content, or after the
+    /// expiry it answers (which may come sooner than asked).
     async fn presign(
         &self,
         upload_id: &str,
         file: &DeclaredFile,
         expires_at: u64,
-    ) -> Result<PutTarget, ApiError>;
+    ) -> Result<Presigned, ApiError>;
 
     /// Whether `file` of `upload_id` arrived as declared.
     async fn check(&self, upload_id: &str, file: &DeclaredFile) -> Result<Staged, ApiError>;
@@ -301,7 +315,7 @@ impl DirectUploads for LocalUploads {
         upload_id: &str,
         file: &DeclaredFile,
         expires_at: u64,
-    ) -> Result<PutTarget, ApiError> {
+    ) -> Result<Presigned, ApiError> {
         let token = self.mac(upload_id, &file.name, file.bytes, &file.sha256, expires_at);
         let url = format!(
             "/api/uploads/{upload_id}/{}?bytes={}&sha256={}&expires={expires_at}&token={}",
@@ -312,7 +326,8 @@ impl DirectUploads for LocalUploads {
         );
         let headers =
             BTreeMap::from([("content-type".to_string(), "application/octet-stream".to_string())]);
-        Ok(PutTarget { name: file.name.clone(), url, method: "PUT".into(), headers })
+        let target = PutTarget { name: file.name.clone(), url, method: "PUT".into(), headers };
+        Ok(Presigned { target, expires_at })
     }
 
     async fn check(&self, upload_id: &str, file: &DeclaredFile) -> Result<Staged, ApiError> {
@@ -383,101 +398,6 @@ impl DirectUploads for LocalUploads {
     }
 }
 
-// ------------------------------------------------------------------------------------- S3
-
-/// Presigned S3 PUTs: see the module docs.
-#[derive(Clone, Debug)]
-pub struct S3Uploads {
-    client: aws_sdk_s3::Client,
-    bucket: String,
-}
-
-impl S3Uploads {
-    /// Uploads into the bucket of `store` with its client (and credentials).
-    pub fn new(store: &posthuman_store::S3Store) -> Self {
-        S3Uploads { client: store.client().clone(), bucket: store.bucket().to_string() }
-    }
-}
-
-fn s3_err(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable("object store", format!("{what}: {e}"))
-}
-
-#[async_trait::async_trait]
-impl DirectUploads for S3Uploads {
-    async fn presign(
-        &self,
-        upload_id: &str,
-        file: &DeclaredFile,
-        expires_at: u64,
-    ) -> Result<PutTarget, ApiError> {
-        use base64::Engine;
-        let secs = expires_at.saturating_sub(now_secs()).max(1);
-        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(secs))
-            .map_err(ApiError::internal)?;
-        let len = i64::try_from(file.bytes).map_err(ApiError::internal)?;
-        let checksum = base64::engine::general_purpose::STANDARD.encode(file.sha256.0);
-        let req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(staged_key(upload_id, &file.name))
-            .content_length(len)
-            .checksum_sha256(checksum)
-            .presigned(cfg)
-            .await
-            .map_err(|e| s3_err("presigning a PUT", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        let headers = req.headers().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
-        Ok(PutTarget {
-            name: file.name.clone(),
-            url: req.uri().to_string(),
-            method: req.method().to_string(),
-            headers,
-        })
-    }
-
-    async fn check(&self, upload_id: &str, file: &DeclaredFile) -> Result<Staged, ApiError> {
-        use base64::Engine;
-        let r = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(staged_key(upload_id, &file.name))
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await;
-        let head = match r {
-            Ok(h) => h,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
-                return Ok(Staged::Missing);
-            }
-            Err(e) => {
-                return Err(s3_err("HEAD", aws_sdk_s3::error::DisplayErrorContext(e)));
-            }
-        };
-        let len = head.content_length().unwrap_or(-1);
-        if u64::try_from(len).ok() != Some(file.bytes) {
-            return Ok(Staged::Differs(format!("{len} bytes, not {}", file.bytes)));
-        }
-        let want = base64::engine::general_purpose::STANDARD.encode(file.sha256.0);
-        match head.checksum_sha256() {
-            Some(got) if got == want => Ok(Staged::Ready),
-            Some(_) => Ok(Staged::Differs("S3's SHA-256 is not the declared one".into())),
-            None => Ok(Staged::Differs("S3 holds no SHA-256 for it".into())),
-        }
-    }
-
-    async fn receive(
-        &self,
-        _upload_id: &str,
-        _file: &str,
-        _q: &PutQuery,
-        _body: axum::body::Body,
-    ) -> Result<(), ApiError> {
-        Err(ApiError::not_found("upload route (this deployment takes files at S3 URLs)"))
-    }
-}
-
 // ------------------------------------------------------------------------------ lifecycle
 
 /// `POST /api/uploads`: checks the signed declaration and answers where to send each file.
@@ -531,14 +451,19 @@ pub async fn create_upload(
     // From the signer and its single-use nonce: unguessable to others, unique.
     let h = keccak256([signer.as_slice(), b"upload", req.nonce.as_bytes()].concat());
     let upload_id = format!("u-{}", &hex::encode(h)[..32]);
-    let expires_at = now_secs() + deps.cfg.upload_validity_secs;
+    // The upload lives as long as its shortest-lived URL (one signed by credentials that
+    // expire sooner than the validity dies with them), and the answer says so.
+    let mut expires_at = now_secs() + deps.cfg.upload_validity_secs;
+    let mut files = Vec::with_capacity(req.files.len());
+    for f in &req.files {
+        let p = deps.uploads.presign(&upload_id, f, expires_at).await?;
+        expires_at = expires_at.min(p.expires_at);
+        files.push(p.target);
+    }
+    // The manifest before any URL is handed out (the answer below).
     let manifest = Manifest { signer, purpose: req.purpose, files: req.files.clone(), expires_at };
     let json = serde_json::to_vec(&manifest).map_err(ApiError::internal)?;
     deps.store.put(&manifest_key(&upload_id), Bytes::from(json)).await?;
-    let mut files = Vec::with_capacity(req.files.len());
-    for f in &req.files {
-        files.push(deps.uploads.presign(&upload_id, f, expires_at).await?);
-    }
     Ok(UploadGrant { upload_id, expires_at, files })
 }
 

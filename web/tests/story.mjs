@@ -17,7 +17,7 @@
 // by the operator, who holds the test OCEAN) and the model Alice brings (a tiny GPT-2 of the
 // demo's --size tiny shape, trained by `posthuman-worker` run locally, as the demo does).
 // At the end the datatoken balances on chain (eth_call) equal the demo's ledger
-// (crates/cli/src/demo/story.rs): +1 per purchase, -1 per order, the order's datatoken less
+// (crates/demo/src/story.rs): +1 per purchase, -1 per order, the order's datatoken less
 // Ocean's community fee to the model's payment collector, and each derivation's reward split
 // by M1's scheme (RewardScheme::split); the peer market's OCEAN moves exactly price × amount.
 // And every person's OCEAN (gas is paid in ETH, so OCEAN is exact) equals the 1,000 the
@@ -45,7 +45,7 @@ const log = logger('story');
 const t0 = Date.now();
 const e18 = 10n ** 18n;
 const pad = (h) => h.replace(/^0x/, '').padStart(64, '0');
-// The demo's tiny sizes (crates/cli/src/demo/mod.rs, Sizes::of(Tiny)).
+// The demo's tiny sizes (crates/demo/src/lib.rs, Sizes::of(Tiny)).
 // Peer-market prices (OCEAN per datatoken): Bob's M2 offer, Charlie's M3 offer.
 const PEER = { M2: 3n, M3: 4n };
 const TINY = { vocab: 320, n_layer: 1, n_embd: 32, n_head: 2, context: 32, base_bytes: 40_000, ft_steps: 12, batch: 4, ft_bytes: 12_000, eval_bytes: 20_000, infer_tokens: 12 };
@@ -365,7 +365,7 @@ try {
   }
   log('the receipts of Charlie\'s train, Derek\'s inference and Elena\'s evaluation pass every check in the browser');
 
-  // 8. On chain, as the demo's ledger says (crates/cli/src/demo/story.rs).
+  // 8. On chain, as the demo's ledger says (crates/demo/src/story.rs).
   const opcFee = BigInt(await rpc(rpcUrl, 'eth_call', [{ to: book.router, data: '0x7d28354d' /* getOPCConsumeFee() */ }, 'latest']));
   assert.deepEqual([scheme.total_reward, scheme.shares_bps], [(100n * e18).toString(), [5000, 2500, 1250, 625]]);
   const split = (n) => { // RewardScheme::split

@@ -699,6 +699,13 @@ impl Llama {
         {
             // A LoRA step whose adapter leaves the MLP alone: one node keeping gate(x) and up(x).
             &x + lops::frozen_swiglu_mlp(&xn, &l.gate.w, &l.up.w, &l.down.w)?
+        } else if l.gate.lora.is_none()
+            && l.up.lora.is_none()
+            && l.gate.b.is_none()
+            && l.up.b.is_none()
+        {
+            // Gate and up without LoRA branches (a full fine-tune): one fused node.
+            &x + l.down.fwd(&lops::gate_up(&xn, &l.gate.w, &l.up.w)?, drop)?
         } else {
             // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
             let h = lops::silu_mul(&l.gate.fwd(&xn, drop)?, &l.up.fwd(&xn, drop)?)?;

@@ -300,32 +300,68 @@ impl candle_core::CustomOp1 for FrozenSwiGluGrad {
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if fused_f32(&[grad, &self.g, &self.u]) {
+            return self.cpu_bwd(grad).map(Some);
+        }
         // The products back to the input width: y·w for each weight w (out, in).
         let back = |y: &Tensor, w: &Tensor| y.broadcast_matmul(w);
         let d = back(&grad.detach(), &self.down)?;
-        let (dg, du) = if fused_f32(&[&self.g, &self.u, &d]) {
-            let (dg, du) = super::kernels::with_slice::<f32, _>(&self.g, |g| {
-                super::kernels::with_slice::<f32, _>(&self.u, |u| {
-                    super::kernels::with_slice::<f32, _>(&d, |d| {
-                        super::dense::silu_mul_grads(g, u, d)
-                    })
-                })
-            })?;
-            let t = |v: Vec<f32>| super::kernels::tensor(v, self.g.shape().clone());
-            (t(dg)?, t(du)?)
-        } else {
-            let s = candle_nn::ops::sigmoid(&self.g)?;
-            // silu'(g) = s·(1 + g·(1 − s))
-            let dsilu = (&s * ((&self.g * (1.0 - &s)?)? + 1.0)?)?;
-            (((&d * &self.u)? * dsilu)?, (d * self.g.silu()?)?)
-        };
+        let s = candle_nn::ops::sigmoid(&self.g)?;
+        // silu'(g) = s·(1 + g·(1 − s))
+        let dsilu = (&s * ((&self.g * (1.0 - &s)?)? + 1.0)?)?;
+        let (dg, du) = (((&d * &self.u)? * dsilu)?, (d * self.g.silu()?)?);
         Ok(Some((back(&dg, &self.gate)? + back(&du, &self.up)?)?))
     }
 }
 
+impl FrozenSwiGluGrad {
+    /// The backward on CPU f32: d = grad·down, the gate's (dg, du) in one pass, and
+    /// dx = dg·gate + du·up with the second product accumulated by gemm into the first (no
+    /// zeroed outputs, no separate add).
+    fn cpu_bwd(&self, grad: &Tensor) -> Result<Tensor> {
+        use super::kernels::{Mat, matmul, tensor, with_slice};
+        let (i, c) = self.gate.dims2()?;
+        let n = grad.elem_count() / c.max(1);
+        let mut d = super::scratch::take(n * i);
+        with_slice::<f32, _>(grad, |g| {
+            with_slice::<f32, _>(&self.down, |w| {
+                matmul(&mut d, i, Mat::rows(g, n, c, c), Mat::rows(w, c, i, i), false, true)
+            })
+        })?;
+        let (dg, du) = with_slice::<f32, _>(&self.g, |g| {
+            with_slice::<f32, _>(&self.u, |u| super::dense::silu_mul_grads(g, u, &d))
+        })?;
+        let mut dx = super::scratch::take(n * c);
+        let (dgm, dum) = (Mat::rows(&dg, n, i, i), Mat::rows(&du, n, i, i));
+        with_slice::<f32, _>(&self.gate, |w| {
+            matmul(&mut dx, c, dgm, Mat::rows(w, i, c, c), false, true)
+        })?;
+        with_slice::<f32, _>(&self.up, |w| {
+            matmul(&mut dx, c, dum, Mat::rows(w, i, c, c), true, true)
+        })?;
+        tensor(dx, grad.shape().clone())
+    }
+}
+
+/// silu(x·gateᵀ) ⊙ (x·upᵀ), the SwiGLU MLP's hidden activation, for gate and up (I, C): one
+/// fused node on CPU f32 with more than one row ([`super::dense`]); elsewhere (and for a
+/// single row, batch-1 decoding) [`linear_no_bias`] twice and [`silu_mul`], the same values.
+pub fn gate_up(x: &Tensor, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let c = gate.dim(1)?;
+    if fused_f32(&[x, gate, up])
+        && x.dims().last() == Some(&c)
+        && x.elem_count() > c
+        && gate.dims() == up.dims()
+    {
+        let op = super::dense::GateUp { kept: std::sync::Mutex::new(None) };
+        return x.contiguous()?.apply_op3(&gate.contiguous()?, &up.contiguous()?, op);
+    }
+    silu_mul(&linear_no_bias(x, gate)?, &linear_no_bias(x, up)?)
+}
+
 /// The SiLU-gated MLP: down(silu(gate(x)) ⊙ up(x)), weights (I, C), (I, C), (C, I).
 pub fn swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
-    linear_no_bias(&silu_mul(&linear_no_bias(x, gate)?, &linear_no_bias(x, up)?)?, down)
+    linear_no_bias(&gate_up(x, gate, up)?, down)
 }
 
 /// Llama 3's `rope_scaling` ("rope_type": "llama3"): long wavelengths slowed by `factor`,

@@ -16,6 +16,33 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// User + system CPU seconds of this process so far (getrusage): on a shared machine, tokens
+/// per CPU-second moves less with other people's load than tokens per wall second.
+pub fn cpu_secs() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<LibcRusage>::zeroed();
+    // SAFETY: getrusage writes a `struct rusage` into the buffer, which is large enough.
+    let rc = unsafe { getrusage(0, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    // SAFETY: initialised by the successful call above.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: [i64; 2]| t[0] as f64 + t[1] as f64 * 1e-6;
+    tv(ru.utime) + tv(ru.stime)
+}
+
+/// The leading fields of Linux's `struct rusage` (timevals), padded to its full size.
+#[repr(C)]
+struct LibcRusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    _rest: [i64; 14],
+}
+
+unsafe extern "C" {
+    fn getrusage(who: i32, usage: *mut LibcRusage) -> i32;
+}
+
 /// The issues' benchmark shapes, random init: a ~30M-parameter Llama and SmolLM2-135M.
 pub fn llama_shape(name: &str) -> Result<llama::Config, String> {
     let mut c = match name {

@@ -699,10 +699,17 @@ impl Llama {
         {
             // A LoRA step whose adapter leaves the MLP alone: one node keeping gate(x) and up(x).
             &x + lops::frozen_swiglu_mlp(&xn, &l.gate.w, &l.up.w, &l.down.w)?
+        } else if l.gate.lora.is_none()
+            && l.up.lora.is_none()
+            && l.gate.b.is_none()
+            && l.up.b.is_none()
+        {
+            // Gate and up without LoRA branches (a full fine-tune): one fused node.
+            &x + l.down.fwd(&lops::gate_up(&xn, &l.gate.w, &l.up.w)?, drop)?
         } else {
             // lops::swiglu_mlp's arithmetic, with the projections' LoRA branches.
-            let g = l.gate.fwd(&xn, drop)?.silu()?;
-            &x + l.down.fwd(&(g * l.up.fwd(&xn, drop)?)?, drop)?
+            let h = lops::silu_mul(&l.gate.fwd(&xn, drop)?, &l.up.fwd(&xn, drop)?)?;
+            &x + l.down.fwd(&h, drop)?
         }
     }
 
@@ -758,13 +765,13 @@ impl Llama {
             let Some(gy) = g.take() else { bail!("no gradient reached layer {li}'s output") };
             let x_in = candle_core::Var::from_tensor(&inputs[li])?;
             let y = self.layer_fwd(l, li, x_in.as_tensor().clone(), 0, None, &mut None)?;
-            let store = (y * gy)?.sum_all()?.backward()?;
+            let store = ops::seeded_backward(&y, &gy)?;
             sink(&store)?;
             g = store.get(x_in.as_tensor()).cloned();
             inputs.truncate(li);
         }
         let Some(gx) = g else { bail!("no gradient reached the embeddings") };
-        let store = (self.embed_ids(&self.embed, ids, b, t)? * gx)?.sum_all()?.backward()?;
+        let store = ops::seeded_backward(&self.embed_ids(&self.embed, ids, b, t)?, &gx)?;
         sink(&store)?;
         Ok(loss)
     }

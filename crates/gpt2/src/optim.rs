@@ -51,6 +51,29 @@ fn to_f32(t: &Tensor) -> Result<Vec<f32>, Gpt2Error> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// g += t, element by element (no order to depend on the thread count), read in place from CPU
+/// f32 storage: a full fine-tune's step adds every weight's gradient once, and the copy that
+/// `to_vec1` makes plus a single-threaded add cost as much as a layer's element-wise backward.
+fn add_into(g: &mut [f32], t: &Tensor) -> Result<(), Gpt2Error> {
+    const CH: usize = 1 << 14;
+    let add = |g: &mut [f32], b: &[f32]| {
+        g.par_chunks_mut(CH).zip(b.par_chunks(CH)).for_each(|(a, b)| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        })
+    };
+    if t.device().is_cpu() && t.dtype() == DType::F32 {
+        crate::ops::kernels::with_slice::<f32, _>(t, |b| {
+            add(g, b);
+            Ok(())
+        })?;
+    } else {
+        add(g, &to_f32(t)?);
+    }
+    Ok(())
+}
+
 impl Grads {
     /// All-zero gradients for `opt`'s parameters.
     pub fn zeros(opt: &AdamW) -> Self {
@@ -61,9 +84,7 @@ impl Grads {
     pub fn accumulate(&mut self, opt: &AdamW, store: &GradStore) -> Result<(), Gpt2Error> {
         for (g, p) in self.grads.iter_mut().zip(&opt.params) {
             if let Some(t) = store.get(p.var.as_tensor()) {
-                for (a, b) in g.iter_mut().zip(to_f32(t)?) {
-                    *a += b;
-                }
+                add_into(g, t)?;
             }
         }
         Ok(())

@@ -268,19 +268,31 @@ fn cached_decoding_equals_the_full_forward() {
     assert!(m.forward_cached(&one, &mut cache).is_err());
 }
 
-/// Two AdamW steps on a model large enough that gemm splits work across threads; the
-/// weights' canonical hash.
+/// Two AdamW steps, through the whole graph and then layer by layer (checkpointed), on a model
+/// large enough that gemm splits work across threads and the MLP's element-wise passes
+/// (256 rows × 640 > 2^17 values) take their chunked parallel paths; the weights' hash.
 fn llama_run_once() -> String {
     let mut cfg = Config::tiny(512, 64, 2, 4, 2);
     cfg.max_position_embeddings = 64;
+    cfg.intermediate_size = 640;
     let vm = init_weights(&cfg, 42).unwrap();
     let m = Llama::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
     let mut opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
     for step in 0..2 {
         let mut rng = SeededRng::new(step);
         let (x, y) = (ids(&mut rng, &[4, 64], 512), ids(&mut rng, &[4, 64], 512));
-        let store = m.loss(&x, &y).unwrap().backward().unwrap();
-        opt.step(&Grads::from_store(&opt, &store).unwrap(), 1e-3).unwrap();
+        let grads = if step == 0 {
+            let store = m.loss(&x, &y).unwrap().backward().unwrap();
+            Grads::from_store(&opt, &store).unwrap()
+        } else {
+            let mut g = Grads::zeros(&opt);
+            m.loss_and_grads_checkpointed(&x, &y, |s| {
+                g.accumulate(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
+            })
+            .unwrap();
+            g
+        };
+        opt.step(&grads, 1e-3).unwrap();
     }
     let data = vm.data().lock().unwrap();
     let ts: Vec<(String, Tensor)> =

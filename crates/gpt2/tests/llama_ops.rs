@@ -364,3 +364,40 @@ fn frozen_swiglu_mlp_matches_the_composed_mlp() {
     assert_eq!(fused.0, composed.0, "outputs");
     assert!(rel_err(&fused.1, &composed.1) < 1e-5, "dx: {}", rel_err(&fused.1, &composed.1));
 }
+
+/// The fused SwiGLU gate, gate-and-up node and bias-free linear map at sizes that take their parallel, chunked
+/// paths (over 2^17 values; the ops' other tests are tiny): f32 values and every input's
+/// gradient against the composed f64 ops, and a detached weight gets no gradient.
+#[test]
+fn fused_gate_and_linear_match_f64_at_parallel_sizes() {
+    let mut rng = SeededRng::new(31);
+    let compare = |op: &dyn Fn(&[Tensor]) -> posthuman_gpt2::candle_core::Result<Tensor>,
+                   inputs: Vec<Tensor>,
+                   what: &str| {
+        let out64 = vals(&op(&inputs).unwrap());
+        let in32: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+        close(&vals(&op(&in32).unwrap()), &out64, 1e-6, what);
+        let (_, g64) = grads(&|t: &[Tensor]| weighted(op(t)?, 3), &inputs);
+        let (_, g32) = grads(&|t: &[Tensor]| weighted(op(t)?, 3), &in32);
+        for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+            close(a, b, 1e-5, &format!("{what}: input {i}'s gradient"));
+        }
+    };
+    let g = rand_t(&mut rng, &[3, 250, 200], 3.0, DType::F64);
+    let u = rand_t(&mut rng, &[3, 250, 200], 1.0, DType::F64);
+    compare(&|t| lops::silu_mul(&t[0], &t[1]), vec![g, u], "silu gate");
+    let x = rand_t(&mut rng, &[2, 300, 64], 1.0, DType::F64);
+    let (wg, wu) = (
+        rand_t(&mut rng, &[250, 64], 0.4, DType::F64),
+        rand_t(&mut rng, &[250, 64], 0.4, DType::F64),
+    );
+    compare(&|t| lops::gate_up(&t[0], &t[1], &t[2]), vec![x, wg, wu], "gate and up");
+    let x = rand_t(&mut rng, &[4, 300, 128], 1.0, DType::F64);
+    let w = rand_t(&mut rng, &[96, 128], 0.3, DType::F64);
+    compare(&|t| lops::linear_no_bias(&t[0], &t[1]), vec![x.clone(), w.clone()], "linear");
+    let x = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
+    let w = w.to_dtype(DType::F32).unwrap();
+    let y = lops::linear_no_bias(x.as_tensor(), &w).unwrap();
+    let store = y.sum_all().unwrap().backward().unwrap();
+    assert!(store.get(x.as_tensor()).is_some() && store.get(&w).is_none(), "frozen weight");
+}

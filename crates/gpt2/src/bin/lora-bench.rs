@@ -52,33 +52,6 @@ fn args() -> AnyResult<Args> {
     Ok(a)
 }
 
-/// User + system CPU seconds of this process so far (getrusage): on a shared machine, tokens
-/// per CPU-second moves less with other people's load than tokens per wall second.
-fn cpu_secs() -> f64 {
-    let mut ru = std::mem::MaybeUninit::<libc_rusage>::zeroed();
-    // SAFETY: getrusage writes a `struct rusage` into the buffer, which is large enough.
-    let rc = unsafe { getrusage(0, ru.as_mut_ptr()) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    // SAFETY: initialised by the successful call above.
-    let ru = unsafe { ru.assume_init() };
-    let tv = |t: [i64; 2]| t[0] as f64 + t[1] as f64 * 1e-6;
-    tv(ru.utime) + tv(ru.stime)
-}
-
-/// The leading fields of Linux's `struct rusage` (timevals), padded to its full size.
-#[repr(C)]
-struct libc_rusage {
-    utime: [i64; 2],
-    stime: [i64; 2],
-    _rest: [i64; 14],
-}
-
-unsafe extern "C" {
-    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
-}
-
 fn main() -> AnyResult<()> {
     let a = args()?;
     // SAFETY: first thing in main, before any other thread exists.
@@ -139,12 +112,12 @@ fn main() -> AnyResult<()> {
         Ok(loss.to_scalar::<f32>()?)
     };
     step(0)?; // warm-up: allocations, rayon pool
-    let (t0, c0) = (Instant::now(), cpu_secs());
+    let (t0, c0) = (Instant::now(), posthuman_gpt2::bench::cpu_secs());
     let mut last = 0.0;
     for i in 0..a.steps {
         last = step(i + 1)?;
     }
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), posthuman_gpt2::bench::cpu_secs() - c0);
     let state = opt.state_bytes()?.len();
     let weights = match &adapter {
         Some(ad) => ad.safetensors_bytes()?.len(),

@@ -350,3 +350,25 @@ pub(crate) fn col_sums(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     out
 }
+
+simd_kernel! {
+    /// h = silu(g) ⊙ u, silu(v) = v / (1 + e^−v) (the SwiGLU gate).
+    pub(crate) fn silu_mul_fwd(g: &[f32], u: &[f32], h: &mut [f32]) {
+        for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
+            *h = g / (1.0 + exp_f32(-g)) * u;
+        }
+    }
+}
+
+simd_kernel! {
+    /// The SwiGLU gate's backward from upstream d, with s = sigmoid(g):
+    /// dg = d ⊙ u ⊙ s(1 + g(1 − s)), du = d ⊙ silu(g), in one pass.
+    pub(crate) fn silu_mul_bwd(g: &[f32], u: &[f32], d: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        for i in 0..d.len().min(g.len()).min(u.len()).min(dg.len()).min(du.len()) {
+            let (gi, di) = (g[i], d[i]);
+            let s = 1.0 / (1.0 + exp_f32(-gi));
+            dg[i] = di * u[i] * (s * (1.0 + gi * (1.0 - s)));
+            du[i] = di * (gi * s);
+        }
+    }
+}

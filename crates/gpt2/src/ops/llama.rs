@@ -34,12 +34,18 @@ pub fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
 }
 
-/// x · wᵀ over the last dimension of x, with w (out, in) as HF `nn.Linear` stores it.
+/// x · wᵀ over the last dimension of x, with w (out, in) as HF `nn.Linear` stores it. On CPU
+/// f32 with more than one row, a fused op ([`super::dense`]) whose backward computes only the
+/// gradients its inputs need (none for a detached weight); a single row (batch-1 decoding)
+/// stays on candle's matmul.
 pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let mut dims = x.dims().to_vec();
     if dims.last() != Some(&inp) {
         bail!("linear: input {:?} does not end in {inp}", x.dims());
+    }
+    if fused_f32(&[x, w]) && x.elem_count() > inp && w.is_contiguous() {
+        return x.contiguous()?.apply_op2(w, super::dense::LinearRows);
     }
     let y = x.reshape(((), inp))?.matmul(&w.t()?)?;
     if let Some(last) = dims.last_mut() {
@@ -49,61 +55,20 @@ pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// [`linear_no_bias`] with `w` frozen (LoRA's base weights): the same values, but the backward
-/// gives x its gradient g·w and nothing else. candle's matmul backward always computes the
-/// weight gradient too (xᵀ·g, as many FLOPs as the forward) even when the weight is detached;
-/// a LoRA step needs it for no base layer. CPU f32 only (the pass-through below copies CPU
-/// storage); elsewhere it is [`linear_no_bias`].
+/// gives x its gradient g·w and nothing else (candle's matmul backward would also compute the
+/// weight's, xᵀ·g, as many FLOPs as the forward, even for a detached weight; the fused op
+/// skips it for any input outside the graph).
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    // Outside a graph (inference, or the layers before the first LoRA branch) there is no
-    // backward to trim.
-    if !(super::fused(x) && w.dtype() == DType::F32 && x.track_op()) {
-        return linear_no_bias(x, w);
-    }
-    let (out, inp) = w.dims2()?;
-    let mut dims = x.dims().to_vec();
-    if dims.last() != Some(&inp) {
-        bail!("linear: input {:?} does not end in {inp}", x.dims());
-    }
-    let x2 = x.reshape(((), inp))?;
-    let w = w.detach();
-    let y = x2.detach().matmul(&w.t()?)?;
-    let y = x2.apply_op2(&y, FrozenLinearGrad { w })?;
-    if let Some(last) = dims.last_mut() {
-        *last = out;
-    }
-    y.reshape(dims)
+    linear_no_bias(x, &w.detach())
 }
 
-/// The graph node of y = x·wᵀ for a frozen w: forwards y (computed outside the graph)
-/// unchanged, and gives x the gradient g·w in the backward.
-struct FrozenLinearGrad {
-    w: Tensor,
-}
-
-impl candle_core::CustomOp2 for FrozenLinearGrad {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        y: &candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let y = super::kernels::cpu_slice::<f32>(y, l)?;
-        Ok((candle_core::CpuStorage::F32(y.to_vec()), l.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _y: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&self.w)?), None))
+/// silu(g) ⊙ u, the SwiGLU gate: one fused pass each way on CPU f32, candle's `silu` and `mul`
+/// elsewhere.
+pub fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if fused_f32(&[g, u]) && g.dims() == u.dims() {
+        g.contiguous()?.apply_op2(&u.contiguous()?, super::dense::SiluMul)
+    } else {
+        g.silu()? * u
     }
 }
 
@@ -111,8 +76,9 @@ impl candle_core::CustomOp2 for FrozenLinearGrad {
 /// b (out, r): one graph node that keeps only x·aᵀ (r values per row) for its backward, where
 /// the composed graph keeps the base output, the branch output, its scaled copy and their sum
 /// (four out-wide tensors per projection) — most of a LoRA step's activation memory. The
-/// forward computes exactly what the composed one does. CPU f32 only; the caller falls back
-/// to the composed form elsewhere (and for dropout, whose mask needs its own input).
+/// forward runs the composed form's products (the same gemm calls as [`linear_no_bias`]) and
+/// its scale-and-add in one pass, so the outputs are the same bits. CPU f32 only; the caller
+/// falls back to the composed form elsewhere (and for dropout, whose mask needs its own input).
 pub fn frozen_lora_linear(
     x: &Tensor,
     w: &Tensor,
@@ -122,8 +88,12 @@ pub fn frozen_lora_linear(
     scale: f64,
 ) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
-    let mut dims = x.dims().to_vec();
-    if dims.last() != Some(&inp) || a.dim(1)? != inp || b.dims2()? != (out, a.dim(0)?) {
+    let r = a.dim(0)?;
+    if x.dims().last() != Some(&inp)
+        || a.dim(1)? != inp
+        || b.dims2()? != (out, r)
+        || bias.is_some_and(|t| t.dims() != [out])
+    {
         bail!(
             "lora linear: x {:?}, w {:?}, a {:?}, b {:?}",
             x.dims(),
@@ -132,56 +102,84 @@ pub fn frozen_lora_linear(
             b.dims()
         );
     }
-    let x2 = x.reshape(((), inp))?;
-    let (xd, w) = (x2.detach(), w.detach());
-    let xa = xd.matmul(&a.detach().t()?)?;
-    let mut y = xd.matmul(&w.t()?)?;
-    if let Some(bias) = bias {
-        y = y.broadcast_add(&bias.detach())?;
-    }
-    let y = (y + (xa.matmul(&b.detach().t()?)? * scale)?)?;
-    let y = if x.track_op() || a.track_op() || b.track_op() {
-        x2.apply_op3(a, b, FrozenLoraGrad { w, xa, scale, y: std::sync::Mutex::new(Some(y)) })?
-    } else {
-        y
+    let op = FrozenLora {
+        w: w.detach().contiguous()?,
+        bias: bias.map(|t| t.detach().contiguous()).transpose()?,
+        scale,
+        xa: std::sync::Mutex::new(None),
     };
-    if let Some(last) = dims.last_mut() {
-        *last = out;
-    }
-    y.reshape(dims)
+    x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
 }
 
-/// The graph node of [`frozen_lora_linear`]: forwards the output computed outside the graph,
-/// and in the backward gives x, a and b their gradients from g (with d = scale·g·b):
-/// dx = g·w + d·a, da = dᵀ·x, db = scale·gᵀ·(x·aᵀ).
-struct FrozenLoraGrad {
+/// The node of [`frozen_lora_linear`] over x (…, in), a, b: computes y in its forward, keeping
+/// x·aᵀ, and in the backward gives x, a and b their gradients from g (with gs = scale·g and
+/// d = gs·b): dx = g·w + d·a, da = dᵀ·x, db = gsᵀ·(x·aᵀ), each only when its input is tracked.
+struct FrozenLora {
     w: Tensor,
-    xa: Tensor,
+    bias: Option<Tensor>,
     scale: f64,
-    /// The output, moved into the graph by the forward (so it is kept once, as the output).
-    y: std::sync::Mutex<Option<Tensor>>,
+    /// x·aᵀ (N, r), from the forward.
+    xa: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
-impl candle_core::CustomOp3 for FrozenLoraGrad {
+impl candle_core::CustomOp3 for FrozenLora {
     fn name(&self) -> &'static str {
         "frozen-lora-linear"
     }
 
     fn cpu_fwd(
         &self,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
-        _: &candle_core::CpuStorage,
-        _: &candle_core::Layout,
+        xs: &candle_core::CpuStorage,
+        xl: &candle_core::Layout,
+        as_: &candle_core::CpuStorage,
+        al: &candle_core::Layout,
+        bs: &candle_core::CpuStorage,
+        bl: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let Some(y) = self.y.lock().ok().and_then(|mut s| s.take()) else {
-            bail!("lora linear: the forward ran twice");
-        };
-        let shape = y.shape().clone();
-        let y = super::kernels::with_slice::<f32, _>(&y, |v| Ok(v.to_vec()))?;
-        Ok((candle_core::CpuStorage::F32(y), shape))
+        use super::kernels::{Mat, cpu_slice, matmul, with_slice};
+        use super::scratch;
+        let (x, a, b) =
+            (cpu_slice::<f32>(xs, xl)?, cpu_slice::<f32>(as_, al)?, cpu_slice::<f32>(bs, bl)?);
+        let (out, r) = bl.shape().dims2()?;
+        let inp = al.dim(1)?;
+        let n = x.len() / inp.max(1);
+        let mut y = scratch::take(n * out);
+        with_slice::<f32, _>(&self.w, |w| {
+            matmul(&mut y, out, Mat::rows(x, n, inp, inp), Mat::t(w, inp, out, inp), false, true)
+        })?;
+        if let Some(bias) = &self.bias {
+            with_slice::<f32, _>(bias, |bv| {
+                scratch::par_rows(&mut y, out, |blk| {
+                    for row in blk.chunks_exact_mut(out) {
+                        for (v, &c) in row.iter_mut().zip(bv) {
+                            *v += c;
+                        }
+                    }
+                });
+                Ok(())
+            })?;
+        }
+        let mut xa = scratch::take(n * r);
+        matmul(&mut xa, r, Mat::rows(x, n, inp, inp), Mat::t(a, inp, r, inp), false, true)?;
+        let mut t = scratch::take(n * out);
+        matmul(&mut t, out, Mat::rows(&xa, n, r, r), Mat::t(b, r, out, r), false, true)?;
+        // y + (t·scale), with the scale as candle's affine applies it (v·mul + add).
+        let s = self.scale as f32;
+        scratch::par_chunks(&mut y, 1 << 15, |i, yc| {
+            let tc = &t[i << 15..(i << 15) + yc.len()];
+            for (v, &tv) in yc.iter_mut().zip(tc) {
+                *v += tv * s + 0.0;
+            }
+        });
+        scratch::give([t]);
+        if let Ok(mut slot) = self.xa.lock() {
+            *slot = Some(xa);
+        }
+        let mut dims = xl.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out;
+        }
+        Ok((super::kernels::storage(y), candle_core::Shape::from(dims)))
     }
 
     fn bwd(
@@ -192,13 +190,65 @@ impl candle_core::CustomOp3 for FrozenLoraGrad {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (x, a, b) = (x.detach(), a.detach(), b.detach());
-        let gs = (grad.detach() * self.scale)?;
-        let d = gs.matmul(&b)?;
-        let da = d.t()?.matmul(&x)?;
-        let db = gs.t()?.matmul(&self.xa)?;
-        let dx = (grad.detach().matmul(&self.w)? + d.matmul(&a)?)?;
-        Ok((Some(dx), Some(da), Some(db)))
+        use super::kernels::{Mat, matmul, tensor, with_slice};
+        use super::scratch;
+        let Some(xa) = self.xa.lock().ok().and_then(|mut s| s.take()) else {
+            bail!("lora linear: the backward ran twice, or before the forward");
+        };
+        let (out, r) = b.dims2()?;
+        let inp = a.dim(1)?;
+        let n = x.elem_count() / inp.max(1);
+        let s = self.scale as f32;
+        let res = with_slice::<f32, _>(grad, |g| {
+            with_slice::<f32, _>(x, |xv| {
+                with_slice::<f32, _>(a, |av| {
+                    with_slice::<f32, _>(b, |bv| {
+                        // gs = g·scale, as candle's affine computes it.
+                        let mut gs = scratch::take(g.len());
+                        scratch::par_chunks(&mut gs, 1 << 15, |i, c| {
+                            for (o, &v) in c.iter_mut().zip(&g[i << 15..]) {
+                                *o = v * s + 0.0;
+                            }
+                        });
+                        let mut d = scratch::take(n * r);
+                        let gsm = Mat::rows(&gs, n, out, out);
+                        matmul(&mut d, r, gsm, Mat::rows(bv, out, r, r), false, true)?;
+                        let dx = if x.track_op() {
+                            let mut dx = scratch::take(n * inp);
+                            with_slice::<f32, _>(&self.w, |w| {
+                                let gm = Mat::rows(g, n, out, out);
+                                matmul(&mut dx, inp, gm, Mat::rows(w, out, inp, inp), false, true)
+                            })?;
+                            let dm = Mat::rows(&d, n, r, r);
+                            matmul(&mut dx, inp, dm, Mat::rows(av, r, inp, inp), true, true)?;
+                            Some(tensor(dx, x.shape().clone())?)
+                        } else {
+                            None
+                        };
+                        let da = if a.track_op() {
+                            let mut da = scratch::take(r * inp);
+                            let xm = Mat::rows(xv, n, inp, inp);
+                            matmul(&mut da, inp, Mat::t(&d, r, n, r), xm, false, true)?;
+                            Some(tensor(da, (r, inp))?)
+                        } else {
+                            None
+                        };
+                        let db = if b.track_op() {
+                            let mut db = scratch::take(out * r);
+                            let xam = Mat::rows(&xa, n, r, r);
+                            matmul(&mut db, r, Mat::t(&gs, out, n, out), xam, false, true)?;
+                            Some(tensor(db, (out, r))?)
+                        } else {
+                            None
+                        };
+                        scratch::give([gs, d]);
+                        Ok((dx, da, db))
+                    })
+                })
+            })
+        });
+        scratch::give([xa]);
+        res
     }
 }
 
@@ -211,7 +261,7 @@ pub fn frozen_swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) 
     let xd = x.detach();
     let g = linear_no_bias(&xd, &gate)?;
     let u = linear_no_bias(&xd, &up)?;
-    let y = linear_no_bias(&(g.silu()? * &u)?, &down)?;
+    let y = linear_no_bias(&silu_mul(&g, &u)?, &down)?;
     if !x.track_op() {
         return Ok(y);
     }
@@ -250,22 +300,68 @@ impl candle_core::CustomOp1 for FrozenSwiGluGrad {
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // x·wᵀ with w = each weight's transpose: the products back to the input width.
-        let back = |y: &Tensor, w: &Tensor| linear_no_bias(y, &w.t()?);
+        if fused_f32(&[grad, &self.g, &self.u]) {
+            return self.cpu_bwd(grad).map(Some);
+        }
+        // The products back to the input width: y·w for each weight w (out, in).
+        let back = |y: &Tensor, w: &Tensor| y.broadcast_matmul(w);
         let d = back(&grad.detach(), &self.down)?;
         let s = candle_nn::ops::sigmoid(&self.g)?;
         // silu'(g) = s·(1 + g·(1 − s))
         let dsilu = (&s * ((&self.g * (1.0 - &s)?)? + 1.0)?)?;
-        let dg = ((&d * &self.u)? * dsilu)?;
-        let du = (d * self.g.silu()?)?;
+        let (dg, du) = (((&d * &self.u)? * dsilu)?, (d * self.g.silu()?)?);
         Ok(Some((back(&dg, &self.gate)? + back(&du, &self.up)?)?))
     }
 }
 
+impl FrozenSwiGluGrad {
+    /// The backward on CPU f32: d = grad·down, the gate's (dg, du) in one pass, and
+    /// dx = dg·gate + du·up with the second product accumulated by gemm into the first (no
+    /// zeroed outputs, no separate add).
+    fn cpu_bwd(&self, grad: &Tensor) -> Result<Tensor> {
+        use super::kernels::{Mat, matmul, tensor, with_slice};
+        let (i, c) = self.gate.dims2()?;
+        let n = grad.elem_count() / c.max(1);
+        let mut d = super::scratch::take(n * i);
+        with_slice::<f32, _>(grad, |g| {
+            with_slice::<f32, _>(&self.down, |w| {
+                matmul(&mut d, i, Mat::rows(g, n, c, c), Mat::rows(w, c, i, i), false, true)
+            })
+        })?;
+        let (dg, du) = with_slice::<f32, _>(&self.g, |g| {
+            with_slice::<f32, _>(&self.u, |u| super::dense::silu_mul_grads(g, u, &d))
+        })?;
+        let mut dx = super::scratch::take(n * c);
+        let (dgm, dum) = (Mat::rows(&dg, n, i, i), Mat::rows(&du, n, i, i));
+        with_slice::<f32, _>(&self.gate, |w| {
+            matmul(&mut dx, c, dgm, Mat::rows(w, i, c, c), false, true)
+        })?;
+        with_slice::<f32, _>(&self.up, |w| {
+            matmul(&mut dx, c, dum, Mat::rows(w, i, c, c), true, true)
+        })?;
+        tensor(dx, grad.shape().clone())
+    }
+}
+
+/// silu(x·gateᵀ) ⊙ (x·upᵀ), the SwiGLU MLP's hidden activation, for gate and up (I, C): one
+/// fused node on CPU f32 with more than one row ([`super::dense`]); elsewhere (and for a
+/// single row, batch-1 decoding) [`linear_no_bias`] twice and [`silu_mul`], the same values.
+pub fn gate_up(x: &Tensor, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let c = gate.dim(1)?;
+    if fused_f32(&[x, gate, up])
+        && x.dims().last() == Some(&c)
+        && x.elem_count() > c
+        && gate.dims() == up.dims()
+    {
+        let op = super::dense::GateUp { kept: std::sync::Mutex::new(None) };
+        return x.contiguous()?.apply_op3(&gate.contiguous()?, &up.contiguous()?, op);
+    }
+    silu_mul(&linear_no_bias(x, gate)?, &linear_no_bias(x, up)?)
+}
+
 /// The SiLU-gated MLP: down(silu(gate(x)) ⊙ up(x)), weights (I, C), (I, C), (C, I).
 pub fn swiglu_mlp(x: &Tensor, gate: &Tensor, up: &Tensor, down: &Tensor) -> Result<Tensor> {
-    let g = linear_no_bias(x, gate)?.silu()?;
-    linear_no_bias(&(g * linear_no_bias(x, up)?)?, down)
+    linear_no_bias(&gate_up(x, gate, up)?, down)
 }
 
 /// Llama 3's `rope_scaling` ("rope_type": "llama3"): long wavelengths slowed by `factor`,

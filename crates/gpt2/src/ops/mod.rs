@@ -6,6 +6,7 @@
 //! gradients) only when their input is part of a graph (`Tensor::track_op`).
 
 pub(crate) mod attention;
+pub(crate) mod dense;
 pub(crate) mod kernels;
 pub(crate) mod linear;
 pub mod llama;
@@ -15,6 +16,7 @@ pub mod reference;
 pub(crate) mod rms_norm;
 pub(crate) mod scratch;
 
+pub(crate) use dense::seeded_backward;
 pub use linear::Activation;
 pub use loss::IGNORE_INDEX;
 

@@ -76,6 +76,7 @@ fn main() -> AnyResult<()> {
     drop(vm);
     let model = Llama::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?;
     let mut rng = SeededRng::new(2);
+    let cpu0;
     let (tokens, secs, check) = match a.mode.as_str() {
         "eval" => {
             let n = a.batch * (a.seq + 1);
@@ -90,6 +91,7 @@ fn main() -> AnyResult<()> {
                 Ok(model.token_nll(x, y)?.mean_all()?.to_scalar::<f32>()? as f64)
             };
             nll(&x, &y)?; // warm-up
+            cpu0 = posthuman_gpt2::bench::cpu_seconds();
             let t0 = Instant::now();
             let mut last = 0.0;
             for _ in 0..a.steps {
@@ -113,12 +115,14 @@ fn main() -> AnyResult<()> {
                 Ok(ids)
             };
             run(4)?; // warm-up
+            cpu0 = posthuman_gpt2::bench::cpu_seconds();
             let t0 = Instant::now();
             let ids = run(a.new)?;
             (a.new, t0.elapsed().as_secs_f64(), ids.iter().map(|&t| t as f64).sum::<f64>())
         }
         other => return Err(format!("unknown mode {other}").into()),
     };
+    let cpu = posthuman_gpt2::bench::cpu_seconds() - cpu0;
     println!(
         "{}",
         serde_json::json!({
@@ -126,6 +130,8 @@ fn main() -> AnyResult<()> {
             "mode": a.mode,
             "shape": a.shape,
             "tok_per_s": tokens as f64 / secs,
+            // CPU time per token, all threads (idle rayon workers spin a little too).
+            "cpu_ms_per_tok": 1e3 * cpu / tokens as f64,
             "peak_rss_mib": posthuman_gpt2::bench::peak_rss_mib(),
             "check": check,
         })

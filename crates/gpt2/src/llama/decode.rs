@@ -16,7 +16,8 @@
 //! - Matrix-vector products split their output rows in fixed 32-row chunks over rayon's
 //!   threads. Every output value is one dot product with a fixed association order (16
 //!   lanes, a fixed tree), whichever thread computes it, so the bits never depend on the
-//!   thread count; no FMA contraction, so the AVX2 build and the baseline one agree too.
+//!   thread count; multiply then add, no FMA, so the AVX-512, AVX2 and portable kernels
+//!   agree too (a unit test checks all three).
 //!
 //! The result equals [`Llama::forward`]'s rows to f32 rounding (the tests compare both).
 
@@ -218,8 +219,55 @@ fn dot_rows_avx2(w: &[f32], x: &[f32], y: &mut [f32]) {
     dot_rows_portable(&w[r * k..], x, &mut y[r..]);
 }
 
-/// y[r] = ⟨w row r, x⟩: AVX2 where the CPU has it, the same bits either way (no FMA).
+/// [`dot_rows_portable`]'s arithmetic in AVX-512 registers (one 16-lane register per row),
+/// eight rows at a time: eight independent add chains, each load of x serving eight rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dot_rows_avx512(w: &[f32], x: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_mul_ps};
+    use std::arch::x86_64::{_mm512_setzero_ps, _mm512_storeu_ps};
+    const R: usize = 8;
+    let k = x.len();
+    let full = k / LANES * LANES;
+    let rows = y.len();
+    if w.len() < rows * k {
+        return dot_rows_portable(w, x, y);
+    }
+    let mut r = 0;
+    while r + R <= rows {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut j = 0;
+        while j < full {
+            // SAFETY: j + 16 ≤ full ≤ k, and rows r..r+8 of k values lie in w (checked above).
+            unsafe {
+                let xs = _mm512_loadu_ps(x.as_ptr().add(j));
+                for (q, a) in acc.iter_mut().enumerate() {
+                    let p = w.as_ptr().add((r + q) * k + j);
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(_mm512_loadu_ps(p), xs));
+                }
+            }
+            j += LANES;
+        }
+        for (q, a) in acc.into_iter().enumerate() {
+            let mut lanes = [0f32; LANES];
+            // SAFETY: `lanes` holds the 16 values a store writes.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
+            let row = &w[(r + q) * k..(r + q + 1) * k];
+            y[r + q] = finish(&lanes, &row[full..], &x[full..]);
+        }
+        r += R;
+    }
+    dot_rows_portable(&w[r * k..], x, &mut y[r..]);
+}
+
+/// y[r] = ⟨w row r, x⟩: AVX-512 or AVX2 where the CPU has them, the same bits every way
+/// (lane-wise multiply then add, no FMA).
 fn dot_rows(w: &[f32], x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the running CPU supports AVX-512F, the only feature the function is built for.
+        return unsafe { dot_rows_avx512(w, x, y) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the running CPU supports AVX2, the only feature the function is built for.
@@ -460,4 +508,45 @@ pub(super) fn cached_attention(
         }
         Tensor::from_vec(out, (b, t, c), &Device::Cpu)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every compiled kernel gives every row the portable loop's bits (row counts and
+    /// lengths off the 4-, 8- and 16-wide blocks included), so results do not depend on the
+    /// CPU's vector width either.
+    #[test]
+    fn the_vector_kernels_give_the_portable_bits() {
+        let mut state = 1u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (rows, k) in [(37, 131), (8, 16), (5, 7), (64, 512)] {
+            let w: Vec<f32> = (0..rows * k).map(|_| next()).collect();
+            let x: Vec<f32> = (0..k).map(|_| next()).collect();
+            let mut want = vec![0f32; rows];
+            dot_rows_portable(&w, &x, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut got = vec![0f32; rows];
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    unsafe { dot_rows_avx2(&w, &x, &mut got) };
+                    assert_eq!(bits(&got), bits(&want), "avx2, {rows}x{k}");
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    unsafe { dot_rows_avx512(&w, &x, &mut got) };
+                    assert_eq!(bits(&got), bits(&want), "avx512, {rows}x{k}");
+                }
+            }
+            let mut got = vec![0f32; rows];
+            gemv_stacked(&[&w], &x, &mut got);
+            assert_eq!(bits(&got), bits(&want), "stacked, {rows}x{k}");
+        }
+    }
 }

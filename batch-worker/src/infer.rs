@@ -94,7 +94,8 @@ pub fn generate_from(
     }
     let mut rng = ChaCha20Rng::seed_from_u64(p.sampling.seed);
     rng.set_stream(index as u64);
-    let mut cache = model.new_cache();
+    // Room for the whole generation up front: the cache never grows mid-way.
+    let mut cache = model.new_cache_for(ids.len() + p.max_new_tokens as usize);
     let mut logits = step_logits(model, &ids, &mut cache)?;
     let mut out: Vec<u32> = Vec::new();
     let mut reason = StopReason::Length;

@@ -492,9 +492,15 @@ impl AnyModel {
 
     /// An empty cache for batch-1 generation.
     pub fn new_cache(&self) -> AnyCache {
+        self.new_cache_for(0)
+    }
+
+    /// An empty cache for batch-1 generation of about `positions` in all (prompt + new
+    /// tokens): a Llama-family cache makes room for them at once instead of growing.
+    pub fn new_cache_for(&self, positions: usize) -> AnyCache {
         match self {
             AnyModel::Gpt2(m) => AnyCache::Gpt2(KvCache::new(m.config(), 1)),
-            AnyModel::Llama(m) => AnyCache::Llama(LlamaCache::new(m.config())),
+            AnyModel::Llama(m) => AnyCache::Llama(LlamaCache::with_capacity(m.config(), positions)),
         }
     }
 

@@ -22,6 +22,8 @@ use candle_core::{DType, Device, Result, Tensor, Var, bail};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{Map, Value};
 
+mod decode;
+
 /// Why a `config.json` is not a Llama config we can run; each variant names what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -483,17 +485,34 @@ impl Layer {
     }
 }
 
-/// Past keys and values per layer, rows (B, T_past, H_kv·head_dim) each, after RoPE.
+/// Past keys and values per layer, rows (B, T_past, H_kv·head_dim) each, after RoPE: on the
+/// CPU in f32 in buffers written in place that grow in blocks ([`decode`]), elsewhere as
+/// tensors extended by `cat`.
 #[derive(Clone, Debug)]
 pub struct LlamaCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
+    bufs: Vec<decode::KvBuf>,
     batch: usize,
     len: usize,
+    /// Positions the CPU buffers make room for on their first write.
+    hint: usize,
 }
 
 impl LlamaCache {
     pub fn new(cfg: &Config) -> Self {
-        Self { layers: vec![None; cfg.num_hidden_layers], batch: 0, len: 0 }
+        Self::with_capacity(cfg, 0)
+    }
+    /// An empty cache whose CPU buffers are sized for `positions` (prompt + new tokens) at
+    /// once; past that they still grow.
+    pub fn with_capacity(cfg: &Config, positions: usize) -> Self {
+        let n = cfg.num_hidden_layers;
+        Self {
+            layers: vec![None; n],
+            bufs: vec![decode::KvBuf::default(); n],
+            batch: 0,
+            len: 0,
+            hint: positions.min(cfg.max_position_embeddings),
+        }
     }
     /// Positions already cached.
     pub fn len(&self) -> usize {
@@ -501,6 +520,11 @@ impl LlamaCache {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// Positions the CPU buffers hold before they next grow (0 before the first write, and
+    /// off the CPU, where the cache is tensors).
+    pub fn capacity(&self) -> usize {
+        self.bufs.first().map_or(0, decode::KvBuf::capacity)
     }
 }
 
@@ -682,6 +706,10 @@ impl Llama {
         // (far less kept for a backward); with a cache, over the cached rows in place.
         let a = match cache {
             None => lops::causal_gqa_rows(&q, &k, &v, h, hkv)?,
+            Some(c) if lops::fused_f32(&[&q, &k, &v]) => {
+                let max = cfg.max_position_embeddings;
+                decode::cached_attention(c, li, (&q, &k, &v), (h, hkv), max)?
+            }
             Some(c) => {
                 let Some(slot) = c.layers.get_mut(li) else { bail!("cache has no layer {li}") };
                 let (k, v) = match slot.take() {
@@ -784,7 +812,13 @@ impl Llama {
     /// Logits (B, T, V) for ids that continue `cache` (empty: a fresh prompt), for
     /// incremental decoding; equal to the matching rows of [`Llama::forward`] on the whole
     /// sequence. Detach the parameters (or use a non-`Var` builder) to avoid building a graph.
+    /// On the CPU in f32, one token of batch 1 takes the fused decode step ([`decode`]).
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut LlamaCache) -> Result<Tensor> {
+        if decode::applies(self, ids, cache) {
+            self.check_ids(ids, cache.len)?;
+            let token = ids.flatten_all()?.to_vec1::<u32>()?[0];
+            return decode::decode_step(self, token, cache);
+        }
         lops::linear_no_bias(&self.hidden(ids, Some(cache), None)?, &self.lm_head)
     }
 

@@ -131,6 +131,7 @@ fn main() -> AnyResult<()> {
             "shape": a.shape,
             "tok_per_s": tokens as f64 / secs,
             "tok_per_cpu_s": tokens as f64 / cpu,
+            "cpu_ms_per_tok": 1e3 * cpu / tokens as f64,
             "peak_rss_mib": posthuman_gpt2::bench::peak_rss_mib(),
             "check": check,
         })

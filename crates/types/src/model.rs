@@ -257,10 +257,11 @@ pub struct ModelCard {
     /// Tags the owner added (`crate::card`); the DDO lists them after the fixed ones.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// The licence the root's publisher chose: an SPDX identifier from
-    /// `crate::card::SPDX_LICENSES` or a `LicenseRef-…` (`crate::card::check_license`). A
-    /// derived model carries its root's, copied when it is derived. Absent: none was named,
-    /// and [`MODEL_LICENSE`] applies (as for every record written before licences existed).
+    /// The licence the root's publisher chose: an SPDX identifier (Apache-2.0, MIT, …: the
+    /// list is `card::SPDX_LICENSES`) or a `LicenseRef-…` (`card::check_license`). A derived
+    /// model carries its root's, copied when it is derived. Absent: none was named, and
+    /// "proprietary: compute-to-data only" applies (as for every record written before
+    /// licences existed; `ModelCard::license_text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub license: Option<String>,

@@ -638,8 +638,9 @@ async fn feature_evaluations(
 /// The model's owner of record edits its card.
 ///
 /// A root's publisher or a derived model's trainer changes the description and the tags they
-/// add (the name and symbol live in the NFT and datatoken; hashes and lineage are not
-/// editable). The catalogue card changes and the model's Ocean DDO is set again on chain
+/// add; a root's publisher also its licence (a derived model keeps its root's: naming another
+/// is a 422 on `license`). The name and symbol live in the NFT and datatoken; hashes and
+/// lineage are not editable. The catalogue card changes and the model's Ocean DDO is set again on chain
 /// (`setMetaData` through the NFT's holder for a root, `ModelLineage.setChildMetaData` for a
 /// derived model: the NFT emits `MetadataUpdated`, `created` kept, `updated` the edit's time).
 /// An edit that changes nothing sends no transaction; one after a failed DDO update sends it

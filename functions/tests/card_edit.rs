@@ -234,3 +234,111 @@ async fn a_failed_ddo_update_is_healed_by_the_next_edit() {
     assert_eq!(env.chain.provider().get_block_number().await.unwrap(), block);
     env.emb.queue.shutdown().await;
 }
+
+/// A root is published under the licence its publisher names (stored in its canonical
+/// spelling), its card and DDO say so, and its owner changes it with a card edit: the DDO on
+/// chain follows, and `""` goes back to the default terms.
+#[tokio::test]
+async fn a_root_carries_its_chosen_licence_and_its_owner_changes_it() {
+    let alice = PrivateKeySigner::random();
+    let env = env(sleeper(), |c| c.api.publishers = vec![alice.address()]).await;
+    let scheme = RewardScheme::geometric(1000 * WEI, 5000, 3);
+    let files = tiny_model_unrunnable(3);
+    let (st, m) =
+        publish_licensed(&env, &alice, &files, &scheme, "l-1", "licenseref-llama3.2-community")
+            .await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let nft = m["nft"].as_str().unwrap().to_string();
+    assert_eq!(m["license"], "LicenseRef-llama3.2-community");
+    let (_, read) = env.get(&format!("/api/models/{nft}")).await;
+    assert_eq!(read["license"], "LicenseRef-llama3.2-community");
+    let first = ddo_versions(&env, &nft).await;
+    assert_eq!(first[0].0["metadata"]["license"], "LicenseRef-llama3.2-community");
+
+    let (st, card) = edit_card(&env, &nft, &alice, json!({"license": "Apache-2.0"}), "l-2").await;
+    assert_eq!(st, StatusCode::OK, "{card}");
+    assert_eq!(card["license"], "Apache-2.0");
+    let versions = ddo_versions(&env, &nft).await;
+    assert_eq!(versions.len(), 2, "one MetadataUpdated");
+    assert_eq!(versions[1].0["metadata"]["license"], "Apache-2.0");
+    assert_eq!(versions[1].0["metadata"]["description"], "a tiny test model", "the rest kept");
+
+    let (st, card) = edit_card(&env, &nft, &alice, json!({"license": ""}), "l-3").await;
+    assert_eq!(st, StatusCode::OK, "{card}");
+    assert!(card.get("license").is_none(), "none named: {card}");
+    let last = ddo_versions(&env, &nft).await.pop().unwrap().0;
+    assert_eq!(last["metadata"]["license"], "proprietary: compute-to-data only");
+    env.emb.queue.shutdown().await;
+}
+
+/// A licence that is neither a listed SPDX identifier nor a well-formed `LicenseRef-…` is a
+/// 422 naming `license`, at publication and in a card edit, and nothing reaches the chain.
+#[tokio::test]
+async fn a_bad_licence_is_refused_naming_the_field() {
+    let alice = PrivateKeySigner::random();
+    let (env, nft, _) = published(&alice).await;
+    let block = env.chain.provider().get_block_number().await.unwrap();
+    let long = format!("LicenseRef-{}", "a".repeat(60));
+    let files = tiny_model_unrunnable(4);
+    let scheme = RewardScheme::geometric(1000 * WEI, 5000, 3);
+    for (i, bad) in
+        ["GPL-3.0-only", "MIT OR Apache-2.0", "LicenseRef-", "LicenseRef-a b", long.as_str()]
+            .into_iter()
+            .enumerate()
+    {
+        let (st, b) =
+            publish_licensed(&env, &alice, &files, &scheme, &format!("lp-{i}"), bad).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+        assert!(b["message"].as_str().unwrap().starts_with("invalid license:"), "{bad}: {b}");
+        let (st, b) =
+            edit_card(&env, &nft, &alice, json!({"license": bad}), &format!("le-{i}")).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+        assert!(b["message"].as_str().unwrap().starts_with("invalid license:"), "{bad}: {b}");
+    }
+    assert_eq!(env.chain.provider().get_block_number().await.unwrap(), block, "nothing sent");
+    assert_eq!(env.get("/api/models").await.1.as_array().unwrap().len(), 1, "nothing listed");
+    env.emb.queue.shutdown().await;
+}
+
+/// A derived model keeps its root's licence: its trainer's edit naming another is a 422
+/// naming `license` (naming the one it has changes nothing), and nothing reaches the chain.
+/// (That a derivation inherits the root's licence, on its card and DDO: `e2e.rs`.)
+#[tokio::test]
+async fn a_derived_models_trainer_cannot_change_its_licence() {
+    let alice = PrivateKeySigner::random();
+    let env = env(sleeper(), |c| c.api.publishers = vec![alice.address()]).await;
+    let scheme = RewardScheme::geometric(1000 * WEI, 5000, 3);
+    let files = tiny_model_unrunnable(3);
+    let (st, m) = publish_licensed(&env, &alice, &files, &scheme, "d-1", "MIT").await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    // A derived record as a train job's completion writes it (its chain side is not what
+    // this checks: the refusal comes before any transaction).
+    let bob = PrivateKeySigner::random();
+    let bob_addr = format!("{:#x}", bob.address());
+    let mut child = common::model_record();
+    child.card.nft = "0x00000000000000000000000000000000000000c2".into();
+    child.card.parent = m["nft"].as_str().map(str::to_string);
+    child.card.trainer = Some(bob_addr.clone());
+    child.card.owner = bob_addr;
+    // Its root's licence, set through the record's JSON as the catalogue stores it.
+    let mut json = serde_json::to_value(&child).unwrap();
+    json["card"]["license"] = "MIT".into();
+    let child: posthuman_functions::catalogue::ModelRecord = serde_json::from_value(json).unwrap();
+    env.emb.deps.catalogue.put_model(&child).await.unwrap();
+    let block = env.chain.provider().get_block_number().await.unwrap();
+    let nft = child.card.nft.clone();
+    for (i, other) in ["Apache-2.0", "", "LicenseRef-mine"].into_iter().enumerate() {
+        let edit = json!({"description": "mine", "license": other});
+        let (st, b) = edit_card(&env, &nft, &bob, edit, &format!("d-e{i}")).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{other:?}: {b}");
+        let msg = b["message"].as_str().unwrap();
+        assert!(msg.starts_with("invalid license:") && msg.contains("root's licence (MIT)"), "{b}");
+    }
+    assert_eq!(env.chain.provider().get_block_number().await.unwrap(), block, "nothing sent");
+    let (_, card) = env.get(&format!("/api/models/{nft}")).await;
+    assert_eq!(
+        (card["license"].as_str(), card["description"].as_str()),
+        (Some("MIT"), Some("a tiny model"))
+    );
+    env.emb.queue.shutdown().await;
+}

@@ -36,8 +36,8 @@ async fn publish_train_derive_reward_infer_evaluate() {
     let total = 1000 * WEI;
     let scheme = RewardScheme::geometric(total, 5000, 3);
 
-    // Alice (the operator) publishes M1.
-    let (st, m1) = publish(&env, &operator, &files, &scheme, "pub-1").await;
+    // Alice (the operator) publishes M1, under a licence M2 inherits.
+    let (st, m1) = publish_licensed(&env, &operator, &files, &scheme, "pub-1", "MIT").await;
     assert_eq!(st, StatusCode::CREATED, "{m1}");
     let m1_nft = m1["nft"].as_str().unwrap().to_string();
 
@@ -78,6 +78,7 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert_eq!(m2_token.name().call().await.unwrap(), "Bob's WikiText GPT");
     assert!(m2["exchange_id"].is_null() && m2["price"].is_null(), "not on sale yet: {m2}");
     assert_eq!(m2["source_job"], train_id.as_str());
+    assert_eq!((m1["license"].as_str(), m2["license"].as_str()), (Some("MIT"), Some("MIT")));
     let lineage = env.chain.lineage(m2_nft.parse().unwrap()).await.unwrap();
     assert_eq!(lineage.len(), 2);
     assert_eq!(format!("{:#x}", lineage[1].nft), m1_nft);
@@ -147,6 +148,11 @@ async fn publish_train_derive_reward_infer_evaluate() {
     }
 
     assert_eq!(d2["metadata"]["name"], "Bob's WikiText GPT");
+    // The licence M1 was published under, on both DDOs (M2 inherited it).
+    assert_eq!(
+        (&d1["metadata"]["license"], &d2["metadata"]["license"]),
+        (&"MIT".into(), &"MIT".into())
+    );
 
     // Bob, M2's trainer, edits its card: the catalogue and M2's DDO follow, sent by the
     // operator through the lineage contract's setChildMetaData (M2's NFT emits
@@ -154,6 +160,11 @@ async fn publish_train_derive_reward_infer_evaluate() {
     let edit = serde_json::json!({"description": "not mine"});
     let (st, b) = edit_card(&env, &m2_nft, &operator, edit, "m2-x").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    // Nor may Bob change the licence M2 inherited from its root.
+    let edit = serde_json::json!({"license": "Apache-2.0"});
+    let (st, b) = edit_card(&env, &m2_nft, &bob, edit, "m2-l").await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["message"].as_str().unwrap().starts_with("invalid license:"), "{b}");
     let text = "Alice's GPT fine-tuned on a WikiText-2 slice, 6 steps";
     let edit = serde_json::json!({"description": text, "tags": ["wikitext"]});
     let (st, edited) = edit_card(&env, &m2_nft, &bob, edit, "m2-e").await;
@@ -173,6 +184,7 @@ async fn publish_train_derive_reward_infer_evaluate() {
     assert_eq!(d2e["metadata"]["created"], d2["metadata"]["created"], "created unchanged");
     assert!(d2e["metadata"]["updated"].as_str() >= d2["metadata"]["updated"].as_str());
     assert_eq!(d2e["metadata"]["additionalInformation"], d2["metadata"]["additionalInformation"]);
+    assert_eq!(d2e["metadata"]["license"], "MIT", "the licence stays");
     assert_eq!(d2e["services"], d2["services"]);
     eprintln!(
         "card edit of a derived model: setChildMetaData update used {} gas",

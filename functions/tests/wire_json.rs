@@ -49,6 +49,7 @@ fn a_publish_request_is_the_same_json() {
         reward_scheme: RewardScheme::geometric(1000, 5000, 2).with_royalty(7),
         weights_sha256: Hash32([0x11; 32]),
         adapter_sha256: None,
+        license: None,
         nonce: "n-1".into(),
         expires_at: 1_700_000_000,
     };
@@ -61,6 +62,9 @@ fn a_publish_request_is_the_same_json() {
     r.adapter_sha256 = Some(Hash32([0x22; 32]));
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.contains(&format!(r#""weights_sha256":"{H1}","adapter_sha256":"{H2}","nonce""#)));
+    r.license = Some("LicenseRef-llama3.2-community".into());
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains(r#""license":"LicenseRef-llama3.2-community","nonce""#), "{json}");
     // Signed bytes never carry a field the API would drop.
     let extra = json.replacen('{', r#"{"surprise":1,"#, 1);
     assert!(serde_json::from_str::<PublishRequest>(&extra).is_err());

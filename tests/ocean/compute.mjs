@@ -19,7 +19,9 @@
 //    orders with `orderAsset` and the quoted fee, starts the job, follows it and reads the
 //    report. Charlie then edits M3's card (`models edit`): ocean.js reads the DDO again as an
 //    indexer does, from M3's `MetadataUpdated` event (hash-checked, `getMetaData` active),
-//    and Ocean's validator (ddo-js) accepts it.
+//    and Ocean's validator (ddo-js) accepts it. The licence: every DDO names the one Alice
+//    published M1 under (M2 and M3 inherit it); Charlie may not change M3's, Alice changes
+//    M1's (`models edit --license`) and M1's DDO follows.
 // 5. Refusals, each a paid order the API must not run: the same order again, a fee signed by
 //    someone other than the operator, a fee quoted for another job kind, and one quoted for
 //    another model.
@@ -194,6 +196,8 @@ try {
     assert.ok(md[3], 'has metadata');
     assert.deepEqual(ddo.services.map((x) => x.id), ['train', 'infer', 'evaluate']);
     assert.ok(ddo.services.every((x) => x.serviceEndpoint === endpoint));
+    // The demo's M1 licence, inherited by M2 and M3.
+    assert.equal(ddo.metadata.license, 'Apache-2.0', `the licence of ${address}`);
   }
   const parentOf = (d) => d.ddo.metadata.additionalInformation.parentNft;
   const byNft = (a) => found.find((d) => d.nft.toLowerCase() === a?.toLowerCase());
@@ -336,7 +340,27 @@ try {
   assert.ok(md3[3] && Number(md3[2]) === 0, 'getMetaData: still active');
   const [valid, errors] = await validateDDO(m3now.ddo);
   assert.ok(valid, `ddo-js refuses the updated DDO: ${JSON.stringify(errors).slice(0, 300)}`);
+  assert.equal(m3now.ddo.metadata.license, 'Apache-2.0', 'the licence M3 inherited stays');
   log(`Charlie edited M3's card: MetadataUpdated read and hash-checked by ocean.js's ABI, the updated DDO valid for ddo-js (updated ${m3now.ddo.metadata.updated})`);
+  // M3 keeps its root's licence: Charlie's change is refused (usage, exit 2) before anything
+  // is signed. Alice, M1's owner of record, changes M1's; ocean.js reads it in M1's update.
+  const cli = (who, args) => spawnSync(
+    join(bin, 'posthuman'),
+    ['--api', base, '--key-env', 'POSTHUMAN_OCEAN_TEST_KEY', ...args],
+    { cwd: root, encoding: 'utf8', env: { ...process.env, POSTHUMAN_OCEAN_TEST_KEY: devKey(who) } },
+  );
+  const relicense = cli('charlie', ['models', 'edit', M3.nft, '--license', 'MIT']);
+  assert.equal(relicense.status, 2, `Charlie's licence change: ${relicense.stdout} ${relicense.stderr}`);
+  assert.match(relicense.stderr, /root's licence \(Apache-2\.0\)/);
+  const aliceEdit = cli('alice', ['models', 'edit', M1.nft, '--license', 'LicenseRef-posthuman-demo-1.0']);
+  assert.equal(aliceEdit.status, 0, `Alice's licence change: ${aliceEdit.stdout} ${aliceEdit.stderr}`);
+  const m1now = await latestDdo(provider, M1.nft);
+  assert.deepEqual(m1now.versions.map((v) => v.event), ['MetadataCreated', 'MetadataUpdated'], 'M1 updated once');
+  assert.equal(m1now.ddo.metadata.license, 'LicenseRef-posthuman-demo-1.0', 'M1\'s new licence');
+  assert.deepEqual(m1now.ddo.services, M1.ddo.services, 'M1\'s services unchanged');
+  const [valid1, errors1] = await validateDDO(m1now.ddo);
+  assert.ok(valid1, `ddo-js refuses M1's relicensed DDO: ${JSON.stringify(errors1).slice(0, 300)}`);
+  log(`M3 keeps its root's licence (Charlie's change refused); Alice relicensed M1 to ${m1now.ddo.metadata.license}, read from its MetadataUpdated`);
   const royalty = BigInt((await m3dt.getPublishingMarketFee(m3dtAddr)).publishMarketFeeAmount);
   // startOrder also pulls the datatoken's royalty (publish-market fee) in OCEAN, which
   // orderAsset's own approval (the provider fee alone) does not cover.

@@ -149,6 +149,10 @@ pub fn parse_units(field: &'static str, s: &str) -> Result<u128, SpecError> {
     digits.parse::<u128>().map_err(|_| refuse())
 }
 
+/// What the licence box takes (`posthuman_types::card::check_license`); models derived from
+/// this one inherit it.
+pub const LICENSE_HELP: &str = "an SPDX identifier (Apache-2.0, MIT, BSD-3-Clause, CC-BY-4.0, CC-BY-SA-4.0, CC-BY-NC-4.0, CC-BY-NC-SA-4.0, CC0-1.0) or LicenseRef-… for other terms (e.g. LicenseRef-llama3.2-community), which models derived from it keep; empty: proprietary, compute-to-data only";
+
 /// The publish form, as typed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublishForm {
@@ -165,6 +169,8 @@ pub struct PublishForm {
     pub reward_depth: String,
     /// OCEAN every order of a derived model pays to its ancestors.
     pub royalty: String,
+    /// The licence (SPDX identifier or `LicenseRef-…`); empty: the default terms.
+    pub license: String,
 }
 
 impl Default for PublishForm {
@@ -179,6 +185,7 @@ impl Default for PublishForm {
             reward_first_bps: "5000".into(),
             reward_depth: "4".into(),
             royalty: "0".into(),
+            license: String::new(),
         }
     }
 }
@@ -196,6 +203,8 @@ pub struct PublishRequest {
     pub reward_scheme: RewardScheme,
     /// SHA-256 of the `model.safetensors` bytes uploaded.
     pub weights_sha256: Hash32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
     pub nonce: String,
     pub expires_at: u64,
 }
@@ -242,6 +251,11 @@ impl PublishForm {
         self.fields().map(|_| ())
     }
 
+    /// The licence as the API takes it (`None`: the default terms).
+    fn license(&self) -> Result<Option<String>, SpecError> {
+        posthuman_types::card::check_license(&self.license).map_err(|e| bad("license", e.reason))
+    }
+
     #[allow(clippy::type_complexity)]
     fn fields(&self) -> Result<(String, String, String, u128, RewardScheme), SpecError> {
         let name = text("name", &self.name, 64)?;
@@ -253,6 +267,7 @@ impl PublishForm {
         if price == 0 {
             return Err(bad("price", "must be positive"));
         }
+        self.license()?;
         Ok((name, symbol, self.description.clone(), price, self.reward_scheme()?))
     }
 
@@ -273,6 +288,7 @@ impl PublishForm {
             price: price.to_string(),
             reward_scheme,
             weights_sha256,
+            license: self.license()?,
             nonce,
             expires_at,
         })
@@ -290,6 +306,31 @@ pub fn publish_typed_data(domain: &ReceiptDomain, body: &[u8]) -> Result<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The form's help names every identifier the API accepts, and the form refuses what
+    /// the API refuses before anything is signed.
+    #[test]
+    fn the_licence_box_takes_what_the_api_takes() {
+        for id in posthuman_types::card::SPDX_LICENSES {
+            assert!(
+                LICENSE_HELP.contains(&format!("{id},"))
+                    || LICENSE_HELP.contains(&format!("{id})")),
+                "{id}"
+            );
+        }
+        let form = |license: &str| PublishForm {
+            name: "M".into(),
+            symbol: "M".into(),
+            license: license.into(),
+            ..PublishForm::default()
+        };
+        let req = |f: PublishForm| f.request("0x01", Hash32([1; 32]), "n".into(), 1);
+        assert_eq!(req(form("")).unwrap().license, None);
+        assert_eq!(req(form("apache-2.0")).unwrap().license.as_deref(), Some("Apache-2.0"));
+        let json = serde_json::to_string(&req(form("")).unwrap()).unwrap();
+        assert!(!json.contains("license"), "none named, none sent: {json}");
+        assert_eq!(form("GPL-2.0").check().unwrap_err().field, "license");
+    }
 
     /// A safetensors file: header JSON, then `data` bytes.
     fn st(header: &str, data: usize) -> Vec<u8> {

@@ -627,8 +627,10 @@ try {
     await op.goto(`${base}/models/${derived}`);
     await op.waitForSelector('#model #derivation');
     assert.equal(await op.textContent('#model #derivation'), `LoRA r 4 (c_attn, c_proj) over ${model.nft}`);
-    // The card names the licence the DDO declares (one constant for both).
-    assert.equal(await op.textContent('#model #licence'), 'proprietary: compute-to-data only (use through paid jobs; the weights are never downloaded)');
+    // The card names the licence the DDO declares: the demo's M1's, which a derived model
+    // keeps (its trainer's Edit card form has no licence box).
+    assert.equal(await op.textContent('#model #licence'), 'Apache-2.0, its root\'s (use through paid jobs; the weights are never downloaded)');
+    assert.equal(await op.locator('#card-license').count(), 0, 'no licence box on a derived model\'s form');
     const named = await (await fetch(`${base}/api/models/${derived}`)).json();
     assert.deepEqual([named.name, named.symbol, named.price], ['Browser LoRA', 'BLORA', null]);
     // Its trainer (this wallet) puts 3 of his reward datatokens on sale at 2 OCEAN from the
@@ -780,8 +782,14 @@ try {
     await pp.fill('#publish-symbol', 'TINY0');
     await pp.fill('#publish-description', 'Alice\'s untrained initialisation, published from the browser.');
     await pp.fill('#publish-price', '2.5');
+    // A licence the API would refuse is refused first, in words; then one in any case.
+    await pp.fill('#publish-license', 'GPL-2.0');
     await pp.click('#publish-submit');
     await pp.waitForSelector('#publish-status.error');
+    assert.match(await pp.textContent('#publish-status'), /^Not published: license: "GPL-2\.0" is not one of the SPDX identifiers accepted \(Apache-2\.0, MIT, .*\)\. Nothing was signed or uploaded\.$/);
+    await pp.fill('#publish-license', 'cc-by-4.0');
+    await pp.click('#publish-submit');
+    await pp.waitForFunction(() => document.querySelector('#publish-status.error')?.textContent.includes('bert'));
     assert.match(await pp.textContent('#publish-status'), /^Not published: config: model_type `bert` is not supported .*Nothing was uploaded\.$/);
     // A folder without the weights (a sharded checkpoint's index instead) nor a tokenizer:
     // what it lacks is said as it is picked, and nothing is signed.
@@ -883,6 +891,15 @@ try {
     const methods = await pp.evaluate(() => window.__walletCalls.map((c) => c.method));
     assert.equal(methods.filter((m) => m === 'eth_signTypedData_v4').length, 1 + 2 + 2, 'the declined signature, the refused upload\'s two, then the request and the upload');
     assert.equal(methods.filter((m) => m === 'eth_sendTransaction').length, 0, 'publishing sends no transaction from the wallet');
+    // Under the licence chosen, in SPDX's spelling; its publisher changes it from Edit card.
+    assert.equal(card.license, 'CC-BY-4.0');
+    assert.equal(await pp.textContent('#model #licence'), 'CC-BY-4.0 (use through paid jobs; the weights are never downloaded)');
+    assert.equal(await pp.inputValue('#card-license'), 'CC-BY-4.0');
+    await pp.fill('#card-license', 'LicenseRef-tiny-init-1.0');
+    await pp.click('#card-save');
+    await pp.waitForFunction(() => /^(Saved|Not saved)/.test(document.querySelector('#card-status')?.textContent ?? ''), null, { timeout: 60_000 });
+    assert.equal(await pp.locator('#card-status.error').count(), 0, await pp.textContent('#card-status'));
+    assert.equal((await (await fetch(`${base}/api/models/${nft}`)).json()).license, 'LicenseRef-tiny-init-1.0');
     await pp.click('header nav a[href="/"]');
     await pp.waitForSelector(`#catalogue tr.model[data-nft="${nft}"]`);
     if (process.env.SCREENSHOTS) await pp.screenshot({ path: join(process.env.SCREENSHOTS, 'published.png'), fullPage: true });

@@ -219,6 +219,7 @@ try {
   await alice.fill('#publish-reward-first', '5000');
   await alice.fill('#publish-reward-depth', '4');
   await alice.fill('#publish-royalty', '0.5');
+  await alice.fill('#publish-license', 'MIT');
   await snap(alice, 'publish');
   await alice.click('#publish-submit');
   await alice.waitForFunction(() => location.pathname.startsWith('/models/') || document.querySelector('#publish-status.error'), null, { timeout: 120_000 });
@@ -228,7 +229,7 @@ try {
   const m1 = new URL(alice.url()).pathname.split('/')[2];
   await alice.waitForSelector(`#model[data-nft="${m1}"]`);
   const card1 = await api(`/api/models/${m1}`);
-  assert.deepEqual([card1.name, card1.symbol, card1.price, card1.owner], ['Posthuman base', 'M1', (2n * e18).toString(), who.alice.toLowerCase()]);
+  assert.deepEqual([card1.name, card1.symbol, card1.price, card1.owner, card1.license], ['Posthuman base', 'M1', (2n * e18).toString(), who.alice.toLowerCase(), 'MIT']);
   await snap(alice, 'model-m1');
   log(`Alice published M1 ${m1}`);
 
@@ -237,6 +238,7 @@ try {
   const [bobJob, m2] = await train(bob, m1, valid.slice(TINY.base_bytes, TINY.base_bytes + TINY.ft_bytes), 'M1 · fine-tune by Bob', 'M2');
   await snap(bob, 'order-train-m2');
   assert.equal((await api(`/api/models/${m2}`)).parent?.toLowerCase(), m1, 'M2 derives from M1');
+  assert.equal((await api(`/api/models/${m2}`)).license, 'MIT', 'M2 keeps M1\'s licence');
   // His account page lists the reward M2's derivation minted him.
   await bob.click('header nav a[href="/account"]');
   await bob.waitForFunction((nft) => [...document.querySelectorAll('#rewards tr.reward a')].some((a) => a.getAttribute('href')?.toLowerCase() === `/models/${nft}`), m2, { timeout: 30_000 });

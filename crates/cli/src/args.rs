@@ -95,7 +95,8 @@ pub enum ModelsCmd {
     /// Ocean client can then buy them), or change its price, or close the sale.
     Sell(SellArgs),
     /// Edit the card of a model you own (a root you published, a derived model you
-    /// trained): its description and your tags. The model's Ocean DDO on chain follows.
+    /// trained): its description, your tags and (a root's only) its licence. The model's
+    /// Ocean DDO on chain follows.
     Edit(EditArgs),
     /// The lineage royalty waiting in a derived model's vault (OCEAN its orders paid for
     /// its ancestors); with --distribute, pay it out to them by the root's scheme (anyone
@@ -113,7 +114,7 @@ pub struct RoyaltiesArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["description", "tags"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["description", "tags", "license"])))]
 pub struct EditArgs {
     /// The model (its NFT).
     pub nft: String,
@@ -124,6 +125,10 @@ pub struct EditArgs {
     /// them): lowercase a-z, 0-9 and inner hyphens, at most 8 (the fixed tags stay).
     #[arg(long)]
     pub tags: Option<String>,
+    /// A root's new licence (models derived from it afterwards inherit it; a derived model
+    /// keeps its root's): as `models publish --license` takes it ("" names none).
+    #[arg(long)]
+    pub license: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +160,12 @@ pub struct PublishArgs {
     pub symbol: String,
     #[arg(long, default_value = "")]
     pub description: String,
+    /// The model's licence, which models derived from it inherit: an SPDX identifier
+    /// (Apache-2.0, MIT, BSD-3-Clause, CC-BY-4.0, CC-BY-SA-4.0, CC-BY-NC-4.0,
+    /// CC-BY-NC-SA-4.0, CC0-1.0) or LicenseRef-NAME for other terms (e.g.
+    /// LicenseRef-llama3.2-community). Left out: "proprietary: compute-to-data only".
+    #[arg(long)]
+    pub license: Option<String>,
     /// Price of one datatoken in OCEAN (decimal, e.g. 2.5).
     #[arg(long)]
     pub price: String,

@@ -52,8 +52,17 @@ async fn the_owner_edits_a_card_from_the_command_line() {
     let files = dir.path().join("model");
     model_dir(&files);
     let args = ["--json", "models", "publish", files.to_str().unwrap(), "--name", "Tiny"];
-    let o = posthuman(&api, op, &[&args[..], &["--symbol", "TINY", "--price", "2"]].concat()).await;
-    let nft = json(&o)["nft"].as_str().unwrap().to_string();
+    let listing = ["--symbol", "TINY", "--price", "2"];
+    // A licence neither listed nor LicenseRef-… is refused before anything is uploaded.
+    let o = posthuman(&api, op, &[&args[..], &listing, &["--license", "GPL-2.0"]].concat()).await;
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--license"), "{o:?}");
+    let o = posthuman(&api, op, &[&args[..], &listing, &["--license", "mit"]].concat()).await;
+    let published = json(&o);
+    assert_eq!(published["license"], "MIT", "in SPDX's spelling");
+    let nft = published["nft"].as_str().unwrap().to_string();
+    let o = posthuman(&api, op, &["models", "show", &nft]).await;
+    assert!(String::from_utf8_lossy(&o.stdout).contains("  licence    MIT\n"), "{o:?}");
 
     let o = posthuman(
         &api,
@@ -76,9 +85,20 @@ async fn the_owner_edits_a_card_from_the_command_line() {
     let o = posthuman(&api, op, &["models", "show", &nft]).await;
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(shown.contains("Edited from the CLI") && shown.contains("cli, tiny"), "{shown}");
+    // The root's owner changes its licence (models derived from it afterwards inherit it).
+    let edit = ["--json", "models", "edit", &nft, "--license", "LicenseRef-acme-1.0"];
+    assert_eq!(json(&posthuman(&api, op, &edit).await)["license"], "LicenseRef-acme-1.0");
+    let o = posthuman(&api, op, &["models", "show", &nft]).await;
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("  licence    LicenseRef-acme-1.0\n"), "{shown}");
 
     // Bad input is refused before anything is signed or sent: usage, exit 2.
-    for bad in [&["--tags", "Not OK"][..], &["--description", "bell\u{7}"], &[]] {
+    for bad in [
+        &["--tags", "Not OK"][..],
+        &["--description", "bell\u{7}"],
+        &["--license", "LicenseRef-a b"],
+        &[],
+    ] {
         let o = posthuman(&api, op, &[&["models", "edit", &nft][..], bad].concat()).await;
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
     }

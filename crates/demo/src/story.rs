@@ -33,6 +33,8 @@ const FIRST_BPS: u16 = 5000;
 const DEPTH: usize = 4;
 /// OCEAN every order of a model derived from M1 pays its ancestors (Derek's order of M3).
 const ROYALTY: &str = "0.5";
+/// The licence Alice publishes M1 under; M2 and M3 inherit it.
+const DEMO_LICENSE: &str = "Apache-2.0";
 
 /// Who holds how much of which model's datatoken, as the story's own bookkeeping; the
 /// summary compares it with the chain.
@@ -214,6 +216,9 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
                     DemoFamily::Llama => "Llama-family",
                 }
             ),
+            // Alice trained it from scratch: the terms are hers to choose, and every model
+            // derived from M1 carries them.
+            license: Some(DEMO_LICENSE.into()),
             price: "2".into(),
             reward_total: REWARD_TOTAL.into(),
             reward_first_bps: FIRST_BPS,
@@ -223,9 +228,10 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     )
     .await?;
     out.say(format!(
-        "Alice published M1 {} (weights {})",
+        "Alice published M1 {} (weights {}, licence {})",
         m1.card.nft,
-        m1.card.weights_hash.short()
+        m1.card.weights_hash.short(),
+        m1.card.license_text()
     ));
     mark("publication: M1", &mut timings);
 
@@ -288,10 +294,19 @@ pub async fn play(out: &Out, o: &DemoOptions) -> Result<Summary, CliError> {
     let m3 = derived(&charlie.s, &r).await?;
     reward(&mut ledger, &scheme, &[("charlie", "M3"), ("bob", "M3")], "alice", "M3")?;
     job_lines.push(JobLine::of("charlie", &r, fee));
+    // A derivative stays under its root's licence, two steps down too.
+    if m3.card.license != m1.card.license {
+        return Err(err(format!(
+            "M3 is under {}, not its root M1's {}",
+            m3.card.license_text(),
+            m1.card.license_text()
+        )));
+    }
     out.say(format!(
-        "Charlie's fine-tune published as M3 {} (weights {})",
+        "Charlie's fine-tune published as M3 {} (weights {}, licence {} from M1)",
         m3.card.nft,
-        m3.card.weights_hash.short()
+        m3.card.weights_hash.short(),
+        m3.card.license_text()
     ));
     mark("training: Charlie → M3 (paid job, publication, rewards)", &mut timings);
 

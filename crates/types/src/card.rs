@@ -1,10 +1,17 @@
 //! Editing a model's card: what its owner may change after publication, and the bounds.
 //!
 //! A card edit (`POST /api/models/{nft}/card`, signed like every write) changes the model's
-//! **description** and the **tags** its owner adds on top of the fixed ones; the catalogue
-//! card and the model's Ocean DDO (re-set on chain) both follow. Nothing else is editable:
-//! the name and symbol live in the data NFT and the datatoken (ERC-721 / ERC-20, fixed at
-//! creation), and the hashes, lineage and scheme are what buyers and auditors rely on.
+//! **description**, the **tags** its owner adds on top of the fixed ones and, for a root
+//! only, its **licence**; the catalogue card and the model's Ocean DDO (re-set on chain) both
+//! follow. Nothing else is editable: the name and symbol live in the data NFT and the
+//! datatoken (ERC-721 / ERC-20, fixed at creation), and the hashes, lineage and scheme are
+//! what buyers and auditors rely on.
+//!
+//! The licence is chosen at publication ([`check_license`]: an SPDX identifier from a short
+//! list, or a `LicenseRef-…` for terms such as Llama's community licences) and a derived
+//! model inherits its root's: a derivative of Llama weights stays under Llama's terms, so
+//! its trainer cannot change it, while the root's owner may (derivations made afterwards
+//! carry the new one; those made before keep the terms they were made under).
 //!
 //! The API, the CLI and the storefront check an edit with the same functions here, so a
 //! form refuses exactly what the API would.
@@ -20,7 +27,24 @@ pub const MAX_TAGS: usize = 8;
 /// Longest tag, in characters.
 pub const MAX_TAG_LEN: usize = 32;
 /// The fields an edit may name besides `model`, `nonce` and `expires_at`.
-pub const EDITABLE: [&str; 2] = ["description", "tags"];
+pub const EDITABLE: [&str; 3] = ["description", "tags", "license"];
+/// The SPDX identifiers a publisher may name as such: the open families' own (Apache-2.0 for
+/// Mistral, Qwen2.5, SmolLM2 and TinyLlama; MIT for GPT-2) and the few others model weights
+/// are commonly released under. Anything else is a `LicenseRef-…`.
+pub const SPDX_LICENSES: [&str; 8] = [
+    "Apache-2.0",
+    "MIT",
+    "BSD-3-Clause",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-NC-4.0",
+    "CC-BY-NC-SA-4.0",
+    "CC0-1.0",
+];
+/// SPDX's prefix for a licence outside its list (`LicenseRef-llama3.2-community`).
+pub const LICENSE_REF: &str = "LicenseRef-";
+/// Longest licence identifier, in bytes (ASCII).
+pub const MAX_LICENSE_LEN: usize = 64;
 
 /// The signed body of a card edit. A field left out keeps its value; `tags` replaces the
 /// owner's tags as a whole (`[]` removes them all).
@@ -41,6 +65,14 @@ pub struct CardEdit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_items = 8))]
     pub tags: Option<Vec<String>>,
+    /// A root's new licence: an SPDX identifier from the list (Apache-2.0, MIT, BSD-3-Clause,
+    /// CC-BY-4.0, CC-BY-SA-4.0, CC-BY-NC-4.0, CC-BY-NC-SA-4.0, CC0-1.0) or `LicenseRef-`
+    /// followed by letters, digits, `.` and `-` (at most 64 bytes in all); `""` names none
+    /// (the default, "proprietary: compute-to-data only"). A derived model keeps its root's:
+    /// changing it is refused. Left out: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub license: Option<String>,
     pub nonce: String,
     pub expires_at: u64,
 }
@@ -131,6 +163,48 @@ pub fn check_tags(tags: &[String], card: &ModelCard) -> Result<(), CardError> {
     Ok(())
 }
 
+/// The licence a publisher names, in its canonical spelling: `""` (or only spaces) names none
+/// (`None`: [`crate::model::MODEL_LICENSE`] applies); an SPDX identifier from
+/// [`SPDX_LICENSES`] matches in any case (`mit` is `MIT`, as SPDX matches identifiers);
+/// `LicenseRef-` (any case) followed by 1 or more of ASCII letters, digits, `.` and `-` is
+/// kept as typed after the prefix, at most [`MAX_LICENSE_LEN`] bytes in all. Licence
+/// expressions (`MIT OR Apache-2.0`) are refused: a model is listed under one licence.
+pub fn check_license(s: &str) -> Result<Option<String>, CardError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let shown: String = t.chars().take(MAX_LICENSE_LEN + 1).collect();
+    if let Some(id) = SPDX_LICENSES.iter().find(|id| id.eq_ignore_ascii_case(t)) {
+        return Ok(Some(id.to_string()));
+    }
+    let listed = SPDX_LICENSES.join(", ");
+    let prefix = t.get(..LICENSE_REF.len()).filter(|p| p.eq_ignore_ascii_case(LICENSE_REF));
+    let Some(_) = prefix else {
+        return Err(refuse(
+            "license",
+            format!(
+                "{shown:?} is not one of the SPDX identifiers accepted ({listed}) nor a \
+                 {LICENSE_REF}… identifier (e.g. {LICENSE_REF}llama3.2-community)"
+            ),
+        ));
+    };
+    let rest = &t[LICENSE_REF.len()..];
+    let ok = t.len() <= MAX_LICENSE_LEN
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if !ok {
+        return Err(refuse(
+            "license",
+            format!(
+                "{shown:?}: {LICENSE_REF} then 1 or more ASCII letters, digits, '.' and '-', \
+                 at most {MAX_LICENSE_LEN} bytes in all"
+            ),
+        ));
+    }
+    Ok(Some(format!("{LICENSE_REF}{rest}")))
+}
+
 /// Tags typed as one line ("nlp, small wiki") split into tags: by commas and whitespace,
 /// empties dropped. What the CLI's `--tags` and the storefront's field take.
 pub fn split_tags(line: &str) -> Vec<String> {
@@ -142,10 +216,11 @@ pub fn split_tags(line: &str) -> Vec<String> {
 
 impl CardEdit {
     /// `card` with this edit applied, after checking each field it names; an edit naming
-    /// neither field is refused (it could change nothing).
+    /// no field is refused (it could change nothing), and so is a new licence for a derived
+    /// model (it keeps its root's; naming the one it has changes nothing and passes).
     pub fn apply(&self, card: &ModelCard) -> Result<ModelCard, CardError> {
-        if self.description.is_none() && self.tags.is_none() {
-            return Err(refuse("description", "name a description or tags to change"));
+        if self.description.is_none() && self.tags.is_none() && self.license.is_none() {
+            return Err(refuse("description", "name a description, tags or a licence to change"));
         }
         let mut out = card.clone();
         if let Some(d) = &self.description {
@@ -155,6 +230,20 @@ impl CardEdit {
         if let Some(t) = &self.tags {
             check_tags(t, card)?;
             out.tags = t.clone();
+        }
+        if let Some(l) = &self.license {
+            let license = check_license(l)?;
+            if license != card.license && card.parent.is_some() {
+                return Err(refuse(
+                    "license",
+                    format!(
+                        "a derived model keeps its root's licence ({}); only the root's owner \
+                         may change it, for derivations made afterwards",
+                        card.license_text()
+                    ),
+                ));
+            }
+            out.license = license;
         }
         Ok(out)
     }
@@ -183,6 +272,7 @@ mod tests {
             reward_scheme: RewardScheme::geometric(1, 5000, 1),
             lora: None,
             tags: vec![],
+            license: None,
         }
     }
 
@@ -191,9 +281,63 @@ mod tests {
             model: "0x01".into(),
             description: description.map(str::to_string),
             tags: tags.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            license: None,
             nonce: "n".into(),
             expires_at: 1,
         }
+    }
+
+    fn relicense(license: &str) -> CardEdit {
+        CardEdit { license: Some(license.into()), ..edit(None, None) }
+    }
+
+    #[test]
+    fn licences_are_listed_spdx_ids_or_license_refs() {
+        let ok = |s: &str| check_license(s).unwrap();
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("  "), None);
+        assert_eq!(ok("Apache-2.0").as_deref(), Some("Apache-2.0"));
+        // SPDX matches identifiers case-insensitively: stored in its canonical spelling.
+        assert_eq!(ok("mit").as_deref(), Some("MIT"));
+        assert_eq!(ok(" cc-by-sa-4.0 ").as_deref(), Some("CC-BY-SA-4.0"));
+        assert_eq!(
+            ok("licenseref-llama3.2-community").as_deref(),
+            Some("LicenseRef-llama3.2-community")
+        );
+        let longest = format!("{LICENSE_REF}{}", "a".repeat(MAX_LICENSE_LEN - LICENSE_REF.len()));
+        assert_eq!(ok(&longest).as_deref(), Some(longest.as_str()));
+        for bad in [
+            "GPL-3.0-only".to_string(),
+            "MIT OR Apache-2.0".into(),
+            "LicenseRef-".into(),
+            "LicenseRef-llama 3".into(),
+            "LicenseRef-llama_3".into(),
+            "LicenseRef-ünï".into(),
+            "LicenseRef-a\u{202E}".into(),
+            "proprietary: compute-to-data only".into(),
+            format!("{longest}a"),
+        ] {
+            let e = check_license(&bad).unwrap_err();
+            assert_eq!(e.field, "license", "{bad:?}");
+        }
+        assert!(check_license("GPL-3.0-only").unwrap_err().reason.contains("Apache-2.0, MIT"));
+    }
+
+    #[test]
+    fn a_root_changes_its_licence_a_derived_model_keeps_its_roots() {
+        let root = card(false);
+        assert_eq!(root.license_text(), crate::model::MODEL_LICENSE);
+        let mit = relicense("MIT").apply(&root).unwrap();
+        assert_eq!((mit.license.as_deref(), mit.license_text()), (Some("MIT"), "MIT"));
+        assert_eq!(relicense("").apply(&mit).unwrap().license, None, "back to the default");
+        let derived = ModelCard { license: Some("MIT".into()), ..card(true) };
+        let e = relicense("Apache-2.0").apply(&derived).unwrap_err();
+        assert_eq!(e.field, "license");
+        assert!(e.reason.contains("root's licence (MIT)"), "{}", e.reason);
+        assert_eq!(relicense("").apply(&derived).unwrap_err().field, "license");
+        // Naming the licence it has changes nothing: a form sending every field passes.
+        assert_eq!(relicense("mit").apply(&derived).unwrap(), derived);
+        assert_eq!(relicense("nope").apply(&derived).unwrap_err().field, "license");
     }
 
     #[test]
@@ -253,5 +397,7 @@ mod tests {
         assert!(serde_json::from_str::<CardEdit>(name).is_err());
         let ok = r#"{"model":"0x01","tags":["a"],"nonce":"n","expires_at":1}"#;
         assert_eq!(serde_json::from_str::<CardEdit>(ok).unwrap().tags.unwrap(), ["a"]);
+        let lic = r#"{"model":"0x01","license":"MIT","nonce":"n","expires_at":1}"#;
+        assert_eq!(serde_json::from_str::<CardEdit>(lic).unwrap().license.unwrap(), "MIT");
     }
 }

@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Hash32;
 
-/// What every model may be used under, on its card, its DDO and the storefront's model page:
-/// only through paid compute jobs (the weights never leave the operator's storage).
+/// What a model whose publisher named no licence may be used under, on its card, its DDO and
+/// the storefront's model page: only through paid compute jobs (the weights never leave the
+/// operator's storage). A publisher may name one instead (`crate::card::check_license`).
 pub const MODEL_LICENSE: &str = "proprietary: compute-to-data only";
 
 /// Most beneficiaries a scheme may name; bounds the lineage contract's gas per derivation.
@@ -256,12 +257,26 @@ pub struct ModelCard {
     /// Tags the owner added (`crate::card`); the DDO lists them after the fixed ones.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The licence the root's publisher chose: an SPDX identifier (Apache-2.0, MIT, …: the
+    /// list is `card::SPDX_LICENSES`) or a `LicenseRef-…` (`card::check_license`). A derived
+    /// model carries its root's, copied when it is derived. Absent: none was named, and
+    /// "proprietary: compute-to-data only" applies (as for every record written before
+    /// licences existed; `ModelCard::license_text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub license: Option<String>,
 }
 
 impl ModelCard {
     /// The model family: the architecture line's first word (`gpt2`, `llama`, …).
     pub fn family(&self) -> &str {
         self.architecture.split_whitespace().next().unwrap_or("unknown")
+    }
+
+    /// What the model may be used under: the licence named ([`ModelCard::license`]), else
+    /// [`MODEL_LICENSE`]. What its DDO's `metadata.license` says and its pages show.
+    pub fn license_text(&self) -> &str {
+        self.license.as_deref().unwrap_or(MODEL_LICENSE)
     }
 
     /// Who may change the card: a derived model's trainer, else the root's owner of record
@@ -357,6 +372,26 @@ mod tests {
         assert_eq!(s.royalty_share_of(&below, &"m1", &"m9"), "not an ancestor of this model");
         let one = RewardScheme::geometric(0, 5000, 1);
         assert_eq!(one.royalty_share_of(&["m3", "m2"], &"m1", &"m2"), "beyond the scheme's shares");
+    }
+
+    /// A card as catalogues stored it before licences existed reads with none named, so the
+    /// default terms apply; one naming a licence writes and reads it back.
+    #[test]
+    fn a_card_written_before_licences_reads_with_the_default() {
+        let old = r#"{"nft":"0x01","datatoken":"0x02","name":"M1","symbol":"M1","description":"",
+            "owner":"0x03","weights_hash":"0x0101010101010101010101010101010101010101010101010101010101010101",
+            "parent":null,"trainer":null,"architecture":"gpt2 2L/32d/2h ctx64 vocab300",
+            "parameters":1,"exchange_id":null,"price":null,
+            "reward_scheme":{"total_reward":"1","shares_bps":[5000],"royalty":"0"},"tags":[]}"#;
+        let card: ModelCard = serde_json::from_str(old).unwrap();
+        assert_eq!((card.license.as_deref(), card.license_text()), (None, MODEL_LICENSE));
+        let text = serde_json::to_string(&card).unwrap();
+        assert!(!text.contains("license"), "none named, none written: {text}");
+        let named = ModelCard { license: Some("MIT".into()), ..card };
+        let back: ModelCard =
+            serde_json::from_str(&serde_json::to_string(&named).unwrap()).unwrap();
+        assert_eq!(back.license_text(), "MIT");
+        assert_eq!(back, named);
     }
 
     #[test]

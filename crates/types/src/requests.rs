@@ -31,6 +31,12 @@ pub struct PublishRequest {
     /// as base weights plus a LoRA adapter (the listed model is the merge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter_sha256: Option<Hash32>,
+    /// The model's licence: an SPDX identifier from the accepted list or a `LicenseRef-…`
+    /// (`posthuman_types::card::check_license`); left out or `""`: none, and the default
+    /// ("proprietary: compute-to-data only") applies. Models derived from it inherit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub license: Option<String>,
     pub nonce: String,
     pub expires_at: u64,
 }

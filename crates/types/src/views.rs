@@ -457,6 +457,7 @@ mod tests {
                     checkpoint_bytes: 786_432,
                 }),
                 tags: if derived { vec!["chat".into()] } else { vec![] },
+                license: derived.then(|| "LicenseRef-llama3.2-community".into()),
             },
             lineage: if derived { vec!["0x05".into()] } else { vec![] },
             children: vec!["0x09".into()],
@@ -502,13 +503,14 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("lora"), "None is skipped: {text}");
+        assert!(!text.contains("license"), "None is skipped: {text}");
         assert!(text.contains(r#""perplexity":"inf""#), "{text}");
 
         // What older APIs omit takes the card's defaults; unknown fields are ignored; what
         // is required stays required, with serde's words.
         let mut j = serde_json::to_value(model_view(true)).unwrap();
         let o = j.as_object_mut().unwrap();
-        for k in ["parent", "trainer", "exchange_id", "price", "lora"] {
+        for k in ["parent", "trainer", "exchange_id", "price", "lora", "license"] {
             o.remove(k);
         }
         o.insert("a_field_from_a_newer_api".into(), true.into());
@@ -517,6 +519,7 @@ mod tests {
         let new: ModelView = serde_json::from_str(&text).unwrap();
         let old: flattened::ModelView = serde_json::from_str(&text).unwrap();
         assert_eq!((&new.card.parent, &new.card.lora), (&None, &None));
+        assert_eq!(new.card.license_text(), crate::model::MODEL_LICENSE);
         assert_eq!(new.card, old.card);
         assert_eq!((new.lineage, new.n_positions), (old.lineage, old.n_positions));
         for k in ["nft", "reward_scheme", "n_positions", "jobs"] {

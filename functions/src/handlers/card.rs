@@ -1,5 +1,8 @@
-//! `POST /api/models/{nft}/card`: the model's owner of record edits its card (description and
-//! their own tags, `posthuman_types::card`), and the model's Ocean DDO on chain follows.
+//! `POST /api/models/{nft}/card`: the model's owner of record edits its card (description,
+//! their own tags and, for a root, its licence: `posthuman_types::card`), and the model's
+//! Ocean DDO on chain follows (`metadata.license` too). A derived model's licence is its
+//! root's, copied when it was derived: its trainer's edit naming another is a 422 naming
+//! `license`.
 //!
 //! The request is a JSON body [`CardEdit`] signed as EIP-712 typed data with the action
 //! [`EDIT_CARD`] under the deployment's domain (header `x-posthuman-signature`), with a
@@ -54,7 +57,7 @@ fn parse_edit(body: &[u8]) -> Result<CardEdit, ApiError> {
     {
         return Err(ApiError::Invalid {
             field: k.chars().take(32).collect(),
-            reason: format!("not editable: a card edit changes {}", EDITABLE.join(" and ")),
+            reason: format!("not editable: a card edit changes {}", EDITABLE.join(", ")),
         });
     }
     serde_json::from_value(v).map_err(|e| ApiError::bad(format!("request: {e}")))

@@ -367,6 +367,9 @@ async fn derive_model(
             reward_scheme: parent.card.reward_scheme.clone(),
             lora,
             tags: vec![],
+            // A derivative stays under its root's licence (Llama's terms bind a Llama
+            // fine-tune), as the root's owner has it now.
+            license: super::models::root_license(deps, parent).await?,
         },
         storage_prefix: job.spec.private_prefix.clone(),
         created_at: job.created_at.max(parent.created_at + 1),

@@ -161,6 +161,10 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     check_text("symbol", &req.symbol, 16)?;
     posthuman_types::card::check_description(&req.description)
         .map_err(super::card::card_invalid)?;
+    let license = match &req.license {
+        Some(l) => posthuman_types::card::check_license(l).map_err(super::card::card_invalid)?,
+        None => None,
+    };
     let price: U256 =
         req.price.parse().map_err(|_| invalid("price", "a decimal integer (OCEAN base units)"))?;
     if price.is_zero() {
@@ -315,6 +319,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             reward_scheme: req.reward_scheme,
             lora: checked.merged.as_ref().map(|m| m.adapter.clone()),
             tags: vec![],
+            license,
         },
         storage_prefix: prefix,
         created_at: now_secs(),
@@ -333,8 +338,8 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     Ok(views::model_view(&record, vec![], &[]))
 }
 
-/// What every model's DDO says it may be used under (one definition, shown by the storefront
-/// too).
+/// What a model's DDO says it may be used under when its publisher named no licence (one
+/// definition, shown by the storefront too).
 pub use posthuman_types::model::MODEL_LICENSE;
 
 /// A model's Ocean DDO from its catalogue record: public facts only (never its storage
@@ -356,7 +361,7 @@ pub(crate) fn model_ddo(deps: &Deps, record: &ModelRecord) -> Result<ModelDdo, A
         name: card.name.clone(),
         description: card.description.clone(),
         author: addr("owner", &card.owner)?.to_checksum(None),
-        license: MODEL_LICENSE.into(),
+        license: card.license_text().into(),
         tags,
         family,
         architecture: card.architecture.clone(),
@@ -368,6 +373,25 @@ pub(crate) fn model_ddo(deps: &Deps, record: &ModelRecord) -> Result<ModelDdo, A
         created,
         updated: record.card_updated_at.unwrap_or(created).max(created),
     })
+}
+
+/// The licence of `model`'s root, read up the catalogue's parent links (bounded by the
+/// contract's depth cap): what a model derived from `model` inherits.
+pub(crate) async fn root_license(
+    deps: &Deps,
+    model: &ModelRecord,
+) -> Result<Option<String>, ApiError> {
+    let mut card = model.card.clone();
+    for _ in 0..=posthuman_types::model::MAX_DEPTH {
+        let Some(parent) = &card.parent else { return Ok(card.license) };
+        card = match deps.catalogue.get_model(parent).await? {
+            Some(r) => r.card,
+            None => {
+                return Err(ApiError::Internal(format!("ancestor {parent} not in the catalogue")));
+            }
+        };
+    }
+    Err(ApiError::Internal(format!("{}: lineage deeper than the contract allows", model.card.nft)))
 }
 
 /// Lowercase `0x…` form used as catalogue keys and in views.

@@ -153,6 +153,7 @@ mod tests {
                 reward_scheme: RewardScheme::geometric(1000, 5000, 3),
                 lora: None,
                 tags: vec![],
+                license: None,
             },
             storage_prefix: "models/m".into(),
             created_at: 1,

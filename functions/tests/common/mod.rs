@@ -129,6 +129,7 @@ pub fn model_record() -> posthuman_functions::catalogue::ModelRecord {
             reward_scheme: RewardScheme::geometric(1000, 5000, 3),
             lora: None,
             tags: vec![],
+            license: None,
         },
         storage_prefix: "models/m1".into(),
         created_at: 1,

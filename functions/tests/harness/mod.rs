@@ -384,7 +384,33 @@ pub async fn publish_with(
     nonce: &str,
     extra: &[(&str, &[u8])],
 ) -> (StatusCode, serde_json::Value) {
-    let req = serde_json::json!({
+    publish_request(env, publisher, files, scheme, nonce, extra, serde_json::json!({})).await
+}
+
+/// [`publish`] under a licence (the request's `license`, as sent).
+pub async fn publish_licensed(
+    env: &Env,
+    publisher: &PrivateKeySigner,
+    files: &ModelFiles,
+    scheme: &RewardScheme,
+    nonce: &str,
+    license: &str,
+) -> (StatusCode, serde_json::Value) {
+    let fields = serde_json::json!({ "license": license });
+    publish_request(env, publisher, files, scheme, nonce, &[], fields).await
+}
+
+/// [`publish_with`], the signed request's `fields` added to (or replacing) the test's own.
+async fn publish_request(
+    env: &Env,
+    publisher: &PrivateKeySigner,
+    files: &ModelFiles,
+    scheme: &RewardScheme,
+    nonce: &str,
+    extra: &[(&str, &[u8])],
+    fields: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = serde_json::json!({
         "name": "Tiny GPT", "symbol": "TINY", "description": "a tiny test model",
         "owner": format!("{:#x}", publisher.address()),
         "price": (2 * WEI).to_string(),
@@ -392,6 +418,9 @@ pub async fn publish_with(
         "weights_sha256": sha(&files.weights),
         "nonce": nonce, "expires_at": now() + 600,
     });
+    for (k, v) in fields.as_object().into_iter().flatten() {
+        req[k] = v.clone();
+    }
     let req = serde_json::to_vec(&req).unwrap();
     let sig = sign_typed(env, publisher, posthuman_receipts::request::PUBLISH_MODEL, &req);
     let mut parts: Vec<(&str, &[u8])> = vec![

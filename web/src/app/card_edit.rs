@@ -1,5 +1,6 @@
 //! "Edit card" on a model's page, shown to its owner of record only (the connected wallet is
-//! a root's publisher or a derived model's trainer): the description and the owner's tags,
+//! a root's publisher or a derived model's trainer): the description, the owner's tags and a
+//! root's licence (a derived model keeps its root's, so its form has no licence box),
 //! checked with the API's own rules (`posthuman_types::card`) before the wallet is asked,
 //! signed as the CLI signs `models edit` (`edit-card` typed data), then posted; the API
 //! updates the card and re-sets the model's DDO on chain. A form drawn by the model page with
@@ -25,6 +26,7 @@ use crate::wire::{ChainInfo, ModelView};
 pub struct CardForm {
     pub description: Option<String>,
     pub tags: Option<String>,
+    pub license: Option<String>,
     pub status: String,
     pub error: bool,
 }
@@ -43,6 +45,8 @@ pub fn card_form(
     }
     let description = form.description.clone().unwrap_or_else(|| card.description.clone());
     let tags = form.tags.clone().unwrap_or_else(|| card.tags.join(", "));
+    let root = card.parent.is_none();
+    let license = form.license.clone().unwrap_or_else(|| card.license.clone().unwrap_or_default());
     let ondescription = {
         let form = form.clone();
         Callback::from(move |e: InputEvent| {
@@ -55,10 +59,14 @@ pub fn card_form(
         let form = form.clone();
         Callback::from(move |v: String| form.set(CardForm { tags: Some(v), ..(*form).clone() }))
     };
+    let onlicense = {
+        let form = form.clone();
+        Callback::from(move |v: String| form.set(CardForm { license: Some(v), ..(*form).clone() }))
+    };
     let onsubmit = {
         let (form, chain, card) = (form.clone(), chain.clone(), card.clone());
         let have = wallet.and_then(|w| w.chain_id);
-        let (description, tags) = (description.clone(), tags.clone());
+        let (description, tags, license) = (description.clone(), tags.clone(), license.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let typed = (*form).clone();
@@ -84,6 +92,7 @@ pub fn card_form(
                 model: card.nft.clone(),
                 description: Some(description.clone()),
                 tags: Some(split_tags(&tags)),
+                license: root.then(|| license.clone()),
                 nonce: nonce_of(&r),
                 expires_at: now_secs() + REQUEST_VALIDITY_SECS,
             };
@@ -139,6 +148,7 @@ pub fn card_form(
                    aria-describedby="card-description-help" />
                <br /><small id="card-description-help">{ format!("At most {MAX_DESCRIPTION_BYTES} bytes; line breaks allowed.") }</small></p>
             { field("card-tags", "Your tags", &tags, ontags, format!("Up to {MAX_TAGS}, separated by commas: lowercase letters, digits, hyphens."), "text") }
+            if root { { field("card-license", "Licence", &license, onlicense, crate::publish::LICENSE_HELP.into(), "text") } }
             <button type="submit" id="card-save">{ "Save card" }</button>
             <p id="card-status" role="status" aria-live="polite" class={if form.error { "error" } else { "" }}>{ form.status.clone() }</p>
         </form>

@@ -158,7 +158,7 @@ pub fn ModelPage(p: &ModelProps) -> Html {
                     <tr><th>{ "weights hash" }</th><td><code>{ c.weights_hash.to_string() }</code></td></tr>
                     <tr><th>{ "owner" }</th><td><code>{ c.owner.clone() }</code></td></tr>
                     if let Some(t) = &c.trainer { <tr><th>{ "trainer" }</th><td><code>{ t.clone() }</code></td></tr> }
-                    <tr><th>{ "licence" }</th><td id="licence">{ posthuman_types::model::MODEL_LICENSE }{ " (use through paid jobs; the weights are never downloaded)" }</td></tr>
+                    <tr><th>{ "licence" }</th><td id="licence">{ c.license_text() }{ if c.parent.is_some() { ", its root's" } else { "" } }{ " (use through paid jobs; the weights are never downloaded)" }</td></tr>
                     <tr><th>{ "architecture" }</th><td>{ format!("{} ({} parameters)", c.architecture, c.parameters) }</td></tr>
                     if c.parent.is_some() || c.lora.is_some() { <tr><th>{ "derived" }</th><td id="derivation">{ c.derivation() }</td></tr> }
                     if let Some(l) = &c.lora {

@@ -452,6 +452,7 @@ pub fn PublishPage() -> Html {
                          oninput={ let s = set(|f, v| f.description = v); Callback::from(move |e: InputEvent| {
                              if let Some(t) = e.target_dyn_into::<web_sys::HtmlTextAreaElement>() { s.emit(t.value()) } }) } /></p>
                     { field("publish-price", "Price (OCEAN per datatoken)", &form.price, set(|f, v| f.price = v), "one datatoken pays for one job") }
+                    { field("publish-license", "Licence", &form.license, set(|f, v| f.license = v), crate::publish::LICENSE_HELP) }
                 </fieldset>
                 <fieldset>
                     <legend>{ "Reward scheme (for every model derived from this one)" }</legend>

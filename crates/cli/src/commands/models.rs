@@ -73,6 +73,7 @@ pub async fn edit(s: &Session, a: &EditArgs) -> Result<ModelView, CliError> {
         model: format!("{nft:#x}"),
         description: a.description.clone(),
         tags: a.tags.as_deref().map(posthuman_types::card::split_tags),
+        license: a.license.clone(),
         nonce: nonce(),
         expires_at: expiry(),
     };
@@ -134,6 +135,12 @@ pub async fn publish_files(
     let reward_scheme =
         RewardScheme::geometric(total, a.reward_first_bps, a.reward_depth).with_royalty(royalty);
     reward_scheme.validate().map_err(|e| CliError::Usage(e.to_string()))?;
+    // The API's own check, before anything is uploaded or signed.
+    let license = match &a.license {
+        Some(l) => posthuman_types::card::check_license(l)
+            .map_err(|e| CliError::Usage(format!("--{e}")))?,
+        None => None,
+    };
     let req = PublishRequest {
         name: a.name.clone(),
         symbol: a.symbol.clone(),
@@ -143,6 +150,7 @@ pub async fn publish_files(
         reward_scheme,
         weights_sha256: Hash32(Sha256::digest(&files.weights).into()),
         adapter_sha256: files.adapter.as_ref().map(|(_, w)| Hash32(Sha256::digest(w).into())),
+        license,
         nonce: nonce(),
         expires_at: expiry(),
     };
@@ -225,6 +233,7 @@ pub fn card(m: &ModelView) -> String {
         c.architecture,
         c.parameters
     );
+    s.push_str(&format!("  licence    {}\n", c.license_text()));
     if let Some(p) = &c.price {
         s.push_str(&format!("  price      {}\n", price_of(p)));
     }

@@ -40,6 +40,8 @@ pub(super) struct FlatModelView {
     lora: Option<LoraOutput>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    license: Option<String>,
     lineage: Vec<String>,
     children: Vec<String>,
     source_job: Option<String>,
@@ -71,6 +73,7 @@ impl From<FlatModelView> for ModelView {
                 reward_scheme: f.reward_scheme,
                 lora: f.lora,
                 tags: f.tags,
+                license: f.license,
             },
             lineage: f.lineage,
             children: f.children,

@@ -26,6 +26,7 @@ macro_rules! simd_kernel {
         }
     };
 }
+pub(crate) use simd_kernel;
 
 /// The contiguous elements of a CPU storage viewed through `l`.
 pub(crate) fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {

@@ -31,7 +31,7 @@ use posthuman_receipts::request::EDIT_CARD;
 use posthuman_types::card::{CardEdit, CardError, EDITABLE};
 
 use super::chain_err;
-use super::models::{find_model, lower, model_ddo};
+use super::models::{lower, model_ddo, model_of_owner};
 use super::views::ModelView;
 use crate::auth;
 use crate::catalogue::{ModelRecord, now_secs};
@@ -76,16 +76,7 @@ pub async fn edit_card(
     auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
     let _turn = super::record_turn().await;
-    let mut model = find_model(deps, nft).await?;
-    if req.model.to_ascii_lowercase() != model.card.nft {
-        return Err(ApiError::bad("the signed request names another model than the URL"));
-    }
-    let owner = model.card.owner_of_record().to_ascii_lowercase();
-    if lower(signer) != owner {
-        return Err(ApiError::Forbidden(format!(
-            "only the model's owner of record ({owner}) may edit its card"
-        )));
-    }
+    let mut model = model_of_owner(deps, nft, &req.model, signer, "edit its card").await?;
     let card = req.apply(&model.card).map_err(card_invalid)?;
     if !deps.catalogue.use_nonce(&lower(signer), &req.nonce).await? {
         return Err(ApiError::Conflict("nonce already used (replayed request)".into()));

@@ -11,7 +11,7 @@
 use posthuman_receipts::request::FEATURE_EVALUATIONS;
 use posthuman_types::JobKind;
 
-use super::models::{find_model, lower};
+use super::models::{lower, model_of_owner};
 use super::views::ModelView;
 use crate::auth;
 use crate::catalogue::{JobPhase, is_evaluation, now_secs};
@@ -37,16 +37,8 @@ pub async fn feature_evaluations(
     auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
     let _turn = super::record_turn().await;
-    let mut model = find_model(deps, nft).await?;
-    if req.model.to_ascii_lowercase() != model.card.nft {
-        return Err(ApiError::bad("the signed request names another model than the URL"));
-    }
-    let owner = model.card.owner_of_record().to_string();
-    if lower(signer) != owner.to_ascii_lowercase() {
-        return Err(ApiError::Forbidden(format!(
-            "only the model's owner ({owner}) may feature its evaluations"
-        )));
-    }
+    let mut model =
+        model_of_owner(deps, nft, &req.model, signer, "feature its evaluations").await?;
     if req.job_ids.len() > MAX_FEATURED {
         return Err(ApiError::Invalid {
             field: "job_ids".into(),

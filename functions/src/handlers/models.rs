@@ -440,6 +440,29 @@ pub async fn list_models(
 }
 
 /// The model record for an NFT given in a path (hostile input).
+/// The model an owner's signed edit is for (a card edit, featured evaluations): found, the one
+/// the URL names (`named` is the request's own `model`), and `signer` its owner of record —
+/// otherwise 403 saying that only that owner may `what`.
+pub(crate) async fn model_of_owner(
+    deps: &Deps,
+    nft: &str,
+    named: &str,
+    signer: Address,
+    what: &str,
+) -> Result<ModelRecord, ApiError> {
+    let model = find_model(deps, nft).await?;
+    if named.to_ascii_lowercase() != model.card.nft {
+        return Err(ApiError::bad("the signed request names another model than the URL"));
+    }
+    let owner = model.card.owner_of_record().to_ascii_lowercase();
+    if lower(signer) != owner {
+        return Err(ApiError::Forbidden(format!(
+            "only the model's owner of record ({owner}) may {what}"
+        )));
+    }
+    Ok(model)
+}
+
 pub(crate) async fn find_model(deps: &Deps, nft: &str) -> Result<ModelRecord, ApiError> {
     let addr =
         nft.parse::<Address>().map_err(|_| ApiError::not_found(format!("model {nft:.64}")))?;

@@ -41,14 +41,14 @@
 // first failed expectation.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, statSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, basename } from 'node:path';
 import assert from 'node:assert/strict';
 import { sweepPages, catalogueAtScale } from './pages.mjs';
 import {
   root, cache, bin, logger, files, stored, injectWallet, balanceOf, rpc, mined, watchTransfers,
-  assertDirectUpload, ANVIL_DEV0, startServer, stopServer, launchBrowser,
+  assertDirectUpload, ANVIL_DEV0, startServer, launchBrowser, finish,
 } from './lib.mjs';
 
 const log = logger('browser');
@@ -941,10 +941,5 @@ try {
 } catch (e) {
   failed = true;
   console.error(e);
-} finally {
-  await browser.close();
-  await stopServer(server);
-  if (!failed) rmSync(tmp, { recursive: true, force: true });
-  else console.error(`kept ${tmp} for inspection`);
 }
-process.exit(failed ? 1 : 0);
+await finish({ browser, server, tmp, failed });

@@ -4,7 +4,7 @@
 // `posthuman-server` and Debian's headless Chromium.
 
 import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, rmSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
@@ -189,6 +189,16 @@ export async function stopServer(server) {
   if (server.exitCode !== null) return;
   server.kill('SIGINT');
   await new Promise((ok) => server.on('exit', ok));
+}
+
+/// A browser test's end: closes the browser, stops the server, removes the scratch dir when the
+/// test passed (keeps it for inspection when it failed) and exits with the test's status.
+export async function finish({ browser, server, tmp, failed }) {
+  await browser.close();
+  await stopServer(server);
+  if (!failed) rmSync(tmp, { recursive: true, force: true });
+  else console.error(`kept ${tmp} for inspection`);
+  process.exit(failed ? 1 : 0);
 }
 
 /// Debian's headless Chromium (RECIPES §4: never a downloaded browser).

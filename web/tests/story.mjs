@@ -38,7 +38,7 @@ import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { root, cache, bin, logger, stored, injectWallet, balanceOf, rpc, mined, startServer, stopServer, launchBrowser } from './lib.mjs';
+import { root, cache, bin, logger, stored, injectWallet, balanceOf, rpc, mined, startServer, launchBrowser, finish } from './lib.mjs';
 import { axeViolations } from './pages.mjs';
 
 const log = logger('story');
@@ -425,10 +425,5 @@ try {
 } catch (e) {
   failed = true;
   console.error(e);
-} finally {
-  await browser.close();
-  await stopServer(server);
-  if (!failed) rmSync(tmp, { recursive: true, force: true });
-  else console.error(`kept ${tmp} for inspection`);
 }
-process.exit(failed ? 1 : 0);
+await finish({ browser, server, tmp, failed });

@@ -206,10 +206,12 @@ fn merge_tagged_branch<'a>(
     for (k, v) in tag_props {
         props.insert(k.clone(), v.clone());
     }
-    let required = merged["required"].as_array().cloned().unwrap_or_default();
-    let mut required: Vec<Value> =
-        tag["required"].as_array()?.iter().cloned().chain(required).collect();
-    required.dedup();
+    let mut required = tag["required"].as_array()?.clone();
+    for name in merged["required"].as_array().into_iter().flatten() {
+        if !required.contains(name) {
+            required.push(name.clone());
+        }
+    }
     merged["required"] = Value::Array(required);
     merged["title"] = Value::String(target.to_string());
     Some(merged)

@@ -551,25 +551,53 @@ fn check_and_convert(
         return Err(CheckpointError::MissingTensor { tensor: name });
     }
     let mut tensors = BTreeMap::new();
-    for (file, st) in &maps {
+    // Shard by shard, each mapping dropped once its tensors are converted: the peak is the
+    // f32 model plus one shard's pages, not plus the whole checkpoint.
+    for (file, st) in maps {
         for (name, view) in st.tensors() {
             if !expected.contains_key(&name) {
                 continue; // a known buffer or the tied head, checked above
             }
-            let dtype = match view.dtype() {
-                Dtype::F16 => DType::F16,
-                Dtype::BF16 => DType::BF16,
-                _ => DType::F32,
-            };
-            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
-                .to_dtype(DType::F32)?;
-            if !t.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite()) {
+            let Some(vals) = to_f32_finite(view.dtype(), view.data()) else {
                 return Err(CheckpointError::NonFinite { tensor: name, file: file.to_string() });
-            }
-            tensors.insert(name, t);
+            };
+            tensors.insert(name, Tensor::from_vec(vals, view.shape(), &Device::Cpu)?);
         }
     }
     LlamaWeights::from_tensors(cfg, tensors)
+}
+
+/// Values per parallel chunk when converting: fixed, so the work split never depends on the
+/// thread count (the result could not anyway: each value converts on its own).
+const CONVERT_CHUNK: usize = 1 << 16;
+
+/// A tensor's little-endian f32, f16 or bf16 bytes as f32 values in one parallel pass
+/// straight from the file's pages (no intermediate tensors), or None if any value is not
+/// finite. f16 and bf16 widen exactly; the dtype was checked before.
+fn to_f32_finite(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    use rayon::prelude::*;
+    let width = match dtype {
+        Dtype::F16 | Dtype::BF16 => 2,
+        _ => 4,
+    };
+    let mut out = vec![0f32; data.len() / width];
+    let finite = out.par_chunks_mut(CONVERT_CHUNK).zip(data.par_chunks(CONVERT_CHUNK * width)).all(
+        |(dst, src)| {
+            let mut ok = true;
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(width)) {
+                *d = match dtype {
+                    Dtype::BF16 => {
+                        f32::from_bits(u32::from(u16::from_le_bytes([s[0], s[1]])) << 16)
+                    }
+                    Dtype::F16 => half::f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32(),
+                    _ => f32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+                };
+                ok &= d.is_finite();
+            }
+            ok
+        },
+    );
+    finite.then_some(out)
 }
 
 /// HF-layout f32 safetensors image as `save_pretrained` writes it: HF names, no

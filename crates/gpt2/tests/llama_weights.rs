@@ -300,6 +300,20 @@ fn each_defect_is_a_distinct_typed_error_naming_file_and_tensor() {
     let d = tempfile::tempdir().unwrap();
     write_single(d.path(), &t);
     assert!(matches!(load(&d), Err(CheckpointError::NonFinite { tensor, .. }) if tensor == q0));
+    // In half precision too: an infinity in a bf16 shard, a NaN in an f16 one.
+    for (dtype, bad) in [(DType::BF16, f32::INFINITY), (DType::F16, f32::NAN)] {
+        let mut t = w.tensors().clone();
+        let mut v = t[q0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v[200] = bad;
+        let x = Tensor::from_vec(v, (16, 16), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+        t.insert(q0.into(), x);
+        let d = tempfile::tempdir().unwrap();
+        write_sharded(d.path(), &t, 3, |_| {});
+        assert!(
+            matches!(load(&d), Err(CheckpointError::NonFinite { tensor, .. }) if tensor == q0),
+            "{dtype:?}"
+        );
+    }
 
     // The same tensor in two shards.
     let d = damaged(

@@ -3,14 +3,20 @@
 //! generation with the KV cache. One mode per process, so each peak RSS is its own;
 //! `crates/gpt2/bench/llama_vs_transformers.py` runs both sides and prints the ratio table.
 //!
-//! `llama-bench --mode eval|gen [--shape llama30m|smollm135m] [--steps 3] [--batch 4]
-//! [--seq 256] [--prompt 16] [--new 200] [--threads 2]` prints one JSON line.
+//! `llama-bench --mode eval|gen [--shape llama30m|smollm135m | --model DIR] [--steps 3]
+//! [--batch 4] [--seq 256] [--prompt 16] [--new 200] [--threads 2]` prints one JSON line.
+//! `--model DIR` loads a Hugging Face checkpoint directory (`config.json` and
+//! `model.safetensors` or a sharded index, any dtype on disk) through the crate's own loader,
+//! memory-mapped, and reports the load time: `crates/gpt2/bench/tinyllama.py` uses it for
+//! the 1.1B TinyLlama shape.
 
 use posthuman_gpt2::SeededRng;
 use posthuman_gpt2::candle_core::{D, DType, Device, IndexOp, Tensor};
 use posthuman_gpt2::candle_nn::VarBuilder;
 use posthuman_gpt2::llama::{self, Llama, LlamaCache};
+use posthuman_gpt2::llama_weights;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -18,6 +24,7 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 struct Args {
     mode: String,
     shape: String,
+    model: Option<PathBuf>,
     steps: usize,
     batch: usize,
     seq: usize,
@@ -30,6 +37,7 @@ fn args() -> AnyResult<Args> {
     let mut a = Args {
         mode: "eval".into(),
         shape: "llama30m".into(),
+        model: None,
         steps: 3,
         batch: 4,
         seq: 256,
@@ -43,6 +51,7 @@ fn args() -> AnyResult<Args> {
         match k.as_str() {
             "--mode" => a.mode = v()?,
             "--shape" => a.shape = v()?,
+            "--model" => a.model = Some(v()?.into()),
             "--steps" => a.steps = v()?.parse()?,
             "--batch" => a.batch = v()?.parse()?,
             "--seq" => a.seq = v()?.parse()?,
@@ -63,20 +72,37 @@ fn main() -> AnyResult<()> {
     let a = args()?;
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { posthuman_gpt2::configure_threads(Some(a.threads)) };
-    let cfg = posthuman_gpt2::bench::llama_shape(&a.shape)?;
-    // Plain tensors, not variables: inference builds no graph, as the worker's model loads.
-    let vm = llama::init_weights(&cfg, 1)?;
-    let tensors: HashMap<String, Tensor> = vm
-        .data()
-        .lock()
-        .map_err(|_| "var map lock poisoned")?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    drop(vm);
-    let model = Llama::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?;
+    let load0 = Instant::now();
+    let (cfg, model) = match &a.model {
+        Some(dir) => {
+            // What a checkpoint someone downloaded costs to open: config, then every tensor
+            // mapped, checked against the config and converted to f32.
+            let cfg = llama::Config::from_json(&std::fs::read_to_string(dir.join("config.json"))?)?;
+            let model = llama_weights::load_checkpoint(dir, &cfg)?.model(&cfg, &Device::Cpu)?;
+            (cfg, model)
+        }
+        None => {
+            let cfg = posthuman_gpt2::bench::llama_shape(&a.shape)?;
+            // Plain tensors, not variables: inference builds no graph, as the worker's
+            // model loads.
+            let vm = llama::init_weights(&cfg, 1)?;
+            let tensors: HashMap<String, Tensor> = vm
+                .data()
+                .lock()
+                .map_err(|_| "var map lock poisoned")?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                .collect();
+            drop(vm);
+            let model =
+                Llama::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?;
+            (cfg, model)
+        }
+    };
+    let load_s = load0.elapsed().as_secs_f64();
     let mut rng = SeededRng::new(2);
     let cpu0;
+    let mut generated: Vec<u32> = Vec::new();
     let (tokens, secs, check) = match a.mode.as_str() {
         "eval" => {
             let n = a.batch * (a.seq + 1);
@@ -100,7 +126,13 @@ fn main() -> AnyResult<()> {
             (a.steps * a.batch * a.seq, t0.elapsed().as_secs_f64(), last.exp())
         }
         "gen" => {
-            let prompt = random_ids(&mut rng, a.prompt, cfg.vocab_size);
+            let prompt = if a.model.is_some() {
+                // A checkpoint's prompt as tinyllama.py writes it, so both sides decode the
+                // same tokens from the same weights and their outputs can be compared.
+                (1..=a.prompt).map(|i| ((i * 7919) % cfg.vocab_size) as u32).collect()
+            } else {
+                random_ids(&mut rng, a.prompt, cfg.vocab_size)
+            };
             let run = |new: usize| -> AnyResult<Vec<u32>> {
                 let mut cache = LlamaCache::new(&cfg);
                 let mut ids = prompt.clone();
@@ -118,22 +150,29 @@ fn main() -> AnyResult<()> {
             cpu0 = posthuman_gpt2::bench::cpu_secs();
             let t0 = Instant::now();
             let ids = run(a.new)?;
-            (a.new, t0.elapsed().as_secs_f64(), ids.iter().map(|&t| t as f64).sum::<f64>())
+            let secs = t0.elapsed().as_secs_f64();
+            generated = ids[a.prompt..].to_vec();
+            (a.new, secs, ids.iter().map(|&t| t as f64).sum::<f64>())
         }
         other => return Err(format!("unknown mode {other}").into()),
     };
     let cpu = posthuman_gpt2::bench::cpu_secs() - cpu0;
+    let cfg_params =
+        llama::param_shapes(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>();
     println!(
         "{}",
         serde_json::json!({
             "side": format!("candle {}", a.mode),
             "mode": a.mode,
-            "shape": a.shape,
+            "shape": a.model.as_ref().map_or(a.shape.clone(), |d| d.display().to_string()),
+            "params": cfg_params,
+            "load_s": load_s,
             "tok_per_s": tokens as f64 / secs,
             "tok_per_cpu_s": tokens as f64 / cpu,
             "cpu_ms_per_tok": 1e3 * cpu / tokens as f64,
             "peak_rss_mib": posthuman_gpt2::bench::peak_rss_mib(),
             "check": check,
+            "tokens": generated,
         })
     );
     Ok(())

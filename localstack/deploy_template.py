@@ -523,7 +523,7 @@ def assert_moto(m, template, ids, stack, secret_arn) -> int:
     jd = jd[0]
     cp = jd["containerProperties"]
     ok(cp["command"] == ["posthuman-worker", "run", "--spec", "Ref::spec_key"], f"worker command {cp['command']}")
-    ok(cp["image"].endswith(f":{WORKER_IMAGE_TAG}") and ".dkr.ecr." in cp["image"], f"image {cp['image']}")
+    ok(cp["image"].endswith(f":{WORKER_IMAGE_TAG}-cuda") and ".dkr.ecr." in cp["image"], f"the GPU queue runs the CUDA image: {cp['image']}")
     req = {r["type"]: r["value"] for r in cp["resourceRequirements"]}
     ok(req == {"MEMORY": "15000", "VCPU": "4", "GPU": "1"}, f"resources {req}")
     env = {e["name"]: e["value"] for e in cp["environment"]}

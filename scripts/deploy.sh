@@ -8,13 +8,15 @@
 #   1 preflight       inputs checked before anything runs; the credentials' account must be --account
 #   2 lambda bundles  cargo-lambda (PyPI, with ziglang) in a venv under the build cache
 #   3 storefront      web/build.sh -> web/dist
-#   4 worker image    batch-worker/Dockerfile, tagged with the git commit
+#   4 worker images   batch-worker/Dockerfile (CPU, tagged with the git commit) and
+#                     batch-worker/Dockerfile.cuda (the GPU queue's, tagged commit + -cuda)
 #   5 contracts       the address book: the SSM parameter's, --address-book FILE's, or a new
 #                     deployment to the chain the RPC URL names (posthuman-deploy-contracts)
 #   6 address book    written to the SSM parameter the stack's functions read
 #   7 cdk deploy      the aws-cdk CLI pinned in infra/package-lock.json (bootstraps if needed)
-#   8 image push      to the stack's WorkerRepository (ECR login); before step 7 when the stack
-#                     exists, after it on the first deploy (the repository is the stack's)
+#   8 image push      both images to the stack's WorkerRepository (ECR login); before step 7 when
+#                     the stack exists, after it on the first deploy (the repository is the
+#                     stack's). The stack's job definition runs the -cuda image
 #   9 operator        the lineage contract's operator role handed from the deployer to the key
 #                     the stack generated (Secrets Manager), the book in SSM naming it
 #                     (posthuman-deploy-contracts --operator-env), and the operator topped
@@ -125,6 +127,9 @@ if [[ -n ${POSTHUMAN_STOREFRONT_DIR:-} && ! -f $storefront_dir/index.html ]]; th
     die "POSTHUMAN_STOREFRONT_DIR=$storefront_dir has no index.html"
 fi
 image=posthuman-worker:$image_tag
+# The GPU queue's image: the same commit built with the `cuda` feature (the stack's job
+# definition names <WorkerImageTag>-cuda).
+cuda_image=$image-cuda
 registry=$account.dkr.ecr.$region.amazonaws.com
 work=$POSTHUMAN_CACHE/deploy/$account-$region
 book_out=$work/address-book.json
@@ -182,7 +187,7 @@ ask() {
 }
 
 [[ $dry_run == 1 ]] && echo "deploy: DRY RUN: nothing below runs; each \$ line is a command a real run executes"
-echo "deploy: stack $stack in account $account, $region; worker image $image_tag; GPUs $gpu_family"
+echo "deploy: stack $stack in account $account, $region; worker images $image_tag (CPU) and $image_tag-cuda (GPU queue); GPUs $gpu_family"
 
 # --- 1. preflight ---------------------------------------------------------------------------
 step "preflight" "tools on PATH, and the credentials' account is $account (never deploy to another)"
@@ -225,22 +230,24 @@ else
     run web/build.sh
 fi
 
-# --- 4. Worker image --------------------------------------------------------------------------
-step "worker image" "$ctr build batch-worker/Dockerfile -> $image"
-# The GPU queue's job definition sets POSTHUMAN_REQUIRE_GPU=1: the CPU image refuses to run
-# there (exit 19, NO_GPU). Say so until the CUDA variant (batch-worker/Dockerfile.cuda) exists.
-if [[ ! -f batch-worker/Dockerfile.cuda ]]; then
-    echo "    WARNING: batch-worker/Dockerfile builds the CPU worker: jobs on the GPU queue exit 19 (NO_GPU) until batch-worker/Dockerfile.cuda exists"
-fi
-if [[ ! -f batch-worker/Dockerfile ]]; then
-    [[ $dry_run == 1 ]] || die "no batch-worker/Dockerfile in this checkout"
-    echo "    NOT AVAILABLE in this checkout: no batch-worker/Dockerfile (a real run stops here)"
-fi
-if [[ $dry_run == 0 ]] && "$ctr" image inspect "$image" >/dev/null 2>&1; then
-    echo "    $image is built already"
-else
-    run "$ctr" build -f batch-worker/Dockerfile --build-arg "GIT_COMMIT=$image_tag" -t "$image" .
-fi
+# --- 4. Worker images ------------------------------------------------------------------------
+step "worker image" "$ctr build batch-worker/Dockerfile -> $image, batch-worker/Dockerfile.cuda -> $cuda_image"
+# Each is skipped when built already (e.g. by batch-worker/image/build.sh [--cuda] with podman,
+# which tags both with the full commit as here). The CUDA build compiles candle's kernels with
+# nvcc: ~12 min on 2 cores, once per commit.
+for df in Dockerfile:"$image" Dockerfile.cuda:"$cuda_image"; do
+    file=batch-worker/${df%%:*}
+    tag=${df#*:}
+    if [[ ! -f $file ]]; then
+        [[ $dry_run == 1 ]] || die "no $file in this checkout"
+        echo "    NOT AVAILABLE in this checkout: no $file (a real run stops here)"
+    fi
+    if [[ $dry_run == 0 ]] && "$ctr" image inspect "$tag" >/dev/null 2>&1; then
+        echo "    $tag is built already"
+    else
+        run "$ctr" build -f "$file" --build-arg "GIT_COMMIT=$image_tag" -t "$tag" .
+    fi
+done
 
 # --- 5. Contracts -----------------------------------------------------------------------------
 step "contracts" "the address book for the chain at \$POSTHUMAN_RPC_URL: SSM $book_param, --address-book, or a new deployment"
@@ -304,16 +311,22 @@ fi
 
 # --- 7. cdk deploy (and 8. the image push, before it when the stack exists) ---------------------
 repo_cmd="aws cloudformation describe-stacks --stack-name $stack --query \"Stacks[0].Outputs[?OutputKey=='WorkerRepository'].OutputValue\" --output text"
-push_image() { # repository URI
+push_image() { # repository URI: pushes the CPU and the CUDA image, each unless it is there
     local repo=$1
-    local name=${repo#*/}
-    if [[ $dry_run == 0 ]] && aws ecr describe-images --repository-name "$name" --image-ids "imageTag=$image_tag" >/dev/null 2>&1; then
-        echo "    $repo:$image_tag is pushed already (the repository's tags are immutable)"
-        return
-    fi
-    run_sh "aws ecr get-login-password --region $region | $ctr login --username AWS --password-stdin $registry"
-    run_sh "$ctr tag $image $repo:$image_tag"
-    run_sh "$ctr push $repo:$image_tag"
+    local name=${repo#*/} tag local_image logged_in=0
+    for tag in "$image_tag" "$image_tag-cuda"; do
+        local_image=posthuman-worker:$tag
+        if [[ $dry_run == 0 ]] && aws ecr describe-images --repository-name "$name" --image-ids "imageTag=$tag" >/dev/null 2>&1; then
+            echo "    $repo:$tag is pushed already (the repository's tags are immutable)"
+            continue
+        fi
+        if [[ $logged_in == 0 ]]; then
+            run_sh "aws ecr get-login-password --region $region | $ctr login --username AWS --password-stdin $registry"
+            logged_in=1
+        fi
+        run_sh "$ctr tag $local_image $repo:$tag"
+        run_sh "$ctr push $repo:$tag"
+    done
 }
 existing_repo=""
 if [[ $dry_run == 0 ]]; then
@@ -325,7 +338,7 @@ if [[ $dry_run == 1 ]]; then
     ask "$repo_cmd   # the stack exists: push the image (step 8) before deploying" || true
 fi
 if [[ -n $existing_repo && $existing_repo != None ]]; then
-    echo "    the stack exists: pushing the image first, so no job names a tag the repository lacks"
+    echo "    the stack exists: pushing the images first, so no job names a tag the repository lacks"
     push_image "$existing_repo"
 fi
 run_sh "cd infra && npm ci --no-audit --no-fund --loglevel=error && npx --no-install tsc -p ."
@@ -348,7 +361,7 @@ else
 fi
 
 # --- 8. Image push (first deploy: the repository exists only now) ------------------------------
-step "image push" "$image -> the stack's WorkerRepository"
+step "image push" "$image and $cuda_image -> the stack's WorkerRepository"
 if [[ $dry_run == 1 ]]; then
     echo "    (before step 7 when the stack exists; on the first deploy, here)"
     push_image "$registry/<WorkerRepository output>"

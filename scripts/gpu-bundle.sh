@@ -9,12 +9,10 @@
 #   scripts/gpu-bundle.sh [ARCHIVE]     (default: $POSTHUMAN_CACHE/gpu-bundle.tar.xz)
 #
 # Linking needs libcuda.so (shipped only with the driver) and cuBLAS/cuRAND/NVRTC (hundreds of
-# MB of wheels): this script links against generated stubs instead, one per library, with the
-# real library's SONAME and an empty function for every symbol cudarc declares for it. The
-# binary records only the SONAME; on the GPU host the dynamic loader binds every symbol to the
-# real library at start (Rust links with -z now), so a missing one fails loudly there, before
-# any test runs. The CUDA runtime (libcudart.so.12, used by candle-kernels' static MoE kernels)
-# is the real one from the toolkit's nvidia-cuda-runtime-cu12 wheel.
+# MB of wheels): scripts/cuda-stubs.sh generates link stubs with the real libraries' SONAMEs
+# (the GPU host's dynamic loader binds every symbol to the real library at start). The CUDA
+# runtime (libcudart.so.12, used by candle-kernels' static MoE kernels) is the real one from the
+# toolkit's nvidia-cuda-runtime-cu12 wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -22,32 +20,14 @@ cd "$(dirname "$0")/.."
 archive="${1:-$POSTHUMAN_CACHE/gpu-bundle.tar.xz}"
 # A target dir of its own: building the worker with `cuda` where the CPU build lives would put
 # a binary that needs libcuda where the demo and the tests run the worker.
-export CARGO_TARGET_DIR="$POSTHUMAN_CACHE/target-cuda"
+export CARGO_TARGET_DIR="${POSTHUMAN_CUDA_TARGET_DIR:-$POSTHUMAN_CACHE/target-cuda}"
 # The copies are stripped of debug info below anyway: not generating it saves gigabytes of this
 # target dir and minutes of linking.
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 t0=$SECONDS
 
-# cudarc's build script searches $CUDA_HOME/lib64 and lib64/stubs for the link inputs: the
-# stubs go where a CUDA toolkit keeps its libcuda stub (lib64 has the real libcudart.so).
-lib="$CUDA_HOME/lib64/stubs"
-mkdir -p "$lib"
-cudarc_version=$(awk '/^name = "cudarc"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
-cudarc_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$cudarc_version"/src | head -1)
-[ -d "$cudarc_src" ] || { echo "gpu-bundle: cudarc $cudarc_version sources not found" >&2; exit 1; }
-stub() { # stub NAME SONAME BINDINGS
-  local c="$POSTHUMAN_CACHE/cuda/stub-$1.c"
-  # Every `fn name(` of the bindings' extern "C" blocks becomes `void name(void) {}`.
-  sed -n 's/^ *fn \([A-Za-z_][A-Za-z0-9_]*\)(.*/void \1(void) {}/p' "$cudarc_src/$3" | sort -u >"$c"
-  [ -s "$c" ] || { echo "gpu-bundle: no symbols in $3" >&2; exit 1; }
-  gcc -shared -fPIC -o "$lib/lib$1.so" -Wl,-soname,"$2" "$c"
-  echo "gpu-bundle: stub lib$1.so ($2, $(wc -l <"$c") symbols)"
-}
-stub cuda libcuda.so.1 driver/sys/mod.rs
-stub nvrtc libnvrtc.so.12 nvrtc/sys/mod.rs
-stub curand libcurand.so.10 curand/sys/mod.rs
-stub cublas libcublas.so.12 cublas/sys/mod.rs
-stub cublasLt libcublasLt.so.12 cublaslt/sys/mod.rs
+# cudarc's build script searches $CUDA_HOME/lib64 and lib64/stubs for the link inputs.
+. scripts/cuda-stubs.sh
 
 # What runs on the GPU host: the GPU smoke test, the worker's job and CLI tests and its unit
 # tests (which then run on the GPU), and the worker binaries (the CLI tests find the worker

@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use posthuman_store::{LocalStore, ObjectStore, S3Config, S3Store};
 use posthuman_worker::setup::{ModelShape, init_model_to_store};
 use posthuman_worker::tokenizer::{Tok, train_bpe};
@@ -92,7 +93,9 @@ struct RunArgs {
     #[arg(long, env = "POSTHUMAN_STOP_AFTER_CHECKPOINT")]
     stop_after_checkpoint: Option<u32>,
     /// Refuse to run (exit 19) unless a GPU can be opened (set on Batch's GPU queue).
-    #[arg(long, env = "POSTHUMAN_REQUIRE_GPU")]
+    // Boolish: the job definition sets POSTHUMAN_REQUIRE_GPU=1, which clap's default parser
+    // for a bool refuses ("true"/"false" only): every GPU-queue job exited 2 before running.
+    #[arg(long, env = "POSTHUMAN_REQUIRE_GPU", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     require_gpu: bool,
 }
 
@@ -115,7 +118,7 @@ struct StoreArgs {
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     s3_region: String,
     /// Path-style addressing (needed by LocalStack / moto).
-    #[arg(long, env = "POSTHUMAN_S3_PATH_STYLE")]
+    #[arg(long, env = "POSTHUMAN_S3_PATH_STYLE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     s3_path_style: bool,
 }
 

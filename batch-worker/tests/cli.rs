@@ -157,3 +157,34 @@ fn exit_codes_from_the_binary() {
     let st = bin().args(["run", "--spec", "x.json"]).output().unwrap();
     assert_eq!(st.status.code(), Some(2), "no store is a usage error");
 }
+
+/// The GPU queue's job definition (infra/lib/posthuman-stack.ts) switches the GPU requirement on
+/// with `POSTHUMAN_REQUIRE_GPU=1`: the environment's usual spellings of a boolean all work, and
+/// anything else is a usage error rather than a silent "no".
+#[test]
+fn the_gpu_requirement_is_read_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    setup(root);
+    // On a GPU host (scripts/gpu-run.sh runs these tests with the cuda build) the GPU opens.
+    let gpu = posthuman_worker::device::compute().is_cuda();
+    for (i, (value, required)) in
+        [("1", true), ("true", true), ("yes", true), ("0", false), ("false", false)]
+            .into_iter()
+            .enumerate()
+    {
+        let s = common::train_spec(&format!("job-env-{i}"));
+        let out = job(root, &s, "1").env("POSTHUMAN_REQUIRE_GPU", value).output().unwrap();
+        let want = if required && !gpu { exit::NO_GPU } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "POSTHUMAN_REQUIRE_GPU={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let s = common::train_spec("job-env-bad");
+    let out = job(root, &s, "1").env("POSTHUMAN_REQUIRE_GPU", "maybe").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--require-gpu"));
+}

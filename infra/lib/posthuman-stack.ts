@@ -39,6 +39,8 @@ import * as cloudfront from "aws-cdk-lib/aws-cloudfront";
 import * as origins from "aws-cdk-lib/aws-cloudfront-origins";
 import * as s3deploy from "aws-cdk-lib/aws-s3-deployment";
 
+/** What the CUDA variant of a commit's worker image adds to its tag (scripts/deploy.sh pushes both). */
+export const CUDA_IMAGE_SUFFIX = "-cuda";
 /** Memory of the worker's Batch container: fits the smallest instance of every GPU family (g5/g6.xlarge, 16 GiB, less what the ECS agent keeps). */
 export const WORKER_CONTAINER_MEMORY_MIB = 15_000;
 /**
@@ -191,7 +193,7 @@ export class PosthumanStack extends Stack {
     }
     const imageTag = new CfnParameter(this, "WorkerImageTag", {
       type: "String",
-      description: "Tag of the batch-worker image in WorkerRepository: the git commit it was built from",
+      description: "Tag of the batch-worker image in WorkerRepository: the git commit it was built from (the GPU job definition runs <tag>-cuda)",
       allowedPattern: tagPattern,
       constraintDescription: "a git commit (7 to 40 lowercase hex digits); the repository's tags are immutable",
       default: contextTag,
@@ -221,7 +223,10 @@ export class PosthumanStack extends Stack {
     // The worker's logs, kept a month (CDK's default group would keep them forever).
     const workerLogs = new logs.LogGroup(this, "WorkerLogs", { retention: logs.RetentionDays.ONE_MONTH });
     const workerContainer = new batch.EcsEc2ContainerDefinition(this, "WorkerContainer", {
-      image: ecs.ContainerImage.fromEcrRepository(repo, imageTag.valueAsString),
+      // The GPU queue runs the CUDA variant of the commit's image (batch-worker/Dockerfile.cuda,
+      // pushed by scripts/deploy.sh as <commit>-cuda beside the CPU image <commit>): the CPU
+      // worker would refuse every job here (POSTHUMAN_REQUIRE_GPU below, exit 19).
+      image: ecs.ContainerImage.fromEcrRepository(repo, `${imageTag.valueAsString}${CUDA_IMAGE_SUFFIX}`),
       command: ["posthuman-worker", "run", "--spec", "Ref::spec_key"],
       // The worker refuses to run (exit 19) if the GPU cannot be opened, rather than falling
       // back to the CPU on a GPU instance.

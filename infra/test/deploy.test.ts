@@ -90,7 +90,10 @@ test("deploy --dry-run prints the nine steps in order with their commands, and r
   assert.match(section("lambda bundles"), /pip install .*cargo-lambda==[0-9.]+ ziglang==[0-9.]+/);
   assert.match(section("lambda bundles"), /cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda/);
   assert.match(section("storefront"), /\$ web\/build\.sh/);
-  assert.match(section("worker image"), /\$ docker build -f batch-worker\/Dockerfile .*-t posthuman-worker:abcdef1 \./);
+  assert.match(section("worker image"), /\$ docker build -f batch-worker\/Dockerfile --build-arg GIT_COMMIT=abcdef1 -t posthuman-worker:abcdef1 \./);
+  // The GPU queue's image: the CUDA variant of the same commit, tagged <commit>-cuda.
+  assert.match(section("worker image"), /\$ docker build -f batch-worker\/Dockerfile\.cuda --build-arg GIT_COMMIT=abcdef1 -t posthuman-worker:abcdef1-cuda \./);
+  assert.doesNotMatch(r.stdout, /WARNING|NOT AVAILABLE/);
   assert.match(section("contracts"), /aws ssm get-parameter --name \/posthuman\/address-book/);
   assert.match(section("contracts"), /eth_chainId/);
   // The deployer exists: the plan runs it, with the key's variable and the RPC URL only in the
@@ -105,7 +108,10 @@ test("deploy --dry-run prints the nine steps in order with their commands, and r
   assert.match(cdk, /--parameters RpcUrl="\$POSTHUMAN_RPC_URL"/);
   const push = section("image push");
   assert.match(push, /aws ecr get-login-password --region eu-west-1 \| docker login --username AWS --password-stdin 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com/);
-  assert.match(push, /\$ docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/.*:abcdef1/);
+  assert.match(push, /\$ docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/.*:abcdef1\n/);
+  assert.match(push, /\$ docker tag posthuman-worker:abcdef1-cuda 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/.*:abcdef1-cuda\n/);
+  assert.match(push, /\$ docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/.*:abcdef1-cuda\n/);
+  assert.equal(push.match(/docker login/g)?.length, 1, "one ECR login for both pushes");
   // The operator hand-over: the stack's secret found by its logical id, its value read into the
   // environment, the deployer's binary run with both keys' variable names only.
   const op = section("operator");
@@ -270,12 +276,14 @@ test("the first deploy: book to SSM, bootstrap, cdk deploy, then the image push 
     calls,
     /^aws sts get-caller-identity/,
     /^docker build -f batch-worker\/Dockerfile .*-t posthuman-worker:abcdef1 \.$/,
+    /^docker build -f batch-worker\/Dockerfile\.cuda .*-t posthuman-worker:abcdef1-cuda \.$/,
     /^curl /,
     /^aws ssm put-parameter --name \/posthuman\/address-book --type String --overwrite --value file:\/\//,
     /^aws cloudformation describe-stacks --stack-name CDKToolkit/,
     /^npx --no-install cdk bootstrap aws:\/\/123456789012\/eu-west-1$/,
     new RegExp(`^npx --no-install cdk deploy Posthuman .*-c workerImageTag=abcdef1 .*--parameters RpcUrl=https://rpc\\.example\\.org/v3/${RPC_SECRET}$`),
     /^docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/posthuman-worker-repo:abcdef1$/,
+    /^docker push 123456789012\.dkr\.ecr\.eu-west-1\.amazonaws\.com\/posthuman-worker-repo:abcdef1-cuda$/,
   );
   assert.ok(!calls.some((c) => c.startsWith("cargo lambda")), "built Lambda bundles although POSTHUMAN_LAMBDA_DIR had them");
   // Then the operator role goes to the stack's key, and SSM's book names it.
@@ -310,9 +318,18 @@ test("the first deploy: book to SSM, bootstrap, cdk deploy, then the image push 
   assertOrder(
     callList(next.called),
     /^docker build .*-t posthuman-worker:0123abc /,
+    /^docker build .*-t posthuman-worker:0123abc-cuda /,
     /^docker push .*posthuman-worker-repo:0123abc$/,
+    /^docker push .*posthuman-worker-repo:0123abc-cuda$/,
     /^npx --no-install cdk deploy Posthuman .*-c workerImageTag=0123abc /,
   );
+
+  // A deploy that stopped between the two pushes: the rerun pushes only the missing CUDA image.
+  fs.writeFileSync(path.join(sb.state, "pushed"), fs.readFileSync(path.join(sb.state, "pushed"), "utf8").replace("imageTag=0123abc-cuda\n", ""));
+  const resumed = deployIn(sb, ["--image-tag", "0123abc"], env);
+  assert.equal(resumed.status, 0, resumed.stdout + resumed.stderr);
+  const pushes = callList(resumed.called).filter((c) => c.startsWith("docker push"));
+  assert.deepEqual(pushes, ["docker push 123456789012.dkr.ecr.eu-west-1.amazonaws.com/posthuman-worker-repo:0123abc-cuda"]);
 });
 
 test("with no book for the chain anywhere, a real deploy runs the contract deployer, and stops there if it fails", () => {
@@ -439,4 +456,53 @@ test("the registry-free image (batch-worker/image) runs like the Dockerfile's: s
   assert.ok(account(podman), "the Containerfile creates no worker account");
   assert.equal(account(podman), account(runtime));
   assert.deepEqual(pick(podman, /^COPY /i), ["COPY posthuman-worker /usr/local/bin/posthuman-worker"]);
+});
+
+test("the CUDA image: Dockerfile.cuda builds the cuda worker for compute 7.0 in CUDA 12 and runs like the registry-free Containerfile.cuda", () => {
+  const instructions = (file: string) =>
+    fs
+      .readFileSync(path.join(root, file), "utf8")
+      .replace(/\\\n/g, " ")
+      .split("\n")
+      .map((l) => l.trim().replace(/\s+/g, " "))
+      .filter((l) => l && !l.startsWith("#"));
+  const docker = instructions("batch-worker/Dockerfile.cuda");
+  const froms = docker.map((l, i) => [l, i] as const).filter(([l]) => /^FROM /i.test(l));
+  assert.equal(froms.length, 2, "not a two-stage build");
+  // The build stage: NVIDIA's CUDA 12 devel image (CUDA 13 cannot target the V100), compute 7.0.
+  const build = docker.slice(froms[0][1], froms[1][1]);
+  assert.match(build[0], /^FROM docker\.io\/nvidia\/cuda:\$\{CUDA_VERSION\}-devel-\S+ AS build$/);
+  assert.ok(docker.some((l) => /^ARG CUDA_VERSION=12\.\d+\.\d+$/.test(l)), "the devel image is not CUDA 12");
+  assert.ok(build.some((l) => /CUDA_COMPUTE_CAP=70\b/.test(l)), "the kernels are not built for compute 7.0");
+  assert.ok(build.some((l) => /NVCC_APPEND_FLAGS="-gencode=arch=compute_70,code=compute_70"/.test(l)), "no compute_70 PTX for the static kernels");
+  assert.ok(
+    build.some((l) => /cargo build --release --locked --features cuda -p posthuman-worker --bin posthuman-worker/.test(l)),
+    "the build stage does not build exactly the cuda worker",
+  );
+  // The runtime stage and Containerfile.cuda: the same account, workdir, command, environment,
+  // copies (the libraries, then the worker) and no ENTRYPOINT; the driver is never in the image.
+  const runtime = docker.slice(froms[1][1]);
+  assert.match(runtime[0], /debian:.*-slim/, "the runtime stage is not Debian slim");
+  const podman = instructions("batch-worker/image/Containerfile.cuda");
+  const pick = (lines: string[], re: RegExp) => lines.filter((l) => re.test(l));
+  for (const re of [/^USER /i, /^WORKDIR /i, /^CMD /i, /^ENTRYPOINT /i, /^ENV /i]) {
+    assert.deepEqual(pick(podman, re), pick(runtime, re), `${re} differs`);
+  }
+  assert.deepEqual(pick(runtime, /^ENTRYPOINT /i), []);
+  assert.deepEqual(pick(runtime, /^USER /i), ["USER 10001:10001"]);
+  assert.deepEqual(pick(runtime, /^ENV /i), ["ENV LD_LIBRARY_PATH=/opt/nvidia/lib NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility"]);
+  const account = (lines: string[]) => lines.join(" ").match(/groupadd [^&]*&& useradd [^&]*? worker/)?.[0];
+  assert.ok(account(podman), "Containerfile.cuda creates no worker account");
+  assert.equal(account(podman), account(runtime));
+  assert.deepEqual(pick(runtime, /^COPY /i), [
+    "COPY --from=build /opt/nvidia/lib/ /opt/nvidia/lib/",
+    "COPY --from=build /usr/local/bin/posthuman-worker /usr/local/bin/posthuman-worker",
+  ]);
+  assert.deepEqual(pick(podman, /^COPY /i), ["COPY cuda-lib/ /opt/nvidia/lib/", "COPY posthuman-worker /usr/local/bin/posthuman-worker"]);
+  // The same CUDA libraries in both: the Dockerfile's list and build.sh's.
+  const libs = (text: string) => text.match(/for so in (lib[^;]*);/)?.[1].trim().split(/\s+/);
+  const fromDocker = libs(fs.readFileSync(path.join(root, "batch-worker/Dockerfile.cuda"), "utf8"));
+  assert.ok(fromDocker && fromDocker.length >= 5, "no library list in Dockerfile.cuda");
+  assert.ok(!fromDocker!.some((l) => l.startsWith("libcuda.")), "the driver's libcuda is copied into the image");
+  assert.deepEqual(libs(fs.readFileSync(path.join(root, "batch-worker/image/build.sh"), "utf8")), fromDocker);
 });

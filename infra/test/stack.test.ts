@@ -180,7 +180,7 @@ test("access is logged and logs expire: S3 server access logs, VPC flow logs, Cl
   }
 });
 
-test("the worker image is the tag the deploy names (a git commit), never a moving `latest`, in an IMMUTABLE repository", () => {
+test("the worker image is the CUDA variant of the tag the deploy names (a git commit), never a moving `latest`, in an IMMUTABLE repository", () => {
   t.hasResourceProperties("AWS::ECR::Repository", { ImageTagMutability: "IMMUTABLE" });
   const param = t.toJSON().Parameters.WorkerImageTag;
   assert.ok(param, "no WorkerImageTag parameter");
@@ -195,6 +195,10 @@ test("the worker image is the tag the deploy names (a git commit), never a movin
   const image = JSON.stringify(def.Properties.ContainerProperties.Image);
   assert.match(image, /\{"Ref":"WorkerImageTag"\}/);
   assert.doesNotMatch(image, /latest/);
+  // The GPU queue's job definition runs the commit's CUDA image (<tag>-cuda, which deploy.sh
+  // pushes beside the CPU one): the CPU worker would exit 19 (NO_GPU) on every job there.
+  assert.match(image, /\{"Ref":"WorkerImageTag"\},"-cuda"\]/);
+  assert.equal(def.Properties.ContainerProperties.Environment.find((e: any) => e.Name === "POSTHUMAN_REQUIRE_GPU")?.Value, "1");
   // `cdk deploy -c workerImageTag=$(git rev-parse HEAD)` makes it the default.
   const sha = "9d232726f0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
   assert.equal(synth({ workerImageTag: sha }).toJSON().Parameters.WorkerImageTag.Default, sha);

@@ -112,9 +112,7 @@ pub async fn load_model(
     let ct = optional(store, prefix, CHAT_TEMPLATE_FILE, MAX_CHAT_TEMPLATE_BYTES as u64).await?;
     let tok = Tok::load(&tok_bytes, tc.as_deref(), gc.as_deref(), ct.as_deref())?;
     check_tokenizer(&cfg, &tok)?;
-    let w_bytes = store.get(&join(prefix, WEIGHTS), max_weights_bytes).await.map_err(|e| {
-        missing_is(e, WorkerError::BadWeights("model.safetensors is missing".into()))
-    })?;
+    let w_bytes = spool_weights(store, &join(prefix, WEIGHTS), max_weights_bytes).await?;
     let weights = AnyWeights::from_safetensors_bytes(&w_bytes, &cfg)
         .map_err(|e| WorkerError::BadWeights(e.to_string()))?;
     let weights_hash = weights.hash().map_err(WorkerError::internal)?;
@@ -140,6 +138,51 @@ pub async fn load_model(
         Err(e) => return Err(e.into()),
     }
     Ok(LoadedModel { cfg, weights, tok, weights_hash })
+}
+
+/// A model's weights file copied from the store into a private temporary file and mapped
+/// read-only. Read into the heap (as every job did), the file's bytes sat beside their f32
+/// conversion until the load ended: an f32 checkpoint needed twice its size in anonymous
+/// memory, which the preflight estimate does not count and a container's limit kills for.
+/// Mapped, they are file-backed pages the kernel reclaims under pressure. The temporary file
+/// is removed when this is dropped.
+struct SpooledFile {
+    map: memmap2::Mmap,
+    _file: tempfile::NamedTempFile,
+}
+
+impl std::ops::Deref for SpooledFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// The object `key` as a [`SpooledFile`], refusing one over `max` bytes before copying it
+/// (and after, should it have been replaced meanwhile) as [`ObjectStore::get`] would.
+async fn spool_weights(
+    store: &dyn ObjectStore,
+    key: &str,
+    max: u64,
+) -> Result<SpooledFile, WorkerError> {
+    let missing = || WorkerError::BadWeights("model.safetensors is missing".into());
+    let too_large = |size| StoreError::TooLarge { key: key.to_string(), size, limit: max };
+    match store.head(key).await? {
+        None => return Err(missing()),
+        Some(size) if size > max => return Err(missing_is(too_large(size), missing())),
+        Some(_) => {}
+    }
+    let file = tempfile::NamedTempFile::new().map_err(WorkerError::internal)?;
+    let size = store.get_to_file(key, file.path()).await.map_err(|e| missing_is(e, missing()))?;
+    if size > max {
+        return Err(missing_is(too_large(size), missing()));
+    }
+    // The store's copy may have replaced the temporary file at that path: open what is there.
+    let opened = std::fs::File::open(file.path()).map_err(WorkerError::internal)?;
+    // SAFETY: a private temporary file this process just wrote and nobody else knows of; it is
+    // only read while the map lives.
+    let map = unsafe { memmap2::Mmap::map(&opened) }.map_err(WorkerError::internal)?;
+    Ok(SpooledFile { map, _file: file })
 }
 
 /// An optional model file: `None` when absent; over `max` bytes it is the seller's bad upload.

@@ -14,6 +14,7 @@ pub(crate) mod loss;
 pub(crate) mod norm;
 pub mod reference;
 pub(crate) mod rms_norm;
+pub(crate) mod rows;
 pub(crate) mod scratch;
 
 pub(crate) use dense::seeded_backward;

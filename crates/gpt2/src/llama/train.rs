@@ -28,9 +28,10 @@ use crate::optim::{ParamGrad, StepGrads};
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor, bail};
 use std::ops::Deref;
 
-/// Whether the hand-written step covers `m` on ids on `ids_cpu`: every tensor CPU f32.
+/// Whether the hand-written step covers `m` on ids on `ids_cpu`: every tensor CPU f32 and
+/// contiguous (as `VarBuilder` and the weight loaders make them).
 pub(super) fn applies(m: &Llama, ids_cpu: bool) -> bool {
-    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
     ids_cpu
         && f32_cpu(&m.embed)
         && f32_cpu(&m.rope.cos)

@@ -548,8 +548,8 @@ impl AnyModel {
 
     /// One micro-batch of a training step: its mean loss, with its gradients moved into
     /// `grads` (the first micro-batch) or added to them. GPT-2 on the CPU uses the graph-free
-    /// step (bit-identical to `loss` + `backward`); Llama its autograd graph, one layer at a
-    /// time for a full fine-tune on the CPU ([`Llama::loss_and_grads_checkpointed`]). Either way the
+    /// step (bit-identical to `loss` + `backward`); Llama one decoder layer at a time
+    /// ([`Llama::loss_and_grads_layerwise`]: by hand on the CPU in f32). Either way the
     /// reductions have a fixed order, so the result does not depend on the thread count.
     pub fn train_micro_batch(
         &self,
@@ -568,26 +568,14 @@ impl AnyModel {
                 }
                 Ok(loss)
             }
-            // A full fine-tune on the CPU: one layer's graph at a time (peak memory of one
-            // layer's activations, for one more forward of the layers: the CPU runs have the
-            // speed to spare and the memory to save). A LoRA step keeps little already (its
-            // fused frozen ops), and on a GPU the whole graph keeps the speed.
-            AnyModel::Llama(m) if !m.has_lora() && ids.device().is_cpu() => {
+            // One layer's activations at a time: on the CPU in f32 by the hand-written layer
+            // step (full fine-tune and LoRA alike), elsewhere by candle's graphs.
+            AnyModel::Llama(m) => {
                 let acc = grads.get_or_insert_with(|| Grads::zeros(opt));
-                let loss = m.loss_and_grads_checkpointed(ids, targets, |store| {
-                    acc.accumulate(opt, store).map_err(candle_core::Error::wrap)
+                let loss = m.loss_and_grads_layerwise(ids, targets, dropout, |g| {
+                    acc.accumulate_step(opt, g).map_err(candle_core::Error::wrap)
                 })?;
                 Ok(loss)
-            }
-            AnyModel::Llama(m) => {
-                // The stream only draws LoRA dropout masks: Llama has no hidden dropout.
-                let loss = m.loss_with_dropout(ids, targets, dropout)?;
-                let store = loss.backward()?;
-                match grads.as_mut() {
-                    None => *grads = Some(Grads::from_store(opt, &store)?),
-                    Some(acc) => acc.accumulate(opt, &store)?,
-                }
-                Ok(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
             }
         }
     }

@@ -77,7 +77,9 @@ pub use backprop::NamedGrads;
 pub use config::Config;
 pub use error::Gpt2Error;
 pub use model::{Gpt2, KvCache, param_shapes};
-pub use optim::{AdamW, AdamWConfig, Grads, Param, clip_grad_norm, optimizer_state_hash};
+pub use optim::{
+    AdamW, AdamWConfig, Grads, Param, ParamGrad, StepGrads, clip_grad_norm, optimizer_state_hash,
+};
 pub use rng::{DropoutRng, SeededRng};
 pub use weights::{
     Weights, init_weights, load_safetensors, load_safetensors_bytes, safetensors_bytes,

@@ -11,18 +11,21 @@
 //! RMSNorm of q and k before RoPE ([`Config::qk_norm`], Qwen3, whose `head_dim` may differ
 //! from hidden/heads). One forward and one backward serve all of them.
 //!
-//! The worker and the API reach it through [`crate::family`]. Not yet here (later slices of
-//! issue 15): fused attention/RoPE kernels and a no-graph training step (training runs on the
-//! autograd graph, ~0.35x GPT-2's graph-free step per token on the tiny test shapes).
+//! The worker and the API reach it through [`crate::family`]. Training on the CPU in f32 runs
+//! each decoder layer through a hand-written forward and backward without a graph (`train`,
+//! [`Llama::loss_and_grads_layerwise`]), one layer's activations alive at a time; elsewhere
+//! it runs on the autograd graph.
 
 use crate::lora::{LoraAdapter, LoraBase, LoraBranch, LoraError};
 use crate::ops::{self, llama as lops};
+use crate::optim::StepGrads;
 use crate::{DropoutRng, SeededRng};
 use candle_core::{DType, Device, Result, Tensor, Var, bail};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{Map, Value};
 
 mod decode;
+mod train;
 
 /// Why a `config.json` is not a Llama config we can run; each variant names what to change.
 #[derive(Debug, thiserror::Error)]
@@ -748,6 +751,64 @@ impl Llama {
         })
     }
 
+    /// A training step's loss ([`Llama::loss_with_dropout`]'s, the same bits) with its
+    /// gradients handed to `sink` stage by stage, keeping one decoder layer's activations at a
+    /// time. On the CPU in f32 (a full fine-tune or a LoRA adapter, with or without dropout) a
+    /// forward without a graph keeps each layer's input and draws the LoRA dropout seeds in the
+    /// graph's order; the head's graph gives the last hidden state's gradient; each layer, from
+    /// the last, is run again from its input and differentiated by hand (`train`), its
+    /// parameters' gradients handed over as [`StepGrads::Params`]; the embedding's graph comes
+    /// last. Gradients are the graph's sums added in another order; every reduction has a fixed
+    /// order, so the bits do not depend on the thread count.
+    ///
+    /// Fallbacks (other devices and dtypes): without an adapter, the same checkpointing with
+    /// each layer's candle graph ([`Llama::loss_and_grads_checkpointed`]); with one, the whole
+    /// graph (its dropout masks cannot be replayed by a graph re-run).
+    pub fn loss_and_grads_layerwise(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        dropout: Option<&mut DropoutRng>,
+        mut sink: impl FnMut(StepGrads<'_>) -> Result<()>,
+    ) -> Result<f32> {
+        if train::applies(self, ids.device().is_cpu()) {
+            return train::loss_and_grads(self, ids, targets, dropout, &mut sink);
+        }
+        if !self.has_lora() {
+            return self.checkpointed_graph(ids, targets, |s| sink(StepGrads::Store(s)));
+        }
+        let loss = self.loss_with_dropout(ids, targets, dropout)?;
+        sink(StepGrads::Store(&loss.backward()?))?;
+        loss.to_dtype(DType::F32)?.to_scalar::<f32>()
+    }
+
+    /// [`Llama::loss`] and its gradients, one decoder layer at a time, each stage's gradients
+    /// as a candle `GradStore` ([`Llama::loss_and_grads_layerwise`] without dropout, its
+    /// layers' gradients put in a store). Refused with a LoRA adapter off the CPU.
+    pub fn loss_and_grads_checkpointed(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        mut sink: impl FnMut(&candle_core::backprop::GradStore) -> Result<()>,
+    ) -> Result<f32> {
+        if !train::applies(self, ids.device().is_cpu()) {
+            return self.checkpointed_graph(ids, targets, sink);
+        }
+        self.loss_and_grads_layerwise(ids, targets, None, |g| match g {
+            StepGrads::Store(s) => sink(s),
+            StepGrads::Params(ps) => {
+                // An empty store: a backward from a constant holds only the constant's own.
+                let root = Tensor::zeros((), DType::F32, &Device::Cpu)?;
+                let mut store = root.backward()?;
+                store.remove(&root);
+                for (p, v) in ps {
+                    store.insert(p, Tensor::from_slice(v, p.shape(), &Device::Cpu)?);
+                }
+                sink(&store)
+            }
+        })
+    }
+
     /// [`Llama::loss`] and its gradients with one decoder layer's graph alive at a time
     /// (activation checkpointing): a forward without a graph keeps each layer's input, then
     /// the head's graph gives the last hidden state's gradient, and each layer, from the last,
@@ -757,8 +818,9 @@ impl Llama {
     /// [`Llama::loss`]'s (the recomputed forward is the same arithmetic); gradients are the
     /// same sums added in another order. Costs one more forward of the layers; keeps one
     /// layer's activations instead of all of them. No LoRA dropout (its masks would have to be
-    /// replayed): refused with an adapter attached.
-    pub fn loss_and_grads_checkpointed(
+    /// replayed): refused with an adapter attached. The fallback of
+    /// [`Llama::loss_and_grads_layerwise`] off the CPU or outside f32.
+    fn checkpointed_graph(
         &self,
         ids: &Tensor,
         targets: &Tensor,

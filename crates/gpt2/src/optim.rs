@@ -55,14 +55,6 @@ fn to_f32(t: &Tensor) -> Result<Vec<f32>, Gpt2Error> {
 /// f32 storage: a full fine-tune's step adds every weight's gradient once, and the copy that
 /// `to_vec1` makes plus a single-threaded add cost as much as a layer's element-wise backward.
 fn add_into(g: &mut [f32], t: &Tensor) -> Result<(), Gpt2Error> {
-    const CH: usize = 1 << 14;
-    let add = |g: &mut [f32], b: &[f32]| {
-        g.par_chunks_mut(CH).zip(b.par_chunks(CH)).for_each(|(a, b)| {
-            for (a, b) in a.iter_mut().zip(b) {
-                *a += b;
-            }
-        })
-    };
     if t.device().is_cpu() && t.dtype() == DType::F32 {
         crate::ops::kernels::with_slice::<f32, _>(t, |b| {
             add(g, b);
@@ -74,7 +66,51 @@ fn add_into(g: &mut [f32], t: &Tensor) -> Result<(), Gpt2Error> {
     Ok(())
 }
 
+/// g += b in fixed chunks over the rayon pool (each value added once: no order to vary).
+fn add(g: &mut [f32], b: &[f32]) {
+    const CH: usize = 1 << 14;
+    g.par_chunks_mut(CH).zip(b.par_chunks(CH)).for_each(|(a, b)| {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    })
+}
+
+/// A parameter and its gradient, from a hand-written backward.
+pub type ParamGrad = (Tensor, Vec<f32>);
+
+/// One stage of a training step's gradients, as
+/// [`crate::llama::Llama::loss_and_grads_layerwise`] hands them over: a candle `GradStore`
+/// (the head, the embeddings, the graph fallback) or one decoder layer's parameters with their
+/// gradients from the hand-written backward.
+pub enum StepGrads<'a> {
+    Store(&'a GradStore),
+    Params(&'a [ParamGrad]),
+}
+
 impl Grads {
+    /// Adds one stage's gradients: a store as [`Grads::accumulate`] does, parameters by
+    /// identity (a tensor the optimizer does not hold is skipped, as a store's would be).
+    pub fn accumulate_step(&mut self, opt: &AdamW, grads: StepGrads<'_>) -> Result<(), Gpt2Error> {
+        let params = match grads {
+            StepGrads::Store(s) => return self.accumulate(opt, s),
+            StepGrads::Params(p) => p,
+        };
+        for (t, g) in params {
+            let Some(i) = opt.params.iter().position(|p| p.var.as_tensor().id() == t.id()) else {
+                continue;
+            };
+            if self.grads[i].len() != g.len() {
+                return Err(Gpt2Error::OptimizerState(format!(
+                    "gradient of {} has the wrong size",
+                    opt.params[i].name
+                )));
+            }
+            add(&mut self.grads[i], g);
+        }
+        Ok(())
+    }
+
     /// All-zero gradients for `opt`'s parameters.
     pub fn zeros(opt: &AdamW) -> Self {
         Self { grads: opt.params.iter().map(|p| vec![0.0; p.var.elem_count()]).collect() }

@@ -8,7 +8,8 @@ use common::*;
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
 use posthuman_gpt2::candle_nn::{VarBuilder, VarMap};
 use posthuman_gpt2::llama::{Config, ConfigError, Llama, init_weights, param_shapes};
-use posthuman_gpt2::{AdamW, AdamWConfig, Grads, SeededRng};
+use posthuman_gpt2::lora::{Family, LoraAdapter, LoraBase, LoraConfig};
+use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Grads, SeededRng};
 
 /// SmolLM2-135M's config.json, as published (GQA 9:3, tied head).
 const SMOLLM2: &str = r#"{
@@ -270,7 +271,8 @@ fn cached_decoding_equals_the_full_forward() {
 
 /// Two AdamW steps, through the whole graph and then layer by layer (checkpointed), on a model
 /// large enough that gemm splits work across threads and the MLP's element-wise passes
-/// (256 rows × 640 > 2^17 values) take their chunked parallel paths; the weights' hash.
+/// (256 rows × 640 > 2^17 values) take their chunked parallel paths, then two LoRA steps with
+/// dropout through the hand-written layer step; the weights' and the adapter's hashes.
 fn llama_run_once() -> String {
     let mut cfg = Config::tiny(512, 64, 2, 4, 2);
     cfg.max_position_embeddings = 64;
@@ -294,10 +296,30 @@ fn llama_run_once() -> String {
         };
         opt.step(&grads, 1e-3).unwrap();
     }
-    let data = vm.data().lock().unwrap();
-    let ts: Vec<(String, Tensor)> =
-        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    posthuman_gpt2::weights_hash(ts.iter().map(|(k, t)| (k.as_str(), t))).unwrap().to_string()
+    // Then LoRA on all seven projections with dropout, through the same layer step.
+    let modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    let lc = LoraConfig::new(Family::Llama, 4, 8.0, 0.1, &modules);
+    let ad = LoraAdapter::init(lc, &LoraBase::llama(&cfg), 3).unwrap();
+    let lm = m.with_lora(&ad).unwrap();
+    let mut lopt = AdamW::new(ad.var_map(), AdamWConfig::default()).unwrap();
+    for step in 0..2 {
+        let mut rng = SeededRng::new(step + 10);
+        let (x, y) = (ids(&mut rng, &[4, 64], 512), ids(&mut rng, &[4, 64], 512));
+        let mut g = Grads::zeros(&lopt);
+        let mut drop = DropoutRng::new(step);
+        lm.loss_and_grads_layerwise(&x, &y, Some(&mut drop), |s| {
+            g.accumulate_step(&lopt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
+        })
+        .unwrap();
+        lopt.step(&g, 1e-3).unwrap();
+    }
+    let hash = |vm: &VarMap| {
+        let data = vm.data().lock().unwrap();
+        let ts: Vec<(String, Tensor)> =
+            data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        posthuman_gpt2::weights_hash(ts.iter().map(|(k, t)| (k.as_str(), t))).unwrap().to_string()
+    };
+    format!("{}+{}", hash(&vm), hash(ad.var_map()))
 }
 
 /// Entry point for the child processes of `llama_training_is_bit_identical_across_threads`.

@@ -108,8 +108,13 @@ fn matches_transformers(family: &str) {
     let mut losses = Vec::new();
     for step in 0..ex.losses.len() {
         let i = step % ex.inputs.len();
-        let loss = m.loss(&ex.inputs[i], &ex.targets[i]).unwrap();
-        let grads = Grads::from_store(&opt, &loss.backward().unwrap()).unwrap();
+        // The worker's path: the hand-written layer step.
+        let mut grads = Grads::zeros(&opt);
+        let loss = m
+            .loss_and_grads_layerwise(&ex.inputs[i], &ex.targets[i], None, |s| {
+                grads.accumulate_step(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
+            })
+            .unwrap();
         if step == 0 {
             // Every parameter learns, the family's own (biases, q/k norms) included.
             for (i, p) in opt.params().iter().enumerate() {
@@ -118,7 +123,7 @@ fn matches_transformers(family: &str) {
             }
         }
         opt.step(&grads, ex.lr).unwrap();
-        losses.push(f64::from(loss.to_scalar::<f32>().unwrap()));
+        losses.push(f64::from(loss));
     }
     let worst = losses.iter().zip(&ex.losses).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
     eprintln!("{family}: largest |loss - torch's loss| over {} steps: {worst:.2e}", losses.len());

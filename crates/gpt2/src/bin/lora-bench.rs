@@ -94,22 +94,16 @@ fn main() -> AnyResult<()> {
         }
         other => return Err(format!("unknown mode {other}").into()),
     };
-    // As the worker trains on the CPU: a full fine-tune one layer's graph at a time
-    // (`Llama::loss_and_grads_checkpointed`), LoRA through its whole (small) graph.
+    // As the worker trains on the CPU: one decoder layer at a time, by the hand-written layer
+    // step (`Llama::loss_and_grads_layerwise`), a full fine-tune and LoRA alike.
     let mut step = |i: usize| -> AnyResult<f32> {
         let (x, y) = &batches[i % batches.len()];
-        if adapter.is_none() {
-            let mut grads = Grads::zeros(&opt);
-            let loss = model.loss_and_grads_checkpointed(x, y, |s| {
-                grads.accumulate(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
-            })?;
-            opt.step(&grads, 1e-4)?;
-            return Ok(loss);
-        }
-        let loss = model.loss(x, y)?;
-        let store = loss.backward()?;
-        opt.step(&Grads::from_store(&opt, &store)?, 1e-4)?;
-        Ok(loss.to_scalar::<f32>()?)
+        let mut grads = Grads::zeros(&opt);
+        let loss = model.loss_and_grads_layerwise(x, y, None, |s| {
+            grads.accumulate_step(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
+        })?;
+        opt.step(&grads, 1e-4)?;
+        Ok(loss)
     };
     step(0)?; // warm-up: allocations, rayon pool
     let (t0, c0) = (Instant::now(), posthuman_gpt2::bench::cpu_secs());

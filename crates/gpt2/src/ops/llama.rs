@@ -473,27 +473,9 @@ impl RopeRows {
     /// `sign` −1 applies the inverse (transposed) rotation, the backward.
     fn rotate(&self, x: &[f32], dims: &[usize], sign: f32) -> Result<Vec<f32>> {
         let &[_, t, h, d] = dims else { bail!("rope: x must be (B, T, H, D), got {dims:?}") };
-        let half = d / 2;
         super::kernels::with_slice::<f32, _>(&self.cos, |cos| {
             super::kernels::with_slice::<f32, _>(&self.sin, |sin| {
-                let mut out = super::scratch::take(x.len());
-                super::scratch::par_chunks(&mut out, t * h * d, |bi, seq| {
-                    let src = &x[bi * t * h * d..];
-                    for (r, o) in seq.chunks_exact_mut(d).enumerate() {
-                        let ti = r / h;
-                        let (c, s) =
-                            (&cos[ti * half..(ti + 1) * half], &sin[ti * half..(ti + 1) * half]);
-                        let xr = &src[r * d..(r + 1) * d];
-                        let (x1, x2) = xr.split_at(half);
-                        let (o1, o2) = o.split_at_mut(half);
-                        for i in 0..half {
-                            let si = sign * s[i];
-                            o1[i] = x1[i] * c[i] - x2[i] * si;
-                            o2[i] = x2[i] * c[i] + x1[i] * si;
-                        }
-                    }
-                });
-                Ok(out)
+                Ok(super::rows::rope(x, t, h, d, cos, sin, sign))
             })
         })
     }

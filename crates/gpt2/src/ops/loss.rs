@@ -131,6 +131,21 @@ pub(crate) fn lm_head_nll(
     v: usize,
     grads: bool,
 ) -> Result<(Vec<f32>, Option<(Vec<f32>, Vec<f32>)>)> {
+    head_rows(h, wte, targets, c, v, grads, grads)
+}
+
+/// [`lm_head_nll`]; with `grads` but not `dw`, dwte stays empty and its product (as many
+/// FLOPs as the logits') is skipped: a frozen head under LoRA needs only dh.
+#[allow(clippy::type_complexity)]
+fn head_rows(
+    h: &[f32],
+    wte: &[f32],
+    targets: &[u32],
+    c: usize,
+    v: usize,
+    grads: bool,
+    dw: bool,
+) -> Result<(Vec<f32>, Option<(Vec<f32>, Vec<f32>)>)> {
     let n = targets.len();
     if h.len() != n * c || wte.len() != v * c {
         bail!("lm head: h has {} values for {n} rows of {c}", h.len());
@@ -155,8 +170,11 @@ pub(crate) fn lm_head_nll(
         return Ok((nll, None));
     }
     let mut nll = vec![0f32; n];
-    let (mut dh, mut dwte) =
-        if grads { (scratch::take(n * c), scratch::take(v * c)) } else { (Vec::new(), Vec::new()) };
+    let (mut dh, mut dwte) = match (grads, dw) {
+        (true, true) => (scratch::take(n * c), scratch::take(v * c)),
+        (true, false) => (scratch::take(n * c), Vec::new()),
+        _ => (Vec::new(), Vec::new()),
+    };
     // The logits buffer (16 MB at an 8k vocabulary) is kept per thread between calls: every
     // use overwrites what it reads, and a fresh one costs page faults and zeroing each step.
     let mut logits = LOGITS.with(|l| std::mem::take(&mut *l.borrow_mut()));
@@ -193,7 +211,9 @@ pub(crate) fn lm_head_nll(
                 false,
                 true,
             )?;
-            matmul(&mut dwte, c, Mat::t(lg, v, r, v), Mat::rows(hc, r, c, c), ci > 0, true)?;
+            if dw {
+                matmul(&mut dwte, c, Mat::t(lg, v, r, v), Mat::rows(hc, r, c, c), ci > 0, true)?;
+            }
         }
     }
     LOGITS.with(|l| *l.borrow_mut() = logits);
@@ -207,6 +227,8 @@ thread_local! {
 /// The graph op: (h (N, C), wte (V, C), targets (N) u32) → mean NLL over non-ignored targets.
 pub(crate) struct LmHeadLoss {
     pub keep: bool,
+    /// wte gets a gradient (false for a frozen head: its product is skipped).
+    pub dw: bool,
     pub grads: Mutex<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
@@ -226,7 +248,20 @@ pub(crate) fn lm_head_mean(
     v: usize,
     grads: bool,
 ) -> Result<(f32, Option<(Vec<f32>, Vec<f32>)>)> {
-    let (nll, g) = lm_head_nll(h, wte, targets, c, v, grads)?;
+    head_mean(h, wte, targets, (c, v), grads, grads)
+}
+
+/// [`lm_head_mean`], with wte's gradient only when `dw` ([`head_rows`]).
+#[allow(clippy::type_complexity)]
+fn head_mean(
+    h: &[f32],
+    wte: &[f32],
+    targets: &[u32],
+    (c, v): (usize, usize),
+    grads: bool,
+    dw: bool,
+) -> Result<(f32, Option<(Vec<f32>, Vec<f32>)>)> {
+    let (nll, g) = head_rows(h, wte, targets, c, v, grads, dw)?;
     let (loss, count) = mean(&nll, targets);
     let g = g.map(|(mut dh, mut dwte)| {
         let inv = 1.0 / count.max(1) as f32;
@@ -255,7 +290,7 @@ impl CustomOp3 for LmHeadLoss {
         let (h, wte, tg) =
             (cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, cpu_slice::<u32>(s3, l3)?);
         let (v, c) = l2.shape().dims2()?;
-        let (loss, g) = lm_head_mean(h, wte, tg, c, v, self.keep)?;
+        let (loss, g) = head_mean(h, wte, tg, (c, v), self.keep, self.dw)?;
         if let Some(g) = g
             && let Ok(mut slot) = self.grads.lock()
         {
@@ -278,12 +313,13 @@ impl CustomOp3 for LmHeadLoss {
         let g = grad.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let g = g.first().copied().unwrap_or(1.0);
         let mut dh = tensor(dh, h.shape().clone())?;
-        let mut dwte = tensor(dwte, wte.shape().clone())?;
+        // Empty when wte is frozen ([`head_rows`] skipped its product).
+        let mut dwte = (!dwte.is_empty()).then(|| tensor(dwte, wte.shape().clone())).transpose()?;
         if g != 1.0 {
             dh = dh.affine(g as f64, 0.0)?;
-            dwte = dwte.affine(g as f64, 0.0)?;
+            dwte = dwte.map(|d| d.affine(g as f64, 0.0)).transpose()?;
         }
-        Ok((Some(dh), Some(dwte), None))
+        Ok((Some(dh), dwte, None))
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod loss;
 pub(crate) mod norm;
 pub mod reference;
 pub(crate) mod rms_norm;
+pub(crate) mod rows;
 pub(crate) mod scratch;
 
 pub(crate) use dense::seeded_backward;
@@ -113,7 +114,11 @@ pub fn embed(ids: &Tensor, wte: &Tensor, wpe: &Tensor, offset: usize) -> Result<
 /// ([`IGNORE_INDEX`] skipped). Never materialises all logits on the fused path.
 pub fn lm_head_loss(h: &Tensor, wte: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused(h) {
-        let op = loss::LmHeadLoss { keep: tracked(&[h, wte]), grads: Mutex::new(None) };
+        let op = loss::LmHeadLoss {
+            keep: tracked(&[h, wte]),
+            dw: wte.track_op(),
+            grads: Mutex::new(None),
+        };
         h.contiguous()?.apply_op3(&wte.contiguous()?, &targets.contiguous()?, op)
     } else {
         reference::lm_head_loss(h, wte, targets)

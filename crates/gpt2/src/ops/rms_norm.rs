@@ -19,7 +19,7 @@ fn rstd(x: &[f32], eps: f32) -> f32 {
     1.0 / (dot8(x, x) / x.len() as f32 + eps).sqrt()
 }
 
-fn fwd(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+pub(crate) fn fwd(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let c = w.len();
     let mut y = scratch::take(x.len());
     y.par_chunks_mut(c * BLOCK).zip(x.par_chunks(c * BLOCK)).for_each(|(yb, xb)| {
@@ -35,7 +35,7 @@ fn fwd(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// (dx, dw) for upstream `g`: dx = r·(g⊙w − x̂·mean(g⊙w⊙x̂)), dw = Σ_rows g⊙x̂, x̂ = x·r.
 /// dw sums fixed 64-row blocks in order, so it does not depend on the thread count.
-fn bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let c = w.len();
     let mut dx = scratch::take(x.len());
     let partials: Vec<Vec<f32>> = dx

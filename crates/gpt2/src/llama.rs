@@ -25,6 +25,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{Map, Value};
 
 mod decode;
+mod prefill;
 mod train;
 
 /// Why a `config.json` is not a Llama config we can run; each variant names what to change.
@@ -909,7 +910,25 @@ impl Llama {
     /// Per-token NLL (B, T) f32 of `targets` ([`ops::IGNORE_INDEX`] rows are 0) without a
     /// graph, for evaluation: the same hidden states as [`Llama::forward`], scored by the
     /// lm-head NLL kernel GPT-2's evaluation uses.
+    /// On the CPU in f32 without LoRA branches, the graph-free batched forward ([`prefill`]).
     pub fn token_nll(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        if prefill::applies(self) {
+            let (b, t) = self.check_ids(ids, 0)?;
+            if targets.dims() != [b, t] || targets.dtype() != DType::U32 {
+                bail!("targets {:?} must be u32 shaped like the ids ({b}, {t})", targets.dims());
+            }
+            let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+            let tg = targets.flatten_all()?.to_vec1::<u32>()?;
+            let nll = prefill::token_nll(self, &ids, &tg, b, t)?;
+            return Tensor::from_vec(nll, (b, t), &Device::Cpu);
+        }
+        self.graph_token_nll(ids, targets)
+    }
+
+    /// [`Llama::token_nll`] through candle's ops (any device or dtype, LoRA branches): the
+    /// reference the batched forward is tested against.
+    #[doc(hidden)]
+    pub fn graph_token_nll(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let h = self.hidden(ids, None, None)?.detach();
         let (b, t, c) = h.dims3()?;
         if targets.dims() != [b, t] || targets.dtype() != DType::U32 {

@@ -104,13 +104,13 @@ impl KvBuf {
 }
 
 /// A read lock on a CPU f32 tensor's contiguous values, held for one step.
-struct View<G> {
+pub(super) struct View<G> {
     guard: G,
     range: Range<usize>,
 }
 
 /// A read view of `t`'s values (over candle's read guard, whose lock type it does not name).
-fn view(t: &Tensor) -> Result<View<impl Deref<Target = Storage> + '_>> {
+pub(super) fn view(t: &Tensor) -> Result<View<impl Deref<Target = Storage> + '_>> {
     let (guard, layout) = t.storage_and_layout();
     let Some((a, b)) = layout.contiguous_offsets() else {
         bail!("decode: weight {:?} is not contiguous", t.dims());
@@ -123,7 +123,7 @@ fn view(t: &Tensor) -> Result<View<impl Deref<Target = Storage> + '_>> {
 }
 
 impl<G: Deref<Target = Storage>> View<G> {
-    fn s(&self) -> &[f32] {
+    pub(super) fn s(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.clone()],
             // `view` checked the storage, and a read lock keeps it.
@@ -350,7 +350,7 @@ fn swiglu(gate: &[f32], up: &[f32], x: &[f32], h: &mut [f32]) {
 }
 
 /// y = x / sqrt(mean(x²) + eps) · w, as the fused RMSNorm kernel computes each row.
-fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+pub(super) fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     let r = 1.0 / (dot8(x, x) / x.len() as f32 + eps).sqrt();
     for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
         *y = x * r * w;
@@ -359,7 +359,7 @@ fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
 
 /// Rotates each `cos.len() · 2`-wide head of `x` in place (HF `rotate_half` pairs), as the
 /// fused RoPE kernel does.
-fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+pub(super) fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len();
     for head in x.chunks_exact_mut(2 * half) {
         let (x1, x2) = head.split_at_mut(half);

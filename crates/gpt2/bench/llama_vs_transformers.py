@@ -9,7 +9,7 @@ Run from the repository root, after `cargo build --release -p posthuman-gpt2 --b
     VENV=$(batch-worker/bench/setup-venv.sh)
     "$VENV/bin/python" crates/gpt2/bench/llama_vs_transformers.py [--shape llama30m|smollm135m]
         [--steps 3] [--batch 4] [--seq 256] [--prompt 16] [--new 200] [--threads 2]
-        [--rounds 1]
+        [--rounds 1] [--modes eval,gen]
 
 Each side runs in its own process (peak RSS is per process): the same shape with random init
 (the two sides' weights differ: speed and memory do not depend on the values), the same
@@ -49,7 +49,7 @@ def torch_side(a):
                 return F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1)).item()
 
             nll()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             for _ in range(a.steps):
                 last = nll()
             tokens, secs, check = a.steps * a.batch * a.seq, time.perf_counter() - t0, float(torch.tensor(last).exp())
@@ -61,12 +61,14 @@ def torch_side(a):
                                       pad_token_id=0, eos_token_id=None)
 
             gen(4)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             out = gen(a.new)
             tokens, secs, check = a.new, time.perf_counter() - t0, float(out.sum())
     print(json.dumps({
         "side": f"torch {a.torch_only}", "mode": a.torch_only, "shape": a.shape,
         "tok_per_s": tokens / secs,
+        # CPU seconds of every thread of the process: less sensitive to other load than tok/s.
+        "tok_per_cpu_s": tokens / (time.process_time() - cpu0),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "check": check,
     }))
@@ -78,6 +80,7 @@ def main():
     for k, v in [("steps", 3), ("batch", 4), ("seq", 256), ("prompt", 16), ("new", 200), ("threads", 2)]:
         p.add_argument(f"--{k}", type=int, default=v)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--modes", default="eval,gen", help="comma-separated: eval, gen (default both)")
     p.add_argument("--torch-only", choices=["eval", "gen"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.torch_only:
@@ -89,7 +92,7 @@ def main():
     # Every side once per round, interleaved, so load from other processes hits all alike.
     runs = {}
     for _ in range(a.rounds):
-        for mode in ("eval", "gen"):
+        for mode in a.modes.split(","):
             out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
             runs.setdefault((mode, "torch"), []).append(json.loads(out))
             out = subprocess.check_output([bench, "--mode", mode] + common)
@@ -97,14 +100,17 @@ def main():
     print(f"{a.shape}, {a.threads} threads: eval = perplexity of a {a.batch}x{a.seq} batch, "
           f"{a.steps} timed passes; gen = batch-1 greedy, {a.prompt}-token prompt, {a.new} new tokens; "
           f"median (best) of {a.rounds} interleaved round(s)")
-    print(f"{'side':<22}{'tok/s':>14}{'x torch':>14}{'peak RSS MiB':>14}{'x torch':>9}")
+    print(f"{'side':<22}{'tok/s':>14}{'x torch':>14}{'tok/cpu-s':>11}{'x torch':>9}"
+          f"{'peak RSS MiB':>14}{'x torch':>9}")
     for (mode, label), rs in runs.items():
         t = runs[(mode, "torch")]
         med, best = median(rs, "tok_per_s"), max(r["tok_per_s"] for r in rs)
         tmed, tbest = median(t, "tok_per_s"), max(r["tok_per_s"] for r in t)
         rss, trss = median(rs, "peak_rss_mib"), median(t, "peak_rss_mib")
+        cpu, tcpu = median(rs, "tok_per_cpu_s"), median(t, "tok_per_cpu_s")
         print(f"{mode + ' ' + label:<22}{f'{med:.0f} ({best:.0f})':>14}"
-              f"{f'{med / tmed:.2f} ({best / tbest:.2f})':>14}{rss:>14.0f}{rss / trss:>9.2f}")
+              f"{f'{med / tmed:.2f} ({best / tbest:.2f})':>14}{cpu:>11.0f}{cpu / tcpu:>9.2f}"
+              f"{rss:>14.0f}{rss / trss:>9.2f}")
 
 
 def median(rows, key):

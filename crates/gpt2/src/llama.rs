@@ -11,6 +11,10 @@
 //! RMSNorm of q and k before RoPE ([`Config::qk_norm`], Qwen3, whose `head_dim` may differ
 //! from hidden/heads). One forward and one backward serve all of them.
 //!
+//! Evaluation ([`Llama::token_nll`]) on the CPU in f32 runs a graph-free batched forward
+//! (`llama/prefill.rs`) with the graph path's bits; generation's one-token steps run the fused
+//! decode step (`llama/decode.rs`).
+//!
 //! The worker and the API reach it through [`crate::family`]. Training on the CPU in f32 runs
 //! each decoder layer through a hand-written forward and backward without a graph (`train`,
 //! [`Llama::loss_and_grads_layerwise`]), one layer's activations alive at a time; elsewhere

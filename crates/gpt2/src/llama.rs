@@ -914,7 +914,8 @@ impl Llama {
     /// Per-token NLL (B, T) f32 of `targets` ([`ops::IGNORE_INDEX`] rows are 0) without a
     /// graph, for evaluation: the same hidden states as [`Llama::forward`], scored by the
     /// lm-head NLL kernel GPT-2's evaluation uses.
-    /// On the CPU in f32 without LoRA branches, the graph-free batched forward ([`prefill`]).
+    /// On the CPU in f32 without LoRA branches, the graph-free batched forward
+    /// (`llama/prefill.rs`), with the same bits.
     pub fn token_nll(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         if prefill::applies(self) {
             let (b, t) = self.check_ids(ids, 0)?;

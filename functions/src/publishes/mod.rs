@@ -9,11 +9,14 @@
 //! hands the id to a [`PublishRunner`]; [`run`] then does the work and rewrites the record
 //! with its phase and progress; [`status`] serves it (`GET /api/publishes/{id}`).
 //!
-//! The boundary is one narrow trait with two implementations and one contract suite
-//! (`tests/publish_contract.rs`):
-//! - [`LocalPublishes`]: a tokio task in this process (the embedded server: demo, CLI, tests);
+//! The boundary is one narrow trait with two implementations:
+//! - [`LocalPublishes`]: a tokio task in this process (the embedded server: demo, CLI, tests;
+//!   `tests/async_publish.rs`);
 //! - [`LambdaPublishes`]: an asynchronous Lambda invocation (`InvocationType: Event`) of the
-//!   publish function (`posthuman-publish-lambda`, 15-minute timeout).
+//!   publish function (`posthuman-publish-lambda`, 15-minute timeout), exercised by the Lambda
+//!   stage (`localstack/run-lambdas.sh`: the real binaries under the Runtime API emulator).
+//!
+//! (No shared contract suite runs both yet: the Lambda one needs the emulator's stage.)
 //!
 //! Guards:
 //! - **Once per id.** Lambda may deliver an asynchronous event more than once (the stack sets

@@ -376,7 +376,7 @@ impl ApiClient {
                     let f = v.error.ok_or_else(|| {
                         CliError::Internal(format!("publish {id} failed without a reason"))
                     })?;
-                    let msg = format!("{} (HTTP {})", f.body.message, f.status);
+                    let msg = format!("{} (HTTP {})", f.message, f.status);
                     return Err(if (400..500).contains(&f.status) {
                         CliError::Rejected(msg)
                     } else {

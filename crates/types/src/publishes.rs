@@ -71,8 +71,19 @@ pub struct PublishProgress {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishFailure {
     pub status: u16,
-    #[serde(flatten)]
-    pub body: ErrorBody,
+    /// [`ErrorBody::error`]: the stable code.
+    pub error: String,
+    /// [`ErrorBody::message`].
+    pub message: String,
+}
+
+impl PublishFailure {
+    /// The failure as the status and body the route would have answered. (Its fields are
+    /// spelled out rather than a flattened [`ErrorBody`]: serde's flatten reading would add
+    /// its buffering to the storefront's wasm.)
+    pub fn new(status: u16, body: ErrorBody) -> Self {
+        PublishFailure { status, error: body.error, message: body.message }
+    }
 }
 
 /// `GET /api/publishes/{publish_id}`.
@@ -105,10 +116,10 @@ mod tests {
 
     #[test]
     fn a_failure_reads_as_the_error_body_plus_its_status() {
-        let f = PublishFailure {
-            status: 422,
-            body: ErrorBody { error: "invalid".into(), message: "invalid weights: x".into() },
-        };
+        let f = PublishFailure::new(
+            422,
+            ErrorBody { error: "invalid".into(), message: "invalid weights: x".into() },
+        );
         let j = serde_json::to_string(&f).unwrap();
         assert_eq!(j, r#"{"status":422,"error":"invalid","message":"invalid weights: x"}"#);
         assert_eq!(serde_json::from_str::<PublishFailure>(&j).unwrap(), f);

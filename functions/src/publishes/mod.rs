@@ -212,17 +212,15 @@ fn effective(mut v: PublishView, now: u64) -> PublishView {
 fn timed_out() -> PublishFailure {
     PublishFailure {
         status: 504,
-        body: posthuman_types::views::ErrorBody {
-            error: "timed_out".into(),
-            message: "the publish did not finish before its deadline (its worker stopped); the \
-                      model was not listed: publish again"
-                .into(),
-        },
+        error: "timed_out".into(),
+        message: "the publish did not finish before its deadline (its worker stopped); the \
+                  model was not listed: publish again"
+            .into(),
     }
 }
 
 fn failure(e: &ApiError) -> PublishFailure {
-    PublishFailure { status: e.status().as_u16(), body: e.body() }
+    PublishFailure::new(e.status().as_u16(), e.body())
 }
 
 /// Takes one of `owner`'s in-flight slots for publish `id`, freeing any whose publish ended
@@ -509,6 +507,6 @@ mod tests {
         assert_eq!(effective(v.clone(), 10).state, PublishState::Running);
         let late = effective(v, 11);
         assert_eq!(late.state, PublishState::Failed);
-        assert_eq!(late.error.unwrap().body.error, "timed_out");
+        assert_eq!(late.error.unwrap().error, "timed_out");
     }
 }

@@ -29,7 +29,7 @@ use crate::publish::{
 use crate::route::Route;
 use crate::upload::{
     MODEL_FILES, UPLOAD_HEADER, UploadLimits, UploadPurpose, api_refusal, check_files, file_name,
-    limits_words, pick_folder, size,
+    limits_words, pick_folder, refusal, size,
 };
 use crate::wallet::network_name;
 use crate::wire::{ChainInfo, ModelView};
@@ -381,11 +381,9 @@ pub fn PublishPage() -> Html {
                                 let f = v
                                     .error
                                     .ok_or_else(|| format!("{path}: failed without a reason"))?;
-                                let text =
-                                    serde_json::to_string(&f.body).map_err(|e| e.to_string())?;
                                 return Err(format!(
                                     "The API refused the model: {}",
-                                    api_refusal(f.status, &text)
+                                    refusal(&f.error, &f.message)
                                 ));
                             }
                             PublishState::Queued | PublishState::Running => {}

@@ -24,10 +24,10 @@ node --test dist/test/
 standins=()
 trap 'rm -rf "${standins[@]}"' EXIT
 lambda_dir=${POSTHUMAN_LAMBDA_DIR:-${CARGO_TARGET_DIR:-$CACHE/target}/lambda}
-if [[ ! -f $lambda_dir/posthuman-api-lambda/bootstrap || ! -f $lambda_dir/posthuman-job-done-lambda/bootstrap ]]; then
+if [[ ! -f $lambda_dir/posthuman-api-lambda/bootstrap || ! -f $lambda_dir/posthuman-job-done-lambda/bootstrap || ! -f $lambda_dir/posthuman-publish-lambda/bootstrap ]]; then
     lambda_dir=$(mktemp -d)
     standins+=("$lambda_dir")
-    for bin in posthuman-api-lambda posthuman-job-done-lambda; do
+    for bin in posthuman-api-lambda posthuman-job-done-lambda posthuman-publish-lambda; do
         mkdir -p "$lambda_dir/$bin" && printf '#!/bin/sh\n' >"$lambda_dir/$bin/bootstrap"
     done
     echo "infra: no Lambda bundles built; synthesizing with stand-ins" >&2

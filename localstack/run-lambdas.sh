@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real Lambda binaries (posthuman-api-lambda, posthuman-job-done-lambda) under a Lambda
+# The real Lambda binaries (posthuman-api-lambda, posthuman-publish-lambda, posthuman-job-done-lambda) under a Lambda
 # Runtime API emulator, `cargo lambda watch --only-lambda-apis` (cargo-lambda 1.9.2 from PyPI,
 # in the venv scripts/deploy.sh uses), fed API Gateway v2 and EventBridge events, against
 # LocalStack's S3/SSM/Secrets Manager, moto's Batch (running the worker image through podman's
@@ -10,7 +10,7 @@
 #   localstack/run-lambdas.sh [--image NAME]
 #
 # Needs the twins' environment (eval "$(localstack/twins.sh start)") and the debug binaries
-# posthuman, posthuman-api-lambda, posthuman-job-done-lambda, posthuman-deploy-contracts and
+# posthuman, posthuman-api-lambda, posthuman-job-done-lambda, posthuman-publish-lambda, posthuman-deploy-contracts and
 # posthuman-worker in $POSTHUMAN_BIN_DIR (default $CARGO_TARGET_DIR/debug: what the workspace
 # tests built; this script builds no Rust). Builds the debug worker image around that worker
 # (batch-worker/image/build.sh, cached) unless --image names one. Skips, loudly and with
@@ -31,7 +31,7 @@ done
 : "${POSTHUMAN_S3_ENDPOINT:?no S3 twin: run under eval \"\$(localstack/twins.sh start)\"}"
 t0=$SECONDS
 bin=${POSTHUMAN_BIN_DIR:-$CARGO_TARGET_DIR/debug}
-for b in posthuman posthuman-api-lambda posthuman-job-done-lambda posthuman-deploy-contracts posthuman-worker; do
+for b in posthuman posthuman-api-lambda posthuman-job-done-lambda posthuman-publish-lambda posthuman-deploy-contracts posthuman-worker; do
   [[ -x $bin/$b ]] || {
     echo "no $bin/$b: cargo build -p posthuman-cli -p posthuman-functions -p posthuman-chain -p posthuman-worker --bins" >&2
     exit 1

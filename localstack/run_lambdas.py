@@ -370,6 +370,58 @@ def apigw_response(raw, function_error):
     return int(r.get("statusCode", 200)), headers, body
 
 
+class AsyncInvoke:
+    """Lambda's asynchronous invocation (`InvocationType: Event`) in front of the emulator.
+
+    `cargo lambda watch` 1.9.2's Invoke API ignores `X-Amz-Invocation-Type: Event`: it holds
+    every invocation until the function answers (tried: an Event invoke of a function nobody
+    polls waited past 8 s). So the api function's Invoke goes here instead
+    (POSTHUMAN_LAMBDA_ENDPOINT): Lambda's answer, 202 with no body, at once, and the event
+    delivered by this stage to the function through the emulator's (synchronous) Invoke API
+    on a thread, once (the stack sets the function's async retries to 0). Only Event
+    invocations are taken; anything else is a 400."""
+
+    def __init__(self, emulator):
+        self.emulator = emulator
+        self.delivered = []  # (function, payload, response bytes, function error)
+        self.accepted = []   # (function, seconds to answer 202)
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                t = time.monotonic()
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else b""
+                m = re.match(r"^/2015-03-31/functions/([^/?]+)/invocations", self.path)
+                kind = self.headers.get("x-amz-invocation-type", "RequestResponse")
+                if m is None or kind != "Event":
+                    status, out = 400, b'{"message":"asynchronous (Event) invocations only"}'
+                else:
+                    fn = urllib.parse.unquote(m.group(1))
+                    payload = json.loads(body or b"{}")
+
+                    def deliver():
+                        raw, err = relay.emulator.invoke(fn, payload, timeout_s=900)
+                        relay.delivered.append((fn, payload, raw, err))
+                    threading.Thread(target=deliver, daemon=True).start()
+                    status, out = 202, b""
+                    relay.accepted.append((fn, time.monotonic() - t))
+                self.send_response(status)
+                self.send_header("x-amzn-requestid", str(uuid.uuid4()))
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 class ApiGateway:
     """An HTTP server that plays the HTTP API's $default route to the api function."""
 
@@ -548,26 +600,38 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
         "Parameter RpcUrl": rpc_url,
         "AWS::SecretsManager::Secret": secret_arn,
         "AWS::ApiGatewayV2::Api.ApiEndpoint": f"https://{apigw_domain()}",
+        "AWS::Lambda::Function": "posthuman-publish-lambda",
     })
     by_hand = {"POSTHUMAN_BUCKET": bucket, "POSTHUMAN_BATCH_QUEUE": batch.queue,
                "POSTHUMAN_BATCH_JOB_DEFINITION": batch.definition, "POSTHUMAN_RPC_URL": rpc_url,
                "POSTHUMAN_ADDRESS_BOOK_PARAM": template_param,
                "POSTHUMAN_OPERATOR_KEY_SECRET": secret_arn,
-               "POSTHUMAN_PUBLIC_API_URL": f"https://{apigw_domain()}"}
+               "POSTHUMAN_PUBLIC_API_URL": f"https://{apigw_domain()}",
+               "POSTHUMAN_PUBLISH_FUNCTION": "posthuman-publish-lambda"}
     twins = {"POSTHUMAN_S3_ENDPOINT": endpoint, "POSTHUMAN_SSM_ENDPOINT": endpoint,
              "POSTHUMAN_SECRETS_ENDPOINT": endpoint, "POSTHUMAN_BATCH_ENDPOINT": a.batch_endpoint,
              "POSTHUMAN_ADDRESS_BOOK_PARAM": book_param}
     api_cfg = function_env(resources, "ApiFn", resolve, by_hand)
     done_cfg = function_env(resources, "JobDoneFn", resolve, by_hand)
+    publish_cfg = function_env(resources, "PublishFn", resolve, by_hand)
+    check(api_cfg.get("POSTHUMAN_PUBLISH_FUNCTION") == "posthuman-publish-lambda",
+          "the api function starts publishes on the publish function (POSTHUMAN_PUBLISH_FUNCTION)")
     check(api_cfg.get("POSTHUMAN_ADDRESS_BOOK_PARAM") == template_param,
           f"the functions read the address book from SSM {template_param} (here {book_param})")
     pattern = rule_pattern(resources, resolve)
     timings["S3, SSM, secret, Batch"] = time.monotonic() - t
 
     emulator = Emulator(a.emulator_port)
+    # Lambda's asynchronous Invoke, which the emulator lacks (see AsyncInvoke).
+    relay = AsyncInvoke(emulator)
+    twins["POSTHUMAN_LAMBDA_ENDPOINT"] = relay.url
     api = Function(procs, "posthuman-api-lambda", binp("posthuman-api-lambda"),
                    lambda_env("posthuman-api-lambda", emulator.runtime_api("posthuman-api-lambda"),
                               api_cfg, twins), a.work)
+    publish_work = Function(procs, "posthuman-publish-lambda", binp("posthuman-publish-lambda"),
+                            lambda_env("posthuman-publish-lambda",
+                                       emulator.runtime_api("posthuman-publish-lambda"),
+                                       publish_cfg, twins), a.work)
     done = Function(procs, "posthuman-job-done-lambda", binp("posthuman-job-done-lambda"),
                     lambda_env("posthuman-job-done-lambda",
                                emulator.runtime_api("posthuman-job-done-lambda"), done_cfg, twins),
@@ -626,11 +690,25 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
         "--seed", "7", "--out", model_dir], what="init-model")
     timings["tiny model"] = time.monotonic() - t
 
+    # A publish by upload is asynchronous: the api function answers 202 and invokes the
+    # publish function (InvocationType Event); the CLI polls GET /api/publishes/{id}.
+    publish_work.spawn()
     m, timings["publish"] = cli("operator", "models", "publish", model_dir, "--name",
                                 "Lambda base", "--symbol", "LB", "--price", "1")
     nft = m["nft"]  # a ModelView: the card's fields flattened
     check(m["owner"].lower() == addr["operator"].lower(),
           f"published {nft} through the api function ({timings['publish']:.1f}s)")
+    posts = [e for e in gw.events if e[0] == "POST" and e[1] == "/api/models"]
+    check(len(posts) == 1 and posts[0][4] == 202,
+          f"POST /api/models answered 202 through API Gateway ({posts[0][5] * 1000:.0f} ms)"
+          if posts else "POST /api/models went through API Gateway")
+    check(len(relay.accepted) == 1 and relay.accepted[0][0] == "posthuman-publish-lambda"
+          and len(relay.delivered) == 1 and relay.delivered[0][3] is None,
+          f"the api function invoked the publish function once, asynchronously; it ran: "
+          f"{[(d[0], d[1], d[3]) for d in relay.delivered]}")
+    polls = [e for e in gw.events if e[0] == "GET" and e[1].startswith("/api/publishes/")]
+    check(len(polls) >= 1 and all(e[4] == 200 for e in polls),
+          f"the CLI followed the publish through GET /api/publishes/{{id}} ({len(polls)} polls)")
     _, timings["transfer"] = cli("operator", "market", "transfer", book["ocean"], addr["buyer"], "50")
     _, timings["buy"] = cli("buyer", "market", "buy", nft, "--amount", "1")
     sub, timings["order + submit"] = cli(
@@ -796,7 +874,7 @@ def run(a, procs, binp, region, endpoint, timings, t_start):
     big = max(e[2] for e in gw.events)
     check(big <= LAMBDA_SYNC_PAYLOAD_MAX,
           f"largest event {big} B fits Lambda's {LAMBDA_SYNC_PAYLOAD_MAX} B invocation limit")
-    for name in ("posthuman-api-lambda", "posthuman-job-done-lambda"):
+    for name in ("posthuman-api-lambda", "posthuman-job-done-lambda", "posthuman-publish-lambda"):
         raw, zipped = file_sizes(binp(name))
         print(f"  bundle {name}: the binary run here ({binp(name)}) {raw / 1e6:.1f} MB "
               f"({zipped / 1e6:.1f} MB zipped)")

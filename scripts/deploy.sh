@@ -119,7 +119,7 @@ fi
 lambda_dir=${POSTHUMAN_LAMBDA_DIR:-$CARGO_TARGET_DIR/lambda}
 storefront_dir=${POSTHUMAN_STOREFRONT_DIR:-$ROOT/web/dist}
 if [[ -n ${POSTHUMAN_LAMBDA_DIR:-} ]]; then
-    for bin in posthuman-api-lambda posthuman-job-done-lambda; do
+    for bin in posthuman-api-lambda posthuman-job-done-lambda posthuman-publish-lambda; do
         [[ -f $lambda_dir/$bin/bootstrap ]] || die "POSTHUMAN_LAMBDA_DIR=$lambda_dir has no $bin/bootstrap"
     done
 fi
@@ -219,7 +219,7 @@ else
         run_sh "echo '$lambda_pin' >$lambda_venv/.posthuman-pin"
     fi
     # The venv's bin on PATH: cargo finds the `lambda` subcommand there, and it finds zig.
-    run_sh "PATH=\"$lambda_venv/bin:\$PATH\" cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda"
+    run_sh "PATH=\"$lambda_venv/bin:\$PATH\" cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda --bin posthuman-publish-lambda"
 fi
 
 # --- 3. Storefront ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ use axum::routing::{MethodFilter, MethodRouter};
 use bytes::{Bytes, BytesMut};
 use posthuman_types::JobKind;
 use posthuman_types::card::CardEdit;
+use posthuman_types::publishes::{PublishAccepted, PublishView};
 use posthuman_types::requests::{FeatureRequest, JobRequest, PublishRequest};
 use posthuman_types::views::{
     ErrorBody, Health, JobResult, JobView, ModelView, PricingView, Quote, QuoteTerms, SubmittedView,
@@ -98,6 +99,7 @@ pub fn routes() -> Vec<Route> {
         route(__path_ocean_address_file, ocean_address_file),
         route(__path_list_models, list_models),
         route(__path_publish_model, publish_model),
+        route(__path_publish_status, publish_status),
         route(__path_get_model, get_model),
         route(__path_quote_default, quote_default),
         route(__path_quote, quote),
@@ -399,28 +401,14 @@ async fn with_upload<T>(
     r
 }
 
-fn fetched_bytes(
-    files: &mut std::collections::BTreeMap<String, Fetched>,
-    name: &str,
-) -> Option<Bytes> {
-    match files.remove(name) {
-        Some(Fetched::Memory(b)) => Some(b),
-        _ => None,
-    }
-}
+use crate::uploads::fetched_file;
 
-fn fetched_file(
-    files: &mut std::collections::BTreeMap<String, Fetched>,
-    name: &str,
-) -> Option<Spooled> {
-    match files.remove(name) {
-        Some(Fetched::Spooled(s)) => Some(s),
-        _ => None,
-    }
-}
-
-/// `POST /api/models` with the files staged by a direct upload ([`crate::uploads`]).
-async fn publish_uploaded(d: &Deps, req: axum::extract::Request) -> Result<ModelView, ApiError> {
+/// `POST /api/models` with the files staged by a direct upload ([`crate::uploads`]): checked
+/// cheaply and accepted; the work runs in the background ([`crate::publishes`]).
+async fn publish_uploaded(
+    d: &Shared,
+    req: axum::extract::Request,
+) -> Result<PublishAccepted, ApiError> {
     let (request, signature, upload) = signed_json(d, req).await?;
     let upload = upload.ok_or_else(|| {
         ApiError::bad(format!(
@@ -429,49 +417,19 @@ async fn publish_uploaded(d: &Deps, req: axum::extract::Request) -> Result<Model
         ))
     })?;
     crate::handlers::precheck::may_publish(d, &request, &signature).await?;
-    let signer = crate::auth::recover_request(
-        &crate::auth::domain(d),
-        posthuman_receipts::request::PUBLISH_MODEL,
-        &request,
-        &signature,
-    )?;
-    let claimed = uploads::claim(d, &upload, signer, UploadPurpose::Model).await?;
-    with_upload(d, claimed, async |mut f| {
-        let missing = |n: &str| ApiError::bad(format!("the upload has no file {n:?}"));
-        let adapter = match (
-            fetched_bytes(&mut f, "adapter_config"),
-            fetched_file(&mut f, "adapter_weights"),
-        ) {
-            (Some(c), Some(w)) => Some((c, w)),
-            (None, None) => None,
-            _ => {
-                return Err(ApiError::bad(
-                    "an adapter needs both adapter_config and adapter_weights",
-                ));
-            }
-        };
-        let up = models::PublishUpload {
-            request,
-            signature,
-            config: fetched_bytes(&mut f, "config").ok_or_else(|| missing("config"))?,
-            weights: fetched_file(&mut f, "weights").ok_or_else(|| missing("weights"))?,
-            tokenizer: fetched_bytes(&mut f, "tokenizer").ok_or_else(|| missing("tokenizer"))?,
-            adapter,
-            tokenizer_config: fetched_bytes(&mut f, "tokenizer_config"),
-            generation_config: fetched_bytes(&mut f, "generation_config"),
-            chat_template: fetched_bytes(&mut f, "chat_template"),
-        };
-        models::publish_model(d, up).await
-    })
-    .await
+    crate::publishes::accept(d, request, signature, upload).await
 }
 
 /// Publish a root model (allowed publishers only).
 ///
 /// The weights go to the private store; the asset (data NFT + datatoken + weights commitment
 /// + fixed-rate exchange) is created on chain and registered as a lineage root with its
-/// reward scheme. Two forms: multipart (the signed parts first, then the files), or JSON (the
-/// signed request as the body, its files from a direct upload named in `x-posthuman-upload`).
+/// reward scheme. Two forms: multipart (the signed parts first, then the files; synchronous:
+/// 201 with the model), or JSON (the signed request as the body, its files from a direct
+/// upload named in `x-posthuman-upload`; asynchronous: the request, the upload and the signed
+/// hashes are checked, then 202 with a publish id, and `GET /api/publishes/{publish_id}`
+/// reports the work's progress and its end: the model, or the error this route would have
+/// answered). At most 2 publishes per owner are in flight; one more is a 429.
 ///
 /// Errors naming a direct upload (JSON form): 404 `upload_unknown` (no such upload), 410
 /// `upload_expired`, 403 `upload_foreign` (staged by another account), 409 `upload_used`
@@ -486,7 +444,8 @@ async fn publish_uploaded(d: &Deps, req: axum::extract::Request) -> Result<Model
         (PublishRequest = "application/json"),
     )),
     responses(
-        (status = 201, description = "Published: the model's card.", body = ModelView),
+        (status = 201, description = "Published (multipart form): the model's card.", body = ModelView),
+        (status = 202, description = "Accepted (JSON form): the work runs in the background; poll `status_url`.", body = PublishAccepted),
         (status = 400, description = "`bad_request`: malformed body, part or JSON; a file part before the signed ones."),
         (status = 401, description = "`unauthorized`: the signature is missing, malformed, expired, or not the owner's."),
         (status = 403, description = "`forbidden`: not an allowed publisher; `upload_foreign`."),
@@ -495,24 +454,54 @@ async fn publish_uploaded(d: &Deps, req: axum::extract::Request) -> Result<Model
         (status = 410, description = "`upload_expired`."),
         (status = 413, description = "`too_large`: a part over its cap."),
         (status = 422, description = "`invalid`: a field out of bounds (config, scheme, price, names); the files do not match the signed hashes; `upload_purpose`, `upload_mismatch`."),
-        (status = 503, description = "`unavailable`: every upload slot is busy, or a backend (chain, store); retry later."),
+        (status = 429, description = "`too_many_requests` (JSON form): the owner has 2 publishes in flight; wait for one to end."),
+        (status = 503, description = "`unavailable`: every upload slot is busy, or a backend (chain, store, publish function); retry later."),
     )
 )]
-async fn publish_model(
-    State(d): State<Shared>,
-    req: axum::extract::Request,
-) -> Result<(StatusCode, Json<ModelView>), ApiError> {
+async fn publish_model(State(d): State<Shared>, req: axum::extract::Request) -> Response {
     use axum::extract::FromRequest;
     if is_json(&req) {
-        return Ok((StatusCode::CREATED, Json(publish_uploaded(&d, req).await?)));
+        return match publish_uploaded(&d, req).await {
+            Ok(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+            Err(e) => e.into_response(),
+        };
     }
-    let mp = Multipart::from_request(req, &d).await;
+    match publish_multipart(&d, Multipart::from_request(req, &d).await).await {
+        Ok(m) => (StatusCode::CREATED, Json(m)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// An asynchronous publish's status: its phase and progress while it runs, then the model's
+/// card, or the error (HTTP status, code and message) the synchronous publish would have
+/// answered. A publish still running past its deadline (its worker stopped) reads as failed,
+/// `timed_out`; nothing it had not finished is listed.
+#[utoipa::path(
+    get, path = "/api/publishes/{publish_id}", params(("publish_id" = String, Path, description = "The publish id (as `POST /api/models` answered).")),
+    responses(
+        (status = 200, description = "The publish.", body = PublishView),
+        (status = 404, description = "`not_found`: no such publish."),
+        (status = 503, description = "`unavailable`: the store; retry later."),
+    )
+)]
+async fn publish_status(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<PublishView>, ApiError> {
+    Ok(Json(crate::publishes::status(&d, &id).await?))
+}
+
+/// `POST /api/models`, multipart: the files in the body, published before the answer.
+async fn publish_multipart(
+    d: &Shared,
+    mp: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<ModelView, ApiError> {
     let l = &d.cfg.limits;
     let mut caps =
         vec![("request", l.max_request_bytes, Keep::Memory), ("signature", 256, Keep::Memory)];
     caps.extend(uploads::publish_files(l));
     let may = async |request: Bytes, signature: String| {
-        crate::handlers::precheck::may_publish(&d, &request, &signature).await
+        crate::handlers::precheck::may_publish(d, &request, &signature).await
     };
     let mut p = read_parts(multipart(mp)?, &caps, &d.cfg.spool_dir(), may).await?;
     let up = models::PublishUpload {
@@ -535,7 +524,7 @@ async fn publish_model(
         generation_config: take(&mut p, "generation_config").ok(),
         chat_template: take(&mut p, "chat_template").ok(),
     };
-    Ok((StatusCode::CREATED, Json(models::publish_model(&d, up).await?)))
+    models::publish_model(d, up).await
 }
 
 /// The response header naming the next page's cursor (absent on the last page).

@@ -29,6 +29,11 @@ pub struct AwsConfig {
     /// A non-AWS Secrets Manager endpoint (moto / LocalStack).
     pub secrets_endpoint: Option<String>,
     pub api: ApiConfig,
+    /// The publish function the API starts publishes on (`POSTHUMAN_PUBLISH_FUNCTION`,
+    /// required by the API function); `None`: a task in this process (local runs only).
+    pub publish_function: Option<String>,
+    /// A non-AWS Lambda endpoint (the runtime emulator in CI).
+    pub lambda_endpoint: Option<String>,
     /// Confirmations an order needs before it pays for a job; `None`: the chain's default
     /// ([`posthuman_chain::default_min_confirmations`], never 0 on a real chain).
     pub min_confirmations: Option<u64>,
@@ -38,7 +43,8 @@ impl AwsConfig {
     /// Reads `POSTHUMAN_*` variables (see `infra/`): BUCKET, S3_ENDPOINT, BATCH_QUEUE,
     /// BATCH_JOB_DEFINITION, BATCH_ENDPOINT, RPC_URL, PUBLIC_RPC_URL, PUBLIC_API_URL (required on
     /// Lambda), ADDRESS_BOOK, ADDRESS_BOOK_PARAM, SSM_ENDPOINT, OPERATOR_KEY_SECRET,
-    /// SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, SPOOL_DIR, AWS_REGION.
+    /// SECRETS_ENDPOINT, RATES, MIN_CONFIRMATIONS, SPOOL_DIR, PUBLISH_FUNCTION, LAMBDA_ENDPOINT,
+    /// AWS_REGION.
     pub fn from_env() -> Result<Self, String> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -71,6 +77,8 @@ impl AwsConfig {
             ssm_endpoint: opt("POSTHUMAN_SSM_ENDPOINT"),
             operator_key_secret: var("POSTHUMAN_OPERATOR_KEY_SECRET")?,
             secrets_endpoint: opt("POSTHUMAN_SECRETS_ENDPOINT"),
+            publish_function: opt("POSTHUMAN_PUBLISH_FUNCTION"),
+            lambda_endpoint: opt("POSTHUMAN_LAMBDA_ENDPOINT"),
             min_confirmations: opt("POSTHUMAN_MIN_CONFIRMATIONS")
                 .map(|v| parse_min_confirmations(&v))
                 .transpose()?,
@@ -203,6 +211,17 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
     let mut chain =
         Chain::connect(&cfg.rpc_url, operator.clone(), book).map_err(|e| e.to_string())?;
     chain.min_confirmations = min_confirmations;
+    let publishes: Arc<dyn crate::publishes::PublishRunner> = match cfg.publish_function {
+        Some(f) => Arc::new(
+            crate::publishes::LambdaPublishes::new(
+                f,
+                &cfg.batch.region,
+                cfg.lambda_endpoint.as_deref(),
+            )
+            .await,
+        ),
+        None => Arc::new(crate::publishes::LocalPublishes),
+    };
     Ok(Arc::new(Deps {
         catalogue: Arc::new(ObjectCatalogue::new(store.clone(), "state")),
         store,
@@ -211,6 +230,7 @@ pub async fn deps(cfg: AwsConfig) -> Result<Arc<Deps>, String> {
         chain: Arc::new(chain),
         operator,
         cfg: cfg.api,
+        publishes,
         ocean_dids: Default::default(),
     }))
 }

@@ -127,6 +127,9 @@ pub struct Deps {
     /// The operator key: signs provider fees (through `chain`) and receipts.
     pub operator: PrivateKeySigner,
     pub cfg: ApiConfig,
+    /// Where an asynchronous publish's work runs (`crate::publishes`): a task in this
+    /// process, or the publish function on AWS.
+    pub publishes: Arc<dyn crate::publishes::PublishRunner>,
     /// Which model each Ocean DID names (a cache the Ocean Provider routes fill).
     pub ocean_dids: Arc<crate::handlers::ocean::DidIndex>,
 }

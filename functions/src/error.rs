@@ -38,6 +38,10 @@ pub enum ApiError {
     /// The request conflicts with what already happened (nonce replayed, order used).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller has as much work in flight as it may (publishes per owner): wait for one
+    /// to finish, then resend.
+    #[error("too many requests: {0}")]
+    TooMany(String),
     /// A body or part exceeds its size cap.
     #[error("{what} exceeds the limit of {limit} bytes")]
     TooLarge { what: String, limit: u64 },
@@ -89,6 +93,7 @@ impl ApiError {
             ApiError::TooEarly { .. } => StatusCode::TOO_EARLY,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotReady(_) => StatusCode::ACCEPTED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +122,7 @@ impl ApiError {
             ApiError::TooEarly { .. } => "too_early",
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TooMany(_) => "too_many_requests",
             ApiError::TooLarge { .. } => posthuman_types::uploads::code::TOO_LARGE,
             ApiError::NotReady(_) => "not_ready",
             ApiError::Unavailable { .. } => "unavailable",

@@ -19,6 +19,8 @@
 //! - [`openapi`]: the OpenAPI document, generated from that table and the wire types.
 //! - [`spool`]: upload files streamed to disk as they arrive (hashed, capped, removed on
 //!   every path), so an upload costs a chunk of memory rather than its size.
+//! - [`publishes`]: asynchronous publishes (202, then a status record the work updates) and
+//!   the `PublishRunner` boundary — a tokio task / an asynchronous Lambda invocation.
 //! - [`prune`]: checkpoint retention — a finished train job's checkpoints are pruned after
 //!   the operator's audit window.
 //! - [`sweep`]: recovery of paid jobs a crash left between the order claim and the queue.
@@ -36,6 +38,7 @@ pub mod error;
 pub mod handlers;
 pub mod openapi;
 pub mod prune;
+pub mod publishes;
 pub mod queue;
 pub mod secrets;
 pub mod server;

@@ -237,6 +237,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Embedded, ServerError> {
         chain,
         operator,
         cfg: cfg.api.clone(),
+        publishes: Arc::new(crate::publishes::LocalPublishes),
         ocean_dids: Default::default(),
     });
     queue.start(completion_hook(deps.clone())).await?;

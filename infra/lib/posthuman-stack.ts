@@ -333,9 +333,28 @@ export class PosthumanStack extends Stack {
     // The api bundle again, behind the routes that send transactions (publishing, card edits).
     // One at a time: a second concurrent one is throttled rather than racing for a nonce.
     const publish = rustFn("ApiPublishFn", "posthuman-api-lambda", Duration.seconds(29), txSenders.valueAsNumber);
-    // A publish reads its direct upload's weights (up to 1 GiB, an adapter as much again)
-    // into the spool dir, /tmp: more than Lambda's default 512 MiB of it.
+    // A multipart publish (small models) spools its parts in /tmp.
     (publish.node.defaultChild as lambda.CfnFunction).ephemeralStorage = { size: 3072 };
+    // A publish by direct upload is asynchronous (functions/src/publishes): ApiPublishFn checks
+    // the request and answers 202; this function, invoked with InvocationType Event, does the
+    // weight work (a 1 GiB model: 25-33 s before its transactions, over API Gateway's 29 s),
+    // the transactions and the listing, within Lambda's longest timeout. It reads the upload's
+    // weights (up to 1 GiB, an adapter as much again) into /tmp, more than the default 512 MiB.
+    // One at a time too: it sends the operator's transactions.
+    const publishWork = rustFn("PublishFn", "posthuman-publish-lambda", Duration.minutes(15), txSenders.valueAsNumber);
+    (publishWork.node.defaultChild as lambda.CfnFunction).ephemeralStorage = { size: 3072 };
+    // Lambda retries a failed asynchronous event twice by default: never here (a publish sends
+    // transactions; the record's start marker also refuses a second delivery). A publish whose
+    // function died is reported failed (timed out) once its deadline passed.
+    publishWork.configureAsyncInvoke({ retryAttempts: 0, maxEventAge: Duration.minutes(15) });
+    // Only the functions behind the API start publishes, and they may invoke this one only.
+    for (const fn of [api, publish]) {
+      fn.addEnvironment("POSTHUMAN_PUBLISH_FUNCTION", publishWork.functionName);
+      // The unqualified function only (grantInvoke would add its versions, `arn:*`).
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({ actions: ["lambda:InvokeFunction"], resources: [publishWork.functionArn] }),
+      );
+    }
     // EventBridge invokes job-done asynchronously: a throttled event waits in Lambda's queue.
     const jobDone = rustFn("JobDoneFn", "posthuman-job-done-lambda", Duration.minutes(5), txSenders.valueAsNumber);
     // The API: the catalogue, published models, a job's dataset and spec, public outputs, and
@@ -356,6 +375,12 @@ export class PosthumanStack extends Stack {
     grantObjects(publish, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*", "uploads/*"]);
     grantObjects(publish, data, ["s3:GetObject", "s3:PutObject"], ["models/*"]);
     grantList(publish, data, ["state/*", "uploads/*"]);
+    // The publish work: the staged upload's files (read back, then consumed or released: the
+    // claim marker), the model's files under models/, and the state (the publish's record and
+    // its owner's slot, the catalogue's model record).
+    grantObjects(publishWork, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*", "uploads/*"]);
+    grantObjects(publishWork, data, ["s3:GetObject", "s3:PutObject"], ["models/*"]);
+    grantList(publishWork, data, ["state/*", "uploads/*"]);
     // Completion: the catalogue, the job's spec, and its public outputs (receipts, attestations).
     grantObjects(jobDone, data, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], ["state/*"]);
     grantObjects(jobDone, data, ["s3:GetObject"], ["jobs/*/spec.json"]);
@@ -363,7 +388,7 @@ export class PosthumanStack extends Stack {
     // The sweep (functions/src/sweep.rs) asks whether a stuck job's spec is stored by listing
     // that one key: S3 answers a HEAD of a missing key with 403 to a role that may not list it.
     grantList(jobDone, data, ["state/*", "jobs/*/spec.json"]);
-    for (const fn of [api, publish, jobDone]) {
+    for (const fn of [api, publish, publishWork, jobDone]) {
       // GetSecretValue (and the key's decrypt) on this one secret only.
       operatorKey.grantRead(fn);
       // ssm:GetParameter(s) on the address book's parameter only.
@@ -410,7 +435,7 @@ export class PosthumanStack extends Stack {
     // The API's public URL: every model's DDO (written by publishing and by job-done) names
     // its Ocean Provider under it, for Ocean's clients to call. The API resource itself does
     // not reference the functions (its integrations and routes do), so this is no cycle.
-    for (const fn of [api, publish, jobDone]) {
+    for (const fn of [api, publish, publishWork, jobDone]) {
       fn.addEnvironment("POSTHUMAN_PUBLIC_API_URL", httpApi.apiEndpoint);
     }
     // Access logs of the API: who called which route, the status and latency; no headers or

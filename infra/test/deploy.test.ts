@@ -88,7 +88,7 @@ test("deploy --dry-run prints the nine steps in order with their commands, and r
   };
   assert.match(section("preflight"), /aws sts get-caller-identity/);
   assert.match(section("lambda bundles"), /pip install .*cargo-lambda==[0-9.]+ ziglang==[0-9.]+/);
-  assert.match(section("lambda bundles"), /cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda/);
+  assert.match(section("lambda bundles"), /cargo lambda build --release --x86-64 -p posthuman-functions --bin posthuman-api-lambda --bin posthuman-job-done-lambda --bin posthuman-publish-lambda/);
   assert.match(section("storefront"), /\$ web\/build\.sh/);
   assert.match(section("worker image"), /\$ docker build -f batch-worker\/Dockerfile --build-arg GIT_COMMIT=abcdef1 -t posthuman-worker:abcdef1 \./);
   // The GPU queue's image: the CUDA variant of the same commit, tagged <commit>-cuda.
@@ -243,7 +243,7 @@ esac`,
 /** Prebuilt bundles and storefront (steps 2 and 3 skip), and a book for chain 11155111. */
 function prebuilt(sb: Sandbox) {
   const lambda = path.join(sb.dir, "lambda");
-  for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
+  for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda", "posthuman-publish-lambda"]) {
     fs.mkdirSync(path.join(lambda, bin), { recursive: true });
     fs.writeFileSync(path.join(lambda, bin, "bootstrap"), "#!/bin/sh\n");
   }

@@ -26,7 +26,7 @@ function nagApp(context: Record<string, string> = {}): App {
 function posthuman(app: App): PosthumanStack {
   // Stand-in Lambda bundles and storefront: the pack checks the template, not the binaries.
   const lambdaDir = tmp("posthuman-lambda-");
-  for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
+  for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda", "posthuman-publish-lambda"]) {
     fs.mkdirSync(path.join(lambdaDir, bin));
     fs.writeFileSync(path.join(lambdaDir, bin, "bootstrap"), "#!/bin/sh\n");
   }

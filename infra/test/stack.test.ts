@@ -14,7 +14,7 @@ import { PosthumanStack } from "../lib/posthuman-stack";
 function synth(context: Record<string, string> = {}): Template {
   // Stand-in Lambda bundles: the test checks the template, not the binaries.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "posthuman-lambda-"));
-  for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda"]) {
+  for (const bin of ["posthuman-api-lambda", "posthuman-job-done-lambda", "posthuman-publish-lambda"]) {
     fs.mkdirSync(path.join(dir, bin));
     fs.writeFileSync(path.join(dir, bin, "bootstrap"), "#!/bin/sh\n");
   }
@@ -312,10 +312,11 @@ test("Batch retries the worker's retryable failures and a reclaimed host, never 
   }
 });
 
-test("both Lambdas get the variables functions/src/aws.rs reads, and only the key's secret ARN", () => {
+test("every Lambda gets the variables functions/src/aws.rs reads, and only the key's secret ARN", () => {
   const fns = t.findResources("AWS::Lambda::Function", { Properties: { Runtime: "provided.al2023" } });
-  // The api bundle twice (publishing apart, see the concurrency test) and job-done.
-  assert.equal(Object.keys(fns).length, 3);
+  // The api bundle twice (publishing apart, see the concurrency test), the publish work and
+  // job-done.
+  assert.equal(Object.keys(fns).length, 4);
   for (const fn of Object.values(fns)) {
     const vars = fn.Properties.Environment.Variables;
     for (const name of [
@@ -342,7 +343,7 @@ test("both Lambdas get the variables functions/src/aws.rs reads, and only the ke
   const readers = Object.values(policies).filter((p: any) =>
     JSON.stringify(p.Properties.PolicyDocument.Statement).includes("secretsmanager:GetSecretValue"),
   );
-  assert.equal(readers.length, 3, "every Lambda role reads the operator key secret");
+  assert.equal(readers.length, 4, "every Lambda role reads the operator key secret");
   for (const p of readers as any[]) {
     const st = p.Properties.PolicyDocument.Statement.find((s: any) =>
       JSON.stringify(s.Action).includes("secretsmanager:GetSecretValue"),
@@ -371,7 +372,7 @@ test("the Lambdas get the address book's SSM parameter name and may read that pa
   const readers = Object.values(t.findResources("AWS::IAM::Policy")).flatMap((p: any) =>
     p.Properties.PolicyDocument.Statement.filter((s: any) => JSON.stringify(s.Action).includes("ssm:GetParameter")),
   );
-  assert.equal(readers.length, 3, "each Lambda role reads the address book");
+  assert.equal(readers.length, 4, "each Lambda role reads the address book");
   for (const s of readers) {
     const text = JSON.stringify(s.Resource);
     assert.match(text, /:parameter\/posthuman\/address-book"/);
@@ -467,7 +468,12 @@ function lambdaFn(id: string): { logicalId: string; props: any } {
 }
 
 function lambdaRole(bin: string): string {
-  const id = { "posthuman-api-lambda": "ApiFn", "posthuman-job-done-lambda": "JobDoneFn", publish: "ApiPublishFn" }[bin];
+  const id = {
+    "posthuman-api-lambda": "ApiFn",
+    "posthuman-job-done-lambda": "JobDoneFn",
+    "posthuman-publish-lambda": "PublishFn",
+    publish: "ApiPublishFn",
+  }[bin];
   if (!id) throw new Error(`no Lambda for ${bin}`);
   return lambdaFn(id).props.Role["Fn::GetAtt"][0];
 }
@@ -514,9 +520,41 @@ test("each Lambda reaches only the prefixes its handlers use", () => {
   assertWithin("publish writes", publish.write, ["state/*", "models/*", "uploads/*"]);
   assertWithin("publish reads", publish.read, ["state/*", "models/*", "uploads/*"]);
   assert.ok(publish.read.has("uploads/*"), "publishing reads the direct upload's files");
+  const work = s3Access(lambdaRole("posthuman-publish-lambda"));
+  assertWithin("publish work writes", work.write, ["state/*", "models/*", "uploads/*"]);
+  assertWithin("publish work reads", work.read, ["state/*", "models/*", "uploads/*"]);
+  assert.ok(work.write.has("models/*") && work.read.has("uploads/*"), "the publish work stores the upload's model");
   const done = s3Access(lambdaRole("posthuman-job-done-lambda"));
   assertWithin("job-done writes", done.write, ["state/*", "jobs/*/public/*"]);
   assertWithin("job-done reads", done.read, ["state/*", "jobs/*/spec.json", "jobs/*/public/*"]);
+});
+
+test("a publish runs in its own function: 15 minutes, never retried, invoked only by the API's functions", () => {
+  const work = lambdaFn("PublishFn");
+  assert.equal(work.props.Timeout, 900);
+  assert.ok(work.props.EphemeralStorage.Size >= 3072, "room in /tmp for 1 GiB of weights and an adapter");
+  const configs = Object.values(t.findResources("AWS::Lambda::EventInvokeConfig")).map((c: any) => c.Properties);
+  const own = configs.filter((c) => JSON.stringify(c.FunctionName) === JSON.stringify({ Ref: work.logicalId }));
+  assert.equal(own.length, 1, "one async-invoke config of the publish function");
+  assert.equal(own[0].MaximumRetryAttempts, 0, "Lambda never delivers a publish twice on its own");
+  // Who may invoke it: the two functions behind the API, and no other role.
+  const invokers: string[] = [];
+  for (const [roleId] of Object.entries(t.findResources("AWS::IAM::Role"))) {
+    for (const s of statementsOf(roleId)) {
+      const actions = ([] as string[]).concat(s.Action as any);
+      if (s.Effect === "Allow" && actions.some((a) => a.startsWith("lambda:Invoke"))) {
+        const res = JSON.stringify(s.Resource);
+        assert.ok(res.includes(work.logicalId), `${roleId} may invoke only the publish function: ${res}`);
+        invokers.push(roleId);
+      }
+    }
+  }
+  const apiRoles = [lambdaRole("posthuman-api-lambda"), lambdaRole("publish")];
+  assert.deepEqual([...new Set(invokers)].sort(), apiRoles.sort());
+  for (const id of ["ApiFn", "ApiPublishFn"]) {
+    const v = lambdaFn(id).props.Environment.Variables.POSTHUMAN_PUBLISH_FUNCTION;
+    assert.deepEqual(v, { Ref: work.logicalId }, `${id} names the publish function`);
+  }
 });
 
 // --- One operator account sends every transaction, with simple nonce management. ---

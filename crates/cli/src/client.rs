@@ -8,6 +8,7 @@ use posthuman_receipts::ReceiptDomain;
 use posthuman_receipts::request::{
     CREATE_UPLOAD, EDIT_CARD, PUBLISH_MODEL, READ_RESULT, SUBMIT_JOB, SignableRequest,
 };
+use posthuman_types::publishes::{PublishAccepted, PublishState, PublishView};
 use posthuman_types::requests::{JobRequest, PublishRequest};
 use posthuman_types::uploads::{
     DeclaredFile, PutTarget, UPLOAD_HEADER, UploadGrant, UploadPurpose, UploadRequest,
@@ -21,6 +22,11 @@ use crate::error::CliError;
 
 /// How long a signed request stays valid (the API accepts at most an hour).
 const REQUEST_VALIDITY_SECS: u64 = 600;
+
+/// How often a publish's status is asked for while it runs.
+const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest a publish is followed: the API's deadline (15 minutes and one) and a margin.
+const PUBLISH_WAIT_SECS: u64 = 17 * 60;
 
 /// The response header naming a list's next page (absent on the last page).
 const NEXT_CURSOR_HEADER: &str = "x-posthuman-next-cursor";
@@ -308,7 +314,9 @@ impl ApiClient {
     }
 
     /// Publishes a model directory's files under a signed request: the files go by a direct
-    /// upload (progress on `bar`), the publish names it.
+    /// upload (progress on `bar`), the publish names it; the API accepts it (202) and does
+    /// the work in the background, which this follows ([`ApiClient::wait_publish`], each
+    /// status on `on_status`) to the model, or to the error the API would have answered.
     pub async fn publish(
         &self,
         signer: &PrivateKeySigner,
@@ -316,6 +324,7 @@ impl ApiClient {
         req: &PublishRequest,
         files: ModelFiles,
         bar: &indicatif::ProgressBar,
+        on_status: impl FnMut(&PublishView),
     ) -> Result<ModelView, CliError> {
         let body = serde_json::to_vec(req).map_err(|e| CliError::Internal(e.to_string()))?;
         let signature = sign(signer, domain, PUBLISH_MODEL, &body)?;
@@ -334,7 +343,56 @@ impl ApiClient {
             parts.extend([("adapter_config", c), ("adapter_weights", w)]);
         }
         let upload = self.upload(signer, domain, UploadPurpose::Model, parts, bar).await?;
-        self.post_signed("/api/models", body, signature, Some(upload)).await
+        let accepted: PublishAccepted =
+            self.post_signed("/api/models", body, signature, Some(upload)).await?;
+        self.wait_publish(&accepted.publish_id, on_status).await
+    }
+
+    /// A publish's status (`GET /api/publishes/{id}`).
+    pub async fn publish_status(&self, id: &str) -> Result<PublishView, CliError> {
+        self.decode(self.http.get(format!("{}/api/publishes/{id}", self.base))).await
+    }
+
+    /// Polls publish `id` until it ends, passing each status to `on_status`: the model when
+    /// done, else the error the API recorded, as if `POST /api/models` had answered it (same
+    /// message and HTTP status). The API reports a publish past its deadline as failed, so
+    /// this ends; a status that never changes for [`PUBLISH_WAIT_SECS`] is given up on.
+    pub async fn wait_publish(
+        &self,
+        id: &str,
+        mut on_status: impl FnMut(&PublishView),
+    ) -> Result<ModelView, CliError> {
+        let start = std::time::Instant::now();
+        loop {
+            let v = self.publish_status(id).await?;
+            on_status(&v);
+            match v.state {
+                PublishState::Done => {
+                    return v.model.ok_or_else(|| {
+                        CliError::Internal(format!("publish {id} is done but names no model"))
+                    });
+                }
+                PublishState::Failed => {
+                    let f = v.error.ok_or_else(|| {
+                        CliError::Internal(format!("publish {id} failed without a reason"))
+                    })?;
+                    let msg = format!("{} (HTTP {})", f.message, f.status);
+                    return Err(if (400..500).contains(&f.status) {
+                        CliError::Rejected(msg)
+                    } else {
+                        CliError::Unavailable(msg)
+                    });
+                }
+                PublishState::Queued | PublishState::Running => {}
+            }
+            if start.elapsed().as_secs() > PUBLISH_WAIT_SECS {
+                return Err(CliError::Unavailable(format!(
+                    "publish {id} still {:?} after {PUBLISH_WAIT_SECS} s: see `GET /api/publishes/{id}`",
+                    v.state
+                )));
+            }
+            tokio::time::sleep(PUBLISH_POLL).await;
+        }
     }
 
     /// Edits a model's card under a signed request (`POST /api/models/{nft}/card`).

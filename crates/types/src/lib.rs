@@ -17,6 +17,7 @@
 //! - [`pricing`]: a job's compute estimate, its price at the operator's rates, its budget.
 //! - [`views`]: the API's public views (models, jobs, quotes, results, the chain, errors), as
 //!   the API writes them and its clients read them.
+//! - [`publishes`]: an asynchronous publish's acceptance and its live status.
 //! - [`requests`]: the signed requests clients send (publish, submit, feature).
 //! - [`ocean`]: the Ocean Provider requests of the API's Ocean facade (ocean.js's shapes).
 //! - [`uploads`]: direct uploads (declare the files, PUT each where the API says, name the
@@ -39,6 +40,7 @@ pub mod model;
 pub mod ocean;
 pub mod outputs;
 pub mod pricing;
+pub mod publishes;
 pub mod requests;
 #[cfg(feature = "openapi")]
 mod schema;

@@ -22,6 +22,7 @@ use crate::auth;
 use crate::catalogue::{Cursor, ModelRecord, now_secs};
 use crate::deps::{Deps, keys, service_index};
 use crate::error::ApiError;
+use crate::publishes::{BYTES, Progress, TRANSACTIONS};
 use crate::spool::Spooled;
 
 /// The signed JSON part of a publish request (its shape is `posthuman_types`, which clients
@@ -140,22 +141,47 @@ async fn check_model(
     .map_err(ApiError::internal)?
 }
 
-/// `POST /models`: validates and stores the files privately, creates the asset on chain
-/// (data NFT + datatoken + weights commitment + lineage root with its reward scheme), puts
-/// it on sale, and lists it.
-pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, ApiError> {
+/// A publish request whose signature and fields were checked; nothing of its files was read.
+#[derive(Clone, Debug)]
+pub struct SignedPublish {
+    pub signer: Address,
+    pub owner: Address,
+    pub req: PublishRequest,
+    price: U256,
+    license: Option<String>,
+}
+
+/// The cheap half of a publish: the signature (this deployment, the owner it names, an
+/// allowed publisher), expiry, the nonce's shape, names, description, licence, price and
+/// reward scheme. The nonce is not used here: the caller does that once it decided to go on.
+pub fn check_publish_request(
+    deps: &Deps,
+    request: &[u8],
+    signature: &str,
+) -> Result<SignedPublish, ApiError> {
+    let s = recheck_publish_request(deps, request, signature)?;
+    auth::check_expiry(s.req.expires_at, now_secs())?;
+    Ok(s)
+}
+
+/// [`check_publish_request`] but for the expiry: for the background work of a request that
+/// passed it when accepted (the work may outlast the request's validity).
+pub fn recheck_publish_request(
+    deps: &Deps,
+    request: &[u8],
+    signature: &str,
+) -> Result<SignedPublish, ApiError> {
     let signer = auth::recover_request(
         &auth::domain(deps),
         posthuman_receipts::request::PUBLISH_MODEL,
-        &up.request,
-        &up.signature,
+        request,
+        signature,
     )?;
     let req: PublishRequest =
-        serde_json::from_slice(&up.request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
+        serde_json::from_slice(request).map_err(|e| ApiError::bad(format!("request: {e}")))?;
     let owner = auth::parse_address("owner", &req.owner)?;
     auth::require_signer(&owner, &signer)?;
     auth::require_publisher(deps, &signer)?;
-    auth::check_expiry(req.expires_at, now_secs())?;
     auth::check_nonce(&req.nonce)?;
     check_text("name", &req.name, 64)?;
     check_text("symbol", &req.symbol, 16)?;
@@ -171,6 +197,38 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         return Err(invalid("price", "must be positive"));
     }
     req.reward_scheme.validate().map_err(|e| invalid("reward_scheme", e.to_string()))?;
+    Ok(SignedPublish { signer, owner, req, price, license })
+}
+
+/// Uses the request's single-use nonce: a replayed request is a 409.
+pub async fn use_publish_nonce(deps: &Deps, s: &SignedPublish) -> Result<(), ApiError> {
+    if !deps.catalogue.use_nonce(&s.signer.to_string(), &s.req.nonce).await? {
+        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
+    }
+    Ok(())
+}
+
+/// `POST /models` (multipart, synchronous): validates and stores the files privately,
+/// creates the asset on chain (data NFT + datatoken + weights commitment + lineage root with
+/// its reward scheme), puts it on sale, and lists it.
+pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, ApiError> {
+    let signed = check_publish_request(deps, &up.request, &up.signature)?;
+    publish_checked(deps, signed, up, true, &Progress::default()).await
+}
+
+/// The weight work and the rest of a publish whose request passed
+/// [`check_publish_request`]: the files against the signed hashes, the strict model checks,
+/// then (with `use_nonce`, the nonce first) the files under `models/`, the three
+/// transactions and the listing, reporting each phase on `progress`. Nothing is listed on
+/// failure.
+pub async fn publish_checked(
+    deps: &Deps,
+    signed: SignedPublish,
+    up: PublishUpload,
+    use_nonce: bool,
+    progress: &Progress,
+) -> Result<ModelView, ApiError> {
+    let SignedPublish { signer: _, owner, req, price, license } = signed.clone();
     if up.weights.sha256() != req.weights_sha256 {
         return Err(invalid("weights_sha256", "does not match the uploaded weights"));
     }
@@ -187,8 +245,11 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             return Err(invalid("adapter", "adapter_sha256 is set but no adapter was uploaded"));
         }
     }
+    let weights_bytes = up.weights.len();
+    progress.phase("checking", weights_bytes, BYTES);
     let adapter = up.adapter.as_ref().map(|(c, w)| (c.clone(), w));
     let checked = check_model(up.config.clone(), &up.weights, &up.tokenizer, adapter).await?;
+    progress.done(weights_bytes);
     // The worker's own parser and bounds, and its rule that every token the configs name
     // exists in tokenizer.json: a file the worker would refuse is never published.
     let chat_error = |e: ChatConfigError| {
@@ -214,12 +275,13 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     let tokenizer: serde_json::Value = serde_json::from_slice(&up.tokenizer)
         .map_err(|_| invalid("tokenizer", "not a tokenizers tokenizer.json"))?;
     chat.check_tokens(&tokenizer).map_err(chat_error)?;
-    if !deps.catalogue.use_nonce(&signer.to_string(), &req.nonce).await? {
-        return Err(ApiError::Conflict("nonce already used (replayed request)".into()));
+    if use_nonce {
+        use_publish_nonce(deps, &signed).await?;
     }
 
     // Files first (private store, _COMPLETE last as the worker expects), then the chain.
     let prefix = keys::model_prefix(&checked.weights_hash.to_hex());
+    progress.phase("storing", weights_bytes, BYTES);
     let (config_bytes, tokenizer_bytes) = (up.config.clone(), up.tokenizer.clone());
     deps.store.put(&format!("{prefix}/config.json"), up.config).await?;
     let weights_sha256 = match &checked.merged {
@@ -242,6 +304,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
             Hash32(Sha256::digest(&m.weights).into())
         }
     };
+    progress.done(weights_bytes);
     deps.store.put(&format!("{prefix}/tokenizer.json"), up.tokenizer).await?;
     // The worker's manifest (format posthuman-model-v1): the canonical weights hash and the
     // SHA-256 of each file, checked by the worker on every load.
@@ -278,6 +341,8 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         "parameters": c.num_params(),
     })
     .to_string();
+    progress.phase("chain", 3, TRANSACTIONS);
+    progress.step("asset", 0);
     let published = deps
         .chain
         .publish_model(
@@ -296,6 +361,7 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
         )
         .await
         .map_err(chain_err)?;
+    progress.step("exchange", 1);
     let exchange = deps
         .chain
         .create_fixed_rate(operator, published.datatoken, price, true)
@@ -333,8 +399,11 @@ pub async fn publish_model(deps: &Deps, up: PublishUpload) -> Result<ModelView, 
     // Ocean's publish flow: the DDO on the NFT (the operator holds it), so Ocean's indexers
     // list the model.
     let ddo = model_ddo(deps, &record)?;
+    progress.step("ddo", 2);
     deps.chain.set_metadata(operator, &ddo).await.map_err(chain_err)?;
+    progress.phase("listing", 1, "records");
     deps.catalogue.put_model(&record).await?;
+    progress.done(1);
     Ok(views::model_view(&record, vec![], &[]))
 }
 

@@ -483,6 +483,33 @@ pub enum Fetched {
     Spooled(Spooled),
 }
 
+async fn manifest(deps: &Deps, id: &str) -> Result<Manifest, ApiError> {
+    check_id(id)?;
+    match deps.store.get(&manifest_key(id), 64 << 10).await {
+        Ok(b) => serde_json::from_slice(&b).map_err(ApiError::internal),
+        Err(posthuman_store::StoreError::NotFound { .. }) => {
+            Err(UploadError::Unknown(id.into()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes file `name` from `files` if it was read into memory.
+pub fn fetched_bytes(files: &mut BTreeMap<String, Fetched>, name: &str) -> Option<Bytes> {
+    match files.remove(name) {
+        Some(Fetched::Memory(b)) => Some(b),
+        _ => None,
+    }
+}
+
+/// Takes file `name` from `files` if it was spooled.
+pub fn fetched_file(files: &mut BTreeMap<String, Fetched>, name: &str) -> Option<Spooled> {
+    match files.remove(name) {
+        Some(Fetched::Spooled(s)) => Some(s),
+        _ => None,
+    }
+}
+
 /// Checks upload `id` for `signer`'s use as `purpose` (see the module docs), then claims it.
 pub async fn claim(
     deps: &Deps,
@@ -490,14 +517,7 @@ pub async fn claim(
     signer: Address,
     purpose: UploadPurpose,
 ) -> Result<Claimed, ApiError> {
-    check_id(id)?;
-    let m: Manifest = match deps.store.get(&manifest_key(id), 64 << 10).await {
-        Ok(b) => serde_json::from_slice(&b).map_err(ApiError::internal)?,
-        Err(posthuman_store::StoreError::NotFound { .. }) => {
-            return Err(UploadError::Unknown(id.into()).into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let m = manifest(deps, id).await?;
     if m.signer != signer {
         return Err(UploadError::Foreign(id.into()).into());
     }
@@ -533,15 +553,51 @@ pub async fn claim(
 }
 
 impl Claimed {
+    /// An upload [`claim`]ed earlier (by the request that started an asynchronous publish,
+    /// `crate::publishes`), taken up by the work it was claimed for: still claimed, for
+    /// `purpose`. Its files are checked again as [`Claimed::fetch`] reads them.
+    pub async fn resume(deps: &Deps, id: &str, purpose: UploadPurpose) -> Result<Self, ApiError> {
+        let m = manifest(deps, id).await?;
+        if m.purpose != purpose {
+            return Err(
+                UploadError::Purpose { id: id.into(), staged: m.purpose, wanted: purpose }.into()
+            );
+        }
+        if deps.store.head(&used_key(id)).await?.is_none() {
+            return Err(ApiError::Internal(format!("upload {id} is not claimed")));
+        }
+        Ok(Claimed { id: id.into(), files: m.files, caps: files_for(purpose, &deps.cfg.limits) })
+    }
+
     /// The upload id.
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// The declaration of file `name`, if the upload has one.
+    pub fn declared(&self, name: &str) -> Option<&DeclaredFile> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    /// The declared files' bytes, together.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+
     /// Every declared file, read back (small ones into memory, big ones spooled) and checked
     /// once more against its declared length and SHA-256.
     pub async fn fetch(&self, deps: &Deps) -> Result<BTreeMap<String, Fetched>, ApiError> {
+        self.fetch_with(deps, |_| {}).await
+    }
+
+    /// [`Claimed::fetch`], telling `read` the bytes read back so far after each file.
+    pub async fn fetch_with(
+        &self,
+        deps: &Deps,
+        read: impl Fn(u64),
+    ) -> Result<BTreeMap<String, Fetched>, ApiError> {
         let mut out = BTreeMap::new();
+        let mut so_far = 0;
         for f in &self.files {
             let mismatch = |reason: &str| UploadError::Mismatch {
                 id: self.id.clone(),
@@ -580,6 +636,8 @@ impl Claimed {
                 }
             };
             out.insert(f.name.clone(), fetched);
+            so_far += f.bytes;
+            read(so_far);
         }
         Ok(out)
     }

@@ -104,6 +104,7 @@ pub fn offline_deps(dir: &std::path::Path) -> posthuman_functions::deps::Deps {
         chain: Arc::new(chain),
         operator,
         cfg: ApiConfig::default(),
+        publishes: Arc::new(posthuman_functions::publishes::LocalPublishes),
         ocean_dids: Default::default(),
     }
 }

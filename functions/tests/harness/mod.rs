@@ -3,6 +3,8 @@
 //! requests sent through the very router the server uses (`tower::ServiceExt::oneshot`).
 #![allow(dead_code)]
 
+pub mod direct;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -29,10 +29,11 @@ use crate::publish::{
 use crate::route::Route;
 use crate::upload::{
     MODEL_FILES, UPLOAD_HEADER, UploadLimits, UploadPurpose, api_refusal, check_files, file_name,
-    limits_words, pick_folder, size,
+    limits_words, pick_folder, refusal, size,
 };
 use crate::wallet::network_name;
 use crate::wire::{ChainInfo, ModelView};
+use posthuman_types::publishes::{PublishAccepted, PublishProgress, PublishState, PublishView};
 
 /// The picked files, in [`MODEL_FILES`]' slots (arrays, not maps: a map of each kind put
 /// ~10 KB of B-tree code in the wasm).
@@ -363,9 +364,35 @@ pub fn PublishPage() -> Html {
                             api_refusal(status, &text)
                         ));
                     }
-                    let m: ModelView = answer("/api/models", status, &text)
+                    // Accepted: the API checks the weights, stores them and sends the
+                    // transactions in the background; its status is polled until the end.
+                    let a: PublishAccepted = answer("/api/models", status, &text)
                         .map_err(|e| format!("The API refused the model: {e}"))?;
-                    Ok(m)
+                    let path = format!("/api/publishes/{}", a.publish_id);
+                    loop {
+                        let v: PublishView = net::get_json(&path).await?;
+                        match v.state {
+                            PublishState::Done => {
+                                return v
+                                    .model
+                                    .ok_or_else(|| format!("{path}: done without a model"));
+                            }
+                            PublishState::Failed => {
+                                let f = v
+                                    .error
+                                    .ok_or_else(|| format!("{path}: failed without a reason"))?;
+                                return Err(format!(
+                                    "The API refused the model: {}",
+                                    refusal(&f.error, &f.message)
+                                ));
+                            }
+                            PublishState::Queued | PublishState::Running => {}
+                        }
+                        if let Some(p) = v.progress {
+                            update(&|view: &mut View| view.status = publish_progress(&p));
+                        }
+                        net::sleep(250).await;
+                    }
                 };
                 let r: Result<ModelView, String> = run.await;
                 update(&|v: &mut View| {
@@ -473,4 +500,23 @@ pub fn PublishPage() -> Html {
             <p id="publish-status" role="status" aria-live="polite" class={if view.error { "error" } else { "" }}>{ view.status.clone() }</p>
         </section>
     }
+}
+
+/// A running publish's progress in words (the phase, how far, and which transaction).
+fn publish_progress(p: &PublishProgress) -> String {
+    let what = match p.phase.as_str() {
+        "fetching" => "reading the uploaded files back",
+        "checking" => "checking every tensor",
+        "storing" => "storing the weights privately",
+        "chain" => "sending the transactions",
+        "listing" => "listing the model",
+        other => other,
+    };
+    let how_far = if p.unit == "bytes" {
+        format!("{:.0}% of {} bytes", 100.0 * p.done as f64 / p.total.max(1) as f64, p.total)
+    } else {
+        format!("{} of {} {}", p.done, p.total, p.unit)
+    };
+    let step = p.step.as_deref().map(|s| format!(" (now: {s})")).unwrap_or_default();
+    format!("Uploaded. The API is publishing: {what}, {how_far}{step}…")
 }

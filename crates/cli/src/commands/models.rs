@@ -1,5 +1,6 @@
 //! `posthuman models …`: publish an HF-layout directory, browse the catalogue and lineage.
 
+use posthuman_types::publishes::PublishView;
 use posthuman_types::requests::PublishRequest;
 use posthuman_types::views::ModelView;
 use posthuman_types::{Hash32, RewardScheme};
@@ -156,8 +157,20 @@ pub async fn publish_files(
     };
     let bar = out.bytes_bar("upload");
     bar.set_message(format!("{} ({} MB of weights)", a.name, files.weights.len() >> 20));
-    let r = s.api.publish(&s.signer, &s.domain(), &req, files, &bar).await;
+    // The upload's bar, then the API's work on it (fetched, checked, stored: bytes; then the
+    // transactions), as the API reports it.
+    let work = out.bar(0, "publish");
+    let show = |v: &PublishView| {
+        bar.finish_and_clear();
+        let Some(p) = &v.progress else { return };
+        work.set_length(p.total.max(1));
+        work.set_position(p.done);
+        let step = p.step.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
+        work.set_message(format!("{}{step} ({})", p.phase, p.unit));
+    };
+    let r = s.api.publish(&s.signer, &s.domain(), &req, files, &bar, show).await;
     bar.finish_and_clear();
+    work.finish_and_clear();
     r
 }
 

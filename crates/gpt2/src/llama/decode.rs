@@ -103,28 +103,31 @@ impl KvBuf {
     }
 }
 
-/// A read lock on a CPU f32 tensor's contiguous values, held for one step.
-pub(super) struct View<G> {
-    guard: G,
+/// A read lock on a CPU f32 tensor's contiguous values, held while a step reads them: the
+/// decode step, the batched forward ([`super::prefill`]) and the layer training step
+/// ([`super::train`], which keeps views in its structs, hence the boxed guard whose lock
+/// type candle does not name).
+pub(super) struct View<'a> {
+    guard: Box<dyn Deref<Target = Storage> + 'a>,
     range: Range<usize>,
 }
 
-/// A read view of `t`'s values (over candle's read guard, whose lock type it does not name).
-pub(super) fn view(t: &Tensor) -> Result<View<impl Deref<Target = Storage> + '_>> {
+/// A read view of `t`'s values; an error for a strided or non-CPU-f32 tensor.
+pub(super) fn view(t: &Tensor) -> Result<View<'_>> {
     let (guard, layout) = t.storage_and_layout();
     let Some((a, b)) = layout.contiguous_offsets() else {
-        bail!("decode: weight {:?} is not contiguous", t.dims());
+        bail!("weight {:?} is not contiguous", t.dims());
     };
     match &*guard {
         Storage::Cpu(CpuStorage::F32(v)) if b <= v.len() => {}
-        _ => bail!("decode: weight {:?} is not a CPU f32 tensor", t.dims()),
+        _ => bail!("weight {:?} is not a CPU f32 tensor", t.dims()),
     }
-    Ok(View { guard, range: a..b })
+    Ok(View { guard: Box::new(guard), range: a..b })
 }
 
-impl<G: Deref<Target = Storage>> View<G> {
+impl View<'_> {
     pub(super) fn s(&self) -> &[f32] {
-        match &*self.guard {
+        match &**self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.clone()],
             // `view` checked the storage, and a read lock keeps it.
             _ => &[],

@@ -19,14 +19,14 @@
 //! Not covered (the caller, [`Llama::loss_and_grads_layerwise`], falls back to the candle
 //! graph): tensors off the CPU or in another dtype than f32.
 
+use super::decode::{View, view};
 use super::{Layer, Llama, Proj};
 use crate::DropoutRng;
 use crate::ops::attention::{self as att, Dims, Qkv};
 use crate::ops::kernels::{Mat, col_sums, matmul, tensor, with_slice};
 use crate::ops::{self, dense, llama as lops, rms_norm, rows, scratch};
 use crate::optim::{ParamGrad, StepGrads};
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor, bail};
-use std::ops::Deref;
+use candle_core::{DType, Result, Tensor, bail};
 
 /// Whether the hand-written step covers `m` on ids on `ids_cpu`: every tensor CPU f32 and
 /// contiguous (as `VarBuilder` and the weight loaders make them).
@@ -47,33 +47,6 @@ pub(super) fn applies(m: &Llama, ids_cpu: bool) -> bool {
                         && p.lora.iter().all(|br| f32_cpu(&br.a) && f32_cpu(&br.b))
                 })
         })
-}
-
-/// The contiguous CPU f32 values of a tensor, borrowed (read-locked) for one layer step.
-struct View<'a> {
-    st: Box<dyn Deref<Target = Storage> + 'a>,
-    range: std::ops::Range<usize>,
-}
-
-impl<'a> View<'a> {
-    fn new(t: &'a Tensor) -> Result<Self> {
-        let (st, l) = t.storage_and_layout();
-        let Some((a, b)) = l.contiguous_offsets() else {
-            bail!("layer step: a parameter of shape {:?} is not contiguous", t.dims())
-        };
-        if !matches!(&*st, Storage::Cpu(CpuStorage::F32(v)) if b <= v.len()) {
-            bail!("layer step: parameters must be CPU f32");
-        }
-        Ok(Self { st: Box::new(st), range: a..b })
-    }
-
-    fn s(&self) -> &[f32] {
-        // `new` checked the variant and the range.
-        match &**self.st {
-            Storage::Cpu(CpuStorage::F32(v)) => v.get(self.range.clone()).unwrap_or(&[]),
-            _ => &[],
-        }
-    }
 }
 
 /// A LoRA branch's A (r, in), B (out, r), its scale and dropout probability.
@@ -100,22 +73,15 @@ impl<'a> ProjView<'a> {
         let (out, inp) = p.w.dims2()?;
         let lora = match &p.lora {
             Some(br) => Some(LoraView {
-                a: View::new(&br.a)?,
-                b: View::new(&br.b)?,
+                a: view(&br.a)?,
+                b: view(&br.b)?,
                 r: br.a.dim(0)?,
                 scale: br.scale as f32,
                 p: br.dropout,
             }),
             None => None,
         };
-        Ok(Self {
-            p,
-            w: View::new(&p.w)?,
-            b: p.b.as_ref().map(View::new).transpose()?,
-            lora,
-            out,
-            inp,
-        })
+        Ok(Self { p, w: view(&p.w)?, b: p.b.as_ref().map(view).transpose()?, lora, out, inp })
     }
 
     /// The dropout seed this projection draws from `rng` in the graph's forward: one per
@@ -318,10 +284,10 @@ impl<'a> Step<'a> {
                 ProjView::new(&l.up)?,
                 ProjView::new(&l.down)?,
             ],
-            ln_1: View::new(&l.ln_1)?,
-            ln_2: View::new(&l.ln_2)?,
-            q_norm: l.q_norm.as_ref().map(View::new).transpose()?,
-            k_norm: l.k_norm.as_ref().map(View::new).transpose()?,
+            ln_1: view(&l.ln_1)?,
+            ln_2: view(&l.ln_2)?,
+            q_norm: l.q_norm.as_ref().map(view).transpose()?,
+            k_norm: l.k_norm.as_ref().map(view).transpose()?,
             cos: &cos[..t * half],
             sin: &sin[..t * half],
             dims: Dims {
@@ -532,7 +498,7 @@ pub(super) fn loss_and_grads(
         bail!("targets {:?} must match ids ({b}, {t})", targets.dims());
     }
     let c = m.cfg.hidden_size;
-    let (cos, sin) = (View::new(&m.rope.cos)?, View::new(&m.rope.sin)?);
+    let (cos, sin) = (view(&m.rope.cos)?, view(&m.rope.sin)?);
     let rope = (cos.s(), sin.s());
     let mut x = with_slice::<f32, _>(&m.embed_ids(&m.embed.detach(), ids, b, t)?, |s| {
         Ok(scratch::copy(s))

@@ -200,6 +200,28 @@ pub fn recheck_publish_request(
     Ok(SignedPublish { signer, owner, req, price, license })
 }
 
+/// The weights' SHA-256 and the adapter weights' (if an adapter came) are the ones the
+/// request signs for: the multipart route checks the bytes it received, an asynchronous
+/// publish the hashes its upload declared (verified against the bytes as they arrived).
+pub fn check_signed_hashes(
+    req: &PublishRequest,
+    weights: Hash32,
+    adapter: Option<Hash32>,
+) -> Result<(), ApiError> {
+    if weights != req.weights_sha256 {
+        return Err(invalid("weights_sha256", "does not match the uploaded weights"));
+    }
+    match (adapter, req.adapter_sha256) {
+        (None, None) => Ok(()),
+        (Some(w), Some(h)) if w == h => Ok(()),
+        (Some(_), Some(_)) => Err(invalid("adapter_sha256", "does not match the uploaded adapter")),
+        (Some(_), None) => Err(invalid("adapter_sha256", "an uploaded adapter must be signed for")),
+        (None, Some(_)) => {
+            Err(invalid("adapter", "adapter_sha256 is set but no adapter was uploaded"))
+        }
+    }
+}
+
 /// Uses the request's single-use nonce: a replayed request is a 409.
 pub async fn use_publish_nonce(deps: &Deps, s: &SignedPublish) -> Result<(), ApiError> {
     if !deps.catalogue.use_nonce(&s.signer.to_string(), &s.req.nonce).await? {
@@ -229,22 +251,7 @@ pub async fn publish_checked(
     progress: &Progress,
 ) -> Result<ModelView, ApiError> {
     let SignedPublish { signer: _, owner, req, price, license } = signed.clone();
-    if up.weights.sha256() != req.weights_sha256 {
-        return Err(invalid("weights_sha256", "does not match the uploaded weights"));
-    }
-    match (&up.adapter, req.adapter_sha256) {
-        (None, None) => {}
-        (Some((_, w)), Some(h)) if w.sha256() == h => {}
-        (Some(_), Some(_)) => {
-            return Err(invalid("adapter_sha256", "does not match the uploaded adapter"));
-        }
-        (Some(_), None) => {
-            return Err(invalid("adapter_sha256", "an uploaded adapter must be signed for"));
-        }
-        (None, Some(_)) => {
-            return Err(invalid("adapter", "adapter_sha256 is set but no adapter was uploaded"));
-        }
-    }
+    check_signed_hashes(&req, up.weights.sha256(), up.adapter.as_ref().map(|(_, w)| w.sha256()))?;
     let weights_bytes = up.weights.len();
     progress.phase("checking", weights_bytes, BYTES);
     let adapter = up.adapter.as_ref().map(|(c, w)| (c.clone(), w));

@@ -175,13 +175,9 @@ pub fn check_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// 128 random bits from rand's thread generator (seeded from the operating system's).
 fn new_id() -> String {
-    format!("p-{:032x}", rand_u128())
-}
-
-/// 128 bits from the operating system's generator (rand's thread RNG, seeded from it).
-fn rand_u128() -> u128 {
-    rand::random::<u128>()
+    format!("p-{:032x}", rand::random::<u128>())
 }
 
 async fn load(deps: &Deps, id: &str) -> Result<Option<Record>, ApiError> {
@@ -296,31 +292,17 @@ async fn accept_claimed(
     // The staged files are the signed ones (their content was verified against these hashes
     // when they arrived, and is again as the work reads them back).
     let declared = |name: &str| claimed.declared(name).map(|f| f.sha256);
-    let invalid = |field: &str, reason: &str| ApiError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    };
     let missing = |n: &str| ApiError::bad(format!("the upload has no file {n:?}"));
     for n in ["config", "weights", "tokenizer"] {
         declared(n).ok_or_else(|| missing(n))?;
     }
-    if declared("weights") != Some(signed.req.weights_sha256) {
-        return Err(invalid("weights_sha256", "does not match the uploaded weights"));
-    }
-    match (declared("adapter_config"), declared("adapter_weights"), signed.req.adapter_sha256) {
-        (None, None, None) => {}
-        (Some(_), Some(w), Some(h)) if w == h => {}
-        (Some(_), Some(_), Some(_)) => {
-            return Err(invalid("adapter_sha256", "does not match the uploaded adapter"));
-        }
-        (Some(_), Some(_), None) => {
-            return Err(invalid("adapter_sha256", "an uploaded adapter must be signed for"));
-        }
-        (None, None, Some(_)) => {
-            return Err(invalid("adapter", "adapter_sha256 is set but no adapter was uploaded"));
-        }
+    let adapter = match (declared("adapter_config"), declared("adapter_weights")) {
+        (None, None) => None,
+        (Some(_), Some(w)) => Some(w),
         _ => return Err(ApiError::bad("an adapter needs both adapter_config and adapter_weights")),
-    }
+    };
+    let weights = declared("weights").ok_or_else(|| missing("weights"))?;
+    models::check_signed_hashes(&signed.req, weights, adapter)?;
     let request = String::from_utf8(request.to_vec())
         .map_err(|_| ApiError::bad("the request is not UTF-8"))?;
     let id = new_id();

@@ -219,6 +219,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: Batch sends stderr to CloudWatch, which
+        // would show the escape codes as text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // SAFETY: single-threaded here — before the runtime and any compute pool start.
     unsafe { posthuman_gpt2::configure_threads(cli.threads) };

@@ -256,6 +256,16 @@ pub async fn check_lineage_operator(deps: &Deps, secret: &str) -> Result<(), Str
     Ok(())
 }
 
+/// Logging for the Lambda binaries: `RUST_LOG`'s filter, no timestamps (CloudWatch stamps
+/// each line) and no ANSI colours (CloudWatch would show the escape codes as text).
+pub fn init_lambda_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .without_time()
+        .with_ansi(false)
+        .init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

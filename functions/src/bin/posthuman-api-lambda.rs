@@ -5,10 +5,7 @@ use posthuman_functions::{api, aws};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
+    aws::init_lambda_logging();
     let cfg = aws::AwsConfig::from_env()?;
     let deps = aws::deps(cfg).await?;
     lambda_http::run(api::router(deps, None)).await

@@ -20,10 +20,7 @@ const SCHEDULED: &str = "Scheduled Event";
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
+    aws::init_lambda_logging();
     let cfg = aws::AwsConfig::from_env()?;
     let secret = cfg.operator_key_secret.clone();
     let deps = aws::deps(cfg).await?;

@@ -12,10 +12,7 @@ use posthuman_functions::publishes::{self, PublishEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .init();
+    aws::init_lambda_logging();
     let cfg = aws::AwsConfig::from_env()?;
     let deps = aws::deps(cfg).await?;
     lambda_runtime::run(service_fn(|ev: LambdaEvent<PublishEvent>| {

@@ -12,27 +12,11 @@ use std::time::{Duration, Instant};
 use posthuman_types::{JobParams, JobSpec, TrainMetrics};
 use posthuman_worker::exit;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_posthuman-worker"))
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
-}
+use common::{bin, run_ok};
 
 /// A store root with a tokenizer-trained, CLI-initialised base model and a dataset.
 fn setup(root: &Path) {
-    let corpus = root.join("corpus.txt");
-    std::fs::write(&corpus, common::corpus()).unwrap();
-    let tok = root.join("tokenizer.json");
-    run_ok(
-        bin()
-            .args(["train-tokenizer", "--vocab-size", "320", "--corpus"])
-            .arg(&corpus)
-            .arg("--out")
-            .arg(&tok),
-    );
+    let tok = common::cli_tokenizer(root);
     let store = root.join("store");
     run_ok(
         bin()

@@ -11,17 +11,10 @@
 
 mod common;
 
+use common::{bin, run_ok};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_posthuman-worker"))
-}
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
-}
 
 /// A cgroup v1 memory group with a hard limit (no swap here: the machines have none, and
 /// memsw is set too where the kernel has it), removed on drop.
@@ -62,16 +55,7 @@ impl Drop for MemoryCgroup {
 fn an_evaluation_fits_a_limit_its_weights_fit_once_but_not_twice() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let corpus = root.join("corpus.txt");
-    std::fs::write(&corpus, common::corpus()).unwrap();
-    let tok = root.join("tokenizer.json");
-    run_ok(
-        bin()
-            .args(["train-tokenizer", "--vocab-size", "320", "--corpus"])
-            .arg(&corpus)
-            .arg("--out")
-            .arg(&tok),
-    );
+    let tok = common::cli_tokenizer(root);
     // 8 layers, 1024 wide: 101 M parameters, a 405 MB f32 model.safetensors.
     let store = root.join("store");
     run_ok(

@@ -164,3 +164,30 @@ impl ObjectStore for FailingStore {
         self.inner.delete(key).await
     }
 }
+
+/// The worker binary, as a command.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_posthuman-worker"))
+}
+
+/// Runs `cmd`, failing the test with its stderr unless it succeeds.
+pub fn run_ok(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+}
+
+/// A tokenizer trained by the binary (`train-tokenizer`, 320 tokens) on [`corpus`], written
+/// under `root`; returns its path.
+pub fn cli_tokenizer(root: &Path) -> std::path::PathBuf {
+    let text = root.join("corpus.txt");
+    std::fs::write(&text, corpus()).unwrap();
+    let tok = root.join("tokenizer.json");
+    run_ok(
+        bin()
+            .args(["train-tokenizer", "--vocab-size", "320", "--corpus"])
+            .arg(&text)
+            .arg("--out")
+            .arg(&tok),
+    );
+    tok
+}

@@ -65,7 +65,13 @@ pub struct RunInfo {
 
 /// The worker's build identity for receipts.
 pub fn worker_version() -> String {
-    let features = if cfg!(feature = "cuda") { "cuda" } else { "cpu" };
+    // The CPU product kernel changes a job's last bits (an audit replays on the same one).
+    let kernel = posthuman_gpt2::ops::cpu_matmul_kernel();
+    let features = if cfg!(feature = "cuda") {
+        format!("cuda, cpu {kernel}")
+    } else {
+        format!("cpu {kernel}")
+    };
     format!(
         "posthuman-worker {} (git {}; features {features})",
         env!("CARGO_PKG_VERSION"),

@@ -62,3 +62,33 @@ pub fn llama_shape(name: &str) -> Result<llama::Config, String> {
     c.max_position_embeddings = 2048;
     Ok(c)
 }
+
+/// dst (m × n, row-major) = a · b on AMX (`a` (m × k) or, when `ta`, its transpose stored
+/// (k × m); `b` likewise), as `matmul` runs it with `POSTHUMAN_AMX` set: packing included.
+/// False where the CPU or kernel offers no AMX. For `gemm-bench`.
+pub fn amx_product(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::ops::kernels::Mat;
+        let fits = dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n;
+        if !crate::ops::amx::supported() || !fits || m.min(n).min(k) == 0 {
+            return false;
+        }
+        let am = if ta { Mat::t(a, m, k, m) } else { Mat::rows(a, m, k, k) };
+        let bm = if tb { Mat::t(b, k, n, k) } else { Mat::rows(b, k, n, n) };
+        crate::ops::amx::matmul(dst, n, am, bm, false, true);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dst, m, n, k, a, ta, b, tb);
+        false
+    }
+}

@@ -88,6 +88,16 @@ pub async fn audit_job(
 
     // Replays use what the receipt commits to; refuse a spec that disagrees with it.
     let r = receipt.body();
+    if let Some(job) = cpu_kernel(&r.worker_version) {
+        let here = posthuman_gpt2::ops::cpu_matmul_kernel();
+        if job != here {
+            return Err(fail(format!(
+                "the job trained with the {job} matrix kernel and this auditor runs {here}: \
+                 their last bits differ, so a replay cannot match (AMX: POSTHUMAN_AMX=1 on a \
+                 CPU with AMX; gemm-f32: POSTHUMAN_AMX unset)"
+            )));
+        }
+    }
     if json_hash(&receipt_params(&spec.params)) != r.params_hash {
         return Err(fail("the stored spec's parameters are not the ones the receipt commits to"));
     }
@@ -126,6 +136,18 @@ pub async fn audit_job(
         }
     };
     Ok(audit_async(&plan, |seg| replay(seg.clone())).await)
+}
+
+/// The CPU matrix kernel a CPU job's worker version names (`features cpu <kernel>`); receipts
+/// from before kernels were named ran the `gemm` crate. None for a GPU job.
+fn cpu_kernel(worker_version: &str) -> Option<String> {
+    let features = worker_version.rsplit_once("features ")?.1.trim_end_matches(')');
+    if features.split(", ").any(|f| f.starts_with("cuda")) {
+        return None;
+    }
+    let cpu = features.split(", ").find_map(|f| f.strip_prefix("cpu"))?;
+    let kernel = cpu.trim();
+    Some(if kernel.is_empty() { "gemm-f32".to_string() } else { kernel.to_string() })
 }
 
 /// Re-runs one segment in a fresh prefix: the stored start checkpoint (its fingerprint set to
@@ -223,5 +245,17 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("pruned") && msg.contains("86400"), "{msg}");
         assert_eq!(err.exit_code(), 4, "unavailable, as the CLI's documented codes say");
+    }
+
+    #[test]
+    fn the_receipts_cpu_kernel_is_read_from_its_worker_version() {
+        let v = |f: &str| format!("posthuman-worker 0.1.0 (git abc; features {f})");
+        assert_eq!(cpu_kernel(&v("cpu amx-bf16x3")).as_deref(), Some("amx-bf16x3"));
+        assert_eq!(cpu_kernel(&v("cpu gemm-f32")).as_deref(), Some("gemm-f32"));
+        // Receipts signed before the kernel was named ran the gemm crate.
+        assert_eq!(cpu_kernel(&v("cpu")).as_deref(), Some("gemm-f32"));
+        assert_eq!(cpu_kernel(&v("cuda, cpu gemm-f32")), None);
+        assert_eq!(cpu_kernel(&v("cuda")), None);
+        assert_eq!(cpu_kernel("something else"), None);
     }
 }

@@ -295,7 +295,11 @@ fn main() -> AnyResult<()> {
             }
         })
         .collect();
+    let mut probe = [0f32; 1];
+    let amx =
+        posthuman_gpt2::bench::amx_product(&mut probe, (1, 1, 1), &[0.0], false, &[0.0], false);
     let names: Vec<String> = std::iter::once("candle".to_string())
+        .chain(amx.then(|| "amx-bf16x3".to_string()))
         .chain(blases.iter().map(|b| {
             let name = b.path.rsplit('/').next().unwrap_or(&b.path);
             format!("{}{}", &name[..name.len().min(8)], if b.split { "/rayon" } else { "" })
@@ -339,7 +343,27 @@ fn main() -> AnyResult<()> {
             if let Some(y) = y {
                 want = y.flatten_all()?.to_vec1::<f32>()?;
             }
+            let first = usize::from(amx);
+            if amx {
+                let t0 = Instant::now();
+                for _ in 0..inner {
+                    posthuman_gpt2::bench::amx_product(
+                        &mut dst,
+                        (c.m, c.n, c.k),
+                        &a,
+                        c.ta,
+                        &b,
+                        c.tb,
+                    );
+                }
+                if rep > 0 {
+                    secs[1].push(t0.elapsed().as_secs_f64() / inner as f64);
+                }
+                let diff = dst.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                worst[1] = worst[1].max(diff);
+            }
             for (j, bl) in blases.iter().enumerate() {
+                let j = j + first;
                 let t0 = Instant::now();
                 for _ in 0..inner {
                     // SAFETY: a, b and dst hold exactly these row-major extents.

@@ -77,6 +77,10 @@ impl<'a> Mat<'a> {
     pub fn t(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
         Self { data, rows, cols, rs: 1, cs: rs }
     }
+    /// The same matrix transposed (a view, nothing copied).
+    pub fn transposed(&self) -> Self {
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
     fn fits(&self) -> bool {
         self.rows == 0
             || self.cols == 0
@@ -121,6 +125,24 @@ pub(crate) fn matmul(
     }
     // Small products (decoding one token) lose more to waking threads than they gain.
     let parallel = parallel && m * n * k >= 1 << 20;
+    #[cfg(target_arch = "x86_64")]
+    if super::amx::worth(m, n, k) {
+        super::amx::matmul(dst, dst_rs, a, b, accumulate, parallel);
+        return Ok(());
+    }
+    gemm_product(dst, dst_rs, a, b, accumulate, parallel);
+    Ok(())
+}
+
+/// The AVX-512 `gemm` product, for the AMX tests to compare against.
+#[cfg(test)]
+pub(crate) fn gemm_only(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+    gemm_product(dst, dst_rs, a, b, accumulate, false)
+}
+
+/// `matmul`'s product on the `gemm` crate, after its checks.
+fn gemm_product(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: every index gemm touches, (i*rs + j*cs) for i < rows, j < cols of each operand and
     // of dst, was bounds-checked above; dst is exclusively borrowed and cannot alias a or b.
     unsafe {
@@ -146,7 +168,6 @@ pub(crate) fn matmul(
             parallelism(parallel),
         );
     }
-    Ok(())
 }
 
 /// exp(x) to ~1 ulp (Cephes polynomial), branch-free so loops over it vectorise.

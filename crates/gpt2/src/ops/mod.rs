@@ -5,6 +5,8 @@
 //! Fused ops keep backward state (attention probabilities, GELU pre-activations, lm-head
 //! gradients) only when their input is part of a graph (`Tensor::track_op`).
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 pub(crate) mod attention;
 pub(crate) mod dense;
 pub(crate) mod kernels;
@@ -23,6 +25,18 @@ pub use loss::IGNORE_INDEX;
 
 use candle_core::{DType, Result, Tensor, bail};
 use std::sync::Mutex;
+
+/// The CPU matrix-product kernel this process runs large f32 products on: `amx-bf16x3` when
+/// `POSTHUMAN_AMX` turned on Intel AMX (see `amx`: f32-accurate, but other bits than the
+/// default), else `gemm-f32` (the `gemm` crate, AVX-512/AVX2). A job's receipt names it: a
+/// bit-for-bit audit must replay on the same kernel.
+pub fn cpu_matmul_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if amx::enabled() {
+        return "amx-bf16x3";
+    }
+    "gemm-f32"
+}
 
 fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32

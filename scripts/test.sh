@@ -50,6 +50,16 @@ grep -E '^test result:' "$POSTHUMAN_CACHE/last-test.log" | awk '
   { p += $4; f += $6; i += $8 }
   END { printf "\n(%d ignored)\ntotal: %d passed, %d failed\n", i, p, f }'
 
+# On a CPU with AMX the large products above ran on it (ops/amx.rs), but the tiny reference
+# models stay under its size threshold: run their PyTorch-parity tests (logits, perplexity,
+# 20 training steps, PEFT adapters) again with every product on AMX. ~5 s, binaries reused.
+stage "Llama/Qwen/LoRA reference tests with every product on AMX"
+if grep -q amx_bf16 /proc/cpuinfo 2>/dev/null; then
+  POSTHUMAN_AMX=always cargo test -p posthuman-gpt2 --locked --test llama --test qwen --test lora
+else
+  echo "this CPU has no AMX: the products above ran on the gemm crate only"
+fi
+
 # The API's OpenAPI document (generated; the tests above keep the committed file equal to it)
 # against the OpenAPI 3.1 schema, every $ref resolved. ~1 s (the venv once, ~10 s).
 stage "OpenAPI document validated (openapi-spec-validator)"

@@ -95,12 +95,18 @@ def main():
         for mode in a.modes.split(","):
             out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
             runs.setdefault((mode, "torch"), []).append(json.loads(out))
-            out = subprocess.check_output([bench, "--mode", mode] + common)
-            runs.setdefault((mode, "candle"), []).append(json.loads(out))
+            # The Rust side twice: on the gemm crate (AVX-512) and on AMX where the CPU has it
+            # (batch-1 generation is matrix-vector work: AMX does not take it).
+            for amx in ("0", "1"):
+                env = dict(os.environ, POSTHUMAN_AMX=amx)
+                r = json.loads(subprocess.check_output([bench, "--mode", mode] + common, env=env))
+                if amx == "1" and (mode == "gen" or r.get("kernel") != "amx-bf16x3"):
+                    continue
+                runs.setdefault((mode, "candle " + r.get("kernel", "gemm-f32")), []).append(r)
     print(f"{a.shape}, {a.threads} threads: eval = perplexity of a {a.batch}x{a.seq} batch, "
           f"{a.steps} timed passes; gen = batch-1 greedy, {a.prompt}-token prompt, {a.new} new tokens; "
           f"median (best) of {a.rounds} interleaved round(s)")
-    print(f"{'side':<22}{'tok/s':>14}{'x torch':>14}{'tok/cpu-s':>11}{'x torch':>9}"
+    print(f"{'side':<26}{'tok/s':>14}{'x torch':>14}{'tok/cpu-s':>11}{'x torch':>9}"
           f"{'peak RSS MiB':>14}{'x torch':>9}")
     for (mode, label), rs in runs.items():
         t = runs[(mode, "torch")]
@@ -108,7 +114,7 @@ def main():
         tmed, tbest = median(t, "tok_per_s"), max(r["tok_per_s"] for r in t)
         rss, trss = median(rs, "peak_rss_mib"), median(t, "peak_rss_mib")
         cpu, tcpu = median(rs, "tok_per_cpu_s"), median(t, "tok_per_cpu_s")
-        print(f"{mode + ' ' + label:<22}{f'{med:.0f} ({best:.0f})':>14}"
+        print(f"{mode + ' ' + label:<26}{f'{med:.0f} ({best:.0f})':>14}"
               f"{f'{med / tmed:.2f} ({best / tbest:.2f})':>14}{cpu:>11.0f}{cpu / tcpu:>9.2f}"
               f"{rss:>14.0f}{rss / trss:>9.2f}")
 

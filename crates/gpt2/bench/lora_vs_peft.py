@@ -102,14 +102,19 @@ def main():
         for mode in ("lora", "full"):
             out = subprocess.check_output([sys.executable, __file__, "--torch-only", mode] + common)
             runs.setdefault((mode, "torch"), []).append(json.loads(out))
-            out = subprocess.check_output([bench, "--mode", mode] + common)
-            runs.setdefault((mode, "candle"), []).append(json.loads(out))
+            # The Rust side twice: on the gemm crate (AVX-512) and on AMX where the CPU has it.
+            for amx in ("0", "1"):
+                env = dict(os.environ, POSTHUMAN_AMX=amx)
+                r = json.loads(subprocess.check_output([bench, "--mode", mode] + common, env=env))
+                if amx == "1" and r.get("kernel") != "amx-bf16x3":
+                    continue
+                runs.setdefault((mode, "candle " + r.get("kernel", "gemm-f32")), []).append(r)
     first = runs[("lora", "torch")][0]
     print(f"{a.shape} ({first['params'] / 1e6:.1f}M params), LoRA r={a.r} on q/k/v/o or full, "
           f"batch {a.batch}x{a.seq}, {a.threads} threads, {a.steps} timed steps; "
           f"x torch = against the PyTorch row of the same method; median (best) of {a.rounds} "
           f"interleaved round(s)")
-    print(f"{'side':<22}{'trainable':>11}{'tok/s':>12}{'x torch':>13}{'tok/cpu-s':>11}{'x torch':>8}"
+    print(f"{'side':<26}{'trainable':>11}{'tok/s':>12}{'x torch':>13}{'tok/cpu-s':>11}{'x torch':>8}"
           f"{'peak RSS MiB':>14}{'x torch':>8}{'ckpt MiB':>10}{'loss':>8}")
     for (mode, label), rs in runs.items():
         t = runs[(mode, "torch")]
@@ -118,8 +123,8 @@ def main():
         tmed, tbest = median(t, "tok_per_s"), max(x["tok_per_s"] for x in t)
         cpu, tcpu = median(rs, "tok_per_cpu_s"), median(t, "tok_per_cpu_s")
         rss, trss = median(rs, "peak_rss_mib"), median(t, "peak_rss_mib")
-        name = f"{label} {mode}" if label != "torch" else r["side"]
-        print(f"{name:<22}{r['trainable']:>11}{f'{med:.0f} ({best:.0f})':>12}"
+        name = f"{mode} {label}" if label != "torch" else r["side"]
+        print(f"{name:<26}{r['trainable']:>11}{f'{med:.0f} ({best:.0f})':>12}"
               f"{f'{med / tmed:.2f} ({best / tbest:.2f})':>13}{cpu:>11.0f}{cpu / tcpu:>8.2f}"
               f"{rss:>14.0f}{rss / trss:>8.2f}{r['checkpoint_bytes'] / 2**20:>10.2f}{r['loss']:>8.3f}")
 

@@ -93,8 +93,8 @@ pub async fn audit_job(
         if job != here {
             return Err(fail(format!(
                 "the job trained with the {job} matrix kernel and this auditor runs {here}: \
-                 their last bits differ, so a replay cannot match (AMX: POSTHUMAN_AMX=1 on a \
-                 CPU with AMX; gemm-f32: POSTHUMAN_AMX unset)"
+                 their last bits differ, so a replay cannot match (amx-bf16x3: a CPU with \
+                 AMX; gemm-f32: POSTHUMAN_AMX=0)"
             )));
         }
     }

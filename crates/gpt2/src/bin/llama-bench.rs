@@ -163,6 +163,7 @@ fn main() -> AnyResult<()> {
         "{}",
         serde_json::json!({
             "side": format!("candle {}", a.mode),
+            "kernel": posthuman_gpt2::ops::cpu_matmul_kernel(),
             "mode": a.mode,
             "shape": a.model.as_ref().map_or(a.shape.clone(), |d| d.display().to_string()),
             "params": cfg_params,

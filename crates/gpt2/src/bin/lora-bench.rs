@@ -121,6 +121,7 @@ fn main() -> AnyResult<()> {
         "{}",
         serde_json::json!({
             "side": format!("candle {}", a.mode),
+            "kernel": posthuman_gpt2::ops::cpu_matmul_kernel(),
             "shape": a.shape,
             "params": base_params,
             "trainable": trainable,

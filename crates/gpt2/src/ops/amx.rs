@@ -6,19 +6,23 @@
 //! and the product keeps the six terms above 2⁻²⁴ relative: hh + hm + mh + hl + lh + mm. The
 //! dropped terms (ml, lm, ll) and the rounding of the split are below one f32 ulp of each
 //! product, so the result's error is that of an f32 GEMM (the tests check both against f64).
-//! Six bf16 products cost 6/32 of a f32 FMA's work per AMX multiply-add: ~2.7× AVX-512's peak
-//! on paper, 1.5–2× a tuned AVX-512 GEMM measured on these shapes.
+//! Six bf16 products cost 6/32 of an f32 FMA's work per AMX multiply-add: ~2.7× AVX-512's
+//! peak on paper; measured with packing, 1.2–1.9× the `gemm` crate at the Llama bench's
+//! shapes (`gemm-bench`, 2 cores of a Sapphire Rapids), ~365 GFLOP/s per core from L1.
 //!
 //! Each output element sums its k terms in one fixed order whatever the thread count (threads
-//! split rows, never k), so results are bit-identical for 1 or 2 threads, but they differ in
-//! the last bits from the AVX-512 `gemm` path: which one a job used is part of its receipt's
-//! worker version ([`kernel_name`](super::kernels::kernel_name)).
+//! split rows, never k; a k chunk stores its f32 accumulators and the next reloads them,
+//! exactly), so results are bit-identical for 1 or 2 threads, but they differ in the last bits
+//! from the `gemm` path: which one a job used is part of its receipt's worker version
+//! ([`cpu_matmul_kernel`](super::cpu_matmul_kernel)), and an audit replays on the same one.
+//! `POSTHUMAN_AMX=0` turns it off.
 //!
-//! Operands are packed per product into 64-byte-aligned bf16 panels (an unaligned tile load
-//! costs ~4× an aligned one here): A as [row block][k step][part][32 rows][32 k], B as
-//! [column block][k step][part][2 column tiles][16 k pairs][16 columns][2] (AMX's pair-
-//! interleaved B layout). Blocks are 32×32 outputs: four accumulator tiles, two A and two B
-//! tiles, scheduled so that every loaded tile feeds two products.
+//! Operands are packed into 64-byte-aligned bf16 panels (an unaligned tile load cost ~4× an
+//! aligned one here): A as [k step][part][32 rows][32 k] per row block, one k chunk at a time
+//! just before use; B whole, as [column block][k step][part][2 column tiles][16 k pairs]
+//! [16 columns][2] (AMX's pair-interleaved B layout). Blocks are 32×32 outputs: four
+//! accumulator tiles, two A and two B tiles, scheduled so that every loaded tile feeds two
+//! products (a tile reloaded before the products reading it are done stalls the TMUL unit).
 
 use super::kernels::Mat;
 use rayon::prelude::*;
@@ -59,9 +63,9 @@ const TILE_CONFIG: TileConfig = {
     TileConfig(c)
 };
 
-/// How `POSTHUMAN_AMX` sets the AMX path: unset or `0` off (the default: see the module note
-/// on what it does not yet gain), `always` for every product whatever its size (tests run the
-/// tiny reference models through it this way), anything else for products large enough.
+/// How `POSTHUMAN_AMX` sets the AMX path: `0` off, `always` for every product whatever its
+/// size (tests run the tiny reference models through it this way), unset or anything else for
+/// products large enough to gain, where the CPU has AMX.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Off,
@@ -72,14 +76,14 @@ enum Mode {
 fn mode() -> Mode {
     static MODE: OnceLock<Mode> = OnceLock::new();
     *MODE.get_or_init(|| match std::env::var("POSTHUMAN_AMX").as_deref() {
-        Err(_) | Ok("0") | Ok("") => Mode::Off,
+        Ok("0") => Mode::Off,
         _ if !supported() => Mode::Off,
         Ok("always") => Mode::Always,
         _ => Mode::Large,
     })
 }
 
-/// Whether products run on AMX: `POSTHUMAN_AMX` asks for it, the CPU has AMX-BF16 and
+/// Whether products run on AMX: `POSTHUMAN_AMX` is not `0`, the CPU has AMX-BF16 and
 /// AMX-TILE, and the kernel granted this process the tile state (Linux
 /// `arch_prctl(ARCH_REQ_XCOMP_PERM)`). Decided once per process.
 pub fn enabled() -> bool {
@@ -297,8 +301,11 @@ fn take(n: usize) -> Vec<Line> {
 }
 
 fn give(v: Vec<Line>) {
+    // One product holds one B panel (A chunks are per thread), so one kept buffer serves
+    // products run one after another; keeping more only raised peak RSS (the lm head's is
+    // 25 MiB at llama30m).
     if let Ok(mut p) = PANELS.lock()
-        && p.len() < 2
+        && p.is_empty()
     {
         p.push(v);
     }

@@ -26,9 +26,9 @@ pub use loss::IGNORE_INDEX;
 use candle_core::{DType, Result, Tensor, bail};
 use std::sync::Mutex;
 
-/// The CPU matrix-product kernel this process runs large f32 products on: `amx-bf16x3` when
-/// `POSTHUMAN_AMX` turned on Intel AMX (see `amx`: f32-accurate, but other bits than the
-/// default), else `gemm-f32` (the `gemm` crate, AVX-512/AVX2). A job's receipt names it: a
+/// The CPU matrix-product kernel this process runs large f32 products on: `amx-bf16x3` on a
+/// CPU with Intel AMX unless `POSTHUMAN_AMX=0` (see `amx`: f32-accurate, but other last bits
+/// than the `gemm` crate's), else `gemm-f32` (the `gemm` crate, AVX-512/AVX2). A job's receipt names it: a
 /// bit-for-bit audit must replay on the same kernel.
 pub fn cpu_matmul_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]

@@ -64,8 +64,9 @@ pub fn llama_shape(name: &str) -> Result<llama::Config, String> {
 }
 
 /// dst (m × n, row-major) = a · b on AMX (`a` (m × k) or, when `ta`, its transpose stored
-/// (k × m); `b` likewise), as `matmul` runs it with `POSTHUMAN_AMX` set: packing included.
-/// False where the CPU or kernel offers no AMX. For `gemm-bench`.
+/// (k × m); `b` likewise), as the model's `matmul` runs it where AMX is on: packing included.
+/// Products too small for AMX run as the model runs them (on the gemm crate). False where
+/// the CPU or kernel offers no AMX. For `gemm-bench`.
 pub fn amx_product(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
@@ -83,7 +84,12 @@ pub fn amx_product(
         }
         let am = if ta { Mat::t(a, m, k, m) } else { Mat::rows(a, m, k, k) };
         let bm = if tb { Mat::t(b, k, n, k) } else { Mat::rows(b, k, n, n) };
-        crate::ops::amx::matmul(dst, n, am, bm, false, true);
+        if crate::ops::amx::large_enough(m, n, k) {
+            crate::ops::amx::matmul(dst, n, am, bm, false, true);
+        } else {
+            // What the model runs for it (one-row decoding stays on the gemm crate).
+            let _ = crate::ops::kernels::matmul(dst, n, am, bm, false, true);
+        }
         true
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -1,5 +1,6 @@
-//! f32 GEMM throughput at the Llama benches' shapes: candle's matmul (the `gemm` crate, what
-//! the model runs) beside a system BLAS's `cblas_sgemm`, loaded at run time: Debian's OpenBLAS
+//! f32 GEMM throughput at the Llama benches' shapes: candle's matmul (the `gemm` crate), the
+//! model's AMX product where the CPU has AMX (`amx-bf16x3`, packing included; `ops/amx.rs`,
+//! what the model runs there), and a system BLAS's `cblas_sgemm`, loaded at run time: Debian's OpenBLAS
 //! (`libopenblas0-pthread`, `libopenblas.so.0`) by default, more with `--blas PATH` (MKL's
 //! `libmkl_rt.so`, numpy's bundled ILP64 `libscipy_openblas64_*.so`). Each BLAS runs twice:
 //! with its own thread pool, and single-threaded on fixed 128-row blocks split over rayon's

@@ -139,8 +139,13 @@ pub(crate) fn worth(m: usize, n: usize, k: usize) -> bool {
     match mode() {
         Mode::Off => false,
         Mode::Always => true,
-        Mode::Large => m >= 32 && n >= 32 && k >= 32 && m * n * k >= 1 << 20,
+        Mode::Large => large_enough(m, n, k),
     }
+}
+
+/// Every dimension at least one 32-wide block, and 2²⁰ multiply-adds.
+pub(crate) fn large_enough(m: usize, n: usize, k: usize) -> bool {
+    m >= 32 && n >= 32 && k >= 32 && m * n * k >= 1 << 20
 }
 
 /// dst (row-major, row stride `dst_rs`) = a · b, or += when `accumulate`. The caller has

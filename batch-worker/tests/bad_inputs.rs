@@ -223,21 +223,21 @@ async fn a_gpu_required_worker_refuses_to_run_on_the_cpu() {
 async fn store_failing_mid_write_leaves_no_visible_model() {
     let (_d, inner) = store().await;
     // Dies while writing the final weights: config and tokenizer were already written.
-    let failing = FailingStore::new(Arc::clone(&inner), "models/job-f1/model.safetensors", 0);
+    let failing = failing_store(Arc::clone(&inner), "models/job-f1/model.safetensors", 0);
     expect_failure(&failing, &train_spec("job-f1"), &wc(), exit::STORE).await;
     assert!(inner.head("models/job-f1/config.json").await.unwrap().is_none());
     // Dies on the last public write, after the model manifest: the model is withdrawn.
-    let failing = FailingStore::new(Arc::clone(&inner), "jobs/job-f2/public/metrics.json", 0);
+    let failing = failing_store(Arc::clone(&inner), "jobs/job-f2/public/metrics.json", 0);
     expect_failure(&failing, &train_spec("job-f2"), &wc(), exit::STORE).await;
     // Dies on the second checkpoint.
-    let failing = FailingStore::new(Arc::clone(&inner), "checkpoints/step-000016/optimizer", 0);
+    let failing = failing_store(Arc::clone(&inner), "checkpoints/step-000016/optimizer", 0);
     expect_failure(&failing, &train_spec("job-f3"), &wc(), exit::STORE).await;
     // Dies on the run record, the very last write: every output is withdrawn.
-    let failing = FailingStore::new(Arc::clone(&inner), "jobs/job-f5/public/run.json", 0);
+    let failing = failing_store(Arc::clone(&inner), "jobs/job-f5/public/run.json", 0);
     expect_failure(&failing, &train_spec("job-f5"), &wc(), exit::STORE).await;
     assert!(inner.head("jobs/job-f5/public/metrics.json").await.unwrap().is_none());
     // Infer and evaluate outputs too.
-    let failing = FailingStore::new(Arc::clone(&inner), "completions.json", 0);
+    let failing = failing_store(Arc::clone(&inner), "completions.json", 0);
     let mut s = spec("job-f4", JobParams::Infer(infer_params()));
     s.dataset_key = None;
     expect_failure(&failing, &s, &wc(), exit::STORE).await;

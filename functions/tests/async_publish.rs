@@ -14,57 +14,31 @@
 mod common;
 mod harness;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::providers::Provider;
 use axum::http::StatusCode;
-use bytes::Bytes;
 use harness::direct::*;
 use harness::*;
 use posthuman_functions::publishes::{self, Ran};
 use posthuman_receipts::request::PUBLISH_MODEL;
-use posthuman_store::{ObjectStore, StoreError};
+use posthuman_store::{Hooked, StoreError, StoreHook, StoreOp};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-/// The real store, its reads of staged uploads' files (`get_to_file` of `uploads/…`) each
-/// waiting for a permit of `gate`.
+/// Holds each read of a staged upload's file (`get_to_file` of `uploads/…`) until `gate`
+/// gives it a permit.
 #[derive(Debug)]
-struct Gated {
-    inner: Arc<dyn ObjectStore>,
-    gate: Arc<Semaphore>,
-}
+struct UploadGate(Arc<Semaphore>);
 
 #[async_trait::async_trait]
-impl ObjectStore for Gated {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.inner.put(key, body).await
-    }
-    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
-        self.inner.put_file(key, path).await
-    }
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
-        self.inner.get(key, max_bytes).await
-    }
-    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
-        if key.starts_with("uploads/") {
-            self.gate.acquire().await.unwrap().forget();
+impl StoreHook for UploadGate {
+    async fn before(&self, op: StoreOp, key: &str) -> Result<(), StoreError> {
+        if op == StoreOp::GetToFile && key.starts_with("uploads/") {
+            self.0.acquire().await.unwrap().forget();
         }
-        self.inner.get_to_file(key, path).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
+        Ok(())
     }
 }
 
@@ -73,7 +47,7 @@ impl ObjectStore for Gated {
 fn gated(env: &mut Env) -> Arc<Semaphore> {
     let gate = Arc::new(Semaphore::new(0));
     let mut d = (*env.emb.deps).clone();
-    d.store = Arc::new(Gated { inner: d.store.clone(), gate: gate.clone() });
+    d.store = Arc::new(Hooked::new(d.store.clone(), UploadGate(gate.clone())));
     env.app = posthuman_functions::api::router(Arc::new(d), None);
     gate
 }

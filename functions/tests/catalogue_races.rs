@@ -1,15 +1,13 @@
-//! Interleavings the object catalogue must survive (issue 13 §4): a store wrapper holds one
+//! Interleavings the object catalogue must survive (issue 13 §4): a store hook holds one
 //! caller's writes until the test lets them go, so two operations interleave exactly where a
 //! get-then-write would break.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
 
-use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use posthuman_functions::catalogue::{Catalogue, ObjectCatalogue, OrderClaim};
-use posthuman_store::{LocalStore, ObjectStore, StoreError};
+use posthuman_store::{Hooked, LocalStore, StoreError, StoreHook, StoreOp};
 use tokio::sync::Notify;
 
 tokio::task_local! {
@@ -17,53 +15,22 @@ tokio::task_local! {
     static SLOW: ();
 }
 
-/// A filesystem store that parks every write of the `SLOW` caller until `go` is notified
-/// (and says so on `waiting`); reads and other callers pass straight through.
-#[derive(Debug)]
-struct Gated {
-    inner: LocalStore,
+/// Parks every write of the `SLOW` caller until `go` is notified (and says so on `waiting`);
+/// reads and other callers pass straight through.
+#[derive(Debug, Default)]
+struct Gate {
     waiting: Notify,
     go: Notify,
 }
 
-impl Gated {
-    async fn gate(&self) {
-        if SLOW.try_with(|_| ()).is_ok() {
+#[async_trait::async_trait]
+impl StoreHook for Gate {
+    async fn before(&self, op: StoreOp, _key: &str) -> Result<(), StoreError> {
+        if op.writes() && SLOW.try_with(|_| ()).is_ok() {
             self.waiting.notify_one();
             self.go.notified().await;
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Gated {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.gate().await;
-        self.inner.put(key, body).await
-    }
-    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
-        self.gate().await;
-        self.inner.put_file(key, path).await
-    }
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        self.gate().await;
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
-        self.inner.get(key, max_bytes).await
-    }
-    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
-        self.inner.get_to_file(key, path).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.gate().await;
-        self.inner.delete(key).await
+        Ok(())
     }
 }
 
@@ -73,11 +40,8 @@ impl ObjectStore for Gated {
 #[tokio::test]
 async fn a_duplicate_release_cannot_free_a_newer_claim() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Gated {
-        inner: LocalStore::new(dir.path()).unwrap(),
-        waiting: Notify::new(),
-        go: Notify::new(),
-    });
+    let store =
+        Arc::new(Hooked::new(Arc::new(LocalStore::new(dir.path()).unwrap()), Gate::default()));
     let cat = ObjectCatalogue::new(store.clone(), "state");
     let tx = format!("0x{}-0", "ab".repeat(32));
     assert_eq!(cat.claim_order(&tx, "j-a").await.unwrap(), OrderClaim::Claimed);
@@ -86,10 +50,10 @@ async fn a_duplicate_release_cannot_free_a_newer_claim() {
         let (cat, tx) = (cat.clone(), tx.clone());
         SLOW.scope((), async move { cat.release_order(&tx, "j-a").await.unwrap() })
     });
-    store.waiting.notified().await; // the duplicate has read the claim and is about to write
+    store.hook.waiting.notified().await; // the duplicate has read the claim and is about to write
     assert!(cat.release_order(&tx, "j-a").await.unwrap(), "the first event releases");
     assert_eq!(cat.claim_order(&tx, "j-b").await.unwrap(), OrderClaim::Claimed, "the retry");
-    store.go.notify_one();
+    store.hook.go.notify_one();
 
     assert!(!late.await.unwrap(), "the duplicate release found nothing of j-a's to free");
     assert_eq!(cat.order_holder(&tx).await.unwrap().as_deref(), Some("j-b"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use posthuman_store::{LocalStore, ObjectStore, StoreError};
+use posthuman_store::{Hooked, LocalStore, ObjectStore, StoreError, StoreHook, StoreOp};
 use posthuman_types::{
     EvalParams, InferParams, JobParams, JobSpec, Sampling, TrainMetrics, TrainParams,
 };
@@ -111,58 +111,32 @@ pub async fn keys(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
     store.list(prefix).await.unwrap_or_default()
 }
 
-/// Wraps a store and fails every `put` whose key contains `pattern` once `after` matching
-/// puts have succeeded — a store that dies mid-write.
+/// Fails every write of a key containing `pattern` (`put`, `put_file`, `put_if_absent`) once
+/// `after` matching writes have succeeded — a store that dies mid-write.
 #[derive(Debug)]
-pub struct FailingStore {
-    pub inner: Arc<LocalStore>,
+pub struct DiesOnWrite {
     pub pattern: String,
     pub after: usize,
     pub seen: AtomicUsize,
 }
 
-impl FailingStore {
-    pub fn new(inner: Arc<LocalStore>, pattern: &str, after: usize) -> Self {
-        FailingStore { inner, pattern: pattern.into(), after, seen: AtomicUsize::new(0) }
-    }
-
-    fn trip(&self, key: &str) -> Result<(), StoreError> {
-        if key.contains(&self.pattern) && self.seen.fetch_add(1, Ordering::SeqCst) >= self.after {
+#[async_trait::async_trait]
+impl StoreHook for DiesOnWrite {
+    async fn before(&self, op: StoreOp, key: &str) -> Result<(), StoreError> {
+        let put = matches!(op, StoreOp::Put | StoreOp::PutFile | StoreOp::PutIfAbsent);
+        if put
+            && key.contains(&self.pattern)
+            && self.seen.fetch_add(1, Ordering::SeqCst) >= self.after
+        {
             return Err(StoreError::Io("injected failure: disk full".into()));
         }
         Ok(())
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for FailingStore {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.trip(key)?;
-        self.inner.put(key, body).await
-    }
-    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
-        self.trip(key)?;
-        self.inner.put_file(key, path).await
-    }
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        self.trip(key)?;
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<Bytes, StoreError> {
-        self.inner.get(key, max_bytes).await
-    }
-    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, StoreError> {
-        self.inner.get_to_file(key, path).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
+/// `inner` failing as [`DiesOnWrite`] says.
+pub fn failing_store(inner: Arc<LocalStore>, pattern: &str, after: usize) -> Hooked<DiesOnWrite> {
+    Hooked::new(inner, DiesOnWrite { pattern: pattern.into(), after, seen: AtomicUsize::new(0) })
 }
 
 /// The worker binary, as a command.

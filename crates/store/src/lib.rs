@@ -18,7 +18,8 @@
 //!
 //! Beyond the trait, both stores have `put_reader(key, impl AsyncRead)` (stream an HTTP
 //! upload straight in, atomically); [`S3Store`] also has `from_client`, `with_part_size`,
-//! `create_bucket` (dev server/tests) and `client()`.
+//! `create_bucket` (dev server/tests) and `client()`. [`Hooked`] wraps any store with a hook run
+//! before each operation: how tests inject a failing disk or park a write.
 //!
 //! Modules: [`error`] (what a caller can do about a failure), [`key`] (key rules),
 //! [`local`] (filesystem), [`s3`] (aws-sdk-s3, also against LocalStack/moto).
@@ -27,6 +28,7 @@
 
 pub mod error;
 mod fsutil;
+pub mod hooked;
 pub mod key;
 pub mod local;
 pub mod s3;
@@ -36,6 +38,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 pub use error::StoreError;
+pub use hooked::{Hooked, StoreHook, StoreOp};
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
 

@@ -172,8 +172,20 @@ fn gemm_product(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool
 
 /// exp(x) to ~1 ulp (Cephes polynomial), branch-free so loops over it vectorise.
 #[inline(always)]
-#[allow(clippy::excessive_precision)] // coefficients as published (Cephes)
 pub(crate) fn exp_f32(x: f32) -> f32 {
+    let (y, t, _) = exp_parts(x);
+    // 2^n from t's own bits: t = 1.5·2^23 + n with a unit ulp, so its low bits are n. Same
+    // value as `n as i32` for every input (x is clamped), but `as i32` saturates, which LLVM
+    // does lane by lane (compare, cmov, insert): ~18 scalar instructions per 8 lanes, most of
+    // the exp's time (the SwiGLU gate and softmaxes of a Llama eval, measured with perf).
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    y * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
+}
+
+/// exp(x) = y · 2^n for the clamped x: (y, t, n) with t = 1.5·2^23 + n.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // coefficients as published (Cephes)
+fn exp_parts(x: f32) -> (f32, f32, f32) {
     let x = x.clamp(-87.0, 88.0);
     // Round-to-nearest through the 1.5·2^23 trick (no SSE4.1 `round` needed).
     let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
@@ -185,13 +197,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
-    let y = p * r * r + r + 1.0;
-    // 2^n from t's own bits: t = 1.5·2^23 + n with a unit ulp, so its low bits are n. Same
-    // value as `n as i32` for every input (x is clamped), but `as i32` saturates, which LLVM
-    // does lane by lane (compare, cmov, insert): ~18 scalar instructions per 8 lanes, most of
-    // the exp's time (the SwiGLU gate and softmaxes of a Llama eval, measured with perf).
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    y * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
+    (p * r * r + r + 1.0, t, n)
 }
 
 /// tanh(x) to a few ulp (Eigen's rational approximation), branch-free.
@@ -402,20 +408,10 @@ simd_kernel! {
 
 #[cfg(test)]
 mod tests {
-    /// [`super::exp_f32`] as it was written before its 2^n came from t's bits.
-    #[allow(clippy::excessive_precision)]
+    /// [`super::exp_f32`] as it was written before its 2^n came from t's bits: the same
+    /// polynomial, 2^n by the saturating cast.
     fn exp_saturating_cast(x: f32) -> f32 {
-        let x = x.clamp(-87.0, 88.0);
-        let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
-        let n = t - 12_582_912.0;
-        let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-        let mut p = 1.987_569_1e-4f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 5.000_000_1e-1;
-        let y = p * r * r + r + 1.0;
+        let (y, _, n) = super::exp_parts(x);
         y * f32::from_bits(((n as i32 + 127) as u32) << 23)
     }
 

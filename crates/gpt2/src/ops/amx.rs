@@ -180,6 +180,8 @@ pub(crate) fn matmul(
             if pa.len() < GROUP * KC * STEP / 32 {
                 pa.resize(GROUP * KC * STEP / 32, Line([0; 32]));
             }
+            // Packing writes and the kernels read the chunk through this one pointer.
+            let chunk: *mut u16 = pa.as_mut_ptr().cast();
             for s0 in (0..ks).step_by(KC) {
                 let steps = KC.min(ks - s0);
                 // The first pass of a product that overwrites starts from zero accumulators.
@@ -187,20 +189,12 @@ pub(crate) fn matmul(
                 for (j, rb) in rbs.clone().enumerate() {
                     for s in 0..steps {
                         let at = (j * KC + s) * STEP;
-                        // SAFETY: Line is 32 u16 with no padding; `enabled` (the caller's
-                        // precondition) checked the packer's features.
+                        // SAFETY: Line is 32 u16 with no padding, and step `s` of row block `j`
+                        // lies inside the chunk buffer (j < group ≤ GROUP, s < KC); `enabled`
+                        // (the caller's precondition) checked the packer's features.
                         unsafe {
-                            let lines = std::slice::from_raw_parts_mut(
-                                pa.as_mut_ptr().cast::<u16>(),
-                                pa.len() * 32,
-                            );
-                            pack_a_block(
-                                &a,
-                                rb * 32,
-                                (s0 + s) * 32,
-                                &mut lines[at..at + STEP],
-                                &mut buf,
-                            );
+                            let out = std::slice::from_raw_parts_mut(chunk.add(at), STEP);
+                            pack_a_block(&a, rb * 32, (s0 + s) * 32, out, &mut buf);
                         }
                     }
                 }
@@ -208,7 +202,8 @@ pub(crate) fn matmul(
                     for (j, rb) in rbs.clone().enumerate() {
                         let (r0, c0) = (rb * 32, cb * 32);
                         let (rows, cols) = ((m - r0).min(32), (n - c0).min(32));
-                        let ap = pa[j * KC * (STEP / 32)..].as_ptr().cast::<u16>();
+                        // SAFETY: inside the chunk buffer (j < group ≤ GROUP).
+                        let ap = unsafe { chunk.add(j * KC * STEP).cast_const() };
                         let bp = pb[(cb * ks + s0) * (STEP / 32)..].as_ptr().cast::<u16>();
                         // SAFETY: block (rb, cb) covers rows r0..r0+rows and columns c0..c0+cols
                         // of dst, which the caller checked are inside it; no other task writes

@@ -536,6 +536,22 @@ impl LlamaCache {
     }
 }
 
+/// Which decoder layers a CPU training step ([`Llama::loss_and_grads_layerwise`]) keeps the
+/// forward's activations of for the backward, instead of running the layer again from its
+/// input (activation checkpointing). The last layer's are always kept: its backward comes
+/// right after the head's, so keeping them costs no more peak memory. Either way the
+/// gradients are the same bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeptLayers {
+    /// As many layers, from the last, as fit in the trained parameters' own state (weights,
+    /// gradients and both AdamW moments: 16 bytes each); every layer under LoRA, whose
+    /// adapter's state is tiny but whose base weights are not trained.
+    #[default]
+    Auto,
+    /// At most this many (at least the last).
+    AtMost(usize),
+}
+
 /// A Llama decoder with its lm head (tied to `embed_tokens` or its own `lm_head`).
 #[derive(Clone, Debug)]
 pub struct Llama {
@@ -545,6 +561,7 @@ pub struct Llama {
     norm: Tensor,
     lm_head: Tensor,
     rope: lops::RopeTable,
+    kept: KeptLayers,
 }
 
 impl Llama {
@@ -599,11 +616,17 @@ impl Llama {
             norm: vb.get(c, "model.norm.weight")?,
             lm_head,
             rope,
+            kept: KeptLayers::Auto,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Sets which layers a CPU training step keeps the activations of ([`KeptLayers`]).
+    pub fn set_kept_layers(&mut self, kept: KeptLayers) {
+        self.kept = kept;
     }
 
     /// This model with `adapter`'s branches on the layers it targets and every base weight

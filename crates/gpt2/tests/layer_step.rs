@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use posthuman_gpt2::candle_core::{DType, Device, Tensor};
 use posthuman_gpt2::candle_nn::{VarBuilder, VarMap};
-use posthuman_gpt2::llama::{Config, Llama, init_weights};
+use posthuman_gpt2::llama::{Config, KeptLayers, Llama, init_weights};
 use posthuman_gpt2::lora::{Family, LoraAdapter, LoraBase, LoraConfig};
 use posthuman_gpt2::{AdamW, AdamWConfig, DropoutRng, Grads, SeededRng};
 
@@ -123,6 +123,55 @@ fn lora_gradients_equal_autograds_with_and_without_dropout() {
             // Without a stream, dropout does not apply (evaluation and p = 0 agree).
             compare(&label, &lm, &opt, None);
         }
+    }
+}
+
+/// The loss and every gradient, bit for bit, of `m`'s layer step.
+fn step_bits(m: &Llama, opt: &AdamW, dropout: Option<u64>) -> (u32, Vec<Vec<u32>>) {
+    let mut rng = SeededRng::new(5);
+    let (b, t, v) = (2, 12, m.config().vocab_size);
+    let (x, y) = (ids(&mut rng, &[b, t], v), ids(&mut rng, &[b, t], v));
+    let mut grads = Grads::zeros(opt);
+    let mut d = dropout.map(DropoutRng::new);
+    let loss = m
+        .loss_and_grads_layerwise(&x, &y, d.as_mut(), |g| {
+            grads.accumulate_step(opt, g).map_err(posthuman_gpt2::candle_core::Error::wrap)
+        })
+        .unwrap();
+    let bits = (0..opt.params().len())
+        .map(|i| grads.get(i).unwrap().iter().map(|v| v.to_bits()).collect())
+        .collect();
+    (loss.to_bits(), bits)
+}
+
+#[test]
+fn recomputed_layers_give_the_bits_kept_ones_do() {
+    // Auto keeps every layer of these tiny models; AtMost(1) runs all but the last again from
+    // its input (with LoRA dropout, replaying the forward's seeds).
+    let all: &[&str] =
+        &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    for (what, cfg) in variants() {
+        let (vm, mut m) = model(&cfg, 11);
+        let opt = AdamW::new(&vm, AdamWConfig::default()).unwrap();
+        let kept = step_bits(&m, &opt, None);
+        m.set_kept_layers(KeptLayers::AtMost(1));
+        assert!(kept == step_bits(&m, &opt, None), "{what}: recomputing changed the bits");
+        let ad = LoraAdapter::init(
+            LoraConfig::new(Family::Llama, 4, 8.0, 0.2, all),
+            &LoraBase::llama(&cfg),
+            3,
+        )
+        .unwrap();
+        randomise(ad.var_map(), 31);
+        let mut lm = m.with_lora(&ad).unwrap();
+        let opt = AdamW::new(ad.var_map(), AdamWConfig::default()).unwrap();
+        lm.set_kept_layers(KeptLayers::Auto);
+        let kept = step_bits(&lm, &opt, Some(9));
+        lm.set_kept_layers(KeptLayers::AtMost(1));
+        assert!(
+            kept == step_bits(&lm, &opt, Some(9)),
+            "{what}, LoRA: recomputing changed the bits"
+        );
     }
 }
 

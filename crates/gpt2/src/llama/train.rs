@@ -20,7 +20,7 @@
 //! graph): tensors off the CPU or in another dtype than f32.
 
 use super::decode::{View, view};
-use super::{Layer, Llama, Proj};
+use super::{KeptLayers, Layer, Llama, Proj};
 use crate::DropoutRng;
 use crate::ops::attention::{self as att, Dims, Qkv};
 use crate::ops::kernels::{Mat, col_sums, matmul, tensor, with_slice};
@@ -314,6 +314,17 @@ impl<'a> Step<'a> {
         self.dims.b * self.dims.tq
     }
 
+    /// How many f32 values [`Step::forward`] keeps for the backward ([`Saved`]).
+    fn saved_values(&self) -> usize {
+        let (n, dm, p) = (self.rows(), self.dims, &self.projs);
+        let (c, cq, ckv, i) = (p[O].out, p[O].inp, p[K].out, p[DOWN].inp);
+        let probs = dm.b * dm.h * dm.tq * dm.tk;
+        // xn1, q, k, v, a, x1, xn2, g, u; Qwen3's q and k before their norm; LoRA's x·Aᵀ.
+        let qk_pre = if self.q_norm.is_some() { cq + ckv } else { 0 };
+        let lora: usize = p.iter().filter_map(|p| p.lora.as_ref()).map(|lo| lo.r).sum();
+        n * (3 * c + 2 * cq + 2 * ckv + 2 * i + qk_pre + lora) + probs
+    }
+
     fn rope(&self, x: &[f32], heads: usize, sign: f32) -> Vec<f32> {
         let dm = self.dims;
         rows::rope(x, dm.tq, heads, dm.d, self.cos, self.sin, sign)
@@ -475,6 +486,43 @@ impl<'a> Step<'a> {
     }
 }
 
+/// How many layers, from the last, keep their forward activations ([`KeptLayers`]) when each
+/// keeps `per_layer` values.
+///
+/// Why the parameter state as the bound: at llama30m's batch 4×256 a full fine-tune holds
+/// 514 MiB of weights, gradients and moments, and all eight layers' activations are 270 MiB;
+/// keeping them all instead of only the last ran the step 17% faster (1,290 against 1,100
+/// tok/s, one run), at a peak of 990 MiB, 0.47× PyTorch's 2,100 (which keeps them all too).
+/// Long contexts are what the bound is for: each layer's attention probabilities grow with
+/// the square of the context (1 GiB a layer at 8×2048 there), and those layers are recomputed
+/// instead. A LoRA step keeps every layer (its base holds no gradients or moments; measured:
+/// 578 MiB = 0.34× of peft's, and recomputing cost it 25% of its tok/cpu-s).
+fn kept_layers(m: &Llama, per_layer: usize) -> usize {
+    let nl = m.layers.len();
+    let fit = match m.kept {
+        KeptLayers::AtMost(k) => k,
+        KeptLayers::Auto if m.has_lora() => nl,
+        KeptLayers::Auto => 16 * trained_values(m) / (4 * per_layer).max(1),
+    };
+    fit.clamp(1.min(nl), nl)
+}
+
+/// How many values of `m`'s parameters are trained (tracked by the graph).
+fn trained_values(m: &Llama) -> usize {
+    let mut ts: Vec<&Tensor> = vec![&m.embed, &m.norm];
+    if !m.cfg.tie_word_embeddings {
+        ts.push(&m.lm_head);
+    }
+    for l in &m.layers {
+        ts.extend([&l.ln_1, &l.ln_2].into_iter().chain(l.q_norm.iter()).chain(l.k_norm.iter()));
+        for p in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+            ts.extend(std::iter::once(&p.w).chain(p.b.iter()));
+            ts.extend(p.lora.iter().flat_map(|br| [&br.a, &br.b]));
+        }
+    }
+    ts.iter().filter(|t| t.track_op()).map(|t| t.elem_count()).sum()
+}
+
 fn push_if_tracked(grads: &mut Vec<ParamGrad>, p: &Tensor, g: Vec<f32>) {
     if p.track_op() {
         grads.push((p.clone(), g));
@@ -505,15 +553,11 @@ pub(super) fn loss_and_grads(
     })?;
     let mut inputs = Vec::with_capacity(m.layers.len());
     let mut seeds = Vec::with_capacity(m.layers.len());
-    // Which layers keep their activations from this forward instead of recomputing them. The
-    // last always: its backward comes first, right after the head's, so keeping costs no more
-    // peak memory. A full fine-tune keeps only it: each more layer is ~32 MiB at llama30m's
-    // batch 4x256 next to a peak of ~1 GiB held to half of PyTorch's (measured keeping all 8:
-    // +265 MiB, 0.61x; +20% tok/cpu-s). A LoRA step holds no base gradients or optimizer state,
-    // so it keeps every layer and skips the recompute (measured: 578 MiB = 0.34x of peft's, as
-    // the whole graph before; recomputing cost it 25% of its tok/cpu-s).
     let nl = m.layers.len();
-    let keep_n = if m.has_lora() { nl } else { 1 };
+    let keep_n = match m.layers.first() {
+        Some(l) => kept_layers(m, Step::new(m, l, (b, t), rope)?.saved_values()),
+        None => 0,
+    };
     let mut kept: Vec<Option<Saved>> = Vec::with_capacity(nl);
     for (li, l) in m.layers.iter().enumerate() {
         let mut step = Step::new(m, l, (b, t), rope)?;
@@ -558,4 +602,36 @@ pub(super) fn loss_and_grads(
     let store = ops::seeded_backward(&m.embed_ids(&m.embed, ids, b, t)?, &gx)?;
     sink(StepGrads::Store(&store))?;
     Ok(loss)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
+mod tests {
+    use super::*;
+    use crate::llama::{Config, init_weights};
+    use candle_core::Device;
+    use candle_nn::VarBuilder;
+
+    #[test]
+    fn auto_keeps_what_fits_in_the_parameter_state() {
+        let mut cfg = Config::tiny(61, 32, 4, 4, 2);
+        cfg.intermediate_size = 40;
+        cfg.max_position_embeddings = 512;
+        let vm = init_weights(&cfg, 1).unwrap();
+        let mut m =
+            Llama::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let per_layer = |m: &Llama, t: usize| {
+            let (cos, sin) = (view(&m.rope.cos).unwrap(), view(&m.rope.sin).unwrap());
+            Step::new(m, &m.layers[0], (1, t), (cos.s(), sin.s())).unwrap().saved_values()
+        };
+        // 8 tokens: a layer keeps ~2.4k values against ~32k trained (×4 for their state).
+        assert_eq!(kept_layers(&m, per_layer(&m, 8)), 4);
+        // 512 tokens: the 4×512² attention probabilities alone outgrow the state; the last
+        // layer is still kept.
+        assert_eq!(kept_layers(&m, per_layer(&m, 512)), 1);
+        m.set_kept_layers(KeptLayers::AtMost(2));
+        assert_eq!(kept_layers(&m, per_layer(&m, 8)), 2);
+        m.set_kept_layers(KeptLayers::AtMost(0));
+        assert_eq!(kept_layers(&m, per_layer(&m, 8)), 1);
+    }
 }

@@ -15,6 +15,7 @@ use posthuman_types::Hash32;
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -310,6 +311,22 @@ impl InplaceOp1 for AdamUpdate<'_> {
     }
 }
 
+/// `data` as little-endian bytes: on little-endian hosts a view of the values themselves. A
+/// copy here doubled the state image's cost: a checkpoint held the moments, a copy of their
+/// bytes and the serialised image at once (2 × 257 MiB at llama30m; measured over the
+/// training step's peak: +290 MiB before, +232 MiB with the view).
+fn le_bytes(data: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: any f32 is 4 initialised bytes, u8 has alignment 1, and the view borrows
+        // `data` for its lifetime.
+        Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data))
+        })
+    } else {
+        Cow::Owned(data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+}
+
 /// SHA-256 over the tag, the step counter, then per parameter in name order: name, shape, m and
 /// v as little-endian f32 (every length-prefixed), so no two states share a preimage.
 struct StateHasher(Sha256);
@@ -499,11 +516,10 @@ impl AdamW {
 
     /// Moments and step counter as a safetensors image (`m.<name>`, `v.<name>`).
     pub fn state_bytes(&self) -> Result<Vec<u8>, Gpt2Error> {
-        let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut bufs: Vec<(String, Vec<usize>, Cow<[u8]>)> = Vec::new();
         for (i, p) in self.params.iter().enumerate() {
             for (kind, data) in [("m", &self.m[i]), ("v", &self.v[i])] {
-                let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-                bufs.push((format!("{kind}.{}", p.name), p.var.dims().to_vec(), bytes));
+                bufs.push((format!("{kind}.{}", p.name), p.var.dims().to_vec(), le_bytes(data)));
             }
         }
         let views = bufs

@@ -23,7 +23,7 @@ use super::decode::{View, view};
 use super::{KeptLayers, Layer, Llama, Proj};
 use crate::DropoutRng;
 use crate::ops::attention::{self as att, Dims, Qkv};
-use crate::ops::kernels::{Mat, col_sums, matmul, tensor, with_slice};
+use crate::ops::kernels::{Mat, Out, col_sums, matmul, matmul_many, tensor, with_slice};
 use crate::ops::{self, dense, llama as lops, rms_norm, rows, scratch};
 use crate::optim::{ParamGrad, StepGrads};
 use candle_core::{DType, Result, Tensor, bail};
@@ -101,10 +101,24 @@ impl<'a> ProjView<'a> {
         n: usize,
         seed: Option<u64>,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let [y] = forward_many([self], x, n, [seed])?;
+        Ok(y)
+    }
+
+    /// xᵀ's operand of the product x·Wᵀ: W (out, in) read as (in, out).
+    fn wt(&self) -> Mat<'_> {
+        Mat::t(self.w.s(), self.inp, self.out, self.inp)
+    }
+
+    /// The rest of [`ProjView::forward`] after y = x·Wᵀ: the bias, and the LoRA branch.
+    fn finish(
+        &self,
+        x: &[f32],
+        n: usize,
+        seed: Option<u64>,
+        mut y: Vec<f32>,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let (out, inp) = (self.out, self.inp);
-        let mut y = scratch::take(n * out);
-        let xm = Mat::rows(x, n, inp, inp);
-        matmul(&mut y, out, xm, Mat::t(self.w.s(), inp, out, inp), false, true)?;
         if let Some(b) = &self.b {
             rows::add_bias(&mut y, b.s());
         }
@@ -146,17 +160,27 @@ impl<'a> ProjView<'a> {
         dx: Option<(&mut [f32], bool)>,
         grads: &mut Vec<ParamGrad>,
     ) -> Result<()> {
+        backward_many([self], x, n, [xa], [seed], [dy], dx, grads)
+    }
+
+    /// [`ProjView::backward`] but for W's gradient (dW = dyᵀ·x), which
+    /// [`backward_many`] has computed.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_rest(
+        &self,
+        x: &[f32],
+        n: usize,
+        xa: Option<&[f32]>,
+        seed: Option<u64>,
+        dy: &[f32],
+        dx: Option<(&mut [f32], bool)>,
+        grads: &mut Vec<ParamGrad>,
+    ) -> Result<()> {
         let (out, inp) = (self.out, self.inp);
         let dym = Mat::rows(dy, n, out, out);
         let mut dx = dx;
         if let Some((dx, acc)) = dx.as_mut() {
             matmul(dx, inp, dym, Mat::rows(self.w.s(), out, inp, inp), *acc, true)?;
-        }
-        if self.p.w.track_op() {
-            let mut dw = scratch::take(out * inp);
-            let xm = Mat::rows(x, n, inp, inp);
-            matmul(&mut dw, inp, Mat::t(dy, out, n, out), xm, false, true)?;
-            grads.push((self.p.w.clone(), dw));
         }
         if let Some(b) = &self.p.b
             && b.track_op()
@@ -203,6 +227,76 @@ impl<'a> ProjView<'a> {
         scratch::give(dropped.into_iter().chain([gs, d]));
         Ok(())
     }
+}
+
+/// A projection's output and, with a LoRA branch, its x·Aᵀ ([`ProjView::forward`]).
+type Projected = (Vec<f32>, Option<Vec<f32>>);
+
+/// [`ProjView::forward`] of projections that all read `x`: their products x·Wᵀ run as one
+/// `matmul_many`, so x is packed once for all of them (q, k and v; gate and up), each with
+/// the bits its own product gives; then each its bias and LoRA branch.
+fn forward_many<const N: usize>(
+    ps: [&ProjView; N],
+    x: &[f32],
+    n: usize,
+    seeds: [Option<u64>; N],
+) -> Result<[Projected; N]> {
+    let mut ys = ps.map(|p| scratch::take(n * p.out));
+    let inp = ps.first().map_or(0, |p| p.inp);
+    let wts = ps.map(|p| p.wt());
+    let mut outs: Vec<Out> = ys
+        .iter_mut()
+        .zip(&ps)
+        .enumerate()
+        .map(|(i, (y, p))| Out { dst: y, rs: p.out, a: 0, b: i })
+        .collect();
+    matmul_many(&[Mat::rows(x, n, inp, inp)], &wts, &mut outs, false, true)?;
+    drop(outs);
+    let mut done = Vec::with_capacity(N);
+    for ((p, y), seed) in ps.iter().zip(ys).zip(seeds) {
+        done.push(p.finish(x, n, seed, y)?);
+    }
+    match done.try_into() {
+        Ok(a) => Ok(a),
+        Err(_) => bail!("layer step: a projection gave no output"),
+    }
+}
+
+/// [`ProjView::backward`] of projections that all read `x`, their output gradients `dys`:
+/// the weights' gradients dW = dyᵀ·x first, as one `matmul_many` that packs x once; then
+/// each projection's dx (written or added into `dx` as its flag says for the first, added
+/// for the rest, in order) and the rest of its gradients.
+#[allow(clippy::too_many_arguments)]
+fn backward_many<const N: usize>(
+    ps: [&ProjView; N],
+    x: &[f32],
+    n: usize,
+    xas: [Option<&[f32]>; N],
+    seeds: [Option<u64>; N],
+    dys: [&[f32]; N],
+    mut dx: Option<(&mut [f32], bool)>,
+    grads: &mut Vec<ParamGrad>,
+) -> Result<()> {
+    let tracked: Vec<usize> = (0..N).filter(|&i| ps[i].p.w.track_op()).collect();
+    if let Some(inp) = tracked.first().map(|&i| ps[i].inp) {
+        let mut dws: Vec<Vec<f32>> =
+            tracked.iter().map(|&i| scratch::take(ps[i].out * inp)).collect();
+        let dyts: Vec<Mat> =
+            tracked.iter().map(|&i| Mat::t(dys[i], ps[i].out, n, ps[i].out)).collect();
+        let mut outs: Vec<Out> = dws
+            .iter_mut()
+            .enumerate()
+            .map(|(j, dw)| Out { dst: dw, rs: inp, a: j, b: 0 })
+            .collect();
+        matmul_many(&dyts, &[Mat::rows(x, n, inp, inp)], &mut outs, false, true)?;
+        drop(outs);
+        grads.extend(tracked.iter().zip(dws).map(|(&i, dw)| (ps[i].p.w.clone(), dw)));
+    }
+    for i in 0..N {
+        let into = dx.as_mut().map(|(d, acc)| (&mut **d, *acc || i > 0));
+        ps[i].backward_rest(x, n, xas[i], seeds[i], dys[i], into, grads)?;
+    }
+    Ok(())
 }
 
 /// Indices of the projections in module order (the order dropout seeds are drawn in).
@@ -360,9 +454,8 @@ impl<'a> Step<'a> {
         let (n, eps, dm, sd) = (self.rows(), self.eps, self.dims, &self.seeds);
         let p = &self.projs;
         let xn1 = rms_norm::fwd(x, self.ln_1.s(), eps);
-        let (q0, xa_q) = p[Q].forward(&xn1, n, sd[Q])?;
-        let (k0, xa_k) = p[K].forward(&xn1, n, sd[K])?;
-        let (v, xa_v) = p[V].forward(&xn1, n, sd[V])?;
+        let [(q0, xa_q), (k0, xa_k), (v, xa_v)] =
+            forward_many([&p[Q], &p[K], &p[V]], &xn1, n, [sd[Q], sd[K], sd[V]])?;
         // Qwen3: the per-head RMSNorm (over head_dim) before RoPE.
         let norm = |y: &[f32], w: &Option<View>| w.as_ref().map(|w| rms_norm::fwd(y, w.s(), eps));
         let (qn, kn) = (norm(&q0, &self.q_norm), norm(&k0, &self.k_norm));
@@ -382,8 +475,7 @@ impl<'a> Step<'a> {
         let x1 = rows::add(x, &o);
         scratch::give([o]);
         let xn2 = rms_norm::fwd(&x1, self.ln_2.s(), eps);
-        let (g, xa_g) = p[GATE].forward(&xn2, n, sd[GATE])?;
-        let (u, xa_u) = p[UP].forward(&xn2, n, sd[UP])?;
+        let [(g, xa_g), (u, xa_u)] = forward_many([&p[GATE], &p[UP]], &xn2, n, [sd[GATE], sd[UP]])?;
         let h = dense::silu_mul_values(&g, &u)?;
         let (y, xa_d) = if !out && p[DOWN].lora.is_none() {
             (None, None)
@@ -440,8 +532,16 @@ impl<'a> Step<'a> {
         let (dg, du) = dense::silu_mul_grads(&s.g, &s.u, &dh)?;
         scratch::give([dh]);
         let mut dxn2 = scratch::take(n * c);
-        p[GATE].backward(&s.xn2, n, xa(GATE), sd[GATE], &dg, Some((&mut dxn2, false)), grads)?;
-        p[UP].backward(&s.xn2, n, xa(UP), sd[UP], &du, Some((&mut dxn2, true)), grads)?;
+        backward_many(
+            [&p[GATE], &p[UP]],
+            &s.xn2,
+            n,
+            [xa(GATE), xa(UP)],
+            [sd[GATE], sd[UP]],
+            [&dg, &du],
+            Some((&mut dxn2, false)),
+            grads,
+        )?;
         scratch::give([dg, du]);
         let (dn2, dln2) = rms_norm::bwd(&s.x1, self.ln_2.s(), &dxn2, eps);
         scratch::give([dxn2]);
@@ -466,10 +566,16 @@ impl<'a> Step<'a> {
         // The normed input's gradient only when something reads it (not for the first layer
         // of a LoRA step, whose input and first norm are frozen).
         let mut dxn1 = (need_dx || l.ln_1.track_op()).then(|| scratch::take(n * c));
-        for (j, g) in [(Q, &dq), (K, &dk), (V, &dv)] {
-            let into = dxn1.as_deref_mut().map(|d| (d, j != Q));
-            p[j].backward(&s.xn1, n, xa(j), sd[j], g, into, grads)?;
-        }
+        backward_many(
+            [&p[Q], &p[K], &p[V]],
+            &s.xn1,
+            n,
+            [xa(Q), xa(K), xa(V)],
+            [sd[Q], sd[K], sd[V]],
+            [&dq, &dk, &dv],
+            dxn1.as_deref_mut().map(|d| (d, false)),
+            grads,
+        )?;
         scratch::give([dq, dk, dv]);
         s.give();
         let mut dx = None;

@@ -159,17 +159,64 @@ pub(crate) fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let (mb, nb, ks) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32));
-    // B is packed whole, shared by every task; each task packs its own rows' A one k chunk
-    // at a time, just before use, so that chunk (up to GROUP × KC steps, 768 KiB) is still in L2
-    // when the kernels read it: packed whole, a large A went to memory and back.
-    let pb = pack_b(&b.transposed(), nb, ks, parallel);
+    let mut outs = [Out { dst, rs: dst_rs, a: 0, b: 0 }];
+    matmul_many(&[a], &[b], &mut outs, accumulate, parallel);
+}
+
+/// One product of [`matmul_many`]: `dst` (row stride `rs`) = A[a] · B[b].
+pub(crate) struct Out<'a> {
+    pub dst: &'a mut [f32],
+    pub rs: usize,
+    pub a: usize,
+    pub b: usize,
+}
+
+/// Each `outs[i].dst` = `a_ops[outs[i].a]` · `b_ops[outs[i].b]`, or += when `accumulate`, with
+/// every distinct operand packed once: a layer's q, k and v products read one normed input
+/// (packed once, its chunk then run against all three weights), and their weight gradients
+/// read it again as B (packed once, shared by the three). Each output gets the bits a
+/// [`matmul`] of its own gives: its blocks run the same kernels over the same k chunks. The
+/// caller has checked that every operand has the same k, the indices, that each dst holds its
+/// product, and that [`enabled`] is true.
+pub(crate) fn matmul_many(
+    a_ops: &[Mat],
+    b_ops: &[Mat],
+    outs: &mut [Out],
+    accumulate: bool,
+    parallel: bool,
+) {
+    let Some(k) = a_ops.first().map(|a| a.cols) else { return };
+    let ks = k.div_ceil(32);
+    // Every B is packed whole into one buffer, shared by every task; each task packs its own
+    // rows' A one k chunk at a time, just before use, so that chunk (up to GROUP × KC steps,
+    // 768 KiB) is still in L2 when the kernels read it: packed whole, a large A went to memory
+    // and back.
+    let mut first_panel = Vec::with_capacity(b_ops.len());
+    let mut panels = 0;
+    for b in b_ops {
+        first_panel.push(panels);
+        panels += b.cols.div_ceil(32);
+    }
+    let pb = pack_b(b_ops, panels, ks, parallel);
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
-    let group = mb.div_ceil(2 * threads).clamp(1, GROUP);
-    let dst_ptr = SendPtr(dst.as_mut_ptr());
-    let task = |g: usize| {
-        let dst = dst_ptr;
+    // Per distinct A, the products reading it: (dst, its row stride, columns, first panel).
+    let targets: Vec<Vec<(SendPtr, usize, usize, usize)>> = (0..a_ops.len())
+        .map(|ai| {
+            outs.iter_mut()
+                .filter(|o| o.a == ai)
+                .map(|o| (SendPtr(o.dst.as_mut_ptr()), o.rs, b_ops[o.b].cols, first_panel[o.b]))
+                .collect()
+        })
+        .collect();
+    let groups: Vec<usize> =
+        a_ops.iter().map(|a| a.rows.div_ceil(32).div_ceil(2 * threads).clamp(1, GROUP)).collect();
+    let tasks: Vec<(usize, usize)> = (0..a_ops.len())
+        .filter(|&ai| !targets[ai].is_empty())
+        .flat_map(|ai| (0..a_ops[ai].rows.div_ceil(32).div_ceil(groups[ai])).map(move |g| (ai, g)))
+        .collect();
+    let task = |&(ai, g): &(usize, usize)| {
+        let (a, group) = (&a_ops[ai], groups[ai]);
+        let (m, mb) = (a.rows, a.rows.div_ceil(32));
         // SAFETY: the configuration is a valid palette-1 layout; AMX is enabled for this
         // process (`enabled`), and tile state is per thread, so each task configures it.
         unsafe { asm!("ldtilecfg [{}]", in(reg) &TILE_CONFIG, options(nostack, readonly)) };
@@ -194,44 +241,36 @@ pub(crate) fn matmul(
                         // (the caller's precondition) checked the packer's features.
                         unsafe {
                             let out = std::slice::from_raw_parts_mut(chunk.add(at), STEP);
-                            pack_a_block(&a, rb * 32, (s0 + s) * 32, out, &mut buf);
+                            pack_a_block(a, rb * 32, (s0 + s) * 32, out, &mut buf);
                         }
                     }
                 }
-                for cb in 0..nb {
-                    for (j, rb) in rbs.clone().enumerate() {
-                        let (r0, c0) = (rb * 32, cb * 32);
-                        let (rows, cols) = ((m - r0).min(32), (n - c0).min(32));
-                        // SAFETY: inside the chunk buffer (j < group ≤ GROUP).
-                        let ap = unsafe { chunk.add(j * KC * STEP).cast_const() };
-                        let bp = pb[(cb * ks + s0) * (STEP / 32)..].as_ptr().cast::<u16>();
-                        // SAFETY: block (rb, cb) covers rows r0..r0+rows and columns c0..c0+cols
-                        // of dst, which the caller checked are inside it; no other task writes
-                        // these rows; the panels hold `steps` steps from s0.
-                        unsafe {
-                            let c = dst.0.add(r0 * dst_rs + c0);
-                            if rows == 32 && cols == 32 {
-                                kernel(c, dst_rs, ap, bp, steps, fresh);
-                            } else {
-                                // A partial block runs on a 32×32 copy (padding rows and columns
-                                // of the panels are zero, so they add nothing).
-                                let e = edge.as_mut_ptr().cast::<f32>();
-                                if !fresh {
-                                    std::ptr::write_bytes(e, 0, 32 * 32);
-                                    for r in 0..rows {
-                                        let from = c.add(r * dst_rs);
-                                        std::ptr::copy_nonoverlapping(from, e.add(r * 32), cols);
-                                    }
-                                }
-                                kernel(e, 32, ap, bp, steps, fresh);
-                                for r in 0..rows {
-                                    std::ptr::copy_nonoverlapping(
-                                        e.add(r * 32),
-                                        c.add(r * dst_rs),
-                                        cols,
-                                    );
-                                }
-                            }
+                for &(dst, dst_rs, n, panel0) in &targets[ai] {
+                    for cb in 0..n.div_ceil(32) {
+                        for (j, rb) in rbs.clone().enumerate() {
+                            let (r0, c0) = (rb * 32, cb * 32);
+                            let (rows, cols) = ((m - r0).min(32), (n - c0).min(32));
+                            // SAFETY: inside the chunk buffer (j < group ≤ GROUP).
+                            let ap = unsafe { chunk.add(j * KC * STEP).cast_const() };
+                            let bp = pb[((panel0 + cb) * ks + s0) * (STEP / 32)..]
+                                .as_ptr()
+                                .cast::<u16>();
+                            // SAFETY: block (rb, cb) covers rows r0..r0+rows and columns
+                            // c0..c0+cols of this product's dst, which the caller checked are
+                            // inside it; no other task writes these rows of it; the panels hold
+                            // `steps` steps from s0.
+                            unsafe {
+                                block(
+                                    dst.0.add(r0 * dst_rs + c0),
+                                    dst_rs,
+                                    (rows, cols),
+                                    ap,
+                                    bp,
+                                    steps,
+                                    fresh,
+                                    &mut edge,
+                                )
+                            };
                         }
                     }
                 }
@@ -240,13 +279,50 @@ pub(crate) fn matmul(
         // SAFETY: releases this thread's tile state (no tile is live past the kernel).
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     };
-    let groups = mb.div_ceil(group);
     if parallel && threads > 1 {
-        (0..groups).into_par_iter().for_each(task);
+        tasks.par_iter().for_each(task);
     } else {
-        (0..groups).for_each(task);
+        tasks.iter().for_each(task);
     }
     give(pb);
+}
+
+/// One 32×32 output block at `c` (row stride `ldc`) of which `rows` × `cols` are real: the
+/// kernel in place when whole, else on a 32×32 copy in `edge` (padding rows and columns of the
+/// panels are zero, so they add nothing).
+///
+/// # Safety
+/// As [`kernel`], for the `rows` × `cols` values at `c`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block(
+    c: *mut f32,
+    ldc: usize,
+    (rows, cols): (usize, usize),
+    ap: *const u16,
+    bp: *const u16,
+    steps: usize,
+    fresh: bool,
+    edge: &mut [Line; 64],
+) {
+    // SAFETY: per the contract.
+    unsafe {
+        if rows == 32 && cols == 32 {
+            kernel(c, ldc, ap, bp, steps, fresh);
+            return;
+        }
+        let e = edge.as_mut_ptr().cast::<f32>();
+        if !fresh {
+            std::ptr::write_bytes(e, 0, 32 * 32);
+            for r in 0..rows {
+                std::ptr::copy_nonoverlapping(c.add(r * ldc), e.add(r * 32), cols);
+            }
+        }
+        kernel(e, 32, ap, bp, steps, fresh);
+        for r in 0..rows {
+            std::ptr::copy_nonoverlapping(e.add(r * 32), c.add(r * ldc), cols);
+        }
+    }
 }
 
 thread_local! {
@@ -260,13 +336,19 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// Packs B (given as bᵀ, columns as rows) into `blocks` 32-column panels of `ks` k steps
-/// each, one panel per task.
-fn pack_b(x: &Mat, blocks: usize, ks: usize, parallel: bool) -> Vec<Line> {
+/// Packs every B of `bs` into 32-column panels of `ks` k steps each, one after another
+/// (`panels` in all), one panel per task.
+fn pack_b(bs: &[Mat], panels: usize, ks: usize, parallel: bool) -> Vec<Line> {
     let per = ks * STEP / 32;
-    let mut out = take(blocks * per);
-    let panels = &mut out[..blocks * per];
-    let run = |(i, panel): (usize, &mut [Line])| {
+    let mut out = take(panels * per);
+    // Which B and which of its column blocks each panel holds.
+    let which: Vec<(usize, usize)> = bs
+        .iter()
+        .enumerate()
+        .flat_map(|(bi, b)| (0..b.cols.div_ceil(32)).map(move |cb| (bi, cb)))
+        .collect();
+    let run = |(&(bi, cb), panel): (&(usize, usize), &mut [Line])| {
+        let x = bs[bi].transposed();
         let mut buf = [[0f32; 32]; 32];
         // SAFETY: Line is 32 u16 with no padding, so a slice of Lines is one of u16s.
         let panel =
@@ -274,14 +356,15 @@ fn pack_b(x: &Mat, blocks: usize, ks: usize, parallel: bool) -> Vec<Line> {
         for s in 0..ks {
             // SAFETY: `enabled` (the caller's precondition) checked the packer's features.
             unsafe {
-                pack_b_block(x, i * 32, s * 32, &mut panel[s * STEP..(s + 1) * STEP], &mut buf)
+                pack_b_block(&x, cb * 32, s * 32, &mut panel[s * STEP..(s + 1) * STEP], &mut buf)
             };
         }
     };
-    if parallel && blocks > 1 && rayon::current_num_threads() > 1 {
-        panels.par_chunks_mut(per).enumerate().for_each(run);
+    let dst = &mut out[..panels * per];
+    if parallel && panels > 1 && rayon::current_num_threads() > 1 {
+        which.par_iter().zip(dst.par_chunks_mut(per)).for_each(run);
     } else {
-        panels.chunks_mut(per).enumerate().for_each(run);
+        which.iter().zip(dst.chunks_mut(per)).for_each(run);
     }
     out
 }
@@ -718,6 +801,44 @@ mod tests {
                     // in practice a few ulps. AMX may not be worse than 2× gemm's or 1e-6.
                     assert!(ea <= (2.0 * eg).max(1e-6), "{what}: amx {ea:e} vs gemm {eg:e}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn shared_operands_give_each_product_its_own_bits() {
+        if !supported() {
+            eprintln!("skipped: this CPU or kernel offers no AMX");
+            return;
+        }
+        // One A against three Bs of other widths (a layer's q, k, v), then three As against
+        // one B (their weight gradients), with partial blocks, both accumulate modes.
+        let k = 70;
+        let (a1, a2, a3) = (data(100 * k, 11), data(40 * k, 12), data(33 * k, 13));
+        let (b1, b2, b3) = (data(k * 64, 14), data(k * 50, 15), data(k * 96, 16));
+        let am = [Mat::rows(&a1, 100, k, k), Mat::t(&a2, 40, k, 40), Mat::rows(&a3, 33, k, k)];
+        let bm = [Mat::t(&b1, k, 64, k), Mat::rows(&b2, k, 50, 50), Mat::t(&b3, k, 96, k)];
+        let pairs = [[(0, 0), (0, 1), (0, 2)], [(0, 1), (1, 1), (2, 1)]];
+        for pairs in pairs {
+            for acc in [false, true] {
+                let dsts = || -> Vec<Vec<f32>> {
+                    pairs.iter().map(|&(ai, bi)| data(am[ai].rows * bm[bi].cols, 17)).collect()
+                };
+                let mut alone = dsts();
+                for (d, &(ai, bi)) in alone.iter_mut().zip(&pairs) {
+                    matmul(d, bm[bi].cols, am[ai], bm[bi], acc, true);
+                }
+                let mut shared = dsts();
+                let mut outs: Vec<Out> = shared
+                    .iter_mut()
+                    .zip(&pairs)
+                    .map(|(d, &(ai, bi))| Out { dst: d, rs: bm[bi].cols, a: ai, b: bi })
+                    .collect();
+                matmul_many(&am, &bm, &mut outs, acc, true);
+                let bits = |v: &Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+                    v.iter().map(|d| d.iter().map(|x| x.to_bits()).collect()).collect()
+                };
+                assert!(bits(&alone) == bits(&shared), "{pairs:?} acc {acc}");
             }
         }
     }

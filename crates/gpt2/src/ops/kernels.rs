@@ -134,6 +134,45 @@ pub(crate) fn matmul(
     Ok(())
 }
 
+pub(crate) use super::amx::Out;
+
+/// Each `outs[i].dst` = `a[outs[i].a]` · `b[outs[i].b]` (or += when `accumulate`): several
+/// products over shared operands, each with the bits its own [`matmul`] gives. On AMX every
+/// distinct operand is packed once (splitting and laying out an operand costs ~15% of a
+/// product at a Llama layer's sizes, and q, k and v read one input); elsewhere, one
+/// [`matmul`] per product. All operands must share k.
+pub(crate) fn matmul_many(
+    a: &[Mat],
+    b: &[Mat],
+    outs: &mut [Out],
+    accumulate: bool,
+    parallel: bool,
+) -> Result<()> {
+    let Some(k) = a.first().map(|m| m.cols) else { return Ok(()) };
+    if a.iter().any(|m| m.cols != k || !m.fits()) || b.iter().any(|m| m.rows != k || !m.fits()) {
+        bail!("matmul: operands of a shared product disagree on k or their storage");
+    }
+    let mut large = true;
+    for o in outs.iter() {
+        let (Some(am), Some(bm)) = (a.get(o.a), b.get(o.b)) else {
+            bail!("matmul: a shared product names an operand it was not given");
+        };
+        let (m, n) = (am.rows, bm.cols);
+        let fits = m > 0 && n > 0 && o.rs >= n && (m - 1) * o.rs + n <= o.dst.len();
+        large &= fits && super::amx::worth(m, n, k);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if large {
+        super::amx::matmul_many(a, b, outs, accumulate, parallel);
+        return Ok(());
+    }
+    // Each product alone (its own checks, and the gemm crate or AMX by its own size).
+    for o in outs.iter_mut() {
+        matmul(o.dst, o.rs, a[o.a], b[o.b], accumulate, parallel)?;
+    }
+    Ok(())
+}
+
 /// The AVX-512 `gemm` product, for the AMX tests to compare against.
 #[cfg(test)]
 pub(crate) fn gemm_only(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {

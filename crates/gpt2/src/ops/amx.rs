@@ -374,23 +374,32 @@ fn pack_b(bs: &[Mat], panels: usize, ks: usize, parallel: bool) -> Vec<Line> {
 static PANELS: std::sync::Mutex<Vec<Vec<Line>>> = std::sync::Mutex::new(Vec::new());
 
 /// A panel buffer of at least `n` lines (contents unspecified: the packers write every value
-/// they use). Never shrunk, so a reused buffer costs no zeroing.
+/// they use). Never shrunk, so a reused buffer costs no zeroing; one too small is replaced, not
+/// grown (growing copied the old panels first).
 fn take(n: usize) -> Vec<Line> {
-    let mut v = PANELS.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
-    if v.len() < n {
-        v.resize(n, Line([0; 32]));
+    let v = PANELS.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
+    if v.len() >= n {
+        return v;
     }
-    v
+    drop(v);
+    vec![Line([0; 32]); n]
 }
 
 fn give(v: Vec<Line>) {
-    // One product holds one B panel (A chunks are per thread), so one kept buffer serves
-    // products run one after another; keeping more only raised peak RSS (the lm head's is
-    // 25 MiB at llama30m).
-    if let Ok(mut p) = PANELS.lock()
-        && p.is_empty()
-    {
-        p.push(v);
+    // One buffer is kept, the largest given back: products run one after another need one,
+    // and keeping more only raised peak RSS (the lm head's is 25 MiB at llama30m). Attention's
+    // per-head products run side by side on the pool, and each takes a small one: keeping the
+    // last given back let one of those displace the large one, and the next large product
+    // paid a fresh allocation and its page faults (the lm head's first chunk ran at 0.4× of
+    // its second's speed).
+    if let Ok(mut p) = PANELS.lock() {
+        match p.first() {
+            Some(kept) if kept.len() >= v.len() => {}
+            _ => {
+                p.clear();
+                p.push(v);
+            }
+        }
     }
 }
 
@@ -499,10 +508,9 @@ unsafe fn gather(x: &Mat, r0: usize, k0: usize, buf: &mut [[f32; 32]; 32]) {
             // SAFETY: AVX-512 F per the contract; every load reads 16 floats of x's block,
             // all at or below `last` (asserted); stores write rows of `buf`.
             unsafe {
-                let mut v = [_mm512_loadu_ps(x.data.as_ptr()); 16];
-                for (kk, reg) in v.iter_mut().enumerate() {
-                    *reg = _mm512_loadu_ps(x.data.as_ptr().add(r0 + i0 + (k0 + k1 + kk) * x.cs));
-                }
+                let mut v: [__m512; 16] = std::array::from_fn(|kk| {
+                    _mm512_loadu_ps(x.data.as_ptr().add(r0 + i0 + (k0 + k1 + kk) * x.cs))
+                });
                 transpose16(&mut v);
                 for (i, reg) in v.iter().enumerate() {
                     _mm512_storeu_ps(buf[i0 + i][k1..].as_mut_ptr(), *reg);
@@ -562,16 +570,14 @@ unsafe fn pack_b_block(x: &Mat, c0: usize, k0: usize, out: &mut [u16], buf: &mut
         // SAFETY: AVX-512 per the contract; each column read has 32 floats (asserted); the
         // stores write 16 rows of 32 u16 inside `out` (asserted).
         unsafe {
-            let mut cols = [[_mm512_set1_epi32(0); 3]; 32];
-            for (c, col) in cols.iter_mut().enumerate() {
-                *col = split32(x.data[(c0 + c) * x.rs + k0..].as_ptr());
-            }
+            // Built element by element (`from_fn`): a zero-filled array first was a 6 KiB
+            // memset per block, ~1% of a full fine-tune's samples.
+            let cols: [[__m512i; 3]; 32] =
+                std::array::from_fn(|c| split32(x.data[(c0 + c) * x.rs + k0..].as_ptr()));
             for p in 0..3 {
                 for (ct, tile) in cols.chunks_exact(16).enumerate() {
-                    let mut v = [_mm512_castsi512_ps(_mm512_set1_epi32(0)); 16];
-                    for (reg, col) in v.iter_mut().zip(tile) {
-                        *reg = _mm512_castsi512_ps(col[p]);
-                    }
+                    let mut v: [__m512; 16] =
+                        std::array::from_fn(|i| _mm512_castsi512_ps(tile[i][p]));
                     transpose16(&mut v);
                     for (pair, reg) in v.iter().enumerate() {
                         let at = out.as_mut_ptr().add(p * PART + ct * 512 + pair * 32);

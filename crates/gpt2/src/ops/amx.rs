@@ -508,9 +508,10 @@ unsafe fn gather(x: &Mat, r0: usize, k0: usize, buf: &mut [[f32; 32]; 32]) {
             // SAFETY: AVX-512 F per the contract; every load reads 16 floats of x's block,
             // all at or below `last` (asserted); stores write rows of `buf`.
             unsafe {
-                let mut v: [__m512; 16] = std::array::from_fn(|kk| {
-                    _mm512_loadu_ps(x.data.as_ptr().add(r0 + i0 + (k0 + k1 + kk) * x.cs))
-                });
+                let mut v = [_mm512_loadu_ps(x.data.as_ptr()); 16];
+                for (kk, reg) in v.iter_mut().enumerate() {
+                    *reg = _mm512_loadu_ps(x.data.as_ptr().add(r0 + i0 + (k0 + k1 + kk) * x.cs));
+                }
                 transpose16(&mut v);
                 for (i, reg) in v.iter().enumerate() {
                     _mm512_storeu_ps(buf[i0 + i][k1..].as_mut_ptr(), *reg);
@@ -570,14 +571,20 @@ unsafe fn pack_b_block(x: &Mat, c0: usize, k0: usize, out: &mut [u16], buf: &mut
         // SAFETY: AVX-512 per the contract; each column read has 32 floats (asserted); the
         // stores write 16 rows of 32 u16 inside `out` (asserted).
         unsafe {
-            // Built element by element (`from_fn`): a zero-filled array first was a 6 KiB
-            // memset per block, ~1% of a full fine-tune's samples.
-            let cols: [[__m512i; 3]; 32] =
-                std::array::from_fn(|c| split32(x.data[(c0 + c) * x.rs + k0..].as_ptr()));
+            // Written column by column, never zero-filled first (a 6 KiB memset per block,
+            // ~1% of a full fine-tune's samples), and in this function's body: a closure
+            // (`array::from_fn`) would lose its target features and call every intrinsic.
+            let mut cols = [std::mem::MaybeUninit::<[__m512i; 3]>::uninit(); 32];
+            for (c, col) in cols.iter_mut().enumerate() {
+                col.write(split32(x.data[(c0 + c) * x.rs + k0..].as_ptr()));
+            }
             for p in 0..3 {
-                for (ct, tile) in cols.chunks_exact(16).enumerate() {
-                    let mut v: [__m512; 16] =
-                        std::array::from_fn(|i| _mm512_castsi512_ps(tile[i][p]));
+                for ct in 0..2 {
+                    let mut v = [_mm512_castsi512_ps(_mm512_set1_epi32(0)); 16];
+                    for (i, reg) in v.iter_mut().enumerate() {
+                        // SAFETY: every column was written by the loop above.
+                        *reg = _mm512_castsi512_ps(cols[ct * 16 + i].assume_init_ref()[p]);
+                    }
                     transpose16(&mut v);
                     for (pair, reg) in v.iter().enumerate() {
                         let at = out.as_mut_ptr().add(p * PART + ct * 512 + pair * 32);

@@ -780,13 +780,12 @@ impl Llama {
     }
 
     /// A training step's loss ([`Llama::loss_with_dropout`]'s, the same bits) with its
-    /// gradients handed to `sink` stage by stage, keeping one decoder layer's activations at a
-    /// time. On the CPU in f32 (a full fine-tune or a LoRA adapter, with or without dropout) a
-    /// forward without a graph keeps each layer's input and draws the LoRA dropout seeds in the
-    /// graph's order; the head's graph gives the last hidden state's gradient; each layer, from
-    /// the last, is run again from its input and differentiated by hand (`train`), its
-    /// parameters' gradients handed over as [`StepGrads::Params`]; the embedding's graph comes
-    /// last. Gradients are the graph's sums added in another order; every reduction has a fixed
+    /// gradients handed to `sink` stage by stage. On the CPU in f32 (a full fine-tune or a LoRA
+    /// adapter, with or without dropout) a forward without a graph keeps each layer's input,
+    /// the activations of the layers [`KeptLayers`] says, and draws the LoRA dropout seeds in
+    /// the graph's order; the head (final norm, lm head) is differentiated by hand, then each
+    /// layer from the last (run again from its input unless kept) (`train`), then the
+    /// embedding, each stage's parameters' gradients handed over as [`StepGrads::Params`]. Gradients are the graph's sums added in another order; every reduction has a fixed
     /// order, so the bits do not depend on the thread count.
     ///
     /// Fallbacks (other devices and dtypes): without an adapter, the same checkpointing with

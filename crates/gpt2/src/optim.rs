@@ -112,9 +112,12 @@ impl Grads {
         Ok(())
     }
 
-    /// All-zero gradients for `opt`'s parameters.
+    /// All-zero gradients for `opt`'s parameters, in the CPU step's pooled buffers where the
+    /// last step's were handed back ([`Grads::recycle`]): fresh ones each step were ~22k page
+    /// faults a step at llama30m (the heap's top given back to the kernel and faulted in again).
     pub fn zeros(opt: &AdamW) -> Self {
-        Self { grads: opt.params.iter().map(|p| vec![0.0; p.var.elem_count()]).collect() }
+        let zeroed = |p: &Param| crate::ops::scratch::zeroed(p.var.elem_count());
+        Self { grads: opt.params.iter().map(zeroed).collect() }
     }
 
     /// Adds one micro-batch's gradients (accumulation is a sum; scale afterwards to average).
@@ -443,7 +446,7 @@ impl AdamW {
             .collect();
         drop(data);
         params.sort_by(|a, b| a.name.cmp(&b.name));
-        let zeros = |p: &Param| vec![0f32; p.var.elem_count()];
+        let zeros = |p: &Param| crate::ops::scratch::zeros_written(p.var.elem_count());
         Ok(Self {
             m: params.iter().map(zeros).collect(),
             v: params.iter().map(zeros).collect(),

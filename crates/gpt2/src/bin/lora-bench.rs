@@ -103,6 +103,8 @@ fn main() -> AnyResult<()> {
             grads.accumulate_step(&opt, s).map_err(posthuman_gpt2::candle_core::Error::wrap)
         })?;
         opt.step(&grads, 1e-4)?;
+        // As the worker does: the next step's gradients reuse these buffers.
+        grads.recycle();
         Ok(loss)
     };
     step(0)?; // warm-up: allocations, rayon pool

@@ -23,8 +23,8 @@ use super::decode::{View, view};
 use super::{KeptLayers, Layer, Llama, Proj};
 use crate::DropoutRng;
 use crate::ops::attention::{self as att, Dims, Qkv};
-use crate::ops::kernels::{Mat, Out, col_sums, matmul, matmul_many, tensor, with_slice};
-use crate::ops::{self, dense, llama as lops, rms_norm, rows, scratch};
+use crate::ops::kernels::{Mat, Out, col_sums, matmul, matmul_many, with_slice};
+use crate::ops::{dense, loss, rms_norm, rows, scratch};
 use crate::optim::{ParamGrad, StepGrads};
 use candle_core::{DType, Result, Tensor, bail};
 
@@ -635,11 +635,12 @@ fn push_if_tracked(grads: &mut Vec<ParamGrad>, p: &Tensor, g: Vec<f32>) {
     }
 }
 
-/// A training step's loss, its gradients handed to `sink` stage by stage: the head's graph
-/// (with the final norm and the lm head), then each layer from the last, recomputed from its
-/// input by [`Step::saving`] and differentiated by [`Step::backward`], then the embedding's
-/// graph (when the embedding is trained). LoRA dropout seeds are drawn in the first forward,
-/// in the graph's order, and replayed by the recomputation.
+/// A training step's loss, its gradients handed to `sink` stage by stage: the head (the
+/// final norm and the lm head), then each layer from the last, its activations kept from the
+/// forward or recomputed from its input by [`Step::saving`] ([`KeptLayers`]), differentiated
+/// by [`Step::backward`], then the embedding (when it is trained), all as
+/// [`StepGrads::Params`]. LoRA dropout seeds are drawn in the first forward, in the graph's
+/// order, and replayed by a recomputation.
 pub(super) fn loss_and_grads(
     m: &Llama,
     ids: &Tensor,
@@ -673,17 +674,25 @@ pub(super) fn loss_and_grads(
         seeds.push(step.seeds);
         inputs.push(std::mem::replace(&mut x, y));
     }
-    let last = candle_core::Var::from_tensor(&tensor(x, (b, t, c))?)?;
-    let hn = lops::rms_norm(last.as_tensor(), &m.norm, m.cfg.rms_norm_eps)?;
-    let loss = ops::lm_head_loss(&hn.reshape((b * t, c))?, &m.lm_head, &targets.flatten_all()?)?;
-    let store = loss.backward()?;
-    let loss = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-    sink(StepGrads::Store(&store))?;
-    let Some(gl) = store.get(last.as_tensor()) else {
-        bail!("no gradient reached the last layer's output")
-    };
-    let mut g = with_slice::<f32, _>(gl, |s| Ok(scratch::copy(s)))?;
-    drop((store, hn, last));
+    // The head by hand too: the final RMSNorm and the fused lm-head loss forward and back, as
+    // the graph computes them (the same loss bits), their gradients in pooled buffers: through
+    // the graph, candle's fresh tensors for dW of the head were ~7k page faults a step.
+    let eps = m.cfg.rms_norm_eps as f32;
+    let (norm_w, head_w) = (view(&m.norm)?, view(&m.lm_head)?);
+    let (v, _) = m.lm_head.dims2()?;
+    let tg = with_slice::<u32, _>(&targets.flatten_all()?, |s| Ok(s.to_vec()))?;
+    let hn = rms_norm::fwd(&x, norm_w.s(), eps);
+    let (loss, head_grads) =
+        loss::head_mean(&hn, head_w.s(), &tg, (c, v), true, m.lm_head.track_op())?;
+    let Some((dh, dhead)) = head_grads else { bail!("the lm head gave no gradient") };
+    let (mut g, dnorm) = rms_norm::bwd(&x, norm_w.s(), &dh, eps);
+    let mut grads = Vec::new();
+    if !dhead.is_empty() {
+        grads.push((m.lm_head.clone(), dhead));
+    }
+    push_if_tracked(&mut grads, &m.norm, dnorm);
+    sink(StepGrads::Params(&grads))?;
+    scratch::give(grads.into_iter().map(|(_, g)| g).chain([hn, dh, x]));
     let train_embed = m.embed.track_op();
     for (li, l) in m.layers.iter().enumerate().rev() {
         let Some(x_in) = inputs.pop() else { bail!("no input kept for layer {li}") };
@@ -704,9 +713,25 @@ pub(super) fn loss_and_grads(
         let Some(dx) = dx else { return Ok(loss) };
         scratch::give([std::mem::replace(&mut g, dx)]);
     }
-    let gx = tensor(g, (b, t, c))?;
-    let store = ops::seeded_backward(&m.embed_ids(&m.embed, ids, b, t)?, &gx)?;
-    sink(StepGrads::Store(&store))?;
+    // The embedding's gradient: each position's row added into its token's, in position order
+    // (as candle's index_add does), in a pooled buffer (the graph's fresh ones were another
+    // ~8k page faults a step).
+    let (v, _) = m.embed.dims2()?;
+    let mut de = scratch::zeroed(v * c);
+    with_slice::<u32, _>(&ids.flatten_all()?, |ids| {
+        for (row, &id) in g.chunks_exact(c).zip(ids) {
+            let Some(d) = de.get_mut(id as usize * c..(id as usize + 1) * c) else {
+                bail!("token id {id} is outside the vocabulary of {v}")
+            };
+            for (a, &x) in d.iter_mut().zip(row) {
+                *a += x;
+            }
+        }
+        Ok(())
+    })?;
+    let grads = [(m.embed.clone(), de)];
+    sink(StepGrads::Params(&grads))?;
+    scratch::give(grads.into_iter().map(|(_, d)| d).chain([g]));
     Ok(loss)
 }
 

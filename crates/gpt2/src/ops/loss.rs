@@ -253,7 +253,7 @@ pub(crate) fn lm_head_mean(
 
 /// [`lm_head_mean`], with wte's gradient only when `dw` ([`head_rows`]).
 #[allow(clippy::type_complexity)]
-fn head_mean(
+pub(crate) fn head_mean(
     h: &[f32],
     wte: &[f32],
     targets: &[u32],

@@ -47,13 +47,8 @@ fn compare(what: &str, m: &Llama, opt: &AdamW, dropout: Option<u64>) {
     let mut d1 = dropout.map(DropoutRng::new);
     let loss = m.loss_with_dropout(&x, &y, d1.as_mut()).unwrap();
     let whole = Grads::from_store(opt, &loss.backward().unwrap()).unwrap();
-    let mut step = Grads::zeros(opt);
     let mut d2 = dropout.map(DropoutRng::new);
-    let step_loss = m
-        .loss_and_grads_layerwise(&x, &y, d2.as_mut(), |g| {
-            step.accumulate_step(opt, g).map_err(posthuman_gpt2::candle_core::Error::wrap)
-        })
-        .unwrap();
+    let (step_loss, step) = layer_step(m, opt, (&x, &y), d2.as_mut());
     assert_eq!(step_loss, loss.to_scalar::<f32>().unwrap(), "{what}: the loss's bits");
     for (i, p) in opt.params().iter().enumerate() {
         let (a, g) = (whole.get(i).unwrap(), step.get(i).unwrap());
@@ -65,6 +60,22 @@ fn compare(what: &str, m: &Llama, opt: &AdamW, dropout: Option<u64>) {
     if let (Some(a), Some(b)) = (d1.as_mut(), d2.as_mut()) {
         assert_eq!(a.next_seed(), b.next_seed(), "{what}: dropout streams diverged");
     }
+}
+
+/// The layer step's loss on (ids, targets) and the gradients of the parameters `opt` holds.
+fn layer_step(
+    m: &Llama,
+    opt: &AdamW,
+    (x, y): (&Tensor, &Tensor),
+    dropout: Option<&mut DropoutRng>,
+) -> (f32, Grads) {
+    let mut grads = Grads::zeros(opt);
+    let loss = m
+        .loss_and_grads_layerwise(x, y, dropout, |g| {
+            grads.accumulate_step(opt, g).map_err(posthuman_gpt2::candle_core::Error::wrap)
+        })
+        .unwrap();
+    (loss, grads)
 }
 
 /// Llama with grouped-query heads, Qwen2's biases, Qwen3's q/k norm with head_dim 12 (not
@@ -131,13 +142,8 @@ fn step_bits(m: &Llama, opt: &AdamW, dropout: Option<u64>) -> (u32, Vec<Vec<u32>
     let mut rng = SeededRng::new(5);
     let (b, t, v) = (2, 12, m.config().vocab_size);
     let (x, y) = (ids(&mut rng, &[b, t], v), ids(&mut rng, &[b, t], v));
-    let mut grads = Grads::zeros(opt);
     let mut d = dropout.map(DropoutRng::new);
-    let loss = m
-        .loss_and_grads_layerwise(&x, &y, d.as_mut(), |g| {
-            grads.accumulate_step(opt, g).map_err(posthuman_gpt2::candle_core::Error::wrap)
-        })
-        .unwrap();
+    let (loss, grads) = layer_step(m, opt, (&x, &y), d.as_mut());
     let bits = (0..opt.params().len())
         .map(|i| grads.get(i).unwrap().iter().map(|v| v.to_bits()).collect())
         .collect();

@@ -147,24 +147,9 @@ impl<'a> ProjView<'a> {
     }
 
     /// From dy (n, out): dx = dy·W (+ ((s·dy)·B·A) ⊙ mask), written or, with `acc`, added
-    /// into `dx`; the gradients of the tracked parameters pushed onto `grads` (dW = dyᵀ·x,
-    /// db = Σ dy, dA = (s·dy·B)ᵀ·drop(x), dB = (s·dy)ᵀ·(drop(x)·Aᵀ)).
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &self,
-        x: &[f32],
-        n: usize,
-        xa: Option<&[f32]>,
-        seed: Option<u64>,
-        dy: &[f32],
-        dx: Option<(&mut [f32], bool)>,
-        grads: &mut Vec<ParamGrad>,
-    ) -> Result<()> {
-        backward_many([self], x, n, [xa], [seed], [dy], dx, grads)
-    }
-
-    /// [`ProjView::backward`] but for W's gradient (dW = dyᵀ·x), which
-    /// [`backward_many`] has computed.
+    /// into `dx`; the gradients of the tracked parameters but W pushed onto `grads` (db = Σ dy,
+    /// dA = (s·dy·B)ᵀ·drop(x), dB = (s·dy)ᵀ·(drop(x)·Aᵀ)). W's, dW = dyᵀ·x, is
+    /// [`backward_many`]'s, which calls this.
     #[allow(clippy::too_many_arguments)]
     fn backward_rest(
         &self,
@@ -262,7 +247,7 @@ fn forward_many<const N: usize>(
     }
 }
 
-/// [`ProjView::backward`] of projections that all read `x`, their output gradients `dys`:
+/// The backward of projections that all read `x`, from their output gradients `dys`:
 /// the weights' gradients dW = dyᵀ·x first, as one `matmul_many` that packs x once; then
 /// each projection's dx (written or added into `dx` as its flag says for the first, added
 /// for the rest, in order) and the rest of its gradients.
@@ -527,7 +512,8 @@ impl<'a> Step<'a> {
             true => dense::silu_mul_values(&s.g, &s.u)?,
             false => Vec::new(),
         };
-        p[DOWN].backward(&h, n, xa(DOWN), sd[DOWN], dy, Some((&mut dh, false)), grads)?;
+        let into = Some((&mut dh[..], false));
+        backward_many([&p[DOWN]], &h, n, [xa(DOWN)], [sd[DOWN]], [dy], into, grads)?;
         scratch::give([h]);
         let (dg, du) = dense::silu_mul_grads(&s.g, &s.u, &dh)?;
         scratch::give([dh]);
@@ -550,7 +536,8 @@ impl<'a> Step<'a> {
         scratch::give([dn2]);
         // Attention: o, the heads, RoPE's transpose, the per-head norm, then q, k, v.
         let mut da = scratch::take(n * cq);
-        p[O].backward(&s.a, n, xa(O), sd[O], &dx1, Some((&mut da, false)), grads)?;
+        let into = Some((&mut da[..], false));
+        backward_many([&p[O]], &s.a, n, [xa(O)], [sd[O]], [&dx1], into, grads)?;
         let [dq, dk, dv] = att::gqa_bwd(&self.qkv(&s), &da, &s.probs, dm)?;
         scratch::give([da]);
         let (mut dq, mut dk) = (self.rope(&dq, dm.h, -1.0), self.rope(&dk, dm.hkv, -1.0));

@@ -785,7 +785,8 @@ impl Llama {
     /// the activations of the layers [`KeptLayers`] says, and draws the LoRA dropout seeds in
     /// the graph's order; the head (final norm, lm head) is differentiated by hand, then each
     /// layer from the last (run again from its input unless kept) (`train`), then the
-    /// embedding, each stage's parameters' gradients handed over as [`StepGrads::Params`]. Gradients are the graph's sums added in another order; every reduction has a fixed
+    /// embedding, each stage's parameters' gradients handed over as [`StepGrads::Params`].
+    /// Gradients are the graph's sums added in another order; every reduction has a fixed
     /// order, so the bits do not depend on the thread count.
     ///
     /// Fallbacks (other devices and dtypes): without an adapter, the same checkpointing with

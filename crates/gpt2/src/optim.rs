@@ -446,7 +446,7 @@ impl AdamW {
             .collect();
         drop(data);
         params.sort_by(|a, b| a.name.cmp(&b.name));
-        let zeros = |p: &Param| crate::ops::scratch::zeros_written(p.var.elem_count());
+        let zeros = |p: &Param| crate::ops::scratch::fresh(p.var.elem_count());
         Ok(Self {
             m: params.iter().map(zeros).collect(),
             v: params.iter().map(zeros).collect(),

@@ -667,10 +667,10 @@ pub(super) fn loss_and_grads(
     let eps = m.cfg.rms_norm_eps as f32;
     let (norm_w, head_w) = (view(&m.norm)?, view(&m.lm_head)?);
     let (v, _) = m.lm_head.dims2()?;
-    let tg = with_slice::<u32, _>(&targets.flatten_all()?, |s| Ok(s.to_vec()))?;
     let hn = rms_norm::fwd(&x, norm_w.s(), eps);
-    let (loss, head_grads) =
-        loss::head_mean(&hn, head_w.s(), &tg, (c, v), true, m.lm_head.track_op())?;
+    let (loss, head_grads) = with_slice::<u32, _>(&targets.flatten_all()?, |tg| {
+        loss::head_mean(&hn, head_w.s(), tg, (c, v), true, m.lm_head.track_op())
+    })?;
     let Some((dh, dhead)) = head_grads else { bail!("the lm head gave no gradient") };
     let (mut g, dnorm) = rms_norm::bwd(&x, norm_w.s(), &dh, eps);
     let mut grads = Vec::new();

@@ -24,7 +24,7 @@
 //! accumulator tiles, two A and two B tiles, scheduled so that every loaded tile feeds two
 //! products (a tile reloaded before the products reading it are done stalls the TMUL unit).
 
-use super::kernels::Mat;
+use super::kernels::{Mat, Out};
 use rayon::prelude::*;
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -163,14 +163,6 @@ pub(crate) fn matmul(
     matmul_many(&[a], &[b], &mut outs, accumulate, parallel);
 }
 
-/// One product of [`matmul_many`]: `dst` (row stride `rs`) = A[a] · B[b].
-pub(crate) struct Out<'a> {
-    pub dst: &'a mut [f32],
-    pub rs: usize,
-    pub a: usize,
-    pub b: usize,
-}
-
 /// Each `outs[i].dst` = `a_ops[outs[i].a]` · `b_ops[outs[i].b]`, or += when `accumulate`, with
 /// every distinct operand packed once: a layer's q, k and v products read one normed input
 /// (packed once, its chunk then run against all three weights), and their weight gradients
@@ -191,13 +183,15 @@ pub(crate) fn matmul_many(
     // rows' A one k chunk at a time, just before use, so that chunk (up to GROUP × KC steps,
     // 768 KiB) is still in L2 when the kernels read it: packed whole, a large A went to memory
     // and back.
-    let mut first_panel = Vec::with_capacity(b_ops.len());
-    let mut panels = 0;
-    for b in b_ops {
-        first_panel.push(panels);
-        panels += b.cols.div_ceil(32);
-    }
-    let pb = pack_b(b_ops, panels, ks, parallel);
+    let first_panel: Vec<usize> = b_ops
+        .iter()
+        .scan(0, |next, b| {
+            let first = *next;
+            *next += b.cols.div_ceil(32);
+            Some(first)
+        })
+        .collect();
+    let pb = pack_b(b_ops, ks, parallel);
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // Per distinct A, the products reading it: (dst, its row stride, columns, first panel).
     let targets: Vec<Vec<(SendPtr, usize, usize, usize)>> = (0..a_ops.len())
@@ -332,21 +326,22 @@ thread_local! {
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint row blocks through it (see `matmul`).
+// SAFETY: tasks write disjoint row blocks of each product through it (see `matmul_many`).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// Packs every B of `bs` into 32-column panels of `ks` k steps each, one after another
-/// (`panels` in all), one panel per task.
-fn pack_b(bs: &[Mat], panels: usize, ks: usize, parallel: bool) -> Vec<Line> {
+/// Packs every B of `bs` into 32-column panels of `ks` k steps each, one after another, one
+/// panel per task.
+fn pack_b(bs: &[Mat], ks: usize, parallel: bool) -> Vec<Line> {
     let per = ks * STEP / 32;
-    let mut out = take(panels * per);
     // Which B and which of its column blocks each panel holds.
     let which: Vec<(usize, usize)> = bs
         .iter()
         .enumerate()
         .flat_map(|(bi, b)| (0..b.cols.div_ceil(32)).map(move |cb| (bi, cb)))
         .collect();
+    let panels = which.len();
+    let mut out = take(panels * per);
     let run = |(&(bi, cb), panel): (&(usize, usize), &mut [Line])| {
         let x = bs[bi].transposed();
         let mut buf = [[0f32; 32]; 32];
@@ -371,13 +366,13 @@ fn pack_b(bs: &[Mat], panels: usize, ks: usize, parallel: bool) -> Vec<Line> {
 
 /// Panel buffers kept between products: a fresh multi-megabyte allocation per product is an
 /// mmap, page faults and, when freed, an munmap whose TLB shootdown interrupts the other core.
-static PANELS: std::sync::Mutex<Vec<Vec<Line>>> = std::sync::Mutex::new(Vec::new());
+static PANELS: std::sync::Mutex<Option<Vec<Line>>> = std::sync::Mutex::new(None);
 
 /// A panel buffer of at least `n` lines (contents unspecified: the packers write every value
 /// they use). Never shrunk, so a reused buffer costs no zeroing; one too small is replaced, not
 /// grown (growing copied the old panels first).
 fn take(n: usize) -> Vec<Line> {
-    let v = PANELS.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
+    let v = PANELS.lock().map(|mut p| p.take()).ok().flatten().unwrap_or_default();
     if v.len() >= n {
         return v;
     }
@@ -392,14 +387,10 @@ fn give(v: Vec<Line>) {
     // last given back let one of those displace the large one, and the next large product
     // paid a fresh allocation and its page faults (the lm head's first chunk ran at 0.4× of
     // its second's speed).
-    if let Ok(mut p) = PANELS.lock() {
-        match p.first() {
-            Some(kept) if kept.len() >= v.len() => {}
-            _ => {
-                p.clear();
-                p.push(v);
-            }
-        }
+    if let Ok(mut p) = PANELS.lock()
+        && p.as_ref().is_none_or(|kept| kept.len() < v.len())
+    {
+        *p = Some(v);
     }
 }
 

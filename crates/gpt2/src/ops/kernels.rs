@@ -134,7 +134,13 @@ pub(crate) fn matmul(
     Ok(())
 }
 
-pub(crate) use super::amx::Out;
+/// One product of [`matmul_many`]: `dst` (row stride `rs`) = A[a] · B[b].
+pub(crate) struct Out<'a> {
+    pub dst: &'a mut [f32],
+    pub rs: usize,
+    pub a: usize,
+    pub b: usize,
+}
 
 /// Each `outs[i].dst` = `a[outs[i].a]` · `b[outs[i].b]` (or += when `accumulate`): several
 /// products over shared operands, each with the bits its own [`matmul`] gives. On AMX every
@@ -152,17 +158,15 @@ pub(crate) fn matmul_many(
     if a.iter().any(|m| m.cols != k || !m.fits()) || b.iter().any(|m| m.rows != k || !m.fits()) {
         bail!("matmul: operands of a shared product disagree on k or their storage");
     }
-    let mut large = true;
-    for o in outs.iter() {
-        let (Some(am), Some(bm)) = (a.get(o.a), b.get(o.b)) else {
-            bail!("matmul: a shared product names an operand it was not given");
-        };
-        let (m, n) = (am.rows, bm.cols);
-        let fits = m > 0 && n > 0 && o.rs >= n && (m - 1) * o.rs + n <= o.dst.len();
-        large &= fits && super::amx::worth(m, n, k);
+    if outs.iter().any(|o| o.a >= a.len() || o.b >= b.len()) {
+        bail!("matmul: a shared product names an operand it was not given");
     }
     #[cfg(target_arch = "x86_64")]
-    if large {
+    if outs.iter().all(|o| {
+        let (m, n) = (a[o.a].rows, b[o.b].cols);
+        let fits = m > 0 && n > 0 && o.rs >= n && (m - 1) * o.rs + n <= o.dst.len();
+        fits && super::amx::worth(m, n, k)
+    }) {
         super::amx::matmul_many(a, b, outs, accumulate, parallel);
         return Ok(());
     }

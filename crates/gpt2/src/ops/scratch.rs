@@ -57,30 +57,23 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
     v
 }
 
-/// A new buffer of `len` zeros that lives on (optimizer moments): written, not calloc'd. A
-/// calloc'd buffer's pages map the shared zero page until written, and a read-modify-write
-/// (AdamW's first update of its moments) then costs a copy-on-write fault per 4 KiB page,
-/// each flushing the other core's TLB: ~1.5 s of a llama30m full fine-tune's first step.
-pub(crate) fn zeros_written(len: usize) -> Vec<f32> {
-    if len >= PAR_MIN {
-        return fresh(len);
-    }
-    let mut v = Vec::with_capacity(len);
-    // Opaque to the optimiser, which would otherwise fold the allocation and the fill below
-    // back into a calloc.
-    std::hint::black_box(&mut v);
-    v.resize(len, 0.0);
-    v
-}
-
-/// A new buffer of `len` zeros, zeroed over rayon's threads when large. `vec![0.0; len]`
-/// zeroes on the calling thread (glibc's calloc memsets whatever it reuses from the heap,
-/// which after the first step is nearly everything), and a training step's outputs that are
-/// not handed back are several hundred MB a step: measured ~6% of a Llama full fine-tune's
-/// samples, all on the main thread while the pool's threads waited.
-fn fresh(len: usize) -> Vec<f32> {
+/// A new buffer of `len` zeros, written (over rayon's threads when large), never calloc'd.
+/// `vec![0.0; len]` zeroes on the calling thread (glibc's calloc memsets whatever it reuses
+/// from the heap, which after the first step is nearly everything), and a training step's
+/// outputs that are not handed back are several hundred MB a step: measured ~6% of a Llama
+/// full fine-tune's samples, all on the main thread while the pool's threads waited. And a
+/// fresh calloc'd buffer's pages map the shared zero page until written, so a
+/// read-modify-write (AdamW's first update of its moments, which live on) costs a
+/// copy-on-write fault per 4 KiB page, each flushing the other core's TLB: ~1.5 s of a
+/// llama30m full fine-tune's first step.
+pub(crate) fn fresh(len: usize) -> Vec<f32> {
     if len < PAR_MIN {
-        return vec![0.0; len];
+        let mut v = Vec::with_capacity(len);
+        // Opaque to the optimiser, which would otherwise fold the allocation and the fill
+        // below back into a calloc.
+        std::hint::black_box(&mut v);
+        v.resize(len, 0.0);
+        return v;
     }
     let mut v: Vec<f32> = Vec::with_capacity(len);
     v.spare_capacity_mut()[..len].par_chunks_mut(BLOCK).for_each(|c| {
